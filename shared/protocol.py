@@ -1,0 +1,269 @@
+"""Sans-I/O protocol state machines for both ends of a facewire link.
+
+These objects never touch a socket or a clock of their own: the websocket shells feed
+them the payload of each websocket message (bytes, or str for a text frame) with the
+current time, and send what `data_to_send()` returns. Hostile input is therefore tested
+by calling `receive()` directly. A violation queues an `error` message and sets
+`close`, after which the shell closes the websocket with that code and reason.
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from shared import messages as m
+from shared.errors import ErrorCode, ProtocolError
+
+
+class State(enum.Enum):
+    AWAIT_HELLO = "await_hello"
+    AWAIT_WELCOME = "await_welcome"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class Close:
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class HandshakeDone:
+    """The peer was accepted (receiver side: the hello; sender side: the welcome)."""
+
+    message: m.Hello | m.Welcome
+
+
+@dataclass(frozen=True)
+class MessageReceived:
+    message: m.Message
+
+
+@dataclass(frozen=True)
+class ConnectionFailed:
+    """The peer broke the protocol; `close` says how the shell must close the socket."""
+
+    error: ProtocolError
+    close: Close
+
+
+Event = HandshakeDone | MessageReceived | ConnectionFailed
+
+
+@dataclass
+class TokenBucket:
+    """Allows `rate` units a second with bursts up to `burst`."""
+
+    rate: float
+    burst: float
+    level: float = -1.0
+    stamp: float = 0.0
+
+    def take(self, amount: float, now: float) -> bool:
+        if self.level < 0:
+            self.level, self.stamp = self.burst, now
+        self.level = min(self.burst, self.level + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if amount > self.level:
+            return False
+        self.level -= amount
+        return True
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_message_bytes: int = m.MAX_MESSAGE_BYTES
+    messages_per_second: float = 240.0
+    message_burst: float = 480.0
+    bytes_per_second: float = 16 * 1024 * 1024
+    byte_burst: float = 2 * m.MAX_MESSAGE_BYTES
+    handshake_timeout_s: float = 5.0
+    idle_timeout_s: float = 20.0
+
+
+def tokens_match(expected: str, given: str) -> bool:
+    """Constant-time comparison of authentication tokens."""
+    return hmac.compare_digest(expected.encode("utf-8"), given.encode("utf-8"))
+
+
+class _Connection:
+    allowed: tuple[type, ...] = ()
+
+    def __init__(self, limits: Limits, now: float) -> None:
+        self.limits = limits
+        self.state = State.AWAIT_HELLO
+        self.close: Close | None = None
+        self.last_activity = now
+        self._outgoing: list[bytes] = []
+
+    def send(self, message: m.Message) -> bytes:
+        """Encode a message for the peer and queue it; returns the bytes."""
+        data = m.encode(message)
+        self._outgoing.append(data)
+        return data
+
+    def data_to_send(self) -> list[bytes]:
+        out, self._outgoing = self._outgoing, []
+        return out
+
+    def fail(self, error: ProtocolError) -> ConnectionFailed:
+        """Queue an `error` message and mark the connection closed with the matching code."""
+        if self.state is not State.CLOSED:
+            self.send(m.Error(code=error.code.value, message=str(error)[:512], fatal=True))
+        self.state = State.CLOSED
+        self.close = Close(int(error.close_code), str(error)[:120])
+        return ConnectionFailed(error, self.close)
+
+    def _decode(self, data: bytes | str, now: float) -> m.Message:
+        if isinstance(data, str):
+            raise ProtocolError(ErrorCode.TEXT_FRAME, "text frames are not part of the protocol")
+        if len(data) > self.limits.max_message_bytes:
+            raise ProtocolError(ErrorCode.TOO_LARGE, f"message of {len(data)} bytes exceeds {self.limits.max_message_bytes}")
+        message = m.decode(data, self.limits.max_message_bytes)
+        if not isinstance(message, self.allowed):
+            raise ProtocolError(ErrorCode.UNEXPECTED, f"`{type(message).__name__.lower()}` is not sent to this side", "t")
+        self.last_activity = now
+        return message
+
+    def check_timeouts(self, now: float) -> list[Event]:
+        if self.state is State.CLOSED:
+            return []
+        if self.state is not State.OPEN and now - self.last_activity > self.limits.handshake_timeout_s:
+            return [self.fail(ProtocolError(ErrorCode.HANDSHAKE_TIMEOUT, "no handshake in time"))]
+        if self.state is State.OPEN and now - self.last_activity > self.limits.idle_timeout_s:
+            return [self.fail(ProtocolError(ErrorCode.IDLE_TIMEOUT, f"nothing received for {self.limits.idle_timeout_s:g} s"))]
+        return []
+
+
+class ReceiverProtocol(_Connection):
+    """The receiver's side of one connection: authenticates the hello, then yields messages."""
+
+    allowed = m.SENDER_MESSAGES
+
+    def __init__(
+        self,
+        token: str,
+        now: float,
+        *,
+        limits: Limits | None = None,
+        capabilities: Sequence[str] = (),
+        renderers: Sequence[str] = (),
+        assets: Sequence[str] = (),
+    ) -> None:
+        super().__init__(limits or Limits(), now)
+        self._token = token
+        self._capabilities = list(capabilities)
+        self._renderers = list(renderers)
+        self._assets = list(assets)[:1024]
+        self._message_bucket = TokenBucket(self.limits.messages_per_second, self.limits.message_burst)
+        self._byte_bucket = TokenBucket(self.limits.bytes_per_second, self.limits.byte_burst)
+        self.session_id = secrets.token_hex(8)
+        self.version: int | None = None
+
+    def receive(self, data: bytes | str, now: float) -> list[Event]:
+        if self.state is State.CLOSED:
+            return []
+        try:
+            if not self._message_bucket.take(1, now) or not self._byte_bucket.take(len(data), now):
+                raise ProtocolError(ErrorCode.RATE_LIMITED, "message or byte rate over the limit")
+            message = self._decode(data, now)
+            if self.state is State.AWAIT_HELLO:
+                return [self._accept(message)]
+            if isinstance(message, m.Hello):
+                raise ProtocolError(ErrorCode.UNEXPECTED, "hello after the handshake", "t")
+            if isinstance(message, m.Ping):
+                self.send(m.Pong(nonce=message.nonce, ts_us=message.ts_us))
+            return [MessageReceived(message)]
+        except ProtocolError as exc:
+            return [self.fail(exc)]
+
+    def _accept(self, message: m.Message) -> HandshakeDone:
+        if not isinstance(message, m.Hello):
+            raise ProtocolError(ErrorCode.UNEXPECTED, "the first message must be `hello`", "t")
+        if not tokens_match(self._token, message.token):
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, "wrong token", "token")
+        common = set(message.versions) & set(m.SUPPORTED_VERSIONS)
+        if not common:
+            raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION, f"receiver speaks versions {list(m.SUPPORTED_VERSIONS)}", "versions")
+        self.version = max(common)
+        self.state = State.OPEN
+        self.send(m.Welcome(
+            version=self.version, session=self.session_id, capabilities=self._capabilities,
+            renderers=self._renderers, assets=self._assets, max_message_bytes=self.limits.max_message_bytes,
+        ))
+        return HandshakeDone(message)
+
+
+class SenderProtocol(_Connection):
+    """The sender's side: sends hello, waits for welcome, then yields the receiver's messages."""
+
+    allowed = m.RECEIVER_MESSAGES
+
+    def __init__(self, token: str, now: float, *, agent: str = "facewire", capabilities: Sequence[str] = (),
+                 limits: Limits | None = None) -> None:
+        super().__init__(limits or Limits(), now)
+        self.state = State.AWAIT_WELCOME
+        self.welcome: m.Welcome | None = None
+        self.send(m.Hello(versions=list(m.SUPPORTED_VERSIONS), token=token, agent=agent, capabilities=list(capabilities)))
+
+    def receive(self, data: bytes | str, now: float) -> list[Event]:
+        if self.state is State.CLOSED:
+            return []
+        try:
+            message = self._decode(data, now)
+            if self.state is State.AWAIT_WELCOME:
+                if isinstance(message, m.Error):
+                    raise ProtocolError(_known_code(message.code), f"receiver refused: {message.message}")
+                if not isinstance(message, m.Welcome):
+                    raise ProtocolError(ErrorCode.UNEXPECTED, "the first reply must be `welcome`", "t")
+                if message.version not in m.SUPPORTED_VERSIONS:
+                    raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION, f"receiver chose version {message.version}", "version")
+                self.welcome = message
+                self.state = State.OPEN
+                return [HandshakeDone(message)]
+            if isinstance(message, m.Welcome):
+                raise ProtocolError(ErrorCode.UNEXPECTED, "welcome after the handshake", "t")
+            if isinstance(message, m.Ping):
+                self.send(m.Pong(nonce=message.nonce, ts_us=message.ts_us))
+            return [MessageReceived(message)]
+        except ProtocolError as exc:
+            self.state = State.CLOSED
+            self.close = Close(int(exc.close_code), str(exc)[:120])
+            return [ConnectionFailed(exc, self.close)]
+
+
+def _known_code(code: str) -> ErrorCode:
+    try:
+        return ErrorCode(code)
+    except ValueError:
+        return ErrorCode.INTERNAL
+
+
+@dataclass
+class Heartbeat:
+    """Sends a ping every `interval_s` and tracks the round trip (used by both shells)."""
+
+    interval_s: float = 2.0
+    next_nonce: int = 0
+    sent: dict[int, float] = field(default_factory=dict)
+    last_sent: float = 0.0
+    rtt_ms: float | None = None
+
+    def due(self, now: float) -> m.Ping | None:
+        if now - self.last_sent < self.interval_s:
+            return None
+        self.last_sent = now
+        self.next_nonce = (self.next_nonce + 1) % 2**32
+        self.sent = {k: v for k, v in self.sent.items() if now - v < 30.0}
+        self.sent[self.next_nonce] = now
+        return m.Ping(nonce=self.next_nonce, ts_us=int(now * 1e6) % 2**63)
+
+    def answered(self, pong: m.Pong, now: float) -> None:
+        start = self.sent.pop(pong.nonce, None)
+        if start is not None:
+            self.rtt_ms = (now - start) * 1000.0

@@ -1,0 +1,147 @@
+"""The typed hand-offs between pipeline stages, common to sender and receiver.
+
+Conventions: images are HxWx3 uint8 BGR (OpenCV order); alpha mattes are HxW float32 in
+[0, 1]; landmarks are (478, 3) float32 MediaPipe face-mesh points in pixels of the frame
+(x right, y down, z towards the camera negative, in the same pixel units as x).
+Timestamps are integer microseconds since the Unix epoch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+Image = npt.NDArray[np.uint8]
+Alpha = npt.NDArray[np.float32]
+Landmarks = npt.NDArray[np.float32]
+FaceState = Literal["tracked", "held", "lost"]
+MESH_POINTS = 478
+
+
+@dataclass(frozen=True)
+class CapturedFrame:
+    index: int
+    ts_us: int
+    image: Image
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.image.shape[1], self.image.shape[0]
+
+
+@dataclass(frozen=True)
+class HeadPose:
+    """Head pose in the head-canonical frame of protocol.md ("Head pose").
+
+    yaw, pitch, roll in degrees; (tx, ty) the image position in pixels of the canonical
+    origin (between the eyes); scale in pixels per canonical unit.
+    """
+
+    yaw: float
+    pitch: float
+    roll: float
+    tx: float
+    ty: float
+    scale: float
+
+    def as_list(self) -> list[float]:
+        return [self.yaw, self.pitch, self.roll, self.tx, self.ty, self.scale]
+
+    @classmethod
+    def from_list(cls, values: list[float]) -> HeadPose:
+        return cls(*(float(v) for v in values))
+
+
+@dataclass(frozen=True)
+class FaceObservation:
+    landmarks: Landmarks
+    pose: HeadPose
+    confidence: float
+    state: FaceState = "tracked"
+
+
+class FaceTracker(Protocol):
+    def track(self, frame: CapturedFrame) -> FaceObservation | None:
+        """The primary face in this frame, or None when there is none to report."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Matter(Protocol):
+    name: str
+
+    def matte(self, frame: CapturedFrame, face: FaceObservation | None) -> Alpha:
+        """Foreground alpha for the frame (HxW float32 in [0, 1])."""
+        ...
+
+    def reset(self) -> None:
+        """Forget temporal state (a new scene or a seek)."""
+        ...
+
+
+@dataclass(frozen=True)
+class FrameAnalysis:
+    """Everything the sender knows about one frame before encoding."""
+
+    frame: CapturedFrame
+    face: FaceObservation | None
+    alpha: Alpha | None
+
+    @property
+    def face_state(self) -> FaceState:
+        return "lost" if self.face is None else self.face.state
+
+
+class Analyzer(Protocol):
+    def analyze(self, frame: CapturedFrame) -> FrameAnalysis: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class IdentityAsset:
+    """An identity the receiver can render: an avatar image and its landmarks, or `self`."""
+
+    asset_id: str
+    image: Image | None
+    landmarks: Landmarks | None
+    embedding: npt.NDArray[np.float16] | None = None
+
+
+@dataclass(frozen=True)
+class KeyframeState:
+    kf: int
+    image: Image
+    alpha: Alpha | None
+    landmarks: Landmarks | None
+
+
+@dataclass(frozen=True)
+class FrameState:
+    """One decoded frame message at full geometry, as the renderer sees it."""
+
+    seq: int
+    ts_us: int
+    face: FaceState
+    confidence: float
+    pose: HeadPose | None
+    landmarks: Landmarks | None
+    alpha: Alpha | None
+
+
+@dataclass(frozen=True)
+class RenderedPerson:
+    image: Image
+    alpha: Alpha
+
+
+class Renderer(Protocol):
+    """Turns identity + keyframe + frame features into the person at the sender's geometry."""
+
+    name: str
+
+    def render(self, identity: IdentityAsset | None, keyframe: KeyframeState, frame: FrameState) -> RenderedPerson: ...
