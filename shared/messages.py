@@ -208,7 +208,7 @@ def decode(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Message:
 
 
 def _tag_field(text: str) -> str | None:
-    unknown = re.search(r"unknown field `([^`]+)`", text)
-    if unknown:
-        return unknown.group(1)
+    named = re.search(r"(?:unknown|missing required) field `([^`]+)`", text)
+    if named:
+        return named.group(1)
     return "t" if "`t`" in text else None

@@ -86,6 +86,11 @@ class Limits:
     idle_timeout_s: float = 20.0
 
 
+def close_reason(text: str) -> str:
+    """`text` cut to the 123 UTF-8 bytes RFC 6455 allows; it may echo peer-chosen strings, so cut by bytes."""
+    return text.encode("utf-8")[:123].decode("utf-8", "ignore")
+
+
 def tokens_match(expected: str, given: str) -> bool:
     """Constant-time comparison of authentication tokens."""
     return hmac.compare_digest(expected.encode("utf-8"), given.encode("utf-8"))
@@ -116,7 +121,7 @@ class _Connection:
         if self.state is not State.CLOSED:
             self.send(m.Error(code=error.code.value, message=str(error)[:512], fatal=True))
         self.state = State.CLOSED
-        self.close = Close(int(error.close_code), str(error)[:120])
+        self.close = Close(int(error.close_code), close_reason(str(error)))
         return ConnectionFailed(error, self.close)
 
     def _decode(self, data: bytes | str, now: float) -> m.Message:
@@ -218,6 +223,7 @@ class SenderProtocol(_Connection):
             message = self._decode(data, now)
             if self.state is State.AWAIT_WELCOME:
                 if isinstance(message, m.Error):
+                    self.state = State.CLOSED  # refused: the receiver is closing, no error goes back
                     raise ProtocolError(_known_code(message.code), f"receiver refused: {message.message}")
                 if not isinstance(message, m.Welcome):
                     raise ProtocolError(ErrorCode.UNEXPECTED, "the first reply must be `welcome`", "t")
@@ -232,9 +238,7 @@ class SenderProtocol(_Connection):
                 self.send(m.Pong(nonce=message.nonce, ts_us=message.ts_us))
             return [MessageReceived(message)]
         except ProtocolError as exc:
-            self.state = State.CLOSED
-            self.close = Close(int(exc.close_code), str(exc)[:120])
-            return [ConnectionFailed(exc, self.close)]
+            return [self.fail(exc)]
 
 
 def _known_code(code: str) -> ErrorCode:
