@@ -90,6 +90,7 @@ class FrameAnalysis:
     frame: CapturedFrame
     face: FaceObservation | None
     alpha: Alpha | None
+    foreground: Image | None = None  # the frame with spill removed, when the matter computes it
 
     @property
     def face_state(self) -> FaceState:
