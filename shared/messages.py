@@ -200,7 +200,8 @@ def decode(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Message:
         match = _FIELD.search(text)
         field = match.group(1).lstrip(".") if match and match.group(1) else None
         raise MessageValidationError(_FIELD.sub("", text).rstrip(" -"), field or _tag_field(text)) from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        # msgspec lets invalid UTF-8 and over-deep nesting through as these two, not as DecodeError.
         raise MessageValidationError(f"not a msgpack message: {exc}") from None
     if isinstance(message, Frame) and len(data) > MAX_FRAME_MESSAGE_BYTES:
         raise MessageValidationError(f"frame message of {len(data)} bytes exceeds {MAX_FRAME_MESSAGE_BYTES}")
