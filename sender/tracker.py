@@ -1,0 +1,300 @@
+"""Face tracking: MediaPipe's 478-point face mesh (with irises), head pose, smoothing, hold.
+
+Head-canonical frame (the frame HeadPose refers to)
+---------------------------------------------------
+Landmarks are MediaPipe face-mesh points in frame pixels: x right, y down, z away from the
+camera (negative is nearer), z in the same pixel units as x. The head frame is defined from
+rigid mesh points only, so the mouth and eyelids do not move it:
+
+* origin O: the mean of the four eye corners 33, 133 (subject's right eye) and 362, 263
+  (subject's left eye) -- the point between the eyes; (tx, ty) is its image position;
+* X axis: from the right-eye corner pair to the left-eye corner pair (the subject's left, which
+  is image right for a frontal face);
+* Y axis (up): the direction from the nose points (1, 2, 4, 5) to the forehead midline points
+  (8, 9, 10), made perpendicular to X and then tilted forward by NOSE_FOREHEAD_TILT_DEG
+  (17.3 degrees, the slope of that line in MediaPipe's canonical face model) so that a face
+  looking straight into the camera reads pitch 0;
+* Z axis = X x Y: out of the face, towards the camera for a frontal face;
+* one canonical unit = the 3-D distance between the two eye-corner midpoints (about 6.3 cm on
+  an adult); `scale` is that distance in pixels, so it grows as the face nears the camera.
+
+Angles, in degrees, are taken in the viewer's frame (x right, y up, z towards the viewer), where
+the head rotation is Q = Ry(yaw) @ Rx(-pitch) @ Rz(roll):
+
+* yaw > 0: the nose turns to the image right (the subject turns to their left);
+* pitch > 0: the nose turns up;
+* roll > 0: the head tilts counter-clockwise in the picture.
+
+A frontal, upright face looking into the camera has yaw = pitch = roll = 0. `pose_rotation`,
+`to_canonical` and `from_canonical` turn a HeadPose back into the transform, so the encoder can
+express landmarks in the head frame and the receiver can place them again.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from sender.smoothing import OneEuroFilter, OneEuroParams
+from shared.types import MESH_POINTS, CapturedFrame, FaceObservation, HeadPose, Landmarks
+
+RIGHT_EYE_CORNERS = (33, 133)
+LEFT_EYE_CORNERS = (362, 263)
+FOREHEAD_MIDLINE = (8, 9, 10)
+NOSE_POINTS = (1, 2, 4, 5)
+NOSE_FOREHEAD_TILT_DEG = 17.3
+
+# Viewer frame (x right, y up, z towards the viewer) expressed in image axes (x right, y down,
+# z away from the camera): the same matrix maps both ways.
+_VIEWER = np.diag([1.0, -1.0, -1.0])
+
+_FACE_MESH_GRAPH = "mediapipe/modules/face_landmark/face_landmark_front_cpu.binarypb"
+_DETECTION_SCORE_PARAM = (
+    "facedetectionshortrangecpu__facedetectionshortrange__facedetection__TensorsToDetectionsCalculator.min_score_thresh"
+)
+_TRACKING_SCORE_PARAM = "facelandmarkcpu__ThresholdingCalculator.threshold"
+
+
+def _unit(v: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    n = float(np.linalg.norm(v))
+    if n < 1e-9:
+        raise ValueError("degenerate landmarks: cannot define a head axis")
+    return v / n
+
+
+def head_frame(landmarks: npt.ArrayLike) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], float]:
+    """(R, origin, scale) of the head-canonical frame: R's columns are the X, Y, Z head axes in
+    image axes, origin the 3-D point between the eyes in pixels, scale pixels per canonical unit."""
+    lm = np.asarray(landmarks, dtype=np.float64)
+    if lm.ndim != 2 or lm.shape[1] != 3 or lm.shape[0] < 468:
+        raise ValueError(f"expected (478, 3) face-mesh landmarks, got shape {lm.shape}")
+    right = lm[list(RIGHT_EYE_CORNERS)].mean(axis=0)
+    left = lm[list(LEFT_EYE_CORNERS)].mean(axis=0)
+    origin = (right + left) / 2.0
+    scale = float(np.linalg.norm(left - right))
+    ex = _unit(left - right)
+    v = lm[list(FOREHEAD_MIDLINE)].mean(axis=0) - lm[list(NOSE_POINTS)].mean(axis=0)
+    v_perp = _unit(v - float(v @ ex) * ex)
+    w = np.cross(ex, v_perp)
+    t = math.radians(NOSE_FOREHEAD_TILT_DEG)
+    ey = math.cos(t) * v_perp + math.sin(t) * w
+    ez = np.cross(ex, ey)
+    return np.stack([ex, ey, ez], axis=1), origin, scale
+
+
+def _angles_from_rotation(r_img: npt.NDArray[np.float64]) -> tuple[float, float, float]:
+    q = _VIEWER @ r_img
+    b = math.asin(max(-1.0, min(1.0, -float(q[1, 2]))))
+    yaw = math.atan2(float(q[0, 2]), float(q[2, 2]))
+    roll = math.atan2(float(q[1, 0]), float(q[1, 1]))
+    return math.degrees(yaw), -math.degrees(b), math.degrees(roll)
+
+
+def head_pose(landmarks: npt.ArrayLike) -> HeadPose:
+    """The HeadPose of a (478, 3) landmark array (see the module docstring for the frame)."""
+    r_img, origin, scale = head_frame(landmarks)
+    yaw, pitch, roll = _angles_from_rotation(r_img)
+    return HeadPose(yaw=yaw, pitch=pitch, roll=roll, tx=float(origin[0]), ty=float(origin[1]), scale=scale)
+
+
+def pose_rotation(pose: HeadPose) -> npt.NDArray[np.float64]:
+    """The head axes (columns X, Y, Z) in image axes for a HeadPose; inverse of `head_pose`'s angles."""
+    a, b, c = math.radians(pose.yaw), math.radians(-pose.pitch), math.radians(pose.roll)
+    ry = np.array([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
+    rx = np.array([[1, 0, 0], [0, math.cos(b), -math.sin(b)], [0, math.sin(b), math.cos(b)]])
+    rz = np.array([[math.cos(c), -math.sin(c), 0], [math.sin(c), math.cos(c), 0], [0, 0, 1]])
+    return _VIEWER @ (ry @ rx @ rz)
+
+
+def to_canonical(landmarks: npt.ArrayLike, pose: HeadPose) -> npt.NDArray[np.float32]:
+    """Landmarks (pixels) in the head-canonical frame (canonical units). The origin's depth, which
+    HeadPose does not carry, is taken from the landmarks' own eye corners."""
+    lm = np.asarray(landmarks, dtype=np.float64)
+    oz = float(lm[list(RIGHT_EYE_CORNERS + LEFT_EYE_CORNERS), 2].mean())
+    origin = np.array([pose.tx, pose.ty, oz])
+    return (((lm - origin) @ pose_rotation(pose)) / pose.scale).astype(np.float32)
+
+
+def from_canonical(points: npt.ArrayLike, pose: HeadPose) -> npt.NDArray[np.float32]:
+    """Canonical-frame points back to pixels; z is relative to the origin's depth (0 there)."""
+    p = np.asarray(points, dtype=np.float64)
+    out = (p * pose.scale) @ pose_rotation(pose).T + np.array([pose.tx, pose.ty, 0.0])
+    return out.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """max_faces > 1 makes the primary face sticky (the nearest to the last one is kept) at the
+    cost of MediaPipe running its face detector on every frame that shows fewer faces than
+    max_faces; max_faces = 1 detects only when tracking is lost. hold_s: how long the last
+    observation is repeated (state "held", fading confidence) after the face disappears."""
+
+    max_faces: int = 2
+    hold_s: float = 0.5
+    min_detection_confidence: float = 0.5
+    min_tracking_confidence: float = 0.5
+    smoothing: OneEuroParams | None = field(default_factory=OneEuroParams)
+
+    def __post_init__(self) -> None:
+        if self.max_faces < 1:
+            raise ValueError(f"max_faces must be >= 1, got {self.max_faces}")
+        if self.hold_s < 0:
+            raise ValueError(f"hold_s must be >= 0, got {self.hold_s}")
+        for name in ("min_detection_confidence", "min_tracking_confidence"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {v}")
+
+
+def choose_primary(candidates: list[Landmarks], previous: Landmarks | None) -> int:
+    """Index of the primary face: the one whose eye midpoint is nearest the previous primary's,
+    or the largest (nearest the camera) when there is no previous face."""
+    if not candidates:
+        raise ValueError("no candidate faces")
+    frames = [head_frame(c) for c in candidates]
+    if previous is None:
+        return int(np.argmax([f[2] for f in frames]))
+    _, prev_origin, _ = head_frame(previous)
+    d = [float(np.linalg.norm(f[1][:2] - prev_origin[:2])) for f in frames]
+    return int(np.argmin(d))
+
+
+def in_frame_fraction(landmarks: Landmarks, width: int, height: int) -> float:
+    x, y = landmarks[:, 0], landmarks[:, 1]
+    return float(np.mean((x >= 0) & (x < width) & (y >= 0) & (y < height)))
+
+
+class MediaPipeFaceTracker:
+    """shared.types.FaceTracker on MediaPipe's face mesh (legacy solutions graph, bundled weights).
+
+    The graph runs in video mode: the mesh of the previous frame gives the region for the next,
+    and the face detector runs only when that tracking is lost (or, with max_faces > 1, when
+    fewer faces than max_faces are being tracked). Confidence is the face detector's score for
+    the tracked face (kept from its last detection while the mesh tracks) times the fraction of
+    mesh points inside the frame; MediaPipe itself drops a face whose landmark presence score
+    falls under min_tracking_confidence.
+    """
+
+    def __init__(self, config: TrackerConfig | None = None) -> None:
+        self.config = config or TrackerConfig()
+        self._graph: object | None = None
+        self._size: tuple[int, int] | None = None
+        self._smoother = OneEuroFilter(self.config.smoothing) if self.config.smoothing else None
+        self._last: FaceObservation | None = None
+        self._last_raw: Landmarks | None = None
+        self._last_ts: int | None = None
+        self._det_score = 1.0
+        self.last_raw_landmarks: Landmarks | None = None
+
+    def _make_graph(self) -> object:
+        from mediapipe.python.solution_base import SolutionBase
+
+        c = self.config
+        return SolutionBase(
+            binary_graph_path=_FACE_MESH_GRAPH,
+            side_inputs={"num_faces": c.max_faces, "with_attention": True, "use_prev_landmarks": True},
+            calculator_params={
+                _DETECTION_SCORE_PARAM: c.min_detection_confidence,
+                _TRACKING_SCORE_PARAM: c.min_tracking_confidence,
+            },
+            outputs=["multi_face_landmarks", "face_detections"],
+        )
+
+    def reset(self) -> None:
+        """Forget the tracked face (a new scene or a seek)."""
+        self._close_graph()
+        self._size = None
+        self._last = self._last_raw = None
+        self._last_ts = None
+        if self._smoother:
+            self._smoother.reset()
+
+    def _close_graph(self) -> None:
+        if self._graph is not None:
+            self._graph.close()  # type: ignore[attr-defined]
+            self._graph = None
+
+    def close(self) -> None:
+        self._close_graph()
+
+    def _run(self, image: npt.NDArray[np.uint8]) -> tuple[list[Landmarks], list[tuple[float, float, float]]]:
+        h, w = image.shape[:2]
+        if self._graph is None or self._size != (w, h):
+            self._close_graph()
+            self._graph = self._make_graph()
+            self._size = (w, h)
+        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        res = self._graph.process({"image": rgb})  # type: ignore[attr-defined]
+        faces: list[Landmarks] = []
+        for fl in res.multi_face_landmarks or []:
+            arr = np.array([(p.x, p.y, p.z) for p in fl.landmark], dtype=np.float32)
+            if arr.shape[0] != MESH_POINTS:
+                raise RuntimeError(f"MediaPipe returned {arr.shape[0]} landmarks, expected {MESH_POINTS}")
+            arr *= np.array([w, h, w], dtype=np.float32)
+            faces.append(arr)
+        dets: list[tuple[float, float, float]] = []
+        for d in res.face_detections or []:
+            box = d.location_data.relative_bounding_box
+            cx, cy = (box.xmin + box.width / 2) * w, (box.ymin + box.height / 2) * h
+            dets.append((float(d.score[0]), cx, cy))
+        return faces, dets
+
+    def track(self, frame: CapturedFrame) -> FaceObservation | None:
+        img = frame.image
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise ValueError(f"expected an HxWx3 uint8 BGR image, got {img.shape} {img.dtype}")
+        if self._last_ts is not None and frame.ts_us < self._last_ts:
+            self.reset()  # time went backwards: a seek or a new source
+        faces, dets = self._run(img)
+        if not faces:
+            return self._hold(frame.ts_us)
+
+        idx = choose_primary(faces, self._last_raw)
+        raw = faces[idx]
+        _, origin, scale = head_frame(raw)
+        switched = self._last_raw is not None and (
+            float(np.linalg.norm(head_frame(self._last_raw)[1][:2] - origin[:2])) > scale
+        )
+        if self._last is None or switched:
+            self._det_score = 1.0 if not dets else 0.0
+            if self._smoother:
+                self._smoother.reset()
+        if dets:
+            # the detection nearest the face (MediaPipe ran its detector on this frame)
+            near = min(dets, key=lambda d: (d[1] - origin[0]) ** 2 + (d[2] - origin[1]) ** 2)
+            if math.hypot(near[1] - origin[0], near[2] - origin[1]) < 1.5 * scale:
+                self._det_score = near[0]
+        h, w = img.shape[:2]
+        confidence = float(np.clip(self._det_score * in_frame_fraction(raw, w, h), 0.0, 1.0))
+
+        smooth = raw
+        if self._smoother is not None:
+            smooth = self._smoother(raw, frame.ts_us * 1e-6, scale=max(scale, 1.0))
+        obs = FaceObservation(landmarks=smooth, pose=head_pose(smooth), confidence=confidence, state="tracked")
+        self._last, self._last_raw, self._last_ts = obs, raw, frame.ts_us
+        self.last_raw_landmarks = raw
+        return obs
+
+    def _hold(self, ts_us: int) -> FaceObservation | None:
+        self.last_raw_landmarks = None
+        if self._last is None or self._last_ts is None:
+            return None
+        hold_us = self.config.hold_s * 1e6
+        elapsed = ts_us - self._last_ts
+        if elapsed > hold_us or hold_us <= 0:
+            self._last = self._last_raw = None
+            self._last_ts = None
+            if self._smoother:
+                self._smoother.reset()
+            return None
+        fade = 1.0 - elapsed / hold_us
+        return FaceObservation(
+            landmarks=self._last.landmarks,
+            pose=self._last.pose,
+            confidence=float(self._last.confidence * fade),
+            state="held",
+        )
