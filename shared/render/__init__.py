@@ -1,0 +1,66 @@
+"""Face renderers behind one interface (shared.types.Renderer), chosen by name with a fallback.
+
+`make_renderer("mesh" | "inswapper", ...)`: the inswapper renderer needs its downloaded model; when
+the model is missing or unusable the receiver is told once and gets the mesh renderer instead.
+Renderer modules are imported lazily so a receiver without the optional models never loads them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from shared.types import Renderer
+
+log = logging.getLogger(__name__)
+
+RENDERERS = ("mesh", "inswapper")
+INSWAPPER_MODEL = "inswapper_128"
+
+MeshFactory = Callable[[], Renderer]
+
+
+def _default_mesh() -> Renderer:
+    mesh = importlib.import_module("shared.render.mesh")  # lazy: heavy, and optional for tests
+
+    factory = getattr(mesh, "MeshRenderer", None)
+    if factory is None:
+        raise RuntimeError("shared.render.mesh has no MeshRenderer; pass mesh_factory to make_renderer")
+    renderer: Renderer = factory()
+    return renderer
+
+
+def make_renderer(
+    name: str,
+    *,
+    mesh_factory: MeshFactory | None = None,
+    keep_mouth: bool = False,
+    providers: str = "auto",
+    models_dir: Path | None = None,
+    manifest: Path | None = None,
+    threads: int | None = None,
+) -> Renderer:
+    """The renderer called `name`; `inswapper` wraps the mesh renderer and falls back to it alone."""
+    if name not in RENDERERS:
+        raise ValueError(f"--renderer must be one of {', '.join(RENDERERS)}, got {name!r}")
+    mesh = (mesh_factory or _default_mesh)()
+    if name == "mesh":
+        return mesh
+    from shared.models import ModelError, ModelNotInstalledError, Registry
+    from shared.onnx_runtime import BoundSession, SessionConfig, default_threads
+
+    try:
+        registry = Registry(manifest, models_dir)
+        config = SessionConfig(providers=providers, threads=default_threads() if threads is None else threads)
+        loaded = registry.load(INSWAPPER_MODEL, config)
+        from shared.render.inswapper import InswapperRenderer, load_emap
+
+        session: BoundSession = loaded.session
+        return InswapperRenderer(session, load_emap(loaded.path), base=mesh, keep_mouth=keep_mouth)
+    except ModelNotInstalledError as exc:
+        log.warning("renderer inswapper unavailable, using the mesh renderer: %s", exc)
+    except (ModelError, ValueError, RuntimeError) as exc:
+        log.error("renderer inswapper could not start, using the mesh renderer: %s", exc)
+    return mesh
