@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import msgspec
 import pytest
 
@@ -415,3 +418,37 @@ def test_every_error_code_has_a_close_code() -> None:
         assert 1000 <= close <= 1011 or 4000 <= close <= 4999, error
         assert ProtocolError(error, "x").close_code is close
         m.decode(m.encode(m.Error(code=error.value)))  # every code is a valid `code` on the wire
+
+
+# --- protocol.md agrees with the code -------------------------------------------------------------
+
+DOC = Path(__file__).resolve().parents[1] / "protocol.md"
+
+
+def doc_section(heading_word: str) -> str:
+    sections = DOC.read_text(encoding="utf-8").split("\n### ")
+    matches = [s for s in sections if re.match(rf"[^\n]*\b{re.escape(heading_word)}\b", s)]
+    assert matches, f"protocol.md has no section for `{heading_word}`"
+    return matches[0].split("\n## ")[0]
+
+
+@pytest.mark.parametrize("cls", m.Message.__args__, ids=lambda cls: cls.__name__)
+def test_doc_describes_every_field(cls: type) -> None:
+    section = doc_section(cls.__struct_config__.tag)  # type: ignore[attr-defined]
+    for item in msgspec.structs.fields(cls):
+        assert re.search(rf"^\|[^|\n]*\b{item.name}\b[^|\n]*\|", section, re.M), f"{cls.__name__}.{item.name}"
+
+
+def test_doc_lists_every_error_with_its_close_code() -> None:
+    text = DOC.read_text(encoding="utf-8")
+    for code, close in CLOSE_CODE_FOR.items():
+        assert f"| `{code.value}` | {int(close)} |" in text, code
+
+
+def test_doc_states_the_limits() -> None:
+    text = DOC.read_text(encoding="utf-8")
+    for value in (m.MAX_MESSAGE_BYTES, m.MAX_FRAME_MESSAGE_BYTES, m.MAX_IMAGE_BYTES, m.MAX_FRAME_FIELD_BYTES):
+        assert f"{value:,}".replace(",", " ") in text, value
+    limits = p.Limits()
+    assert f"{limits.messages_per_second:g} / s" in text and f"{limits.message_burst:g}" in text
+    assert f"within {limits.handshake_timeout_s:g} s" in text and f"every {limits.idle_timeout_s:g} s" in text
