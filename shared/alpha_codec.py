@@ -107,18 +107,18 @@ class AlphaDecoder:
         return self._previous.astype(np.float32) / (levels - 1)
 
 
-def upsample(lowres: Alpha, size: tuple[int, int], guide: Image | None = None, radius: int = 4) -> Alpha:
-    """Full-size alpha from the low-res matte; with a guide picture, edges snap to the guide's edges.
-
-    The guided filter runs only where the matte is uncertain so solid regions stay exact.
-    """
+def upsample(lowres: Alpha, size: tuple[int, int], guide: Image | None = None) -> Alpha:
+    """Full-size alpha from the low-res matte; with a guide picture, edges snap to the guide's edges."""
     alpha = cv2.resize(lowres, size, interpolation=cv2.INTER_LINEAR)
-    if guide is None:
-        return alpha
+    return alpha if guide is None else refine_edges(alpha, guide)
+
+
+def refine_edges(alpha: Alpha, guide: Image, radius: int = 4) -> Alpha:
+    """Guided filter over the uncertain band only, so solid regions stay exact."""
     band = (alpha > 0.02) & (alpha < 0.98)
-    band = cv2.dilate(band.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     if not band.any():
         return alpha
+    band = cv2.dilate(band.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     refined = cv2.ximgproc.guidedFilter(guide, alpha, radius, 1e-3)
     out = alpha.copy()
     out[band] = np.clip(refined[band], 0.0, 1.0)

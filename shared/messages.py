@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -172,10 +172,10 @@ class Bye(_Message, tag="bye"):
     reason: ShortText = ""
 
 
-Message = Union[
-    Hello, Welcome, Identity, IdentitySwitch, AssetRequest, Keyframe, Frame,
-    KeyframeRequest, Ping, Pong, Stats, Error, Bye,
-]
+Message = (
+    Hello | Welcome | Identity | IdentitySwitch | AssetRequest | Keyframe | Frame
+    | KeyframeRequest | Ping | Pong | Stats | Error | Bye
+)
 
 SENDER_MESSAGES: tuple[type, ...] = (Hello, Identity, IdentitySwitch, Keyframe, Frame, Ping, Pong, Stats, Error, Bye)
 RECEIVER_MESSAGES: tuple[type, ...] = (Welcome, AssetRequest, KeyframeRequest, Ping, Pong, Stats, Error, Bye)

@@ -115,13 +115,11 @@ class StreamReader:
             yield data
 
     def __iter__(self) -> Iterator[m.Message]:
-        offset = 0
-        for data in self.raw():
+        for index, data in enumerate(self.raw()):
             try:
                 yield m.decode(data)
             except MessageValidationError as exc:
-                raise StreamFileError(f"{self.path}: invalid message #{offset}: {exc}") from None
-            offset += 1
+                raise StreamFileError(f"{self.path}: invalid message #{index}: {exc}") from None
 
     def close(self) -> None:
         self._file.close()

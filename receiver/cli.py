@@ -1,0 +1,101 @@
+"""facewire-receive: serve one sender (or play a stream file) into a sink."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import ssl
+import sys
+from pathlib import Path
+
+import cv2
+
+from receiver.compositor import BackgroundError
+from receiver.player import Player
+from receiver.runtime import LiveReceiver, play_stream
+from receiver.sinks import SinkError, open_sink
+from shared.cliargs import parse_size
+from shared.errors import StreamFileError
+from shared.render import RENDERERS, make_renderer
+from shared.stats import StatsMeter
+from shared.streamfile import StreamReader
+
+log = logging.getLogger("facewire.receive")
+STEADY_SINKS = ("virtualcam", "window", "http")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facewire-receive", description=__doc__)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--listen", metavar="HOST:PORT", help="serve senders on this address, e.g. 0.0.0.0:8765")
+    source.add_argument("--play-stream", metavar="FILE", type=Path, help="decode a recorded .fws stream file")
+    parser.add_argument("--token", default=os.environ.get("FACEWIRE_TOKEN"),
+                        help="shared secret senders must present (default: $FACEWIRE_TOKEN)")
+    parser.add_argument("--tls-cert", type=Path, help="certificate (PEM) to serve wss://")
+    parser.add_argument("--tls-key", type=Path, help="private key (PEM) for --tls-cert")
+    parser.add_argument("--sink", default="virtualcam",
+                        help="frames:DIR | file:PATH | virtualcam | window | http:PORT | null (default virtualcam)")
+    parser.add_argument("--device", help="virtual camera device, e.g. /dev/video10")
+    parser.add_argument("--background", help="#RRGGBB or an image path (default a dark green)")
+    parser.add_argument("--mirror", action="store_true", help="flip the output left-right")
+    parser.add_argument("--size", type=parse_size, help="output size WxH (default the sender's)")
+    parser.add_argument("--fps", type=float, default=30.0, help="output frame rate of a live receiver (default 30)")
+    parser.add_argument("--renderer", choices=RENDERERS, default="mesh", help="face renderer (default mesh)")
+    parser.add_argument("--keep-mouth", action="store_true", help="inswapper: keep the sender's mouth")
+    parser.add_argument("--providers", default="auto", help="ONNX Runtime providers: auto|cpu|cuda|tensorrt|coreml|dml")
+    parser.add_argument("--once", action="store_true", help="exit when the first sender's session ends")
+    parser.add_argument("--stats", action="store_true", help="print statistics once a second")
+    parser.add_argument("--stats-json", type=Path, metavar="FILE", help="append one JSON line of statistics a second")
+    parser.add_argument("--threads", type=int, default=1, help="OpenCV threads (default 1)")
+    parser.add_argument("--log-level", default="INFO")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cv2.setNumThreads(args.threads)
+    if args.listen and not args.token:
+        print("facewire-receive: --listen needs --token or FACEWIRE_TOKEN", file=sys.stderr)
+        return 2
+    try:
+        if args.play_stream:
+            with StreamReader(args.play_stream) as reader:
+                fps = reader.header.fps
+            frames = play_stream(args.play_stream, make_player(args, fps))
+            log.info("played %d frames from %s", frames, args.play_stream)
+            return 0
+        host, _, port = args.listen.rpartition(":")
+        receiver = LiveReceiver(make_player(args, args.fps), args.token, fps=args.fps, once=args.once,
+                                steady_clock=args.sink.split(":")[0] in STEADY_SINKS)
+        asyncio.run(receiver.run(host or "127.0.0.1", int(port), tls_context(args.tls_cert, args.tls_key)))
+        return 0
+    except (SinkError, BackgroundError, StreamFileError, OSError, ValueError) as exc:
+        print(f"facewire-receive: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def make_player(args: argparse.Namespace, fps: float) -> Player:
+    renderer = make_renderer(args.renderer, keep_mouth=args.keep_mouth, providers=args.providers)
+    stats = StatsMeter(print_lines=args.stats, json_path=args.stats_json)
+    sink = open_sink(args.sink, fps, device=args.device)
+    return Player(renderer=renderer, sink=sink, stats=stats, background=args.background,
+                  output_size=args.size, mirror=args.mirror)
+
+
+def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ValueError("--tls-cert and --tls-key go together")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+if __name__ == "__main__":
+    sys.exit(main())

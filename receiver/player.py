@@ -1,0 +1,84 @@
+"""Turns render jobs into output pictures: render, refine alpha, fade when the face is gone, composite, sink."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from receiver.compositor import Compositor
+from receiver.session import RenderJob
+from receiver.sinks import Sink
+from shared.alpha_codec import refine_edges
+from shared.stats import StatsMeter
+from shared.types import Image, RenderedPerson, Renderer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Fader:
+    """Person opacity: fades out over `fade_s` once the face is lost or frames stop, back in when it returns."""
+
+    fade_s: float = 1.0
+    level: float = 1.0
+
+    def step(self, present: bool, dt_s: float) -> float:
+        rate = dt_s / self.fade_s
+        self.level = min(1.0, self.level + 2 * rate) if present else max(0.0, self.level - rate)
+        return self.level
+
+
+@dataclass
+class Player:
+    renderer: Renderer
+    sink: Sink
+    stats: StatsMeter
+    background: str | None = None
+    output_size: tuple[int, int] | None = None
+    mirror: bool = False
+    fader: Fader = field(default_factory=Fader)
+    _compositor: Compositor | None = None
+    _last_person: RenderedPerson | None = None
+    _last_ts_us: int | None = None
+    _warned: bool = False
+
+    def show(self, job: RenderJob, dt_s: float) -> Image:
+        """Render one decoded frame and send the picture to the sink."""
+        try:
+            person = self.renderer.render(job.identity, job.keyframe, job.frame)
+        except Exception:
+            # A renderer failure on one frame must not take the link down; show the keyframe person instead.
+            if not self._warned:
+                log.exception("renderer %s failed; showing the keyframe", self.renderer.name)
+                self._warned = True
+            alpha = job.frame.alpha if job.frame.alpha is not None else job.keyframe.alpha
+            person = RenderedPerson(job.keyframe.image, _alpha_or_opaque(alpha, job.keyframe.image))
+        person = RenderedPerson(person.image, refine_edges(person.alpha, person.image))
+        self._last_person, self._last_ts_us = person, job.frame.ts_us
+        opacity = self.fader.step(job.frame.face != "lost", dt_s)
+        return self._emit(person, opacity, job.frame.ts_us)
+
+    def repeat(self, dt_s: float) -> Image | None:
+        """No new frame in time: show the last person again, fading out."""
+        if self._last_person is None:
+            return None
+        return self._emit(self._last_person, self.fader.step(False, dt_s), None)
+
+    def _emit(self, person: RenderedPerson, opacity: float, ts_us: int | None) -> Image:
+        size = self.output_size or (person.image.shape[1], person.image.shape[0])
+        if self._compositor is None or self._compositor.size != size:
+            self._compositor = Compositor(self.background, size, self.mirror)
+        shown = person if opacity >= 1.0 else RenderedPerson(person.image, person.alpha * np.float32(opacity))
+        picture = self._compositor.compose(shown)
+        self.sink.write(picture, ts_us or 0)
+        self.stats.shown(ts_us)
+        return picture
+
+
+def _alpha_or_opaque(alpha: np.ndarray | None, image: Image) -> np.ndarray:
+    if alpha is not None:
+        return alpha
+    return np.ones(image.shape[:2], np.float32)
+

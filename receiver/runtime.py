@@ -1,0 +1,121 @@
+"""Running a receiver: live (server + render clock) or offline (a stream file, one output per frame)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from receiver.player import Player
+from receiver.server import ReceiverServer
+from receiver.session import AssetStore, RenderJob, Session
+from shared import messages as m
+from shared.handoff import LatestSlot
+from shared.protocol import Limits
+from shared.streamfile import StreamReader
+
+log = logging.getLogger(__name__)
+
+
+def play_stream(path: str | Path, player: Player) -> int:
+    """Decodes a stream file in order; every frame message yields exactly one output picture."""
+    session = Session(AssetStore())
+    frames = 0
+    with StreamReader(path) as reader:
+        dt_s = 1.0 / reader.header.fps
+        for raw in reader.raw():
+            message = m.decode(raw)
+            player.stats.received(len(raw))
+            replies, job = session.handle(message)
+            for reply in replies:
+                log.warning("stream file: the receiver would have replied %s", reply)
+            if job is not None:
+                player.show(job, dt_s)
+            elif isinstance(message, m.Frame) and player.repeat(dt_s) is None:
+                log.warning("frame %d has nothing to show (no keyframe before it)", message.seq)
+            if isinstance(message, m.Frame):
+                frames += 1
+                player.stats.dropped = session.sender_dropped
+                player.stats.tick()
+    player.stats.tick(force=True)
+    player.sink.close()
+    return frames
+
+
+@dataclass
+class LiveReceiver:
+    """Serves senders and renders on its own clock: repeats (and fades) the last picture when frames are late."""
+
+    player: Player
+    token: str
+    fps: float = 30.0
+    steady_clock: bool = True
+    once: bool = False
+    limits: Limits = field(default_factory=Limits)
+    renderers: list[str] = field(default_factory=lambda: ["mesh"])
+    server: ReceiverServer | None = None
+    ended_sessions: list[Session] = field(default_factory=list)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None,
+                  ready: asyncio.Future[int] | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        slot: LatestSlot[RenderJob] = LatestSlot(loop)
+        self.server = ReceiverServer(
+            token=self.token, on_job=slot.put, limits=self.limits, renderers=self.renderers,
+            on_bytes=self.player.stats.received, on_session_end=self._session_ended,
+        )
+        listener = await self.server.start(host, port, ssl_context)
+        bound = next(iter(listener.sockets)).getsockname()[1]
+        log.info("listening on %s:%d (%s)", host, bound, "wss" if ssl_context else "ws")
+        if ready is not None:
+            ready.set_result(bound)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._stop.set)
+        renderer_task = asyncio.create_task(self._render(slot))
+        try:
+            await self._stop.wait()
+        finally:
+            await self.server.shutdown(listener)
+            slot.close()
+            await renderer_task
+            self.player.stats.tick(force=True)
+            self.player.sink.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _session_ended(self, session: Session) -> None:
+        self.ended_sessions.append(session)
+        log.info("session ended (%d decode errors, %d dropped by the sender)", session.decode_errors,
+                 session.sender_dropped)
+        if self.once:
+            self._stop.set()
+
+    async def _render(self, slot: LatestSlot[RenderJob]) -> None:
+        period = 1.0 / self.fps
+        last = time.monotonic()
+        while True:
+            try:
+                job = await asyncio.wait_for(slot.get(), period * 1.5 if self.steady_clock else 0.5)
+            except TimeoutError:
+                job = None
+                if self._stop.is_set():
+                    return
+            now = time.monotonic()
+            dt_s, last = now - last, now
+            if job is not None:
+                await asyncio.to_thread(self.player.show, job, dt_s)
+            elif slot.closed:
+                return
+            elif self.steady_clock:
+                await asyncio.to_thread(self.player.repeat, dt_s)
+            active = self.server.active if self.server else None
+            self.player.stats.dropped = slot.dropped + (active.sender_dropped if active else 0)
+            self.player.stats.tick()

@@ -1,0 +1,158 @@
+"""The receiver's websocket server: a thin asyncio shell around `shared.protocol.ReceiverProtocol`.
+
+One sender is shown at a time; a second authenticated sender gets `busy`. Every
+connection has its own protocol object, so a hostile client is closed with an error
+and a close code while the session being shown carries on untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import websockets
+from websockets.asyncio.server import Server, ServerConnection, serve
+
+from receiver.session import AssetStore, RenderJob, Session
+from shared import messages as m
+from shared.errors import ErrorCode, ProtocolError
+from shared.protocol import ConnectionFailed, HandshakeDone, Heartbeat, Limits, MessageReceived, ReceiverProtocol, State
+
+log = logging.getLogger(__name__)
+POLL_S = 0.5
+TRY_AGAIN_LATER = 1013
+
+
+@dataclass
+class _Link:
+    peer: str
+    session: Session | None = None
+
+
+@dataclass
+class ServerCounters:
+    accepted: int = 0
+    refused: int = 0
+    sessions: int = 0
+
+
+@dataclass
+class ReceiverServer:
+    token: str
+    on_job: Callable[[RenderJob], None]
+    limits: Limits = field(default_factory=Limits)
+    renderers: list[str] = field(default_factory=lambda: ["mesh"])
+    assets: AssetStore = field(default_factory=AssetStore)
+    max_connections: int = 256
+    on_bytes: Callable[[int], None] | None = None
+    on_session_end: Callable[[Session], None] | None = None
+    on_session_start: Callable[[Session], None] | None = None
+    counters: ServerCounters = field(default_factory=ServerCounters)
+    active: Session | None = None
+    _connections: set[ServerConnection] = field(default_factory=set)
+
+    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> Server:
+        return await serve(
+            self._handle, host, port, ssl=ssl_context, max_size=self.limits.max_message_bytes + 64,
+            ping_interval=None, compression=None, max_queue=4, write_limit=256 * 1024,
+        )
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        peer = _peer(ws)
+        if len(self._connections) >= self.max_connections:
+            self.counters.refused += 1
+            await ws.close(TRY_AGAIN_LATER, "too many connections")
+            return
+        self._connections.add(ws)
+        protocol = ReceiverProtocol(self.token, time.monotonic(), limits=self.limits,
+                                    capabilities=["landmarks", "alpha"], renderers=self.renderers,
+                                    assets=self.assets.ids())
+        link = _Link(peer)
+        try:
+            await self._serve(ws, protocol, link)
+        except websockets.exceptions.ConnectionClosed as exc:
+            log.info("%s: connection closed (%s)", peer, exc)
+        finally:
+            self._connections.discard(ws)
+            session = link.session
+            if session is not None and self.active is session:
+                self.active = None
+                if self.on_session_end is not None:
+                    self.on_session_end(session)
+
+    async def _serve(self, ws: ServerConnection, protocol: ReceiverProtocol, link: _Link) -> None:
+        heartbeat = Heartbeat()
+        try:
+            while protocol.state is not State.CLOSED:
+                try:
+                    data: bytes | str | None = await asyncio.wait_for(ws.recv(), POLL_S)
+                except TimeoutError:
+                    data = None
+                now = time.monotonic()
+                events = protocol.check_timeouts(now) if data is None else protocol.receive(data, now)
+                if data is not None and self.on_bytes is not None and link.session is not None:
+                    self.on_bytes(len(data))
+                for event in events:
+                    link.session = self._on_event(event, protocol, link.session, link.peer)
+                if protocol.state is State.OPEN:
+                    ping = heartbeat.due(now)
+                    if ping is not None:
+                        protocol.send(ping)
+                for out in protocol.data_to_send():
+                    await ws.send(out)
+        finally:
+            if protocol.close is not None:
+                await ws.close(protocol.close.code, protocol.close.reason)
+
+    def _on_event(self, event: object, protocol: ReceiverProtocol, session: Session | None,
+                  peer: str) -> Session | None:
+        if isinstance(event, ConnectionFailed):
+            self.counters.refused += 1
+            log.warning("%s: closing (%d) after %s: %s", peer, event.close.code, event.error.code.value, event.error)
+            return session
+        if isinstance(event, HandshakeDone):
+            if self.active is not None:
+                protocol.fail(ProtocolError(ErrorCode.BUSY, "this receiver is showing another sender"))
+                self.counters.refused += 1
+                log.warning("%s: refused, busy", peer)
+                return None
+            self.counters.accepted += 1
+            self.counters.sessions += 1
+            session = Session(self.assets)
+            self.active = session
+            log.info("%s: sender accepted (session %s)", peer, protocol.session_id)
+            if self.on_session_start is not None:
+                self.on_session_start(session)
+            return session
+        if isinstance(event, MessageReceived) and session is not None:
+            if isinstance(event.message, m.Bye):
+                log.info("%s: sender said bye (%s)", peer, event.message.reason)
+                protocol.state = State.CLOSED
+                protocol.close = None
+                return session
+            replies, job = session.handle(event.message)
+            for reply in replies:
+                protocol.send(reply)
+            if job is not None:
+                self.on_job(job)
+        return session
+
+    async def shutdown(self, server: Server) -> None:
+        """Tell every peer we are going away, then stop listening."""
+        for ws in list(self._connections):
+            try:
+                await ws.send(m.encode(m.Bye(reason="receiver shutting down")))
+                await ws.close(1001, "receiver shutting down")
+            except websockets.exceptions.ConnectionClosed:
+                pass
+        server.close()
+        await server.wait_closed()
+
+
+def _peer(ws: ServerConnection) -> str:
+    address = ws.remote_address
+    return f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)

@@ -1,0 +1,147 @@
+"""One sender's state on the receiver: identity assets, last keyframe, decoding of frames into render jobs.
+
+Pure and synchronous: `handle()` takes a validated message and returns the replies to
+send and, for a frame, the job to render. The server and the stream-file player both
+drive it, so live and offline decode identically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from shared import messages as m
+from shared.frame_codec import FrameDecodeError, FrameDecoder
+from shared.landmark_codec import LandmarkCodeError, LandmarkDecoder
+from shared.types import FrameState, IdentityAsset, KeyframeState
+
+log = logging.getLogger(__name__)
+
+
+class AssetError(ValueError):
+    """An identity asset that does not match its hash or cannot be used."""
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    identity: IdentityAsset | None
+    keyframe: KeyframeState
+    frame: FrameState
+
+
+class AssetStore:
+    """Identity assets by sha256, most recently used kept (they cross the link once per receiver)."""
+
+    def __init__(self, capacity: int = 64) -> None:
+        self.capacity = capacity
+        self._assets: OrderedDict[str, IdentityAsset] = OrderedDict()
+
+    def ids(self) -> list[str]:
+        return list(self._assets)
+
+    def get(self, asset_id: str) -> IdentityAsset | None:
+        asset = self._assets.get(asset_id)
+        if asset is not None:
+            self._assets.move_to_end(asset_id)
+        return asset
+
+    def add(self, message: m.Identity) -> IdentityAsset:
+        if message.image is None:
+            raise AssetError("identity without an image")
+        if hashlib.sha256(message.image).hexdigest() != message.asset:
+            raise AssetError(f"identity image does not hash to {message.asset[:12]}...")
+        image = cv2.imdecode(np.frombuffer(message.image, np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            raise AssetError("identity image does not decode")
+        landmarks = None
+        if message.landmarks is not None:
+            try:
+                landmarks = LandmarkDecoder().decode(message.landmarks)
+            except LandmarkCodeError as exc:
+                raise AssetError(f"identity landmarks: {exc}") from None
+        embedding = None if message.embedding is None else np.frombuffer(message.embedding, "<f2").copy()
+        asset = IdentityAsset(asset_id=message.asset, image=image, landmarks=landmarks, embedding=embedding)
+        self._assets[message.asset] = asset
+        while len(self._assets) > self.capacity:
+            self._assets.popitem(last=False)
+        return asset
+
+
+@dataclass
+class Session:
+    assets: AssetStore
+    decoder: FrameDecoder = field(default_factory=FrameDecoder)
+    identity: IdentityAsset | None = None
+    sender_dropped: int = 0
+    wanted_asset: str | None = None
+    decode_errors: int = 0
+    frames_decoded: int = 0
+    _keyframe_requested: bool = False
+
+    def handle(self, message: m.Message) -> tuple[list[m.Message], RenderJob | None]:
+        if isinstance(message, m.Frame):
+            return self._frame(message)
+        if isinstance(message, m.Keyframe):
+            return self._keyframe(message), None
+        if isinstance(message, m.Identity):
+            return self._identity(message), None
+        if isinstance(message, m.IdentitySwitch):
+            return self._switch(message.asset), None
+        if isinstance(message, m.Stats):
+            self.sender_dropped = message.dropped
+        return [], None
+
+    def _frame(self, message: m.Frame) -> tuple[list[m.Message], RenderJob | None]:
+        try:
+            state = self.decoder.decode_frame(message)
+        except FrameDecodeError as exc:
+            self.decode_errors += 1
+            if self._keyframe_requested:
+                return [], None
+            self._keyframe_requested = True
+            log.info("cannot decode frame %d (%s): asking for a keyframe", message.seq, exc)
+            return [m.KeyframeRequest(reason=str(exc)[:256])], None
+        assert self.decoder.keyframe is not None
+        self.frames_decoded += 1
+        return [], RenderJob(self.identity, self.decoder.keyframe, state)
+
+    def _keyframe(self, message: m.Keyframe) -> list[m.Message]:
+        try:
+            self.decoder.decode_keyframe(message)
+        except FrameDecodeError as exc:
+            self.decode_errors += 1
+            return [m.Error(code="bad_message", message=f"keyframe {message.kf}: {exc}"[:512], fatal=False),
+                    m.KeyframeRequest(reason="keyframe did not decode")]
+        self._keyframe_requested = False
+        return []
+
+    def _identity(self, message: m.Identity) -> list[m.Message]:
+        if message.asset == "self":
+            self.identity = None
+            return []
+        if message.image is None:
+            return self._switch(message.asset) if message.activate else []
+        try:
+            asset = self.assets.add(message)
+        except AssetError as exc:
+            return [m.Error(code="bad_asset", message=str(exc)[:512], fatal=False)]
+        if message.activate or self.wanted_asset == message.asset:
+            self.identity = asset
+            self.wanted_asset = None
+        return []
+
+    def _switch(self, asset_id: str) -> list[m.Message]:
+        if asset_id == "self":
+            self.identity = None
+            return []
+        asset = self.assets.get(asset_id)
+        if asset is None:
+            self.wanted_asset = asset_id
+            return [m.AssetRequest(asset=asset_id)]
+        self.identity = asset
+        return []

@@ -1,0 +1,126 @@
+"""facewire-send: analyse a camera, video or image folder and send face features (or record them)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import ssl
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+
+from sender.capture import CaptureError, CaptureOptions, FrameSource
+from sender.identity import identity_message
+from sender.runner import record_stream, stream_live
+from sender.stream import FeatureStream
+from sender.uplink import IdentityOffer, Uplink, UplinkError, UplinkStats
+from shared import messages as m
+from shared.cliargs import parse_size
+from shared.identity import IdentityError
+from shared.types import Analyzer
+
+log = logging.getLogger("facewire.send")
+MATTES = ("auto", "chroma", "learned", "none")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facewire-send", description=__doc__)
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--connect", metavar="URL", help="receiver address, ws://HOST:PORT or wss://HOST:PORT")
+    target.add_argument("--record-stream", metavar="FILE", type=Path,
+                        help="write the messages to a .fws stream file instead of sending them")
+    parser.add_argument("--token", default=os.environ.get("FACEWIRE_TOKEN"),
+                        help="the receiver's shared secret (default: $FACEWIRE_TOKEN)")
+    parser.add_argument("--input", default="0", help="camera index, video file or image folder (default camera 0)")
+    parser.add_argument("--loop", action="store_true", help="repeat a video file or folder")
+    parser.add_argument("--realtime", action="store_true", help="pace a file at its fps (default: as fast as it goes)")
+    parser.add_argument("--size", type=parse_size, help="scale capture to WxH, e.g. 640x480")
+    parser.add_argument("--fps", type=float, help="camera fps to ask for / image-folder fps (default 30)")
+    parser.add_argument("--max-frames", type=int, help="stop after N frames")
+    parser.add_argument("--identity", default="self", help="avatar image to appear as, or 'self' (default)")
+    parser.add_argument("--matte", choices=MATTES, default="auto", help="matting mode (default auto)")
+    parser.add_argument("--cafile", type=Path, help="CA certificate (PEM) to trust for wss://")
+    parser.add_argument("--stats", action="store_true", help="print link statistics once a second")
+    parser.add_argument("--threads", type=int, default=1, help="OpenCV threads (default 1)")
+    parser.add_argument("--log-level", default="INFO")
+    return parser
+
+
+def make_analyzer(matte: str) -> Analyzer:
+    from sender.analysis import build_analyzer
+
+    return build_analyzer(matte=matte)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cv2.setNumThreads(args.threads)
+    if args.connect and not args.token:
+        print("facewire-send: --connect needs --token or FACEWIRE_TOKEN", file=sys.stderr)
+        return 2
+    try:
+        identity = identity_message(args.identity)
+        options = CaptureOptions(loop=args.loop, realtime=args.realtime, size=args.size,
+                                 max_frames=args.max_frames, fps=args.fps)
+        source = FrameSource(args.input, options)
+        analyzer = make_analyzer(args.matte)
+        try:
+            if args.record_stream:
+                return _record(source, analyzer, args.record_stream, identity)
+            return _stream(source, analyzer, args, identity)
+        finally:
+            source.close()
+            analyzer.close()
+    except (CaptureError, IdentityError, UplinkError, OSError, ValueError) as exc:
+        print(f"facewire-send: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _record(source: FrameSource, analyzer: Analyzer, path: Path, identity: m.Identity) -> int:
+    start = time.monotonic()
+
+    def progress(frames: int, nbytes: int) -> None:
+        if frames % 30 == 0:
+            elapsed = time.monotonic() - start
+            print(f"\r{frames} frames, {nbytes / 1024:.0f} KiB, {frames / elapsed:.1f} fps", end="", file=sys.stderr)
+
+    writer = record_stream(source, analyzer, path, identity, progress)
+    elapsed = time.monotonic() - start
+    print(f"\rwrote {path}: {writer.messages} messages, {writer.bytes} bytes in {elapsed:.1f} s", file=sys.stderr)
+    return 0
+
+
+def _stream(source: FrameSource, analyzer: Analyzer, args: argparse.Namespace, identity: m.Identity) -> int:
+    context = None
+    if args.connect.startswith("wss://"):
+        context = ssl.create_default_context(cafile=args.cafile)
+    uplink = Uplink(args.connect, args.token, FeatureStream(), IdentityOffer(identity), context,
+                    on_stats=_printer() if args.stats else None)
+    stats = asyncio.run(stream_live(source, analyzer, uplink))
+    log.info("sent %d frames (%d keyframes, %.0f KiB), dropped %d stale, %d connection(s)", stats.frames_sent,
+             stats.keyframes_sent, stats.bytes_sent / 1024, stats.dropped, stats.connects)
+    return 0
+
+
+def _printer() -> Callable[[UplinkStats], None]:
+    last = [0.0, time.monotonic()]
+
+    def show(stats: UplinkStats) -> None:
+        now = time.monotonic()
+        kbps = (stats.bytes_sent - last[0]) * 8 / 1000 / max(now - last[1], 1e-6)
+        last[:] = [stats.bytes_sent, now]
+        print(f"sent {stats.frames_sent} frames  {kbps:.1f} kbps  dropped {stats.dropped}", file=sys.stderr)
+
+    return show
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""`--identity IMAGE|self`: validate the avatar and build the content-addressed identity message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+
+from shared import messages as m
+from shared.identity import SELF_ID, IdentityError, asset_id_of, decode_image, identity_from_image
+from shared.landmark_codec import LandmarkEncoder
+
+_MAGIC = {b"\xff\xd8\xff": "jpeg", b"\x89PNG": "png", b"RIFF": "webp"}
+
+
+def image_format(data: bytes) -> str | None:
+    for magic, name in _MAGIC.items():
+        if data.startswith(magic) and (name != "webp" or data[8:12] == b"WEBP"):
+            return name
+    return None
+
+
+def identity_message(spec: str) -> m.Identity:
+    """The identity message for an image path, or the sender's own face for `self`."""
+    if spec == SELF_ID:
+        return m.Identity(asset=SELF_ID)
+    path = Path(spec)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise IdentityError(f"cannot read identity image {path}: {exc.strerror or exc}") from None
+    fmt = image_format(data)
+    if fmt is None:
+        # Only JPEG, PNG and WebP travel; anything else is re-encoded losslessly so the hash names what is sent.
+        ok, png = cv2.imencode(".png", decode_image(data, str(path)))
+        if not ok:
+            raise IdentityError(f"{path}: cannot re-encode as PNG")
+        data, fmt = png.tobytes(), "png"
+    if len(data) > m.MAX_IMAGE_BYTES:
+        raise IdentityError(f"{path}: {len(data)} bytes is over the {m.MAX_IMAGE_BYTES}-byte limit; use a smaller image")
+    asset = identity_from_image(decode_image(data, str(path)), asset_id_of(data), str(path))
+    assert asset.landmarks is not None
+    return m.Identity(asset=asset.asset_id, image=data, image_format=fmt,  # type: ignore[arg-type]
+                      landmarks=LandmarkEncoder().encode(asset.landmarks, intra=True))

@@ -1,0 +1,224 @@
+"""The sender's websocket client: handshake, identity, latest-frame-wins streaming, reconnects.
+
+A thin asyncio shell around `shared.protocol.SenderProtocol`. Analysed frames arrive in
+a `LatestSlot`; they are encoded only when the link can take them, so a slow link drops
+stale frames (counted) instead of queueing them, while identity and keyframe messages
+are always sent, in order, before the frame that needs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from sender.stream import FeatureStream
+from shared import messages as m
+from shared.errors import ErrorCode
+from shared.handoff import LatestSlot
+from shared.protocol import ConnectionFailed, HandshakeDone, Heartbeat, MessageReceived, SenderProtocol
+from shared.types import FrameAnalysis
+
+log = logging.getLogger(__name__)
+FATAL_CODES = {ErrorCode.UNAUTHORIZED, ErrorCode.UNSUPPORTED_VERSION}
+
+
+class UplinkError(RuntimeError):
+    """The receiver refused us for good (wrong token, no common version)."""
+
+
+@dataclass
+class Backoff:
+    first_s: float = 0.25
+    max_s: float = 5.0
+    _next: float = 0.0
+
+    def reset(self) -> None:
+        self._next = 0.0
+
+    def delay(self) -> float:
+        self._next = self.first_s if self._next == 0 else min(self.max_s, self._next * 2)
+        return self._next * random.uniform(0.8, 1.2)
+
+
+@dataclass
+class UplinkStats:
+    frames_sent: int = 0
+    keyframes_sent: int = 0
+    bytes_sent: int = 0
+    dropped: int = 0
+    connects: int = 0
+    keyframe_requests: int = 0
+
+
+@dataclass
+class IdentityOffer:
+    """The identity message with and without its image (sent bare when the receiver holds it)."""
+
+    full: m.Identity
+
+    def for_receiver(self, held_assets: list[str]) -> m.Identity:
+        if self.full.asset == "self" or self.full.asset not in held_assets:
+            return self.full
+        return m.Identity(asset=self.full.asset, embedding=self.full.embedding)
+
+
+@dataclass
+class Uplink:
+    url: str
+    token: str
+    stream: FeatureStream
+    identity: IdentityOffer | None = None
+    ssl_context: ssl.SSLContext | None = None
+    stats: UplinkStats = field(default_factory=UplinkStats)
+    backoff: Backoff = field(default_factory=Backoff)
+    on_stats: Callable[[UplinkStats], None] | None = None
+    send_buffer_bytes: int = 64 * 1024
+    _priority: deque[m.Message] = field(default_factory=deque)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self, slot: LatestSlot[FrameAnalysis]) -> UplinkStats:
+        """Streams until the source ends; reconnects with backoff whenever the link drops."""
+        while True:
+            try:
+                finished = await self._connect_once(slot)
+            except UplinkError:
+                raise
+            except (OSError, websockets.exceptions.WebSocketException, TimeoutError) as exc:
+                log.warning("link down (%s); reconnecting", exc)
+                finished = False
+            self.stats.dropped = slot.dropped
+            if finished:
+                return self.stats
+            if slot.closed:
+                log.warning("input ended while the link was down; giving up")
+                return self.stats
+            await asyncio.sleep(self.backoff.delay())
+
+    async def _connect_once(self, slot: LatestSlot[FrameAnalysis]) -> bool:
+        async with connect(self.url, ssl=self.ssl_context, max_size=m.MAX_MESSAGE_BYTES, open_timeout=5,
+                           ping_interval=None, write_limit=64 * 1024, compression=None) as ws:
+            _limit_send_buffer(ws, self.send_buffer_bytes)
+            protocol = SenderProtocol(self.token, time.monotonic(), agent="facewire-send",
+                                      capabilities=["landmarks", "alpha"])
+            await self._flush(ws, protocol)
+            welcome = await self._await_welcome(ws, protocol)
+            self.stats.connects += 1
+            self.backoff.reset()
+            log.info("connected to %s (session %s, renderers %s)", self.url, welcome.session, welcome.renderers)
+            self.stream.restart()
+            self._priority.clear()
+            if self.identity is not None:
+                self._priority.append(self.identity.for_receiver(welcome.assets))
+            reader = asyncio.create_task(self._read(ws, protocol))
+            try:
+                finished = await self._write(ws, protocol, slot, reader)
+            finally:
+                reader.cancel()
+            if finished:
+                await ws.send(m.encode(m.Bye(reason="end of input")))
+                await ws.close()
+            return finished
+
+    async def _flush(self, ws: ClientConnection, protocol: SenderProtocol) -> None:
+        for data in protocol.data_to_send():
+            await ws.send(data)
+            self.stats.bytes_sent += len(data)
+
+    async def _await_welcome(self, ws: ClientConnection, protocol: SenderProtocol) -> m.Welcome:
+        return await asyncio.wait_for(self._welcome(ws, protocol), protocol.limits.handshake_timeout_s)
+
+    async def _welcome(self, ws: ClientConnection, protocol: SenderProtocol) -> m.Welcome:
+        while True:
+            for event in protocol.receive(await ws.recv(), time.monotonic()):
+                if isinstance(event, HandshakeDone) and isinstance(event.message, m.Welcome):
+                    return event.message
+                if isinstance(event, ConnectionFailed):
+                    if event.error.code in FATAL_CODES:
+                        raise UplinkError(str(event.error))
+                    raise websockets.exceptions.InvalidMessage(str(event.error))
+
+    async def _read(self, ws: ClientConnection, protocol: SenderProtocol) -> None:
+        async for data in ws:
+            for event in protocol.receive(data, time.monotonic()):
+                if isinstance(event, ConnectionFailed):
+                    log.warning("receiver sent a bad message: %s", event.error)
+                    await ws.close(event.close.code, event.close.reason)
+                    return
+                if isinstance(event, MessageReceived):
+                    self._handle(event.message)
+            await self._flush(ws, protocol)
+
+    def _handle(self, message: m.Message) -> None:
+        if isinstance(message, m.KeyframeRequest):
+            self.stats.keyframe_requests += 1
+            self.stream.request_keyframe()
+        elif isinstance(message, m.AssetRequest) and self.identity is not None:
+            if message.asset == self.identity.full.asset:
+                self._priority.append(self.identity.full)
+                self._wake.set()
+        elif isinstance(message, m.Error):
+            log.warning("receiver error %s: %s", message.code, message.message)
+        elif isinstance(message, m.Bye):
+            log.info("receiver said bye: %s", message.reason)
+
+    async def _write(self, ws: ClientConnection, protocol: SenderProtocol, slot: LatestSlot[FrameAnalysis],
+                     reader: asyncio.Task[None]) -> bool:
+        heartbeat = Heartbeat()
+        last_stats = time.monotonic()
+        while True:
+            while self._priority:
+                await self._send(ws, self._priority.popleft())
+            getter = asyncio.ensure_future(slot.get())
+            self._wake.clear()
+            waker = asyncio.ensure_future(self._wake.wait())
+            done, _ = await asyncio.wait({getter, reader, waker}, return_when=asyncio.FIRST_COMPLETED)
+            waker.cancel()
+            if reader in done:
+                getter.cancel()
+                reader.result()
+                raise websockets.exceptions.ConnectionClosedOK(None, None)
+            if getter not in done:
+                getter.cancel()
+                continue
+            analysis = getter.result()
+            if analysis is None:
+                return True
+            for message in self.stream.encode(analysis):
+                await self._send(ws, message)
+            now = time.monotonic()
+            ping = heartbeat.due(now)
+            if ping is not None:
+                await self._send(ws, ping)
+            if now - last_stats >= 1.0:
+                last_stats = now
+                self.stats.dropped = slot.dropped
+                await self._send(ws, m.Stats(frames=self.stats.frames_sent, dropped=slot.dropped))
+                if self.on_stats is not None:
+                    self.on_stats(self.stats)
+
+    async def _send(self, ws: ClientConnection, message: m.Message) -> None:
+        data = m.encode(message)
+        await ws.send(data)
+        self.stats.bytes_sent += len(data)
+        if isinstance(message, m.Frame):
+            self.stats.frames_sent += 1
+        elif isinstance(message, m.Keyframe):
+            self.stats.keyframes_sent += 1
+
+
+def _limit_send_buffer(ws: ClientConnection, size: int) -> None:
+    """Cap the kernel's send buffer: an autotuned one holds seconds of frames, and latest-frame-wins needs
+    the link's backpressure to reach us while the frames in flight are still fresh."""
+    sock = ws.transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)

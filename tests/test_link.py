@@ -1,0 +1,219 @@
+"""The live link over loopback websockets: sessions, auth, hostile peers, reconnects, backpressure."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import socket
+import tracemalloc
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import cv2
+import msgspec
+import numpy as np
+import pytest
+import websockets
+from websockets.asyncio.client import connect
+
+from receiver.player import Player
+from receiver.runtime import LiveReceiver
+from receiver.sinks import FramesSink, NullSink, Sink
+from sender.capture import CaptureOptions, FrameSource
+from sender.runner import stream_live
+from sender.stream import FeatureStream
+from sender.uplink import Uplink
+from shared import messages as m
+from shared.stats import StatsMeter
+from shared.types import CapturedFrame, FrameAnalysis
+from tests.wire_fixtures import KeyframeRenderer, SyntheticAnalyzer, write_frames
+
+TOKEN = "s3cret-token"
+
+
+@asynccontextmanager
+async def running_receiver(sink: Sink, port: int = 0, token: str = TOKEN) -> AsyncIterator[tuple[LiveReceiver, int]]:
+    receiver = LiveReceiver(Player(KeyframeRenderer(), sink, StatsMeter()), token, steady_clock=False)
+    ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(receiver.run("127.0.0.1", port, ready=ready))
+    bound = await asyncio.wait_for(ready, 5)
+    try:
+        yield receiver, bound
+    finally:
+        receiver.stop()
+        await asyncio.wait_for(task, 10)
+
+
+def sender(port: int, frames_dir: Path, realtime: bool = True, loop: bool = False, fps: float = 30.0,
+           max_frames: int | None = None, token: str = TOKEN) -> tuple[FrameSource, Uplink]:
+    source = FrameSource(str(frames_dir), CaptureOptions(realtime=realtime, loop=loop, fps=fps, max_frames=max_frames))
+    return source, Uplink(f"ws://127.0.0.1:{port}", token, FeatureStream())
+
+
+def received_frames(receiver: LiveReceiver) -> int:
+    return sum(s.frames_decoded for s in receiver.ended_sessions)
+
+
+def test_loopback_session_into_frames_sink(tmp_path: Path) -> None:
+    frames = write_frames(tmp_path / "in", 24)
+
+    async def scenario() -> tuple[int, int, int]:
+        async with running_receiver(FramesSink(tmp_path / "out")) as (receiver, port):
+            source, uplink = sender(port, frames)
+            stats = await stream_live(source, SyntheticAnalyzer(), uplink)
+            await asyncio.sleep(0.5)
+        return stats.frames_sent, stats.dropped, received_frames(receiver)
+
+    sent, dropped, received = asyncio.run(scenario())
+    assert sent + dropped == 24
+    assert received == sent
+    written = sorted((tmp_path / "out").glob("*.png"))
+    assert written and written[0].name == "000000.png"
+    assert cv2.imread(str(written[0])).shape == (120, 160, 3)
+
+
+async def _hostile_reply(port: int, payload: bytes | str, token: str | None = None) -> tuple[int | None, str | None]:
+    """Sends `payload` (after a hello when `token` is given); returns the close code and the error code received."""
+    async with connect(f"ws://127.0.0.1:{port}", max_size=None) as ws:
+        if token is not None:
+            await ws.send(m.encode(m.Hello(versions=[1], token=token)))
+            assert isinstance(m.decode(await ws.recv()), m.Welcome)
+        await ws.send(payload)
+        error_code = None
+        try:
+            while True:
+                message = m.decode(await asyncio.wait_for(ws.recv(), 5))  # type: ignore[arg-type]
+                if isinstance(message, m.Error):
+                    error_code = message.code
+        except websockets.exceptions.ConnectionClosed as closed:
+            return (closed.rcvd.code if closed.rcvd else None), error_code
+
+
+def test_wrong_token_refused(tmp_path: Path) -> None:
+    async def scenario() -> tuple[int | None, str | None]:
+        async with running_receiver(NullSink()) as (_, port):
+            return await _hostile_reply(port, m.encode(m.Hello(versions=[1], token="wrong")))
+
+    assert asyncio.run(scenario()) == (4001, "unauthorized")
+
+
+def test_hostile_clients_closed_while_good_sender_loses_nothing(tmp_path: Path) -> None:
+    frames = write_frames(tmp_path / "in", 45)
+    hostile: list[tuple[bytes | str, str | None, int]] = [
+        (b"\x00\xff garbage", None, 4002),
+        ("a text frame", None, 1003),
+        (msgspec.msgpack.encode({"t": "frame", "seq": -5}), None, 4002),
+        (msgspec.msgpack.encode({"t": "no_such_type"}), None, 4002),
+        (m.encode(m.Hello(versions=[1], token=TOKEN))[:-3], None, 4002),
+        (m.encode(m.Hello(versions=[1], token="guess")), None, 4001),
+        (b"\x92" * 40000, None, 4002),
+        (m.encode(m.Hello(versions=[9], token=TOKEN)), None, 4003),
+        (m.encode(m.Hello(versions=[1], token=TOKEN)), None, 4004),  # a second sender: busy
+    ]
+
+    async def scenario() -> tuple[list[tuple[int | None, str | None]], int, int, int]:
+        async with running_receiver(NullSink()) as (receiver, port):
+            source, uplink = sender(port, frames)
+            good = asyncio.create_task(stream_live(source, SyntheticAnalyzer(), uplink))
+            await asyncio.sleep(0.4)
+            results = [await _hostile_reply(port, payload, token) for payload, token, _ in hostile]
+            stats = await good
+            await asyncio.sleep(0.3)
+        return results, stats.frames_sent, stats.dropped, received_frames(receiver)
+
+    results, sent, dropped, received = asyncio.run(scenario())
+    assert [code for code, _ in results] == [code for _, _, code in hostile]
+    assert all(error is not None for _, error in results)
+    assert sent + dropped == 45
+    assert received == sent, "the good sender lost frames to the hostile ones"
+
+
+@pytest.mark.parametrize(("payload", "close_code"), [
+    (msgspec.msgpack.encode({"t": "frame", "seq": 1, "ts_us": 0, "kf": 0, "face": "sideways"}), 4002),
+    (m.encode(m.Welcome(version=1, session="abcdef0123")), 4008),
+    (m.encode(m.Hello(versions=[1], token=TOKEN)), 4008),
+])
+def test_authenticated_sender_closed_on_bad_message(payload: bytes, close_code: int) -> None:
+    async def scenario() -> tuple[int | None, str | None]:
+        async with running_receiver(NullSink()) as (_, port):
+            return await _hostile_reply(port, payload, TOKEN)
+
+    code, error = asyncio.run(scenario())
+    assert code == close_code and error is not None
+
+
+def test_sender_reconnects_after_receiver_restart(tmp_path: Path) -> None:
+    frames = write_frames(tmp_path / "in", 10)
+
+    async def scenario() -> tuple[int, int, int]:
+        async with running_receiver(NullSink()) as (first, port):
+            source, uplink = sender(port, frames, loop=True, max_frames=120)
+            task = asyncio.create_task(stream_live(source, SyntheticAnalyzer(), uplink))
+            await asyncio.sleep(1.0)
+        await asyncio.sleep(0.3)
+        async with running_receiver(NullSink(), port=port) as (second, _):
+            stats = await asyncio.wait_for(task, 20)
+            await asyncio.sleep(0.3)
+        return stats.connects, received_frames(first), received_frames(second)
+
+    connects, before, after = asyncio.run(scenario())
+    assert connects == 2
+    assert before > 10 and after > 10
+
+
+class NoisyAnalyzer(SyntheticAnalyzer):
+    """A random matte every frame: about 20 KB of alpha code per 640x480 frame."""
+
+    def __init__(self) -> None:
+        self._rng = np.random.default_rng(1)
+
+    def analyze(self, frame: CapturedFrame) -> FrameAnalysis:
+        analysis = super().analyze(frame)
+        alpha = self._rng.random(frame.image.shape[:2], dtype=np.float32)
+        return FrameAnalysis(frame=analysis.frame, face=analysis.face, alpha=alpha)
+
+
+def test_slow_receiver_keeps_sender_memory_flat_and_drops_counted(tmp_path: Path) -> None:
+    """A receiver that reads one message every 50 ms: the sender must skip frames, not queue them."""
+    frames = write_frames(tmp_path / "in", 4, size=(640, 480))
+    total = 240
+    seen: list[int] = []
+
+    async def slow_server(ws: websockets.asyncio.server.ServerConnection) -> None:
+        hello = m.decode(await ws.recv())  # type: ignore[arg-type]
+        assert isinstance(hello, m.Hello)
+        await ws.send(m.encode(m.Welcome(version=1, session="0123456789abcdef")))
+        try:
+            async for data in ws:
+                message = m.decode(data)  # type: ignore[arg-type]
+                if isinstance(message, m.Frame):
+                    seen.append(message.seq)
+                await asyncio.sleep(0.05)
+        except websockets.exceptions.ConnectionClosed:
+            pass
+
+    async def scenario() -> tuple[int, int, list[int]]:
+        listener = socket.socket()
+        # A small receive window makes the link itself slow, not just the reading loop.
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+        listener.bind(("127.0.0.1", 0))
+        server = await websockets.asyncio.server.serve(slow_server, sock=listener, max_queue=1,
+                                                       max_size=m.MAX_MESSAGE_BYTES)
+        port = listener.getsockname()[1]
+        source, uplink = sender(port, frames, realtime=False, loop=True, max_frames=total)
+        gc.collect()
+        tracemalloc.start()
+        stats = await stream_live(source, NoisyAnalyzer(), uplink)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        server.close()
+        await server.wait_closed()
+        return stats.frames_sent, stats.dropped, [peak]
+
+    sent, dropped, (peak,) = asyncio.run(scenario())
+    assert sent + dropped == total
+    assert dropped > total // 2, "a receiver this slow must make the sender skip frames"
+    assert peak < 40 * 1024 * 1024, f"sender memory grew to {peak / 1e6:.0f} MB: frames are being queued"
+    assert len(seen) <= sent
+    assert np.all(np.diff(seen) > 0)
