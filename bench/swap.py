@@ -1,0 +1,276 @@
+"""Face-swap quality bench: every clip x every avatar through a renderer, judged by independent models.
+
+For each clip the sender side runs the project's tracker (sender.tracker); the first tracked
+frame is the keyframe (the receiver's neutral face). Every frame is rendered with each avatar and
+the output is judged:
+
+* identity: dlib's 128-d ResNet face descriptor (face_recognition_models' weights) of the output
+  face against the avatar image and against the sender's input frame; same person < 0.6;
+* expression: MediaPipe landmarks re-detected on the output; Pearson correlation of mouth opening
+  and eye openness (each over its width) between input and output;
+* pose: yaw/pitch/roll (sender.tracker.head_pose) of input vs re-detected output, mean abs degrees;
+* flicker: mean |output change - input change| between consecutive frames inside the face box;
+* ms/frame: render time only (shared CPU: treat as an upper bound).
+
+Writes JSON and a contact-sheet PNG. Run: .venv/bin/python bench/swap.py --frames 40 --clips d3,d18
+(needs `pip install dlib-bin face-recognition-models`, the `bench` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+# bench/ holds scripts named like the packages (bench/sender.py); keep them from shadowing the packages.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import numpy.typing as npt  # noqa: E402
+
+from sender.tracker import MediaPipeFaceTracker, TrackerConfig, head_pose  # noqa: E402
+from shared.identity import load_identity  # noqa: E402
+from shared.render import make_renderer  # noqa: E402
+from shared.render.retarget import eye_opening, mouth_opening  # noqa: E402
+from shared.types import CapturedFrame, FrameState, IdentityAsset, Image, KeyframeState, Landmarks  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data"
+SAME_PERSON = 0.6
+
+
+class Recogniser:
+    """dlib 128-d face descriptors; the face box comes from MediaPipe landmarks so detection is not the judge."""
+
+    def __init__(self) -> None:
+        import dlib
+        import face_recognition_models as frm
+
+        self._shape = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
+        self._net = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
+        self._dlib = dlib
+
+    def descriptor(self, image: Image, landmarks: Landmarks) -> npt.NDArray[np.float64]:
+        x0, y0 = landmarks[:468, :2].min(axis=0)
+        x1, y1 = landmarks[:468, :2].max(axis=0)
+        rect = self._dlib.rectangle(int(x0), int(y0), int(x1), int(y1))
+        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        shape = self._shape(rgb, rect)
+        return np.array(self._net.compute_face_descriptor(rgb, shape, 1), np.float64)
+
+
+@dataclass
+class PairResult:
+    clip: str
+    avatar: str
+    frames: int
+    face_found: float
+    as_avatar: float
+    as_sender: float
+    dist_avatar: float
+    dist_sender: float
+    mouth_corr: float
+    eye_corr: float
+    pose_err_deg: float
+    flicker: float
+    ms_per_frame: float
+
+
+def _ratios(lm: Landmarks) -> tuple[float, float]:
+    p = lm.astype(np.float64)
+    mouth = mouth_opening(p) / max(float(np.linalg.norm(p[61, :2] - p[291, :2])), 1e-6)
+    eyes = 0.5 * (
+        eye_opening(p, "right") / max(float(np.linalg.norm(p[33, :2] - p[133, :2])), 1e-6)
+        + eye_opening(p, "left") / max(float(np.linalg.norm(p[263, :2] - p[362, :2])), 1e-6)
+    )
+    return mouth, eyes
+
+
+def _corr(a: list[float], b: list[float]) -> float:
+    if len(a) < 3 or np.std(a) < 1e-6 or np.std(b) < 1e-6:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def track_clip(path: Path, max_frames: int) -> list[tuple[Image, Landmarks | None]]:
+    tracker = MediaPipeFaceTracker(TrackerConfig())
+    cap = cv2.VideoCapture(str(path))
+    frames: list[tuple[Image, Landmarks | None]] = []
+    try:
+        while len(frames) < max_frames:
+            ok, image = cap.read()
+            if not ok:
+                break
+            obs = tracker.track(CapturedFrame(len(frames), len(frames) * 33_333, image))
+            frames.append((image, None if obs is None else obs.landmarks))
+    finally:
+        cap.release()
+        tracker.close()
+    return frames
+
+
+def run_pair(
+    clip: str,
+    frames: list[tuple[Image, Landmarks | None]],
+    avatar_name: str,
+    identity: IdentityAsset,
+    avatar_desc: npt.NDArray[np.float64],
+    recogniser: Recogniser,
+    renderer_name: str,
+    sheet_every: int,
+) -> tuple[PairResult, list[Image]]:
+    renderer = make_renderer(renderer_name)
+    key = next(i for i, (_, lm) in enumerate(frames) if lm is not None)
+    kf_image, kf_lm = frames[key]
+    keyframe = KeyframeState(0, kf_image, None, kf_lm)
+    redetect = MediaPipeFaceTracker(TrackerConfig(smoothing=None))
+    found = as_avatar = as_sender = 0
+    d_av: list[float] = []
+    d_se: list[float] = []
+    m_in: list[float] = []
+    m_out: list[float] = []
+    e_in: list[float] = []
+    e_out: list[float] = []
+    pose_err: list[float] = []
+    flicker: list[float] = []
+    times: list[float] = []
+    sheet: list[Image] = []
+    prev: tuple[Image, Image] | None = None
+    n = 0
+    for i, (image, lm) in enumerate(frames):
+        if lm is None:
+            continue
+        n += 1
+        state = FrameState(i, i * 33_333, "tracked", 1.0, None, lm, None)
+        t0 = time.perf_counter()
+        out = renderer.render(identity, keyframe, state).image
+        times.append((time.perf_counter() - t0) * 1000)
+        obs = redetect.track(CapturedFrame(i, i * 33_333, out))
+        if i % sheet_every == 0:
+            sheet.append(np.hstack([image, out]))
+        x0, y0 = np.maximum(lm[:468, :2].min(axis=0).astype(int), 0)
+        x1, y1 = lm[:468, :2].max(axis=0).astype(int)
+        if prev is not None:
+            d_out = out[y0:y1, x0:x1].astype(np.float32) - prev[1][y0:y1, x0:x1]
+            d_in = image[y0:y1, x0:x1].astype(np.float32) - prev[0][y0:y1, x0:x1]
+            flicker.append(float(np.abs(d_out - d_in).mean()))
+        prev = (image, out)
+        if obs is None:
+            continue
+        found += 1
+        olm = obs.landmarks
+        desc = recogniser.descriptor(out, olm)
+        sender_desc = recogniser.descriptor(image, lm)
+        da = float(np.linalg.norm(desc - avatar_desc))
+        ds = float(np.linalg.norm(desc - sender_desc))
+        d_av.append(da)
+        d_se.append(ds)
+        as_avatar += da < SAME_PERSON
+        as_sender += ds < SAME_PERSON
+        mi, ei = _ratios(lm)
+        mo, eo = _ratios(olm)
+        m_in.append(mi)
+        m_out.append(mo)
+        e_in.append(ei)
+        e_out.append(eo)
+        pi, po = head_pose(lm), head_pose(olm)
+        pose_err.append((abs(pi.yaw - po.yaw) + abs(pi.pitch - po.pitch) + abs(pi.roll - po.roll)) / 3)
+    redetect.close()
+    result = PairResult(
+        clip=clip,
+        avatar=avatar_name,
+        frames=n,
+        face_found=found / max(n, 1),
+        as_avatar=as_avatar / max(found, 1),
+        as_sender=as_sender / max(found, 1),
+        dist_avatar=float(np.mean(d_av)) if d_av else float("nan"),
+        dist_sender=float(np.mean(d_se)) if d_se else float("nan"),
+        mouth_corr=_corr(m_in, m_out),
+        eye_corr=_corr(e_in, e_out),
+        pose_err_deg=float(np.mean(pose_err)) if pose_err else float("nan"),
+        flicker=float(np.mean(flicker)) if flicker else float("nan"),
+        ms_per_frame=float(np.median(times)) if times else float("nan"),
+    )
+    return result, sheet
+
+
+def _label(image: Image, text: str) -> Image:
+    out = image.copy()
+    cv2.putText(out, text, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(out, text, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def contact_sheet(rows: list[tuple[str, Image, list[Image]]], cells: int, cell_h: int = 200) -> Image:
+    lines = []
+    for label, avatar, pairs in rows:
+        thumbs = [cv2.resize(avatar, (int(avatar.shape[1] * cell_h / avatar.shape[0]), cell_h))]
+        for pair in pairs[:cells]:
+            thumbs.append(cv2.resize(pair, (int(pair.shape[1] * cell_h / pair.shape[0]), cell_h)))
+        line = np.hstack(thumbs)
+        lines.append(_label(line, label))
+    width = max(line.shape[1] for line in lines)
+    return np.vstack([np.pad(line, ((0, 0), (0, width - line.shape[1]), (0, 0))) for line in lines])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", default="", help="comma-separated clip names (default: all in ../shared/data)")
+    parser.add_argument("--avatars", default="", help="comma-separated avatar names (default: all)")
+    parser.add_argument("--frames", type=int, default=60, help="frames per clip (from the start)")
+    parser.add_argument("--renderer", default="mesh")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    parser.add_argument("--cells", type=int, default=4, help="frames per contact-sheet row")
+    args = parser.parse_args(argv)
+    cv2.setNumThreads(1)
+    if not DATA.is_dir():
+        print(f"no evaluation data at {DATA}", file=sys.stderr)
+        return 2
+    clips = args.clips.split(",") if args.clips else sorted(p.stem for p in (DATA / "clips").glob("*.mp4"))
+    avatars = args.avatars.split(",") if args.avatars else sorted(p.stem for p in (DATA / "avatars").glob("*.jpg"))
+    recogniser = Recogniser()
+    identities = {a: load_identity(DATA / "avatars" / f"{a}.jpg") for a in avatars}
+    avatar_desc = {}
+    for a, ident in identities.items():
+        assert ident.image is not None and ident.landmarks is not None
+        avatar_desc[a] = recogniser.descriptor(ident.image, ident.landmarks)
+    results: list[PairResult] = []
+    rows: list[tuple[str, Image, list[Image]]] = []
+    sheet_every = max(1, args.frames // args.cells)
+    for clip in clips:
+        frames = track_clip(DATA / "clips" / f"{clip}.mp4", args.frames)
+        for a in avatars:
+            res, cells = run_pair(clip, frames, a, identities[a], avatar_desc[a], recogniser, args.renderer,
+                                  sheet_every)  # fmt: skip
+            results.append(res)
+            image = identities[a].image
+            assert image is not None
+            rows.append((f"{clip} x {a}: av {res.as_avatar:.2f} se {res.as_sender:.2f} m {res.mouth_corr:.2f} "
+                         f"e {res.eye_corr:.2f}", image, cells))  # fmt: skip
+            print(json.dumps(asdict(res)), flush=True)
+    summary = {
+        "as_avatar": float(np.mean([r.as_avatar for r in results])),
+        "as_sender": float(np.mean([r.as_sender for r in results])),
+        "face_found": float(np.mean([r.face_found for r in results])),
+        "mouth_corr": float(np.nanmean([r.mouth_corr for r in results])),
+        "eye_corr": float(np.nanmean([r.eye_corr for r in results])),
+        "pose_err_deg": float(np.nanmean([r.pose_err_deg for r in results])),
+        "flicker": float(np.nanmean([r.flicker for r in results])),
+        "ms_per_frame": float(np.median([r.ms_per_frame for r in results])),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "swap.json").write_text(json.dumps({"summary": summary, "pairs": [asdict(r) for r in results]},
+                                                   indent=2))  # fmt: skip
+    cv2.imwrite(str(args.out / "swap_sheet.png"), contact_sheet(rows, args.cells))
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

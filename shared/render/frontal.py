@@ -1,0 +1,117 @@
+"""Avatar textures: the avatar face frontalised once per identity, its hidden half filled from its mirror image.
+
+A three-quarter portrait shows one cheek foreshortened or hidden; warping it to a frontal pose
+smears that side. The mesh's left-right symmetry gives the head rotation (a face and its mirror
+image differ by twice the yaw and roll), and each triangle is taken from whichever of the image
+or its mirror shows it larger. Eye and mouth interiors always come from the original, so the
+gaze is never mirrored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+from scipy.spatial.transform import Rotation
+
+from shared.render import eyes_mouth as em
+from shared.render import topology as topo
+from shared.render.retarget import fit_similarity
+from shared.render.warp import Points, Region, remap, similarity_2d, triangle_raster, warp_maps
+from shared.types import Image, Landmarks
+
+_MIN_YAW_FOR_MIRROR = 12.0  # degrees; below this both halves are seen well enough
+
+
+@dataclass(frozen=True)
+class Texture:
+    image: Image
+    landmarks: Landmarks  # where the face is in `image` (the frontalised mesh)
+    src_mesh: Points  # (T, 3, 2) mesh triangle corners in `image`
+    mouth_ratio: float
+    panels: tuple[Image, Image]
+    yaw: float  # degrees, of the original avatar image
+
+
+def frontal_rotation(landmarks: Landmarks) -> npt.NDArray[np.float64]:
+    """Rotation that turns the face to face the camera (yaw and roll; pitch is not observable by symmetry)."""
+    pts = landmarks[:468].astype(np.float64)
+    sym = topo.symmetry()[:468]
+    mirrored = pts[sym] * np.array([-1.0, 1.0, 1.0])
+    fit = fit_similarity(pts, mirrored)
+    # fit.rotation is R0^-2 for the head rotation R0 (mirroring reverses yaw and roll).
+    half = Rotation.from_matrix(fit.rotation).as_rotvec() / 2.0
+    return Rotation.from_rotvec(half).as_matrix()
+
+
+def _signed_area(corners: Points) -> npt.NDArray[np.float64]:
+    a, b, c = corners[:, 0].astype(np.float64), corners[:, 1].astype(np.float64), corners[:, 2].astype(np.float64)
+    return 0.5 * ((b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0]))
+
+
+def prepare_texture(image: Image, landmarks: Landmarks, mirror_fill: bool = True) -> Texture:
+    lm = landmarks.astype(np.float32)
+    rotation = frontal_rotation(lm)
+    yaw = float(np.degrees(Rotation.from_matrix(rotation).as_euler("yxz")[0]))
+    centre = lm[:468].astype(np.float64).mean(axis=0)
+    frontal = ((lm.astype(np.float64) - centre) @ rotation.T + centre).astype(np.float32)
+    width = float(np.ptp(frontal[:468, 0]))
+    region = Region.around(frontal[:, :2], (10**6, 10**6), 0.3 * width)
+    region = Region(max(0, region.x0), max(0, region.y0), region.width, region.height)
+    frontal[:, :2] -= np.array([region.x0, region.y0], np.float32)
+    canvas = Region(0, 0, region.width, region.height)
+    tris = em.mesh_triangles()
+    dst = em.extended_vertices(frontal)[tris]
+    src = em.extended_vertices(lm)[tris]
+    # Outside the mesh, the avatar's surroundings under the same 2-D motion, for the feathered edge.
+    fallback = similarity_2d(frontal, lm)
+    order = np.arange(len(tris))
+    map_x, map_y, _ = warp_maps(dst, src, canvas, 1, order, fallback)
+    out = remap(image, map_x, map_y)
+    if mirror_fill and abs(yaw) >= _MIN_YAW_FOR_MIRROR:
+        out = _mirror_fill(image, lm, out, dst, src, canvas, fallback, tris)
+    mouth = em.MouthFrame.of(frontal)
+    return Texture(
+        image=np.ascontiguousarray(out),
+        landmarks=frontal,
+        src_mesh=dst,
+        mouth_ratio=mouth.ratio,
+        panels=em.synthetic_panels(em.skin_tone(out, frontal)),
+        yaw=yaw,
+    )
+
+
+def _mirror_fill(
+    image: Image,
+    lm: Landmarks,
+    out: Image,
+    dst: Points,
+    src: Points,
+    canvas: Region,
+    fallback: npt.NDArray[np.float64],
+    tris: npt.NDArray[np.int32],
+) -> Image:
+    width = image.shape[1]
+    flipped = np.ascontiguousarray(image[:, ::-1])
+    mirror_lm = lm[topo.symmetry()].copy()
+    mirror_lm[:, 0] = width - 1 - mirror_lm[:, 0]
+    src_m = em.extended_vertices(mirror_lm)[tris]
+    area_dst = _signed_area(dst)
+    vis = _signed_area(src) / np.where(np.abs(area_dst) > 1e-6, area_dst, 1e-6)
+    vis_m = _signed_area(src_m) / np.where(np.abs(area_dst) > 1e-6, area_dst, 1e-6)
+    # Take the mirror where it shows the triangle clearly larger; keep the original's eyes and mouth.
+    use_mirror = np.clip((vis_m / np.maximum(vis, 0.05) - 1.3) / 0.7, 0.0, 1.0)
+    use_mirror[: len(em.hole_triangles())] = 0.0
+    raster = triangle_raster(dst, canvas, 1)
+    weight_table = np.concatenate([[0.0], use_mirror]).astype(np.float32)
+    weight = weight_table[raster]
+    weight = cv2.GaussianBlur(weight, (0, 0), max(1.0, 0.03 * canvas.width))
+    flip = np.array([[-1.0, 0, width - 1], [0, 1.0, 0]])
+    fallback_m = flip[:, :2] @ fallback
+    fallback_m = np.hstack([fallback_m[:, :2], (flip[:, :2] @ fallback[:, 2] + flip[:, 2])[:, None]])
+    map_x, map_y, _ = warp_maps(dst, src_m, canvas, 1, np.arange(len(tris)), fallback_m)
+    mirrored = remap(flipped, map_x, map_y)
+    w = weight[..., None]
+    return (out.astype(np.float32) * (1 - w) + mirrored.astype(np.float32) * w + 0.5).astype(np.uint8)

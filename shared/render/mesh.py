@@ -1,0 +1,215 @@
+"""The default renderer: a piecewise-affine mesh warp, no downloaded weights.
+
+Self mode warps the keyframe from its landmarks to the frame's. Avatar mode does the same for
+the body and hair, then renders the avatar's face (its own geometry, the sender's expression
+and pose; see retarget.py) from the avatar image and blends it in with the scene's shading.
+Everything that depends only on a keyframe or an identity (triangulations, packed images,
+mirror-filled textures, mouth panels) is computed once and cached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+from scipy.spatial import Delaunay
+
+from shared.identity import identity_from_image, is_self
+from shared.render import blend as bl
+from shared.render import eyes_mouth as em
+from shared.render import topology as topo
+from shared.render.frontal import Texture, prepare_texture
+from shared.render.retarget import RetargetOptions, retarget
+from shared.render.warp import Points, Region, remap, similarity_2d, warp_maps
+from shared.types import Alpha, FrameState, IdentityAsset, Image, KeyframeState, Landmarks, RenderedPerson
+
+IndexArray = npt.NDArray[np.int32]
+_RING_SCALES = (1.35, 2.1)
+_BORDER_STEPS = 6  # fixed points per image side
+
+
+@dataclass(frozen=True)
+class MeshOptions:
+    body_step: int = 4
+    face_step: int = 2
+    ring_follow: float = 0.5  # how much of the head's motion the outer ring (shoulders) follows
+    retarget: RetargetOptions = field(default_factory=RetargetOptions)
+    blend: bl.BlendOptions = field(default_factory=bl.BlendOptions)
+    mirror_fill: bool = True
+
+
+def _draw_order(vertices_z: npt.NDArray[np.float32], tris: IndexArray) -> npt.NDArray[np.intp]:
+    holes = len(em.hole_triangles())
+    skin_depth = vertices_z[tris[holes:]].mean(axis=1)
+    # MediaPipe z is smaller towards the camera: draw far triangles first, near ones on top.
+    return np.concatenate([np.arange(holes), holes + np.argsort(-skin_depth, kind="stable")])
+
+
+def _depths(landmarks: Landmarks) -> npt.NDArray[np.float32]:
+    extra = np.full(2 * em.EYE_RING_POINTS + 1, 0.0, np.float32)
+    return np.concatenate([landmarks[:, 2], extra]).astype(np.float32)
+
+
+def _border_points(size: tuple[int, int]) -> Points:
+    w, h = size
+    t = np.linspace(0.0, 1.0, _BORDER_STEPS + 1)[:-1]
+    top = np.stack([t * (w - 1), np.zeros_like(t)], 1)
+    right = np.stack([np.full_like(t, w - 1), t * (h - 1)], 1)
+    bottom = np.stack([(1 - t) * (w - 1), np.full_like(t, h - 1)], 1)
+    left = np.stack([np.zeros_like(t), (1 - t) * (h - 1)], 1)
+    return np.concatenate([top, right, bottom, left]).astype(np.float32)
+
+
+def _rings(oval: Points, centre: Points) -> list[Points]:
+    return [(centre + s * (oval - centre)).astype(np.float32) for s in _RING_SCALES]
+
+
+@dataclass(frozen=True)
+class _KeyframeModel:
+    kf: int
+    image_id: int
+    packed: Image  # BGR + alpha as the fourth channel, warped in one remap
+    landmarks: Landmarks
+    src_mesh: Points  # (T, 3, 2) mesh triangle corners in the keyframe
+    border_tris: IndexArray
+    border_src: Points  # vertices: oval, rings, image border
+    mouth_ratio: float
+    panels: tuple[Image, Image]
+
+
+def _prepare_keyframe(keyframe: KeyframeState) -> _KeyframeModel:
+    assert keyframe.landmarks is not None
+    lm = keyframe.landmarks.astype(np.float32)
+    h, w = keyframe.image.shape[:2]
+    alpha = keyframe.alpha if keyframe.alpha is not None else np.ones((h, w), np.float32)
+    packed = np.dstack([keyframe.image, np.clip(alpha * 255.0 + 0.5, 0, 255).astype(np.uint8)])
+    tris = em.mesh_triangles()
+    src_mesh = em.extended_vertices(lm)[tris]
+    oval = lm[topo.face_oval_ring(), :2]
+    centre = lm[topo.face_oval_ring(), :2].mean(axis=0)
+    border_src = np.concatenate([oval, *_rings(oval, centre), _border_points((w, h))]).astype(np.float32)
+    n_oval = len(oval)
+    simplices = Delaunay(border_src).simplices.astype(np.int32)
+    keep = ~np.all(simplices < n_oval, axis=1)
+    mouth = em.MouthFrame.of(lm)
+    return _KeyframeModel(
+        kf=keyframe.kf,
+        image_id=id(keyframe.image),
+        packed=packed,
+        landmarks=lm,
+        src_mesh=src_mesh,
+        border_tris=simplices[keep],
+        border_src=border_src,
+        mouth_ratio=mouth.ratio,
+        panels=em.synthetic_panels(em.skin_tone(keyframe.image, lm)),
+    )
+
+
+def _apply(matrix: npt.NDArray[np.float64], points: Points) -> Points:
+    return (points.astype(np.float64) @ matrix[:, :2].T + matrix[:, 2]).astype(np.float32)
+
+
+class MeshRenderer:
+    """shared.types.Renderer: identity + keyframe + frame features -> the person at the frame geometry."""
+
+    name = "mesh"
+
+    def __init__(self, options: MeshOptions | None = None) -> None:
+        self.options = options or MeshOptions()
+        self._keyframe: _KeyframeModel | None = None
+        self._textures: dict[str, Texture] = {}
+
+    def _keyframe_model(self, keyframe: KeyframeState) -> _KeyframeModel:
+        model = self._keyframe
+        if model is None or model.kf != keyframe.kf or model.image_id != id(keyframe.image):
+            model = _prepare_keyframe(keyframe)
+            self._keyframe = model
+        return model
+
+    def _texture(self, identity: IdentityAsset) -> Texture:
+        texture = self._textures.get(identity.asset_id)
+        if texture is None:
+            if identity.image is None:
+                raise ValueError(f"identity {identity.asset_id} has no image")
+            if identity.landmarks is None:
+                identity = identity_from_image(identity.image, identity.asset_id)
+            assert identity.landmarks is not None
+            texture = prepare_texture(identity.image, identity.landmarks, mirror_fill=self.options.mirror_fill)
+            if len(self._textures) >= 8:  # a session switches between a handful of identities
+                self._textures.pop(next(iter(self._textures)))
+            self._textures[identity.asset_id] = texture
+        return texture
+
+    def render(self, identity: IdentityAsset | None, keyframe: KeyframeState, frame: FrameState) -> RenderedPerson:
+        h, w = keyframe.image.shape[:2]
+        if frame.landmarks is None or frame.face == "lost" or keyframe.landmarks is None:
+            alpha = _pick_alpha(frame.alpha, keyframe.alpha, (h, w))
+            return RenderedPerson(keyframe.image, alpha)
+        model = self._keyframe_model(keyframe)
+        dst = frame.landmarks.astype(np.float32)
+        packed = self._warp_keyframe(model, dst, (w, h))
+        image = np.ascontiguousarray(packed[..., :3])
+        warped_alpha = packed[..., 3].astype(np.float32) / 255.0
+        alpha = _pick_alpha(frame.alpha, warped_alpha, (h, w))
+        if is_self(identity):
+            em.composite_cavity(image, dst, model.panels, model.mouth_ratio)
+        else:
+            assert identity is not None
+            self._render_avatar(image, self._texture(identity), model, dst, alpha)
+        return RenderedPerson(image, alpha)
+
+    def _warp_keyframe(self, model: _KeyframeModel, dst: Landmarks, size: tuple[int, int]) -> Image:
+        opts = self.options
+        motion = similarity_2d(model.landmarks, dst)
+        n_oval = len(topo.face_oval_ring())
+        ring1, ring2 = model.border_src[n_oval : 2 * n_oval], model.border_src[2 * n_oval : 3 * n_oval]
+        ring2_dst = ring2 + opts.ring_follow * (_apply(motion, ring2) - ring2)
+        border_dst = np.concatenate([dst[topo.face_oval_ring(), :2], _apply(motion, ring1), ring2_dst, model.border_src[3 * n_oval :]])
+        tris = model.border_tris
+        full = Region.full(size)
+        fallback = cv2.invertAffineTransform(motion)
+        map_x, map_y, _ = warp_maps(border_dst[tris], model.border_src[tris], full, opts.body_step, None, fallback)
+        mesh_tris = em.mesh_triangles()
+        dst_vertices = em.extended_vertices(dst)
+        region = Region.around(dst_vertices, size, 2, opts.face_step)
+        order = _draw_order(_depths(dst), mesh_tris)
+        fx, fy, covered = warp_maps(dst_vertices[mesh_tris], model.src_mesh, region, opts.face_step, order)
+        sy, sx, py, px = region.clip_to(size)
+        inside = covered[py, px] > 127
+        map_x[sy, sx] = np.where(inside, fx[py, px], map_x[sy, sx])
+        map_y[sy, sx] = np.where(inside, fy[py, px], map_y[sy, sx])
+        return remap(model.packed, map_x, map_y)
+
+    def _render_avatar(self, image: Image, texture: Texture, model: _KeyframeModel, dst: Landmarks, alpha: Alpha) -> None:
+        opts = self.options
+        target = retarget(dst, model.landmarks, texture.landmarks, opts.retarget)
+        size = (image.shape[1], image.shape[0])
+        mesh_tris = em.mesh_triangles()
+        dst_vertices = em.extended_vertices(target)
+        region = Region.around(dst_vertices, size, 2, opts.face_step)
+        order = _draw_order(_depths(target), mesh_tris)
+        map_x, map_y, _ = warp_maps(dst_vertices[mesh_tris], texture.src_mesh, region, opts.face_step, order)
+        face = remap(texture.image, map_x, map_y)
+        local = target.copy()
+        local[:, :2] -= np.array([region.x0, region.y0], np.float32)
+        em.composite_cavity(face, local, texture.panels, texture.mouth_ratio)
+        sy, sx, py, px = region.clip_to(size)
+        face = face[py, px]
+        base = image[sy, sx]
+        width = bl.face_width(target)
+        mask = bl.face_mask(target, region, opts.blend)[py, px]
+        face = bl.match_shading(face, base, mask, width, opts.blend)
+        weight = bl.swap_weight(mask, alpha[sy, sx], None)
+        image[sy, sx] = bl.blend(base, face, weight)
+
+
+def _pick_alpha(frame_alpha: Alpha | None, fallback: Alpha | None, shape: tuple[int, int]) -> Alpha:
+    if frame_alpha is not None and frame_alpha.shape == shape:
+        return frame_alpha.astype(np.float32, copy=False)
+    if frame_alpha is not None:
+        return cv2.resize(frame_alpha.astype(np.float32), (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+    if fallback is not None:
+        return fallback.astype(np.float32, copy=False)
+    return np.ones(shape, np.float32)

@@ -1,0 +1,179 @@
+"""Expression retargeting: the sender's expression, as a delta from the sender's neutral face, on an avatar.
+
+All three faces (sender neutral N, sender now F, avatar neutral A) are 478x3 mesh landmarks.
+Head pose is removed with a 3-D similarity (Procrustes) fitted on points that expression barely
+moves; the delta F - N is taken in the neutral head frame, scaled per region by the ratio of the
+avatar's feature size to the sender's, added to the avatar's neutral face brought into the same
+frame, and the result is placed back at the sender's current pose. Eyelids use the ratio of
+opening instead of a delta so a blink closes any eye, large or small. The face outline is pulled
+towards the sender's own outline so the avatar's features sit inside the sender's head and hair.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+import numpy.typing as npt
+
+from shared.render import topology as topo
+from shared.types import Landmarks
+
+Vec = npt.NDArray[np.float64]
+
+# Nose bridge, forehead, temples, eye corners, cheekbones: rigid under expression.
+STABLE = np.array([6, 168, 197, 195, 5, 4, 10, 151, 9, 8, 127, 356, 234, 454, 33, 133, 263, 362, 116, 345,
+                   123, 352, 109, 338, 67, 297], np.int32)  # fmt: skip
+_MOUTH_WIDTH = (61, 291)
+_EYE_PAIRS = ((33, 133), (263, 362))
+_UPPER_LOWER = {  # lid pairs facing each other, for the opening measure
+    "right": ((160, 144), (159, 145), (158, 153)),
+    "left": ((387, 373), (386, 374), (385, 380)),
+}
+
+
+@dataclass(frozen=True)
+class Similarity3:
+    """x -> scale * R @ x + t on row vectors."""
+
+    scale: float
+    rotation: Vec
+    translation: Vec
+
+    def apply(self, points: Vec) -> Vec:
+        return self.scale * points @ self.rotation.T + self.translation
+
+    def inverse(self) -> Similarity3:
+        r_inv = self.rotation.T
+        return Similarity3(1.0 / self.scale, r_inv, -(self.translation @ r_inv.T) / self.scale)
+
+    def compose(self, inner: Similarity3) -> Similarity3:
+        """self after inner."""
+        return Similarity3(
+            self.scale * inner.scale,
+            self.rotation @ inner.rotation,
+            self.apply(inner.translation[None])[0],
+        )
+
+
+def fit_similarity(source: Vec, target: Vec) -> Similarity3:
+    """Least-squares similarity (Umeyama) mapping source points onto target points, no reflection."""
+    mu_s, mu_t = source.mean(axis=0), target.mean(axis=0)
+    s0, t0 = source - mu_s, target - mu_t
+    cov = t0.T @ s0 / len(source)
+    u, d, vt = np.linalg.svd(cov)
+    fix = np.eye(3)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        fix[2, 2] = -1.0
+    rotation = u @ fix @ vt
+    var = (s0**2).sum() / len(source)
+    scale = float((d * np.diag(fix)).sum() / max(var, 1e-12))
+    return Similarity3(scale, rotation, mu_t - scale * mu_s @ rotation.T)
+
+
+def head_alignment(landmarks: Landmarks, reference: Landmarks) -> Similarity3:
+    """Similarity taking `landmarks` into the frame of `reference`, fitted on the rigid points."""
+    return fit_similarity(landmarks[STABLE].astype(np.float64), reference[STABLE].astype(np.float64))
+
+
+def _width(points: Vec, pair: tuple[int, int]) -> float:
+    return float(np.linalg.norm(points[pair[0], :2] - points[pair[1], :2]))
+
+
+def eye_opening(points: Vec, side: str) -> float:
+    return float(np.mean([np.linalg.norm(points[a, :2] - points[b, :2]) for a, b in _UPPER_LOWER[side]]))
+
+
+def mouth_opening(points: Vec) -> float:
+    return float(np.linalg.norm(points[topo.UPPER_LIP_INNER_MID, :2] - points[topo.LOWER_LIP_INNER_MID, :2]))
+
+
+@cache
+def _region_weights() -> tuple[Vec, Vec, Vec]:
+    """Per-landmark weights for mouth and eye regions and the outline pull, from the mesh graph.
+
+    Graph distance (hops) makes these identical for every face and independent of pose.
+    """
+    tris = topo.face_triangles()
+    n = topo.MESH_SIZE
+    adjacency: list[set[int]] = [set() for _ in range(n)]
+    for a, b, c in tris:
+        adjacency[a] |= {b, c}
+        adjacency[b] |= {a, c}
+        adjacency[c] |= {a, b}
+    for ring in (topo.right_eye_ring(), topo.left_eye_ring()):
+        centre = topo.RIGHT_IRIS_CENTER if ring[0] == topo.RIGHT_EYE_CORNERS[0] else topo.LEFT_IRIS_CENTER
+        iris = topo.RIGHT_IRIS if centre == topo.RIGHT_IRIS_CENTER else topo.LEFT_IRIS
+        for i in (centre, *iris):
+            adjacency[i] |= set(int(v) for v in ring)
+
+    def hops(seeds: npt.NDArray[np.int32]) -> Vec:
+        dist = np.full(n, np.inf)
+        frontier = [int(s) for s in seeds]
+        dist[frontier] = 0
+        while frontier:
+            nxt = []
+            for v in frontier:
+                for w in adjacency[v]:
+                    if dist[w] == np.inf:
+                        dist[w] = dist[v] + 1
+                        nxt.append(w)
+            frontier = nxt
+        return dist
+
+    mouth = np.exp(-((hops(topo.outer_lip_ring()) / 3.0) ** 2))
+    eyes = np.exp(-((hops(np.concatenate([topo.right_eye_ring(), topo.left_eye_ring()])) / 3.0) ** 2))
+    outline = np.clip(1.0 - hops(topo.face_oval_ring()) / 3.0, 0.0, 1.0)
+    return mouth, eyes, outline
+
+
+@dataclass(frozen=True)
+class RetargetOptions:
+    expression_gain: float = 1.0
+    # How far the outline follows the sender's own outline (1 = the sender's jaw and cheeks).
+    outline_pull: float = 1.0
+    max_eye_ratio: float = 1.4
+
+
+def _set_eye_opening(points: Vec, avatar: Vec, ring: npt.NDArray[np.int32], ratio: float) -> None:
+    """Eyelid points at `ratio` of the avatar's own opening, measured from the line through the corners."""
+    c0, c1 = avatar[ring[0], :2], avatar[ring[len(ring) // 2], :2]
+    axis = (c1 - c0) / max(float(np.linalg.norm(c1 - c0)), 1e-6)
+    normal = np.array([-axis[1], axis[0]])
+    offsets = (avatar[ring, :2] - c0) @ normal
+    shift = points[ring, :2] - avatar[ring, :2]  # the delta's motion of the whole eye (e.g. a squint pulls it)
+    along = (avatar[ring, :2] - c0) @ axis
+    base = c0 + along[:, None] * axis + offsets[:, None] * ratio * normal
+    mean_shift = shift.mean(axis=0)
+    points[ring, :2] = base + mean_shift
+
+
+def retarget(
+    sender_now: Landmarks,
+    sender_neutral: Landmarks,
+    avatar_neutral: Landmarks,
+    options: RetargetOptions | None = None,
+) -> Landmarks:
+    """The avatar's face with the sender's expression, at the sender's current pose, in frame pixels."""
+    opts = options or RetargetOptions()
+    now = sender_now.astype(np.float64)
+    neutral = sender_neutral.astype(np.float64)
+    to_neutral = head_alignment(sender_now, sender_neutral)
+    now_n = to_neutral.apply(now)
+    delta = now_n - neutral
+    avatar_n = head_alignment(avatar_neutral, sender_neutral).apply(avatar_neutral.astype(np.float64))
+
+    k_mouth = _width(avatar_n, _MOUTH_WIDTH) / max(_width(neutral, _MOUTH_WIDTH), 1e-6)
+    k_eye = np.mean([_width(avatar_n, p) / max(_width(neutral, p), 1e-6) for p in _EYE_PAIRS])
+    mouth_w, eye_w, outline_w = _region_weights()
+    gain = 1.0 + (k_mouth - 1.0) * mouth_w + (k_eye - 1.0) * eye_w * (1.0 - mouth_w)
+    target = avatar_n + delta * (gain * opts.expression_gain)[:, None]
+
+    for side, ring in (("right", topo.right_eye_ring()), ("left", topo.left_eye_ring())):
+        ratio = eye_opening(now_n, side) / max(eye_opening(neutral, side), 1e-6)
+        _set_eye_opening(target, avatar_n, ring, float(np.clip(ratio, 0.0, opts.max_eye_ratio)))
+
+    pull = np.clip(outline_w * opts.outline_pull, 0.0, 1.0)[:, None]
+    target = (1.0 - pull) * target + pull * now_n
+    return to_neutral.inverse().apply(target).astype(np.float32)

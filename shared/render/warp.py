@@ -1,0 +1,151 @@
+"""Dense piecewise-affine warps: one backward map over a triangulation, applied with one cv2.remap.
+
+Each output pixel is looked up in the triangle that covers it (a triangle-id raster drawn back
+to front, so folded parts of a turning head are hidden by the parts in front) and mapped by that
+triangle's affine transform to the source. The raster is drawn on a coarse grid (every `step`
+pixels) and the maps are upsampled bilinearly, which is exact inside triangles and sub-pixel at
+their shared edges; only the per-frame affine coefficients and the raster change per frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from shared.types import Image
+
+Points = npt.NDArray[np.float32]
+FloatMap = npt.NDArray[np.float32]
+_SHIFT = 4  # fixed-point bits for sub-pixel triangle rasterisation
+
+
+@dataclass(frozen=True)
+class Region:
+    """An axis-aligned rectangle of the output, in pixels (x0, y0 inclusive; width, height)."""
+
+    x0: int
+    y0: int
+    width: int
+    height: int
+
+    @classmethod
+    def around(cls, points: Points, frame_size: tuple[int, int], margin: float, step: int = 1) -> Region:
+        """The bounding box of `points` grown by `margin` pixels, clipped to the frame, sizes multiple of step."""
+        width, height = frame_size
+        x0 = int(max(0, np.floor(points[:, 0].min() - margin)))
+        y0 = int(max(0, np.floor(points[:, 1].min() - margin)))
+        x1 = int(min(width, np.ceil(points[:, 0].max() + margin)))
+        y1 = int(min(height, np.ceil(points[:, 1].max() + margin)))
+        w = max(step, -(-(x1 - x0) // step) * step)
+        h = max(step, -(-(y1 - y0) // step) * step)
+        return cls(x0, y0, w, h)
+
+    @classmethod
+    def full(cls, frame_size: tuple[int, int]) -> Region:
+        return cls(0, 0, frame_size[0], frame_size[1])
+
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        return slice(self.y0, self.y0 + self.height), slice(self.x0, self.x0 + self.width)
+
+    def clip_to(self, frame_size: tuple[int, int]) -> tuple[slice, slice, slice, slice]:
+        """Slices into the frame and into a region-sized array for the part inside the frame."""
+        w = min(self.width, frame_size[0] - self.x0)
+        h = min(self.height, frame_size[1] - self.y0)
+        return slice(self.y0, self.y0 + h), slice(self.x0, self.x0 + w), slice(0, h), slice(0, w)
+
+
+def affine_coefficients(dst: Points, src: Points) -> npt.NDArray[np.float64]:
+    """Per triangle the 2x3 affine (flattened to 6) mapping destination corners onto source corners.
+
+    dst, src: (T, 3, 2). Degenerate destination triangles cover no pixel; they get the constant
+    map to their first source corner so nothing divides by zero.
+    """
+    d = np.concatenate([dst.astype(np.float64), np.ones((dst.shape[0], 3, 1))], axis=2)  # (T,3,3) rows = corners
+    det = np.linalg.det(d)
+    ok = np.abs(det) > 1e-6
+    coef = np.zeros((dst.shape[0], 2, 3))
+    coef[:, 0, 2] = src[:, 0, 0]
+    coef[:, 1, 2] = src[:, 0, 1]
+    if ok.any():
+        inv = np.linalg.inv(d[ok])  # corners -> (a, b, c) so that [x y 1] @ abc = value
+        coef[ok] = np.einsum("tij,tjk->tki", inv, src[ok].astype(np.float64))
+    return coef.reshape(-1, 6)
+
+
+def triangle_raster(dst: Points, region: Region, step: int, order: npt.NDArray[np.intp] | None = None) -> npt.NDArray[np.int32]:
+    """Index+1 of the triangle covering each coarse-grid pixel of `region` (0 where none).
+
+    Triangles are drawn in `order` (later ones on top). Coarse pixel j stands for the output
+    pixel x0 + (j + 0.5) * step - 0.5, the sample point cv2.resize uses when upsampling.
+    """
+    rows, cols = region.height // step, region.width // step
+    raster = np.zeros((rows, cols), np.int32)
+    offset = np.array([region.x0 - 0.5 * step + 0.5, region.y0 - 0.5 * step + 0.5], np.float64)
+    fixed = np.round((dst.astype(np.float64) - offset) / step * (1 << _SHIFT)).astype(np.int32)
+    lo = fixed.min(axis=1)
+    hi = fixed.max(axis=1)
+    limit = np.array([cols << _SHIFT, rows << _SHIFT])
+    visible = np.all(hi >= 0, axis=1) & np.all(lo < limit, axis=1)
+    indices = np.arange(len(dst)) if order is None else order
+    for t in indices[visible[indices]]:
+        cv2.fillConvexPoly(raster, fixed[t], int(t) + 1, lineType=cv2.LINE_8, shift=_SHIFT)
+    return raster
+
+
+def warp_maps(
+    dst: Points,
+    src: Points,
+    region: Region,
+    step: int,
+    order: npt.NDArray[np.intp] | None = None,
+    fallback: npt.NDArray[np.float64] | None = None,
+) -> tuple[FloatMap, FloatMap, npt.NDArray[np.uint8]]:
+    """Backward maps (map_x, map_y) for cv2.remap over `region`, and the coverage mask (255 = covered).
+
+    dst, src: (T, 3, 2) triangle corners in output and source pixels. `fallback` is a 2x3 affine
+    used where no triangle covers a pixel (identity when None).
+    """
+    raster = triangle_raster(dst, region, step, order)
+    coef = np.empty((len(dst) + 1, 6))
+    coef[0] = (fallback if fallback is not None else np.array([[1.0, 0, 0], [0, 1.0, 0]])).reshape(6)
+    coef[1:] = affine_coefficients(dst, src)
+    rows, cols = raster.shape
+    xs = (region.x0 + (np.arange(cols) + 0.5) * step - 0.5).astype(np.float32)
+    ys = (region.y0 + (np.arange(rows) + 0.5) * step - 0.5).astype(np.float32)
+    table = coef.astype(np.float32)[raster]  # (rows, cols, 6)
+    map_x = table[..., 0] * xs[None, :] + table[..., 1] * ys[:, None] + table[..., 2]
+    map_y = table[..., 3] * xs[None, :] + table[..., 4] * ys[:, None] + table[..., 5]
+    covered = (raster > 0).astype(np.uint8) * 255
+    if step > 1:
+        size = (region.width, region.height)
+        map_x = cv2.resize(map_x, size, interpolation=cv2.INTER_LINEAR)
+        map_y = cv2.resize(map_y, size, interpolation=cv2.INTER_LINEAR)
+        covered = cv2.resize(covered, size, interpolation=cv2.INTER_LINEAR)
+    return map_x, map_y, covered
+
+
+def similarity_2d(src: Points, dst: Points) -> npt.NDArray[np.float64]:
+    """Least-squares 2-D similarity (2x3) taking the first 468 src points onto dst (deterministic)."""
+    a = src[:468, :2].astype(np.float64)
+    b = dst[:468, :2].astype(np.float64)
+    ma, mb = a.mean(axis=0), b.mean(axis=0)
+    a0, b0 = a - ma, b - mb
+    var = max(float((a0**2).sum()), 1e-9)
+    c = float((a0 * b0).sum()) / var
+    s = float((a0[:, 0] * b0[:, 1] - a0[:, 1] * b0[:, 0]).sum()) / var
+    rot = np.array([[c, -s], [s, c]])
+    return np.hstack([rot, (mb - rot @ ma)[:, None]])
+
+
+def remap(source: npt.NDArray[np.generic], map_x: FloatMap, map_y: FloatMap) -> npt.NDArray[np.generic]:
+    return cv2.remap(source, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def paste(canvas: Image, patch: npt.NDArray[np.generic], region: Region) -> None:
+    """Write a region-sized patch into the canvas, dropping what falls outside the frame."""
+    fy, fx, py, px = region.clip_to((canvas.shape[1], canvas.shape[0]))
+    canvas[fy, fx] = patch[py, px]
