@@ -242,9 +242,9 @@ def how_to_get(spec: ModelSpec, path: Path) -> str:
 class Registry:
     """The manifest's models, looked up in one models directory."""
 
-    def __init__(self, manifest: Path | None = None, models_dir: Path | None = None) -> None:
-        self.manifest_path = manifest or default_manifest_path()
-        self.models_dir = models_dir or user_models_dir()
+    def __init__(self, manifest: Path | str | None = None, models_dir: Path | str | None = None) -> None:
+        self.manifest_path = Path(manifest) if manifest else default_manifest_path()
+        self.models_dir = Path(models_dir).expanduser() if models_dir else user_models_dir()
         self.specs = parse_manifest(self.manifest_path)
 
     @property
@@ -365,8 +365,8 @@ def load(
     name: str,
     providers: str = "auto",
     *,
-    manifest: Path | None = None,
-    models_dir: Path | None = None,
+    manifest: Path | str | None = None,
+    models_dir: Path | str | None = None,
     threads: int | None = None,
 ) -> LoadedModel:
     """Load a verified model by manifest name (see Registry.load)."""

@@ -111,7 +111,7 @@ def download(url: str, part: Path, total: int | None, progress: Progress, timeou
             have, mode = 0, "wb"  # the server ignored Range: start over
         progress.begin(have)
         with part.open(mode) as fh:
-            while chunk := response.read(_CHUNK):
+            while chunk := response.read1(_CHUNK):
                 fh.write(chunk)
                 progress.update(len(chunk))
             fh.flush()

@@ -38,8 +38,8 @@ def make_renderer(
     mesh_factory: MeshFactory | None = None,
     keep_mouth: bool = False,
     providers: str = "auto",
-    models_dir: Path | None = None,
-    manifest: Path | None = None,
+    models_dir: Path | str | None = None,
+    manifest: Path | str | None = None,
     threads: int | None = None,
 ) -> Renderer:
     """The renderer called `name`; `inswapper` wraps the mesh renderer and falls back to it alone."""

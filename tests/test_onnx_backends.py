@@ -1,0 +1,324 @@
+"""The optional ONNX backends end to end on synthetic models with the real signatures:
+insightface (SCRFD decode, 106 landmarks, ArcFace embedding), inswapper paste-back, RVM state."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import synthetic_onnx as so
+from skimage import data as skdata
+from test_models import CPU, REAL_MANIFEST, build_all
+
+from sender.insightface_backend import (
+    ArcFaceEncoder,
+    InsightFaceBackend,
+    Landmarker106,
+    ScrfdDetector,
+    load_insightface_backend,
+)
+from sender.matte.rvm import RvmMatter, auto_downsample_ratio, load_rvm_matter
+from shared.arcface import (
+    arcface_template,
+    decode_embedding,
+    encode_embedding,
+    estimate_norm,
+    five_from_106,
+    five_from_mesh,
+    norm_crop,
+)
+from shared.models import Registry
+from shared.render import make_renderer
+from shared.render.inswapper import MOUTH_OUTER, InswapperRenderer, identity_latent, load_emap
+from shared.types import CapturedFrame, FrameState, IdentityAsset, KeyframeState, RenderedPerson
+
+# Astronaut (skimage) face, measured once with MediaPipe face mesh: iris centres, nose tip, mouth corners.
+ASTRO_KPS = np.array([[203.5, 101.1], [246.6, 103.5], [223.4, 130.0], [201.8, 139.2], [245.0, 141.0]], np.float32)
+ASTRO_MOUTH_CENTER = (223.5, 146.5)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    manifest, models_dir = build_all(tmp_path_factory.mktemp("backends"))
+    return Registry(manifest, models_dir)
+
+
+def astronaut_bgr() -> np.ndarray:
+    return np.ascontiguousarray(skdata.astronaut()[:, :, ::-1])
+
+
+def mesh_for_astronaut() -> np.ndarray:
+    """A (478, 3) mesh with the points the swapper reads placed on the astronaut; others at the face centre."""
+    lm = np.zeros((478, 3), np.float32)
+    lm[:, :2] = (224.0, 125.0)
+    angles = np.linspace(np.pi, -np.pi, len(MOUTH_OUTER), endpoint=False)  # starts at the image-left corner
+    for idx, a in zip(MOUTH_OUTER, angles, strict=True):
+        lm[idx, :2] = (ASTRO_MOUTH_CENTER[0] + 22 * np.cos(a), ASTRO_MOUTH_CENTER[1] + 8 * np.sin(a))
+    lm[468, :2], lm[473, :2], lm[1, :2], lm[61, :2], lm[291, :2] = ASTRO_KPS
+    return lm
+
+
+# ---------------------------------------------------------------- ArcFace geometry, wire format
+
+
+def test_template_alignment_maps_keypoints_onto_the_template() -> None:
+    a, s = np.deg2rad(17.0), 2.3  # the template seen rotated, scaled and shifted in a frame
+    rot = s * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    for size in (112, 128):
+        kps = arcface_template(size) @ rot.T + (310.0, 95.0)
+        m = estimate_norm(kps, size)
+        np.testing.assert_allclose(kps @ m[:, :2].T + m[:, 2], arcface_template(size), atol=1e-3)
+    m = estimate_norm(ASTRO_KPS, 112)  # a real face fits the template to within a few pixels
+    assert np.abs(ASTRO_KPS @ m[:, :2].T + m[:, 2] - arcface_template(112)).max() < 8.0
+    assert arcface_template(128)[0, 0] == pytest.approx(38.2946 + 8.0)
+    with pytest.raises(ValueError, match="multiple"):
+        arcface_template(100)
+    with pytest.raises(ValueError, match="degenerate|5 finite"):
+        estimate_norm(np.zeros((5, 2)), 112)
+
+
+def test_five_points_from_106_and_from_mesh() -> None:
+    lm106 = np.zeros((106, 2), np.float32)
+    lm106[33:43] = (10, 20)
+    lm106[87:97] = (30, 20)
+    lm106[77:85] = (20, 30)
+    lm106[52], lm106[61] = (12, 40), (28, 40)
+    np.testing.assert_allclose(five_from_106(lm106), [[10, 20], [30, 20], [20, 30], [12, 40], [28, 40]])
+    np.testing.assert_allclose(five_from_mesh(mesh_for_astronaut()), ASTRO_KPS)
+    with pytest.raises(ValueError):
+        five_from_106(np.zeros((68, 2)))
+
+
+def test_embedding_wire_format_round_trip() -> None:
+    e = np.random.default_rng(1).normal(size=512)
+    wire = encode_embedding(e)
+    assert len(wire) == 1024
+    back = decode_embedding(wire)
+    assert back.dtype == np.float16
+    np.testing.assert_allclose(back.astype(np.float32), e / np.linalg.norm(e), atol=1e-3)
+    with pytest.raises(ValueError):
+        decode_embedding(wire[:-2])
+    with pytest.raises(ValueError):
+        encode_embedding(np.zeros(512))
+
+
+# ---------------------------------------------------------------- insightface backend
+
+
+def test_scrfd_detects_the_bright_square_and_rescales(models: Registry) -> None:
+    img = np.zeros((960, 1280, 3), np.uint8)  # letterboxed to 640 at scale 0.5
+    img[400:640, 560:800] = (0, 0, 255)  # red in BGR: the synthetic detector scores the R channel
+    det = ScrfdDetector(models.load("det_10g", CPU).session)
+    faces = det.detect(img)
+    assert faces
+    for f in faces:
+        cx, cy = (f.bbox[0] + f.bbox[2]) / 2, (f.bbox[1] + f.bbox[3]) / 2
+        half = (f.bbox[2] - f.bbox[0]) / 2  # box = anchor centre +- 2 strides, back in frame pixels
+        stride = half / so.SCRFD_BOX_DIST * 0.5
+        assert stride in (8, 16, 32)
+        reach = stride / 0.5  # an anchor sits at its cell's top-left corner, so it may lead the square by a cell
+        assert 560 - reach <= cx < 800 and 400 - reach <= cy < 640
+        np.testing.assert_allclose(f.kps, np.array([cx, cy]) + so.SCRFD_KPS.reshape(5, 2) * stride / 0.5, atol=1e-3)
+        assert f.score >= 0.5
+    def iou(a: np.ndarray, b: np.ndarray) -> float:
+        w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+        h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+        area = lambda r: (r[2] - r[0]) * (r[3] - r[1])  # noqa: E731
+        return float(w * h / (area(a) + area(b) - w * h))
+
+    assert max(iou(a.bbox, b.bbox) for i, a in enumerate(faces) for b in faces[i + 1:]) <= 0.4  # NMS at 0.4
+    assert [f.score for f in faces] == sorted((f.score for f in faces), reverse=True)
+    assert det.detect(np.zeros((480, 640, 3), np.uint8)) == []
+
+
+def test_landmarks_106_map_back_through_the_crop(models: Registry) -> None:
+    lmk = Landmarker106(models.load("2d106det", CPU).session)
+    bbox = np.array([180.0, 70.0, 270.0, 180.0])
+    pts = lmk.landmarks(astronaut_bgr(), bbox)
+    scale = 192 / (110 * 1.5)
+    in_crop = (so.landmark106_layout() + 1) * 96
+    expected = (in_crop - 96) / scale + ((180 + 270) / 2, (70 + 180) / 2)
+    np.testing.assert_allclose(pts, expected, atol=1e-3)
+
+
+def test_arcface_embedding_uses_rgb_and_arcface_normalisation(models: Registry) -> None:
+    enc = ArcFaceEncoder(models.load("w600k_r50", CPU).session)
+    img = astronaut_bgr()
+    emb = enc.embed(img, ASTRO_KPS)
+    crop, _ = norm_crop(img, ASTRO_KPS, 112)
+    rgb_mean = crop[:, :, ::-1].reshape(-1, 3).astype(np.float64).mean(axis=0)
+    want = ((rgb_mean - 127.5) / 127.5) @ so.arcface_weights()
+    np.testing.assert_allclose(emb, want / np.linalg.norm(want), atol=1e-4)
+    bgr_mean = crop.reshape(-1, 3).astype(np.float64).mean(axis=0)
+    wrong = ((bgr_mean - 127.5) / 127.5) @ so.arcface_weights()
+    assert np.abs(emb - wrong / np.linalg.norm(wrong)).max() > 1e-2  # channel order matters
+
+
+def test_backend_identity_embedding_bytes(models: Registry) -> None:
+    backend = load_insightface_backend(models.models_dir, "cpu", manifest=models.manifest_path, det_size=640)
+    assert isinstance(backend, InsightFaceBackend)
+    img = np.zeros((480, 640, 3), np.uint8)
+    img[100:300, 200:400] = (60, 90, 250)
+    result = backend.analyze(img)
+    assert result is not None and result.landmarks106 is not None and result.embedding.shape == (512,)
+    wire = backend.identity_embedding(img)
+    assert wire is not None and len(wire) == 1024
+    np.testing.assert_allclose(decode_embedding(wire), result.embedding, atol=1e-3)
+    assert backend.identity_embedding(np.zeros((480, 640, 3), np.uint8)) is None
+
+
+def test_backend_is_none_when_not_installed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    assert load_insightface_backend(tmp_path, "cpu", manifest=REAL_MANIFEST) is None
+    assert "facewire-models fetch" in caplog.text
+
+
+# ---------------------------------------------------------------- inswapper renderer
+
+
+@dataclass
+class PassThrough:
+    """Stands in for the mesh renderer: the keyframe image as it is."""
+
+    name: str = "mesh"
+
+    def render(self, identity: IdentityAsset | None, keyframe: KeyframeState, frame: FrameState) -> RenderedPerson:
+        return RenderedPerson(keyframe.image.copy(), np.ones(keyframe.image.shape[:2], np.float32))
+
+
+def _inputs(embedding: np.ndarray | None) -> tuple[IdentityAsset, KeyframeState, FrameState]:
+    img = astronaut_bgr()
+    identity = IdentityAsset("a" * 64, None, None, None if embedding is None else embedding.astype(np.float16))
+    kf = KeyframeState(0, img, None, mesh_for_astronaut())
+    fs = FrameState(1, 0, "tracked", 1.0, None, mesh_for_astronaut(), None)
+    return identity, kf, fs
+
+
+def _swap_setup(tmp_path: Path, keep_mouth: bool) -> tuple[InswapperRenderer, np.ndarray, float]:
+    emap = np.roll(np.eye(512, dtype=np.float32), 5, axis=0)  # latent[0] = embedding[5]: proves emap is applied
+    path = tmp_path / "inswapper_128.onnx"
+    so.write_model(so.inswapper_model(emap), path)
+    loaded_emap = load_emap(path)
+    np.testing.assert_array_equal(loaded_emap, emap)
+    emb = np.full(512, 0.02, np.float32)
+    emb[5] = 0.05  # latent[0] about 0.11: a visible shift that leaves most pixels unclipped
+    latent = identity_latent(emb, loaded_emap)
+    e16 = emb.astype(np.float16).astype(np.float32)
+    assert latent[0, 0] == pytest.approx(e16[5] / np.linalg.norm(e16), rel=1e-3)
+    from shared.onnx_runtime import BoundSession, create_session
+
+    session = BoundSession(create_session(path, CPU, "inswapper_128"), "inswapper_128")
+    return InswapperRenderer(session, loaded_emap, PassThrough(), keep_mouth=keep_mouth), emb, float(latent[0, 0])
+
+
+def _patch(img: np.ndarray, x: float, y: float, r: int = 3) -> np.ndarray:
+    return img[int(y) - r:int(y) + r + 1, int(x) - r:int(x) + r + 1].reshape(-1, 3).astype(np.float64).mean(axis=0)
+
+
+def test_inswapper_swaps_inside_the_face_and_leaves_the_rest(tmp_path: Path) -> None:
+    renderer, emb, shift = _swap_setup(tmp_path, keep_mouth=False)
+    identity, kf, fs = _inputs(emb)
+    out = renderer.render(identity, kf, fs)
+    base = kf.image
+    cv2.imwrite(str(tmp_path / "inswapper_side_by_side.png"), np.hstack([base, out.image]))
+    assert out.image.shape == base.shape and out.image.dtype == np.uint8
+    np.testing.assert_array_equal(out.alpha, 1.0)
+    # The cheek under the eye: the synthetic swapper inverts and brightens by the latent's first value.
+    for x, y in ((210, 118), (236, 118), ASTRO_MOUTH_CENTER):
+        want = np.clip(255.0 - _patch(base, x, y) + shift * 255.0, 0, 255)
+        assert np.abs(_patch(out.image, x, y) - want).max() < 14, (x, y)
+    # Far from the face nothing moves, exactly.
+    np.testing.assert_array_equal(out.image[300:, :], base[300:, :])
+    np.testing.assert_array_equal(out.image[:, 350:], base[:, 350:])
+    # The seam is feathered: along a row through the face the blend weight ramps from 0 to 1.
+    row = base[118, 100:224].astype(np.float64)
+    full = np.clip(255.0 - row + shift * 255.0, 0, 255)
+    moved = out.image[118, 100:224].astype(np.float64) - row
+    usable = np.abs(full - row).min(axis=1) > 40  # pixels where a swap is visible in every channel
+    weight = (moved / (full - row)).mean(axis=1)[usable]
+    assert weight[0] < 0.05 and weight[-1] > 0.85
+    assert np.max(np.abs(np.diff(weight))) < 0.25 and ((weight > 0.2) & (weight < 0.8)).sum() >= 3
+
+
+def test_keep_mouth_keeps_the_targets_mouth(tmp_path: Path) -> None:
+    renderer, emb, _ = _swap_setup(tmp_path, keep_mouth=True)
+    identity, kf, fs = _inputs(emb)
+    out = renderer.render(identity, kf, fs).image
+    assert np.abs(_patch(out, *ASTRO_MOUTH_CENTER, r=2) - _patch(kf.image, *ASTRO_MOUTH_CENTER, r=2)).max() < 3
+    assert np.abs(_patch(out, 210, 118) - _patch(kf.image, 210, 118)).max() > 40  # the rest is still swapped
+
+
+def test_inswapper_without_embedding_or_face_returns_the_base(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    renderer, emb, _ = _swap_setup(tmp_path, keep_mouth=False)
+    identity, kf, fs = _inputs(None)
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            np.testing.assert_array_equal(renderer.render(identity, kf, fs).image, kf.image)
+    assert sum("no embedding" in r.message for r in caplog.records) == 1  # said once
+    identity, kf, fs = _inputs(emb)
+    lost = FrameState(2, 0, "lost", 0.0, None, None, None)
+    np.testing.assert_array_equal(renderer.render(identity, kf, lost).image, kf.image)
+
+
+def test_make_renderer_falls_back_to_mesh_once(tmp_path: Path, models: Registry,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    mesh = PassThrough()
+    with caplog.at_level(logging.WARNING):
+        r = make_renderer("inswapper", mesh_factory=lambda: mesh, models_dir=tmp_path, manifest=REAL_MANIFEST)
+    assert r is mesh
+    assert sum("inswapper unavailable" in rec.message for rec in caplog.records) == 1
+    assert "facewire-models fetch inswapper_128" in caplog.text
+    r = make_renderer("inswapper", mesh_factory=lambda: mesh, models_dir=models.models_dir,
+                      manifest=models.manifest_path, providers="cpu", keep_mouth=True)
+    assert isinstance(r, InswapperRenderer) and r.keep_mouth and r.base is mesh
+    assert make_renderer("mesh", mesh_factory=lambda: mesh) is mesh
+    with pytest.raises(ValueError, match="--renderer"):
+        make_renderer("gan", mesh_factory=lambda: mesh)
+
+
+# ---------------------------------------------------------------- RVM
+
+
+def test_rvm_carries_recurrent_state_and_resets(models: Registry) -> None:
+    matter = RvmMatter(models.load("rvm_mobilenetv3", CPU).session)
+    img = np.zeros((48, 64, 3), np.uint8)
+    img[:, :, 2] = 200  # R in BGR
+    frame = CapturedFrame(0, 0, img)
+    red_half = 200 / 255 / 2
+    got = [float(matter.matte(frame, None).mean()) for _ in range(3)]
+    np.testing.assert_allclose(got, [red_half + so.RVM_STEP * k for k in range(3)], atol=1e-5)
+    alpha = matter.matte(frame, None)
+    assert alpha.shape == (48, 64) and alpha.dtype == np.float32
+    matter.reset()
+    assert float(matter.matte(frame, None).mean()) == pytest.approx(red_half, abs=1e-5)
+    matter.matte(frame, None)
+    # A new frame size starts from a fresh state too.
+    assert float(matter.matte(CapturedFrame(1, 0, np.ascontiguousarray(img[:32, :32])), None).mean()) == pytest.approx(
+        red_half, abs=1e-5)
+    with pytest.raises(ValueError):
+        matter.matte(CapturedFrame(2, 0, np.zeros((4, 4), np.uint8)), None)
+
+
+def test_rvm_loader(models: Registry, tmp_path: Path) -> None:
+    assert auto_downsample_ratio(1080, 1920) == pytest.approx(512 / 1920)
+    assert auto_downsample_ratio(240, 320) == 1.0
+    matter = load_rvm_matter(models.models_dir, "cpu", manifest=models.manifest_path)
+    assert matter is not None and matter.name == "rvm"
+    assert load_rvm_matter(tmp_path, "cpu", manifest=REAL_MANIFEST) is None
+
+
+def test_environment_threads_are_deliberate(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.onnx_runtime import default_threads
+
+    monkeypatch.setenv("FACEWIRE_ORT_THREADS", "2")
+    assert default_threads() == 2
+    monkeypatch.setenv("FACEWIRE_ORT_THREADS", "x")
+    with pytest.raises(ValueError, match="FACEWIRE_ORT_THREADS"):
+        default_threads()
+    monkeypatch.delenv("FACEWIRE_ORT_THREADS")
+    assert default_threads() == 1
+    assert os.environ.get("FACEWIRE_ORT_THREADS") is None
