@@ -19,7 +19,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 
 from receiver.session import AssetStore, RenderJob, Session
 from shared import messages as m
-from shared.errors import ErrorCode, ProtocolError
+from shared.errors import CloseCode, ErrorCode, ProtocolError
 from shared.protocol import ConnectionFailed, HandshakeDone, Heartbeat, Limits, MessageReceived, ReceiverProtocol, State
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ class ReceiverServer:
             return session
         if isinstance(event, HandshakeDone):
             if self.active is not None:
-                protocol.fail(ProtocolError(ErrorCode.BUSY, "this receiver is showing another sender"))
+                protocol.refuse(ProtocolError(ErrorCode.BUSY, "this receiver is showing another sender"))
                 self.counters.refused += 1
                 log.warning("%s: refused, busy", peer)
                 return None
@@ -145,8 +145,8 @@ class ReceiverServer:
         """Tell every peer we are going away, then stop listening."""
         for ws in list(self._connections):
             try:
-                await ws.send(m.encode(m.Bye(reason="receiver shutting down")))
-                await ws.close(1001, "receiver shutting down")
+                await ws.send(m.encode(m.Error(code=ErrorCode.SHUTDOWN.value, message="receiver shutting down")))
+                await ws.close(int(CloseCode.GOING_AWAY), "receiver shutting down")
             except websockets.exceptions.ConnectionClosed:
                 pass
         server.close()

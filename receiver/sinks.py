@@ -65,9 +65,9 @@ class FramesSink(_NoStats):
 
 
 class FileSink(_NoStats):
-    """A video at the stream's fps: H.264 at CRF 12 (visually lossless), yuv444p so colour edges survive."""
+    """A video at the stream's fps: H.264 at CRF 10 (visually lossless), yuv444p so colour edges survive."""
 
-    def __init__(self, path: str | Path, fps: float, crf: int = 12) -> None:
+    def __init__(self, path: str | Path, fps: float, crf: int = 10) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fps = Fraction(fps).limit_denominator(1001)

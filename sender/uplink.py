@@ -181,8 +181,13 @@ class Uplink:
             getter = asyncio.ensure_future(slot.get())
             self._wake.clear()
             waker = asyncio.ensure_future(self._wake.wait())
-            done, _ = await asyncio.wait({getter, reader, waker}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({getter, reader, waker}, timeout=heartbeat.interval_s,
+                                         return_when=asyncio.FIRST_COMPLETED)
             waker.cancel()
+            now = time.monotonic()
+            ping = heartbeat.due(now)
+            if ping is not None:
+                await self._send(ws, ping)
             if reader in done:
                 getter.cancel()
                 reader.result()
@@ -195,10 +200,6 @@ class Uplink:
                 return True
             for message in self.stream.encode(analysis):
                 await self._send(ws, message)
-            now = time.monotonic()
-            ping = heartbeat.due(now)
-            if ping is not None:
-                await self._send(ws, ping)
             if now - last_stats >= 1.0:
                 last_stats = now
                 self.stats.dropped = slot.dropped

@@ -77,6 +77,10 @@ class FrameEncoder:
     def frame(self, analysis: FrameAnalysis, seq: int, kf: int) -> m.Frame:
         intra = self._last_seq is None or self._since_intra >= self.intra_interval
         self._since_intra = 0 if intra else self._since_intra + 1
+        if intra:
+            # An intra frame restarts every prediction chain, so a receiver can join from it alone.
+            self.landmarks.reset()
+            self.alpha.reset()
         face = analysis.face
         message = m.Frame(
             seq=seq, ts_us=analysis.frame.ts_us, kf=kf, face=analysis.face_state,
@@ -122,7 +126,10 @@ class FrameDecoder:
     def decode_frame(self, message: m.Frame) -> FrameState:
         if self.keyframe is None or self.size is None:
             raise FrameDecodeError("no keyframe yet")
-        if message.ref is not None and message.ref != self._last_seq:
+        if message.ref is None:
+            self.landmarks.reset()
+            self.alpha.reset()
+        elif message.ref != self._last_seq:
             reason = f"frame {message.seq} predicts from {message.ref}, last decoded is {self._last_seq}"
             self._last_seq = None
             raise FrameDecodeError(reason)

@@ -187,6 +187,11 @@ class ReceiverProtocol(_Connection):
         except ProtocolError as exc:
             return [self.fail(exc)]
 
+    def refuse(self, error: ProtocolError) -> ConnectionFailed:
+        """Refuse a peer that passed the handshake (e.g. `busy`): the error replaces the queued `welcome`."""
+        self._outgoing.clear()
+        return self.fail(error)
+
     def _accept(self, message: m.Message) -> HandshakeDone:
         if not isinstance(message, m.Hello):
             raise ProtocolError(ErrorCode.UNEXPECTED, "the first message must be `hello`", "t")
