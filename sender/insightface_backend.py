@@ -178,13 +178,15 @@ class InsightFaceBackend:
 def load_insightface_backend(
     models_dir: Path | str | None = None, providers: str = "auto", *, manifest: Path | str | None = None,
     with_landmarks: bool = True, align_with_106: bool = False, det_size: int = 640, threads: int | None = None,
+    variant: str | None = None,
 ) -> InsightFaceBackend | None:
-    """The backend, or None (logged) when buffalo_l is not installed; a corrupt file raises ModelError."""
+    """The backend, or None (logged) when buffalo_l is not installed; a corrupt file raises ModelError.
+    `variant` ("int8" | "fp16") uses variants made by `facewire-models variant` for all three models."""
     registry = Registry(manifest, models_dir)
     config = SessionConfig(providers=providers, threads=default_threads() if threads is None else threads)
     needed = [DETECTOR, RECOGNISER] + ([LANDMARKS] if with_landmarks else [])
     try:
-        loaded = {name: registry.load(name, config) for name in needed}
+        loaded = {name: registry.load_any(name, config, variant) for name in needed}
     except ModelNotInstalledError as exc:
         log.warning("insightface backend unavailable: %s", exc)
         return None

@@ -266,7 +266,24 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("names", nargs="*", metavar="NAME")
     verify.add_argument("--no-signature", action="store_true", help="skip opening the models (hash only)")
     sub.add_parser("where", help="where models are looked for")
+    variant = sub.add_parser("variant", help="make an int8 or fp16 variant of an installed model and measure it")
+    variant.add_argument("name", metavar="NAME")
+    variant.add_argument("kind", choices=("int8", "fp16"))
     return parser
+
+
+def _cmd_variant(registry: Registry, name: str, kind: str) -> int:
+    from shared.model_variants import MAX_REL_RMSE, MIN_COSINE, make_variant
+
+    path, fidelity = make_variant(registry, name, "int8" if kind == "int8" else "fp16")
+    print(f"{name} {kind}: {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    for f in fidelity:
+        verdict = "keeps quality" if f.keeps_quality else "DEGRADES"
+        print(f"  {f.output}: cosine {f.cosine:.5f}, rel RMSE {f.rel_rmse:.4f}, max |err| {f.max_abs:.4g} -> {verdict}")
+    ok = all(f.keeps_quality for f in fidelity)
+    if not ok:
+        print(f"  (needs cosine >= {MIN_COSINE} and rel RMSE <= {MAX_REL_RMSE} on every output; keep using fp32)")
+    return EXIT_OK if ok else EXIT_BAD
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -278,6 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_list(registry)
         if args.command == "where":
             return _cmd_where(registry)
+        if args.command == "variant":
+            return _cmd_variant(registry, args.name, args.kind)
         if args.command == "verify":
             for name in args.names:
                 registry.spec(name)

@@ -210,3 +210,19 @@ def test_inputs_are_bound_by_name() -> None:
         bound.run({"target": target, "source": source, "latent": source})
     with pytest.raises(ValueError, match="no outputs"):
         bound.run({"target": target, "source": source}, ["pha"])
+
+
+def test_int8_and_fp16_variants_keep_signature_and_are_measured(registry: Registry) -> None:
+    from shared.model_variants import load_variant, make_variant
+
+    for kind in ("int8", "fp16"):
+        path, fidelity = make_variant(registry, "w600k_r50", kind)
+        assert path.name == f"w600k_r50.{kind}.onnx" and path.with_name(path.name + ".variant.json").is_file()
+        assert [f.output for f in fidelity] == ["683"]
+        # A 3x512 linear map: int8 weights and fp16 both stay close to fp32 on the photo's crop.
+        assert fidelity[0].cosine > 0.999 and fidelity[0].keeps_quality
+        loaded = load_variant(registry, "w600k_r50", kind, CPU)
+        assert loaded.session.input_names == ("input.1",) and loaded.session.output_names == ("683",)
+    path.write_bytes(path.read_bytes() + b"\0")
+    with pytest.raises(ModelIntegrityError, match="corrupt"):
+        load_variant(registry, "w600k_r50", "fp16", CPU)

@@ -70,7 +70,7 @@ def _handler(served: Served) -> type[BaseHTTPRequestHandler]:
 def server() -> Iterator[tuple[str, Served]]:
     served = Served()
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(served))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{httpd.server_address[1]}", served

@@ -322,3 +322,21 @@ def test_environment_threads_are_deliberate(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.delenv("FACEWIRE_ORT_THREADS")
     assert default_threads() == 1
     assert os.environ.get("FACEWIRE_ORT_THREADS") is None
+
+
+def test_renderer_and_matter_use_variants(tmp_path: Path) -> None:
+    from shared.model_variants import make_variant
+    from shared.models import ModelError
+
+    manifest, models_dir = build_all(tmp_path)
+    reg = Registry(manifest, models_dir)
+    make_variant(reg, "inswapper_128", "fp16")
+    make_variant(reg, "rvm_mobilenetv3", "int8")
+    r = make_renderer("inswapper", mesh_factory=PassThrough, models_dir=models_dir, manifest=manifest,
+                      providers="cpu", variant="fp16")
+    assert isinstance(r, InswapperRenderer)
+    np.testing.assert_array_equal(r.emap, load_emap(reg.path("inswapper_128")))
+    matter = load_rvm_matter(models_dir, "cpu", manifest=manifest, variant="int8")
+    assert isinstance(matter, RvmMatter) and matter.session.label == "rvm_mobilenetv3.int8"
+    with pytest.raises(ModelError, match="variant"):
+        reg.load_any("rvm_mobilenetv3", CPU, "int4")

@@ -41,6 +41,7 @@ def make_renderer(
     models_dir: Path | str | None = None,
     manifest: Path | str | None = None,
     threads: int | None = None,
+    variant: str | None = None,
 ) -> Renderer:
     """The renderer called `name`; `inswapper` wraps the mesh renderer and falls back to it alone."""
     if name not in RENDERERS:
@@ -54,11 +55,14 @@ def make_renderer(
     try:
         registry = Registry(manifest, models_dir)
         config = SessionConfig(providers=providers, threads=default_threads() if threads is None else threads)
-        loaded = registry.load(INSWAPPER_MODEL, config)
+        loaded = registry.load_any(INSWAPPER_MODEL, config, variant)
         from shared.render.inswapper import InswapperRenderer, load_emap
 
         session: BoundSession = loaded.session
-        return InswapperRenderer(session, load_emap(loaded.path), base=mesh, keep_mouth=keep_mouth)
+        # The emap comes from the verified fp32 file: converters may drop or cast the unused initializer.
+        emap = load_emap(registry.path(INSWAPPER_MODEL))
+        log.info("renderer: inswapper (%s) on %s", loaded.path.name, session.providers[0])
+        return InswapperRenderer(session, emap, base=mesh, keep_mouth=keep_mouth)
     except ModelNotInstalledError as exc:
         log.warning("renderer inswapper unavailable, using the mesh renderer: %s", exc)
     except (ModelError, ValueError, RuntimeError) as exc:
