@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +40,7 @@ class Player:
     output_size: tuple[int, int] | None = None
     mirror: bool = False
     fader: Fader = field(default_factory=Fader)
+    on_picture: Callable[[Image], None] | None = None
     _compositor: Compositor | None = None
     _last_person: RenderedPerson | None = None
     _last_ts_us: int | None = None
@@ -74,6 +76,8 @@ class Player:
         picture = self._compositor.compose(shown)
         self.sink.write(picture, ts_us or 0)
         self.stats.shown(ts_us)
+        if self.on_picture is not None:
+            self.on_picture(picture)
         return picture
 
 

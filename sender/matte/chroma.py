@@ -1,0 +1,347 @@
+"""Chroma keying for green, blue or any uniform backdrop (shared.types.Matter).
+
+The key is a colour-difference key of the Vlahos/Keylight family, generalised to any screen
+hue: the frame is rotated about the grey axis so that the screen's hue lands on green, and the
+key signal is K = G' - max(R', B') (how much "more screen" than the other two primaries a pixel
+is). Alpha is 1 - K(pixel) / K(plate), where the plate is a clean plate of the screen estimated
+per region from confident screen pixels (low resolution, filled by push-pull interpolation,
+remembered over time behind the person), so uneven lighting does not leak into the matte. For
+a backdrop with little colour (a grey or white wall) the colour difference vanishes and the
+key becomes a difference key against that same plate.
+
+The key is computed at half resolution -- 4:2:0 video carries colour at half resolution, so
+that is all the colour detail there is -- and brought back to full resolution with a fast
+guided filter on the luma, only in the band where alpha is uncertain. Foreground colours for
+the keyframe come from `foreground()`: the plate's contribution removed from edge pixels
+(C - (1 - a) P, un-premultiplied) and despilled (G' limited to the mean of R' and B').
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from sender.matte.guided import refine_in_band
+from shared.types import Alpha, CapturedFrame, FaceObservation, Image
+
+F32 = npt.NDArray[np.float32]
+
+_U1 = np.array([-1.0, 0.0, 1.0]) / math.sqrt(2.0)  # (R - B) / sqrt 2, on BGR vectors
+_U2 = np.array([-1.0, 2.0, -1.0]) / math.sqrt(6.0)  # (2G - R - B) / sqrt 6
+_GREY = np.ones(3) / math.sqrt(3.0)
+_GREEN_ANGLE = math.pi / 2
+
+
+@dataclass(frozen=True)
+class ScreenEstimate:
+    """The backdrop colour (BGR, 0..255), its chroma magnitude in levels, and the fraction of the
+    frame's side and top border that matches it (how much of the border is screen)."""
+
+    bgr: tuple[float, float, float]
+    saturation: float
+    coverage: float
+
+
+@dataclass(frozen=True)
+class ChromaConfig:
+    """screen_bgr: fix the screen colour instead of estimating it. clip_black / clip_white: raw
+    key values at or below / above which alpha is exactly 0 / 1 (they absorb sensor noise on the
+    screen and on the subject). min_saturation: below this screen chroma (levels) the colour
+    difference is too weak and a difference key is used. plate_cell: clean-plate cell size in
+    pixels. plate_memory: per-frame decay of how much a remembered plate cell is trusted."""
+
+    screen_bgr: tuple[int, int, int] | None = None
+    clip_black: float = 0.0
+    clip_white: float = 1.0
+    noise_clip: float = 4.0
+    work_scale: float = 1.0
+    min_saturation: float = 18.0
+    diff_low: float = 14.0
+    diff_high: float = 45.0
+    plate_cell: int = 8
+    plate_rate: float = 0.25
+    plate_memory: float = 0.98
+    guide_radius: int = 2
+    guide_eps: float = 4e-4
+    screen_every: int = 30
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.clip_black < self.clip_white <= 1.0:
+            raise ValueError(f"need 0 <= clip_black < clip_white <= 1, got {self.clip_black}, {self.clip_white}")
+        if self.plate_cell < 2 or self.guide_radius < 1 or self.screen_every < 1:
+            raise ValueError("plate_cell >= 2, guide_radius >= 1 and screen_every >= 1 are required")
+        if not 0.0 < self.plate_rate <= 1.0 or not 0.0 < self.plate_memory <= 1.0:
+            raise ValueError("plate_rate and plate_memory must be in (0, 1]")
+
+
+def opponent(bgr: npt.ArrayLike) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """The two chroma coordinates (R - B)/sqrt2 and (2G - R - B)/sqrt6 of BGR colours (..., 3)."""
+    c = np.asarray(bgr, dtype=np.float64)
+    return c @ _U1, c @ _U2
+
+
+def hue_rotation(screen_bgr: npt.ArrayLike) -> F32:
+    """3x3 matrix on BGR vectors that rotates about the grey axis so the screen's hue becomes green's."""
+    c1, c2 = opponent(screen_bgr)
+    d = _GREEN_ANGLE - math.atan2(float(c2), float(c1))
+    basis = np.stack([_U1, _U2], axis=1)  # 3x2
+    rot = np.array([[math.cos(d), -math.sin(d)], [math.sin(d), math.cos(d)]])
+    m = np.outer(_GREY, _GREY) + basis @ rot @ basis.T
+    return m.astype(np.float32)
+
+
+def key_signal(bgr: F32, rot: F32) -> F32:
+    """K = G' - max(R', B') of BGR pixels, primes denoting the hue-rotated colour (rot)."""
+    # min(G' - R', G' - B') from one 2-row transform: no per-channel split of the frame
+    km = np.stack([rot[1] - rot[2], rot[1] - rot[0]]).astype(np.float32)
+    t = cv2.transform(bgr, km)
+    return np.minimum(t[:, :, 0], t[:, :, 1])
+
+
+def _border_mask(h: int, w: int, frac: float = 0.15) -> npt.NDArray[np.bool_]:
+    m = np.zeros((h, w), bool)
+    bw, bh = max(1, int(w * frac)), max(1, int(h * frac))
+    m[:, :bw] = m[:, w - bw :] = True
+    m[:bh, :] = True
+    return m
+
+
+def estimate_screen(image: Image, radius: float = 14.0) -> ScreenEstimate:
+    """The dominant colour of the frame's sides and top: the mode of a chroma histogram of the
+    border (where a backdrop shows even when the person fills the middle and bottom), refined
+    to the median of all frame pixels of that chroma."""
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 BGR image, got {image.shape}")
+    h, w = image.shape[:2]
+    step = max(1, min(h, w) // 64)
+    small = cv2.resize(image, (max(8, w // step), max(8, h // step)), interpolation=cv2.INTER_AREA)
+    px = small.reshape(-1, 3).astype(np.float64)
+    c1, c2 = opponent(px)
+    border = _border_mask(small.shape[0], small.shape[1]).reshape(-1)
+    edges = np.arange(-160.0, 161.0, 8.0)
+    hist, _, _ = np.histogram2d(c1[border], c2[border], bins=(edges, edges))
+    hist = cv2.blur(hist.astype(np.float32), (3, 3))
+    i, j = np.unravel_index(int(np.argmax(hist)), hist.shape)
+    m1, m2 = (edges[i] + edges[i + 1]) / 2, (edges[j] + edges[j + 1]) / 2
+    near = np.hypot(c1 - m1, c2 - m2) < radius
+    if not near.any():
+        near = border
+    bgr = np.median(px[near], axis=0)
+    s1, s2 = opponent(bgr)
+    b1, b2 = c1[border], c2[border]
+    coverage = float(np.mean(np.hypot(b1 - s1, b2 - s2) < radius))
+    return ScreenEstimate(
+        bgr=(float(bgr[0]), float(bgr[1]), float(bgr[2])), saturation=float(math.hypot(s1, s2)), coverage=coverage
+    )
+
+
+def push_pull_fill(values: F32, weight: F32) -> F32:
+    """Fill a sparse low-resolution map: weighted values where the weight is high, smooth
+    interpolation from coarser pyramid levels where it is low (normalised convolution)."""
+    if values.shape[:2] != weight.shape:
+        raise ValueError(f"values {values.shape} and weight {weight.shape} differ in size")
+    w3 = weight[:, :, None] if values.ndim == 3 else weight
+    levels: list[tuple[F32, F32]] = []
+    num, den = (values * w3).astype(np.float32), weight.astype(np.float32)
+    while min(den.shape[:2]) > 2:
+        levels.append((num, den))
+        num, den = cv2.pyrDown(num), cv2.pyrDown(den)
+    d3 = den[:, :, None] if values.ndim == 3 else den
+    total = float(den.sum())
+    if total <= 1e-6:
+        est = np.zeros_like(num)
+    else:
+        mean = (num.reshape(-1, *num.shape[2:]).sum(axis=0) / total).astype(np.float32)
+        est = np.where(d3 > 1e-3, num / np.maximum(d3, 1e-3), mean).astype(np.float32)
+    for n, d in reversed(levels):
+        up = cv2.pyrUp(est, dstsize=(d.shape[1], d.shape[0]))
+        dd = np.clip(d, 0.0, 1.0)
+        dd3 = dd[:, :, None] if values.ndim == 3 else dd
+        avg = n / np.maximum(d[:, :, None] if values.ndim == 3 else d, 1e-6)
+        est = (dd3 * avg + (1.0 - dd3) * up).astype(np.float32)
+    return est
+
+
+class ChromaMatter:
+    """Colour-difference keyer with an automatic, per-region clean plate (see module docstring)."""
+
+    name = "chroma"
+
+    def __init__(self, config: ChromaConfig | None = None) -> None:
+        self.config = config or ChromaConfig()
+        self.reset()
+
+    def reset(self) -> None:
+        self._screen: ScreenEstimate | None = None
+        self._rot: F32 | None = None
+        self._plate: F32 | None = None  # remembered plate (low-res BGR float)
+        self._trust: F32 | None = None  # how much each remembered cell is trusted
+        self._plate_filled: F32 | None = None
+        self._sure_bg: npt.NDArray[np.uint8] | None = None
+        self.noise_sd = 0.0
+        self._frames = 0
+        self._last_image: Image | None = None
+        self._last_alpha: Alpha | None = None
+        self._fg_cache: Image | None = None
+
+    @property
+    def screen(self) -> ScreenEstimate | None:
+        return self._screen
+
+    def _update_screen(self, image: Image) -> None:
+        c = self.config
+        if c.screen_bgr is not None:
+            if self._screen is None:
+                s1, s2 = opponent(np.array(c.screen_bgr, dtype=np.float64))
+                self._screen = ScreenEstimate(tuple(float(v) for v in c.screen_bgr), math.hypot(s1, s2), 1.0)  # type: ignore[arg-type]
+        elif self._screen is None or self._frames % c.screen_every == 0:
+            est = estimate_screen(image)
+            if self._screen is not None:
+                # drift slowly so the key does not jump when the estimate wobbles
+                mix = np.array(self._screen.bgr) * 0.8 + np.array(est.bgr) * 0.2
+                s1, s2 = opponent(mix)
+                est = ScreenEstimate(tuple(float(v) for v in mix), math.hypot(s1, s2), est.coverage)  # type: ignore[arg-type]
+            self._screen = est
+        assert self._screen is not None
+        self._rot = hue_rotation(self._screen.bgr)
+
+    def _screen_key(self) -> float:
+        assert self._screen is not None and self._rot is not None
+        return float(key_signal(np.float32(self._screen.bgr).reshape(1, 1, 3), self._rot)[0, 0])
+
+    def _clip_points(self, raw: F32) -> tuple[float, float]:
+        """Black and white clip points: the configured ones, widened to noise_clip times the raw
+        key's noise on the screen (a robust spread over this frame's sure-screen cells)."""
+        c = self.config
+        lo, hi = c.clip_black, c.clip_white
+        if c.noise_clip <= 0 or self._sure_bg is None:
+            return lo, hi
+        step = 4
+        sub = raw[::step, ::step]
+        sure = cv2.resize(self._sure_bg, (sub.shape[1], sub.shape[0]), interpolation=cv2.INTER_NEAREST)
+        sample = sub[sure.astype(bool)]
+        if sample.size < 50:
+            return lo, hi
+        sd = 1.4826 * float(np.median(np.abs(sample - np.median(sample))))
+        self.noise_sd = sd
+        return min(max(lo, c.noise_clip * sd), 0.3), max(min(hi, 1.0 - c.noise_clip * sd), 0.7)
+
+    def _colour_key(self) -> bool:
+        return self._screen is not None and self._screen.saturation >= self.config.min_saturation
+
+    def _update_plate(self, low: F32) -> F32:
+        """Clean plate at low resolution from this frame's confident screen cells."""
+        assert self._screen is not None and self._rot is not None
+        screen = np.array(self._screen.bgr, dtype=np.float32)
+        if self._colour_key():
+            k_low = key_signal(low, self._rot)
+            k_screen = self._screen_key()
+            rot = cv2.transform(low, self._rot)
+            c1, c2 = opponent(rot)
+            hue_ok = (c2 > 0) & (np.abs(c1) < 0.6 * c2)  # within ~30 degrees of the screen hue
+            sure = (k_low >= 0.55 * k_screen) & hue_ok
+        else:
+            dist = np.linalg.norm(low - screen, axis=2)
+            sure = dist < self.config.diff_low
+        sure_u8 = cv2.erode(sure.astype(np.uint8), np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)
+        self._sure_bg = sure_u8
+        m = sure_u8.astype(np.float32)
+        if self._plate is None or self._trust is None or self._plate.shape != low.shape:
+            self._plate = np.where(m[:, :, None] > 0, low, screen).astype(np.float32)
+            self._trust = m
+        else:
+            r = self.config.plate_rate
+            upd = (1 - r) * self._plate + r * low
+            # a cell not trusted yet takes the observation as it is
+            fresh = (self._trust < 0.5)[:, :, None]
+            upd = np.where(fresh, low, upd)
+            self._plate = np.where(m[:, :, None] > 0, upd, self._plate).astype(np.float32)
+            self._trust = np.maximum(self._trust * self.config.plate_memory, m).astype(np.float32)
+        return push_pull_fill(self._plate, self._trust)
+
+    def matte(self, frame: CapturedFrame, face: FaceObservation | None = None) -> Alpha:
+        img = frame.image
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise ValueError(f"expected an HxWx3 uint8 BGR image, got {img.shape} {img.dtype}")
+        h, w = img.shape[:2]
+        if h < 16 or w < 16:
+            raise ValueError(f"frame too small to key: {w}x{h}")
+        c = self.config
+        self._update_screen(img)
+        self._frames += 1
+        assert self._rot is not None
+        cell = c.plate_cell
+        low = cv2.resize(img, (max(4, w // cell), max(4, h // cell)), interpolation=cv2.INTER_AREA).astype(np.float32)
+        plate_low = self._update_plate(low)
+        self._plate_filled = plate_low
+
+        ws = c.work_scale
+        ww, wh = max(8, round(w * ws)), max(8, round(h * ws))
+        work = img if ws == 1.0 else cv2.resize(img, (ww, wh), interpolation=cv2.INTER_AREA)
+        work_f = work.astype(np.float32)
+        if self._colour_key():
+            kp = np.maximum(key_signal(plate_low, self._rot), 0.3 * self._screen_key())
+            raw = 1.0 - key_signal(work_f, self._rot) / cv2.resize(kp, (ww, wh), interpolation=cv2.INTER_LINEAR)
+        else:
+            plate_work = cv2.resize(plate_low, (ww, wh), interpolation=cv2.INTER_LINEAR)
+            dist = np.sqrt(np.sum((work_f - plate_work) ** 2, axis=2))
+            raw = (dist - c.diff_low) / (c.diff_high - c.diff_low)
+        lo, hi = self._clip_points(raw)
+        a_work = np.clip((raw - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+        if ws == 1.0:
+            alpha = a_work
+        else:
+            a_full = cv2.resize(a_work, (w, h), interpolation=cv2.INTER_LINEAR)
+            luma = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float32) * (1.0 / 255.0)
+            luma_work = cv2.resize(luma, (ww, wh), interpolation=cv2.INTER_AREA)
+            alpha = refine_in_band(a_full, luma_work, a_work, luma, c.guide_radius, c.guide_eps)
+        self._last_image, self._last_alpha, self._fg_cache = img, alpha, None
+        return alpha
+
+    def plate(self) -> Image | None:
+        """The current clean plate at the last frame's size (BGR), or None before the first frame."""
+        if self._plate_filled is None or self._last_image is None:
+            return None
+        h, w = self._last_image.shape[:2]
+        up = cv2.resize(self._plate_filled, (w, h), interpolation=cv2.INTER_LINEAR)
+        return np.clip(up, 0, 255).astype(np.uint8)
+
+    def foreground(self) -> Image | None:
+        """The last frame's foreground colours: screen removed from edge pixels, despilled.
+
+        Straight (not premultiplied) colour, so `alpha * fg + (1 - alpha) * background` is the
+        composite; where alpha is 0 the frame's despilled colour is returned (harmless under a 0
+        alpha, and keeps the image smooth for the encoder).
+        """
+        if self._last_image is None or self._last_alpha is None or self._rot is None:
+            return None
+        if self._fg_cache is None:
+            plate = self.plate()
+            assert plate is not None
+            self._fg_cache = unmix_and_despill(self._last_image, self._last_alpha, plate, self._rot)
+        return self._fg_cache
+
+    @property
+    def last_despilled(self) -> Image | None:
+        return self.foreground()
+
+
+def despill(bgr: F32, rot: F32) -> F32:
+    """Limit the screen primary to the mean of the other two, in the screen-aligned colour space."""
+    r = cv2.transform(bgr, rot)
+    b_, g_, r_ = cv2.split(r)
+    g_ = cv2.min(g_, (b_ + r_) * 0.5)
+    return cv2.transform(cv2.merge([b_, g_, r_]), np.ascontiguousarray(rot.T))  # type: ignore[no-any-return]
+
+
+def unmix_and_despill(image: Image, alpha: Alpha, plate: Image, rot: F32, min_alpha: float = 0.05) -> Image:
+    """Straight foreground colour F from C = a F + (1 - a) P, then despilled."""
+    c = image.astype(np.float32)
+    a = alpha[:, :, None]
+    premult = c - (1.0 - a) * plate.astype(np.float32)
+    f = np.where(a > min_alpha, premult / np.maximum(a, min_alpha), c)
+    return np.clip(despill(np.clip(f, 0, 255).astype(np.float32), rot), 0, 255).astype(np.uint8)

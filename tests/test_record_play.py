@@ -1,0 +1,48 @@
+"""Offline path: record a stream file with no network, play it back: one output per input frame."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+
+from receiver.player import Player
+from receiver.runtime import play_stream
+from receiver.sinks import FramesSink
+from sender.capture import CaptureOptions, FrameSource
+from sender.runner import record_stream
+from shared import messages as m
+from shared.stats import StatsMeter
+from shared.streamfile import StreamReader
+from tests.wire_fixtures import KeyframeRenderer, SyntheticAnalyzer, write_frames
+
+
+def test_record_then_play_gives_one_frame_per_input_frame(tmp_path: Path) -> None:
+    frames = write_frames(tmp_path / "in", 40, size=(200, 150))
+    path = tmp_path / "out.fws"
+    source = FrameSource(str(frames), CaptureOptions(fps=25.0))
+    writer = record_stream(source, SyntheticAnalyzer(), path, m.Identity(asset="self"))
+
+    with StreamReader(path) as reader:
+        assert (reader.header.width, reader.header.height, reader.header.fps) == (200, 150, 25.0)
+        kinds = [type(message).__name__ for message in reader]
+    assert kinds[0] == "Identity" and kinds[1] == "Keyframe"
+    assert kinds.count("Frame") == 40
+    assert writer.messages == len(kinds)
+
+    stats = StatsMeter()
+    shown = play_stream(path, Player(KeyframeRenderer(), FramesSink(tmp_path / "out"), stats))
+    outputs = sorted((tmp_path / "out").glob("*.png"))
+    assert shown == 40 and len(outputs) == 40 and stats.frames_out == 40
+    assert all(cv2.imread(str(p)).shape == (150, 200, 3) for p in outputs[::13])
+    assert stats.bytes_in == writer.bytes
+
+
+def test_record_respects_max_frames_and_loop(tmp_path: Path) -> None:
+    frames = write_frames(tmp_path / "in", 5)
+    path = tmp_path / "loop.fws"
+    source = FrameSource(str(frames), CaptureOptions(loop=True, max_frames=12))
+    record_stream(source, SyntheticAnalyzer(), path, None)
+    with StreamReader(path) as reader:
+        seqs = [message.seq for message in reader if isinstance(message, m.Frame)]
+    assert len(seqs) == 12 and seqs == sorted(seqs)
