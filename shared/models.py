@@ -157,13 +157,30 @@ def _model(name: str, raw: Mapping[str, Any]) -> ModelSpec:
     )
 
 
-def parse_manifest(path: Path) -> dict[str, ModelSpec]:
+def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ManifestError(f"model manifest not found: {path}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ManifestError(f"model manifest {path} is not valid TOML: {exc}") from exc
+
+
+def parse_groups(path: Path, models: Mapping[str, ModelSpec]) -> dict[str, tuple[str, ...]]:
+    """Named sets of models (`[groups]`), e.g. buffalo_l = the three insightface analysis models."""
+    groups = _read_toml(path).get("groups", {})
+    if not isinstance(groups, Mapping):
+        raise ManifestError(f"model manifest {path}: [groups] must be a table")
+    out: dict[str, tuple[str, ...]] = {}
+    for name, members in groups.items():
+        if not isinstance(members, list) or not all(isinstance(m, str) and m in models for m in members):
+            raise ManifestError(f"model manifest {path}: groups.{name} must list model names")
+        out[name] = tuple(members)
+    return out
+
+
+def parse_manifest(path: Path) -> dict[str, ModelSpec]:
+    data = _read_toml(path)
     if data.get("schema") != 1:
         raise ManifestError(f"model manifest {path}: unsupported schema {data.get('schema')!r} (expected 1)")
     models = data.get("models")
@@ -257,6 +274,17 @@ class Registry:
         self.manifest_path = Path(manifest) if manifest else default_manifest_path()
         self.models_dir = Path(models_dir).expanduser() if models_dir else user_models_dir()
         self.specs = parse_manifest(self.manifest_path)
+        self.groups = parse_groups(self.manifest_path, self.specs)
+
+    def expand(self, names: list[str]) -> list[str]:
+        """Model names with group names replaced by their members, in order, without repeats."""
+        out: list[str] = []
+        for name in names:
+            for member in self.groups.get(name, (name,)):
+                self.spec(member)
+                if member not in out:
+                    out.append(member)
+        return out
 
     @property
     def names(self) -> list[str]:

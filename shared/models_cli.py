@@ -174,7 +174,11 @@ def _extract_member(archive_path: Path, archive: ArchiveSpec, spec: ModelSpec, f
 def fetch_model(registry: Registry, name: str) -> Path:
     spec = registry.spec(name)
     final = registry.path(name)
-    if registry.check_file(name).ok:
+    status = registry.check_file(name).status
+    if status == "ok":
+        return final
+    if status == "unverifiable":
+        print(f"{name}: {final} is present but the manifest has no hash to check it against; left as it is")
         return final
     final.unlink(missing_ok=True)  # wrong size or hash: never resume into it
     print(f"{name}: {spec.licence}")
@@ -202,6 +206,8 @@ def fetch_model(registry: Registry, name: str) -> Path:
 
 def _cmd_list(registry: Registry) -> int:
     print(f"models directory: {registry.models_dir}")
+    for group, members in registry.groups.items():
+        print(f"  group {group}: {' '.join(members)}")
     for name, spec in registry.specs.items():
         path = registry.path(name)
         if not path.is_file():
@@ -253,14 +259,18 @@ def _cmd_where(registry: Registry) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="facewire-models", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="facewire-models",
+        description="Install and check facewire's optional pretrained models (verified by size, sha256 and "
+        "ONNX signature). insightface models are for non-commercial research use only.",
+    )
     parser.add_argument("--models-dir", type=Path, help="models directory (default: FACEWIRE_MODELS or user data dir)")
     parser.add_argument("--manifest", type=Path, help="manifest file (default: FACEWIRE_MANIFEST or the shipped one)")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log provider choices and more")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="the models facewire can use and whether they are present")
     fetch = sub.add_parser("fetch", help="download, verify and install models")
-    fetch.add_argument("names", nargs="*", metavar="NAME")
+    fetch.add_argument("names", nargs="*", metavar="NAME", help="model or group name (e.g. buffalo_l)")
     fetch.add_argument("--all", action="store_true", help="every model in the manifest")
     verify = sub.add_parser("verify", help="check size, sha256 and ONNX signature of installed models")
     verify.add_argument("names", nargs="*", metavar="NAME")
@@ -298,15 +308,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "variant":
             return _cmd_variant(registry, args.name, args.kind)
         if args.command == "verify":
-            for name in args.names:
-                registry.spec(name)
-            return _cmd_verify(registry, args.names, signature=not args.no_signature)
-        names = registry.names if args.all else args.names
+            return _cmd_verify(registry, registry.expand(args.names), signature=not args.no_signature)
+        names = registry.names if args.all else registry.expand(args.names)
         if not names:
             print("facewire-models fetch: name a model (see `facewire-models list`) or pass --all", file=sys.stderr)
             return EXIT_FETCH
-        for name in names:
-            registry.spec(name)
         failed = 0
         for name in names:
             try:

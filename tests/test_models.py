@@ -226,3 +226,11 @@ def test_int8_and_fp16_variants_keep_signature_and_are_measured(registry: Regist
     path.write_bytes(path.read_bytes() + b"\0")
     with pytest.raises(ModelIntegrityError, match="corrupt"):
         load_variant(registry, "w600k_r50", "fp16", CPU)
+
+
+def test_groups_expand_to_models() -> None:
+    reg = Registry(REAL_MANIFEST, Path("/nonexistent"))
+    assert reg.expand(["buffalo_l", "w600k_r50", "rvm_mobilenetv3"]) == ["det_10g", "2d106det", "w600k_r50",
+                                                                           "rvm_mobilenetv3"]
+    with pytest.raises(UnknownModelError):
+        reg.expand(["buffalo_s"])
