@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sink", default="virtualcam",
                         help="frames:DIR | file:PATH | virtualcam | window | http:PORT | null (default virtualcam)")
     parser.add_argument("--device", help="virtual camera device, e.g. /dev/video10")
-    parser.add_argument("--background", help="#RRGGBB or an image path (default a dark green)")
+    parser.add_argument("--background", help="#RRGGBB or an image path (default dark grey #30343c)")
     parser.add_argument("--mirror", action="store_true", help="flip the output left-right")
     parser.add_argument("--size", type=parse_size, help="output size WxH (default the sender's)")
     parser.add_argument("--fps", type=float, default=30.0, help="output frame rate of a live receiver (default 30)")

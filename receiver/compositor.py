@@ -20,7 +20,7 @@ class BackgroundError(ValueError):
 def load_background(spec: str | None, size: tuple[int, int]) -> Image:
     width, height = size
     if spec is None:
-        spec = "#1f6f4a"
+        spec = "#30343c"
     match = _HEX.match(spec)
     if match:
         rgb = bytes.fromhex(match.group(1))

@@ -100,7 +100,7 @@ class DemoReport:
         now = time.monotonic()
         if self.frames == 0:
             self.first_at = now
-        if self.frames == self.keep_index:
+        if self.frames <= self.keep_index:
             self.middle = picture
         self.frames += 1
         self.last_at = now

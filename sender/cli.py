@@ -52,9 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_analyzer(matte: str) -> Analyzer:
-    from sender.analysis import build_analyzer
+    from sender.analysis import SenderAnalyzer
+    from sender.matte import make_matter
+    from sender.tracker import MediaPipeFaceTracker
 
-    return build_analyzer(matte=matte)
+    return SenderAnalyzer(MediaPipeFaceTracker(), make_matter(matte))
 
 
 def main(argv: list[str] | None = None) -> int:
