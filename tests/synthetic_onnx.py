@@ -14,6 +14,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from shared.onnx_runtime import SessionConfig
+
 F32 = TensorProto.FLOAT
 OPSET = [helper.make_opsetid("", 17)]
 
@@ -159,6 +161,22 @@ SIGNATURES = {
     "inswapper_128": ("inswapper_128.onnx", ["target", "source"]),
     "rvm_mobilenetv3": ("rvm_mobilenetv3_fp32.onnx", ["src"]),
 }
+
+
+REAL_MANIFEST = Path(__file__).resolve().parent.parent / "models" / "manifest.toml"
+CPU = SessionConfig(providers="cpu", threads=1)
+
+
+def build_all(tmp: Path) -> tuple[Path, Path]:
+    """Synthetic copies of every manifest model in tmp/models, and a manifest pinning their hashes."""
+    models = tmp / "models"
+    models.mkdir()
+    built = {
+        "det_10g": scrfd_model(), "2d106det": landmark106_model(), "w600k_r50": arcface_model(),
+        "inswapper_128": inswapper_model(np.eye(512, dtype=np.float32)), "rvm_mobilenetv3": rvm_model(),
+    }
+    entries = {name: write_model(model, models / SIGNATURES[name][0]) for name, model in built.items()}
+    return write_manifest(tmp / "manifest.toml", REAL_MANIFEST, entries), models
 
 
 def write_model(model: onnx.ModelProto, path: Path) -> tuple[str, int]:

@@ -10,6 +10,7 @@ import onnx
 import pytest
 import synthetic_onnx as so
 from onnx import TensorProto, helper
+from synthetic_onnx import CPU, REAL_MANIFEST, build_all
 
 from shared.models import (
     ManifestError,
@@ -22,22 +23,6 @@ from shared.models import (
     user_models_dir,
 )
 from shared.onnx_runtime import BoundSession, ProviderUnavailable, SessionConfig, create_session, resolve_providers
-
-REAL_MANIFEST = Path(__file__).resolve().parent.parent / "models" / "manifest.toml"
-CPU = SessionConfig(providers="cpu", threads=1)
-
-
-def build_all(tmp: Path) -> tuple[Path, Path]:
-    """Synthetic copies of every manifest model in tmp/models, and a manifest pinning their hashes."""
-    models = tmp / "models"
-    models.mkdir()
-    emap = np.eye(512, dtype=np.float32)
-    builders = {
-        "det_10g": so.scrfd_model(), "2d106det": so.landmark106_model(), "w600k_r50": so.arcface_model(),
-        "inswapper_128": so.inswapper_model(emap), "rvm_mobilenetv3": so.rvm_model(),
-    }
-    entries = {name: so.write_model(model, models / so.SIGNATURES[name][0]) for name, model in builders.items()}
-    return so.write_manifest(tmp / "manifest.toml", REAL_MANIFEST, entries), models
 
 
 @pytest.fixture()

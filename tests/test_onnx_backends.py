@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import synthetic_onnx as so
 from skimage import data as skdata
-from test_models import CPU, REAL_MANIFEST, build_all
+from synthetic_onnx import CPU, REAL_MANIFEST, build_all
 
 from sender.insightface_backend import (
     ArcFaceEncoder,
