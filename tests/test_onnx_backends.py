@@ -34,12 +34,12 @@ from shared.arcface import (
 )
 from shared.models import Registry
 from shared.render import make_renderer
-from shared.render.inswapper import MOUTH_OUTER, InswapperRenderer, identity_latent, load_emap
+from shared.render.inswapper import InswapperRenderer, identity_latent, load_emap
 from shared.types import CapturedFrame, FrameState, IdentityAsset, KeyframeState, RenderedPerson
 
 # Astronaut (skimage) face, measured once with MediaPipe face mesh: iris centres, nose tip, mouth corners.
 ASTRO_KPS = np.array([[203.5, 101.1], [246.6, 103.5], [223.4, 130.0], [201.8, 139.2], [245.0, 141.0]], np.float32)
-ASTRO_MOUTH_CENTER = (223.5, 146.5)
+ASTRO_MOUTH_CENTER = (223.3, 146.6)  # between the inner-lip midpoints 13 and 14
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +52,20 @@ def astronaut_bgr() -> np.ndarray:
     return np.ascontiguousarray(skdata.astronaut()[:, :, ::-1])
 
 
-def mesh_for_astronaut() -> np.ndarray:
-    """A (478, 3) mesh with the points the swapper reads placed on the astronaut; others at the face centre."""
+@pytest.fixture(scope="module")
+def astro_mesh() -> np.ndarray:
+    """The astronaut's real 478-point face mesh (MediaPipe, as the sender computes it)."""
+    from shared.identity import detect_faces
+
+    faces = detect_faces(astronaut_bgr(), max_faces=1)
+    assert len(faces) == 1
+    return faces[0].landmarks
+
+
+def synthetic_mesh() -> np.ndarray:
+    """Only the five ArcFace points placed (for five_from_mesh); the rest at the face centre."""
     lm = np.zeros((478, 3), np.float32)
     lm[:, :2] = (224.0, 125.0)
-    angles = np.linspace(np.pi, -np.pi, len(MOUTH_OUTER), endpoint=False)  # starts at the image-left corner
-    for idx, a in zip(MOUTH_OUTER, angles, strict=True):
-        lm[idx, :2] = (ASTRO_MOUTH_CENTER[0] + 22 * np.cos(a), ASTRO_MOUTH_CENTER[1] + 8 * np.sin(a))
     lm[468, :2], lm[473, :2], lm[1, :2], lm[61, :2], lm[291, :2] = ASTRO_KPS
     return lm
 
@@ -89,7 +96,7 @@ def test_five_points_from_106_and_from_mesh() -> None:
     lm106[77:85] = (20, 30)
     lm106[52], lm106[61] = (12, 40), (28, 40)
     np.testing.assert_allclose(five_from_106(lm106), [[10, 20], [30, 20], [20, 30], [12, 40], [28, 40]])
-    np.testing.assert_allclose(five_from_mesh(mesh_for_astronaut()), ASTRO_KPS)
+    np.testing.assert_allclose(five_from_mesh(synthetic_mesh()), ASTRO_KPS)
     with pytest.raises(ValueError):
         five_from_106(np.zeros((68, 2)))
 
@@ -190,11 +197,11 @@ class PassThrough:
         return RenderedPerson(keyframe.image.copy(), np.ones(keyframe.image.shape[:2], np.float32))
 
 
-def _inputs(embedding: np.ndarray | None) -> tuple[IdentityAsset, KeyframeState, FrameState]:
+def _inputs(embedding: np.ndarray | None, mesh: np.ndarray) -> tuple[IdentityAsset, KeyframeState, FrameState]:
     img = astronaut_bgr()
     identity = IdentityAsset("a" * 64, None, None, None if embedding is None else embedding.astype(np.float16))
-    kf = KeyframeState(0, img, None, mesh_for_astronaut())
-    fs = FrameState(1, 0, "tracked", 1.0, None, mesh_for_astronaut(), None)
+    kf = KeyframeState(0, img, None, mesh)
+    fs = FrameState(1, 0, "tracked", 1.0, None, mesh, None)
     return identity, kf, fs
 
 
@@ -219,9 +226,9 @@ def _patch(img: np.ndarray, x: float, y: float, r: int = 3) -> np.ndarray:
     return img[int(y) - r:int(y) + r + 1, int(x) - r:int(x) + r + 1].reshape(-1, 3).astype(np.float64).mean(axis=0)
 
 
-def test_inswapper_swaps_inside_the_face_and_leaves_the_rest(tmp_path: Path) -> None:
+def test_inswapper_swaps_inside_the_face_and_leaves_the_rest(tmp_path: Path, astro_mesh: np.ndarray) -> None:
     renderer, emb, shift = _swap_setup(tmp_path, keep_mouth=False)
-    identity, kf, fs = _inputs(emb)
+    identity, kf, fs = _inputs(emb, astro_mesh)
     out = renderer.render(identity, kf, fs)
     base = kf.image
     cv2.imwrite(str(tmp_path / "inswapper_side_by_side.png"), np.hstack([base, out.image]))
@@ -240,26 +247,30 @@ def test_inswapper_swaps_inside_the_face_and_leaves_the_rest(tmp_path: Path) -> 
     moved = out.image[118, 100:224].astype(np.float64) - row
     usable = np.abs(full - row).min(axis=1) > 40  # pixels where a swap is visible in every channel
     weight = (moved / (full - row)).mean(axis=1)[usable]
+    xs = np.arange(100, 224)[usable]
     assert weight[0] < 0.05 and weight[-1] > 0.85
-    assert np.max(np.abs(np.diff(weight))) < 0.25 and ((weight > 0.2) & (weight < 0.8)).sum() >= 3
+    ramp = xs[(weight > 0.1) & (weight < 0.9)]
+    assert ramp.size >= 3 and ramp.max() - ramp.min() >= 4  # a soft edge several pixels wide, not a cut
 
 
-def test_keep_mouth_keeps_the_targets_mouth(tmp_path: Path) -> None:
+def test_keep_mouth_keeps_the_targets_mouth(tmp_path: Path, astro_mesh: np.ndarray) -> None:
     renderer, emb, _ = _swap_setup(tmp_path, keep_mouth=True)
-    identity, kf, fs = _inputs(emb)
+    identity, kf, fs = _inputs(emb, astro_mesh)
     out = renderer.render(identity, kf, fs).image
     assert np.abs(_patch(out, *ASTRO_MOUTH_CENTER, r=2) - _patch(kf.image, *ASTRO_MOUTH_CENTER, r=2)).max() < 3
     assert np.abs(_patch(out, 210, 118) - _patch(kf.image, 210, 118)).max() > 40  # the rest is still swapped
 
 
-def test_inswapper_without_embedding_or_face_returns_the_base(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_inswapper_without_embedding_or_face_returns_the_base(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, astro_mesh: np.ndarray
+) -> None:
     renderer, emb, _ = _swap_setup(tmp_path, keep_mouth=False)
-    identity, kf, fs = _inputs(None)
+    identity, kf, fs = _inputs(None, astro_mesh)
     with caplog.at_level(logging.WARNING):
         for _ in range(3):
             np.testing.assert_array_equal(renderer.render(identity, kf, fs).image, kf.image)
     assert sum("no embedding" in r.message for r in caplog.records) == 1  # said once
-    identity, kf, fs = _inputs(emb)
+    identity, kf, fs = _inputs(emb, astro_mesh)
     lost = FrameState(2, 0, "lost", 0.0, None, None, None)
     np.testing.assert_array_equal(renderer.render(identity, kf, lost).image, kf.image)
 

@@ -3,8 +3,9 @@
 The base renderer (the mesh renderer) puts the sender's face at the current pose and expression; this
 stage aligns that face to the ArcFace template at 128 px, runs inswapper with the identity latent
 (normalize(embedding @ emap), emap being the 512x512 initializer stored in the model's graph), and
-pastes the result back with a feathered mask. With `keep_mouth` the mouth region stays the base's, so
-lip shapes and teeth follow the sender exactly.
+pastes the result back with the mesh renderer's blending: its feathered face-outline mask (hairline
+and jaw stay the sender's), weakened where the matte is unsure, times the feathered crop square.
+With `keep_mouth` the mouth region stays the base's, so lip shapes and teeth follow the sender exactly.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import numpy.typing as npt
 
 from shared.arcface import five_from_mesh, norm_crop, normalize_embedding
 from shared.onnx_runtime import BoundSession
-from shared.types import FrameState, IdentityAsset, Image, KeyframeState, RenderedPerson, Renderer
+from shared.render.blend import BlendOptions, face_mask, swap_weight
+from shared.render.warp import Region
+from shared.types import Alpha, FrameState, IdentityAsset, Image, KeyframeState, RenderedPerson, Renderer
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +120,10 @@ def mouth_mask(landmarks: npt.ArrayLike, roi: tuple[int, int, int, int]) -> Floa
 
 
 def paste_back(
-    target: Image, fake: Image, m: npt.NDArray[np.float64], keep: FloatArray | None = None,
+    target: Image, fake: Image, m: npt.NDArray[np.float64], weight: FloatArray | None = None,
     roi: tuple[int, int, int, int] | None = None,
 ) -> Image:
-    """Blend the swapped crop into `target` through the feathered mask; `keep` (ROI-sized) masks it out."""
+    """Blend the swapped crop into `target` through the feathered crop mask times `weight` (ROI-sized)."""
     roi = roi or _roi(m, target.shape[:2])
     if roi is None:
         return target.copy()
@@ -132,8 +135,8 @@ def paste_back(
         dtype=np.float32,
     )
     alpha = feather_mask(m, roi)
-    if keep is not None:
-        alpha *= 1.0 - keep
+    if weight is not None:
+        alpha *= weight
     out = target.copy()
     region = out[y0:y1, x0:x1].astype(np.float32)
     a = alpha[:, :, None]
@@ -149,6 +152,7 @@ class InswapperRenderer:
     emap: FloatArray
     base: Renderer
     keep_mouth: bool = False
+    blend_options: BlendOptions = BlendOptions()
     name: str = "inswapper"
 
     def __post_init__(self) -> None:
@@ -174,9 +178,9 @@ class InswapperRenderer:
             return person
         if frame.landmarks is None or frame.face == "lost":
             return person
-        return RenderedPerson(self.swap(person.image, frame.landmarks, identity.embedding), person.alpha)
+        return RenderedPerson(self.swap(person.image, frame.landmarks, identity.embedding, person.alpha), person.alpha)
 
-    def swap(self, image: Image, landmarks: npt.ArrayLike, embedding: npt.ArrayLike) -> Image:
+    def swap(self, image: Image, landmarks: npt.ArrayLike, embedding: npt.ArrayLike, alpha: Alpha | None = None) -> Image:
         try:
             kps5 = five_from_mesh(landmarks)
             fake, m = swap_crop(self.session, image, kps5, self._latent(embedding))
@@ -186,5 +190,10 @@ class InswapperRenderer:
         roi = _roi(m, image.shape[:2])
         if roi is None:
             return image
-        keep = mouth_mask(landmarks, roi) if self.keep_mouth else None
-        return paste_back(image, fake, m, keep, roi)
+        x0, y0, x1, y1 = roi
+        lm = np.asarray(landmarks, dtype=np.float32)
+        weight = face_mask(lm, Region(x0, y0, x1 - x0, y1 - y0), self.blend_options)
+        weight = swap_weight(weight, None if alpha is None else alpha[y0:y1, x0:x1], None)
+        if self.keep_mouth:
+            weight = weight * (1.0 - mouth_mask(lm, roi))
+        return paste_back(image, fake, m, weight, roi)
