@@ -27,7 +27,7 @@ _LUMA = np.array([0.114, 0.587, 0.299], np.float32)  # BGR
 @dataclass(frozen=True)
 class BlendOptions:
     shading_strength: float = 1.0
-    chroma_strength: float = 0.35
+    chroma_strength: float = 0.8
     feather: float = 0.07  # fraction of the face width
     inset: float = 0.03  # the mask edge sits this far inside the outline
     max_gain: float = 2.5
@@ -50,7 +50,30 @@ def face_mask(landmarks: Landmarks, region: Region, options: BlendOptions) -> Fl
     reach = inset + int(round(sigma * 1.5))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1))
     mask = cv2.erode(mask, kernel)
-    return cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), sigma)
+    soft = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), sigma)
+    return soft * _forehead_fade(landmarks, region)
+
+
+def _forehead_fade(landmarks: Landmarks, region: Region) -> FloatImage:
+    """1 up to above the brows, fading to 0 at the top of the mesh: the hairline is the sender's.
+
+    The top of the mesh is where hair, fringes and hats begin on both faces; leaving it to the
+    keyframe hides the seam there and keeps an avatar's fringe off the sender's forehead.
+    """
+    p = landmarks[:, :2].astype(np.float64)
+    up = p[topo.FOREHEAD] - p[topo.CHIN]
+    up /= max(float(np.linalg.norm(up)), 1e-6)
+    top = float(p[topo.FOREHEAD] @ up)
+    brows = float(p[list(_BROWS)].mean(axis=0) @ up)
+    span = max(top - brows, 1.0)
+    xs = np.arange(region.width, dtype=np.float32) + region.x0
+    ys = np.arange(region.height, dtype=np.float32) + region.y0
+    height = xs[None, :] * np.float32(up[0]) + ys[:, None] * np.float32(up[1])
+    t = np.clip((top - height) / np.float32(0.75 * span), 0.0, 1.0)
+    return (t * t * (3.0 - 2.0 * t)).astype(np.float32)
+
+
+_BROWS = (105, 66, 334, 296, 107, 336)
 
 
 def _lowpass(values: FloatImage, weight: FloatImage, sigma: float) -> FloatImage:

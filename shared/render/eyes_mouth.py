@@ -26,7 +26,9 @@ from shared.types import Image, Landmarks
 IndexArray = npt.NDArray[np.int32]
 EYE_RING_POINTS = 8
 # Virtual iris ring radius as a fraction of the iris radius: inside the iris, so it moves rigidly.
-_IRIS_RING = 0.6
+_IRIS_RING = 0.85
+# The landmark ring just above each upper lid margin (ring[1:8]), subject's right eye; the left by symmetry.
+_RIGHT_LID_ABOVE = (247, 30, 29, 27, 28, 56, 190)
 PANEL = 128  # cavity texture side; the mouth width maps to _PANEL_MOUTH pixels of it
 _PANEL_MOUTH = 100.0
 _PANEL_ANCHOR = 6.0
@@ -92,12 +94,41 @@ def extended_vertices(landmarks: Landmarks) -> Points:
         pts[centre] = c
         radius = float(np.linalg.norm(pts[list(iris)] - pts[centre], axis=1).mean()) * _IRIS_RING
         eye_width = float(np.linalg.norm(contour[0] - contour[len(ring) // 2]))
-        radius = min(radius, 0.15 * eye_width)
+        radius = min(radius, 0.22 * eye_width)
         dirs = contour[0 : 2 * EYE_RING_POINTS : 2] - eye_centre
         dirs /= np.maximum(np.linalg.norm(dirs, axis=1, keepdims=True), 1e-6)
         extra.append(c + radius * dirs)
     extra.append(pts[topo.inner_lip_ring()].mean(axis=0, keepdims=True))
     return np.concatenate([pts, *extra]).astype(np.float32)
+
+
+def _openness(points: Points, ring: IndexArray) -> float:
+    half = len(ring) // 2
+    upper, lower = points[ring[1:half], :2], points[ring[half + 1 :][::-1], :2]
+    width = float(np.linalg.norm(points[ring[0], :2] - points[ring[half], :2]))
+    return float(np.linalg.norm(upper - lower, axis=1).mean()) / max(width, 1e-6)
+
+
+def lid_source_vertices(vertices: Points, source: Landmarks, target: Landmarks) -> Points:
+    """Source vertices with each upper-lid margin raised towards the skin above it as the eye closes.
+
+    A closing lid stretched from the source would drag the lashes down into a dark smear; sampling
+    the lid from above the lashes gives the skin-coloured lid a closed eye shows.
+    """
+    out = vertices.copy()
+    sym = topo.symmetry()
+    for ring, above in (
+        (topo.right_eye_ring(), np.array(_RIGHT_LID_ABOVE)),
+        (topo.left_eye_ring(), sym[list(_RIGHT_LID_ABOVE)]),
+    ):
+        src_open = _openness(source, ring)
+        if src_open < 1e-3:
+            continue
+        closing = 1.0 - float(np.clip(_openness(target, ring) / src_open, 0.0, 1.0))
+        if closing > 0.0:
+            upper = ring[1 : len(ring) // 2]
+            out[upper] += 0.8 * closing * (source[above, :2] - source[upper, :2])
+    return out
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ _MIN_YAW_FOR_MIRROR = 12.0  # degrees; below this both halves are seen well enou
 class Texture:
     image: Image
     landmarks: Landmarks  # where the face is in `image` (the frontalised mesh)
-    src_mesh: Points  # (T, 3, 2) mesh triangle corners in `image`
+    src_vertices: Points  # extended mesh vertices in `image`
     mouth_ratio: float
     panels: tuple[Image, Image]
     yaw: float  # degrees, of the original avatar image
@@ -76,7 +76,7 @@ def prepare_texture(image: Image, landmarks: Landmarks, mirror_fill: bool = True
     return Texture(
         image=np.ascontiguousarray(out),
         landmarks=frontal,
-        src_mesh=dst,
+        src_vertices=em.extended_vertices(frontal),
         mouth_ratio=mouth.ratio,
         panels=em.synthetic_panels(em.skin_tone(out, frontal)),
         yaw=yaw,

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 import numpy.typing as npt
-from scipy.spatial import Delaunay
 
 from shared.identity import identity_from_image, is_self
 from shared.render import blend as bl
@@ -27,13 +26,12 @@ from shared.types import Alpha, FrameState, IdentityAsset, Image, KeyframeState,
 
 IndexArray = npt.NDArray[np.int32]
 _RING_SCALES = (1.35, 2.1)
-_BORDER_STEPS = 6  # fixed points per image side
 
 
 @dataclass(frozen=True)
 class MeshOptions:
     body_step: int = 4
-    face_step: int = 2
+    face_step: int = 0  # 0: by face size; coarse maps blur small eyes, so 2 only for large faces
     ring_follow: float = 0.5  # how much of the head's motion the outer ring (shoulders) follows
     retarget: RetargetOptions = field(default_factory=RetargetOptions)
     blend: bl.BlendOptions = field(default_factory=bl.BlendOptions)
@@ -52,18 +50,47 @@ def _depths(landmarks: Landmarks) -> npt.NDArray[np.float32]:
     return np.concatenate([landmarks[:, 2], extra]).astype(np.float32)
 
 
-def _border_points(size: tuple[int, int]) -> Points:
+def _ray_to_box(centre: Points, directions: Points, size: tuple[int, int]) -> npt.NDArray[np.float64]:
+    """Distance along each unit direction from the centre to a box half an image larger on every side."""
     w, h = size
-    t = np.linspace(0.0, 1.0, _BORDER_STEPS + 1)[:-1]
-    top = np.stack([t * (w - 1), np.zeros_like(t)], 1)
-    right = np.stack([np.full_like(t, w - 1), t * (h - 1)], 1)
-    bottom = np.stack([(1 - t) * (w - 1), np.full_like(t, h - 1)], 1)
-    left = np.stack([np.zeros_like(t), (1 - t) * (h - 1)], 1)
-    return np.concatenate([top, right, bottom, left]).astype(np.float32)
+    lo = np.array([-0.5 * w, -0.5 * h])
+    hi = np.array([1.5 * w, 1.5 * h])
+    d = directions.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tx = np.where(d[:, 0] > 0, (hi[0] - centre[0]) / d[:, 0], (lo[0] - centre[0]) / d[:, 0])
+        ty = np.where(d[:, 1] > 0, (hi[1] - centre[1]) / d[:, 1], (lo[1] - centre[1]) / d[:, 1])
+    return np.nanmin(np.where(np.isfinite(np.stack([tx, ty])), np.stack([tx, ty]), np.inf), axis=0)
 
 
-def _rings(oval: Points, centre: Points) -> list[Points]:
-    return [(centre + s * (oval - centre)).astype(np.float32) for s in _RING_SCALES]
+def _rings(oval: Points, centre: Points, size: tuple[int, int]) -> list[Points]:
+    """Three rings around the face outline along rays from its centre: hair, shoulders, and a fixed far box.
+
+    Built ray by ray (not by Delaunay) so every ring edge is a mesh edge: the layers never cross,
+    and the outline shared with the face mesh stays a seam-free boundary.
+    """
+    offsets = oval.astype(np.float64) - centre
+    radius = np.linalg.norm(offsets, axis=1)
+    directions = offsets / np.maximum(radius, 1e-6)[:, None]
+    far = np.maximum(_ray_to_box(centre, directions, size), radius + 3.0)
+    r1 = np.minimum(_RING_SCALES[0] * radius, radius + 0.4 * (far - radius))
+    r2 = np.minimum(_RING_SCALES[1] * radius, radius + 0.8 * (far - radius))
+    return [(centre + directions * r[:, None]).astype(np.float32) for r in (r1, r2, far)]
+
+
+def _strip_triangles(count: int, layers: int) -> IndexArray:
+    """Triangles joining consecutive closed rings of `count` vertices each, stored ring after ring.
+
+    The first `count` triangles are a fan over the innermost ring from an extra last vertex (its
+    centre): a coarse stand-in for the face mesh so the coarse body map is right up to the outline.
+    """
+    centre = layers * count
+    tris = [(centre, k, (k + 1) % count) for k in range(count)]
+    for layer in range(layers - 1):
+        a0, b0 = layer * count, (layer + 1) * count
+        for k in range(count):
+            k1 = (k + 1) % count
+            tris += [(a0 + k, a0 + k1, b0 + k), (a0 + k1, b0 + k1, b0 + k)]
+    return np.array(tris, np.int32)
 
 
 @dataclass(frozen=True)
@@ -72,9 +99,9 @@ class _KeyframeModel:
     image_id: int
     packed: Image  # BGR + alpha as the fourth channel, warped in one remap
     landmarks: Landmarks
-    src_mesh: Points  # (T, 3, 2) mesh triangle corners in the keyframe
+    src_vertices: Points  # extended mesh vertices in the keyframe
     border_tris: IndexArray
-    border_src: Points  # vertices: oval, rings, image border
+    border_src: Points  # vertices: oval, then the three rings
     mouth_ratio: float
     panels: tuple[Image, Image]
 
@@ -85,22 +112,18 @@ def _prepare_keyframe(keyframe: KeyframeState) -> _KeyframeModel:
     h, w = keyframe.image.shape[:2]
     alpha = keyframe.alpha if keyframe.alpha is not None else np.ones((h, w), np.float32)
     packed = np.dstack([keyframe.image, np.clip(alpha * 255.0 + 0.5, 0, 255).astype(np.uint8)])
-    tris = em.mesh_triangles()
-    src_mesh = em.extended_vertices(lm)[tris]
+    src_vertices = em.extended_vertices(lm)
     oval = lm[topo.face_oval_ring(), :2]
     centre = lm[topo.face_oval_ring(), :2].mean(axis=0)
-    border_src = np.concatenate([oval, *_rings(oval, centre), _border_points((w, h))]).astype(np.float32)
-    n_oval = len(oval)
-    simplices = Delaunay(border_src).simplices.astype(np.int32)
-    keep = ~np.all(simplices < n_oval, axis=1)
+    border_src = np.concatenate([oval, *_rings(oval, centre, (w, h)), centre[None]]).astype(np.float32)
     mouth = em.MouthFrame.of(lm)
     return _KeyframeModel(
         kf=keyframe.kf,
         image_id=id(keyframe.image),
         packed=packed,
         landmarks=lm,
-        src_mesh=src_mesh,
-        border_tris=simplices[keep],
+        src_vertices=src_vertices,
+        border_tris=_strip_triangles(len(oval), 4),
         border_src=border_src,
         mouth_ratio=mouth.ratio,
         panels=em.synthetic_panels(em.skin_tone(keyframe.image, lm)),
@@ -160,24 +183,34 @@ class MeshRenderer:
             self._render_avatar(image, self._texture(identity), model, dst, alpha)
         return RenderedPerson(image, alpha)
 
+    def _face_step(self, landmarks: Landmarks) -> int:
+        if self.options.face_step > 0:
+            return self.options.face_step
+        return 1 if bl.face_width(landmarks) < 320 else 2
+
     def _warp_keyframe(self, model: _KeyframeModel, dst: Landmarks, size: tuple[int, int]) -> Image:
         opts = self.options
         motion = similarity_2d(model.landmarks, dst)
         n_oval = len(topo.face_oval_ring())
         ring1, ring2 = model.border_src[n_oval : 2 * n_oval], model.border_src[2 * n_oval : 3 * n_oval]
         ring2_dst = ring2 + opts.ring_follow * (_apply(motion, ring2) - ring2)
-        border_dst = np.concatenate([dst[topo.face_oval_ring(), :2], _apply(motion, ring1), ring2_dst, model.border_src[3 * n_oval :]])
+        oval = dst[topo.face_oval_ring(), :2]
+        far = model.border_src[3 * n_oval : 4 * n_oval]
+        border_dst = np.concatenate([oval, _apply(motion, ring1), ring2_dst, far, oval.mean(axis=0, keepdims=True)])
         tris = model.border_tris
         full = Region.full(size)
         fallback = cv2.invertAffineTransform(motion)
         map_x, map_y, _ = warp_maps(border_dst[tris], model.border_src[tris], full, opts.body_step, None, fallback)
         mesh_tris = em.mesh_triangles()
         dst_vertices = em.extended_vertices(dst)
-        region = Region.around(dst_vertices, size, 2, opts.face_step)
+        step = self._face_step(dst)
+        region = Region.around(dst_vertices, size, 2, step)
         order = _draw_order(_depths(dst), mesh_tris)
-        fx, fy, covered = warp_maps(dst_vertices[mesh_tris], model.src_mesh, region, opts.face_step, order)
+        src = em.lid_source_vertices(model.src_vertices, model.landmarks, dst)[mesh_tris]
+        fx, fy, covered = warp_maps(dst_vertices[mesh_tris], src, region, step, order)
         sy, sx, py, px = region.clip_to(size)
-        inside = covered[py, px] > 127
+        # Only where every coarse sample was inside the mesh: the outline band keeps the body map.
+        inside = covered[py, px] >= 250
         map_x[sy, sx] = np.where(inside, fx[py, px], map_x[sy, sx])
         map_y[sy, sx] = np.where(inside, fy[py, px], map_y[sy, sx])
         return remap(model.packed, map_x, map_y)
@@ -188,19 +221,22 @@ class MeshRenderer:
         size = (image.shape[1], image.shape[0])
         mesh_tris = em.mesh_triangles()
         dst_vertices = em.extended_vertices(target)
-        region = Region.around(dst_vertices, size, 2, opts.face_step)
+        step = self._face_step(target)
+        region = Region.around(dst_vertices, size, 2, step)
         order = _draw_order(_depths(target), mesh_tris)
-        map_x, map_y, _ = warp_maps(dst_vertices[mesh_tris], texture.src_mesh, region, opts.face_step, order)
+        src = em.lid_source_vertices(texture.src_vertices, texture.landmarks, target)[mesh_tris]
+        map_x, map_y, _ = warp_maps(dst_vertices[mesh_tris], src, region, step, order)
         face = remap(texture.image, map_x, map_y)
-        local = target.copy()
-        local[:, :2] -= np.array([region.x0, region.y0], np.float32)
-        em.composite_cavity(face, local, texture.panels, texture.mouth_ratio)
         sy, sx, py, px = region.clip_to(size)
         face = face[py, px]
         base = image[sy, sx]
         width = bl.face_width(target)
         mask = bl.face_mask(target, region, opts.blend)[py, px]
-        face = bl.match_shading(face, base, mask, width, opts.blend)
+        face = np.ascontiguousarray(bl.match_shading(face, base, mask, width, opts.blend))
+        # The cavity goes in after the shading so teeth keep their colour; panels are lit like the scene.
+        local = target.copy()
+        local[:, :2] -= np.array([sx.start, sy.start], np.float32)
+        em.composite_cavity(face, local, model.panels, texture.mouth_ratio)
         weight = bl.swap_weight(mask, alpha[sy, sx], None)
         image[sy, sx] = bl.blend(base, face, weight)
 

@@ -1,0 +1,193 @@
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from shared.identity import IdentityAsset, detect_faces
+from shared.render import make_renderer
+from shared.render import topology as topo
+from shared.render.mesh import MeshRenderer
+from shared.render.retarget import retarget
+from shared.render.warp import Region, affine_coefficients, remap, warp_maps
+from shared.types import FrameState, KeyframeState
+from tests.render_fixtures import astronaut, astronaut_landmarks, close_eyes, open_mouth, transform
+
+cv2.setNumThreads(1)
+
+
+def _frame(landmarks: np.ndarray | None, face: str = "tracked", alpha: np.ndarray | None = None) -> FrameState:
+    return FrameState(seq=1, ts_us=0, face=face, confidence=1.0, pose=None, landmarks=landmarks, alpha=alpha)  # type: ignore[arg-type]
+
+
+def _keyframe() -> KeyframeState:
+    return KeyframeState(kf=0, image=astronaut(), alpha=None, landmarks=astronaut_landmarks())
+
+
+def _luma(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float32)
+
+
+def _poly_mean(image: np.ndarray, points: np.ndarray) -> float:
+    mask = np.zeros(image.shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.round(points[:, :2]).astype(np.int32)], 255)
+    return float(_luma(image)[mask > 0].mean())
+
+
+def test_mesh_topology() -> None:
+    tris = topo.face_triangles()
+    assert tris.shape == (852, 3)
+    edges = {tuple(sorted(e)) for t in tris for e in ((t[0], t[1]), (t[1], t[2]), (t[0], t[2]))}
+    # A disk with three holes (two eyes, mouth): V - E + F = 1 - 3.
+    assert 468 - len(edges) + len(tris) == -2
+    sym = topo.symmetry()
+    assert np.array_equal(sym[sym], np.arange(478))
+    assert list(sym[topo.right_eye_ring()]) == list(topo.left_eye_ring())
+
+
+def test_affine_coefficients_recover_a_known_affine() -> None:
+    rng = np.random.default_rng(1)
+    dst = rng.uniform(0, 100, (20, 3, 2)).astype(np.float32)
+    m = np.array([[0.9, 0.2, 5.0], [-0.1, 1.1, -3.0]])
+    src = (dst @ m[:, :2].T + m[:, 2]).astype(np.float32)
+    coef = affine_coefficients(dst, src)
+    assert np.allclose(coef, np.tile(m.reshape(6), (20, 1)), atol=1e-4)
+
+
+def test_warp_moves_a_dot_where_asked() -> None:
+    src_img = np.zeros((64, 64), np.uint8)
+    cv2.circle(src_img, (20, 20), 3, 255, -1)
+    corners = np.array([[0, 0], [63, 0], [63, 63], [0, 63]], np.float32)
+    moved = corners.copy()
+    centre_src, centre_dst = np.array([20.0, 20.0]), np.array([40.0, 36.0])
+    verts_src = np.vstack([corners, centre_src]).astype(np.float32)
+    verts_dst = np.vstack([moved, centre_dst]).astype(np.float32)
+    tris = np.array([[0, 1, 4], [1, 2, 4], [2, 3, 4], [3, 0, 4]])
+    for step in (1, 2):
+        map_x, map_y, covered = warp_maps(verts_dst[tris], verts_src[tris], Region(0, 0, 64, 64), step)
+        out = remap(src_img, map_x, map_y)
+        # The dot sits on the shared vertex, so its centre lands exactly there; the old spot is empty.
+        assert out[36, 40] > 200 and out[20, 20] < 30
+        assert covered[10:54, 10:54].min() == 255
+
+
+def test_self_mode_puts_the_face_where_the_landmarks_say() -> None:
+    lm = astronaut_landmarks()
+    target = transform(lm, angle_deg=8.0, shift=(14.0, -9.0), centre=(220.0, 120.0))
+    out = MeshRenderer().render(None, _keyframe(), _frame(target))
+    assert out.image.shape == astronaut().shape and out.alpha.shape == astronaut().shape[:2]
+    found = detect_faces(out.image)
+    assert len(found) == 1
+    err = np.linalg.norm(found[0].landmarks[:468, :2] - target[:468, :2], axis=1)
+    assert float(np.median(err)) < 2.5
+    # The untouched keyframe would be off by the full motion.
+    assert float(np.median(np.linalg.norm(lm[:468, :2] - target[:468, :2], axis=1))) > 8
+
+
+def test_opening_the_mouth_shows_a_dark_cavity_not_stretched_lips() -> None:
+    lm = astronaut_landmarks()
+    opened = open_mouth(lm, 14.0)
+    renderer = MeshRenderer()
+    out = renderer.render(None, _keyframe(), _frame(opened)).image
+    inner = opened[topo.inner_lip_ring()]
+    before = _poly_mean(astronaut(), inner)
+    after = _poly_mean(out, inner)
+    assert after < before - 40, (before, after)
+    # The lips themselves stay lip-coloured (not smeared into the hole): red dominates there.
+    lower_lip = np.vstack([opened[topo.outer_lip_ring()[10:]], opened[topo.inner_lip_ring()[10:]][::-1]])
+    mask = np.zeros(out.shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.round(lower_lip[:, :2]).astype(np.int32)], 255)
+    b, g, r = out[mask > 0].astype(np.float32).mean(axis=0)
+    assert r > g + 20
+
+
+def test_closing_the_eyes_covers_the_irises_without_tearing() -> None:
+    lm = astronaut_landmarks()
+    closed = close_eyes(lm)
+    out = MeshRenderer().render(None, _keyframe(), _frame(closed)).image
+    for ring, centre in ((topo.right_eye_ring(), 468), (topo.left_eye_ring(), 473)):
+        x, y = lm[centre, :2]
+        r = 4
+        patch_before = _luma(astronaut())[int(y) - r : int(y) + r, int(x) - r : int(x) + r]
+        patch_after = _luma(out)[int(y) - r : int(y) + r, int(x) - r : int(x) + r]
+        # The dark iris is gone: skin (the lid) now covers it, and nothing torn (no holes, no black).
+        assert patch_after.mean() > patch_before.mean() + 25
+        assert patch_after.min() > 40
+
+
+def test_irises_follow_the_gaze() -> None:
+    lm = astronaut_landmarks()
+    look = lm.copy()
+    look[468:478, 0] += 3.0  # both irises 3 px to the right
+    out = _luma(MeshRenderer().render(None, _keyframe(), _frame(look)).image)
+    src = _luma(astronaut())
+    for centre in (468, 473):
+        x, y = np.round(lm[centre, :2]).astype(int)
+        iris = src[y - 2 : y + 3, x - 2 : x + 3]
+        moved = np.abs(out[y - 2 : y + 3, x + 1 : x + 6] - iris).mean()
+        stayed = np.abs(out[y - 2 : y + 3, x - 2 : x + 3] - iris).mean()
+        # The iris (with its catchlight) is found 3 px right of where it was, not where it was.
+        assert moved < 0.5 * stayed, (moved, stayed)
+
+
+def test_lost_face_shows_the_keyframe_and_frame_alpha_wins() -> None:
+    alpha = np.full(astronaut().shape[:2], 0.25, np.float32)
+    out = MeshRenderer().render(None, _keyframe(), _frame(None, face="lost", alpha=alpha))
+    assert np.array_equal(out.image, astronaut())
+    assert np.allclose(out.alpha, 0.25)
+    out = MeshRenderer().render(None, _keyframe(), _frame(astronaut_landmarks(), alpha=alpha))
+    assert np.allclose(out.alpha, 0.25)
+    out = MeshRenderer().render(None, _keyframe(), _frame(astronaut_landmarks()))
+    assert np.allclose(out.alpha, 1.0)
+
+
+def _avatar() -> IdentityAsset:
+    """A different-looking 'person': the astronaut mirrored with her colours turned blue-green."""
+    image = np.ascontiguousarray(astronaut()[:, ::-1][:, :, [2, 1, 0]])
+    lm = astronaut_landmarks()[topo.symmetry()].copy()
+    lm[:, 0] = image.shape[1] - 1 - lm[:, 0]
+    return IdentityAsset(asset_id="test-avatar", image=image, landmarks=lm)
+
+
+def test_avatar_mode_renders_the_avatar_face_at_the_sender_pose() -> None:
+    lm = astronaut_landmarks()
+    target = transform(lm, angle_deg=-6.0, shift=(6.0, 4.0), centre=(220.0, 120.0))
+    renderer = make_renderer("mesh")
+    assert renderer.name == "mesh"
+    self_out = renderer.render(None, _keyframe(), _frame(target)).image
+    avatar_out = renderer.render(_avatar(), _keyframe(), _frame(target)).image
+    cheek = np.round(target[[50, 280], :2]).astype(int)
+    diff = [np.abs(avatar_out[y - 3 : y + 3, x - 3 : x + 3].astype(int) - self_out[y - 3 : y + 3, x - 3 : x + 3]).mean()
+            for x, y in cheek]  # fmt: skip
+    assert max(diff) > 3  # the face changed
+    far = np.abs(avatar_out[400:, :100].astype(int) - self_out[400:, :100]).mean()
+    assert far < 1.0  # the rest of the picture did not
+    found = detect_faces(avatar_out)
+    assert len(found) == 1
+    assert float(np.median(np.linalg.norm(found[0].landmarks[:468, :2] - target[:468, :2], axis=1))) < 5.0
+
+
+def test_avatar_mouth_follows_the_sender() -> None:
+    lm = astronaut_landmarks()
+    opened = open_mouth(lm, 14.0)
+    renderer = MeshRenderer()
+    closed_out = renderer.render(_avatar(), _keyframe(), _frame(lm)).image
+    open_out = renderer.render(_avatar(), _keyframe(), _frame(opened)).image
+    inner = opened[topo.inner_lip_ring()]
+    assert _poly_mean(open_out, inner) < _poly_mean(closed_out, inner) - 30
+
+
+def test_retarget_without_expression_keeps_the_avatar_shape_at_the_sender_pose() -> None:
+    lm = astronaut_landmarks()
+    moved = transform(lm, angle_deg=10.0, shift=(20.0, 0.0), centre=(220.0, 120.0))
+    out = retarget(moved, lm, lm)
+    assert np.median(np.linalg.norm(out[:, :2] - moved[:, :2], axis=1)) < 0.5
+    opened = open_mouth(lm, 10.0)
+    out = retarget(opened, lm, lm)
+    gap = out[topo.LOWER_LIP_INNER_MID, 1] - out[topo.UPPER_LIP_INNER_MID, 1]
+    assert gap > lm[topo.LOWER_LIP_INNER_MID, 1] - lm[topo.UPPER_LIP_INNER_MID, 1] + 6
+
+
+def test_unknown_renderer_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="mesh"):
+        make_renderer("nope")
