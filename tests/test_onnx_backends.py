@@ -286,6 +286,11 @@ def test_make_renderer_falls_back_to_mesh_once(tmp_path: Path, models: Registry,
     r = make_renderer("inswapper", mesh_factory=lambda: mesh, models_dir=models.models_dir,
                       manifest=models.manifest_path, providers="cpu", keep_mouth=True)
     assert isinstance(r, InswapperRenderer) and r.keep_mouth and r.base is mesh
+    sha = models.spec("inswapper_128").sha256
+    assert sha is not None
+    cached = models.path("inswapper_128").with_name(f"inswapper_128.onnx.emap-{sha[:16]}.npy")
+    assert cached.is_file()  # the next start reads the small cache, not the whole graph
+    np.testing.assert_array_equal(load_emap(models.path("inswapper_128"), sha), r.emap)
     assert make_renderer("mesh", mesh_factory=lambda: mesh) is mesh
     with pytest.raises(ValueError, match="--renderer"):
         make_renderer("gan", mesh_factory=lambda: mesh)

@@ -60,7 +60,7 @@ def make_renderer(
 
         session: BoundSession = loaded.session
         # The emap comes from the verified fp32 file: converters may drop or cast the unused initializer.
-        emap = load_emap(registry.path(INSWAPPER_MODEL))
+        emap = load_emap(registry.path(INSWAPPER_MODEL), registry.spec(INSWAPPER_MODEL).sha256)
         log.info("renderer: inswapper (%s) on %s", loaded.path.name, session.providers[0])
         return InswapperRenderer(session, emap, base=mesh, keep_mouth=keep_mouth)
     except ModelNotInstalledError as exc:

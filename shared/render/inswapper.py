@@ -34,8 +34,17 @@ MOUTH_OUTER = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269,
 FloatArray = npt.NDArray[np.float32]
 
 
-def load_emap(path: Path) -> FloatArray:
-    """The embedding map: the last initializer of inswapper's graph (512x512)."""
+def load_emap(path: Path, cache_key: str | None = None) -> FloatArray:
+    """The embedding map: the last initializer of inswapper's graph (512x512).
+
+    Parsing the 554 MB graph takes seconds and a lot of memory, so with `cache_key` (the verified
+    model's sha256) the map is kept beside the model as a small .npy named after that hash.
+    """
+    cache = path.with_name(f"{path.name}.emap-{cache_key[:16]}.npy") if cache_key else None
+    if cache is not None and cache.is_file():
+        cached = np.load(cache, allow_pickle=False)
+        if cached.shape == (512, 512) and cached.dtype == np.float32:
+            return np.asarray(cached, dtype=np.float32)
     try:
         import onnx
         from onnx import numpy_helper
@@ -47,6 +56,14 @@ def load_emap(path: Path) -> FloatArray:
     emap = np.asarray(numpy_helper.to_array(graph.initializer[-1]), dtype=np.float32)
     if emap.shape != (512, 512):
         raise ValueError(f"{path}: last initializer has shape {emap.shape}, expected the (512, 512) emap")
+    if cache is not None:
+        tmp = cache.with_name(cache.name + ".part")
+        try:
+            with tmp.open("wb") as fh:
+                np.save(fh, emap, allow_pickle=False)
+            tmp.replace(cache)
+        except OSError:
+            log.debug("could not cache the emap at %s", cache)
     return emap
 
 
