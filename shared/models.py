@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from shared.onnx_runtime import BoundSession, SessionConfig, create_session, default_threads
+from shared.onnx_runtime import BoundSession, ProviderUnavailable, SessionConfig, create_session, default_threads
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -361,7 +361,7 @@ class Registry:
         cfg = config or SessionConfig(threads=default_threads())
         try:
             session = BoundSession(create_session(path, cfg, label=name), label=name)
-        except ModelError:
+        except (ModelError, ProviderUnavailable):
             raise
         except Exception as exc:  # onnxruntime raises its own types for unreadable graphs
             raise ModelSignatureError(f"model {name!r}: {path} is not a loadable ONNX model: {exc}") from exc

@@ -219,3 +219,10 @@ def test_groups_expand_to_models() -> None:
                                                                            "rvm_mobilenetv3"]
     with pytest.raises(UnknownModelError):
         reg.expand(["buffalo_s"])
+
+
+def test_unavailable_provider_is_not_mistaken_for_a_bad_model(registry: Registry) -> None:
+    if "CUDAExecutionProvider" in __import__("onnxruntime").get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    with pytest.raises(ProviderUnavailable):
+        registry.load("w600k_r50", SessionConfig(providers="cuda"))

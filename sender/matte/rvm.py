@@ -72,8 +72,13 @@ class RvmMatter:
 
 
 def load_rvm_matter(
-    models_dir: Path | str | None = None, providers: str = "auto", *, manifest: Path | str | None = None,
-    downsample_ratio: float | None = None, threads: int | None = None, variant: str | None = None,
+    models_dir: Path | str | None = None,
+    providers: str = "auto",
+    *,
+    manifest: Path | str | None = None,
+    downsample_ratio: float | None = None,
+    threads: int | None = None,
+    variant: str | None = None,
 ) -> Matter | None:
     """An RVM Matter, or None (logged) when the model is not installed; a corrupt file raises ModelError."""
     registry = Registry(manifest, models_dir)

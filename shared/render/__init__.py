@@ -50,7 +50,7 @@ def make_renderer(
     if name == "mesh":
         return mesh
     from shared.models import ModelError, ModelNotInstalledError, Registry
-    from shared.onnx_runtime import BoundSession, SessionConfig, default_threads
+    from shared.onnx_runtime import BoundSession, ProviderUnavailable, SessionConfig, default_threads
 
     try:
         registry = Registry(manifest, models_dir)
@@ -63,6 +63,8 @@ def make_renderer(
         emap = load_emap(registry.path(INSWAPPER_MODEL), registry.spec(INSWAPPER_MODEL).sha256)
         log.info("renderer: inswapper (%s) on %s", loaded.path.name, session.providers[0])
         return InswapperRenderer(session, emap, base=mesh, keep_mouth=keep_mouth)
+    except ProviderUnavailable:
+        raise  # an explicit --providers choice that cannot work is the user's to fix, not to paper over
     except ModelNotInstalledError as exc:
         log.warning("renderer inswapper unavailable, using the mesh renderer: %s", exc)
     except (ModelError, ValueError, RuntimeError) as exc:
