@@ -7,6 +7,7 @@ their fast options (fp16, a TensorRT engine cache) when `onnxruntime-gpu` provid
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -74,6 +75,19 @@ def default_threads() -> int:
     except ValueError as exc:
         raise ValueError(f"FACEWIRE_ORT_THREADS must be an integer, got {raw!r}") from exc
     return max(0, value)
+
+
+def add_provider_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--providers` and `--ort-threads`, the same on every CLI that runs ONNX models."""
+    parser.add_argument("--providers", choices=PROVIDER_CHOICES, default="auto",
+                        help="ONNX Runtime execution provider for the optional models (default: auto)")
+    parser.add_argument("--ort-threads", type=int, default=None, metavar="N",
+                        help="intra-op threads per ONNX session (default: FACEWIRE_ORT_THREADS or 1)")
+
+
+def config_from_args(args: argparse.Namespace) -> SessionConfig:
+    threads = args.ort_threads if args.ort_threads is not None else default_threads()
+    return SessionConfig(providers=args.providers, threads=threads)
 
 
 def available_providers() -> list[str]:

@@ -226,3 +226,17 @@ def test_unavailable_provider_is_not_mistaken_for_a_bad_model(registry: Registry
         pytest.skip("this onnxruntime has CUDA")
     with pytest.raises(ProviderUnavailable):
         registry.load("w600k_r50", SessionConfig(providers="cuda"))
+
+
+def test_cli_arguments_give_a_session_config() -> None:
+    import argparse
+
+    from shared.onnx_runtime import add_provider_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_provider_arguments(parser)
+    cfg = config_from_args(parser.parse_args(["--providers", "cpu", "--ort-threads", "2"]))
+    assert cfg.providers == "cpu" and cfg.threads == 2
+    assert config_from_args(parser.parse_args([])).providers == "auto"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--providers", "rocm"])
