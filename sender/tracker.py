@@ -256,9 +256,7 @@ class MediaPipeFaceTracker:
         idx = choose_primary(faces, self._last_raw)
         raw = faces[idx]
         _, origin, scale = head_frame(raw)
-        switched = self._last_raw is not None and (
-            float(np.linalg.norm(head_frame(self._last_raw)[1][:2] - origin[:2])) > scale
-        )
+        switched = self._last_raw is not None and (float(np.linalg.norm(head_frame(self._last_raw)[1][:2] - origin[:2])) > scale)
         if self._last is None or switched:
             self._det_score = 1.0 if not dets else 0.0
             if self._smoother:

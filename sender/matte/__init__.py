@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 
 from shared.types import Matter
@@ -13,30 +12,29 @@ MODES = ("chroma", "learned", "auto", "none")
 log = logging.getLogger(__name__)
 
 
-def _learned(models_dir: str | Path | None, providers: Sequence[str] | None) -> Matter:
+def _learned(models_dir: str | Path | None, providers: str) -> Matter:
     """Robust Video Matting through ONNX Runtime when its model is installed, else MediaPipe."""
     try:
-        from sender.matte.rvm import load_rvm_matter  # type: ignore[import-not-found,unused-ignore]
+        from sender.matte.rvm import load_rvm_matter
     except ImportError:
-        load_rvm_matter = None
-    if load_rvm_matter is not None:
-        kwargs: dict[str, object] = {"models_dir": models_dir}
-        if providers is not None:
-            kwargs["providers"] = providers
-        rvm = load_rvm_matter(**kwargs)
+        pass
+    else:
+        rvm = load_rvm_matter(models_dir, providers)
         if rvm is not None:
             log.info("matte: Robust Video Matting (ONNX)")
-            return rvm  # type: ignore[no-any-return]
+            return rvm
     from sender.matte.learned import LearnedMatter
 
     log.info("matte: MediaPipe selfie segmentation")
     return LearnedMatter()
 
 
-def make_matter(
-    mode: str, *, models_dir: str | Path | None = None, providers: Sequence[str] | None = None
-) -> Matter | None:
-    """The Matter for a --matte mode: chroma | learned | auto | none (None: no matte is sent)."""
+def make_matter(mode: str, *, models_dir: str | Path | None = None, providers: str = "auto") -> Matter | None:
+    """The Matter for a --matte mode: chroma | learned | auto | none (None: no matte is sent).
+
+    learned and auto use Robust Video Matting (ONNX Runtime; `providers` as sender.matte.rvm
+    takes them) when its model is installed under `models_dir`, else MediaPipe selfie
+    segmentation."""
     if mode == "none":
         return None
     if mode == "chroma":

@@ -96,10 +96,11 @@ def hue_rotation(screen_bgr: npt.ArrayLike) -> F32:
 
 def key_signal(bgr: F32, rot: F32) -> F32:
     """K = G' - max(R', B') of BGR pixels, primes denoting the hue-rotated colour (rot)."""
-    # min(G' - R', G' - B') from one 2-row transform: no per-channel split of the frame
-    km = np.stack([rot[1] - rot[2], rot[1] - rot[0]]).astype(np.float32)
+    # min(G' - R', G' - B') from one transform; OpenCV's 3-row transform is ~10x faster than its
+    # 2-row one, so the third row is a dummy
+    km = np.stack([rot[1] - rot[2], rot[1] - rot[0], np.zeros(3)]).astype(np.float32)
     t = cv2.transform(bgr, km)
-    return np.minimum(t[:, :, 0], t[:, :, 1])
+    return np.asarray(cv2.min(cv2.extractChannel(t, 0), cv2.extractChannel(t, 1)), np.float32)
 
 
 def _border_mask(h: int, w: int, frac: float = 0.15) -> npt.NDArray[np.bool_]:
@@ -123,8 +124,8 @@ def estimate_screen(image: Image, radius: float = 14.0) -> ScreenEstimate:
     c1, c2 = opponent(px)
     border = _border_mask(small.shape[0], small.shape[1]).reshape(-1)
     edges = np.arange(-160.0, 161.0, 8.0)
-    hist, _, _ = np.histogram2d(c1[border], c2[border], bins=(edges, edges))
-    hist = cv2.blur(hist.astype(np.float32), (3, 3))
+    counts, _, _ = np.histogram2d(c1[border], c2[border], bins=[edges, edges])  # type: ignore[list-item]
+    hist = cv2.blur(counts.astype(np.float32), (3, 3))
     i, j = np.unravel_index(int(np.argmax(hist)), hist.shape)
     m1, m2 = (edges[i] + edges[i + 1]) / 2, (edges[j] + edges[j + 1]) / 2
     near = np.hypot(c1 - m1, c2 - m2) < radius
@@ -132,11 +133,16 @@ def estimate_screen(image: Image, radius: float = 14.0) -> ScreenEstimate:
         near = border
     bgr = np.median(px[near], axis=0)
     s1, s2 = opponent(bgr)
+    sat = math.hypot(s1, s2)
     b1, b2 = c1[border], c2[border]
-    coverage = float(np.mean(np.hypot(b1 - s1, b2 - s2) < radius))
-    return ScreenEstimate(
-        bgr=(float(bgr[0]), float(bgr[1]), float(bgr[2])), saturation=float(math.hypot(s1, s2)), coverage=coverage
-    )
+    if sat >= 2 * radius:
+        # same hue within 20 degrees and at least half the saturation: unevenly lit screen still counts
+        mag = np.hypot(b1, b2)
+        cos = (b1 * s1 + b2 * s2) / np.maximum(mag * sat, 1e-9)
+        coverage = float(np.mean((cos > math.cos(math.radians(20))) & (mag > 0.5 * sat)))
+    else:
+        coverage = float(np.mean(np.hypot(b1 - s1, b2 - s2) < radius))
+    return ScreenEstimate(bgr=(float(bgr[0]), float(bgr[1]), float(bgr[2])), saturation=float(math.hypot(s1, s2)), coverage=coverage)
 
 
 def push_pull_fill(values: F32, weight: F32) -> F32:
@@ -149,7 +155,7 @@ def push_pull_fill(values: F32, weight: F32) -> F32:
     num, den = (values * w3).astype(np.float32), weight.astype(np.float32)
     while min(den.shape[:2]) > 2:
         levels.append((num, den))
-        num, den = cv2.pyrDown(num), cv2.pyrDown(den)
+        num, den = np.asarray(cv2.pyrDown(num), np.float32), np.asarray(cv2.pyrDown(den), np.float32)
     d3 = den[:, :, None] if values.ndim == 3 else den
     total = float(den.sum())
     if total <= 1e-6:
@@ -211,24 +217,19 @@ class ChromaMatter:
 
     def _screen_key(self) -> float:
         assert self._screen is not None and self._rot is not None
-        return float(key_signal(np.float32(self._screen.bgr).reshape(1, 1, 3), self._rot)[0, 0])
+        return float(key_signal(np.array(self._screen.bgr, np.float32).reshape(1, 1, 3), self._rot)[0, 0])
 
-    def _clip_points(self, raw: F32) -> tuple[float, float]:
-        """Black and white clip points: the configured ones, widened to noise_clip times the raw
-        key's noise on the screen (a robust spread over this frame's sure-screen cells)."""
-        c = self.config
-        lo, hi = c.clip_black, c.clip_white
-        if c.noise_clip <= 0 or self._sure_bg is None:
-            return lo, hi
+    def _noise_level(self, raw: F32) -> float:
+        """Robust spread of `raw` over this frame's sure-screen cells (0 when there are too few)."""
+        if self._sure_bg is None:
+            return 0.0
         step = 4
         sub = raw[::step, ::step]
         sure = cv2.resize(self._sure_bg, (sub.shape[1], sub.shape[0]), interpolation=cv2.INTER_NEAREST)
         sample = sub[sure.astype(bool)]
         if sample.size < 50:
-            return lo, hi
-        sd = 1.4826 * float(np.median(np.abs(sample - np.median(sample))))
-        self.noise_sd = sd
-        return min(max(lo, c.noise_clip * sd), 0.3), max(min(hi, 1.0 - c.noise_clip * sd), 0.7)
+            return 0.0
+        return 1.4826 * float(np.median(np.abs(sample - np.median(sample))))
 
     def _colour_key(self) -> bool:
         return self._screen is not None and self._screen.saturation >= self.config.min_saturation
@@ -245,9 +246,15 @@ class ChromaMatter:
             hue_ok = (c2 > 0) & (np.abs(c1) < 0.6 * c2)  # within ~30 degrees of the screen hue
             sure = (k_low >= 0.55 * k_screen) & hue_ok
         else:
-            dist = np.linalg.norm(low - screen, axis=2)
-            sure = dist < self.config.diff_low
-        sure_u8 = cv2.erode(sure.astype(np.uint8), np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)
+            # a plain backdrop: same colour direction (within ~6 degrees) and similar brightness,
+            # so a light falloff across the wall is still recognised as wall
+            n_low = np.linalg.norm(low, axis=2) + 1e-6
+            n_scr = float(np.linalg.norm(screen)) + 1e-6
+            cos = (low @ screen) / (n_low * n_scr)
+            ratio = n_low / n_scr
+            sure = (cos > 0.9945) & (ratio > 0.7) & (ratio < 1.4)
+        kernel = np.ones((3, 3), np.uint8)
+        sure_u8 = np.asarray(cv2.erode(sure.astype(np.uint8), kernel, borderType=cv2.BORDER_REPLICATE), np.uint8)
         self._sure_bg = sure_u8
         m = sure_u8.astype(np.float32)
         if self._plate is None or self._trust is None or self._plate.shape != low.shape:
@@ -285,19 +292,27 @@ class ChromaMatter:
         work_f = work.astype(np.float32)
         if self._colour_key():
             kp = np.maximum(key_signal(plate_low, self._rot), 0.3 * self._screen_key())
-            raw = 1.0 - key_signal(work_f, self._rot) / cv2.resize(kp, (ww, wh), interpolation=cv2.INTER_LINEAR)
+            kp_work = cv2.resize(kp, (ww, wh), interpolation=cv2.INTER_LINEAR)
+            k = key_signal(work_f, self._rot)
+            # The key's noise is about constant in levels, so on a dim part of the screen (small
+            # K_P) it is a larger share of alpha: the black clip point scales with 1 / K_P.
+            sd_k = self._noise_level(k - kp_work)
+            self.noise_sd = sd_k
+            lo = np.maximum(c.clip_black, np.minimum(c.noise_clip * sd_k / kp_work, 0.3))
+            hi = min(c.clip_white, 1.0 - min(c.noise_clip * sd_k / float(np.median(kp)), 0.3))
+            raw = 1.0 - k / kp_work
+            a_work = np.clip((raw - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
         else:
             plate_work = cv2.resize(plate_low, (ww, wh), interpolation=cv2.INTER_LINEAR)
             dist = np.sqrt(np.sum((work_f - plate_work) ** 2, axis=2))
             raw = (dist - c.diff_low) / (c.diff_high - c.diff_low)
-        lo, hi = self._clip_points(raw)
-        a_work = np.clip((raw - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+            a_work = np.clip((raw - c.clip_black) / (c.clip_white - c.clip_black), 0.0, 1.0).astype(np.float32)
         if ws == 1.0:
             alpha = a_work
         else:
             a_full = cv2.resize(a_work, (w, h), interpolation=cv2.INTER_LINEAR)
             luma = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float32) * (1.0 / 255.0)
-            luma_work = cv2.resize(luma, (ww, wh), interpolation=cv2.INTER_AREA)
+            luma_work = np.asarray(cv2.resize(luma, (ww, wh), interpolation=cv2.INTER_AREA), np.float32)
             alpha = refine_in_band(a_full, luma_work, a_work, luma, c.guide_radius, c.guide_eps)
         self._last_image, self._last_alpha, self._fg_cache = img, alpha, None
         return alpha
@@ -335,7 +350,7 @@ def despill(bgr: F32, rot: F32) -> F32:
     r = cv2.transform(bgr, rot)
     b_, g_, r_ = cv2.split(r)
     g_ = cv2.min(g_, (b_ + r_) * 0.5)
-    return cv2.transform(cv2.merge([b_, g_, r_]), np.ascontiguousarray(rot.T))  # type: ignore[no-any-return]
+    return np.asarray(cv2.transform(cv2.merge([b_, g_, r_]), np.ascontiguousarray(rot.T)), np.float32)
 
 
 def unmix_and_despill(image: Image, alpha: Alpha, plate: Image, rot: F32, min_alpha: float = 0.05) -> Image:

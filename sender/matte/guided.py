@@ -16,7 +16,7 @@ F32 = npt.NDArray[np.float32]
 
 
 def _box(x: F32, r: int) -> F32:
-    return cv2.boxFilter(x, cv2.CV_32F, (2 * r + 1, 2 * r + 1), borderType=cv2.BORDER_REFLECT)
+    return np.asarray(cv2.boxFilter(x, cv2.CV_32F, (2 * r + 1, 2 * r + 1), borderType=cv2.BORDER_REFLECT), np.float32)
 
 
 def guided_coefficients(guide: F32, src: F32, radius: int, eps: float) -> tuple[F32, F32]:
@@ -41,10 +41,11 @@ def guided_coefficients(guide: F32, src: F32, radius: int, eps: float) -> tuple[
     mean = [_box(c, radius) for c in chans]
     cov_p = [_box(c * src, radius) - m * mean_p for c, m in zip(chans, mean, strict=True)]
     # symmetric 3x3 covariance per pixel, regularised, inverted by cofactors
-    s = {}
+    s: dict[tuple[int, int], F32] = {}
     for i in range(3):
         for j in range(i, 3):
-            s[i, j] = _box(chans[i] * chans[j], radius) - mean[i] * mean[j] + (eps if i == j else 0.0)
+            prod = np.asarray(chans[i] * chans[j], np.float32)
+            s[i, j] = _box(prod, radius) - mean[i] * mean[j] + (eps if i == j else 0.0)
     a00, a01, a02, a11, a12, a22 = s[0, 0], s[0, 1], s[0, 2], s[1, 1], s[1, 2], s[2, 2]
     c00 = a11 * a22 - a12 * a12
     c01 = a02 * a12 - a01 * a22
@@ -65,19 +66,17 @@ def guided_coefficients(guide: F32, src: F32, radius: int, eps: float) -> tuple[
 def apply_coefficients(a: F32, b: F32, guide_full: F32) -> F32:
     """Upsample (A, b) to the full guide's size and evaluate A . guide + b there."""
     h, w = guide_full.shape[:2]
-    a_up = cv2.resize(a, (w, h), interpolation=cv2.INTER_LINEAR)
-    b_up = cv2.resize(b, (w, h), interpolation=cv2.INTER_LINEAR)
+    a_up = np.asarray(cv2.resize(a, (w, h), interpolation=cv2.INTER_LINEAR), np.float32)
+    b_up = np.asarray(cv2.resize(b, (w, h), interpolation=cv2.INTER_LINEAR), np.float32)
     if guide_full.ndim == 2:
-        return a_up * guide_full + b_up  # type: ignore[no-any-return]
+        return np.asarray(a_up * guide_full + b_up, np.float32)
     q = b_up + a_up[:, :, 0] * guide_full[:, :, 0]
     q += a_up[:, :, 1] * guide_full[:, :, 1]
     q += a_up[:, :, 2] * guide_full[:, :, 2]
     return q
 
 
-def refine_in_band(
-    alpha: F32, guide_low: F32, alpha_low: F32, guide_full: F32, radius: int, eps: float, lo: float = 0.02
-) -> F32:
+def refine_in_band(alpha: F32, guide_low: F32, alpha_low: F32, guide_full: F32, radius: int, eps: float, lo: float = 0.02) -> F32:
     """Replace `alpha` (full size) by the guided-filter output only where it is uncertain.
 
     The band is every pixel whose 3x3 neighbourhood in `alpha` is not all certain (< lo or > 1-lo),

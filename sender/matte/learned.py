@@ -78,7 +78,7 @@ class LearnedMatter:
         h, w = img.shape[:2]
         sw, sh = max(8, round(w * c.guide_scale)), max(8, round(h * c.guide_scale))
         guide_full = img.astype(np.float32) * (1.0 / 255.0)
-        guide_low = cv2.resize(guide_full, (sw, sh), interpolation=cv2.INTER_AREA)
-        mask_low = cv2.resize(mask, (sw, sh), interpolation=cv2.INTER_AREA)
+        guide_low = np.asarray(cv2.resize(guide_full, (sw, sh), interpolation=cv2.INTER_AREA), np.float32)
+        mask_low = np.asarray(cv2.resize(mask, (sw, sh), interpolation=cv2.INTER_AREA), np.float32)
         alpha = refine_in_band(mask, guide_low, mask_low, guide_full, c.guide_radius, c.guide_eps, lo=c.band)
         return np.clip(alpha, 0.0, 1.0).astype(np.float32)

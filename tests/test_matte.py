@@ -1,0 +1,214 @@
+"""Matting: chroma key (any screen colour, uneven light, despill), learned, auto, the factory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from skimage import data
+
+from sender.analysis import SenderAnalyzer
+from sender.matte import make_matter
+from sender.matte.auto import AutoConfig, AutoMatter, screen_score
+from sender.matte.chroma import ChromaConfig, ChromaMatter, estimate_screen, push_pull_fill
+from sender.matte.learned import LearnedMatter
+from shared.types import CapturedFrame, FaceObservation
+
+CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
+H, W = 240, 320
+
+
+def _frame(img: np.ndarray, i: int = 0) -> CapturedFrame:
+    return CapturedFrame(index=i, ts_us=i * 33_333, image=img)
+
+
+def _scene(
+    screen_bgr: tuple[float, float, float], seed: int = 0, shift: int = 0, falloff: float = 0.4, fg_out: list[np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """A 'person' (skin-coloured head, dark hair, grey shirt, soft outline) over an unevenly lit
+    screen of the given colour, with sensor noise. Returns (image, true alpha)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    mask = np.zeros((H, W), np.float32)
+    cv2.ellipse(mask, (160 + shift, 100), (50, 62), 0, 0, 360, (1.0,), -1)
+    cv2.rectangle(mask, (80 + shift, 170), (240 + shift, H), (1.0,), -1)
+    alpha = cv2.GaussianBlur(mask, (0, 0), 1.5)
+    fg = np.empty((H, W, 3), np.float32)
+    fg[:] = (120, 150, 200)  # skin
+    fg[yy < 75] = (35, 40, 45)  # hair
+    fg[yy >= 165] = (110, 110, 105)  # shirt
+    if fg_out is not None:
+        fg_out.append(fg)
+    light = (1.0 + 0.75 * falloff * (xx / W - 0.5) - falloff * ((xx / W - 0.5) ** 2 + (yy / H - 0.5) ** 2))[:, :, None]
+    bg = np.array(screen_bgr, np.float32)[None, None, :] * light
+    img = alpha[:, :, None] * fg + (1 - alpha[:, :, None]) * bg + rng.normal(0, 2.0, (H, W, 3))
+    return np.clip(img + 0.5, 0, 255).astype(np.uint8), alpha
+
+
+def _mad(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).mean())
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float(((a > 0.5) & (b > 0.5)).sum() / ((a > 0.5) | (b > 0.5)).sum())
+
+
+@pytest.mark.parametrize("screen", [(70, 170, 60), (180, 80, 40), (105, 152, 68)], ids=["green", "blue", "dull-green"])
+def test_chroma_key_matches_truth(screen: tuple[float, float, float]) -> None:
+    m = ChromaMatter()
+    for i in range(3):
+        img, truth = _scene(screen, seed=i)
+        a = m.matte(_frame(img, i))
+    assert a.shape == (H, W) and a.dtype == np.float32
+    assert a.min() >= 0.0 and a.max() <= 1.0
+    assert _mad(a, truth) < 0.012
+    assert _iou(a, truth) > 0.97
+    # the dim corners of the unevenly lit screen stay background
+    assert a[:20, :20].max() < 0.02 and a[:20, -20:].max() < 0.02
+
+
+def test_screen_colour_is_estimated() -> None:
+    img, _ = _scene((180, 80, 40))
+    est = estimate_screen(img)
+    assert np.allclose(est.bgr, (180, 80, 40), atol=25)
+    assert est.coverage > 0.6 and est.saturation > 50
+
+
+def test_grey_backdrop_uses_difference_key() -> None:
+    img, truth = _scene((225, 225, 225), falloff=0.15)  # a plain pale wall, fairly evenly lit
+    m = ChromaMatter()
+    a = m.matte(_frame(img))
+    assert m.screen is not None and m.screen.saturation < ChromaConfig().min_saturation
+    assert _iou(a, truth) > 0.93
+
+
+def test_no_green_fringe_over_magenta() -> None:
+    true_fg: list[np.ndarray] = []
+    img, truth = _scene((70, 170, 60), fg_out=true_fg)
+    m = ChromaMatter()
+    a = m.matte(_frame(img))
+    fg = m.foreground()
+    assert fg is not None and fg.shape == img.shape and fg.dtype == np.uint8
+    edge = (truth > 0.05) & (truth < 0.95)
+
+    def green_fringe(colours: np.ndarray) -> float:
+        # over magenta (no green) the composite's green is alpha * the colour's green: compare it
+        # with the same alpha times the true foreground's green, so only the colours are judged
+        extra = a[:, :, None] * (colours.astype(np.float32) - true_fg[0])
+        return float(np.mean(extra[edge][:, 1]))
+
+    assert green_fringe(img) > 5  # the frame's own colours do fringe: the check can fail
+    assert green_fringe(fg) < 2.0  # no more green than the true foreground has
+
+
+def test_clean_plate_follows_uneven_light() -> None:
+    img, _ = _scene((70, 170, 60))
+    m = ChromaMatter()
+    m.matte(_frame(img))
+    plate = m.plate()
+    assert plate is not None
+    # corner-to-centre brightness difference of the screen is reproduced by the plate
+    assert abs(int(plate[5, 5, 1]) - int(img[5:10, 5:10, 1].mean())) < 8
+    assert abs(int(plate[120, 5, 1]) - int(img[118:123, 3:8, 1].mean())) < 8
+
+
+def test_push_pull_fills_holes_smoothly() -> None:
+    vals = np.tile(np.linspace(0, 100, 32, dtype=np.float32), (32, 1))
+    w = np.ones((32, 32), np.float32)
+    w[8:24, 8:24] = 0
+    out = push_pull_fill(vals * w, w)
+    assert np.allclose(out[w > 0], vals[w > 0], atol=1e-3)
+    assert np.abs(out[8:24, 8:24] - vals[8:24, 8:24]).max() < 15
+
+
+def test_learned_matte_on_astronaut() -> None:
+    img = np.ascontiguousarray(data.astronaut()[:, :, ::-1])
+    m = LearnedMatter()
+    try:
+        raw = m.raw_mask(_frame(img))
+        a = m.matte(_frame(img))
+    finally:
+        m.close()
+    assert a.shape == img.shape[:2] and a.dtype == np.float32
+    assert a[120:160, 200:240].mean() > 0.9  # her face
+    assert a[10:60, 450:500].mean() < 0.1  # the backdrop at the top right
+    # refinement only inside the uncertain band: sure values are exactly 0 or 1
+    far_bg = cv2.erode((raw < 0.005).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    far_fg = cv2.erode((raw > 0.995).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    assert np.all(a[far_bg] == 0.0) and np.all(a[far_fg] == 1.0)
+
+
+def test_auto_switches_with_hysteresis() -> None:
+    green, _ = _scene((70, 170, 60))
+    plain = np.ascontiguousarray(cv2.resize(data.astronaut()[:, :, ::-1], (W, H)))
+    assert screen_score(green) > 0.6 and screen_score(plain) == 0.0
+    auto = AutoMatter(ChromaMatter(), LearnedMatter(), AutoConfig(confirm=2, check_every=1))
+    try:
+        auto.matte(_frame(green, 0))
+        assert auto.active == "chroma"
+        auto.matte(_frame(plain, 1))
+        assert auto.active == "chroma"  # one frame is not a new scene
+        auto.matte(_frame(green, 2))
+        auto.matte(_frame(plain, 3))
+        assert auto.active == "chroma"
+        auto.matte(_frame(plain, 4))
+        assert auto.active == "learned"
+    finally:
+        auto.close()
+
+
+def test_factory_modes() -> None:
+    assert make_matter("none") is None
+    assert isinstance(make_matter("chroma"), ChromaMatter)
+    assert isinstance(make_matter("auto"), AutoMatter)
+    assert make_matter("learned") is not None
+    with pytest.raises(ValueError, match="chroma"):
+        make_matter("hsv")
+
+
+def test_bad_input_rejected() -> None:
+    with pytest.raises(ValueError):
+        ChromaMatter().matte(_frame(np.zeros((H, W), np.uint8)))
+    with pytest.raises(ValueError):
+        ChromaConfig(clip_black=0.9, clip_white=0.1)
+
+
+class _NoFace:
+    def track(self, frame: CapturedFrame) -> FaceObservation | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def test_analyzer_combines_stages() -> None:
+    img, truth = _scene((70, 170, 60))
+    an = SenderAnalyzer(_NoFace(), ChromaMatter())
+    res = an.analyze(_frame(img))
+    assert res.face_state == "lost" and res.alpha is not None
+    assert _iou(res.alpha, truth) > 0.97
+    assert set(an.last_timings_ms) == {"track", "matte"}
+    assert SenderAnalyzer(_NoFace(), None).analyze(_frame(img)).alpha is None
+
+
+@pytest.mark.skipif(not (CLIPS / "d0.mp4").exists(), reason="needs ../shared/data/clips/d0.mp4 (real green screen)")
+def test_real_green_screen_clip() -> None:
+    cap = cv2.VideoCapture(str(CLIPS / "d0.mp4"))
+    m = ChromaMatter()
+    a = img = None
+    for i in range(10):
+        ok, img = cap.read()
+        assert ok
+        a = m.matte(_frame(img, i))
+    cap.release()
+    assert a is not None and img is not None
+    assert a[:60, :60].max() < 0.05 and a[:60, -60:].max() < 0.05  # screen corners
+    assert a[230:300, 220:290].min() > 0.95  # the face
+    fg = m.foreground()
+    assert fg is not None
+    edge = (a > 0.1) & (a < 0.9)
+    comp = a[:, :, None] * fg.astype(np.float32) + (1 - a[:, :, None]) * np.array([255, 0, 255], np.float32)
+    b, g, r = comp[edge].T
+    assert float(np.mean(g - np.maximum(b, r))) < 0.0
