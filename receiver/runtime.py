@@ -35,6 +35,7 @@ def play_stream(path: str | Path, player: Player) -> int:
             for reply in replies:
                 log.warning("stream file: the receiver would have replied %s", reply)
             if job is not None:
+                player.stats.decoded()
                 player.show(job, dt_s)
             elif isinstance(message, m.Frame) and player.repeat(dt_s) is None:
                 log.warning("frame %d has nothing to show (no keyframe before it)", message.seq)
@@ -67,7 +68,7 @@ class LiveReceiver:
         loop = asyncio.get_running_loop()
         slot: LatestSlot[RenderJob] = LatestSlot(loop)
         self.server = ReceiverServer(
-            token=self.token, on_job=slot.put, limits=self.limits, renderers=self.renderers,
+            token=self.token, on_job=lambda job: self._received(job, slot), limits=self.limits, renderers=self.renderers,
             on_bytes=self.player.stats.received, on_session_end=self._session_ended,
         )
         listener = await self.server.start(host, port, ssl_context)
@@ -87,6 +88,10 @@ class LiveReceiver:
             await renderer_task
             self.player.stats.tick(force=True)
             self.player.sink.close()
+
+    def _received(self, job: RenderJob, slot: LatestSlot[RenderJob]) -> None:
+        self.player.stats.decoded()
+        slot.put(job)
 
     def stop(self) -> None:
         self._stop.set()

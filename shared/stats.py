@@ -21,6 +21,7 @@ class StatsMeter:
     print_lines: bool = False
     json_path: Path | None = None
     on_report: Callable[[dict[str, float]], None] | None = None
+    frames_in: int = 0
     frames_out: int = 0
     bytes_in: int = 0
     dropped: int = 0
@@ -33,6 +34,9 @@ class StatsMeter:
     def received(self, nbytes: int) -> None:
         self.bytes_in += nbytes
         self._interval_bytes += nbytes
+
+    def decoded(self) -> None:
+        self.frames_in += 1
 
     def shown(self, capture_ts_us: int | None) -> None:
         self.frames_out += 1
@@ -52,6 +56,7 @@ class StatsMeter:
             "latency_ms_p50": round(float(np.percentile(latencies, 50)), 2),
             "latency_ms_p95": round(float(np.percentile(latencies, 95)), 2),
             "kbps_in": round(self._interval_bytes * 8 / 1000 / elapsed, 2),
+            "frames_in": self.frames_in,
             "frames_out": self.frames_out,
             "dropped": self.dropped,
             "bytes_in": self.bytes_in,
