@@ -9,7 +9,6 @@ from pathlib import Path
 
 import av
 import cv2
-import pytest
 
 from receiver.demo_sample import write_sample
 
