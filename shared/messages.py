@@ -44,7 +44,7 @@ class _Message(msgspec.Struct, tag_field="t", forbid_unknown_fields=True, frozen
     pass
 
 
-class Hello(_Message, tag="hello"):
+class Hello(_Message, frozen=True, tag="hello"):
     """Sender -> receiver, first message: versions it speaks, its token, capabilities."""
 
     versions: Annotated[list[Annotated[int, msgspec.Meta(ge=1, le=255)]], msgspec.Meta(min_length=1, max_length=16)]
@@ -54,7 +54,7 @@ class Hello(_Message, tag="hello"):
     capabilities: Annotated[list[Name], msgspec.Meta(max_length=32)] = []
 
 
-class Welcome(_Message, tag="welcome"):
+class Welcome(_Message, frozen=True, tag="welcome"):
     """Receiver -> sender: the chosen version, what the receiver can do and which assets it holds."""
 
     version: Annotated[int, msgspec.Meta(ge=1, le=255)]
@@ -65,7 +65,7 @@ class Welcome(_Message, tag="welcome"):
     max_message_bytes: Annotated[int, msgspec.Meta(ge=1024, le=MAX_MESSAGE_BYTES)] = MAX_MESSAGE_BYTES
 
 
-class Identity(_Message, tag="identity"):
+class Identity(_Message, frozen=True, tag="identity"):
     """Sender -> receiver: who the face should look like. `image` omitted when the receiver has it."""
 
     asset: AssetId
@@ -82,19 +82,19 @@ class Identity(_Message, tag="identity"):
             raise ValueError("`image` and `image_format` go together - at `$.image_format`")
 
 
-class IdentitySwitch(_Message, tag="identity_switch"):
+class IdentitySwitch(_Message, frozen=True, tag="identity_switch"):
     """Sender -> receiver: show an identity the receiver already holds."""
 
     asset: AssetId
 
 
-class AssetRequest(_Message, tag="asset_request"):
+class AssetRequest(_Message, frozen=True, tag="asset_request"):
     """Receiver -> sender: send the image of an identity the receiver does not hold."""
 
     asset: AssetId
 
 
-class Keyframe(_Message, tag="keyframe"):
+class Keyframe(_Message, frozen=True, tag="keyframe"):
     """Sender -> receiver: the sender's appearance (image, alpha, landmarks) at one instant."""
 
     kf: UInt32
@@ -108,7 +108,7 @@ class Keyframe(_Message, tag="keyframe"):
     landmarks: FieldBytes | None = None
 
 
-class Frame(_Message, tag="frame"):
+class Frame(_Message, frozen=True, tag="frame"):
     """Sender -> receiver, every frame: pose, expression (landmarks), alpha code, face state."""
 
     seq: UInt32
@@ -137,23 +137,23 @@ class Frame(_Message, tag="frame"):
             raise ValueError("`ref` must name an earlier frame - at `$.ref`")
 
 
-class KeyframeRequest(_Message, tag="keyframe_request"):
+class KeyframeRequest(_Message, frozen=True, tag="keyframe_request"):
     """Receiver -> sender: send a keyframe (no keyframe yet, or decoding lost its reference)."""
 
     reason: ShortText = ""
 
 
-class Ping(_Message, tag="ping"):
+class Ping(_Message, frozen=True, tag="ping"):
     nonce: UInt32
     ts_us: TimestampUs
 
 
-class Pong(_Message, tag="pong"):
+class Pong(_Message, frozen=True, tag="pong"):
     nonce: UInt32
     ts_us: TimestampUs
 
 
-class Stats(_Message, tag="stats"):
+class Stats(_Message, frozen=True, tag="stats"):
     """Either side: counters for the last interval, informational only."""
 
     fps: Annotated[float, msgspec.Meta(ge=0.0, le=1000.0)] = 0.0
@@ -162,13 +162,13 @@ class Stats(_Message, tag="stats"):
     dropped: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
-class Error(_Message, tag="error"):
+class Error(_Message, frozen=True, tag="error"):
     code: Annotated[str, msgspec.Meta(pattern=r"^[a-z_]{1,32}$")]
     message: Annotated[str, msgspec.Meta(max_length=512)] = ""
     fatal: bool = True
 
 
-class Bye(_Message, tag="bye"):
+class Bye(_Message, frozen=True, tag="bye"):
     reason: ShortText = ""
 
 
