@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from receiver.compositor import BackgroundError, Compositor, EdgeOptions, despill
+from shared.types import RenderedPerson
+from tests.render_fixtures import astronaut
+
+SIZE = (64, 48)
+PLAIN = EdgeOptions(despill=False, light_wrap=0.0)
+
+
+def _person(value: tuple[int, int, int], alpha: float | np.ndarray) -> RenderedPerson:
+    image = np.full((SIZE[1], SIZE[0], 3), value, np.uint8)
+    a = alpha if isinstance(alpha, np.ndarray) else np.full((SIZE[1], SIZE[0]), alpha, np.float32)
+    return RenderedPerson(image, a.astype(np.float32))
+
+
+def _disc_alpha() -> np.ndarray:
+    alpha = np.zeros((SIZE[1], SIZE[0]), np.float32)
+    cv2.circle(alpha, (32, 24), 16, 1.0, -1)
+    return cv2.GaussianBlur(alpha, (5, 5), 0)
+
+
+def test_colour_background_and_alpha() -> None:
+    comp = Compositor("#ff0000", SIZE, edges=PLAIN)
+    out = comp.compose(_person((0, 255, 0), 0.0))
+    assert out.shape == (48, 64, 3) and np.all(out == (0, 0, 255))  # BGR red
+    out = comp.compose(_person((0, 255, 0), 1.0))
+    assert np.all(out == (0, 255, 0))
+    out = comp.compose(_person((0, 200, 0), 0.5))
+    assert np.allclose(out[0, 0], (0, 100, 128), atol=1)
+
+
+def test_person_of_another_size_is_scaled() -> None:
+    comp = Compositor("#000000", SIZE, edges=PLAIN)
+    big = RenderedPerson(np.full((96, 128, 3), 200, np.uint8), np.ones((96, 128), np.float32))
+    assert comp.compose(big).shape == (48, 64, 3)
+
+
+def test_image_background_is_filled_not_stretched(tmp_path: Path) -> None:
+    bg = np.zeros((100, 100, 3), np.uint8)
+    bg[:, :50] = (255, 0, 0)
+    bg[:, 50:] = (0, 0, 255)
+    path = tmp_path / "bg.png"
+    cv2.imwrite(str(path), bg)
+    out = Compositor(str(path), SIZE, edges=PLAIN).compose(_person((0, 0, 0), 0.0))
+    assert np.all(out[:, :30] == (255, 0, 0)) and np.all(out[:, 34:] == (0, 0, 255))
+
+
+def test_video_background_loops(tmp_path: Path) -> None:
+    path = tmp_path / "bg.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, SIZE)
+    colours = [(0, 0, 250), (0, 250, 0), (250, 0, 0)]
+    for c in colours:
+        writer.write(np.full((SIZE[1], SIZE[0], 3), c, np.uint8))
+    writer.release()
+    comp = Compositor(str(path), SIZE, edges=PLAIN)
+    seen = [int(np.argmax(comp.compose(_person((0, 0, 0), 0.0)).reshape(-1, 3).mean(0))) for _ in range(7)]
+    assert seen == [2, 1, 0, 2, 1, 0, 2]
+    comp.close()
+
+
+def test_bad_backgrounds_raise(tmp_path: Path) -> None:
+    with pytest.raises(BackgroundError):
+        Compositor("#12345", SIZE)
+    with pytest.raises(BackgroundError):
+        Compositor(str(tmp_path / "missing.png"), SIZE)
+    with pytest.raises(BackgroundError):
+        Compositor(str(tmp_path / "missing.mp4"), SIZE)
+
+
+def test_mirror_flips_the_output() -> None:
+    image = np.zeros((SIZE[1], SIZE[0], 3), np.uint8)
+    image[:, :10] = 255
+    person = RenderedPerson(image, np.ones((SIZE[1], SIZE[0]), np.float32))
+    out = Compositor("#000000", SIZE, mirror=True, edges=PLAIN).compose(person)
+    assert np.all(out[:, -10:] == 255) and np.all(out[:, :-10] == 0)
+
+
+def test_despill_removes_green_only_at_soft_edges() -> None:
+    alpha = _disc_alpha()
+    image = np.full((SIZE[1], SIZE[0], 3), (90, 200, 120), np.float32)  # greenish everywhere
+    out = despill(image, alpha)
+    edge = (alpha > 0.2) & (alpha < 0.8)
+    assert np.all(out[edge][:, 1] <= 0.5 * (90 + 120) + 1e-3)
+    assert np.allclose(out[24, 32], image[24, 32])  # the solid middle keeps its colour
+
+
+def test_light_wrap_brightens_edges_towards_a_bright_background() -> None:
+    alpha = _disc_alpha()
+    wrap = Compositor("#ffffff", SIZE, edges=EdgeOptions(despill=False, light_wrap=0.5))
+    plain = Compositor("#ffffff", SIZE, edges=PLAIN)
+    a, b = wrap.compose(_person((20, 20, 20), alpha)), plain.compose(_person((20, 20, 20), alpha))
+    edge = (alpha > 0.5) & (alpha < 0.95)
+    assert a[edge].mean() > b[edge].mean() + 5
+    assert abs(int(a[24, 32, 0]) - int(b[24, 32, 0])) <= 2
+
+
+def test_blur_background_uses_the_persons_surroundings() -> None:
+    image = cv2.resize(astronaut(), SIZE)
+    alpha = np.zeros((SIZE[1], SIZE[0]), np.float32)
+    out = Compositor("blur", SIZE, edges=PLAIN).compose(RenderedPerson(image, alpha))
+    assert abs(float(out.mean()) - float(image.mean())) < 10
+    assert float(np.abs(np.diff(out.astype(float), axis=1)).mean()) < float(np.abs(np.diff(image.astype(float), axis=1)).mean())
