@@ -356,3 +356,33 @@ def test_renderer_and_matter_use_variants(tmp_path: Path) -> None:
     assert isinstance(matter, RvmMatter) and matter.session.label == "rvm_mobilenetv3.int8"
     with pytest.raises(ModelError, match="variant"):
         reg.load_any("rvm_mobilenetv3", CPU, "int4")
+
+
+def test_inswapper_over_the_real_mesh_renderer(tmp_path: Path, models: Registry) -> None:
+    """make_renderer's default base is the mesh renderer: the swap lands on its output, inside the face."""
+    from render_fixtures import astronaut, astronaut_landmarks, open_mouth
+
+    from shared.render.mesh import MeshRenderer
+
+    lm = astronaut_landmarks()
+    kf = KeyframeState(0, astronaut(), None, lm)
+    frame = FrameState(1, 0, "tracked", 1.0, None, open_mouth(lm, 8.0), None)
+    emb = np.random.default_rng(3).normal(size=512).astype(np.float16)
+    me = IdentityAsset("self", None, None, emb)
+    mesh_only = MeshRenderer().render(me, kf, frame).image
+    results = {}
+    for keep in (False, True):
+        r = make_renderer("inswapper", models_dir=models.models_dir, manifest=models.manifest_path,
+                          providers="cpu", keep_mouth=keep)
+        assert isinstance(r, InswapperRenderer) and isinstance(r.base, MeshRenderer)
+        results[keep] = r.render(me, kf, frame).image
+    changed = np.abs(results[False].astype(int) - mesh_only.astype(int)).max(axis=2) > 30
+    ys, xs = np.nonzero(changed)
+    assert changed.sum() > 2000  # the face is swapped...
+    oval = lm[:, :2]
+    assert xs.min() >= oval[:, 0].min() - 2 and xs.max() <= oval[:, 0].max() + 2  # ...and only the face
+    assert ys.min() >= oval[:, 1].min() - 2 and ys.max() <= oval[:, 1].max() + 12
+    mouth = tuple(int(v) for v in frame.landmarks[[13, 14], :2].mean(axis=0))
+    y, x = mouth[1], mouth[0]
+    assert np.abs(results[True][y - 1:y + 2, x - 1:x + 2].astype(int) - mesh_only[y - 1:y + 2, x - 1:x + 2]).max() < 4
+    cv2.imwrite(str(tmp_path / "mesh_vs_inswapper.png"), np.hstack([mesh_only, results[False], results[True]]))
