@@ -87,13 +87,16 @@ def decode_scrfd(
             np.concatenate(kpss).astype(np.float32))
 
 
-def nms(boxes: FloatArray, scores: FloatArray, iou: float) -> list[int]:
+def nms(boxes: FloatArray, scores: FloatArray, iou: float, top_k: int = 500) -> list[int]:
+    """Indices kept by NMS, best first. Only the `top_k` best candidates enter it: a real detector
+    passes a few dozen anchors per face, and NMS is quadratic when something floods it."""
     if boxes.shape[0] == 0:
         return []
-    wh = [(float(b[2] - b[0]), float(b[3] - b[1])) for b in boxes]
-    rects = [[float(b[0]), float(b[1]), w, h] for b, (w, h) in zip(boxes, wh, strict=True)]
-    keep = cv2.dnn.NMSBoxes(rects, scores.astype(float).tolist(), 0.0, iou)
-    return sorted((int(k) for k in np.asarray(keep).reshape(-1)), key=lambda k: -float(scores[k]))
+    order = np.argsort(-scores, kind="stable")[:top_k]
+    xywh = np.concatenate([boxes[order, :2], boxes[order, 2:] - boxes[order, :2]], axis=1).astype(np.float32)
+    keep = cv2.dnn.NMSBoxes(xywh, scores[order].astype(np.float32), 0.0, iou)
+    picked = [int(order[int(k)]) for k in np.asarray(keep).reshape(-1)]
+    return sorted(picked, key=lambda k: -float(scores[k]))
 
 
 class ScrfdDetector:

@@ -387,3 +387,13 @@ def test_inswapper_over_the_real_mesh_renderer(tmp_path: Path, models: Registry)
     y, x = mouth[1], mouth[0]
     assert np.abs(results[True][y - 1:y + 2, x - 1:x + 2].astype(int) - mesh_only[y - 1:y + 2, x - 1:x + 2]).max() < 4
     cv2.imwrite(str(tmp_path / "mesh_vs_inswapper.png"), np.hstack([mesh_only, results[False], results[True]]))
+
+
+def test_nms_keeps_the_best_of_overlapping_boxes() -> None:
+    from sender.insightface_backend import nms
+
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60], [0, 0, 10, 10]], np.float32)
+    scores = np.array([0.6, 0.9, 0.7, 0.5], np.float32)
+    assert nms(boxes, scores, 0.4) == [1, 2]
+    assert nms(boxes, scores, 0.4, top_k=1) == [1]
+    assert nms(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), 0.4) == []
