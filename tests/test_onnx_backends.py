@@ -397,3 +397,10 @@ def test_nms_keeps_the_best_of_overlapping_boxes() -> None:
     assert nms(boxes, scores, 0.4) == [1, 2]
     assert nms(boxes, scores, 0.4, top_k=1) == [1]
     assert nms(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), 0.4) == []
+
+
+def test_available_renderers(tmp_path: Path, models: Registry) -> None:
+    from shared.render import available_renderers
+
+    assert available_renderers(tmp_path, REAL_MANIFEST) == ["mesh"]
+    assert available_renderers(models.models_dir, models.manifest_path) == ["mesh", "inswapper"]

@@ -32,6 +32,20 @@ def _default_mesh() -> Renderer:
     return renderer
 
 
+def available_renderers(models_dir: Path | str | None = None, manifest: Path | str | None = None) -> list[str]:
+    """Renderers this receiver can run (for `welcome`): mesh always, inswapper when its file is present.
+    Presence only; make_renderer does the full size/hash/signature check and falls back if it fails."""
+    from shared.models import ModelError, Registry
+
+    names = ["mesh"]
+    try:
+        if Registry(manifest, models_dir).installed(INSWAPPER_MODEL):
+            names.append("inswapper")
+    except ModelError as exc:
+        log.warning("model manifest unusable, only the mesh renderer is offered: %s", exc)
+    return names
+
+
 def make_renderer(
     name: str,
     *,
