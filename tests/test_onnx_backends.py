@@ -270,6 +270,11 @@ def test_inswapper_without_embedding_or_face_returns_the_base(
         for _ in range(3):
             np.testing.assert_array_equal(renderer.render(identity, kf, fs).image, kf.image)
     assert sum("no embedding" in r.message for r in caplog.records) == 1  # said once
+    zero, kf, fs = _inputs(np.zeros(512, np.float32), astro_mesh)
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):
+            np.testing.assert_array_equal(renderer.render(zero, kf, fs).image, kf.image)
+    assert sum("unusable identity embedding" in r.message for r in caplog.records) == 1
     identity, kf, fs = _inputs(emb, astro_mesh)
     lost = FrameState(2, 0, "lost", 0.0, None, None, None)
     np.testing.assert_array_equal(renderer.render(identity, kf, lost).image, kf.image)

@@ -178,6 +178,7 @@ class InswapperRenderer:
             raise ValueError(f"inswapper session lacks inputs {sorted(missing)} or output {OUTPUT!r}")
         self._latent_for: tuple[bytes, FloatArray] | None = None
         self._warned_no_embedding = False
+        self._warned_bad_embedding = False
 
     def _latent(self, embedding: npt.ArrayLike) -> FloatArray:
         key = np.asarray(embedding, dtype=np.float32).tobytes()
@@ -199,8 +200,14 @@ class InswapperRenderer:
 
     def swap(self, image: Image, landmarks: npt.ArrayLike, embedding: npt.ArrayLike, alpha: Alpha | None = None) -> Image:
         try:
-            kps5 = five_from_mesh(landmarks)
-            fake, m = swap_crop(self.session, image, kps5, self._latent(embedding))
+            latent = self._latent(embedding)
+        except ValueError as exc:  # a zero or non-finite embedding: it stays bad until the identity changes
+            if not self._warned_bad_embedding:
+                log.warning("inswapper: unusable identity embedding (%s); showing the base renderer's face", exc)
+                self._warned_bad_embedding = True
+            return image
+        try:
+            fake, m = swap_crop(self.session, image, five_from_mesh(landmarks), latent)
         except ValueError as exc:  # degenerate landmarks for this frame: show the base face
             log.debug("inswapper: skipped a frame: %s", exc)
             return image
