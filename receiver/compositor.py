@@ -82,8 +82,8 @@ class VideoBackground:
 
     def next(self) -> Image:
         if self._pending is not None:
-            frame, self._pending = self._pending, None
-            return frame
+            pending, self._pending = self._pending, None
+            return pending
         frame = self._read()
         if frame is None:  # end of file: loop
             self._capture.set(cv2.CAP_PROP_POS_FRAMES, 0)

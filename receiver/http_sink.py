@@ -125,7 +125,8 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
             try:
                 while True:
                     with state.cond:
-                        state.cond.wait_for(lambda: state.closed or state.seq != last, timeout=1.0)
+                        seen = last
+                        state.cond.wait_for(lambda: state.closed or state.seq != seen, timeout=1.0)  # noqa: B023
                         if state.closed:
                             return
                     data, last = state.latest_jpeg()

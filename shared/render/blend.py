@@ -30,7 +30,7 @@ class BlendOptions:
     chroma_strength: float = 0.8
     feather: float = 0.07  # fraction of the face width
     inset: float = 0.03  # the mask edge sits this far inside the outline
-    max_gain: float = 2.5
+    max_gain: float = 2.0
 
 
 def face_width(landmarks: Landmarks) -> float:
@@ -41,16 +41,21 @@ def face_width(landmarks: Landmarks) -> float:
 def face_mask(landmarks: Landmarks, region: Region, options: BlendOptions) -> FloatImage:
     """Feathered mask of the face inside its outline, region-sized, 1 inside, 0 beyond the outline."""
     width = face_width(landmarks)
-    mask = np.zeros((region.height, region.width), np.uint8)
     oval = landmarks[topo.face_oval_ring(), :2] - np.array([region.x0, region.y0], np.float32)
-    cv2.fillPoly(mask, [np.round(oval * 16).astype(np.int32)], 255, cv2.LINE_AA, shift=4)
-    inset = max(1, int(round(options.inset * width)))
+    inset = options.inset * width
     sigma = max(1.0, options.feather * width / 2.0)
-    # Erode by inset plus the feather's reach so the blurred edge ends at the outline, not past it.
-    reach = inset + int(round(sigma * 1.5))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1))
-    mask = cv2.erode(mask, kernel)
-    soft = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), sigma)
+    # Shrink the outline by the inset plus the feather's reach so the blurred edge ends at the outline.
+    centre = oval.mean(axis=0)
+    offsets = oval - centre
+    radius = np.linalg.norm(offsets, axis=1, keepdims=True)
+    shrunk = centre + offsets * np.clip(1.0 - (inset + 1.5 * sigma) / np.maximum(radius, 1e-3), 0.2, 1.0)
+    # Drawn and blurred at quarter size: the mask is smooth, and this runs every frame.
+    f = 4 if min(region.width, region.height) >= 64 else 1
+    small = (max(1, region.width // f), max(1, region.height // f))
+    mask = np.zeros((small[1], small[0]), np.float32)
+    cv2.fillPoly(mask, [np.round(shrunk / f * 16).astype(np.int32)], 1.0, cv2.LINE_AA, shift=4)
+    mask = cv2.GaussianBlur(mask, (0, 0), max(0.5, sigma / f))
+    soft = cv2.resize(mask, (region.width, region.height), interpolation=cv2.INTER_LINEAR)
     return soft * _forehead_fade(landmarks, region)
 
 
@@ -76,41 +81,44 @@ def _forehead_fade(landmarks: Landmarks, region: Region) -> FloatImage:
 _BROWS = (105, 66, 334, 296, 107, 336)
 
 
-def _lowpass(values: FloatImage, weight: FloatImage, sigma: float) -> FloatImage:
-    """Weight-normalised Gaussian blur on a quarter-size copy (the shading is smooth anyway)."""
-    h, w = values.shape[:2]
-    factor = 4 if min(h, w) >= 32 else 1
-    small = (max(1, w // factor), max(1, h // factor))
-    v = cv2.resize(values * weight, small, interpolation=cv2.INTER_AREA)
-    m = cv2.resize(weight, small, interpolation=cv2.INTER_AREA)
-    s = max(0.8, sigma / factor)
-    v = cv2.GaussianBlur(v, (0, 0), s)
-    m = cv2.GaussianBlur(m, (0, 0), s)
-    out = v / np.maximum(m, 1e-3)
-    return cv2.resize(out, (w, h), interpolation=cv2.INTER_LINEAR)
+def _blur_weighted(values: FloatImage, weight: FloatImage, sigma: float) -> FloatImage:
+    v = cv2.GaussianBlur(values * weight, (0, 0), sigma)
+    m = cv2.GaussianBlur(weight, (0, 0), sigma)
+    return v / np.maximum(m, 1e-3)
 
 
 def match_shading(face: Image, scene: Image, weight: FloatImage, width: float, options: BlendOptions) -> Image:
-    """The face with the scene's low-frequency luminance and part of its colour, both region-sized."""
-    f = face.astype(np.float32)
-    s = scene.astype(np.float32)
-    lum_f = f @ _LUMA
-    lum_s = s @ _LUMA
-    sigma = max(2.0, width / 7.0)
-    low_f = _lowpass(lum_f, weight, sigma)
-    low_s = _lowpass(lum_s, weight, sigma)
+    """The face with the scene's low-frequency luminance and part of its colour, both region-sized.
+
+    All statistics are taken on quarter-size copies (they are low-frequency by construction); only
+    the final per-pixel gain is applied at full size.
+    """
+    h, w = face.shape[:2]
+    f = 4 if min(h, w) >= 32 else 1
+    small = (max(1, w // f), max(1, h // f))
+    face_s = cv2.resize(face, small, interpolation=cv2.INTER_AREA).astype(np.float32)
+    scene_s = cv2.resize(scene, small, interpolation=cv2.INTER_AREA).astype(np.float32)
+    wt = cv2.resize(weight, small, interpolation=cv2.INTER_AREA)
+    # Broad enough to carry the light (direction, falloff), not the features (eye sockets, moustaches).
+    sigma = max(0.8, max(2.0, width / 4.0) / f)
+    low_f = _blur_weighted(face_s @ _LUMA, wt, sigma)
+    low_s = _blur_weighted(scene_s @ _LUMA, wt, sigma)
     gain = np.clip((low_s + 8.0) / (low_f + 8.0), 1.0 / options.max_gain, options.max_gain)
-    gain = gain**options.shading_strength
-    out = f * gain[..., None]
-    wsum = float(weight.sum())
-    if wsum > 1.0 and options.chroma_strength > 0:
-        mean_o = (out * weight[..., None]).reshape(-1, 3).sum(0) / wsum
-        mean_s = (s * weight[..., None]).reshape(-1, 3).sum(0) / wsum
+    if options.shading_strength != 1.0:
+        gain = gain**options.shading_strength
+    chroma = np.ones(3, np.float32)
+    wsum = float(wt.sum())
+    if wsum > 1e-3 and options.chroma_strength > 0:
+        shaded = face_s * gain[..., None]
+        mean_o = (shaded * wt[..., None]).reshape(-1, 3).sum(0) / wsum
+        mean_s = (scene_s * wt[..., None]).reshape(-1, 3).sum(0) / wsum
         lum_o, lum_sc = float(mean_o @ _LUMA), float(mean_s @ _LUMA)
         # Per-channel gains that move the chromaticity, not the brightness (that is the shading's job).
-        chroma = (mean_s / max(lum_sc, 1.0)) / np.maximum(mean_o / max(lum_o, 1.0), 1e-3)
-        out *= (chroma**options.chroma_strength).astype(np.float32)
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+        ratio = (mean_s / max(lum_sc, 1.0)) / np.maximum(mean_o / max(lum_o, 1.0), 1e-3)
+        # Bounded: a large per-channel gain turns dark features (eyes, brows) into false colours.
+        chroma = np.clip(ratio**options.chroma_strength, 0.75, 1.33).astype(np.float32)
+    gain3 = cv2.resize((gain[..., None] * chroma).astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    return np.asarray(cv2.multiply(face, gain3, dtype=cv2.CV_8U), np.uint8)
 
 
 def swap_weight(mask: FloatImage, alpha: Alpha | None, occluder: FloatImage | None) -> FloatImage:
@@ -124,5 +132,5 @@ def swap_weight(mask: FloatImage, alpha: Alpha | None, occluder: FloatImage | No
 
 
 def blend(base: Image, face: Image, weight: FloatImage) -> Image:
-    w = weight[..., None]
-    return (base.astype(np.float32) * (1.0 - w) + face.astype(np.float32) * w + 0.5).astype(np.uint8)
+    w = np.ascontiguousarray(weight, np.float32)
+    return np.asarray(cv2.blendLinear(face, base, w, 1.0 - w), np.uint8)

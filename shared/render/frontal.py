@@ -47,8 +47,10 @@ def frontal_rotation(landmarks: Landmarks) -> npt.NDArray[np.float64]:
 
 
 def _signed_area(corners: Points) -> npt.NDArray[np.float64]:
-    a, b, c = corners[:, 0].astype(np.float64), corners[:, 1].astype(np.float64), corners[:, 2].astype(np.float64)
-    return 0.5 * ((b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0]))
+    c = corners.astype(np.float64)
+    e1 = c[:, 1] - c[:, 0]
+    e2 = c[:, 2] - c[:, 0]
+    return np.asarray(0.5 * (e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]), np.float64)
 
 
 def prepare_texture(image: Image, landmarks: Landmarks, mirror_fill: bool = True) -> Texture:

@@ -21,7 +21,7 @@ from shared.render import eyes_mouth as em
 from shared.render import topology as topo
 from shared.render.frontal import Texture, prepare_texture
 from shared.render.retarget import RetargetOptions, retarget
-from shared.render.warp import Points, Region, remap, similarity_2d, warp_maps
+from shared.render.warp import FloatMap, Points, Region, remap, similarity_2d, warp_maps
 from shared.types import Alpha, FrameState, IdentityAsset, Image, KeyframeState, Landmarks, RenderedPerson
 
 IndexArray = npt.NDArray[np.int32]
@@ -158,7 +158,7 @@ class MeshRenderer:
                 raise ValueError(f"identity {identity.asset_id} has no image")
             if identity.landmarks is None:
                 identity = identity_from_image(identity.image, identity.asset_id)
-            assert identity.landmarks is not None
+            assert identity.landmarks is not None and identity.image is not None
             texture = prepare_texture(identity.image, identity.landmarks, mirror_fill=self.options.mirror_fill)
             if len(self._textures) >= 8:  # a session switches between a handful of identities
                 self._textures.pop(next(iter(self._textures)))
@@ -172,11 +172,13 @@ class MeshRenderer:
             return RenderedPerson(keyframe.image, alpha)
         model = self._keyframe_model(keyframe)
         dst = frame.landmarks.astype(np.float32)
-        packed = self._warp_keyframe(model, dst, (w, h))
-        image = np.ascontiguousarray(packed[..., :3])
-        warped_alpha = packed[..., 3].astype(np.float32) / 255.0
+        avatar = not is_self(identity)
+        # Under an avatar the keyframe face shows only at the feathered edge: the coarse fan will do.
+        packed = self._warp_keyframe(model, dst, (w, h), coarse_face=avatar)
+        image = np.asarray(cv2.cvtColor(packed, cv2.COLOR_BGRA2BGR), np.uint8)
+        warped_alpha = cv2.extractChannel(packed, 3).astype(np.float32) * np.float32(1.0 / 255.0)
         alpha = _pick_alpha(frame.alpha, warped_alpha, (h, w))
-        if is_self(identity):
+        if not avatar:
             em.composite_cavity(image, dst, model.panels, model.mouth_ratio)
         else:
             assert identity is not None
@@ -188,7 +190,9 @@ class MeshRenderer:
             return self.options.face_step
         return 1 if bl.face_width(landmarks) < 320 else 2
 
-    def _warp_keyframe(self, model: _KeyframeModel, dst: Landmarks, size: tuple[int, int]) -> Image:
+    def _warp_keyframe(
+        self, model: _KeyframeModel, dst: Landmarks, size: tuple[int, int], coarse_face: bool = False
+    ) -> Image:
         opts = self.options
         motion = similarity_2d(model.landmarks, dst)
         n_oval = len(topo.face_oval_ring())
@@ -201,6 +205,14 @@ class MeshRenderer:
         full = Region.full(size)
         fallback = cv2.invertAffineTransform(motion)
         map_x, map_y, _ = warp_maps(border_dst[tris], model.border_src[tris], full, opts.body_step, None, fallback)
+        if not coarse_face:
+            self._face_maps(model, dst, size, map_x, map_y)
+        return remap(model.packed, map_x, map_y)
+
+    def _face_maps(
+        self, model: _KeyframeModel, dst: Landmarks, size: tuple[int, int], map_x: FloatMap, map_y: FloatMap
+    ) -> None:
+        """Overwrite the body maps inside the face with the dense mesh warp (eyes, lids, mouth)."""
         mesh_tris = em.mesh_triangles()
         dst_vertices = em.extended_vertices(dst)
         step = self._face_step(dst)
@@ -213,7 +225,6 @@ class MeshRenderer:
         inside = covered[py, px] >= 250
         map_x[sy, sx] = np.where(inside, fx[py, px], map_x[sy, sx])
         map_y[sy, sx] = np.where(inside, fy[py, px], map_y[sy, sx])
-        return remap(model.packed, map_x, map_y)
 
     def _render_avatar(self, image: Image, texture: Texture, model: _KeyframeModel, dst: Landmarks, alpha: Alpha) -> None:
         opts = self.options

@@ -116,16 +116,19 @@ def warp_maps(
     rows, cols = raster.shape
     xs = (region.x0 + (np.arange(cols) + 0.5) * step - 0.5).astype(np.float32)
     ys = (region.y0 + (np.arange(rows) + 0.5) * step - 0.5).astype(np.float32)
-    table = coef.astype(np.float32)[raster]  # (rows, cols, 6)
-    map_x = table[..., 0] * xs[None, :] + table[..., 1] * ys[:, None] + table[..., 2]
-    map_y = table[..., 3] * xs[None, :] + table[..., 4] * ys[:, None] + table[..., 5]
+    # Six 1-D lookups are several times faster than one (N, 6) fancy-index gather.
+    table = np.ascontiguousarray(coef.T, np.float32)
+    flat = raster.ravel()
+    c = [t.take(flat).reshape(rows, cols) for t in table]
+    map_x = c[0] * xs[None, :] + c[1] * ys[:, None] + c[2]
+    map_y = c[3] * xs[None, :] + c[4] * ys[:, None] + c[5]
     covered = (raster > 0).astype(np.uint8) * 255
     if step > 1:
         size = (region.width, region.height)
         map_x = cv2.resize(map_x, size, interpolation=cv2.INTER_LINEAR)
         map_y = cv2.resize(map_y, size, interpolation=cv2.INTER_LINEAR)
         covered = cv2.resize(covered, size, interpolation=cv2.INTER_LINEAR)
-    return map_x, map_y, covered
+    return map_x.astype(np.float32, copy=False), map_y.astype(np.float32, copy=False), covered.astype(np.uint8)
 
 
 def similarity_2d(src: Points, dst: Points) -> npt.NDArray[np.float64]:
@@ -141,8 +144,9 @@ def similarity_2d(src: Points, dst: Points) -> npt.NDArray[np.float64]:
     return np.hstack([rot, (mb - rot @ ma)[:, None]])
 
 
-def remap(source: npt.NDArray[np.generic], map_x: FloatMap, map_y: FloatMap) -> npt.NDArray[np.generic]:
-    return cv2.remap(source, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+def remap(source: Image, map_x: FloatMap, map_y: FloatMap) -> Image:
+    out: Image = cv2.remap(source, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return out
 
 
 def paste(canvas: Image, patch: npt.NDArray[np.generic], region: Region) -> None:
