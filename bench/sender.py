@@ -1,0 +1,434 @@
+"""Sender analysis bench: speed per stage, alpha quality against exact ground truth, jitter and lag.
+
+    .venv/bin/python bench/sender.py [--frames 40] [--out out/bench] [--all-cores]
+
+* speed: ms/frame of the face tracker and of each matte mode at 640x480 and 1280x720, on
+  frames of the clips in ../shared/data/clips (centre-cropped to the aspect, resized), pinned
+  to one core unless --all-cores;
+* alpha quality: a generated green-screen sequence with exact ground truth -- a real clip's
+  person (its alpha from MediaPipe selfie segmentation, refined; "known" because we composite
+  with it) over an uneven green screen, with green spill on the subject, sensor noise and
+  4:2:0 chroma subsampling -- scored with Robust Video Matting's MAD, MSE, Grad and dtSSD;
+* tracking: landmark jitter on a still head (px RMS frame-to-frame), raw and smoothed, and the
+  smoothing's lag in frames on a moving head (synthetic pan and a real clip).
+
+Writes out/bench/sender.json and out/bench/sender.png. Timings taken while other jobs share the
+machine are inflated; the JSON records the load average at the start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import numpy.typing as npt  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from sender.matte.auto import AutoMatter  # noqa: E402
+from sender.matte.chroma import ChromaMatter, hue_rotation  # noqa: E402
+from sender.matte.guided import apply_coefficients, guided_coefficients  # noqa: E402
+from sender.matte.learned import LearnedMatter  # noqa: E402
+from sender.smoothing import OneEuroFilter, jitter_px, lag_frames  # noqa: E402
+from sender.tracker import MediaPipeFaceTracker, TrackerConfig  # noqa: E402
+from shared.types import CapturedFrame, Matter  # noqa: E402
+
+CLIPS = REPO.parent / "shared" / "data" / "clips"
+F32 = npt.NDArray[np.float32]
+U8 = npt.NDArray[np.uint8]
+
+
+# ---------------------------------------------------------------- frames
+
+
+def read_frames(path: Path, n: int, start: int = 0) -> list[U8]:
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise FileNotFoundError(f"cannot open {path}")
+    cap.set(cv2.CAP_PROP_POS_FRAMES, start)
+    out: list[U8] = []
+    while len(out) < n:
+        ok, f = cap.read()
+        if not ok:
+            break
+        out.append(np.asarray(f, np.uint8))
+    cap.release()
+    return out
+
+
+def fit(img: U8, w: int, h: int) -> U8:
+    """Centre-crop to w:h and resize."""
+    ih, iw = img.shape[:2]
+    if iw * h > ih * w:
+        cw = ih * w // h
+        img = img[:, (iw - cw) // 2 : (iw - cw) // 2 + cw]
+    else:
+        ch = iw * h // w
+        img = img[(ih - ch) // 2 : (ih - ch) // 2 + ch]
+    return np.asarray(cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA), np.uint8)
+
+
+def frames_of(images: list[U8], fps: float = 30.0) -> Iterator[CapturedFrame]:
+    for i, im in enumerate(images):
+        yield CapturedFrame(index=i, ts_us=int(i * 1e6 / fps), image=im)
+
+
+# ---------------------------------------------------------------- metrics (Robust Video Matting's definitions)
+
+
+def _gauss_deriv_filters(sigma: float = 1.4, epsilon: float = 1e-2) -> tuple[F32, F32]:
+    half = int(np.ceil(sigma * np.sqrt(-2 * np.log(np.sqrt(2 * np.pi) * sigma * epsilon))))
+    x = np.arange(-half, half + 1, dtype=np.float64)
+    g = np.exp(-(x**2) / (2 * sigma**2)) / (sigma * np.sqrt(2 * np.pi))
+    dg = -x * g / sigma**2
+    fx = np.outer(g, dg)  # rows: gaussian, columns: derivative (an x-derivative filter)
+    fx /= np.sqrt((fx**2).sum())
+    return fx.astype(np.float32), fx.T.copy().astype(np.float32)
+
+
+_FX, _FY = _gauss_deriv_filters()
+
+
+def _grad_mag(a: F32) -> F32:
+    gx = cv2.filter2D(a, cv2.CV_32F, _FX, borderType=cv2.BORDER_REPLICATE)
+    gy = cv2.filter2D(a, cv2.CV_32F, _FY, borderType=cv2.BORDER_REPLICATE)
+    return np.asarray(np.sqrt(gx * gx + gy * gy), np.float32)
+
+
+def matting_metrics(pred: list[F32], true: list[F32]) -> dict[str, float]:
+    """Per-frame means of MAD x1e3, MSE x1e3, Grad (/1e3) and dtSSD x1e2, as in RVM's evaluation."""
+    mad, mse, grad, dt = [], [], [], []
+    for i, (p, t) in enumerate(zip(pred, true, strict=True)):
+        d = p.astype(np.float64) - t
+        mad.append(np.abs(d).mean() * 1e3)
+        mse.append((d**2).mean() * 1e3)
+        grad.append(float(((_grad_mag(t) - _grad_mag(p)) ** 2).sum()) / 1000)
+        if i > 0:
+            e = (p - pred[i - 1]).astype(np.float64) - (t - true[i - 1])
+            dt.append(np.sqrt((e**2).sum() / t.size) * 1e2)
+    return {
+        "MAD": float(np.mean(mad)),
+        "MSE": float(np.mean(mse)),
+        "Grad": float(np.mean(grad)),
+        "dtSSD": float(np.mean(dt)) if dt else 0.0,
+    }
+
+
+def iou_mad(pred: F32, true: F32) -> dict[str, float]:
+    p, t = pred > 0.5, true > 0.5
+    union = float((p | t).sum())
+    return {"IoU": float((p & t).sum()) / union if union else 1.0, "MAD_abs": float(np.abs(pred - true).mean())}
+
+
+# ---------------------------------------------------------------- generated green screen with exact alpha
+
+
+def gt_alpha(images: list[U8]) -> list[F32]:
+    """Soft person alphas: MediaPipe selfie segmentation, then a colour guided filter at full
+    resolution so the edges follow the picture (hair and shoulders get natural soft edges)."""
+    import mediapipe as mp
+
+    seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+    out = []
+    for im in images:
+        m = seg.process(cv2.cvtColor(im, cv2.COLOR_BGR2RGB)).segmentation_mask.astype(np.float32)
+        guide = im.astype(np.float32) / 255.0
+        a, b = guided_coefficients(guide, m, 6, 1e-3)
+        q = np.clip(apply_coefficients(a, b, guide), 0.0, 1.0)
+        q[q < 0.02] = 0.0
+        q[q > 0.98] = 1.0
+        out.append(q.astype(np.float32))
+    seg.close()
+    return out
+
+
+def uneven_screen(h: int, w: int, rng: np.random.Generator, base: tuple[float, float, float]) -> F32:
+    """A green screen lit unevenly: a lighting gradient, a vignette and soft fabric folds."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    xn, yn = xx / w - 0.5, yy / h - 0.5
+    light = 1.0 + 0.25 * xn - 0.15 * yn - 0.45 * (xn**2 + yn**2)
+    folds = np.asarray(cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), sigmaX=w / 25))
+    folds = folds * (0.06 / max(1e-6, float(folds.std())))
+    light = (light + folds).astype(np.float32)
+    return np.clip(np.array(base, np.float32)[None, None, :] * light[:, :, None], 0, 255).astype(np.float32)
+
+
+def chroma_420(img: F32) -> U8:
+    """Round to 8 bits through YCrCb with the chroma planes at half resolution (4:2:0)."""
+    u8 = np.clip(img + 0.5, 0, 255).astype(np.uint8)
+    ycc = cv2.cvtColor(u8, cv2.COLOR_BGR2YCrCb)
+    h, w = u8.shape[:2]
+    for c in (1, 2):
+        small = cv2.resize(ycc[:, :, c], (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+        ycc[:, :, c] = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    return np.asarray(cv2.cvtColor(ycc, cv2.COLOR_YCrCb2BGR), np.uint8)
+
+
+def make_green_set(images: list[U8], seed: int = 7, spill: float = 0.35, noise: float = 2.0) -> tuple[list[U8], list[F32], F32]:
+    """(composites, true alphas, screen) for a clip's frames."""
+    rng = np.random.default_rng(seed)
+    h, w = images[0].shape[:2]
+    screen = uneven_screen(h, w, rng, (70.0, 170.0, 60.0))
+    screen_chroma = screen - screen.mean(axis=2, keepdims=True)
+    alphas = gt_alpha(images)
+    comps = []
+    for im, a in zip(images, alphas, strict=True):
+        a3 = a[:, :, None]
+        # spill: screen light bouncing onto the subject, strongest near its outline
+        near_edge = cv2.GaussianBlur(1.0 - a, (0, 0), sigmaX=6)[:, :, None] * a3
+        fg = im.astype(np.float32) + spill * near_edge * screen_chroma
+        c = a3 * fg + (1.0 - a3) * screen
+        c += rng.normal(0.0, noise, c.shape).astype(np.float32)
+        comps.append(chroma_420(c))
+    return comps, alphas, screen
+
+
+# ---------------------------------------------------------------- stages
+
+
+def time_stage(fn: Callable[[CapturedFrame], object], frames: list[CapturedFrame], warmup: int = 3) -> float:
+    for f in frames[:warmup]:
+        fn(f)
+    t = time.perf_counter()
+    for f in frames[warmup:]:
+        fn(f)
+    return (time.perf_counter() - t) / max(1, len(frames) - warmup) * 1e3
+
+
+def _matters() -> list[tuple[str, Callable[[], Matter]]]:
+    return [("chroma", ChromaMatter), ("learned", LearnedMatter), ("auto", _auto)]
+
+
+def speed(clips: list[Path], n: int) -> dict[str, dict[str, float]]:
+    """Mean ms/frame per stage over the clips, per frame size; 'track+<matte>' sums the stages."""
+    out: dict[str, dict[str, float]] = {}
+    for w, h in ((640, 480), (1280, 720)):
+        row: dict[str, list[float]] = {}
+        for clip in clips:
+            frames = list(frames_of([fit(f, w, h) for f in read_frames(clip, n)]))
+            for faces in (2, 1):
+                tr = MediaPipeFaceTracker(TrackerConfig(max_faces=faces))
+                row.setdefault(f"tracker(max_faces={faces})", []).append(time_stage(tr.track, frames))
+                tr.close()
+            for name, make in _matters():
+                m = make()
+
+                def run(f: CapturedFrame, m: Matter = m) -> object:
+                    return m.matte(f, None)
+
+                row.setdefault(f"matte:{name}", []).append(time_stage(run, frames))
+                close = getattr(m, "close", None)
+                if close is not None:
+                    close()
+        means = {k: float(np.mean(v)) for k, v in row.items()}
+        for name, _ in _matters():
+            for faces in (2, 1):
+                means[f"track(max_faces={faces})+{name}"] = means[f"tracker(max_faces={faces})"] + means[f"matte:{name}"]
+        out[f"{w}x{h}"] = means
+    return out
+
+
+def _auto() -> AutoMatter:
+    return AutoMatter(chroma=ChromaMatter(), learned=LearnedMatter())
+
+
+def quality(images: list[U8]) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
+    comps, truths, _ = make_green_set(images)
+    scores: dict[str, dict[str, float]] = {}
+    keep: dict[str, Any] = {"comp": comps[-1], "true": truths[-1]}
+    for name, mk in _matters():
+        m = mk()
+        preds = [m.matte(f, None) for f in frames_of(comps)]
+        scores[name] = matting_metrics(preds, truths) | iou_mad(preds[-1], truths[-1])
+        keep[name] = preds[-1]
+        if isinstance(m, ChromaMatter):
+            keep["fg"] = m.foreground()
+            keep["rot"] = hue_rotation(m.screen.bgr) if m.screen else None
+    return scores, keep
+
+
+def _track(seq: list[U8], fps: float) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """(raw, smoothed) landmark tracks of the frames where a face was tracked."""
+    tr = MediaPipeFaceTracker(TrackerConfig(max_faces=1))
+    raw, smooth = [], []
+    for f in frames_of(seq, fps):
+        o = tr.track(f)
+        if o is not None and o.state == "tracked" and tr.last_raw_landmarks is not None:
+            raw.append(tr.last_raw_landmarks)
+            smooth.append(o.landmarks)
+    tr.close()
+    return np.array(raw, np.float32), np.array(smooth, np.float32)
+
+
+def tracking(still: U8, moving: dict[str, list[U8]], fps: float = 30.0) -> dict[str, float]:
+    """Jitter on a still head (one frame, fresh sensor noise and 4:2:0 each time) and the
+    smoothing's lag on moving heads (a synthetic pan of that frame, and real clips)."""
+    rng = np.random.default_rng(3)
+
+    def noisy(img: U8) -> U8:
+        return chroma_420(img.astype(np.float32) + rng.normal(0, 2.0, img.shape).astype(np.float32))
+
+    res: dict[str, float] = {}
+    raw, smooth = _track([noisy(still) for _ in range(60)], fps)
+    res["still_frames_tracked"] = float(len(raw))
+    if len(raw) > 10:
+        res["jitter_raw_px"] = jitter_px(raw[5:])
+        res["jitter_smoothed_px"] = jitter_px(smooth[5:])
+        res["jitter_ratio"] = res["jitter_smoothed_px"] / res["jitter_raw_px"]
+
+    # synthetic pan: the still frame moved along a smooth path (~1 face width per second at peak)
+    h, w = still.shape[:2]
+    pan = []
+    for i in range(90):
+        dx, dy = 25.0 * np.sin(2 * np.pi * i / 45.0), 10.0 * np.sin(2 * np.pi * i / 60.0)
+        m = np.array([[1, 0, dx], [0, 1, dy]], np.float32)
+        pan.append(noisy(np.asarray(cv2.warpAffine(still, m, (w, h), borderMode=cv2.BORDER_REFLECT), np.uint8)))
+    for label, seq in {"pan": pan, **moving}.items():
+        raw, smooth = _track(seq, fps)
+        if len(raw) > 20:
+            res[f"lag_{label}_frames"] = lag_frames(raw[:, :, :2], smooth[:, :, :2])
+            res[f"motion_{label}_px_per_frame"] = jitter_px(raw)
+    # the filter alone on a constant-speed ramp (120 px/s, 60 px face), for reference
+    f1 = OneEuroFilter()
+    ramp = np.array([[[i * 4.0, 0.0]] for i in range(60)], np.float32)
+    out = np.array([f1(p, i / fps, scale=60.0) for i, p in enumerate(ramp)])
+    res["lag_ramp_frames"] = float((ramp[-1, 0, 0] - out[-1, 0, 0]) / 4.0)
+    return res
+
+
+# ---------------------------------------------------------------- sheet
+
+
+def _label(img: U8, text: str) -> U8:
+    out = img.copy()
+    cv2.putText(out, text, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(out, text, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def _grey(a: F32) -> U8:
+    return np.asarray(cv2.cvtColor(np.clip(a * 255 + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_GRAY2BGR), np.uint8)
+
+
+def over(fg: U8, a: F32, colour: tuple[int, int, int] = (255, 0, 255)) -> U8:
+    bg = np.empty_like(fg)
+    bg[:] = colour
+    a3 = a[:, :, None]
+    return np.clip(fg * a3 + bg * (1 - a3) + 0.5, 0, 255).astype(np.uint8)
+
+
+def sheet(keep: dict[str, Any], real: dict[str, Any], path: Path) -> None:
+    size = (320, 320)
+
+    def t(img: U8) -> U8:
+        return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+
+    true = keep["true"]
+    row1 = [
+        _label(t(keep["comp"]), "generated input"),
+        _label(t(_grey(true)), "true alpha"),
+        _label(t(_grey(keep["chroma"])), "chroma alpha"),
+        _label(t(_grey(np.abs(keep["chroma"] - true) * 4)), "chroma |err| x4"),
+        _label(t(_grey(keep["learned"])), "learned alpha"),
+    ]
+    row2 = [
+        _label(t(over(keep["fg"], keep["chroma"])), "chroma fg over magenta"),
+        _label(t(real["frame"]), "d0 (real green screen)"),
+        _label(t(_grey(real["alpha"])), "d0 chroma alpha"),
+        _label(t(over(real["fg"], real["alpha"])), "d0 fg over magenta"),
+        _label(t(over(real["frame"], real["alpha"])), "d0 raw over magenta"),
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.vstack([np.hstack(row1), np.hstack(row2)]))
+
+
+def machine() -> dict[str, object]:
+    import mediapipe
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores_visible": os.cpu_count(),
+        "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "loadavg": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "python": platform.python_version(),
+        "opencv": cv2.__version__,
+        "mediapipe": mediapipe.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--clips", type=Path, default=CLIPS)
+    ap.add_argument("--out", type=Path, default=REPO / "out" / "bench")
+    ap.add_argument("--frames", type=int, default=40, help="frames per clip for speed and quality")
+    ap.add_argument("--all-cores", action="store_true", help="do not pin to one core")
+    ap.add_argument("--skip-speed", action="store_true")
+    args = ap.parse_args(argv)
+    if not args.clips.is_dir():
+        print(f"no clips at {args.clips}: the bench needs ../shared/data/clips", file=sys.stderr)
+        return 2
+    cv2.setNumThreads(1)
+    if not args.all_cores and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    info = machine()
+    settings = {"frames": args.frames, "one_core": not args.all_cores, "cv2_threads": 1}
+    print(json.dumps({"machine": info, "settings": settings}, indent=1))
+
+    result: dict[str, object] = {"machine": info, "settings": settings}
+    clips = sorted(args.clips.glob("d*.mp4"))
+    if not args.skip_speed:
+        result["speed_ms_per_frame"] = speed(clips, args.frames)
+        print(json.dumps(result["speed_ms_per_frame"], indent=1))
+
+    qual: dict[str, object] = {}
+    keep: dict[str, Any] = {}
+    for name in ("d18", "d3", "d6"):
+        imgs = [fit(f, 512, 512) for f in read_frames(args.clips / f"{name}.mp4", args.frames, start=30)]
+        scores, k = quality(imgs)
+        qual[name] = scores
+        keep = keep or k
+        print(name, json.dumps(scores, indent=1))
+    result["alpha_quality_generated"] = qual
+
+    d0 = read_frames(args.clips / "d0.mp4", 30)
+    cm = ChromaMatter()
+    alpha = None
+    for f in frames_of(d0):
+        alpha = cm.matte(f, None)
+    real: dict[str, Any] = {"frame": d0[-1], "alpha": alpha, "fg": cm.foreground()}
+
+    still = read_frames(args.clips / "d18.mp4", 1, start=60)[0]
+    moving = {"d3": read_frames(args.clips / "d3.mp4", 150), "d6": read_frames(args.clips / "d6.mp4", 150)}
+    result["tracking"] = tracking(still, moving)
+    print(json.dumps(result["tracking"], indent=1))
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "sender.json").write_text(json.dumps(result, indent=1))
+    sheet(keep, real, args.out / "sender.png")
+    print(f"wrote {args.out / 'sender.json'} and {args.out / 'sender.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
