@@ -18,7 +18,8 @@ from receiver.runtime import LiveReceiver, play_stream
 from receiver.sinks import SinkError, open_sink
 from shared.cliargs import parse_size
 from shared.errors import StreamFileError
-from shared.render import RENDERERS, make_renderer
+from shared.onnx_runtime import add_provider_arguments
+from shared.render import RENDERERS, available_renderers, make_renderer
 from shared.stats import StatsMeter
 from shared.streamfile import StreamReader
 
@@ -44,12 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fps", type=float, default=30.0, help="output frame rate of a live receiver (default 30)")
     parser.add_argument("--renderer", choices=RENDERERS, default="mesh", help="face renderer (default mesh)")
     parser.add_argument("--keep-mouth", action="store_true", help="inswapper: keep the sender's mouth")
-    parser.add_argument("--providers", default="auto", help="ONNX Runtime providers: auto|cpu|cuda|tensorrt|coreml|dml")
     parser.add_argument("--once", action="store_true", help="exit when the first sender's session ends")
     parser.add_argument("--stats", action="store_true", help="print statistics once a second")
     parser.add_argument("--stats-json", type=Path, metavar="FILE", help="append one JSON line of statistics a second")
     parser.add_argument("--threads", type=int, default=1, help="OpenCV threads (default 1)")
     parser.add_argument("--log-level", default="INFO")
+    add_provider_arguments(parser)
     return parser
 
 
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         host, _, port = args.listen.rpartition(":")
         receiver = LiveReceiver(make_player(args, args.fps), args.token, fps=args.fps, once=args.once,
+                                renderers=available_renderers(),
                                 steady_clock=args.sink.split(":")[0] in STEADY_SINKS)
         asyncio.run(receiver.run(host or "127.0.0.1", int(port), tls_context(args.tls_cert, args.tls_key)))
         return 0
@@ -80,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def make_player(args: argparse.Namespace, fps: float) -> Player:
-    renderer = make_renderer(args.renderer, keep_mouth=args.keep_mouth, providers=args.providers)
+    renderer = make_renderer(args.renderer, keep_mouth=args.keep_mouth, providers=args.providers,
+                             threads=args.ort_threads)
     stats = StatsMeter(print_lines=args.stats, json_path=args.stats_json)
     sink = open_sink(args.sink, fps, device=args.device)
     return Player(renderer=renderer, sink=sink, stats=stats, background=args.background,

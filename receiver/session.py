@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from shared import messages as m
+from shared.arcface import decode_embedding
 from shared.frame_codec import FrameDecodeError, FrameDecoder
 from shared.landmark_codec import LandmarkCodeError, LandmarkDecoder
 from shared.types import FrameState, IdentityAsset, KeyframeState
@@ -64,7 +65,10 @@ class AssetStore:
                 landmarks = LandmarkDecoder().decode(message.landmarks)
             except LandmarkCodeError as exc:
                 raise AssetError(f"identity landmarks: {exc}") from None
-        embedding = None if message.embedding is None else np.frombuffer(message.embedding, "<f2").copy()
+        try:
+            embedding = None if message.embedding is None else decode_embedding(message.embedding)
+        except ValueError as exc:
+            raise AssetError(f"identity embedding: {exc}") from None
         asset = IdentityAsset(asset_id=message.asset, image=image, landmarks=landmarks, embedding=embedding)
         self._assets[message.asset] = asset
         while len(self._assets) > self.capacity:
