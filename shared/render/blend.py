@@ -11,6 +11,7 @@ where an occluder (glasses, hair, a hand) covers the face in the keyframe.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import cv2
 import numpy as np
@@ -21,7 +22,6 @@ from shared.render.warp import Region
 from shared.types import Alpha, Image, Landmarks
 
 FloatImage = npt.NDArray[np.float32]
-_LUMA = np.array([0.114, 0.587, 0.299], np.float32)  # BGR
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class BlendOptions:
     chroma_strength: float = 0.8
     feather: float = 0.07  # fraction of the face width
     inset: float = 0.03  # the mask edge sits this far inside the outline
-    max_gain: float = 2.0
+    max_gain: float = 1.7
 
 
 def face_width(landmarks: Landmarks) -> float:
@@ -81,44 +81,79 @@ def _forehead_fade(landmarks: Landmarks, region: Region) -> FloatImage:
 _BROWS = (105, 66, 334, 296, 107, 336)
 
 
-def _blur_weighted(values: FloatImage, weight: FloatImage, sigma: float) -> FloatImage:
-    v = cv2.GaussianBlur(values * weight, (0, 0), sigma)
-    m = cv2.GaussianBlur(weight, (0, 0), sigma)
-    return v / np.maximum(m, 1e-3)
+def _quadratic_basis(size: tuple[int, int]) -> FloatImage:
+    """[1, u, v, u^2, uv, v^2] per pixel, u and v in [-1, 1] across the region; shape (h, w, 6)."""
+    w, h = size
+    u, v = np.meshgrid(np.linspace(-1, 1, w, dtype=np.float32), np.linspace(-1, 1, h, dtype=np.float32))
+    return np.stack([np.ones_like(u), u, v, u * u, u * v, v * v], axis=-1)
+
+
+def _fit_field(values: FloatImage, weight: FloatImage, basis: FloatImage) -> FloatImage:
+    """Weighted least-squares quadratic surface through `values`, evaluated on the whole region."""
+    b = basis.reshape(-1, basis.shape[-1])
+    sw = np.sqrt(np.maximum(weight.reshape(-1), 0.0))
+    if float(sw.sum()) < 1.0:
+        return np.full(values.shape, float(values.mean()), np.float32)
+    coef, *_ = np.linalg.lstsq(b * sw[:, None], values.reshape(-1) * sw, rcond=None)
+    return (basis @ coef.astype(np.float32)).astype(np.float32)
 
 
 def match_shading(face: Image, scene: Image, weight: FloatImage, width: float, options: BlendOptions) -> Image:
     """The face with the scene's low-frequency luminance and part of its colour, both region-sized.
 
-    All statistics are taken on quarter-size copies (they are low-frequency by construction); only
-    the final per-pixel gain is applied at full size.
+    Works in YCrCb: the luminance is multiplied by the ratio of the two blurred luminances (the
+    scene's light on the avatar's albedo) with a soft highlight roll-off, and the chroma is shifted
+    part of the way to the scene's mean; multiplying RGB instead saturates painted shadows into
+    false colours. Statistics come from quarter-size copies; only the gain is applied at full size.
     """
     h, w = face.shape[:2]
     f = 4 if min(h, w) >= 32 else 1
     small = (max(1, w // f), max(1, h // f))
-    face_s = cv2.resize(face, small, interpolation=cv2.INTER_AREA).astype(np.float32)
-    scene_s = cv2.resize(scene, small, interpolation=cv2.INTER_AREA).astype(np.float32)
+    ycc = cv2.cvtColor(face, cv2.COLOR_BGR2YCrCb)
+    face_s = cv2.resize(ycc, small, interpolation=cv2.INTER_AREA).astype(np.float32)
+    scene_s = cv2.cvtColor(cv2.resize(scene, small, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2YCrCb)
+    scene_s = scene_s.astype(np.float32)
     wt = cv2.resize(weight, small, interpolation=cv2.INTER_AREA)
-    # Broad enough to carry the light (direction, falloff), not the features (eye sockets, moustaches).
-    sigma = max(0.8, max(2.0, width / 4.0) / f)
-    low_f = _blur_weighted(face_s @ _LUMA, wt, sigma)
-    low_s = _blur_weighted(scene_s @ _LUMA, wt, sigma)
-    gain = np.clip((low_s + 8.0) / (low_f + 8.0), 1.0 / options.max_gain, options.max_gain)
+    # The light as a smooth quadratic field of log-luminance over the face: it carries direction and
+    # falloff but not features (eye sockets, moustaches), which a blur ratio would also transfer.
+    basis = _quadratic_basis(small)
+    light_f = _fit_field(np.log(face_s[..., 0] + 8.0), wt, basis)
+    light_s = _fit_field(np.log(scene_s[..., 0] + 8.0), wt, basis)
+    gain = np.clip(np.exp(light_s - light_f), 1.0 / options.max_gain, options.max_gain)
     if options.shading_strength != 1.0:
         gain = gain**options.shading_strength
-    chroma = np.ones(3, np.float32)
+    shift = np.zeros(2, np.float32)
     wsum = float(wt.sum())
     if wsum > 1e-3 and options.chroma_strength > 0:
-        shaded = face_s * gain[..., None]
-        mean_o = (shaded * wt[..., None]).reshape(-1, 3).sum(0) / wsum
-        mean_s = (scene_s * wt[..., None]).reshape(-1, 3).sum(0) / wsum
-        lum_o, lum_sc = float(mean_o @ _LUMA), float(mean_s @ _LUMA)
-        # Per-channel gains that move the chromaticity, not the brightness (that is the shading's job).
-        ratio = (mean_s / max(lum_sc, 1.0)) / np.maximum(mean_o / max(lum_o, 1.0), 1e-3)
-        # Bounded: a large per-channel gain turns dark features (eyes, brows) into false colours.
-        chroma = np.clip(ratio**options.chroma_strength, 0.75, 1.33).astype(np.float32)
-    gain3 = cv2.resize((gain[..., None] * chroma).astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-    return np.asarray(cv2.multiply(face, gain3, dtype=cv2.CV_8U), np.uint8)
+        mean_f = (face_s[..., 1:] * wt[..., None]).reshape(-1, 2).sum(0) / wsum
+        mean_s = (scene_s[..., 1:] * wt[..., None]).reshape(-1, 2).sum(0) / wsum
+        # Bounded: a large shift turns dark features (eyes, brows) into false colours.
+        shift = np.clip((mean_s - mean_f) * options.chroma_strength, -12.0, 12.0).astype(np.float32)
+    gain_full = cv2.resize(gain.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    luma = cv2.multiply(ycc[..., 0], gain_full, dtype=cv2.CV_16U)
+    ycc[..., 0] = _highlight_rolloff().take(np.minimum(luma, _ROLLOFF_MAX))
+    if shift.any():
+        # Shadows take less of the shift: a tint on near-black pupils and brows reads as false colour.
+        k = np.minimum(ycc[..., 0].astype(np.float32) * np.float32(1.0 / 160.0), 1.0)
+        for c in range(2):
+            ycc[..., 1 + c] = np.clip(ycc[..., 1 + c] + k * shift[c] + 0.5, 0, 255).astype(np.uint8)
+    return np.asarray(cv2.cvtColor(ycc, cv2.COLOR_YCrCb2BGR), np.uint8)
+
+
+_ROLLOFF_KNEE = 200.0
+_ROLLOFF_MAX = 1023
+
+
+@cache
+def _highlight_rolloff() -> npt.NDArray[np.uint8]:
+    """Tone curve: identity below the knee, then an exponential approach to white instead of clipping.
+
+    Brightening a painted face to a bright room would otherwise clip its skin to flat white.
+    """
+    x = np.arange(_ROLLOFF_MAX + 1, dtype=np.float64)
+    room = 255.0 - _ROLLOFF_KNEE
+    y = np.where(x <= _ROLLOFF_KNEE, x, 255.0 - room * np.exp(-(x - _ROLLOFF_KNEE) / room))
+    return np.clip(np.round(y), 0, 255).astype(np.uint8)
 
 
 def swap_weight(mask: FloatImage, alpha: Alpha | None, occluder: FloatImage | None) -> FloatImage:

@@ -190,9 +190,7 @@ class MeshRenderer:
             return self.options.face_step
         return 1 if bl.face_width(landmarks) < 320 else 2
 
-    def _warp_keyframe(
-        self, model: _KeyframeModel, dst: Landmarks, size: tuple[int, int], coarse_face: bool = False
-    ) -> Image:
+    def _warp_keyframe(self, model: _KeyframeModel, dst: Landmarks, size: tuple[int, int], coarse_face: bool = False) -> Image:
         opts = self.options
         motion = similarity_2d(model.landmarks, dst)
         n_oval = len(topo.face_oval_ring())
@@ -209,9 +207,7 @@ class MeshRenderer:
             self._face_maps(model, dst, size, map_x, map_y)
         return remap(model.packed, map_x, map_y)
 
-    def _face_maps(
-        self, model: _KeyframeModel, dst: Landmarks, size: tuple[int, int], map_x: FloatMap, map_y: FloatMap
-    ) -> None:
+    def _face_maps(self, model: _KeyframeModel, dst: Landmarks, size: tuple[int, int], map_x: FloatMap, map_y: FloatMap) -> None:
         """Overwrite the body maps inside the face with the dense mesh warp (eyes, lids, mouth)."""
         mesh_tris = em.mesh_triangles()
         dst_vertices = em.extended_vertices(dst)
