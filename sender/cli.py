@@ -15,13 +15,14 @@ from pathlib import Path
 import cv2
 
 from sender.capture import CaptureError, CaptureOptions, FrameSource
-from sender.identity import identity_message
+from sender.identity import identity_messages, with_embedding
 from sender.runner import record_stream, stream_live
 from sender.stream import FeatureStream
-from sender.uplink import IdentityOffer, Uplink, UplinkError, UplinkStats
+from sender.uplink import IdentityBook, Uplink, UplinkError, UplinkStats
 from shared import messages as m
 from shared.cliargs import parse_size
 from shared.identity import IdentityError
+from shared.onnx_runtime import add_provider_arguments
 from shared.types import Analyzer
 
 log = logging.getLogger("facewire.send")
@@ -43,11 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fps", type=float, help="camera fps to ask for / image-folder fps (default 30)")
     parser.add_argument("--max-frames", type=int, help="stop after N frames")
     parser.add_argument("--identity", default="self", help="avatar image to appear as, or 'self' (default)")
+    parser.add_argument("--identity-dir", type=Path,
+                        help="more avatars to switch between live: type the number of one (0 = --identity) and Enter")
+    parser.add_argument("--identity-cycle", type=float, metavar="S",
+                        help="switch to the next identity every S seconds (of media time when recording)")
+    parser.add_argument("--face-backend", choices=("mediapipe", "insightface"), default="mediapipe",
+                        help="insightface (buffalo_l, downloaded with facewire-models) adds an identity embedding")
     parser.add_argument("--matte", choices=MATTES, default="auto", help="matting mode (default auto)")
     parser.add_argument("--cafile", type=Path, help="CA certificate (PEM) to trust for wss://")
     parser.add_argument("--stats", action="store_true", help="print link statistics once a second")
     parser.add_argument("--threads", type=int, default=1, help="OpenCV threads (default 1)")
     parser.add_argument("--log-level", default="INFO")
+    add_provider_arguments(parser)
     return parser
 
 
@@ -67,15 +75,16 @@ def main(argv: list[str] | None = None) -> int:
         print("facewire-send: --connect needs --token or FACEWIRE_TOKEN", file=sys.stderr)
         return 2
     try:
-        identity = identity_message(args.identity)
+        identities = IdentityBook(_identities(args))
         options = CaptureOptions(loop=args.loop, realtime=args.realtime, size=args.size,
                                  max_frames=args.max_frames, fps=args.fps)
         source = FrameSource(args.input, options)
         analyzer = make_analyzer(args.matte)
         try:
             if args.record_stream:
-                return _record(source, analyzer, args.record_stream, identity)
-            return _stream(source, analyzer, args, identity)
+                cycle = round(args.identity_cycle * source.fps) if args.identity_cycle else None
+                return _record(source, analyzer, args.record_stream, identities, cycle)
+            return _stream(source, analyzer, args, identities)
         finally:
             source.close()
             analyzer.close()
@@ -86,7 +95,21 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _record(source: FrameSource, analyzer: Analyzer, path: Path, identity: m.Identity) -> int:
+def _identities(args: argparse.Namespace) -> list[m.Identity]:
+    messages = identity_messages(args.identity, args.identity_dir)
+    if args.face_backend == "insightface":
+        from sender.insightface_backend import load_insightface_backend
+
+        backend = load_insightface_backend(providers=args.providers, threads=args.ort_threads)
+        if backend is None:
+            raise IdentityError("--face-backend insightface needs the buffalo_l models: run `facewire-models fetch buffalo_l`")
+        messages = [with_embedding(message, backend.identity_embedding) for message in messages]
+    for index, message in enumerate(messages):
+        log.info("identity %d: %s", index, message.asset[:16])
+    return messages
+
+
+def _record(source: FrameSource, analyzer: Analyzer, path: Path, identities: IdentityBook, cycle: int | None) -> int:
     start = time.monotonic()
 
     def progress(frames: int, nbytes: int) -> None:
@@ -94,22 +117,36 @@ def _record(source: FrameSource, analyzer: Analyzer, path: Path, identity: m.Ide
             elapsed = time.monotonic() - start
             print(f"\r{frames} frames, {nbytes / 1024:.0f} KiB, {frames / elapsed:.1f} fps", end="", file=sys.stderr)
 
-    writer = record_stream(source, analyzer, path, identity, progress)
+    writer = record_stream(source, analyzer, path, identities, progress, cycle)
     elapsed = time.monotonic() - start
     print(f"\rwrote {path}: {writer.messages} messages, {writer.bytes} bytes in {elapsed:.1f} s", file=sys.stderr)
     return 0
 
 
-def _stream(source: FrameSource, analyzer: Analyzer, args: argparse.Namespace, identity: m.Identity) -> int:
+def _stream(source: FrameSource, analyzer: Analyzer, args: argparse.Namespace, identities: IdentityBook) -> int:
     context = None
     if args.connect.startswith("wss://"):
         context = ssl.create_default_context(cafile=args.cafile)
-    uplink = Uplink(args.connect, args.token, FeatureStream(), IdentityOffer(identity), context,
+    uplink = Uplink(args.connect, args.token, FeatureStream(), identities, context,
                     on_stats=_printer() if args.stats else None)
-    stats = asyncio.run(stream_live(source, analyzer, uplink))
+    stats = asyncio.run(_live(source, analyzer, uplink, args.identity_cycle))
     log.info("sent %d frames (%d keyframes, %.0f KiB), dropped %d stale, %d connection(s)", stats.frames_sent,
              stats.keyframes_sent, stats.bytes_sent / 1024, stats.dropped, stats.connects)
     return 0
+
+
+async def _live(source: FrameSource, analyzer: Analyzer, uplink: Uplink, cycle_s: float | None) -> UplinkStats:
+    loop = asyncio.get_running_loop()
+    if uplink.identities is not None and len(uplink.identities.identities) > 1 and sys.stdin.isatty():
+        print("type an identity number and Enter to switch", file=sys.stderr)
+        loop.add_reader(sys.stdin, _read_choice, uplink)
+    return await stream_live(source, analyzer, uplink, cycle_s)
+
+
+def _read_choice(uplink: Uplink) -> None:
+    line = sys.stdin.readline().strip()
+    if line.isdigit():
+        uplink.switch_identity(int(line))
 
 
 def _printer() -> Callable[[UplinkStats], None]:

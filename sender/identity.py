@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
+import msgspec
 
+from sender.capture import IMAGE_SUFFIXES
 from shared import messages as m
 from shared.identity import SELF_ID, IdentityError, asset_id_of, decode_image, identity_from_image
 from shared.landmark_codec import LandmarkEncoder
+from shared.types import Image
+
+log = logging.getLogger(__name__)
 
 _MAGIC = {b"\xff\xd8\xff": "jpeg", b"\x89PNG": "png", b"RIFF": "webp"}
 
@@ -42,3 +49,35 @@ def identity_message(spec: str) -> m.Identity:
     assert asset.landmarks is not None
     return m.Identity(asset=asset.asset_id, image=data, image_format=fmt,  # type: ignore[arg-type]
                       landmarks=LandmarkEncoder().encode(asset.landmarks, intra=True))
+
+
+def identity_messages(identity: str, directory: Path | None) -> list[m.Identity]:
+    """`--identity` first, then every usable image in `--identity-dir` (sorted by name); unusable ones are named."""
+    messages = [identity_message(identity)]
+    if directory is None:
+        return messages
+    if not directory.is_dir():
+        raise IdentityError(f"--identity-dir {directory} is not a folder")
+    problems = []
+    for path in sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+        try:
+            message = identity_message(str(path))
+        except IdentityError as exc:
+            problems.append(str(exc))
+            continue
+        if all(message.asset != known.asset for known in messages):
+            messages.append(message)
+    if len(messages) == 1:
+        raise IdentityError(f"--identity-dir {directory} holds no usable face image" +
+                            (": " + "; ".join(problems) if problems else ""))
+    for problem in problems:
+        log.warning("skipped identity: %s", problem)
+    return messages
+
+
+def with_embedding(message: m.Identity, embed: Callable[[Image], bytes | None]) -> m.Identity:
+    """Attach a recognition embedding (insightface backend) to an avatar identity."""
+    if message.image is None:
+        return message
+    embedding = embed(decode_image(message.image))
+    return message if embedding is None else msgspec.structs.replace(message, embedding=embedding)

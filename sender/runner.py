@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sender.capture import FrameSource
 from sender.stream import FeatureStream
-from sender.uplink import Uplink, UplinkStats
+from sender.uplink import IdentityBook, Uplink, UplinkStats
 from shared import messages as m
 from shared.handoff import LatestSlot
 from shared.streamfile import StreamHeader, StreamWriter
@@ -20,9 +20,13 @@ from shared.types import Analyzer, FrameAnalysis
 log = logging.getLogger(__name__)
 
 
-def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, identity: m.Identity | None,
-                  progress: Callable[[int, int], None] | None = None) -> StreamWriter:
-    """Writes exactly the messages the uplink would send for every frame, with no network."""
+def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, identities: IdentityBook | None,
+                  progress: Callable[[int, int], None] | None = None, cycle_frames: int | None = None) -> StreamWriter:
+    """Writes exactly the messages the uplink would send for every frame, with no network.
+
+    With `cycle_frames`, the identity switches to the book's next one every that many frames,
+    as `--identity-cycle` does live.
+    """
     stream = FeatureStream()
     writer: StreamWriter | None = None
     try:
@@ -33,8 +37,11 @@ def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, ide
                 header = StreamHeader(protocol=m.PROTOCOL_VERSION, width=width, height=height, fps=source.fps,
                                       created_us=time.time_ns() // 1000, agent="facewire-send")
                 writer = StreamWriter(path, header)
-                if identity is not None:
-                    writer.write(m.encode(identity))
+                for message in identities.session_started([]) if identities is not None else []:
+                    writer.write(m.encode(message))
+            elif identities is not None and cycle_frames and frame.index % cycle_frames == 0:
+                for message in identities.switch(identities.active + 1):
+                    writer.write(m.encode(message))
             for message in stream.encode(analysis):
                 writer.write(m.encode(message))
             if progress is not None:
@@ -60,9 +67,15 @@ def _produce(source: FrameSource, analyzer: Analyzer, slot: LatestSlot[FrameAnal
         slot.close()
 
 
-async def stream_live(source: FrameSource, analyzer: Analyzer, uplink: Uplink) -> UplinkStats:
-    """Capture and analysis on a thread, the uplink on the event loop, joined by a latest-frame slot."""
-    slot: LatestSlot[FrameAnalysis] = LatestSlot(asyncio.get_running_loop())
+async def stream_live(source: FrameSource, analyzer: Analyzer, uplink: Uplink,
+                      cycle_s: float | None = None) -> UplinkStats:
+    """Capture and analysis on a thread, the uplink on the event loop, joined by a latest-frame slot.
+
+    With `cycle_s`, the identity switches to the book's next one every that many seconds.
+    """
+    loop = asyncio.get_running_loop()
+    slot: LatestSlot[FrameAnalysis] = LatestSlot(loop)
+    cycler = asyncio.create_task(_cycle_identities(uplink, cycle_s)) if cycle_s else None
     stop = threading.Event()
     errors: list[BaseException] = []
     producer = threading.Thread(target=_produce, args=(source, analyzer, slot, stop, errors),
@@ -72,9 +85,17 @@ async def stream_live(source: FrameSource, analyzer: Analyzer, uplink: Uplink) -
         stats = await uplink.run(slot)
     finally:
         stop.set()
+        if cycler is not None:
+            cycler.cancel()
         await asyncio.to_thread(producer.join, 5.0)
     if errors:
         raise errors[0]
     stats.dropped = slot.dropped
     return stats
 
+
+
+async def _cycle_identities(uplink: Uplink, period_s: float) -> None:
+    while uplink.identities is not None:
+        await asyncio.sleep(period_s)
+        uplink.switch_identity(uplink.identities.active + 1)

@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import msgspec
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -61,15 +62,45 @@ class UplinkStats:
 
 
 @dataclass
-class IdentityOffer:
-    """The identity message with and without its image (sent bare when the receiver holds it)."""
+class IdentityBook:
+    """The identities this sender can appear as, which one is active, and which the receiver holds.
 
-    full: m.Identity
+    An identity crosses the link with its image only when the receiver does not hold it
+    (its sha256 is not in `welcome.assets` and it was not sent in this session).
+    """
 
-    def for_receiver(self, held_assets: list[str]) -> m.Identity:
-        if self.full.asset == "self" or self.full.asset not in held_assets:
-            return self.full
-        return m.Identity(asset=self.full.asset, embedding=self.full.embedding)
+    identities: list[m.Identity]
+    active: int = 0
+    _held: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        if not self.identities:
+            raise ValueError("an identity book needs at least one identity")
+
+    def session_started(self, held_assets: list[str]) -> list[m.Message]:
+        self._held = set(held_assets)
+        return [self._offer(self.identities[self.active], activate=True)]
+
+    def switch(self, index: int) -> list[m.Message]:
+        self.active = index % len(self.identities)
+        identity = self.identities[self.active]
+        if identity.asset == "self" or identity.asset in self._held:
+            return [m.IdentitySwitch(asset=identity.asset)]
+        return [self._offer(identity, activate=True)]
+
+    def requested(self, asset: str) -> list[m.Message]:
+        """The receiver asked for an asset's image (it lost or never had it)."""
+        self._held.discard(asset)
+        wanted = [i for i in self.identities if i.asset == asset]
+        return [self._offer(wanted[0], activate=asset == self.identities[self.active].asset)] if wanted else []
+
+    def _offer(self, identity: m.Identity, activate: bool) -> m.Identity:
+        if identity.asset == "self":
+            return identity
+        if identity.asset in self._held:
+            return m.Identity(asset=identity.asset, embedding=identity.embedding, activate=activate)
+        self._held.add(identity.asset)
+        return msgspec.structs.replace(identity, activate=activate)
 
 
 @dataclass
@@ -77,7 +108,7 @@ class Uplink:
     url: str
     token: str
     stream: FeatureStream
-    identity: IdentityOffer | None = None
+    identities: IdentityBook | None = None
     ssl_context: ssl.SSLContext | None = None
     stats: UplinkStats = field(default_factory=UplinkStats)
     backoff: Backoff = field(default_factory=Backoff)
@@ -117,8 +148,8 @@ class Uplink:
             log.info("connected to %s (session %s, renderers %s)", self.url, welcome.session, welcome.renderers)
             self.stream.restart()
             self._priority.clear()
-            if self.identity is not None:
-                self._priority.append(self.identity.for_receiver(welcome.assets))
+            if self.identities is not None:
+                self._priority.extend(self.identities.session_started(welcome.assets))
             reader = asyncio.create_task(self._read(ws, protocol))
             try:
                 finished = await self._write(ws, protocol, slot, reader)
@@ -128,6 +159,12 @@ class Uplink:
                 await ws.send(m.encode(m.Bye(reason="end of input")))
                 await ws.close()
             return finished
+
+    def switch_identity(self, index: int) -> None:
+        """Show another identity from the book; goes out before the next frame."""
+        if self.identities is not None:
+            self._priority.extend(self.identities.switch(index))
+            self._wake.set()
 
     async def _flush(self, ws: ClientConnection, protocol: SenderProtocol) -> None:
         for data in protocol.data_to_send():
@@ -162,10 +199,9 @@ class Uplink:
         if isinstance(message, m.KeyframeRequest):
             self.stats.keyframe_requests += 1
             self.stream.request_keyframe()
-        elif isinstance(message, m.AssetRequest) and self.identity is not None:
-            if message.asset == self.identity.full.asset:
-                self._priority.append(self.identity.full)
-                self._wake.set()
+        elif isinstance(message, m.AssetRequest) and self.identities is not None:
+            self._priority.extend(self.identities.requested(message.asset))
+            self._wake.set()
         elif isinstance(message, m.Error):
             log.warning("receiver error %s: %s", message.code, message.message)
         elif isinstance(message, m.Bye):

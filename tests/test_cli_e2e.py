@@ -10,7 +10,9 @@ from pathlib import Path
 import av
 import cv2
 
-from receiver.demo_sample import write_sample
+from receiver.demo_sample import avatar_path, write_sample
+from shared import messages as m
+from shared.streamfile import StreamReader
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -56,3 +58,20 @@ def test_demo_runs_over_loopback(tmp_path: Path) -> None:
     with av.open(str(output)) as container:
         frames = sum(1 for _ in container.decode(video=0))
     assert frames > 0
+
+
+def test_identity_cycle_is_recorded_as_switch_messages(tmp_path: Path) -> None:
+    sample = write_sample(tmp_path / "sample", 12)
+    avatars = tmp_path / "avatars"
+    avatars.mkdir()
+    (avatars / "hopper.jpg").write_bytes(avatar_path().read_bytes())
+    stream = tmp_path / "s.fws"
+    sent = run("sender.cli", "--input", str(sample), "--record-stream", str(stream), "--fps", "30",
+               "--identity-dir", str(avatars), "--identity-cycle", "0.1", "--size", "256x256", "--matte", "none")
+    assert sent.returncode == 0, sent.stderr
+    with StreamReader(stream) as reader:
+        kinds = [(type(msg).__name__, getattr(msg, "asset", None)) for msg in reader
+                 if isinstance(msg, m.Identity | m.IdentitySwitch)]
+    assert kinds[0] == ("Identity", "self")
+    assert kinds[1][0] == "Identity" and kinds[1][1] != "self"  # first switch to the avatar carries its image
+    assert ("IdentitySwitch", "self") in kinds[2:]

@@ -11,6 +11,7 @@ from receiver.runtime import play_stream
 from receiver.sinks import FramesSink
 from sender.capture import CaptureOptions, FrameSource
 from sender.runner import record_stream
+from sender.uplink import IdentityBook
 from shared import messages as m
 from shared.stats import StatsMeter
 from shared.streamfile import StreamReader
@@ -21,7 +22,7 @@ def test_record_then_play_gives_one_frame_per_input_frame(tmp_path: Path) -> Non
     frames = write_frames(tmp_path / "in", 40, size=(200, 150))
     path = tmp_path / "out.fws"
     source = FrameSource(str(frames), CaptureOptions(fps=25.0))
-    writer = record_stream(source, SyntheticAnalyzer(), path, m.Identity(asset="self"))
+    writer = record_stream(source, SyntheticAnalyzer(), path, IdentityBook([m.Identity(asset="self")]))
 
     with StreamReader(path) as reader:
         assert (reader.header.width, reader.header.height, reader.header.fps) == (200, 150, 25.0)
