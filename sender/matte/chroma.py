@@ -3,7 +3,9 @@
 The key is a colour-difference key of the Vlahos/Keylight family, generalised to any screen
 hue: the frame is rotated about the grey axis so that the screen's hue lands on green, and the
 key signal is K = G' - max(R', B') (how much "more screen" than the other two primaries a pixel
-is). Alpha is 1 - K(pixel) / K(plate), where the plate is a clean plate of the screen estimated
+is). Alpha is 1 - K(pixel) / K(plate) -- refined at the edges to (K_P - K) / (K_P - K_F) with K_F
+the key of the nearest solid foreground, which removes the classic colour-difference bias
+towards opaque edges on strongly coloured hair and skin -- where the plate is a clean plate of the screen estimated
 per region from confident screen pixels (low resolution, filled by push-pull interpolation,
 remembered over time behind the person), so uneven lighting does not leak into the matte. For
 a backdrop with little colour (a grey or white wall) the colour difference vanishes and the
@@ -54,6 +56,8 @@ class ChromaConfig:
     noise never shows as a veil on the screen or holes in the subject). work_scale: the key is
     computed at this fraction of full resolution (0.5 is ~3x cheaper at 1280x720; alpha is then
     brought back with a luma-guided filter in the edge band, at some loss on fine edges).
+    fg_aware: normalise each edge pixel by the key of the nearest solid foreground (within
+    fg_reach pixels of the core eroded by fg_erode) instead of assuming a neutral foreground.
     min_saturation: below this screen chroma (levels) a difference key is used instead.
     plate_cell: clean-plate cell size in pixels. plate_memory: per-frame decay of how much a
     remembered plate cell is trusted."""
@@ -62,6 +66,9 @@ class ChromaConfig:
     clip_black: float = 0.0
     clip_white: float = 1.0
     noise_clip: float = 4.0
+    fg_aware: bool = True
+    fg_erode: int = 1
+    fg_reach: float = 4.0
     work_scale: float = 1.0
     min_saturation: float = 18.0
     diff_low: float = 14.0
@@ -307,6 +314,8 @@ class ChromaMatter:
             lo = np.maximum(c.clip_black, np.minimum(c.noise_clip * sd_k / kp_work, 0.3))
             hi = min(c.clip_white, 1.0 - min(c.noise_clip * sd_k / float(np.median(kp)), 0.3))
             raw = 1.0 - k / kp_work
+            if c.fg_aware:
+                raw = foreground_aware_alpha(k, kp_work, c.fg_erode, c.fg_reach)
             a_work = np.clip((raw - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
         else:
             plate_work = cv2.resize(plate_low, (ww, wh), interpolation=cv2.INTER_LINEAR)
@@ -349,6 +358,36 @@ class ChromaMatter:
     @property
     def last_despilled(self) -> Image | None:
         return self.foreground()
+
+
+def foreground_aware_alpha(k: F32, kp: F32, erode: int, reach: float) -> F32:
+    """Raw alpha (K_P - K) / (K_P - K_F), K_F the key of the nearest solid-foreground pixel.
+
+    Vlahos' 1 - K/K_P assumes the foreground's key K_F is 0 and so gives the largest alpha any
+    foreground could explain: a pixel half light-brown hair (K_F about -0.5 K_P) and half screen
+    reads 0.75. Taking K_F from the nearest pixel of the solid core (K <= 0, eroded by `erode`
+    so the mixed rim is not in it) removes that bias. Pixels farther than `reach` from the core
+    (loose hair) or from the screen (the subject's interior) keep K_F = 0.
+    """
+    # K_F varies slowly (a local mean), so it is estimated at half resolution and upsampled
+    h, w = k.shape
+    ks = np.asarray(cv2.resize(k, (w // 2, h // 2), interpolation=cv2.INTER_AREA), np.float32)
+    core = cv2.erode((ks <= 0).astype(np.uint8), np.ones((3, 3), np.uint8), iterations=max(1, erode // 2))
+    core_f = core.astype(np.float32)
+    size = (2 * max(1, round(reach / 2)) + 1,) * 2
+    # mean key of the core pixels within `reach`: a box-filtered, normalised sum; core keys are
+    # <= 0, and where no core pixel is in reach num = 0, so K_F = 0 there (plain Vlahos)
+    num = cv2.boxFilter(ks * core_f, -1, size, normalize=False)
+    den = cv2.boxFilter(core_f, -1, size, normalize=False)
+    kf_small = cv2.divide(num, cv2.max(den, 1.0))
+    # only the rim next to the screen is an edge: inside the subject (eyes, grey or greenish
+    # details next to skin) the plain key stays, or such pixels would turn see-through
+    kps = np.asarray(cv2.resize(kp, (w // 2, h // 2), interpolation=cv2.INTER_AREA), np.float32)
+    screen = (ks >= 0.5 * kps).astype(np.uint8)
+    near = cv2.dilate(screen, np.ones((2 * round(reach) + 1,) * 2, np.uint8))
+    kf_small = kf_small * near.astype(np.float32)
+    kf = cv2.max(cv2.resize(kf_small, (w, h), interpolation=cv2.INTER_LINEAR), cv2.multiply(kp, -2.0))
+    return np.asarray(cv2.divide(cv2.subtract(kp, k), cv2.subtract(kp, kf)), np.float32)
 
 
 def despill(bgr: F32, rot: F32) -> F32:

@@ -24,8 +24,8 @@ class LearnedConfig:
     and 1 - band are refined."""
 
     model: int = 1
-    guide_scale: float = 0.5
-    guide_radius: int = 4
+    guide_scale: float = 0.25
+    guide_radius: int = 2
     guide_eps: float = 2e-3
     band: float = 0.03
 
@@ -73,12 +73,13 @@ class LearnedMatter:
         c = self.config
         mask = self.raw_mask(frame)
         # the network's near-certain values are certain: keeps the background at exactly 0
-        mask = np.where(mask < c.band, 0.0, np.where(mask > 1.0 - c.band, 1.0, mask)).astype(np.float32)
+        mask = np.asarray(cv2.threshold(mask, c.band, 0.0, cv2.THRESH_TOZERO)[1], np.float32)
+        mask = np.maximum(mask, np.asarray(cv2.threshold(mask, 1.0 - c.band, 1.0, cv2.THRESH_BINARY)[1], np.float32))
         img = frame.image
         h, w = img.shape[:2]
         sw, sh = max(8, round(w * c.guide_scale)), max(8, round(h * c.guide_scale))
-        guide_full = img.astype(np.float32) * (1.0 / 255.0)
-        guide_low = np.asarray(cv2.resize(guide_full, (sw, sh), interpolation=cv2.INTER_AREA), np.float32)
+        # the guide stays in 0..255 (no scaling pass over the frame); eps is scaled to match
+        guide_low = np.asarray(cv2.resize(img, (sw, sh), interpolation=cv2.INTER_AREA), np.float32)
         mask_low = np.asarray(cv2.resize(mask, (sw, sh), interpolation=cv2.INTER_AREA), np.float32)
-        alpha = refine_in_band(mask, guide_low, mask_low, guide_full, c.guide_radius, c.guide_eps, lo=c.band)
-        return np.clip(alpha, 0.0, 1.0).astype(np.float32)
+        eps = c.guide_eps * 255.0 * 255.0
+        return refine_in_band(mask, guide_low, mask_low, img, c.guide_radius, eps, lo=c.band)
