@@ -11,7 +11,6 @@ import numpy as np
 from receiver.compositor import Compositor
 from receiver.session import RenderJob
 from receiver.sinks import Sink
-from shared.alpha_codec import refine_edges
 from shared.stats import StatsMeter
 from shared.types import Image, RenderedPerson, Renderer
 
@@ -57,7 +56,6 @@ class Player:
                 self._warned = True
             alpha = job.frame.alpha if job.frame.alpha is not None else job.keyframe.alpha
             person = RenderedPerson(job.keyframe.image, _alpha_or_opaque(alpha, job.keyframe.image))
-        person = RenderedPerson(person.image, refine_edges(person.alpha, person.image))
         self._last_person, self._last_ts_us = person, job.frame.ts_us
         opacity = self.fader.step(job.frame.face != "lost", dt_s)
         return self._emit(person, opacity, job.frame.ts_us)

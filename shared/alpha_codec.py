@@ -1,9 +1,9 @@
 """The alpha-matte code carried in `frame.alpha` (protocol.md, "Alpha code").
 
 The matte is area-downsampled by `factor`, quantised to `levels` steps, predicted from
-the previous decoded matte (temporal delta, or none for an intra frame) and the residual
+the previous decoded matte (temporal delta with a dead zone, or none for an intra frame) and the residual
 is zstd-compressed. Encoder and decoder keep the same quantised state, so prediction
-never drifts. The receiver upsamples with edge guidance from the rendered picture.
+never drifts. The receiver upsamples bilinearly (see `upsample` for why not guided).
 
 Payload: u8 code version, u8 flags (bit 0 intra), u16 low-res width, u16 low-res height,
 u8 levels, then zstd(residual as int8, row-major).
@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import zstandard
 
-from shared.types import Alpha, Image
+from shared.types import Alpha
 
 CODE_VERSION = 1
 _HEAD = struct.Struct("<BBHHB")
@@ -109,19 +109,11 @@ class AlphaDecoder:
         return self._previous.astype(np.float32) / (levels - 1)
 
 
-def upsample(lowres: Alpha, size: tuple[int, int], guide: Image | None = None) -> Alpha:
-    """Full-size alpha from the low-res matte; with a guide picture, edges snap to the guide's edges."""
-    alpha = cv2.resize(lowres, size, interpolation=cv2.INTER_LINEAR)
-    return alpha if guide is None else refine_edges(alpha, guide)
+def upsample(lowres: Alpha, size: tuple[int, int]) -> Alpha:
+    """Full-size alpha from the low-res matte, bilinear.
 
-
-def refine_edges(alpha: Alpha, guide: Image, radius: int = 4) -> Alpha:
-    """Guided filter over the uncertain band only, so solid regions stay exact."""
-    band = (alpha > 0.02) & (alpha < 0.98)
-    if not band.any():
-        return alpha
-    band = cv2.dilate(band.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    refined = cv2.ximgproc.guidedFilter(guide, alpha, radius, 1e-3)
-    out = alpha.copy()
-    out[band] = np.clip(refined[band], 0.0, 1.0)
-    return out
+    A guided filter on the rendered picture was measured on d0 (chroma key, 1/8 code): mean error
+    0.0106 against 0.0117 bilinear, for 20 ms a frame at 512x512, and a fast grey guided filter
+    made it worse (0.0135), so the receiver does not refine.
+    """
+    return cv2.resize(lowres, size, interpolation=cv2.INTER_LINEAR)
