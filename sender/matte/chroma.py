@@ -232,12 +232,13 @@ class ChromaMatter:
         assert self._screen is not None and self._rot is not None
         return float(key_signal(np.array(self._screen.bgr, np.float32).reshape(1, 1, 3), self._rot)[0, 0])
 
-    def _noise_level(self, raw: F32) -> float:
-        """Robust spread of `raw` over this frame's sure-screen cells (0 when there are too few)."""
+    def _noise_level(self, k: F32, kp: F32) -> float:
+        """Robust spread of the key about the plate's over this frame's sure-screen cells, in
+        levels (0 when there are too few)."""
         if self._sure_bg is None:
             return 0.0
         step = 4
-        sub = raw[::step, ::step]
+        sub = k[::step, ::step] - kp[::step, ::step]
         sure = cv2.resize(self._sure_bg, (sub.shape[1], sub.shape[0]), interpolation=cv2.INTER_NEAREST)
         sample = sub[sure.astype(bool)]
         if sample.size < 50:
@@ -308,18 +309,24 @@ class ChromaMatter:
             kp_work = cv2.resize(kp, (ww, wh), interpolation=cv2.INTER_LINEAR)
             k = key_signal(work_f, self._rot)
             # The key's noise is about constant in levels, so on a dim part of the screen (small
-            # K_P) it is a larger share of alpha: the black clip point scales with 1 / K_P.
-            sd_k = self._noise_level(k - kp_work)
+            # K_P) it is a larger share of alpha: the black clip point scales with 1 / K_P. It is
+            # smooth, so it is worked out on the plate grid and upsampled.
+            sd_k = self._noise_level(k, kp_work)
             self.noise_sd = sd_k
-            lo = np.maximum(c.clip_black, np.minimum(c.noise_clip * sd_k / kp_work, 0.3))
+            lo_low = np.clip(np.float32(c.noise_clip * sd_k) / kp, c.clip_black, 0.3)
+            lo = cv2.resize(lo_low, (ww, wh), interpolation=cv2.INTER_LINEAR)
             hi = min(c.clip_white, 1.0 - min(c.noise_clip * sd_k / float(np.median(kp)), 0.3))
-            raw = 1.0 - k / kp_work
             if c.fg_aware:
                 raw = foreground_aware_alpha(k, kp_work, c.fg_erode, c.fg_reach)
-            a_work = np.clip((raw - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+            else:
+                raw = cv2.subtract(1.0, cv2.divide(k, kp_work))
+            a_work = np.clip(cv2.divide(cv2.subtract(raw, lo), cv2.subtract(hi, lo)), 0.0, 1.0)
         else:
             plate_work = cv2.resize(plate_low, (ww, wh), interpolation=cv2.INTER_LINEAR)
-            dist = np.sqrt(np.sum((work_f - plate_work) ** 2, axis=2))
+            diff = cv2.subtract(work_f, plate_work)
+            # per-pixel Euclidean colour distance with OpenCV's vectorised ops (numpy's sum over
+            # the channel axis alone costs several ms a frame)
+            dist = cv2.sqrt(cv2.transform(cv2.multiply(diff, diff), np.ones((1, 3), np.float32)))
             raw = (dist - c.diff_low) / (c.diff_high - c.diff_low)
             a_work = np.clip((raw - c.clip_black) / (c.clip_white - c.clip_black), 0.0, 1.0).astype(np.float32)
         if ws == 1.0:
