@@ -316,10 +316,8 @@ class ChromaMatter:
             lo_low = np.clip(np.float32(c.noise_clip * sd_k) / kp, c.clip_black, 0.3)
             lo = cv2.resize(lo_low, (ww, wh), interpolation=cv2.INTER_LINEAR)
             hi = min(c.clip_white, 1.0 - min(c.noise_clip * sd_k / float(np.median(kp)), 0.3))
-            if c.fg_aware:
-                raw = foreground_aware_alpha(k, kp_work, c.fg_erode, c.fg_reach)
-            else:
-                raw = cv2.subtract(1.0, cv2.divide(k, kp_work))
+            fg_aware = c.fg_aware
+            raw = foreground_aware_alpha(k, kp_work, c.fg_erode, c.fg_reach) if fg_aware else vlahos_alpha(k, kp_work)
             a_work = np.clip(cv2.divide(cv2.subtract(raw, lo), cv2.subtract(hi, lo)), 0.0, 1.0)
         else:
             plate_work = cv2.resize(plate_low, (ww, wh), interpolation=cv2.INTER_LINEAR)
@@ -365,6 +363,11 @@ class ChromaMatter:
     @property
     def last_despilled(self) -> Image | None:
         return self.foreground()
+
+
+def vlahos_alpha(k: F32, kp: F32) -> F32:
+    """Raw alpha 1 - K / K_P: the classic colour-difference key against the plate's key."""
+    return np.asarray(cv2.subtract(1.0, cv2.divide(k, kp)), np.float32)
 
 
 def foreground_aware_alpha(k: F32, kp: F32, erode: int, reach: float) -> F32:
