@@ -25,7 +25,9 @@ the head rotation is Q = Ry(yaw) @ Rx(-pitch) @ Rz(roll):
 * pitch > 0: the nose turns up;
 * roll > 0: the head tilts counter-clockwise in the picture.
 
-A frontal, upright face looking into the camera has yaw = pitch = roll = 0. `pose_rotation`,
+A frontal, upright face looking into the camera has yaw = pitch = roll = 0 (on the project's
+clips, people looking at the camera read pitch -5 +- 4 degrees: MediaPipe's depth is only
+roughly to scale, so treat a few degrees of pitch as the person's neutral, not as noise). `pose_rotation`,
 `to_canonical` and `from_canonical` turn a HeadPose back into the transform, so the encoder can
 express landmarks in the head frame and the receiver can place them again.
 """

@@ -120,22 +120,25 @@ def test_hold_then_lost(astronaut: np.ndarray) -> None:
 
 def test_sticky_primary_face(astronaut: np.ndarray) -> None:
     face = astronaut[30:290, 110:370]
+    big = cv2.resize(face, (300, 300))
     canvas = np.full((480, 640, 3), 128, np.uint8)
-    canvas[100:360, 30:290] = face
-    canvas[110:370, 350:610] = face[:, ::-1]
-    left_only = canvas.copy()
-    left_only[:, 320:] = 128
+    canvas[80:380, 10:310] = big  # the larger (nearer) face: picked first when no face is tracked
+    canvas[110:370, 360:620] = face[:, ::-1]
     right_only = canvas.copy()
-    right_only[:, :320] = 128
+    right_only[:, :330] = 128
     tr = MediaPipeFaceTracker(TrackerConfig(max_faces=2))
     try:
+        fresh = MediaPipeFaceTracker(TrackerConfig(max_faces=2))
+        both = fresh.track(_frame(canvas, 0))
+        fresh.close()
         a = tr.track(_frame(right_only, 0))
-        b = tr.track(_frame(canvas, 1))  # a second face comes into view: keep the first
+        b = tr.track(_frame(canvas, 1))  # a second, larger face comes into view: keep the first
         c = tr.track(_frame(canvas, 2))
     finally:
         tr.close()
+    assert both is not None and both.pose.tx < 320  # without history the larger face wins
     assert a is not None and b is not None and c is not None
-    assert a.pose.tx > 320 and b.pose.tx > 320 and c.pose.tx > 320
+    assert a.pose.tx > 330 and b.pose.tx > 330 and c.pose.tx > 330
 
 
 def test_choose_primary_prefers_nearest_then_largest() -> None:
