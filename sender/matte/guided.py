@@ -117,7 +117,8 @@ def refine_in_band(
     if not unsure.any():
         return alpha
     band = cv2.dilate(unsure, np.ones((3, 3), np.uint8))
-    ys, xs = np.nonzero(band)
+    pts = cv2.findNonZero(band)  # (N, 1, 2) x, y; several times faster than np.nonzero here
+    xs, ys = pts[:, 0, 0].astype(np.intp), pts[:, 0, 1].astype(np.intp)
     a, b = guided_coefficients(guide_low, alpha_low, radius, eps)
     a_s, b_s = sample_coefficients(a, b, ys, xs, (alpha.shape[0], alpha.shape[1]))
     g = guide_full[ys, xs].astype(np.float32)
