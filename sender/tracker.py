@@ -130,13 +130,18 @@ def from_canonical(points: npt.ArrayLike, pose: HeadPose) -> npt.NDArray[np.floa
 
 @dataclass(frozen=True)
 class TrackerConfig:
-    """max_faces > 1 makes the primary face sticky (the nearest to the last one is kept) at the
-    cost of MediaPipe running its face detector on every frame that shows fewer faces than
-    max_faces; max_faces = 1 detects only when tracking is lost. hold_s: how long the last
+    """The primary face is sticky: while it is tracked MediaPipe follows it from frame to frame
+    (its region comes from the last mesh), and while it is held after a loss the detector only
+    sees a window around where it was (search_window face widths wide), so a face that merely
+    comes back is picked up again in preference to another one in view; once the hold expires
+    the whole frame is searched. The detector runs only when tracking is lost. max_faces > 1
+    also tracks other faces and keeps the one nearest the last (MediaPipe then runs its detector
+    on every frame that shows fewer than max_faces faces, ~2 ms more). hold_s: how long the last
     observation is repeated (state "held", fading confidence) after the face disappears."""
 
-    max_faces: int = 2
+    max_faces: int = 1
     hold_s: float = 0.5
+    search_window: float = 3.0
     min_detection_confidence: float = 0.5
     min_tracking_confidence: float = 0.5
     smoothing: OneEuroParams | None = field(default_factory=OneEuroParams)
@@ -146,6 +151,8 @@ class TrackerConfig:
             raise ValueError(f"max_faces must be >= 1, got {self.max_faces}")
         if self.hold_s < 0:
             raise ValueError(f"hold_s must be >= 0, got {self.hold_s}")
+        if self.search_window <= 0:
+            raise ValueError(f"search_window must be > 0, got {self.search_window}")
         for name in ("min_detection_confidence", "min_tracking_confidence"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
@@ -163,6 +170,20 @@ def choose_primary(candidates: list[Landmarks], previous: Landmarks | None) -> i
     _, prev_origin, _ = head_frame(previous)
     d = [float(np.linalg.norm(f[1][:2] - prev_origin[:2])) for f in frames]
     return int(np.argmin(d))
+
+
+def search_window(image: npt.NDArray[np.uint8], pose: HeadPose, widths: float) -> npt.NDArray[np.uint8]:
+    """A copy of the frame with everything outside a square around the pose's face filled with
+    the frame's mean colour; the square's side is `widths` face widths (2 inter-eye units each)."""
+    h, w = image.shape[:2]
+    half = max(16.0, widths * pose.scale)  # widths * 2 units / 2
+    x0, x1 = max(0, int(pose.tx - half)), min(w, int(pose.tx + half))
+    y0, y1 = max(0, int(pose.ty - half)), min(h, int(pose.ty + half))
+    out = np.empty_like(image)
+    out[:] = np.asarray(cv2.mean(image)[:3], dtype=np.float64).round().astype(np.uint8)
+    if x1 > x0 and y1 > y0:
+        out[y0:y1, x0:x1] = image[y0:y1, x0:x1]
+    return out
 
 
 def in_frame_fraction(landmarks: Landmarks, width: int, height: int) -> float:
@@ -190,6 +211,7 @@ class MediaPipeFaceTracker:
         self._last_raw: Landmarks | None = None
         self._last_ts: int | None = None
         self._det_score = 1.0
+        self._last_seen_lost = False
         self.last_raw_landmarks: Landmarks | None = None
 
     def _make_graph(self) -> object:
@@ -212,6 +234,7 @@ class MediaPipeFaceTracker:
         self._size = None
         self._last = self._last_raw = None
         self._last_ts = None
+        self._last_seen_lost = False
         if self._smoother:
             self._smoother.reset()
 
@@ -251,7 +274,12 @@ class MediaPipeFaceTracker:
             raise ValueError(f"expected an HxWx3 uint8 BGR image, got {img.shape} {img.dtype}")
         if self._last_ts is not None and frame.ts_us < self._last_ts:
             self.reset()  # time went backwards: a seek or a new source
-        faces, dets = self._run(img)
+        if self._last is not None and self._last_seen_lost:
+            # re-acquiring during a hold: let the detector see only where the face was
+            faces, dets = self._run(search_window(img, self._last.pose, self.config.search_window))
+        else:
+            faces, dets = self._run(img)
+        self._last_seen_lost = not faces
         if not faces:
             return self._hold(frame.ts_us)
 

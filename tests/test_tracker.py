@@ -141,6 +141,31 @@ def test_sticky_primary_face(astronaut: np.ndarray) -> None:
     assert a.pose.tx > 330 and b.pose.tx > 330 and c.pose.tx > 330
 
 
+def test_reacquires_the_held_face_not_another(astronaut: np.ndarray) -> None:
+    face = astronaut[30:290, 110:370]
+    canvas = np.full((480, 640, 3), 128, np.uint8)
+    canvas[80:380, 10:310] = cv2.resize(face, (300, 300))  # larger: MediaPipe's own first pick
+    canvas[110:370, 360:620] = face[:, ::-1]
+    right_only = canvas.copy()
+    right_only[:, :330] = 128
+    blank = np.full_like(canvas, 128)
+    tr = MediaPipeFaceTracker(TrackerConfig(max_faces=1, hold_s=0.5))
+    try:
+        a = tr.track(_frame(right_only, 0))
+        held = tr.track(_frame(blank, 1))  # the face is lost for a moment...
+        back = tr.track(_frame(canvas, 2))  # ...and comes back while another is in view
+        after = tr.track(_frame(canvas, 3))
+        tr.reset()
+        fresh = tr.track(_frame(canvas, 10))
+    finally:
+        tr.close()
+    assert a is not None and a.pose.tx > 330
+    assert held is not None and held.state == "held"
+    assert back is not None and back.state == "tracked" and back.pose.tx > 330
+    assert after is not None and after.pose.tx > 330
+    assert fresh is not None and fresh.pose.tx < 320  # no history: the other face may be chosen
+
+
 def test_choose_primary_prefers_nearest_then_largest() -> None:
     base = np.zeros((478, 3), np.float32)
     base[[33, 133]] = [[0, 0, 0], [10, 0, 0]]
