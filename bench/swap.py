@@ -9,7 +9,8 @@ the output is judged:
 * expression: MediaPipe landmarks re-detected on the output; Pearson correlation of mouth opening
   and eye openness (each over its width) between input and output;
 * pose: yaw/pitch/roll (sender.tracker.head_pose) of input vs re-detected output, mean abs degrees;
-* flicker: mean |output change - input change| between consecutive frames inside the face box;
+* flicker: mean |second temporal difference| in the face box, output minus input (grey levels;
+  > 0 means the output pops more than the camera picture does);
 * ms/frame: render time only (shared CPU: treat as an upper bound).
 
 Writes JSON and a contact-sheet PNG. Run: .venv/bin/python bench/swap.py --frames 40 --clips d3,d18
@@ -23,7 +24,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -37,6 +38,7 @@ import numpy.typing as npt  # noqa: E402
 from sender.tracker import MediaPipeFaceTracker, TrackerConfig, head_pose  # noqa: E402
 from shared.identity import load_identity  # noqa: E402
 from shared.render import make_renderer  # noqa: E402
+from shared.render.mesh import MeshOptions, MeshRenderer  # noqa: E402
 from shared.render.retarget import eye_opening, mouth_opening  # noqa: E402
 from shared.types import CapturedFrame, FrameState, IdentityAsset, Image, KeyframeState, Landmarks  # noqa: E402
 
@@ -75,6 +77,7 @@ class PairResult:
     as_sender: float
     dist_avatar: float
     dist_sender: float
+    avatar_vs_sender: float  # the two input faces' own distance: how alike the people already are
     mouth_corr: float
     eye_corr: float
     pose_err_deg: float
@@ -90,6 +93,11 @@ def _ratios(lm: Landmarks) -> tuple[float, float]:
         + eye_opening(p, "left") / max(float(np.linalg.norm(p[263, :2] - p[362, :2])), 1e-6)
     )
     return mouth, eyes
+
+
+def _jerk(frames: list[Image]) -> float:
+    a, b, c = (f.astype(np.float32) for f in frames)
+    return float(np.abs(a - 2 * b + c).mean())
 
 
 def _corr(a: list[float], b: list[float]) -> float:
@@ -124,12 +132,16 @@ def run_pair(
     recogniser: Recogniser,
     renderer_name: str,
     sheet_every: int,
+    mesh_options: MeshOptions,
+    stride: int = 1,
 ) -> tuple[PairResult, list[Image]]:
-    renderer = make_renderer(renderer_name)
+    renderer = make_renderer(renderer_name, mesh_factory=lambda: MeshRenderer(mesh_options))
     key = next(i for i, (_, lm) in enumerate(frames) if lm is not None)
     kf_image, kf_lm = frames[key]
+    assert kf_lm is not None
     keyframe = KeyframeState(0, kf_image, None, kf_lm)
     redetect = MediaPipeFaceTracker(TrackerConfig(smoothing=None))
+    baseline = float(np.linalg.norm(recogniser.descriptor(kf_image, kf_lm) - avatar_desc))
     found = as_avatar = as_sender = 0
     d_av: list[float] = []
     d_se: list[float] = []
@@ -141,8 +153,9 @@ def run_pair(
     flicker: list[float] = []
     times: list[float] = []
     sheet: list[Image] = []
-    prev: tuple[Image, Image] | None = None
-    n = 0
+    history: list[tuple[Image, Image]] = []
+    n = judged = 0
+    sheet_cells = max(1, len(frames) // max(sheet_every, 1))
     for i, (image, lm) in enumerate(frames):
         if lm is None:
             continue
@@ -151,16 +164,19 @@ def run_pair(
         t0 = time.perf_counter()
         out = renderer.render(identity, keyframe, state).image
         times.append((time.perf_counter() - t0) * 1000)
-        obs = redetect.track(CapturedFrame(i, i * 33_333, out))
-        if i % sheet_every == 0:
-            sheet.append(np.hstack([image, out]))
         x0, y0 = np.maximum(lm[:468, :2].min(axis=0).astype(int), 0)
         x1, y1 = lm[:468, :2].max(axis=0).astype(int)
-        if prev is not None:
-            d_out = out[y0:y1, x0:x1].astype(np.float32) - prev[1][y0:y1, x0:x1]
-            d_in = image[y0:y1, x0:x1].astype(np.float32) - prev[0][y0:y1, x0:x1]
-            flicker.append(float(np.abs(d_out - d_in).mean()))
-        prev = (image, out)
+        history = (history + [(image, out)])[-3:]
+        if len(history) == 3:
+            # Popping, not motion: the second temporal difference in the face box, output minus input.
+            box = (slice(y0, y1), slice(x0, x1))
+            flicker.append(_jerk([h[1][box] for h in history]) - _jerk([h[0][box] for h in history]))
+        if len(sheet) < sheet_cells and i >= len(sheet) * sheet_every:
+            sheet.append(np.hstack([image, out]))
+        if i % stride:
+            continue
+        judged += 1
+        obs = redetect.track(CapturedFrame(i, i * 33_333, out))
         if obs is None:
             continue
         found += 1
@@ -186,11 +202,12 @@ def run_pair(
         clip=clip,
         avatar=avatar_name,
         frames=n,
-        face_found=found / max(n, 1),
+        face_found=found / max(judged, 1),
         as_avatar=as_avatar / max(found, 1),
         as_sender=as_sender / max(found, 1),
         dist_avatar=float(np.mean(d_av)) if d_av else float("nan"),
         dist_sender=float(np.mean(d_se)) if d_se else float("nan"),
+        avatar_vs_sender=baseline,
         mouth_corr=_corr(m_in, m_out),
         eye_corr=_corr(e_in, e_out),
         pose_err_deg=float(np.mean(pose_err)) if pose_err else float("nan"),
@@ -198,6 +215,21 @@ def run_pair(
         ms_per_frame=float(np.median(times)) if times else float("nan"),
     )
     return result, sheet
+
+
+def parse_mesh_options(settings: list[str]) -> MeshOptions:
+    """MeshOptions with `group.field=value` overrides (groups: retarget, blend; or a top-level field)."""
+    options = MeshOptions()
+    for item in settings:
+        key, _, raw = item.partition("=")
+        value: float | bool = raw.lower() == "true" if raw.lower() in ("true", "false") else float(raw)
+        group, _, name = key.rpartition(".")
+        if group:
+            inner = getattr(options, group)
+            options = replace(options, **{group: replace(inner, **{name: type(getattr(inner, name))(value)})})
+        else:
+            options = replace(options, **{name: type(getattr(options, name))(value)})
+    return options
 
 
 def _label(image: Image, text: str) -> Image:
@@ -224,9 +256,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clips", default="", help="comma-separated clip names (default: all in ../shared/data)")
     parser.add_argument("--avatars", default="", help="comma-separated avatar names (default: all)")
     parser.add_argument("--frames", type=int, default=60, help="frames per clip (from the start)")
+    parser.add_argument("--stride", type=int, default=1, help="judge every Nth frame (all are tracked and rendered)")
     parser.add_argument("--renderer", default="mesh")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     parser.add_argument("--cells", type=int, default=4, help="frames per contact-sheet row")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="mesh option, e.g. retarget.outline_pull=0.5 or blend.chroma_strength=0.4")  # fmt: skip
     args = parser.parse_args(argv)
     cv2.setNumThreads(1)
     if not DATA.is_dir():
@@ -234,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     clips = args.clips.split(",") if args.clips else sorted(p.stem for p in (DATA / "clips").glob("*.mp4"))
     avatars = args.avatars.split(",") if args.avatars else sorted(p.stem for p in (DATA / "avatars").glob("*.jpg"))
+    mesh_options = parse_mesh_options(args.set)
     recogniser = Recogniser()
     identities = {a: load_identity(DATA / "avatars" / f"{a}.jpg") for a in avatars}
     avatar_desc = {}
@@ -247,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         frames = track_clip(DATA / "clips" / f"{clip}.mp4", args.frames)
         for a in avatars:
             res, cells = run_pair(clip, frames, a, identities[a], avatar_desc[a], recogniser, args.renderer,
-                                  sheet_every)  # fmt: skip
+                                  sheet_every, mesh_options, args.stride)  # fmt: skip
             results.append(res)
             image = identities[a].image
             assert image is not None

@@ -7,7 +7,8 @@ import pytest
 from shared.identity import IdentityAsset, detect_faces
 from shared.render import make_renderer
 from shared.render import topology as topo
-from shared.render.mesh import MeshRenderer
+from shared.render.mesh import MeshOptions, MeshRenderer
+from shared.render.occlusion import occluder_mask
 from shared.render.retarget import retarget
 from shared.render.warp import Region, affine_coefficients, remap, warp_maps
 from shared.types import FrameState, KeyframeState
@@ -191,3 +192,33 @@ def test_retarget_without_expression_keeps_the_avatar_shape_at_the_sender_pose()
 def test_unknown_renderer_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="mesh"):
         make_renderer("nope")
+
+
+def _with_blue_bar() -> tuple[np.ndarray, tuple[slice, slice]]:
+    """The astronaut with a blue 'gloved finger' across her right cheek, and where it is."""
+    lm = astronaut_landmarks()
+    image = astronaut().copy()
+    x, y = np.round(lm[50, :2]).astype(int)
+    box = (slice(y - 4, y + 4), slice(x - 8, x + 14))
+    image[box] = (200, 80, 30)
+    return image, box
+
+
+def test_occluder_mask_finds_a_hand_not_the_face() -> None:
+    image, box = _with_blue_bar()
+    lm = astronaut_landmarks()
+    mask = occluder_mask(image, lm)
+    assert mask[box].mean() > 0.8
+    clean = occluder_mask(astronaut(), lm)
+    for i in (468, 473, 13, 4, 280):  # eyes, mouth, nose, other cheek: the face's own, never occluders
+        x, y = np.round(lm[i, :2]).astype(int)
+        assert clean[y - 2 : y + 3, x - 2 : x + 3].max() < 0.2
+
+
+def test_occluders_stay_in_front_of_the_avatar() -> None:
+    image, box = _with_blue_bar()
+    keyframe = KeyframeState(kf=0, image=image, alpha=None, landmarks=astronaut_landmarks())
+    out = MeshRenderer().render(_avatar(), keyframe, _frame(astronaut_landmarks())).image
+    assert np.abs(out[box].astype(int) - image[box]).mean() < 20
+    no_keep = MeshRenderer(MeshOptions(keep_occluders=False)).render(_avatar(), keyframe, _frame(astronaut_landmarks()))
+    assert np.abs(no_keep.image[box].astype(int) - image[box]).mean() > 40

@@ -28,9 +28,10 @@ FloatImage = npt.NDArray[np.float32]
 class BlendOptions:
     shading_strength: float = 1.0
     chroma_strength: float = 0.8
-    feather: float = 0.07  # fraction of the face width
-    inset: float = 0.03  # the mask edge sits this far inside the outline
+    feather: float = 0.05  # fraction of the face width
+    inset: float = 0.01  # the mask edge sits this far inside the outline
     max_gain: float = 1.7
+    forehead_fade: float = 0.35  # of the brows-to-mesh-top height, faded out towards the hairline
 
 
 def face_width(landmarks: Landmarks) -> float:
@@ -56,10 +57,10 @@ def face_mask(landmarks: Landmarks, region: Region, options: BlendOptions) -> Fl
     cv2.fillPoly(mask, [np.round(shrunk / f * 16).astype(np.int32)], 1.0, cv2.LINE_AA, shift=4)
     mask = cv2.GaussianBlur(mask, (0, 0), max(0.5, sigma / f))
     soft = cv2.resize(mask, (region.width, region.height), interpolation=cv2.INTER_LINEAR)
-    return soft * _forehead_fade(landmarks, region)
+    return soft * _forehead_fade(landmarks, region, options.forehead_fade)
 
 
-def _forehead_fade(landmarks: Landmarks, region: Region) -> FloatImage:
+def _forehead_fade(landmarks: Landmarks, region: Region, fraction: float) -> FloatImage:
     """1 up to above the brows, fading to 0 at the top of the mesh: the hairline is the sender's.
 
     The top of the mesh is where hair, fringes and hats begin on both faces; leaving it to the
@@ -74,7 +75,9 @@ def _forehead_fade(landmarks: Landmarks, region: Region) -> FloatImage:
     xs = np.arange(region.width, dtype=np.float32) + region.x0
     ys = np.arange(region.height, dtype=np.float32) + region.y0
     height = xs[None, :] * np.float32(up[0]) + ys[:, None] * np.float32(up[1])
-    t = np.clip((top - height) / np.float32(0.75 * span), 0.0, 1.0)
+    if fraction <= 0.0:
+        return np.ones((region.height, region.width), np.float32)
+    t = np.clip((top - height) / np.float32(fraction * span), 0.0, 1.0)
     return (t * t * (3.0 - 2.0 * t)).astype(np.float32)
 
 
@@ -128,7 +131,7 @@ def match_shading(face: Image, scene: Image, weight: FloatImage, width: float, o
         mean_f = (face_s[..., 1:] * wt[..., None]).reshape(-1, 2).sum(0) / wsum
         mean_s = (scene_s[..., 1:] * wt[..., None]).reshape(-1, 2).sum(0) / wsum
         # Bounded: a large shift turns dark features (eyes, brows) into false colours.
-        shift = np.clip((mean_s - mean_f) * options.chroma_strength, -12.0, 12.0).astype(np.float32)
+        shift = np.clip((mean_s - mean_f) * options.chroma_strength, -20.0, 20.0).astype(np.float32)
     gain_full = cv2.resize(gain.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     luma = cv2.multiply(ycc[..., 0], gain_full, dtype=cv2.CV_16U)
     ycc[..., 0] = _highlight_rolloff().take(np.minimum(luma, _ROLLOFF_MAX))

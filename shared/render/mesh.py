@@ -20,6 +20,7 @@ from shared.render import blend as bl
 from shared.render import eyes_mouth as em
 from shared.render import topology as topo
 from shared.render.frontal import Texture, prepare_texture
+from shared.render.occlusion import OcclusionOptions, occluder_mask
 from shared.render.retarget import RetargetOptions, retarget
 from shared.render.warp import FloatMap, Points, Region, remap, similarity_2d, warp_maps
 from shared.types import Alpha, FrameState, IdentityAsset, Image, KeyframeState, Landmarks, RenderedPerson
@@ -36,6 +37,8 @@ class MeshOptions:
     retarget: RetargetOptions = field(default_factory=RetargetOptions)
     blend: bl.BlendOptions = field(default_factory=bl.BlendOptions)
     mirror_fill: bool = True
+    keep_occluders: bool = True  # glasses, hair, hands on the sender's face stay in front of an avatar
+    occlusion: OcclusionOptions = field(default_factory=OcclusionOptions)
 
 
 def _draw_order(vertices_z: npt.NDArray[np.float32], tris: IndexArray) -> npt.NDArray[np.intp]:
@@ -104,9 +107,19 @@ class _KeyframeModel:
     border_src: Points  # vertices: oval, then the three rings
     mouth_ratio: float
     panels: tuple[Image, Image]
+    occluder: npt.NDArray[np.uint8] | None  # 255 where glasses, hair or a hand cover the face; None if nothing
 
 
-def _prepare_keyframe(keyframe: KeyframeState) -> _KeyframeModel:
+def _occluder(image: Image, landmarks: Landmarks, options: OcclusionOptions | None) -> npt.NDArray[np.uint8] | None:
+    if options is None:
+        return None
+    mask = occluder_mask(image, landmarks, options)
+    if float(mask.max()) < 0.05:
+        return None
+    return np.asarray(np.clip(mask * 255.0 + 0.5, 0, 255), np.uint8)
+
+
+def _prepare_keyframe(keyframe: KeyframeState, occlusion: OcclusionOptions | None) -> _KeyframeModel:
     assert keyframe.landmarks is not None
     lm = keyframe.landmarks.astype(np.float32)
     h, w = keyframe.image.shape[:2]
@@ -127,6 +140,7 @@ def _prepare_keyframe(keyframe: KeyframeState) -> _KeyframeModel:
         border_src=border_src,
         mouth_ratio=mouth.ratio,
         panels=em.synthetic_panels(em.skin_tone(keyframe.image, lm)),
+        occluder=_occluder(keyframe.image, lm, occlusion),
     )
 
 
@@ -147,7 +161,7 @@ class MeshRenderer:
     def _keyframe_model(self, keyframe: KeyframeState) -> _KeyframeModel:
         model = self._keyframe
         if model is None or model.kf != keyframe.kf or model.image_id != id(keyframe.image):
-            model = _prepare_keyframe(keyframe)
+            model = _prepare_keyframe(keyframe, self.options.occlusion if self.options.keep_occluders else None)
             self._keyframe = model
         return model
 
@@ -174,7 +188,7 @@ class MeshRenderer:
         dst = frame.landmarks.astype(np.float32)
         avatar = not is_self(identity)
         # Under an avatar the keyframe face shows only at the feathered edge: the coarse fan will do.
-        packed = self._warp_keyframe(model, dst, (w, h), coarse_face=avatar)
+        packed, maps = self._warp_keyframe(model, dst, (w, h), coarse_face=avatar)
         image = np.asarray(cv2.cvtColor(packed, cv2.COLOR_BGRA2BGR), np.uint8)
         warped_alpha = cv2.extractChannel(packed, 3).astype(np.float32) * np.float32(1.0 / 255.0)
         alpha = _pick_alpha(frame.alpha, warped_alpha, (h, w))
@@ -182,7 +196,7 @@ class MeshRenderer:
             em.composite_cavity(image, dst, model.panels, model.mouth_ratio)
         else:
             assert identity is not None
-            self._render_avatar(image, self._texture(identity), model, dst, alpha)
+            self._render_avatar(image, self._texture(identity), model, dst, alpha, maps)
         return RenderedPerson(image, alpha)
 
     def _face_step(self, landmarks: Landmarks) -> int:
@@ -190,7 +204,9 @@ class MeshRenderer:
             return self.options.face_step
         return 1 if bl.face_width(landmarks) < 320 else 2
 
-    def _warp_keyframe(self, model: _KeyframeModel, dst: Landmarks, size: tuple[int, int], coarse_face: bool = False) -> Image:
+    def _warp_keyframe(
+        self, model: _KeyframeModel, dst: Landmarks, size: tuple[int, int], coarse_face: bool = False
+    ) -> tuple[Image, tuple[FloatMap, FloatMap]]:
         opts = self.options
         motion = similarity_2d(model.landmarks, dst)
         n_oval = len(topo.face_oval_ring())
@@ -205,7 +221,7 @@ class MeshRenderer:
         map_x, map_y, _ = warp_maps(border_dst[tris], model.border_src[tris], full, opts.body_step, None, fallback)
         if not coarse_face:
             self._face_maps(model, dst, size, map_x, map_y)
-        return remap(model.packed, map_x, map_y)
+        return remap(model.packed, map_x, map_y), (map_x, map_y)
 
     def _face_maps(self, model: _KeyframeModel, dst: Landmarks, size: tuple[int, int], map_x: FloatMap, map_y: FloatMap) -> None:
         """Overwrite the body maps inside the face with the dense mesh warp (eyes, lids, mouth)."""
@@ -222,7 +238,15 @@ class MeshRenderer:
         map_x[sy, sx] = np.where(inside, fx[py, px], map_x[sy, sx])
         map_y[sy, sx] = np.where(inside, fy[py, px], map_y[sy, sx])
 
-    def _render_avatar(self, image: Image, texture: Texture, model: _KeyframeModel, dst: Landmarks, alpha: Alpha) -> None:
+    def _render_avatar(
+        self,
+        image: Image,
+        texture: Texture,
+        model: _KeyframeModel,
+        dst: Landmarks,
+        alpha: Alpha,
+        maps: tuple[FloatMap, FloatMap],
+    ) -> None:
         opts = self.options
         target = retarget(dst, model.landmarks, texture.landmarks, opts.retarget)
         size = (image.shape[1], image.shape[0])
@@ -244,7 +268,12 @@ class MeshRenderer:
         local = target.copy()
         local[:, :2] -= np.array([sx.start, sy.start], np.float32)
         em.composite_cavity(face, local, model.panels, texture.mouth_ratio)
-        weight = bl.swap_weight(mask, alpha[sy, sx], None)
+        occluder = None
+        if model.occluder is not None:
+            # The keyframe's occluders, carried to this frame by the keyframe's own warp.
+            warped = remap(model.occluder, maps[0][sy, sx], maps[1][sy, sx])
+            occluder = warped.astype(np.float32) * np.float32(1.0 / 255.0)
+        weight = bl.swap_weight(mask, alpha[sy, sx], occluder)
         image[sy, sx] = bl.blend(base, face, weight)
 
 

@@ -132,7 +132,10 @@ def _region_weights() -> tuple[Vec, Vec, Vec]:
 class RetargetOptions:
     expression_gain: float = 1.0
     # How far the outline follows the sender's own outline (1 = the sender's jaw and cheeks).
-    outline_pull: float = 1.0
+    # The jaw and cheeks are the avatar's own (recognisers rely on them); the temples and forehead
+    # follow the sender's so the face sits in the sender's hairline.
+    outline_pull: float = 0.0
+    upper_outline_pull: float = 0.0
     max_eye_ratio: float = 1.4
 
 
@@ -174,6 +177,10 @@ def retarget(
         ratio = eye_opening(now_n, side) / max(eye_opening(neutral, side), 1e-6)
         _set_eye_opening(target, avatar_n, ring, float(np.clip(ratio, 0.0, opts.max_eye_ratio)))
 
-    pull = np.clip(outline_w * opts.outline_pull, 0.0, 1.0)[:, None]
+    eye_line = float(neutral[[33, 133, 263, 362], 1].mean())
+    top = float(neutral[topo.FOREHEAD, 1])
+    upper = np.clip((eye_line - neutral[:, 1]) / max(eye_line - top, 1e-6), 0.0, 1.0)
+    strength = opts.outline_pull + (opts.upper_outline_pull - opts.outline_pull) * upper
+    pull = np.clip(outline_w * strength, 0.0, 1.0)[:, None]
     target = (1.0 - pull) * target + pull * now_n
     return to_neutral.inverse().apply(target).astype(np.float32)
