@@ -222,3 +222,16 @@ def test_occluders_stay_in_front_of_the_avatar() -> None:
     assert np.abs(out[box].astype(int) - image[box]).mean() < 20
     no_keep = MeshRenderer(MeshOptions(keep_occluders=False)).render(_avatar(), keyframe, _frame(astronaut_landmarks()))
     assert np.abs(no_keep.image[box].astype(int) - image[box]).mean() > 40
+
+
+@pytest.mark.parametrize("kind", ["nan", "collapsed", "far_away"])
+def test_unusable_landmarks_show_the_keyframe_instead_of_failing(kind: str) -> None:
+    lm = astronaut_landmarks()
+    bad = {
+        "nan": np.full_like(lm, np.nan),
+        "collapsed": np.zeros_like(lm),
+        "far_away": lm + np.array([5000.0, 5000.0, 0.0], np.float32),
+    }[kind]
+    for identity in (None, _avatar()):
+        out = MeshRenderer().render(identity, _keyframe(), _frame(bad))
+        assert np.array_equal(out.image, astronaut())

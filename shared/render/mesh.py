@@ -181,10 +181,11 @@ class MeshRenderer:
 
     def render(self, identity: IdentityAsset | None, keyframe: KeyframeState, frame: FrameState) -> RenderedPerson:
         h, w = keyframe.image.shape[:2]
-        if frame.landmarks is None or frame.face == "lost" or keyframe.landmarks is None:
+        if frame.face == "lost" or not _usable(frame.landmarks, (w, h)) or not _usable(keyframe.landmarks, (w, h)):
             alpha = _pick_alpha(frame.alpha, keyframe.alpha, (h, w))
             return RenderedPerson(keyframe.image, alpha)
         model = self._keyframe_model(keyframe)
+        assert frame.landmarks is not None
         dst = frame.landmarks.astype(np.float32)
         avatar = not is_self(identity)
         # Under an avatar the keyframe face shows only at the feathered edge: the coarse fan will do.
@@ -259,6 +260,8 @@ class MeshRenderer:
         map_x, map_y, _ = warp_maps(dst_vertices[mesh_tris], src, region, step, order)
         face = remap(texture.image, map_x, map_y)
         sy, sx, py, px = region.clip_to(size)
+        if sy.stop <= sy.start or sx.stop <= sx.start:
+            return  # the face is entirely outside the picture
         face = face[py, px]
         base = image[sy, sx]
         width = bl.face_width(target)
@@ -275,6 +278,16 @@ class MeshRenderer:
             occluder = warped.astype(np.float32) * np.float32(1.0 / 255.0)
         weight = bl.swap_weight(mask, alpha[sy, sx], occluder)
         image[sy, sx] = bl.blend(base, face, weight)
+
+
+def _usable(landmarks: Landmarks | None, size: tuple[int, int]) -> bool:
+    """Finite, a face at least a few pixels wide, and at least partly inside the picture."""
+    if landmarks is None or landmarks.shape != (topo.MESH_SIZE, 3) or not np.isfinite(landmarks).all():
+        return False
+    lo, hi = landmarks[:, :2].min(axis=0), landmarks[:, :2].max(axis=0)
+    if float(np.min(hi - lo)) < 4.0:
+        return False
+    return bool(hi[0] > 0 and hi[1] > 0 and lo[0] < size[0] and lo[1] < size[1])
 
 
 def _pick_alpha(frame_alpha: Alpha | None, fallback: Alpha | None, shape: tuple[int, int]) -> Alpha:
