@@ -316,8 +316,7 @@ class ChromaMatter:
             lo_low = np.clip(np.float32(c.noise_clip * sd_k) / kp, c.clip_black, 0.3)
             lo = cv2.resize(lo_low, (ww, wh), interpolation=cv2.INTER_LINEAR)
             hi = min(c.clip_white, 1.0 - min(c.noise_clip * sd_k / float(np.median(kp)), 0.3))
-            fg_aware = c.fg_aware
-            raw = foreground_aware_alpha(k, kp_work, c.fg_erode, c.fg_reach) if fg_aware else vlahos_alpha(k, kp_work)
+            raw = foreground_aware_alpha(k, kp_work, c.fg_erode, c.fg_reach) if c.fg_aware else vlahos_alpha(k, kp_work)
             a_work = np.clip(cv2.divide(cv2.subtract(raw, lo), cv2.subtract(hi, lo)), 0.0, 1.0)
         else:
             plate_work = cv2.resize(plate_low, (ww, wh), interpolation=cv2.INTER_LINEAR)
@@ -334,7 +333,8 @@ class ChromaMatter:
             luma = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float32) * (1.0 / 255.0)
             luma_work = np.asarray(cv2.resize(luma, (ww, wh), interpolation=cv2.INTER_AREA), np.float32)
             alpha = refine_in_band(a_full, luma_work, a_work, luma, c.guide_radius, c.guide_eps)
-        self._last_image, self._last_alpha, self._fg_cache = img, alpha, None
+        # a copy: capture may reuse its buffer before foreground() is asked for
+        self._last_image, self._last_alpha, self._fg_cache = img.copy(), alpha, None
         return alpha
 
     def plate(self) -> Image | None:
@@ -400,18 +400,33 @@ def foreground_aware_alpha(k: F32, kp: F32, erode: int, reach: float) -> F32:
     return np.asarray(cv2.divide(cv2.subtract(kp, k), cv2.subtract(kp, kf)), np.float32)
 
 
+def _despill_planes(planes: list[F32], rot: F32) -> list[F32]:
+    """Despill B, G, R float planes in place of a colour-space round trip: the spill is how far
+    G' exceeds the mean of R' and B', and it is removed along the G' axis (both read off rot)."""
+    w = rot[1] - 0.5 * (rot[0] + rot[2])
+    d = rot[1]
+    spill = np.maximum(planes[0] * np.float32(w[0]) + planes[1] * np.float32(w[1]) + planes[2] * np.float32(w[2]), 0)
+    return [p - spill * np.float32(d[i]) for i, p in enumerate(planes)]
+
+
 def despill(bgr: F32, rot: F32) -> F32:
     """Limit the screen primary to the mean of the other two, in the screen-aligned colour space."""
-    r = cv2.transform(bgr, rot)
-    b_, g_, r_ = cv2.split(r)
-    g_ = cv2.min(g_, (b_ + r_) * 0.5)
-    return np.asarray(cv2.transform(cv2.merge([b_, g_, r_]), np.ascontiguousarray(rot.T)), np.float32)
+    planes = [np.ascontiguousarray(bgr[:, :, i], dtype=np.float32) for i in range(3)]
+    return np.asarray(cv2.merge(_despill_planes(planes, rot)), np.float32)
 
 
 def unmix_and_despill(image: Image, alpha: Alpha, plate: Image, rot: F32, min_alpha: float = 0.05) -> Image:
-    """Straight foreground colour F from C = a F + (1 - a) P, then despilled."""
-    c = image.astype(np.float32)
-    a = alpha[:, :, None]
-    premult = c - (1.0 - a) * plate.astype(np.float32)
-    f = np.where(a > min_alpha, premult / np.maximum(a, min_alpha), c)
-    return np.clip(despill(np.clip(f, 0, 255).astype(np.float32), rot), 0, 255).astype(np.uint8)
+    """Straight foreground colour F from C = a F + (1 - a) P, then despilled. Below min_alpha the
+    unmixing would amplify noise, so the pixel's own (despilled) colour fades in instead."""
+    # plane by plane: numpy's (H, W, 1) x (H, W, 3) broadcasting is several times slower
+    a = np.asarray(alpha, np.float32)
+    inv_a = 1.0 / np.maximum(a, np.float32(min_alpha))
+    one_minus_a = 1.0 - a
+    t = np.minimum(a * np.float32(1.0 / min_alpha), np.float32(1.0))
+    planes = []
+    for c8, p8 in zip(cv2.split(image), cv2.split(plate), strict=True):
+        c = c8.astype(np.float32)
+        f = (c - one_minus_a * p8.astype(np.float32)) * inv_a
+        planes.append(np.clip(c + t * (f - c), 0.0, 255.0))  # t F + (1 - t) C
+    out = cv2.merge(_despill_planes(planes, rot))
+    return np.asarray(np.clip(out + 0.5, 0, 255), np.uint8)
