@@ -148,6 +148,8 @@ def test_auto_switches_with_hysteresis() -> None:
     try:
         auto.matte(_frame(green, 0))
         assert auto.active == "chroma"
+        fg = auto.foreground()
+        assert fg is not None and fg.shape == green.shape
         auto.matte(_frame(plain, 1))
         assert auto.active == "chroma"  # one frame is not a new scene
         auto.matte(_frame(green, 2))
@@ -155,6 +157,7 @@ def test_auto_switches_with_hysteresis() -> None:
         assert auto.active == "chroma"
         auto.matte(_frame(plain, 4))
         assert auto.active == "learned"
+        assert auto.foreground() is None  # learned matting leaves the frame's colours as they are
     finally:
         auto.close()
 

@@ -95,6 +95,13 @@ class AutoMatter:
             self._streak = 0
             (self.chroma if self.active == "chroma" else self.learned).reset()
 
+    def foreground(self) -> Image | None:
+        """The active matter's foreground colours for the last frame (the chroma key's despilled,
+        screen-free colours), or None when it has none and the frame itself is the foreground."""
+        m = self.chroma if self.active == "chroma" else self.learned
+        fg = getattr(m, "foreground", None)
+        return fg() if fg is not None else None
+
     def matte(self, frame: CapturedFrame, face: FaceObservation | None = None) -> Alpha:
         if self.active is None or self._frames % self.config.check_every == 0:
             self._decide(frame.image)
