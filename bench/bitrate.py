@@ -27,25 +27,13 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+from media import read_frames
 
 from shared import messages as m
 from shared.streamfile import StreamReader
 
 CODECS = {"libx264": ("x264", ["18", "23", "28", "35"], {"preset": "medium"}),
           "libsvtav1": ("svt-av1", ["30", "40", "50", "58"], {"preset": "8"})}
-
-
-def read_clip(path: Path, limit: int) -> tuple[list[np.ndarray], float]:
-    capture = cv2.VideoCapture(str(path))
-    fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
-    frames = []
-    while len(frames) < limit:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
-    return frames, fps
 
 
 def encode(frames: list[np.ndarray], fps: float, codec: str, crf: str, options: dict[str, str]) -> tuple[int, float]:
@@ -101,7 +89,7 @@ def main() -> int:
     args = parser.parse_args()
     results = []
     for clip in args.clips:
-        frames, fps = read_clip(clip, args.frames)
+        frames, fps = read_frames(clip, args.frames)
         seconds = len(frames) / fps
         row: dict[str, object] = {"clip": clip.name, "size": f"{frames[0].shape[1]}x{frames[0].shape[0]}",
                                   "frames": len(frames), "fps": round(fps, 2)}

@@ -24,20 +24,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import numpy.typing as npt
+from media import read_frames
 
 F32 = npt.NDArray[np.float32]
-
-
-def read_frames(path: Path, limit: int) -> list[npt.NDArray[np.uint8]]:
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while len(frames) < limit:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
-    return frames
 
 
 def reference_keys(frames: list[npt.NDArray[np.uint8]]) -> list[F32]:
@@ -98,7 +87,7 @@ def main() -> int:
     parser.add_argument("--matte", default="chroma")
     parser.add_argument("--output", type=Path, default=Path("out/bench/chain_alpha.json"))
     args = parser.parse_args()
-    originals = read_frames(args.clip, args.frames)
+    originals, _ = read_frames(args.clip, args.frames)
     references = reference_keys(originals)
     with tempfile.TemporaryDirectory() as work:
         received, magenta = chain(args.clip, args.frames, args.matte, Path(work))

@@ -10,13 +10,11 @@ import ssl
 import sys
 from pathlib import Path
 
-import cv2
-
 from receiver.compositor import BackgroundError
 from receiver.player import Player
 from receiver.runtime import LiveReceiver, play_stream
 from receiver.sinks import SinkError, open_sink
-from shared.cliargs import parse_size
+from shared.cliargs import add_common_arguments, apply_common_arguments, parse_size
 from shared.errors import StreamFileError
 from shared.onnx_runtime import add_provider_arguments
 from shared.render import RENDERERS, available_renderers, make_renderer
@@ -48,16 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--once", action="store_true", help="exit when the first sender's session ends")
     parser.add_argument("--stats", action="store_true", help="print statistics once a second")
     parser.add_argument("--stats-json", type=Path, metavar="FILE", help="append one JSON line of statistics a second")
-    parser.add_argument("--threads", type=int, default=1, help="OpenCV threads (default 1)")
-    parser.add_argument("--log-level", default="INFO")
+    add_common_arguments(parser)
     add_provider_arguments(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cv2.setNumThreads(args.threads)
+    apply_common_arguments(args)
     if args.listen and not args.token:
         print("facewire-receive: --listen needs --token or FACEWIRE_TOKEN", file=sys.stderr)
         return 2

@@ -6,7 +6,7 @@ import ctypes
 import ctypes.util
 import time
 
-from shared.types import CapturedFrame, FaceTracker, FrameAnalysis, Matter
+from shared.types import CapturedFrame, FaceTracker, FrameAnalysis, Image, Matter
 
 _M_TRIM_THRESHOLD = -1
 _M_TOP_PAD = -2
@@ -53,6 +53,14 @@ class SenderAnalyzer:
         t2 = time.perf_counter()
         self.last_timings_ms = {"track": (t1 - t0) * 1e3, "matte": (t2 - t1) * 1e3}
         return FrameAnalysis(frame=frame, face=face, alpha=alpha)
+
+    def foreground(self) -> Image | None:
+        """The last frame with the screen and its spill removed, when the matter computes that (chroma keys).
+
+        Costly (about 20 ms at 640x480), so the sender asks only for frames that will become keyframes.
+        """
+        method = getattr(self.matter, "foreground", None)
+        return method() if method is not None else None
 
     def reset(self) -> None:
         """A new scene or a seek: the matter forgets its temporal state (plate, choice)."""

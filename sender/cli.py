@@ -12,15 +12,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import cv2
-
 from sender.capture import CaptureError, CaptureOptions, FrameSource
 from sender.identity import identity_messages, with_embedding
 from sender.runner import record_stream, stream_live
 from sender.stream import FeatureStream
 from sender.uplink import IdentityBook, Uplink, UplinkError, UplinkStats
 from shared import messages as m
-from shared.cliargs import parse_size
+from shared.cliargs import add_common_arguments, apply_common_arguments, parse_size
 from shared.identity import IdentityError
 from shared.onnx_runtime import add_provider_arguments
 from shared.types import Analyzer
@@ -53,24 +51,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--matte", choices=MATTES, default="auto", help="matting mode (default auto)")
     parser.add_argument("--cafile", type=Path, help="CA certificate (PEM) to trust for wss://")
     parser.add_argument("--stats", action="store_true", help="print link statistics once a second")
-    parser.add_argument("--threads", type=int, default=1, help="OpenCV threads (default 1)")
-    parser.add_argument("--log-level", default="INFO")
+    add_common_arguments(parser)
     add_provider_arguments(parser)
     return parser
 
 
-def make_analyzer(matte: str) -> Analyzer:
-    from sender.analysis import SenderAnalyzer
+def make_analyzer(matte: str, providers: str) -> Analyzer:
+    from sender.analysis import SenderAnalyzer, reuse_heap_memory
     from sender.matte import make_matter
     from sender.tracker import MediaPipeFaceTracker
 
-    return SenderAnalyzer(MediaPipeFaceTracker(), make_matter(matte))
+    reuse_heap_memory()
+    return SenderAnalyzer(MediaPipeFaceTracker(), make_matter(matte, providers=providers))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cv2.setNumThreads(args.threads)
+    apply_common_arguments(args)
     if args.connect and not args.token:
         print("facewire-send: --connect needs --token or FACEWIRE_TOKEN", file=sys.stderr)
         return 2
@@ -79,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         options = CaptureOptions(loop=args.loop, realtime=args.realtime, size=args.size,
                                  max_frames=args.max_frames, fps=args.fps)
         source = FrameSource(args.input, options)
-        analyzer = make_analyzer(args.matte)
+        analyzer = make_analyzer(args.matte, args.providers)
         try:
             if args.record_stream:
                 cycle = round(args.identity_cycle * source.fps) if args.identity_cycle else None

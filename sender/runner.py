@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -31,7 +32,7 @@ def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, ide
     writer: StreamWriter | None = None
     try:
         for frame in source:
-            analysis = analyzer.analyze(frame)
+            analysis = with_foreground(analyzer, analyzer.analyze(frame), stream)
             if writer is None:
                 width, height = frame.size
                 header = StreamHeader(protocol=m.PROTOCOL_VERSION, width=width, height=height, fps=source.fps,
@@ -54,13 +55,21 @@ def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, ide
     return writer
 
 
-def _produce(source: FrameSource, analyzer: Analyzer, slot: LatestSlot[FrameAnalysis], stop: threading.Event,
-             errors: list[BaseException]) -> None:
+def with_foreground(analyzer: Analyzer, analysis: FrameAnalysis, stream: FeatureStream) -> FrameAnalysis:
+    """Attach the despilled foreground while a keyframe is due: the keyframe then carries no screen colour."""
+    foreground = getattr(analyzer, "foreground", None)
+    if foreground is None or not stream.keyframe_due(analysis):
+        return analysis
+    return dataclasses.replace(analysis, foreground=foreground())
+
+
+def _produce(source: FrameSource, analyzer: Analyzer, stream: FeatureStream, slot: LatestSlot[FrameAnalysis],
+             stop: threading.Event, errors: list[BaseException]) -> None:
     try:
         for frame in source:
             if stop.is_set():
                 break
-            slot.put(analyzer.analyze(frame))
+            slot.put(with_foreground(analyzer, analyzer.analyze(frame), stream))
     except BaseException as exc:  # noqa: BLE001 - handed to the event loop, which re-raises it
         errors.append(exc)
     finally:
@@ -78,7 +87,7 @@ async def stream_live(source: FrameSource, analyzer: Analyzer, uplink: Uplink,
     cycler = asyncio.create_task(_cycle_identities(uplink, cycle_s)) if cycle_s else None
     stop = threading.Event()
     errors: list[BaseException] = []
-    producer = threading.Thread(target=_produce, args=(source, analyzer, slot, stop, errors),
+    producer = threading.Thread(target=_produce, args=(source, analyzer, uplink.stream, slot, stop, errors),
                                 name="capture", daemon=True)
     producer.start()
     try:

@@ -48,6 +48,9 @@ class FeatureStream:
         self.encoder.force_intra()
         self.policy.request()
 
+    def keyframe_due(self, analysis: FrameAnalysis) -> bool:
+        return self.policy.due(analysis)
+
     def request_keyframe(self) -> None:
         self.policy.request()
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import logging
+
+import cv2
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -14,3 +17,14 @@ def parse_size(text: str) -> tuple[int, int]:
     if not (16 <= width <= 4096 and 16 <= height <= 4096):
         raise argparse.ArgumentTypeError(f"size {text!r} out of range 16..4096")
     return width, height
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=1, help="OpenCV threads (default 1)")
+    parser.add_argument("--log-level", default="INFO")
+
+
+def apply_common_arguments(args: argparse.Namespace) -> None:
+    """Logging and OpenCV's thread count, set deliberately so sender and receiver don't fight over cores."""
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cv2.setNumThreads(args.threads)

@@ -135,6 +135,14 @@ class _Connection:
         self.last_activity = now
         return message
 
+    def _opened(self, message: m.Message, handshake: type) -> list[Event]:
+        """A message after the handshake: a second handshake is a violation, pings are answered here."""
+        if isinstance(message, handshake):
+            raise ProtocolError(ErrorCode.UNEXPECTED, f"{handshake.__name__.lower()} after the handshake", "t")
+        if isinstance(message, m.Ping):
+            self.send(m.Pong(nonce=message.nonce, ts_us=message.ts_us))
+        return [MessageReceived(message)]
+
     def check_timeouts(self, now: float) -> list[Event]:
         if self.state is State.CLOSED:
             return []
@@ -179,11 +187,7 @@ class ReceiverProtocol(_Connection):
             message = self._decode(data, now)
             if self.state is State.AWAIT_HELLO:
                 return [self._accept(message)]
-            if isinstance(message, m.Hello):
-                raise ProtocolError(ErrorCode.UNEXPECTED, "hello after the handshake", "t")
-            if isinstance(message, m.Ping):
-                self.send(m.Pong(nonce=message.nonce, ts_us=message.ts_us))
-            return [MessageReceived(message)]
+            return self._opened(message, m.Hello)
         except ProtocolError as exc:
             return [self.fail(exc)]
 
@@ -237,11 +241,7 @@ class SenderProtocol(_Connection):
                 self.welcome = message
                 self.state = State.OPEN
                 return [HandshakeDone(message)]
-            if isinstance(message, m.Welcome):
-                raise ProtocolError(ErrorCode.UNEXPECTED, "welcome after the handshake", "t")
-            if isinstance(message, m.Ping):
-                self.send(m.Pong(nonce=message.nonce, ts_us=message.ts_us))
-            return [MessageReceived(message)]
+            return self._opened(message, m.Welcome)
         except ProtocolError as exc:
             return [self.fail(exc)]
 

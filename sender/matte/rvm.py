@@ -86,6 +86,8 @@ def load_rvm_matter(
     try:
         loaded = registry.load_any(MODEL, config, variant)
     except ModelNotInstalledError as exc:
-        log.warning("learned matting (RVM) unavailable: %s", exc)
+        # The MediaPipe matte is the documented default, so a missing optional model is news, not a warning.
+        log.info("RVM matting not installed (`facewire-models fetch rvm_mobilenetv3` to use it); using MediaPipe")
+        log.debug("RVM: %s", exc)
         return None
     return RvmMatter(loaded.session, downsample_ratio)
