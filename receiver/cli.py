@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sink", default="virtualcam",
                         help="frames:DIR | file:PATH | virtualcam | window | http:PORT | null (default virtualcam)")
     parser.add_argument("--device", help="virtual camera device, e.g. /dev/video10")
+    parser.add_argument("--camera-format", choices=("bgr", "rgb"), default="bgr",
+                        help="pixel format handed to the virtual camera (default bgr)")
     parser.add_argument("--background", help="#RRGGBB or an image path (default dark grey #30343c)")
     parser.add_argument("--mirror", action="store_true", help="flip the output left-right")
     parser.add_argument("--size", type=parse_size, help="output size WxH (default the sender's)")
@@ -81,7 +83,7 @@ def make_player(args: argparse.Namespace, fps: float) -> Player:
     renderer = make_renderer(args.renderer, keep_mouth=args.keep_mouth, providers=args.providers,
                              threads=args.ort_threads)
     stats = StatsMeter(print_lines=args.stats, json_path=args.stats_json)
-    sink = open_sink(args.sink, fps, device=args.device)
+    sink = open_sink(args.sink, fps, device=args.device, pixel_format=args.camera_format)
     return Player(renderer=renderer, sink=sink, stats=stats, background=args.background,
                   output_size=args.size, mirror=args.mirror)
 

@@ -160,7 +160,7 @@ class WindowSink(_NoStats):
         cv2.destroyWindow(self.title)
 
 
-def open_sink(spec: str, fps: float, device: str | None = None) -> Sink:
+def open_sink(spec: str, fps: float, device: str | None = None, pixel_format: str = "bgr") -> Sink:
     """`frames:DIR`, `file:PATH`, `virtualcam`, `window`, `http:PORT` or `null`."""
     kind, _, arg = spec.partition(":")
     if kind == "null":
@@ -170,7 +170,7 @@ def open_sink(spec: str, fps: float, device: str | None = None) -> Sink:
     if kind == "file" and arg:
         return FileSink(arg, fps)
     if kind == "virtualcam":
-        return VirtualCameraSink(fps, device=device)
+        return VirtualCameraSink(fps, device=device, pixel_format=pixel_format)
     if kind == "window":
         return WindowSink()
     if kind == "http" and arg.isdigit():
