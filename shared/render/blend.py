@@ -31,7 +31,7 @@ class BlendOptions:
     feather: float = 0.05  # fraction of the face width
     inset: float = 0.01  # the mask edge sits this far inside the outline
     max_gain: float = 1.7
-    forehead_fade: float = 0.35  # of the brows-to-mesh-top height, faded out towards the hairline
+    forehead_fade: float = 0.0  # of the brows-to-mesh-top height, faded out towards the hairline
 
 
 def face_width(landmarks: Landmarks) -> float:

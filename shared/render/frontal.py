@@ -18,6 +18,7 @@ from scipy.spatial.transform import Rotation
 
 from shared.render import eyes_mouth as em
 from shared.render import topology as topo
+from shared.render.occlusion import occluder_mask
 from shared.render.retarget import fit_similarity
 from shared.render.warp import Points, Region, remap, similarity_2d, triangle_raster, warp_maps
 from shared.types import Image, Landmarks
@@ -33,6 +34,8 @@ class Texture:
     mouth_ratio: float
     panels: tuple[Image, Image]
     yaw: float  # degrees, of the original avatar image
+    # 255 where the avatar's own forehead is covered (a fringe, a hat brim): the sender's forehead shows there.
+    cover: npt.NDArray[np.uint8] | None = None
 
 
 def frontal_rotation(landmarks: Landmarks) -> npt.NDArray[np.float64]:
@@ -82,7 +85,26 @@ def prepare_texture(image: Image, landmarks: Landmarks, mirror_fill: bool = True
         mouth_ratio=mouth.ratio,
         panels=em.synthetic_panels(em.skin_tone(out, frontal)),
         yaw=yaw,
+        cover=_forehead_cover(out, frontal),
     )
+
+
+def _forehead_cover(image: Image, landmarks: Landmarks) -> npt.NDArray[np.uint8] | None:
+    """What covers the avatar's face above the eyes (hair, hats). Below the eyes nothing is removed:
+    moustaches, beards and make-up are who the avatar is."""
+    mask = occluder_mask(image, landmarks)
+    # A wide soft edge: the sender's forehead and the avatar's skin meet in a gradient, not a line.
+    width = float(np.ptp(landmarks[:468, 0]))
+    mask = cv2.GaussianBlur(cv2.dilate(mask, np.ones((5, 5), np.uint8)), (0, 0), max(1.0, 0.04 * width))
+    mask = np.clip(mask * 1.5, 0.0, 1.0)
+    eye_line = float(landmarks[[33, 133, 263, 362], 1].mean())
+    brow_top = float(landmarks[[105, 334, 66, 296], 1].min())
+    rows = np.arange(mask.shape[0], dtype=np.float32)[:, None]
+    # Full effect from the brows up, none below the eyes.
+    mask *= np.clip((eye_line - rows) / max(eye_line - brow_top, 1.0), 0.0, 1.0)
+    if float(mask.max()) < 0.05:
+        return None
+    return np.asarray(np.clip(mask * 255.0 + 0.5, 0, 255), np.uint8)
 
 
 def _mirror_fill(

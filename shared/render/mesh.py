@@ -110,10 +110,10 @@ class _KeyframeModel:
     occluder: npt.NDArray[np.uint8] | None  # 255 where glasses, hair or a hand cover the face; None if nothing
 
 
-def _occluder(image: Image, landmarks: Landmarks, options: OcclusionOptions | None) -> npt.NDArray[np.uint8] | None:
+def _occluder(image: Image, landmarks: Landmarks, options: OcclusionOptions | None, alpha: Alpha | None) -> npt.NDArray[np.uint8] | None:
     if options is None:
         return None
-    mask = occluder_mask(image, landmarks, options)
+    mask = occluder_mask(image, landmarks, options, alpha)
     if float(mask.max()) < 0.05:
         return None
     return np.asarray(np.clip(mask * 255.0 + 0.5, 0, 255), np.uint8)
@@ -140,7 +140,7 @@ def _prepare_keyframe(keyframe: KeyframeState, occlusion: OcclusionOptions | Non
         border_src=border_src,
         mouth_ratio=mouth.ratio,
         panels=em.synthetic_panels(em.skin_tone(keyframe.image, lm)),
-        occluder=_occluder(keyframe.image, lm, occlusion),
+        occluder=_occluder(keyframe.image, lm, occlusion, keyframe.alpha),
     )
 
 
@@ -257,7 +257,10 @@ class MeshRenderer:
         region = Region.around(dst_vertices, size, 2, step)
         order = _draw_order(_depths(target), mesh_tris)
         src = em.lid_source_vertices(texture.src_vertices, texture.landmarks, target)[mesh_tris]
-        map_x, map_y, _ = warp_maps(dst_vertices[mesh_tris], src, region, step, order)
+        # Outside the mesh (the feathered edge reaches a little past it) sample the avatar's own
+        # surroundings under the same head motion, not whatever the identity map would hit.
+        fallback = similarity_2d(target, texture.landmarks)
+        map_x, map_y, covered = warp_maps(dst_vertices[mesh_tris], src, region, step, order, fallback)
         face = remap(texture.image, map_x, map_y)
         sy, sx, py, px = region.clip_to(size)
         if sy.stop <= sy.start or sx.stop <= sx.start:
@@ -265,7 +268,10 @@ class MeshRenderer:
         face = face[py, px]
         base = image[sy, sx]
         width = bl.face_width(target)
-        mask = bl.face_mask(target, region, opts.blend)[py, px]
+        mask = bl.face_mask(target, region, opts.blend)[py, px] * (covered[py, px] * np.float32(1.0 / 255.0))
+        if texture.cover is not None and opts.keep_occluders:
+            cover = remap(texture.cover, map_x, map_y)[py, px].astype(np.float32) * np.float32(1.0 / 255.0)
+            mask = mask * (1.0 - cover)
         face = np.ascontiguousarray(bl.match_shading(face, base, mask, width, opts.blend))
         # The cavity goes in after the shading so teeth keep their colour; panels are lit like the scene.
         local = target.copy()

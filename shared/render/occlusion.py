@@ -29,7 +29,8 @@ _NOSTRILS = (2, 98, 327, 97, 326)
 class OcclusionOptions:
     chroma_sigmas: float = 4.0  # how far (in robust sigmas) a colour must be from skin to count
     dark_ratio: float = 0.45  # darker than this fraction of the skin's luminance: hair, dark frames
-    min_area: float = 0.0015  # of the face box: smaller specks are noise (moles, pores)
+    min_area: float = 0.004  # of the face box: smaller specks are noise (moles, pores)
+    edge_margin: float = 0.06  # of the face width: the outline band is left to the face mask's feather
 
 
 def _polygon(mask: npt.NDArray[np.uint8], points: npt.NDArray[np.float32], value: int = 255) -> None:
@@ -67,8 +68,15 @@ def _long_components(mask: npt.NDArray[np.uint8], min_extent: float) -> npt.NDAr
     return np.asarray(keep[labels], np.uint8)
 
 
-def occluder_mask(image: Image, landmarks: Landmarks, options: OcclusionOptions | None = None) -> FloatImage:
-    """0..1 per pixel of `image`: 1 where something covers the face, 0 on skin, features and off-face."""
+def occluder_mask(
+    image: Image, landmarks: Landmarks, options: OcclusionOptions | None = None, alpha: FloatImage | None = None
+) -> FloatImage:
+    """0..1 per pixel of `image`: 1 where something covers the face, 0 on skin, features and off-face.
+
+    Only inside the outline pulled in by `options.edge_margin`: the mesh outline often runs over
+    background or the hair line at the temples, which the face mask's feather handles anyway.
+    With the keyframe's `alpha`, background (alpha < 0.5) is never an occluder.
+    """
     opts = options or OcclusionOptions()
     h, w = image.shape[:2]
     out = np.zeros((h, w), np.float32)
@@ -83,6 +91,8 @@ def occluder_mask(image: Image, landmarks: Landmarks, options: OcclusionOptions 
     width = float(np.ptp(oval[:, 0]))
     face = np.zeros(crop.shape[:2], np.uint8)
     _polygon(face, oval - shift)
+    margin = max(1, int(round(opts.edge_margin * width)))
+    inner = cv2.erode(face, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1)))
     ycc = cv2.cvtColor(crop, cv2.COLOR_BGR2YCrCb).astype(np.float32)
 
     patches = np.zeros(crop.shape[:2], np.uint8)
@@ -125,6 +135,9 @@ def occluder_mask(image: Image, landmarks: Landmarks, options: OcclusionOptions 
     rims = _rims(ycc[..., 0], width, my, sy) & (face > 0) & (near_eyes == 0) & (lines_ok > 0)
     rims = _long_components(rims.astype(np.uint8), 0.25 * width)
     mask = np.maximum(blobs, rims)
-    soft = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), max(0.8, 0.006 * width))
+    mask = mask * (inner > 0)
+    if alpha is not None:
+        mask = mask * (alpha[fy, fx] >= 0.5)
+    soft = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), max(0.8, 0.012 * width))
     out[fy, fx] = np.clip(soft * 1.5, 0.0, 1.0)
     return out
