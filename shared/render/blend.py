@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from shared.render import topology as topo
-from shared.render.warp import Region
+from shared.render.warp import Points, Region
 from shared.types import Alpha, Image, Landmarks
 
 FloatImage = npt.NDArray[np.float32]
@@ -84,11 +84,23 @@ def _forehead_fade(landmarks: Landmarks, region: Region, fraction: float) -> Flo
 _BROWS = (105, 66, 334, 296, 107, 336)
 
 
-def _quadratic_basis(size: tuple[int, int]) -> FloatImage:
-    """[1, u, v, u^2, uv, v^2] per pixel, u and v in [-1, 1] across the region; shape (h, w, 6)."""
+def _light_basis(size: tuple[int, int], midline: tuple[Points, Points] | None, width: float) -> FloatImage:
+    """[1, u, v, u^2, uv, v^2, step] per pixel, u and v in [-1, 1] across the region; shape (h, w, 7).
+
+    `step` is a soft sign of the side of the face's midline (nose bridge to chin): paintings and
+    studio portraits are often lit from one side with a terminator down the nose, which a smooth
+    quadratic cannot follow. Points are in the (small) region's pixels.
+    """
     w, h = size
     u, v = np.meshgrid(np.linspace(-1, 1, w, dtype=np.float32), np.linspace(-1, 1, h, dtype=np.float32))
-    return np.stack([np.ones_like(u), u, v, u * u, u * v, v * v], axis=-1)
+    terms = [np.ones_like(u), u, v, u * u, u * v, v * v]
+    if midline is not None:
+        a, b = midline
+        direction = (b - a) / max(float(np.linalg.norm(b - a)), 1e-6)
+        xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+        side = (xs - a[0]) * direction[1] - (ys - a[1]) * direction[0]
+        terms.append(np.tanh(side / max(0.06 * width, 0.5)).astype(np.float32))
+    return np.stack(terms, axis=-1)
 
 
 def _fit_field(values: FloatImage, weight: FloatImage, basis: FloatImage) -> FloatImage:
@@ -101,7 +113,14 @@ def _fit_field(values: FloatImage, weight: FloatImage, basis: FloatImage) -> Flo
     return (basis @ coef.astype(np.float32)).astype(np.float32)
 
 
-def match_shading(face: Image, scene: Image, weight: FloatImage, width: float, options: BlendOptions) -> Image:
+def match_shading(
+    face: Image,
+    scene: Image,
+    weight: FloatImage,
+    width: float,
+    options: BlendOptions,
+    midline: tuple[Points, Points] | None = None,
+) -> Image:
     """The face with the scene's low-frequency luminance and part of its colour, both region-sized.
 
     Works in YCrCb: the luminance is multiplied by the ratio of the two blurred luminances (the
@@ -119,7 +138,8 @@ def match_shading(face: Image, scene: Image, weight: FloatImage, width: float, o
     wt = cv2.resize(weight, small, interpolation=cv2.INTER_AREA)
     # The light as a smooth quadratic field of log-luminance over the face: it carries direction and
     # falloff but not features (eye sockets, moustaches), which a blur ratio would also transfer.
-    basis = _quadratic_basis(small)
+    small_midline = None if midline is None else (midline[0] / f, midline[1] / f)
+    basis = _light_basis(small, small_midline, width / f)
     light_f = _fit_field(np.log(face_s[..., 0] + 8.0), wt, basis)
     light_s = _fit_field(np.log(scene_s[..., 0] + 8.0), wt, basis)
     gain = np.clip(np.exp(light_s - light_f), 1.0 / options.max_gain, options.max_gain)

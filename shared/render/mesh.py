@@ -272,7 +272,9 @@ class MeshRenderer:
         if texture.cover is not None and opts.keep_occluders:
             cover = remap(texture.cover, map_x, map_y)[py, px].astype(np.float32) * np.float32(1.0 / 255.0)
             mask = mask * (1.0 - cover)
-        face = np.ascontiguousarray(bl.match_shading(face, base, mask, width, opts.blend))
+        origin = np.array([sx.start, sy.start], np.float32)
+        midline = (target[168, :2] - origin, target[topo.CHIN, :2] - origin)
+        face = np.ascontiguousarray(bl.match_shading(face, base, mask, width, opts.blend, midline))
         # The cavity goes in after the shading so teeth keep their colour; panels are lit like the scene.
         local = target.copy()
         local[:, :2] -= np.array([sx.start, sy.start], np.float32)
