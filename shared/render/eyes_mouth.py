@@ -28,7 +28,7 @@ EYE_RING_POINTS = 8
 # Virtual iris ring radius as a fraction of the iris radius: inside the iris, so it moves rigidly.
 _IRIS_RING = 0.85
 # The landmark ring just above each upper lid margin (ring[1:8]), subject's right eye; the left by symmetry.
-_RIGHT_LID_ABOVE = (247, 30, 29, 27, 28, 56, 190)
+_RIGHT_LID_ABOVE = (113, 225, 224, 223, 222, 221, 189)  # the crease ring, above the lashes
 PANEL = 128  # cavity texture side; the mouth width maps to _PANEL_MOUTH pixels of it
 _PANEL_MOUTH = 100.0
 _PANEL_ANCHOR = 6.0
@@ -127,7 +127,7 @@ def lid_source_vertices(vertices: Points, source: Landmarks, target: Landmarks) 
         closing = 1.0 - float(np.clip(_openness(target, ring) / src_open, 0.0, 1.0))
         if closing > 0.0:
             upper = ring[1 : len(ring) // 2]
-            out[upper] += 0.8 * closing * (source[above, :2] - source[upper, :2])
+            out[upper] += 0.6 * closing * (source[above, :2] - source[upper, :2])
     return out
 
 
