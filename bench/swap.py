@@ -9,8 +9,10 @@ the output is judged:
 * expression: MediaPipe landmarks re-detected on the output; Pearson correlation of mouth opening
   and eye openness (each over its width) between input and output;
 * pose: yaw/pitch/roll (sender.tracker.head_pose) of input vs re-detected output, mean abs degrees;
-* flicker: mean |second temporal difference| in the face box, output minus input (grey levels;
-  > 0 means the output pops more than the camera picture does);
+* flicker: colour jumps: mean |second temporal difference| of the face box's mean colour, output
+  minus input (grey levels; > 0 means the face's brightness or colour pops more than the camera's
+  picture does). Pixel-wise differences are avoided: they grow with motion times texture contrast,
+  so a sharp avatar on a moving head would score as flicker;
 * ms/frame: render time only (shared CPU: treat as an upper bound).
 
 Writes JSON and a contact-sheet PNG. Run: .venv/bin/python bench/swap.py --frames 40 --clips d3,d18
@@ -95,8 +97,8 @@ def _ratios(lm: Landmarks) -> tuple[float, float]:
     return mouth, eyes
 
 
-def _jerk(frames: list[Image]) -> float:
-    a, b, c = (f.astype(np.float32) for f in frames)
+def _jerk(means: list[npt.NDArray[np.float64]]) -> float:
+    a, b, c = means
     return float(np.abs(a - 2 * b + c).mean())
 
 
@@ -153,7 +155,7 @@ def run_pair(
     flicker: list[float] = []
     times: list[float] = []
     sheet: list[Image] = []
-    history: list[tuple[Image, Image]] = []
+    history: list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]] = []
     n = judged = 0
     sheet_cells = max(1, len(frames) // max(sheet_every, 1))
     for i, (image, lm) in enumerate(frames):
@@ -166,11 +168,11 @@ def run_pair(
         times.append((time.perf_counter() - t0) * 1000)
         x0, y0 = np.maximum(lm[:468, :2].min(axis=0).astype(int), 0)
         x1, y1 = lm[:468, :2].max(axis=0).astype(int)
-        history = (history + [(image, out)])[-3:]
+        box = (slice(y0, y1), slice(x0, x1))
+        means = (image[box].reshape(-1, 3).mean(axis=0), out[box].reshape(-1, 3).mean(axis=0))
+        history = (history + [means])[-3:]
         if len(history) == 3:
-            # Popping, not motion: the second temporal difference in the face box, output minus input.
-            box = (slice(y0, y1), slice(x0, x1))
-            flicker.append(_jerk([h[1][box] for h in history]) - _jerk([h[0][box] for h in history]))
+            flicker.append(_jerk([h[1] for h in history]) - _jerk([h[0] for h in history]))
         if len(sheet) < sheet_cells and i >= len(sheet) * sheet_every:
             sheet.append(np.hstack([image, out]))
         if i % stride:
