@@ -148,7 +148,9 @@ class MouthFrame:
         width = float(np.linalg.norm(c1 - c0))
         axis = (c1 - c0) / max(width, 1e-6)
         upper, lower = p[topo.UPPER_LIP_INNER_MID], p[topo.LOWER_LIP_INNER_MID]
-        return cls(upper, lower, axis, width, float(np.linalg.norm(lower - upper)))
+        normal = np.array([-axis[1], axis[0]])
+        # Signed: lips pressed past each other (a retargeting overshoot) are closed, not open.
+        return cls(upper, lower, axis, width, max(0.0, float((lower - upper) @ normal)))
 
     @property
     def ratio(self) -> float:

@@ -136,7 +136,8 @@ class RetargetOptions:
     # follow the sender's so the face sits in the sender's hairline.
     outline_pull: float = 0.0
     upper_outline_pull: float = 0.0
-    max_eye_ratio: float = 1.4
+    max_eye_ratio: float = 1.8
+    closed_neutral_mouth: bool = True
 
 
 def _set_eye_opening(points: Vec, avatar: Vec, ring: npt.NDArray[np.int32], ratio: float) -> None:
@@ -152,6 +153,43 @@ def _set_eye_opening(points: Vec, avatar: Vec, ring: npt.NDArray[np.int32], rati
     points[ring, :2] = base + mean_shift
 
 
+def mouth_ratio(points: Vec) -> float:
+    width = float(np.linalg.norm(points[_MOUTH_WIDTH[0], :2] - points[_MOUTH_WIDTH[1], :2]))
+    return mouth_opening(points) / max(width, 1e-6)
+
+
+def _close_neutral_mouth(neutral: Vec, rest: float) -> Vec:
+    """The neutral face with its lower inner lip raised until the opening is `rest` (never lowered)."""
+    excess = mouth_ratio(neutral) - max(rest, 0.0)
+    if excess <= 0.0:
+        return neutral
+    out = neutral.copy()
+    ring = topo.inner_lip_ring()
+    lower = ring[len(ring) // 2 + 1 :]
+    width = float(np.linalg.norm(neutral[_MOUTH_WIDTH[0], :2] - neutral[_MOUTH_WIDTH[1], :2]))
+    up = neutral[topo.UPPER_LIP_INNER_MID, :2] - neutral[topo.LOWER_LIP_INNER_MID, :2]
+    up /= max(float(np.linalg.norm(up)), 1e-6)
+    out[lower, :2] += excess * width * up
+    return out
+
+
+def _uncross_lips(points: Vec) -> None:
+    """Inner lips that the delta pushed past each other (the sender closes a mouth that was open in
+    the neutral face) meet in the middle instead of inverting."""
+    ring = topo.inner_lip_ring()
+    half = len(ring) // 2
+    upper, lower = ring[1:half], ring[half + 1 :][::-1]
+    c0, c1 = points[topo.MOUTH_CORNERS[0], :2], points[topo.MOUTH_CORNERS[1], :2]
+    axis = (c1 - c0) / max(float(np.linalg.norm(c1 - c0)), 1e-6)
+    normal = np.array([-axis[1], axis[0]])
+    gap = (points[lower, :2] - points[upper, :2]) @ normal
+    crossed = gap < 0
+    if crossed.any():
+        shift = 0.5 * gap[crossed, None] * normal
+        points[upper[crossed], :2] += shift
+        points[lower[crossed], :2] -= shift
+
+
 def retarget(
     sender_now: Landmarks,
     sender_neutral: Landmarks,
@@ -162,6 +200,10 @@ def retarget(
     opts = options or RetargetOptions()
     now = sender_now.astype(np.float64)
     neutral = sender_neutral.astype(np.float64)
+    if opts.closed_neutral_mouth:
+        # A keyframe caught with the lips apart would otherwise keep the avatar's mouth shut until
+        # the sender opens wider than that: measure the mouth from closed lips instead.
+        neutral = _close_neutral_mouth(neutral, 0.0)
     to_neutral = head_alignment(sender_now, sender_neutral)
     now_n = to_neutral.apply(now)
     delta = now_n - neutral
@@ -176,6 +218,8 @@ def retarget(
     for side, ring in (("right", topo.right_eye_ring()), ("left", topo.left_eye_ring())):
         ratio = eye_opening(now_n, side) / max(eye_opening(neutral, side), 1e-6)
         _set_eye_opening(target, avatar_n, ring, float(np.clip(ratio, 0.0, opts.max_eye_ratio)))
+
+    _uncross_lips(target)
 
     eye_line = float(neutral[[33, 133, 263, 362], 1].mean())
     top = float(neutral[topo.FOREHEAD, 1])
