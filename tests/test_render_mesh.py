@@ -235,3 +235,21 @@ def test_unusable_landmarks_show_the_keyframe_instead_of_failing(kind: str) -> N
     for identity in (None, _avatar()):
         out = MeshRenderer().render(identity, _keyframe(), _frame(bad))
         assert np.array_equal(out.image, astronaut())
+
+
+def test_avatar_mouth_is_measured_from_closed_lips() -> None:
+    """A keyframe caught mid-word (lips apart): closing the mouth closes the avatar's, no inverted lips
+    or cavity; the neutral's own opening opens the avatar's mouth as much."""
+    lm = astronaut_landmarks()
+    talking = open_mouth(lm, 8.0)
+    closed = lm.copy()
+    ring = topo.inner_lip_ring()
+    lower = ring[len(ring) // 2 + 1 :]
+    upper = ring[1 : len(ring) // 2][::-1]
+    closed[lower, 1] = closed[upper, 1] + 0.5  # lips together
+    shut = retarget(closed, talking, closed)  # an avatar with closed lips
+    assert shut[topo.LOWER_LIP_INNER_MID, 1] >= shut[topo.UPPER_LIP_INNER_MID, 1] - 0.5
+    assert shut[topo.LOWER_LIP_INNER_MID, 1] - shut[topo.UPPER_LIP_INNER_MID, 1] < 3.0
+    same = retarget(talking, talking, closed)
+    gap = same[topo.LOWER_LIP_INNER_MID, 1] - same[topo.UPPER_LIP_INNER_MID, 1]
+    assert gap > talking[topo.LOWER_LIP_INNER_MID, 1] - talking[topo.UPPER_LIP_INNER_MID, 1] - 3.0
