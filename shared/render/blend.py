@@ -106,10 +106,13 @@ def _light_basis(size: tuple[int, int], midline: tuple[Points, Points] | None, w
 def _fit_field(values: FloatImage, weight: FloatImage, basis: FloatImage) -> FloatImage:
     """Weighted least-squares quadratic surface through `values`, evaluated on the whole region."""
     b = basis.reshape(-1, basis.shape[-1])
-    sw = np.sqrt(np.maximum(weight.reshape(-1), 0.0))
-    if float(sw.sum()) < 1.0:
+    w = np.maximum(weight.reshape(-1), 0.0)
+    if float(w.sum()) < 1.0:
         return np.full(values.shape, float(values.mean()), np.float32)
-    coef, *_ = np.linalg.lstsq(b * sw[:, None], values.reshape(-1) * sw, rcond=None)
+    bw = b * w[:, None]
+    # Normal equations (7x7), lightly regularised: a tenth of the cost of an SVD least squares.
+    gram = (bw.T @ b).astype(np.float64) + 1e-3 * float(w.sum()) * np.eye(b.shape[1])
+    coef = np.linalg.solve(gram, (bw.T @ values.reshape(-1)).astype(np.float64))
     return (basis @ coef.astype(np.float32)).astype(np.float32)
 
 

@@ -36,6 +36,7 @@ class Texture:
     yaw: float  # degrees, of the original avatar image
     # 255 where the avatar's own forehead is covered (a fringe, a hat brim): the sender's forehead shows there.
     cover: npt.NDArray[np.uint8] | None = None
+    packed: Image | None = None  # BGR plus the cover as a fourth channel, so one remap moves both
 
 
 def frontal_rotation(landmarks: Landmarks) -> npt.NDArray[np.float64]:
@@ -78,6 +79,7 @@ def prepare_texture(image: Image, landmarks: Landmarks, mirror_fill: bool = True
     if mirror_fill and abs(yaw) >= _MIN_YAW_FOR_MIRROR:
         out = _mirror_fill(image, lm, out, dst, src, canvas, fallback, tris)
     mouth = em.MouthFrame.of(frontal)
+    cover = _forehead_cover(out, frontal)
     return Texture(
         image=np.ascontiguousarray(out),
         landmarks=frontal,
@@ -85,7 +87,8 @@ def prepare_texture(image: Image, landmarks: Landmarks, mirror_fill: bool = True
         mouth_ratio=mouth.ratio,
         panels=em.synthetic_panels(em.skin_tone(out, frontal)),
         yaw=yaw,
-        cover=_forehead_cover(out, frontal),
+        cover=cover,
+        packed=np.dstack([out, cover if cover is not None else np.zeros(out.shape[:2], np.uint8)]),
     )
 
 

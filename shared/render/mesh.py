@@ -261,7 +261,9 @@ class MeshRenderer:
         # surroundings under the same head motion, not whatever the identity map would hit.
         fallback = similarity_2d(target, texture.landmarks)
         map_x, map_y, covered = warp_maps(dst_vertices[mesh_tris], src, region, step, order, fallback)
-        face = remap(texture.image, map_x, map_y)
+        assert texture.packed is not None
+        warped = remap(texture.packed, map_x, map_y)
+        face = np.asarray(cv2.cvtColor(warped, cv2.COLOR_BGRA2BGR), np.uint8)
         sy, sx, py, px = region.clip_to(size)
         if sy.stop <= sy.start or sx.stop <= sx.start:
             return  # the face is entirely outside the picture
@@ -270,7 +272,7 @@ class MeshRenderer:
         width = bl.face_width(target)
         mask = bl.face_mask(target, region, opts.blend)[py, px] * (covered[py, px] * np.float32(1.0 / 255.0))
         if texture.cover is not None and opts.keep_occluders:
-            cover = remap(texture.cover, map_x, map_y)[py, px].astype(np.float32) * np.float32(1.0 / 255.0)
+            cover = warped[py, px, 3].astype(np.float32) * np.float32(1.0 / 255.0)
             mask = mask * (1.0 - cover)
         origin = np.array([sx.start, sy.start], np.float32)
         midline = (target[168, :2] - origin, target[topo.CHIN, :2] - origin)
