@@ -253,3 +253,15 @@ def test_avatar_mouth_is_measured_from_closed_lips() -> None:
     same = retarget(talking, talking, closed)
     gap = same[topo.LOWER_LIP_INNER_MID, 1] - same[topo.UPPER_LIP_INNER_MID, 1]
     assert gap > talking[topo.LOWER_LIP_INNER_MID, 1] - talking[topo.UPPER_LIP_INNER_MID, 1] - 3.0
+
+
+def test_opened_mouth_keeps_the_reference_teeth_under_the_upper_lip() -> None:
+    lm = astronaut_landmarks()  # she smiles with her teeth showing: the reference
+    opened = open_mouth(lm, 14.0)
+    out = _luma(MeshRenderer().render(None, _keyframe(), _frame(opened)).image)
+    up = np.round(opened[topo.UPPER_LIP_INNER_MID, :2]).astype(int)
+    low = np.round(opened[topo.LOWER_LIP_INNER_MID, :2]).astype(int)
+    teeth = out[up[1] + 1 : up[1] + 4, up[0] - 3 : up[0] + 4].mean()
+    middle = (up + low) // 2
+    cavity = out[middle[1] - 1 : middle[1] + 2, middle[0] - 3 : middle[0] + 4].mean()
+    assert teeth > 140 and cavity < 80, (teeth, cavity)

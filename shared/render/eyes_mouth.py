@@ -195,6 +195,38 @@ def synthetic_panels(tone: float) -> tuple[Image, Image]:
     return up, low
 
 
+REFERENCE_OPENING = 0.12  # opening / width from which a source's own mouth interior is worth copying
+
+
+def mouth_panels(image: Image, landmarks: Landmarks) -> tuple[tuple[Image, Image], bool]:
+    """Cavity panels for a source face, and whether they hold its real mouth interior.
+
+    When the source shows its mouth open (teeth, tongue), that interior is copied into both panels
+    with the same lip-anchored similarities the compositing uses, over the synthetic cavity, so an
+    opening like the source's reproduces it and a wider one continues into darkness.
+    """
+    panels = synthetic_panels(skin_tone(image, landmarks))
+    mouth = MouthFrame.of(landmarks)
+    if mouth.ratio < REFERENCE_OPENING:
+        return panels, False
+    ring = landmarks[topo.inner_lip_ring(), :2].astype(np.float64)
+    out = []
+    for panel, anchor, panel_anchor in (
+        (panels[0], mouth.upper, (PANEL / 2, _PANEL_ANCHOR)),
+        (panels[1], mouth.lower, (PANEL / 2, PANEL - _PANEL_ANCHOR)),
+    ):
+        to_panel = mouth.panel_affine(anchor, panel_anchor)
+        copied = cv2.warpAffine(image, to_panel, (PANEL, PANEL), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        inside = np.zeros((PANEL, PANEL), np.uint8)
+        poly = ring @ to_panel[:, :2].T + to_panel[:, 2]
+        cv2.fillPoly(inside, [np.round(poly * 16).astype(np.int32)], 255, cv2.LINE_AA, shift=4)
+        # Shrink off the lip edge, then feather into the synthetic darkness.
+        inside = cv2.erode(inside, np.ones((5, 5), np.uint8))
+        w = cv2.GaussianBlur(inside.astype(np.float32) / 255.0, (0, 0), 2.0)[..., None]
+        out.append((panel.astype(np.float32) * (1 - w) + copied.astype(np.float32) * w + 0.5).astype(np.uint8))
+    return (out[0], out[1]), True
+
+
 def composite_cavity(
     canvas: Image,
     landmarks: Landmarks,
@@ -219,7 +251,8 @@ def composite_cavity(
     mask = np.zeros((region.height, region.width), np.uint8)
     cv2.fillPoly(mask, [np.round((ring - shift) * 16).astype(np.int32)], 255, cv2.LINE_AA, shift=4)
     maskf = cv2.GaussianBlur(mask, (3, 3), 0).astype(np.float32) / 255.0
-    # Real interior from the source while it is at least as open; cavity beyond.
+    # Real interior from the source while it is at least as open; the panels (the source's own
+    # interior continued into darkness, or a synthetic cavity) beyond.
     strength = float(np.clip((mouth.ratio - source_ratio) / max(0.08, 0.5 * source_ratio), 0.0, 1.0))
     if source_ratio < 0.08:
         strength = 1.0

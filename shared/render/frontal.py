@@ -33,6 +33,7 @@ class Texture:
     src_vertices: Points  # extended mesh vertices in `image`
     mouth_ratio: float
     panels: tuple[Image, Image]
+    panels_real: bool  # the panels hold the avatar's own teeth
     yaw: float  # degrees, of the original avatar image
     # 255 where the avatar's own forehead is covered (a fringe, a hat brim): the sender's forehead shows there.
     cover: npt.NDArray[np.uint8] | None = None
@@ -80,12 +81,14 @@ def prepare_texture(image: Image, landmarks: Landmarks, mirror_fill: bool = True
         out = _mirror_fill(image, lm, out, dst, src, canvas, fallback, tris)
     mouth = em.MouthFrame.of(frontal)
     cover = _forehead_cover(out, frontal)
+    panels, real = em.mouth_panels(out, frontal)
     return Texture(
         image=np.ascontiguousarray(out),
         landmarks=frontal,
         src_vertices=em.extended_vertices(frontal),
         mouth_ratio=mouth.ratio,
-        panels=em.synthetic_panels(em.skin_tone(out, frontal)),
+        panels=panels,
+        panels_real=real,
         yaw=yaw,
         cover=cover,
         packed=np.dstack([out, cover if cover is not None else np.zeros(out.shape[:2], np.uint8)]),

@@ -107,6 +107,7 @@ class _KeyframeModel:
     border_src: Points  # vertices: oval, then the three rings
     mouth_ratio: float
     panels: tuple[Image, Image]
+    panels_real: bool  # the panels hold the keyframe's own teeth
     occluder: npt.NDArray[np.uint8] | None  # 255 where glasses, hair or a hand cover the face; None if nothing
 
 
@@ -130,6 +131,7 @@ def _prepare_keyframe(keyframe: KeyframeState, occlusion: OcclusionOptions | Non
     centre = lm[topo.face_oval_ring(), :2].mean(axis=0)
     border_src = np.concatenate([oval, *_rings(oval, centre, (w, h)), centre[None]]).astype(np.float32)
     mouth = em.MouthFrame.of(lm)
+    panels, real = em.mouth_panels(keyframe.image, lm)
     return _KeyframeModel(
         kf=keyframe.kf,
         image_id=id(keyframe.image),
@@ -139,7 +141,8 @@ def _prepare_keyframe(keyframe: KeyframeState, occlusion: OcclusionOptions | Non
         border_tris=_strip_triangles(len(oval), 4),
         border_src=border_src,
         mouth_ratio=mouth.ratio,
-        panels=em.synthetic_panels(em.skin_tone(keyframe.image, lm)),
+        panels=panels,
+        panels_real=real,
         occluder=_occluder(keyframe.image, lm, occlusion, keyframe.alpha),
     )
 
@@ -280,7 +283,11 @@ class MeshRenderer:
         # The cavity goes in after the shading so teeth keep their colour; panels are lit like the scene.
         local = target.copy()
         local[:, :2] -= np.array([sx.start, sy.start], np.float32)
-        em.composite_cavity(face, local, model.panels, texture.mouth_ratio)
+        # The avatar's own teeth when its picture shows them; else a cavity lit like the scene.
+        if texture.panels_real:
+            em.composite_cavity(face, local, texture.panels, texture.mouth_ratio)
+        else:
+            em.composite_cavity(face, local, model.panels, texture.mouth_ratio)
         occluder = None
         if model.occluder is not None:
             # The keyframe's occluders, carried to this frame by the keyframe's own warp.
