@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=60, help="frames per clip (from the start)")
     parser.add_argument("--stride", type=int, default=1, help="judge every Nth frame (all are tracked and rendered)")
     parser.add_argument("--renderer", default="mesh")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    parser.add_argument("--out", type=Path, default=ROOT / "out" / "swap", help="folder for swap.json and the sheet")
     parser.add_argument("--cells", type=int, default=4, help="frames per contact-sheet row")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="mesh option, e.g. retarget.outline_pull=0.5 or blend.chroma_strength=0.4")  # fmt: skip

@@ -265,3 +265,17 @@ def test_opened_mouth_keeps_the_reference_teeth_under_the_upper_lip() -> None:
     middle = (up + low) // 2
     cavity = out[middle[1] - 1 : middle[1] + 2, middle[0] - 3 : middle[0] + 4].mean()
     assert teeth > 140 and cavity < 80, (teeth, cavity)
+
+
+def test_no_swap_where_the_matte_is_unsure() -> None:
+    lm = astronaut_landmarks()
+    unsure = np.full(astronaut().shape[:2], 0.25, np.float32)
+    sure = np.ones(astronaut().shape[:2], np.float32)
+    renderer = MeshRenderer()
+    self_out = renderer.render(None, _keyframe(), _frame(lm, alpha=unsure)).image
+    avatar_unsure = renderer.render(_avatar(), _keyframe(), _frame(lm, alpha=unsure)).image
+    avatar_sure = renderer.render(_avatar(), _keyframe(), _frame(lm, alpha=sure)).image
+    x, y = np.round(lm[50, :2]).astype(int)
+    cheek = (slice(y - 3, y + 4), slice(x - 3, x + 4))
+    assert np.abs(avatar_unsure[cheek].astype(int) - self_out[cheek]).mean() < 2
+    assert np.abs(avatar_sure[cheek].astype(int) - self_out[cheek]).mean() > 5
