@@ -13,8 +13,8 @@ from sender.analysis import SenderAnalyzer
 from sender.matte import make_matter
 from sender.matte.auto import AutoConfig, AutoMatter, screen_score
 from sender.matte.chroma import ChromaConfig, ChromaMatter, estimate_screen, push_pull_fill
-from sender.matte.learned import LearnedMatter
-from shared.types import CapturedFrame, FaceObservation
+from sender.matte.learned import LearnedConfig, LearnedMatter
+from shared.types import CapturedFrame, FaceObservation, HeadPose
 
 CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
 H, W = 240, 320
@@ -138,6 +138,41 @@ def test_learned_matte_on_astronaut() -> None:
     far_bg = cv2.erode((raw < 0.005).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
     far_fg = cv2.erode((raw > 0.995).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
     assert np.all(a[far_bg] == 0.0) and np.all(a[far_fg] == 1.0)
+
+
+def _face(tx: float, ty: float, scale: float = 40.0) -> FaceObservation:
+    pose = HeadPose(yaw=0.0, pitch=0.0, roll=0.0, tx=tx, ty=ty, scale=scale)
+    return FaceObservation(landmarks=np.zeros((478, 3), np.float32), pose=pose, confidence=1.0)
+
+
+def test_learned_mask_carried_by_face_motion() -> None:
+    img = np.ascontiguousarray(data.astronaut()[:, :, ::-1])
+    # the picture two pixels to the right, as if the person moved
+    shift = np.array([[1.0, 0.0, 2.0], [0.0, 1.0, 0.0]], np.float32)
+    shifted = np.asarray(cv2.warpAffine(img, shift, (img.shape[1], img.shape[0]), borderMode=cv2.BORDER_REPLICATE), np.uint8)
+    m = LearnedMatter(LearnedConfig(seg_every=2))
+    try:
+        first = m.matte(_frame(img, 0), _face(220.0, 140.0))
+        assert m.last_segmented
+        carried = m.matte(_frame(shifted, 1), _face(222.0, 140.0))
+        assert not m.last_segmented  # a still face: the mask is carried, not recomputed
+        fresh = m.matte(_frame(shifted, 2), _face(222.0, 140.0))
+        assert m.last_segmented  # every second frame runs the network
+
+        def centre_x(a: np.ndarray) -> float:
+            return float((a * np.arange(a.shape[1])[None, :]).sum() / a.sum())
+
+        # the carried matte moved right with the person (less than 2 px overall: the person is cut
+        # off by the frame's edge) and is nearer what the network makes of the new frame than the
+        # unmoved one is
+        assert 1.0 < centre_x(carried) - centre_x(first) < 2.5
+        assert _mad(carried, fresh) < _mad(first, fresh)
+        m.matte(_frame(img, 3), _face(260.0, 140.0))
+        assert m.last_segmented  # the face moved a whole face width: segment afresh
+        m.matte(_frame(img, 4), None)
+        assert m.last_segmented  # no face to carry the mask by
+    finally:
+        m.close()
 
 
 def test_auto_switches_with_hysteresis() -> None:

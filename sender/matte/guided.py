@@ -63,39 +63,19 @@ def guided_coefficients(guide: F32, src: F32, radius: int, eps: float) -> tuple[
     return a_all.astype(np.float32), _box(b, radius)
 
 
-def apply_coefficients(a: F32, b: F32, guide_full: F32) -> F32:
-    """Upsample (A, b) to the full guide's size and evaluate A . guide + b there."""
+def apply_coefficients(a: F32, b: F32, guide_full: npt.NDArray[np.floating] | npt.NDArray[np.uint8]) -> F32:
+    """Upsample (A, b) to the full guide's size and evaluate A . guide + b there.
+
+    guide_full: HxW or HxWx3, float32 or uint8 (A must then be scaled to the guide's range)."""
     h, w = guide_full.shape[:2]
     a_up = np.asarray(cv2.resize(a, (w, h), interpolation=cv2.INTER_LINEAR), np.float32)
     q = np.asarray(cv2.resize(b, (w, h), interpolation=cv2.INTER_LINEAR), np.float32)
-    if guide_full.ndim == 2:
-        return np.asarray(a_up * guide_full + q, np.float32)
-    # per-channel planes: contiguous multiply-adds are several times faster than strided ones
-    for a_c, g_c in zip(cv2.split(a_up), cv2.split(guide_full), strict=True):
-        q += a_c * g_c
-    return q
-
-
-def sample_coefficients(a: F32, b: F32, ys: npt.NDArray[np.intp], xs: npt.NDArray[np.intp], full_hw: tuple[int, int]) -> tuple[F32, F32]:
-    """(A, b) bilinearly interpolated at full-resolution pixels (ys, xs), with the pixel-centre
-    alignment cv2.resize uses, so a sparse set of pixels costs only its own size."""
-    h, w = full_hw
-    lh, lw = b.shape
-    u = np.clip((xs + 0.5) * (lw / w) - 0.5, 0.0, lw - 1.0)
-    v = np.clip((ys + 0.5) * (lh / h) - 0.5, 0.0, lh - 1.0)
-    x0, y0 = np.minimum(u.astype(np.intp), lw - 2 if lw > 1 else 0), np.minimum(v.astype(np.intp), lh - 2 if lh > 1 else 0)
-    x1, y1 = np.minimum(x0 + 1, lw - 1), np.minimum(y0 + 1, lh - 1)
-    fx, fy = (u - x0).astype(np.float32), (v - y0).astype(np.float32)
-    w00, w01, w10, w11 = (1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy
-
-    def lerp(m: F32) -> F32:
-        if m.ndim == 3:
-            return (m[y0, x0] * w00[:, None] + m[y0, x1] * w01[:, None] + m[y1, x0] * w10[:, None] + m[y1, x1] * w11[:, None]).astype(
-                np.float32
-            )
-        return (m[y0, x0] * w00 + m[y0, x1] * w01 + m[y1, x0] * w10 + m[y1, x1] * w11).astype(np.float32)
-
-    return lerp(a), lerp(b)
+    # OpenCV's mixed-depth multiply and 1x3 transform (the channel sum) are several times
+    # faster than numpy's broadcasting over the channel axis
+    prod = cv2.multiply(a_up, guide_full, dtype=cv2.CV_32F)
+    if prod.ndim == 3:
+        prod = cv2.transform(prod, np.ones((1, 3), np.float32))
+    return np.asarray(cv2.add(prod, q), np.float32)
 
 
 def refine_in_band(
@@ -109,20 +89,19 @@ def refine_in_band(
 ) -> F32:
     """Replace `alpha` (full size) by the guided-filter output only where it is uncertain.
 
-    The band is every pixel whose 3x3 neighbourhood in `alpha` is not all certain (< lo or > 1-lo),
-    so sure background stays exactly 0 and sure foreground exactly 1. The filter is evaluated at
-    the band's pixels only (typically a few per cent of the frame).
+    The band is every pixel whose 3x3 neighbourhood in `alpha` is not all certain (<= lo or >= 1-lo),
+    so sure background stays exactly as it was (0) and sure foreground too (1). The filter is
+    evaluated densely and copied in under the band's mask: a dense multiply-add over the frame
+    (~0.6 ms at 640x480) is cheaper than gathering the band's pixels one by one.
     """
-    unsure = ((alpha > lo) & (alpha < 1.0 - lo)).astype(np.uint8)
-    if not unsure.any():
+    lo_in, hi_in = float(np.nextafter(np.float32(lo), np.float32(1))), float(np.nextafter(np.float32(1 - lo), np.float32(0)))
+    unsure = cv2.inRange(alpha, lo_in, hi_in)
+    if cv2.countNonZero(unsure) == 0:
         return alpha
     band = cv2.dilate(unsure, np.ones((3, 3), np.uint8))
-    pts = cv2.findNonZero(band)  # (N, 1, 2) x, y; several times faster than np.nonzero here
-    xs, ys = pts[:, 0, 0].astype(np.intp), pts[:, 0, 1].astype(np.intp)
     a, b = guided_coefficients(guide_low, alpha_low, radius, eps)
-    a_s, b_s = sample_coefficients(a, b, ys, xs, (alpha.shape[0], alpha.shape[1]))
-    g = guide_full[ys, xs].astype(np.float32)
-    q = b_s + (a_s * g).sum(axis=1) if g.ndim == 2 else b_s + a_s * g
+    q = apply_coefficients(a, b, guide_full)
+    q = cv2.min(cv2.max(q, 0.0), 1.0)
     out = alpha.copy()
-    out[ys, xs] = np.clip(q, 0.0, 1.0)
-    return out
+    cv2.copyTo(q, band, out)
+    return np.asarray(out, np.float32)
