@@ -28,10 +28,10 @@ FloatImage = npt.NDArray[np.float32]
 class BlendOptions:
     shading_strength: float = 1.0
     chroma_strength: float = 0.8
-    feather: float = 0.05  # fraction of the face width
-    inset: float = 0.01  # the mask edge sits this far inside the outline
+    feather: float = 0.07  # fraction of the face width
+    inset: float = 0.03  # the mask edge sits this far inside the outline
     max_gain: float = 1.7
-    forehead_fade: float = 0.0  # of the brows-to-mesh-top height, faded out towards the hairline
+    forehead_fade: float = 0.75  # of the brows-to-mesh-top height, faded out towards the hairline
 
 
 def face_width(landmarks: Landmarks) -> float:

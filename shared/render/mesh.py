@@ -35,7 +35,9 @@ class MeshOptions:
     face_step: int = 0  # 0: by face size; coarse maps blur small eyes, so 2 only for large faces
     ring_follow: float = 0.5  # how much of the head's motion the outer ring (shoulders) follows
     retarget: RetargetOptions = field(default_factory=RetargetOptions)
-    blend: bl.BlendOptions = field(default_factory=bl.BlendOptions)
+    # The mesh renderer reaches the outline with a narrow feather and no forehead fade: the
+    # avatar's own jaw, cheeks and forehead are much of what makes it recognisable.
+    blend: bl.BlendOptions = field(default_factory=lambda: bl.BlendOptions(feather=0.05, inset=0.01, forehead_fade=0.0))
     mirror_fill: bool = True
     keep_occluders: bool = True  # glasses, hair, hands on the sender's face stay in front of an avatar
     occlusion: OcclusionOptions = field(default_factory=OcclusionOptions)
