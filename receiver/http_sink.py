@@ -153,7 +153,7 @@ class HttpSink:
         self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
         self.url = f"http://{host}:{self.port}/"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="http-sink", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="http-sink", daemon=True)
         self._thread.start()
         log.info("preview at %s", self.url)
 
