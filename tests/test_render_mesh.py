@@ -279,3 +279,12 @@ def test_no_swap_where_the_matte_is_unsure() -> None:
     cheek = (slice(y - 3, y + 4), slice(x - 3, x + 4))
     assert np.abs(avatar_unsure[cheek].astype(int) - self_out[cheek]).mean() < 2
     assert np.abs(avatar_sure[cheek].astype(int) - self_out[cheek]).mean() > 5
+
+
+def test_an_avatar_without_a_face_falls_back_to_the_sender() -> None:
+    blank = IdentityAsset(asset_id="no-face", image=np.full((200, 200, 3), 128, np.uint8), landmarks=None)
+    renderer = MeshRenderer()
+    target = transform(astronaut_landmarks(), angle_deg=4.0, shift=(3.0, 0.0), centre=(220.0, 120.0))
+    out = renderer.render(blank, _keyframe(), _frame(target)).image
+    self_out = renderer.render(None, _keyframe(), _frame(target)).image
+    assert np.array_equal(out, self_out)

@@ -9,13 +9,14 @@ mirror-filled textures, mouth panels) is computed once and cached.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
-from shared.identity import identity_from_image, is_self
+from shared.identity import IdentityError, identity_from_image, is_self
 from shared.render import blend as bl
 from shared.render import eyes_mouth as em
 from shared.render import topology as topo
@@ -24,6 +25,8 @@ from shared.render.occlusion import OcclusionOptions, occluder_mask
 from shared.render.retarget import RetargetOptions, retarget
 from shared.render.warp import FloatMap, Points, Region, remap, similarity_2d, warp_maps
 from shared.types import Alpha, FrameState, IdentityAsset, Image, KeyframeState, Landmarks, RenderedPerson
+
+log = logging.getLogger(__name__)
 
 IndexArray = npt.NDArray[np.int32]
 _RING_SCALES = (1.35, 2.1)
@@ -161,7 +164,7 @@ class MeshRenderer:
     def __init__(self, options: MeshOptions | None = None) -> None:
         self.options = options or MeshOptions()
         self._keyframe: _KeyframeModel | None = None
-        self._textures: dict[str, Texture] = {}
+        self._textures: dict[str, Texture | None] = {}
 
     def _keyframe_model(self, keyframe: KeyframeState) -> _KeyframeModel:
         model = self._keyframe
@@ -170,18 +173,23 @@ class MeshRenderer:
             self._keyframe = model
         return model
 
-    def _texture(self, identity: IdentityAsset) -> Texture:
-        texture = self._textures.get(identity.asset_id)
-        if texture is None:
+    def _texture(self, identity: IdentityAsset) -> Texture | None:
+        """The prepared avatar, or None for an asset without a usable face (said once, then self mode)."""
+        if identity.asset_id in self._textures:
+            return self._textures[identity.asset_id]
+        texture: Texture | None = None
+        try:
             if identity.image is None:
-                raise ValueError(f"identity {identity.asset_id} has no image")
-            if identity.landmarks is None:
+                raise IdentityError(f"identity {identity.asset_id[:12]} has no image")
+            if identity.landmarks is None or identity.landmarks.shape != (topo.MESH_SIZE, 3):
                 identity = identity_from_image(identity.image, identity.asset_id)
             assert identity.landmarks is not None and identity.image is not None
             texture = prepare_texture(identity.image, identity.landmarks, mirror_fill=self.options.mirror_fill)
-            if len(self._textures) >= 8:  # a session switches between a handful of identities
-                self._textures.pop(next(iter(self._textures)))
-            self._textures[identity.asset_id] = texture
+        except IdentityError as exc:
+            log.warning("identity %s is unusable, showing the sender instead: %s", identity.asset_id[:12], exc)
+        if len(self._textures) >= 8:  # a session switches between a handful of identities
+            self._textures.pop(next(iter(self._textures)))
+        self._textures[identity.asset_id] = texture
         return texture
 
     def render(self, identity: IdentityAsset | None, keyframe: KeyframeState, frame: FrameState) -> RenderedPerson:
@@ -192,7 +200,8 @@ class MeshRenderer:
         model = self._keyframe_model(keyframe)
         assert frame.landmarks is not None
         dst = frame.landmarks.astype(np.float32)
-        avatar = not is_self(identity)
+        texture = self._texture(identity) if identity is not None and not is_self(identity) else None
+        avatar = texture is not None
         # Under an avatar the keyframe face shows only at the feathered edge: the coarse fan will do.
         packed, maps = self._warp_keyframe(model, dst, (w, h), coarse_face=avatar)
         image = np.asarray(cv2.cvtColor(packed, cv2.COLOR_BGRA2BGR), np.uint8)
@@ -201,8 +210,8 @@ class MeshRenderer:
         if not avatar:
             em.composite_cavity(image, dst, model.panels, model.mouth_ratio)
         else:
-            assert identity is not None
-            self._render_avatar(image, self._texture(identity), model, dst, alpha, maps)
+            assert texture is not None
+            self._render_avatar(image, texture, model, dst, alpha, maps)
         return RenderedPerson(image, alpha)
 
     def _face_step(self, landmarks: Landmarks) -> int:
