@@ -7,8 +7,11 @@
   to one core unless --all-cores;
 * alpha quality: a generated green-screen sequence with exact ground truth -- a real clip's
   person (its alpha from MediaPipe selfie segmentation, refined; "known" because we composite
-  with it) over an uneven green screen, with green spill on the subject, sensor noise and
-  4:2:0 chroma subsampling -- scored with Robust Video Matting's MAD, MSE, Grad and dtSSD;
+  with it; its colours un-mixed from the source clip's wall) over an uneven green screen, with
+  green spill on the subject (added light, in proportion to the surface's reflectance), sensor
+  noise and 4:2:0 chroma subsampling -- scored with Robust Video Matting's MAD, MSE, Grad and
+  dtSSD (its evaluate_lr.py definitions); also how much of the true alpha lies far from the
+  outline (wide semi-transparent areas that the segmentation-made truth has on some clips);
 * tracking: landmark jitter on a still head (px RMS frame-to-frame), raw and smoothed, and the
   smoothing's lag in frames on a moving head (synthetic pan and a real clip).
 
@@ -37,14 +40,14 @@ import numpy.typing as npt  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from sender.analysis import reuse_heap_memory  # noqa: E402
+from sender.analysis import SenderAnalyzer, reuse_heap_memory  # noqa: E402
 from sender.matte.auto import AutoMatter  # noqa: E402
 from sender.matte.chroma import ChromaMatter  # noqa: E402
 from sender.matte.guided import apply_coefficients, guided_coefficients  # noqa: E402
 from sender.matte.learned import LearnedMatter  # noqa: E402
 from sender.smoothing import OneEuroFilter, jitter_px, lag_frames  # noqa: E402
 from sender.tracker import MediaPipeFaceTracker, TrackerConfig  # noqa: E402
-from shared.types import CapturedFrame, Matter  # noqa: E402
+from shared.types import CapturedFrame, FaceObservation, Matter  # noqa: E402
 
 CLIPS = REPO.parent / "shared" / "data" / "clips"
 F32 = npt.NDArray[np.float32]
@@ -108,23 +111,34 @@ def _grad_mag(a: F32) -> F32:
     return np.asarray(np.sqrt(gx * gx + gy * gy), np.float32)
 
 
+def _to_8bit(a: F32) -> F32:
+    """Alpha as RVM's evaluation sees it: read back from an 8-bit PNG."""
+    return np.asarray(np.round(np.clip(a, 0.0, 1.0) * 255.0) / 255.0, np.float32)
+
+
+def _minmax(a: F32) -> F32:
+    return np.asarray(cv2.normalize(a, None, 1.0, 0.0, cv2.NORM_MINMAX), np.float32)
+
+
 def matting_metrics(pred: list[F32], true: list[F32]) -> dict[str, float]:
-    """Per-frame means of MAD x1e3, MSE x1e3, Grad (/1e3) and dtSSD x1e2, as in RVM's evaluation."""
+    """Per-frame means of MAD x1e3, MSE x1e3, Grad (/1e3) and dtSSD x1e2 with the definitions of
+    RVM's evaluation/evaluate_lr.py: both mattes quantised to 8 bits (it reads PNGs), Grad on
+    min-max normalised mattes, and dtSSD counted as 0 on the first frame of a clip."""
     mad, mse, grad, dt = [], [], [], []
-    for i, (p, t) in enumerate(zip(pred, true, strict=True)):
+    prev: tuple[F32, F32] | None = None
+    for p_raw, t_raw in zip(pred, true, strict=True):
+        p, t = _to_8bit(p_raw), _to_8bit(t_raw)
         d = p.astype(np.float64) - t
         mad.append(np.abs(d).mean() * 1e3)
         mse.append((d**2).mean() * 1e3)
-        grad.append(float(((_grad_mag(t) - _grad_mag(p)) ** 2).sum()) / 1000)
-        if i > 0:
-            e = (p - pred[i - 1]).astype(np.float64) - (t - true[i - 1])
+        grad.append(float(((_grad_mag(_minmax(t)) - _grad_mag(_minmax(p))) ** 2).sum()) / 1000)
+        if prev is None:
+            dt.append(0.0)
+        else:
+            e = (p - prev[0]).astype(np.float64) - (t - prev[1])
             dt.append(np.sqrt((e**2).sum() / t.size) * 1e2)
-    return {
-        "MAD": float(np.mean(mad)),
-        "MSE": float(np.mean(mse)),
-        "Grad": float(np.mean(grad)),
-        "dtSSD": float(np.mean(dt)) if dt else 0.0,
-    }
+        prev = (p, t)
+    return {"MAD": float(np.mean(mad)), "MSE": float(np.mean(mse)), "Grad": float(np.mean(grad)), "dtSSD": float(np.mean(dt))}
 
 
 def iou_mad(pred: F32, true: F32) -> dict[str, float]:
@@ -177,22 +191,50 @@ def chroma_420(img: F32) -> U8:
     return np.asarray(cv2.cvtColor(ycc, cv2.COLOR_YCrCb2BGR), np.uint8)
 
 
+def source_background(image: U8, alpha: F32, sigma: float = 12.0) -> F32:
+    """The source clip's own backdrop behind the person: a normalised Gaussian average of the
+    pixels the alpha calls background (the clips have plain walls), filled in behind the person."""
+    w = cv2.erode((alpha <= 0).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(np.float32)
+    num = cv2.GaussianBlur(image.astype(np.float32) * w[:, :, None], (0, 0), sigma)
+    den = cv2.GaussianBlur(w, (0, 0), sigma)
+    return np.asarray(num / np.maximum(den, 1e-4)[:, :, None], np.float32)
+
+
+def unmix_foreground(image: U8, alpha: F32, floor: float = 0.5) -> F32:
+    """The person's own colour F at every pixel, from image = alpha F + (1 - alpha) B_source.
+
+    At a partly covered pixel the source frame holds the person mixed with the source's wall;
+    composited as it is, that wall colour would show as a pale outline over the green screen
+    (a third colour no green-screen shot contains). Un-mixing removes it. Below `floor` the
+    division would amplify the source's noise and shading more than 1/floor times, so alpha is
+    floored there (the old wall is then only partly removed)."""
+    b = source_background(image, alpha)
+    t = np.maximum(alpha, floor)[:, :, None]
+    return np.asarray(np.clip(b + (image.astype(np.float32) - b) / t, 0.0, 255.0), np.float32)
+
+
 def make_green_set(
-    images: list[U8], seed: int = 7, spill: float = 0.35, noise: float = 2.0, alphas: list[F32] | None = None
+    images: list[U8], seed: int = 7, spill: float = 0.7, noise: float = 2.0, alphas: list[F32] | None = None
 ) -> tuple[list[U8], list[F32], F32]:
-    """(composites, true alphas, screen) for a clip's frames (alphas from gt_alpha unless given)."""
+    """(composites, true alphas, screen) for a clip's frames (alphas from gt_alpha unless given).
+
+    Spill is screen light reflected by the subject, so it is added light, in proportion to the
+    surface's reflectance (its colour over white): F + spill * near_edge * (F / 255) * screen,
+    strongest near the outline. spill = 0.7 adds as much key signal (G - max(R, B)) to a mid-grey
+    surface as the earlier model (+0.35 x the screen's chroma, which also took red and blue away)
+    did; on d0, the real green screen, the rim of the dark jacket reads about 4 levels greener
+    than its inside, ~6.5 scaled to this brighter screen, where this model adds ~9."""
     rng = np.random.default_rng(seed)
     h, w = images[0].shape[:2]
     screen = uneven_screen(h, w, rng, (70.0, 170.0, 60.0))
-    screen_chroma = screen - screen.mean(axis=2, keepdims=True)
     if alphas is None:
         alphas = gt_alpha(images)
     comps = []
     for im, a in zip(images, alphas, strict=True):
         a3 = a[:, :, None]
-        # spill: screen light bouncing onto the subject, strongest near its outline
+        fg = unmix_foreground(im, a)
         near_edge = cv2.GaussianBlur(1.0 - a, (0, 0), sigmaX=6)[:, :, None] * a3
-        fg = im.astype(np.float32) + spill * near_edge * screen_chroma
+        fg = fg + spill * near_edge * (fg * (1.0 / 255.0)) * screen
         c = a3 * fg + (1.0 - a3) * screen
         c += rng.normal(0.0, noise, c.shape).astype(np.float32)
         comps.append(chroma_420(c))
@@ -220,37 +262,62 @@ def _matters() -> list[tuple[str, Callable[[], Matter]]]:
 
 
 def speed(clips: list[Path], n: int) -> dict[str, dict[str, dict[str, float]]]:
-    """Mean ms/frame per stage over the clips, per frame size, as wall and CPU time;
-    'track+<matte>' sums the two stages."""
+    """Mean ms/frame per stage over the clips, per frame size, as wall and CPU time. Each matte
+    is timed on its own with the tracker's faces of the same frames (the learned matte carries
+    its mask by the face's motion); 'track(max_faces=k)+<matte>' sums the two stages and
+    'analyzer:<matte>' times them together as the sender runs them (SenderAnalyzer)."""
     out: dict[str, dict[str, dict[str, float]]] = {}
     for w, h in ((640, 480), (1280, 720)):
         row: dict[str, list[tuple[float, float]]] = {}
         for clip in clips:
             frames = list(frames_of([fit(f, w, h) for f in read_frames(clip, n)]))
-            for faces in (2, 1):
-                tr = MediaPipeFaceTracker(TrackerConfig(max_faces=faces))
-                row.setdefault(f"tracker(max_faces={faces})", []).append(time_stage(tr.track, frames))
+            faces: list[FaceObservation | None] = []
+            for max_faces in (2, 1):
+                tr = MediaPipeFaceTracker(TrackerConfig(max_faces=max_faces))
+                seen: list[FaceObservation | None] = []
+
+                def track(f: CapturedFrame, tr: MediaPipeFaceTracker = tr, seen: list[FaceObservation | None] = seen) -> object:
+                    seen.append(tr.track(f))
+                    return None
+
+                row.setdefault(f"tracker(max_faces={max_faces})", []).append(time_stage(track, frames))
                 tr.close()
+                faces = seen
             for name, make in _matters():
                 m = make()
 
-                def run(f: CapturedFrame, m: Matter = m) -> object:
-                    return m.matte(f, None)
+                def run(f: CapturedFrame, m: Matter = m, faces: list[FaceObservation | None] = faces) -> object:
+                    return m.matte(f, faces[f.index])
 
                 row.setdefault(f"matte:{name}", []).append(time_stage(run, frames))
-                close = getattr(m, "close", None)
-                if close is not None:
-                    close()
+                _close(m)
+                an = SenderAnalyzer(MediaPipeFaceTracker(TrackerConfig(max_faces=1)), make())
+                row.setdefault(f"analyzer:{name}", []).append(time_stage(an.analyze, frames))
+                an.close()
         size: dict[str, dict[str, float]] = {}
         for i, kind in enumerate(("wall", "cpu")):
             means = {k: float(np.mean([t[i] for t in v])) for k, v in row.items()}
             for name, _ in _matters():
-                for faces in (2, 1):
-                    key = f"track(max_faces={faces})+{name}"
-                    means[key] = means[f"tracker(max_faces={faces})"] + means[f"matte:{name}"]
+                for max_faces in (2, 1):
+                    key = f"track(max_faces={max_faces})+{name}"
+                    means[key] = means[f"tracker(max_faces={max_faces})"] + means[f"matte:{name}"]
             size[kind] = means
         out[f"{w}x{h}"] = size
     return out
+
+
+def _close(m: object) -> None:
+    close = getattr(m, "close", None)
+    if close is not None:
+        close()
+
+
+def faces_of(images: list[U8]) -> list[FaceObservation | None]:
+    """The tracker's faces for a sequence, as the sender hands them to the matte."""
+    tr = MediaPipeFaceTracker(TrackerConfig(max_faces=1))
+    faces = [tr.track(f) for f in frames_of(images)]
+    tr.close()
+    return faces
 
 
 def _auto() -> AutoMatter:
@@ -262,20 +329,39 @@ def quality(images: list[U8]) -> tuple[dict[str, Any], dict[str, Any]]:
     (to show how much of its error the spill causes)."""
     truths = gt_alpha(images)
     comps, _, _ = make_green_set(images, alphas=truths)
+    faces = faces_of(comps)
     scores: dict[str, Any] = {}
     keep: dict[str, Any] = {"comp": comps[-1], "true": truths[-1]}
     for name, mk in _matters():
         m = mk()
-        preds = [m.matte(f, None) for f in frames_of(comps)]
+        preds = [m.matte(f, faces[f.index]) for f in frames_of(comps)]
         scores[name] = matting_metrics(preds, truths) | iou_mad(preds[-1], truths[-1])
         keep[name] = preds[-1]
         if isinstance(m, ChromaMatter):
             keep["fg"] = m.foreground()
+        _close(m)
     clean, _, _ = make_green_set(images, alphas=truths, spill=0.0)
     cm = ChromaMatter()
     preds = [cm.matte(f, None) for f in frames_of(clean)]
     scores["chroma_without_spill"] = matting_metrics(preds, truths)
+    scores["truth_soft_mass_x1e3"] = far_soft_mass(truths)
     return scores, keep
+
+
+def far_soft_mass(truths: list[F32], px: float = 6.0) -> dict[str, float]:
+    """How much of the truth is semi-transparent far from the outline: the mean over frames of
+    sum(min(a, 1 - a)) x1e3 / pixels (an upper bound on what a keyer that got the outline right
+    but made everything else 0 or 1 would lose), all of it and only beyond `px` pixels from the
+    alpha = 0.5 contour. Real people are semi-transparent in a rim of a few pixels (hair, motion
+    blur); wide areas come from the segmentation-made truth smearing over the source's wall."""
+    total, far = [], []
+    for t in truths:
+        inside = (t >= 0.5).astype(np.uint8)
+        dist = np.where(inside > 0, cv2.distanceTransform(inside, cv2.DIST_L2, 5), cv2.distanceTransform(1 - inside, cv2.DIST_L2, 5))
+        soft = np.minimum(t, 1.0 - t)
+        total.append(float(soft.sum()) / t.size * 1e3)
+        far.append(float(soft[dist > px].sum()) / t.size * 1e3)
+    return {"all": float(np.mean(total)), f"beyond_{px:g}px": float(np.mean(far))}
 
 
 def independent_key(image: U8) -> F32:
