@@ -108,24 +108,18 @@ class EdgeOptions:
     wrap_radius: float = 0.012  # of the image diagonal
 
 
-def despill(image: FloatImage, alpha: Alpha) -> FloatImage:
-    """Remove green and blue screen spill where the matte is soft (and just inside it).
+def despill(pixels: FloatImage) -> FloatImage:
+    """Remove green and blue screen spill from edge pixels (N x 3, BGR float).
 
-    The key colour's channel is limited to the mean of the other two, only in the soft edge band,
-    so a green sweater in the middle of the person keeps its colour.
+    Green is limited to the mean of red and blue; blue likewise, but only where the pixel is
+    clearly blue-dominated, so skin and denim are left alone. The caller passes only the soft
+    edge band, so a green sweater in the middle of the person keeps its colour.
     """
-    band = cv2.dilate(((alpha > 0.02) & (alpha < 0.98)).astype(np.uint8), np.ones((5, 5), np.uint8))
-    if not band.any():
-        return image
-    b, g, r = image[..., 0], image[..., 1], image[..., 2]
-    green_limit = np.minimum(g, 0.5 * (r + b))
-    blue_limit = np.minimum(b, 0.5 * (r + g))
-    out = image.copy()
-    m = band.astype(bool)
-    out[..., 1][m] = green_limit[m]
-    # Blue spill only where the pixel is clearly blue-dominated, so skin and denim are left alone.
-    blue = m & (b > 1.15 * np.maximum(r, g))
-    out[..., 0][blue] = blue_limit[blue]
+    b, g, r = pixels[:, 0], pixels[:, 1], pixels[:, 2]
+    out = pixels.copy()
+    out[:, 1] = np.minimum(g, 0.5 * (r + b))
+    blue = b > 1.15 * np.maximum(r, g)
+    out[blue, 0] = np.minimum(b, 0.5 * (r + g))[blue]
     return out
 
 
@@ -141,7 +135,8 @@ class Compositor:
         self.mirror = mirror
         self.edges = edges or EdgeOptions()
         self._video: VideoBackground | None = None
-        self._still: FloatImage | None = None
+        self._still: Image | None = None
+        self._outside: FloatImage = np.zeros((1, 1), np.float32)
         self._blur = background == BLUR
         if self._blur:
             return
@@ -152,17 +147,17 @@ class Compositor:
                 raise BackgroundError(f"background video {spec!r} does not exist")
             self._video = VideoBackground(path, size)
         else:
-            self._still = load_background(spec, size).astype(np.float32)
+            self._still = load_background(spec, size)
 
-    def _background(self, person: Image) -> FloatImage:
+    def _background(self, person: Image) -> Image:
         if self._still is not None:
             return self._still
         if self._video is not None:
-            return self._video.next().astype(np.float32)
+            return self._video.next()
         w, h = self.size
         small = cv2.resize(person, (max(1, w // 8), max(1, h // 8)), interpolation=cv2.INTER_AREA)
         small = cv2.GaussianBlur(small, (0, 0), 2.5)
-        return cv2.resize(small, self.size, interpolation=cv2.INTER_LINEAR).astype(np.float32)
+        return cv2.resize(small, self.size, interpolation=cv2.INTER_LINEAR)
 
     def compose(self, person: RenderedPerson) -> Image:
         image, alpha = person.image, person.alpha
@@ -172,32 +167,55 @@ class Compositor:
             alpha = cv2.resize(alpha, self.size, interpolation=cv2.INTER_LINEAR)
         alpha = np.clip(alpha.astype(np.float32, copy=False), 0.0, 1.0)
         background = self._background(image)
-        fg = image.astype(np.float32)
-        if self.edges.despill:
-            fg = despill(fg, alpha)
-        if self.edges.light_wrap > 0:
-            fg = self._light_wrap(fg, alpha, background)
-        a = alpha[:, :, None]
-        out = fg * a + background * (1.0 - a)
-        result = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+        fg = self._edges(image, alpha, background)
+        # Edge work touches only the band; the blend itself is one OpenCV pass over uint8 pictures.
+        result = cv2.blendLinear(fg, background, alpha, 1.0 - alpha)
         return np.ascontiguousarray(result[:, ::-1]) if self.mirror else result
 
-    def _light_wrap(self, fg: FloatImage, alpha: Alpha, background: FloatImage) -> FloatImage:
-        """Blend blurred background light into the person near the edge (strongest at the edge)."""
+    def _edges(self, image: Image, alpha: Alpha, background: Image) -> Image:
+        """Despill and light wrap, computed only on the pixels near the matte's edge."""
+        weight = self._wrap_weight(alpha) if self.edges.light_wrap > 0 else None
+        soft = ((alpha > 0.02) & (alpha < 0.98)).astype(np.uint8)
+        band = cv2.dilate(soft, np.ones((5, 5), np.uint8)) if self.edges.despill else np.zeros_like(soft)
+        touched = band.astype(bool) if weight is None else band.astype(bool) | (weight > 1e-3)
+        index = np.flatnonzero(touched)
+        if index.size == 0:
+            return image
+        flat = image.reshape(-1, 3)
+        pixels = flat[index].astype(np.float32)
+        if self.edges.despill:
+            in_band = band.reshape(-1)[index].astype(bool)
+            pixels[in_band] = despill(pixels[in_band])
+        if weight is not None:
+            light = self._wrap_light(alpha, background).reshape(-1, 3)[index]
+            w = weight.reshape(-1)[index][:, None]
+            pixels = pixels * (1.0 - w) + light * w
+        out = image.copy()
+        out.reshape(-1, 3)[index] = np.clip(pixels + 0.5, 0, 255).astype(np.uint8)
+        return out
+
+    def _wrap_weight(self, alpha: Alpha) -> FloatImage:
+        """How much background light reaches each pixel: strongest just inside the edge, zero outside."""
+        small = self._small_size()
+        outside = cv2.GaussianBlur(cv2.resize(1.0 - alpha, small, interpolation=cv2.INTER_AREA), (0, 0), self._sigma())
+        self._outside = outside
+        return cv2.resize(outside, self.size, interpolation=cv2.INTER_LINEAR) * alpha * self.edges.light_wrap
+
+    def _wrap_light(self, alpha: Alpha, background: Image) -> FloatImage:
+        """The background's light, spread from around the person (normalised blur of the visible background)."""
+        small = self._small_size()
+        bg_small = cv2.resize(background, small, interpolation=cv2.INTER_AREA).astype(np.float32)
+        visible = 1.0 - cv2.resize(alpha, small, interpolation=cv2.INTER_AREA)
+        light = cv2.GaussianBlur(bg_small * visible[..., None], (0, 0), self._sigma())
+        light = light / np.maximum(self._outside, 1e-3)[..., None]
+        return cv2.resize(light, self.size, interpolation=cv2.INTER_LINEAR)
+
+    def _small_size(self) -> tuple[int, int]:
         w, h = self.size
-        factor = 4
-        small = (max(1, w // factor), max(1, h // factor))
-        sigma = max(0.8, self.edges.wrap_radius * float(np.hypot(w, h)) / factor)
-        outside = cv2.GaussianBlur(cv2.resize(1.0 - alpha, small, interpolation=cv2.INTER_AREA), (0, 0), sigma)
-        bg_small = cv2.resize(background, small, interpolation=cv2.INTER_AREA)
-        light = cv2.GaussianBlur(bg_small * (1.0 - cv2.resize(alpha, small))[..., None], (0, 0), sigma)
-        light = light / np.maximum(outside, 1e-3)[..., None]
-        weight = cv2.resize(outside, self.size, interpolation=cv2.INTER_LINEAR) * alpha * self.edges.light_wrap
-        if float(weight.max()) <= 1e-3:
-            return fg
-        light_full = cv2.resize(light, self.size, interpolation=cv2.INTER_LINEAR)
-        wgt = weight[..., None]
-        return fg * (1.0 - wgt) + light_full * wgt
+        return max(1, w // 4), max(1, h // 4)
+
+    def _sigma(self) -> float:
+        return max(0.8, self.edges.wrap_radius * float(np.hypot(*self.size)) / 4)
 
     def close(self) -> None:
         if self._video is not None:

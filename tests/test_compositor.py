@@ -84,11 +84,18 @@ def test_mirror_flips_the_output() -> None:
 
 def test_despill_removes_green_only_at_soft_edges() -> None:
     alpha = _disc_alpha()
-    image = np.full((SIZE[1], SIZE[0], 3), (90, 200, 120), np.float32)  # greenish everywhere
-    out = despill(image, alpha)
+    # Greenish everywhere; over black the output is the (despilled) person times alpha.
+    out = Compositor("#000000", SIZE, edges=EdgeOptions(despill=True, light_wrap=0.0)).compose(
+        _person((90, 200, 120), alpha)).astype(np.float32)
     edge = (alpha > 0.2) & (alpha < 0.8)
-    assert np.all(out[edge][:, 1] <= 0.5 * (90 + 120) + 1e-3)
-    assert np.allclose(out[24, 32], image[24, 32])  # the solid middle keeps its colour
+    assert np.all(out[edge][:, 1] <= alpha[edge] * 0.5 * (90 + 120) + 1.0)
+    assert np.array_equal(out[24, 32], [90, 200, 120])  # the solid middle keeps its colour
+
+
+def test_despill_limits_green_and_only_clear_blue() -> None:
+    pixels = np.array([[90, 200, 120], [220, 100, 90], [150, 120, 160]], np.float32)
+    out = despill(pixels)
+    assert out[0, 1] == 105 and out[1, 0] == 95 and np.array_equal(out[2], pixels[2])
 
 
 def test_light_wrap_brightens_edges_towards_a_bright_background() -> None:
