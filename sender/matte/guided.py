@@ -72,7 +72,7 @@ def apply_coefficients(a: F32, b: F32, guide_full: npt.NDArray[np.floating] | np
     q = np.asarray(cv2.resize(b, (w, h), interpolation=cv2.INTER_LINEAR), np.float32)
     # OpenCV's mixed-depth multiply and 1x3 transform (the channel sum) are several times
     # faster than numpy's broadcasting over the channel axis
-    prod = cv2.multiply(a_up, guide_full, dtype=cv2.CV_32F)
+    prod = cv2.multiply(a_up, np.asarray(guide_full, np.float32))
     if prod.ndim == 3:
         prod = cv2.transform(prod, np.ones((1, 3), np.float32))
     return np.asarray(cv2.add(prod, q), np.float32)
@@ -91,8 +91,9 @@ def refine_in_band(
 
     The band is every pixel whose 3x3 neighbourhood in `alpha` is not all certain (<= lo or >= 1-lo),
     so sure background stays exactly as it was (0) and sure foreground too (1). The filter is
-    evaluated densely and copied in under the band's mask: a dense multiply-add over the frame
-    (~0.6 ms at 640x480) is cheaper than gathering the band's pixels one by one.
+    evaluated densely over the band's bounding box and copied in under the band's mask: a dense
+    multiply-add (~0.6 ms for a whole 640x480 frame) is cheaper than gathering the band's pixels
+    one by one (~3 ms for a typical 20k-pixel band).
     """
     lo_in, hi_in = float(np.nextafter(np.float32(lo), np.float32(1))), float(np.nextafter(np.float32(1 - lo), np.float32(0)))
     unsure = cv2.inRange(alpha, lo_in, hi_in)
@@ -100,8 +101,17 @@ def refine_in_band(
         return alpha
     band = cv2.dilate(unsure, np.ones((3, 3), np.uint8))
     a, b = guided_coefficients(guide_low, alpha_low, radius, eps)
-    q = apply_coefficients(a, b, guide_full)
-    q = cv2.min(cv2.max(q, 0.0), 1.0)
+    # only the band's bounding box is evaluated (the frame's margins around the person are not)
+    x, y, bw, bh = cv2.boundingRect(band)
+    h, w = alpha.shape[:2]
+    a_up = np.asarray(cv2.resize(a, (w, h), interpolation=cv2.INTER_LINEAR), np.float32)[y : y + bh, x : x + bw]
+    q = np.asarray(cv2.resize(b, (w, h), interpolation=cv2.INTER_LINEAR), np.float32)[y : y + bh, x : x + bw]
+    # converting first is faster than OpenCV's mixed-depth multiply
+    prod = cv2.multiply(a_up, np.asarray(guide_full[y : y + bh, x : x + bw], np.float32))
+    if prod.ndim == 3:
+        prod = cv2.transform(prod, np.ones((1, 3), np.float32))
+    q = cv2.min(cv2.max(cv2.add(prod, q), 0.0), 1.0)
     out = alpha.copy()
-    cv2.copyTo(q, band, out)
-    return np.asarray(out, np.float32)
+    roi = out[y : y + bh, x : x + bw]
+    cv2.copyTo(q, band[y : y + bh, x : x + bw], roi)
+    return out

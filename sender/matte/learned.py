@@ -10,13 +10,14 @@ would otherwise convert the whole frame, shrink it to the network's input and bl
 up to the frame's size, all of which costs more than the network itself (measured at 640x480 on
 one core: 3.2 ms a call at full size, 2.4 ms at 320x240) and adds nothing the network can see.
 
-The network runs on every `seg_every`-th frame. In between, the last mask is carried to the
-current frame by the face's motion (the tracker's head position and scale, a similarity
-transform) and the guided filter, which always runs on the current frame, snaps its edges to the
-picture. Only a nearly still face (by default under 3% of a face width since the mask was
-made) lets a mask be carried: the body does not follow the head exactly, and with larger motion
-the carried mask was measured to stray (up to 0.07 mean absolute difference on a fast clip).
-Motion, a lost face or a new scene make the network run on that frame instead.
+Segmenting and refining cost about as much as the face tracker, so a frame that shows nothing
+new reuses the last matte: at most every other frame (`seg_every`), when the face has barely
+moved since the last segmented frame (under 3% of a face width and of its size by default) and
+the picture around the outline has not changed beyond that motion (hair, hands and shoulders
+move on their own), that frame's matte is carried over, moved by the face's motion (the
+tracker's head position and scale, a similarity transform). Otherwise, and with no face or in a
+new scene, the frame is segmented. Carrying by the head's motion alone strayed on a fast clip
+(up to 0.07 mean absolute difference from a fresh matte), hence the two gates.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from sender.matte.guided import refine_in_band
 from shared.types import Alpha, CapturedFrame, FaceObservation, HeadPose, Image
@@ -38,19 +40,22 @@ class LearnedConfig:
     coefficients are solved at this fraction of full resolution. band: mask values between band
     and 1 - band are refined. seg_every: run the network on every n-th frame and carry its mask
     by the face's motion in between (1: every frame). max_carry: the largest face motion, in face
-    widths (two canonical units), a mask is carried over; more, and the network runs."""
+    widths (two canonical units), a mask is carried over; more, and the network runs. max_change:
+    the largest mean grey-level change around the outline (after that motion) a mask is carried
+    over."""
 
     model: int = 1
     seg_width: int = 320
     seg_every: int = 2
     max_carry: float = 0.03
+    max_change: float = 4.0
     guide_scale: float = 0.25
     guide_radius: int = 2
     guide_eps: float = 2e-3
     band: float = 0.03
 
     def __post_init__(self) -> None:
-        if self.seg_every < 1 or self.max_carry < 0:
+        if self.seg_every < 1 or self.max_carry < 0 or self.max_change < 0:
             raise ValueError(f"seg_every must be >= 1 and max_carry >= 0, got {self.seg_every}, {self.max_carry}")
         if self.seg_width < 64:
             raise ValueError(f"seg_width must be >= 64, got {self.seg_width}")
@@ -81,8 +86,10 @@ class LearnedMatter:
 
     def reset(self) -> None:
         """Forget the carried mask: the next frame is segmented afresh."""
-        self._mask_small: Alpha | None = None
+        self._alpha: Alpha | None = None  # the matte of the last segmented frame
         self._mask_pose: HeadPose | None = None
+        self._grey: Image | None = None  # the reduced frame (grey) that matte was made from
+        self._edge: npt.NDArray[np.uint8] | None = None  # where that mask was unsure, widened
         self._carried = 0
         self.last_segmented = False
 
@@ -114,51 +121,76 @@ class LearnedMatter:
         mask = self._segment(self._small(img))
         return np.asarray(cv2.resize(mask, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR), np.float32)
 
-    def _carry(self, small: Image, frame_w: int, face: FaceObservation | None) -> Alpha | None:
-        """The last mask moved by the face's motion since it was made, or None when it cannot be
-        carried (none yet, due for a fresh one, no face now or then, other size, large motion)."""
-        prev, then = self._mask_small, self._mask_pose
-        if prev is None or then is None or face is None or face.state != "tracked":
+    def _carry(self, small: Image, frame_w: int, face: FaceObservation | None) -> npt.NDArray[np.float64] | None:
+        """The face's motion since the last segmented frame as a 2x3 similarity in full-frame
+        pixels, when that frame's matte may be carried over to this one; else None (none yet,
+        due for a fresh one, no face now or then, other size, large motion, changed picture)."""
+        then, grey_then, edge_then = self._mask_pose, self._grey, self._edge
+        if then is None or grey_then is None or edge_then is None or self._alpha is None:
             return None
-        if self._carried + 1 >= self.config.seg_every or prev.shape != small.shape[:2]:
+        if face is None or face.state != "tracked" or self._carried + 1 >= self.config.seg_every:
+            return None
+        if grey_then.shape != small.shape[:2]:
             return None
         now = face.pose
-        k = small.shape[1] / frame_w
         ratio = now.scale / max(then.scale, 1e-6)
         moved = math.hypot(now.tx - then.tx, now.ty - then.ty) / max(2.0 * then.scale, 1e-6)
         if moved > self.config.max_carry or abs(math.log(max(ratio, 1e-6))) > self.config.max_carry:
             return None
         # similarity about the head: (tx, ty) then -> (tx, ty) now, scaled by the face's size ratio
-        m = np.array(
-            [[ratio, 0.0, k * (now.tx - ratio * then.tx)], [0.0, ratio, k * (now.ty - ratio * then.ty)]], np.float32
-        )
-        return np.asarray(
-            cv2.warpAffine(prev, m, (prev.shape[1], prev.shape[0]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE),
-            np.float32,
-        )
+        full = np.array([[ratio, 0.0, now.tx - ratio * then.tx], [0.0, ratio, now.ty - ratio * then.ty]])
+        k = small.shape[1] / frame_w
+        m = full * np.array([[1.0, 1.0, k], [1.0, 1.0, k]])
+        size = (small.shape[1], small.shape[0])
+        # the picture around the outline must not have changed beyond that motion (hair, hands and
+        # shoulders move on their own): mean absolute difference there, in grey levels
+        grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+        moved_grey = cv2.warpAffine(grey_then, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        edge = cv2.warpAffine(edge_then, m, size, flags=cv2.INTER_NEAREST)
+        if cv2.countNonZero(edge) and cv2.mean(cv2.absdiff(grey, moved_grey), edge)[0] > self.config.max_change:
+            return None
+        return full
 
     def matte(self, frame: CapturedFrame, face: FaceObservation | None = None) -> Alpha:
         c = self.config
         img = frame.image
         small = self._small(img)
         h, w = img.shape[:2]
-        carried = self._carry(small, w, face)
-        self.last_segmented = carried is None
-        if carried is None:
-            mask_small = self._segment(small)
-            self._mask_small, self._carried = mask_small, 0
-            self._mask_pose = face.pose if face is not None and face.state == "tracked" else None
-        else:
-            mask_small, self._carried = carried, self._carried + 1
-        mask = np.asarray(cv2.resize(mask_small, (w, h), interpolation=cv2.INTER_LINEAR), np.float32)
-        # the network's near-certain values are certain: keeps the background at exactly 0
-        mask = np.asarray(cv2.threshold(mask, c.band, 0.0, cv2.THRESH_TOZERO)[1], np.float32)
-        mask = np.asarray(cv2.max(mask, cv2.threshold(mask, 1.0 - c.band, 1.0, cv2.THRESH_BINARY)[1]), np.float32)
+        motion = self._carry(small, w, face)
+        self.last_segmented = motion is None
+        if motion is not None and self._alpha is not None:
+            self._carried += 1
+            if abs(motion[0, 0] - 1.0) < 1e-3 and math.hypot(motion[0, 2], motion[1, 2]) < 0.25:
+                return self._alpha.copy()
+            # a similarity keeps exact 0s and 1s away from the outline
+            return np.asarray(
+                cv2.warpAffine(self._alpha, motion, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE), np.float32
+            )
+        mask_small = self._segment(small)
+        mask = _certain(np.asarray(cv2.resize(mask_small, (w, h), interpolation=cv2.INTER_LINEAR), np.float32), c.band)
         sw, sh = max(8, round(w * c.guide_scale)), max(8, round(h * c.guide_scale))
         # the guide stays in 0..255 (no scaling pass over the frame); eps is scaled to match. The
-        # low-resolution guide and mask come from the reduced frame (the same area averages)
-        src = small if small.shape[1] >= sw else img
-        guide_low = np.asarray(cv2.resize(src, (sw, sh), interpolation=cv2.INTER_AREA), np.float32)
-        mask_low = np.asarray(cv2.resize(mask, (sw, sh), interpolation=cv2.INTER_AREA), np.float32)
+        # low-resolution guide and mask come from the reduced frame when it is large enough
+        # (area averages of area averages, at a quarter of the cost)
+        if small.shape[1] >= sw:
+            guide_low = np.asarray(cv2.resize(small, (sw, sh), interpolation=cv2.INTER_AREA), np.float32)
+            mask_low = np.asarray(cv2.resize(_certain(mask_small, c.band), (sw, sh), interpolation=cv2.INTER_AREA), np.float32)
+        else:
+            guide_low = np.asarray(cv2.resize(img, (sw, sh), interpolation=cv2.INTER_AREA), np.float32)
+            mask_low = np.asarray(cv2.resize(mask, (sw, sh), interpolation=cv2.INTER_AREA), np.float32)
         eps = c.guide_eps * 255.0 * 255.0
-        return refine_in_band(mask, guide_low, mask_low, img, c.guide_radius, eps, lo=c.band)
+        alpha = refine_in_band(mask, guide_low, mask_low, img, c.guide_radius, eps, lo=c.band)
+        self._carried = 0
+        if c.seg_every > 1:
+            self._mask_pose = face.pose if face is not None and face.state == "tracked" else None
+            self._alpha = alpha
+            self._grey = np.asarray(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY), np.uint8)
+            self._edge = np.asarray(cv2.dilate(cv2.inRange(mask_small, 0.05, 0.95), np.ones((5, 5), np.uint8)), np.uint8)
+        return alpha
+
+
+def _certain(mask: Alpha, band: float) -> Alpha:
+    """The network's near-certain values made certain (below band 0, above 1 - band 1), so the
+    background stays at exactly 0 and the body at exactly 1."""
+    out = np.asarray(cv2.threshold(mask, band, 0.0, cv2.THRESH_TOZERO)[1], np.float32)
+    return np.asarray(cv2.max(out, cv2.threshold(out, 1.0 - band, 1.0, cv2.THRESH_BINARY)[1]), np.float32)
