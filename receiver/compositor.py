@@ -189,7 +189,7 @@ class Compositor:
         if weight is not None:
             light = self._wrap_light(alpha, background).reshape(-1, 3)[index]
             w = weight.reshape(-1)[index][:, None]
-            pixels = pixels * (1.0 - w) + light * w
+            pixels = np.asarray(pixels * (1.0 - w) + light * w, np.float32)
         out = image.copy()
         out.reshape(-1, 3)[index] = np.clip(pixels + 0.5, 0, 255).astype(np.uint8)
         return out
