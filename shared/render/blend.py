@@ -2,7 +2,7 @@
 
 Shading: the avatar keeps its albedo (its own fine detail and colours) but takes the sender's
 low-frequency shading: the face is multiplied by the ratio of the two faces' blurred luminance.
-Only a fraction of the chroma difference is transferred, because full colour matching pulls a
+Only a fraction of the colour difference is transferred, because full colour matching pulls a
 recogniser towards the sender. Blending: a feathered face mask that stops short of the outline
 (so the sender's jaw, hairline and ears stay), weakened where the matte is uncertain and zero
 where an occluder (glasses, hair, a hand) covers the face in the keyframe.
@@ -126,44 +126,63 @@ def match_shading(
 ) -> Image:
     """The face with the scene's low-frequency luminance and part of its colour, both region-sized.
 
-    Works in YCrCb: the luminance is multiplied by the ratio of the two blurred luminances (the
-    scene's light on the avatar's albedo) with a soft highlight roll-off, and the chroma is shifted
-    part of the way to the scene's mean; multiplying RGB instead saturates painted shadows into
-    false colours. Statistics come from quarter-size copies; only the gain is applied at full size.
+    The luminance (YCrCb's Y) is multiplied by the ratio of the two fitted light fields (the scene's
+    light on the avatar's albedo) with a soft highlight roll-off; multiplying RGB by that spatial
+    gain instead saturates painted shadows into false colours. The colour then moves part of the way
+    to the scene's by one global per-channel balance. Statistics come from quarter-size copies.
     """
     h, w = face.shape[:2]
     f = 4 if min(h, w) >= 32 else 1
     small = (max(1, w // f), max(1, h // f))
     ycc = cv2.cvtColor(face, cv2.COLOR_BGR2YCrCb)
-    face_s = cv2.resize(ycc, small, interpolation=cv2.INTER_AREA).astype(np.float32)
-    scene_s = cv2.cvtColor(cv2.resize(scene, small, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2YCrCb)
-    scene_s = scene_s.astype(np.float32)
+    face_bgr = cv2.resize(face, small, interpolation=cv2.INTER_AREA)
+    scene_bgr = cv2.resize(scene, small, interpolation=cv2.INTER_AREA)
+    face_y = cv2.cvtColor(face_bgr, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    scene_y = cv2.cvtColor(scene_bgr, cv2.COLOR_BGR2GRAY).astype(np.float32)
     wt = cv2.resize(weight, small, interpolation=cv2.INTER_AREA)
     # The light as a smooth quadratic field of log-luminance over the face: it carries direction and
     # falloff but not features (eye sockets, moustaches), which a blur ratio would also transfer.
     small_midline = None if midline is None else (midline[0] / f, midline[1] / f)
     basis = _light_basis(small, small_midline, width / f)
-    light_f = _fit_field(np.log(face_s[..., 0] + 8.0), wt, basis)
-    light_s = _fit_field(np.log(scene_s[..., 0] + 8.0), wt, basis)
+    light_f = _fit_field(np.log(face_y + 8.0), wt, basis)
+    light_s = _fit_field(np.log(scene_y + 8.0), wt, basis)
     gain = np.clip(np.exp(light_s - light_f), 1.0 / options.max_gain, options.max_gain)
     if options.shading_strength != 1.0:
         gain = gain**options.shading_strength
-    shift = np.zeros(2, np.float32)
-    wsum = float(wt.sum())
-    if wsum > 1e-3 and options.chroma_strength > 0:
-        mean_f = (face_s[..., 1:] * wt[..., None]).reshape(-1, 2).sum(0) / wsum
-        mean_s = (scene_s[..., 1:] * wt[..., None]).reshape(-1, 2).sum(0) / wsum
-        # Bounded: a large shift turns dark features (eyes, brows) into false colours.
-        shift = np.clip((mean_s - mean_f) * options.chroma_strength, -20.0, 20.0).astype(np.float32)
     gain_full = cv2.resize(gain.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     luma = cv2.multiply(ycc[..., 0], gain_full, dtype=cv2.CV_16U)
     ycc[..., 0] = _highlight_rolloff().take(np.minimum(luma, _ROLLOFF_MAX))
-    if shift.any():
-        # Shadows take less of the shift: a tint on near-black pupils and brows reads as false colour.
-        k = np.minimum(ycc[..., 0].astype(np.float32) * np.float32(1.0 / 160.0), 1.0)
-        for c in range(2):
-            ycc[..., 1 + c] = np.clip(ycc[..., 1 + c] + k * shift[c] + 0.5, 0, 255).astype(np.uint8)
-    return np.asarray(cv2.cvtColor(ycc, cv2.COLOR_YCrCb2BGR), np.uint8)
+    out = cv2.cvtColor(ycc, cv2.COLOR_YCrCb2BGR)
+    balance = _colour_balance(face_bgr, scene_bgr, wt, options.chroma_strength)
+    if balance is not None:
+        out = cv2.multiply(out, (*balance, 0.0))
+    return np.asarray(out, np.uint8)
+
+
+def _colour_balance(face: Image, scene: Image, weight: FloatImage, strength: float) -> tuple[float, float, float] | None:
+    """Per-channel gains (B, G, R) taking part of the way from the face's mean colour to the scene's.
+
+    A gain, not an additive chroma shift: every pixel keeps its chromaticity relative to its
+    neighbours, so dark creases and near-black pupils change in proportion to the skin around them.
+    An additive shift weighted by brightness leaves creases with the avatar's old colour, and fine
+    wrinkles turn into red or orange lines on re-toned skin. Normalised to unit luminance: the
+    light comes from the shading field alone.
+    """
+    wsum = float(weight.sum())
+    if wsum <= 1e-3 or strength <= 0.0:
+        return None
+    wt = weight[..., None]
+    mean_f = (face.astype(np.float32) * wt).reshape(-1, 3).sum(0) / wsum
+    mean_s = (scene.astype(np.float32) * wt).reshape(-1, 3).sum(0) / wsum
+    gains = (np.maximum(mean_s, 4.0) / np.maximum(mean_f, 4.0)) ** strength
+    gains /= float(gains @ _LUMA_BGR)
+    # Bounded: a large cast turns dark features (eyes, brows) into false colours.
+    gains = np.clip(gains, 1.0 / _MAX_BALANCE, _MAX_BALANCE)
+    return float(gains[0]), float(gains[1]), float(gains[2])
+
+
+_LUMA_BGR = np.array([0.114, 0.587, 0.299], np.float32)
+_MAX_BALANCE = 1.35
 
 
 _ROLLOFF_KNEE = 200.0

@@ -38,6 +38,40 @@ class Texture:
     # 255 where the avatar's own forehead is covered (a fringe, a hat brim): the sender's forehead shows there.
     cover: npt.NDArray[np.uint8] | None = None
     packed: Image | None = None  # BGR plus the cover as a fourth channel, so one remap moves both
+    # `packed` pre-shrunk in steps of 1/sqrt(2) (INTER_AREA), so a face rendered smaller than the
+    # avatar's picture is sampled from a level near its own scale: a bilinear lookup that skips
+    # pixels turns fine detail (wrinkles, paint strokes) into hard, aliased lines.
+    levels: tuple[Image, ...] = ()
+
+    def level_for(self, rendered_width: float) -> tuple[Image, npt.NDArray[np.float64]]:
+        """The packed level for a face `rendered_width` pixels wide, and the 2x3 affine from texture to level pixels."""
+        levels = self.levels or ((self.packed,) if self.packed is not None else ())
+        if not levels:
+            raise ValueError("texture has no packed image")
+        width = float(np.ptp(self.landmarks[:468, 0]))
+        ratio = max(rendered_width, 1e-3) / max(width, 1e-3)
+        k = int(np.clip(np.floor(np.log(ratio) / np.log(MIP_STEP) + 1e-6), 0, len(levels) - 1))
+        level = levels[k]
+        base = levels[0]
+        sx = level.shape[1] / base.shape[1]
+        sy = level.shape[0] / base.shape[0]
+        # Pixel centres: x in the base maps to (x + 0.5) * s - 0.5 in the level, as cv2.resize samples.
+        return level, np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5]])
+
+
+MIP_STEP = 2.0**-0.5
+_MIN_LEVEL_SIDE = 24
+
+
+def mip_levels(packed: Image) -> tuple[Image, ...]:
+    h, w = packed.shape[:2]
+    levels = [packed]
+    scale = MIP_STEP
+    while min(h, w) * scale >= _MIN_LEVEL_SIDE:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        levels.append(np.asarray(cv2.resize(packed, size, interpolation=cv2.INTER_AREA), np.uint8))
+        scale *= MIP_STEP
+    return tuple(levels)
 
 
 def frontal_rotation(landmarks: Landmarks) -> npt.NDArray[np.float64]:
@@ -82,6 +116,7 @@ def prepare_texture(image: Image, landmarks: Landmarks, mirror_fill: bool = True
     mouth = em.MouthFrame.of(frontal)
     cover = _forehead_cover(out, frontal)
     panels, real = em.mouth_panels(out, frontal)
+    packed = np.dstack([out, cover if cover is not None else np.zeros(out.shape[:2], np.uint8)])
     return Texture(
         image=np.ascontiguousarray(out),
         landmarks=frontal,
@@ -91,7 +126,8 @@ def prepare_texture(image: Image, landmarks: Landmarks, mirror_fill: bool = True
         panels_real=real,
         yaw=yaw,
         cover=cover,
-        packed=np.dstack([out, cover if cover is not None else np.zeros(out.shape[:2], np.uint8)]),
+        packed=packed,
+        levels=mip_levels(packed),
     )
 
 

@@ -270,20 +270,20 @@ class MeshRenderer:
         step = self._face_step(target)
         region = Region.around(dst_vertices, size, 2, step)
         order = _draw_order(_depths(target), mesh_tris)
-        src = em.lid_source_vertices(texture.src_vertices, texture.landmarks, target)[mesh_tris]
+        width = bl.face_width(target)
+        level, to_level = texture.level_for(width)
+        src = _apply(to_level, em.lid_source_vertices(texture.src_vertices, texture.landmarks, target))[mesh_tris]
         # Outside the mesh (the feathered edge reaches a little past it) sample the avatar's own
         # surroundings under the same head motion, not whatever the identity map would hit.
-        fallback = similarity_2d(target, texture.landmarks)
+        fallback = to_level @ np.vstack([similarity_2d(target, texture.landmarks), [0.0, 0.0, 1.0]])
         map_x, map_y, covered = warp_maps(dst_vertices[mesh_tris], src, region, step, order, fallback)
-        assert texture.packed is not None
-        warped = remap(texture.packed, map_x, map_y)
+        warped = remap(level, map_x, map_y)
         face = np.asarray(cv2.cvtColor(warped, cv2.COLOR_BGRA2BGR), np.uint8)
         sy, sx, py, px = region.clip_to(size)
         if sy.stop <= sy.start or sx.stop <= sx.start:
             return  # the face is entirely outside the picture
         face = face[py, px]
         base = image[sy, sx]
-        width = bl.face_width(target)
         mask = bl.face_mask(target, region, opts.blend)[py, px] * (covered[py, px] * np.float32(1.0 / 255.0))
         if texture.cover is not None and opts.keep_occluders:
             cover = warped[py, px, 3].astype(np.float32) * np.float32(1.0 / 255.0)

@@ -159,17 +159,35 @@ def mouth_ratio(points: Vec) -> float:
 
 
 def _close_neutral_mouth(neutral: Vec, rest: float) -> Vec:
-    """The neutral face with its lower inner lip raised until the opening is `rest` (never lowered)."""
-    excess = mouth_ratio(neutral) - max(rest, 0.0)
+    """The neutral face with its lower lip raised until the opening is `rest` (never lowered).
+
+    Each lower-lip point rises by the gap to the upper lip above it (zero at the corners), and the
+    outer lower lip rises with the inner one: the lip keeps its thickness, and the sender's parted
+    lips later open the avatar's mouth in the same lens shape (a smile's crescent), not as a
+    band of even height that reads as a snarl with a stretched, thin lower lip.
+    """
+    ratio = mouth_ratio(neutral)
+    excess = ratio - max(rest, 0.0)
     if excess <= 0.0:
         return neutral
+    fraction = excess / max(ratio, 1e-6)
     out = neutral.copy()
     ring = topo.inner_lip_ring()
-    lower = ring[len(ring) // 2 + 1 :]
-    width = float(np.linalg.norm(neutral[_MOUTH_WIDTH[0], :2] - neutral[_MOUTH_WIDTH[1], :2]))
-    up = neutral[topo.UPPER_LIP_INNER_MID, :2] - neutral[topo.LOWER_LIP_INNER_MID, :2]
-    up /= max(float(np.linalg.norm(up)), 1e-6)
-    out[lower, :2] += excess * width * up
+    half = len(ring) // 2
+    upper, lower = ring[1:half], ring[half + 1 :][::-1]
+    c0, c1 = neutral[ring[0], :2], neutral[ring[half], :2]
+    length = float(np.linalg.norm(c1 - c0))
+    axis = (c1 - c0) / max(length, 1e-6)
+    normal = np.array([-axis[1], axis[0]])
+    gap = np.maximum((neutral[lower, :2] - neutral[upper, :2]) @ normal, 0.0)
+    along = (neutral[lower, :2] - c0) @ axis
+    order = np.argsort(along)
+    xs = np.concatenate([[0.0], along[order], [length]])
+    ys = np.concatenate([[0.0], gap[order], [0.0]])
+    outer_lower = topo.outer_lip_ring()[len(topo.outer_lip_ring()) // 2 + 1 :]
+    for idx in (lower, outer_lower):
+        rise = np.interp((neutral[idx, :2] - c0) @ axis, xs, ys) * fraction
+        out[idx, :2] -= rise[:, None] * normal
     return out
 
 
