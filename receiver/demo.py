@@ -56,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     if report.middle is not None:
         cv2.imwrite(str(picture), side_by_side(first, report.middle))
     print(f"wrote {args.output} ({report.frames} frames) and {picture} (input | output)")
-    print(f"receiver: {report.fps:.1f} fps; wire: {report.kbps:.1f} kbps ({report.bytes} bytes for {report.frames} "
-          f"frames at {FPS:g} fps, every message counted); sender exit code {report.sender_rc}")
+    print(f"receiver: {report.fps:.1f} fps, showed {report.frames} of {report.received} frames received; wire: "
+          f"{report.kbps:.1f} kbps ({report.bytes} bytes for {report.received} frames at {FPS:g} fps, every message "
+          f"counted); sender exit code {report.sender_rc}")
     return 0 if report.frames > 0 and report.sender_rc == 0 else 1
 
 
@@ -82,13 +83,14 @@ async def _run(sample: Path, identity: str, args: argparse.Namespace) -> DemoRep
     except TimeoutError:
         receiver.stop()
         await serving
-    report.bytes = stats.bytes_in
+    report.bytes, report.received = stats.bytes_in, stats.frames_in
     return report
 
 
 @dataclass
 class DemoReport:
     frames: int = 0
+    received: int = 0
     bytes: int = 0
     sender_rc: int | None = None
     keep_index: int = 0
@@ -111,8 +113,8 @@ class DemoReport:
 
     @property
     def kbps(self) -> float:
-        """Bitrate over the media's duration, every byte of every message counted."""
-        return self.bytes * 8 / 1000 / (self.frames / FPS) if self.frames else 0.0
+        """Bitrate over the duration of the frames that crossed the link, every byte of every message counted."""
+        return self.bytes * 8 / 1000 / (self.received / FPS) if self.received else 0.0
 
 
 if __name__ == "__main__":
