@@ -134,9 +134,11 @@ def test_learned_matte_on_astronaut() -> None:
     assert a.shape == img.shape[:2] and a.dtype == np.float32
     assert a[120:160, 200:240].mean() > 0.9  # her face
     assert a[10:60, 450:500].mean() < 0.1  # the backdrop at the top right
-    # refinement only inside the uncertain band: sure values are exactly 0 or 1
-    far_bg = cv2.erode((raw < 0.005).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
-    far_fg = cv2.erode((raw > 0.995).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    # refinement only inside the uncertain band: sure values are exactly 0 or 1 (a few pixels from
+    # it: the band is found and refined at the reduced frame's size, then upsampled)
+    far_bg = cv2.erode((raw < 0.005).astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    far_fg = cv2.erode((raw > 0.995).astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    assert far_bg.mean() > 0.2 and far_fg.mean() > 0.2
     assert np.all(a[far_bg] == 0.0) and np.all(a[far_fg] == 1.0)
 
 
