@@ -11,7 +11,6 @@ where an occluder (glasses, hair, a hand) covers the face in the keyframe.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
 
 import cv2
 import numpy as np
@@ -31,6 +30,7 @@ class BlendOptions:
     feather: float = 0.07  # fraction of the face width
     inset: float = 0.03  # the mask edge sits this far inside the outline
     max_gain: float = 1.7
+    fine_chroma: float = 0.3  # how much of the faint fine colour detail is kept (see _soften_fine_chroma)
     forehead_fade: float = 0.75  # of the brows-to-mesh-top height, faded out towards the hairline
 
 
@@ -126,15 +126,17 @@ def match_shading(
 ) -> Image:
     """The face with the scene's low-frequency luminance and part of its colour, both region-sized.
 
-    The luminance (YCrCb's Y) is multiplied by the ratio of the two fitted light fields (the scene's
-    light on the avatar's albedo) with a soft highlight roll-off; multiplying RGB by that spatial
-    gain instead saturates painted shadows into false colours. The colour then moves part of the way
-    to the scene's by one global per-channel balance. Statistics come from quarter-size copies.
+    The face's RGB is multiplied by one smooth factor: the ratio of the two fitted light fields
+    (the scene's light on the avatar's albedo), rolled off where the face's local brightness would
+    pass white. Then the colour moves part of the way to the scene's by one global per-channel
+    balance. A factor that is smooth and common to all channels keeps every pixel's chromaticity
+    relative to its neighbours: scaling luminance alone, or rolling off per pixel, bleaches the
+    brightened skin while its darker creases keep their colour, and fine wrinkles turn into red
+    or orange cracks. Statistics come from quarter-size copies.
     """
     h, w = face.shape[:2]
     f = 4 if min(h, w) >= 32 else 1
     small = (max(1, w // f), max(1, h // f))
-    ycc = cv2.cvtColor(face, cv2.COLOR_BGR2YCrCb)
     face_bgr = cv2.resize(face, small, interpolation=cv2.INTER_AREA)
     scene_bgr = cv2.resize(scene, small, interpolation=cv2.INTER_AREA)
     face_y = cv2.cvtColor(face_bgr, cv2.COLOR_BGR2GRAY).astype(np.float32)
@@ -149,17 +151,44 @@ def match_shading(
     gain = np.clip(np.exp(light_s - light_f), 1.0 / options.max_gain, options.max_gain)
     if options.shading_strength != 1.0:
         gain = gain**options.shading_strength
-    gain_full = cv2.resize(gain.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-    luma = cv2.multiply(ycc[..., 0], gain_full, dtype=cv2.CV_16U)
-    ycc[..., 0] = _highlight_rolloff().take(np.minimum(luma, _ROLLOFF_MAX))
-    out = cv2.cvtColor(ycc, cv2.COLOR_YCrCb2BGR)
-    balance = _colour_balance(face_bgr, scene_bgr, wt, options.chroma_strength)
-    if balance is not None:
-        out = cv2.multiply(out, (*balance, 0.0))
-    return np.asarray(out, np.uint8)
+    # Brightening a painted face to a bright room would clip its skin to flat white: the roll-off
+    # acts on the local brightness (features blurred away), so a crease and the skin around it
+    # get the same factor.
+    local = cv2.GaussianBlur(face_y, (0, 0), max(0.5, 0.04 * width / f))
+    factor = (_rolloff(local * gain) + 1.0) / (local + 1.0)
+    lit_small = face_bgr.astype(np.float32) * factor[..., None]
+    balance = _colour_balance(lit_small, scene_bgr, wt, options.chroma_strength)
+    factor_full = cv2.resize(factor.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    channels = [factor_full * np.float32(g) for g in (balance or (1.0, 1.0, 1.0))]
+    lit = cv2.multiply(face, cv2.merge(channels), dtype=cv2.CV_32F)
+    out = np.asarray(np.clip(lit + 0.5, 0, 255), np.uint8)
+    return _soften_fine_chroma(out, small, options.fine_chroma)
 
 
-def _colour_balance(face: Image, scene: Image, weight: FloatImage, strength: float) -> tuple[float, float, float] | None:
+def _soften_fine_chroma(face: Image, small: tuple[int, int], keep: float) -> Image:
+    """Fine, faint colour detail (creases, pores, paint strokes) scaled by `keep`; strong detail kept.
+
+    Once the skin takes the scene's colour, a crease keeps the avatar's redder tint against paler
+    skin and reads as a red crack; its shading (luminance) is what shows a wrinkle and stays.
+    Strong colour detail (irises, lips, make-up) differs from the skin by more than the threshold
+    and keeps nearly all of it.
+    """
+    if keep >= 1.0:
+        return face
+    h, w = face.shape[:2]
+    ycc = cv2.cvtColor(face, cv2.COLOR_BGR2YCrCb)
+    chroma = ycc[..., 1:].astype(np.float32)
+    low = cv2.resize(cv2.GaussianBlur(cv2.resize(chroma, small, interpolation=cv2.INTER_AREA), (0, 0), 1.0), (w, h))
+    detail = chroma - low
+    faint = np.clip(detail, -_FINE_CHROMA, _FINE_CHROMA)
+    ycc[..., 1:] = np.clip(chroma - faint * np.float32(1.0 - keep) + 0.5, 0, 255).astype(np.uint8)
+    return np.asarray(cv2.cvtColor(ycc, cv2.COLOR_YCrCb2BGR), np.uint8)
+
+
+_FINE_CHROMA = 10.0  # chroma units (of 255): creases and pores sit below this, lips and irises above
+
+
+def _colour_balance(face: FloatImage, scene: Image, weight: FloatImage, strength: float) -> tuple[float, float, float] | None:
     """Per-channel gains (B, G, R) taking part of the way from the face's mean colour to the scene's.
 
     A gain, not an additive chroma shift: every pixel keeps its chromaticity relative to its
@@ -186,19 +215,13 @@ _MAX_BALANCE = 1.35
 
 
 _ROLLOFF_KNEE = 200.0
-_ROLLOFF_MAX = 1023
 
 
-@cache
-def _highlight_rolloff() -> npt.NDArray[np.uint8]:
-    """Tone curve: identity below the knee, then an exponential approach to white instead of clipping.
-
-    Brightening a painted face to a bright room would otherwise clip its skin to flat white.
-    """
-    x = np.arange(_ROLLOFF_MAX + 1, dtype=np.float64)
+def _rolloff(x: FloatImage) -> FloatImage:
+    """Tone curve: identity below the knee, then an exponential approach to white instead of clipping."""
     room = 255.0 - _ROLLOFF_KNEE
-    y = np.where(x <= _ROLLOFF_KNEE, x, 255.0 - room * np.exp(-(x - _ROLLOFF_KNEE) / room))
-    return np.clip(np.round(y), 0, 255).astype(np.uint8)
+    above = 255.0 - room * np.exp(-(np.maximum(x, _ROLLOFF_KNEE) - _ROLLOFF_KNEE) / room)
+    return np.where(x <= _ROLLOFF_KNEE, x, above).astype(np.float32)
 
 
 def swap_weight(mask: FloatImage, alpha: Alpha | None, occluder: FloatImage | None) -> FloatImage:
