@@ -132,7 +132,11 @@ def estimate_screen(image: Image, radius: float = 14.0) -> ScreenEstimate:
         raise ValueError(f"expected an HxWx3 BGR image, got {image.shape}")
     h, w = image.shape[:2]
     step = max(1, min(h, w) // 64)
-    small = cv2.resize(image, (max(8, w // step), max(8, h // step)), interpolation=cv2.INTER_AREA)
+    # halving first: OpenCV's 2x area reduction is a fast path, a direct 7x one costs ~1 ms at 640x480
+    reduced = image
+    while min(reduced.shape[:2]) >= 128:
+        reduced = cv2.resize(reduced, (reduced.shape[1] // 2, reduced.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(reduced, (max(8, w // step), max(8, h // step)), interpolation=cv2.INTER_AREA)
     px = small.reshape(-1, 3).astype(np.float64)
     c1, c2 = opponent(px)
     border = _border_mask(small.shape[0], small.shape[1]).reshape(-1)
