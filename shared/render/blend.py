@@ -30,7 +30,6 @@ class BlendOptions:
     feather: float = 0.07  # fraction of the face width
     inset: float = 0.03  # the mask edge sits this far inside the outline
     max_gain: float = 1.7
-    fine_chroma: float = 0.3  # how much of the faint fine colour detail is kept (see _soften_fine_chroma)
     forehead_fade: float = 0.75  # of the brows-to-mesh-top height, faded out towards the hairline
 
 
@@ -132,7 +131,7 @@ def match_shading(
     balance. A factor that is smooth and common to all channels keeps every pixel's chromaticity
     relative to its neighbours: scaling luminance alone, or rolling off per pixel, bleaches the
     brightened skin while its darker creases keep their colour, and fine wrinkles turn into red
-    or orange cracks. Statistics come from quarter-size copies.
+    or orange cracks (see also frontal.soften_fine_chroma). Statistics come from quarter-size copies.
     """
     h, w = face.shape[:2]
     f = 4 if min(h, w) >= 32 else 1
@@ -158,34 +157,9 @@ def match_shading(
     factor = (_rolloff(local * gain) + 1.0) / (local + 1.0)
     lit_small = face_bgr.astype(np.float32) * factor[..., None]
     balance = _colour_balance(lit_small, scene_bgr, wt, options.chroma_strength)
-    factor_full = cv2.resize(factor.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-    channels = [factor_full * np.float32(g) for g in (balance or (1.0, 1.0, 1.0))]
-    lit = cv2.multiply(face, cv2.merge(channels), dtype=cv2.CV_32F)
-    out = np.asarray(np.clip(lit + 0.5, 0, 255), np.uint8)
-    return _soften_fine_chroma(out, small, options.fine_chroma)
-
-
-def _soften_fine_chroma(face: Image, small: tuple[int, int], keep: float) -> Image:
-    """Fine, faint colour detail (creases, pores, paint strokes) scaled by `keep`; strong detail kept.
-
-    Once the skin takes the scene's colour, a crease keeps the avatar's redder tint against paler
-    skin and reads as a red crack; its shading (luminance) is what shows a wrinkle and stays.
-    Strong colour detail (irises, lips, make-up) differs from the skin by more than the threshold
-    and keeps nearly all of it.
-    """
-    if keep >= 1.0:
-        return face
-    h, w = face.shape[:2]
-    ycc = cv2.cvtColor(face, cv2.COLOR_BGR2YCrCb)
-    chroma = ycc[..., 1:].astype(np.float32)
-    low = cv2.resize(cv2.GaussianBlur(cv2.resize(chroma, small, interpolation=cv2.INTER_AREA), (0, 0), 1.0), (w, h))
-    detail = chroma - low
-    faint = np.clip(detail, -_FINE_CHROMA, _FINE_CHROMA)
-    ycc[..., 1:] = np.clip(chroma - faint * np.float32(1.0 - keep) + 0.5, 0, 255).astype(np.uint8)
-    return np.asarray(cv2.cvtColor(ycc, cv2.COLOR_YCrCb2BGR), np.uint8)
-
-
-_FINE_CHROMA = 10.0  # chroma units (of 255): creases and pores sit below this, lips and irises above
+    factor3 = factor[..., None] * np.asarray(balance or (1.0, 1.0, 1.0), np.float32)
+    factor_full = cv2.resize(factor3.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    return np.asarray(cv2.multiply(face, factor_full, dtype=cv2.CV_8U), np.uint8)
 
 
 def _colour_balance(face: FloatImage, scene: Image, weight: FloatImage, strength: float) -> tuple[float, float, float] | None:

@@ -92,7 +92,30 @@ def _signed_area(corners: Points) -> npt.NDArray[np.float64]:
     return np.asarray(0.5 * (e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]), np.float64)
 
 
-def prepare_texture(image: Image, landmarks: Landmarks, mirror_fill: bool = True) -> Texture:
+def soften_fine_chroma(image: Image, sigma: float, keep: float) -> Image:
+    """Faint colour detail finer than `sigma` (creases, pores, paint strokes) scaled by `keep`; strong detail kept.
+
+    Once the rendered skin takes the scene's colour, a crease keeps the avatar's redder tint
+    against the paler skin and reads as a red crack; its shading (luminance), which is what shows
+    a wrinkle, is untouched. Strong colour detail (irises, lips, make-up) differs from the skin
+    by more than the threshold and keeps nearly all of it.
+    """
+    if keep >= 1.0:
+        return image
+    ycc = cv2.cvtColor(image, cv2.COLOR_BGR2YCrCb)
+    chroma = ycc[..., 1:].astype(np.float32)
+    low = cv2.GaussianBlur(chroma, (0, 0), max(0.5, sigma))
+    faint = np.clip(chroma - low, -_FINE_CHROMA, _FINE_CHROMA)
+    ycc[..., 1:] = np.clip(chroma - faint * np.float32(1.0 - keep) + 0.5, 0, 255).astype(np.uint8)
+    return np.asarray(cv2.cvtColor(ycc, cv2.COLOR_YCrCb2BGR), np.uint8)
+
+
+_FINE_CHROMA = 10.0  # chroma units (of 255): creases and pores sit below this, lips and irises above
+_FINE_SCALE = 0.045  # of the face width: detail finer than this counts as fine
+
+
+def prepare_texture(image: Image, landmarks: Landmarks, mirror_fill: bool = True, fine_chroma: float = 1.0) -> Texture:
+    """The avatar frontalised (and mirror-filled); `fine_chroma` < 1 softens its faint fine colour detail."""
     lm = landmarks.astype(np.float32)
     rotation = frontal_rotation(lm)
     yaw = float(np.degrees(Rotation.from_matrix(rotation).as_euler("yxz")[0]))
@@ -113,6 +136,7 @@ def prepare_texture(image: Image, landmarks: Landmarks, mirror_fill: bool = True
     out = remap(image, map_x, map_y)
     if mirror_fill and abs(yaw) >= _MIN_YAW_FOR_MIRROR:
         out = _mirror_fill(image, lm, out, dst, src, canvas, fallback, tris)
+    out = soften_fine_chroma(out, _FINE_SCALE * width, fine_chroma)
     mouth = em.MouthFrame.of(frontal)
     cover = _forehead_cover(out, frontal)
     panels, real = em.mouth_panels(out, frontal)

@@ -23,7 +23,7 @@ from shared.render import topology as topo
 from shared.render.frontal import Texture, prepare_texture
 from shared.render.occlusion import OcclusionOptions, occluder_mask
 from shared.render.retarget import RetargetOptions, retarget
-from shared.render.warp import FloatMap, Points, Region, remap, similarity_2d, warp_maps
+from shared.render.warp import PointMap, Points, Region, remap, similarity_2d, warp_map
 from shared.types import Alpha, FrameState, IdentityAsset, Image, KeyframeState, Landmarks, RenderedPerson
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ class MeshOptions:
     # avatar's own jaw, cheeks and forehead are much of what makes it recognisable.
     blend: bl.BlendOptions = field(default_factory=lambda: bl.BlendOptions(feather=0.05, inset=0.01, forehead_fade=0.0))
     mirror_fill: bool = True
+    fine_chroma: float = 0.3  # of the avatar's faint fine colour detail kept (frontal.soften_fine_chroma)
     keep_occluders: bool = True  # glasses, hair, hands on the sender's face stay in front of an avatar
     occlusion: OcclusionOptions = field(default_factory=OcclusionOptions)
 
@@ -184,7 +185,9 @@ class MeshRenderer:
             if identity.landmarks is None or identity.landmarks.shape != (topo.MESH_SIZE, 3):
                 identity = identity_from_image(identity.image, identity.asset_id)
             assert identity.landmarks is not None and identity.image is not None
-            texture = prepare_texture(identity.image, identity.landmarks, mirror_fill=self.options.mirror_fill)
+            texture = prepare_texture(
+                identity.image, identity.landmarks, mirror_fill=self.options.mirror_fill, fine_chroma=self.options.fine_chroma
+            )
         except IdentityError as exc:
             log.warning("identity %s is unusable, showing the sender instead: %s", identity.asset_id[:12], exc)
         if len(self._textures) >= 8:  # a session switches between a handful of identities
@@ -203,10 +206,15 @@ class MeshRenderer:
         texture = self._texture(identity) if identity is not None and not is_self(identity) else None
         avatar = texture is not None
         # Under an avatar the keyframe face shows only at the feathered edge: the coarse fan will do.
-        packed, maps = self._warp_keyframe(model, dst, (w, h), coarse_face=avatar)
-        image = np.asarray(cv2.cvtColor(packed, cv2.COLOR_BGRA2BGR), np.uint8)
-        warped_alpha = cv2.extractChannel(packed, 3).astype(np.float32) * np.float32(1.0 / 255.0)
-        alpha = _pick_alpha(frame.alpha, warped_alpha, (h, w))
+        maps = self._keyframe_map(model, dst, (w, h), coarse_face=avatar)
+        if frame.alpha is not None:
+            # The sender's own matte wins: the keyframe's alpha need not be warped.
+            image = remap(keyframe.image, maps)
+            alpha = _pick_alpha(frame.alpha, None, (h, w))
+        else:
+            packed = remap(model.packed, maps)
+            image = np.asarray(cv2.cvtColor(packed, cv2.COLOR_BGRA2BGR), np.uint8)
+            alpha = cv2.extractChannel(packed, 3).astype(np.float32) * np.float32(1.0 / 255.0)
         if not avatar:
             em.composite_cavity(image, dst, model.panels, model.mouth_ratio)
         else:
@@ -219,9 +227,8 @@ class MeshRenderer:
             return self.options.face_step
         return 1 if bl.face_width(landmarks) < 320 else 2
 
-    def _warp_keyframe(
-        self, model: _KeyframeModel, dst: Landmarks, size: tuple[int, int], coarse_face: bool = False
-    ) -> tuple[Image, tuple[FloatMap, FloatMap]]:
+    def _keyframe_map(self, model: _KeyframeModel, dst: Landmarks, size: tuple[int, int], coarse_face: bool = False) -> PointMap:
+        """The backward map taking the keyframe to this frame: body rings, and the dense face mesh unless coarse."""
         opts = self.options
         motion = similarity_2d(model.landmarks, dst)
         n_oval = len(topo.face_oval_ring())
@@ -233,25 +240,25 @@ class MeshRenderer:
         tris = model.border_tris
         full = Region.full(size)
         fallback = cv2.invertAffineTransform(motion)
-        map_x, map_y, _ = warp_maps(border_dst[tris], model.border_src[tris], full, opts.body_step, None, fallback)
+        maps, _ = warp_map(border_dst[tris], model.border_src[tris], full, opts.body_step, None, fallback, coverage=False)
         if not coarse_face:
-            self._face_maps(model, dst, size, map_x, map_y)
-        return remap(model.packed, map_x, map_y), (map_x, map_y)
+            self._face_maps(model, dst, size, maps)
+        return maps
 
-    def _face_maps(self, model: _KeyframeModel, dst: Landmarks, size: tuple[int, int], map_x: FloatMap, map_y: FloatMap) -> None:
-        """Overwrite the body maps inside the face with the dense mesh warp (eyes, lids, mouth)."""
+    def _face_maps(self, model: _KeyframeModel, dst: Landmarks, size: tuple[int, int], maps: PointMap) -> None:
+        """Overwrite the body map inside the face with the dense mesh warp (eyes, lids, mouth)."""
         mesh_tris = em.mesh_triangles()
         dst_vertices = em.extended_vertices(dst)
         step = self._face_step(dst)
         region = Region.around(dst_vertices, size, 2, step)
         order = _draw_order(_depths(dst), mesh_tris)
         src = em.lid_source_vertices(model.src_vertices, model.landmarks, dst)[mesh_tris]
-        fx, fy, covered = warp_maps(dst_vertices[mesh_tris], src, region, step, order)
+        face, covered = warp_map(dst_vertices[mesh_tris], src, region, step, order)
+        assert covered is not None
         sy, sx, py, px = region.clip_to(size)
         # Only where every coarse sample was inside the mesh: the outline band keeps the body map.
-        inside = covered[py, px] >= 250
-        map_x[sy, sx] = np.where(inside, fx[py, px], map_x[sy, sx])
-        map_y[sy, sx] = np.where(inside, fy[py, px], map_y[sy, sx])
+        inside = covered[py, px, None] >= 250
+        maps[sy, sx] = np.where(inside, face[py, px], maps[sy, sx])
 
     def _render_avatar(
         self,
@@ -260,7 +267,7 @@ class MeshRenderer:
         model: _KeyframeModel,
         dst: Landmarks,
         alpha: Alpha,
-        maps: tuple[FloatMap, FloatMap],
+        maps: PointMap,
     ) -> None:
         opts = self.options
         target = retarget(dst, model.landmarks, texture.landmarks, opts.retarget)
@@ -276,8 +283,9 @@ class MeshRenderer:
         # Outside the mesh (the feathered edge reaches a little past it) sample the avatar's own
         # surroundings under the same head motion, not whatever the identity map would hit.
         fallback = to_level @ np.vstack([similarity_2d(target, texture.landmarks), [0.0, 0.0, 1.0]])
-        map_x, map_y, covered = warp_maps(dst_vertices[mesh_tris], src, region, step, order, fallback)
-        warped = remap(level, map_x, map_y)
+        face_map, covered = warp_map(dst_vertices[mesh_tris], src, region, step, order, fallback)
+        assert covered is not None
+        warped = remap(level, face_map)
         face = np.asarray(cv2.cvtColor(warped, cv2.COLOR_BGRA2BGR), np.uint8)
         sy, sx, py, px = region.clip_to(size)
         if sy.stop <= sy.start or sx.stop <= sx.start:
@@ -302,7 +310,7 @@ class MeshRenderer:
         occluder = None
         if model.occluder is not None:
             # The keyframe's occluders, carried to this frame by the keyframe's own warp.
-            warped = remap(model.occluder, maps[0][sy, sx], maps[1][sy, sx])
+            warped = remap(model.occluder, np.ascontiguousarray(maps[sy, sx]))
             occluder = warped.astype(np.float32) * np.float32(1.0 / 255.0)
         weight = bl.swap_weight(mask, alpha[sy, sx], occluder)
         image[sy, sx] = bl.blend(base, face, weight)

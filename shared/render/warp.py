@@ -19,6 +19,7 @@ from shared.types import Image
 
 Points = npt.NDArray[np.float32]
 FloatMap = npt.NDArray[np.float32]
+PointMap = npt.NDArray[np.float32]  # (h, w, 2): x and y interleaved
 _SHIFT = 4  # fixed-point bits for sub-pixel triangle rasterisation
 
 
@@ -96,6 +97,44 @@ def triangle_raster(dst: Points, region: Region, step: int, order: npt.NDArray[n
     return raster
 
 
+def warp_map(
+    dst: Points,
+    src: Points,
+    region: Region,
+    step: int,
+    order: npt.NDArray[np.intp] | None = None,
+    fallback: npt.NDArray[np.float64] | None = None,
+    coverage: bool = True,
+) -> tuple[PointMap, npt.NDArray[np.uint8] | None]:
+    """One (h, w, 2) backward map for cv2.remap over `region`, and the coverage mask (255 = covered).
+
+    dst, src: (T, 3, 2) triangle corners in output and source pixels. `fallback` is a 2x3 affine
+    used where no triangle covers a pixel (identity when None). Interleaved x/y: one upsampling
+    resize instead of two, and cv2.remap takes it as is. `coverage=False` skips the mask (None).
+    """
+    raster = triangle_raster(dst, region, step, order)
+    coef = np.empty((len(dst) + 1, 6))
+    coef[0] = (fallback if fallback is not None else np.array([[1.0, 0, 0], [0, 1.0, 0]])).reshape(6)
+    coef[1:] = affine_coefficients(dst, src)
+    rows, cols = raster.shape
+    xs = (region.x0 + (np.arange(cols) + 0.5) * step - 0.5).astype(np.float32)[None, :]
+    ys = (region.y0 + (np.arange(rows) + 0.5) * step - 0.5).astype(np.float32)[:, None]
+    # Six 1-D lookups are several times faster than one (N, 6) fancy-index gather.
+    table = np.ascontiguousarray(coef.T, np.float32)
+    flat = raster.ravel()
+    c = [t.take(flat).reshape(rows, cols) for t in table]
+    maps = np.empty((rows, cols, 2), np.float32)
+    maps[..., 0] = c[0] * xs + c[1] * ys + c[2]
+    maps[..., 1] = c[3] * xs + c[4] * ys + c[5]
+    covered = np.where(raster > 0, np.uint8(255), np.uint8(0)) if coverage else None
+    if step > 1:
+        size = (region.width, region.height)
+        maps = np.asarray(cv2.resize(maps, size, interpolation=cv2.INTER_LINEAR), np.float32)
+        if covered is not None:
+            covered = np.asarray(cv2.resize(covered, size, interpolation=cv2.INTER_LINEAR), np.uint8)
+    return maps, covered
+
+
 def warp_maps(
     dst: Points,
     src: Points,
@@ -104,31 +143,10 @@ def warp_maps(
     order: npt.NDArray[np.intp] | None = None,
     fallback: npt.NDArray[np.float64] | None = None,
 ) -> tuple[FloatMap, FloatMap, npt.NDArray[np.uint8]]:
-    """Backward maps (map_x, map_y) for cv2.remap over `region`, and the coverage mask (255 = covered).
-
-    dst, src: (T, 3, 2) triangle corners in output and source pixels. `fallback` is a 2x3 affine
-    used where no triangle covers a pixel (identity when None).
-    """
-    raster = triangle_raster(dst, region, step, order)
-    coef = np.empty((len(dst) + 1, 6))
-    coef[0] = (fallback if fallback is not None else np.array([[1.0, 0, 0], [0, 1.0, 0]])).reshape(6)
-    coef[1:] = affine_coefficients(dst, src)
-    rows, cols = raster.shape
-    xs = (region.x0 + (np.arange(cols) + 0.5) * step - 0.5).astype(np.float32)
-    ys = (region.y0 + (np.arange(rows) + 0.5) * step - 0.5).astype(np.float32)
-    # Six 1-D lookups are several times faster than one (N, 6) fancy-index gather.
-    table = np.ascontiguousarray(coef.T, np.float32)
-    flat = raster.ravel()
-    c = [t.take(flat).reshape(rows, cols) for t in table]
-    map_x = c[0] * xs[None, :] + c[1] * ys[:, None] + c[2]
-    map_y = c[3] * xs[None, :] + c[4] * ys[:, None] + c[5]
-    covered = (raster > 0).astype(np.uint8) * 255
-    if step > 1:
-        size = (region.width, region.height)
-        map_x = cv2.resize(map_x, size, interpolation=cv2.INTER_LINEAR)
-        map_y = cv2.resize(map_y, size, interpolation=cv2.INTER_LINEAR)
-        covered = cv2.resize(covered, size, interpolation=cv2.INTER_LINEAR)
-    return map_x.astype(np.float32, copy=False), map_y.astype(np.float32, copy=False), covered.astype(np.uint8)
+    """warp_map as separate (map_x, map_y) and the coverage mask."""
+    maps, covered = warp_map(dst, src, region, step, order, fallback)
+    assert covered is not None
+    return np.ascontiguousarray(maps[..., 0]), np.ascontiguousarray(maps[..., 1]), covered
 
 
 def similarity_2d(src: Points, dst: Points) -> npt.NDArray[np.float64]:
@@ -144,7 +162,8 @@ def similarity_2d(src: Points, dst: Points) -> npt.NDArray[np.float64]:
     return np.hstack([rot, (mb - rot @ ma)[:, None]])
 
 
-def remap(source: Image, map_x: FloatMap, map_y: FloatMap) -> Image:
+def remap(source: npt.NDArray[np.uint8], map_x: FloatMap | PointMap, map_y: FloatMap | None = None) -> Image:
+    """Bilinear lookup; `map_x` alone may be an interleaved (h, w, 2) map."""
     out: Image = cv2.remap(source, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return out
 
