@@ -22,7 +22,7 @@ from shared.render import eyes_mouth as em
 from shared.render import topology as topo
 from shared.render.frontal import Texture, prepare_texture
 from shared.render.occlusion import OcclusionOptions, occluder_mask
-from shared.render.retarget import RetargetOptions, retarget
+from shared.render.retarget import RetargetOptions, RetargetPlan, apply_retarget, plan_retarget
 from shared.render.warp import PointMap, Points, Region, remap, similarity_2d, warp_map
 from shared.types import Alpha, FrameState, IdentityAsset, Image, KeyframeState, Landmarks, RenderedPerson
 
@@ -166,6 +166,7 @@ class MeshRenderer:
         self.options = options or MeshOptions()
         self._keyframe: _KeyframeModel | None = None
         self._textures: dict[str, Texture | None] = {}
+        self._plan: tuple[_KeyframeModel, Texture, RetargetPlan] | None = None
 
     def _keyframe_model(self, keyframe: KeyframeState) -> _KeyframeModel:
         model = self._keyframe
@@ -222,6 +223,14 @@ class MeshRenderer:
             self._render_avatar(image, texture, model, dst, alpha, maps)
         return RenderedPerson(image, alpha)
 
+    def _retarget_plan(self, model: _KeyframeModel, texture: Texture) -> RetargetPlan:
+        cached = self._plan
+        if cached is not None and cached[0] is model and cached[1] is texture:
+            return cached[2]
+        plan = plan_retarget(model.landmarks, texture.landmarks, self.options.retarget)
+        self._plan = (model, texture, plan)
+        return plan
+
     def _face_step(self, landmarks: Landmarks) -> int:
         if self.options.face_step > 0:
             return self.options.face_step
@@ -270,7 +279,7 @@ class MeshRenderer:
         maps: PointMap,
     ) -> None:
         opts = self.options
-        target = retarget(dst, model.landmarks, texture.landmarks, opts.retarget)
+        target = apply_retarget(self._retarget_plan(model, texture), dst)
         size = (image.shape[1], image.shape[0])
         mesh_tris = em.mesh_triangles()
         dst_vertices = em.extended_vertices(target)

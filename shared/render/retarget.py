@@ -208,6 +208,54 @@ def _uncross_lips(points: Vec) -> None:
         points[lower[crossed], :2] -= shift
 
 
+@dataclass(frozen=True)
+class RetargetPlan:
+    """What retarget needs that depends only on the sender's neutral face and the avatar: built once per keyframe and avatar."""
+
+    sender_neutral: Landmarks  # as given: the head alignment is fitted to it
+    neutral: Vec  # sender neutral in float64, its mouth closed if the options say so
+    avatar_n: Vec  # the avatar brought into the sender's neutral head frame
+    gain: Vec  # per-landmark expression scale
+    eye_neutral: tuple[float, float]  # the sender's neutral eye openings (right, left)
+    pull: Vec  # (N, 1) how far each landmark is pulled towards the sender's own outline
+    options: RetargetOptions
+
+
+def plan_retarget(sender_neutral: Landmarks, avatar_neutral: Landmarks, options: RetargetOptions | None = None) -> RetargetPlan:
+    opts = options or RetargetOptions()
+    neutral = sender_neutral.astype(np.float64)
+    if opts.closed_neutral_mouth:
+        # A keyframe caught with the lips apart would otherwise keep the avatar's mouth shut until
+        # the sender opens wider than that: measure the mouth from closed lips instead.
+        neutral = _close_neutral_mouth(neutral, 0.0)
+    avatar_n = head_alignment(avatar_neutral, sender_neutral).apply(avatar_neutral.astype(np.float64))
+    k_mouth = _width(avatar_n, _MOUTH_WIDTH) / max(_width(neutral, _MOUTH_WIDTH), 1e-6)
+    k_eye = np.mean([_width(avatar_n, p) / max(_width(neutral, p), 1e-6) for p in _EYE_PAIRS])
+    mouth_w, eye_w, outline_w = _region_weights()
+    gain = 1.0 + (k_mouth - 1.0) * mouth_w + (k_eye - 1.0) * eye_w * (1.0 - mouth_w)
+    eye_line = float(neutral[[33, 133, 263, 362], 1].mean())
+    top = float(neutral[topo.FOREHEAD, 1])
+    upper = np.clip((eye_line - neutral[:, 1]) / max(eye_line - top, 1e-6), 0.0, 1.0)
+    strength = opts.outline_pull + (opts.upper_outline_pull - opts.outline_pull) * upper
+    pull = np.clip(outline_w * strength, 0.0, 1.0)[:, None]
+    eyes = (eye_opening(neutral, "right"), eye_opening(neutral, "left"))
+    return RetargetPlan(sender_neutral, neutral, avatar_n, gain * opts.expression_gain, eyes, pull, opts)
+
+
+def apply_retarget(plan: RetargetPlan, sender_now: Landmarks) -> Landmarks:
+    """The avatar's face with the sender's expression, at the sender's current pose, in frame pixels."""
+    to_neutral = head_alignment(sender_now, plan.sender_neutral)
+    now_n = to_neutral.apply(sender_now.astype(np.float64))
+    target = plan.avatar_n + (now_n - plan.neutral) * plan.gain[:, None]
+    for k, (side, ring) in enumerate((("right", topo.right_eye_ring()), ("left", topo.left_eye_ring()))):
+        ratio = eye_opening(now_n, side) / max(plan.eye_neutral[k], 1e-6)
+        _set_eye_opening(target, plan.avatar_n, ring, float(np.clip(ratio, 0.0, plan.options.max_eye_ratio)))
+    _uncross_lips(target)
+    if plan.pull.any():
+        target = (1.0 - plan.pull) * target + plan.pull * now_n
+    return to_neutral.inverse().apply(target).astype(np.float32)
+
+
 def retarget(
     sender_now: Landmarks,
     sender_neutral: Landmarks,
@@ -215,34 +263,4 @@ def retarget(
     options: RetargetOptions | None = None,
 ) -> Landmarks:
     """The avatar's face with the sender's expression, at the sender's current pose, in frame pixels."""
-    opts = options or RetargetOptions()
-    now = sender_now.astype(np.float64)
-    neutral = sender_neutral.astype(np.float64)
-    if opts.closed_neutral_mouth:
-        # A keyframe caught with the lips apart would otherwise keep the avatar's mouth shut until
-        # the sender opens wider than that: measure the mouth from closed lips instead.
-        neutral = _close_neutral_mouth(neutral, 0.0)
-    to_neutral = head_alignment(sender_now, sender_neutral)
-    now_n = to_neutral.apply(now)
-    delta = now_n - neutral
-    avatar_n = head_alignment(avatar_neutral, sender_neutral).apply(avatar_neutral.astype(np.float64))
-
-    k_mouth = _width(avatar_n, _MOUTH_WIDTH) / max(_width(neutral, _MOUTH_WIDTH), 1e-6)
-    k_eye = np.mean([_width(avatar_n, p) / max(_width(neutral, p), 1e-6) for p in _EYE_PAIRS])
-    mouth_w, eye_w, outline_w = _region_weights()
-    gain = 1.0 + (k_mouth - 1.0) * mouth_w + (k_eye - 1.0) * eye_w * (1.0 - mouth_w)
-    target = avatar_n + delta * (gain * opts.expression_gain)[:, None]
-
-    for side, ring in (("right", topo.right_eye_ring()), ("left", topo.left_eye_ring())):
-        ratio = eye_opening(now_n, side) / max(eye_opening(neutral, side), 1e-6)
-        _set_eye_opening(target, avatar_n, ring, float(np.clip(ratio, 0.0, opts.max_eye_ratio)))
-
-    _uncross_lips(target)
-
-    eye_line = float(neutral[[33, 133, 263, 362], 1].mean())
-    top = float(neutral[topo.FOREHEAD, 1])
-    upper = np.clip((eye_line - neutral[:, 1]) / max(eye_line - top, 1e-6), 0.0, 1.0)
-    strength = opts.outline_pull + (opts.upper_outline_pull - opts.outline_pull) * upper
-    pull = np.clip(outline_w * strength, 0.0, 1.0)[:, None]
-    target = (1.0 - pull) * target + pull * now_n
-    return to_neutral.inverse().apply(target).astype(np.float32)
+    return apply_retarget(plan_retarget(sender_neutral, avatar_neutral, options), sender_now)
