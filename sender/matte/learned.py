@@ -133,8 +133,8 @@ class LearnedMatter:
             return None
         if face is None or face.state != "tracked" or self._carried + 1 >= self.config.seg_every:
             return None
-        if grey_then.shape != small.shape[:2]:
-            return None
+        if grey_then.shape != small.shape[:2] or self._alpha.shape[1] != frame_w:
+            return None  # another frame size
         now = face.pose
         ratio = now.scale / max(then.scale, 1e-6)
         moved = math.hypot(now.tx - then.tx, now.ty - then.ty) / max(2.0 * then.scale, 1e-6)
