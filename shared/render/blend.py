@@ -81,6 +81,10 @@ def _forehead_fade(landmarks: Landmarks, region: Region, fraction: float) -> Flo
 
 
 _BROWS = (105, 66, 334, 296, 107, 336)
+# Half-width of the side-of-midline step, as a fraction of the face width. A narrow step fits a
+# painted terminator exactly, but whatever of it the two faces do not share becomes a hard line
+# down the nose of the result; a broad one reads as light falling off across the face.
+_TERMINATOR_WIDTH = 0.2
 
 
 def _light_basis(size: tuple[int, int], midline: tuple[Points, Points] | None, width: float) -> FloatImage:
@@ -98,7 +102,7 @@ def _light_basis(size: tuple[int, int], midline: tuple[Points, Points] | None, w
         direction = (b - a) / max(float(np.linalg.norm(b - a)), 1e-6)
         xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
         side = (xs - a[0]) * direction[1] - (ys - a[1]) * direction[0]
-        terms.append(np.tanh(side / max(0.06 * width, 0.5)).astype(np.float32))
+        terms.append(np.tanh(side / max(_TERMINATOR_WIDTH * width, 0.5)).astype(np.float32))
     return np.stack(terms, axis=-1)
 
 
