@@ -30,6 +30,7 @@ class OcclusionOptions:
     chroma_sigmas: float = 4.0  # how far (in robust sigmas) a colour must be from skin to count
     dark_ratio: float = 0.45  # darker than this fraction of the skin's luminance: hair, dark frames
     min_area: float = 0.004  # of the face box: smaller specks are noise (moles, pores)
+    inner_area: float = 0.03  # of the face: a patch that does not reach the outline must be this large
     edge_margin: float = 0.06  # of the face width: the outline band is left to the face mask's feather
 
 
@@ -42,11 +43,20 @@ def _robust(values: npt.NDArray[np.float32]) -> tuple[float, float]:
     return med, float(1.4826 * np.median(np.abs(values - med)))
 
 
-def _components(mask: npt.NDArray[np.uint8], min_px: float) -> npt.NDArray[np.uint8]:
+def _components(
+    mask: npt.NDArray[np.uint8], min_px: float, edge: npt.NDArray[np.bool_] | None = None, inner_px: float = 0.0
+) -> npt.NDArray[np.uint8]:
+    """Components of at least `min_px`; with `edge`, those not touching it need `inner_px` as well."""
     mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((2, 2), np.uint8))
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    area = stats[:, cv2.CC_STAT_AREA]
+    big = area >= min_px
+    if edge is not None:
+        touches = np.zeros(count, np.bool_)
+        touches[np.unique(labels[edge & (mask > 0)])] = True
+        big &= touches | (area >= inner_px)
     keep = np.zeros(count, np.uint8)
-    keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_px
+    keep[1:] = big[1:]
     return np.asarray(keep[labels], np.uint8)
 
 
@@ -127,8 +137,13 @@ def occluder_mask(
     socket = max(1, int(round(0.07 * width)))
     features |= cv2.dilate(eyes, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * socket + 1, 2 * socket + 1)))
 
-    # Large areas of another colour: hair, a hand in a glove, a mask.
-    blobs = _components((odd & (face > 0) & (features == 0)).astype(np.uint8), opts.min_area * crop.size / 3)
+    # Areas of another colour that come in from outside the face (hair, a hand) or are large (a
+    # mask). A small patch inside the face with skin all round is the face's own (a flush between
+    # the brows, a birthmark, make-up) and is replaced with the rest of it.
+    candidates = (odd & (face > 0) & (features == 0)).astype(np.uint8)
+    from_edge = (face > 0) & (inner == 0)
+    face_area = float(np.count_nonzero(face))
+    blobs = _components(candidates, opts.min_area * crop.size / 3, from_edge, opts.inner_area * face_area)
     # Thin dark lines crossing the face, long ones only: spectacle frames. (Clear rims are too faint
     # to tell from skin texture this way; erasing them leaves no ghost, just no glasses.)
     near_eyes = cv2.dilate(eyes, np.ones((3, 3), np.uint8))
