@@ -11,6 +11,7 @@ where an occluder (glasses, hair, a hand) covers the face in the keyframe.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -55,7 +56,9 @@ def face_mask(landmarks: Landmarks, region: Region, options: BlendOptions) -> Fl
     mask = np.zeros((small[1], small[0]), np.float32)
     cv2.fillPoly(mask, [np.round(shrunk / f * 16).astype(np.int32)], 1.0, cv2.LINE_AA, shift=4)
     mask = cv2.GaussianBlur(mask, (0, 0), max(0.5, sigma / f))
-    soft = cv2.resize(mask, (region.width, region.height), interpolation=cv2.INTER_LINEAR)
+    soft = np.asarray(cv2.resize(mask, (region.width, region.height), interpolation=cv2.INTER_LINEAR), np.float32)
+    if options.forehead_fade <= 0.0:
+        return soft
     return soft * _forehead_fade(landmarks, region, options.forehead_fade)
 
 
@@ -95,8 +98,10 @@ def _light_basis(size: tuple[int, int], midline: tuple[Points, Points] | None, w
     quadratic cannot follow. Points are in the (small) region's pixels.
     """
     w, h = size
-    u, v = np.meshgrid(np.linspace(-1, 1, w, dtype=np.float32), np.linspace(-1, 1, h, dtype=np.float32))
-    terms = [np.ones_like(u), u, v, u * u, u * v, v * v]
+    quadratic = _quadratic_basis(w, h)
+    if midline is None:
+        return quadratic
+    terms = [quadratic[..., k] for k in range(quadratic.shape[-1])]
     if midline is not None:
         a, b = midline
         direction = (b - a) / max(float(np.linalg.norm(b - a)), 1e-6)
@@ -104,6 +109,15 @@ def _light_basis(size: tuple[int, int], midline: tuple[Points, Points] | None, w
         side = (xs - a[0]) * direction[1] - (ys - a[1]) * direction[0]
         terms.append(np.tanh(side / max(_TERMINATOR_WIDTH * width, 0.5)).astype(np.float32))
     return np.stack(terms, axis=-1)
+
+
+@lru_cache(maxsize=16)
+def _quadratic_basis(w: int, h: int) -> FloatImage:
+    """[1, u, v, u^2, uv, v^2] over a w x h grid, cached: the region size repeats from frame to frame."""
+    u, v = np.meshgrid(np.linspace(-1, 1, w, dtype=np.float32), np.linspace(-1, 1, h, dtype=np.float32))
+    basis = np.stack([np.ones_like(u), u, v, u * u, u * v, v * v], axis=-1)
+    basis.flags.writeable = False
+    return basis
 
 
 def _fit_field(values: FloatImage, weight: FloatImage, basis: FloatImage) -> FloatImage:
