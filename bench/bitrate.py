@@ -23,6 +23,7 @@ import sys
 import tempfile
 from fractions import Fraction
 from pathlib import Path
+from typing import cast
 
 import av
 import cv2
@@ -39,7 +40,7 @@ CODECS = {"libx264": ("x264", ["18", "23", "28", "35"], {"preset": "medium"}),
 def encode(frames: list[np.ndarray], fps: float, codec: str, crf: str, options: dict[str, str]) -> tuple[int, float]:
     """Bytes of the encoded stream and mean PSNR (dB, on BGR) of its decoded frames."""
     height, width = frames[0].shape[:2]
-    context = av.CodecContext.create(codec, "w")
+    context = cast(av.VideoCodecContext, av.VideoCodecContext.create(codec, "w"))
     context.width, context.height = width, height
     context.pix_fmt = "yuv420p"
     context.time_base = Fraction(1, round(fps))
@@ -53,7 +54,7 @@ def encode(frames: list[np.ndarray], fps: float, codec: str, crf: str, options: 
         packets += context.encode(video)
     packets += context.encode(None)
     size = sum(packet.size for packet in packets)
-    decoder = av.CodecContext.create("libdav1d" if codec == "libsvtav1" else "h264", "r")
+    decoder = cast(av.VideoCodecContext, av.VideoCodecContext.create("libdav1d" if codec == "libsvtav1" else "h264", "r"))
     if context.extradata:
         decoder.extradata = context.extradata
     decoded = []

@@ -97,7 +97,7 @@ def main() -> int:
         ious.append(float((ref_mask & got_mask).sum() / max((ref_mask | got_mask).sum(), 1)))
         mads.append(float(np.abs(reference - alpha).mean()))
         spills.append(spill(composite, alpha))
-    report = {
+    report: dict[str, object] = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "settings": {"clip": str(args.clip), "frames": len(received), "matte": args.matte},
         "iou_mean": round(float(np.mean(ious)), 4), "iou_min": round(float(np.min(ious)), 4),
@@ -112,7 +112,7 @@ def main() -> int:
                        cv2.cvtColor((received[middle] * 255).astype(np.uint8), cv2.COLOR_GRAY2BGR), magenta[middle]])
     cv2.imwrite(str(args.output.with_suffix(".png")), sheet)
     print(json.dumps(report, indent=2))
-    return 0 if report["iou_mean"] >= 0.93 and report["mad_mean"] <= 0.04 else 1
+    return 0 if float(np.mean(ious)) >= 0.93 and float(np.mean(mads)) <= 0.04 else 1
 
 
 if __name__ == "__main__":

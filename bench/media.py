@@ -13,7 +13,7 @@ def read_frames(path: Path, limit: int) -> tuple[list[npt.NDArray[np.uint8]], fl
     """Up to `limit` BGR frames of a video and its frame rate."""
     capture = cv2.VideoCapture(str(path))
     fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
-    frames = []
+    frames: list[npt.NDArray[np.uint8]] = []
     while len(frames) < limit:
         ok, frame = capture.read()
         if not ok:
