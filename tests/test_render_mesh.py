@@ -288,3 +288,90 @@ def test_an_avatar_without_a_face_falls_back_to_the_sender() -> None:
     out = renderer.render(blank, _keyframe(), _frame(target)).image
     self_out = renderer.render(None, _keyframe(), _frame(target)).image
     assert np.array_equal(out, self_out)
+
+
+def _inner_lip_gaps(landmarks: np.ndarray) -> np.ndarray:
+    """Gap between facing inner-lip points, corner to middle to corner."""
+    ring = topo.inner_lip_ring()
+    half = len(ring) // 2
+    upper, lower = ring[1:half], ring[half + 1 :][::-1]
+    return np.asarray(landmarks[lower, 1] - landmarks[upper, 1], np.float64)
+
+
+def test_parted_lips_in_the_keyframe_open_the_avatar_in_a_lens_not_a_band() -> None:
+    """A keyframe caught smiling with the lips apart (the astronaut, opened further): the avatar's
+    opening follows the sender's shape (wider in the middle than towards the corners), not a band
+    of even height, and its lower lip keeps its thickness instead of being stretched thin."""
+    lm = astronaut_landmarks()
+    talking = open_mouth(lm, 6.0)
+    closed = lm.copy()
+    ring = topo.inner_lip_ring()
+    closed[ring[len(ring) // 2 + 1 :], 1] = closed[ring[1 : len(ring) // 2][::-1], 1] + 0.3
+    out = retarget(talking, talking, closed)
+    gaps, sender = _inner_lip_gaps(out), _inner_lip_gaps(talking)
+    mid = len(gaps) // 2
+    assert gaps[mid] > 4.0
+    for end in (0, -1):
+        assert gaps[mid] - gaps[end] > 0.6 * (sender[mid] - sender[end]) > 1.0, (gaps, sender)
+    outer = topo.outer_lip_ring()
+    thickness = out[outer[15], 1] - out[topo.LOWER_LIP_INNER_MID, 1]
+    own = closed[outer[15], 1] - closed[topo.LOWER_LIP_INNER_MID, 1]
+    assert thickness > 0.7 * own, (thickness, own)
+
+
+def test_shading_keeps_a_crease_the_colour_of_the_skin_around_it() -> None:
+    """Relighting and colour matching change a crease in proportion to the skin around it: a darker
+    line of the same colour as the skin stays the same colour (it does not turn into a red crack)."""
+    from shared.render.blend import BlendOptions, match_shading
+
+    skin = np.array([110, 150, 215], np.float32)  # BGR, a warm skin
+    albedo = np.tile(skin, (96, 96, 1))
+    albedo[:, 47:49] *= 0.6  # a crease: darker, same chromaticity
+    face = np.clip(albedo + 0.5, 0, 255).astype(np.uint8)
+    scene = np.full((96, 96, 3), (170, 175, 200), np.uint8)  # brighter, paler
+    out = match_shading(face, scene, np.ones((96, 96), np.float32), 80.0, BlendOptions()).astype(np.float64)
+    crease, around = out[20:76, 47:49].reshape(-1, 3).mean(0), out[20:76, 30:40].reshape(-1, 3).mean(0)
+    assert around.mean() > face[20:76, 30:40].mean() + 10  # it was relit
+    assert np.allclose(crease / crease.sum(), around / around.sum(), atol=0.01), (crease, around)
+
+
+def test_faint_fine_colour_detail_is_softened_strong_detail_kept() -> None:
+    from shared.render.frontal import soften_fine_chroma
+
+    image = np.full((64, 64, 3), (120, 150, 200), np.uint8)
+    image[:, 20] = (110, 140, 215)  # a faint reddish line
+    image[30:36, 44:50] = (200, 120, 60)  # a blue iris: strong
+    out = soften_fine_chroma(image, 3.0, 0.3)
+    cr = lambda im: cv2.cvtColor(im, cv2.COLOR_BGR2YCrCb)[..., 1].astype(float)  # noqa: E731
+    assert abs(cr(out)[32, 20] - cr(out)[32, 10]) < 0.5 * abs(cr(image)[32, 20] - cr(image)[32, 10])
+    cb = lambda im: cv2.cvtColor(im, cv2.COLOR_BGR2YCrCb)[..., 2].astype(float)  # noqa: E731
+    assert cb(out)[33, 47] - cb(out)[33, 30] > 0.7 * (cb(image)[33, 47] - cb(image)[33, 30])
+
+
+def test_a_small_patch_inside_the_face_is_not_an_occluder_but_one_from_the_edge_is() -> None:
+    lm = astronaut_landmarks()
+    image = astronaut().copy()
+    x, y = np.round(lm[9, :2]).astype(int)  # between the brows, skin all round
+    image[y - 4 : y + 4, x - 5 : x + 6] = (90, 90, 200)  # a flush
+    assert occluder_mask(image, lm)[y - 4 : y + 4, x - 5 : x + 6].max() < 0.2
+    image, box = _with_blue_bar()  # a finger reaching in over the cheek
+    assert occluder_mask(image, lm)[box].mean() > 0.8
+
+
+def test_a_smaller_face_samples_a_smaller_avatar_level() -> None:
+    from shared.render.frontal import prepare_texture
+
+    avatar = _avatar()
+    assert avatar.image is not None and avatar.landmarks is not None
+    texture = prepare_texture(avatar.image, avatar.landmarks)
+    width = float(np.ptp(texture.landmarks[:468, 0]))
+    full, to_full = texture.level_for(width)
+    assert full.shape == texture.packed.shape and np.allclose(to_full, [[1, 0, 0], [0, 1, 0]])  # type: ignore[union-attr]
+    half, to_half = texture.level_for(0.45 * width)
+    assert 0.4 < half.shape[1] / full.shape[1] <= 0.72
+    # The same point of the face in both levels: a landmark maps to where the level shows it.
+    p = texture.landmarks[4, :2]
+    q = to_half[:, :2] @ p + to_half[:, 2]
+    patch_full = cv2.getRectSubPix(full[..., :3], (1, 1), (float(p[0]), float(p[1]))).astype(float)
+    patch_half = cv2.getRectSubPix(half[..., :3], (1, 1), (float(q[0]), float(q[1]))).astype(float)
+    assert np.abs(patch_full - patch_half).mean() < 25
