@@ -50,13 +50,19 @@ def face_mask(landmarks: Landmarks, region: Region, options: BlendOptions) -> Fl
     offsets = oval - centre
     radius = np.linalg.norm(offsets, axis=1, keepdims=True)
     shrunk = centre + offsets * np.clip(1.0 - (inset + 1.5 * sigma) / np.maximum(radius, 1e-3), 0.2, 1.0)
-    # Drawn and blurred at quarter size: the mask is smooth, and this runs every frame.
+    # Drawn and blurred at quarter size: the mask is smooth, and this runs every frame. The small
+    # canvas has a margin so the feather fades out past the region's edge: a tight region (the
+    # chin 2 px from its border) would otherwise cut the fade off and leave a hard edge.
     f = 4 if min(region.width, region.height) >= 64 else 1
-    small = (max(1, region.width // f), max(1, region.height // f))
-    mask = np.zeros((small[1], small[0]), np.float32)
-    cv2.fillPoly(mask, [np.round(shrunk / f * 16).astype(np.int32)], 1.0, cv2.LINE_AA, shift=4)
-    mask = cv2.GaussianBlur(mask, (0, 0), max(0.5, sigma / f))
-    soft = np.asarray(cv2.resize(mask, (region.width, region.height), interpolation=cv2.INTER_LINEAR), np.float32)
+    pad = 2 + int(np.ceil(2.0 * sigma / f))
+    cols, rows = -(-region.width // f) + 2 * pad, -(-region.height // f) + 2 * pad
+    mask = np.zeros((rows, cols), np.float32)
+    # Pixel centres: full-size x sits at (x + 0.5) / f - 0.5 on the small canvas, as cv2.resize samples.
+    points = (shrunk + 0.5) / f - 0.5 + pad
+    cv2.fillPoly(mask, [np.round(points * 16).astype(np.int32)], 1.0, cv2.LINE_AA, shift=4)
+    mask = cv2.GaussianBlur(mask, (0, 0), max(0.5, sigma / f), borderType=cv2.BORDER_CONSTANT)
+    big = cv2.resize(mask, (cols * f, rows * f), interpolation=cv2.INTER_LINEAR)
+    soft = np.ascontiguousarray(big[pad * f : pad * f + region.height, pad * f : pad * f + region.width], np.float32)
     if options.forehead_fade <= 0.0:
         return soft
     return soft * _forehead_fade(landmarks, region, options.forehead_fade)

@@ -184,10 +184,24 @@ def _close_neutral_mouth(neutral: Vec, rest: float) -> Vec:
     order = np.argsort(along)
     xs = np.concatenate([[0.0], along[order], [length]])
     ys = np.concatenate([[0.0], gap[order], [0.0]])
-    outer_lower = topo.outer_lip_ring()[len(topo.outer_lip_ring()) // 2 + 1 :]
+    outer_ring = topo.outer_lip_ring()
+    outer_lower = outer_ring[len(outer_ring) // 2 + 1 :]
     for idx in (lower, outer_lower):
         rise = np.interp((neutral[idx, :2] - c0) @ axis, xs, ys) * fraction
         out[idx, :2] -= rise[:, None] * normal
+    # The skin between the lower lip and the chin follows part of the way (all of it at the lip,
+    # none at the chin): raising the lip alone would fold the mesh under it.
+    along_all = (neutral[:, :2] - c0) @ axis
+    depth = (neutral[:, :2] - c0) @ normal
+    lip_order = np.argsort(along_all[outer_lower])
+    lip_depth = np.interp(along_all, along_all[outer_lower][lip_order], depth[outer_lower][lip_order])
+    chin_depth = float((neutral[topo.CHIN, :2] - c0) @ normal)
+    below = (depth > lip_depth) & (along_all > 0.0) & (along_all < length)
+    below[outer_ring] = False
+    below[ring] = False
+    t = np.clip((depth - lip_depth) / np.maximum(chin_depth - lip_depth, 1e-6), 0.0, 1.0)
+    rise = np.interp(along_all, xs, ys) * fraction * (1.0 - t)
+    out[below, :2] -= rise[below, None] * normal
     return out
 
 
