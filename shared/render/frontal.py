@@ -110,7 +110,7 @@ def soften_fine_chroma(image: Image, sigma: float, keep: float) -> Image:
     return np.asarray(cv2.cvtColor(ycc, cv2.COLOR_YCrCb2BGR), np.uint8)
 
 
-_FINE_CHROMA = 10.0  # chroma units (of 255): creases and pores sit below this, lips and irises above
+_FINE_CHROMA = 14.0  # chroma units (of 255): creases and pores sit below this, lips and irises above
 _FINE_SCALE = 0.045  # of the face width: detail finer than this counts as fine
 
 

@@ -46,7 +46,7 @@ class MeshOptions:
     # avatar's own jaw, cheeks and forehead are much of what makes it recognisable.
     blend: bl.BlendOptions = field(default_factory=lambda: bl.BlendOptions(feather=0.05, inset=0.01, forehead_fade=0.0))
     mirror_fill: bool = True
-    fine_chroma: float = 0.3  # of the avatar's faint fine colour detail kept (frontal.soften_fine_chroma)
+    fine_chroma: float = 0.2  # of the avatar's faint fine colour detail kept (frontal.soften_fine_chroma)
     keep_occluders: bool = True  # glasses, hair, hands on the sender's face stay in front of an avatar
     occlusion: OcclusionOptions = field(default_factory=OcclusionOptions)
 
