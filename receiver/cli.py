@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.listen and not args.token:
         print("facewire-receive: --listen needs --token or FACEWIRE_TOKEN", file=sys.stderr)
         return 2
+    if args.listen and not _is_utf8(args.token):
+        print("facewire-receive: the token must be valid UTF-8 text", file=sys.stderr)
+        return 2
     try:
         if args.play_stream:
             with StreamReader(args.play_stream) as reader:
@@ -86,6 +89,14 @@ def make_player(args: argparse.Namespace, fps: float) -> Player:
     sink = open_sink(args.sink, fps, device=args.device, pixel_format=args.camera_format)
     return Player(renderer=renderer, sink=sink, stats=stats, background=args.background,
                   output_size=args.size, mirror=args.mirror)
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:

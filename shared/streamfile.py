@@ -93,9 +93,15 @@ class StreamReader:
             raise StreamFileError(f"{self.path}: header length {head_len} at offset 6 exceeds {MAX_HEADER_BYTES}")
         head = self._file.read(head_len)
         try:
-            return msgspec.msgpack.decode(head, type=StreamHeader)
+            header = msgspec.msgpack.decode(head, type=StreamHeader)
         except msgspec.MsgspecError as exc:
             raise StreamFileError(f"{self.path}: bad header at offset {_PREFIX.size}: {exc}") from None
+        if header.protocol not in m.SUPPORTED_VERSIONS:
+            raise StreamFileError(f"{self.path}: recorded with protocol {header.protocol}; this reads {list(m.SUPPORTED_VERSIONS)}")
+        if not (m.MIN_SIDE <= header.width <= m.MAX_SIDE and m.MIN_SIDE <= header.height <= m.MAX_SIDE
+                and 0 < header.fps <= 240):
+            raise StreamFileError(f"{self.path}: header says {header.width}x{header.height} at {header.fps} fps, out of range")
+        return header
 
     def raw(self) -> Iterator[bytes]:
         """The records' bytes, unvalidated."""

@@ -215,3 +215,15 @@ def test_property_arbitrary_files_only_raise_stream_file_error(tmp_path: Path, b
     path.write_bytes((MAGIC + struct.pack("<H", FILE_VERSION) if keep_magic else b"") + blob)
     with contextlib.suppress(StreamFileError):
         read_all(path)
+
+
+def test_header_out_of_range_is_refused(tmp_path: Path) -> None:
+    for header, reason in (
+        (StreamHeader(protocol=9, width=64, height=64, fps=30.0, created_us=0), "protocol 9"),
+        (StreamHeader(protocol=1, width=0, height=64, fps=30.0, created_us=0), "out of range"),
+        (StreamHeader(protocol=1, width=64, height=64, fps=0.0, created_us=0), "out of range"),
+    ):
+        path = tmp_path / "h.fws"
+        StreamWriter(path, header).close()
+        with pytest.raises(StreamFileError, match=reason):
+            StreamReader(path)
