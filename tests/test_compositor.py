@@ -114,3 +114,16 @@ def test_blur_background_uses_the_persons_surroundings() -> None:
     out = Compositor("blur", SIZE, edges=PLAIN).compose(RenderedPerson(image, alpha))
     assert abs(float(out.mean()) - float(image.mean())) < 10
     assert float(np.abs(np.diff(out.astype(float), axis=1)).mean()) < float(np.abs(np.diff(image.astype(float), axis=1)).mean())
+
+
+def test_light_wrap_on_a_large_frame_matches_the_full_frame_light() -> None:
+    """A 1280x720 person with a long edge: more edge pixels than one OpenCV remap row can hold."""
+    size = (1280, 720)
+    alpha = np.zeros((size[1], size[0]), np.float32)
+    cv2.circle(alpha, (640, 360), 300, 1.0, -1)
+    alpha = cv2.GaussianBlur(alpha, (0, 0), 20)
+    person = RenderedPerson(np.full((size[1], size[0], 3), 20, np.uint8), alpha)
+    wrap = Compositor("#ffffff", size, edges=EdgeOptions(despill=False, light_wrap=0.5)).compose(person)
+    plain = Compositor("#ffffff", size, edges=PLAIN).compose(person)
+    edge = (alpha > 0.5) & (alpha < 0.95)
+    assert edge.sum() > 32767 and wrap[edge].mean() > plain[edge].mean() + 5
