@@ -31,6 +31,10 @@ class BlendOptions:
     feather: float = 0.07  # fraction of the face width
     inset: float = 0.03  # the mask edge sits this far inside the outline
     max_gain: float = 1.7
+    # The part of the mean brightness difference that is transferred, and its bound: a face's mean
+    # brightness is mostly its albedo (skin tone, paint), not the light; see match_shading.
+    exposure_strength: float = 0.5
+    max_exposure: float = 1.3
     forehead_fade: float = 0.75  # of the brows-to-mesh-top height, faded out towards the hairline
 
 
@@ -127,16 +131,18 @@ def _quadratic_basis(w: int, h: int) -> FloatImage:
 
 
 def _fit_field(values: FloatImage, weight: FloatImage, basis: FloatImage) -> FloatImage:
-    """Weighted least-squares quadratic surface through `values`, evaluated on the whole region."""
+    """Weighted least-squares surfaces through `values` (h, w) or (h, w, k), evaluated on the whole region."""
     b = basis.reshape(-1, basis.shape[-1])
     w = np.maximum(weight.reshape(-1), 0.0)
+    flat = values.reshape(b.shape[0], -1)
     if float(w.sum()) < 1.0:
-        return np.full(values.shape, float(values.mean()), np.float32)
+        return np.broadcast_to(flat.mean(axis=0), flat.shape).reshape(values.shape).astype(np.float32)
     bw = b * w[:, None]
-    # Normal equations (7x7), lightly regularised: a tenth of the cost of an SVD least squares.
+    # Normal equations (7x7, one solve for all channels), lightly regularised: a tenth of the cost
+    # of an SVD least squares.
     gram = (bw.T @ b).astype(np.float64) + 1e-3 * float(w.sum()) * np.eye(b.shape[1])
-    coef = np.linalg.solve(gram, (bw.T @ values.reshape(-1)).astype(np.float64))
-    return (basis @ coef.astype(np.float32)).astype(np.float32)
+    coef = np.linalg.solve(gram, (bw.T @ flat).astype(np.float64))
+    return (b @ coef.astype(np.float32)).reshape(values.shape).astype(np.float32)
 
 
 def match_shading(
@@ -162,50 +168,70 @@ def match_shading(
     small = (max(1, w // f), max(1, h // f))
     face_bgr = cv2.resize(face, small, interpolation=cv2.INTER_AREA)
     scene_bgr = cv2.resize(scene, small, interpolation=cv2.INTER_AREA)
-    face_y = cv2.cvtColor(face_bgr, cv2.COLOR_BGR2GRAY).astype(np.float32)
-    scene_y = cv2.cvtColor(scene_bgr, cv2.COLOR_BGR2GRAY).astype(np.float32)
     wt = cv2.resize(weight, small, interpolation=cv2.INTER_AREA)
-    # The light as a smooth quadratic field of log-luminance over the face: it carries direction and
-    # falloff but not features (eye sockets, moustaches), which a blur ratio would also transfer.
+    # The light as smooth quadratic fields of log-luminance and log-colour over the face: they carry
+    # direction, falloff and the light's colour but not features (eye sockets, moustaches), which a
+    # blur ratio would also transfer. All eight fields share one solve.
     small_midline = None if midline is None else (midline[0] / f, midline[1] / f)
     basis = _light_basis(small, small_midline, width / f)
-    light_f = _fit_field(np.log(face_y + 8.0), wt, basis)
-    light_s = _fit_field(np.log(scene_y + 8.0), wt, basis)
-    gain = np.clip(np.exp(light_s - light_f), 1.0 / options.max_gain, options.max_gain)
-    if options.shading_strength != 1.0:
-        gain = gain**options.shading_strength
+    stack = np.concatenate([face_bgr, scene_bgr], axis=2).astype(np.float32)
+    luma = np.stack([stack[..., :3] @ _LUMA_BGR, stack[..., 3:] @ _LUMA_BGR], axis=-1)
+    fields = _fit_field(np.log(np.concatenate([luma, stack], axis=2) + 8.0), wt, basis)
+    light_f, light_s = fields[..., 0], fields[..., 1]
+    gain = np.exp(_split_gain(light_s - light_f, wt, options)).astype(np.float32)
+    # Colour: each picture's colour field relative to its own luminance; their difference is the
+    # avatar's tint and coloured light (a warm glow on one cheek) against the scene's.
+    tint = (fields[..., 5:8] - light_s[..., None]) - (fields[..., 2:5] - light_f[..., None])
+    balance = _colour_balance(tint, wt, options.chroma_strength)
     # Brightening a painted face to a bright room would clip its skin to flat white: the roll-off
-    # acts on the local brightness (features blurred away), so a crease and the skin around it
-    # get the same factor.
-    local = cv2.GaussianBlur(face_y, (0, 0), max(0.5, 0.04 * width / f))
-    factor = (_rolloff(local * gain) + 1.0) / (local + 1.0)
-    lit_small = face_bgr.astype(np.float32) * factor[..., None]
-    balance = _colour_balance(lit_small, scene_bgr, wt, options.chroma_strength)
-    factor3 = factor[..., None] * np.asarray(balance or (1.0, 1.0, 1.0), np.float32)
+    # acts on the local brightness of the brightest channel (features blurred away), so a crease and
+    # the skin around it get the same factor and no channel clips (a clipped red channel turns
+    # warm skin white while its shadows keep their colour: a bleached face with brown blotches).
+    peak = cv2.GaussianBlur((face_bgr.astype(np.float32) * balance).max(axis=2), (0, 0), max(0.5, 0.04 * width / f))
+    factor = (_rolloff(peak * gain) + 1.0) / (peak + 1.0)
+    factor3 = factor[..., None] * balance
     factor_full = cv2.resize(factor3.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     return np.asarray(cv2.multiply(face, factor_full, dtype=cv2.CV_8U), np.uint8)
 
 
-def _colour_balance(face: FloatImage, scene: Image, weight: FloatImage, strength: float) -> tuple[float, float, float] | None:
-    """Per-channel gains (B, G, R) taking part of the way from the face's mean colour to the scene's.
+def _split_gain(log_gain: FloatImage, weight: FloatImage, options: BlendOptions) -> FloatImage:
+    """The log light ratio as a bounded part of its mean (exposure) plus its variation over the face (direction).
 
-    A gain, not an additive chroma shift: every pixel keeps its chromaticity relative to its
-    neighbours, so dark creases and near-black pupils change in proportion to the skin around them.
-    An additive shift weighted by brightness leaves creases with the avatar's old colour, and fine
-    wrinkles turn into red or orange lines on re-toned skin. Normalised to unit luminance: the
-    light comes from the shading field alone.
+    The two fitted fields differ by the light and by the faces' albedos: their mean ratio is mostly
+    skin tone (a pale sender, a dark painting), and taking all of it bleaches a painted face in a
+    bright room, darkens a pale one in a dim room, and pulls the avatar's skin towards the sender's.
+    Only part of it is taken; the variation (where the light comes from) is taken in full.
     """
     wsum = float(weight.sum())
-    if wsum <= 1e-3 or strength <= 0.0:
-        return None
-    wt = weight[..., None]
-    mean_f = (face.astype(np.float32) * wt).reshape(-1, 3).sum(0) / wsum
-    mean_s = (scene.astype(np.float32) * wt).reshape(-1, 3).sum(0) / wsum
-    gains = (np.maximum(mean_s, 4.0) / np.maximum(mean_f, 4.0)) ** strength
-    gains /= float(gains @ _LUMA_BGR)
+    mean = float((log_gain * weight).sum() / wsum) if wsum > 1e-3 else 0.0
+    bound = float(np.log(options.max_exposure))
+    exposure = float(np.clip(options.exposure_strength * mean, -bound, bound))
+    relief = (log_gain - np.float32(mean)) * np.float32(options.shading_strength)
+    limit = float(np.log(options.max_gain))
+    return np.clip(relief + np.float32(exposure), -limit, limit).astype(np.float32)
+
+
+def _colour_balance(tint: FloatImage, weight: FloatImage, strength: float) -> FloatImage:
+    """Per-pixel channel gains (B, G, R), smooth, from the log colour difference field `tint` (h, w, 3).
+
+    The avatar's own coloured light (its variation over the face) is taken out in full, so a cartoon's
+    warm key light does not stay as a red patch on one cheek while the other turns blue; its overall
+    tint moves only part of the way (`strength`) to the scene's, because the scene's mean colour is
+    mostly the sender's skin and a full match pulls a recogniser towards the sender. Gains, not an
+    additive shift: every pixel keeps its chromaticity relative to its neighbours, so dark creases
+    and pupils change in proportion to the skin around them. Unit luminance: the light comes from
+    the shading field alone.
+    """
+    wsum = float(weight.sum())
+    if wsum <= 1e-3:
+        return np.ones(tint.shape, np.float32)
+    mean = (tint * weight[..., None]).reshape(-1, 3).sum(axis=0) / wsum
     # Bounded: a large cast turns dark features (eyes, brows) into false colours.
-    gains = np.clip(gains, 1.0 / _MAX_BALANCE, _MAX_BALANCE)
-    return float(gains[0]), float(gains[1]), float(gains[2])
+    bound = np.float32(np.log(_MAX_BALANCE))
+    cast = np.clip(np.float32(strength) * mean, -bound, bound)
+    gains = np.exp(np.clip(tint - mean + cast, -bound, bound))
+    gains /= (gains @ _LUMA_BGR)[..., None]
+    return gains.astype(np.float32)
 
 
 _LUMA_BGR = np.array([0.114, 0.587, 0.299], np.float32)
