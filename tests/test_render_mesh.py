@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from shared.identity import IdentityAsset, detect_faces
@@ -331,7 +332,9 @@ def test_shading_keeps_a_crease_the_colour_of_the_skin_around_it() -> None:
     scene = np.full((96, 96, 3), (170, 175, 200), np.uint8)  # brighter, paler
     out = match_shading(face, scene, np.ones((96, 96), np.float32), 80.0, BlendOptions()).astype(np.float64)
     crease, around = out[20:76, 47:49].reshape(-1, 3).mean(0), out[20:76, 30:40].reshape(-1, 3).mean(0)
-    assert around.mean() > face[20:76, 30:40].mean() + 10  # it was relit
+    luma = lambda c: float(np.asarray(c, np.float64) @ [0.114, 0.587, 0.299])  # noqa: E731
+    # Relit: part of the way to the scene's brightness (the rest of the difference is skin tone).
+    assert luma(around) > luma(skin) + 0.3 * (luma(scene[0, 0]) - luma(skin)), around
     assert np.allclose(crease / crease.sum(), around / around.sum(), atol=0.01), (crease, around)
 
 
@@ -375,3 +378,36 @@ def test_a_smaller_face_samples_a_smaller_avatar_level() -> None:
     patch_full = cv2.getRectSubPix(full[..., :3], (1, 1), (float(p[0]), float(p[1]))).astype(float)
     patch_half = cv2.getRectSubPix(half[..., :3], (1, 1), (float(q[0]), float(q[1]))).astype(float)
     assert np.abs(patch_full - patch_half).mean() < 25
+
+
+def _chroma(bgr: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return bgr / bgr.sum(axis=-1, keepdims=True)
+
+
+def test_a_mid_tone_painted_face_in_a_bright_room_is_not_bleached() -> None:
+    """A tan face under a pale, bright sender keeps most of its colour: the mean brightness ratio is
+    mostly skin tone, and brightening it fully clips the red channel and turns the skin white."""
+    from shared.render.blend import BlendOptions, match_shading
+
+    face = np.full((96, 96, 3), (95, 140, 190), np.uint8)
+    scene = np.full((96, 96, 3), (228, 230, 245), np.uint8)
+    out = match_shading(face, scene, np.ones((96, 96), np.float32), 80.0, BlendOptions()).astype(np.float64)
+    mean = out[20:76, 20:76].reshape(-1, 3).mean(0)
+    saturation = lambda c: (c.max() - c.min()) / c.max()  # noqa: E731
+    assert mean.max() < 250, mean
+    assert saturation(mean) > 0.45 * saturation(face[0, 0].astype(np.float64)), mean
+
+
+def test_the_avatars_own_coloured_light_does_not_stay_as_coloured_cheeks() -> None:
+    """An avatar lit warm from one side and cool from the other (a cartoon's key and fill) under an
+    evenly lit sender: both cheeks come out close in colour, not one red and one blue."""
+    from shared.render.blend import BlendOptions, match_shading
+
+    side = np.tanh(np.linspace(-2.0, 2.0, 96))[None, :, None]
+    warm, cool = np.array([110, 140, 215], np.float64), np.array([150, 150, 170], np.float64)
+    face = np.clip(np.broadcast_to((warm + cool) / 2 + side * (warm - cool) / 2, (96, 96, 3)), 0, 255).astype(np.uint8)
+    scene = np.full((96, 96, 3), (160, 175, 205), np.uint8)
+    out = match_shading(face, scene, np.ones((96, 96), np.float32), 80.0, BlendOptions()).astype(np.float64)
+    before = np.abs(_chroma(face[48, 85].astype(np.float64)) - _chroma(face[48, 10].astype(np.float64))).sum()
+    after = np.abs(_chroma(out[48, 85]) - _chroma(out[48, 10])).sum()
+    assert after < 0.4 * before, (before, after)
