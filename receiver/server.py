@@ -34,13 +34,6 @@ class _Link:
 
 
 @dataclass
-class ServerCounters:
-    accepted: int = 0
-    refused: int = 0
-    sessions: int = 0
-
-
-@dataclass
 class ReceiverServer:
     token: str
     on_job: Callable[[RenderJob], None]
@@ -51,7 +44,6 @@ class ReceiverServer:
     on_bytes: Callable[[int], None] | None = None
     on_session_end: Callable[[Session], None] | None = None
     on_session_start: Callable[[Session], None] | None = None
-    counters: ServerCounters = field(default_factory=ServerCounters)
     active: Session | None = None
     _connections: set[ServerConnection] = field(default_factory=set)
 
@@ -64,7 +56,6 @@ class ReceiverServer:
     async def _handle(self, ws: ServerConnection) -> None:
         peer = _peer(ws)
         if len(self._connections) >= self.max_connections:
-            self.counters.refused += 1
             await ws.close(TRY_AGAIN_LATER, "too many connections")
             return
         self._connections.add(ws)
@@ -111,17 +102,13 @@ class ReceiverServer:
     def _on_event(self, event: object, protocol: ReceiverProtocol, session: Session | None,
                   peer: str) -> Session | None:
         if isinstance(event, ConnectionFailed):
-            self.counters.refused += 1
             log.warning("%s: closing (%d) after %s: %s", peer, event.close.code, event.error.code.value, event.error)
             return session
         if isinstance(event, HandshakeDone):
             if self.active is not None:
                 protocol.refuse(ProtocolError(ErrorCode.BUSY, "this receiver is showing another sender"))
-                self.counters.refused += 1
                 log.warning("%s: refused, busy", peer)
                 return None
-            self.counters.accepted += 1
-            self.counters.sessions += 1
             session = Session(self.assets)
             self.active = session
             log.info("%s: sender accepted (session %s)", peer, protocol.session_id)

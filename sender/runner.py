@@ -6,11 +6,10 @@ import asyncio
 import dataclasses
 import logging
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sender.capture import FrameSource
+from sender.capture import FrameSource, now_us
 from sender.stream import FeatureStream
 from sender.uplink import IdentityBook, Uplink, UplinkStats
 from shared import messages as m
@@ -36,7 +35,7 @@ def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, ide
             if writer is None:
                 width, height = frame.size
                 header = StreamHeader(protocol=m.PROTOCOL_VERSION, width=width, height=height, fps=source.fps,
-                                      created_us=time.time_ns() // 1000, agent="facewire-send")
+                                      created_us=now_us(), agent="facewire-send")
                 writer = StreamWriter(path, header)
                 for message in identities.session_started([]) if identities is not None else []:
                     writer.write(m.encode(message))
