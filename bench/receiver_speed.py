@@ -1,0 +1,250 @@
+"""Receiver speed per stage on one thread: feature decode, render, compose.
+
+    .venv/bin/python bench/receiver_speed.py                      # d6 x s42 at 640x480
+    .venv/bin/python bench/receiver_speed.py --save out/bench/ref  # also keep the pictures
+    .venv/bin/python bench/receiver_speed.py --reference out/bench/ref  # and compare with kept ones
+
+The stream is recorded once through the real sender (`facewire-send --record-stream`, the
+clip scaled to --size, --matte auto, --identity AVATAR) and kept next to the report, so later
+runs time the receiver only. Every frame message then goes through the receiver's stages the
+way receiver.session and receiver.player run them:
+
+* parse: the wire bytes to a message (shared.messages.decode);
+* decode: shared.frame_codec.FrameDecoder.decode_frame (landmarks, alpha code, alpha upsample);
+* render: shared.render MeshRenderer.render;
+* compose: receiver.compositor.Compositor.compose over an image background and over a colour.
+
+Each stage is timed in wall time (perf_counter) and CPU time of this thread (thread_time); on a
+shared machine the CPU time is the headline, wall time shows the contention. `receiver_ms` is
+parse + decode + render + compose (image), the whole per-frame work before the sink.
+Writes JSON (default out/bench/receiver_speed.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import platform
+import pstats
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+os.environ["OMP_NUM_THREADS"] = "1"
+# bench/ holds scripts named like the packages (bench/sender.py); keep them from shadowing the packages.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from receiver.compositor import Compositor  # noqa: E402
+from receiver.session import AssetStore  # noqa: E402
+from shared import messages as m  # noqa: E402
+from shared.frame_codec import FrameDecoder  # noqa: E402
+from shared.render.mesh import MeshRenderer  # noqa: E402
+from shared.streamfile import StreamReader  # noqa: E402
+from shared.types import IdentityAsset, Image  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data"
+STAGES = ("parse", "decode", "render", "compose_image", "compose_colour")
+
+
+def record(clip: Path, avatar: Path | None, size: str, frames: int, matte: str, out: Path) -> None:
+    """The stream the real sender would send for this clip (tracker, matte, encoders), as a file."""
+    cmd = [sys.executable, "-m", "sender.cli", "--input", str(clip), "--record-stream", str(out), "--size", size,
+           "--max-frames", str(frames), "--matte", matte, "--identity", str(avatar) if avatar else "self",
+           "--log-level", "ERROR"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stderr[-2000:]}")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+class Timer:
+    """Wall and thread-CPU milliseconds per stage, one sample per call."""
+
+    def __init__(self) -> None:
+        self.wall: dict[str, list[float]] = {s: [] for s in STAGES}
+        self.cpu: dict[str, list[float]] = {s: [] for s in STAGES}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        w0, c0 = time.perf_counter(), time.thread_time()
+        yield
+        c1, w1 = time.thread_time(), time.perf_counter()
+        self.wall[name].append((w1 - w0) * 1e3)
+        self.cpu[name].append((c1 - c0) * 1e3)
+
+    def drop_first(self, n: int) -> None:
+        for table in (self.wall, self.cpu):
+            for stage in table:
+                del table[stage][:n]
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    if not samples:
+        return {}
+    a = np.asarray(samples)
+    return {"median": round(float(np.median(a)), 3), "p95": round(float(np.percentile(a, 95)), 3),
+            "mean": round(float(a.mean()), 3)}
+
+
+def background_image(size: tuple[int, int], work: Path) -> Path:
+    """A real photograph as the background (skimage's coffee), scaled by the compositor like a user's file."""
+    from skimage import data
+
+    path = work / "background.png"
+    cv2.imwrite(str(path), cv2.cvtColor(data.coffee(), cv2.COLOR_RGB2BGR))
+    return path
+
+
+def compare(outputs: dict[str, list[Image]], reference: Path) -> dict[str, dict[str, float]]:
+    """Grey-level differences of these pictures against ones saved by an earlier run (--save)."""
+    result: dict[str, dict[str, float]] = {}
+    for name, pictures in outputs.items():
+        diffs, maxes, over = [], [], []
+        for i, picture in enumerate(pictures):
+            ref = cv2.imread(str(reference / f"{name}_{i:04d}.png"), cv2.IMREAD_COLOR)
+            if ref is None or ref.shape != picture.shape:
+                raise SystemExit(f"reference {reference / f'{name}_{i:04d}.png'} is missing or of another size")
+            d = np.abs(picture.astype(np.int16) - ref.astype(np.int16))
+            diffs.append(float(d.mean()))
+            maxes.append(int(d.max()))
+            over.append(float((d.max(axis=2) > 8).mean()))
+        result[name] = {"frames": len(pictures), "mean_abs": round(float(np.mean(diffs)), 4),
+                        "mean_abs_worst_frame": round(float(np.max(diffs)), 4), "max": int(np.max(maxes)),
+                        "max_median_frame": float(np.median(maxes)),
+                        "share_pixels_over_8": round(float(np.mean(over)), 6)}
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clip", default="d6", help="clip name under ../shared/data/clips or a path")
+    parser.add_argument("--avatar", default="s42", help="avatar name under ../shared/data/avatars, a path, or 'self'")
+    parser.add_argument("--size", default="640x480")
+    parser.add_argument("--frames", type=int, default=150)
+    parser.add_argument("--warmup", type=int, default=5, help="first frames left out of the statistics")
+    parser.add_argument("--matte", default="auto")
+    parser.add_argument("--stream", type=Path, help="an existing .fws to time instead of recording one")
+    parser.add_argument("--rerecord", action="store_true", help="record the stream again even if it is kept")
+    parser.add_argument("--save", type=Path, help="write the composed pictures here (PNG) for a later --reference")
+    parser.add_argument("--reference", type=Path, help="compare the composed pictures with a --save directory")
+    parser.add_argument("--profile", type=int, default=0, metavar="N", help="print the N slowest functions (cProfile)")
+    parser.add_argument("--output", type=Path, default=ROOT / "out" / "bench" / "receiver_speed.json")
+    args = parser.parse_args()
+    cv2.setNumThreads(1)
+
+    stream = args.stream
+    if stream is None:
+        clip = Path(args.clip) if args.clip.endswith(".mp4") else DATA / "clips" / f"{args.clip}.mp4"
+        avatar = None if args.avatar == "self" else (
+            Path(args.avatar) if args.avatar.endswith((".jpg", ".png")) else DATA / "avatars" / f"{args.avatar}.jpg")
+        missing = [p for p in (clip, avatar) if p is not None and not p.is_file()]
+        if missing:
+            print(f"skipped: {', '.join(map(str, missing))} not found (the clips live in ../shared/data next to the repo)")
+            return 0
+        stream = args.output.parent / f"receiver_speed_{clip.stem}_{avatar.stem if avatar else 'self'}_{args.size}_{args.frames}.fws"
+        if args.rerecord or not stream.is_file():
+            stream.parent.mkdir(parents=True, exist_ok=True)
+            t0 = time.perf_counter()
+            record(clip, avatar, args.size, args.frames, args.matte, stream)
+            print(f"recorded {stream} in {time.perf_counter() - t0:.1f} s")
+
+    with StreamReader(stream) as reader:
+        header = reader.header
+        raws = list(reader.raw())
+    size = (header.width, header.height)
+    work = Path(tempfile.mkdtemp(prefix="receiver_speed_"))
+    compositors = {"compose_image": Compositor(str(background_image(size, work)), size),
+                   "compose_colour": Compositor("#30343c", size)}
+    decoder, assets, renderer = FrameDecoder(), AssetStore(), MeshRenderer()
+    identity: IdentityAsset | None = None
+    timer = Timer()
+    outputs: dict[str, list[Image]] = {"compose_image": [], "compose_colour": []}
+    keep = args.save is not None or args.reference is not None
+    profiler = cProfile.Profile() if args.profile else None
+    faces = 0
+    for raw in raws:
+        if profiler is not None:
+            profiler.enable()
+        with timer.stage("parse"):
+            message = m.decode(raw)
+        if not isinstance(message, m.Frame):  # keyframes and identities are rare: timed per frame message only
+            timer.wall["parse"].pop()
+            timer.cpu["parse"].pop()
+        if isinstance(message, m.Identity) and message.image is not None:
+            identity = assets.add(message)
+        elif isinstance(message, m.Keyframe):
+            keyframe = decoder.decode_keyframe(message)
+        elif isinstance(message, m.Frame):
+            with timer.stage("decode"):
+                frame = decoder.decode_frame(message)
+            faces += frame.face != "lost"
+            with timer.stage("render"):
+                person = renderer.render(identity, keyframe, frame)
+            for name, compositor in compositors.items():
+                with timer.stage(name):
+                    picture = compositor.compose(person)
+                if keep:
+                    outputs[name].append(picture)
+        if profiler is not None:
+            profiler.disable()
+    frames = len(timer.cpu["render"])
+    warmup = min(args.warmup, max(0, frames - 1))
+    timer.drop_first(warmup)
+
+    def per_frame(table: dict[str, list[float]]) -> list[float]:
+        return [sum(v) for v in zip(*(table[s] for s in ("parse", "decode", "render", "compose_image")), strict=True)]
+
+    report: dict[str, object] = {
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "load_average": [round(v, 2) for v in os.getloadavg()],
+                    "platform": platform.platform(), "python": platform.python_version(), "opencv": cv2.__version__,
+                    "numpy": np.__version__},
+        "settings": {"stream": str(stream), "size": list(size), "frames": frames, "warmup_frames_left_out": warmup,
+                     "frames_with_face": faces, "renderer": renderer.name, "identity": identity.asset_id[:12] if identity else "self",
+                     "threads": {"opencv": cv2.getNumThreads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}},
+        "cpu_ms": {s: summary(timer.cpu[s]) for s in STAGES} | {"receiver": summary(per_frame(timer.cpu))},
+        "wall_ms": {s: summary(timer.wall[s]) for s in STAGES} | {"receiver": summary(per_frame(timer.wall))},
+    }
+    cpu_total = summary(per_frame(timer.cpu))
+    wall_total = summary(per_frame(timer.wall))
+    report["fps_equivalent"] = {"cpu_median": round(1e3 / cpu_total["median"], 1), "cpu_p95": round(1e3 / cpu_total["p95"], 1),
+                                "wall_median": round(1e3 / wall_total["median"], 1), "target": 60}
+    if args.save is not None:
+        args.save.mkdir(parents=True, exist_ok=True)
+        for name, pictures in outputs.items():
+            for i, picture in enumerate(pictures):
+                cv2.imwrite(str(args.save / f"{name}_{i:04d}.png"), picture)
+    if args.reference is not None:
+        report["difference_from_reference"] = {"reference": str(args.reference)} | compare(outputs, args.reference)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+    if profiler is not None:
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(args.profile)
+        print(text.getvalue())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
