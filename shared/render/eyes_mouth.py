@@ -5,9 +5,11 @@ iris follows the iris landmarks (468-477) while the sclera stretches around it; 
 are drawn first, so when the lids close the lid skin covers them instead of tearing.
 
 Mouth: the opening is a fan from its centroid that samples the source's own interior. Where the
-mouth opens wider than the source shows, a cavity is composited on top: two small textures, one
-anchored at the upper lip (upper teeth, then darkness) and one at the lower lip (tongue), each
-placed by a similarity transform, so teeth keep their size however wide the mouth opens.
+mouth opens wider than the source shows, a cavity is composited on top from two small panels in
+lip coordinates (along the mouth, and distance from the lip in mouth widths): upper teeth hanging
+from the upper lip's inner contour, lower teeth and tongue standing on the lower lip's. Teeth so
+follow the lips' curves, keep their size however wide the mouth opens, darken towards the corners
+and under the lip, and the lower teeth slide up from behind the lower lip only as the jaw drops.
 """
 
 from __future__ import annotations
@@ -24,14 +26,12 @@ from shared.render.warp import Points, Region
 from shared.types import Image, Landmarks
 
 IndexArray = npt.NDArray[np.int32]
+FloatArray = npt.NDArray[np.float32]
 EYE_RING_POINTS = 8
 # Virtual iris ring radius as a fraction of the iris radius: inside the iris, so it moves rigidly.
 _IRIS_RING = 0.85
 # The landmark ring just above each upper lid margin (ring[1:8]), subject's right eye; the left by symmetry.
 _RIGHT_LID_ABOVE = (113, 225, 224, 223, 222, 221, 189)  # the crease ring, above the lashes
-PANEL = 128  # cavity texture side; the mouth width maps to _PANEL_MOUTH pixels of it
-_PANEL_MOUTH = 100.0
-_PANEL_ANCHOR = 6.0
 
 
 @cache
@@ -156,43 +156,133 @@ class MouthFrame:
     def ratio(self) -> float:
         return self.opening / max(self.width, 1e-6)
 
-    def panel_affine(self, anchor: Points, panel_anchor: tuple[float, float]) -> npt.NDArray[np.float64]:
-        """2x3 affine from image pixels to panel pixels: a similarity (no stretch) anchored at a lip."""
-        s = _PANEL_MOUTH / max(self.width, 1e-6)
-        u = self.axis
-        n = np.array([-u[1], u[0]])
-        rot = np.stack([u, n]) * s
-        return np.hstack([rot, (np.array(panel_anchor) - rot @ anchor)[:, None]])
+
+# Cavity panels live in lip coordinates, not image pixels: column u runs from one inner mouth
+# corner (0) to the other (1), row d is the distance from the lip (down from the upper lip in the
+# upper panel, up from the lower lip in the lower one), both in mouth widths. Teeth drawn there
+# follow the lip's curve at any opening, keep their size, and are cut by the lips' own outline.
+PANEL_W, PANEL_H = 160, 96
+_U_RANGE = (-0.1, 1.1)
+_D_RANGE = (-0.06, 0.6)
+_UPPER_TEETH = 0.125  # visible height of the central upper incisors, in mouth widths
+_LOWER_TEETH = 0.08
+# Tooth edges on each side of the midline in projected |x| (x = 2u - 1): wide incisors at the
+# centre, narrower teeth towards the corners as the arch turns away.
+_UPPER_EDGES = np.array([0.0, 0.24, 0.44, 0.6, 0.73, 0.84, 0.93, 1.0])
+_LOWER_EDGES = np.array([0.0, 0.14, 0.28, 0.42, 0.56, 0.68, 0.8, 0.9])
+
+
+@dataclass(frozen=True)
+class LipFrame:
+    """The inner lip contours as curves over the corner-to-corner axis, for lip coordinates (u, d)."""
+
+    origin: npt.NDArray[np.float64]  # inner mouth corner 0
+    axis: npt.NDArray[np.float64]
+    normal: npt.NDArray[np.float64]  # towards the lower lip
+    width: float
+    upper: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]  # (u, v) sorted by u, v along the normal in widths
+    lower: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]
+
+    @classmethod
+    def of(cls, landmarks: Landmarks) -> LipFrame:
+        ring = topo.inner_lip_ring()
+        half = len(ring) // 2
+        p = landmarks[:, :2].astype(np.float64)
+        c0, c1 = p[ring[0]], p[ring[half]]
+        width = max(float(np.linalg.norm(c1 - c0)), 1e-6)
+        axis = (c1 - c0) / width
+        normal = np.array([-axis[1], axis[0]])
+
+        def curve(idx: npt.NDArray[np.int32]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+            rel = (p[idx] - c0) / width
+            u = np.concatenate([[0.0], rel @ axis, [1.0]])
+            v = np.concatenate([[0.0], rel @ normal, [0.0]])
+            order = np.argsort(u, kind="stable")
+            return u[order], v[order]
+
+        return cls(c0, axis, normal, width, curve(ring[1:half]), curve(ring[half + 1 :]))
+
+    def coords(self, xs: npt.NDArray[np.float32], ys: npt.NDArray[np.float32]) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """Lip coordinates of the pixel grid xs (columns) by ys (rows): u, depth below the upper lip, above the lower lip."""
+        dx, dy = (xs - self.origin[0]) / self.width, (ys - self.origin[1]) / self.width
+        u = (dx * np.float32(self.axis[0]))[None, :] + (dy * np.float32(self.axis[1]))[:, None]
+        v = (dx * np.float32(self.normal[0]))[None, :] + (dy * np.float32(self.normal[1]))[:, None]
+        up = np.interp(u, *self.upper).astype(np.float32)
+        low = np.interp(u, *self.lower).astype(np.float32)
+        return u.astype(np.float32), v - up, low - v
+
+    def opening(self, u: FloatArray) -> FloatArray:
+        return (np.interp(u, *self.lower) - np.interp(u, *self.upper)).astype(np.float32)
+
+
+
+def _panel_grid() -> tuple[FloatArray, FloatArray]:
+    u = np.linspace(*_U_RANGE, PANEL_W, dtype=np.float32)
+    d = np.linspace(*_D_RANGE, PANEL_H, dtype=np.float32)
+    uu, dd = np.meshgrid(u, d)
+    return uu, dd
+
+
+def _smooth(x: FloatArray) -> FloatArray:
+    t = np.clip(x, 0.0, 1.0)
+    return (t * t * (3.0 - 2.0 * t)).astype(np.float32)
+
+
+def _teeth(x: FloatArray, d: FloatArray, height: float, edges: npt.NDArray[np.float64], reach: float) -> tuple[FloatArray, FloatArray]:
+    """Coverage and shading of a row of teeth hanging `height` from the lip at d = 0, over projected x in -1..1."""
+    ax = np.abs(x)
+    k = np.clip(np.searchsorted(edges, ax) - 1, 0, len(edges) - 2)
+    left, right = edges[k].astype(np.float32), edges[k + 1].astype(np.float32)
+    local = (ax - left) / np.maximum(right - left, 1e-3)  # 0..1 across each tooth
+    size = (right - left) / float(edges[1])  # the tooth's width relative to a central incisor
+    tip = height * (1.0 - 0.45 * ax * ax) - 0.22 * height * size * (2.0 * local - 1.0) ** 2
+    cover = _smooth((tip - d) / 0.012 + 0.5) * _smooth((reach - ax) / 0.18)
+    gap = np.minimum(local, 1.0 - local) * (right - left)  # distance to the nearest tooth edge in x
+    seam = np.exp(-((gap / 0.009) ** 2)) * (0.2 + 0.35 * _smooth(d / max(height, 1e-3)))
+    shade = (
+        (0.93 + 0.1 * np.sin(np.pi * local))  # each tooth rounded
+        * (1.0 - seam)
+        * (0.3 + 0.7 * np.clip(1.0 - ax * ax, 0.0, 1.0) ** 0.8)  # the arch turns away into the dark
+        * (0.55 + 0.45 * _smooth(d / 0.04))  # in the lip's shadow where they come out from under it
+        * (1.0 - 0.18 * _smooth((d - 0.7 * tip) / np.maximum(0.3 * tip, 1e-3)))  # translucent tips
+    )
+    return cover.astype(np.float32), shade.astype(np.float32)
+
+
+_DARK = np.array([24, 22, 46], np.float32)  # BGR: the back of the mouth
+_TEETH = np.array([178, 200, 218], np.float32)  # ivory, not paper white
+_TONGUE = np.array([78, 88, 160], np.float32)
+
+
+def _cavity_panels(tone: float, teeth: bool) -> tuple[Image, Image]:
+    uu, d = _panel_grid()
+    x = 2.0 * uu - 1.0
+    centre = np.clip(1.0 - x * x, 0.0, 1.0)
+    depth = 0.55 + 0.45 * np.exp(-np.maximum(d, 0.0) / 0.1)
+    dark = _DARK * ((0.5 + 0.5 * np.sqrt(centre)) * depth)[..., None]
+    upper = dark.copy()
+    lower = dark.copy()
+    tongue = _smooth((1.0 - (x / 0.62) ** 2 - ((d - 0.04) / 0.2) ** 2) / 0.25)
+    tongue_shade = (0.55 + 0.45 * np.sqrt(centre)) * (1.0 - 0.5 * _smooth(d / 0.24))
+    lower = lower * (1.0 - tongue[..., None]) + (_TONGUE * tongue_shade[..., None]) * tongue[..., None]
+    if teeth:
+        cover, shade = _teeth(x, d, _UPPER_TEETH, _UPPER_EDGES, 0.9)
+        upper = upper * (1.0 - cover[..., None]) + (_TEETH * shade[..., None]) * cover[..., None]
+        cover, shade = _teeth(x, d, _LOWER_TEETH, _LOWER_EDGES, 0.75)
+        lower = lower * (1.0 - cover[..., None]) + (_TEETH * (0.82 * shade)[..., None]) * cover[..., None]
+    out = []
+    for panel in (upper, lower):
+        lit = np.clip(panel * tone, 0, 255).astype(np.float32)
+        out.append(np.asarray(cv2.GaussianBlur(lit, (0, 0), 0.8) + 0.5, np.float32).astype(np.uint8))
+    return out[0], out[1]
 
 
 def synthetic_panels(tone: float) -> tuple[Image, Image]:
-    """Upper (teeth under the upper lip, darkness) and lower (tongue over darkness) cavity panels.
+    """Upper (teeth under the upper lip, darkness) and lower (lower teeth, tongue) cavity panels, in lip coordinates.
 
     `tone` in 0..1 scales the brightness so the teeth sit in the scene's light.
     """
-    yy, xx = np.mgrid[0:PANEL, 0:PANEL].astype(np.float32)
-    cx = PANEL / 2
-    edge = np.clip(1.0 - np.abs(xx - cx) / (_PANEL_MOUTH / 2), 0.0, 1.0)  # 1 at the centre, 0 at the corners
-    dark = np.array([22, 20, 48], np.float32)
-    upper = np.broadcast_to(dark, (PANEL, PANEL, 3)).copy() * (0.6 + 0.4 * edge[..., None])
-    top = _PANEL_ANCHOR
-    tooth_h = 0.11 * _PANEL_MOUTH
-    in_band = (yy >= top - 2) & (yy < top + tooth_h) & (np.abs(xx - cx) < 0.36 * _PANEL_MOUTH)
-    tooth_w = 0.085 * _PANEL_MOUTH
-    gap = np.abs(((xx - cx) / tooth_w + 0.5) % 1.0 - 0.5) * 2  # 0 at the gaps between teeth
-    fall = np.clip((top + tooth_h - yy) / (0.3 * tooth_h), 0, 1)  # tooth tips fade into the dark
-    shade = (0.55 + 0.45 * edge) * (0.75 + 0.25 * np.clip(gap * 3, 0, 1)) * fall
-    teeth = np.array([196, 212, 226], np.float32)
-    upper = np.where(in_band[..., None], dark + (teeth - dark) * shade[..., None], upper)
-    lower = np.broadcast_to(dark, (PANEL, PANEL, 3)).copy() * (0.6 + 0.4 * edge[..., None])
-    bottom = PANEL - _PANEL_ANCHOR
-    tongue = ((xx - cx) / (0.32 * _PANEL_MOUTH)) ** 2 + ((yy - bottom - 4) / (0.16 * _PANEL_MOUTH)) ** 2
-    t = np.clip(1.0 - tongue, 0, 1) ** 0.5
-    tongue_col = np.array([70, 80, 150], np.float32)
-    lower = lower * (1 - t[..., None]) + tongue_col * t[..., None]
-    up = cv2.GaussianBlur(np.clip(upper * tone, 0, 255), (3, 3), 0).astype(np.uint8)
-    low = cv2.GaussianBlur(np.clip(lower * tone, 0, 255), (5, 5), 0).astype(np.uint8)
-    return up, low
+    return _cavity_panels(tone, teeth=True)
 
 
 REFERENCE_OPENING = 0.12  # opening / width from which a source's own mouth interior is worth copying
@@ -201,30 +291,37 @@ REFERENCE_OPENING = 0.12  # opening / width from which a source's own mouth inte
 def mouth_panels(image: Image, landmarks: Landmarks) -> tuple[tuple[Image, Image], bool]:
     """Cavity panels for a source face, and whether they hold its real mouth interior.
 
-    When the source shows its mouth open (teeth, tongue), that interior is copied into both panels
-    with the same lip-anchored similarities the compositing uses, over the synthetic cavity, so an
-    opening like the source's reproduces it and a wider one continues into darkness.
+    When the source shows its mouth open (teeth, tongue), its interior is resampled into lip
+    coordinates (the upper panel hanging from its upper lip, the lower one standing on its lower
+    lip) over a toothless synthetic cavity, so an opening like the source's reproduces it and a
+    wider one continues into darkness.
     """
-    panels = synthetic_panels(skin_tone(image, landmarks))
-    mouth = MouthFrame.of(landmarks)
-    if mouth.ratio < REFERENCE_OPENING:
-        return panels, False
-    ring = landmarks[topo.inner_lip_ring(), :2].astype(np.float64)
+    tone = skin_tone(image, landmarks)
+    if MouthFrame.of(landmarks).ratio < REFERENCE_OPENING:
+        return synthetic_panels(tone), False
+    backdrop = _cavity_panels(tone, teeth=False)
+    lips = LipFrame.of(landmarks)
+    uu, d = _panel_grid()
+    up = np.interp(uu, *lips.upper).astype(np.float32)
+    low = np.interp(uu, *lips.lower).astype(np.float32)
+    opening = low - up
     out = []
-    for panel, anchor, panel_anchor in (
-        (panels[0], mouth.upper, (PANEL / 2, _PANEL_ANCHOR)),
-        (panels[1], mouth.lower, (PANEL / 2, PANEL - _PANEL_ANCHOR)),
-    ):
-        to_panel = mouth.panel_affine(anchor, panel_anchor)
-        copied = cv2.warpAffine(image, to_panel, (PANEL, PANEL), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        inside = np.zeros((PANEL, PANEL), np.uint8)
-        poly = ring @ to_panel[:, :2].T + to_panel[:, 2]
-        cv2.fillPoly(inside, [np.round(poly * 16).astype(np.int32)], 255, cv2.LINE_AA, shift=4)
-        # Shrink off the lip edge, then feather into the synthetic darkness.
-        inside = cv2.erode(inside, np.ones((5, 5), np.uint8))
-        w = cv2.GaussianBlur(inside.astype(np.float32) / 255.0, (0, 0), 2.0)[..., None]
+    # Short of the opposite lip and clear of the corners, where the landmarks often run over lip.
+    inside = _smooth((opening - d - 0.015) / 0.03) * _smooth((0.5 - np.abs(uu - 0.5)) / 0.08 - 0.3)
+    # A narrow opening shows the upper teeth down to the lower lip: only a wide one is worth
+    # copying for the lower panel, else the upper teeth would show twice.
+    lower_share = float(np.clip((MouthFrame.of(landmarks).ratio - 0.25) / 0.1, 0.0, 1.0))
+    for panel, v, share in ((backdrop[0], up + d, 1.0), (backdrop[1], low - d, lower_share)):
+        px = lips.origin[0] + lips.width * (uu * lips.axis[0] + v * lips.normal[0])
+        py = lips.origin[1] + lips.width * (uu * lips.axis[1] + v * lips.normal[1])
+        copied = cv2.remap(image, px.astype(np.float32), py.astype(np.float32), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        w = (inside * np.float32(share))[..., None]
         out.append((panel.astype(np.float32) * (1 - w) + copied.astype(np.float32) * w + 0.5).astype(np.uint8))
     return (out[0], out[1]), True
+
+
+def _panel_rows(d: FloatArray) -> FloatArray:
+    return ((d - _D_RANGE[0]) * np.float32((PANEL_H - 1) / (_D_RANGE[1] - _D_RANGE[0]))).astype(np.float32)
 
 
 def composite_cavity(
@@ -243,14 +340,9 @@ def composite_cavity(
     if mouth.ratio < 0.03:
         return None
     frame_size = (canvas.shape[1], canvas.shape[0])
-    region = Region.around(ring, frame_size, 3)
+    region = Region.around(ring, frame_size, 2)
     if region.width <= 2 or region.height <= 2:
         return None
-    size = (region.width, region.height)
-    shift = np.array([region.x0, region.y0], np.float64)
-    mask = np.zeros((region.height, region.width), np.uint8)
-    cv2.fillPoly(mask, [np.round((ring - shift) * 16).astype(np.int32)], 255, cv2.LINE_AA, shift=4)
-    maskf = cv2.GaussianBlur(mask, (3, 3), 0).astype(np.float32) / 255.0
     # Real interior from the source while it is at least as open; the panels (the source's own
     # interior continued into darkness, or a synthetic cavity) beyond.
     strength = float(np.clip((mouth.ratio - source_ratio) / max(0.08, 0.5 * source_ratio), 0.0, 1.0))
@@ -258,25 +350,30 @@ def composite_cavity(
         strength = 1.0
     if strength <= 0.0:
         return None
-    layers = []
-    for panel, anchor, panel_anchor in (
-        (panels[0], mouth.upper, (PANEL / 2, _PANEL_ANCHOR)),
-        (panels[1], mouth.lower, (PANEL / 2, PANEL - _PANEL_ANCHOR)),
-    ):
-        to_panel = mouth.panel_affine(anchor - shift, panel_anchor)
-        layers.append(
-            cv2.warpAffine(panel, to_panel, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                           borderMode=cv2.BORDER_REPLICATE)
-        )  # fmt: skip
-    yy, xx = np.mgrid[0 : region.height, 0 : region.width].astype(np.float32)
-    mid = (mouth.upper + mouth.lower) / 2 - shift
-    normal = np.array([-mouth.axis[1], mouth.axis[0]], np.float32)
-    side = (xx - mid[0]) * normal[0] + (yy - mid[1]) * normal[1]
-    w_lower = np.clip(side / max(1.0, 0.15 * mouth.opening) + 0.5, 0, 1)[..., None]
-    cavity = layers[0].astype(np.float32) * (1 - w_lower) + layers[1].astype(np.float32) * w_lower
+    shift = np.array([region.x0, region.y0], np.float32)
+    mask = np.zeros((region.height, region.width), np.uint8)
+    cv2.fillPoly(mask, [np.round((ring - shift) * 16).astype(np.int32)], 255, cv2.LINE_AA, shift=4)
+    # A soft edge: the lips' inner rims are rounded, not cut out.
+    soft = max(0.6, 0.012 * mouth.width)
+    maskf = cv2.GaussianBlur(mask, (0, 0), soft).astype(np.float32) * np.float32(strength / 255.0)
+    lips = LipFrame.of(landmarks)
+    xs = np.arange(region.x0, region.x0 + region.width, dtype=np.float32)
+    ys = np.arange(region.y0, region.y0 + region.height, dtype=np.float32)
+    u, d_up, d_low = lips.coords(xs, ys)
+    cols = ((u - _U_RANGE[0]) * np.float32((PANEL_W - 1) / (_U_RANGE[1] - _U_RANGE[0]))).astype(np.float32)
+    # Lower teeth slide up from behind the lower lip only as the jaw drops well open.
+    hide = np.float32(_LOWER_TEETH * (1.0 - np.clip((mouth.ratio - 0.2) / 0.2, 0.0, 1.0)))
+    upper = cv2.remap(panels[0], cols, _panel_rows(d_up), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    lower = cv2.remap(panels[1], cols, _panel_rows(d_low + hide), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    # Where the upper panel gives way to the lower: near the lower lip while the mouth is barely
+    # open (upper teeth fill the gap), halfway once it is wide open.
+    split = np.float32(1.0 - 0.5 * np.clip(mouth.ratio / 0.3, 0.0, 1.0))
+    t = np.maximum(d_up, 0.0) / np.maximum(np.maximum(d_up, 0.0) + np.maximum(d_low, 0.0), np.float32(1e-3))
+    w_low = np.clip((t - split) / np.float32(0.16) + np.float32(0.5), 0.0, 1.0)
+    cavity = cv2.blendLinear(lower, upper, w_low, 1.0 - w_low)
     fy, fx, py, px = region.clip_to(frame_size)
-    a = (maskf * strength)[py, px, None]
-    canvas[fy, fx] = (canvas[fy, fx].astype(np.float32) * (1 - a) + cavity[py, px] * a + 0.5).astype(np.uint8)
+    a = maskf[py, px]
+    canvas[fy, fx] = cv2.blendLinear(cavity[py, px], canvas[fy, fx], a, 1.0 - a)
     full = np.zeros(canvas.shape[:2], np.float32)
-    full[fy, fx] = a[..., 0]
+    full[fy, fx] = a
     return full
