@@ -48,6 +48,7 @@ from receiver.compositor import Compositor  # noqa: E402
 from receiver.session import AssetStore  # noqa: E402
 from shared import messages as m  # noqa: E402
 from shared.frame_codec import FrameDecoder  # noqa: E402
+from shared.heap import reuse_heap_memory  # noqa: E402
 from shared.render.mesh import MeshRenderer  # noqa: E402
 from shared.streamfile import StreamReader  # noqa: E402
 from shared.types import IdentityAsset, Image  # noqa: E402
@@ -149,9 +150,12 @@ def main() -> int:
     parser.add_argument("--save", type=Path, help="write the composed pictures here (PNG) for a later --reference")
     parser.add_argument("--reference", type=Path, help="compare the composed pictures with a --save directory")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="print the N slowest functions (cProfile)")
+    parser.add_argument("--no-heap-reuse", action="store_true", help="leave glibc's allocator as it is (the receiver's "
+                        "entry points ask it to keep frame-sized buffers)")
     parser.add_argument("--output", type=Path, default=ROOT / "out" / "bench" / "receiver_speed.json")
     args = parser.parse_args()
     cv2.setNumThreads(1)
+    heap_reuse = False if args.no_heap_reuse else reuse_heap_memory()
 
     stream = args.stream
     if stream is None:
@@ -221,6 +225,7 @@ def main() -> int:
                     "numpy": np.__version__},
         "settings": {"stream": str(stream), "size": list(size), "frames": frames, "warmup_frames_left_out": warmup,
                      "frames_with_face": faces, "renderer": renderer.name, "identity": identity.asset_id[:12] if identity else "self",
+                     "heap_reuse": heap_reuse,
                      "threads": {"opencv": cv2.getNumThreads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}},
         "cpu_ms": {s: summary(timer.cpu[s]) for s in STAGES} | {"receiver": summary(per_frame(timer.cpu))},
         "wall_ms": {s: summary(timer.wall[s]) for s in STAGES} | {"receiver": summary(per_frame(timer.wall))},

@@ -16,6 +16,7 @@ from receiver.server import ReceiverServer
 from receiver.session import AssetStore, RenderJob, Session
 from shared import messages as m
 from shared.handoff import LatestSlot
+from shared.heap import reuse_heap_memory
 from shared.protocol import Limits
 from shared.streamfile import StreamReader
 
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 def play_stream(path: str | Path, player: Player) -> int:
     """Decodes a stream file in order; every frame message yields exactly one output picture."""
+    reuse_heap_memory()  # render and compose allocate frame-sized arrays every frame
     session = Session(AssetStore())
     frames = 0
     with StreamReader(path) as reader:
@@ -65,6 +67,7 @@ class LiveReceiver:
 
     async def run(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None,
                   ready: asyncio.Future[int] | None = None) -> None:
+        reuse_heap_memory()  # render and compose allocate frame-sized arrays every frame
         loop = asyncio.get_running_loop()
         slot: LatestSlot[RenderJob] = LatestSlot(loop)
         self.server = ReceiverServer(
