@@ -411,3 +411,28 @@ def test_the_avatars_own_coloured_light_does_not_stay_as_coloured_cheeks() -> No
     before = np.abs(_chroma(face[48, 85].astype(np.float64)) - _chroma(face[48, 10].astype(np.float64))).sum()
     after = np.abs(_chroma(out[48, 85]) - _chroma(out[48, 10])).sum()
     assert after < 0.4 * before, (before, after)
+
+
+def test_the_face_meets_the_scene_at_the_mask_edge_and_keeps_its_colour_inside() -> None:
+    """A forehead lit brighter than the rest (a step the smooth light fields cannot follow): with the
+    seam correction the face's edge there takes most of the scene's brightness; its centre does not move."""
+    from dataclasses import replace
+
+    from shared.render.blend import BlendOptions, match_shading
+
+    yy, xx = np.mgrid[0:96, 0:96].astype(np.float32)
+    inside = (np.hypot(xx - 48, yy - 48) < 36).astype(np.float32)
+    weight = cv2.GaussianBlur(inside, (0, 0), 3.0)
+    face = np.full((96, 96, 3), (100, 140, 190), np.uint8)
+    scene = np.full((96, 96, 3), (110, 150, 200), np.uint8)
+    scene[:20] = (160, 200, 245)  # the forehead's band
+    options = BlendOptions()
+    plain = match_shading(face, scene, weight, 72.0, replace(options, seam_reach=0.0)).astype(np.float64)
+    seamless = match_shading(face, scene, weight, 72.0, options).astype(np.float64)
+    edge = (slice(13, 16), slice(44, 52))  # the top of the mask, where its weight is about a half
+    assert 0.3 < weight[edge].mean() < 0.7
+    gap_plain = np.abs(plain[edge] - scene[edge]).mean()
+    gap_seamless = np.abs(seamless[edge] - scene[edge]).mean()
+    assert gap_seamless < 0.5 * gap_plain, (gap_plain, gap_seamless)
+    centre = (slice(44, 52), slice(44, 52))
+    assert np.abs(seamless[centre] - plain[centre]).mean() < 2.0

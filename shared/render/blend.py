@@ -36,6 +36,9 @@ class BlendOptions:
     exposure_strength: float = 0.5
     max_exposure: float = 1.3
     forehead_fade: float = 0.75  # of the brows-to-mesh-top height, faded out towards the hairline
+    # How far in from the mask's edge (fraction of the face width) the face's colour is carried to
+    # the scene's where they meet; 0 turns the seam correction off.
+    seam_reach: float = 0.2
 
 
 def face_width(landmarks: Landmarks) -> float:
@@ -193,8 +196,39 @@ def match_shading(
     peak = cv2.GaussianBlur((face_bgr.astype(np.float32) * balance).max(axis=2), (0, 0), max(0.5, 0.04 * width / f))
     factor = (_rolloff(peak * gain) + 1.0) / (peak + 1.0)
     factor3 = factor[..., None] * balance
+    if options.seam_reach > 0.0:
+        shaded = face_bgr.astype(np.float32) * factor3
+        factor3 = factor3 * np.exp(_seam_field(shaded, scene_bgr, wt, options.seam_reach * width / f))
     factor_full = cv2.resize(factor3.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     return np.asarray(cv2.multiply(face, factor_full, dtype=cv2.CV_8U), np.uint8)
+
+
+def _seam_field(shaded: FloatImage, scene: Image, weight: FloatImage, reach: float) -> FloatImage:
+    """Log gains (h, w, 3) that bring the face's colour to the scene's at the mask's edge, fading to none inside.
+
+    The light fields match the two faces as a whole; what they leave at the edge (a forehead
+    lit differently from the cheeks, a jaw in the neck's shadow) shows as a line where the avatar
+    stops. The edge's ratio is spread inwards like a membrane and faded out over `reach` pixels,
+    so the avatar keeps its own colour away from the edge. Pixels of the band where the two differ
+    a lot (hair or a collar on the scene's side) do not count.
+    """
+    band = 4.0 * weight * (1.0 - weight)
+    ratio = np.log(scene.astype(np.float32) + np.float32(8.0)) - np.log(shaded + np.float32(8.0))
+    luma = ratio @ _LUMA_BGR
+    trust = band * np.exp(-np.square(luma / np.float32(_SEAM_OUTLIER)))
+    sigma = max(1.0, reach / 2.0)
+    spread = cv2.GaussianBlur(ratio * trust[..., None], (0, 0), sigma)
+    support = cv2.GaussianBlur(trust, (0, 0), sigma)
+    membrane = spread / np.maximum(support, np.float32(1e-3))[..., None]
+    inner = cv2.GaussianBlur((weight > 0.5).astype(np.float32), (0, 0), sigma)
+    fade = np.clip(2.0 * (1.0 - inner), 0.0, 1.0) * np.clip(support / np.float32(_SEAM_SUPPORT), 0.0, 1.0)
+    bound = np.float32(np.log(_MAX_SEAM_GAIN))
+    return np.asarray(np.clip(membrane, -bound, bound) * fade[..., None], np.float32)
+
+
+_SEAM_OUTLIER = 0.35  # log ratio: beyond this a band pixel is another material, not another light
+_SEAM_SUPPORT = 0.05  # blurred band weight below which the edge's colour is too far away to carry
+_MAX_SEAM_GAIN = 1.6
 
 
 def _split_gain(log_gain: FloatImage, weight: FloatImage, options: BlendOptions) -> FloatImage:
