@@ -18,11 +18,13 @@ from scipy.spatial.transform import Rotation
 
 from shared.render import eyes_mouth as em
 from shared.render import topology as topo
-from shared.render.occlusion import occluder_mask
+from shared.render.delight import DelightOptions, delight
+from shared.render.occlusion import hair_cover
 from shared.render.retarget import fit_similarity
 from shared.render.warp import Points, Region, remap, similarity_2d, triangle_raster, warp_maps
 from shared.types import Image, Landmarks
 
+DEFAULT_DELIGHT = DelightOptions()
 _MIN_YAW_FOR_MIRROR = 12.0  # degrees; below this both halves are seen well enough
 
 
@@ -114,8 +116,15 @@ _FINE_CHROMA = 14.0  # chroma units (of 255): creases and pores sit below this, 
 _FINE_SCALE = 0.045  # of the face width: detail finer than this counts as fine
 
 
-def prepare_texture(image: Image, landmarks: Landmarks, mirror_fill: bool = True, fine_chroma: float = 1.0) -> Texture:
-    """The avatar frontalised (and mirror-filled); `fine_chroma` < 1 softens its faint fine colour detail."""
+def prepare_texture(
+    image: Image,
+    landmarks: Landmarks,
+    mirror_fill: bool = True,
+    fine_chroma: float = 1.0,
+    delighting: DelightOptions | None = None,
+) -> Texture:
+    """The avatar frontalised (and mirror-filled) and de-lit (`delighting`, None: DEFAULT_DELIGHT; zero strengths
+    keep it as painted); `fine_chroma` < 1 softens its faint fine colour detail."""
     lm = landmarks.astype(np.float32)
     rotation = frontal_rotation(lm)
     yaw = float(np.degrees(Rotation.from_matrix(rotation).as_euler("yxz")[0]))
@@ -136,6 +145,7 @@ def prepare_texture(image: Image, landmarks: Landmarks, mirror_fill: bool = True
     out = remap(image, map_x, map_y)
     if mirror_fill and abs(yaw) >= _MIN_YAW_FOR_MIRROR:
         out = _mirror_fill(image, lm, out, dst, src, canvas, fallback, tris)
+    out = delight(out, frontal, delighting or DEFAULT_DELIGHT)
     out = soften_fine_chroma(out, _FINE_SCALE * width, fine_chroma)
     mouth = em.MouthFrame.of(frontal)
     cover = _forehead_cover(out, frontal)
@@ -158,11 +168,14 @@ def prepare_texture(image: Image, landmarks: Landmarks, mirror_fill: bool = True
 def _forehead_cover(image: Image, landmarks: Landmarks) -> npt.NDArray[np.uint8] | None:
     """What covers the avatar's face above the eyes (hair, hats). Below the eyes nothing is removed:
     moustaches, beards and make-up are who the avatar is."""
-    mask = occluder_mask(image, landmarks)
-    # A wide soft edge: the sender's forehead and the avatar's skin meet in a gradient, not a line.
+    mask = hair_cover(image, landmarks)
     width = float(np.ptp(landmarks[:468, 0]))
-    mask = cv2.GaussianBlur(cv2.dilate(mask, np.ones((5, 5), np.uint8)), (0, 0), max(1.0, 0.04 * width))
-    mask = np.clip(mask * 1.5, 0.0, 1.0)
+    # A soft edge reaching past the hair's own (its fine strands and shadow): the sender's forehead
+    # and the avatar's skin meet in a gradient, with no brown rim left on the sender's skin.
+    grow = max(1, int(round(0.02 * width)))
+    mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
+    mask = cv2.GaussianBlur(mask, (0, 0), max(1.0, 0.03 * width))
+    mask = np.clip(mask * 1.6, 0.0, 1.0)
     eye_line = float(landmarks[[33, 133, 263, 362], 1].mean())
     brow_top = float(landmarks[[105, 334, 66, 296], 1].min())
     rows = np.arange(mask.shape[0], dtype=np.float32)[:, None]

@@ -156,3 +156,61 @@ def occluder_mask(
     soft = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), max(0.8, 0.012 * width))
     out[fy, fx] = np.clip(soft * 1.5, 0.0, 1.0)
     return out
+
+
+# Skin for the cover's colour model: cheeks, nose and the sides of the nose, never the forehead
+# (a fringe may cover all of it).
+_LOWER_SKIN = (50, 280, 117, 346, 205, 425, 4, 195, 5, 6, 36, 266)
+_BROW_TOPS = (105, 334, 66, 296, 107, 336)
+
+
+def hair_cover(image: Image, landmarks: Landmarks, sigmas: float = 3.0, dark_ratio: float = 0.75) -> FloatImage:
+    """0..1 where hair (a fringe, a hat) covers an avatar's forehead, from the top of the face down to the brows.
+
+    For an avatar portrait, prepared once, so it may be thorough: unlike `occluder_mask` it reaches
+    the very top of the outline, where a fringe lies, and it only takes what hangs in from the
+    outline above the eyes (hair grows from above), so a shadow or a mole inside the forehead stays.
+    Brows and eyes are never cover.
+    """
+    h, w = image.shape[:2]
+    out = np.zeros((h, w), np.float32)
+    oval = landmarks[topo.face_oval_ring(), :2]
+    width = float(np.ptp(oval[:, 0]))
+    if width < 8.0:
+        return out
+    face = np.zeros((h, w), np.uint8)
+    _polygon(face, oval)
+    ycc = cv2.cvtColor(image, cv2.COLOR_BGR2YCrCb).astype(np.float32)
+    patches = np.zeros((h, w), np.uint8)
+    radius = max(2, int(round(0.035 * width)))
+    for i in _LOWER_SKIN:
+        cv2.circle(patches, (int(landmarks[i, 0]), int(landmarks[i, 1])), radius, 255, -1)
+    samples = ycc[(patches > 0) & (face > 0)]
+    if len(samples) < 20:
+        return out
+    (my, sy), (mcr, scr), (mcb, scb) = (_robust(samples[:, k]) for k in range(3))
+    scr, scb = max(scr, 2.5), max(scb, 2.5)
+    chroma = np.sqrt(((ycc[..., 1] - mcr) / scr) ** 2 + ((ycc[..., 2] - mcb) / scb) ** 2)
+    odd = (chroma > sigmas) | (ycc[..., 0] < dark_ratio * my)
+    eye_line = float(landmarks[[33, 133, 263, 362], 1].mean())
+    rows = np.arange(h, dtype=np.float32)[:, None]
+    upper = np.broadcast_to(rows < eye_line, (h, w))
+    keep_out = np.zeros((h, w), np.uint8)
+    sym = topo.symmetry()
+    for brow in (np.array(_RIGHT_BROW), sym[list(_RIGHT_BROW)]):
+        cv2.fillConvexPoly(keep_out, cv2.convexHull(np.round(landmarks[brow, :2]).astype(np.int32)), 255)
+    for ring in (topo.right_eye_ring(), topo.left_eye_ring()):
+        _polygon(keep_out, landmarks[ring, :2])
+    grow = max(1, int(round(0.03 * width)))
+    keep_out = cv2.dilate(keep_out, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
+    candidates = (odd & upper & (face > 0) & (keep_out == 0)).astype(np.uint8)
+    band = max(1, int(round(0.03 * width)))
+    rim = (face > 0) & (cv2.erode(face, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))) == 0) & upper
+    face_area = float(np.count_nonzero(face))
+    mask = _components(candidates, 0.002 * face_area, rim, np.inf)
+    if not mask.any():
+        return out
+    # Strands leave gaps of skin between them: close them, and reach a little past the hair's edge.
+    k = max(3, int(round(0.03 * width)) | 1)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    return (mask > 0).astype(np.float32)

@@ -1,0 +1,108 @@
+"""De-lighting an avatar texture once per identity: the picture's own soft light taken out, its features kept.
+
+A painting or a portrait carries its own lighting: dark eye sockets, a shadowed side of the nose,
+warm or brown patches of light and varnish. The renderer puts the scene's light on the face, and
+whatever light the avatar keeps comes on top of it as blotches. Here the avatar's smooth light
+field (its skin's luminance and colour blurred at a scale of a few percent of the face width) is
+divided out in part, relative to the skin's mean, so the texture tends towards its albedo.
+
+Features are not light: eyes, brows, lips, nostrils and anything much darker than the skin
+around it (a moustache, lashes, a fringe) are left out of the light estimate, which is filled in
+over them from the skin around (normalised convolution), so they keep their contrast to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from shared.render import topology as topo
+from shared.types import Image, Landmarks
+
+FloatImage = npt.NDArray[np.float32]
+_RIGHT_BROW = (70, 63, 105, 66, 107, 55, 65, 52, 53, 46)
+_NOSTRILS = (98, 327, 97, 326, 2)
+
+
+@dataclass(frozen=True)
+class DelightOptions:
+    strength: float = 0.7  # of the avatar's own light variation taken out (0: none, 1: all of it)
+    scale: float = 0.055  # blur sigma of the light estimate, in face widths: eye sockets, the side of the nose
+    max_gain: float = 1.5  # no pixel is brightened or darkened by more than this factor
+    chroma: float = 0.6  # of the smooth colour variation (brown or red patches of light) taken out
+    dark_outlier: float = 0.55  # darker than this fraction of the local light: a feature (moustache, lashes), not shade
+
+
+def _feature_mask(shape: tuple[int, int], landmarks: Landmarks, width: float) -> npt.NDArray[np.uint8]:
+    """255 on the face's own features: eyes with their lashes, brows, lips, nostrils."""
+    mask = np.zeros(shape, np.uint8)
+    lm = landmarks[:, :2]
+
+    def poly(idx: npt.NDArray[np.int32]) -> None:
+        cv2.fillPoly(mask, [np.round(lm[idx] * 16).astype(np.int32)], 255, cv2.LINE_8, shift=4)
+
+    for ring in (topo.right_eye_ring(), topo.left_eye_ring(), topo.outer_lip_ring()):
+        poly(ring)
+    sym = topo.symmetry()
+    for brow in (np.array(_RIGHT_BROW), sym[list(_RIGHT_BROW)]):
+        cv2.fillConvexPoly(mask, cv2.convexHull(np.round(lm[brow]).astype(np.int32)), 255)
+    radius = max(1, int(round(0.03 * width)))
+    for i in _NOSTRILS:
+        cv2.circle(mask, (int(round(lm[i, 0])), int(round(lm[i, 1]))), radius, 255, -1)
+    grow = max(1, int(round(0.025 * width)))
+    return np.asarray(cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))), np.uint8)
+
+
+def _normalised_blur(values: FloatImage, weight: FloatImage, sigma: float) -> FloatImage:
+    """Blur of `values` (h, w, k) counting only where `weight` is, so excluded pixels take their surroundings' value."""
+    num = cv2.GaussianBlur(values * weight[..., None], (0, 0), sigma)
+    den = cv2.GaussianBlur(weight, (0, 0), sigma)
+    if num.ndim == 2:
+        num = num[..., None]
+    return np.asarray(num / np.maximum(den, 1e-4)[..., None], np.float32)
+
+
+def delight(image: Image, landmarks: Landmarks, options: DelightOptions | None = None) -> Image:
+    """`image` with part of its own soft light (inside the face outline) divided out; the same size."""
+    opts = options or DelightOptions()
+    if opts.strength <= 0.0 and opts.chroma <= 0.0:
+        return image
+    h, w = image.shape[:2]
+    oval = landmarks[topo.face_oval_ring(), :2]
+    width = float(np.ptp(oval[:, 0]))
+    if width < 8.0:
+        return image
+    face = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(face, [np.round(oval * 16).astype(np.int32)], 255, cv2.LINE_8, shift=4)
+    # Off the outline: the skin only, not the hair or background the outline may touch.
+    edge = max(1, int(round(0.04 * width)))
+    skin = cv2.erode(face, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * edge + 1, 2 * edge + 1)))
+    skin[_feature_mask((h, w), landmarks, width) > 0] = 0
+    ycc = cv2.cvtColor(image, cv2.COLOR_BGR2YCrCb).astype(np.float32)
+    sigma = max(1.0, opts.scale * width)
+    weight = (skin > 0).astype(np.float32)
+    light = _normalised_blur(ycc, weight, sigma)
+    # Much darker than the light around it: a moustache, lashes, a strand of hair. Out, and again.
+    weight *= (ycc[..., 0] >= opts.dark_outlier * light[..., 0]).astype(np.float32)
+    light = _normalised_blur(ycc, weight, sigma)
+    wsum = float(weight.sum())
+    if wsum < 50.0:
+        return image
+    mean = (light * weight[..., None]).reshape(-1, 3).sum(axis=0) / wsum
+    limit = float(np.log(opts.max_gain))
+    gain = np.exp(np.clip(opts.strength * np.log((mean[0] + 8.0) / (light[..., 0] + 8.0)), -limit, limit))
+    # Inside the face only, faded in over the outline band (the renderer's feather barely shows it).
+    inside = cv2.GaussianBlur(face.astype(np.float32) / 255.0, (0, 0), max(1.0, 0.02 * width))
+    # Brightening a shadow lifts the skin in it, not what is already bright there (the white of an
+    # eye in a dark socket, a highlight): those would glare as halos.
+    above = np.clip(2.0 - (ycc[..., 0] + 8.0) / (light[..., 0] + 8.0), 0.0, 1.0)
+    gain = np.where(gain > 1.0, 1.0 + (gain - 1.0) * above, gain)
+    gain = 1.0 + (gain - 1.0) * inside
+    out = ycc.copy()
+    out[..., 0] *= gain
+    # Chroma as a shift: the smooth colour patch moves to the skin's mean, the detail on it stays.
+    out[..., 1:] -= (opts.chroma * inside)[..., None] * (light[..., 1:] - mean[1:])
+    return np.asarray(cv2.cvtColor(np.clip(out + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_YCrCb2BGR), np.uint8)
