@@ -214,8 +214,8 @@ class MeshRenderer:
         maps = self._keyframe_map(model, dst, (w, h), coarse_face=avatar)
         if frame.alpha is not None:
             # The sender's own matte wins: the keyframe's alpha need not be warped.
-            image = remap(keyframe.image, maps)
             alpha = _pick_alpha(frame.alpha, None, (h, w))
+            image = _warp_person(keyframe.image, maps, alpha)
         else:
             packed = remap(model.packed, maps)
             image = np.asarray(cv2.cvtColor(packed, cv2.COLOR_BGRA2BGR), np.uint8)
@@ -327,6 +327,27 @@ class MeshRenderer:
             occluder = warped.astype(np.float32) * np.float32(1.0 / 255.0)
         weight = bl.swap_weight(mask, alpha[sy, sx], occluder)
         image[sy, sx] = bl.blend(base, face, weight)
+
+
+def _warp_person(image: Image, maps: PointMap, alpha: Alpha) -> Image:
+    """The keyframe warped by `maps` where the person is (alpha > 0, its bounding box); as it is elsewhere.
+
+    Nothing outside the matte shows over a background, and a blurred-keyframe background sees the
+    room at 1/8 size: warping the whole frame would spend most of the remap on pixels never seen.
+    """
+    x, y, bw, bh = cv2.boundingRect(np.asarray(alpha > 0, np.uint8))
+    h, w = image.shape[:2]
+    if bw * bh > _WHOLE_FRAME_SHARE * w * h:
+        return remap(image, maps)
+    out = image.copy()
+    if bw > 0 and bh > 0:
+        box = (slice(y, y + bh), slice(x, x + bw))
+        out[box] = remap(image, maps[box])
+    return out
+
+
+# Above this share of the frame the person's box is warped as a whole frame (one call, no copy).
+_WHOLE_FRAME_SHARE = 0.85
 
 
 def _usable(landmarks: Landmarks | None, size: tuple[int, int]) -> bool:
