@@ -36,7 +36,7 @@ class DelightOptions:
     dark_outlier: float = 0.55  # darker than this fraction of the local light: a feature (moustache, lashes), not shade
 
 
-def _feature_mask(shape: tuple[int, int], landmarks: Landmarks, width: float) -> npt.NDArray[np.uint8]:
+def feature_mask(shape: tuple[int, int], landmarks: Landmarks, width: float) -> npt.NDArray[np.uint8]:
     """255 on the face's own features: eyes with their lashes, brows, lips, nostrils."""
     mask = np.zeros(shape, np.uint8)
     lm = landmarks[:, :2]
@@ -56,7 +56,7 @@ def _feature_mask(shape: tuple[int, int], landmarks: Landmarks, width: float) ->
     return np.asarray(cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))), np.uint8)
 
 
-def _normalised_blur(values: FloatImage, weight: FloatImage, sigma: float) -> FloatImage:
+def normalised_blur(values: FloatImage, weight: FloatImage, sigma: float) -> FloatImage:
     """Blur of `values` (h, w, k) counting only where `weight` is, so excluded pixels take their surroundings' value."""
     num = cv2.GaussianBlur(values * weight[..., None], (0, 0), sigma)
     den = cv2.GaussianBlur(weight, (0, 0), sigma)
@@ -80,14 +80,14 @@ def delight(image: Image, landmarks: Landmarks, options: DelightOptions | None =
     # Off the outline: the skin only, not the hair or background the outline may touch.
     edge = max(1, int(round(0.04 * width)))
     skin = cv2.erode(face, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * edge + 1, 2 * edge + 1)))
-    skin[_feature_mask((h, w), landmarks, width) > 0] = 0
+    skin[feature_mask((h, w), landmarks, width) > 0] = 0
     ycc = cv2.cvtColor(image, cv2.COLOR_BGR2YCrCb).astype(np.float32)
     sigma = max(1.0, opts.scale * width)
     weight = (skin > 0).astype(np.float32)
-    light = _normalised_blur(ycc, weight, sigma)
+    light = normalised_blur(ycc, weight, sigma)
     # Much darker than the light around it: a moustache, lashes, a strand of hair. Out, and again.
     weight *= (ycc[..., 0] >= opts.dark_outlier * light[..., 0]).astype(np.float32)
-    light = _normalised_blur(ycc, weight, sigma)
+    light = normalised_blur(ycc, weight, sigma)
     wsum = float(weight.sum())
     if wsum < 50.0:
         return image

@@ -254,7 +254,7 @@ _TEETH = np.array([178, 200, 218], np.float32)  # ivory, not paper white
 _TONGUE = np.array([78, 88, 160], np.float32)
 
 
-def _cavity_panels(tone: float, teeth: bool) -> tuple[Image, Image]:
+def _cavity_panels(tone: float, upper_teeth: bool, lower_teeth: bool) -> tuple[Image, Image]:
     uu, d = _panel_grid()
     x = 2.0 * uu - 1.0
     centre = np.clip(1.0 - x * x, 0.0, 1.0)
@@ -265,9 +265,10 @@ def _cavity_panels(tone: float, teeth: bool) -> tuple[Image, Image]:
     tongue = _smooth((1.0 - (x / 0.62) ** 2 - ((d - 0.04) / 0.2) ** 2) / 0.25)
     tongue_shade = (0.55 + 0.45 * np.sqrt(centre)) * (1.0 - 0.5 * _smooth(d / 0.24))
     lower = lower * (1.0 - tongue[..., None]) + (_TONGUE * tongue_shade[..., None]) * tongue[..., None]
-    if teeth:
+    if upper_teeth:
         cover, shade = _teeth(x, d, _UPPER_TEETH, _UPPER_EDGES, 0.9)
         upper = upper * (1.0 - cover[..., None]) + (_TEETH * shade[..., None]) * cover[..., None]
+    if lower_teeth:
         cover, shade = _teeth(x, d, _LOWER_TEETH, _LOWER_EDGES, 0.75)
         lower = lower * (1.0 - cover[..., None]) + (_TEETH * (0.82 * shade)[..., None]) * cover[..., None]
     out = []
@@ -282,7 +283,7 @@ def synthetic_panels(tone: float) -> tuple[Image, Image]:
 
     `tone` in 0..1 scales the brightness so the teeth sit in the scene's light.
     """
-    return _cavity_panels(tone, teeth=True)
+    return _cavity_panels(tone, upper_teeth=True, lower_teeth=True)
 
 
 REFERENCE_OPENING = 0.12  # opening / width from which a source's own mouth interior is worth copying
@@ -299,7 +300,9 @@ def mouth_panels(image: Image, landmarks: Landmarks) -> tuple[tuple[Image, Image
     tone = skin_tone(image, landmarks)
     if MouthFrame.of(landmarks).ratio < REFERENCE_OPENING:
         return synthetic_panels(tone), False
-    backdrop = _cavity_panels(tone, teeth=False)
+    # The source's upper teeth hang from its upper lip; a wide-open frame still shows lower teeth
+    # (synthetic) when the source's narrower opening had none to copy.
+    backdrop = _cavity_panels(tone, upper_teeth=False, lower_teeth=True)
     lips = LipFrame.of(landmarks)
     uu, d = _panel_grid()
     up = np.interp(uu, *lips.upper).astype(np.float32)

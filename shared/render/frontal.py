@@ -18,7 +18,8 @@ from scipy.spatial.transform import Rotation
 
 from shared.render import eyes_mouth as em
 from shared.render import topology as topo
-from shared.render.delight import DelightOptions, delight
+from shared.render.delight import DelightOptions, delight, feature_mask, normalised_blur
+from shared.render.iris import Iris, lift_irises
 from shared.render.occlusion import hair_cover
 from shared.render.retarget import fit_similarity
 from shared.render.warp import Points, Region, remap, similarity_2d, triangle_raster, warp_maps
@@ -37,8 +38,10 @@ class Texture:
     panels: tuple[Image, Image]
     panels_real: bool  # the panels hold the avatar's own teeth
     yaw: float  # degrees, of the original avatar image
-    # 255 where the avatar's own forehead is covered (a fringe, a hat brim): the sender's forehead shows there.
+    # 255 where the avatar's own forehead is covered and the sender's should show; prepare_texture paints a
+    # fringe over with the avatar's skin instead (the sender's forehead pulls a recogniser to the sender).
     cover: npt.NDArray[np.uint8] | None = None
+    irises: tuple[Iris | None, Iris | None] = (None, None)  # lifted out of `image`, drawn whole per frame
     packed: Image | None = None  # BGR plus the cover as a fourth channel, so one remap moves both
     # `packed` pre-shrunk in steps of 1/sqrt(2) (INTER_AREA), so a face rendered smaller than the
     # avatar's picture is sampled from a level near its own scale: a bilinear lookup that skips
@@ -122,9 +125,11 @@ def prepare_texture(
     mirror_fill: bool = True,
     fine_chroma: float = 1.0,
     delighting: DelightOptions | None = None,
+    rigid_irises: bool = True,
 ) -> Texture:
     """The avatar frontalised (and mirror-filled) and de-lit (`delighting`, None: DEFAULT_DELIGHT; zero strengths
-    keep it as painted); `fine_chroma` < 1 softens its faint fine colour detail."""
+    keep it as painted); `fine_chroma` < 1 softens its faint fine colour detail; `rigid_irises` lifts the irises
+    out of the texture to be drawn whole (shared.render.iris)."""
     lm = landmarks.astype(np.float32)
     rotation = frontal_rotation(lm)
     yaw = float(np.degrees(Rotation.from_matrix(rotation).as_euler("yxz")[0]))
@@ -148,9 +153,11 @@ def prepare_texture(
     out = delight(out, frontal, delighting or DEFAULT_DELIGHT)
     out = soften_fine_chroma(out, _FINE_SCALE * width, fine_chroma)
     mouth = em.MouthFrame.of(frontal)
-    cover = _forehead_cover(out, frontal)
+    # A fringe is painted over with the avatar's own skin: no cover, the sender's forehead stays out of it.
+    out = _fill_hair(out, frontal)
+    out, irises = lift_irises(out, frontal) if rigid_irises else (out, (None, None))
     panels, real = em.mouth_panels(out, frontal)
-    packed = np.dstack([out, cover if cover is not None else np.zeros(out.shape[:2], np.uint8)])
+    packed = np.dstack([out, np.zeros(out.shape[:2], np.uint8)])
     return Texture(
         image=np.ascontiguousarray(out),
         landmarks=frontal,
@@ -159,31 +166,32 @@ def prepare_texture(
         panels=panels,
         panels_real=real,
         yaw=yaw,
-        cover=cover,
+        cover=None,
+        irises=irises,
         packed=packed,
         levels=mip_levels(packed),
     )
 
 
-def _forehead_cover(image: Image, landmarks: Landmarks) -> npt.NDArray[np.uint8] | None:
-    """What covers the avatar's face above the eyes (hair, hats). Below the eyes nothing is removed:
-    moustaches, beards and make-up are who the avatar is."""
-    mask = hair_cover(image, landmarks)
+def _fill_hair(image: Image, landmarks: Landmarks) -> Image:
+    """The avatar's forehead with the hair hanging over it (a fringe) painted over with its own skin.
+
+    Left in the texture, a fringe lands as brown smudges on the sender's forehead; showing the
+    sender's own forehead there instead pulls a recogniser towards the sender. The avatar's skin
+    around it, spread over it (normalised convolution, features left out), does neither.
+    """
+    hair = hair_cover(image, landmarks)
+    if not hair.any():
+        return image
     width = float(np.ptp(landmarks[:468, 0]))
-    # A soft edge reaching past the hair's own (its fine strands and shadow): the sender's forehead
-    # and the avatar's skin meet in a gradient, with no brown rim left on the sender's skin.
     grow = max(1, int(round(0.02 * width)))
-    mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
-    mask = cv2.GaussianBlur(mask, (0, 0), max(1.0, 0.03 * width))
-    mask = np.clip(mask * 1.6, 0.0, 1.0)
-    eye_line = float(landmarks[[33, 133, 263, 362], 1].mean())
-    brow_top = float(landmarks[[105, 334, 66, 296], 1].min())
-    rows = np.arange(mask.shape[0], dtype=np.float32)[:, None]
-    # Full effect from the brows up, none below the eyes.
-    mask *= np.clip((eye_line - rows) / max(eye_line - brow_top, 1.0), 0.0, 1.0)
-    if float(mask.max()) < 0.05:
-        return None
-    return np.asarray(np.clip(mask * 255.0 + 0.5, 0, 255), np.uint8)
+    hair = cv2.dilate(hair, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
+    face = np.zeros(image.shape[:2], np.uint8)
+    cv2.fillPoly(face, [np.round(landmarks[topo.face_oval_ring(), :2] * 16).astype(np.int32)], 255, cv2.LINE_8, shift=4)
+    skin = (face > 0) & (hair == 0) & (feature_mask((image.shape[0], image.shape[1]), landmarks, width) == 0)
+    fill = normalised_blur(image.astype(np.float32), skin.astype(np.float32), max(1.0, 0.06 * width))
+    soft = cv2.GaussianBlur(hair, (0, 0), max(1.0, 0.01 * width))[..., None]
+    return np.asarray(np.clip(image * (1.0 - soft) + fill * soft + 0.5, 0, 255), np.uint8)
 
 
 def _mirror_fill(
