@@ -7,7 +7,7 @@ import numpy as np
 
 from shared.alpha_codec import EDGE_GAIN, upsample
 from shared.render.mesh import _warp_person
-from shared.render.warp import remap
+from shared.render.warp import CoarseMap, Region, remap, warp_map
 from tests.render_fixtures import astronaut
 
 
@@ -32,10 +32,28 @@ def test_person_warp_matches_the_whole_frame_inside_the_matte() -> None:
     maps = _maps(320, 240)
     alpha = np.zeros((240, 320), np.float32)
     cv2.ellipse(alpha, (150, 140), (60, 80), 0, 0, 360, 1.0, -1)
-    got = _warp_person(image, maps, alpha)
+    coarse = CoarseMap(maps, Region.full((320, 240)), 1)
+    got = _warp_person(image, coarse, alpha)
     whole = remap(image, maps)
     inside = alpha > 0
     assert np.array_equal(got[inside], whole[inside])
     assert np.array_equal(got[:40], image[:40])  # above the person: the keyframe as it is
-    assert np.array_equal(_warp_person(image, maps, np.ones_like(alpha)), whole)
-    assert np.array_equal(_warp_person(image, maps, np.zeros_like(alpha)), image)
+    assert np.array_equal(_warp_person(image, coarse, np.ones_like(alpha)), whole)
+    assert np.array_equal(_warp_person(image, coarse, np.zeros_like(alpha)), image)
+
+
+def test_coarse_map_boxes_equal_the_full_map() -> None:
+    """Upsampling a box of a coarse map gives the full map's values there, exactly (steps 1, 2, 4)."""
+    rng = np.random.default_rng(5)
+    verts_dst = np.array([[0, 0], [159, 0], [0, 119], [159, 119], [70, 50], [100, 80]], np.float32)
+    verts_src = verts_dst + rng.normal(0, 4, verts_dst.shape).astype(np.float32)
+    tris = np.array([[0, 1, 4], [1, 3, 5], [3, 2, 5], [2, 0, 4], [4, 1, 5], [4, 5, 2]])
+    for step in (1, 2, 4):
+        region = Region(8, 4, 152, 112)
+        full, _ = warp_map(verts_dst[tris], verts_src[tris], region, step, coverage=False)
+        coarse = CoarseMap.build(verts_dst[tris], verts_src[tris], region, step)
+        assert np.array_equal(coarse.full(), full)
+        for _ in range(30):
+            y0, x0 = int(rng.integers(4, 115)), int(rng.integers(8, 159))
+            y1, x1 = int(rng.integers(y0 + 1, 117)), int(rng.integers(x0 + 1, 161))
+            assert np.array_equal(coarse.box(slice(y0, y1), slice(x0, x1)), full[y0 - 4 : y1 - 4, x0 - 8 : x1 - 8])

@@ -23,7 +23,7 @@ from shared.render import topology as topo
 from shared.render.frontal import Texture, prepare_texture
 from shared.render.occlusion import OcclusionOptions, occluder_mask
 from shared.render.retarget import RetargetOptions, RetargetPlan, apply_retarget, plan_retarget
-from shared.render.warp import PointMap, Points, Region, remap, similarity_2d, warp_map
+from shared.render.warp import CoarseMap, PointMap, Points, Region, remap, similarity_2d, warp_map
 from shared.types import Alpha, FrameState, IdentityAsset, Image, KeyframeState, Landmarks, RenderedPerson
 
 log = logging.getLogger(__name__)
@@ -217,7 +217,7 @@ class MeshRenderer:
             alpha = _pick_alpha(frame.alpha, None, (h, w))
             image = _warp_person(keyframe.image, maps, alpha)
         else:
-            packed = remap(model.packed, maps)
+            packed = remap(model.packed, maps.full())
             image = np.asarray(cv2.cvtColor(packed, cv2.COLOR_BGRA2BGR), np.uint8)
             alpha = cv2.extractChannel(packed, 3).astype(np.float32) * np.float32(1.0 / 255.0)
         if not avatar:
@@ -240,7 +240,7 @@ class MeshRenderer:
             return self.options.face_step
         return 1 if bl.face_width(landmarks) < _FINE_FACE_WIDTH else 2
 
-    def _keyframe_map(self, model: _KeyframeModel, dst: Landmarks, size: tuple[int, int], coarse_face: bool = False) -> PointMap:
+    def _keyframe_map(self, model: _KeyframeModel, dst: Landmarks, size: tuple[int, int], coarse_face: bool = False) -> CoarseMap:
         """The backward map taking the keyframe to this frame: body rings, and the dense face mesh unless coarse."""
         opts = self.options
         motion = similarity_2d(model.landmarks, dst)
@@ -253,10 +253,12 @@ class MeshRenderer:
         tris = model.border_tris
         full = Region.full(size)
         fallback = cv2.invertAffineTransform(motion)
-        maps, _ = warp_map(border_dst[tris], model.border_src[tris], full, opts.body_step, None, fallback, coverage=False)
-        if not coarse_face:
-            self._face_maps(model, dst, size, maps)
-        return maps
+        body = CoarseMap.build(border_dst[tris], model.border_src[tris], full, opts.body_step, None, fallback)
+        if coarse_face:
+            return body  # upsampled later only where the person is
+        maps = body.full()
+        self._face_maps(model, dst, size, maps)
+        return CoarseMap(maps, full, 1)
 
     def _face_maps(self, model: _KeyframeModel, dst: Landmarks, size: tuple[int, int], maps: PointMap) -> None:
         """Overwrite the body map inside the face with the dense mesh warp (eyes, lids, mouth)."""
@@ -280,7 +282,7 @@ class MeshRenderer:
         model: _KeyframeModel,
         dst: Landmarks,
         alpha: Alpha,
-        maps: PointMap,
+        maps: CoarseMap,
     ) -> None:
         opts = self.options
         target = apply_retarget(self._retarget_plan(model, texture), dst)
@@ -323,13 +325,13 @@ class MeshRenderer:
         occluder = None
         if model.occluder is not None:
             # The keyframe's occluders, carried to this frame by the keyframe's own warp.
-            warped = remap(model.occluder, np.ascontiguousarray(maps[sy, sx]))
+            warped = remap(model.occluder, maps.box(sy, sx))
             occluder = warped.astype(np.float32) * np.float32(1.0 / 255.0)
         weight = bl.swap_weight(mask, alpha[sy, sx], occluder)
         image[sy, sx] = bl.blend(base, face, weight)
 
 
-def _warp_person(image: Image, maps: PointMap, alpha: Alpha) -> Image:
+def _warp_person(image: Image, maps: CoarseMap, alpha: Alpha) -> Image:
     """The keyframe warped by `maps` where the person is (alpha > 0, its bounding box); as it is elsewhere.
 
     Nothing outside the matte shows over a background, and a blurred-keyframe background sees the
@@ -338,11 +340,11 @@ def _warp_person(image: Image, maps: PointMap, alpha: Alpha) -> Image:
     x, y, bw, bh = cv2.boundingRect(np.asarray(alpha > 0, np.uint8))
     h, w = image.shape[:2]
     if bw * bh > _WHOLE_FRAME_SHARE * w * h:
-        return remap(image, maps)
+        return remap(image, maps.full())
     out = image.copy()
     if bw > 0 and bh > 0:
         box = (slice(y, y + bh), slice(x, x + bw))
-        out[box] = remap(image, maps[box])
+        out[box] = remap(image, maps.box(*box))
     return out
 
 

@@ -105,6 +105,32 @@ def triangle_raster(dst: Points, region: Region, step: int, order: npt.NDArray[n
     return raster
 
 
+def _coarse_map(
+    dst: Points,
+    src: Points,
+    region: Region,
+    step: int,
+    order: npt.NDArray[np.intp] | None,
+    fallback: npt.NDArray[np.float64] | None,
+) -> tuple[PointMap, npt.NDArray[np.int32]]:
+    """The backward map on the coarse grid of `region` (one sample every `step` pixels) and its triangle raster."""
+    raster = triangle_raster(dst, region, step, order)
+    coef = np.empty((len(dst) + 1, 6))
+    coef[0] = (fallback if fallback is not None else np.array([[1.0, 0, 0], [0, 1.0, 0]])).reshape(6)
+    coef[1:] = affine_coefficients(dst, src)
+    rows, cols = raster.shape
+    xs = (region.x0 + (np.arange(cols) + 0.5) * step - 0.5).astype(np.float32)[None, :]
+    ys = (region.y0 + (np.arange(rows) + 0.5) * step - 0.5).astype(np.float32)[:, None]
+    # Six 1-D lookups are several times faster than one (N, 6) fancy-index gather.
+    table = np.ascontiguousarray(coef.T, np.float32)
+    flat = raster.ravel()
+    c = [t.take(flat).reshape(rows, cols) for t in table]
+    maps = np.empty((rows, cols, 2), np.float32)
+    maps[..., 0] = c[0] * xs + c[1] * ys + c[2]
+    maps[..., 1] = c[3] * xs + c[4] * ys + c[5]
+    return maps, raster
+
+
 def warp_map(
     dst: Points,
     src: Points,
@@ -120,27 +146,52 @@ def warp_map(
     used where no triangle covers a pixel (identity when None). Interleaved x/y: one upsampling
     resize instead of two, and cv2.remap takes it as is. `coverage=False` skips the mask (None).
     """
-    raster = triangle_raster(dst, region, step, order)
-    coef = np.empty((len(dst) + 1, 6))
-    coef[0] = (fallback if fallback is not None else np.array([[1.0, 0, 0], [0, 1.0, 0]])).reshape(6)
-    coef[1:] = affine_coefficients(dst, src)
-    rows, cols = raster.shape
-    xs = (region.x0 + (np.arange(cols) + 0.5) * step - 0.5).astype(np.float32)[None, :]
-    ys = (region.y0 + (np.arange(rows) + 0.5) * step - 0.5).astype(np.float32)[:, None]
-    # Six 1-D lookups are several times faster than one (N, 6) fancy-index gather.
-    table = np.ascontiguousarray(coef.T, np.float32)
-    flat = raster.ravel()
-    c = [t.take(flat).reshape(rows, cols) for t in table]
-    maps = np.empty((rows, cols, 2), np.float32)
-    maps[..., 0] = c[0] * xs + c[1] * ys + c[2]
-    maps[..., 1] = c[3] * xs + c[4] * ys + c[5]
-    covered = np.where(raster > 0, np.uint8(255), np.uint8(0)) if coverage else None
+    maps, raster = _coarse_map(dst, src, region, step, order, fallback)
+    covered = cv2.compare(raster, 0, cv2.CMP_GT) if coverage else None
     if step > 1:
         size = (region.width, region.height)
         maps = np.asarray(cv2.resize(maps, size, interpolation=cv2.INTER_LINEAR), np.float32)
         if covered is not None:
             covered = np.asarray(cv2.resize(covered, size, interpolation=cv2.INTER_LINEAR), np.uint8)
     return maps, covered
+
+
+@dataclass(frozen=True)
+class CoarseMap:
+    """A backward map kept on its coarse grid; full-resolution pieces are made only where they are needed.
+
+    `box(ys, xs)` equals warp_map's full map of the region sliced to that box (bilinear upsampling by
+    an integer step reads only the neighbouring coarse samples, so a crop with one sample of margin
+    gives the same values) without upsampling the rest of the region.
+    """
+
+    coarse: PointMap
+    region: Region
+    step: int
+
+    @classmethod
+    def build(cls, dst: Points, src: Points, region: Region, step: int,
+              order: npt.NDArray[np.intp] | None = None, fallback: npt.NDArray[np.float64] | None = None) -> CoarseMap:
+        return cls(_coarse_map(dst, src, region, step, order, fallback)[0], region, step)
+
+    def full(self) -> PointMap:
+        if self.step == 1:
+            return self.coarse
+        size = (self.region.width, self.region.height)
+        return np.asarray(cv2.resize(self.coarse, size, interpolation=cv2.INTER_LINEAR), np.float32)
+
+    def box(self, ys: slice, xs: slice) -> PointMap:
+        """The full map over frame rows `ys` and columns `xs` (inside the region)."""
+        y0, y1, x0, x1 = ys.start - self.region.y0, ys.stop - self.region.y0, xs.start - self.region.x0, xs.stop - self.region.x0
+        if self.step == 1:
+            return self.coarse[y0:y1, x0:x1]
+        k = self.step
+        rows, cols = self.coarse.shape[:2]
+        cy0, cx0 = max(0, y0 // k - 1), max(0, x0 // k - 1)
+        cy1, cx1 = min(rows, -(-y1 // k) + 1), min(cols, -(-x1 // k) + 1)
+        up = cv2.resize(self.coarse[cy0:cy1, cx0:cx1], ((cx1 - cx0) * k, (cy1 - cy0) * k), interpolation=cv2.INTER_LINEAR)
+        oy, ox = y0 - cy0 * k, x0 - cx0 * k
+        return np.asarray(up[oy : oy + y1 - y0, ox : ox + x1 - x0], np.float32)
 
 
 def warp_maps(
