@@ -97,6 +97,15 @@ def _ratios(lm: Landmarks) -> tuple[float, float]:
     return mouth, eyes
 
 
+def _face_crop(image: Image, lm: Landmarks, side: int = 240) -> Image:
+    """A square around the face (its box plus a third on each side), `side` pixels: faces are what the sheet is for."""
+    lo, hi = lm[:468, :2].min(axis=0), lm[:468, :2].max(axis=0)
+    centre, half = (lo + hi) / 2, float((hi - lo).max()) * (0.5 + 1 / 3)
+    scale = side / (2 * half)
+    matrix = np.array([[scale, 0, side / 2 - scale * centre[0]], [0, scale, side / 2 - scale * centre[1]]])
+    return np.asarray(cv2.warpAffine(image, matrix, (side, side), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0)), np.uint8)
+
+
 def _jerk(means: list[npt.NDArray[np.float64]]) -> float:
     a, b, c = means
     return float(np.abs(a - 2 * b + c).mean())
@@ -174,7 +183,7 @@ def run_pair(
         if len(history) == 3:
             flicker.append(_jerk([h[1] for h in history]) - _jerk([h[0] for h in history]))
         if len(sheet) < sheet_cells and i >= len(sheet) * sheet_every:
-            sheet.append(np.hstack([image, out]))
+            sheet.append(np.hstack([_face_crop(image, lm), _face_crop(out, lm)]))
         if i % stride:
             continue
         judged += 1

@@ -21,6 +21,7 @@ from shared.render import blend as bl
 from shared.render import eyes_mouth as em
 from shared.render import topology as topo
 from shared.render.frontal import Texture, prepare_texture
+from shared.render.iris import draw_irises
 from shared.render.occlusion import OcclusionOptions, occluder_mask
 from shared.render.retarget import RetargetOptions, RetargetPlan, apply_retarget, plan_retarget
 from shared.render.warp import CoarseMap, PointMap, Points, Region, remap, similarity_2d, warp_map
@@ -47,6 +48,7 @@ class MeshOptions:
     blend: bl.BlendOptions = field(default_factory=lambda: bl.BlendOptions(feather=0.05, inset=0.01, forehead_fade=0.0))
     mirror_fill: bool = True
     fine_chroma: float = 0.2  # of the avatar's faint fine colour detail kept (frontal.soften_fine_chroma)
+    rigid_irises: bool = True  # irises drawn whole over a clean eye (shared.render.iris), not stretched by the warp
     keep_occluders: bool = True  # glasses, hair, hands on the sender's face stay in front of an avatar
     occlusion: OcclusionOptions = field(default_factory=OcclusionOptions)
 
@@ -191,7 +193,11 @@ class MeshRenderer:
                 identity = identity_from_image(identity.image, identity.asset_id)
             assert identity.landmarks is not None and identity.image is not None
             texture = prepare_texture(
-                identity.image, identity.landmarks, mirror_fill=self.options.mirror_fill, fine_chroma=self.options.fine_chroma
+                identity.image,
+                identity.landmarks,
+                mirror_fill=self.options.mirror_fill,
+                fine_chroma=self.options.fine_chroma,
+                rigid_irises=self.options.rigid_irises,
             )
         except IdentityError as exc:
             log.warning("identity %s is unusable, showing the sender instead: %s", identity.asset_id[:12], exc)
@@ -313,10 +319,12 @@ class MeshRenderer:
             mask = mask * (1.0 - cover)
         origin = np.array([sx.start, sy.start], np.float32)
         midline = (target[168, :2] - origin, target[topo.CHIN, :2] - origin)
+        local = target.copy()
+        local[:, :2] -= origin
+        # Irises before the shading: they take the scene's light with the rest of the face.
+        draw_irises(face, local, texture.irises)
         face = np.ascontiguousarray(bl.match_shading(face, base, mask, width, opts.blend, midline))
         # The cavity goes in after the shading so teeth keep their colour; panels are lit like the scene.
-        local = target.copy()
-        local[:, :2] -= np.array([sx.start, sy.start], np.float32)
         # The avatar's own teeth when its picture shows them; else a cavity lit like the scene.
         if texture.panels_real:
             em.composite_cavity(face, local, texture.panels, texture.mouth_ratio)
