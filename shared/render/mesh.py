@@ -296,7 +296,7 @@ class MeshRenderer:
         mesh_tris = em.mesh_triangles()
         dst_vertices = em.extended_vertices(target)
         step = self._face_step(target)
-        region = Region.around(dst_vertices, size, 2, step)
+        region = _face_region(dst_vertices, size, step)
         order = _draw_order(_depths(target), mesh_tris)
         width = bl.face_width(target)
         level, to_level = texture.level_for(width)
@@ -304,8 +304,7 @@ class MeshRenderer:
         # Outside the mesh (the feathered edge reaches a little past it) sample the avatar's own
         # surroundings under the same head motion, not whatever the identity map would hit.
         fallback = to_level @ np.vstack([similarity_2d(target, texture.landmarks), [0.0, 0.0, 1.0]])
-        face_map, covered = warp_map(dst_vertices[mesh_tris], src, region, step, order, fallback)
-        assert covered is not None
+        face_map, covered = _inner_warp_map(dst_vertices[mesh_tris], src, region, step, order, fallback)
         warped = remap(level, face_map)
         face = np.asarray(cv2.cvtColor(warped, cv2.COLOR_BGRA2BGR), np.uint8)
         sy, sx, py, px = region.clip_to(size)
@@ -337,6 +336,37 @@ class MeshRenderer:
             occluder = warped.astype(np.float32) * np.float32(1.0 / 255.0)
         weight = bl.swap_weight(mask, alpha[sy, sx], occluder)
         image[sy, sx] = bl.blend(base, face, weight)
+
+
+def _inner_warp_map(dst: Points, src: Points, region: Region, step: int, order: npt.NDArray[np.intp],
+                    fallback: npt.NDArray[np.float64]) -> tuple[PointMap, npt.NDArray[np.uint8]]:
+    """warp_map over `region` computed one coarse sample wider on every side and cut back: the upsampled
+    map at the region's border rows is then interpolated like inside, not held at the last sample,
+    so where the region ends (the frame's edge, say) changes nothing."""
+    wide = Region(region.x0 - step, region.y0 - step, region.width + 2 * step, region.height + 2 * step)
+    maps, covered = warp_map(dst, src, wide, step, order, fallback)
+    assert covered is not None
+    inner = (slice(step, step + region.height), slice(step, step + region.width))
+    return maps[inner], covered[inner]
+
+
+def _face_region(points: Points, size: tuple[int, int], step: int) -> Region:
+    """The face's region with sides a multiple of 4 (and of `step`), moved inside the frame where it fits.
+
+    blend.match_shading works at quarter size: on such a region OpenCV takes its exact 4x4 averaging,
+    three times faster than area resizing by a fractional factor, and the region is not cut by the frame.
+    """
+    region = Region.around(points, size, 2, int(np.lcm(step, 4)))
+    # Moved only by whole steps (the coarse map then samples the same points: the same face), and only
+    # as far as the overflow (or the region would stop short of the frame's edge).
+    x0, y0 = region.x0, region.y0
+    over_x = region.x0 + region.width - size[0]
+    over_y = region.y0 + region.height - size[1]
+    if 0 < over_x <= x0 and over_x % step == 0:
+        x0 -= over_x
+    if 0 < over_y <= y0 and over_y % step == 0:
+        y0 -= over_y
+    return Region(x0, y0, region.width, region.height)
 
 
 def _warp_person(image: Image, maps: CoarseMap, alpha: Alpha) -> Image:
