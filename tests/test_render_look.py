@@ -201,3 +201,28 @@ def test_a_fringe_on_the_forehead_is_cover_the_brows_and_skin_below_are_not() ->
     for i in (105, 334, 66, 296):
         cv2.circle(brows, tuple(int(v) for v in lm[i, :2]), 4, 255, -1)
     assert cover[brows > 0].max() == 0.0
+
+
+def test_a_dark_streak_along_the_outline_is_cleaned_the_skin_inside_kept() -> None:
+    from shared.render.frontal import _clean_outline
+
+    image, lm = _big_astronaut()
+    oval = lm[topo.face_oval_ring(), :2]
+    centre = oval.mean(axis=0)
+    streak = np.zeros(image.shape[:2], np.uint8)
+    # A broken dark line just inside the outline, down one cheek: what sliver triangles leave.
+    cheek = (oval - centre) * 0.99 + centre
+    cheek = cheek[(cheek[:, 0] > centre[0]) & (np.abs(cheek[:, 1] - centre[1]) < 0.3 * np.ptp(oval[:, 1]))]
+    cv2.polylines(streak, [np.round(cheek).astype(np.int32)], False, 255, 2)
+    marked = image.copy()
+    marked[streak > 0] = (40, 40, 50)
+    out = _clean_outline(marked, lm)
+    # Where the line ran over skin (not her hair at the temple), the skin is back.
+    on_skin = (streak > 0) & (_luma(image) > 80)
+    assert on_skin.sum() > 50
+    error = float(np.abs(_luma(out)[on_skin] - _luma(image)[on_skin]).mean())
+    marked_error = float(np.abs(_luma(marked)[on_skin] - _luma(image)[on_skin]).mean())
+    assert error < 25 < marked_error, (error, marked_error)
+    inside = np.zeros(image.shape[:2], np.uint8)
+    cv2.fillPoly(inside, [np.round((oval - centre) * 0.85 + centre).astype(np.int32)], 255)
+    assert np.array_equal(out[inside > 0], marked[inside > 0])

@@ -215,7 +215,6 @@ class LipFrame:
         return (np.interp(u, *self.lower) - np.interp(u, *self.upper)).astype(np.float32)
 
 
-
 def _panel_grid() -> tuple[FloatArray, FloatArray]:
     u = np.linspace(*_U_RANGE, PANEL_W, dtype=np.float32)
     d = np.linspace(*_D_RANGE, PANEL_H, dtype=np.float32)
@@ -228,7 +227,9 @@ def _smooth(x: FloatArray) -> FloatArray:
     return (t * t * (3.0 - 2.0 * t)).astype(np.float32)
 
 
-def _teeth(x: FloatArray, d: FloatArray, height: float, edges: npt.NDArray[np.float64], reach: float) -> tuple[FloatArray, FloatArray]:
+def _teeth(
+    x: FloatArray, d: FloatArray, height: float, edges: npt.NDArray[np.float64], reach: float, seams: float = 1.0
+) -> tuple[FloatArray, FloatArray]:
     """Coverage and shading of a row of teeth hanging `height` from the lip at d = 0, over projected x in -1..1."""
     ax = np.abs(x)
     k = np.clip(np.searchsorted(edges, ax) - 1, 0, len(edges) - 2)
@@ -238,7 +239,7 @@ def _teeth(x: FloatArray, d: FloatArray, height: float, edges: npt.NDArray[np.fl
     tip = height * (1.0 - 0.45 * ax * ax) - 0.22 * height * size * (2.0 * local - 1.0) ** 2
     cover = _smooth((tip - d) / 0.012 + 0.5) * _smooth((reach - ax) / 0.18)
     gap = np.minimum(local, 1.0 - local) * (right - left)  # distance to the nearest tooth edge in x
-    seam = np.exp(-((gap / 0.009) ** 2)) * (0.2 + 0.35 * _smooth(d / max(height, 1e-3)))
+    seam = seams * np.exp(-((gap / 0.009) ** 2)) * (0.2 + 0.35 * _smooth(d / max(height, 1e-3)))
     shade = (
         (0.93 + 0.1 * np.sin(np.pi * local))  # each tooth rounded
         * (1.0 - seam)
@@ -250,7 +251,7 @@ def _teeth(x: FloatArray, d: FloatArray, height: float, edges: npt.NDArray[np.fl
 
 
 _DARK = np.array([24, 22, 46], np.float32)  # BGR: the back of the mouth
-_TEETH = np.array([178, 200, 218], np.float32)  # ivory, not paper white
+_TEETH = np.array([168, 198, 222], np.float32)  # ivory, not paper white
 _TONGUE = np.array([78, 88, 160], np.float32)
 
 
@@ -269,8 +270,9 @@ def _cavity_panels(tone: float, upper_teeth: bool, lower_teeth: bool) -> tuple[I
         cover, shade = _teeth(x, d, _UPPER_TEETH, _UPPER_EDGES, 0.9)
         upper = upper * (1.0 - cover[..., None]) + (_TEETH * shade[..., None]) * cover[..., None]
     if lower_teeth:
-        cover, shade = _teeth(x, d, _LOWER_TEETH, _LOWER_EDGES, 0.75)
-        lower = lower * (1.0 - cover[..., None]) + (_TEETH * (0.82 * shade)[..., None]) * cover[..., None]
+        # Lower teeth: smaller, mostly the front ones, and their edges barely show at this size.
+        cover, shade = _teeth(x, d, _LOWER_TEETH, _LOWER_EDGES, 0.62, seams=0.5)
+        lower = lower * (1.0 - cover[..., None]) + (_TEETH * (0.9 * shade)[..., None]) * cover[..., None]
     out = []
     for panel in (upper, lower):
         lit = np.clip(panel * tone, 0, 255).astype(np.float32)
@@ -286,6 +288,7 @@ def synthetic_panels(tone: float) -> tuple[Image, Image]:
     return _cavity_panels(tone, upper_teeth=True, lower_teeth=True)
 
 
+_LIP_BAND = 0.03  # of the mouth width: lip inside the inner-lip landmarks of a source
 REFERENCE_OPENING = 0.12  # opening / width from which a source's own mouth interior is worth copying
 
 
@@ -310,11 +313,14 @@ def mouth_panels(image: Image, landmarks: Landmarks) -> tuple[tuple[Image, Image
     opening = low - up
     out = []
     # Short of the opposite lip and clear of the corners, where the landmarks often run over lip.
-    inside = _smooth((opening - d - 0.015) / 0.03) * _smooth((0.5 - np.abs(uu - 0.5)) / 0.08 - 0.3)
+    inside = _smooth((opening - d - 2 * _LIP_BAND - 0.01) / 0.03) * _smooth((0.5 - np.abs(uu - 0.5)) / 0.08 - 0.3)
     # A narrow opening shows the upper teeth down to the lower lip: only a wide one is worth
     # copying for the lower panel, else the upper teeth would show twice.
     lower_share = float(np.clip((MouthFrame.of(landmarks).ratio - 0.25) / 0.1, 0.0, 1.0))
-    for panel, v, share in ((backdrop[0], up + d, 1.0), (backdrop[1], low - d, lower_share)):
+    # The inner-lip landmarks sit on the lip's wet edge, often a little inside it: skip that band so
+    # the frame's own lip is not followed by a second, copied one.
+    skip = np.float32(_LIP_BAND)
+    for panel, v, share in ((backdrop[0], up + d + skip, 1.0), (backdrop[1], low - d - skip, lower_share)):
         px = lips.origin[0] + lips.width * (uu * lips.axis[0] + v * lips.normal[0])
         py = lips.origin[1] + lips.width * (uu * lips.axis[1] + v * lips.normal[1])
         copied = cv2.remap(image, px.astype(np.float32), py.astype(np.float32), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

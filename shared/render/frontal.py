@@ -150,13 +150,17 @@ def prepare_texture(
     out = remap(image, map_x, map_y)
     if mirror_fill and abs(yaw) >= _MIN_YAW_FOR_MIRROR:
         out = _mirror_fill(image, lm, out, dst, src, canvas, fallback, tris)
+    out = _clean_outline(out, frontal)
     out = delight(out, frontal, delighting or DEFAULT_DELIGHT)
     out = soften_fine_chroma(out, _FINE_SCALE * width, fine_chroma)
     mouth = em.MouthFrame.of(frontal)
     # A fringe is painted over with the avatar's own skin: no cover, the sender's forehead stays out of it.
     out = _fill_hair(out, frontal)
     out, irises = lift_irises(out, frontal) if rigid_irises else (out, (None, None))
-    panels, real = em.mouth_panels(out, frontal)
+    # A portrait's parted lips show little of its teeth, dimly, with lip inside the landmarks: copied
+    # into a wider opening they read as a second lip over a black hole. The synthetic cavity (lit
+    # like the avatar) reads as a mouth; the avatar's own interior still shows up to its own opening.
+    panels, real = em.synthetic_panels(em.skin_tone(out, frontal)), False
     packed = np.dstack([out, np.zeros(out.shape[:2], np.uint8)])
     return Texture(
         image=np.ascontiguousarray(out),
@@ -171,6 +175,34 @@ def prepare_texture(
         packed=packed,
         levels=mip_levels(packed),
     )
+
+
+def _clean_outline(image: Image, landmarks: Landmarks) -> Image:
+    """Dark specks along the face outline replaced by the skin next to them.
+
+    Triangles at the outline of a turned or tightly cropped portrait are slivers in the picture;
+    frontalised they sample the hair or background just past the cheek and leave a broken dark
+    line down the cheek. Only pixels much darker than the skin inside are replaced, so the jaw's
+    own shading stays.
+    """
+    oval = landmarks[topo.face_oval_ring(), :2]
+    width = float(np.ptp(oval[:, 0]))
+    if width < 8.0:
+        return image
+    h, w = image.shape[:2]
+    face = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(face, [np.round(oval * 16).astype(np.int32)], 255, cv2.LINE_8, shift=4)
+    inner = max(1, int(round(0.03 * width)))
+    skin = cv2.erode(face, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * inner + 1, 2 * inner + 1)))
+    skin[feature_mask((h, w), landmarks, width) > 0] = 0
+    band = np.zeros((h, w), np.uint8)
+    cv2.polylines(band, [np.round(oval * 16).astype(np.int32)], True, 255, max(1, int(round(0.04 * width))), cv2.LINE_8, shift=4)
+    fill = normalised_blur(image.astype(np.float32), (skin > 0).astype(np.float32), max(1.0, 0.03 * width))
+    luma = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    fill_luma = fill @ np.array([0.114, 0.587, 0.299], np.float32)
+    speck = ((band > 0) & (face > 0) & (luma < 0.8 * fill_luma)).astype(np.float32)
+    soft = cv2.GaussianBlur(speck, (0, 0), 0.7)[..., None]
+    return np.asarray(np.clip(image * (1.0 - soft) + fill * soft + 0.5, 0, 255), np.uint8)
 
 
 def _fill_hair(image: Image, landmarks: Landmarks) -> Image:
