@@ -30,6 +30,10 @@ _EYES: tuple[tuple[Callable[[], npt.NDArray[np.int32]], int, tuple[int, ...]], .
 _MIN_RADIUS = 1.5  # px: smaller irises are left to the warp
 _MIN_VISIBLE = 0.45  # of the disc: below this the eye is too closed to lift its iris
 _MAX_EXTENT = 1.5  # of the landmarks' radius: the largest iris looked for
+_CORNERS = {topo.RIGHT_IRIS_CENTER: topo.RIGHT_EYE_CORNERS, topo.LEFT_IRIS_CENTER: topo.LEFT_EYE_CORNERS}
+# Below this width (px, in the avatar's picture) an eye is a blur the iris cannot be told apart in.
+_MIN_EYE_WIDTH = 20.0
+_MAX_IRIS_SHARE = 0.6  # of the eye's width, the iris's diameter at most
 _MIN_CONTRAST = 30.0  # grey levels between the white and the iris
 _MIN_HEIGHT = 1.1  # of the iris radius: the eye opening's height through the iris centre, at least
 _MAX_FIT = 1.25  # of the landmarks' radius: the largest iris lifted
@@ -190,13 +194,19 @@ def lift_irises(image: Image, landmarks: Landmarks) -> tuple[Image, tuple[Iris |
         known = disc & seen
         dark = float(np.median(luma[known])) if known.any() else brightest
         sclera = seen & (distance > extent + 1.0) & (luma >= dark + _EDGE_FRACTION * (brightest - dark))
-        # Painted out a pixel wider than the iris, inside the opening only: the lids and lashes stay.
-        cover = np.clip(np.float32(extent + 1.5) - distance, 0.0, 1.0) * opening
+        # Painted out half a pixel wider than the iris, inside the opening only: the lids and lashes stay;
+        # the drawn iris's soft edge reaches as far, so no ring of white shows round it.
+        cover = np.clip(np.float32(extent + 1.0) - distance, 0.0, 1.0) * opening
         painted = _paint_out(pixels, cover, sclera)
         # An iris much larger than the landmarks' is a drawing they do not fit (a cartoon's eye
         # larger than its mesh opening): it is left to the warp rather than cut by the wrong lids.
         # No white to speak of (a statue, a deep shadow): nothing to lift the iris from.
         fits = extent <= _MAX_FIT * radius and brightest - dark >= _MIN_CONTRAST
+        # White must show beside the iris, or the eye is a blur of iris, white and lid (a small
+        # painted eye), and painting it out leaves a blank where the drawn iris does not reach.
+        corners = landmarks[list(_CORNERS[centre_index]), :2].astype(np.float64)
+        eye_width = float(np.linalg.norm(corners[0] - corners[1]))
+        fits = fits and eye_width >= _MIN_EYE_WIDTH and 2.0 * extent <= _MAX_IRIS_SHARE * eye_width
         # The lids must show at least part of the iris's height: a slit shows lids, not an iris.
         column = int(np.clip(round(float(centre[0])), 0, shape[1] - 1))
         fits = fits and int((opening[:, column] > 0.5).sum()) >= _MIN_HEIGHT * extent
@@ -204,7 +214,7 @@ def lift_irises(image: Image, landmarks: Landmarks) -> tuple[Image, tuple[Iris |
             irises.append(None)
             continue
         patch = _radial_fill(pixels, distance, known, extent)
-        alpha = np.clip(np.float32(extent + 0.5) - distance, 0.0, 1.0)
+        alpha = np.clip(np.float32(extent + 1.0) - distance, 0.0, 1.0)
         irises.append(Iris(patch, alpha, (float(local[0]), float(local[1])), radius))
         clean[y0:y1, x0:x1] = painted
     return clean, (irises[0], irises[1])
