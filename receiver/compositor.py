@@ -25,7 +25,7 @@ DEFAULT_BACKGROUND = "#30343c"
 FloatImage = npt.NDArray[np.float32]
 Mask = npt.NDArray[np.uint8]
 _SMALL = 4  # the light wrap works at 1/_SMALL of the frame size
-_STRIP = 32  # rows composed at a time (a multiple of _SMALL)
+_STRIP = 64  # rows composed at a time (a multiple of _SMALL)
 
 
 class BackgroundError(ValueError):
@@ -145,6 +145,24 @@ def despill_where(image: FloatImage, band: Mask) -> FloatImage:
     return image
 
 
+def _despill_band(image: FloatImage, band: Mask) -> None:
+    """despill() of an H x W x 3 float picture (C-contiguous) where `band` is non-zero, in place.
+
+    The band is a thin ring: its pixels are gathered, despilled and put back, each pixel moved as
+    one 12-byte item (several times faster than fancy indexing of an (N, 3) array).
+    """
+    points = cv2.findNonZero(band)
+    if points is None:
+        return
+    index = points[:, 0, 1].astype(np.intp) * band.shape[1] + points[:, 0, 0]
+    items = image.reshape(-1, 3).view(_PIXEL).reshape(-1)
+    pixels = items.take(index).view(np.float32).reshape(-1, 3)
+    items.put(index, np.ascontiguousarray(despill(pixels)).view(_PIXEL).reshape(-1))
+
+
+_PIXEL = np.dtype((np.void, 12))  # one BGR float32 pixel
+
+
 def _upsample_box(small: FloatImage, box: tuple[slice, slice], factor: int) -> FloatImage:
     """cv2.resize(small, full size)[box] for a box on the coarse grid, resizing only the part the box needs.
 
@@ -161,28 +179,13 @@ def _upsample_box(small: FloatImage, box: tuple[slice, slice], factor: int) -> F
     return np.asarray(up[oy : oy + ys.stop - ys.start, ox : ox + xs.stop - xs.start], np.float32)
 
 
-class _Upsampler:
-    """A coarse (1/_SMALL) image resized to the frame size, one box at a time."""
-
-    def __init__(self, small: FloatImage, size: tuple[int, int]) -> None:
-        self.small = small
-        self.size = size
-        self._full: FloatImage | None = None
-
-    def box(self, box: tuple[slice, slice]) -> FloatImage:
-        w, h = self.size
-        if w % _SMALL == 0 and h % _SMALL == 0:
-            return _upsample_box(self.small, box, _SMALL)
-        if self._full is None:  # off the coarse grid: resize once, then slice
-            self._full = np.asarray(cv2.resize(self.small, self.size, interpolation=cv2.INTER_LINEAR), np.float32)
-        return self._full[box]
-
-
 @dataclass(frozen=True)
 class _EdgeInputs:
-    band: Mask | None  # despill band over the person's box (None: no despill)
-    outside: _Upsampler | None  # light wrap: how much background each pixel sees (None: no wrap)
-    light: _Upsampler | None  # light wrap: the background's light around the person
+    """Per-frame edge work over the person's box (None where the option is off)."""
+
+    band: Mask | None  # despill band
+    weight: FloatImage | None  # light wrap: how much of the background's light each pixel takes
+    light: FloatImage | None  # light wrap: the background's light around the person
 
 
 class Compositor:
@@ -242,11 +245,13 @@ class Compositor:
         edges = self._edge_inputs(alpha, small_alpha, background, box)
         bg_float = self._background_float(background)
         ys, xs = box
-        # Strips of a few rows keep every temporary in the core's cache: the passes below are memory-bound,
-        # and over the whole box at once they ran at a quarter of the speed.
+        colours = image[box].astype(np.float32)
+        if edges.band is not None:
+            _despill_band(colours, edges.band)
+        # Strips of rows keep the temporaries in the core's cache (these passes are memory-bound).
         for y0 in range(ys.start, ys.stop, _STRIP):
             strip = (slice(y0, min(y0 + _STRIP, ys.stop)), xs)
-            fg = self._edges(image, alpha, strip, y0 - ys.start, edges)
+            fg = self._light_wrap(colours, slice(y0 - ys.start, y0 - ys.start + _STRIP), edges)
             bg = bg_float[strip]
             # bg + alpha (fg - bg), rounded like cv2.blendLinear (which takes a slow path for this).
             result[strip] = cv2.convertScaleAbs(cv2.add(bg, cv2.multiply(cv2.subtract(fg, bg), cv2.merge([alpha[strip]] * 3))))
@@ -275,6 +280,10 @@ class Compositor:
         return result
 
     def _edge_inputs(self, alpha: Alpha, small_alpha: FloatImage, background: Image, box: tuple[slice, slice]) -> _EdgeInputs:
+        """Despill band, light wrap weight and light over the person's box, each made in one pass.
+
+        Despill changes only the band (a green sweater inside the person keeps its colour).
+        """
         band = None
         if self.edges.despill:
             # Pixels outside the box have alpha 0, so the band is found and dilated within the box alone.
@@ -284,32 +293,33 @@ class Compositor:
         if self.edges.light_wrap <= 0:
             return _EdgeInputs(band, None, None)
         outside = np.asarray(cv2.GaussianBlur(1.0 - small_alpha, (0, 0), self._sigma()), np.float32)
-        light = self._wrap_light(small_alpha, background, outside)
-        return _EdgeInputs(band, _Upsampler(outside, self.size), _Upsampler(light, self.size))
+        weight = cv2.multiply(self._upsample(outside, box), alpha[box], scale=self.edges.light_wrap)
+        _, weight = cv2.threshold(weight, 1e-3, 0.0, cv2.THRESH_TOZERO)
+        light = self._upsample(self._wrap_light(small_alpha, background, outside), box)
+        return _EdgeInputs(band, np.asarray(weight, np.float32), light)
 
-    def _edges(self, image: Image, alpha: Alpha, strip: tuple[slice, slice], row: int, inputs: _EdgeInputs) -> FloatImage:
-        """The person's colours in `strip` (float), despilled on the soft edge band and lit by the background.
+    def _light_wrap(self, person: FloatImage, rows: slice, inputs: _EdgeInputs) -> FloatImage:
+        """The person's (despilled) colours in these rows of its box, lit by the background near the edge.
 
-        Despill changes only the band (a green sweater inside the person keeps its colour); the light
-        wrap only pixels it lifts by more than 0.1 % of the background's light. `row`: the strip's first
-        row in the person's box.
+        Only pixels the wrap lifts by more than 0.1 % of the background's light change (weight 0 elsewhere).
         """
-        fg = image[strip].astype(np.float32)
-        if inputs.band is not None:
-            fg = despill_where(fg, inputs.band[row : row + fg.shape[0]])
-        if inputs.outside is not None and inputs.light is not None:
-            weight = cv2.multiply(inputs.outside.box(strip), alpha[strip], scale=self.edges.light_wrap)
-            _, weight = cv2.threshold(weight, 1e-3, 0.0, cv2.THRESH_TOZERO)
-            light = inputs.light.box(strip)
-            fg = cv2.add(fg, cv2.multiply(cv2.subtract(light, fg), cv2.merge([weight] * 3)))
-        return fg
+        fg = person[rows]
+        if inputs.weight is None or inputs.light is None:
+            return fg
+        return np.asarray(cv2.add(fg, cv2.multiply(cv2.subtract(inputs.light[rows], fg), cv2.merge([inputs.weight[rows]] * 3))), np.float32)
+
+    def _upsample(self, small: FloatImage, box: tuple[slice, slice]) -> FloatImage:
+        """The coarse image resized to the frame, inside `box` only."""
+        w, h = self.size
+        if w % _SMALL or h % _SMALL:
+            return np.asarray(cv2.resize(small, self.size, interpolation=cv2.INTER_LINEAR)[box], np.float32)
+        return _upsample_box(small, box, _SMALL)
 
     def _wrap_light(self, small_alpha: FloatImage, background: Image, outside: FloatImage) -> FloatImage:
         """The background's light around the person at the coarse size (normalised blur of the visible background)."""
-        bg_small = self._background_small(background)
-        visible = 1.0 - small_alpha
-        light = cv2.GaussianBlur(bg_small * visible[..., None], (0, 0), self._sigma())
-        return np.asarray(light / np.maximum(outside, 1e-3)[..., None], np.float32)
+        visible = cv2.merge([1.0 - small_alpha] * 3)
+        light = cv2.GaussianBlur(cv2.multiply(self._background_small(background), visible), (0, 0), self._sigma())
+        return np.asarray(cv2.divide(light, cv2.merge([np.maximum(outside, np.float32(1e-3))] * 3)), np.float32)
 
     def _background_small(self, background: Image) -> FloatImage:
         cached = self._small_cache
