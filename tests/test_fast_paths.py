@@ -76,3 +76,24 @@ def test_face_region_is_on_a_fixed_grid_of_four() -> None:
             p = points[inside]
             assert region.x0 <= p[:, 0].min() and p[:, 0].max() < region.x0 + region.width
             assert region.y0 <= p[:, 1].min() and p[:, 1].max() < region.y0 + region.height
+
+
+def test_occluder_warp_looks_up_only_near_its_support() -> None:
+    from shared.render.mesh import _warp_occluder
+
+    rng = np.random.default_rng(11)
+    h, w = 240, 320
+    for case in range(12):
+        occluder = np.zeros((h, w), np.uint8)
+        x0, y0 = int(rng.integers(0, w - 30)), int(rng.integers(0, h - 30))
+        if case % 3 == 0:
+            x0 = 0  # touching the border: the lookup replicates it
+        occluder[y0 : y0 + int(rng.integers(1, 30)), x0 : x0 + int(rng.integers(1, 30))] = rng.integers(1, 256)
+        occluder = cv2.GaussianBlur(occluder, (5, 5), 0)
+        ys, xs = np.mgrid[0:200, 0:260].astype(np.float32)
+        maps = np.dstack([xs * 1.2 - 20 + 5 * np.sin(ys / 13), ys * 1.1 - 10]).astype(np.float32)
+        for region in (maps, maps[:40, :50]):  # the whole-frame (fixed-point) and the small (float) lookup
+            region = np.ascontiguousarray(region)
+            want = remap(occluder, region).astype(np.float32) * np.float32(1.0 / 255.0)
+            assert np.array_equal(_warp_occluder(occluder, region), want)
+    assert not _warp_occluder(np.zeros((h, w), np.uint8), maps).any()

@@ -332,10 +332,32 @@ class MeshRenderer:
         occluder = None
         if model.occluder is not None:
             # The keyframe's occluders, carried to this frame by the keyframe's own warp.
-            warped = remap(model.occluder, maps.box(sy, sx))
-            occluder = warped.astype(np.float32) * np.float32(1.0 / 255.0)
+            occluder = _warp_occluder(model.occluder, maps.box(sy, sx))
         weight = bl.swap_weight(mask, alpha[sy, sx], occluder)
         image[sy, sx] = bl.blend(base, face, weight)
+
+
+def _warp_occluder(occluder: npt.NDArray[np.uint8], maps: PointMap) -> npt.NDArray[np.float32]:
+    """The occluder mask (0..1) remapped by `maps`, looked up only where the map reads near its support.
+
+    Occluders are mostly a lock of hair or a frame of glasses: a small part of the face region. Bilinear
+    lookups read the two pixels around the source point, so outside the support grown by a pixel (and
+    the frame's border, which the lookup replicates) the result is 0 without looking.
+    """
+    out = np.zeros(maps.shape[:2], np.float32)
+    x, y, w, h = cv2.boundingRect(occluder)
+    if w == 0 or h == 0:
+        return out
+    rows, cols = occluder.shape
+    # A tenth of a pixel more: fixed-point lookups round the source point to 1/32 of a pixel.
+    lo = (x - 1.1 if x > 0 else -np.inf, y - 1.1 if y > 0 else -np.inf)
+    hi = (x + w + 0.1 if x + w < cols else np.inf, y + h + 0.1 if y + h < rows else np.inf)
+    reads = cv2.inRange(maps, lo, hi)
+    bx, by, bw, bh = cv2.boundingRect(reads)
+    if bw > 0 and bh > 0:
+        box = (slice(by, by + bh), slice(bx, bx + bw))
+        out[box] = remap(occluder, maps[box]).astype(np.float32) * np.float32(1.0 / 255.0)
+    return out
 
 
 def _inner_warp_map(dst: Points, src: Points, region: Region, step: int, order: npt.NDArray[np.intp],
