@@ -393,7 +393,7 @@ def _warp_person(image: Image, maps: CoarseMap, alpha: Alpha) -> Image:
     Nothing outside the matte shows over a background, and a blurred-keyframe background sees the
     room at 1/8 size: warping the whole frame would spend most of the remap on pixels never seen.
     """
-    x, y, bw, bh = cv2.boundingRect(np.asarray(alpha > 0, np.uint8))
+    x, y, bw, bh = cv2.boundingRect(cv2.compare(alpha, 0.0, cv2.CMP_GT))
     h, w = image.shape[:2]
     if bw * bh > _WHOLE_FRAME_SHARE * w * h:
         return remap(image, maps.full())
