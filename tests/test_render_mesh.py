@@ -436,3 +436,16 @@ def test_the_face_meets_the_scene_at_the_mask_edge_and_keeps_its_colour_inside()
     assert gap_seamless < 0.5 * gap_plain, (gap_plain, gap_seamless)
     centre = (slice(44, 52), slice(44, 52))
     assert np.abs(seamless[centre] - plain[centre]).mean() < 2.0
+
+
+def test_background_under_the_avatars_mask_is_not_taken_for_shadow() -> None:
+    """Where the avatar's face is wider than the sender's, its mask covers the wall beside the
+    sender's cheek: the dark wall does not darken that side of the face."""
+    from shared.render.blend import BlendOptions, match_shading
+
+    face = np.full((96, 96, 3), (110, 150, 200), np.uint8)
+    scene = np.full((96, 96, 3), (120, 160, 210), np.uint8)
+    scene[:, 70:] = (60, 65, 60)  # a dark grey-green wall past the sender's cheek
+    out = match_shading(face, scene, np.ones((96, 96), np.float32), 80.0, BlendOptions()).astype(np.float64)
+    left, right = out[20:76, 10:30].mean(), out[20:76, 66:86].mean()
+    assert right > 0.9 * left, (left, right)

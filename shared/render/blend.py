@@ -186,9 +186,12 @@ def match_shading(
     # Colour: each picture's colour relative to its own luminance; their difference is the
     # avatar's tint and coloured light (a warm glow on one cheek) against the scene's.
     tint = (logs[..., 5:8] - logs[..., 4:5]) - (logs[..., 1:4] - logs[..., 0:1])
-    fields = _fit_field(np.dstack([logs[..., 4] - logs[..., 0], tint]), wt, basis)
-    gain = np.exp(_split_gain(fields[..., 0], wt, options)).astype(np.float32)
-    balance = _colour_balance(fields[..., 1:], wt, options.chroma_strength)
+    # The avatar's outline is not the sender's: where the avatar is wider or the head turns, its
+    # mask covers background and hair, whose darkness would read as light falling off the face.
+    skin = wt * _skin_likeness(logs[..., 4:8], wt)
+    fields = _fit_field(np.dstack([logs[..., 4] - logs[..., 0], tint]), skin, basis)
+    gain = np.exp(_split_gain(fields[..., 0], skin, options)).astype(np.float32)
+    balance = _colour_balance(fields[..., 1:], skin, options.chroma_strength)
     # Brightening a painted face to a bright room would clip its skin to flat white: the roll-off
     # acts on the local brightness of the brightest channel (features blurred away), so a crease and
     # the skin around it get the same factor and no channel clips (a clipped red channel turns
@@ -201,6 +204,30 @@ def match_shading(
         factor3 = factor3 * np.exp(_seam_field(shaded, scene_bgr, wt, options.seam_reach * width / f))
     factor_full = cv2.resize(factor3.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     return np.asarray(cv2.multiply(face, factor_full, dtype=cv2.CV_8U), np.uint8)
+
+
+def _skin_likeness(scene_logs: FloatImage, weight: FloatImage) -> FloatImage:
+    """0..1 per pixel: how much a scene pixel under the mask looks like the face's typical skin.
+
+    `scene_logs` holds log luminance then log B, G, R. Distance from the median over the mask's
+    solid part, in brightness and in colour, through a flat-topped bell (exp of minus the squared
+    squared distance): a shadowed cheek stays in, hair, a dark wall or a green screen drop out
+    altogether; even a small weight there would bend the fitted light at the mask's edge.
+    """
+    solid = weight > 0.5
+    if int(solid.sum()) < 8:
+        return np.ones(weight.shape, np.float32)
+    chroma = scene_logs[..., 1:] - scene_logs[..., :1]
+    luma_off = scene_logs[..., 0] - np.float32(np.median(scene_logs[..., 0][solid]))
+    chroma_off = chroma - np.median(chroma[solid], axis=0).astype(np.float32)
+    spread = np.square(luma_off / np.float32(_SKIN_LUMA)) + np.square(chroma_off / np.float32(_SKIN_CHROMA)).sum(axis=-1)
+    # Pixels next to an outlier are mixtures (the small copy averages the cheek with the wall).
+    return np.asarray(cv2.erode(np.exp(-0.5 * np.square(spread)).astype(np.float32), _NEIGHBOURS), np.float32)
+
+
+_NEIGHBOURS = np.ones((3, 3), np.uint8)
+_SKIN_LUMA = 0.5  # log luminance: a side-lit face spans about this much
+_SKIN_CHROMA = 0.15  # log colour ratio
 
 
 def _seam_field(shaded: FloatImage, scene: Image, weight: FloatImage, reach: float) -> FloatImage:
