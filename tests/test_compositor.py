@@ -198,3 +198,12 @@ def test_person_outside_the_frame_box_leaves_the_background_untouched() -> None:
     alpha[10:14, 20:23] = 1.0
     out = comp.compose(_person((0, 255, 0), alpha))
     assert np.all(out[:8] == (0x30, 0x20, 0x10)) and np.all(out[11, 21] != (0x30, 0x20, 0x10))
+
+
+def test_alpha_outside_zero_one_is_clipped() -> None:
+    alpha = _disc_alpha()
+    comp = Compositor("#40a060", SIZE)
+    steep = alpha * 1.5 - 0.25
+    out = comp.compose(_person((90, 30, 200), steep))
+    assert np.array_equal(out, comp.compose(_person((90, 30, 200), np.clip(steep, 0, 1))))
+    assert out.dtype == np.uint8 and out.shape == (SIZE[1], SIZE[0], 3)
