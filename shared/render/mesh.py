@@ -22,6 +22,7 @@ from shared.render import eyes_mouth as em
 from shared.render import topology as topo
 from shared.render.frontal import Texture, prepare_texture
 from shared.render.iris import draw_irises
+from shared.render.lids import close_lids
 from shared.render.occlusion import OcclusionOptions, occluder_mask
 from shared.render.retarget import RetargetOptions, RetargetPlan, apply_retarget, plan_retarget
 from shared.render.warp import CoarseMap, PointMap, Points, Region, remap, similarity_2d, warp_map
@@ -49,6 +50,7 @@ class MeshOptions:
     mirror_fill: bool = True
     fine_chroma: float = 0.2  # of the avatar's faint fine colour detail kept (frontal.soften_fine_chroma)
     rigid_irises: bool = True  # irises drawn whole over a clean eye (shared.render.iris), not stretched by the warp
+    smooth_lids: bool = True  # closing lids smoothed into skin with a lash line (shared.render.lids)
     keep_occluders: bool = True  # glasses, hair, hands on the sender's face stay in front of an avatar
     occlusion: OcclusionOptions = field(default_factory=OcclusionOptions)
 
@@ -227,6 +229,8 @@ class MeshRenderer:
             image = np.asarray(cv2.cvtColor(packed, cv2.COLOR_BGRA2BGR), np.uint8)
             alpha = cv2.extractChannel(packed, 3).astype(np.float32) * np.float32(1.0 / 255.0)
         if not avatar:
+            if self.options.smooth_lids:
+                close_lids(image, dst, model.landmarks)
             em.composite_cavity(image, dst, model.panels, model.mouth_ratio)
         else:
             assert texture is not None
@@ -320,8 +324,10 @@ class MeshRenderer:
         midline = (target[168, :2] - origin, target[topo.CHIN, :2] - origin)
         local = target.copy()
         local[:, :2] -= origin
-        # Irises before the shading: they take the scene's light with the rest of the face.
+        # Irises and lids before the shading: they take the scene's light with the rest of the face.
         draw_irises(face, local, texture.irises)
+        if opts.smooth_lids:
+            close_lids(face, local, texture.landmarks)
         face = np.ascontiguousarray(bl.match_shading(face, base, mask, width, opts.blend, midline))
         # The cavity goes in after the shading so teeth keep their colour; panels are lit like the scene.
         # The avatar's own teeth when its picture shows them; else a cavity lit like the scene.

@@ -1,0 +1,108 @@
+"""Closing lids: the warp's stretched lid smoothed into skin, and a lash line where the lids meet.
+
+An open eye shows a thin band of upper lid between the lashes and the crease. As the eye closes
+the mesh stretches that band over the whole eyeball, so its lashes and crease become vertical
+streaks, and what is left of the opening shows as a torn dark slit. As an eye closes past about
+a third, the region from the crease down to the lower lid is blended with a copy of itself
+blurred along the eye (which keeps the lid's shading from crease to lashes but not the streaks),
+and a soft dark line is drawn where the lids meet.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from shared.render import topology as topo
+from shared.types import Image, Landmarks
+
+IndexArray = npt.NDArray[np.int32]
+
+# The landmark ring just above the subject's right upper lid (the crease), in the order of the
+# eye ring's upper lid (right_eye_ring()[1:8]); the left eye's by the mesh's symmetry.
+RIGHT_CREASE = (113, 225, 224, 223, 222, 221, 189)
+_START, _FULL = 0.35, 0.8  # closing fractions where the smoothing starts and is complete
+_BLUR = 0.3  # of the eye's width: the length of the blur along the eye
+_FEATHER = 0.06  # of the eye's width: the soft edge of the smoothed region
+_LASH = 0.04  # of the eye's width: the lash line's thickness
+_LASH_DARKNESS = 0.45
+_SUBPIXEL = 4
+
+
+@cache
+def _eyes() -> tuple[tuple[IndexArray, IndexArray], ...]:
+    sym = topo.symmetry()
+    return (
+        (topo.right_eye_ring(), np.array(RIGHT_CREASE, np.int32)),
+        (topo.left_eye_ring(), np.asarray(sym[list(RIGHT_CREASE)], np.int32)),
+    )
+
+
+def openness(landmarks: Landmarks, ring: IndexArray) -> float:
+    """The eye's opening: mean distance between facing lid points over the corner-to-corner width."""
+    half = len(ring) // 2
+    points = landmarks[:, :2].astype(np.float64)
+    upper, lower = points[ring[1:half]], points[ring[half + 1 :][::-1]]
+    width = float(np.linalg.norm(points[ring[0]] - points[ring[half]]))
+    return float(np.linalg.norm(upper - lower, axis=1).mean()) / max(width, 1e-6)
+
+
+def closing(landmarks: Landmarks, neutral: Landmarks, ring: IndexArray) -> float:
+    """0 for an eye as open as in `neutral` (or more), 1 for a closed one."""
+    reference = openness(neutral, ring)
+    if reference < 1e-3:
+        return 0.0
+    return 1.0 - float(np.clip(openness(landmarks, ring) / reference, 0.0, 1.0))
+
+
+def _smoothstep(t: float) -> float:
+    t = min(max(t, 0.0), 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+def close_lids(face: Image, landmarks: Landmarks, neutral: Landmarks) -> None:
+    """Smooth each closing lid in `face` (in place); `landmarks` in `face`'s pixels, `neutral` the face's own open eyes."""
+    h, w = face.shape[:2]
+    for ring, crease in _eyes():
+        amount = _smoothstep((closing(landmarks, neutral, ring) - _START) / (_FULL - _START))
+        if amount <= 0.0:
+            continue
+        half = len(ring) // 2
+        points = landmarks[:, :2].astype(np.float64)
+        eye_width = float(np.linalg.norm(points[ring[0]] - points[ring[half]]))
+        if eye_width < 4.0:
+            continue
+        # Corner, crease, corner, lower lid: the lid and whatever is left of the opening.
+        outline = np.concatenate([points[ring[:1]], points[crease], points[ring[half : half + 1]], points[ring[half + 1 :]]])
+        pad = int(np.ceil(_BLUR * eye_width)) + 2
+        x0, y0 = np.maximum(np.floor(outline.min(axis=0)).astype(int) - pad, 0)
+        x1, y1 = np.minimum(np.ceil(outline.max(axis=0)).astype(int) + pad, [w, h])
+        if x1 - x0 < 3 or y1 - y0 < 3:
+            continue
+        origin = np.array([x0, y0], np.float64)
+        shape = (int(y1 - y0), int(x1 - x0))
+        region = face[y0:y1, x0:x1]
+        weight = _soft_polygon(outline - origin, shape, _FEATHER * eye_width) * np.float32(amount)
+        along = max(3, int(round(_BLUR * eye_width)) | 1)
+        smooth = cv2.blur(region, (along, 1), borderType=cv2.BORDER_REPLICATE)
+        out = region.astype(np.float32) * (1.0 - weight[..., None]) + smooth.astype(np.float32) * weight[..., None]
+        lash = np.zeros(shape, np.uint8)
+        margin = (points[ring[: half + 1]] - origin) * (1 << _SUBPIXEL)
+        thickness = max(1, int(round(_LASH * eye_width)))
+        cv2.polylines(lash, [np.round(margin).astype(np.int32)], False, 255, thickness, cv2.LINE_AA, shift=_SUBPIXEL)
+        # Lashes thin out towards the corners.
+        a, b = points[ring[0]] - origin, points[ring[half]] - origin
+        ys, xs = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
+        u = ((xs - 0.5 * (a[0] + b[0])) * (b[0] - a[0]) + (ys - 0.5 * (a[1] + b[1])) * (b[1] - a[1])) * np.float32(2.0 / eye_width**2)
+        taper = np.clip(1.5 * (1.0 - np.square(u)), 0.0, 1.0)
+        dark = 1.0 - np.float32(_LASH_DARKNESS * amount / 255.0) * lash.astype(np.float32) * taper
+        face[y0:y1, x0:x1] = np.clip(out * dark[..., None] + 0.5, 0, 255).astype(np.uint8)
+
+
+def _soft_polygon(polygon: npt.NDArray[np.float64], shape: tuple[int, int], feather: float) -> npt.NDArray[np.float32]:
+    mask = np.zeros(shape, np.float32)
+    cv2.fillPoly(mask, [np.round(polygon * (1 << _SUBPIXEL)).astype(np.int32)], 1.0, cv2.LINE_AA, shift=_SUBPIXEL)
+    return np.asarray(cv2.GaussianBlur(mask, (0, 0), max(0.5, feather)), np.float32)

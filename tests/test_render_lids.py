@@ -1,0 +1,78 @@
+"""Closing lids: stretched lid streaks smoothed into skin, a lash line where the lids meet, open eyes untouched."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from shared.render import topology as topo
+from shared.render.lids import RIGHT_CREASE, close_lids, closing
+from tests.render_fixtures import astronaut_landmarks, close_eyes
+
+SKIN = np.array([120, 150, 200], np.float64)
+
+
+def _streaked(shape: tuple[int, int]) -> np.ndarray:
+    """Skin with vertical streaks: what a thin lid band stretched over the eyeball looks like."""
+    image = np.tile(SKIN, (shape[0], shape[1], 1))
+    image[:, ::3] *= 0.55
+    return np.clip(image + 0.5, 0, 255).astype(np.uint8)
+
+
+def _lid_box(lm: np.ndarray) -> tuple[slice, slice]:
+    ring = topo.right_eye_ring()
+    pts = np.concatenate([lm[list(RIGHT_CREASE), :2], lm[ring, :2]])
+    x0, y0 = pts.min(axis=0)
+    x1, y1 = pts.max(axis=0)
+    w = x1 - x0
+    # The middle of the eye, between the crease and the lids: clear of the soft edge.
+    return slice(int(y0 + 0.2 * (y1 - y0)), int(y1 - 0.2 * (y1 - y0))), slice(int(x0 + 0.3 * w), int(x1 - 0.3 * w))
+
+
+def test_a_closed_lid_loses_its_streaks_and_gets_a_lash_line() -> None:
+    neutral = astronaut_landmarks() * np.float32(3.0)
+    closed = close_eyes(neutral)
+    assert closing(closed, neutral, topo.right_eye_ring()) > 0.85
+    size = (int(neutral[:, 1].max()) + 20, int(neutral[:, 0].max()) + 20)
+    image = _streaked(size)
+    out = image.copy()
+    close_lids(out, closed, neutral)
+    box = _lid_box(closed)
+    ripple_before = image[box].astype(np.float64).std(axis=1).mean()
+    ripple_after = out[box].astype(np.float64).std(axis=1).mean()
+    assert ripple_after < 0.25 * ripple_before, (ripple_before, ripple_after)
+    ring = topo.right_eye_ring()
+    x, y = np.round(closed[ring[4], :2]).astype(int)  # the middle of the closed upper lid
+    above = out[y - 8 : y - 5, x - 2 : x + 3].astype(np.float64).mean()
+    assert out[y, x - 2 : x + 3].astype(np.float64).mean() < 0.8 * above
+
+
+def test_an_open_or_half_open_eye_is_left_alone() -> None:
+    neutral = astronaut_landmarks() * np.float32(3.0)
+    size = (int(neutral[:, 1].max()) + 20, int(neutral[:, 0].max()) + 20)
+    image = _streaked(size)
+    for landmarks in (neutral, 0.75 * neutral + 0.25 * close_eyes(neutral)):
+        out = image.copy()
+        close_lids(out, landmarks.astype(np.float32), neutral)
+        assert np.array_equal(out, image)
+
+
+def test_the_renderer_smooths_a_blink_in_the_eyes_only() -> None:
+    """Self mode: the sender's own open eyes stretched over a blink streak the same way; the renderer
+    smooths them there and nowhere else."""
+    from shared.render.mesh import MeshOptions, MeshRenderer
+    from shared.types import FrameState, KeyframeState
+    from tests.render_fixtures import astronaut
+
+    lm = astronaut_landmarks()
+    keyframe = KeyframeState(0, astronaut(), None, lm)
+    blink = FrameState(1, 33_333, "tracked", 1.0, None, close_eyes(lm), None)
+    smoothed = MeshRenderer().render(None, keyframe, blink).image
+    raw = MeshRenderer(MeshOptions(smooth_lids=False)).render(None, keyframe, blink).image
+    changed = cv2.absdiff(smoothed, raw).max(axis=2) > 2
+    assert changed.sum() > 30
+    eyes = np.zeros(changed.shape, np.uint8)
+    for ring, crease in ((topo.right_eye_ring(), list(RIGHT_CREASE)), (topo.left_eye_ring(), list(topo.symmetry()[list(RIGHT_CREASE)]))):
+        cv2.fillConvexPoly(eyes, cv2.convexHull(np.round(np.concatenate([lm[crease, :2], lm[ring, :2]])).astype(np.int32)), 1)
+    eyes = cv2.dilate(eyes, np.ones((15, 15), np.uint8)) > 0
+    assert not changed[~eyes].any()
