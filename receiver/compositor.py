@@ -126,26 +126,7 @@ def despill(pixels: FloatImage) -> FloatImage:
     return out
 
 
-def despill_where(image: FloatImage, band: Mask) -> FloatImage:
-    """despill() of an H x W x 3 float picture where `band` is non-zero, in place; returns the picture.
-
-    Plane by plane with OpenCV on the band's bounding box: the same arithmetic as despill() without
-    gathering the band's pixels into a list and back.
-    """
-    x, y, w, h = cv2.boundingRect(band)
-    if w == 0 or h == 0:
-        return image
-    box = (slice(y, y + h), slice(x, x + w))
-    b, g, r = cv2.split(image[box])
-    inside = band[box]
-    blue = cv2.bitwise_and(cv2.compare(b, cv2.multiply(cv2.max(r, g), 1.15), cv2.CMP_GT), inside)
-    b_new = cv2.copyTo(cv2.min(b, cv2.addWeighted(r, 0.5, g, 0.5, 0.0)), blue, b.copy())
-    g_new = cv2.copyTo(cv2.min(g, cv2.addWeighted(r, 0.5, b, 0.5, 0.0)), inside, g.copy())
-    image[box] = cv2.merge([b_new, g_new, r])
-    return image
-
-
-def _despill_band(image: FloatImage, band: Mask) -> None:
+def despill_band(image: FloatImage, band: Mask) -> None:
     """despill() of an H x W x 3 float picture (C-contiguous) where `band` is non-zero, in place.
 
     The band is a thin ring: its pixels are gathered, despilled and put back, each pixel moved as
@@ -247,7 +228,7 @@ class Compositor:
         ys, xs = box
         colours = image[box].astype(np.float32)
         if edges.band is not None:
-            _despill_band(colours, edges.band)
+            despill_band(colours, edges.band)
         # Strips of rows keep the temporaries in the core's cache (these passes are memory-bound).
         for y0 in range(ys.start, ys.stop, _STRIP):
             strip = (slice(y0, min(y0 + _STRIP, ys.stop)), xs)

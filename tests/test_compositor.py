@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from receiver.compositor import BackgroundError, Compositor, EdgeOptions, despill, despill_where
+from receiver.compositor import BackgroundError, Compositor, EdgeOptions, despill, despill_band
 from shared.types import RenderedPerson
 from tests.render_fixtures import astronaut
 
@@ -177,7 +177,7 @@ def test_compose_matches_the_whole_frame_definition(size: tuple[int, int], edges
     assert np.array_equal(mirrored.compose(RenderedPerson(image, alpha)), got[:, ::-1].astype(np.uint8))
 
 
-def test_despill_where_is_despill_on_the_band() -> None:
+def test_despill_band_is_despill_on_the_band() -> None:
     rng = np.random.default_rng(3)
     image = rng.integers(0, 256, (40, 50, 3)).astype(np.float32)
     band = np.zeros((40, 50), np.uint8)
@@ -185,8 +185,12 @@ def test_despill_where_is_despill_on_the_band() -> None:
     band[35, 45] = 1
     want = image.copy()
     want[band > 0] = despill(image[band > 0])
-    assert np.array_equal(despill_where(image.copy(), band), want)
-    assert np.array_equal(despill_where(image.copy(), np.zeros_like(band)), image)
+    got = image.copy()
+    despill_band(got, band)
+    assert np.array_equal(got, want)
+    untouched = image.copy()
+    despill_band(untouched, np.zeros_like(band))
+    assert np.array_equal(untouched, image)
 
 
 def test_person_outside_the_frame_box_leaves_the_background_untouched() -> None:
