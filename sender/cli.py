@@ -57,9 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_analyzer(matte: str, providers: str) -> Analyzer:
-    from sender.analysis import SenderAnalyzer, reuse_heap_memory
+    from sender.analysis import SenderAnalyzer
     from sender.matte import make_matter
     from sender.tracker import MediaPipeFaceTracker
+    from shared.heap import reuse_heap_memory
 
     reuse_heap_memory()
     return SenderAnalyzer(MediaPipeFaceTracker(), make_matter(matte, providers=providers))
