@@ -369,14 +369,14 @@ def test_a_smaller_face_samples_a_smaller_avatar_level() -> None:
     texture = prepare_texture(avatar.image, avatar.landmarks)
     width = float(np.ptp(texture.landmarks[:468, 0]))
     full, to_full = texture.level_for(width)
-    assert full.shape == texture.packed.shape and np.allclose(to_full, [[1, 0, 0], [0, 1, 0]])  # type: ignore[union-attr]
+    assert full.shape == texture.image.shape and np.allclose(to_full, [[1, 0, 0], [0, 1, 0]])
     half, to_half = texture.level_for(0.45 * width)
     assert 0.4 < half.shape[1] / full.shape[1] <= 0.72
     # The same point of the face in both levels: a landmark maps to where the level shows it.
     p = texture.landmarks[4, :2]
     q = to_half[:, :2] @ p + to_half[:, 2]
-    patch_full = cv2.getRectSubPix(full[..., :3], (1, 1), (float(p[0]), float(p[1]))).astype(float)
-    patch_half = cv2.getRectSubPix(half[..., :3], (1, 1), (float(q[0]), float(q[1]))).astype(float)
+    patch_full = cv2.getRectSubPix(full, (1, 1), (float(p[0]), float(p[1]))).astype(float)
+    patch_half = cv2.getRectSubPix(half, (1, 1), (float(q[0]), float(q[1]))).astype(float)
     assert np.abs(patch_full - patch_half).mean() < 25
 
 

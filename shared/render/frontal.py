@@ -38,21 +38,15 @@ class Texture:
     panels: tuple[Image, Image]
     panels_real: bool  # the panels hold the avatar's own teeth
     yaw: float  # degrees, of the original avatar image
-    # 255 where the avatar's own forehead is covered and the sender's should show; prepare_texture paints a
-    # fringe over with the avatar's skin instead (the sender's forehead pulls a recogniser to the sender).
-    cover: npt.NDArray[np.uint8] | None = None
     irises: tuple[Iris | None, Iris | None] = (None, None)  # lifted out of `image`, drawn whole per frame
-    packed: Image | None = None  # BGR plus the cover as a fourth channel, so one remap moves both
-    # `packed` pre-shrunk in steps of 1/sqrt(2) (INTER_AREA), so a face rendered smaller than the
+    # `image` pre-shrunk in steps of 1/sqrt(2) (INTER_AREA), so a face rendered smaller than the
     # avatar's picture is sampled from a level near its own scale: a bilinear lookup that skips
     # pixels turns fine detail (wrinkles, paint strokes) into hard, aliased lines.
     levels: tuple[Image, ...] = ()
 
     def level_for(self, rendered_width: float) -> tuple[Image, npt.NDArray[np.float64]]:
-        """The packed level for a face `rendered_width` pixels wide, and the 2x3 affine from texture to level pixels."""
-        levels = self.levels or ((self.packed,) if self.packed is not None else ())
-        if not levels:
-            raise ValueError("texture has no packed image")
+        """The level for a face `rendered_width` pixels wide, and the 2x3 affine from texture to level pixels."""
+        levels = self.levels or (self.image,)
         width = float(np.ptp(self.landmarks[:468, 0]))
         ratio = max(rendered_width, 1e-3) / max(width, 1e-3)
         k = int(np.clip(np.floor(np.log(ratio) / np.log(MIP_STEP) + 1e-6), 0, len(levels) - 1))
@@ -68,13 +62,13 @@ MIP_STEP = 2.0**-0.5
 _MIN_LEVEL_SIDE = 24
 
 
-def mip_levels(packed: Image) -> tuple[Image, ...]:
-    h, w = packed.shape[:2]
-    levels = [packed]
+def mip_levels(image: Image) -> tuple[Image, ...]:
+    h, w = image.shape[:2]
+    levels = [image]
     scale = MIP_STEP
     while min(h, w) * scale >= _MIN_LEVEL_SIDE:
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        levels.append(np.asarray(cv2.resize(packed, size, interpolation=cv2.INTER_AREA), np.uint8))
+        levels.append(np.asarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA), np.uint8))
         scale *= MIP_STEP
     return tuple(levels)
 
@@ -161,7 +155,7 @@ def prepare_texture(
     # into a wider opening they read as a second lip over a black hole. The synthetic cavity (lit
     # like the avatar) reads as a mouth; the avatar's own interior still shows up to its own opening.
     panels, real = em.synthetic_panels(em.skin_tone(out, frontal)), False
-    packed = np.dstack([out, np.zeros(out.shape[:2], np.uint8)])
+    out = np.ascontiguousarray(out)
     return Texture(
         image=np.ascontiguousarray(out),
         landmarks=frontal,
@@ -170,10 +164,8 @@ def prepare_texture(
         panels=panels,
         panels_real=real,
         yaw=yaw,
-        cover=None,
         irises=irises,
-        packed=packed,
-        levels=mip_levels(packed),
+        levels=mip_levels(out),
     )
 
 

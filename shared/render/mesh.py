@@ -309,17 +309,13 @@ class MeshRenderer:
         # surroundings under the same head motion, not whatever the identity map would hit.
         fallback = to_level @ np.vstack([similarity_2d(target, texture.landmarks), [0.0, 0.0, 1.0]])
         face_map, covered = _inner_warp_map(dst_vertices[mesh_tris], src, region, step, order, fallback)
-        warped = remap(level, face_map)
-        face = np.asarray(cv2.cvtColor(warped, cv2.COLOR_BGRA2BGR), np.uint8)
+        face = remap(level, face_map)
         sy, sx, py, px = region.clip_to(size)
         if sy.stop <= sy.start or sx.stop <= sx.start:
             return  # the face is entirely outside the picture
         face = face[py, px]
         base = image[sy, sx]
         mask = bl.face_mask(target, region, opts.blend)[py, px] * (covered[py, px] * np.float32(1.0 / 255.0))
-        if texture.cover is not None and opts.keep_occluders:
-            cover = warped[py, px, 3].astype(np.float32) * np.float32(1.0 / 255.0)
-            mask = mask * (1.0 - cover)
         origin = np.array([sx.start, sy.start], np.float32)
         midline = (target[168, :2] - origin, target[topo.CHIN, :2] - origin)
         local = target.copy()
