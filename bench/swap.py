@@ -98,9 +98,9 @@ def _ratios(lm: Landmarks) -> tuple[float, float]:
 
 
 def _face_crop(image: Image, lm: Landmarks, side: int = 240) -> Image:
-    """A square around the face (its box plus a third on each side), `side` pixels: faces are what the sheet is for."""
+    """A square around the face (its box plus a fifth on each side), `side` pixels: faces are what the sheet is for."""
     lo, hi = lm[:468, :2].min(axis=0), lm[:468, :2].max(axis=0)
-    centre, half = (lo + hi) / 2, float((hi - lo).max()) * (0.5 + 1 / 3)
+    centre, half = (lo + hi) / 2, float((hi - lo).max()) * 0.7
     scale = side / (2 * half)
     matrix = np.array([[scale, 0, side / 2 - scale * centre[0]], [0, scale, side / 2 - scale * centre[1]]])
     return np.asarray(cv2.warpAffine(image, matrix, (side, side), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0)), np.uint8)
@@ -250,7 +250,7 @@ def _label(image: Image, text: str) -> Image:
     return out
 
 
-def contact_sheet(rows: list[tuple[str, Image, list[Image]]], cells: int, cell_h: int = 200) -> Image:
+def contact_sheet(rows: list[tuple[str, Image, list[Image]]], cells: int, cell_h: int = 240) -> Image:
     lines = []
     for label, avatar, pairs in rows:
         thumbs = [cv2.resize(avatar, (int(avatar.shape[1] * cell_h / avatar.shape[0]), cell_h))]
