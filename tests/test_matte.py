@@ -194,7 +194,8 @@ def test_auto_switches_with_hysteresis() -> None:
         assert auto.active == "chroma"
         auto.matte(_frame(plain, 4))
         assert auto.active == "learned"
-        assert auto.foreground() is None  # learned matting leaves the frame's colours as they are
+        fg = auto.foreground()  # the learned matter's: the frame with its soft edge decontaminated
+        assert fg is not None and fg.shape == plain.shape
     finally:
         auto.close()
 

@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from sender.matte.edges import decontaminate
 from sender.matte.guided import refine_in_band
 from shared.types import Alpha, CapturedFrame, FaceObservation, HeadPose, Image
 
@@ -95,6 +96,7 @@ class LearnedMatter:
         self._edge: npt.NDArray[np.uint8] | None = None  # where that mask was unsure, widened
         self._carried = 0
         self.last_segmented = False
+        self._last: tuple[Image, Alpha] | None = None  # the last frame and its matte, for foreground()
 
     def close(self) -> None:
         if self._seg is not None:
@@ -177,6 +179,22 @@ class LearnedMatter:
         return refine_in_band(mask, guide_low, mask_low, img, c.guide_radius, eps, lo=c.band)
 
     def matte(self, frame: CapturedFrame, face: FaceObservation | None = None) -> Alpha:
+        alpha = self._matte(frame, face)
+        self._last = (frame.image, alpha)
+        return alpha
+
+    def foreground(self) -> Image | None:
+        """The last frame with the room taken out of the matte's soft edge (sender.matte.edges).
+
+        A few milliseconds at 640x480, so the sender asks only for frames that become keyframes;
+        it asks right after matte(), while the frame is still the one analysed.
+        """
+        if self._last is None:
+            return None
+        image, alpha = self._last
+        return decontaminate(image, alpha)
+
+    def _matte(self, frame: CapturedFrame, face: FaceObservation | None) -> Alpha:
         c = self.config
         img = frame.image
         small = self._small(img)
