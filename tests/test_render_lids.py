@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 
 from shared.render import topology as topo
-from shared.render.lids import RIGHT_CREASE, close_lids, closing
+from shared.render.eyes_mouth import RIGHT_LID_ABOVE, lid_closing
+from shared.render.lids import close_lids
 from tests.render_fixtures import astronaut_landmarks, close_eyes
 
 SKIN = np.array([120, 150, 200], np.float64)
@@ -21,7 +22,7 @@ def _streaked(shape: tuple[int, int]) -> np.ndarray:
 
 def _lid_box(lm: np.ndarray) -> tuple[slice, slice]:
     ring = topo.right_eye_ring()
-    pts = np.concatenate([lm[list(RIGHT_CREASE), :2], lm[ring, :2]])
+    pts = np.concatenate([lm[list(RIGHT_LID_ABOVE), :2], lm[ring, :2]])
     x0, y0 = pts.min(axis=0)
     x1, y1 = pts.max(axis=0)
     w = x1 - x0
@@ -32,7 +33,7 @@ def _lid_box(lm: np.ndarray) -> tuple[slice, slice]:
 def test_a_closed_lid_loses_its_streaks_and_gets_a_lash_line() -> None:
     neutral = astronaut_landmarks() * np.float32(3.0)
     closed = close_eyes(neutral)
-    assert closing(closed, neutral, topo.right_eye_ring()) > 0.85
+    assert lid_closing(closed, neutral, topo.right_eye_ring()) > 0.85
     size = (int(neutral[:, 1].max()) + 20, int(neutral[:, 0].max()) + 20)
     image = _streaked(size)
     out = image.copy()
@@ -72,7 +73,10 @@ def test_the_renderer_smooths_a_blink_in_the_eyes_only() -> None:
     changed = cv2.absdiff(smoothed, raw).max(axis=2) > 2
     assert changed.sum() > 30
     eyes = np.zeros(changed.shape, np.uint8)
-    for ring, crease in ((topo.right_eye_ring(), list(RIGHT_CREASE)), (topo.left_eye_ring(), list(topo.symmetry()[list(RIGHT_CREASE)]))):
+    for ring, crease in (
+        (topo.right_eye_ring(), list(RIGHT_LID_ABOVE)),
+        (topo.left_eye_ring(), list(topo.symmetry()[list(RIGHT_LID_ABOVE)])),
+    ):
         cv2.fillConvexPoly(eyes, cv2.convexHull(np.round(np.concatenate([lm[crease, :2], lm[ring, :2]])).astype(np.int32)), 1)
     eyes = cv2.dilate(eyes, np.ones((15, 15), np.uint8)) > 0
     assert not changed[~eyes].any()

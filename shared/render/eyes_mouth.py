@@ -31,7 +31,7 @@ EYE_RING_POINTS = 8
 # Virtual iris ring radius as a fraction of the iris radius: inside the iris, so it moves rigidly.
 _IRIS_RING = 0.85
 # The landmark ring just above each upper lid margin (ring[1:8]), subject's right eye; the left by symmetry.
-_RIGHT_LID_ABOVE = (113, 225, 224, 223, 222, 221, 189)  # the crease ring, above the lashes
+RIGHT_LID_ABOVE = (113, 225, 224, 223, 222, 221, 189)  # the crease ring, above the lashes
 
 
 @cache
@@ -102,11 +102,21 @@ def extended_vertices(landmarks: Landmarks) -> Points:
     return np.concatenate([pts, *extra]).astype(np.float32)
 
 
-def _openness(points: Points, ring: IndexArray) -> float:
+def lid_openness(landmarks: Landmarks, ring: IndexArray) -> float:
+    """The eye's opening: mean distance between facing lid points over the corner-to-corner width."""
     half = len(ring) // 2
-    upper, lower = points[ring[1:half], :2], points[ring[half + 1 :][::-1], :2]
-    width = float(np.linalg.norm(points[ring[0], :2] - points[ring[half], :2]))
+    points = landmarks[:, :2].astype(np.float64)
+    upper, lower = points[ring[1:half]], points[ring[half + 1 :][::-1]]
+    width = float(np.linalg.norm(points[ring[0]] - points[ring[half]]))
     return float(np.linalg.norm(upper - lower, axis=1).mean()) / max(width, 1e-6)
+
+
+def lid_closing(landmarks: Landmarks, neutral: Landmarks, ring: IndexArray) -> float:
+    """0 for an eye as open as in `neutral` (or more), 1 for a closed one."""
+    reference = lid_openness(neutral, ring)
+    if reference < 1e-3:
+        return 0.0
+    return 1.0 - float(np.clip(lid_openness(landmarks, ring) / reference, 0.0, 1.0))
 
 
 def lid_source_vertices(vertices: Points, source: Landmarks, target: Landmarks) -> Points:
@@ -118,13 +128,10 @@ def lid_source_vertices(vertices: Points, source: Landmarks, target: Landmarks) 
     out = vertices.copy()
     sym = topo.symmetry()
     for ring, above in (
-        (topo.right_eye_ring(), np.array(_RIGHT_LID_ABOVE)),
-        (topo.left_eye_ring(), sym[list(_RIGHT_LID_ABOVE)]),
+        (topo.right_eye_ring(), np.array(RIGHT_LID_ABOVE)),
+        (topo.left_eye_ring(), sym[list(RIGHT_LID_ABOVE)]),
     ):
-        src_open = _openness(source, ring)
-        if src_open < 1e-3:
-            continue
-        closing = 1.0 - float(np.clip(_openness(target, ring) / src_open, 0.0, 1.0))
+        closing = lid_closing(target, source, ring)
         if closing > 0.0:
             upper = ring[1 : len(ring) // 2]
             out[upper] += 0.6 * closing * (source[above, :2] - source[upper, :2])

@@ -17,13 +17,11 @@ import numpy as np
 import numpy.typing as npt
 
 from shared.render import topology as topo
+from shared.render.eyes_mouth import RIGHT_LID_ABOVE, lid_closing
 from shared.types import Image, Landmarks
 
 IndexArray = npt.NDArray[np.int32]
 
-# The landmark ring just above the subject's right upper lid (the crease), in the order of the
-# eye ring's upper lid (right_eye_ring()[1:8]); the left eye's by the mesh's symmetry.
-RIGHT_CREASE = (113, 225, 224, 223, 222, 221, 189)
 _START, _FULL = 0.35, 0.8  # closing fractions where the smoothing starts and is complete
 _BLUR = 0.3  # of the eye's width: the length of the blur along the eye
 _FEATHER = 0.06  # of the eye's width: the soft edge of the smoothed region
@@ -36,26 +34,9 @@ _SUBPIXEL = 4
 def _eyes() -> tuple[tuple[IndexArray, IndexArray], ...]:
     sym = topo.symmetry()
     return (
-        (topo.right_eye_ring(), np.array(RIGHT_CREASE, np.int32)),
-        (topo.left_eye_ring(), np.asarray(sym[list(RIGHT_CREASE)], np.int32)),
+        (topo.right_eye_ring(), np.array(RIGHT_LID_ABOVE, np.int32)),
+        (topo.left_eye_ring(), np.asarray(sym[list(RIGHT_LID_ABOVE)], np.int32)),
     )
-
-
-def openness(landmarks: Landmarks, ring: IndexArray) -> float:
-    """The eye's opening: mean distance between facing lid points over the corner-to-corner width."""
-    half = len(ring) // 2
-    points = landmarks[:, :2].astype(np.float64)
-    upper, lower = points[ring[1:half]], points[ring[half + 1 :][::-1]]
-    width = float(np.linalg.norm(points[ring[0]] - points[ring[half]]))
-    return float(np.linalg.norm(upper - lower, axis=1).mean()) / max(width, 1e-6)
-
-
-def closing(landmarks: Landmarks, neutral: Landmarks, ring: IndexArray) -> float:
-    """0 for an eye as open as in `neutral` (or more), 1 for a closed one."""
-    reference = openness(neutral, ring)
-    if reference < 1e-3:
-        return 0.0
-    return 1.0 - float(np.clip(openness(landmarks, ring) / reference, 0.0, 1.0))
 
 
 def _smoothstep(t: float) -> float:
@@ -67,7 +48,7 @@ def close_lids(face: Image, landmarks: Landmarks, neutral: Landmarks) -> None:
     """Smooth each closing lid in `face` (in place); `landmarks` in `face`'s pixels, `neutral` the face's own open eyes."""
     h, w = face.shape[:2]
     for ring, crease in _eyes():
-        amount = _smoothstep((closing(landmarks, neutral, ring) - _START) / (_FULL - _START))
+        amount = _smoothstep((lid_closing(landmarks, neutral, ring) - _START) / (_FULL - _START))
         if amount <= 0.0:
             continue
         half = len(ring) // 2
