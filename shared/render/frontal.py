@@ -35,8 +35,6 @@ class Texture:
     landmarks: Landmarks  # where the face is in `image` (the frontalised mesh)
     src_vertices: Points  # extended mesh vertices in `image`
     mouth_ratio: float
-    panels: tuple[Image, Image]
-    panels_real: bool  # the panels hold the avatar's own teeth
     yaw: float  # degrees, of the original avatar image
     irises: tuple[Iris | None, Iris | None] = (None, None)  # lifted out of `image`, drawn whole per frame
     # `image` pre-shrunk in steps of 1/sqrt(2) (INTER_AREA), so a face rendered smaller than the
@@ -151,18 +149,12 @@ def prepare_texture(
     # A fringe is painted over with the avatar's own skin: no cover, the sender's forehead stays out of it.
     out = _fill_hair(out, frontal)
     out, irises = lift_irises(out, frontal) if rigid_irises else (out, (None, None))
-    # A portrait's parted lips show little of its teeth, dimly, with lip inside the landmarks: copied
-    # into a wider opening they read as a second lip over a black hole. The synthetic cavity (lit
-    # like the avatar) reads as a mouth; the avatar's own interior still shows up to its own opening.
-    panels, real = em.synthetic_panels(em.skin_tone(out, frontal)), False
     out = np.ascontiguousarray(out)
     return Texture(
-        image=np.ascontiguousarray(out),
+        image=out,
         landmarks=frontal,
         src_vertices=em.extended_vertices(frontal),
         mouth_ratio=mouth.ratio,
-        panels=panels,
-        panels_real=real,
         yaw=yaw,
         irises=irises,
         levels=mip_levels(out),

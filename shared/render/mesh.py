@@ -120,8 +120,7 @@ class _KeyframeModel:
     border_tris: IndexArray
     border_src: Points  # vertices: oval, then the three rings
     mouth_ratio: float
-    panels: tuple[Image, Image]
-    panels_real: bool  # the panels hold the keyframe's own teeth
+    panels: tuple[Image, Image]  # the keyframe's mouth interior: its own teeth when it shows them, else synthetic
     occluder: npt.NDArray[np.uint8] | None  # 255 where glasses, hair or a hand cover the face; None if nothing
 
 
@@ -145,7 +144,7 @@ def _prepare_keyframe(keyframe: KeyframeState, occlusion: OcclusionOptions | Non
     centre = lm[topo.face_oval_ring(), :2].mean(axis=0)
     border_src = np.concatenate([oval, *_rings(oval, centre, (w, h)), centre[None]]).astype(np.float32)
     mouth = em.MouthFrame.of(lm)
-    panels, real = em.mouth_panels(keyframe.image, lm)
+    panels, _ = em.mouth_panels(keyframe.image, lm)
     return _KeyframeModel(
         kf=keyframe.kf,
         image_id=id(keyframe.image),
@@ -156,7 +155,6 @@ def _prepare_keyframe(keyframe: KeyframeState, occlusion: OcclusionOptions | Non
         border_src=border_src,
         mouth_ratio=mouth.ratio,
         panels=panels,
-        panels_real=real,
         occluder=_occluder(keyframe.image, lm, occlusion, keyframe.alpha),
     )
 
@@ -326,11 +324,7 @@ class MeshRenderer:
             close_lids(face, local, texture.landmarks)
         face = np.ascontiguousarray(bl.match_shading(face, base, mask, width, opts.blend, midline))
         # The cavity goes in after the shading so teeth keep their colour; panels are lit like the scene.
-        # The avatar's own teeth when its picture shows them; else a cavity lit like the scene.
-        if texture.panels_real:
-            em.composite_cavity(face, local, texture.panels, texture.mouth_ratio)
-        else:
-            em.composite_cavity(face, local, model.panels, texture.mouth_ratio)
+        em.composite_cavity(face, local, model.panels, texture.mouth_ratio)
         occluder = None
         if model.occluder is not None:
             # The keyframe's occluders, carried to this frame by the keyframe's own warp.
