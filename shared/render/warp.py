@@ -84,26 +84,75 @@ def affine_coefficients(dst: Points, src: Points) -> npt.NDArray[np.float64]:
 
 
 def triangle_raster(dst: Points, region: Region, step: int, order: npt.NDArray[np.intp] | None = None) -> npt.NDArray[np.int32]:
-    """Index+1 of the triangle covering each coarse-grid pixel of `region` (0 where none).
+    """Index+1 of the triangle covering each coarse-grid sample of `region` (0 where none).
 
-    Triangles are drawn in `order` (later ones on top). Coarse pixel j stands for the output
-    pixel x0 + (j + 0.5) * step - 0.5, the sample point cv2.resize uses when upsampling.
+    Coarse pixel j samples the output pixel x0 + (j + 0.5) * step - 0.5 (the sample point cv2.resize
+    assumes when upsampling), and a sample belongs to a triangle when it lies inside it or on its edge;
+    where triangles overlap, the later one in `order` wins (it is drawn on top). Degenerate triangles
+    cover nothing. Only samples inside a triangle ever take its affine map: a sample of a neighbour
+    (an outline drawn half a pixel fat, say) would extrapolate a sliver's map far off its source.
+
+    A vectorised scanline fill: per triangle and coarse row the span of samples inside all three
+    edges, then every span written at once (one OpenCV call per triangle cost ~1 us each, ~1000 a frame).
     """
     rows, cols = region.height // step, region.width // step
     raster = np.zeros((rows, cols), np.int32)
-    offset = np.array([region.x0 - 0.5 * step + 0.5, region.y0 - 0.5 * step + 0.5], np.float64)
-    fixed = np.round((dst.astype(np.float64) - offset) / step * (1 << _SHIFT)).astype(np.int32)
-    lo = fixed.min(axis=1)
-    hi = fixed.max(axis=1)
-    limit = np.array([cols << _SHIFT, rows << _SHIFT])
-    visible = np.all(hi >= 0, axis=1) & np.all(lo < limit, axis=1)
-    indices = np.arange(len(dst)) if order is None else order
-    drawn = indices[visible[indices]]
-    # ~1000 calls a frame: a local function, plain positional arguments and pre-split corners keep the loop cheap.
-    fill, line = cv2.fillConvexPoly, cv2.LINE_8
-    for corners, colour in zip(list(fixed[drawn]), (drawn + 1).tolist(), strict=True):
-        fill(raster, corners, colour, line, _SHIFT)
-    return raster
+    ids = np.arange(len(dst)) if order is None else np.asarray(order, np.intp)
+    if rows == 0 or cols == 0 or len(ids) == 0:
+        return raster
+    # Corners in coarse-pixel units, one row per corner: (3, T) arrays keep every step elementwise.
+    corners = dst.astype(np.float64)[ids]
+    x = ((corners[..., 0] - (region.x0 + 0.5 * step - 0.5)) / step).T
+    y = ((corners[..., 1] - (region.y0 + 0.5 * step - 0.5)) / step).T
+    ymin, ymax = np.minimum(np.minimum(y[0], y[1]), y[2]), np.maximum(np.maximum(y[0], y[1]), y[2])
+    xmin, xmax = np.minimum(np.minimum(x[0], x[1]), x[2]), np.maximum(np.maximum(x[0], x[1]), x[2])
+    area = (x[1] - x[0]) * (y[2] - y[0]) - (x[2] - x[0]) * (y[1] - y[0])
+    first_row = np.maximum(np.ceil(ymin - _EDGE_EPS), 0.0)
+    last_row = np.minimum(np.floor(ymax + _EDGE_EPS), rows - 1.0)
+    keep = np.flatnonzero((area != 0.0) & (last_row >= first_row) & (xmax >= -_EDGE_EPS) & (xmin <= cols - 1 + _EDGE_EPS))
+    if len(keep) == 0:
+        return raster
+    x, y, area = x[:, keep], y[:, keep], area[keep]
+    # Each edge bounds x on a row: x <= or >= x_i + slope * (row - y_i). Inside is left of an edge when
+    # the corners run counter-clockwise (area > 0), so there an edge going down the rows (dy > 0) bounds
+    # x from above. Horizontal edges bound only the rows (first_row, last_row see to that): slope 0 at +-_FAR.
+    upper = np.empty((3, len(keep)), bool)
+    params = np.empty((9, len(keep)))
+    for e in range(3):
+        dx, dy = x[(e + 1) % 3] - x[e], y[(e + 1) % 3] - y[e]
+        sloped = dy != 0.0
+        upper[e] = (dy > 0.0) == (area > 0.0)
+        params[3 * e] = np.where(sloped, x[e], np.where(upper[e], _FAR, -_FAR))
+        params[3 * e + 1] = y[e]
+        params[3 * e + 2] = dx / np.where(sloped, dy, np.inf)
+    counts = (last_row[keep] - first_row[keep] + 1.0).astype(np.intp)
+    total = int(counts.sum())
+    # One entry per (triangle, row), triangles in drawing order.
+    starts = np.cumsum(counts) - counts
+    row = np.repeat(first_row[keep] - starts, counts) + np.arange(total)
+    per_row = np.repeat(params, counts, axis=1)
+    kind = np.repeat(upper, counts, axis=1)
+    left = np.full(total, -_FAR)
+    right = np.full(total, _FAR)
+    for e in range(3):
+        bound = per_row[3 * e] + per_row[3 * e + 2] * (row - per_row[3 * e + 1])
+        np.minimum(right, bound, out=right, where=kind[e])
+        np.maximum(left, bound, out=left, where=~kind[e])
+    x0 = np.maximum(np.ceil(left - _EDGE_EPS), 0.0)
+    x1 = np.minimum(np.floor(right + _EDGE_EPS), cols - 1.0)
+    lengths = np.maximum(x1 - x0 + 1.0, 0.0).astype(np.intp)
+    pixels = int(lengths.sum())
+    offsets = np.cumsum(lengths) - lengths
+    index = np.repeat((row * cols + x0).astype(np.intp) - offsets, lengths) + np.arange(pixels)
+    # Overlaps resolved by drawing rank (maximum.at has a defined result for repeated pixels), then ranks to ids.
+    rank = np.repeat(np.repeat(keep.astype(np.int32) + 1, counts), lengths)
+    np.maximum.at(raster.reshape(-1), index, rank)
+    lookup = np.concatenate([[0], ids + 1]).astype(np.int32)
+    return lookup[raster]
+
+
+_EDGE_EPS = 1e-9  # samples this close to an edge count as on it: shared edges leave no gaps
+_FAR = 1e30
 
 
 def _coarse_map(
