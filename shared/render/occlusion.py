@@ -5,11 +5,16 @@ with the keyframe like everything else. A pixel inside the face outline is an oc
 colour is far from the sender's own skin (robust statistics of cheek, nose, chin and forehead
 patches) and it is not one of the face's own features (eyes, brows, lips, nostrils), which are
 meant to be replaced. Swapping then stops there, so the avatar appears behind the glasses.
+
+Clear and light spectacle frames are neither another colour nor dark: they are found by their
+shape instead, a closed loop of thin ridge (light or dark) round each eye at lens size and the
+same shape on both sides, which skin, wrinkles, lids and brows do not make (see `find_spectacles`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import cv2
 import numpy as np
@@ -32,6 +37,11 @@ class OcclusionOptions:
     min_area: float = 0.004  # of the face box: smaller specks are noise (moles, pores)
     inner_area: float = 0.03  # of the face: a patch that does not reach the outline must be this large
     edge_margin: float = 0.06  # of the face width: the outline band is left to the face mask's feather
+    spectacles: bool = True  # look for spectacle frames by their shape (clear and light frames too)
+    rim_scale: float = 0.008  # of the face width: the scale of a frame's rim (the ridge filter's sigma)
+    # Mean ridge strength round the weaker lens, in skin-texture units, to call them frames. Measured on the
+    # clips here: frontal, sharp keyframes of clear frames 1.6-2.0; faces without glasses at most 1.5.
+    rim_score: float = 1.6
 
 
 def _polygon(mask: npt.NDArray[np.uint8], points: npt.NDArray[np.float32], value: int = 255) -> None:
@@ -76,6 +86,224 @@ def _long_components(mask: npt.NDArray[np.uint8], min_extent: float) -> npt.NDAr
     keep = np.zeros(count, np.uint8)
     keep[1:] = extent[1:] >= min_extent
     return np.asarray(keep[labels], np.uint8)
+
+
+# Spectacle lenses in a frame at each eye's centre, in units of the eye's corner-to-corner width,
+# x away from the nose and y down the face: the ranges searched for the lens's half-width,
+# half-height and centre, as (low, high, steps).
+_LENS_HALF_WIDTH = (0.6, 1.15, 7)
+_LENS_HALF_HEIGHT = (0.4, 0.9, 7)
+_LENS_CENTRE_X = (-0.15, 0.3, 6)
+_LENS_CENTRE_Y = (-0.15, 0.4, 7)
+_LENS_SHAPES = (2.0, 3.0)  # superellipse exponents: round or oval lenses, and rounded rectangles
+_COARSE_POINTS, _LOOP_POINTS = 36, 72
+_EYE_BERTH = 0.2  # of the eye's width round the opening: lids and lashes are the eye's own edges
+_BROW_BERTH = 0.02  # of the face width round the brows' landmarks
+_CLEAR_OPACITY = 0.7
+_RIDGE_CAP = 2.5  # in skin-texture units: one strong edge (a brow, a lid) must not carry a whole loop
+
+
+@dataclass(frozen=True)
+class Spectacles:
+    loops: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]  # each lens's rim, closed polygons, pixels
+    score: float  # mean ridge strength round the weaker lens, in skin-texture units (capped per point)
+    thickness: float  # px: the rim's width to draw
+    opacity: float  # of the rims kept over the avatar: clear (light) rims are partly see-through
+
+
+@dataclass(frozen=True)
+class _Ridges:
+    """Second and first derivatives of the luma at the rim's scale (pixels of the image searched)."""
+
+    xx: FloatImage
+    xy: FloatImage
+    yy: FloatImage
+    gx: FloatImage
+    gy: FloatImage
+    blocked: npt.NDArray[np.bool_]  # the eyes' own lids and lashes: never rim
+    noise: float  # the skin's own ridge strength (texture, pores): the unit of strength
+    scale: float
+
+    @classmethod
+    def of(cls, luma: FloatImage, scale: float, skin: npt.NDArray[np.bool_], blocked: npt.NDArray[np.bool_]) -> _Ridges:
+        g = cv2.GaussianBlur(luma, (0, 0), scale)
+        # Scale-normalised (a line's response does not depend on the scale); Sobel's 3x3 kernels weigh 4 and 8.
+        xx = cv2.Sobel(g, cv2.CV_32F, 2, 0, ksize=3, scale=scale * scale / 4)
+        yy = cv2.Sobel(g, cv2.CV_32F, 0, 2, ksize=3, scale=scale * scale / 4)
+        xy = cv2.Sobel(g, cv2.CV_32F, 1, 1, ksize=3, scale=scale * scale / 4)
+        gx = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3, scale=scale / 8)
+        gy = cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3, scale=scale / 8)
+        curvature = np.abs(xx[skin] + yy[skin]) / 2 + np.sqrt(((xx[skin] - yy[skin]) / 2) ** 2 + xy[skin] ** 2)
+        # A floor for flat synthetic skin; real skin measures 0.3-0.7 here.
+        noise = max(float(np.median(curvature)) if curvature.size else 0.0, 0.15)
+        return cls(xx, xy, yy, gx, gy, blocked, noise, scale)
+
+    def across(self, points: npt.NDArray[np.float64]) -> float:
+        """The mean Laplacian at `points`: negative along a light line, positive along a dark one."""
+        h, w = self.xx.shape
+        qx = np.clip(np.rint(points[:, 0]).astype(np.intp), 0, w - 1)
+        qy = np.clip(np.rint(points[:, 1]).astype(np.intp), 0, h - 1)
+        return float(np.mean(self.xx[qy, qx] + self.yy[qy, qx]))
+
+    def strength(self, points: npt.NDArray[np.float32], normals: npt.NDArray[np.float32], offsets: tuple[float, ...]) -> FloatImage:
+        """Ridge strength across the curve at each point (the best of `offsets`, in scales, along the normal).
+
+        The second derivative across the curve, less the first: a thin line (light or dark) has a
+        strong one and none of the other at its centre, a step (a shadow's edge, a lid) has both.
+        """
+        h, w = self.xx.shape
+        nx, ny = normals[..., 0], normals[..., 1]
+        best = np.zeros(points.shape[:-1], np.float32)
+        for off in offsets:
+            qx = np.clip(np.rint(points[..., 0] + nx * off * self.scale).astype(np.intp), 0, w - 1)
+            qy = np.clip(np.rint(points[..., 1] + ny * off * self.scale).astype(np.intp), 0, h - 1)
+            across = nx * nx * self.xx[qy, qx] + 2 * nx * ny * self.xy[qy, qx] + ny * ny * self.yy[qy, qx]
+            slope = nx * self.gx[qy, qx] + ny * self.gy[qy, qx]
+            value = np.maximum(np.abs(across) - np.abs(slope), 0.0) * ~self.blocked[qy, qx]
+            best = np.maximum(best, value.astype(np.float32))
+        return np.minimum(best / np.float32(self.noise), np.float32(_RIDGE_CAP))
+
+
+@cache
+def _lens_grid() -> npt.NDArray[np.float64]:
+    """(half-width, half-height, centre x, centre y, exponent) for every lens searched."""
+    axes = [np.linspace(lo, hi, n) for lo, hi, n in (_LENS_HALF_WIDTH, _LENS_HALF_HEIGHT, _LENS_CENTRE_X, _LENS_CENTRE_Y)]
+    grid = np.stack(np.meshgrid(*axes, np.array(_LENS_SHAPES), indexing="ij"), -1).reshape(-1, 5)
+    return np.asarray(grid[grid[:, 1] <= 1.05 * grid[:, 0]], np.float64)  # lenses are not taller than wide
+
+
+def _grid_steps() -> npt.NDArray[np.float64]:
+    return np.array([(hi - lo) / (n - 1) for lo, hi, n in (_LENS_HALF_WIDTH, _LENS_HALF_HEIGHT, _LENS_CENTRE_X, _LENS_CENTRE_Y)])
+
+
+_Frame = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]
+
+
+def _eye_frames(landmarks: npt.NDArray[np.float64]) -> list[_Frame]:
+    """Per eye: its centre and its x (away from the nose) and y (down) axes, each an eye's width long."""
+    frames = []
+    for outer, inner in (topo.RIGHT_EYE_CORNERS, topo.LEFT_EYE_CORNERS):
+        o, i = landmarks[outer, :2], landmarks[inner, :2]
+        x = o - i
+        y = np.array([-x[1], x[0]])
+        frames.append(((o + i) / 2, x, y if y[1] >= 0 else -y))
+    return frames
+
+
+@cache
+def _unit_lens(exponent: float, count: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """A unit superellipse: `count` points (2, count) and its tangents (central differences)."""
+    theta = np.linspace(0.0, 2.0 * np.pi, count, endpoint=False)
+    c, s = np.cos(theta), np.sin(theta)
+    shape = np.stack([np.sign(c) * np.abs(c) ** (2.0 / exponent), np.sign(s) * np.abs(s) ** (2.0 / exponent)])
+    return shape.astype(np.float32), (np.roll(shape, -1, axis=1) - np.roll(shape, 1, axis=1)).astype(np.float32)
+
+
+def _loops(lenses: npt.NDArray[np.float64], frame: _Frame, count: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Points (K, count, 2) round each lens in pixels, and their unit outward normals."""
+    centre, ax, ay = (np.asarray(v, np.float32) for v in frame)
+    points = np.empty((len(lenses), count, 2), np.float32)
+    normals = np.empty_like(points)
+    for exponent in np.unique(lenses[:, 4]):
+        rows = np.flatnonzero(lenses[:, 4] == exponent)
+        (su, sv), (tu, tv) = _unit_lens(float(exponent), count)
+        a, b, cu, cv = (lenses[rows, k, None].astype(np.float32) for k in range(4))
+        u, v = cu + a * su, cv + b * sv
+        du, dv = a * tu, b * tv  # the tangent in the lens's own plane
+        points[rows] = centre + u[..., None] * ax + v[..., None] * ay
+        tangent = du[..., None] * ax + dv[..., None] * ay
+        normals[rows, :, 0], normals[rows, :, 1] = tangent[..., 1], -tangent[..., 0]
+    normals /= np.maximum(np.sqrt(np.square(normals).sum(axis=-1, keepdims=True)), np.float32(1e-9))
+    return points, normals
+
+
+def _refine(ridges: _Ridges, lens: npt.NDArray[np.float64], frame: _Frame) -> tuple[npt.NDArray[np.float64], float]:
+    """One lens's parameters refined on a finer grid round `lens`, and its mean strength."""
+    step = _grid_steps()
+    best, score = lens, -1.0
+    for shrink in (0.5, 0.25):
+        deltas = np.stack(np.meshgrid(*([np.array([-1.0, 0.0, 1.0])] * 4), indexing="ij"), -1).reshape(-1, 4)
+        grid = np.repeat(best[None], len(deltas), axis=0)
+        grid[:, :4] += deltas * step * shrink
+        points, normals = _loops(grid, frame, _LOOP_POINTS)
+        strength = ridges.strength(points, normals, (-1.0, 0.0, 1.0)).mean(axis=1)
+        k = int(np.argmax(strength))
+        best, score = grid[k], float(strength[k])
+    return best, score
+
+
+def _snap(ridges: _Ridges, points: npt.NDArray[np.float32], normals: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    """The loop moved along its normals onto the rim's centre line (the model's shape is only near a real lens's)."""
+    offsets = np.linspace(-2.0, 2.0, 9)
+    strength = np.stack([ridges.strength(points, normals, (o,)) for o in offsets])
+    shift = offsets[np.argmax(strength, axis=0)]
+    # Weak points follow their neighbours rather than the noise; a running median round the loop.
+    shift = np.where(strength.max(axis=0) >= 1.0, shift, 0.0)
+    ring = np.concatenate([shift[-3:], shift, shift[:3]])
+    shift = np.median(np.lib.stride_tricks.sliding_window_view(ring, 7), axis=1)
+    return np.asarray(points + normals * (shift * ridges.scale)[:, None], np.float64)
+
+
+def find_spectacles(ridges: _Ridges, landmarks: npt.NDArray[np.float64], min_score: float) -> Spectacles | None:
+    """A pair of lens rims round the eyes, or None.
+
+    Lenses are searched as superellipses in each eye's own frame, the same shape on both sides
+    (glasses are symmetric), scored by the ridge strength round the whole loop; the best is then
+    refined for each eye alone (a turned head shows the lenses differently) and snapped onto the rim.
+    Faces without glasses have strong edges round the eyes too (lids, sockets, brows), but not a
+    closed loop of thin line at lens size on both sides.
+    """
+    frames = _eye_frames(landmarks)
+    grid = _lens_grid()
+    total = np.zeros(len(grid), np.float32)
+    for frame in frames:
+        points, normals = _loops(grid, frame, _COARSE_POINTS)
+        total += ridges.strength(points, normals, (0.0,)).mean(axis=1)
+    best = grid[int(np.argmax(total))]
+    loops, scores = [], []
+    for frame in frames:
+        lens, score = _refine(ridges, best, frame)
+        points, normals = _loops(lens[None], frame, _LOOP_POINTS)
+        loops.append(_snap(ridges, points[0], normals[0]))
+        scores.append(score)
+    if min(scores) < min_score:
+        return None
+    # A light line is clear or light plastic: kept partly see-through, so the avatar's skin tints it as the
+    # sender's did; a dark one is opaque.
+    light = ridges.across(np.concatenate(loops)) < 0.0
+    return Spectacles((loops[0], loops[1]), min(scores), max(2.0, 2.5 * ridges.scale), _CLEAR_OPACITY if light else 1.0)
+
+
+def _spectacle_mask(
+    luma: FloatImage,
+    landmarks: npt.NDArray[np.float32],
+    width: float,
+    skin: npt.NDArray[np.bool_],
+    eyes: npt.NDArray[np.uint8],
+    options: OcclusionOptions,
+) -> FloatImage:
+    """0..1 on the rims of spectacles found round the eyes (see `find_spectacles`), soft-edged; 0 elsewhere."""
+    lm = landmarks.astype(np.float64)
+    eye_width = float(np.mean([np.linalg.norm(lm[a, :2] - lm[b, :2]) for a, b in (topo.RIGHT_EYE_CORNERS, topo.LEFT_EYE_CORNERS)]))
+    berth = max(1, int(round(_EYE_BERTH * eye_width)))
+    blocked = cv2.dilate(eyes, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * berth + 1, 2 * berth + 1))) > 0
+    # Brows are lines round the eyes too; a real rim crossing one loses only those points.
+    brows = np.zeros(luma.shape, np.uint8)
+    for brow in (np.array(_RIGHT_BROW), topo.symmetry()[list(_RIGHT_BROW)]):
+        cv2.fillConvexPoly(brows, cv2.convexHull(np.round(lm[brow, :2]).astype(np.int32)), 255)
+    grow = max(1, int(round(_BROW_BERTH * width)))
+    blocked |= cv2.dilate(brows, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))) > 0
+    ridges = _Ridges.of(luma, max(0.7, options.rim_scale * width), skin, blocked)
+    found = find_spectacles(ridges, lm, options.rim_score)
+    if found is None:
+        return np.zeros(luma.shape, np.float32)
+    rims = np.zeros(luma.shape, np.uint8)
+    thickness = max(1, int(round(found.thickness)))
+    cv2.polylines(rims, [np.round(loop * 16).astype(np.int32) for loop in found.loops], True, 255, thickness, cv2.LINE_AA, shift=4)
+    # Where a loop passes over the eye's own lids it is the model's guess, not a rim seen.
+    rims[eyes > 0] = 0
+    soft = cv2.GaussianBlur(rims.astype(np.float32) * np.float32(found.opacity / 255.0), (0, 0), 0.5 * ridges.scale)
+    return np.asarray(soft, np.float32)
 
 
 def occluder_mask(
@@ -149,12 +377,14 @@ def occluder_mask(
     near_eyes = cv2.dilate(eyes, np.ones((3, 3), np.uint8))
     rims = _rims(ycc[..., 0], width, my, sy) & (face > 0) & (near_eyes == 0) & (lines_ok > 0)
     rims = _long_components(rims.astype(np.uint8), 0.25 * width)
-    mask = np.maximum(blobs, rims)
-    mask = mask * (inner > 0)
-    if alpha is not None:
-        mask = mask * (alpha[fy, fx] >= 0.5)
-    soft = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), max(0.8, 0.012 * width))
-    out[fy, fx] = np.clip(soft * 1.5, 0.0, 1.0)
+    allowed = (inner > 0) if alpha is None else (inner > 0) & (alpha[fy, fx] >= 0.5)
+    mask = np.maximum(blobs, rims) * allowed
+    soft = np.clip(cv2.GaussianBlur(mask.astype(np.float32), (0, 0), max(0.8, 0.012 * width)) * 1.5, 0.0, 1.0)
+    if opts.spectacles:
+        # Drawn with their own narrow edge: a wide one shows a band of the sender's skin round a thin rim.
+        spectacles = _spectacle_mask(ycc[..., 0], lm, width, (patches > 0) & (face > 0), eyes, opts)
+        soft = np.maximum(soft, spectacles * allowed)
+    out[fy, fx] = soft
     return out
 
 
