@@ -138,6 +138,47 @@ def lid_source_vertices(vertices: Points, source: Landmarks, target: Landmarks) 
     return out
 
 
+_EYES = (
+    (topo.RIGHT_EYE_CORNERS, topo.RIGHT_IRIS_CENTER, topo.RIGHT_IRIS),
+    (topo.LEFT_EYE_CORNERS, topo.LEFT_IRIS_CENTER, topo.LEFT_IRIS),
+)
+
+
+def _eye_axes(landmarks: Landmarks, corners: tuple[int, int]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """The eye's centre and its axes (along the corners, and across), each as long as the eye is wide."""
+    a, b = landmarks[corners[0], :2].astype(np.float64), landmarks[corners[1], :2].astype(np.float64)
+    x = b - a
+    return (a + b) / 2, np.stack([x, np.array([-x[1], x[0]])])
+
+
+def hold_irises(target: Landmarks, neutral: Landmarks, held: tuple[bool, bool], travel: float) -> Landmarks:
+    """`target` with the irises of the `held` eyes (right, left) kept near where `neutral` has them in the eye.
+
+    For eyes whose iris is left to the warp (too small or too blurred to lift, shared.render.iris):
+    the warp moves such an iris by stretching the eye around it, and a far turn smears it sideways
+    into the white. The iris's offset from its place in `neutral` (in eye widths, in the eye's own
+    frame) is eased to at most `travel`: small glances pass almost unchanged, far ones stop short.
+    """
+    out = target.copy()
+    for hold, (corners, centre, ring) in zip(held, _EYES, strict=True):
+        if not hold:
+            continue
+        n_origin, n_axes = _eye_axes(neutral, corners)
+        t_origin, t_axes = _eye_axes(target, corners)
+        if abs(np.linalg.det(n_axes)) < 1e-6 or abs(np.linalg.det(t_axes)) < 1e-6:
+            continue
+        rest = np.linalg.solve(n_axes.T, neutral[centre, :2] - n_origin)
+        now = np.linalg.solve(t_axes.T, target[centre, :2] - t_origin)
+        shift = now - rest
+        size = float(np.linalg.norm(shift))
+        if size <= 1e-9:
+            continue
+        eased = shift * (travel * np.tanh(size / travel) / size)
+        move = (eased - shift) @ t_axes
+        out[[centre, *ring], :2] += move.astype(np.float32)
+    return out
+
+
 @dataclass(frozen=True)
 class MouthFrame:
     """The inner mouth in image pixels: where the lips meet the cavity."""

@@ -50,6 +50,7 @@ class MeshOptions:
     mirror_fill: bool = True
     fine_chroma: float = 0.2  # of the avatar's faint fine colour detail kept (frontal.soften_fine_chroma)
     rigid_irises: bool = True  # irises drawn whole over a clean eye (shared.render.iris), not stretched by the warp
+    held_iris_travel: float = 0.08  # of the eye's width: how far an iris left to the warp may move (0: free)
     smooth_lids: bool = True  # closing lids smoothed into skin with a lash line (shared.render.lids)
     keep_occluders: bool = True  # glasses, hair, hands on the sender's face stay in front of an avatar
     occlusion: OcclusionOptions = field(default_factory=OcclusionOptions)
@@ -294,6 +295,9 @@ class MeshRenderer:
     ) -> None:
         opts = self.options
         target = apply_retarget(self._retarget_plan(model, texture), dst)
+        if opts.held_iris_travel > 0:
+            held = (texture.irises[0] is None, texture.irises[1] is None)
+            target = em.hold_irises(target, texture.landmarks, held, opts.held_iris_travel)
         size = (image.shape[1], image.shape[0])
         mesh_tris = em.mesh_triangles()
         dst_vertices = em.extended_vertices(target)
