@@ -32,6 +32,12 @@ EYE_RING_POINTS = 8
 _IRIS_RING = 0.85
 # The landmark ring just above each upper lid margin (ring[1:8]), subject's right eye; the left by symmetry.
 RIGHT_LID_ABOVE = (113, 225, 224, 223, 222, 221, 189)  # the crease ring, above the lashes
+# The two rings below each lower lid margin (ring[9:16], inner corner first), subject's right eye.
+RIGHT_LID_BELOW = (112, 26, 22, 23, 24, 110, 25)
+RIGHT_LID_BELOW_2 = (233, 232, 231, 230, 229, 228, 31)
+_UPPER_PULL = 0.6  # of the way to the crease: where a closed upper lid is sampled from
+_LOWER_START, _LOWER_FULL = 0.35, 0.8  # closing fractions where the lower lid's sampling starts moving and has moved
+_BELOW_PULL = 0.5  # of the way from the ring below to the next: where that ring samples once the eye is closed
 
 
 @cache
@@ -120,21 +126,34 @@ def lid_closing(landmarks: Landmarks, neutral: Landmarks, ring: IndexArray) -> f
 
 
 def lid_source_vertices(vertices: Points, source: Landmarks, target: Landmarks) -> Points:
-    """Source vertices with each upper-lid margin raised towards the skin above it as the eye closes.
+    """Source vertices with each lid margin moved away from the eye, into the skin beside it, as the eye closes.
 
     A closing lid stretched from the source would drag the lashes down into a dark smear; sampling
-    the lid from above the lashes gives the skin-coloured lid a closed eye shows.
+    the upper lid from above the lashes gives the skin-coloured lid a closed eye shows. The lower
+    lid likewise samples from towards the ring below it: a drawn (cartoon) eye is often larger than
+    the mesh's opening, its white and lower rim lying between the lower margin and that ring, where
+    the closing lids never reach; sampled from there they would show as a crescent of white under
+    the closed lid.
     """
     out = vertices.copy()
     sym = topo.symmetry()
-    for ring, above in (
-        (topo.right_eye_ring(), np.array(RIGHT_LID_ABOVE)),
-        (topo.left_eye_ring(), sym[list(RIGHT_LID_ABOVE)]),
+    for ring, above, below, further in (
+        (topo.right_eye_ring(), np.array(RIGHT_LID_ABOVE), np.array(RIGHT_LID_BELOW), np.array(RIGHT_LID_BELOW_2)),
+        (topo.left_eye_ring(), sym[list(RIGHT_LID_ABOVE)], sym[list(RIGHT_LID_BELOW)], sym[list(RIGHT_LID_BELOW_2)]),
     ):
         closing = lid_closing(target, source, ring)
-        if closing > 0.0:
-            upper = ring[1 : len(ring) // 2]
-            out[upper] += 0.6 * closing * (source[above, :2] - source[upper, :2])
+        if closing <= 0.0:
+            continue
+        half = len(ring) // 2
+        upper, lower = ring[1:half], ring[half + 1 :]
+        out[upper] += _UPPER_PULL * closing * (source[above, :2] - source[upper, :2])
+        # Closed, the lower lid shows from the ring below down: a drawn rim there becomes the lid's line,
+        # and the band below samples the skin beyond it (the next ring's half way).
+        t = float(np.clip((closing - _LOWER_START) / (_LOWER_FULL - _LOWER_START), 0.0, 1.0))
+        amount = t * t * (3.0 - 2.0 * t)
+        if amount > 0.0:
+            out[lower] += amount * (source[below, :2] - source[lower, :2])
+            out[below] += amount * _BELOW_PULL * (source[further, :2] - source[below, :2])
     return out
 
 

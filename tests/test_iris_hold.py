@@ -1,0 +1,55 @@
+"""Irises left to the warp are held near the avatar's own place: a far gaze does not smear a small painted eye."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shared.render import topology as topo
+from shared.render.eyes_mouth import hold_irises
+from tests.render_fixtures import astronaut_landmarks
+
+RIGHT = (topo.RIGHT_IRIS_CENTER, *topo.RIGHT_IRIS)
+LEFT = (topo.LEFT_IRIS_CENTER, *topo.LEFT_IRIS)
+
+
+def _eye_width(lm: np.ndarray, corners: tuple[int, int]) -> float:
+    return float(np.linalg.norm(lm[corners[0], :2] - lm[corners[1], :2]))
+
+
+def _gazing(lm: np.ndarray, amount: float) -> np.ndarray:
+    """Both irises moved `amount` eye widths towards the subject's left (image right), the rest of the face kept."""
+    out = lm.copy()
+    for idx, corners in ((RIGHT, topo.RIGHT_EYE_CORNERS), (LEFT, topo.LEFT_EYE_CORNERS)):
+        out[list(idx), 0] += np.float32(amount * _eye_width(lm, corners))
+    return out
+
+
+def test_a_far_gaze_is_held_within_the_travel_and_the_iris_keeps_its_shape() -> None:
+    neutral = astronaut_landmarks()
+    target = _gazing(neutral, 0.3)
+    held = hold_irises(target, neutral, (True, True), 0.08)
+    for idx, corners in ((RIGHT, topo.RIGHT_EYE_CORNERS), (LEFT, topo.LEFT_EYE_CORNERS)):
+        travel = np.linalg.norm(held[idx[0], :2] - neutral[idx[0], :2]) / _eye_width(neutral, corners)
+        assert 0.05 < travel <= 0.081, travel  # most of the allowed travel, never more
+        ring = held[list(idx), :2] - held[idx[0], :2]
+        assert np.allclose(ring, target[list(idx), :2] - target[idx[0], :2], atol=1e-4)  # moved whole
+    others = np.setdiff1d(np.arange(len(neutral)), RIGHT + LEFT)
+    assert np.array_equal(held[others], target[others])
+
+
+def test_small_glances_pass_and_eyes_not_held_are_untouched() -> None:
+    neutral = astronaut_landmarks()
+    glance = _gazing(neutral, 0.01)
+    held = hold_irises(glance, neutral, (True, True), 0.08)
+    assert np.abs(held - glance).max() < 0.01 * _eye_width(neutral, topo.RIGHT_EYE_CORNERS)
+    far = _gazing(neutral, 0.3)
+    one = hold_irises(far, neutral, (False, True), 0.08)
+    assert np.array_equal(one[list(RIGHT)], far[list(RIGHT)])
+    assert not np.array_equal(one[list(LEFT)], far[list(LEFT)])
+
+
+def test_the_hold_follows_the_eye_when_the_head_moves() -> None:
+    neutral = astronaut_landmarks()
+    moved = neutral.copy()
+    moved[:, :2] = neutral[:, :2] * np.float32(1.5) + np.float32(20.0)  # larger and shifted: no gaze change
+    assert np.allclose(hold_irises(moved, neutral, (True, True), 0.08), moved, atol=1e-3)

@@ -1,0 +1,35 @@
+"""A closed lower lid samples the skin below the ring under it: a drawn eye larger than the mesh's opening leaves no crescent."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shared.render import eyes_mouth as em
+from shared.render import topology as topo
+from tests.render_fixtures import astronaut_landmarks, close_eyes
+
+
+def test_closed_lower_lid_samples_from_the_ring_below_open_one_from_itself() -> None:
+    neutral = astronaut_landmarks() * np.float32(3.0)
+    vertices = em.extended_vertices(neutral)
+    ring = topo.right_eye_ring()
+    lower = ring[len(ring) // 2 + 1 :]
+    below, further = np.array(em.RIGHT_LID_BELOW), np.array(em.RIGHT_LID_BELOW_2)
+    opened = em.lid_source_vertices(vertices, neutral, neutral)
+    assert np.array_equal(opened, vertices)
+    closed = em.lid_source_vertices(vertices, neutral, close_eyes(neutral))
+    # The margin samples where the ring below was (a drawn eye's lower rim lies about there) ...
+    assert np.allclose(closed[lower], neutral[below, :2], atol=0.5)
+    # ... and that ring half way to the next, so the band between samples skin beyond the rim.
+    assert np.allclose(closed[below], 0.5 * (neutral[below, :2] + neutral[further, :2]), atol=0.5)
+
+
+def test_the_rings_below_lie_below_the_lower_lid_in_order() -> None:
+    lm = astronaut_landmarks()
+    ring = topo.right_eye_ring()
+    lower = lm[ring[len(ring) // 2 + 1 :], :2]
+    below = lm[list(em.RIGHT_LID_BELOW), :2]
+    further = lm[list(em.RIGHT_LID_BELOW_2), :2]
+    assert (below[:, 1] > lower[:, 1]).all() and (further[:, 1] > below[:, 1]).all()
+    # Point by point beneath each other: inner corner first in all three.
+    assert (np.abs(below[:, 0] - lower[:, 0]) < 0.5 * np.ptp(lower[:, 0])).all()

@@ -1,0 +1,106 @@
+"""Spectacle frames found by their shape: clear and dark rims kept in front of an avatar, nothing on a bare face."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from shared.render.occlusion import OcclusionOptions, occluder_mask
+from shared.types import Image, Landmarks
+from tests.render_fixtures import astronaut, astronaut_landmarks
+
+CLIPS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "clips"
+LIGHT = (-1, -1, -1)  # clear plastic: the skin behind it, lighter (see _colour)
+DARK = (40, 40, 40)
+OFF = OcclusionOptions(spectacles=False)
+
+
+def _large_astronaut(scale: int = 3) -> tuple[Image, Landmarks]:
+    """The astronaut three times larger: her face is then ~270 px wide, a keyframe's size."""
+    image = cv2.resize(astronaut(), None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+    lm = astronaut_landmarks().copy()
+    lm[:, :2] = (lm[:, :2] + 0.5) * scale - 0.5
+    return image, lm
+
+
+def _colour(image: Image, lm: Landmarks, colour: tuple[int, int, int]) -> tuple[int, int, int]:
+    if colour != LIGHT:
+        return colour
+    x, y = np.round(lm[50, :2]).astype(int)  # her cheek
+    skin = np.median(image[y - 5 : y + 6, x - 5 : x + 6].reshape(-1, 3), axis=0)
+    r, g, b = (int(v) for v in 0.6 * skin + 0.4 * 255)
+    return (r, g, b)
+
+
+def _with_glasses(image: Image, lm: Landmarks, colour: tuple[int, int, int], arc: tuple[int, int] = (0, 360)) -> tuple[Image, np.ndarray]:
+    """Thin oval rims round both eyes (only the `arc` of each, in degrees), and where they are."""
+    out = image.copy()
+    colour = _colour(image, lm, colour)
+    rims = np.zeros(image.shape[:2], np.uint8)
+    for outer, inner in ((33, 133), (263, 362)):
+        o, i = lm[outer, :2].astype(np.float64), lm[inner, :2].astype(np.float64)
+        width = float(np.linalg.norm(o - i))
+        centre = (o + i) / 2 + np.array([0.1 * (o - i)[0], 0.2 * width])
+        angle = float(np.degrees(np.arctan2((o - i)[1], (o - i)[0])))
+        axes = (int(round(0.85 * width)), int(round(0.62 * width)))
+        at = (int(round(centre[0])), int(round(centre[1])))
+        cv2.ellipse(out, at, axes, angle, arc[0], arc[1], colour, 3, cv2.LINE_AA)
+        cv2.ellipse(rims, at, axes, angle, arc[0], arc[1], 255, 3, cv2.LINE_8)
+    return out, rims > 0
+
+
+@pytest.mark.parametrize("colour", [LIGHT, DARK])
+def test_thin_rims_round_both_eyes_are_kept_light_or_dark(colour: tuple[int, int, int]) -> None:
+    image, lm = _large_astronaut()
+    glasses, rims = _with_glasses(image, lm, colour)
+    found = occluder_mask(glasses, lm)[rims]
+    assert (found > 0.3).mean() > 0.6, (found > 0.3).mean()
+    # Before: light rims are neither dark nor of another colour; dark ones only where long and dark enough.
+    if colour == LIGHT:
+        assert (occluder_mask(glasses, lm, OFF)[rims] > 0.3).mean() < 0.1
+
+
+def test_light_rims_are_kept_see_through_dark_ones_opaque() -> None:
+    image, lm = _large_astronaut()
+    light = occluder_mask(_with_glasses(image, lm, LIGHT)[0], lm)
+    dark = occluder_mask(_with_glasses(image, lm, DARK)[0], lm)
+    _, rims = _with_glasses(image, lm, LIGHT)
+    assert 0.5 < np.percentile(light[rims], 90) < 0.85
+    assert np.percentile(dark[rims], 90) > 0.9
+
+
+@pytest.mark.parametrize("case", ["bare", "arcs"])
+def test_a_bare_face_or_arcs_under_the_eyes_are_not_glasses(case: str) -> None:
+    image, lm = _large_astronaut()
+    if case == "arcs":  # the lower half of each rim only: like shadows under the eyes
+        image, _ = _with_glasses(image, lm, LIGHT, (20, 160))
+    assert np.array_equal(occluder_mask(image, lm), occluder_mask(image, lm, OFF))
+
+
+def _first_face(clip: str) -> tuple[Image, Landmarks]:
+    from shared.identity import detect_faces
+
+    path = CLIPS / f"{clip}.mp4"
+    if not path.exists():
+        pytest.skip(f"evaluation clips not present ({CLIPS}): they live beside the repository, not in it")
+    cap = cv2.VideoCapture(str(path))
+    ok, image = cap.read()
+    cap.release()
+    assert ok, path
+    faces = detect_faces(image)
+    assert len(faces) == 1
+    return image, faces[0].landmarks
+
+
+def test_clear_glasses_on_a_real_clip_are_kept_and_a_bare_face_gets_none() -> None:
+    image, lm = _first_face("d12")  # thin, light, clear frames
+    added = occluder_mask(image, lm) - occluder_mask(image, lm, OFF)
+    eyes = lm[[33, 133, 263, 362], :2]
+    width = float(np.ptp(eyes[:, 0]))
+    assert float((added > 0.3).sum()) > 0.5 * width  # pixels of rim, round both lenses
+    for clip in ("d18", "d3"):
+        image, lm = _first_face(clip)
+        assert np.array_equal(occluder_mask(image, lm), occluder_mask(image, lm, OFF)), clip
