@@ -140,10 +140,11 @@ def triangle_raster(dst: Points, region: Region, step: int, order: npt.NDArray[n
         np.maximum(left, bound, out=left, where=~kind[e])
     x0 = np.maximum(np.ceil(left - _EDGE_EPS), 0.0)
     x1 = np.minimum(np.floor(right + _EDGE_EPS), cols - 1.0)
-    lengths = np.maximum(x1 - x0 + 1.0, 0.0).astype(np.intp)
+    # int32 from here on: a raster has far fewer than 2**31 samples, and half the bytes move faster.
+    lengths = np.maximum(x1 - x0 + 1.0, 0.0).astype(np.int32)
     pixels = int(lengths.sum())
-    offsets = np.cumsum(lengths) - lengths
-    index = np.repeat((row * cols + x0).astype(np.intp) - offsets, lengths) + np.arange(pixels)
+    offsets = np.cumsum(lengths, dtype=np.int32) - lengths
+    index = np.repeat((row * cols + x0).astype(np.int32) - offsets, lengths) + np.arange(pixels, dtype=np.int32)
     # Overlaps resolved by drawing rank (maximum.at has a defined result for repeated pixels), then ranks to ids.
     rank = np.repeat(np.repeat(keep.astype(np.int32) + 1, counts), lengths)
     np.maximum.at(raster.reshape(-1), index, rank)
