@@ -115,12 +115,7 @@ class Spectacles:
 class _Ridges:
     """Second and first derivatives of the luma at the rim's scale (pixels of the image searched)."""
 
-    xx: FloatImage
-    xy: FloatImage
-    yy: FloatImage
-    gx: FloatImage
-    gy: FloatImage
-    blocked: npt.NDArray[np.bool_]  # the eyes' own lids and lashes: never rim
+    maps: FloatImage  # per pixel: xx, xy, yy, gx, gy, and 1 where a rim may be (0 on the eyes' own lids and lashes)
     noise: float  # the skin's own ridge strength (texture, pores): the unit of strength
     scale: float
 
@@ -136,40 +131,43 @@ class _Ridges:
         curvature = np.abs(xx[skin] + yy[skin]) / 2 + np.sqrt(((xx[skin] - yy[skin]) / 2) ** 2 + xy[skin] ** 2)
         # A floor for flat synthetic skin; real skin measures 0.3-0.7 here.
         noise = max(float(np.median(curvature)) if curvature.size else 0.0, 0.15)
-        return cls(xx, xy, yy, gx, gy, blocked, noise, scale)
+        # One array, so each lookup gathers all six at once.
+        maps = np.ascontiguousarray(np.dstack([xx, xy, yy, gx, gy, (~blocked).astype(np.float32)]), np.float32)
+        return cls(maps, noise, scale)
+
+    def _lookup(self, points: npt.NDArray[np.float32]) -> FloatImage:
+        h, w = self.maps.shape[:2]
+        qx = np.clip(points[..., 0] + np.float32(0.5), 0, w - 1).astype(np.intp)
+        qy = np.clip(points[..., 1] + np.float32(0.5), 0, h - 1).astype(np.intp)
+        return np.asarray(self.maps.reshape(-1, 6)[qy * w + qx], np.float32)
 
     def across(self, points: npt.NDArray[np.float64]) -> float:
         """The mean Laplacian at `points`: negative along a light line, positive along a dark one."""
-        h, w = self.xx.shape
-        qx = np.clip(np.rint(points[:, 0]).astype(np.intp), 0, w - 1)
-        qy = np.clip(np.rint(points[:, 1]).astype(np.intp), 0, h - 1)
-        return float(np.mean(self.xx[qy, qx] + self.yy[qy, qx]))
+        v = self._lookup(points.astype(np.float32))
+        return float(np.mean(v[:, 0] + v[:, 2]))
 
     def strength(self, points: npt.NDArray[np.float32], normals: npt.NDArray[np.float32], offsets: tuple[float, ...]) -> FloatImage:
         """Ridge strength across the curve at each point (the best of `offsets`, in scales, along the normal).
 
         The second derivative across the curve, less the first: a thin line (light or dark) has a
         strong one and none of the other at its centre, a step (a shadow's edge, a lid) has both.
+        `normals` may be smaller than `points` where it broadcasts (lenses of one size share them).
         """
-        h, w = self.xx.shape
         nx, ny = normals[..., 0], normals[..., 1]
-        best = np.zeros(points.shape[:-1], np.float32)
+        cxx, cxy, cyy = nx * nx, 2 * nx * ny, ny * ny
+        best: FloatImage | None = None
         for off in offsets:
-            qx = np.clip(np.rint(points[..., 0] + nx * off * self.scale).astype(np.intp), 0, w - 1)
-            qy = np.clip(np.rint(points[..., 1] + ny * off * self.scale).astype(np.intp), 0, h - 1)
-            across = nx * nx * self.xx[qy, qx] + 2 * nx * ny * self.xy[qy, qx] + ny * ny * self.yy[qy, qx]
-            slope = nx * self.gx[qy, qx] + ny * self.gy[qy, qx]
-            value = np.maximum(np.abs(across) - np.abs(slope), 0.0) * ~self.blocked[qy, qx]
-            best = np.maximum(best, value.astype(np.float32))
+            v = self._lookup(points + normals * np.float32(off * self.scale) if off else points)
+            across = cxx * v[..., 0] + cxy * v[..., 1] + cyy * v[..., 2]
+            slope = nx * v[..., 3] + ny * v[..., 4]
+            value = np.maximum(np.abs(across) - np.abs(slope), np.float32(0.0)) * v[..., 5]
+            best = value if best is None else np.maximum(best, value)
+        assert best is not None
         return np.minimum(best / np.float32(self.noise), np.float32(_RIDGE_CAP))
 
 
-@cache
-def _lens_grid() -> npt.NDArray[np.float64]:
-    """(half-width, half-height, centre x, centre y, exponent) for every lens searched."""
-    axes = [np.linspace(lo, hi, n) for lo, hi, n in (_LENS_HALF_WIDTH, _LENS_HALF_HEIGHT, _LENS_CENTRE_X, _LENS_CENTRE_Y)]
-    grid = np.stack(np.meshgrid(*axes, np.array(_LENS_SHAPES), indexing="ij"), -1).reshape(-1, 5)
-    return np.asarray(grid[grid[:, 1] <= 1.05 * grid[:, 0]], np.float64)  # lenses are not taller than wide
+def _grid_axes() -> list[npt.NDArray[np.float64]]:
+    return [np.linspace(lo, hi, n) for lo, hi, n in (_LENS_HALF_WIDTH, _LENS_HALF_HEIGHT, _LENS_CENTRE_X, _LENS_CENTRE_Y)]
 
 
 def _grid_steps() -> npt.NDArray[np.float64]:
@@ -217,6 +215,24 @@ def _loops(lenses: npt.NDArray[np.float64], frame: _Frame, count: int) -> tuple[
     return points, normals
 
 
+def _coarse_strength(ridges: _Ridges, frame: _Frame, axes: list[npt.NDArray[np.float64]], exponent: float) -> FloatImage:
+    """Mean strength round every lens of the grid `axes` (half-width, half-height, centre x, centre y), at once.
+
+    A lens's points are its size's shape plus its centre, and its normals depend on its size only:
+    built on the two small grids and added, not lens by lens.
+    """
+    centre, ax, ay = (np.asarray(v, np.float32) for v in frame)
+    (su, sv), (tu, tv) = _unit_lens(exponent, _COARSE_POINTS)
+    a, b, cu, cv = (np.asarray(v, np.float32) for v in axes)
+    shape = a[:, None, None, None] * (su[:, None] * ax) + b[None, :, None, None] * (sv[:, None] * ay)  # (na, nb, N, 2)
+    tangent = a[:, None, None, None] * (tu[:, None] * ax) + b[None, :, None, None] * (tv[:, None] * ay)
+    normals = np.stack([tangent[..., 1], -tangent[..., 0]], -1)
+    normals /= np.maximum(np.sqrt(np.square(normals).sum(axis=-1, keepdims=True)), np.float32(1e-9))
+    centres = centre + cu[:, None, None] * ax + cv[None, :, None] * ay  # (ncx, ncy, 2)
+    points = shape[:, :, None, None] + centres[None, None, :, :, None]  # (na, nb, ncx, ncy, N, 2)
+    return ridges.strength(points, normals[:, :, None, None], (0.0,)).mean(axis=-1)
+
+
 def _refine(ridges: _Ridges, lens: npt.NDArray[np.float64], frame: _Frame) -> tuple[npt.NDArray[np.float64], float]:
     """One lens's parameters refined on a finer grid round `lens`, and its mean strength."""
     step = _grid_steps()
@@ -254,12 +270,17 @@ def find_spectacles(ridges: _Ridges, landmarks: npt.NDArray[np.float64], min_sco
     closed loop of thin line at lens size on both sides.
     """
     frames = _eye_frames(landmarks)
-    grid = _lens_grid()
-    total = np.zeros(len(grid), np.float32)
-    for frame in frames:
-        points, normals = _loops(grid, frame, _COARSE_POINTS)
-        total += ridges.strength(points, normals, (0.0,)).mean(axis=1)
-    best = grid[int(np.argmax(total))]
+    axes = _grid_axes()
+    a, b, cu, cv = axes
+    best, top = None, -np.inf
+    for exponent in _LENS_SHAPES:
+        total = sum(_coarse_strength(ridges, frame, axes, exponent) for frame in frames)
+        total[b[None, :] > 1.05 * a[:, None]] = -np.inf  # lenses are not taller than wide
+        k = np.unravel_index(int(np.argmax(total)), total.shape)
+        if float(total[k]) > top:
+            top = float(total[k])
+            best = np.array([a[k[0]], b[k[1]], cu[k[2]], cv[k[3]], exponent])
+    assert best is not None
     loops, scores = [], []
     for frame in frames:
         lens, score = _refine(ridges, best, frame)
