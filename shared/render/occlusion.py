@@ -274,7 +274,7 @@ def find_spectacles(ridges: _Ridges, landmarks: npt.NDArray[np.float64], min_sco
     a, b, cu, cv = axes
     best, top = None, -np.inf
     for exponent in _LENS_SHAPES:
-        total = sum(_coarse_strength(ridges, frame, axes, exponent) for frame in frames)
+        total = np.sum([_coarse_strength(ridges, frame, axes, exponent) for frame in frames], axis=0)
         total[b[None, :] > 1.05 * a[:, None]] = -np.inf  # lenses are not taller than wide
         k = np.unravel_index(int(np.argmax(total)), total.shape)
         if float(total[k]) > top:
