@@ -33,3 +33,17 @@ def test_the_rings_below_lie_below_the_lower_lid_in_order() -> None:
     assert (below[:, 1] > lower[:, 1]).all() and (further[:, 1] > below[:, 1]).all()
     # Point by point beneath each other: inner corner first in all three.
     assert (np.abs(below[:, 0] - lower[:, 0]) < 0.5 * np.ptp(lower[:, 0])).all()
+
+
+def test_closed_outer_corner_samples_from_beyond_it() -> None:
+    neutral = astronaut_landmarks() * np.float32(3.0)
+    vertices = em.extended_vertices(neutral)
+    closed = em.lid_source_vertices(vertices, neutral, close_eyes(neutral))
+    corner, beyond, far = em.RIGHT_OUTER_CORNER
+    assert corner == topo.right_eye_ring()[0]
+    assert np.allclose(closed[corner], neutral[beyond, :2], atol=0.5)
+    assert np.allclose(closed[beyond], 0.5 * (neutral[beyond, :2] + neutral[far, :2]), atol=0.5)
+    # Away from the eye, outwards: the far point lies further from the eye's centre than the corner.
+    centre = neutral[topo.right_eye_ring(), :2].mean(axis=0)
+    reach = [float(np.linalg.norm(neutral[i, :2] - centre)) for i in (corner, beyond, far)]
+    assert reach[0] < reach[1] < reach[2]

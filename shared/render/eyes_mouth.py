@@ -35,6 +35,7 @@ RIGHT_LID_ABOVE = (113, 225, 224, 223, 222, 221, 189)  # the crease ring, above 
 # The two rings below each lower lid margin (ring[9:16], inner corner first), subject's right eye.
 RIGHT_LID_BELOW = (112, 26, 22, 23, 24, 110, 25)
 RIGHT_LID_BELOW_2 = (233, 232, 231, 230, 229, 228, 31)
+RIGHT_OUTER_CORNER = (33, 130, 226)  # the outer eye corner and the two landmarks beyond it, outwards
 _UPPER_PULL = 0.6  # of the way to the crease: where a closed upper lid is sampled from
 _LOWER_START, _LOWER_FULL = 0.35, 0.8  # closing fractions where the lower lid's sampling starts moving and has moved
 _BELOW_PULL = 0.5  # of the way from the ring below to the next: where that ring samples once the eye is closed
@@ -137,9 +138,21 @@ def lid_source_vertices(vertices: Points, source: Landmarks, target: Landmarks) 
     """
     out = vertices.copy()
     sym = topo.symmetry()
-    for ring, above, below, further in (
-        (topo.right_eye_ring(), np.array(RIGHT_LID_ABOVE), np.array(RIGHT_LID_BELOW), np.array(RIGHT_LID_BELOW_2)),
-        (topo.left_eye_ring(), sym[list(RIGHT_LID_ABOVE)], sym[list(RIGHT_LID_BELOW)], sym[list(RIGHT_LID_BELOW_2)]),
+    for ring, above, below, further, corners in (
+        (
+            topo.right_eye_ring(),
+            np.array(RIGHT_LID_ABOVE),
+            np.array(RIGHT_LID_BELOW),
+            np.array(RIGHT_LID_BELOW_2),
+            RIGHT_OUTER_CORNER,
+        ),
+        (
+            topo.left_eye_ring(),
+            sym[list(RIGHT_LID_ABOVE)],
+            sym[list(RIGHT_LID_BELOW)],
+            sym[list(RIGHT_LID_BELOW_2)],
+            tuple(int(i) for i in sym[list(RIGHT_OUTER_CORNER)]),
+        ),
     ):
         closing = lid_closing(target, source, ring)
         if closing <= 0.0:
@@ -154,6 +167,10 @@ def lid_source_vertices(vertices: Points, source: Landmarks, target: Landmarks) 
         if amount > 0.0:
             out[lower] += amount * (source[below, :2] - source[lower, :2])
             out[below] += amount * _BELOW_PULL * (source[further, :2] - source[below, :2])
+            # The same outwards at the outer corner, where a drawn eye's white reaches furthest past the mesh.
+            corner, beyond, far = corners
+            out[corner] += amount * (source[beyond, :2] - source[corner, :2])
+            out[beyond] += amount * _BELOW_PULL * (source[far, :2] - source[beyond, :2])
     return out
 
 
