@@ -35,11 +35,14 @@ def _colour(image: Image, lm: Landmarks, colour: tuple[int, int, int]) -> tuple[
     return (r, g, b)
 
 
-def _with_glasses(image: Image, lm: Landmarks, colour: tuple[int, int, int], arc: tuple[int, int] = (0, 360)) -> tuple[Image, np.ndarray]:
-    """Thin oval rims round both eyes (only the `arc` of each, in degrees), and where they are."""
+def _with_glasses(
+    image: Image, lm: Landmarks, colour: tuple[int, int, int], arc: tuple[int, int] = (0, 360), bridge: bool = False
+) -> tuple[Image, np.ndarray]:
+    """Thin oval rims round both eyes (only the `arc` of each, in degrees), a bridge if asked, and where they are."""
     out = image.copy()
     colour = _colour(image, lm, colour)
     rims = np.zeros(image.shape[:2], np.uint8)
+    ends = []
     for outer, inner in ((33, 133), (263, 362)):
         o, i = lm[outer, :2].astype(np.float64), lm[inner, :2].astype(np.float64)
         width = float(np.linalg.norm(o - i))
@@ -49,6 +52,15 @@ def _with_glasses(image: Image, lm: Landmarks, colour: tuple[int, int, int], arc
         at = (int(round(centre[0])), int(round(centre[1])))
         cv2.ellipse(out, at, axes, angle, arc[0], arc[1], colour, 3, cv2.LINE_AA)
         cv2.ellipse(rims, at, axes, angle, arc[0], arc[1], 255, 3, cv2.LINE_8)
+        # The bridge leaves each rim a third of the way up, on the nose's side.
+        rim = cv2.ellipse2Poly(at, axes, int(round(angle)), 0, 360, 5)
+        high = rim[rim[:, 1] < centre[1] - axes[1] / 3]
+        ends.append(high[np.argmin(np.abs(high[:, 0] - float(lm[168, 0])))])
+    if bridge:
+        cv2.line(out, tuple(int(v) for v in ends[0]), tuple(int(v) for v in ends[1]), colour, 3, cv2.LINE_AA)
+        span = np.zeros_like(rims)
+        cv2.line(span, tuple(int(v) for v in ends[0]), tuple(int(v) for v in ends[1]), 255, 3, cv2.LINE_8)
+        return out, span > 0  # where the bridge is, away from the rims
     return out, rims > 0
 
 
@@ -70,6 +82,15 @@ def test_light_rims_are_kept_see_through_dark_ones_opaque() -> None:
     _, rims = _with_glasses(image, lm, LIGHT)
     assert 0.5 < np.percentile(light[rims], 90) < 0.85
     assert np.percentile(dark[rims], 90) > 0.9
+
+
+def test_a_bridge_between_the_lenses_is_kept_with_them() -> None:
+    image, lm = _large_astronaut()
+    glasses, span = _with_glasses(image, lm, LIGHT, bridge=True)
+    middle = span & (np.abs(np.arange(span.shape[1]) - float(lm[168, 0])) < 0.04 * np.ptp(lm[:, 0]))[None, :]
+    assert occluder_mask(glasses, lm)[middle].mean() > 0.3
+    no_bridge, _ = _with_glasses(image, lm, LIGHT)
+    assert occluder_mask(no_bridge, lm)[middle].mean() < 0.05
 
 
 @pytest.mark.parametrize("case", ["bare", "arcs"])

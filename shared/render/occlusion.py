@@ -109,6 +109,7 @@ class Spectacles:
     score: float  # mean ridge strength round the weaker lens, in skin-texture units (capped per point)
     thickness: float  # px: the rim's width to draw
     opacity: float  # of the rims kept over the avatar: clear (light) rims are partly see-through
+    bridge: npt.NDArray[np.float64] | None = None  # (2, 2): its ends on the two rims, when one is seen
 
 
 @dataclass(frozen=True)
@@ -292,7 +293,29 @@ def find_spectacles(ridges: _Ridges, landmarks: npt.NDArray[np.float64], min_sco
     # A light line is clear or light plastic: kept partly see-through, so the avatar's skin tints it as the
     # sender's did; a dark one is opaque.
     light = ridges.across(np.concatenate(loops)) < 0.0
-    return Spectacles((loops[0], loops[1]), min(scores), max(2.0, 2.5 * ridges.scale), _CLEAR_OPACITY if light else 1.0)
+    bridge = _bridge(ridges, loops[0], loops[1], min_score)
+    return Spectacles((loops[0], loops[1]), min(scores), max(2.0, 2.5 * ridges.scale), _CLEAR_OPACITY if light else 1.0, bridge)
+
+
+def _bridge(
+    ridges: _Ridges, right: npt.NDArray[np.float64], left: npt.NDArray[np.float64], min_score: float
+) -> npt.NDArray[np.float64] | None:
+    """The bridge over the nose as a straight line between the lenses' upper inner quarters, if one is seen there.
+
+    Loops run from the eye's outer side through its top (in each eye's own frame, see `_loops`), so
+    the same indices on both are the upper inner quarter.
+    """
+    lo, hi = _LOOP_POINTS // 2, _LOOP_POINTS * 3 // 4
+    ends = [loop[lo:hi:2] for loop in (right, left)]
+    a = np.repeat(ends[0], len(ends[1]), axis=0)
+    b = np.tile(ends[1], (len(ends[0]), 1))
+    t = np.linspace(0.15, 0.85, 16)[None, :, None]
+    points = (a[:, None] * (1 - t) + b[:, None] * t).astype(np.float32)
+    direction = (b - a) / np.maximum(np.linalg.norm(b - a, axis=1, keepdims=True), 1e-9)
+    normals = np.broadcast_to(np.stack([direction[:, 1], -direction[:, 0]], -1)[:, None], points.shape).astype(np.float32)
+    strength = ridges.strength(points, normals, (-1.0, 0.0, 1.0)).mean(axis=1)
+    k = int(np.argmax(strength))
+    return np.stack([a[k], b[k]]) if float(strength[k]) >= min_score else None
 
 
 def _spectacle_mask(
@@ -321,6 +344,8 @@ def _spectacle_mask(
     rims = np.zeros(luma.shape, np.uint8)
     thickness = max(1, int(round(found.thickness)))
     cv2.polylines(rims, [np.round(loop * 16).astype(np.int32) for loop in found.loops], True, 255, thickness, cv2.LINE_AA, shift=4)
+    if found.bridge is not None:
+        cv2.polylines(rims, [np.round(found.bridge * 16).astype(np.int32)], False, 255, thickness, cv2.LINE_AA, shift=4)
     # Where a loop passes over the eye's own lids it is the model's guess, not a rim seen.
     rims[eyes > 0] = 0
     soft = cv2.GaussianBlur(rims.astype(np.float32) * np.float32(found.opacity / 255.0), (0, 0), 0.5 * ridges.scale)
