@@ -303,9 +303,9 @@ class MeshRenderer:
         mesh_tris = em.mesh_triangles()
         dst_vertices = em.extended_vertices(target)
         step = self._face_step(target)
-        region = _face_region(dst_vertices, size, step)
-        order = _draw_order(_depths(target), mesh_tris)
         width = bl.face_width(target)
+        region = _face_region(dst_vertices, size, step, bl.shading_scale(width, opts.blend))
+        order = _draw_order(_depths(target), mesh_tris)
         level, to_level = texture.level_for(width)
         src = _apply(to_level, em.lid_source_vertices(texture.src_vertices, texture.landmarks, target))[mesh_tris]
         # Outside the mesh (the feathered edge reaches a little past it) sample the avatar's own
@@ -373,14 +373,15 @@ def _inner_warp_map(dst: Points, src: Points, region: Region, step: int, order: 
     return maps[inner], covered[inner]
 
 
-def _face_region(points: Points, size: tuple[int, int], step: int) -> Region:
-    """The face's region on a fixed grid of 4 pixels (corners at multiples of 4), clipped to the frame.
+def _face_region(points: Points, size: tuple[int, int], step: int, grid: int = 4) -> Region:
+    """The face's region on a fixed grid of `grid` pixels (corners at multiples of it), clipped to the frame.
 
-    blend.match_shading works at quarter size: with sides a multiple of 4 OpenCV takes its exact 4x4
-    averaging, three times faster than area resizing by a fractional factor. A fixed grid also keeps
-    the face map's samples at the same frame positions from frame to frame.
+    blend.match_shading works at a quarter or an eighth of the size (blend.shading_scale): with sides a
+    multiple of that OpenCV takes its exact block averaging, three times faster than area resizing by a
+    fractional factor. A fixed grid also keeps the face map's samples at the same frame positions from
+    frame to frame.
     """
-    k = int(np.lcm(step, 4))
+    k = int(np.lcm(step, grid))
     x0 = max(0, int(np.floor((points[:, 0].min() - 2) / k)) * k)
     y0 = max(0, int(np.floor((points[:, 1].min() - 2) / k)) * k)
     x1 = min(-(-size[0] // k) * k, int(np.ceil((points[:, 0].max() + 2) / k)) * k)
