@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from shared.render import eyes_mouth as em
@@ -47,3 +48,30 @@ def test_closed_outer_corner_samples_from_beyond_it() -> None:
     centre = neutral[topo.right_eye_ring(), :2].mean(axis=0)
     reach = [float(np.linalg.norm(neutral[i, :2] - centre)) for i in (corner, beyond, far)]
     assert reach[0] < reach[1] < reach[2]
+
+
+def test_a_nearly_shut_slit_is_covered_with_the_lid_above_it() -> None:
+    from shared.render.lids import close_lids
+
+    neutral = astronaut_landmarks() * np.float32(3.0)
+    ring = topo.right_eye_ring()
+    # Nearly shut: the upper lid 80 % of the way down (a retargeted blink rarely closes further).
+    target = neutral + np.float32(0.8) * (close_eyes(neutral) - neutral)
+    assert 0.72 < em.lid_closing(target, neutral, ring) < 0.9
+    size = (int(neutral[:, 1].max()) + 20, int(neutral[:, 0].max()) + 20, 3)
+    image = np.full(size, (120, 150, 200), np.uint8)  # lid skin
+    slit = np.zeros(size[:2], np.uint8)
+    cv2.fillPoly(slit, [np.round(target[ring, :2]).astype(np.int32)], 255)
+    inside = cv2.erode(slit, np.ones((3, 3), np.uint8)) > 0
+    assert inside.sum() > 20
+    image[slit > 0] = (235, 240, 245)  # a drawn eye's white showing through the slit
+    out = image.copy()
+    close_lids(out, target, neutral)
+    # Lid-coloured (the lash line drawn along the lids' meeting darkens part of it), no longer white.
+    whiteness = np.abs(out[inside].astype(float) - (235, 240, 245)).sum(axis=-1)
+    assert (whiteness > 120).mean() > 0.95, np.percentile(whiteness, [5, 50])
+    # Further open, the slit shows what is there.
+    half = neutral + np.float32(0.4) * (close_eyes(neutral) - neutral)
+    out = image.copy()
+    close_lids(out, half, neutral)
+    assert np.array_equal(out[inside], image[inside])

@@ -5,7 +5,9 @@ the mesh stretches that band over the whole eyeball, so its lashes and crease be
 streaks, and what is left of the opening shows as a torn dark slit. As an eye closes past about
 a third, the region from the crease down to the lower lid is blended with a copy of itself
 blurred along the eye (which keeps the lid's shading from crease to lashes but not the streaks),
-and a soft dark line is drawn where the lids meet.
+and a soft dark line is drawn where the lids meet. Nearly shut, what is left of the opening is
+covered with the lid just above it: a tracked blink rarely closes the mesh's lids completely, and
+a drawn (cartoon) eye's bright white would show through that slit as a white line.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ _BLUR = 0.3  # of the eye's width: the length of the blur along the eye
 _FEATHER = 0.06  # of the eye's width: the soft edge of the smoothed region
 _LASH = 0.04  # of the eye's width: the lash line's thickness
 _LASH_DARKNESS = 0.45
+_SHUT_START, _SHUT_FULL = 0.6, 0.72  # closing fractions where the slit starts being covered and is covered (a retargeted
+# blink closes an avatar's lids to ~0.72-0.8 of its opening, the sender's own to ~0.9)
+_LID_SAMPLE = 0.08  # of the eye's width above the upper margin: the lid colour the slit is covered with
 _SUBPIXEL = 4
 
 
@@ -48,7 +53,8 @@ def close_lids(face: Image, landmarks: Landmarks, neutral: Landmarks) -> None:
     """Smooth each closing lid in `face` (in place); `landmarks` in `face`'s pixels, `neutral` the face's own open eyes."""
     h, w = face.shape[:2]
     for ring, crease in _eyes():
-        amount = _smoothstep((lid_closing(landmarks, neutral, ring) - _START) / (_FULL - _START))
+        closing = lid_closing(landmarks, neutral, ring)
+        amount = _smoothstep((closing - _START) / (_FULL - _START))
         if amount <= 0.0:
             continue
         half = len(ring) // 2
@@ -70,6 +76,9 @@ def close_lids(face: Image, landmarks: Landmarks, neutral: Landmarks) -> None:
         along = max(3, int(round(_BLUR * eye_width)) | 1)
         smooth = cv2.blur(region, (along, 1), borderType=cv2.BORDER_REPLICATE)
         out = region.astype(np.float32) * (1.0 - weight[..., None]) + smooth.astype(np.float32) * weight[..., None]
+        shut = _smoothstep((closing - _SHUT_START) / (_SHUT_FULL - _SHUT_START))
+        if shut > 0.0:
+            out = _cover_slit(out, points[ring] - origin, eye_width, shut)
         lash = np.zeros(shape, np.uint8)
         margin = (points[ring[: half + 1]] - origin) * (1 << _SUBPIXEL)
         thickness = max(1, int(round(_LASH * eye_width)))
@@ -87,3 +96,17 @@ def _soft_polygon(polygon: npt.NDArray[np.float64], shape: tuple[int, int], feat
     mask = np.zeros(shape, np.float32)
     cv2.fillPoly(mask, [np.round(polygon * (1 << _SUBPIXEL)).astype(np.int32)], 1.0, cv2.LINE_AA, shift=_SUBPIXEL)
     return np.asarray(cv2.GaussianBlur(mask, (0, 0), max(0.5, feather)), np.float32)
+
+
+def _cover_slit(out: npt.NDArray[np.float32], ring: npt.NDArray[np.float64], eye_width: float, shut: float) -> npt.NDArray[np.float32]:
+    """`out` with the opening inside `ring` covered (by `shut`) with the lid colour just above each of its columns."""
+    h, w = out.shape[:2]
+    half = len(ring) // 2
+    upper = ring[: half + 1]
+    order = np.argsort(upper[:, 0])
+    xs = np.arange(w, dtype=np.float64)
+    margin = np.interp(xs, upper[order, 0], upper[order, 1])
+    rows = np.clip(np.round(margin - _LID_SAMPLE * eye_width), 0, h - 1).astype(np.intp)
+    lid = out[rows, np.arange(w)]  # (w, 3): one colour per column
+    weight = _soft_polygon(ring, (h, w), 0.03 * eye_width) * np.float32(shut)
+    return out * (1.0 - weight[..., None]) + lid[None, :, :] * weight[..., None]
