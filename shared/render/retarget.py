@@ -5,8 +5,10 @@ Head pose is removed with a 3-D similarity (Procrustes) fitted on points that ex
 moves; the delta F - N is taken in the neutral head frame, scaled per region by the ratio of the
 avatar's feature size to the sender's, added to the avatar's neutral face brought into the same
 frame, and the result is placed back at the sender's current pose. Eyelids use the ratio of
-opening instead of a delta so a blink closes any eye, large or small. The face outline is pulled
+opening instead of a delta so a blink closes any eye, large or small. The face outline can be pulled
 towards the sender's own outline so the avatar's features sit inside the sender's head and hair.
+The avatar's neutral face is first pushed further from the sender's (identity_push): the sender's
+head, hair and ears stay round the face and pull a recogniser back towards the sender.
 """
 
 from __future__ import annotations
@@ -90,42 +92,71 @@ def mouth_opening(points: Vec) -> float:
 
 
 @cache
+def _mesh_adjacency() -> tuple[frozenset[int], ...]:
+    """Neighbours of each landmark along the mesh's edges; irises hang on their eye's ring."""
+    adjacency: list[set[int]] = [set() for _ in range(topo.MESH_SIZE)]
+    for a, b, c in topo.face_triangles():
+        adjacency[a] |= {b, c}
+        adjacency[b] |= {a, c}
+        adjacency[c] |= {a, b}
+    for ring, centre, iris in (
+        (topo.right_eye_ring(), topo.RIGHT_IRIS_CENTER, topo.RIGHT_IRIS),
+        (topo.left_eye_ring(), topo.LEFT_IRIS_CENTER, topo.LEFT_IRIS),
+    ):
+        for i in (centre, *iris):
+            adjacency[i] |= set(int(v) for v in ring)
+    return tuple(frozenset(a) for a in adjacency)
+
+
+def _hops(seeds: npt.NDArray[np.int32]) -> Vec:
+    """Graph distance from the seed landmarks (breadth first over the mesh's edges)."""
+    adjacency = _mesh_adjacency()
+    dist = np.full(topo.MESH_SIZE, np.inf)
+    frontier = [int(s) for s in seeds]
+    dist[frontier] = 0
+    while frontier:
+        nxt = []
+        for v in frontier:
+            for w in adjacency[v]:
+                if dist[w] == np.inf:
+                    dist[w] = dist[v] + 1
+                    nxt.append(w)
+        frontier = nxt
+    return dist
+
+
+@cache
 def _region_weights() -> tuple[Vec, Vec, Vec]:
     """Per-landmark weights for mouth and eye regions and the outline pull, from the mesh graph.
 
     Graph distance (hops) makes these identical for every face and independent of pose.
     """
-    tris = topo.face_triangles()
-    n = topo.MESH_SIZE
-    adjacency: list[set[int]] = [set() for _ in range(n)]
-    for a, b, c in tris:
-        adjacency[a] |= {b, c}
-        adjacency[b] |= {a, c}
-        adjacency[c] |= {a, b}
-    for ring in (topo.right_eye_ring(), topo.left_eye_ring()):
-        centre = topo.RIGHT_IRIS_CENTER if ring[0] == topo.RIGHT_EYE_CORNERS[0] else topo.LEFT_IRIS_CENTER
-        iris = topo.RIGHT_IRIS if centre == topo.RIGHT_IRIS_CENTER else topo.LEFT_IRIS
-        for i in (centre, *iris):
-            adjacency[i] |= set(int(v) for v in ring)
-
-    def hops(seeds: npt.NDArray[np.int32]) -> Vec:
-        dist = np.full(n, np.inf)
-        frontier = [int(s) for s in seeds]
-        dist[frontier] = 0
-        while frontier:
-            nxt = []
-            for v in frontier:
-                for w in adjacency[v]:
-                    if dist[w] == np.inf:
-                        dist[w] = dist[v] + 1
-                        nxt.append(w)
-            frontier = nxt
-        return dist
-
-    mouth = np.exp(-((hops(topo.outer_lip_ring()) / 3.0) ** 2))
-    eyes = np.exp(-((hops(np.concatenate([topo.right_eye_ring(), topo.left_eye_ring()])) / 3.0) ** 2))
-    outline = np.clip(1.0 - hops(topo.face_oval_ring()) / 3.0, 0.0, 1.0)
+    mouth = np.exp(-((_hops(topo.outer_lip_ring()) / 3.0) ** 2))
+    eyes = np.exp(-((_hops(np.concatenate([topo.right_eye_ring(), topo.left_eye_ring()])) / 3.0) ** 2))
+    outline = np.clip(1.0 - _hops(topo.face_oval_ring()) / 3.0, 0.0, 1.0)
     return mouth, eyes, outline
+
+
+@cache
+def _features() -> tuple[tuple[npt.NDArray[np.int32], Vec], ...]:
+    """Each eye (lids and iris) and the mouth (both lip rings), with a weight fading over ~2 hops round it."""
+    right = np.concatenate([topo.right_eye_ring(), [topo.RIGHT_IRIS_CENTER, *topo.RIGHT_IRIS]]).astype(np.int32)
+    left = np.concatenate([topo.left_eye_ring(), [topo.LEFT_IRIS_CENTER, *topo.LEFT_IRIS]]).astype(np.int32)
+    mouth = np.concatenate([topo.outer_lip_ring(), topo.inner_lip_ring()]).astype(np.int32)
+    return tuple((ids, np.exp(-((_hops(ids) / 1.5) ** 2))) for ids in (right, left, mouth))
+
+
+def _identity_difference(avatar_n: Vec, neutral: Vec) -> Vec:
+    """How the avatar's neutral face differs from the sender's, eyes and mouth moved whole.
+
+    Exaggerating it (a caricature) moves the output away from the sender, whose head, hair and
+    ears stay round the face. Eyes and mouth only move by their mean difference: reshaping them
+    would change how open they look. The outline is left where it is: it meets the sender's head.
+    """
+    diff = avatar_n - neutral
+    for ids, weight in _features():
+        diff = (1.0 - weight[:, None]) * diff + weight[:, None] * diff[ids].mean(axis=0)
+    return diff * (1.0 - _region_weights()[2])[:, None]
 
 
 @dataclass(frozen=True)
@@ -138,6 +169,11 @@ class RetargetOptions:
     upper_outline_pull: float = 0.0
     max_eye_ratio: float = 1.8
     closed_neutral_mouth: bool = True
+    # Caricature: the avatar's neutral face moved further from the sender's by this fraction of
+    # their difference (the sender's head, hair and ears round the face pull recognition back),
+    # scaled down so that no landmark moves more than push_limit face widths.
+    identity_push: float = 1.0
+    push_limit: float = 0.05
 
 
 def _set_eye_opening(points: Vec, avatar: Vec, ring: npt.NDArray[np.int32], ratio: float) -> None:
@@ -243,6 +279,11 @@ def plan_retarget(sender_neutral: Landmarks, avatar_neutral: Landmarks, options:
         # the sender opens wider than that: measure the mouth from closed lips instead.
         neutral = _close_neutral_mouth(neutral, 0.0)
     avatar_n = head_alignment(avatar_neutral, sender_neutral).apply(avatar_neutral.astype(np.float64))
+    if opts.identity_push:
+        diff = _identity_difference(avatar_n, sender_neutral.astype(np.float64))
+        face_width = float(np.ptp(avatar_n[topo.face_oval_ring(), 0]))
+        largest = float(np.linalg.norm(diff[:, :2], axis=1).max())
+        avatar_n = avatar_n + min(opts.identity_push, opts.push_limit * face_width / max(largest, 1e-9)) * diff
     k_mouth = _width(avatar_n, _MOUTH_WIDTH) / max(_width(neutral, _MOUTH_WIDTH), 1e-6)
     k_eye = np.mean([_width(avatar_n, p) / max(_width(neutral, p), 1e-6) for p in _EYE_PAIRS])
     mouth_w, eye_w, outline_w = _region_weights()

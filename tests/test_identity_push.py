@@ -1,0 +1,78 @@
+"""Identity push: the avatar's difference from the sender exaggerated, eyes and mouth kept whole."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shared.render import topology as topo
+from shared.render.retarget import RetargetOptions, retarget
+from shared.types import Landmarks
+from tests.render_fixtures import astronaut_landmarks, open_mouth, transform
+
+NOSE_TIP = 1
+
+
+def _avatar(sender: Landmarks) -> Landmarks:
+    """The sender with a longer nose and eyes set wider apart (each eye moved whole)."""
+    avatar = sender.copy()
+    avatar[NOSE_TIP, 1] += 6.0
+    for ring, centre, iris, dx in (
+        (topo.right_eye_ring(), topo.RIGHT_IRIS_CENTER, topo.RIGHT_IRIS, -3.0),
+        (topo.left_eye_ring(), topo.LEFT_IRIS_CENTER, topo.LEFT_IRIS, 3.0),
+    ):
+        avatar[[*ring, centre, *iris], 0] += dx
+    return avatar
+
+
+def _iris_gap(points: Landmarks) -> float:
+    return float(np.linalg.norm(points[topo.RIGHT_IRIS_CENTER, :2] - points[topo.LEFT_IRIS_CENTER, :2]))
+
+
+def _pushed(push: float, now: Landmarks | None = None) -> tuple[Landmarks, Landmarks]:
+    sender = astronaut_landmarks()
+    return sender, retarget(sender if now is None else now, sender, _avatar(sender), RetargetOptions(identity_push=push))
+
+
+def test_push_exaggerates_how_the_avatar_differs_from_the_sender() -> None:
+    sender, plain = _pushed(0.0)
+    _, pushed = _pushed(0.5)
+    nose_plain = plain[NOSE_TIP, 1] - sender[NOSE_TIP, 1]
+    nose_pushed = pushed[NOSE_TIP, 1] - sender[NOSE_TIP, 1]
+    assert nose_plain > 4.0
+    assert nose_pushed > 1.35 * nose_plain
+    gap_plain = _iris_gap(plain) - _iris_gap(sender)
+    gap_pushed = _iris_gap(pushed) - _iris_gap(sender)
+    assert gap_plain > 4.0
+    assert gap_pushed > 1.35 * gap_plain
+
+
+def test_push_keeps_eyes_mouth_and_outline_as_they_are() -> None:
+    sender = astronaut_landmarks()
+    talking = open_mouth(sender, 8.0)
+    _, plain = _pushed(0.0, talking)
+    _, pushed = _pushed(0.8, talking)
+    oval = topo.face_oval_ring()
+    assert np.abs(pushed[oval, :2] - plain[oval, :2]).max() < 1e-3
+    for ids in (topo.right_eye_ring(), topo.left_eye_ring(), topo.inner_lip_ring(), topo.outer_lip_ring()):
+        shape_plain = plain[ids, :2] - plain[ids, :2].mean(axis=0)
+        shape_pushed = pushed[ids, :2] - pushed[ids, :2].mean(axis=0)
+        assert np.abs(shape_pushed - shape_plain).max() < 0.05
+
+
+def test_push_is_nothing_for_an_avatar_shaped_like_the_sender() -> None:
+    sender = astronaut_landmarks()
+    moved = transform(open_mouth(sender, 6.0), angle_deg=8.0, shift=(12.0, -5.0), centre=(220.0, 120.0))
+    plain = retarget(moved, sender, sender, RetargetOptions(identity_push=0.0))
+    pushed = retarget(moved, sender, sender, RetargetOptions(identity_push=1.0))
+    assert np.abs(pushed - plain).max() < 1e-3
+
+
+def test_push_is_limited_for_an_avatar_far_from_the_sender() -> None:
+    sender = astronaut_landmarks()
+    avatar = sender.copy()
+    avatar[NOSE_TIP, 1] += 40.0
+    plain = retarget(sender, sender, avatar, RetargetOptions(identity_push=0.0))
+    pushed = retarget(sender, sender, avatar, RetargetOptions(identity_push=1.0, push_limit=0.05))
+    face_width = float(np.ptp(sender[topo.face_oval_ring(), 0]))
+    extra = np.linalg.norm(pushed[:, :2] - plain[:, :2], axis=1).max()
+    assert 0.04 * face_width < extra <= 0.0501 * face_width
