@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from shared.render.occlusion import OcclusionOptions, occluder_mask
+from shared.render.occlusion import OcclusionOptions, SpectacleMemory, occluder_mask
 from shared.types import Image, Landmarks
 from tests.render_fixtures import astronaut, astronaut_landmarks
 
@@ -99,6 +99,18 @@ def test_a_bare_face_or_arcs_under_the_eyes_are_not_glasses(case: str) -> None:
     if case == "arcs":  # the lower half of each rim only: like shadows under the eyes
         image, _ = _with_glasses(image, lm, LIGHT, (20, 160))
     assert np.array_equal(occluder_mask(image, lm), occluder_mask(image, lm, OFF))
+
+
+def test_glasses_seen_once_are_confirmed_fainter_later_but_not_imagined_on_a_bare_face() -> None:
+    image, lm = _large_astronaut()
+    sharp, rims = _with_glasses(image, lm, LIGHT)
+    faint = np.clip(image * 0.6 + sharp * 0.4 + 0.5, 0, 255).astype(np.uint8)  # a blurred, low-contrast keyframe
+    assert occluder_mask(faint, lm)[rims].mean() < 0.05  # too faint to find anywhere
+    memory = SpectacleMemory()
+    assert occluder_mask(sharp, lm, memory=memory)[rims].mean() > 0.3
+    assert memory.lenses is not None
+    assert occluder_mask(faint, lm, memory=memory)[rims].mean() > 0.3  # but there, where they were
+    assert np.array_equal(occluder_mask(image, lm, memory=memory), occluder_mask(image, lm, OFF))  # taken off
 
 
 def _first_face(clip: str) -> tuple[Image, Landmarks]:

@@ -23,7 +23,7 @@ from shared.render import topology as topo
 from shared.render.frontal import Texture, prepare_texture
 from shared.render.iris import draw_irises
 from shared.render.lids import close_lids
-from shared.render.occlusion import OcclusionOptions, occluder_mask
+from shared.render.occlusion import OcclusionOptions, SpectacleMemory, occluder_mask
 from shared.render.retarget import RetargetOptions, RetargetPlan, apply_retarget, plan_retarget
 from shared.render.warp import CoarseMap, PointMap, Points, Region, remap, similarity_2d, warp_map
 from shared.types import Alpha, FrameState, IdentityAsset, Image, KeyframeState, Landmarks, RenderedPerson
@@ -125,16 +125,18 @@ class _KeyframeModel:
     occluder: npt.NDArray[np.uint8] | None  # 255 where glasses, hair or a hand cover the face; None if nothing
 
 
-def _occluder(image: Image, landmarks: Landmarks, options: OcclusionOptions | None, alpha: Alpha | None) -> npt.NDArray[np.uint8] | None:
+def _occluder(
+    image: Image, landmarks: Landmarks, options: OcclusionOptions | None, alpha: Alpha | None, memory: SpectacleMemory | None = None
+) -> npt.NDArray[np.uint8] | None:
     if options is None:
         return None
-    mask = occluder_mask(image, landmarks, options, alpha)
+    mask = occluder_mask(image, landmarks, options, alpha, memory)
     if float(mask.max()) < 0.05:
         return None
     return np.asarray(np.clip(mask * 255.0 + 0.5, 0, 255), np.uint8)
 
 
-def _prepare_keyframe(keyframe: KeyframeState, occlusion: OcclusionOptions | None) -> _KeyframeModel:
+def _prepare_keyframe(keyframe: KeyframeState, occlusion: OcclusionOptions | None, memory: SpectacleMemory | None = None) -> _KeyframeModel:
     assert keyframe.landmarks is not None
     lm = keyframe.landmarks.astype(np.float32)
     h, w = keyframe.image.shape[:2]
@@ -156,7 +158,7 @@ def _prepare_keyframe(keyframe: KeyframeState, occlusion: OcclusionOptions | Non
         border_src=border_src,
         mouth_ratio=mouth.ratio,
         panels=panels,
-        occluder=_occluder(keyframe.image, lm, occlusion, keyframe.alpha),
+        occluder=_occluder(keyframe.image, lm, occlusion, keyframe.alpha, memory),
     )
 
 
@@ -174,11 +176,12 @@ class MeshRenderer:
         self._keyframe: _KeyframeModel | None = None
         self._textures: dict[str, Texture | None] = {}
         self._plan: tuple[_KeyframeModel, Texture, RetargetPlan] | None = None
+        self._spectacles = SpectacleMemory()  # the sender's glasses, carried from keyframe to keyframe
 
     def _keyframe_model(self, keyframe: KeyframeState) -> _KeyframeModel:
         model = self._keyframe
         if model is None or model.kf != keyframe.kf or model.image_id != id(keyframe.image):
-            model = _prepare_keyframe(keyframe, self.options.occlusion if self.options.keep_occluders else None)
+            model = _prepare_keyframe(keyframe, self.options.occlusion if self.options.keep_occluders else None, self._spectacles)
             self._keyframe = model
         return model
 

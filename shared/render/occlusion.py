@@ -42,6 +42,9 @@ class OcclusionOptions:
     # Mean ridge strength round the weaker lens, in skin-texture units, to call them frames. Measured on the
     # clips here: frontal, sharp keyframes of clear frames 1.6-2.0; faces without glasses at most 1.5.
     rim_score: float = 1.6
+    # The same, for lenses an earlier keyframe showed, confirmed where they were (see SpectacleMemory).
+    # At d12's lenses: d12's own frames 0.45-2.03 (median 1.13), faces without glasses at most 1.19.
+    recall_score: float = 1.3
 
 
 def _polygon(mask: npt.NDArray[np.uint8], points: npt.NDArray[np.float32], value: int = 255) -> None:
@@ -110,6 +113,20 @@ class Spectacles:
     thickness: float  # px: the rim's width to draw
     opacity: float  # of the rims kept over the avatar: clear (light) rims are partly see-through
     bridge: npt.NDArray[np.float64] | None = None  # (2, 2): its ends on the two rims, when one is seen
+    # Per eye (right, left): half-width, half-height, centre x, centre y (eye widths, the eye's own frame), exponent.
+    lenses: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None = None
+
+
+@dataclass
+class SpectacleMemory:
+    """The sender's lenses as the last keyframe that showed them found them: explicit per-session state.
+
+    Keyframes are whatever frame was current when one was due; glasses found in a sharp frontal one
+    would vanish from the next, blurred or turned, where the rims are too faint to find anywhere.
+    With the lenses remembered, a later keyframe only has to confirm them where they were.
+    """
+
+    lenses: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None = None
 
 
 @dataclass(frozen=True)
@@ -261,7 +278,13 @@ def _snap(ridges: _Ridges, points: npt.NDArray[np.float32], normals: npt.NDArray
     return np.asarray(points + normals * (shift * ridges.scale)[:, None], np.float64)
 
 
-def find_spectacles(ridges: _Ridges, landmarks: npt.NDArray[np.float64], min_score: float) -> Spectacles | None:
+def find_spectacles(
+    ridges: _Ridges,
+    landmarks: npt.NDArray[np.float64],
+    min_score: float,
+    remembered: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None = None,
+    recall_score: float = np.inf,
+) -> Spectacles | None:
     """A pair of lens rims round the eyes, or None.
 
     Lenses are searched as superellipses in each eye's own frame, the same shape on both sides
@@ -269,8 +292,16 @@ def find_spectacles(ridges: _Ridges, landmarks: npt.NDArray[np.float64], min_sco
     refined for each eye alone (a turned head shows the lenses differently) and snapped onto the rim.
     Faces without glasses have strong edges round the eyes too (lids, sockets, brows), but not a
     closed loop of thin line at lens size on both sides.
+
+    `remembered` lenses (`Spectacles.lenses` of an earlier picture of the same face) are tried first,
+    refined where they are, and taken at `recall_score`: a blurred or turned picture shows the rims
+    too faintly to find them anywhere, but enough to confirm them where they were.
     """
     frames = _eye_frames(landmarks)
+    if remembered is not None:
+        found = _fit(ridges, frames, remembered, recall_score)
+        if found is not None:
+            return found
     axes = _grid_axes()
     a, b, cu, cv = axes
     best, top = None, -np.inf
@@ -282,19 +313,28 @@ def find_spectacles(ridges: _Ridges, landmarks: npt.NDArray[np.float64], min_sco
             top = float(total[k])
             best = np.array([a[k[0]], b[k[1]], cu[k[2]], cv[k[3]], exponent])
     assert best is not None
-    loops, scores = [], []
-    for frame in frames:
-        lens, score = _refine(ridges, best, frame)
+    return _fit(ridges, frames, (best, best), min_score)
+
+
+def _fit(
+    ridges: _Ridges, frames: list[_Frame], starts: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]], min_score: float
+) -> Spectacles | None:
+    """Each lens refined from its start and snapped onto the rim; None when the weaker is below `min_score`."""
+    loops, scores, lenses = [], [], []
+    for frame, start in zip(frames, starts, strict=True):
+        lens, score = _refine(ridges, start, frame)
         points, normals = _loops(lens[None], frame, _LOOP_POINTS)
         loops.append(_snap(ridges, points[0], normals[0]))
         scores.append(score)
+        lenses.append(lens)
     if min(scores) < min_score:
         return None
     # A light line is clear or light plastic: kept partly see-through, so the avatar's skin tints it as the
     # sender's did; a dark one is opaque.
     light = ridges.across(np.concatenate(loops)) < 0.0
     bridge = _bridge(ridges, loops[0], loops[1], min_score)
-    return Spectacles((loops[0], loops[1]), min(scores), max(2.0, 2.5 * ridges.scale), _CLEAR_OPACITY if light else 1.0, bridge)
+    opacity = _CLEAR_OPACITY if light else 1.0
+    return Spectacles((loops[0], loops[1]), min(scores), max(2.0, 2.5 * ridges.scale), opacity, bridge, (lenses[0], lenses[1]))
 
 
 def _bridge(
@@ -325,6 +365,7 @@ def _spectacle_mask(
     skin: npt.NDArray[np.bool_],
     eyes: npt.NDArray[np.uint8],
     options: OcclusionOptions,
+    memory: SpectacleMemory | None = None,
 ) -> FloatImage:
     """0..1 on the rims of spectacles found round the eyes (see `find_spectacles`), soft-edged; 0 elsewhere."""
     lm = landmarks.astype(np.float64)
@@ -338,9 +379,12 @@ def _spectacle_mask(
     grow = max(1, int(round(_BROW_BERTH * width)))
     blocked |= cv2.dilate(brows, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))) > 0
     ridges = _Ridges.of(luma, max(0.7, options.rim_scale * width), skin, blocked)
-    found = find_spectacles(ridges, lm, options.rim_score)
+    remembered = memory.lenses if memory is not None else None
+    found = find_spectacles(ridges, lm, options.rim_score, remembered, options.recall_score)
     if found is None:
         return np.zeros(luma.shape, np.float32)
+    if memory is not None:
+        memory.lenses = found.lenses
     rims = np.zeros(luma.shape, np.uint8)
     thickness = max(1, int(round(found.thickness)))
     cv2.polylines(rims, [np.round(loop * 16).astype(np.int32) for loop in found.loops], True, 255, thickness, cv2.LINE_AA, shift=4)
@@ -353,13 +397,18 @@ def _spectacle_mask(
 
 
 def occluder_mask(
-    image: Image, landmarks: Landmarks, options: OcclusionOptions | None = None, alpha: FloatImage | None = None
+    image: Image,
+    landmarks: Landmarks,
+    options: OcclusionOptions | None = None,
+    alpha: FloatImage | None = None,
+    memory: SpectacleMemory | None = None,
 ) -> FloatImage:
     """0..1 per pixel of `image`: 1 where something covers the face, 0 on skin, features and off-face.
 
     Only inside the outline pulled in by `options.edge_margin`: the mesh outline often runs over
     background or the hair line at the temples, which the face mask's feather handles anyway.
-    With the keyframe's `alpha`, background (alpha < 0.5) is never an occluder.
+    With the keyframe's `alpha`, background (alpha < 0.5) is never an occluder. `memory` carries the
+    session's glasses from keyframe to keyframe (read and updated).
     """
     opts = options or OcclusionOptions()
     h, w = image.shape[:2]
@@ -428,7 +477,7 @@ def occluder_mask(
     soft = np.clip(cv2.GaussianBlur(mask.astype(np.float32), (0, 0), max(0.8, 0.012 * width)) * 1.5, 0.0, 1.0)
     if opts.spectacles:
         # Drawn with their own narrow edge: a wide one shows a band of the sender's skin round a thin rim.
-        spectacles = _spectacle_mask(ycc[..., 0], lm, width, (patches > 0) & (face > 0), eyes, opts)
+        spectacles = _spectacle_mask(ycc[..., 0], lm, width, (patches > 0) & (face > 0), eyes, opts, memory)
         soft = np.maximum(soft, spectacles * allowed)
     out[fy, fx] = soft
     return out
