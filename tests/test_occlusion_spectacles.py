@@ -111,6 +111,10 @@ def test_glasses_seen_once_are_confirmed_fainter_later_but_not_imagined_on_a_bar
     assert memory.lenses is not None
     assert occluder_mask(faint, lm, memory=memory)[rims].mean() > 0.3  # but there, where they were
     assert np.array_equal(occluder_mask(image, lm, memory=memory), occluder_mask(image, lm, OFF))  # taken off
+    for _ in range(10):  # and after a while without them, forgotten
+        occluder_mask(image, lm, memory=memory)
+    assert memory.lenses is None
+    assert occluder_mask(faint, lm, memory=memory)[rims].mean() < 0.05
 
 
 def _first_face(clip: str) -> tuple[Image, Landmarks]:

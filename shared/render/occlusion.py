@@ -103,6 +103,7 @@ _COARSE_POINTS, _LOOP_POINTS = 36, 72
 _EYE_BERTH = 0.2  # of the eye's width round the opening: lids and lashes are the eye's own edges
 _BROW_BERTH = 0.02  # of the face width round the brows' landmarks
 _CLEAR_OPACITY = 0.7
+_FORGET_AFTER = 6  # keyframes (a minute at one per 10 s): a blurred run is rarely longer, d12 confirms ~40 %
 _RIDGE_CAP = 2.5  # in skin-texture units: one strong edge (a brow, a lid) must not carry a whole loop
 
 
@@ -127,6 +128,17 @@ class SpectacleMemory:
     """
 
     lenses: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None = None
+    misses: int = 0  # keyframes since the lenses were last confirmed
+
+    def update(self, found: Spectacles | None) -> None:
+        """After a keyframe: remember what it showed; forget lenses unconfirmed for `_FORGET_AFTER` keyframes
+        (glasses taken off, or a renderer now showing someone else)."""
+        if found is not None:
+            self.lenses, self.misses = found.lenses, 0
+        elif self.lenses is not None:
+            self.misses += 1
+            if self.misses >= _FORGET_AFTER:
+                self.lenses, self.misses = None, 0
 
 
 @dataclass(frozen=True)
@@ -381,10 +393,10 @@ def _spectacle_mask(
     ridges = _Ridges.of(luma, max(0.7, options.rim_scale * width), skin, blocked)
     remembered = memory.lenses if memory is not None else None
     found = find_spectacles(ridges, lm, options.rim_score, remembered, options.recall_score)
+    if memory is not None:
+        memory.update(found)
     if found is None:
         return np.zeros(luma.shape, np.float32)
-    if memory is not None:
-        memory.lenses = found.lenses
     rims = np.zeros(luma.shape, np.uint8)
     thickness = max(1, int(round(found.thickness)))
     cv2.polylines(rims, [np.round(loop * 16).astype(np.int32) for loop in found.loops], True, 255, thickness, cv2.LINE_AA, shift=4)
