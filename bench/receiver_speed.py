@@ -3,6 +3,7 @@
     .venv/bin/python bench/receiver_speed.py                      # d6 x s42 at 640x480
     .venv/bin/python bench/receiver_speed.py --save out/bench/ref  # also keep the pictures
     .venv/bin/python bench/receiver_speed.py --reference out/bench/ref  # and compare with kept ones
+    .venv/bin/python bench/receiver_speed.py --set blend.eighth_scale_width=inf  # a renderer option changed
 
 The stream is recorded once through the real sender (`facewire-send --record-stream`, the
 clip scaled to --size, --matte auto, --identity AVATAR) and kept next to the report, so later
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import importlib.util
 import io
 import json
 import os
@@ -49,7 +51,7 @@ from receiver.session import AssetStore  # noqa: E402
 from shared import messages as m  # noqa: E402
 from shared.frame_codec import FrameDecoder  # noqa: E402
 from shared.heap import reuse_heap_memory  # noqa: E402
-from shared.render.mesh import MeshRenderer  # noqa: E402
+from shared.render.mesh import MeshOptions, MeshRenderer  # noqa: E402
 from shared.streamfile import StreamReader  # noqa: E402
 from shared.types import IdentityAsset, Image  # noqa: E402
 
@@ -67,6 +69,19 @@ def record(clip: Path, avatar: Path | None, size: str, frames: int, matte: str, 
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stderr[-2000:]}")
+
+
+def mesh_options(settings: list[str]) -> MeshOptions:
+    """MeshOptions with bench/swap.py's `group.field=value` overrides (loaded only when asked: it imports the tracker)."""
+    if not settings:
+        return MeshOptions()
+    spec = importlib.util.spec_from_file_location("bench_swap", Path(__file__).with_name("swap.py"))
+    assert spec is not None and spec.loader is not None
+    swap = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = swap  # its dataclasses look their module up there
+    spec.loader.exec_module(swap)
+    options: MeshOptions = swap.parse_mesh_options(settings)
+    return options
 
 
 def cpu_model() -> str:
@@ -164,6 +179,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
                         help="render and compose each frame N times and also report the least time per frame (a shared "
                              "machine's contention only ever adds time)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="renderer option for A/B runs, as in bench/swap.py (e.g. blend.eighth_scale_width=inf)")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="print the N slowest functions (cProfile)")
     parser.add_argument("--no-heap-reuse", action="store_true", help="leave glibc's allocator as it is (the receiver's "
                         "entry points ask it to keep frame-sized buffers)")
@@ -195,7 +212,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="receiver_speed_"))
     compositors = {"compose_image": Compositor(str(background_image(size, work)), size),
                    "compose_colour": Compositor("#30343c", size)}
-    decoder, assets, renderer = FrameDecoder(), AssetStore(), MeshRenderer()
+    decoder, assets, renderer = FrameDecoder(), AssetStore(), MeshRenderer(mesh_options(args.set))
     identity: IdentityAsset | None = None
     timer = Timer()
     quiet = Timer()  # with --repeat: per frame the least time of all runs (what the work costs without contention)
@@ -250,7 +267,7 @@ def main() -> int:
         "settings": {"stream": str(stream), "size": list(size), "frames": frames, "warmup_frames_left_out": warmup,
                      "repeat": args.repeat,
                      "frames_with_face": faces, "renderer": renderer.name, "identity": identity.asset_id[:12] if identity else "self",
-                     "heap_reuse": heap_reuse,
+                     "heap_reuse": heap_reuse, "mesh_options_set": args.set,
                      "threads": {"opencv": cv2.getNumThreads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}},
         "cpu_ms": {s: summary(timer.cpu[s]) for s in STAGES} | {"receiver": summary(per_frame(timer.cpu))},
         "wall_ms": {s: summary(timer.wall[s]) for s in STAGES} | {"receiver": summary(per_frame(timer.wall))},
