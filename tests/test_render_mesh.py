@@ -351,6 +351,21 @@ def test_faint_fine_colour_detail_is_softened_strong_detail_kept() -> None:
     assert cb(out)[33, 47] - cb(out)[33, 30] > 0.7 * (cb(image)[33, 47] - cb(image)[33, 30])
 
 
+def test_faint_grain_is_smoothed_and_strong_edges_kept() -> None:
+    from shared.render.frontal import smooth_fine_texture
+
+    rng = np.random.default_rng(3)
+    skin = np.full((64, 64, 3), (140, 160, 200), np.float32)
+    grain = np.where(rng.random((64, 64)) < 0.15, -4.0, 0.0).astype(np.float32)  # a painting's dark speckle
+    image = np.clip(skin + grain[..., None], 0, 255).astype(np.uint8)
+    image[:, 40:43] = (40, 50, 70)  # a dark line: a lid or a brow
+    out = smooth_fine_texture(image, 1.5, 12.0)
+    patch = (slice(4, 60), slice(4, 34), 1)
+    assert out[patch].astype(float).std() < 0.5 * image[patch].astype(float).std()
+    assert int(out[32, 10, 1]) - int(out[32, 41, 1]) > 0.9 * (int(image[32, 10, 1]) - int(image[32, 41, 1]))
+    assert np.array_equal(smooth_fine_texture(image, 1.5, 0.0), image)
+
+
 def test_a_small_patch_inside_the_face_is_not_an_occluder_but_one_from_the_edge_is() -> None:
     lm = astronaut_landmarks()
     image = astronaut().copy()
@@ -449,3 +464,27 @@ def test_background_under_the_avatars_mask_is_not_taken_for_shadow() -> None:
     out = match_shading(face, scene, np.ones((96, 96), np.float32), 80.0, BlendOptions()).astype(np.float64)
     left, right = out[20:76, 10:30].mean(), out[20:76, 66:86].mean()
     assert right > 0.9 * left, (left, right)
+
+
+def test_occluders_are_found_once_a_keyframe_and_only_under_an_avatar(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shared.render.mesh as mesh
+
+    calls: list[int] = []
+    real = mesh.occluder_mask
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mesh, "occluder_mask", counting)
+    lm = astronaut_landmarks()
+    renderer = MeshRenderer()
+    keyframe = _keyframe()
+    for shift in (0.0, 3.0):
+        renderer.render(None, keyframe, _frame(transform(lm, angle_deg=0.0, shift=(shift, 0.0), centre=(220.0, 120.0))))
+    assert calls == []
+    for shift in (0.0, 3.0):
+        renderer.render(_avatar(), keyframe, _frame(transform(lm, angle_deg=0.0, shift=(shift, 0.0), centre=(220.0, 120.0))))
+    assert len(calls) == 1
+    renderer.render(_avatar(), KeyframeState(kf=1, image=keyframe.image.copy(), alpha=None, landmarks=lm), _frame(lm))
+    assert len(calls) == 2

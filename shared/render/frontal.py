@@ -21,7 +21,7 @@ from shared.render import topology as topo
 from shared.render.delight import DelightOptions, delight, feature_mask, normalised_blur
 from shared.render.iris import Iris, lift_irises
 from shared.render.occlusion import hair_cover
-from shared.render.retarget import fit_similarity
+from shared.render.retarget import frontal_rotation
 from shared.render.warp import Points, Region, remap, similarity_2d, triangle_raster, warp_maps
 from shared.types import Image, Landmarks
 
@@ -71,17 +71,6 @@ def mip_levels(image: Image) -> tuple[Image, ...]:
     return tuple(levels)
 
 
-def frontal_rotation(landmarks: Landmarks) -> npt.NDArray[np.float64]:
-    """Rotation that turns the face to face the camera (yaw and roll; pitch is not observable by symmetry)."""
-    pts = landmarks[:468].astype(np.float64)
-    sym = topo.symmetry()[:468]
-    mirrored = pts[sym] * np.array([-1.0, 1.0, 1.0])
-    fit = fit_similarity(pts, mirrored)
-    # fit.rotation is R0^-2 for the head rotation R0 (mirroring reverses yaw and roll).
-    half = Rotation.from_matrix(fit.rotation).as_rotvec() / 2.0
-    return Rotation.from_rotvec(half).as_matrix()
-
-
 def _signed_area(corners: Points) -> npt.NDArray[np.float64]:
     c = corners.astype(np.float64)
     e1 = c[:, 1] - c[:, 0]
@@ -108,6 +97,20 @@ def soften_fine_chroma(image: Image, sigma: float, keep: float) -> Image:
 
 
 _FINE_CHROMA = 14.0  # chroma units (of 255): creases and pores sit below this, lips and irises above
+
+
+def smooth_fine_texture(image: Image, sigma: float, contrast: float) -> Image:
+    """Low-contrast grain finer than `sigma` (a painting's craquelure, canvas weave, JPEG noise) smoothed away.
+
+    A portrait's face is often a third of the size it is drawn at; magnified and brightened to the
+    scene's light, grain that was invisible in the picture becomes a speckle of brown dots over the
+    skin. An edge-preserving (bilateral) filter takes out what differs from its neighbours by less
+    than about `contrast` (grey levels summed over the three channels) and keeps edges stronger than
+    that: lids, brows, lips, wrinkles.
+    """
+    if contrast <= 0.0:
+        return image
+    return np.asarray(cv2.bilateralFilter(image, 0, contrast, max(0.5, sigma)), np.uint8)
 _FINE_SCALE = 0.045  # of the face width: detail finer than this counts as fine
 
 
@@ -118,10 +121,12 @@ def prepare_texture(
     fine_chroma: float = 1.0,
     delighting: DelightOptions | None = None,
     rigid_irises: bool = True,
+    fine_grain: float = 0.0,
 ) -> Texture:
     """The avatar frontalised (and mirror-filled) and de-lit (`delighting`, None: DEFAULT_DELIGHT; zero strengths
-    keep it as painted); `fine_chroma` < 1 softens its faint fine colour detail; `rigid_irises` lifts the irises
-    out of the texture to be drawn whole (shared.render.iris)."""
+    keep it as painted); `fine_chroma` < 1 softens its faint fine colour detail; `fine_grain` > 0 smooths grain of
+    lower contrast than that (smooth_fine_texture); `rigid_irises` lifts the irises out of the texture to be drawn
+    whole (shared.render.iris)."""
     lm = landmarks.astype(np.float32)
     rotation = frontal_rotation(lm)
     yaw = float(np.degrees(Rotation.from_matrix(rotation).as_euler("yxz")[0]))
@@ -145,6 +150,7 @@ def prepare_texture(
     out = _clean_outline(out, frontal)
     out = delight(out, frontal, delighting or DEFAULT_DELIGHT)
     out = soften_fine_chroma(out, _FINE_SCALE * width, fine_chroma)
+    out = smooth_fine_texture(out, _FINE_SCALE * width / 3.0, fine_grain)
     mouth = em.MouthFrame.of(frontal)
     # A fringe is painted over with the avatar's own skin: no cover, the sender's forehead stays out of it.
     out = _fill_hair(out, frontal)

@@ -49,6 +49,7 @@ class MeshOptions:
     blend: bl.BlendOptions = field(default_factory=lambda: bl.BlendOptions(feather=0.05, inset=0.01, forehead_fade=0.0))
     mirror_fill: bool = True
     fine_chroma: float = 0.2  # of the avatar's faint fine colour detail kept (frontal.soften_fine_chroma)
+    fine_grain: float = 12.0  # the avatar's grain below this contrast (B+G+R levels) smoothed (frontal.smooth_fine_texture)
     rigid_irises: bool = True  # irises drawn whole over a clean eye (shared.render.iris), not stretched by the warp
     held_iris_travel: float = 0.08  # of the eye's width: how far an iris left to the warp may move (0: free)
     smooth_lids: bool = True  # closing lids smoothed into skin with a lash line (shared.render.lids)
@@ -122,7 +123,6 @@ class _KeyframeModel:
     border_src: Points  # vertices: oval, then the three rings
     mouth_ratio: float
     panels: tuple[Image, Image]  # the keyframe's mouth interior: its own teeth when it shows them, else synthetic
-    occluder: npt.NDArray[np.uint8] | None  # 255 where glasses, hair or a hand cover the face; None if nothing
 
 
 def _occluder(
@@ -136,7 +136,7 @@ def _occluder(
     return np.asarray(np.clip(mask * 255.0 + 0.5, 0, 255), np.uint8)
 
 
-def _prepare_keyframe(keyframe: KeyframeState, occlusion: OcclusionOptions | None, memory: SpectacleMemory | None = None) -> _KeyframeModel:
+def _prepare_keyframe(keyframe: KeyframeState) -> _KeyframeModel:
     assert keyframe.landmarks is not None
     lm = keyframe.landmarks.astype(np.float32)
     h, w = keyframe.image.shape[:2]
@@ -158,7 +158,6 @@ def _prepare_keyframe(keyframe: KeyframeState, occlusion: OcclusionOptions | Non
         border_src=border_src,
         mouth_ratio=mouth.ratio,
         panels=panels,
-        occluder=_occluder(keyframe.image, lm, occlusion, keyframe.alpha, memory),
     )
 
 
@@ -176,12 +175,15 @@ class MeshRenderer:
         self._keyframe: _KeyframeModel | None = None
         self._textures: dict[str, Texture | None] = {}
         self._plan: tuple[_KeyframeModel, Texture, RetargetPlan] | None = None
+        # 255 where glasses, hair or a hand cover the keyframe's face (None: nothing does). Found only
+        # when an avatar is drawn (~30 ms a keyframe), so self mode never pays for it.
+        self._occluder: tuple[_KeyframeModel, npt.NDArray[np.uint8] | None] | None = None
         self._spectacles = SpectacleMemory()  # the sender's glasses, carried from keyframe to keyframe
 
     def _keyframe_model(self, keyframe: KeyframeState) -> _KeyframeModel:
         model = self._keyframe
         if model is None or model.kf != keyframe.kf or model.image_id != id(keyframe.image):
-            model = _prepare_keyframe(keyframe, self.options.occlusion if self.options.keep_occluders else None, self._spectacles)
+            model = _prepare_keyframe(keyframe)
             self._keyframe = model
         return model
 
@@ -201,6 +203,7 @@ class MeshRenderer:
                 identity.landmarks,
                 mirror_fill=self.options.mirror_fill,
                 fine_chroma=self.options.fine_chroma,
+                fine_grain=self.options.fine_grain,
                 rigid_irises=self.options.rigid_irises,
             )
         except IdentityError as exc:
@@ -236,8 +239,17 @@ class MeshRenderer:
             em.composite_cavity(image, dst, model.panels, model.mouth_ratio)
         else:
             assert texture is not None
-            self._render_avatar(image, texture, model, dst, alpha, maps)
+            self._render_avatar(image, texture, model, self._keyframe_occluder(model, keyframe), dst, alpha, maps)
         return RenderedPerson(image, alpha)
+
+    def _keyframe_occluder(self, model: _KeyframeModel, keyframe: KeyframeState) -> npt.NDArray[np.uint8] | None:
+        cached = self._occluder
+        if cached is not None and cached[0] is model:
+            return cached[1]
+        options = self.options.occlusion if self.options.keep_occluders else None
+        occluder = _occluder(keyframe.image, model.landmarks, options, keyframe.alpha, self._spectacles)
+        self._occluder = (model, occluder)
+        return occluder
 
     def _retarget_plan(self, model: _KeyframeModel, texture: Texture) -> RetargetPlan:
         cached = self._plan
@@ -293,6 +305,7 @@ class MeshRenderer:
         image: Image,
         texture: Texture,
         model: _KeyframeModel,
+        keyframe_occluder: npt.NDArray[np.uint8] | None,
         dst: Landmarks,
         alpha: Alpha,
         maps: CoarseMap,
@@ -334,9 +347,9 @@ class MeshRenderer:
         # The cavity goes in after the shading so teeth keep their colour; panels are lit like the scene.
         em.composite_cavity(face, local, model.panels, texture.mouth_ratio)
         occluder = None
-        if model.occluder is not None:
+        if keyframe_occluder is not None:
             # The keyframe's occluders, carried to this frame by the keyframe's own warp.
-            occluder = _warp_occluder(model.occluder, maps.box(sy, sx))
+            occluder = _warp_occluder(keyframe_occluder, maps.box(sy, sx))
         weight = bl.swap_weight(mask, alpha[sy, sx], occluder)
         image[sy, sx] = bl.blend(base, face, weight)
 
