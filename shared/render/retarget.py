@@ -18,6 +18,7 @@ from functools import cache
 
 import numpy as np
 import numpy.typing as npt
+from scipy.spatial.transform import Rotation
 
 from shared.render import topology as topo
 from shared.types import Landmarks
@@ -72,6 +73,17 @@ def fit_similarity(source: Vec, target: Vec) -> Similarity3:
     var = (s0**2).sum() / len(source)
     scale = float((d * np.diag(fix)).sum() / max(var, 1e-12))
     return Similarity3(scale, rotation, mu_t - scale * mu_s @ rotation.T)
+
+
+def frontal_rotation(landmarks: Landmarks) -> npt.NDArray[np.float64]:
+    """Rotation that turns the face to face the camera (yaw and roll; pitch is not observable by symmetry)."""
+    pts = landmarks[:468].astype(np.float64)
+    sym = topo.symmetry()[:468]
+    mirrored = pts[sym] * np.array([-1.0, 1.0, 1.0])
+    fit = fit_similarity(pts, mirrored)
+    # fit.rotation is R0^-2 for the head rotation R0 (mirroring reverses yaw and roll).
+    half = Rotation.from_matrix(fit.rotation).as_rotvec() / 2.0
+    return np.asarray(Rotation.from_rotvec(half).as_matrix(), np.float64)
 
 
 def head_alignment(landmarks: Landmarks, reference: Landmarks) -> Similarity3:
@@ -153,7 +165,13 @@ def _identity_difference(avatar_n: Vec, neutral: Vec) -> Vec:
     ears stay round the face. Eyes and mouth only move by their mean difference: reshaping them
     would change how open they look. The outline is left where it is: it meets the sender's head.
     """
-    diff = avatar_n - neutral
+    # Only what is the same on both sides: a face's shape is nearly symmetric, while a photo's
+    # residual turn, a lopsided smile or a landmark's noise are not, and exaggerating those makes
+    # the face less like the avatar too.
+    rotation = frontal_rotation(neutral.astype(np.float32))
+    frontal = (avatar_n - neutral) @ rotation.T
+    mirrored = frontal[topo.symmetry()] * np.array([-1.0, 1.0, 1.0])
+    diff = (0.5 * (frontal + mirrored)) @ rotation
     for ids, weight in _features():
         diff = (1.0 - weight[:, None]) * diff + weight[:, None] * diff[ids].mean(axis=0)
     return diff * (1.0 - _region_weights()[2])[:, None]
