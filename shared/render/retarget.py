@@ -191,7 +191,7 @@ class RetargetOptions:
     # their difference (the sender's head, hair and ears round the face pull recognition back),
     # scaled down so that no landmark moves more than push_limit face widths.
     identity_push: float = 1.0
-    push_limit: float = 0.05
+    push_limit: float = 0.03
 
 
 def _set_eye_opening(points: Vec, avatar: Vec, ring: npt.NDArray[np.int32], ratio: float) -> None:
