@@ -150,7 +150,7 @@ def prepare_texture(
     out = _clean_outline(out, frontal)
     out = delight(out, frontal, delighting or DEFAULT_DELIGHT)
     out = soften_fine_chroma(out, _FINE_SCALE * width, fine_chroma)
-    out = smooth_fine_texture(out, _FINE_SCALE * width / 3.0, fine_grain)
+    out = smooth_fine_texture(out, _FINE_SCALE * width / 2.0, fine_grain)
     mouth = em.MouthFrame.of(frontal)
     # A fringe is painted over with the avatar's own skin: no cover, the sender's forehead stays out of it.
     out = _fill_hair(out, frontal)

@@ -49,7 +49,7 @@ class MeshOptions:
     blend: bl.BlendOptions = field(default_factory=lambda: bl.BlendOptions(feather=0.05, inset=0.01, forehead_fade=0.0))
     mirror_fill: bool = True
     fine_chroma: float = 0.2  # of the avatar's faint fine colour detail kept (frontal.soften_fine_chroma)
-    fine_grain: float = 12.0  # the avatar's grain below this contrast (B+G+R levels) smoothed (frontal.smooth_fine_texture)
+    fine_grain: float = 20.0  # the avatar's grain below this contrast (B+G+R levels) smoothed (frontal.smooth_fine_texture)
     rigid_irises: bool = True  # irises drawn whole over a clean eye (shared.render.iris), not stretched by the warp
     held_iris_travel: float = 0.08  # of the eye's width: how far an iris left to the warp may move (0: free)
     smooth_lids: bool = True  # closing lids smoothed into skin with a lash line (shared.render.lids)
