@@ -501,13 +501,17 @@ _LOWER_SKIN = (50, 280, 117, 346, 205, 425, 4, 195, 5, 6, 36, 266)
 _BROW_TOPS = (105, 334, 66, 296, 107, 336)
 
 
-def hair_cover(image: Image, landmarks: Landmarks, sigmas: float = 3.0, dark_ratio: float = 0.75) -> FloatImage:
-    """0..1 where hair (a fringe, a hat) covers an avatar's forehead, from the top of the face down to the brows.
+def hair_cover(
+    image: Image, landmarks: Landmarks, sigmas: float = 3.0, dark_ratio: float = 0.75, strand_ratio: float | None = 0.6
+) -> FloatImage:
+    """0..1 where hair (a fringe, a hat, strands down the temples) covers an avatar's face.
 
     For an avatar portrait, prepared once, so it may be thorough: unlike `occluder_mask` it reaches
     the very top of the outline, where a fringe lies, and it only takes what hangs in from the
     outline above the eyes (hair grows from above), so a shadow or a mole inside the forehead stays.
-    Brows and eyes are never cover.
+    With `strand_ratio`, strands hanging in from the outline at the sides, beside and below the
+    eyes down to the nose, are cover too where darker than that fraction of the cheek (see
+    `_side_strands`). Brows and eyes are never cover.
     """
     h, w = image.shape[:2]
     out = np.zeros((h, w), np.float32)
@@ -540,9 +544,16 @@ def hair_cover(image: Image, landmarks: Landmarks, sigmas: float = 3.0, dark_rat
         _polygon(keep_out, landmarks[ring, :2])
     grow = max(1, int(round(0.03 * width)))
     keep_out = cv2.dilate(keep_out, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
-    candidates = (odd & upper & (face > 0) & (keep_out == 0)).astype(np.uint8)
+    candidates = odd & upper
+    reach = upper
+    if strand_ratio is not None:
+        side = _side_band((h, w), landmarks)
+        allowed = side & (face > 0) & (keep_out == 0)
+        candidates = candidates | _side_strands(ycc[..., 0], allowed, my, strand_ratio, width, 0.002 * float(np.count_nonzero(face)))
+        reach = upper | side
+    candidates = (candidates & (face > 0) & (keep_out == 0)).astype(np.uint8)
     band = max(1, int(round(0.03 * width)))
-    rim = (face > 0) & (cv2.erode(face, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))) == 0) & upper
+    rim = (face > 0) & (cv2.erode(face, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))) == 0) & reach
     face_area = float(np.count_nonzero(face))
     mask = _components(candidates, 0.002 * face_area, rim, np.inf)
     if not mask.any():
@@ -551,3 +562,48 @@ def hair_cover(image: Image, landmarks: Landmarks, sigmas: float = 3.0, dark_rat
     k = max(3, int(round(0.03 * width)) | 1)
     mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
     return (mask > 0).astype(np.float32)
+
+
+def _side_band(shape: tuple[int, int], landmarks: Landmarks) -> npt.NDArray[np.bool_]:
+    """Beside the eyes and below them down to the bottom of the nose, outside the outer eye corners: where
+    strands of hair hang over the temples and cheeks, and neither the nose's shadow nor the jaw's nor a beard lies."""
+    h, w = shape
+    top = float(landmarks[[33, 133, 263, 362], 1].mean())
+    bottom = float(landmarks[_NOSE_BOTTOM, 1])
+    left, right = sorted((float(landmarks[33, 0]), float(landmarks[263, 0])))
+    rows = np.arange(h, dtype=np.float32)[:, None]
+    cols = np.arange(w, dtype=np.float32)[None, :]
+    return np.asarray(((rows >= top) & (rows <= bottom)) & ((cols < left) | (cols > right)), np.bool_)
+
+
+def _side_strands(
+    luma: FloatImage, allowed: npt.NDArray[np.bool_], skin_y: float, ratio: float, width: float, min_px: float
+) -> npt.NDArray[np.bool_]:
+    """Strands of hair among `allowed` pixels: darker than `ratio` of the skin and of the skin next to them,
+    with the paler pixels around such a core that are still clearly darker than that skin (a strand's thin end).
+
+    The cheek's and jaw's shading darkens towards the outline too, but smoothly: measured against
+    the skin around it (normalised convolution over pixels no darker than `ratio` of the skin, at a
+    few percent of the face width) a shaded cheek, a painting's dark side, a stubbled cheek stay
+    above the ratio; a strand is a step down to the hair's own darkness. Cores smaller than
+    `min_px` (a pore, a speck of stubble) grow nothing.
+    """
+    face = allowed.astype(np.float32)
+    lit = ((luma >= ratio * skin_y) & allowed).astype(np.float32)
+    sigma = max(1.0, _STRAND_SIGMA * width)
+    num = cv2.GaussianBlur(luma * lit, (0, 0), sigma)
+    den = cv2.GaussianBlur(lit, (0, 0), sigma)
+    local = np.where(den > 0.02 * np.maximum(cv2.GaussianBlur(face, (0, 0), sigma), 1e-4), num / np.maximum(den, 1e-4), skin_y)
+    strong = _components((allowed & (luma < ratio * skin_y) & (luma < _STRAND_LOCAL * local)).astype(np.uint8), min_px)
+    weak = (allowed & (luma < _STRAND_FAINT * local)).astype(np.uint8) | strong
+    count, labels = cv2.connectedComponents(weak, connectivity=8)
+    keep = np.zeros(count, np.bool_)
+    keep[np.unique(labels[strong > 0])] = True
+    keep[0] = False
+    return np.asarray(keep[labels], np.bool_)
+
+
+_NOSE_BOTTOM = 2  # subnasale
+_STRAND_SIGMA = 0.06
+_STRAND_LOCAL = 0.55  # of the skin around: a strand's core
+_STRAND_FAINT = 0.8  # of the skin around: the paler rest of a strand grown from its core

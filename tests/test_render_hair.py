@@ -1,0 +1,89 @@
+"""Hair over an avatar's face: strands hanging in at the sides are cover, the cheek's shading is not."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from shared.render import topology as topo
+from shared.render.frontal import _fill_hair
+from shared.render.occlusion import hair_cover
+from shared.types import Landmarks
+from tests.render_fixtures import astronaut, astronaut_landmarks
+
+
+def _big_astronaut() -> tuple[npt.NDArray[np.uint8], Landmarks]:
+    """The astronaut three times larger: her face is ~270 px wide, like an avatar portrait's."""
+    image = cv2.resize(astronaut(), None, fx=3.0, fy=3.0, interpolation=cv2.INTER_CUBIC)
+    lm = astronaut_landmarks().astype(np.float32).copy()
+    lm[:, :2] = (lm[:, :2] + 0.5) * 3.0 - 0.5
+    lm[:, 2] *= 3.0
+    return np.ascontiguousarray(image), lm
+
+
+def _luma(image: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float32)
+
+
+def _sides() -> tuple[npt.NDArray[np.uint8], Landmarks, npt.NDArray[np.bool_], npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Even skin; a brown strand hanging in along one side from the eyes to the nose, the other side shaded smoothly."""
+    image, lm = _big_astronaut()
+    h, w = image.shape[:2]
+    oval = lm[topo.face_oval_ring(), :2]
+    width = float(np.ptp(oval[:, 0]))
+    face = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(face, [np.round(oval).astype(np.int32)], 255)
+    cheek = image[int(lm[50, 1]) - 3 : int(lm[50, 1]) + 4, int(lm[50, 0]) - 3 : int(lm[50, 0]) + 4].reshape(-1, 3).mean(axis=0)
+    rng = np.random.default_rng(0)
+    eyes = np.zeros((h, w), np.uint8)
+    for ring in (topo.right_eye_ring(), topo.left_eye_ring(), topo.outer_lip_ring()):
+        cv2.fillPoly(eyes, [np.round(lm[ring, :2]).astype(np.int32)], 255)
+    eyes = cv2.dilate(eyes, np.ones((15, 15), np.uint8))
+    bare = (face > 0) & (eyes == 0)
+    image[bare] = np.clip(cheek + rng.normal(0, 3, (int(bare.sum()), 3)), 0, 255).astype(np.uint8)
+    rows, cols = np.mgrid[0:h, 0:w].astype(np.float32)
+    top = float(lm[[33, 133, 263, 362], 1].mean())
+    bottom = float(lm[2, 1])
+    # The outline's distance from the face's centre line, row by row (the outline is convex).
+    centre = float(lm[4, 0])
+    right_edge = np.zeros(h, np.float32)
+    left_edge = np.zeros(h, np.float32)
+    for y in range(h):
+        xs = np.nonzero(face[y])[0]
+        if len(xs):
+            left_edge[y], right_edge[y] = xs.min(), xs.max()
+    in_rows = (rows > top + 4) & (rows < bottom - 4)
+    strand = (face > 0) & in_rows & (cols > right_edge[:, None] - 0.07 * width)
+    image[strand] = (40, 60, 95)
+    # The other cheek darkens smoothly towards the outline, to 0.7 of the skin at its edge: shading, not hair.
+    depth = np.clip((left_edge[:, None] + 0.15 * width - cols) / (0.15 * width), 0.0, 1.0)
+    shaded = (face > 0) & in_rows & (cols < centre) & (depth > 0)
+    image[shaded] = np.clip(image[shaded] * (1.0 - 0.3 * depth[shaded])[:, None], 0, 255).astype(np.uint8)
+    return image, lm, strand, shaded, bare
+
+
+def test_a_strand_hanging_in_beside_the_cheek_is_cover_the_shaded_cheek_is_not() -> None:
+    image, lm, strand, shaded, _ = _sides()
+    cover = hair_cover(image, lm)
+    assert cover[strand].mean() > 0.8, cover[strand].mean()
+    assert cover[shaded].mean() < 0.05, cover[shaded].mean()
+    # Only above the eyes (the fringe search alone), the strand stays.
+    assert hair_cover(image, lm, strand_ratio=None)[strand].mean() < 0.1
+
+
+def test_a_side_strand_is_painted_over_with_skin() -> None:
+    image, lm, strand, _, bare = _sides()
+    skin = float(np.median(_luma(image)[bare & ~strand]))
+    out = _fill_hair(image, lm)
+    assert float(np.median(_luma(out)[strand])) > 0.9 * skin > float(np.median(_luma(image)[strand]))
+
+
+def test_a_stubbled_cheek_is_not_a_strand() -> None:
+    """Dark specks scattered over a cheek (stubble) are each too small to be a strand's core."""
+    image, lm, strand, _, bare = _sides()
+    image[strand] = image[bare & ~strand][: int(strand.sum())]
+    rng = np.random.default_rng(1)
+    specks = strand & (rng.random(strand.shape) < 0.25)
+    image[specks] = (40, 50, 70)
+    assert hair_cover(image, lm)[strand].mean() < 0.1
