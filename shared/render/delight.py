@@ -34,6 +34,7 @@ class DelightOptions:
     max_gain: float = 1.5  # no pixel is brightened or darkened by more than this factor
     chroma: float = 0.6  # of the smooth colour variation (brown or red patches of light) taken out
     dark_outlier: float = 0.55  # darker than this fraction of the local light: a feature (moustache, lashes), not shade
+    eye_lift: float = 0.0  # of the brightening given to the skin that the eyes get too (1: as the skin round them)
 
 
 def feature_mask(shape: tuple[int, int], landmarks: Landmarks, width: float) -> npt.NDArray[np.uint8]:
@@ -100,9 +101,29 @@ def delight(image: Image, landmarks: Landmarks, options: DelightOptions | None =
     # eye in a dark socket, a highlight): those would glare as halos.
     above = np.clip(2.0 - (ycc[..., 0] + 8.0) / (light[..., 0] + 8.0), 0.0, 1.0)
     gain = np.where(gain > 1.0, 1.0 + (gain - 1.0) * above, gain)
+    if opts.eye_lift < 1.0:
+        # Nor the eyes in a shadowed socket: a painter (or the light) gives the shaded eye its own
+        # low contrast and a bright glint on the white; lifted with the socket, its iris greys and
+        # its white glares, a washed-out eye. The socket's skin is lifted, the eye kept as it is.
+        eyes = _eye_mask((h, w), landmarks, width)
+        gain = np.where(gain > 1.0, 1.0 + (gain - 1.0) * (1.0 - (1.0 - opts.eye_lift) * eyes), gain)
     gain = 1.0 + (gain - 1.0) * inside
     out = ycc.copy()
     out[..., 0] *= gain
     # Chroma as a shift: the smooth colour patch moves to the skin's mean, the detail on it stays.
     out[..., 1:] -= (opts.chroma * inside)[..., None] * (light[..., 1:] - mean[1:])
     return np.asarray(cv2.cvtColor(np.clip(out + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_YCrCb2BGR), np.uint8)
+
+
+def _eye_mask(shape: tuple[int, int], landmarks: Landmarks, width: float) -> FloatImage:
+    """0..1 over the eyes' openings, a little past the lid margin, softened."""
+    mask = np.zeros(shape, np.uint8)
+    for ring in (topo.right_eye_ring(), topo.left_eye_ring()):
+        cv2.fillPoly(mask, [np.round(landmarks[ring, :2] * 16).astype(np.int32)], 255, cv2.LINE_8, shift=4)
+    grow = max(1, int(round(_EYE_MARGIN * width)))
+    mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
+    soft = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), max(0.5, 0.5 * grow))
+    return np.asarray(np.clip(2.0 * soft, 0.0, 1.0), np.float32)
+
+
+_EYE_MARGIN = 0.015  # of the face width: the lashes and lid margin round the opening
