@@ -10,16 +10,7 @@ from shared.render import topology as topo
 from shared.render.frontal import _fill_hair
 from shared.render.occlusion import hair_cover
 from shared.types import Landmarks
-from tests.render_fixtures import astronaut, astronaut_landmarks
-
-
-def _big_astronaut() -> tuple[npt.NDArray[np.uint8], Landmarks]:
-    """The astronaut three times larger: her face is ~270 px wide, like an avatar portrait's."""
-    image = cv2.resize(astronaut(), None, fx=3.0, fy=3.0, interpolation=cv2.INTER_CUBIC)
-    lm = astronaut_landmarks().astype(np.float32).copy()
-    lm[:, :2] = (lm[:, :2] + 0.5) * 3.0 - 0.5
-    lm[:, 2] *= 3.0
-    return np.ascontiguousarray(image), lm
+from tests.render_fixtures import big_astronaut
 
 
 def _luma(image: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
@@ -28,7 +19,7 @@ def _luma(image: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
 
 def _sides() -> tuple[npt.NDArray[np.uint8], Landmarks, npt.NDArray[np.bool_], npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
     """Even skin; a brown strand hanging in along one side from the eyes to the nose, the other side shaded smoothly."""
-    image, lm = _big_astronaut()
+    image, lm = big_astronaut()
     h, w = image.shape[:2]
     oval = lm[topo.face_oval_ring(), :2]
     width = float(np.ptp(oval[:, 0]))

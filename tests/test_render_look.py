@@ -11,7 +11,7 @@ from shared.render import topology as topo
 from shared.render.delight import DelightOptions, delight
 from shared.render.occlusion import hair_cover
 from shared.types import Landmarks
-from tests.render_fixtures import astronaut, astronaut_landmarks, open_mouth
+from tests.render_fixtures import astronaut_landmarks, big_astronaut, open_mouth
 
 cv2.setNumThreads(1)
 
@@ -127,18 +127,9 @@ def test_a_real_interior_is_reproduced_at_the_sources_own_opening() -> None:
     assert g > r + 60 and g > b + 60, (b, g, r)
 
 
-def _big_astronaut() -> tuple[npt.NDArray[np.uint8], Landmarks]:
-    """The astronaut three times larger: her face is ~270 px wide, like an avatar portrait's."""
-    image = cv2.resize(astronaut(), None, fx=3.0, fy=3.0, interpolation=cv2.INTER_CUBIC)
-    lm = astronaut_landmarks().astype(np.float32).copy()
-    lm[:, :2] = (lm[:, :2] + 0.5) * 3.0 - 0.5
-    lm[:, 2] *= 3.0
-    return np.ascontiguousarray(image), lm
-
-
 def _blotched() -> tuple[npt.NDArray[np.uint8], Landmarks, npt.NDArray[np.bool_]]:
     """The astronaut with a soft brown shadow painted on one cheek."""
-    image, lm = _big_astronaut()
+    image, lm = big_astronaut()
     width = float(np.ptp(lm[topo.face_oval_ring(), 0]))
     yy, xx = np.mgrid[0 : image.shape[0], 0 : image.shape[1]].astype(np.float32)
     cx, cy = lm[50, :2]
@@ -166,7 +157,7 @@ def test_delighting_flattens_a_painted_shadow_and_keeps_the_eyes() -> None:
 
 
 def test_delighting_leaves_an_evenly_lit_face_nearly_alone() -> None:
-    image, lm = _big_astronaut()
+    image, lm = big_astronaut()
     out = delight(image, lm, DelightOptions())
     face = np.zeros(image.shape[:2], np.uint8)
     cv2.fillPoly(face, [np.round(lm[topo.face_oval_ring(), :2]).astype(np.int32)], 255)
@@ -176,7 +167,7 @@ def test_delighting_leaves_an_evenly_lit_face_nearly_alone() -> None:
 
 
 def test_a_fringe_on_the_forehead_is_cover_the_brows_and_skin_below_are_not() -> None:
-    image, lm = _big_astronaut()
+    image, lm = big_astronaut()
     oval = lm[topo.face_oval_ring(), :2]
     top = float(oval[:, 1].min())
     brow_top = float(lm[[105, 334, 66, 296], 1].min())
@@ -206,7 +197,7 @@ def test_a_fringe_on_the_forehead_is_cover_the_brows_and_skin_below_are_not() ->
 def test_a_dark_streak_along_the_outline_is_cleaned_the_skin_inside_kept() -> None:
     from shared.render.frontal import _clean_outline
 
-    image, lm = _big_astronaut()
+    image, lm = big_astronaut()
     oval = lm[topo.face_oval_ring(), :2]
     centre = oval.mean(axis=0)
     streak = np.zeros(image.shape[:2], np.uint8)
