@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -117,11 +118,12 @@ def _corr(a: list[float], b: list[float]) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def track_clip(path: Path, max_frames: int) -> list[tuple[Image, Landmarks | None]]:
+def track_clip(path: Path, max_frames: int, start: int = 0) -> list[tuple[Image, Landmarks | None]]:
     tracker = MediaPipeFaceTracker(TrackerConfig())
     cap = cv2.VideoCapture(str(path))
     frames: list[tuple[Image, Landmarks | None]] = []
     try:
+        cap.set(cv2.CAP_PROP_POS_FRAMES, start)
         while len(frames) < max_frames:
             ok, image = cap.read()
             if not ok:
@@ -266,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", default="", help="comma-separated clip names (default: all in ../shared/data)")
     parser.add_argument("--avatars", default="", help="comma-separated avatar names (default: all)")
-    parser.add_argument("--frames", type=int, default=60, help="frames per clip (from the start)")
+    parser.add_argument("--frames", type=int, default=60, help="frames per clip (from --start)")
+    parser.add_argument("--start", type=int, default=0, help="first frame of each clip (a later segment: another keyframe)")
     parser.add_argument("--stride", type=int, default=1, help="judge every Nth frame (all are tracked and rendered)")
     parser.add_argument("--renderer", default="mesh")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "swap", help="folder for swap.json and the sheet")
@@ -291,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[tuple[str, Image, list[Image]]] = []
     sheet_every = max(1, args.frames // args.cells)
     for clip in clips:
-        frames = track_clip(DATA / "clips" / f"{clip}.mp4", args.frames)
+        frames = track_clip(DATA / "clips" / f"{clip}.mp4", args.frames, args.start)
         for a in avatars:
             res, cells = run_pair(clip, frames, a, identities[a], avatar_desc[a], recogniser, args.renderer,
                                   sheet_every, mesh_options, args.stride)  # fmt: skip
@@ -314,8 +317,11 @@ def main(argv: list[str] | None = None) -> int:
         "ms_per_frame": float(np.median([r.ms_per_frame for r in results])),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "swap.json").write_text(json.dumps({"summary": summary, "pairs": [asdict(r) for r in results]},
-                                                   indent=2))  # fmt: skip
+    machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()}
+    settings = {"clips": clips, "avatars": avatars, "frames": args.frames, "start": args.start, "stride": args.stride,
+                "renderer": args.renderer, "set": args.set}  # fmt: skip
+    report = {"machine": machine, "settings": settings, "summary": summary, "pairs": [asdict(r) for r in results]}
+    (args.out / "swap.json").write_text(json.dumps(report, indent=2))
     cv2.imwrite(str(args.out / "swap_sheet.png"), contact_sheet(rows, args.cells))
     print(json.dumps(summary))
     return 0
