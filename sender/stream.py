@@ -4,16 +4,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from shared import messages as m
 from shared.frame_codec import FrameEncoder
+from shared.render.retarget import EYE_SHUT_BELOW, eye_open_ratio
 from shared.types import FrameAnalysis
 
 
 @dataclass
 class KeyframePolicy:
-    """When to send a keyframe: first, on request, when a face first shows, and every `interval_s`."""
+    """When to send a keyframe: first, on request, when a face first shows, and every `interval_s`.
+
+    The receiver measures expression against the keyframe's face, so a periodic keyframe waits (at
+    most `max_wait_s`) while the eyes are shut: a blink caught there would be everyone's neutral.
+    """
 
     interval_s: float = 10.0
+    max_wait_s: float = 1.0
     _last_us: int | None = None
     _last_had_face: bool = False
     _requested: bool = True
@@ -24,13 +32,24 @@ class KeyframePolicy:
     def due(self, analysis: FrameAnalysis) -> bool:
         ts = analysis.frame.ts_us
         face_appeared = not self._last_had_face and analysis.face is not None and analysis.face.state == "tracked"
-        stale = self._last_us is not None and ts - self._last_us >= self.interval_s * 1e6
-        return self._requested or face_appeared or stale
+        if self._requested or face_appeared:
+            return True
+        if self._last_us is None or ts - self._last_us < self.interval_s * 1e6:
+            return False
+        overdue = ts - self._last_us >= (self.interval_s + self.max_wait_s) * 1e6
+        return overdue or not _eyes_shut(analysis)
 
     def sent(self, analysis: FrameAnalysis) -> None:
         self._requested = False
         self._last_us = analysis.frame.ts_us
         self._last_had_face = analysis.face is not None
+
+
+def _eyes_shut(analysis: FrameAnalysis) -> bool:
+    if analysis.face is None:
+        return False
+    points = analysis.face.landmarks.astype(np.float64)
+    return min(eye_open_ratio(points, "right"), eye_open_ratio(points, "left")) < EYE_SHUT_BELOW
 
 
 @dataclass

@@ -207,6 +207,28 @@ def _set_eye_opening(points: Vec, avatar: Vec, ring: npt.NDArray[np.int32], rati
     points[ring, :2] = base + mean_shift
 
 
+_EYE_CORNERS = {"right": _EYE_PAIRS[0], "left": _EYE_PAIRS[1]}
+# Lid opening over eye width: open eyes measure 0.25-0.45 in MediaPipe's mesh, shut ones under 0.1.
+EYE_SHUT_BELOW = 0.2
+_TYPICAL_OPEN_EYE = 0.32
+
+
+def eye_open_ratio(points: Vec, side: str) -> float:
+    """The lids' opening over the eye's width: comparable across faces and sizes."""
+    return eye_opening(points, side) / max(_width(points, _EYE_CORNERS[side]), 1e-6)
+
+
+def _neutral_eye_opening(neutral: Vec, side: str) -> float:
+    """The eye opening later openings are measured against; a typical open eye if the keyframe caught a blink.
+
+    Measured against a shut eye, every open frame would be several times "wider than neutral" and the
+    avatar's eyes would stare (clipped at max_eye_ratio) until the next keyframe.
+    """
+    if eye_open_ratio(neutral, side) >= EYE_SHUT_BELOW:
+        return eye_opening(neutral, side)
+    return _TYPICAL_OPEN_EYE * _width(neutral, _EYE_CORNERS[side])
+
+
 def mouth_ratio(points: Vec) -> float:
     width = float(np.linalg.norm(points[_MOUTH_WIDTH[0], :2] - points[_MOUTH_WIDTH[1], :2]))
     return mouth_opening(points) / max(width, 1e-6)
@@ -311,7 +333,7 @@ def plan_retarget(sender_neutral: Landmarks, avatar_neutral: Landmarks, options:
     upper = np.clip((eye_line - neutral[:, 1]) / max(eye_line - top, 1e-6), 0.0, 1.0)
     strength = opts.outline_pull + (opts.upper_outline_pull - opts.outline_pull) * upper
     pull = np.clip(outline_w * strength, 0.0, 1.0)[:, None]
-    eyes = (eye_opening(neutral, "right"), eye_opening(neutral, "left"))
+    eyes = (_neutral_eye_opening(neutral, "right"), _neutral_eye_opening(neutral, "left"))
     return RetargetPlan(sender_neutral, neutral, avatar_n, gain * opts.expression_gain, eyes, pull, opts)
 
 

@@ -1,4 +1,4 @@
-"""Identity push: the avatar's difference from the sender exaggerated, eyes and mouth kept whole."""
+"""Retargeting: the identity push (the avatar's difference from the sender exaggerated, eyes and mouth kept whole), keyframes caught mid-blink."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 from shared.render import topology as topo
 from shared.render.retarget import RetargetOptions, retarget
 from shared.types import Landmarks
-from tests.render_fixtures import astronaut_landmarks, open_mouth, transform
+from tests.render_fixtures import astronaut_landmarks, close_eyes, open_mouth, transform
 
 NOSE_TIP = 1
 
@@ -76,3 +76,18 @@ def test_push_is_limited_for_an_avatar_far_from_the_sender() -> None:
     face_width = float(np.ptp(sender[topo.face_oval_ring(), 0]))
     extra = np.linalg.norm(pushed[:, :2] - plain[:, :2], axis=1).max()
     assert 0.04 * face_width < extra <= 0.0501 * face_width
+
+
+def test_a_keyframe_caught_mid_blink_does_not_make_the_avatar_stare() -> None:
+    from shared.render.retarget import eye_open_ratio
+
+    sender = astronaut_landmarks()
+    blinking = close_eyes(sender)
+    assert eye_open_ratio(blinking.astype(np.float64), "right") < 0.2 < eye_open_ratio(sender.astype(np.float64), "right")
+    plain = retarget(sender, sender, sender)
+    from_blink = retarget(sender, blinking, sender)
+    for side in ("right", "left"):
+        opened = eye_open_ratio(from_blink.astype(np.float64), side)
+        assert abs(opened - eye_open_ratio(plain.astype(np.float64), side)) < 0.3 * eye_open_ratio(plain.astype(np.float64), side)
+    shut = retarget(blinking, blinking, sender)
+    assert eye_open_ratio(shut.astype(np.float64), "right") < 0.2
