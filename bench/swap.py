@@ -7,7 +7,8 @@ the output is judged:
 * identity: dlib's 128-d ResNet face descriptor (face_recognition_models' weights) of the output
   face against the avatar image and against the sender's input frame; same person < 0.6;
 * expression: MediaPipe landmarks re-detected on the output; Pearson correlation of mouth opening
-  and eye openness (each over its width) between input and output;
+  and eye openness (each over its width) between input and output (NaN, left out of the means,
+  where the input's openness hardly changes: MIN_SPREAD);
 * pose: yaw/pitch/roll (sender.tracker.head_pose) of input vs re-detected output, mean abs degrees;
 * flicker: colour jumps: mean |second temporal difference| of the face box's mean colour, output
   minus input (grey levels; > 0 means the face's brightness or colour pops more than the camera's
@@ -112,8 +113,13 @@ def _jerk(means: list[npt.NDArray[np.float64]]) -> float:
     return float(np.abs(a - 2 * b + c).mean())
 
 
+# Input openness (over width) must spread at least this much for a correlation to mean anything: a
+# mouth that stays shut for the whole clip gives a correlation of noise (d14 frames 180-330: 0.001).
+MIN_SPREAD = 0.02
+
+
 def _corr(a: list[float], b: list[float]) -> float:
-    if len(a) < 3 or np.std(a) < 1e-6 or np.std(b) < 1e-6:
+    if len(a) < 3 or np.std(a) < MIN_SPREAD or np.std(b) < 1e-6:
         return float("nan")
     return float(np.corrcoef(a, b)[0, 1])
 
