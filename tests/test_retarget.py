@@ -1,4 +1,4 @@
-"""Retargeting: the identity push (the avatar's difference from the sender exaggerated, eyes and mouth kept whole), keyframes caught mid-blink."""
+"""Retargeting: the identity push (the avatar's difference from the sender exaggerated) and keyframes caught mid-blink."""
 
 from __future__ import annotations
 
