@@ -20,11 +20,10 @@ import numpy as np
 import numpy.typing as npt
 
 from shared.render import topology as topo
+from shared.render.warp import fill_polygon
 from shared.types import Image, Landmarks
 
 FloatImage = npt.NDArray[np.float32]
-_RIGHT_BROW = (70, 63, 105, 66, 107, 55, 65, 52, 53, 46)
-_NOSTRILS = (98, 327, 97, 326, 2)
 
 
 @dataclass(frozen=True)
@@ -42,16 +41,12 @@ def feature_mask(shape: tuple[int, int], landmarks: Landmarks, width: float) -> 
     mask = np.zeros(shape, np.uint8)
     lm = landmarks[:, :2]
 
-    def poly(idx: npt.NDArray[np.int32]) -> None:
-        cv2.fillPoly(mask, [np.round(lm[idx] * 16).astype(np.int32)], 255, cv2.LINE_8, shift=4)
-
     for ring in (topo.right_eye_ring(), topo.left_eye_ring(), topo.outer_lip_ring()):
-        poly(ring)
-    sym = topo.symmetry()
-    for brow in (np.array(_RIGHT_BROW), sym[list(_RIGHT_BROW)]):
+        fill_polygon(mask, lm[ring])
+    for brow in topo.brows():
         cv2.fillConvexPoly(mask, cv2.convexHull(np.round(lm[brow]).astype(np.int32)), 255)
     radius = max(1, int(round(0.03 * width)))
-    for i in _NOSTRILS:
+    for i in topo.NOSTRILS:
         cv2.circle(mask, (int(round(lm[i, 0])), int(round(lm[i, 1]))), radius, 255, -1)
     grow = max(1, int(round(0.025 * width)))
     return np.asarray(cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))), np.uint8)
@@ -77,7 +72,7 @@ def delight(image: Image, landmarks: Landmarks, options: DelightOptions | None =
     if width < 8.0:
         return image
     face = np.zeros((h, w), np.uint8)
-    cv2.fillPoly(face, [np.round(oval * 16).astype(np.int32)], 255, cv2.LINE_8, shift=4)
+    fill_polygon(face, oval)
     # Off the outline: the skin only, not the hair or background the outline may touch.
     edge = max(1, int(round(0.04 * width)))
     skin = cv2.erode(face, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * edge + 1, 2 * edge + 1)))
@@ -119,7 +114,7 @@ def _eye_mask(shape: tuple[int, int], landmarks: Landmarks, width: float) -> Flo
     """0..1 over the eyes' openings, a little past the lid margin, softened."""
     mask = np.zeros(shape, np.uint8)
     for ring in (topo.right_eye_ring(), topo.left_eye_ring()):
-        cv2.fillPoly(mask, [np.round(landmarks[ring, :2] * 16).astype(np.int32)], 255, cv2.LINE_8, shift=4)
+        fill_polygon(mask, landmarks[ring, :2])
     grow = max(1, int(round(_EYE_MARGIN * width)))
     mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
     soft = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), max(0.5, 0.5 * grow))

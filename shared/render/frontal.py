@@ -22,7 +22,7 @@ from shared.render.delight import DelightOptions, delight, feature_mask, normali
 from shared.render.iris import Iris, lift_irises
 from shared.render.occlusion import hair_cover
 from shared.render.retarget import frontal_rotation
-from shared.render.warp import Points, Region, remap, similarity_2d, triangle_raster, warp_maps
+from shared.render.warp import Points, Region, fill_polygon, remap, similarity_2d, triangle_raster, warp_maps
 from shared.types import Image, Landmarks
 
 DEFAULT_DELIGHT = DelightOptions()
@@ -97,6 +97,7 @@ def soften_fine_chroma(image: Image, sigma: float, keep: float) -> Image:
 
 
 _FINE_CHROMA = 14.0  # chroma units (of 255): creases and pores sit below this, lips and irises above
+_FINE_SCALE = 0.045  # of the face width: detail finer than this counts as fine
 
 
 def smooth_fine_texture(image: Image, sigma: float, contrast: float) -> Image:
@@ -111,7 +112,6 @@ def smooth_fine_texture(image: Image, sigma: float, contrast: float) -> Image:
     if contrast <= 0.0:
         return image
     return np.asarray(cv2.bilateralFilter(image, 0, contrast, max(0.5, sigma)), np.uint8)
-_FINE_SCALE = 0.045  # of the face width: detail finer than this counts as fine
 
 
 def prepare_texture(
@@ -181,7 +181,7 @@ def _clean_outline(image: Image, landmarks: Landmarks) -> Image:
         return image
     h, w = image.shape[:2]
     face = np.zeros((h, w), np.uint8)
-    cv2.fillPoly(face, [np.round(oval * 16).astype(np.int32)], 255, cv2.LINE_8, shift=4)
+    fill_polygon(face, oval)
     inner = max(1, int(round(0.03 * width)))
     skin = cv2.erode(face, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * inner + 1, 2 * inner + 1)))
     skin[feature_mask((h, w), landmarks, width) > 0] = 0
@@ -209,7 +209,7 @@ def _fill_hair(image: Image, landmarks: Landmarks) -> Image:
     grow = max(1, int(round(0.02 * width)))
     hair = cv2.dilate(hair, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
     face = np.zeros(image.shape[:2], np.uint8)
-    cv2.fillPoly(face, [np.round(landmarks[topo.face_oval_ring(), :2] * 16).astype(np.int32)], 255, cv2.LINE_8, shift=4)
+    fill_polygon(face, landmarks[topo.face_oval_ring(), :2])
     skin = (face > 0) & (hair == 0) & (feature_mask((image.shape[0], image.shape[1]), landmarks, width) == 0)
     fill = normalised_blur(image.astype(np.float32), skin.astype(np.float32), max(1.0, 0.06 * width))
     soft = cv2.GaussianBlur(hair, (0, 0), max(1.0, 0.01 * width))[..., None]

@@ -21,13 +21,11 @@ import numpy as np
 import numpy.typing as npt
 
 from shared.render import topology as topo
-from shared.render.warp import Region
+from shared.render.warp import Region, fill_polygon
 from shared.types import Image, Landmarks
 
 FloatImage = npt.NDArray[np.float32]
 _SKIN_PATCHES = (50, 280, 117, 346, 205, 425, 4, 195, 199, 151, 9, 36, 266)
-_RIGHT_BROW = (70, 63, 105, 66, 107, 55, 65, 52, 53, 46)
-_NOSTRILS = (2, 98, 327, 97, 326)
 
 
 @dataclass(frozen=True)
@@ -47,8 +45,23 @@ class OcclusionOptions:
     recall_score: float = 1.3
 
 
-def _polygon(mask: npt.NDArray[np.uint8], points: npt.NDArray[np.float32], value: int = 255) -> None:
-    cv2.fillPoly(mask, [np.round(points * 16).astype(np.int32)], value, cv2.LINE_8, shift=4)
+def _skin_colour(
+    ycc: FloatImage, face: npt.NDArray[np.uint8], points: npt.NDArray[np.float32], patches: tuple[int, ...], radius: int
+) -> tuple[float, float, FloatImage, npt.NDArray[np.bool_]] | None:
+    """The skin's median luma and its spread, sampled in discs round the `patches` landmarks inside
+    `face`; each pixel's distance from the skin's colour (Cr, Cb) in robust sigmas; and where it was
+    sampled. None if too little skin is seen."""
+    disc = np.zeros(face.shape, np.uint8)
+    for i in patches:
+        cv2.circle(disc, (int(points[i, 0]), int(points[i, 1])), radius, 255, -1)
+    sampled = (disc > 0) & (face > 0)
+    samples = ycc[sampled]
+    if len(samples) < 20:
+        return None
+    (my, sy), (mcr, scr), (mcb, scb) = (_robust(samples[:, k]) for k in range(3))
+    scr, scb = max(scr, 2.5), max(scb, 2.5)
+    chroma = np.sqrt(((ycc[..., 1] - mcr) / scr) ** 2 + ((ycc[..., 2] - mcb) / scb) ** 2)
+    return my, sy, np.asarray(chroma, np.float32), sampled
 
 
 def _robust(values: npt.NDArray[np.float32]) -> tuple[float, float]:
@@ -386,7 +399,7 @@ def _spectacle_mask(
     blocked = cv2.dilate(eyes, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * berth + 1, 2 * berth + 1))) > 0
     # Brows are lines round the eyes too; a real rim crossing one loses only those points.
     brows = np.zeros(luma.shape, np.uint8)
-    for brow in (np.array(_RIGHT_BROW), topo.symmetry()[list(_RIGHT_BROW)]):
+    for brow in topo.brows():
         cv2.fillConvexPoly(brows, cv2.convexHull(np.round(lm[brow, :2]).astype(np.int32)), 255)
     grow = max(1, int(round(_BROW_BERTH * width)))
     blocked |= cv2.dilate(brows, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))) > 0
@@ -435,35 +448,29 @@ def occluder_mask(
     lm = landmarks[:, :2] - shift
     width = float(np.ptp(oval[:, 0]))
     face = np.zeros(crop.shape[:2], np.uint8)
-    _polygon(face, oval - shift)
+    fill_polygon(face, oval - shift)
     margin = max(1, int(round(opts.edge_margin * width)))
     inner = cv2.erode(face, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1)))
     ycc = cv2.cvtColor(crop, cv2.COLOR_BGR2YCrCb).astype(np.float32)
-
-    patches = np.zeros(crop.shape[:2], np.uint8)
     radius = max(2, int(round(0.035 * width)))
-    for i in _SKIN_PATCHES:
-        cv2.circle(patches, (int(lm[i, 0]), int(lm[i, 1])), radius, 255, -1)
-    samples = ycc[(patches > 0) & (face > 0)]
-    if len(samples) < 20:
+    skin = _skin_colour(ycc, face, lm, _SKIN_PATCHES, radius)
+    if skin is None:
         return out
-    (my, sy), (mcr, scr), (mcb, scb) = (_robust(samples[:, k]) for k in range(3))
-    scr, scb, sy = max(scr, 2.5), max(scb, 2.5), max(sy, 6.0)
-    chroma = np.sqrt(((ycc[..., 1] - mcr) / scr) ** 2 + ((ycc[..., 2] - mcb) / scb) ** 2)
+    my, sy, chroma, sampled = skin
+    sy = max(sy, 6.0)
     # Another colour, or much darker (hair, dark frames). Not brighter: that is mostly shine on skin.
     odd = (chroma > opts.chroma_sigmas) | (ycc[..., 0] < opts.dark_ratio * my)
 
-    sym = topo.symmetry()
     eyes = np.zeros(crop.shape[:2], np.uint8)
     for ring in (topo.right_eye_ring(), topo.left_eye_ring()):
-        _polygon(eyes, lm[ring])
+        fill_polygon(eyes, lm[ring])
     features = np.zeros(crop.shape[:2], np.uint8)
-    _polygon(features, lm[topo.outer_lip_ring()])
+    fill_polygon(features, lm[topo.outer_lip_ring()])
     lines_ok = np.ones(crop.shape[:2], np.uint8)
-    for brow in (np.array(_RIGHT_BROW), sym[list(_RIGHT_BROW)]):
+    for brow in topo.brows():
         hull = cv2.convexHull(np.round(lm[brow]).astype(np.int32))
         cv2.fillConvexPoly(features, hull, 255)
-    for i in _NOSTRILS:
+    for i in topo.NOSTRILS:
         cv2.circle(features, (int(lm[i, 0]), int(lm[i, 1])), radius, 255, -1)
     grow = max(1, int(round(0.03 * width)))
     features = cv2.dilate(features, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
@@ -489,7 +496,7 @@ def occluder_mask(
     soft = np.clip(cv2.GaussianBlur(mask.astype(np.float32), (0, 0), max(0.8, 0.012 * width)) * 1.5, 0.0, 1.0)
     if opts.spectacles:
         # Drawn with their own narrow edge: a wide one shows a band of the sender's skin round a thin rim.
-        spectacles = _spectacle_mask(ycc[..., 0], lm, width, (patches > 0) & (face > 0), eyes, opts, memory)
+        spectacles = _spectacle_mask(ycc[..., 0], lm, width, sampled, eyes, opts, memory)
         soft = np.maximum(soft, spectacles * allowed)
     out[fy, fx] = soft
     return out
@@ -520,28 +527,21 @@ def hair_cover(
     if width < 8.0:
         return out
     face = np.zeros((h, w), np.uint8)
-    _polygon(face, oval)
+    fill_polygon(face, oval)
     ycc = cv2.cvtColor(image, cv2.COLOR_BGR2YCrCb).astype(np.float32)
-    patches = np.zeros((h, w), np.uint8)
-    radius = max(2, int(round(0.035 * width)))
-    for i in _LOWER_SKIN:
-        cv2.circle(patches, (int(landmarks[i, 0]), int(landmarks[i, 1])), radius, 255, -1)
-    samples = ycc[(patches > 0) & (face > 0)]
-    if len(samples) < 20:
+    skin = _skin_colour(ycc, face, landmarks, _LOWER_SKIN, max(2, int(round(0.035 * width))))
+    if skin is None:
         return out
-    (my, sy), (mcr, scr), (mcb, scb) = (_robust(samples[:, k]) for k in range(3))
-    scr, scb = max(scr, 2.5), max(scb, 2.5)
-    chroma = np.sqrt(((ycc[..., 1] - mcr) / scr) ** 2 + ((ycc[..., 2] - mcb) / scb) ** 2)
+    my, _, chroma, _ = skin
     odd = (chroma > sigmas) | (ycc[..., 0] < dark_ratio * my)
     eye_line = float(landmarks[[33, 133, 263, 362], 1].mean())
     rows = np.arange(h, dtype=np.float32)[:, None]
     upper = np.broadcast_to(rows < eye_line, (h, w))
     keep_out = np.zeros((h, w), np.uint8)
-    sym = topo.symmetry()
-    for brow in (np.array(_RIGHT_BROW), sym[list(_RIGHT_BROW)]):
+    for brow in topo.brows():
         cv2.fillConvexPoly(keep_out, cv2.convexHull(np.round(landmarks[brow, :2]).astype(np.int32)), 255)
     for ring in (topo.right_eye_ring(), topo.left_eye_ring()):
-        _polygon(keep_out, landmarks[ring, :2])
+        fill_polygon(keep_out, landmarks[ring, :2])
     grow = max(1, int(round(0.03 * width)))
     keep_out = cv2.dilate(keep_out, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
     candidates = odd & upper

@@ -28,6 +28,8 @@ UPPER_LIP_INNER_MID = 13
 LOWER_LIP_INNER_MID = 14
 FOREHEAD = 10
 CHIN = 152
+RIGHT_BROW = (70, 63, 105, 66, 107, 55, 65, 52, 53, 46)
+NOSTRILS = (2, 98, 327, 97, 326)
 
 # Mirror partner of each landmark, measured on frontal faces (landmarks of an image and of its
 # horizontal flip, matched by assignment); an involution, midline points map to themselves.
@@ -592,3 +594,10 @@ def face_oval_ring() -> IndexArray:
 @cache
 def symmetry() -> IndexArray:
     return np.array(SYMMETRY, np.int32)
+
+
+@cache
+def brows() -> tuple[IndexArray, IndexArray]:
+    """The right brow's landmarks and their mirror partners (the left brow)."""
+    right = np.array(RIGHT_BROW, np.int32)
+    return right, symmetry()[right]

@@ -59,6 +59,11 @@ class Region:
         return slice(self.y0, self.y0 + h), slice(self.x0, self.x0 + w), slice(0, h), slice(0, w)
 
 
+def fill_polygon(mask: npt.NDArray[np.uint8], points: npt.NDArray[np.floating], value: int = 255) -> None:
+    """Fill the polygon through `points` (x, y) into `mask` in place, its corners at 1/16-pixel precision."""
+    cv2.fillPoly(mask, [np.round(points * 16).astype(np.int32)], value, cv2.LINE_8, shift=4)
+
+
 def affine_coefficients(dst: Points, src: Points) -> npt.NDArray[np.float64]:
     """Per triangle the 2x3 affine (flattened to 6) mapping destination corners onto source corners.
 
