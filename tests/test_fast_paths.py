@@ -50,7 +50,7 @@ def test_coarse_map_boxes_equal_the_full_map() -> None:
     tris = np.array([[0, 1, 4], [1, 3, 5], [3, 2, 5], [2, 0, 4], [4, 1, 5], [4, 5, 2]])
     for step in (1, 2, 4):
         region = Region(8, 4, 152, 112)
-        full, _ = warp_map(verts_dst[tris], verts_src[tris], region, step, coverage=False)
+        full, _ = warp_map(verts_dst[tris], verts_src[tris], region, step)
         coarse = CoarseMap.build(verts_dst[tris], verts_src[tris], region, step)
         assert np.array_equal(coarse.full(), full)
         for _ in range(30):

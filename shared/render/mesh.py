@@ -293,7 +293,6 @@ class MeshRenderer:
         order = _draw_order(_depths(dst), mesh_tris)
         src = em.lid_source_vertices(model.src_vertices, model.landmarks, dst)[mesh_tris]
         face, covered = warp_map(dst_vertices[mesh_tris], src, region, step, order)
-        assert covered is not None
         sy, sx, py, px = region.clip_to(size)
         # Only where every coarse sample was inside the mesh: the outline band keeps the body map.
         # cv2.copyTo writes into the view in place (20x np.where); assigning its result keeps that certain.
@@ -384,7 +383,6 @@ def _inner_warp_map(dst: Points, src: Points, region: Region, step: int, order: 
     so where the region ends (the frame's edge, say) changes nothing."""
     wide = Region(region.x0 - step, region.y0 - step, region.width + 2 * step, region.height + 2 * step)
     maps, covered = warp_map(dst, src, wide, step, order, fallback)
-    assert covered is not None
     inner = (slice(step, step + region.height), slice(step, step + region.width))
     return maps[inner], covered[inner]
 

@@ -192,21 +192,19 @@ def warp_map(
     step: int,
     order: npt.NDArray[np.intp] | None = None,
     fallback: npt.NDArray[np.float64] | None = None,
-    coverage: bool = True,
-) -> tuple[PointMap, npt.NDArray[np.uint8] | None]:
+) -> tuple[PointMap, npt.NDArray[np.uint8]]:
     """One (h, w, 2) backward map for cv2.remap over `region`, and the coverage mask (255 = covered).
 
     dst, src: (T, 3, 2) triangle corners in output and source pixels. `fallback` is a 2x3 affine
     used where no triangle covers a pixel (identity when None). Interleaved x/y: one upsampling
-    resize instead of two, and cv2.remap takes it as is. `coverage=False` skips the mask (None).
+    resize instead of two, and cv2.remap takes it as is.
     """
     maps, raster = _coarse_map(dst, src, region, step, order, fallback)
-    covered = cv2.compare(raster, 0, cv2.CMP_GT) if coverage else None
+    covered = cv2.compare(raster, 0, cv2.CMP_GT)
     if step > 1:
         size = (region.width, region.height)
         maps = np.asarray(cv2.resize(maps, size, interpolation=cv2.INTER_LINEAR), np.float32)
-        if covered is not None:
-            covered = np.asarray(cv2.resize(covered, size, interpolation=cv2.INTER_LINEAR), np.uint8)
+        covered = np.asarray(cv2.resize(covered, size, interpolation=cv2.INTER_LINEAR), np.uint8)
     return maps, covered
 
 
@@ -258,7 +256,6 @@ def warp_maps(
 ) -> tuple[FloatMap, FloatMap, npt.NDArray[np.uint8]]:
     """warp_map as separate (map_x, map_y) and the coverage mask."""
     maps, covered = warp_map(dst, src, region, step, order, fallback)
-    assert covered is not None
     return np.ascontiguousarray(maps[..., 0]), np.ascontiguousarray(maps[..., 1]), covered
 
 
