@@ -30,8 +30,8 @@ import cv2
 import numpy as np
 from media import read_frames
 
-from shared import messages as m
-from shared.streamfile import StreamReader
+from facewire.shared.wire import messages as m
+from facewire.shared.wire.streamfile import StreamReader
 
 CODECS = {"libx264": ("x264", ["18", "23", "28", "35"], {"preset": "medium"}),
           "libsvtav1": ("svt-av1", ["30", "40", "50", "58"], {"preset": "8"})}
@@ -68,7 +68,7 @@ def encode(frames: list[np.ndarray], fps: float, codec: str, crf: str, options: 
 def facewire(clip: Path, frames: int, matte: str, identity: str | None) -> dict[str, int]:
     with tempfile.TemporaryDirectory() as work:
         stream = Path(work) / "clip.fws"
-        command = [sys.executable, "-m", "sender.cli", "--input", str(clip), "--record-stream", str(stream),
+        command = [sys.executable, "-m", "facewire.sender.cli", "--input", str(clip), "--record-stream", str(stream),
                    "--max-frames", str(frames), "--matte", matte, "--log-level", "ERROR"]
         if identity:
             command += ["--identity", identity]

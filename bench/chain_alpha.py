@@ -59,11 +59,11 @@ def run(cmd: list[str]) -> None:
 
 def chain(clip: Path, frames: int, matte: str, work: Path) -> tuple[list[F32], list[npt.NDArray[np.uint8]]]:
     stream = work / "clip.fws"
-    run([sys.executable, "-m", "sender.cli", "--input", str(clip), "--record-stream", str(stream),
+    run([sys.executable, "-m", "facewire.sender.cli", "--input", str(clip), "--record-stream", str(stream),
          "--max-frames", str(frames), "--matte", matte, "--log-level", "ERROR"])
     outputs = {}
     for name, colour in (("black", "#000000"), ("white", "#ffffff"), ("magenta", "#ff00ff")):
-        run([sys.executable, "-m", "receiver.cli", "--play-stream", str(stream), "--sink", f"frames:{work / name}",
+        run([sys.executable, "-m", "facewire.receiver.cli", "--play-stream", str(stream), "--sink", f"frames:{work / name}",
              "--background", colour, "--log-level", "ERROR"])
         outputs[name] = [cv2.imread(str(p)) for p in sorted((work / name).glob("*.png"))]
     alphas = [np.clip(1.0 - (w.astype(np.float32) - k.astype(np.float32)).mean(axis=2) / 255.0, 0, 1)

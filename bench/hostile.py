@@ -28,7 +28,7 @@ import msgspec
 import websockets
 from websockets.asyncio.client import connect
 
-from shared import messages as m
+from facewire.shared.wire import messages as m
 
 KINDS = ("noise", "wrong_token", "truncated", "oversized", "wrong_type", "unknown_type", "text", "silent",
          "bad_first_frame", "deep_nesting")
@@ -88,11 +88,11 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     stats_path.unlink(missing_ok=True)
     env = {**os.environ, "FACEWIRE_TOKEN": token, "OMP_NUM_THREADS": "1"}
     receiver = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "receiver.cli", "--listen", f"127.0.0.1:{port}", "--sink", "null", "--once",
+        sys.executable, "-m", "facewire.receiver.cli", "--listen", f"127.0.0.1:{port}", "--sink", "null", "--once",
         "--stats-json", str(stats_path), "--log-level", "ERROR", env=env)
     await asyncio.sleep(args.startup_s)
     sender = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sender.cli", "--connect", f"ws://127.0.0.1:{port}", "--input", args.clip,
+        sys.executable, "-m", "facewire.sender.cli", "--connect", f"ws://127.0.0.1:{port}", "--input", args.clip,
         "--realtime", "--loop", "--max-frames", str(args.frames), "--size", args.size, "--log-level", "ERROR", env=env)
     await asyncio.sleep(args.startup_s)
     rng = random.Random(7)

@@ -47,10 +47,10 @@ def main() -> int:
     stats_path.unlink(missing_ok=True)
     env = {**os.environ, "FACEWIRE_TOKEN": token, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
            "FACEWIRE_ORT_THREADS": "1"}
-    receiver = subprocess.Popen([sys.executable, "-m", "receiver.cli", "--listen", f"127.0.0.1:{port}", "--sink",
+    receiver = subprocess.Popen([sys.executable, "-m", "facewire.receiver.cli", "--listen", f"127.0.0.1:{port}", "--sink",
                                  args.sink, "--once", "--stats-json", str(stats_path), "--log-level", "ERROR"], env=env)
     time.sleep(3.0)
-    sender = subprocess.Popen([sys.executable, "-m", "sender.cli", "--connect", f"ws://127.0.0.1:{port}", "--input",
+    sender = subprocess.Popen([sys.executable, "-m", "facewire.sender.cli", "--connect", f"ws://127.0.0.1:{port}", "--input",
                                args.clip, "--realtime", "--loop", "--size", args.size, "--identity", args.identity,
                                "--matte", args.matte, "--max-frames", str(int(args.seconds * 30)),
                                "--log-level", "ERROR"], env=env)

@@ -27,13 +27,13 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from sender.insightface_backend import load_insightface_backend  # noqa: E402
-from sender.matte.rvm import load_rvm_matter  # noqa: E402
-from shared.identity import detect_faces  # noqa: E402
-from shared.models import Registry  # noqa: E402
-from shared.onnx_runtime import PROVIDER_CHOICES  # noqa: E402
-from shared.render import make_renderer  # noqa: E402
-from shared.types import (  # noqa: E402
+from facewire.sender.insightface_backend import load_insightface_backend  # noqa: E402
+from facewire.sender.matte.rvm import load_rvm_matter  # noqa: E402
+from facewire.shared.face.identity import detect_faces  # noqa: E402
+from facewire.shared.models.onnx import PROVIDER_CHOICES  # noqa: E402
+from facewire.shared.models.registry import Registry  # noqa: E402
+from facewire.shared.render import make_renderer  # noqa: E402
+from facewire.shared.types import (  # noqa: E402
     CapturedFrame,
     FrameState,
     IdentityAsset,

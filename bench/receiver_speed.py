@@ -8,11 +8,11 @@
 The stream is recorded once through the real sender (`facewire-send --record-stream`, the
 clip scaled to --size, --matte auto, --identity AVATAR) and kept next to the report, so later
 runs time the receiver only. Every frame message then goes through the receiver's stages the
-way receiver.session and receiver.player run them:
+way facewire.receiver.session and facewire.receiver.player run them:
 
-* parse: the wire bytes to a message (shared.messages.decode);
+* parse: the wire bytes to a message (facewire.shared.wire.messages.decode);
 * decode: shared.frame_codec.FrameDecoder.decode_frame (landmarks, alpha code, alpha upsample);
-* render: shared.render MeshRenderer.render;
+* render: facewire.shared.render MeshRenderer.render;
 * compose: receiver.compositor.Compositor.compose over an image background and over a colour.
 
 Each stage is timed in wall time (perf_counter) and CPU time of this thread (thread_time); on a
@@ -46,14 +46,14 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from receiver.compositor import Compositor  # noqa: E402
-from receiver.session import AssetStore  # noqa: E402
-from shared import messages as m  # noqa: E402
-from shared.frame_codec import FrameDecoder  # noqa: E402
-from shared.heap import reuse_heap_memory  # noqa: E402
-from shared.render.mesh import MeshOptions, MeshRenderer  # noqa: E402
-from shared.streamfile import StreamReader  # noqa: E402
-from shared.types import IdentityAsset, Image  # noqa: E402
+from facewire.receiver.compositor import Compositor  # noqa: E402
+from facewire.receiver.session import AssetStore  # noqa: E402
+from facewire.shared.codec.frames import FrameDecoder  # noqa: E402
+from facewire.shared.process.heap import reuse_heap_memory  # noqa: E402
+from facewire.shared.render.mesh import MeshOptions, MeshRenderer  # noqa: E402
+from facewire.shared.types import IdentityAsset, Image  # noqa: E402
+from facewire.shared.wire import messages as m  # noqa: E402
+from facewire.shared.wire.streamfile import StreamReader  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
@@ -62,7 +62,7 @@ STAGES = ("parse", "decode", "render", "compose_image", "compose_colour")
 
 def record(clip: Path, avatar: Path | None, size: str, frames: int, matte: str, out: Path) -> None:
     """The stream the real sender would send for this clip (tracker, matte, encoders), as a file."""
-    cmd = [sys.executable, "-m", "sender.cli", "--input", str(clip), "--record-stream", str(out), "--size", size,
+    cmd = [sys.executable, "-m", "facewire.sender.cli", "--input", str(clip), "--record-stream", str(out), "--size", size,
            "--max-frames", str(frames), "--matte", matte, "--identity", str(avatar) if avatar else "self",
            "--log-level", "ERROR"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -40,15 +40,15 @@ import numpy.typing as npt  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from sender.analysis import SenderAnalyzer  # noqa: E402
-from sender.matte.auto import AutoMatter  # noqa: E402
-from sender.matte.chroma import ChromaMatter  # noqa: E402
-from sender.matte.guided import apply_coefficients, guided_coefficients  # noqa: E402
-from sender.matte.learned import LearnedMatter  # noqa: E402
-from sender.smoothing import OneEuroFilter, jitter_px, lag_frames  # noqa: E402
-from sender.tracker import MediaPipeFaceTracker, TrackerConfig  # noqa: E402
-from shared.heap import reuse_heap_memory  # noqa: E402
-from shared.types import CapturedFrame, FaceObservation, Matter  # noqa: E402
+from facewire.sender.analysis import SenderAnalyzer  # noqa: E402
+from facewire.sender.matte.auto import AutoMatter  # noqa: E402
+from facewire.sender.matte.chroma import ChromaMatter  # noqa: E402
+from facewire.sender.matte.guided import apply_coefficients, guided_coefficients  # noqa: E402
+from facewire.sender.matte.learned import LearnedMatter  # noqa: E402
+from facewire.sender.smoothing import OneEuroFilter, jitter_px, lag_frames  # noqa: E402
+from facewire.sender.tracker import MediaPipeFaceTracker, TrackerConfig  # noqa: E402
+from facewire.shared.process.heap import reuse_heap_memory  # noqa: E402
+from facewire.shared.types import CapturedFrame, FaceObservation, Matter  # noqa: E402
 
 CLIPS = REPO.parent / "shared" / "data" / "clips"
 F32 = npt.NDArray[np.float32]

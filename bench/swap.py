@@ -1,6 +1,6 @@
 """Face-swap quality bench: every clip x every avatar through a renderer, judged by independent models.
 
-For each clip the sender side runs the project's tracker (sender.tracker); the first tracked
+For each clip the sender side runs the project's tracker (facewire.sender.tracker); the first tracked
 frame is the keyframe (the receiver's neutral face). Every frame is rendered with each avatar and
 the output is judged:
 
@@ -9,7 +9,7 @@ the output is judged:
 * expression: MediaPipe landmarks re-detected on the output; Pearson correlation of mouth opening
   and eye openness (each over its width) between input and output (NaN, left out of the means,
   where the input's openness hardly changes: MIN_SPREAD);
-* pose: yaw/pitch/roll (sender.tracker.head_pose) of input vs re-detected output, mean abs degrees;
+* pose: yaw/pitch/roll (facewire.sender.tracker.head_pose) of input vs re-detected output, mean abs degrees;
 * flicker: colour jumps: mean |second temporal difference| of the face box's mean colour, output
   minus input (grey levels; > 0 means the face's brightness or colour pops more than the camera's
   picture does). Pixel-wise differences are avoided: they grow with motion times texture contrast,
@@ -39,12 +39,12 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import numpy.typing as npt  # noqa: E402
 
-from sender.tracker import MediaPipeFaceTracker, TrackerConfig, head_pose  # noqa: E402
-from shared.identity import load_identity  # noqa: E402
-from shared.render import make_renderer  # noqa: E402
-from shared.render.mesh import MeshOptions, MeshRenderer  # noqa: E402
-from shared.render.retarget import eye_opening, mouth_opening  # noqa: E402
-from shared.types import CapturedFrame, FrameState, IdentityAsset, Image, KeyframeState, Landmarks  # noqa: E402
+from facewire.sender.tracker import MediaPipeFaceTracker, TrackerConfig, head_pose  # noqa: E402
+from facewire.shared.face.identity import load_identity  # noqa: E402
+from facewire.shared.render import make_renderer  # noqa: E402
+from facewire.shared.render.mesh import MeshOptions, MeshRenderer  # noqa: E402
+from facewire.shared.render.retarget import eye_opening, mouth_opening  # noqa: E402
+from facewire.shared.types import CapturedFrame, FrameState, IdentityAsset, Image, KeyframeState, Landmarks  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"

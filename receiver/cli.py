@@ -10,16 +10,16 @@ import ssl
 import sys
 from pathlib import Path
 
-from receiver.compositor import BackgroundError
-from receiver.player import Player
-from receiver.runtime import LiveReceiver, play_stream
-from receiver.sinks import SinkError, open_sink
-from shared.cliargs import add_common_arguments, apply_common_arguments, parse_size
-from shared.errors import StreamFileError
-from shared.onnx_runtime import add_provider_arguments
-from shared.render import RENDERERS, available_renderers, make_renderer
-from shared.stats import StatsMeter
-from shared.streamfile import StreamReader
+from facewire.receiver.compositor import BackgroundError
+from facewire.receiver.player import Player
+from facewire.receiver.runtime import LiveReceiver, play_stream
+from facewire.receiver.sinks import SinkError, open_sink
+from facewire.receiver.stats import StatsMeter
+from facewire.shared.models.onnx import add_provider_arguments
+from facewire.shared.process.cliargs import add_common_arguments, apply_common_arguments, parse_size
+from facewire.shared.render import RENDERERS, available_renderers, make_renderer
+from facewire.shared.wire.errors import StreamFileError
+from facewire.shared.wire.streamfile import StreamReader
 
 log = logging.getLogger("facewire.receive")
 STEADY_SINKS = ("virtualcam", "window", "http")

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from shared.types import Alpha, Image, RenderedPerson
+from facewire.shared.types import Alpha, Image, RenderedPerson
 
 _HEX = re.compile(r"^#([0-9a-fA-F]{6})$")
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".gif"}

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import cv2
 
-from receiver.demo_sample import avatar_path, side_by_side, write_sample
-from receiver.player import Player
-from receiver.runtime import LiveReceiver
-from receiver.sinks import FileSink
-from shared.render import make_renderer
-from shared.stats import StatsMeter
-from shared.types import Image
+from facewire.receiver.demo_sample import avatar_path, side_by_side, write_sample
+from facewire.receiver.player import Player
+from facewire.receiver.runtime import LiveReceiver
+from facewire.receiver.sinks import FileSink
+from facewire.receiver.stats import StatsMeter
+from facewire.shared.render import make_renderer
+from facewire.shared.types import Image
 
 log = logging.getLogger("facewire.demo")
 FPS = 30.0
@@ -74,7 +74,7 @@ async def _run(sample: Path, identity: str, args: argparse.Namespace) -> DemoRep
     serving = asyncio.create_task(receiver.run("127.0.0.1", 0, ready=ready))
     port = await ready
     env = {**os.environ, "FACEWIRE_TOKEN": token, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "sender.cli", "--connect", f"ws://127.0.0.1:{port}", "--input", str(sample),
+    command = [sys.executable, "-m", "facewire.sender.cli", "--connect", f"ws://127.0.0.1:{port}", "--input", str(sample),
                "--realtime", "--fps", str(FPS), "--identity", identity, "--matte", args.matte, "--log-level", "WARNING"]
     process = await asyncio.create_subprocess_exec(*command, env=env)
     report.sender_rc = await process.wait()

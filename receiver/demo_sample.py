@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from shared.types import Image
+from facewire.shared.types import Image
 
 
 def astronaut() -> Image:

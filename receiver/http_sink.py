@@ -17,8 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import cv2
 import numpy as np
 
-from receiver.sinks import SinkError
-from shared.types import Image
+from facewire.receiver.sinks import SinkError
+from facewire.shared.types import Image
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
 
 
 class HttpSink:
-    """receiver.sinks.Sink serving the live output on http://127.0.0.1:PORT/ (PORT 0: any free port)."""
+    """facewire.receiver.sinks.Sink serving the live output on http://127.0.0.1:PORT/ (PORT 0: any free port)."""
 
     def __init__(self, port: int, host: str = "127.0.0.1", quality: int = 85) -> None:
         if not 0 <= port <= 65535:

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from receiver.compositor import Compositor
-from receiver.session import RenderJob
-from receiver.sinks import Sink
-from shared.stats import StatsMeter
-from shared.types import Image, RenderedPerson, Renderer
+from facewire.receiver.compositor import Compositor
+from facewire.receiver.session import RenderJob
+from facewire.receiver.sinks import Sink
+from facewire.receiver.stats import StatsMeter
+from facewire.shared.types import Image, RenderedPerson, Renderer
 
 log = logging.getLogger(__name__)
 

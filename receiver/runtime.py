@@ -11,14 +11,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from receiver.player import Player
-from receiver.server import ReceiverServer
-from receiver.session import AssetStore, RenderJob, Session
-from shared import messages as m
-from shared.handoff import LatestSlot
-from shared.heap import reuse_heap_memory
-from shared.protocol import Limits
-from shared.streamfile import StreamReader
+from facewire.receiver.player import Player
+from facewire.receiver.server import ReceiverServer
+from facewire.receiver.session import AssetStore, RenderJob, Session
+from facewire.shared.process.handoff import LatestSlot
+from facewire.shared.process.heap import reuse_heap_memory
+from facewire.shared.wire import messages as m
+from facewire.shared.wire.protocol import Limits
+from facewire.shared.wire.streamfile import StreamReader
 
 log = logging.getLogger(__name__)
 

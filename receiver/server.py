@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 import websockets
 from websockets.asyncio.server import Server, ServerConnection, serve
 
-from receiver.session import AssetStore, RenderJob, Session
-from shared import messages as m
-from shared.errors import CloseCode, ErrorCode, ProtocolError
-from shared.protocol import ConnectionFailed, HandshakeDone, Heartbeat, Limits, MessageReceived, ReceiverProtocol, State
+from facewire.receiver.session import AssetStore, RenderJob, Session
+from facewire.shared.wire import messages as m
+from facewire.shared.wire.errors import CloseCode, ErrorCode, ProtocolError
+from facewire.shared.wire.protocol import ConnectionFailed, HandshakeDone, Heartbeat, Limits, MessageReceived, ReceiverProtocol, State
 
 log = logging.getLogger(__name__)
 POLL_S = 0.5

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from shared import messages as m
-from shared.arcface import decode_embedding
-from shared.frame_codec import FrameDecodeError, FrameDecoder
-from shared.landmark_codec import LandmarkCodeError, LandmarkDecoder
-from shared.types import FrameState, IdentityAsset, KeyframeState
+from facewire.shared.codec.frames import FrameDecodeError, FrameDecoder
+from facewire.shared.codec.landmarks import LandmarkCodeError, LandmarkDecoder
+from facewire.shared.face.arcface import decode_embedding
+from facewire.shared.types import FrameState, IdentityAsset, KeyframeState
+from facewire.shared.wire import messages as m
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import av
 import cv2
 import numpy as np
 
-from shared.types import Image
+from facewire.shared.types import Image
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ def open_sink(spec: str, fps: float, device: str | None = None, pixel_format: st
     if kind == "window":
         return WindowSink()
     if kind == "http" and arg.isdigit():
-        from receiver.http_sink import HttpSink
+        from facewire.receiver.http_sink import HttpSink
 
         return HttpSink(int(arg))
     raise SinkError(f"unknown sink {spec!r}: use frames:DIR, file:PATH, virtualcam, window, http:PORT or null")

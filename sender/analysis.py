@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from shared.types import CapturedFrame, FaceTracker, FrameAnalysis, Image, Matter
+from facewire.shared.types import CapturedFrame, FaceTracker, FrameAnalysis, Image, Matter
 
 
 class SenderAnalyzer:

@@ -11,7 +11,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from shared.types import CapturedFrame, Image
+from facewire.shared.types import CapturedFrame, Image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -121,6 +121,10 @@ class CaptureOptions:
     size: tuple[int, int] | None = None
     max_frames: int | None = None
     fps: float | None = None
+    # Stamp a file's frames on its own timeline (the first at the start time, then index / fps) instead of
+    # the wall clock: a recording then does not depend on how fast analysis ran (the tracker's smoothing
+    # reads the timestamps). A camera is always stamped by the wall clock.
+    media_clock: bool = False
 
 
 class FrameSource:
@@ -144,7 +148,8 @@ class FrameSource:
         raise CaptureError(f"input {spec!r} is not a camera index, a video file or an image folder")
 
     def __iter__(self) -> Iterator[CapturedFrame]:
-        start = time.monotonic()
+        start, start_us = time.monotonic(), now_us()
+        media_clock = self.options.media_clock and not self.is_camera
         index = 0
         limit = self.options.max_frames
         while limit is None or index < limit:
@@ -159,7 +164,8 @@ class FrameSource:
                 delay = start + index / self.fps - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-            yield CapturedFrame(index=index, ts_us=now_us(), image=self._scaled(image))
+            ts_us = start_us + round(index * 1e6 / self.fps) if media_clock else now_us()
+            yield CapturedFrame(index=index, ts_us=ts_us, image=self._scaled(image))
             index += 1
 
     def _scaled(self, image: Image) -> Image:

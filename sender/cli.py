@@ -12,16 +12,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sender.capture import CaptureError, CaptureOptions, FrameSource
-from sender.identity import identity_messages, with_embedding
-from sender.runner import record_stream, stream_live
-from sender.stream import FeatureStream
-from sender.uplink import IdentityBook, Uplink, UplinkError, UplinkStats
-from shared import messages as m
-from shared.cliargs import add_common_arguments, apply_common_arguments, parse_size
-from shared.identity import IdentityError
-from shared.onnx_runtime import add_provider_arguments
-from shared.types import Analyzer
+from facewire.sender.capture import CaptureError, CaptureOptions, FrameSource
+from facewire.sender.identity import identity_messages, with_embedding
+from facewire.sender.runner import record_stream, stream_live
+from facewire.sender.stream import FeatureStream
+from facewire.sender.uplink import IdentityBook, Uplink, UplinkError, UplinkStats
+from facewire.shared.face.identity import IdentityError
+from facewire.shared.models.onnx import add_provider_arguments
+from facewire.shared.process.cliargs import add_common_arguments, apply_common_arguments, parse_size
+from facewire.shared.types import Analyzer
+from facewire.shared.wire import messages as m
 
 log = logging.getLogger("facewire.send")
 MATTES = ("auto", "chroma", "learned", "none")
@@ -57,10 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_analyzer(matte: str, providers: str) -> Analyzer:
-    from sender.analysis import SenderAnalyzer
-    from sender.matte import make_matter
-    from sender.tracker import MediaPipeFaceTracker
-    from shared.heap import reuse_heap_memory
+    from facewire.sender.analysis import SenderAnalyzer
+    from facewire.sender.matte import make_matter
+    from facewire.sender.tracker import MediaPipeFaceTracker
+    from facewire.shared.process.heap import reuse_heap_memory
 
     reuse_heap_memory()
     return SenderAnalyzer(MediaPipeFaceTracker(), make_matter(matte, providers=providers))
@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         identities = IdentityBook(_identities(args))
         options = CaptureOptions(loop=args.loop, realtime=args.realtime, size=args.size,
-                                 max_frames=args.max_frames, fps=args.fps)
+                                 max_frames=args.max_frames, fps=args.fps,
+                                 media_clock=args.record_stream is not None)
         source = FrameSource(args.input, options)
         analyzer = make_analyzer(args.matte, args.providers)
         try:
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
 def _identities(args: argparse.Namespace) -> list[m.Identity]:
     messages = identity_messages(args.identity, args.identity_dir)
     if args.face_backend == "insightface":
-        from sender.insightface_backend import load_insightface_backend
+        from facewire.sender.insightface_backend import load_insightface_backend
 
         backend = load_insightface_backend(providers=args.providers, threads=args.ort_threads)
         if backend is None:

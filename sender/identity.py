@@ -9,11 +9,11 @@ from pathlib import Path
 import cv2
 import msgspec
 
-from sender.capture import IMAGE_SUFFIXES
-from shared import messages as m
-from shared.identity import SELF_ID, IdentityError, asset_id_of, decode_image, identity_from_image
-from shared.landmark_codec import LandmarkEncoder
-from shared.types import Image
+from facewire.sender.capture import IMAGE_SUFFIXES
+from facewire.shared.codec.landmarks import LandmarkEncoder
+from facewire.shared.face.identity import SELF_ID, IdentityError, asset_id_of, decode_image, identity_from_image
+from facewire.shared.types import Image
+from facewire.shared.wire import messages as m
 
 log = logging.getLogger(__name__)
 

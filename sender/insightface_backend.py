@@ -15,10 +15,10 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from shared.arcface import encode_embedding, five_from_106, norm_crop, normalize_embedding
-from shared.models import ModelNotInstalledError, Registry
-from shared.onnx_runtime import BoundSession, SessionConfig, default_threads
-from shared.types import Image
+from facewire.shared.face.arcface import encode_embedding, five_from_106, norm_crop, normalize_embedding
+from facewire.shared.models.onnx import BoundSession, SessionConfig, default_threads
+from facewire.shared.models.registry import ModelNotInstalledError, Registry
+from facewire.shared.types import Image
 
 log = logging.getLogger(__name__)
 

@@ -9,13 +9,13 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from sender.capture import FrameSource, now_us
-from sender.stream import FeatureStream
-from sender.uplink import IdentityBook, Uplink, UplinkStats
-from shared import messages as m
-from shared.handoff import LatestSlot
-from shared.streamfile import StreamHeader, StreamWriter
-from shared.types import Analyzer, FrameAnalysis
+from facewire.sender.capture import FrameSource, now_us
+from facewire.sender.stream import FeatureStream
+from facewire.sender.uplink import IdentityBook, Uplink, UplinkStats
+from facewire.shared.process.handoff import LatestSlot
+from facewire.shared.types import Analyzer, FrameAnalysis
+from facewire.shared.wire import messages as m
+from facewire.shared.wire.streamfile import StreamHeader, StreamWriter
 
 log = logging.getLogger(__name__)
 

@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from shared import messages as m
-from shared.frame_codec import FrameEncoder
-from shared.render.retarget import EYE_SHUT_BELOW, eye_open_ratio
-from shared.types import FrameAnalysis
+from facewire.shared.codec.frames import FrameEncoder
+from facewire.shared.render.retarget import EYE_SHUT_BELOW, eye_open_ratio
+from facewire.shared.types import FrameAnalysis
+from facewire.shared.wire import messages as m
 
 
 @dataclass

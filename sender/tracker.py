@@ -41,8 +41,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from sender.smoothing import OneEuroFilter, OneEuroParams
-from shared.types import MESH_POINTS, CapturedFrame, FaceObservation, HeadPose, Landmarks
+from facewire.sender.smoothing import OneEuroFilter, OneEuroParams
+from facewire.shared.types import MESH_POINTS, CapturedFrame, FaceObservation, HeadPose, Landmarks
 
 RIGHT_EYE_CORNERS = (33, 133)
 LEFT_EYE_CORNERS = (362, 263)
@@ -199,7 +199,7 @@ def in_frame_fraction(landmarks: Landmarks, width: int, height: int) -> float:
 
 
 class MediaPipeFaceTracker:
-    """shared.types.FaceTracker on MediaPipe's face mesh (legacy solutions graph, bundled weights).
+    """facewire.shared.types.FaceTracker on MediaPipe's face mesh (legacy solutions graph, bundled weights).
 
     The graph runs in video mode: the mesh of the previous frame gives the region for the next,
     and the face detector runs only when that tracking is lost (or, with max_faces > 1, when
@@ -217,6 +217,9 @@ class MediaPipeFaceTracker:
         self._last: FaceObservation | None = None
         self._last_raw: Landmarks | None = None
         self._last_ts: int | None = None
+        # The smoother sees seconds since the first frame: epoch seconds as float64 round each frame's dt
+        # differently from run to run, so the same recording would smooth differently.
+        self._origin_us: int | None = None
         self._det_score = 1.0
         self._last_seen_lost = False
         self._last_raw_origin: npt.NDArray[np.float64] | None = None
@@ -311,7 +314,9 @@ class MediaPipeFaceTracker:
 
         smooth = raw
         if self._smoother is not None:
-            smooth = self._smoother(raw, frame.ts_us * 1e-6, scale=max(scale, 1.0))
+            if self._origin_us is None:
+                self._origin_us = frame.ts_us
+            smooth = self._smoother(raw, (frame.ts_us - self._origin_us) * 1e-6, scale=max(scale, 1.0))
         obs = FaceObservation(landmarks=smooth, pose=head_pose(smooth), confidence=confidence, state="tracked")
         self._last, self._last_raw, self._last_ts = obs, raw, frame.ts_us
         self._last_raw_origin = origin

@@ -22,12 +22,12 @@ import msgspec
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from sender.stream import FeatureStream
-from shared import messages as m
-from shared.errors import ErrorCode
-from shared.handoff import LatestSlot
-from shared.protocol import ConnectionFailed, HandshakeDone, Heartbeat, MessageReceived, SenderProtocol
-from shared.types import FrameAnalysis
+from facewire.sender.stream import FeatureStream
+from facewire.shared.process.handoff import LatestSlot
+from facewire.shared.types import FrameAnalysis
+from facewire.shared.wire import messages as m
+from facewire.shared.wire.errors import ErrorCode
+from facewire.shared.wire.protocol import ConnectionFailed, HandshakeDone, Heartbeat, MessageReceived, SenderProtocol
 
 log = logging.getLogger(__name__)
 FATAL_CODES = {ErrorCode.UNAUTHORIZED, ErrorCode.UNSUPPORTED_VERSION}

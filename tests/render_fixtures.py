@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 from skimage import data
 
-from shared.identity import detect_faces
-from shared.render import topology as topo
-from shared.types import Image, Landmarks
+from facewire.shared.face import topology as topo
+from facewire.shared.face.identity import detect_faces
+from facewire.shared.types import Image, Landmarks
 
 
 @cache

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from shared.onnx_runtime import SessionConfig
+from facewire.shared.models.onnx import SessionConfig
 
 F32 = TensorProto.FLOAT
 OPSET = [helper.make_opsetid("", 17)]

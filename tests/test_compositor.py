@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from receiver.compositor import BackgroundError, Compositor, EdgeOptions, despill, despill_band
-from shared.types import RenderedPerson
+from facewire.receiver.compositor import BackgroundError, Compositor, EdgeOptions, despill, despill_band
+from facewire.shared.types import RenderedPerson
 from tests.render_fixtures import astronaut
 
 SIZE = (64, 48)

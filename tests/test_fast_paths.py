@@ -5,9 +5,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from shared.alpha_codec import EDGE_GAIN, upsample
-from shared.render.mesh import _warp_person
-from shared.render.warp import CoarseMap, Region, remap, warp_map
+from facewire.shared.codec.alpha import EDGE_GAIN, upsample
+from facewire.shared.render.mesh import _warp_person
+from facewire.shared.render.warp import CoarseMap, Region, remap, warp_map
 from tests.render_fixtures import astronaut
 
 
@@ -60,7 +60,7 @@ def test_coarse_map_boxes_equal_the_full_map() -> None:
 
 
 def test_face_region_is_on_a_fixed_grid_of_four() -> None:
-    from shared.render.mesh import _face_region
+    from facewire.shared.render.mesh import _face_region
 
     rng = np.random.default_rng(7)
     for _ in range(200):
@@ -79,7 +79,7 @@ def test_face_region_is_on_a_fixed_grid_of_four() -> None:
 
 
 def test_occluder_warp_looks_up_only_near_its_support() -> None:
-    from shared.render.mesh import _warp_occluder
+    from facewire.shared.render.mesh import _warp_occluder
 
     rng = np.random.default_rng(11)
     h, w = 240, 320

@@ -13,9 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
-from receiver.http_sink import HttpSink
-from receiver.sinks import open_sink
-from shared.identity import detect_faces
+from facewire.receiver.http_sink import HttpSink
+from facewire.receiver.sinks import open_sink
+from facewire.shared.face.identity import detect_faces
 from tests.render_fixtures import astronaut
 
 

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from shared.identity import MIN_FACE_PX, IdentityError, is_self, load_identity, self_identity
+from facewire.shared.face.identity import MIN_FACE_PX, IdentityError, is_self, load_identity, self_identity
 from tests.render_fixtures import astronaut
 
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from receiver.demo_sample import avatar_path
-from receiver.session import AssetStore, Session
-from sender.identity import identity_message, identity_messages
-from sender.uplink import IdentityBook
-from shared import messages as m
-from shared.identity import IdentityError
+from facewire.receiver.demo_sample import avatar_path
+from facewire.receiver.session import AssetStore, Session
+from facewire.sender.identity import identity_message, identity_messages
+from facewire.sender.uplink import IdentityBook
+from facewire.shared.face.identity import IdentityError
+from facewire.shared.wire import messages as m
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from shared.render import topology as topo
-from shared.render.eyes_mouth import hold_irises
+from facewire.shared.face import topology as topo
+from facewire.shared.render.eyes_mouth import hold_irises
 from tests.render_fixtures import astronaut_landmarks
 
 RIGHT = (topo.RIGHT_IRIS_CENTER, *topo.RIGHT_IRIS)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sender.stream import KeyframePolicy
-from shared.types import CapturedFrame, FaceObservation, FrameAnalysis, HeadPose, Landmarks
+from facewire.sender.stream import KeyframePolicy
+from facewire.shared.types import CapturedFrame, FaceObservation, FrameAnalysis, HeadPose, Landmarks
 from tests.render_fixtures import astronaut_landmarks, close_eyes
 
 FRAME = np.zeros((8, 8, 3), np.uint8)

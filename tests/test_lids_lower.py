@@ -5,8 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from shared.render import eyes_mouth as em
-from shared.render import topology as topo
+from facewire.shared.face import topology as topo
+from facewire.shared.render import eyes_mouth as em
 from tests.render_fixtures import astronaut_landmarks, close_eyes
 
 
@@ -51,7 +51,7 @@ def test_closed_outer_corner_samples_from_beyond_it() -> None:
 
 
 def test_a_nearly_shut_slit_is_covered_with_the_lid_above_it() -> None:
-    from shared.render.lids import close_lids
+    from facewire.shared.render.lids import close_lids
 
     neutral = astronaut_landmarks() * np.float32(3.0)
     ring = topo.right_eye_ring()

@@ -17,16 +17,16 @@ import pytest
 import websockets
 from websockets.asyncio.client import connect
 
-from receiver.player import Player
-from receiver.runtime import LiveReceiver
-from receiver.sinks import FramesSink, NullSink, Sink
-from sender.capture import CaptureOptions, FrameSource
-from sender.runner import stream_live
-from sender.stream import FeatureStream
-from sender.uplink import Uplink
-from shared import messages as m
-from shared.stats import StatsMeter
-from shared.types import CapturedFrame, FrameAnalysis
+from facewire.receiver.player import Player
+from facewire.receiver.runtime import LiveReceiver
+from facewire.receiver.sinks import FramesSink, NullSink, Sink
+from facewire.receiver.stats import StatsMeter
+from facewire.sender.capture import CaptureOptions, FrameSource
+from facewire.sender.runner import stream_live
+from facewire.sender.stream import FeatureStream
+from facewire.sender.uplink import Uplink
+from facewire.shared.types import CapturedFrame, FrameAnalysis
+from facewire.shared.wire import messages as m
 from tests.wire_fixtures import KeyframeRenderer, SyntheticAnalyzer, write_frames
 
 TOKEN = "s3cret-token"

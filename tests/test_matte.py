@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from skimage import data
 
-from sender.analysis import SenderAnalyzer
-from sender.matte import make_matter
-from sender.matte.auto import AutoConfig, AutoMatter, screen_score
-from sender.matte.chroma import ChromaConfig, ChromaMatter, estimate_screen, push_pull_fill
-from sender.matte.learned import LearnedConfig, LearnedMatter
-from shared.types import CapturedFrame, FaceObservation, HeadPose
+from facewire.sender.analysis import SenderAnalyzer
+from facewire.sender.matte import make_matter
+from facewire.sender.matte.auto import AutoConfig, AutoMatter, screen_score
+from facewire.sender.matte.chroma import ChromaConfig, ChromaMatter, estimate_screen, push_pull_fill
+from facewire.sender.matte.learned import LearnedConfig, LearnedMatter
+from facewire.shared.types import CapturedFrame, FaceObservation, HeadPose
 
 CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
 H, W = 240, 320

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from skimage import data
 
-from sender.matte.edges import decontaminate
-from sender.matte.learned import LearnedMatter
-from shared.types import CapturedFrame
+from facewire.sender.matte.edges import decontaminate
+from facewire.sender.matte.learned import LearnedMatter
+from facewire.shared.types import CapturedFrame
 
 ORANGE = np.array([40, 120, 240], np.float32)
 WALL = np.array([250, 250, 250], np.float32)

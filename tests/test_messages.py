@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared import messages as m
-from shared.errors import ErrorCode, MessageValidationError
+from facewire.shared.wire import messages as m
+from facewire.shared.wire.errors import ErrorCode, MessageValidationError
 
 ASSET = hashlib.sha256(b"avatar image bytes").hexdigest()
 NAN = float("nan")

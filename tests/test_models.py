@@ -12,7 +12,8 @@ import synthetic_onnx as so
 from onnx import TensorProto, helper
 from synthetic_onnx import CPU, REAL_MANIFEST, build_all
 
-from shared.models import (
+from facewire.shared.models.onnx import BoundSession, ProviderUnavailable, SessionConfig, create_session, resolve_providers
+from facewire.shared.models.registry import (
     ManifestError,
     ModelIntegrityError,
     ModelNotInstalledError,
@@ -22,7 +23,6 @@ from shared.models import (
     parse_manifest,
     user_models_dir,
 )
-from shared.onnx_runtime import BoundSession, ProviderUnavailable, SessionConfig, create_session, resolve_providers
 
 
 @pytest.fixture()
@@ -173,7 +173,7 @@ def test_provider_resolution() -> None:
 
 
 def test_session_logs_the_provider_choice(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level("INFO", logger="shared.onnx_runtime")
+    caplog.set_level("INFO", logger="facewire.shared.models.onnx")
     create_session(so.arcface_model().SerializeToString(), CPU, label="w600k_r50")
     assert any("w600k_r50" in r.message and "CPUExecutionProvider" in r.message for r in caplog.records)
 
@@ -198,7 +198,7 @@ def test_inputs_are_bound_by_name() -> None:
 
 
 def test_int8_and_fp16_variants_keep_signature_and_are_measured(registry: Registry) -> None:
-    from shared.model_variants import load_variant, make_variant
+    from facewire.shared.models.variants import load_variant, make_variant
 
     for kind in ("int8", "fp16"):
         path, fidelity = make_variant(registry, "w600k_r50", kind)
@@ -231,7 +231,7 @@ def test_unavailable_provider_is_not_mistaken_for_a_bad_model(registry: Registry
 def test_cli_arguments_give_a_session_config() -> None:
     import argparse
 
-    from shared.onnx_runtime import add_provider_arguments, config_from_args
+    from facewire.shared.models.onnx import add_provider_arguments, config_from_args
 
     parser = argparse.ArgumentParser()
     add_provider_arguments(parser)

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import synthetic_onnx as so
 
-from shared.models import Registry
-from shared.models_cli import FetchError, fetch_model, main
+from facewire.shared.models.cli import FetchError, fetch_model, main
+from facewire.shared.models.registry import Registry
 
 REAL_MANIFEST = Path(__file__).resolve().parent.parent / "models" / "manifest.toml"
 

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from shared.render.occlusion import OcclusionOptions, SpectacleMemory, occluder_mask
-from shared.types import Image, Landmarks
+from facewire.shared.render.occlusion import OcclusionOptions, SpectacleMemory, occluder_mask
+from facewire.shared.types import Image, Landmarks
 from tests.render_fixtures import astronaut, astronaut_landmarks
 
 CLIPS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "clips"
@@ -118,7 +118,7 @@ def test_glasses_seen_once_are_confirmed_fainter_later_but_not_imagined_on_a_bar
 
 
 def _first_face(clip: str) -> tuple[Image, Landmarks]:
-    from shared.identity import detect_faces
+    from facewire.shared.face.identity import detect_faces
 
     path = CLIPS / f"{clip}.mp4"
     if not path.exists():

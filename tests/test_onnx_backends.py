@@ -15,15 +15,15 @@ import synthetic_onnx as so
 from skimage import data as skdata
 from synthetic_onnx import CPU, REAL_MANIFEST, build_all
 
-from sender.insightface_backend import (
+from facewire.sender.insightface_backend import (
     ArcFaceEncoder,
     InsightFaceBackend,
     Landmarker106,
     ScrfdDetector,
     load_insightface_backend,
 )
-from sender.matte.rvm import RvmMatter, auto_downsample_ratio, load_rvm_matter
-from shared.arcface import (
+from facewire.sender.matte.rvm import RvmMatter, auto_downsample_ratio, load_rvm_matter
+from facewire.shared.face.arcface import (
     arcface_template,
     decode_embedding,
     encode_embedding,
@@ -32,10 +32,10 @@ from shared.arcface import (
     five_from_mesh,
     norm_crop,
 )
-from shared.models import Registry
-from shared.render import make_renderer
-from shared.render.inswapper import InswapperRenderer, identity_latent, load_emap
-from shared.types import CapturedFrame, FrameState, IdentityAsset, KeyframeState, RenderedPerson
+from facewire.shared.models.registry import Registry
+from facewire.shared.render import make_renderer
+from facewire.shared.render.inswapper import InswapperRenderer, identity_latent, load_emap
+from facewire.shared.types import CapturedFrame, FrameState, IdentityAsset, KeyframeState, RenderedPerson
 
 # Astronaut (skimage) face, measured once with MediaPipe face mesh: iris centres, nose tip, mouth corners.
 ASTRO_KPS = np.array([[203.5, 101.1], [246.6, 103.5], [223.4, 130.0], [201.8, 139.2], [245.0, 141.0]], np.float32)
@@ -55,7 +55,7 @@ def astronaut_bgr() -> np.ndarray:
 @pytest.fixture(scope="module")
 def astro_mesh() -> np.ndarray:
     """The astronaut's real 478-point face mesh (MediaPipe, as the sender computes it)."""
-    from shared.identity import detect_faces
+    from facewire.shared.face.identity import detect_faces
 
     faces = detect_faces(astronaut_bgr(), max_faces=1)
     assert len(faces) == 1
@@ -216,7 +216,7 @@ def _swap_setup(tmp_path: Path, keep_mouth: bool) -> tuple[InswapperRenderer, np
     latent = identity_latent(emb, loaded_emap)
     e16 = emb.astype(np.float16).astype(np.float32)
     assert latent[0, 0] == pytest.approx(e16[5] / np.linalg.norm(e16), rel=1e-3)
-    from shared.onnx_runtime import BoundSession, create_session
+    from facewire.shared.models.onnx import BoundSession, create_session
 
     session = BoundSession(create_session(path, CPU, "inswapper_128"), "inswapper_128")
     return InswapperRenderer(session, loaded_emap, PassThrough(), keep_mouth=keep_mouth), emb, float(latent[0, 0])
@@ -333,7 +333,7 @@ def test_rvm_loader(models: Registry, tmp_path: Path) -> None:
 
 
 def test_environment_threads_are_deliberate(monkeypatch: pytest.MonkeyPatch) -> None:
-    from shared.onnx_runtime import default_threads
+    from facewire.shared.models.onnx import default_threads
 
     monkeypatch.setenv("FACEWIRE_ORT_THREADS", "2")
     assert default_threads() == 2
@@ -346,8 +346,8 @@ def test_environment_threads_are_deliberate(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_renderer_and_matter_use_variants(tmp_path: Path) -> None:
-    from shared.model_variants import make_variant
-    from shared.models import ModelError
+    from facewire.shared.models.registry import ModelError
+    from facewire.shared.models.variants import make_variant
 
     manifest, models_dir = build_all(tmp_path)
     reg = Registry(manifest, models_dir)
@@ -367,7 +367,7 @@ def test_inswapper_over_the_real_mesh_renderer(tmp_path: Path, models: Registry)
     """make_renderer's default base is the mesh renderer: the swap lands on its output, inside the face."""
     from render_fixtures import astronaut, astronaut_landmarks, open_mouth
 
-    from shared.render.mesh import MeshRenderer
+    from facewire.shared.render.mesh import MeshRenderer
 
     lm = astronaut_landmarks()
     kf = KeyframeState(0, astronaut(), None, lm)
@@ -395,7 +395,7 @@ def test_inswapper_over_the_real_mesh_renderer(tmp_path: Path, models: Registry)
 
 
 def test_nms_keeps_the_best_of_overlapping_boxes() -> None:
-    from sender.insightface_backend import nms
+    from facewire.sender.insightface_backend import nms
 
     boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60], [0, 0, 10, 10]], np.float32)
     scores = np.array([0.6, 0.9, 0.7, 0.5], np.float32)
@@ -405,7 +405,7 @@ def test_nms_keeps_the_best_of_overlapping_boxes() -> None:
 
 
 def test_available_renderers(tmp_path: Path, models: Registry) -> None:
-    from shared.render import available_renderers
+    from facewire.shared.render import available_renderers
 
     assert available_renderers(tmp_path, REAL_MANIFEST) == ["mesh"]
     assert available_renderers(models.models_dir, models.manifest_path) == ["mesh", "inswapper"]

@@ -8,9 +8,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from shared import messages as m
-from shared import protocol as p
-from shared.errors import CLOSE_CODE_FOR, CloseCode, ErrorCode, ProtocolError
+from facewire.shared.wire import messages as m
+from facewire.shared.wire import protocol as p
+from facewire.shared.wire.errors import CLOSE_CODE_FOR, CloseCode, ErrorCode, ProtocolError
 
 TOKEN = "correct horse battery staple"
 ASSET = "ab" * 32

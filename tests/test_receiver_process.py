@@ -17,10 +17,10 @@ from pathlib import Path
 import av
 import pytest
 
-from sender.capture import CaptureOptions, FrameSource
-from sender.runner import stream_live
-from sender.stream import FeatureStream
-from sender.uplink import Uplink
+from facewire.sender.capture import CaptureOptions, FrameSource
+from facewire.sender.runner import stream_live
+from facewire.sender.stream import FeatureStream
+from facewire.sender.uplink import Uplink
 from tests.wire_fixtures import SyntheticAnalyzer, write_frames
 
 TOKEN = "process-token"
@@ -34,7 +34,7 @@ def free_port() -> int:
 
 def start_receiver(port: int, *extra: str) -> subprocess.Popen[str]:
     env = {**os.environ, "FACEWIRE_TOKEN": TOKEN, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "receiver.cli", "--listen", f"127.0.0.1:{port}", *extra],
+    process = subprocess.Popen([sys.executable, "-m", "facewire.receiver.cli", "--listen", f"127.0.0.1:{port}", *extra],
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

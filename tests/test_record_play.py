@@ -6,15 +6,15 @@ from pathlib import Path
 
 import cv2
 
-from receiver.player import Player
-from receiver.runtime import play_stream
-from receiver.sinks import FramesSink
-from sender.capture import CaptureOptions, FrameSource
-from sender.runner import record_stream
-from sender.uplink import IdentityBook
-from shared import messages as m
-from shared.stats import StatsMeter
-from shared.streamfile import StreamReader
+from facewire.receiver.player import Player
+from facewire.receiver.runtime import play_stream
+from facewire.receiver.sinks import FramesSink
+from facewire.receiver.stats import StatsMeter
+from facewire.sender.capture import CaptureOptions, FrameSource
+from facewire.sender.runner import record_stream
+from facewire.sender.uplink import IdentityBook
+from facewire.shared.wire import messages as m
+from facewire.shared.wire.streamfile import StreamReader
 from tests.wire_fixtures import KeyframeRenderer, SyntheticAnalyzer, write_frames
 
 

@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from shared.render import topology as topo
-from shared.render.delight import DelightOptions, delight
-from shared.types import Landmarks
+from facewire.shared.face import topology as topo
+from facewire.shared.render.delight import DelightOptions, delight
+from facewire.shared.types import Landmarks
 from tests.render_fixtures import astronaut, astronaut_landmarks
 
 

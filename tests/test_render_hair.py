@@ -6,10 +6,10 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from shared.render import topology as topo
-from shared.render.frontal import _fill_hair
-from shared.render.occlusion import hair_cover
-from shared.types import Landmarks
+from facewire.shared.face import topology as topo
+from facewire.shared.render.frontal import _fill_hair
+from facewire.shared.render.occlusion import hair_cover
+from facewire.shared.types import Landmarks
 from tests.render_fixtures import big_astronaut
 
 

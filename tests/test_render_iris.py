@@ -5,9 +5,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from shared.render import topology as topo
-from shared.render.iris import draw_irises, iris_geometry, lift_irises
-from shared.types import Image, Landmarks
+from facewire.shared.face import topology as topo
+from facewire.shared.render.iris import draw_irises, iris_geometry, lift_irises
+from facewire.shared.types import Image, Landmarks
 from tests.render_fixtures import astronaut_landmarks, close_eyes
 
 SKIN = (120, 150, 200)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from shared.render import topology as topo
-from shared.render.eyes_mouth import RIGHT_LID_ABOVE, lid_closing
-from shared.render.lids import close_lids
+from facewire.shared.face import topology as topo
+from facewire.shared.render.eyes_mouth import RIGHT_LID_ABOVE, lid_closing
+from facewire.shared.render.lids import close_lids
 from tests.render_fixtures import astronaut_landmarks, close_eyes
 
 SKIN = np.array([120, 150, 200], np.float64)
@@ -61,8 +61,8 @@ def test_an_open_or_half_open_eye_is_left_alone() -> None:
 def test_the_renderer_smooths_a_blink_in_the_eyes_only() -> None:
     """Self mode: the sender's own open eyes stretched over a blink streak the same way; the renderer
     smooths them there and nowhere else."""
-    from shared.render.mesh import MeshOptions, MeshRenderer
-    from shared.types import FrameState, KeyframeState
+    from facewire.shared.render.mesh import MeshOptions, MeshRenderer
+    from facewire.shared.types import FrameState, KeyframeState
     from tests.render_fixtures import astronaut
 
     lm = astronaut_landmarks()

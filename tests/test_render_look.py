@@ -6,11 +6,11 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from shared.render import eyes_mouth as em
-from shared.render import topology as topo
-from shared.render.delight import DelightOptions, delight
-from shared.render.occlusion import hair_cover
-from shared.types import Landmarks
+from facewire.shared.face import topology as topo
+from facewire.shared.render import eyes_mouth as em
+from facewire.shared.render.delight import DelightOptions, delight
+from facewire.shared.render.occlusion import hair_cover
+from facewire.shared.types import Landmarks
 from tests.render_fixtures import astronaut_landmarks, big_astronaut, open_mouth
 
 cv2.setNumThreads(1)
@@ -195,7 +195,7 @@ def test_a_fringe_on_the_forehead_is_cover_the_brows_and_skin_below_are_not() ->
 
 
 def test_a_dark_streak_along_the_outline_is_cleaned_the_skin_inside_kept() -> None:
-    from shared.render.frontal import _clean_outline
+    from facewire.shared.render.frontal import _clean_outline
 
     image, lm = big_astronaut()
     oval = lm[topo.face_oval_ring(), :2]

@@ -5,14 +5,14 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from shared.identity import IdentityAsset, detect_faces
-from shared.render import make_renderer
-from shared.render import topology as topo
-from shared.render.mesh import MeshOptions, MeshRenderer
-from shared.render.occlusion import occluder_mask
-from shared.render.retarget import retarget
-from shared.render.warp import Region, affine_coefficients, remap, warp_maps
-from shared.types import FrameState, KeyframeState
+from facewire.shared.face import topology as topo
+from facewire.shared.face.identity import IdentityAsset, detect_faces
+from facewire.shared.render import make_renderer
+from facewire.shared.render.mesh import MeshOptions, MeshRenderer
+from facewire.shared.render.occlusion import occluder_mask
+from facewire.shared.render.retarget import retarget
+from facewire.shared.render.warp import Region, affine_coefficients, remap, warp_maps
+from facewire.shared.types import FrameState, KeyframeState
 from tests.render_fixtures import astronaut, astronaut_landmarks, close_eyes, open_mouth, transform
 
 cv2.setNumThreads(1)
@@ -323,7 +323,7 @@ def test_parted_lips_in_the_keyframe_open_the_avatar_in_a_lens_not_a_band() -> N
 def test_shading_keeps_a_crease_the_colour_of_the_skin_around_it() -> None:
     """Relighting and colour matching change a crease in proportion to the skin around it: a darker
     line of the same colour as the skin stays the same colour (it does not turn into a red crack)."""
-    from shared.render.blend import BlendOptions, match_shading
+    from facewire.shared.render.blend import BlendOptions, match_shading
 
     skin = np.array([110, 150, 215], np.float32)  # BGR, a warm skin
     albedo = np.tile(skin, (96, 96, 1))
@@ -339,7 +339,7 @@ def test_shading_keeps_a_crease_the_colour_of_the_skin_around_it() -> None:
 
 
 def test_faint_fine_colour_detail_is_softened_strong_detail_kept() -> None:
-    from shared.render.frontal import soften_fine_chroma
+    from facewire.shared.render.frontal import soften_fine_chroma
 
     image = np.full((64, 64, 3), (120, 150, 200), np.uint8)
     image[:, 20] = (110, 140, 215)  # a faint reddish line
@@ -352,7 +352,7 @@ def test_faint_fine_colour_detail_is_softened_strong_detail_kept() -> None:
 
 
 def test_faint_grain_is_smoothed_and_strong_edges_kept() -> None:
-    from shared.render.frontal import smooth_fine_texture
+    from facewire.shared.render.frontal import smooth_fine_texture
 
     rng = np.random.default_rng(3)
     skin = np.full((64, 64, 3), (140, 160, 200), np.float32)
@@ -377,7 +377,7 @@ def test_a_small_patch_inside_the_face_is_not_an_occluder_but_one_from_the_edge_
 
 
 def test_a_smaller_face_samples_a_smaller_avatar_level() -> None:
-    from shared.render.frontal import prepare_texture
+    from facewire.shared.render.frontal import prepare_texture
 
     avatar = _avatar()
     assert avatar.image is not None and avatar.landmarks is not None
@@ -402,7 +402,7 @@ def _chroma(bgr: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
 def test_a_mid_tone_painted_face_in_a_bright_room_is_not_bleached() -> None:
     """A tan face under a pale, bright sender keeps most of its colour: the mean brightness ratio is
     mostly skin tone, and brightening it fully clips the red channel and turns the skin white."""
-    from shared.render.blend import BlendOptions, match_shading
+    from facewire.shared.render.blend import BlendOptions, match_shading
 
     face = np.full((96, 96, 3), (95, 140, 190), np.uint8)
     scene = np.full((96, 96, 3), (228, 230, 245), np.uint8)
@@ -416,7 +416,7 @@ def test_a_mid_tone_painted_face_in_a_bright_room_is_not_bleached() -> None:
 def test_the_avatars_own_coloured_light_does_not_stay_as_coloured_cheeks() -> None:
     """An avatar lit warm from one side and cool from the other (a cartoon's key and fill) under an
     evenly lit sender: both cheeks come out close in colour, not one red and one blue."""
-    from shared.render.blend import BlendOptions, match_shading
+    from facewire.shared.render.blend import BlendOptions, match_shading
 
     side = np.tanh(np.linspace(-2.0, 2.0, 96))[None, :, None]
     warm, cool = np.array([110, 140, 215], np.float64), np.array([150, 150, 170], np.float64)
@@ -433,7 +433,7 @@ def test_the_face_meets_the_scene_at_the_mask_edge_and_keeps_its_colour_inside()
     seam correction the face's edge there takes most of the scene's brightness; its centre does not move."""
     from dataclasses import replace
 
-    from shared.render.blend import BlendOptions, match_shading
+    from facewire.shared.render.blend import BlendOptions, match_shading
 
     yy, xx = np.mgrid[0:96, 0:96].astype(np.float32)
     inside = (np.hypot(xx - 48, yy - 48) < 36).astype(np.float32)
@@ -456,7 +456,7 @@ def test_the_face_meets_the_scene_at_the_mask_edge_and_keeps_its_colour_inside()
 def test_background_under_the_avatars_mask_is_not_taken_for_shadow() -> None:
     """Where the avatar's face is wider than the sender's, its mask covers the wall beside the
     sender's cheek: the dark wall does not darken that side of the face."""
-    from shared.render.blend import BlendOptions, match_shading
+    from facewire.shared.render.blend import BlendOptions, match_shading
 
     face = np.full((96, 96, 3), (110, 150, 200), np.uint8)
     scene = np.full((96, 96, 3), (120, 160, 210), np.uint8)
@@ -467,7 +467,7 @@ def test_background_under_the_avatars_mask_is_not_taken_for_shadow() -> None:
 
 
 def test_occluders_are_found_once_a_keyframe_and_only_under_an_avatar(monkeypatch: pytest.MonkeyPatch) -> None:
-    import shared.render.mesh as mesh
+    import facewire.shared.render.mesh as mesh
 
     calls: list[int] = []
     real = mesh.occluder_mask

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from shared.render import topology as topo
-from shared.render.retarget import RetargetOptions, retarget
-from shared.types import Landmarks
+from facewire.shared.face import topology as topo
+from facewire.shared.render.retarget import RetargetOptions, retarget
+from facewire.shared.types import Landmarks
 from tests.render_fixtures import astronaut_landmarks, close_eyes, open_mouth, transform
 
 NOSE_TIP = 1
@@ -79,7 +79,7 @@ def test_push_is_limited_for_an_avatar_far_from_the_sender() -> None:
 
 
 def test_a_keyframe_caught_mid_blink_does_not_make_the_avatar_stare() -> None:
-    from shared.render.retarget import eye_open_ratio
+    from facewire.shared.render.retarget import eye_open_ratio
 
     sender = astronaut_landmarks()
     blinking = close_eyes(sender)

@@ -7,8 +7,8 @@ from dataclasses import replace
 import cv2
 import numpy as np
 
-from shared.render.blend import BlendOptions, match_shading, shading_scale
-from shared.render.mesh import _face_region
+from facewire.shared.render.blend import BlendOptions, match_shading, shading_scale
+from facewire.shared.render.mesh import _face_region
 from tests.render_fixtures import astronaut
 
 

@@ -14,7 +14,7 @@ import pytest
 import pyvirtualcam
 import skimage.data
 
-from receiver.sinks import FileSink, FramesSink, SinkError, VirtualCameraSink, open_sink
+from facewire.receiver.sinks import FileSink, FramesSink, SinkError, VirtualCameraSink, open_sink
 
 
 def _pictures(count: int, size: tuple[int, int] = (96, 64)) -> list[np.ndarray]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sender.smoothing import OneEuroFilter, OneEuroParams, jitter_px, lag_frames
+from facewire.sender.smoothing import OneEuroFilter, OneEuroParams, jitter_px, lag_frames
 
 FPS = 30.0
 

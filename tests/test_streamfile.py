@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared import messages as m
-from shared.errors import StreamFileError
-from shared.streamfile import FILE_VERSION, MAGIC, MAX_HEADER_BYTES, StreamHeader, StreamReader, StreamWriter
+from facewire.shared.wire import messages as m
+from facewire.shared.wire.errors import StreamFileError
+from facewire.shared.wire.streamfile import FILE_VERSION, MAGIC, MAX_HEADER_BYTES, StreamHeader, StreamReader, StreamWriter
 
 HEADER = StreamHeader(protocol=1, width=640, height=480, fps=30.0, created_us=1_700_000_000_000_000, agent="test")
 MESSAGES: list[m.Message] = [

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from sender.tracker import (
+from facewire.sender.tracker import (
     MediaPipeFaceTracker,
     TrackerConfig,
     choose_primary,
@@ -16,7 +16,7 @@ from sender.tracker import (
     pose_rotation,
     to_canonical,
 )
-from shared.types import MESH_POINTS, CapturedFrame, HeadPose
+from facewire.shared.types import MESH_POINTS, CapturedFrame, HeadPose
 
 
 @pytest.fixture(scope="module")

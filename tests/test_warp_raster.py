@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from shared.render.warp import Region, triangle_raster
+from facewire.shared.render.warp import Region, triangle_raster
 
 
 def _sample_points(region: Region, step: int) -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from shared.types import (
+from facewire.shared.types import (
     MESH_POINTS,
     CapturedFrame,
     FaceObservation,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from shared.types import Matter
+from facewire.shared.types import Matter
 
 MODES = ("chroma", "learned", "auto", "none")
 
@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 def _learned(models_dir: str | Path | None, providers: str) -> Matter:
     """Robust Video Matting through ONNX Runtime when its model is installed, else MediaPipe."""
     try:
-        from sender.matte.rvm import load_rvm_matter
+        from facewire.sender.matte.rvm import load_rvm_matter
     except ImportError:
         pass
     else:
@@ -23,7 +23,7 @@ def _learned(models_dir: str | Path | None, providers: str) -> Matter:
         if rvm is not None:
             log.info("matte: Robust Video Matting (ONNX)")
             return rvm
-    from sender.matte.learned import LearnedMatter
+    from facewire.sender.matte.learned import LearnedMatter
 
     log.info("matte: MediaPipe selfie segmentation")
     return LearnedMatter()
@@ -32,20 +32,20 @@ def _learned(models_dir: str | Path | None, providers: str) -> Matter:
 def make_matter(mode: str, *, models_dir: str | Path | None = None, providers: str = "auto") -> Matter | None:
     """The Matter for a --matte mode: chroma | learned | auto | none (None: no matte is sent).
 
-    learned and auto use Robust Video Matting (ONNX Runtime; `providers` as sender.matte.rvm
+    learned and auto use Robust Video Matting (ONNX Runtime; `providers` as facewire.sender.matte.rvm
     takes them) when its model is installed under `models_dir`, else MediaPipe selfie
     segmentation."""
     if mode == "none":
         return None
     if mode == "chroma":
-        from sender.matte.chroma import ChromaMatter
+        from facewire.sender.matte.chroma import ChromaMatter
 
         return ChromaMatter()
     if mode == "learned":
         return _learned(models_dir, providers)
     if mode == "auto":
-        from sender.matte.auto import AutoMatter
-        from sender.matte.chroma import ChromaMatter
+        from facewire.sender.matte.auto import AutoMatter
+        from facewire.sender.matte.chroma import ChromaMatter
 
         return AutoMatter(chroma=ChromaMatter(), learned=_learned(models_dir, providers))
     raise ValueError(f"unknown matte mode {mode!r}; expected one of {', '.join(MODES)}")

@@ -13,8 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from sender.matte.chroma import ScreenEstimate, estimate_screen, opponent
-from shared.types import Alpha, CapturedFrame, FaceObservation, Image, Matter
+from facewire.sender.matte.chroma import ScreenEstimate, estimate_screen, opponent
+from facewire.shared.types import Alpha, CapturedFrame, FaceObservation, Image, Matter
 
 Choice = Literal["chroma", "learned"]
 
@@ -55,7 +55,7 @@ def screen_score(image: Image, config: AutoConfig | None = None) -> float:
 
 
 class AutoMatter:
-    """shared.types.Matter that delegates to a chroma or a learned matter, chosen per scene."""
+    """facewire.shared.types.Matter that delegates to a chroma or a learned matter, chosen per scene."""
 
     name = "auto"
 

@@ -1,4 +1,4 @@
-"""Chroma keying for green, blue or any uniform backdrop (shared.types.Matter).
+"""Chroma keying for green, blue or any uniform backdrop (facewire.shared.types.Matter).
 
 The key is a colour-difference key of the Vlahos/Keylight family, generalised to any screen
 hue: the frame is rotated about the grey axis so that the screen's hue lands on green, and the
@@ -27,8 +27,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from sender.matte.guided import refine_in_band
-from shared.types import Alpha, CapturedFrame, FaceObservation, Image
+from facewire.sender.matte.guided import refine_in_band
+from facewire.shared.types import Alpha, CapturedFrame, FaceObservation, Image
 
 F32 = npt.NDArray[np.float32]
 

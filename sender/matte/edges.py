@@ -14,7 +14,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from shared.types import Alpha, Image
+from facewire.shared.types import Alpha, Image
 
 _SOLID = 0.99  # alpha from which a pixel is the person's solid colour
 _CLEAR = 0.01  # alpha this close to 0 or 1 shows the room, or the person, alone: left as it is

@@ -29,9 +29,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from sender.matte.edges import decontaminate
-from sender.matte.guided import refine_in_band
-from shared.types import Alpha, CapturedFrame, FaceObservation, HeadPose, Image
+from facewire.sender.matte.edges import decontaminate
+from facewire.sender.matte.guided import refine_in_band
+from facewire.shared.types import Alpha, CapturedFrame, FaceObservation, HeadPose, Image
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class LearnedConfig:
 
 
 class LearnedMatter:
-    """shared.types.Matter on MediaPipe selfie segmentation (bundled weights, no download)."""
+    """facewire.shared.types.Matter on MediaPipe selfie segmentation (bundled weights, no download)."""
 
     name = "learned"
 
@@ -184,7 +184,7 @@ class LearnedMatter:
         return alpha
 
     def foreground(self) -> Image | None:
-        """The last frame with the room taken out of the matte's soft edge (sender.matte.edges).
+        """The last frame with the room taken out of the matte's soft edge (facewire.sender.matte.edges).
 
         A few milliseconds at 640x480, so the sender asks only for frames that become keyframes;
         it asks right after matte(), while the frame is still the one analysed.

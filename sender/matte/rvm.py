@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from shared.models import ModelNotInstalledError, Registry
-from shared.onnx_runtime import BoundSession, SessionConfig, default_threads
-from shared.types import Alpha, CapturedFrame, FaceObservation, Image, Matter
+from facewire.shared.models.onnx import BoundSession, SessionConfig, default_threads
+from facewire.shared.models.registry import ModelNotInstalledError, Registry
+from facewire.shared.types import Alpha, CapturedFrame, FaceObservation, Image, Matter
 
 log = logging.getLogger(__name__)
 

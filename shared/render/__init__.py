@@ -1,4 +1,4 @@
-"""Face renderers behind one interface (shared.types.Renderer), chosen by name with a fallback.
+"""Face renderers behind one interface (facewire.shared.types.Renderer), chosen by name with a fallback.
 
 `make_renderer("mesh" | "inswapper", ...)`: the inswapper renderer needs its downloaded model; when
 the model is missing or unusable the receiver is told once and gets the mesh renderer instead.
@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from shared.types import Renderer
+from facewire.shared.types import Renderer
 
 log = logging.getLogger(__name__)
 
@@ -23,11 +23,11 @@ MeshFactory = Callable[[], Renderer]
 
 
 def _default_mesh() -> Renderer:
-    mesh = importlib.import_module("shared.render.mesh")  # lazy: heavy, and optional for tests
+    mesh = importlib.import_module("facewire.shared.render.mesh")  # lazy: heavy, and optional for tests
 
     factory = getattr(mesh, "MeshRenderer", None)
     if factory is None:
-        raise RuntimeError("shared.render.mesh has no MeshRenderer; pass mesh_factory to make_renderer")
+        raise RuntimeError("facewire.shared.render.mesh has no MeshRenderer; pass mesh_factory to make_renderer")
     renderer: Renderer = factory()
     return renderer
 
@@ -35,7 +35,7 @@ def _default_mesh() -> Renderer:
 def available_renderers(models_dir: Path | str | None = None, manifest: Path | str | None = None) -> list[str]:
     """Renderers this receiver can run (for `welcome`): mesh always, inswapper when its file is present.
     Presence only; make_renderer does the full size/hash/signature check and falls back if it fails."""
-    from shared.models import ModelError, Registry
+    from facewire.shared.models.registry import ModelError, Registry
 
     names = ["mesh"]
     try:
@@ -63,14 +63,14 @@ def make_renderer(
     mesh = (mesh_factory or _default_mesh)()
     if name == "mesh":
         return mesh
-    from shared.models import ModelError, ModelNotInstalledError, Registry
-    from shared.onnx_runtime import BoundSession, ProviderUnavailable, SessionConfig, default_threads
+    from facewire.shared.models.onnx import BoundSession, ProviderUnavailable, SessionConfig, default_threads
+    from facewire.shared.models.registry import ModelError, ModelNotInstalledError, Registry
 
     try:
         registry = Registry(manifest, models_dir)
         config = SessionConfig(providers=providers, threads=default_threads() if threads is None else threads)
         loaded = registry.load_any(INSWAPPER_MODEL, config, variant)
-        from shared.render.inswapper import InswapperRenderer, load_emap
+        from facewire.shared.render.inswapper import InswapperRenderer, load_emap
 
         session: BoundSession = loaded.session
         # The emap comes from the verified fp32 file: converters may drop or cast the unused initializer.

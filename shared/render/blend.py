@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from shared.render import topology as topo
-from shared.render.warp import Points, Region
-from shared.types import Alpha, Image, Landmarks
+from facewire.shared.face import topology as topo
+from facewire.shared.render.warp import Points, Region
+from facewire.shared.types import Alpha, Image, Landmarks
 
 FloatImage = npt.NDArray[np.float32]
 

@@ -21,9 +21,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from shared.render import topology as topo
-from shared.render.warp import Points, Region
-from shared.types import Image, Landmarks
+from facewire.shared.face import topology as topo
+from facewire.shared.render.warp import Points, Region
+from facewire.shared.types import Image, Landmarks
 
 IndexArray = npt.NDArray[np.int32]
 FloatArray = npt.NDArray[np.float32]
@@ -190,7 +190,7 @@ def _eye_axes(landmarks: Landmarks, corners: tuple[int, int]) -> tuple[npt.NDArr
 def hold_irises(target: Landmarks, neutral: Landmarks, held: tuple[bool, bool], travel: float) -> Landmarks:
     """`target` with the irises of the `held` eyes (right, left) kept near where `neutral` has them in the eye.
 
-    For eyes whose iris is left to the warp (too small or too blurred to lift, shared.render.iris):
+    For eyes whose iris is left to the warp (too small or too blurred to lift, facewire.shared.render.iris):
     the warp moves such an iris by stretching the eye around it, and a far turn smears it sideways
     into the white. The iris's offset from its place in `neutral` (in eye widths, in the eye's own
     frame) is eased to at most `travel`: small glances pass almost unchanged, far ones stop short.

@@ -16,14 +16,14 @@ import numpy as np
 import numpy.typing as npt
 from scipy.spatial.transform import Rotation
 
-from shared.render import eyes_mouth as em
-from shared.render import topology as topo
-from shared.render.delight import DelightOptions, delight, feature_mask, normalised_blur
-from shared.render.iris import Iris, lift_irises
-from shared.render.occlusion import hair_cover
-from shared.render.retarget import frontal_rotation
-from shared.render.warp import Points, Region, fill_polygon, remap, similarity_2d, triangle_raster, warp_maps
-from shared.types import Image, Landmarks
+from facewire.shared.face import topology as topo
+from facewire.shared.render import eyes_mouth as em
+from facewire.shared.render.delight import DelightOptions, delight, feature_mask, normalised_blur
+from facewire.shared.render.iris import Iris, lift_irises
+from facewire.shared.render.occlusion import hair_cover
+from facewire.shared.render.retarget import frontal_rotation
+from facewire.shared.render.warp import Points, Region, fill_polygon, remap, similarity_2d, triangle_raster, warp_maps
+from facewire.shared.types import Image, Landmarks
 
 DEFAULT_DELIGHT = DelightOptions()
 _MIN_YAW_FOR_MIRROR = 12.0  # degrees; below this both halves are seen well enough
@@ -126,7 +126,7 @@ def prepare_texture(
     """The avatar frontalised (and mirror-filled) and de-lit (`delighting`, None: DEFAULT_DELIGHT; zero strengths
     keep it as painted); `fine_chroma` < 1 softens its faint fine colour detail; `fine_grain` > 0 smooths grain of
     lower contrast than that (smooth_fine_texture); `rigid_irises` lifts the irises out of the texture to be drawn
-    whole (shared.render.iris)."""
+    whole (facewire.shared.render.iris)."""
     lm = landmarks.astype(np.float32)
     rotation = frontal_rotation(lm)
     yaw = float(np.degrees(Rotation.from_matrix(rotation).as_euler("yxz")[0]))

@@ -18,11 +18,11 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from shared.arcface import five_from_mesh, norm_crop, normalize_embedding
-from shared.onnx_runtime import BoundSession
-from shared.render.blend import BlendOptions, face_mask, swap_weight
-from shared.render.warp import Region
-from shared.types import Alpha, FrameState, IdentityAsset, Image, KeyframeState, RenderedPerson, Renderer
+from facewire.shared.face.arcface import five_from_mesh, norm_crop, normalize_embedding
+from facewire.shared.models.onnx import BoundSession
+from facewire.shared.render.blend import BlendOptions, face_mask, swap_weight
+from facewire.shared.render.warp import Region
+from facewire.shared.types import Alpha, FrameState, IdentityAsset, Image, KeyframeState, RenderedPerson, Renderer
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from shared.render import topology as topo
-from shared.types import Image, Landmarks
+from facewire.shared.face import topology as topo
+from facewire.shared.types import Image, Landmarks
 
 FloatArray = npt.NDArray[np.float32]
 

@@ -18,9 +18,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from shared.render import topology as topo
-from shared.render.eyes_mouth import RIGHT_LID_ABOVE, lid_closing
-from shared.types import Image, Landmarks
+from facewire.shared.face import topology as topo
+from facewire.shared.render.eyes_mouth import RIGHT_LID_ABOVE, lid_closing
+from facewire.shared.types import Image, Landmarks
 
 IndexArray = npt.NDArray[np.int32]
 

@@ -16,17 +16,17 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from shared.identity import IdentityError, identity_from_image, is_self
-from shared.render import blend as bl
-from shared.render import eyes_mouth as em
-from shared.render import topology as topo
-from shared.render.frontal import Texture, prepare_texture
-from shared.render.iris import draw_irises
-from shared.render.lids import close_lids
-from shared.render.occlusion import OcclusionOptions, SpectacleMemory, occluder_mask
-from shared.render.retarget import RetargetOptions, RetargetPlan, apply_retarget, plan_retarget
-from shared.render.warp import CoarseMap, PointMap, Points, Region, remap, similarity_2d, warp_map
-from shared.types import Alpha, FrameState, IdentityAsset, Image, KeyframeState, Landmarks, RenderedPerson
+from facewire.shared.face import topology as topo
+from facewire.shared.face.identity import IdentityError, identity_from_image, is_self
+from facewire.shared.render import blend as bl
+from facewire.shared.render import eyes_mouth as em
+from facewire.shared.render.frontal import Texture, prepare_texture
+from facewire.shared.render.iris import draw_irises
+from facewire.shared.render.lids import close_lids
+from facewire.shared.render.occlusion import OcclusionOptions, SpectacleMemory, occluder_mask
+from facewire.shared.render.retarget import RetargetOptions, RetargetPlan, apply_retarget, plan_retarget
+from facewire.shared.render.warp import CoarseMap, PointMap, Points, Region, remap, similarity_2d, warp_map
+from facewire.shared.types import Alpha, FrameState, IdentityAsset, Image, KeyframeState, Landmarks, RenderedPerson
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,9 @@ class MeshOptions:
     mirror_fill: bool = True
     fine_chroma: float = 0.2  # of the avatar's faint fine colour detail kept (frontal.soften_fine_chroma)
     fine_grain: float = 20.0  # the avatar's grain below this contrast (B+G+R levels) smoothed (frontal.smooth_fine_texture)
-    rigid_irises: bool = True  # irises drawn whole over a clean eye (shared.render.iris), not stretched by the warp
+    rigid_irises: bool = True  # irises drawn whole over a clean eye (facewire.shared.render.iris), not stretched by the warp
     held_iris_travel: float = 0.08  # of the eye's width: how far an iris left to the warp may move (0: free)
-    smooth_lids: bool = True  # closing lids smoothed into skin with a lash line (shared.render.lids)
+    smooth_lids: bool = True  # closing lids smoothed into skin with a lash line (facewire.shared.render.lids)
     keep_occluders: bool = True  # glasses, hair, hands on the sender's face stay in front of an avatar
     occlusion: OcclusionOptions = field(default_factory=OcclusionOptions)
 
@@ -166,7 +166,7 @@ def _apply(matrix: npt.NDArray[np.float64], points: Points) -> Points:
 
 
 class MeshRenderer:
-    """shared.types.Renderer: identity + keyframe + frame features -> the person at the frame geometry."""
+    """facewire.shared.types.Renderer: identity + keyframe + frame features -> the person at the frame geometry."""
 
     name = "mesh"
 

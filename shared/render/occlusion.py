@@ -20,9 +20,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from shared.render import topology as topo
-from shared.render.warp import Region, fill_polygon
-from shared.types import Image, Landmarks
+from facewire.shared.face import topology as topo
+from facewire.shared.render.warp import Region, fill_polygon
+from facewire.shared.types import Image, Landmarks
 
 FloatImage = npt.NDArray[np.float32]
 _SKIN_PATCHES = (50, 280, 117, 346, 205, 425, 4, 195, 199, 151, 9, 36, 266)

@@ -20,8 +20,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy.spatial.transform import Rotation
 
-from shared.render import topology as topo
-from shared.types import Landmarks
+from facewire.shared.face import topology as topo
+from facewire.shared.types import Landmarks
 
 Vec = npt.NDArray[np.float64]
 

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from shared.types import Image
+from facewire.shared.types import Image
 
 Points = npt.NDArray[np.float32]
 FloatMap = npt.NDArray[np.float32]

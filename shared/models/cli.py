@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from shared.models import (
+from facewire.shared.models.onnx import SessionConfig
+from facewire.shared.models.registry import (
     ArchiveSpec,
     ModelError,
     ModelSpec,
@@ -28,7 +29,6 @@ from shared.models import (
     file_sha256,
     how_to_get,
 )
-from shared.onnx_runtime import SessionConfig
 
 _CHUNK = 1 << 16
 _USER_AGENT = "facewire-models/1"
@@ -283,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_variant(registry: Registry, name: str, kind: str) -> int:
-    from shared.model_variants import MAX_REL_RMSE, MIN_COSINE, make_variant
+    from facewire.shared.models.variants import MAX_REL_RMSE, MIN_COSINE, make_variant
 
     path, fidelity = make_variant(registry, name, "int8" if kind == "int8" else "fp16")
     print(f"{name} {kind}: {path} ({path.stat().st_size / 1e6:.1f} MB)")

@@ -22,8 +22,8 @@ from typing import BinaryIO
 
 import msgspec
 
-from shared import messages as m
-from shared.errors import MessageValidationError, StreamFileError
+from facewire.shared.wire import messages as m
+from facewire.shared.wire.errors import MessageValidationError, StreamFileError
 
 MAGIC = b"FWS\x00"
 FILE_VERSION = 1

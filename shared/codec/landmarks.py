@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import zstandard
 
-from shared.types import Landmarks
+from facewire.shared.types import Landmarks
 
 CODE_VERSION = 1
 _HEAD = struct.Struct("<BBH")

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import zstandard
 
-from shared.types import Alpha
+from facewire.shared.types import Alpha
 
 CODE_VERSION = 1
 _HEAD = struct.Struct("<BBHHB")

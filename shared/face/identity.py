@@ -14,7 +14,7 @@ import cv2
 import mediapipe as mp
 import numpy as np
 
-from shared.types import MESH_POINTS, IdentityAsset, Image, Landmarks
+from facewire.shared.types import MESH_POINTS, IdentityAsset, Image, Landmarks
 
 SELF_ID = "self"
 MIN_FACE_PX = 80

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from shared.onnx_runtime import BoundSession, ProviderUnavailable, SessionConfig, create_session, default_threads
+from facewire.models import shipped
+from facewire.shared.models.onnx import BoundSession, ProviderUnavailable, SessionConfig, create_session, default_threads
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -190,15 +191,11 @@ def parse_manifest(path: Path) -> dict[str, ModelSpec]:
 
 
 def default_manifest_path() -> Path:
-    """FACEWIRE_MANIFEST, else models/manifest.toml beside the packages, else the installed data copy."""
+    """FACEWIRE_MANIFEST, else the manifest that ships in facewire.models."""
     env = os.environ.get("FACEWIRE_MANIFEST")
     if env:
         return Path(env).expanduser()
-    candidates = [
-        Path(__file__).resolve().parent.parent / "models" / "manifest.toml",
-        Path(sys.prefix) / "share" / "facewire" / "manifest.toml",
-    ]
-    return next((c for c in candidates if c.is_file()), candidates[0])
+    return shipped("manifest.toml")
 
 
 def user_models_dir() -> Path:
@@ -260,10 +257,10 @@ class Registry:
     """The manifest's models, looked up in one models directory."""
 
     def load_any(self, name: str, config: SessionConfig | None = None, variant: str | None = None) -> LoadedModel:
-        """The verified model, or its int8/fp16 variant (see shared.model_variants) when `variant` is given."""
+        """The verified model, or its int8/fp16 variant (see facewire.shared.models.variants) when `variant` is given."""
         if variant is None:
             return self.load(name, config)
-        from shared.model_variants import KINDS, load_variant
+        from facewire.shared.models.variants import KINDS, load_variant
 
         if variant not in KINDS:
             raise ModelError(f"model variant must be one of {', '.join(KINDS)}, got {variant!r}")

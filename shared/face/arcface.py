@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 from skimage.transform import SimilarityTransform
 
-from shared.types import Image
+from facewire.shared.types import Image
 
 EMBEDDING_DIM = 512
 EMBEDDING_DTYPE = np.dtype("<f2")  # little-endian fp16 on the wire

@@ -15,8 +15,8 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from shared import messages as m
-from shared.errors import ErrorCode, ProtocolError
+from facewire.shared.wire import messages as m
+from facewire.shared.wire.errors import ErrorCode, ProtocolError
 
 
 class State(enum.Enum):

@@ -21,8 +21,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from shared.models import LoadedModel, ModelError, ModelIntegrityError, ModelSpec, Registry, check_signature, file_sha256
-from shared.onnx_runtime import BoundSession, SessionConfig, create_session
+from facewire.shared.models.onnx import BoundSession, SessionConfig, create_session
+from facewire.shared.models.registry import LoadedModel, ModelError, ModelIntegrityError, ModelSpec, Registry, check_signature, file_sha256
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from shared.errors import MessageValidationError
+from facewire.shared.wire.errors import MessageValidationError
 
 PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS = (1,)

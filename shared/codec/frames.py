@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from shared import messages as m
-from shared.alpha_codec import AlphaCodeError, AlphaDecoder, AlphaEncoder, upsample
-from shared.landmark_codec import LandmarkCodeError, LandmarkDecoder, LandmarkEncoder
-from shared.types import Alpha, FrameAnalysis, FrameState, HeadPose, Image, KeyframeState
+from facewire.shared.codec.alpha import AlphaCodeError, AlphaDecoder, AlphaEncoder, upsample
+from facewire.shared.codec.landmarks import LandmarkCodeError, LandmarkDecoder, LandmarkEncoder
+from facewire.shared.types import Alpha, FrameAnalysis, FrameState, HeadPose, Image, KeyframeState
+from facewire.shared.wire import messages as m
 
 KEYFRAME_QUALITY = 90
 
