@@ -9,7 +9,7 @@ the output is judged:
 * expression: MediaPipe landmarks re-detected on the output; Pearson correlation of mouth opening
   and eye openness (each over its width) between input and output (NaN, left out of the means,
   where the input's openness hardly changes: MIN_SPREAD);
-* pose: yaw/pitch/roll (facewire.sender.tracker.head_pose) of input vs re-detected output, mean abs degrees;
+* pose: yaw/pitch/roll (facewire.shared.face.pose.head_pose) of input vs re-detected output, mean abs degrees;
 * flicker: colour jumps: mean |second temporal difference| of the face box's mean colour, output
   minus input (grey levels; > 0 means the face's brightness or colour pops more than the camera's
   picture does). Pixel-wise differences are avoided: they grow with motion times texture contrast,
@@ -39,11 +39,12 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import numpy.typing as npt  # noqa: E402
 
-from facewire.sender.tracker import MediaPipeFaceTracker, TrackerConfig, head_pose  # noqa: E402
+from facewire.sender.tracker import MediaPipeFaceTracker, TrackerConfig  # noqa: E402
 from facewire.shared.face.identity import load_identity  # noqa: E402
+from facewire.shared.face.measures import eye_open_ratio, mouth_ratio  # noqa: E402
+from facewire.shared.face.pose import head_pose  # noqa: E402
 from facewire.shared.render import make_renderer  # noqa: E402
 from facewire.shared.render.mesh import MeshOptions, MeshRenderer  # noqa: E402
-from facewire.shared.render.retarget import eye_opening, mouth_opening  # noqa: E402
 from facewire.shared.types import CapturedFrame, FrameState, IdentityAsset, Image, KeyframeState, Landmarks  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,12 +92,7 @@ class PairResult:
 
 def _ratios(lm: Landmarks) -> tuple[float, float]:
     p = lm.astype(np.float64)
-    mouth = mouth_opening(p) / max(float(np.linalg.norm(p[61, :2] - p[291, :2])), 1e-6)
-    eyes = 0.5 * (
-        eye_opening(p, "right") / max(float(np.linalg.norm(p[33, :2] - p[133, :2])), 1e-6)
-        + eye_opening(p, "left") / max(float(np.linalg.norm(p[263, :2] - p[362, :2])), 1e-6)
-    )
-    return mouth, eyes
+    return mouth_ratio(p), 0.5 * (eye_open_ratio(p, "right") + eye_open_ratio(p, "left"))
 
 
 def _face_crop(image: Image, lm: Landmarks, side: int = 240) -> Image:

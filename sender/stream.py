@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from facewire.shared.codec.frames import FrameEncoder
-from facewire.shared.render.retarget import EYE_SHUT_BELOW, eye_open_ratio
+from facewire.shared.face.measures import eyes_shut
 from facewire.shared.types import FrameAnalysis
 from facewire.shared.wire import messages as m
 
@@ -37,19 +37,12 @@ class KeyframePolicy:
         if self._last_us is None or ts - self._last_us < self.interval_s * 1e6:
             return False
         overdue = ts - self._last_us >= (self.interval_s + self.max_wait_s) * 1e6
-        return overdue or not _eyes_shut(analysis)
+        return overdue or analysis.face is None or not eyes_shut(analysis.face.landmarks.astype(np.float64))
 
     def sent(self, analysis: FrameAnalysis) -> None:
         self._requested = False
         self._last_us = analysis.frame.ts_us
         self._last_had_face = analysis.face is not None
-
-
-def _eyes_shut(analysis: FrameAnalysis) -> bool:
-    if analysis.face is None:
-        return False
-    points = analysis.face.landmarks.astype(np.float64)
-    return min(eye_open_ratio(points, "right"), eye_open_ratio(points, "left")) < EYE_SHUT_BELOW
 
 
 @dataclass

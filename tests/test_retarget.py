@@ -79,7 +79,7 @@ def test_push_is_limited_for_an_avatar_far_from_the_sender() -> None:
 
 
 def test_a_keyframe_caught_mid_blink_does_not_make_the_avatar_stare() -> None:
-    from facewire.shared.render.retarget import eye_open_ratio
+    from facewire.shared.face.measures import eye_open_ratio
 
     sender = astronaut_landmarks()
     blinking = close_eyes(sender)

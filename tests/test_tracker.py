@@ -7,15 +7,8 @@ import numpy as np
 import pytest
 from skimage import data
 
-from facewire.sender.tracker import (
-    MediaPipeFaceTracker,
-    TrackerConfig,
-    choose_primary,
-    from_canonical,
-    head_pose,
-    pose_rotation,
-    to_canonical,
-)
+from facewire.sender.tracker import MediaPipeFaceTracker, TrackerConfig, choose_primary
+from facewire.shared.face.pose import from_canonical, head_pose, pose_rotation, to_canonical
 from facewire.shared.types import MESH_POINTS, CapturedFrame, HeadPose
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 from skimage.transform import SimilarityTransform
 
+from facewire.shared.face import topology as topo
 from facewire.shared.types import Image
 
 EMBEDDING_DIM = 512
@@ -35,13 +36,6 @@ LM106_TO_5: tuple[tuple[int, ...], ...] = (
 
 # 5 points from the MediaPipe 478-point mesh (image-left = the subject's right for an unmirrored face):
 # iris centres when the mesh has them, nose tip, mouth corners.
-MESH_IRIS_RIGHT = 468
-MESH_IRIS_LEFT = 473
-MESH_EYE_RIGHT = (33, 133)
-MESH_EYE_LEFT = (263, 362)
-MESH_NOSE_TIP = 1
-MESH_MOUTH_RIGHT = 61
-MESH_MOUTH_LEFT = 291
 
 
 def arcface_template(size: int) -> npt.NDArray[np.float32]:
@@ -99,11 +93,11 @@ def five_from_mesh(landmarks: npt.ArrayLike) -> npt.NDArray[np.float32]:
     if lm.ndim != 2 or lm.shape[0] < 468 or lm.shape[1] < 2:
         raise ValueError(f"need (468|478, >=2) mesh landmarks, got {lm.shape}")
     if lm.shape[0] >= 478:
-        eye_r, eye_l = lm[MESH_IRIS_RIGHT, :2], lm[MESH_IRIS_LEFT, :2]
+        eye_r, eye_l = lm[topo.RIGHT_IRIS_CENTER, :2], lm[topo.LEFT_IRIS_CENTER, :2]
     else:
-        eye_r, eye_l = lm[list(MESH_EYE_RIGHT), :2].mean(axis=0), lm[list(MESH_EYE_LEFT), :2].mean(axis=0)
+        eye_r, eye_l = lm[list(topo.RIGHT_EYE_CORNERS), :2].mean(axis=0), lm[list(topo.LEFT_EYE_CORNERS), :2].mean(axis=0)
     return np.stack(
-        [eye_r, eye_l, lm[MESH_NOSE_TIP, :2], lm[MESH_MOUTH_RIGHT, :2], lm[MESH_MOUTH_LEFT, :2]]
+        [eye_r, eye_l, lm[topo.NOSE_TIP, :2], lm[topo.MOUTH_OUTER_CORNERS[0], :2], lm[topo.MOUTH_OUTER_CORNERS[1], :2]]
     ).astype(np.float32)
 
 

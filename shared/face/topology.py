@@ -30,6 +30,28 @@ FOREHEAD = 10
 CHIN = 152
 RIGHT_BROW = (70, 63, 105, 66, 107, 55, 65, 52, 53, 46)
 NOSTRILS = (2, 98, 327, 97, 326)
+NOSE_TIP = 1
+NOSE_BRIDGE = 168  # between the eyes, on the bridge
+MOUTH_OUTER_CORNERS = (61, 291)  # outer-lip corners: the mouth's width
+# Outer lip contour from the subject's right corner along the lower lip and back along the upper.
+MOUTH_OUTER = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185)
+# Upper and lower lid points facing each other, for the eye-opening measure.
+RIGHT_LID_PAIRS = ((160, 144), (159, 145), (158, 153))
+LEFT_LID_PAIRS = ((387, 373), (386, 374), (385, 380))
+# The head-canonical frame's points (protocol.md 6.4): the forehead midline and the nose, which
+# mouth and lids do not move.
+FOREHEAD_MIDLINE = (8, 9, 10)
+NOSE_POINTS = (1, 2, 4, 5)
+# Nose bridge, forehead, temples, eye corners, cheekbones: rigid under expression.
+RIGID = (6, 168, 197, 195, 5, 4, 10, 151, 9, 8, 127, 356, 234, 454, 33, 133, 263, 362, 116, 345,
+         123, 352, 109, 338, 67, 297)  # fmt: skip
+# Cheeks, nose, chin and forehead points where bare skin shows on most faces.
+SKIN_SAMPLES = (50, 280, 117, 346, 205, 425, 4, 195, 199, 151, 9, 36, 266)
+# The same below the brows only (where a fringe cannot cover them).
+LOWER_SKIN_SAMPLES = (50, 280, 117, 346, 205, 425, 4, 195, 5, 6, 36, 266)
+BROW_TOPS = (105, 66, 334, 296, 107, 336)
+SUBNASALE = 2
+EYE_CORNERS = RIGHT_EYE_CORNERS + LEFT_EYE_CORNERS
 
 # Mirror partner of each landmark, measured on frontal faces (landmarks of an image and of its
 # horizontal flip, matched by assignment); an involution, midline points map to themselves.

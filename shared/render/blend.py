@@ -100,7 +100,7 @@ def _forehead_fade(landmarks: Landmarks, region: Region, fraction: float) -> Flo
     up = p[topo.FOREHEAD] - p[topo.CHIN]
     up /= max(float(np.linalg.norm(up)), 1e-6)
     top = float(p[topo.FOREHEAD] @ up)
-    brows = float(p[list(_BROWS)].mean(axis=0) @ up)
+    brows = float(p[list(topo.BROW_TOPS)].mean(axis=0) @ up)
     span = max(top - brows, 1.0)
     xs = np.arange(region.width, dtype=np.float32) + region.x0
     ys = np.arange(region.height, dtype=np.float32) + region.y0
@@ -111,7 +111,6 @@ def _forehead_fade(landmarks: Landmarks, region: Region, fraction: float) -> Flo
     return (t * t * (3.0 - 2.0 * t)).astype(np.float32)
 
 
-_BROWS = (105, 66, 334, 296, 107, 336)
 # Half-width of the side-of-midline step, as a fraction of the face width. A narrow step fits a
 # painted terminator exactly, but whatever of it the two faces do not share becomes a hard line
 # down the nose of the result; a broad one reads as light falling off across the face.

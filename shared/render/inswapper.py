@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from facewire.shared.face import topology as topo
 from facewire.shared.face.arcface import five_from_mesh, norm_crop, normalize_embedding
 from facewire.shared.models.onnx import BoundSession
 from facewire.shared.render.blend import BlendOptions, face_mask, swap_weight
@@ -29,7 +30,6 @@ log = logging.getLogger(__name__)
 CROP = 128
 TARGET_INPUT, SOURCE_INPUT, OUTPUT = "target", "source", "output"
 # MediaPipe outer-lip ring, in order around the mouth.
-MOUTH_OUTER = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185)
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -126,7 +126,7 @@ def mouth_mask(landmarks: npt.ArrayLike, roi: tuple[int, int, int, int]) -> Floa
     """1 inside the (slightly grown, feathered) outer-lip polygon, in ROI coordinates."""
     x0, y0, x1, y1 = roi
     lm = np.asarray(landmarks, dtype=np.float32)
-    ring = lm[list(MOUTH_OUTER), :2] - (x0, y0)
+    ring = lm[list(topo.MOUTH_OUTER), :2] - (x0, y0)
     canvas = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
     cv2.fillPoly(canvas, [np.round(ring).astype(np.int32)], (255,), lineType=cv2.LINE_AA)
     width = float(np.linalg.norm(ring[0] - ring[10]))

@@ -335,7 +335,7 @@ class MeshRenderer:
         base = image[sy, sx]
         mask = bl.face_mask(target, region, opts.blend)[py, px] * (covered[py, px] * np.float32(1.0 / 255.0))
         origin = np.array([sx.start, sy.start], np.float32)
-        midline = (target[168, :2] - origin, target[topo.CHIN, :2] - origin)
+        midline = (target[topo.NOSE_BRIDGE, :2] - origin, target[topo.CHIN, :2] - origin)
         local = target.copy()
         local[:, :2] -= origin
         # Irises and lids before the shading: they take the scene's light with the rest of the face.

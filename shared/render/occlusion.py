@@ -25,7 +25,6 @@ from facewire.shared.render.warp import Region, fill_polygon
 from facewire.shared.types import Image, Landmarks
 
 FloatImage = npt.NDArray[np.float32]
-_SKIN_PATCHES = (50, 280, 117, 346, 205, 425, 4, 195, 199, 151, 9, 36, 266)
 
 
 @dataclass(frozen=True)
@@ -453,7 +452,7 @@ def occluder_mask(
     inner = cv2.erode(face, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1)))
     ycc = cv2.cvtColor(crop, cv2.COLOR_BGR2YCrCb).astype(np.float32)
     radius = max(2, int(round(0.035 * width)))
-    skin = _skin_colour(ycc, face, lm, _SKIN_PATCHES, radius)
+    skin = _skin_colour(ycc, face, lm, topo.SKIN_SAMPLES, radius)
     if skin is None:
         return out
     my, sy, chroma, sampled = skin
@@ -504,8 +503,6 @@ def occluder_mask(
 
 # Skin for the cover's colour model: cheeks, nose and the sides of the nose, never the forehead
 # (a fringe may cover all of it).
-_LOWER_SKIN = (50, 280, 117, 346, 205, 425, 4, 195, 5, 6, 36, 266)
-_BROW_TOPS = (105, 334, 66, 296, 107, 336)
 
 
 def hair_cover(
@@ -529,12 +526,12 @@ def hair_cover(
     face = np.zeros((h, w), np.uint8)
     fill_polygon(face, oval)
     ycc = cv2.cvtColor(image, cv2.COLOR_BGR2YCrCb).astype(np.float32)
-    skin = _skin_colour(ycc, face, landmarks, _LOWER_SKIN, max(2, int(round(0.035 * width))))
+    skin = _skin_colour(ycc, face, landmarks, topo.LOWER_SKIN_SAMPLES, max(2, int(round(0.035 * width))))
     if skin is None:
         return out
     my, _, chroma, _ = skin
     odd = (chroma > sigmas) | (ycc[..., 0] < dark_ratio * my)
-    eye_line = float(landmarks[[33, 133, 263, 362], 1].mean())
+    eye_line = float(landmarks[list(topo.EYE_CORNERS), 1].mean())
     rows = np.arange(h, dtype=np.float32)[:, None]
     upper = np.broadcast_to(rows < eye_line, (h, w))
     keep_out = np.zeros((h, w), np.uint8)
@@ -568,8 +565,8 @@ def _side_band(shape: tuple[int, int], landmarks: Landmarks) -> npt.NDArray[np.b
     """Beside the eyes and below them down to the bottom of the nose, outside the outer eye corners: where
     strands of hair hang over the temples and cheeks, and neither the nose's shadow nor the jaw's nor a beard lies."""
     h, w = shape
-    top = float(landmarks[[33, 133, 263, 362], 1].mean())
-    bottom = float(landmarks[_NOSE_BOTTOM, 1])
+    top = float(landmarks[list(topo.EYE_CORNERS), 1].mean())
+    bottom = float(landmarks[topo.SUBNASALE, 1])
     left, right = sorted((float(landmarks[33, 0]), float(landmarks[263, 0])))
     rows = np.arange(h, dtype=np.float32)[:, None]
     cols = np.arange(w, dtype=np.float32)[None, :]
@@ -603,7 +600,6 @@ def _side_strands(
     return np.asarray(keep[labels], np.bool_)
 
 
-_NOSE_BOTTOM = 2  # subnasale
 _STRAND_SIGMA = 0.06
 _STRAND_LOCAL = 0.55  # of the skin around: a strand's core
 _STRAND_FAINT = 0.8  # of the skin around: the paler rest of a strand grown from its core

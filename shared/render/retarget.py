@@ -21,19 +21,20 @@ import numpy.typing as npt
 from scipy.spatial.transform import Rotation
 
 from facewire.shared.face import topology as topo
+from facewire.shared.face.measures import (
+    EYE_SHUT_BELOW,
+    TYPICAL_OPEN_EYE,
+    eye_open_ratio,
+    eye_opening,
+    eye_width,
+    mouth_ratio,
+    mouth_width,
+)
 from facewire.shared.types import Landmarks
 
 Vec = npt.NDArray[np.float64]
 
-# Nose bridge, forehead, temples, eye corners, cheekbones: rigid under expression.
-STABLE = np.array([6, 168, 197, 195, 5, 4, 10, 151, 9, 8, 127, 356, 234, 454, 33, 133, 263, 362, 116, 345,
-                   123, 352, 109, 338, 67, 297], np.int32)  # fmt: skip
-_MOUTH_WIDTH = (61, 291)
-_EYE_PAIRS = ((33, 133), (263, 362))
-_UPPER_LOWER = {  # lid pairs facing each other, for the opening measure
-    "right": ((160, 144), (159, 145), (158, 153)),
-    "left": ((387, 373), (386, 374), (385, 380)),
-}
+STABLE = np.array(topo.RIGID, np.int32)
 
 
 @dataclass(frozen=True)
@@ -89,18 +90,6 @@ def frontal_rotation(landmarks: Landmarks) -> npt.NDArray[np.float64]:
 def head_alignment(landmarks: Landmarks, reference: Landmarks) -> Similarity3:
     """Similarity taking `landmarks` into the frame of `reference`, fitted on the rigid points."""
     return fit_similarity(landmarks[STABLE].astype(np.float64), reference[STABLE].astype(np.float64))
-
-
-def _width(points: Vec, pair: tuple[int, int]) -> float:
-    return float(np.linalg.norm(points[pair[0], :2] - points[pair[1], :2]))
-
-
-def eye_opening(points: Vec, side: str) -> float:
-    return float(np.mean([np.linalg.norm(points[a, :2] - points[b, :2]) for a, b in _UPPER_LOWER[side]]))
-
-
-def mouth_opening(points: Vec) -> float:
-    return float(np.linalg.norm(points[topo.UPPER_LIP_INNER_MID, :2] - points[topo.LOWER_LIP_INNER_MID, :2]))
 
 
 @cache
@@ -207,17 +196,6 @@ def _set_eye_opening(points: Vec, avatar: Vec, ring: npt.NDArray[np.int32], rati
     points[ring, :2] = base + mean_shift
 
 
-_EYE_CORNERS = {"right": _EYE_PAIRS[0], "left": _EYE_PAIRS[1]}
-# Lid opening over eye width: open eyes measure 0.25-0.45 in MediaPipe's mesh, shut ones under 0.1.
-EYE_SHUT_BELOW = 0.2
-_TYPICAL_OPEN_EYE = 0.32
-
-
-def eye_open_ratio(points: Vec, side: str) -> float:
-    """The lids' opening over the eye's width: comparable across faces and sizes."""
-    return eye_opening(points, side) / max(_width(points, _EYE_CORNERS[side]), 1e-6)
-
-
 def _neutral_eye_opening(neutral: Vec, side: str) -> float:
     """The eye opening later openings are measured against; a typical open eye if the keyframe caught a blink.
 
@@ -226,12 +204,7 @@ def _neutral_eye_opening(neutral: Vec, side: str) -> float:
     """
     if eye_open_ratio(neutral, side) >= EYE_SHUT_BELOW:
         return eye_opening(neutral, side)
-    return _TYPICAL_OPEN_EYE * _width(neutral, _EYE_CORNERS[side])
-
-
-def mouth_ratio(points: Vec) -> float:
-    width = float(np.linalg.norm(points[_MOUTH_WIDTH[0], :2] - points[_MOUTH_WIDTH[1], :2]))
-    return mouth_opening(points) / max(width, 1e-6)
+    return TYPICAL_OPEN_EYE * eye_width(neutral, side)
 
 
 def _close_neutral_mouth(neutral: Vec, rest: float) -> Vec:
@@ -324,11 +297,11 @@ def plan_retarget(sender_neutral: Landmarks, avatar_neutral: Landmarks, options:
         face_width = float(np.ptp(avatar_n[topo.face_oval_ring(), 0]))
         largest = float(np.linalg.norm(diff[:, :2], axis=1).max())
         avatar_n = avatar_n + min(opts.identity_push, opts.push_limit * face_width / max(largest, 1e-9)) * diff
-    k_mouth = _width(avatar_n, _MOUTH_WIDTH) / max(_width(neutral, _MOUTH_WIDTH), 1e-6)
-    k_eye = np.mean([_width(avatar_n, p) / max(_width(neutral, p), 1e-6) for p in _EYE_PAIRS])
+    k_mouth = mouth_width(avatar_n) / max(mouth_width(neutral), 1e-6)
+    k_eye = np.mean([eye_width(avatar_n, side) / max(eye_width(neutral, side), 1e-6) for side in ("right", "left")])
     mouth_w, eye_w, outline_w = _region_weights()
     gain = 1.0 + (k_mouth - 1.0) * mouth_w + (k_eye - 1.0) * eye_w * (1.0 - mouth_w)
-    eye_line = float(neutral[[33, 133, 263, 362], 1].mean())
+    eye_line = float(neutral[list(topo.EYE_CORNERS), 1].mean())
     top = float(neutral[topo.FOREHEAD, 1])
     upper = np.clip((eye_line - neutral[:, 1]) / max(eye_line - top, 1e-6), 0.0, 1.0)
     strength = opts.outline_pull + (opts.upper_outline_pull - opts.outline_pull) * upper
