@@ -21,8 +21,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-# bench/ holds scripts named like the packages (bench/sender.py); keep them from shadowing the packages.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402

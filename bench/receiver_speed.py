@@ -40,8 +40,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 os.environ["OMP_NUM_THREADS"] = "1"
-# bench/ holds scripts named like the packages (bench/sender.py); keep them from shadowing the packages.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402

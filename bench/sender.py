@@ -38,7 +38,6 @@ import numpy as np  # noqa: E402
 import numpy.typing as npt  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 from facewire.sender.analysis import SenderAnalyzer  # noqa: E402
 from facewire.sender.matte.auto import AutoMatter  # noqa: E402

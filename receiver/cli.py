@@ -13,7 +13,8 @@ from pathlib import Path
 from facewire.receiver.compositor import BackgroundError
 from facewire.receiver.player import Player
 from facewire.receiver.runtime import LiveReceiver, play_stream
-from facewire.receiver.sinks import SinkError, open_sink
+from facewire.receiver.sink_spec import open_sink
+from facewire.receiver.sinks import SinkError
 from facewire.receiver.stats import StatsMeter
 from facewire.shared.models.onnx import add_provider_arguments
 from facewire.shared.process.cliargs import add_common_arguments, apply_common_arguments, parse_size

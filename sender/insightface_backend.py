@@ -18,6 +18,7 @@ import numpy.typing as npt
 from facewire.shared.face.arcface import encode_embedding, five_from_106, norm_crop, normalize_embedding
 from facewire.shared.models.onnx import BoundSession, SessionConfig, default_threads
 from facewire.shared.models.registry import ModelNotInstalledError, Registry
+from facewire.shared.models.variants import load_model
 from facewire.shared.types import Image
 
 log = logging.getLogger(__name__)
@@ -189,7 +190,7 @@ def load_insightface_backend(
     config = SessionConfig(providers=providers, threads=default_threads() if threads is None else threads)
     needed = [DETECTOR, RECOGNISER] + ([LANDMARKS] if with_landmarks else [])
     try:
-        loaded = {name: registry.load_any(name, config, variant) for name in needed}
+        loaded = {name: load_model(registry, name, config, variant) for name in needed}
     except ModelNotInstalledError as exc:
         log.warning("insightface backend unavailable: %s", exc)
         return None

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from facewire.receiver.http_sink import HttpSink
-from facewire.receiver.sinks import open_sink
+from facewire.receiver.sink_spec import open_sink
 from facewire.shared.face.identity import detect_faces
 from tests.render_fixtures import astronaut
 

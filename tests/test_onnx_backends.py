@@ -33,6 +33,7 @@ from facewire.shared.face.arcface import (
     norm_crop,
 )
 from facewire.shared.models.registry import Registry
+from facewire.shared.models.variants import load_model
 from facewire.shared.render import make_renderer
 from facewire.shared.render.inswapper import InswapperRenderer, identity_latent, load_emap
 from facewire.shared.types import CapturedFrame, FrameState, IdentityAsset, KeyframeState, RenderedPerson
@@ -360,7 +361,7 @@ def test_renderer_and_matter_use_variants(tmp_path: Path) -> None:
     matter = load_rvm_matter(models_dir, "cpu", manifest=manifest, variant="int8")
     assert isinstance(matter, RvmMatter) and matter.session.label == "rvm_mobilenetv3.int8"
     with pytest.raises(ModelError, match="variant"):
-        reg.load_any("rvm_mobilenetv3", CPU, "int4")
+        load_model(reg, "rvm_mobilenetv3", CPU, "int4")
 
 
 def test_inswapper_over_the_real_mesh_renderer(tmp_path: Path, models: Registry) -> None:

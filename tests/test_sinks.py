@@ -14,7 +14,8 @@ import pytest
 import pyvirtualcam
 import skimage.data
 
-from facewire.receiver.sinks import FileSink, FramesSink, SinkError, VirtualCameraSink, open_sink
+from facewire.receiver.sink_spec import open_sink
+from facewire.receiver.sinks import FileSink, FramesSink, SinkError, VirtualCameraSink
 
 
 def _pictures(count: int, size: tuple[int, int] = (96, 64)) -> list[np.ndarray]:

@@ -14,6 +14,7 @@ import numpy.typing as npt
 
 from facewire.shared.models.onnx import BoundSession, SessionConfig, default_threads
 from facewire.shared.models.registry import ModelNotInstalledError, Registry
+from facewire.shared.models.variants import load_model
 from facewire.shared.types import Alpha, CapturedFrame, FaceObservation, Image, Matter
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ def load_rvm_matter(
     registry = Registry(manifest, models_dir)
     config = SessionConfig(providers=providers, threads=default_threads() if threads is None else threads)
     try:
-        loaded = registry.load_any(MODEL, config, variant)
+        loaded = load_model(registry, MODEL, config, variant)
     except ModelNotInstalledError as exc:
         # The MediaPipe matte is the documented default, so a missing optional model is news, not a warning.
         log.info("RVM matting not installed (`facewire-models fetch rvm_mobilenetv3` to use it); using MediaPipe")

@@ -256,17 +256,6 @@ def how_to_get(spec: ModelSpec, path: Path) -> str:
 class Registry:
     """The manifest's models, looked up in one models directory."""
 
-    def load_any(self, name: str, config: SessionConfig | None = None, variant: str | None = None) -> LoadedModel:
-        """The verified model, or its int8/fp16 variant (see facewire.shared.models.variants) when `variant` is given."""
-        if variant is None:
-            return self.load(name, config)
-        from facewire.shared.models.variants import KINDS, load_variant
-
-        if variant not in KINDS:
-            raise ModelError(f"model variant must be one of {', '.join(KINDS)}, got {variant!r}")
-        self.require_file(name)  # the base stays the reference: a variant of a missing base is not used
-        return load_variant(self, name, variant, config)
-
     def __init__(self, manifest: Path | str | None = None, models_dir: Path | str | None = None) -> None:
         self.manifest_path = Path(manifest) if manifest else default_manifest_path()
         self.models_dir = Path(models_dir).expanduser() if models_dir else user_models_dir()

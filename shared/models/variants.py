@@ -156,3 +156,13 @@ def load_variant(registry: Registry, name: str, kind: Kind, config: SessionConfi
     session = BoundSession(create_session(path, cfg, f"{name}.{kind}"), f"{name}.{kind}")
     check_signature(spec, session, path)
     return LoadedModel(spec, path, session)
+
+
+def load_model(registry: Registry, name: str, config: SessionConfig | None = None, variant: str | None = None) -> LoadedModel:
+    """The verified model, or its int8/fp16 variant when `variant` is given."""
+    if variant is None:
+        return registry.load(name, config)
+    if variant not in KINDS:
+        raise ModelError(f"model variant must be one of {', '.join(KINDS)}, got {variant!r}")
+    registry.require_file(name)  # the base stays the reference: a variant of a missing base is not used
+    return load_variant(registry, name, variant, config)

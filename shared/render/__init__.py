@@ -65,11 +65,12 @@ def make_renderer(
         return mesh
     from facewire.shared.models.onnx import BoundSession, ProviderUnavailable, SessionConfig, default_threads
     from facewire.shared.models.registry import ModelError, ModelNotInstalledError, Registry
+    from facewire.shared.models.variants import load_model
 
     try:
         registry = Registry(manifest, models_dir)
         config = SessionConfig(providers=providers, threads=default_threads() if threads is None else threads)
-        loaded = registry.load_any(INSWAPPER_MODEL, config, variant)
+        loaded = load_model(registry, INSWAPPER_MODEL, config, variant)
         from facewire.shared.render.inswapper import InswapperRenderer, load_emap
 
         session: BoundSession = loaded.session

@@ -1,0 +1,82 @@
+"""The house rules of the layout: one top-level package, every folder packaged, no import cycles,
+the sender and the receiver never import each other."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SETUPTOOLS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+
+
+def _modules() -> dict[str, Path]:
+    """Every module of the installed package by its import name."""
+    found = {}
+    for package, folder in SETUPTOOLS["package-dir"].items():
+        for path in (ROOT / folder).rglob("*.py"):
+            parts = path.relative_to(ROOT / folder).with_suffix("").parts
+            name = ".".join((package, *parts))
+            found[name.removesuffix(".__init__")] = path
+    return found
+
+
+def _imports(path: Path, name: str) -> set[str]:
+    """facewire modules a file imports, at the top or inside functions (a lazy import is still a dependency)."""
+    out = set()
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            out.add(base)
+            out.update(f"{base}.{alias.name}" for alias in node.names)
+    return {m for m in out if m.startswith("facewire.")}
+
+
+def test_every_package_folder_is_listed_in_pyproject() -> None:
+    folders = {name for name, path in _modules().items() if path.name == "__init__.py"}
+    assert folders == set(SETUPTOOLS["packages"]), "pyproject.toml [tool.setuptools] packages must list every package"
+
+
+def test_no_import_cycles_and_the_two_sides_stay_apart() -> None:
+    modules = _modules()
+    graph = {name: {m for m in _imports(path, name) if m in modules and m != name} for name, path in modules.items()}
+    for name, deps in graph.items():
+        if name.startswith("facewire.sender"):
+            assert not any(d.startswith("facewire.receiver") for d in deps), f"{name} imports the receiver"
+        if name.startswith("facewire.receiver"):
+            assert not any(d.startswith("facewire.sender") for d in deps), f"{name} imports the sender"
+        if name.startswith("facewire.shared"):
+            assert not any(d.startswith(("facewire.sender", "facewire.receiver")) for d in deps), f"{name} imports a side"
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for dep in sorted(graph[node]):
+            if state.get(dep) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(path[path.index(dep):] + [dep]) if dep in path else dep)
+            if dep not in state:
+                visit(dep, path + [dep])
+        state[node] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+
+
+def test_the_wheel_installs_one_top_level_package(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(ROOT)],
+                   check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("facewire-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/")[0] for n in names} == {"facewire", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info"}
+    assert "facewire/models/manifest.toml" in names
+    assert "facewire/shared/render/mesh.py" in names and "facewire/sender/cli.py" in names
