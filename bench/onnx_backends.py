@@ -45,9 +45,17 @@ class _Identity:
     """Base renderer for timing the swap alone: the keyframe as it is."""
 
     name = "identity"
+    keyframe: KeyframeState | None = None
 
-    def render(self, identity: IdentityAsset | None, keyframe: KeyframeState, frame: FrameState) -> RenderedPerson:
-        return RenderedPerson(keyframe.image, np.ones(keyframe.image.shape[:2], np.float32))
+    def prepare_identity(self, identity: IdentityAsset | None) -> None:
+        return None
+
+    def prepare_keyframe(self, keyframe: KeyframeState) -> None:
+        self.keyframe = keyframe
+
+    def render(self, frame: FrameState) -> RenderedPerson:
+        assert self.keyframe is not None
+        return RenderedPerson(self.keyframe.image, np.ones(self.keyframe.image.shape[:2], np.float32))
 
 
 def _time(fn: Callable[[], object], frames: int) -> float:
@@ -108,8 +116,11 @@ def run(manifest: Path | None, models_dir: Path | None, providers: str, frames: 
                 break
             renderer = r
 
+            renderer.prepare_identity(who)
+            renderer.prepare_keyframe(kf)
+
             def swap(renderer: Renderer = renderer) -> object:
-                return renderer.render(who, kf, fs)
+                return renderer.render(fs)
 
             record(f"inswapper swap+paste (keep_mouth={keep})", _time(swap, frames))
     missing = [n for n in registry.names if not registry.installed(n)]

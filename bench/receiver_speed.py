@@ -228,17 +228,19 @@ def main() -> int:
             timer.cpu["parse"].pop()
         if isinstance(message, m.Identity) and message.image is not None:
             identity = assets.add(message)
+            renderer.prepare_identity(identity)
         elif isinstance(message, m.Keyframe):
             keyframe = decoder.decode_keyframe(message)
+            renderer.prepare_keyframe(keyframe)
         elif isinstance(message, m.Frame):
             with timer.stage("decode"):
                 frame = decoder.decode_frame(message)
             faces += frame.face != "lost"
             with timer.stage("render"):
-                person = renderer.render(identity, keyframe, frame)
+                person = renderer.render(frame)
             for _ in range(args.repeat - 1):
                 with quiet.stage("render"):
-                    renderer.render(identity, keyframe, frame)
+                    renderer.render(frame)
             for name, compositor in compositors.items():
                 with timer.stage(name):
                     picture = compositor.compose(person)

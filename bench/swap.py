@@ -153,6 +153,8 @@ def run_pair(
     kf_image, kf_lm = frames[key]
     assert kf_lm is not None
     keyframe = KeyframeState(0, kf_image, None, kf_lm)
+    renderer.prepare_identity(identity)
+    renderer.prepare_keyframe(keyframe)
     redetect = MediaPipeFaceTracker(TrackerConfig(smoothing=None))
     baseline = float(np.linalg.norm(recogniser.descriptor(kf_image, kf_lm) - avatar_desc))
     found = as_avatar = as_sender = 0
@@ -175,7 +177,7 @@ def run_pair(
         n += 1
         state = FrameState(i, i * 33_333, "tracked", 1.0, None, lm, None)
         t0 = time.perf_counter()
-        out = renderer.render(identity, keyframe, state).image
+        out = renderer.render(state).image
         times.append((time.perf_counter() - t0) * 1000)
         x0, y0 = np.maximum(lm[:468, :2].min(axis=0).astype(int), 0)
         x1, y1 = lm[:468, :2].max(axis=0).astype(int)

@@ -12,7 +12,7 @@ from facewire.receiver.compositor import Compositor
 from facewire.receiver.session import RenderJob
 from facewire.receiver.sinks import Sink
 from facewire.receiver.stats import StatsMeter
-from facewire.shared.types import Image, RenderedPerson, Renderer
+from facewire.shared.types import IdentityAsset, Image, KeyframeState, RenderedPerson, Renderer
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +44,21 @@ class Player:
     _last_person: RenderedPerson | None = None
     _last_ts_us: int | None = None
     _warned: bool = False
+    # What the renderer was last told; compared by object, since the session makes a new one for each change.
+    _keyframe: KeyframeState | None = None
+    _identity: IdentityAsset | None = None
+    _told_identity: bool = False
 
     def show(self, job: RenderJob, dt_s: float) -> Image:
         """Render one decoded frame and send the picture to the sink."""
         try:
-            person = self.renderer.render(job.identity, job.keyframe, job.frame)
+            if not self._told_identity or job.identity is not self._identity:
+                self.renderer.prepare_identity(job.identity)
+                self._identity, self._told_identity = job.identity, True
+            if job.keyframe is not self._keyframe:
+                self.renderer.prepare_keyframe(job.keyframe)
+                self._keyframe = job.keyframe
+            person = self.renderer.render(job.frame)
         except Exception:
             # A renderer failure on one frame must not take the link down; show the keyframe person instead.
             if not self._warned:

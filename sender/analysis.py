@@ -31,19 +31,15 @@ class SenderAnalyzer:
 
         Costly (about 20 ms at 640x480), so the sender asks only for frames that will become keyframes.
         """
-        method = getattr(self.matter, "foreground", None)
-        return method() if method is not None else None
+        return self.matter.foreground() if self.matter is not None else None
 
     def reset(self) -> None:
         """A new scene or a seek: the matter forgets its temporal state (plate, choice)."""
         if self.matter is not None:
             self.matter.reset()
-        reset = getattr(self.tracker, "reset", None)
-        if reset is not None:
-            reset()
+        self.tracker.reset()
 
     def close(self) -> None:
         self.tracker.close()
-        close = getattr(self.matter, "close", None)
-        if close is not None:
-            close()
+        if self.matter is not None:
+            self.matter.close()

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from facewire.sender.capture import FrameSource, now_us
-from facewire.sender.stream import FeatureStream
+from facewire.sender.stream import FeatureStream, KeyframePolicy, decide_keyframe
 from facewire.sender.uplink import IdentityBook, Uplink, UplinkStats
 from facewire.shared.process.handoff import LatestSlot
 from facewire.shared.types import Analyzer, FrameAnalysis
@@ -31,7 +30,7 @@ def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, ide
     writer: StreamWriter | None = None
     try:
         for frame in source:
-            analysis = with_foreground(analyzer, analyzer.analyze(frame), stream)
+            analysis = decide_keyframe(analyzer, analyzer.analyze(frame), stream.policy)
             if writer is None:
                 width, height = frame.size
                 header = StreamHeader(protocol=m.PROTOCOL_VERSION, width=width, height=height, fps=source.fps,
@@ -54,21 +53,14 @@ def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, ide
     return writer
 
 
-def with_foreground(analyzer: Analyzer, analysis: FrameAnalysis, stream: FeatureStream) -> FrameAnalysis:
-    """Attach the despilled foreground while a keyframe is due: the keyframe then carries no screen colour."""
-    foreground = getattr(analyzer, "foreground", None)
-    if foreground is None or not stream.keyframe_due(analysis):
-        return analysis
-    return dataclasses.replace(analysis, foreground=foreground())
-
-
-def _produce(source: FrameSource, analyzer: Analyzer, stream: FeatureStream, slot: LatestSlot[FrameAnalysis],
+def _produce(source: FrameSource, analyzer: Analyzer, policy: KeyframePolicy, slot: LatestSlot[FrameAnalysis],
              stop: threading.Event, errors: list[BaseException]) -> None:
+    """The capture thread: capture, analyse, take the keyframe decision, hand over."""
     try:
         for frame in source:
             if stop.is_set():
                 break
-            slot.put(with_foreground(analyzer, analyzer.analyze(frame), stream))
+            slot.put(decide_keyframe(analyzer, analyzer.analyze(frame), policy))
     except BaseException as exc:  # noqa: BLE001 - handed to the event loop, which re-raises it
         errors.append(exc)
     finally:
@@ -82,11 +74,11 @@ async def stream_live(source: FrameSource, analyzer: Analyzer, uplink: Uplink,
     With `cycle_s`, the identity switches to the book's next one every that many seconds.
     """
     loop = asyncio.get_running_loop()
-    slot: LatestSlot[FrameAnalysis] = LatestSlot(loop)
+    slot: LatestSlot[FrameAnalysis] = LatestSlot(loop, keep=lambda analysis: analysis.keyframe)
     cycler = asyncio.create_task(_cycle_identities(uplink, cycle_s)) if cycle_s else None
     stop = threading.Event()
     errors: list[BaseException] = []
-    producer = threading.Thread(target=_produce, args=(source, analyzer, uplink.stream, slot, stop, errors),
+    producer = threading.Thread(target=_produce, args=(source, analyzer, uplink.stream.policy, slot, stop, errors),
                                 name="capture", daemon=True)
     producer.start()
     try:

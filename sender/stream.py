@@ -1,14 +1,22 @@
-"""Sequence numbers, keyframe policy and feature encoding for one stream of analysed frames."""
+"""Sequence numbers, keyframe policy and feature encoding for one stream of analysed frames.
+
+Two threads share a stream, each with its own part: the thread that analyses frames takes the
+keyframe decision (KeyframePolicy.decide, once per frame, marking the analysis), and the uplink's
+event loop encodes what it sends (FeatureStream.encode, which follows the mark). A keyframe request
+may come from either side; it only raises a flag that the next decision reads.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from facewire.shared.codec.frames import FrameEncoder
 from facewire.shared.face.measures import eyes_shut
-from facewire.shared.types import FrameAnalysis
+from facewire.shared.types import Analyzer, FrameAnalysis
 from facewire.shared.wire import messages as m
 
 
@@ -24,25 +32,34 @@ class KeyframePolicy:
     max_wait_s: float = 1.0
     _last_us: int | None = None
     _last_had_face: bool = False
-    _requested: bool = True
+    _requested: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self._requested.set()  # the first frame is a keyframe
 
     def request(self) -> None:
-        self._requested = True
+        """A keyframe as soon as possible (any thread)."""
+        self._requested.set()
 
-    def due(self, analysis: FrameAnalysis) -> bool:
+    def decide(self, analysis: FrameAnalysis) -> bool:
+        """Whether this frame becomes a keyframe (the analysing thread only); a yes counts as sent."""
+        requested = self._requested.is_set()
+        if requested:
+            self._requested.clear()  # a request landing after this is served by a later frame
+        if not (requested or self._due(analysis)):
+            return False
+        self._last_us = analysis.frame.ts_us
+        self._last_had_face = analysis.face is not None
+        return True
+
+    def _due(self, analysis: FrameAnalysis) -> bool:
         ts = analysis.frame.ts_us
-        face_appeared = not self._last_had_face and analysis.face is not None and analysis.face.state == "tracked"
-        if self._requested or face_appeared:
-            return True
+        if not self._last_had_face and analysis.face is not None and analysis.face.state == "tracked":
+            return True  # a face appeared
         if self._last_us is None or ts - self._last_us < self.interval_s * 1e6:
             return False
         overdue = ts - self._last_us >= (self.interval_s + self.max_wait_s) * 1e6
         return overdue or analysis.face is None or not eyes_shut(analysis.face.landmarks.astype(np.float64))
-
-    def sent(self, analysis: FrameAnalysis) -> None:
-        self._requested = False
-        self._last_us = analysis.frame.ts_us
-        self._last_had_face = analysis.face is not None
 
 
 @dataclass
@@ -54,28 +71,40 @@ class FeatureStream:
     seq: int = 0
     kf: int = 0
     keyframes: int = 0
+    _session_has_keyframe: bool = False
 
     def restart(self) -> None:
         """A new link session: the receiver holds nothing, so start with a keyframe and intra codes."""
         self.encoder.force_intra()
+        self._session_has_keyframe = False
         self.policy.request()
-
-    def keyframe_due(self, analysis: FrameAnalysis) -> bool:
-        return self.policy.due(analysis)
 
     def request_keyframe(self) -> None:
         self.policy.request()
 
     def encode(self, analysis: FrameAnalysis) -> list[m.Message]:
+        """The messages for one analysed frame: its keyframe when it was marked as one, then the frame.
+
+        Frames before the session's first keyframe are not sent: the receiver could not show them.
+        """
         out: list[m.Message] = []
-        if self.policy.due(analysis):
+        if analysis.keyframe:
             self.kf += 1
             self.keyframes += 1
+            self._session_has_keyframe = True
             out.append(self.encoder.keyframe(analysis, kf=self.kf, seq=self._next_seq()))
-            self.policy.sent(analysis)
-        out.append(self.encoder.frame(analysis, seq=self._next_seq(), kf=self.kf))
+        if self._session_has_keyframe:
+            out.append(self.encoder.frame(analysis, seq=self._next_seq(), kf=self.kf))
         return out
 
     def _next_seq(self) -> int:
         self.seq = (self.seq + 1) % 2**32
         return self.seq
+
+
+def decide_keyframe(analyzer: Analyzer, analysis: FrameAnalysis, policy: KeyframePolicy) -> FrameAnalysis:
+    """The analysis, marked as a keyframe when the policy says so, with the despilled foreground attached
+    (costly, so only then): the keyframe then carries no screen colour."""
+    if not policy.decide(analysis):
+        return analysis
+    return dataclasses.replace(analysis, keyframe=True, foreground=analyzer.foreground())

@@ -68,6 +68,10 @@ class FaceTracker(Protocol):
         """The primary face in this frame, or None when there is none to report."""
         ...
 
+    def reset(self) -> None:
+        """Forget the tracked face and the smoothing (a new scene or a seek)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -78,9 +82,16 @@ class Matter(Protocol):
         """Foreground alpha for the frame (HxW float32 in [0, 1])."""
         ...
 
+    def foreground(self) -> Image | None:
+        """The last frame's foreground colours with the backdrop's spill removed (a chroma key's
+        despill), or None when the frame itself is the foreground. Costly: asked for keyframes only."""
+        ...
+
     def reset(self) -> None:
         """Forget temporal state (a new scene or a seek)."""
         ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -91,6 +102,7 @@ class FrameAnalysis:
     face: FaceObservation | None
     alpha: Alpha | None
     foreground: Image | None = None  # the frame with spill removed, when the matter computes it
+    keyframe: bool = False  # the sender decided this frame becomes a keyframe (sender/stream.py, KeyframePolicy)
 
     @property
     def face_state(self) -> FaceState:
@@ -99,6 +111,12 @@ class FrameAnalysis:
 
 class Analyzer(Protocol):
     def analyze(self, frame: CapturedFrame) -> FrameAnalysis: ...
+
+    def foreground(self) -> Image | None:
+        """The last analysed frame's despilled foreground (Matter.foreground), or None."""
+        ...
+
+    def reset(self) -> None: ...
 
     def close(self) -> None: ...
 
@@ -141,8 +159,22 @@ class RenderedPerson:
 
 
 class Renderer(Protocol):
-    """Turns identity + keyframe + frame features into the person at the sender's geometry."""
+    """Turns identity + keyframe + frame features into the person at the sender's geometry.
+
+    The renderer holds the current identity and keyframe: its owner tells it when either changes
+    (prepare_*), so whatever is built from them once (textures, warp models) is built there.
+    """
 
     name: str
 
-    def render(self, identity: IdentityAsset | None, keyframe: KeyframeState, frame: FrameState) -> RenderedPerson: ...
+    def prepare_identity(self, identity: IdentityAsset | None) -> None:
+        """Appear as this identity from now on (None: the sender's own keyframe)."""
+        ...
+
+    def prepare_keyframe(self, keyframe: KeyframeState) -> None:
+        """Warp this keyframe from now on."""
+        ...
+
+    def render(self, frame: FrameState) -> RenderedPerson:
+        """The person at this frame's geometry; prepare_keyframe must have been called."""
+        ...

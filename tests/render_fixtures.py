@@ -10,7 +10,7 @@ from skimage import data
 
 from facewire.shared.face import topology as topo
 from facewire.shared.face.identity import detect_faces
-from facewire.shared.types import Image, Landmarks
+from facewire.shared.types import FrameState, IdentityAsset, Image, KeyframeState, Landmarks, RenderedPerson, Renderer
 
 
 @cache
@@ -67,3 +67,10 @@ def transform(landmarks: Landmarks, angle_deg: float, shift: tuple[float, float]
     out = landmarks.copy()
     out[:, :2] = landmarks[:, :2] @ m[:, :2].T + m[:, 2] + np.array(shift)
     return out
+
+
+def draw(renderer: Renderer, identity: IdentityAsset | None, keyframe: KeyframeState, frame: FrameState) -> RenderedPerson:
+    """Tell the renderer the identity and the keyframe, as the receiver's player does, then render one frame."""
+    renderer.prepare_identity(identity)
+    renderer.prepare_keyframe(keyframe)
+    return renderer.render(frame)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import threading
+
 import numpy as np
 
-from facewire.sender.stream import KeyframePolicy
+from facewire.sender.stream import FeatureStream, KeyframePolicy
+from facewire.shared.process.handoff import LatestSlot
 from facewire.shared.types import CapturedFrame, FaceObservation, FrameAnalysis, HeadPose, Landmarks
 from tests.render_fixtures import astronaut_landmarks, close_eyes
 
@@ -19,21 +24,67 @@ def _analysis(t_s: float, landmarks: Landmarks | None) -> FrameAnalysis:
 def test_a_periodic_keyframe_waits_for_open_eyes_but_not_for_ever() -> None:
     open_eyes, shut = astronaut_landmarks(), close_eyes(astronaut_landmarks())
     policy = KeyframePolicy(interval_s=10.0, max_wait_s=1.0)
-    assert policy.due(_analysis(0.0, open_eyes))
-    policy.sent(_analysis(0.0, open_eyes))
-    assert not policy.due(_analysis(5.0, open_eyes))
-    assert not policy.due(_analysis(10.2, shut))  # due, but the eyes are shut: wait
-    assert policy.due(_analysis(10.3, open_eyes))
-    assert policy.due(_analysis(11.1, shut))  # waited long enough
+    assert policy.decide(_analysis(0.0, open_eyes))
+    assert not policy.decide(_analysis(5.0, open_eyes))
+    assert not policy.decide(_analysis(10.2, shut))  # due, but the eyes are shut: wait
+    assert policy.decide(_analysis(10.3, open_eyes))
+    assert not policy.decide(_analysis(20.4, shut))
+    assert policy.decide(_analysis(21.4, shut))  # waited long enough
 
 
 def test_requested_and_first_faces_do_not_wait() -> None:
     shut = close_eyes(astronaut_landmarks())
     policy = KeyframePolicy()
-    assert policy.due(_analysis(0.0, None))
-    policy.sent(_analysis(0.0, None))
-    assert policy.due(_analysis(0.5, shut))  # a face appeared
-    policy.sent(_analysis(0.5, shut))
-    assert not policy.due(_analysis(1.0, shut))
+    assert policy.decide(_analysis(0.0, None))
+    assert policy.decide(_analysis(0.5, shut))  # a face appeared
+    assert not policy.decide(_analysis(1.0, shut))
     policy.request()
-    assert policy.due(_analysis(1.0, shut))
+    assert policy.decide(_analysis(1.0, shut))
+    assert not policy.decide(_analysis(1.1, shut))
+
+
+def test_requests_from_another_thread_are_never_lost() -> None:
+    """Every request is answered by a keyframe decided after it, however the two threads interleave."""
+    policy = KeyframePolicy(interval_s=1e9)
+    lm = astronaut_landmarks()
+    assert policy.decide(_analysis(0.0, lm))
+    answered = threading.Event()
+    for round_ in range(200):
+        requester = threading.Thread(target=policy.request)
+        requester.start()
+        requester.join()
+        answered.clear()
+        for step in range(3):
+            if policy.decide(_analysis(round_ + 0.1 * step, lm)):
+                answered.set()
+        assert answered.is_set()
+
+
+def test_the_stream_follows_the_mark_and_sends_nothing_before_a_keyframe() -> None:
+    stream = FeatureStream()
+    lm = astronaut_landmarks()
+    frame = _analysis(0.0, lm)
+    assert stream.encode(frame) == []  # marked by nobody: the receiver has no keyframe to show it with
+    kinds = [type(m).__name__ for m in stream.encode(dataclasses.replace(frame, keyframe=True))]
+    assert kinds == ["Keyframe", "Frame"]
+    assert [type(m).__name__ for m in stream.encode(_analysis(0.1, lm))] == ["Frame"]
+    stream.restart()
+    assert stream.encode(_analysis(0.2, lm)) == []
+
+
+async def _slot_order(items: list[tuple[int, bool]]) -> list[int]:
+    slot: LatestSlot[tuple[int, bool]] = LatestSlot(asyncio.get_running_loop(), keep=lambda item: item[1])
+    for item in items:
+        slot.put(item)
+    slot.close()
+    out = []
+    while (item := await slot.get()) is not None:
+        out.append(item[0])
+    return out
+
+
+def test_the_hand_off_never_skips_a_keyframe() -> None:
+    # 1 is a keyframe: it survives the newer 2 and 3; 3 waits behind it; a newer keyframe 5 supersedes all.
+    assert asyncio.run(_slot_order([(0, False), (1, True), (2, False), (3, False)])) == [1, 3]
+    assert asyncio.run(_slot_order([(1, True), (2, False), (5, True), (6, False)])) == [5, 6]
+    assert asyncio.run(_slot_order([(0, False), (1, False)])) == [1]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -37,6 +36,8 @@ from facewire.shared.models.variants import load_model
 from facewire.shared.render import make_renderer
 from facewire.shared.render.inswapper import InswapperRenderer, identity_latent, load_emap
 from facewire.shared.types import CapturedFrame, FrameState, IdentityAsset, KeyframeState, RenderedPerson
+from tests.render_fixtures import draw
+from tests.wire_fixtures import KeyframeRenderer
 
 # Astronaut (skimage) face, measured once with MediaPipe face mesh: iris centres, nose tip, mouth corners.
 ASTRO_KPS = np.array([[203.5, 101.1], [246.6, 103.5], [223.4, 130.0], [201.8, 139.2], [245.0, 141.0]], np.float32)
@@ -188,14 +189,14 @@ def test_backend_is_none_when_not_installed(tmp_path: Path, caplog: pytest.LogCa
 # ---------------------------------------------------------------- inswapper renderer
 
 
-@dataclass
-class PassThrough:
+class PassThrough(KeyframeRenderer):
     """Stands in for the mesh renderer: the keyframe image as it is."""
 
-    name: str = "mesh"
+    name = "mesh"
 
-    def render(self, identity: IdentityAsset | None, keyframe: KeyframeState, frame: FrameState) -> RenderedPerson:
-        return RenderedPerson(keyframe.image.copy(), np.ones(keyframe.image.shape[:2], np.float32))
+    def render(self, frame: FrameState) -> RenderedPerson:
+        assert self.keyframe is not None
+        return RenderedPerson(self.keyframe.image.copy(), np.ones(self.keyframe.image.shape[:2], np.float32))
 
 
 def _inputs(embedding: np.ndarray | None, mesh: np.ndarray) -> tuple[IdentityAsset, KeyframeState, FrameState]:
@@ -230,7 +231,7 @@ def _patch(img: np.ndarray, x: float, y: float, r: int = 3) -> np.ndarray:
 def test_inswapper_swaps_inside_the_face_and_leaves_the_rest(tmp_path: Path, astro_mesh: np.ndarray) -> None:
     renderer, emb, shift = _swap_setup(tmp_path, keep_mouth=False)
     identity, kf, fs = _inputs(emb, astro_mesh)
-    out = renderer.render(identity, kf, fs)
+    out = draw(renderer, identity, kf, fs)
     base = kf.image
     cv2.imwrite(str(tmp_path / "inswapper_side_by_side.png"), np.hstack([base, out.image]))
     assert out.image.shape == base.shape and out.image.dtype == np.uint8
@@ -257,7 +258,7 @@ def test_inswapper_swaps_inside_the_face_and_leaves_the_rest(tmp_path: Path, ast
 def test_keep_mouth_keeps_the_targets_mouth(tmp_path: Path, astro_mesh: np.ndarray) -> None:
     renderer, emb, _ = _swap_setup(tmp_path, keep_mouth=True)
     identity, kf, fs = _inputs(emb, astro_mesh)
-    out = renderer.render(identity, kf, fs).image
+    out = draw(renderer, identity, kf, fs).image
     assert np.abs(_patch(out, *ASTRO_MOUTH_CENTER, r=2) - _patch(kf.image, *ASTRO_MOUTH_CENTER, r=2)).max() < 3
     assert np.abs(_patch(out, 210, 118) - _patch(kf.image, 210, 118)).max() > 40  # the rest is still swapped
 
@@ -269,16 +270,16 @@ def test_inswapper_without_embedding_or_face_returns_the_base(
     identity, kf, fs = _inputs(None, astro_mesh)
     with caplog.at_level(logging.WARNING):
         for _ in range(3):
-            np.testing.assert_array_equal(renderer.render(identity, kf, fs).image, kf.image)
+            np.testing.assert_array_equal(draw(renderer, identity, kf, fs).image, kf.image)
     assert sum("no embedding" in r.message for r in caplog.records) == 1  # said once
     zero, kf, fs = _inputs(np.zeros(512, np.float32), astro_mesh)
     with caplog.at_level(logging.WARNING):
         for _ in range(2):
-            np.testing.assert_array_equal(renderer.render(zero, kf, fs).image, kf.image)
+            np.testing.assert_array_equal(draw(renderer, zero, kf, fs).image, kf.image)
     assert sum("unusable identity embedding" in r.message for r in caplog.records) == 1
     identity, kf, fs = _inputs(emb, astro_mesh)
     lost = FrameState(2, 0, "lost", 0.0, None, None, None)
-    np.testing.assert_array_equal(renderer.render(identity, kf, lost).image, kf.image)
+    np.testing.assert_array_equal(draw(renderer, identity, kf, lost).image, kf.image)
 
 
 def test_make_renderer_falls_back_to_mesh_once(tmp_path: Path, models: Registry,
@@ -366,9 +367,8 @@ def test_renderer_and_matter_use_variants(tmp_path: Path) -> None:
 
 def test_inswapper_over_the_real_mesh_renderer(tmp_path: Path, models: Registry) -> None:
     """make_renderer's default base is the mesh renderer: the swap lands on its output, inside the face."""
-    from render_fixtures import astronaut, astronaut_landmarks, open_mouth
-
     from facewire.shared.render.mesh import MeshRenderer
+    from tests.render_fixtures import astronaut, astronaut_landmarks, open_mouth
 
     lm = astronaut_landmarks()
     kf = KeyframeState(0, astronaut(), None, lm)
@@ -376,13 +376,13 @@ def test_inswapper_over_the_real_mesh_renderer(tmp_path: Path, models: Registry)
     frame = FrameState(1, 0, "tracked", 1.0, None, moved, None)
     emb = np.random.default_rng(3).normal(size=512).astype(np.float16)
     me = IdentityAsset("self", None, None, emb)
-    mesh_only = MeshRenderer().render(me, kf, frame).image
+    mesh_only = draw(MeshRenderer(), me, kf, frame).image
     results = {}
     for keep in (False, True):
         r = make_renderer("inswapper", models_dir=models.models_dir, manifest=models.manifest_path,
                           providers="cpu", keep_mouth=keep)
         assert isinstance(r, InswapperRenderer) and isinstance(r.base, MeshRenderer)
-        results[keep] = r.render(me, kf, frame).image
+        results[keep] = draw(r, me, kf, frame).image
     changed = np.abs(results[False].astype(int) - mesh_only.astype(int)).max(axis=2) > 30
     ys, xs = np.nonzero(changed)
     assert changed.sum() > 2000  # the face is swapped...

@@ -8,7 +8,7 @@ import numpy as np
 from facewire.shared.face import topology as topo
 from facewire.shared.render.eyes_mouth import RIGHT_LID_ABOVE, lid_closing
 from facewire.shared.render.lids import close_lids
-from tests.render_fixtures import astronaut_landmarks, close_eyes
+from tests.render_fixtures import astronaut_landmarks, close_eyes, draw
 
 SKIN = np.array([120, 150, 200], np.float64)
 
@@ -68,8 +68,8 @@ def test_the_renderer_smooths_a_blink_in_the_eyes_only() -> None:
     lm = astronaut_landmarks()
     keyframe = KeyframeState(0, astronaut(), None, lm)
     blink = FrameState(1, 33_333, "tracked", 1.0, None, close_eyes(lm), None)
-    smoothed = MeshRenderer().render(None, keyframe, blink).image
-    raw = MeshRenderer(MeshOptions(smooth_lids=False)).render(None, keyframe, blink).image
+    smoothed = draw(MeshRenderer(), None, keyframe, blink).image
+    raw = draw(MeshRenderer(MeshOptions(smooth_lids=False)), None, keyframe, blink).image
     changed = cv2.absdiff(smoothed, raw).max(axis=2) > 2
     assert changed.sum() > 30
     eyes = np.zeros(changed.shape, np.uint8)

@@ -13,7 +13,7 @@ from facewire.shared.render.occlusion import occluder_mask
 from facewire.shared.render.retarget import retarget
 from facewire.shared.render.warp import Region, affine_coefficients, remap, warp_maps
 from facewire.shared.types import FrameState, KeyframeState
-from tests.render_fixtures import astronaut, astronaut_landmarks, close_eyes, open_mouth, transform
+from tests.render_fixtures import astronaut, astronaut_landmarks, close_eyes, draw, open_mouth, transform
 
 cv2.setNumThreads(1)
 
@@ -76,7 +76,7 @@ def test_warp_moves_a_dot_where_asked() -> None:
 def test_self_mode_puts_the_face_where_the_landmarks_say() -> None:
     lm = astronaut_landmarks()
     target = transform(lm, angle_deg=8.0, shift=(14.0, -9.0), centre=(220.0, 120.0))
-    out = MeshRenderer().render(None, _keyframe(), _frame(target))
+    out = draw(MeshRenderer(), None, _keyframe(), _frame(target))
     assert out.image.shape == astronaut().shape and out.alpha.shape == astronaut().shape[:2]
     found = detect_faces(out.image)
     assert len(found) == 1
@@ -90,7 +90,7 @@ def test_opening_the_mouth_shows_a_dark_cavity_not_stretched_lips() -> None:
     lm = astronaut_landmarks()
     opened = open_mouth(lm, 14.0)
     renderer = MeshRenderer()
-    out = renderer.render(None, _keyframe(), _frame(opened)).image
+    out = draw(renderer, None, _keyframe(), _frame(opened)).image
     inner = opened[topo.inner_lip_ring()]
     before = _poly_mean(astronaut(), inner)
     after = _poly_mean(out, inner)
@@ -106,7 +106,7 @@ def test_opening_the_mouth_shows_a_dark_cavity_not_stretched_lips() -> None:
 def test_closing_the_eyes_covers_the_irises_without_tearing() -> None:
     lm = astronaut_landmarks()
     closed = close_eyes(lm)
-    out = MeshRenderer().render(None, _keyframe(), _frame(closed)).image
+    out = draw(MeshRenderer(), None, _keyframe(), _frame(closed)).image
     for centre in (468, 473):
         x, y = lm[centre, :2]
         r = 4
@@ -121,7 +121,7 @@ def test_irises_follow_the_gaze() -> None:
     lm = astronaut_landmarks()
     look = lm.copy()
     look[468:478, 0] += 3.0  # both irises 3 px to the right
-    out = _luma(MeshRenderer().render(None, _keyframe(), _frame(look)).image)
+    out = _luma(draw(MeshRenderer(), None, _keyframe(), _frame(look)).image)
     src = _luma(astronaut())
     for centre in (468, 473):
         x, y = np.round(lm[centre, :2]).astype(int)
@@ -134,12 +134,12 @@ def test_irises_follow_the_gaze() -> None:
 
 def test_lost_face_shows_the_keyframe_and_frame_alpha_wins() -> None:
     alpha = np.full(astronaut().shape[:2], 0.25, np.float32)
-    out = MeshRenderer().render(None, _keyframe(), _frame(None, face="lost", alpha=alpha))
+    out = draw(MeshRenderer(), None, _keyframe(), _frame(None, face="lost", alpha=alpha))
     assert np.array_equal(out.image, astronaut())
     assert np.allclose(out.alpha, 0.25)
-    out = MeshRenderer().render(None, _keyframe(), _frame(astronaut_landmarks(), alpha=alpha))
+    out = draw(MeshRenderer(), None, _keyframe(), _frame(astronaut_landmarks(), alpha=alpha))
     assert np.allclose(out.alpha, 0.25)
-    out = MeshRenderer().render(None, _keyframe(), _frame(astronaut_landmarks()))
+    out = draw(MeshRenderer(), None, _keyframe(), _frame(astronaut_landmarks()))
     assert np.allclose(out.alpha, 1.0)
 
 
@@ -156,8 +156,8 @@ def test_avatar_mode_renders_the_avatar_face_at_the_sender_pose() -> None:
     target = transform(lm, angle_deg=-6.0, shift=(6.0, 4.0), centre=(220.0, 120.0))
     renderer = make_renderer("mesh")
     assert renderer.name == "mesh"
-    self_out = renderer.render(None, _keyframe(), _frame(target)).image
-    avatar_out = renderer.render(_avatar(), _keyframe(), _frame(target)).image
+    self_out = draw(renderer, None, _keyframe(), _frame(target)).image
+    avatar_out = draw(renderer, _avatar(), _keyframe(), _frame(target)).image
     cheek = np.round(target[[50, 280], :2]).astype(int)
     diff = [np.abs(avatar_out[y - 3 : y + 3, x - 3 : x + 3].astype(int) - self_out[y - 3 : y + 3, x - 3 : x + 3]).mean()
             for x, y in cheek]  # fmt: skip
@@ -173,8 +173,8 @@ def test_avatar_mouth_follows_the_sender() -> None:
     lm = astronaut_landmarks()
     opened = open_mouth(lm, 14.0)
     renderer = MeshRenderer()
-    closed_out = renderer.render(_avatar(), _keyframe(), _frame(lm)).image
-    open_out = renderer.render(_avatar(), _keyframe(), _frame(opened)).image
+    closed_out = draw(renderer, _avatar(), _keyframe(), _frame(lm)).image
+    open_out = draw(renderer, _avatar(), _keyframe(), _frame(opened)).image
     inner = opened[topo.inner_lip_ring()]
     assert _poly_mean(open_out, inner) < _poly_mean(closed_out, inner) - 30
 
@@ -219,9 +219,9 @@ def test_occluder_mask_finds_a_hand_not_the_face() -> None:
 def test_occluders_stay_in_front_of_the_avatar() -> None:
     image, box = _with_blue_bar()
     keyframe = KeyframeState(kf=0, image=image, alpha=None, landmarks=astronaut_landmarks())
-    out = MeshRenderer().render(_avatar(), keyframe, _frame(astronaut_landmarks())).image
+    out = draw(MeshRenderer(), _avatar(), keyframe, _frame(astronaut_landmarks())).image
     assert np.abs(out[box].astype(int) - image[box]).mean() < 20
-    no_keep = MeshRenderer(MeshOptions(keep_occluders=False)).render(_avatar(), keyframe, _frame(astronaut_landmarks()))
+    no_keep = draw(MeshRenderer(MeshOptions(keep_occluders=False)), _avatar(), keyframe, _frame(astronaut_landmarks()))
     assert np.abs(no_keep.image[box].astype(int) - image[box]).mean() > 40
 
 
@@ -234,7 +234,7 @@ def test_unusable_landmarks_show_the_keyframe_instead_of_failing(kind: str) -> N
         "far_away": lm + np.array([5000.0, 5000.0, 0.0], np.float32),
     }[kind]
     for identity in (None, _avatar()):
-        out = MeshRenderer().render(identity, _keyframe(), _frame(bad))
+        out = draw(MeshRenderer(), identity, _keyframe(), _frame(bad))
         assert np.array_equal(out.image, astronaut())
 
 
@@ -259,7 +259,7 @@ def test_avatar_mouth_is_measured_from_closed_lips() -> None:
 def test_opened_mouth_keeps_the_reference_teeth_under_the_upper_lip() -> None:
     lm = astronaut_landmarks()  # she smiles with her teeth showing: the reference
     opened = open_mouth(lm, 14.0)
-    out = _luma(MeshRenderer().render(None, _keyframe(), _frame(opened)).image)
+    out = _luma(draw(MeshRenderer(), None, _keyframe(), _frame(opened)).image)
     up = np.round(opened[topo.UPPER_LIP_INNER_MID, :2]).astype(int)
     low = np.round(opened[topo.LOWER_LIP_INNER_MID, :2]).astype(int)
     teeth = out[up[1] + 1 : up[1] + 4, up[0] - 3 : up[0] + 4].mean()
@@ -273,9 +273,9 @@ def test_no_swap_where_the_matte_is_unsure() -> None:
     unsure = np.full(astronaut().shape[:2], 0.25, np.float32)
     sure = np.ones(astronaut().shape[:2], np.float32)
     renderer = MeshRenderer()
-    self_out = renderer.render(None, _keyframe(), _frame(lm, alpha=unsure)).image
-    avatar_unsure = renderer.render(_avatar(), _keyframe(), _frame(lm, alpha=unsure)).image
-    avatar_sure = renderer.render(_avatar(), _keyframe(), _frame(lm, alpha=sure)).image
+    self_out = draw(renderer, None, _keyframe(), _frame(lm, alpha=unsure)).image
+    avatar_unsure = draw(renderer, _avatar(), _keyframe(), _frame(lm, alpha=unsure)).image
+    avatar_sure = draw(renderer, _avatar(), _keyframe(), _frame(lm, alpha=sure)).image
     x, y = np.round(lm[50, :2]).astype(int)
     cheek = (slice(y - 3, y + 4), slice(x - 3, x + 4))
     assert np.abs(avatar_unsure[cheek].astype(int) - self_out[cheek]).mean() < 2
@@ -286,8 +286,8 @@ def test_an_avatar_without_a_face_falls_back_to_the_sender() -> None:
     blank = IdentityAsset(asset_id="no-face", image=np.full((200, 200, 3), 128, np.uint8), landmarks=None)
     renderer = MeshRenderer()
     target = transform(astronaut_landmarks(), angle_deg=4.0, shift=(3.0, 0.0), centre=(220.0, 120.0))
-    out = renderer.render(blank, _keyframe(), _frame(target)).image
-    self_out = renderer.render(None, _keyframe(), _frame(target)).image
+    out = draw(renderer, blank, _keyframe(), _frame(target)).image
+    self_out = draw(renderer, None, _keyframe(), _frame(target)).image
     assert np.array_equal(out, self_out)
 
 
@@ -479,12 +479,15 @@ def test_occluders_are_found_once_a_keyframe_and_only_under_an_avatar(monkeypatc
     monkeypatch.setattr(mesh, "occluder_mask", counting)
     lm = astronaut_landmarks()
     renderer = MeshRenderer()
-    keyframe = _keyframe()
+    renderer.prepare_identity(None)
+    renderer.prepare_keyframe(_keyframe())
     for shift in (0.0, 3.0):
-        renderer.render(None, keyframe, _frame(transform(lm, angle_deg=0.0, shift=(shift, 0.0), centre=(220.0, 120.0))))
+        renderer.render(_frame(transform(lm, angle_deg=0.0, shift=(shift, 0.0), centre=(220.0, 120.0))))
     assert calls == []
+    renderer.prepare_identity(_avatar())
     for shift in (0.0, 3.0):
-        renderer.render(_avatar(), keyframe, _frame(transform(lm, angle_deg=0.0, shift=(shift, 0.0), centre=(220.0, 120.0))))
+        renderer.render(_frame(transform(lm, angle_deg=0.0, shift=(shift, 0.0), centre=(220.0, 120.0))))
     assert len(calls) == 1
-    renderer.render(_avatar(), KeyframeState(kf=1, image=keyframe.image.copy(), alpha=None, landmarks=lm), _frame(lm))
+    renderer.prepare_keyframe(KeyframeState(kf=1, image=_keyframe().image.copy(), alpha=None, landmarks=lm))
+    renderer.render(_frame(lm))
     assert len(calls) == 2

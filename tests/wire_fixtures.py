@@ -48,13 +48,33 @@ class SyntheticAnalyzer:
         face = FaceObservation(points, HeadPose(0.0, 0.0, 0.0, width / 2, height / 2, 50.0), 0.9)
         return FrameAnalysis(frame=frame, face=face, alpha=alpha)
 
+    def foreground(self) -> None:
+        return None
+
+    def reset(self) -> None:
+        return None
+
     def close(self) -> None:
         return None
 
 
 class KeyframeRenderer:
+    """Shows the keyframe as it is, under the frame's alpha."""
+
     name = "keyframe"
 
-    def render(self, identity: IdentityAsset | None, keyframe: KeyframeState, frame: FrameState) -> RenderedPerson:
-        alpha = frame.alpha if frame.alpha is not None else np.ones(keyframe.image.shape[:2], np.float32)
-        return RenderedPerson(keyframe.image, alpha)
+    def __init__(self) -> None:
+        self.keyframe: KeyframeState | None = None
+        self.identity: IdentityAsset | None = None
+
+    def prepare_identity(self, identity: IdentityAsset | None) -> None:
+        self.identity = identity
+
+    def prepare_keyframe(self, keyframe: KeyframeState) -> None:
+        self.keyframe = keyframe
+
+    def render(self, frame: FrameState) -> RenderedPerson:
+        assert self.keyframe is not None, "render before prepare_keyframe"
+        image = self.keyframe.image
+        alpha = frame.alpha if frame.alpha is not None else np.ones(image.shape[:2], np.float32)
+        return RenderedPerson(image, alpha)

@@ -75,10 +75,8 @@ class AutoMatter:
         self.learned.reset()
 
     def close(self) -> None:
-        for m in (self.chroma, self.learned):
-            close = getattr(m, "close", None)
-            if close is not None:
-                close()
+        self.chroma.close()
+        self.learned.close()
 
     def _decide(self, image: Image) -> None:
         c = self.config
@@ -98,9 +96,7 @@ class AutoMatter:
     def foreground(self) -> Image | None:
         """The active matter's foreground colours for the last frame (the chroma key's despilled,
         screen-free colours), or None when it has none and the frame itself is the foreground."""
-        m = self.chroma if self.active == "chroma" else self.learned
-        fg = getattr(m, "foreground", None)
-        return fg() if fg is not None else None
+        return (self.chroma if self.active == "chroma" else self.learned).foreground()
 
     def matte(self, frame: CapturedFrame, face: FaceObservation | None = None) -> Alpha:
         if self.active is None or self._frames % self.config.check_every == 0:

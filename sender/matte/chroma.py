@@ -198,6 +198,9 @@ class ChromaMatter:
         self.config = config or ChromaConfig()
         self.reset()
 
+    def close(self) -> None:
+        return None  # nothing held but arrays
+
     def reset(self) -> None:
         self._screen: ScreenEstimate | None = None
         self._rot: F32 | None = None

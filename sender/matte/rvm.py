@@ -71,6 +71,12 @@ class RvmMatter:
     def matte(self, frame: CapturedFrame, face: FaceObservation | None) -> Alpha:
         return self.alpha(frame.image)
 
+    def foreground(self) -> Image | None:
+        return None  # no backdrop colour to remove: the frame is the foreground
+
+    def close(self) -> None:
+        return None  # the ONNX session is released with the object
+
 
 def load_rvm_matter(
     models_dir: Path | str | None = None,

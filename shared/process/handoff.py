@@ -1,9 +1,10 @@
-"""A size-one, drop-oldest hand-off from a producer thread to an asyncio consumer."""
+"""A drop-oldest hand-off from a producer thread to an asyncio consumer."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -12,13 +13,17 @@ T = TypeVar("T")
 class LatestSlot(Generic[T]):
     """Holds only the newest item: a slow consumer never builds a queue, it skips stale items.
 
-    `dropped` counts items replaced before anyone took them. `close()` ends the stream:
-    `get()` then returns None once the last item has been taken.
+    An item for which `keep(item)` is true (a frame that carries a keyframe) is never skipped: it
+    waits for the consumer, and only the newest item after it waits behind it (at most two held);
+    a newer kept item supersedes it and everything before. `dropped` counts items skipped.
+    `close()` ends the stream: `get()` then returns None once the last item has been taken.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, keep: Callable[[T], bool] | None = None) -> None:
         self._loop = loop
+        self._keep = keep
         self._lock = threading.Lock()
+        self._kept: T | None = None
         self._item: T | None = None
         self._closed = False
         self._ready = asyncio.Event()
@@ -28,9 +33,12 @@ class LatestSlot(Generic[T]):
     def put(self, item: T) -> None:
         """Called from any thread."""
         with self._lock:
-            if self._item is not None:
-                self.dropped += 1
-            self._item = item
+            if self._keep is not None and self._keep(item):
+                self.dropped += (self._kept is not None) + (self._item is not None)
+                self._kept, self._item = item, None
+            else:
+                self.dropped += self._item is not None
+                self._item = item
             self.put_count += 1
         self._loop.call_soon_threadsafe(self._ready.set)
 
@@ -46,7 +54,11 @@ class LatestSlot(Generic[T]):
     async def get(self) -> T | None:
         while True:
             with self._lock:
-                item, self._item = self._item, None
+                item: T | None
+                if self._kept is not None:
+                    item, self._kept = self._kept, None
+                else:
+                    item, self._item = self._item, None
                 if item is not None or self._closed:
                     return item
                 self._ready.clear()

@@ -177,8 +177,16 @@ class InswapperRenderer:
         if missing or OUTPUT not in self.session.output_names:
             raise ValueError(f"inswapper session lacks inputs {sorted(missing)} or output {OUTPUT!r}")
         self._latent_for: tuple[bytes, FloatArray] | None = None
+        self._identity: IdentityAsset | None = None
         self._warned_no_embedding = False
         self._warned_bad_embedding = False
+
+    def prepare_identity(self, identity: IdentityAsset | None) -> None:
+        self._identity = identity
+        self.base.prepare_identity(identity)
+
+    def prepare_keyframe(self, keyframe: KeyframeState) -> None:
+        self.base.prepare_keyframe(keyframe)
 
     def _latent(self, embedding: npt.ArrayLike) -> FloatArray:
         key = np.asarray(embedding, dtype=np.float32).tobytes()
@@ -186,8 +194,9 @@ class InswapperRenderer:
             self._latent_for = (key, identity_latent(embedding, self.emap))
         return self._latent_for[1]
 
-    def render(self, identity: IdentityAsset | None, keyframe: KeyframeState, frame: FrameState) -> RenderedPerson:
-        person = self.base.render(identity, keyframe, frame)
+    def render(self, frame: FrameState) -> RenderedPerson:
+        person = self.base.render(frame)
+        identity = self._identity
         if identity is None or identity.embedding is None:
             if not self._warned_no_embedding:
                 log.warning("inswapper: the identity has no embedding (sender without the insightface backend); "

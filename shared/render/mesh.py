@@ -115,7 +115,6 @@ def _strip_triangles(count: int, layers: int) -> IndexArray:
 @dataclass(frozen=True)
 class _KeyframeModel:
     kf: int
-    image_id: int
     packed: Image  # BGR + alpha as the fourth channel, warped in one remap
     landmarks: Landmarks
     src_vertices: Points  # extended mesh vertices in the keyframe
@@ -150,7 +149,6 @@ def _prepare_keyframe(keyframe: KeyframeState) -> _KeyframeModel:
     panels, _ = em.mouth_panels(keyframe.image, lm)
     return _KeyframeModel(
         kf=keyframe.kf,
-        image_id=id(keyframe.image),
         packed=packed,
         landmarks=lm,
         src_vertices=src_vertices,
@@ -172,7 +170,9 @@ class MeshRenderer:
 
     def __init__(self, options: MeshOptions | None = None) -> None:
         self.options = options or MeshOptions()
-        self._keyframe: _KeyframeModel | None = None
+        self._keyframe_state: KeyframeState | None = None
+        self._keyframe: _KeyframeModel | None = None  # None while the keyframe shows no usable face
+        self._texture_now: Texture | None = None  # the avatar being drawn; None: the sender's own face
         self._textures: dict[str, Texture | None] = {}
         self._plan: tuple[_KeyframeModel, Texture, RetargetPlan] | None = None
         # 255 where glasses, hair or a hand cover the keyframe's face (None: nothing does). Found only
@@ -180,12 +180,13 @@ class MeshRenderer:
         self._occluder: tuple[_KeyframeModel, npt.NDArray[np.uint8] | None] | None = None
         self._spectacles = SpectacleMemory()  # the sender's glasses, carried from keyframe to keyframe
 
-    def _keyframe_model(self, keyframe: KeyframeState) -> _KeyframeModel:
-        model = self._keyframe
-        if model is None or model.kf != keyframe.kf or model.image_id != id(keyframe.image):
-            model = _prepare_keyframe(keyframe)
-            self._keyframe = model
-        return model
+    def prepare_keyframe(self, keyframe: KeyframeState) -> None:
+        h, w = keyframe.image.shape[:2]
+        self._keyframe_state = keyframe
+        self._keyframe = _prepare_keyframe(keyframe) if _usable(keyframe.landmarks, (w, h)) else None
+
+    def prepare_identity(self, identity: IdentityAsset | None) -> None:
+        self._texture_now = self._texture(identity) if identity is not None and not is_self(identity) else None
 
     def _texture(self, identity: IdentityAsset) -> Texture | None:
         """The prepared avatar, or None for an asset without a usable face (said once, then self mode)."""
@@ -213,15 +214,17 @@ class MeshRenderer:
         self._textures[identity.asset_id] = texture
         return texture
 
-    def render(self, identity: IdentityAsset | None, keyframe: KeyframeState, frame: FrameState) -> RenderedPerson:
+    def render(self, frame: FrameState) -> RenderedPerson:
+        keyframe, model = self._keyframe_state, self._keyframe
+        if keyframe is None:
+            raise RuntimeError("MeshRenderer.render before prepare_keyframe")
         h, w = keyframe.image.shape[:2]
-        if frame.face == "lost" or not _usable(frame.landmarks, (w, h)) or not _usable(keyframe.landmarks, (w, h)):
+        if frame.face == "lost" or model is None or not _usable(frame.landmarks, (w, h)):
             alpha = _pick_alpha(frame.alpha, keyframe.alpha, (h, w))
             return RenderedPerson(keyframe.image, alpha)
-        model = self._keyframe_model(keyframe)
         assert frame.landmarks is not None
         dst = frame.landmarks.astype(np.float32)
-        texture = self._texture(identity) if identity is not None and not is_self(identity) else None
+        texture = self._texture_now
         avatar = texture is not None
         # Under an avatar the keyframe face shows only at the feathered edge: the coarse fan will do.
         maps = self._keyframe_map(model, dst, (w, h), coarse_face=avatar)
