@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -63,7 +64,7 @@ class _State:
         self.seq = 0
         self.jpeg: bytes | None = None
         self.jpeg_seq = -1
-        self.stats: dict[str, float] = {}
+        self.stats: dict[str, float | None] = {}
         self.closed = False
 
     def latest_jpeg(self) -> tuple[bytes, int]:
@@ -165,7 +166,8 @@ class HttpSink:
 
     def update_stats(self, stats: dict[str, float]) -> None:
         with self._state.cond:
-            self._state.stats = {k: float(v) for k, v in stats.items()}
+            # JSON has no NaN (a browser's JSON.parse refuses it): a figure not measured yet is null.
+            self._state.stats = {k: float(v) if math.isfinite(v) else None for k, v in stats.items()}
 
     def close(self) -> None:
         with self._state.cond:

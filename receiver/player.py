@@ -49,6 +49,9 @@ class Player:
     _identity: IdentityAsset | None = None
     _told_identity: bool = False
 
+    def __post_init__(self) -> None:
+        self.stats.listeners.append(self.sink.update_stats)  # e.g. the http preview's /stats.json
+
     def show(self, job: RenderJob, dt_s: float) -> Image:
         """Render one decoded frame and send the picture to the sink."""
         try:

@@ -8,6 +8,7 @@ import logging
 import signal
 import ssl
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +51,17 @@ def play_stream(path: str | Path, player: Player) -> int:
     return frames
 
 
+@dataclass(frozen=True)
+class SessionSummary:
+    frames_decoded: int
+    decode_errors: int
+    sender_dropped: int
+
+    @classmethod
+    def of(cls, session: Session) -> SessionSummary:
+        return cls(session.frames_decoded, session.decode_errors, session.sender_dropped)
+
+
 @dataclass
 class LiveReceiver:
     """Serves senders and renders on its own clock: repeats (and fades) the last picture when frames are late."""
@@ -62,7 +74,8 @@ class LiveReceiver:
     limits: Limits = field(default_factory=Limits)
     renderers: list[str] = field(default_factory=lambda: ["mesh"])
     server: ReceiverServer | None = None
-    ended_sessions: list[Session] = field(default_factory=list)
+    # What ended sessions did, the last few only: a session itself holds its keyframe and identities.
+    ended_sessions: deque[SessionSummary] = field(default_factory=lambda: deque(maxlen=16))
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None,
@@ -100,7 +113,7 @@ class LiveReceiver:
         self._stop.set()
 
     def _session_ended(self, session: Session) -> None:
-        self.ended_sessions.append(session)
+        self.ended_sessions.append(SessionSummary.of(session))
         log.info("session ended (%d decode errors, %d dropped by the sender)", session.decode_errors,
                  session.sender_dropped)
         if self.once:
@@ -126,4 +139,5 @@ class LiveReceiver:
                 await asyncio.to_thread(self.player.repeat, dt_s)
             active = self.server.active if self.server else None
             self.player.stats.dropped = slot.dropped + (active.sender_dropped if active else 0)
+            self.player.stats.rtt_ms = self.server.rtt_ms if self.server else None
             self.player.stats.tick()

@@ -19,8 +19,8 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 
 from facewire.receiver.session import AssetStore, RenderJob, Session
 from facewire.shared.wire import messages as m
-from facewire.shared.wire.errors import CloseCode, ErrorCode, ProtocolError
-from facewire.shared.wire.protocol import ConnectionFailed, HandshakeDone, Heartbeat, Limits, MessageReceived, ReceiverProtocol, State
+from facewire.shared.wire.errors import ErrorCode, ProtocolError
+from facewire.shared.wire.protocol import ConnectionFailed, HandshakeDone, Limits, MessageReceived, ReceiverProtocol, State
 
 log = logging.getLogger(__name__)
 POLL_S = 0.5
@@ -30,6 +30,7 @@ TRY_AGAIN_LATER = 1013
 @dataclass
 class _Link:
     peer: str
+    protocol: ReceiverProtocol
     session: Session | None = None
 
 
@@ -45,7 +46,13 @@ class ReceiverServer:
     on_session_end: Callable[[Session], None] | None = None
     on_session_start: Callable[[Session], None] | None = None
     active: Session | None = None
-    _connections: set[ServerConnection] = field(default_factory=set)
+    _links: dict[ServerConnection, _Link] = field(default_factory=dict)
+
+    @property
+    def rtt_ms(self) -> float | None:
+        """The round trip to the sender being shown, from the last ping it answered."""
+        link = next((link for link in self._links.values() if link.session is not None and link.session is self.active), None)
+        return None if link is None else link.protocol.rtt_ms
 
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> Server:
         return await serve(
@@ -55,20 +62,19 @@ class ReceiverServer:
 
     async def _handle(self, ws: ServerConnection) -> None:
         peer = _peer(ws)
-        if len(self._connections) >= self.max_connections:
+        if len(self._links) >= self.max_connections:
             await ws.close(TRY_AGAIN_LATER, "too many connections")
             return
-        self._connections.add(ws)
         protocol = ReceiverProtocol(self.token, time.monotonic(), limits=self.limits,
                                     capabilities=["landmarks", "alpha"], renderers=self.renderers,
                                     assets=self.assets.ids())
-        link = _Link(peer)
+        link = self._links[ws] = _Link(peer, protocol)
         try:
             await self._serve(ws, protocol, link)
         except websockets.exceptions.ConnectionClosed as exc:
             log.info("%s: connection closed (%s)", peer, exc)
         finally:
-            self._connections.discard(ws)
+            del self._links[ws]
             session = link.session
             if session is not None and self.active is session:
                 self.active = None
@@ -76,7 +82,6 @@ class ReceiverServer:
                     self.on_session_end(session)
 
     async def _serve(self, ws: ServerConnection, protocol: ReceiverProtocol, link: _Link) -> None:
-        heartbeat = Heartbeat()
         try:
             while protocol.state is not State.CLOSED:
                 try:
@@ -84,15 +89,13 @@ class ReceiverServer:
                 except TimeoutError:
                     data = None
                 now = time.monotonic()
-                events = protocol.check_timeouts(now) if data is None else protocol.receive(data, now)
+                events = protocol.tick(now) if data is None else protocol.receive(data, now)
                 if data is not None and self.on_bytes is not None and link.session is not None:
                     self.on_bytes(len(data))
                 for event in events:
                     link.session = self._on_event(event, protocol, link.session, link.peer)
-                if protocol.state is State.OPEN:
-                    ping = heartbeat.due(now)
-                    if ping is not None:
-                        protocol.send(ping)
+                if data is not None:
+                    protocol.tick(now)  # a busy link still pings: its round trip is measured all along
                 for out in protocol.data_to_send():
                     await ws.send(out)
         finally:
@@ -118,8 +121,6 @@ class ReceiverServer:
         if isinstance(event, MessageReceived) and session is not None:
             if isinstance(event.message, m.Bye):
                 log.info("%s: sender said bye (%s)", peer, event.message.reason)
-                protocol.state = State.CLOSED
-                protocol.close = None
                 return session
             replies, job = session.handle(event.message)
             for reply in replies:
@@ -130,10 +131,13 @@ class ReceiverServer:
 
     async def shutdown(self, server: Server) -> None:
         """Tell every peer we are going away, then stop listening."""
-        for ws in list(self._connections):
+        for ws, link in list(self._links.items()):
+            link.protocol.fail(ProtocolError(ErrorCode.SHUTDOWN, "receiver shutting down"))
             try:
-                await ws.send(m.encode(m.Error(code=ErrorCode.SHUTDOWN.value, message="receiver shutting down")))
-                await ws.close(int(CloseCode.GOING_AWAY), "receiver shutting down")
+                for out in link.protocol.data_to_send():
+                    await ws.send(out)
+                assert link.protocol.close is not None
+                await ws.close(link.protocol.close.code, link.protocol.close.reason)
             except websockets.exceptions.ConnectionClosed:
                 pass
         server.close()

@@ -20,7 +20,8 @@ class StatsMeter:
     interval_s: float = 1.0
     print_lines: bool = False
     json_path: Path | None = None
-    on_report: Callable[[dict[str, float]], None] | None = None
+    listeners: list[Callable[[dict[str, float]], None]] = field(default_factory=list)  # each report, as made
+    rtt_ms: float | None = None  # the link's round trip, set by whoever measures it (the server's pings)
     frames_in: int = 0
     frames_out: int = 0
     bytes_in: int = 0
@@ -60,6 +61,7 @@ class StatsMeter:
             "frames_out": self.frames_out,
             "dropped": self.dropped,
             "bytes_in": self.bytes_in,
+            "rtt_ms": math.nan if self.rtt_ms is None else round(self.rtt_ms, 2),
         }
         self._latencies.clear()
         self._interval_frames = self._interval_bytes = 0
@@ -80,5 +82,5 @@ class StatsMeter:
             with self.json_path.open("a") as out:
                 clean = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in report.items()}
                 out.write(json.dumps({"t": round(time.time(), 3), **clean}) + "\n")
-        if self.on_report is not None:
-            self.on_report(report)
+        for listener in self.listeners:
+            listener(report)

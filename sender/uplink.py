@@ -27,7 +27,7 @@ from facewire.shared.process.handoff import LatestSlot
 from facewire.shared.types import FrameAnalysis
 from facewire.shared.wire import messages as m
 from facewire.shared.wire.errors import ErrorCode
-from facewire.shared.wire.protocol import ConnectionFailed, HandshakeDone, Heartbeat, MessageReceived, SenderProtocol
+from facewire.shared.wire.protocol import ConnectionFailed, HandshakeDone, MessageReceived, SenderProtocol
 
 log = logging.getLogger(__name__)
 FATAL_CODES = {ErrorCode.UNAUTHORIZED, ErrorCode.UNSUPPORTED_VERSION}
@@ -59,6 +59,7 @@ class UplinkStats:
     dropped: int = 0
     connects: int = 0
     keyframe_requests: int = 0
+    rtt_ms: float | None = None
 
 
 @dataclass
@@ -114,6 +115,7 @@ class Uplink:
     backoff: Backoff = field(default_factory=Backoff)
     on_stats: Callable[[UplinkStats], None] | None = None
     send_buffer_bytes: int = 64 * 1024
+    protocol: SenderProtocol | None = None  # the current connection's, while connected
     _priority: deque[m.Message] = field(default_factory=deque)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -150,14 +152,17 @@ class Uplink:
             self._priority.clear()
             if self.identities is not None:
                 self._priority.extend(self.identities.session_started(welcome.assets))
+            self.protocol = protocol
             reader = asyncio.create_task(self._read(ws, protocol))
             try:
                 finished = await self._write(ws, protocol, slot, reader)
             finally:
                 reader.cancel()
             if finished:
-                await ws.send(m.encode(m.Bye(reason="end of input")))
-                await ws.close()
+                protocol.close_with_bye("end of input")
+                await self._flush(ws, protocol)
+                assert protocol.close is not None
+                await ws.close(protocol.close.code, protocol.close.reason)
             return finished
 
     def switch_identity(self, index: int) -> None:
@@ -189,11 +194,12 @@ class Uplink:
             for event in protocol.receive(data, time.monotonic()):
                 if isinstance(event, ConnectionFailed):
                     log.warning("receiver sent a bad message: %s", event.error)
-                    await ws.close(event.close.code, event.close.reason)
-                    return
                 if isinstance(event, MessageReceived):
                     self._handle(event.message)
             await self._flush(ws, protocol)
+            if protocol.close is not None:  # a violation, or the receiver said bye
+                await ws.close(protocol.close.code, protocol.close.reason)
+                return
 
     def _handle(self, message: m.Message) -> None:
         if isinstance(message, m.KeyframeRequest):
@@ -209,21 +215,19 @@ class Uplink:
 
     async def _write(self, ws: ClientConnection, protocol: SenderProtocol, slot: LatestSlot[FrameAnalysis],
                      reader: asyncio.Task[None]) -> bool:
-        heartbeat = Heartbeat()
         last_stats = time.monotonic()
         while True:
             while self._priority:
-                await self._send(ws, self._priority.popleft())
+                await self._send(ws, protocol, self._priority.popleft())
             getter = asyncio.ensure_future(slot.get())
             self._wake.clear()
             waker = asyncio.ensure_future(self._wake.wait())
-            done, _ = await asyncio.wait({getter, reader, waker}, timeout=heartbeat.interval_s,
+            done, _ = await asyncio.wait({getter, reader, waker}, timeout=protocol.heartbeat.interval_s,
                                          return_when=asyncio.FIRST_COMPLETED)
             waker.cancel()
             now = time.monotonic()
-            ping = heartbeat.due(now)
-            if ping is not None:
-                await self._send(ws, ping)
+            protocol.tick(now)
+            await self._flush(ws, protocol)
             if reader in done:
                 getter.cancel()
                 reader.result()
@@ -235,18 +239,18 @@ class Uplink:
             if analysis is None:
                 return True
             for message in self.stream.encode(analysis):
-                await self._send(ws, message)
+                await self._send(ws, protocol, message)
             if now - last_stats >= 1.0:
                 last_stats = now
                 self.stats.dropped = slot.dropped
-                await self._send(ws, m.Stats(frames=self.stats.frames_sent, dropped=slot.dropped))
+                self.stats.rtt_ms = protocol.rtt_ms
+                await self._send(ws, protocol, m.Stats(frames=self.stats.frames_sent, dropped=slot.dropped))
                 if self.on_stats is not None:
                     self.on_stats(self.stats)
 
-    async def _send(self, ws: ClientConnection, message: m.Message) -> None:
-        data = m.encode(message)
-        await ws.send(data)
-        self.stats.bytes_sent += len(data)
+    async def _send(self, ws: ClientConnection, protocol: SenderProtocol, message: m.Message) -> None:
+        protocol.send(message)
+        await self._flush(ws, protocol)
         if isinstance(message, m.Frame):
             self.stats.frames_sent += 1
         elif isinstance(message, m.Keyframe):

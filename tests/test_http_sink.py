@@ -14,9 +14,14 @@ import numpy as np
 import pytest
 
 from facewire.receiver.http_sink import HttpSink
+from facewire.receiver.player import Player
+from facewire.receiver.session import RenderJob
 from facewire.receiver.sink_spec import open_sink
+from facewire.receiver.stats import StatsMeter
 from facewire.shared.face.identity import detect_faces
+from facewire.shared.types import FrameState, KeyframeState
 from tests.render_fixtures import astronaut
+from tests.wire_fixtures import KeyframeRenderer
 
 
 @pytest.fixture
@@ -90,3 +95,16 @@ def test_headless_chromium_shows_a_face(sink: HttpSink, tmp_path: Path) -> None:
     assert image is not None
     faces = detect_faces(image)
     assert len(faces) == 1, "the preview page shows the face"
+
+
+def test_the_receivers_stats_reach_the_preview(sink: HttpSink) -> None:
+    """The stats meter's reports reach /stats.json through the player (they never did: it stayed {})."""
+    stats = StatsMeter()
+    player = Player(KeyframeRenderer(), sink, stats)
+    keyframe = KeyframeState(kf=1, image=astronaut(), alpha=None, landmarks=None)
+    frame = FrameState(seq=1, ts_us=1, face="lost", confidence=0.0, pose=None, landmarks=None, alpha=None)
+    player.show(RenderJob(None, keyframe, frame), 1 / 30)
+    stats.tick(force=True)
+    shown = json.loads(_get(sink.url + "stats.json")[1])
+    assert shown["frames_out"] == 1 and shown["fps"] > 0
+    assert shown["rtt_ms"] is None  # not measured offline: null, not NaN (which JSON cannot carry)

@@ -4,6 +4,7 @@ the sender and the receiver never import each other."""
 from __future__ import annotations
 
 import ast
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -74,7 +75,12 @@ def test_no_import_cycles_and_the_two_sides_stay_apart() -> None:
 
 
 def test_the_wheel_installs_one_top_level_package(tmp_path: Path) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(ROOT)],
+    source = tmp_path / "src"  # a copy: building in the checkout would leave build/ behind
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", *SETUPTOOLS["package-dir"].values()):
+        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy
+        copy(ROOT / name, source / name, **({"ignore": shutil.ignore_patterns("__pycache__")} if copy is shutil.copytree else {}))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(source)],
                    check=True, capture_output=True)
     (wheel,) = tmp_path.glob("facewire-*.whl")
     names = zipfile.ZipFile(wheel).namelist()

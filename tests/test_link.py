@@ -19,6 +19,7 @@ from websockets.asyncio.client import connect
 
 from facewire.receiver.player import Player
 from facewire.receiver.runtime import LiveReceiver
+from facewire.receiver.session import Session
 from facewire.receiver.sinks import FramesSink, NullSink, Sink
 from facewire.receiver.stats import StatsMeter
 from facewire.sender.capture import CaptureOptions, FrameSource
@@ -58,16 +59,20 @@ def received_frames(receiver: LiveReceiver) -> int:
 def test_loopback_session_into_frames_sink(tmp_path: Path) -> None:
     frames = write_frames(tmp_path / "in", 24)
 
-    async def scenario() -> tuple[int, int, int]:
+    async def scenario() -> tuple[int, int, int, int]:
         async with running_receiver(FramesSink(tmp_path / "out")) as (receiver, port):
             source, uplink = sender(port, frames)
             stats = await stream_live(source, SyntheticAnalyzer(), uplink)
             await asyncio.sleep(0.5)
-        return stats.frames_sent, stats.dropped, received_frames(receiver)
+            gc.collect()
+            # An ended session (with its keyframe image) is not kept while the receiver runs: only its figures.
+            sessions_alive = sum(isinstance(o, Session) for o in gc.get_objects())
+        return stats.frames_sent, stats.dropped, received_frames(receiver), sessions_alive
 
-    sent, dropped, received = asyncio.run(scenario())
+    sent, dropped, received, sessions_alive = asyncio.run(scenario())
     assert sent + dropped == 24
     assert received == sent
+    assert sessions_alive == 0
     written = sorted((tmp_path / "out").glob("*.png"))
     assert written and written[0].name == "000000.png"
     assert cv2.imread(str(written[0])).shape == (120, 160, 3)

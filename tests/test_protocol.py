@@ -232,7 +232,8 @@ def test_messages_both_ways(message: m.Message) -> None:
     snd, rcv = open_pair()
     assert rcv.receive(m.encode(message), 1.0) == [p.MessageReceived(message)]
     assert snd.receive(m.encode(message), 1.0) == [p.MessageReceived(message)]
-    assert rcv.state is p.State.OPEN and snd.state is p.State.OPEN
+    still_open = not isinstance(message, m.Bye)  # goodbye closes (test_bye_closes_normally_either_way)
+    assert (rcv.state is p.State.OPEN) == still_open and (snd.state is p.State.OPEN) == still_open
 
 
 @pytest.mark.parametrize("data", [b"\xc1", b"", msgspec.msgpack.encode({"t": "frame", "seq": -1}),
@@ -452,3 +453,41 @@ def test_doc_states_the_limits() -> None:
     limits = p.Limits()
     assert f"{limits.messages_per_second:g} / s" in text and f"{limits.message_burst:g}" in text
     assert f"within {limits.handshake_timeout_s:g} s" in text and f"every {limits.idle_timeout_s:g} s" in text
+
+
+def test_tick_pings_and_the_pong_gives_the_round_trip() -> None:
+    snd, rcv = open_pair(now=0.0)
+    assert rcv.rtt_ms is None
+    rcv.tick(2.0)
+    (ping,) = sent(rcv)
+    assert isinstance(ping, m.Ping)
+    snd.receive(m.encode(ping), 2.01)
+    (pong,) = sent(snd)
+    rcv.receive(m.encode(pong), 2.03)
+    assert rcv.rtt_ms == pytest.approx(30.0)
+
+
+# --- sends go through the protocol -------------------------------------------------------------
+
+def test_send_refuses_what_this_side_may_not_send_or_not_yet() -> None:
+    snd = p.SenderProtocol(TOKEN, 0.0)
+    with pytest.raises(ValueError, match="frame"):
+        snd.send(frame(1))  # the handshake is not done
+    snd, rcv = open_pair()
+    with pytest.raises(ValueError, match="welcome"):
+        snd.send(m.Welcome(version=1, session="abcdef01"))  # the receiver's message
+    with pytest.raises(ValueError, match="frame"):
+        rcv.send(frame(1))
+
+
+def test_bye_closes_normally_either_way() -> None:
+    snd, rcv = open_pair()
+    snd.close_with_bye("end of input")
+    assert sent(snd) == [m.Bye(reason="end of input")]
+    assert snd.state is p.State.CLOSED and snd.close == p.Close(1000, "end of input")
+    with pytest.raises(ValueError):
+        snd.send(frame(2))  # nothing after goodbye
+    events = rcv.receive(m.encode(m.Bye(reason="end of input")), 1.0)
+    assert events == [p.MessageReceived(m.Bye(reason="end of input"))]
+    assert rcv.state is p.State.CLOSED and rcv.close is not None and rcv.close.code == 1000
+    assert rcv.receive(m.encode(frame(3)), 1.1) == []  # closed: nothing more is read

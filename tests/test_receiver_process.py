@@ -67,8 +67,10 @@ def test_clean_exit_on_signal_keeps_the_video(tmp_path: Path, stop: signal.Signa
     with av.open(str(video)) as container:
         assert sum(1 for _ in container.decode(video=0)) > 0
     lines = [json.loads(line) for line in stats.read_text().splitlines()]
-    assert {"fps", "latency_ms_p50", "latency_ms_p95", "kbps_in", "frames_out", "dropped"} <= set(lines[-1])
+    assert {"fps", "latency_ms_p50", "latency_ms_p95", "kbps_in", "frames_out", "dropped", "rtt_ms"} <= set(lines[-1])
     assert lines[-1]["frames_in"] == sent
+    rtts = [line["rtt_ms"] for line in lines if line["rtt_ms"] is not None]
+    assert rtts and all(0 < rtt < 1000 for rtt in rtts)  # the receiver's pings, answered by the sender
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a test certificate")

@@ -2,9 +2,11 @@
 
 These objects never touch a socket or a clock of their own: the websocket shells feed
 them the payload of each websocket message (bytes, or str for a text frame) with the
-current time, and send what `data_to_send()` returns. Hostile input is therefore tested
+current time, call `tick(now)` now and then (pings, timeouts), hand every outgoing message
+to `send()`, and write what `data_to_send()` returns. Hostile input is therefore tested
 by calling `receive()` directly. A violation queues an `error` message and sets
-`close`, after which the shell closes the websocket with that code and reason.
+`close`, after which the shell closes the websocket with that code and reason; so does
+`bye` either way (`close_with_bye()` to send one).
 """
 
 from __future__ import annotations
@@ -96,21 +98,56 @@ def tokens_match(expected: str, given: str) -> bool:
     return hmac.compare_digest(expected.encode("utf-8"), given.encode("utf-8"))
 
 
+NORMAL_CLOSURE = 1000
+
+
 class _Connection:
-    allowed: tuple[type, ...] = ()
+    allowed: tuple[type, ...] = ()  # what the peer may send us
+    sendable: tuple[type, ...] = ()  # what we may send the peer
+    handshake: tuple[type, ...] = ()  # what we may send before the handshake is done
 
     def __init__(self, limits: Limits, now: float) -> None:
         self.limits = limits
         self.state = State.AWAIT_HELLO
         self.close: Close | None = None
         self.last_activity = now
+        self.heartbeat = Heartbeat()
         self._outgoing: list[bytes] = []
 
+    @property
+    def rtt_ms(self) -> float | None:
+        """The last measured round trip (a ping answered by its pong), None before the first."""
+        return self.heartbeat.rtt_ms
+
     def send(self, message: m.Message) -> bytes:
-        """Encode a message for the peer and queue it; returns the bytes."""
+        """Encode a message for the peer and queue it; returns the bytes.
+
+        Sending what this side may not send, or anything but the handshake before it is done, or
+        anything once closed, is a bug in the caller and raises ValueError.
+        """
+        if not isinstance(message, self.sendable) or self.state is State.CLOSED or (
+            self.state is not State.OPEN and not isinstance(message, (*self.handshake, m.Error))
+        ):
+            raise ValueError(f"cannot send `{type(message).__name__.lower()}` in state {self.state.value}")
         data = m.encode(message)
         self._outgoing.append(data)
         return data
+
+    def close_with_bye(self, reason: str) -> None:
+        """Say goodbye and close normally (the shell then closes the websocket with `close`)."""
+        if self.state is State.OPEN:
+            self.send(m.Bye(reason=reason[:256]))
+        self.state = State.CLOSED
+        self.close = Close(NORMAL_CLOSURE, close_reason(reason))
+
+    def tick(self, now: float) -> list[Event]:
+        """Timeouts, and a ping when one is due (the round trip comes back with its pong)."""
+        events = self.check_timeouts(now)
+        if self.state is State.OPEN:
+            ping = self.heartbeat.due(now)
+            if ping is not None:
+                self.send(ping)
+        return events
 
     def data_to_send(self) -> list[bytes]:
         out, self._outgoing = self._outgoing, []
@@ -135,12 +172,18 @@ class _Connection:
         self.last_activity = now
         return message
 
-    def _opened(self, message: m.Message, handshake: type) -> list[Event]:
-        """A message after the handshake: a second handshake is a violation, pings are answered here."""
+    def _opened(self, message: m.Message, handshake: type, now: float) -> list[Event]:
+        """A message after the handshake: a second handshake is a violation, pings are answered and
+        pongs matched here, and `bye` closes the connection normally."""
         if isinstance(message, handshake):
             raise ProtocolError(ErrorCode.UNEXPECTED, f"{handshake.__name__.lower()} after the handshake", "t")
         if isinstance(message, m.Ping):
             self.send(m.Pong(nonce=message.nonce, ts_us=message.ts_us))
+        elif isinstance(message, m.Pong):
+            self.heartbeat.answered(message, now)
+        elif isinstance(message, m.Bye):
+            self.state = State.CLOSED
+            self.close = Close(NORMAL_CLOSURE, close_reason(f"bye: {message.reason}"))
         return [MessageReceived(message)]
 
     def check_timeouts(self, now: float) -> list[Event]:
@@ -157,6 +200,8 @@ class ReceiverProtocol(_Connection):
     """The receiver's side of one connection: authenticates the hello, then yields messages."""
 
     allowed = m.SENDER_MESSAGES
+    sendable = m.RECEIVER_MESSAGES
+    handshake = (m.Welcome,)
 
     def __init__(
         self,
@@ -187,7 +232,7 @@ class ReceiverProtocol(_Connection):
             message = self._decode(data, now)
             if self.state is State.AWAIT_HELLO:
                 return [self._accept(message)]
-            return self._opened(message, m.Hello)
+            return self._opened(message, m.Hello, now)
         except ProtocolError as exc:
             return [self.fail(exc)]
 
@@ -205,11 +250,11 @@ class ReceiverProtocol(_Connection):
         if not common:
             raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION, f"receiver speaks versions {list(m.SUPPORTED_VERSIONS)}", "versions")
         self.version = max(common)
-        self.state = State.OPEN
         self.send(m.Welcome(
             version=self.version, session=self.session_id, capabilities=self._capabilities,
             renderers=self._renderers, assets=self._assets, max_message_bytes=self.limits.max_message_bytes,
         ))
+        self.state = State.OPEN
         return HandshakeDone(message)
 
 
@@ -217,6 +262,8 @@ class SenderProtocol(_Connection):
     """The sender's side: sends hello, waits for welcome, then yields the receiver's messages."""
 
     allowed = m.RECEIVER_MESSAGES
+    sendable = m.SENDER_MESSAGES
+    handshake = (m.Hello,)
 
     def __init__(self, token: str, now: float, *, agent: str = "facewire", capabilities: Sequence[str] = (),
                  limits: Limits | None = None) -> None:
@@ -241,7 +288,7 @@ class SenderProtocol(_Connection):
                 self.welcome = message
                 self.state = State.OPEN
                 return [HandshakeDone(message)]
-            return self._opened(message, m.Welcome)
+            return self._opened(message, m.Welcome, now)
         except ProtocolError as exc:
             return [self.fail(exc)]
 
