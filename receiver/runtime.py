@@ -15,9 +15,12 @@ from pathlib import Path
 from facewire.receiver.player import Player
 from facewire.receiver.server import ReceiverServer
 from facewire.receiver.session import AssetStore, RenderJob, Session
+from facewire.shared.codec.fields import FIELD_CODECS
+from facewire.shared.codec.frames import FrameDecoder
 from facewire.shared.process.handoff import LatestSlot
 from facewire.shared.process.heap import reuse_heap_memory
 from facewire.shared.wire import messages as m
+from facewire.shared.wire.errors import StreamFileError
 from facewire.shared.wire.protocol import Limits
 from facewire.shared.wire.streamfile import StreamReader
 
@@ -27,9 +30,13 @@ log = logging.getLogger(__name__)
 def play_stream(path: str | Path, player: Player) -> int:
     """Decodes a stream file in order; every frame message yields exactly one output picture."""
     reuse_heap_memory()  # render and compose allocate frame-sized arrays every frame
-    session = Session(AssetStore())
     frames = 0
     with StreamReader(path) as reader:
+        unknown = [code for code in reader.header.codes if code not in FIELD_CODECS]
+        if unknown:
+            raise StreamFileError(f"{path}: the stream uses frame codes {unknown} this receiver cannot decode "
+                                  f"(it decodes {list(FIELD_CODECS)})")
+        session = Session(AssetStore(), FrameDecoder(reader.header.codes))
         dt_s = 1.0 / reader.header.fps
         for raw in reader.raw():
             message = m.decode(raw)

@@ -18,6 +18,9 @@ import websockets
 from websockets.asyncio.server import Server, ServerConnection, serve
 
 from facewire.receiver.session import AssetStore, RenderJob, Session
+from facewire.shared.codec.fields import FIELD_CODECS, negotiate
+from facewire.shared.codec.frames import FrameDecoder
+from facewire.shared.codec.predictive import CodeError
 from facewire.shared.wire import messages as m
 from facewire.shared.wire.errors import ErrorCode, ProtocolError
 from facewire.shared.wire.protocol import ConnectionFailed, HandshakeDone, Limits, MessageReceived, ReceiverProtocol, State
@@ -66,7 +69,7 @@ class ReceiverServer:
             await ws.close(TRY_AGAIN_LATER, "too many connections")
             return
         protocol = ReceiverProtocol(self.token, time.monotonic(), limits=self.limits,
-                                    capabilities=["landmarks", "alpha"], renderers=self.renderers,
+                                    capabilities=list(FIELD_CODECS), renderers=self.renderers,
                                     assets=self.assets.ids())
         link = self._links[ws] = _Link(peer, protocol)
         try:
@@ -112,7 +115,13 @@ class ReceiverServer:
                 protocol.refuse(ProtocolError(ErrorCode.BUSY, "this receiver is showing another sender"))
                 log.warning("%s: refused, busy", peer)
                 return None
-            session = Session(self.assets)
+            try:
+                codes = negotiate(protocol.peer_capabilities, list(FIELD_CODECS))
+            except CodeError as exc:
+                protocol.refuse(ProtocolError(ErrorCode.UNSUPPORTED_CODE, str(exc), "capabilities"))
+                log.warning("%s: refused: %s", peer, exc)
+                return None
+            session = Session(self.assets, FrameDecoder(codes))
             self.active = session
             log.info("%s: sender accepted (session %s)", peer, protocol.session_id)
             if self.on_session_start is not None:

@@ -16,7 +16,8 @@ import cv2
 import numpy as np
 
 from facewire.shared.codec.frames import FrameDecodeError, FrameDecoder
-from facewire.shared.codec.landmarks import LandmarkCodeError, LandmarkDecoder
+from facewire.shared.codec.landmarks import LandmarkDecoder
+from facewire.shared.codec.predictive import CodeError
 from facewire.shared.face.arcface import decode_embedding
 from facewire.shared.types import FrameState, IdentityAsset, KeyframeState
 from facewire.shared.wire import messages as m
@@ -63,7 +64,7 @@ class AssetStore:
         if message.landmarks is not None:
             try:
                 landmarks = LandmarkDecoder().decode(message.landmarks)
-            except LandmarkCodeError as exc:
+            except CodeError as exc:
                 raise AssetError(f"identity landmarks: {exc}") from None
         try:
             embedding = None if message.embedding is None else decode_embedding(message.embedding)

@@ -34,7 +34,7 @@ def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, ide
             if writer is None:
                 width, height = frame.size
                 header = StreamHeader(protocol=m.PROTOCOL_VERSION, width=width, height=height, fps=source.fps,
-                                      created_us=now_us(), agent="facewire-send")
+                                      created_us=now_us(), agent="facewire-send", codes=list(stream.encoder.codes))
                 writer = StreamWriter(path, header)
                 for message in identities.session_started([]) if identities is not None else []:
                     writer.write(m.encode(message))

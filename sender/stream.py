@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -73,9 +74,10 @@ class FeatureStream:
     keyframes: int = 0
     _session_has_keyframe: bool = False
 
-    def restart(self) -> None:
-        """A new link session: the receiver holds nothing, so start with a keyframe and intra codes."""
-        self.encoder.force_intra()
+    def restart(self, codes: Sequence[str] | None = None) -> None:
+        """A new link session (with the codes it negotiated): the receiver holds nothing, so start with a
+        keyframe and intra codes."""
+        self.encoder.use(self.encoder.codes if codes is None else codes)
         self._session_has_keyframe = False
         self.policy.request()
 

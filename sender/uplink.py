@@ -23,6 +23,8 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from facewire.sender.stream import FeatureStream
+from facewire.shared.codec.fields import negotiate
+from facewire.shared.codec.predictive import CodeError
 from facewire.shared.process.handoff import LatestSlot
 from facewire.shared.types import FrameAnalysis
 from facewire.shared.wire import messages as m
@@ -141,14 +143,19 @@ class Uplink:
         async with connect(self.url, ssl=self.ssl_context, max_size=m.MAX_MESSAGE_BYTES, open_timeout=5,
                            ping_interval=None, write_limit=64 * 1024, compression=None) as ws:
             _limit_send_buffer(ws, self.send_buffer_bytes)
-            protocol = SenderProtocol(self.token, time.monotonic(), agent="facewire-send",
-                                      capabilities=["landmarks", "alpha"])
+            offered = list(self.stream.encoder.codes)
+            protocol = SenderProtocol(self.token, time.monotonic(), agent="facewire-send", capabilities=offered)
             await self._flush(ws, protocol)
             welcome = await self._await_welcome(ws, protocol)
             self.stats.connects += 1
             self.backoff.reset()
-            log.info("connected to %s (session %s, renderers %s)", self.url, welcome.session, welcome.renderers)
-            self.stream.restart()
+            try:
+                codes = negotiate(offered, welcome.capabilities)
+            except CodeError as exc:
+                raise UplinkError(f"the receiver cannot decode this sender's frames: {exc}") from None
+            log.info("connected to %s (session %s, codes %s, renderers %s)", self.url, welcome.session, codes,
+                     welcome.renderers)
+            self.stream.restart(codes)
             self._priority.clear()
             if self.identities is not None:
                 self._priority.extend(self.identities.session_started(welcome.assets))

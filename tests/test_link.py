@@ -6,6 +6,7 @@ import asyncio
 import gc
 import socket
 import tracemalloc
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,7 +20,6 @@ from websockets.asyncio.client import connect
 
 from facewire.receiver.player import Player
 from facewire.receiver.runtime import LiveReceiver
-from facewire.receiver.session import Session
 from facewire.receiver.sinks import FramesSink, NullSink, Sink
 from facewire.receiver.stats import StatsMeter
 from facewire.sender.capture import CaptureOptions, FrameSource
@@ -59,20 +59,24 @@ def received_frames(receiver: LiveReceiver) -> int:
 def test_loopback_session_into_frames_sink(tmp_path: Path) -> None:
     frames = write_frames(tmp_path / "in", 24)
 
-    async def scenario() -> tuple[int, int, int, int]:
+    async def scenario() -> tuple[int, int, int, bool]:
         async with running_receiver(FramesSink(tmp_path / "out")) as (receiver, port):
             source, uplink = sender(port, frames)
-            stats = await stream_live(source, SyntheticAnalyzer(), uplink)
+            streaming = asyncio.create_task(stream_live(source, SyntheticAnalyzer(), uplink))
+            while receiver.server is None or receiver.server.active is None:
+                await asyncio.sleep(0.01)
+            session = weakref.ref(receiver.server.active)
+            stats = await streaming
             await asyncio.sleep(0.5)
             gc.collect()
             # An ended session (with its keyframe image) is not kept while the receiver runs: only its figures.
-            sessions_alive = sum(isinstance(o, Session) for o in gc.get_objects())
-        return stats.frames_sent, stats.dropped, received_frames(receiver), sessions_alive
+            session_kept = session() is not None
+        return stats.frames_sent, stats.dropped, received_frames(receiver), session_kept
 
-    sent, dropped, received, sessions_alive = asyncio.run(scenario())
+    sent, dropped, received, session_kept = asyncio.run(scenario())
     assert sent + dropped == 24
     assert received == sent
-    assert sessions_alive == 0
+    assert not session_kept
     written = sorted((tmp_path / "out").glob("*.png"))
     assert written and written[0].name == "000000.png"
     assert cv2.imread(str(written[0])).shape == (120, 160, 3)
@@ -82,7 +86,7 @@ async def _hostile_reply(port: int, payload: bytes | str, token: str | None = No
     """Sends `payload` (after a hello when `token` is given); returns the close code and the error code received."""
     async with connect(f"ws://127.0.0.1:{port}", max_size=None) as ws:
         if token is not None:
-            await ws.send(m.encode(m.Hello(versions=[1], token=token)))
+            await ws.send(m.encode(m.Hello(versions=[1], token=token, capabilities=["landmarks", "alpha"])))
             assert isinstance(m.decode(await ws.recv()), m.Welcome)
         await ws.send(payload)
         error_code = None
@@ -188,7 +192,7 @@ def test_slow_receiver_keeps_sender_memory_flat_and_drops_counted(tmp_path: Path
     async def slow_server(ws: websockets.asyncio.server.ServerConnection) -> None:
         hello = m.decode(await ws.recv())  # type: ignore[arg-type]
         assert isinstance(hello, m.Hello)
-        await ws.send(m.encode(m.Welcome(version=1, session="0123456789abcdef")))
+        await ws.send(m.encode(m.Welcome(version=1, session="0123456789abcdef", capabilities=hello.capabilities)))
         try:
             async for data in ws:
                 message = m.decode(data)  # type: ignore[arg-type]

@@ -1,9 +1,9 @@
 """The alpha-matte code carried in `frame.alpha` (protocol.md, "Alpha code").
 
-The matte is area-downsampled by `factor`, quantised to `levels` steps, predicted from
-the previous decoded matte (temporal delta with a dead zone, or none for an intra frame) and the residual
-is zstd-compressed. Encoder and decoder keep the same quantised state, so prediction
-never drifts. The receiver upsamples bilinearly and steepens the edge ramp (see `upsample`).
+The matte is area-downsampled by `factor`, quantised to `levels` steps, predicted from the
+previous decoded matte (temporal delta with a dead zone, or none for an intra frame) and the
+residual is zstd-compressed (facewire.shared.codec.predictive). The receiver upsamples bilinearly
+and steepens the edge ramp (see `upsample`).
 
 Payload: u8 code version, u8 flags (bit 0 intra), u16 low-res width, u16 low-res height,
 u8 levels, then zstd(residual as int8, row-major).
@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-import zstandard
 
+from facewire.shared.codec.predictive import CodeError, DeltaDecoder, DeltaEncoder, IntArray
 from facewire.shared.types import Alpha
 
 CODE_VERSION = 1
@@ -26,17 +26,13 @@ _INTRA = 1
 MAX_LOWRES_PIXELS = 512 * 512
 
 
-class AlphaCodeError(ValueError):
-    """An alpha code that cannot be decoded (damaged, or predicted from a matte we lack)."""
-
-
 def lowres_size(width: int, height: int, factor: int) -> tuple[int, int]:
     return max(1, -(-width // factor)), max(1, -(-height // factor))
 
 
-def quantise(alpha: Alpha, size: tuple[int, int], levels: int) -> np.ndarray:
+def quantise(alpha: Alpha, size: tuple[int, int], levels: int) -> IntArray:
     small = cv2.resize(alpha.astype(np.float32), size, interpolation=cv2.INTER_AREA)
-    return np.clip(np.rint(small * (levels - 1)), 0, levels - 1).astype(np.uint8)
+    return np.clip(np.rint(small * (levels - 1)), 0, levels - 1).astype(np.int32)
 
 
 @dataclass
@@ -45,68 +41,44 @@ class AlphaEncoder:
     # (d12, MediaPipe matte); 1/4 and 32 levels cost 3.4x the bytes for 0.005.
     factor: int = 8
     levels: int = 16
-    deadzone: int = 1
-    zstd_level: int = 9
-    _previous: np.ndarray | None = field(default=None, repr=False)
-    _compressor: zstandard.ZstdCompressor = field(init=False, repr=False)
+    delta: DeltaEncoder = field(default_factory=DeltaEncoder)
 
     def __post_init__(self) -> None:
         if not 2 <= self.levels <= 128:
             raise ValueError("levels must lie in [2, 128] so residuals fit in int8")
-        self._compressor = zstandard.ZstdCompressor(level=self.zstd_level)
 
     def reset(self) -> None:
-        self._previous = None
+        self.delta.reset()
 
     def encode(self, alpha: Alpha, intra: bool = False) -> bytes:
         height, width = alpha.shape
         size = lowres_size(width, height, self.factor)
-        current = quantise(alpha, size, self.levels)
-        predict = not intra and self._previous is not None and self._previous.shape == current.shape
-        residual = current.astype(np.int16) - (self._previous if predict else 0)  # type: ignore[operator]
-        if predict:
-            # Changes within the dead zone are noise; the decoded matte stays within `deadzone` levels of the truth.
-            residual[np.abs(residual) <= self.deadzone] = 0
-            self._previous = (self._previous + residual).astype(np.uint8)  # type: ignore[operator]
-        else:
-            self._previous = current
-        flags = 0 if predict else _INTRA
-        head = _HEAD.pack(CODE_VERSION, flags, size[0], size[1], self.levels)
-        return head + self._compressor.compress(residual.astype(np.int8).tobytes())
+        residual, predicted = self.delta.residual(quantise(alpha, size, self.levels), intra)
+        head = _HEAD.pack(CODE_VERSION, 0 if predicted else _INTRA, size[0], size[1], self.levels)
+        return head + self.delta.pack(residual, np.int8)
 
 
 @dataclass
 class AlphaDecoder:
-    _previous: np.ndarray | None = field(default=None, repr=False)
-    _decompressor: zstandard.ZstdDecompressor = field(default_factory=zstandard.ZstdDecompressor, repr=False)
+    delta: DeltaDecoder = field(default_factory=DeltaDecoder)
 
     def reset(self) -> None:
-        self._previous = None
+        self.delta.reset()
 
     def decode(self, payload: bytes) -> Alpha:
         """The low-resolution matte (float32 in [0, 1]) carried by one code."""
         if len(payload) < _HEAD.size:
-            raise AlphaCodeError("alpha code shorter than its header")
+            raise CodeError("alpha code shorter than its header")
         version, flags, width, height, levels = _HEAD.unpack_from(payload)
         if version != CODE_VERSION or not 2 <= levels <= 128:
-            raise AlphaCodeError(f"alpha code version {version} / levels {levels} not supported")
+            raise CodeError(f"alpha code version {version} / levels {levels} not supported")
         if width * height == 0 or width * height > MAX_LOWRES_PIXELS:
-            raise AlphaCodeError(f"alpha code of {width}x{height} is out of range")
-        try:
-            raw = self._decompressor.decompress(payload[_HEAD.size:], max_output_size=width * height)
-        except zstandard.ZstdError as exc:
-            raise AlphaCodeError(f"alpha residual does not decompress: {exc}") from None
-        if len(raw) != width * height:
-            raise AlphaCodeError(f"alpha residual holds {len(raw)} values, expected {width * height}")
-        residual = np.frombuffer(raw, np.int8).reshape(height, width).astype(np.int16)
-        if not flags & _INTRA:
-            if self._previous is None or self._previous.shape != residual.shape:
-                raise AlphaCodeError("alpha code predicted from a matte this decoder does not hold")
-            residual = residual + self._previous
-        if residual.min() < 0 or residual.max() >= levels:
-            raise AlphaCodeError("alpha code decodes outside its levels")
-        self._previous = residual.astype(np.uint8)
-        return self._previous.astype(np.float32) / (levels - 1)
+            raise CodeError(f"alpha code of {width}x{height} is out of range")
+        codes = self.delta.unpack(
+            payload[_HEAD.size:], (height, width), np.int8, not flags & _INTRA, "alpha residual",
+            valid=lambda values: bool(values.min() >= 0 and values.max() < levels),
+        )
+        return codes.astype(np.float32) / (levels - 1)
 
 
 EDGE_GAIN = 1.5

@@ -8,13 +8,16 @@ follow, which makes the receiver ask for a keyframe.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import cv2
+import msgspec
 import numpy as np
 
-from facewire.shared.codec.alpha import AlphaCodeError, AlphaDecoder, AlphaEncoder, upsample
-from facewire.shared.codec.landmarks import LandmarkCodeError, LandmarkDecoder, LandmarkEncoder
+from facewire.shared.codec.fields import FIELD_CODECS, FieldDecoder, FieldEncoder, FrameDraft, check_negotiated
+from facewire.shared.codec.landmarks import LandmarkDecoder, LandmarkEncoder
+from facewire.shared.codec.predictive import CodeError
 from facewire.shared.types import Alpha, FrameAnalysis, FrameState, HeadPose, Image, KeyframeState
 from facewire.shared.wire import messages as m
 
@@ -46,16 +49,29 @@ def decode_image(data: bytes, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
     return image
 
 
+DEFAULT_CODES = ("landmarks", "alpha")
+
+
 @dataclass
 class FrameEncoder:
-    """Turns FrameAnalysis into messages; `intra_interval` bounds how long a prediction chain runs."""
+    """Turns FrameAnalysis into messages with the session's negotiated codes (facewire.shared.codec.fields);
+    `intra_interval` bounds how long a prediction chain runs."""
 
+    codes: Sequence[str] = DEFAULT_CODES
     intra_interval: int = 150
     keyframe_quality: int = KEYFRAME_QUALITY
-    alpha: AlphaEncoder = field(default_factory=AlphaEncoder)
-    landmarks: LandmarkEncoder = field(default_factory=LandmarkEncoder)
+    _fields: dict[str, FieldEncoder] = field(init=False, repr=False)
     _last_seq: int | None = None
     _since_intra: int = 0
+
+    def __post_init__(self) -> None:
+        self.use(self.codes)
+
+    def use(self, codes: Sequence[str]) -> None:
+        """Code frames with these capabilities from now on (a session negotiated them); the next frame is intra."""
+        self.codes = list(codes)
+        self._fields = {name: FIELD_CODECS[name].new_encoder() for name in self.codes}
+        self.force_intra()
 
     def force_intra(self) -> None:
         self._last_seq = None
@@ -79,30 +95,32 @@ class FrameEncoder:
         self._since_intra = 0 if intra else self._since_intra + 1
         if intra:
             # An intra frame restarts every prediction chain, so a receiver can join from it alone.
-            self.landmarks.reset()
-            self.alpha.reset()
+            for coder in self._fields.values():
+                coder.reset()
         face = analysis.face
         message = m.Frame(
             seq=seq, ts_us=analysis.frame.ts_us, kf=kf, face=analysis.face_state,
             confidence=0.0 if face is None else float(np.clip(face.confidence, 0.0, 1.0)),
             pose=None if face is None else [float(v) for v in face.pose.as_list()],
-            landmarks=None if face is None else self.landmarks.encode(face.landmarks, intra=intra),
-            alpha=None if analysis.alpha is None else self.alpha.encode(analysis.alpha, intra=intra),
             ref=None if intra else self._last_seq,
         )
+        codes = {name: coder.encode(analysis, intra) for name, coder in self._fields.items()}
         self._last_seq = seq
-        return message
+        return msgspec.structs.replace(message, **codes)
 
 
 @dataclass
 class FrameDecoder:
     """Receiver side: keyframes and frames back into renderer inputs at the sender's geometry."""
 
+    codes: Sequence[str] = DEFAULT_CODES
     keyframe: KeyframeState | None = None
     size: tuple[int, int] | None = None
-    alpha: AlphaDecoder = field(default_factory=AlphaDecoder)
-    landmarks: LandmarkDecoder = field(default_factory=LandmarkDecoder)
+    _fields: dict[str, FieldDecoder] = field(init=False, repr=False)
     _last_seq: int | None = None
+
+    def __post_init__(self) -> None:
+        self._fields = {name: FIELD_CODECS[name].new_decoder() for name in self.codes}
 
     def decode_keyframe(self, message: m.Keyframe) -> KeyframeState:
         image = decode_image(message.image)
@@ -116,7 +134,7 @@ class FrameDecoder:
                 raise FrameDecodeError("keyframe alpha and image differ in size")
         try:
             landmarks = None if message.landmarks is None else LandmarkDecoder().decode(message.landmarks)
-        except LandmarkCodeError as exc:
+        except CodeError as exc:
             raise FrameDecodeError(f"keyframe landmarks: {exc}") from None
         self.keyframe = KeyframeState(kf=message.kf, image=image, alpha=alpha, landmarks=landmarks)
         self.size = (message.width, message.height)
@@ -127,22 +145,25 @@ class FrameDecoder:
         if self.keyframe is None or self.size is None:
             raise FrameDecodeError("no keyframe yet")
         if message.ref is None:
-            self.landmarks.reset()
-            self.alpha.reset()
+            for coder in self._fields.values():
+                coder.reset()
         elif message.ref != self._last_seq:
             reason = f"frame {message.seq} predicts from {message.ref}, last decoded is {self._last_seq}"
             self._last_seq = None
             raise FrameDecodeError(reason)
+        draft = FrameDraft(self.size)
         try:
-            landmarks = None if message.landmarks is None else self.landmarks.decode(message.landmarks)
-            lowres = None if message.alpha is None else self.alpha.decode(message.alpha)
-        except (LandmarkCodeError, AlphaCodeError) as exc:
+            check_negotiated(message, list(self._fields))
+            for name, coder in self._fields.items():
+                payload = FIELD_CODECS[name].payload(message)
+                if payload is not None:
+                    coder.decode(payload, draft)
+        except CodeError as exc:
             self._last_seq = None
             raise FrameDecodeError(str(exc)) from None
         self._last_seq = message.seq
         return FrameState(
             seq=message.seq, ts_us=message.ts_us, face=message.face, confidence=message.confidence,
             pose=None if message.pose is None else HeadPose.from_list(message.pose),
-            landmarks=landmarks,
-            alpha=None if lowres is None else upsample(lowres, self.size),
+            landmarks=draft.landmarks, alpha=draft.alpha,
         )

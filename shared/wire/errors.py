@@ -22,6 +22,7 @@ class ErrorCode(str, enum.Enum):
     BAD_ASSET = "bad_asset"
     INTERNAL = "internal"
     SHUTDOWN = "shutdown"
+    UNSUPPORTED_CODE = "unsupported_code"
 
 
 class CloseCode(enum.IntEnum):
@@ -40,6 +41,7 @@ class CloseCode(enum.IntEnum):
     IDLE_TIMEOUT = 4006
     HANDSHAKE_TIMEOUT = 4007
     UNEXPECTED = 4008
+    UNSUPPORTED_CODE = 4009
 
 
 CLOSE_CODE_FOR: dict[ErrorCode, CloseCode] = {
@@ -57,6 +59,7 @@ CLOSE_CODE_FOR: dict[ErrorCode, CloseCode] = {
     ErrorCode.BAD_ASSET: CloseCode.BAD_MESSAGE,
     ErrorCode.INTERNAL: CloseCode.INTERNAL,
     ErrorCode.SHUTDOWN: CloseCode.GOING_AWAY,
+    ErrorCode.UNSUPPORTED_CODE: CloseCode.UNSUPPORTED_CODE,
 }
 
 

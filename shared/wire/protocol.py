@@ -222,6 +222,7 @@ class ReceiverProtocol(_Connection):
         self._byte_bucket = TokenBucket(self.limits.bytes_per_second, self.limits.byte_burst)
         self.session_id = secrets.token_hex(8)
         self.version: int | None = None
+        self.peer_capabilities: list[str] = []  # what the sender's hello offered
 
     def receive(self, data: bytes | str, now: float) -> list[Event]:
         if self.state is State.CLOSED:
@@ -250,6 +251,7 @@ class ReceiverProtocol(_Connection):
         if not common:
             raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION, f"receiver speaks versions {list(m.SUPPORTED_VERSIONS)}", "versions")
         self.version = max(common)
+        self.peer_capabilities = list(message.capabilities)
         self.send(m.Welcome(
             version=self.version, session=self.session_id, capabilities=self._capabilities,
             renderers=self._renderers, assets=self._assets, max_message_bytes=self.limits.max_message_bytes,

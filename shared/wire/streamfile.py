@@ -39,6 +39,9 @@ class StreamHeader(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     fps: float
     created_us: int
     agent: str = ""
+    # The frame codes the stream uses (facewire.shared.codec.fields); files written before codes were
+    # negotiated used these two.
+    codes: list[str] = msgspec.field(default_factory=lambda: ["landmarks", "alpha"])
 
 
 class StreamWriter:
