@@ -87,3 +87,13 @@ def test_the_wheel_installs_one_top_level_package(tmp_path: Path) -> None:
     assert {n.split("/")[0] for n in names} == {"facewire", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info"}
     assert "facewire/models/manifest.toml" in names
     assert "facewire/shared/render/mesh.py" in names and "facewire/sender/cli.py" in names
+
+
+def test_every_module_imports_under_its_facewire_name_only(tmp_path: Path) -> None:
+    """One copy of each module: nothing is importable, or imported, as a top-level sender/receiver/shared."""
+    names = sorted(name for name in _modules() if not name.endswith((".cli", ".demo")))
+    script = (f"import importlib, sys\nfor name in {names!r}: importlib.import_module(name)\n"
+              "print(sorted({m.split('.')[0] for m in sys.modules} & {'sender', 'receiver', 'shared', 'models'}))\n"
+              "import importlib.util\nprint([n for n in ('sender', 'receiver', 'shared') if importlib.util.find_spec(n)])")
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == ["[]", "[]"], out.stdout + out.stderr
