@@ -35,7 +35,7 @@ KINDS = ("noise", "wrong_token", "truncated", "oversized", "wrong_type", "unknow
 
 
 def payload(kind: str, rng: random.Random) -> bytes | str | None:
-    hello = m.encode(m.Hello(versions=[1], token="not-the-token"))
+    hello = m.encode(m.Hello(versions=[2], token="not-the-token"))
     if kind == "noise":
         return rng.randbytes(rng.randint(1, 4096))
     if kind == "wrong_token":
@@ -45,7 +45,7 @@ def payload(kind: str, rng: random.Random) -> bytes | str | None:
     if kind == "oversized":
         return msgspec.msgpack.encode({"t": "hello", "versions": [1], "token": "x" * (5 * 1024 * 1024)})
     if kind == "wrong_type":
-        return m.encode(m.Welcome(version=1, session="0123456789abcdef"))
+        return m.encode(m.Welcome(version=2, session="0123456789abcdef"))
     if kind == "unknown_type":
         return msgspec.msgpack.encode({"t": "teleport", "where": "mars"})
     if kind == "text":

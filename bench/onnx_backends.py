@@ -106,7 +106,7 @@ def run(manifest: Path | None, models_dir: Path | None, providers: str, frames: 
     if faces and registry.installed("inswapper_128"):
         lm = faces[0].landmarks
         kf = KeyframeState(0, img, None, lm)
-        fs = FrameState(1, 0, "tracked", 1.0, None, lm, None)
+        fs = FrameState(1, 0, "tracked", lm, None)
         emb = np.random.default_rng(0).normal(size=512).astype(np.float16)
         who = IdentityAsset("bench", None, None, emb)
         for keep in (False, True):

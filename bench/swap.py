@@ -175,7 +175,7 @@ def run_pair(
         if lm is None:
             continue
         n += 1
-        state = FrameState(i, i * 33_333, "tracked", 1.0, None, lm, None)
+        state = FrameState(i, i * 33_333, "tracked", lm, None)
         t0 = time.perf_counter()
         out = renderer.render(state).image
         times.append((time.perf_counter() - t0) * 1000)

@@ -146,8 +146,6 @@ class FrameState:
     seq: int
     ts_us: int
     face: FaceState
-    confidence: float
-    pose: HeadPose | None
     landmarks: Landmarks | None
     alpha: Alpha | None
 

@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 
 from facewire.shared.codec.alpha import AlphaDecoder, AlphaEncoder
 from facewire.shared.codec.fields import FIELD_CODECS, negotiate
-from facewire.shared.codec.frames import FrameDecodeError, FrameDecoder, FrameEncoder
+from facewire.shared.codec.frames import FrameDecodeError, FrameDecoder, FrameEncoder, encode_image
 from facewire.shared.codec.landmarks import LandmarkDecoder, LandmarkEncoder
 from facewire.shared.codec.predictive import CodeError, decompress_exactly
-from facewire.shared.types import CapturedFrame, FaceObservation, FrameAnalysis, HeadPose, KeyframeState
+from facewire.shared.types import CapturedFrame, FaceObservation, FrameAnalysis, HeadPose
 from facewire.shared.wire import messages as m
 from tests.test_link import NullSink, _hostile_reply, running_receiver
 
@@ -34,25 +34,27 @@ def _analysis(index: int) -> FrameAnalysis:
 def _decoder(codes: list[str]) -> FrameDecoder:
     decoder = FrameDecoder(codes)
     image = np.zeros((120, 160, 3), np.uint8)
-    decoder.keyframe, decoder.size = KeyframeState(1, image, None, None), (160, 120)
+    decoder.decode_keyframe(m.Keyframe(kf=1, seq=0, ts_us=0, width=160, height=120, image=encode_image(image),
+                                       image_format="webp"))
     return decoder
 
 
-def test_negotiation_keeps_the_senders_order_and_needs_a_face_code() -> None:
+def test_negotiation_keeps_the_senders_order_one_code_a_role_and_needs_a_face_code() -> None:
     assert negotiate(["alpha", "landmarks", "expression.v9"], ["landmarks", "alpha"]) == ["alpha", "landmarks"]
     assert negotiate(["landmarks"], ["landmarks", "alpha"]) == ["landmarks"]
-    with pytest.raises(CodeError, match=r"no common landmarks code.*offers \['expression.v9'\].*decodes \['landmarks'\]"):
+    assert negotiate(["landmarks", "alpha", "alpha"], ["alpha", "landmarks"]) == ["landmarks", "alpha"]
+    with pytest.raises(CodeError, match=r"no common face code.*offers \['expression.v9'\].*decodes \['landmarks'\]"):
         negotiate(["expression.v9"], ["landmarks"])
 
 
 def test_a_frame_carries_only_the_negotiated_codes() -> None:
     encoder = FrameEncoder(["landmarks"])
     message = encoder.frame(_analysis(0), seq=1, kf=1)
-    assert message.landmarks is not None and message.alpha is None
+    assert len(message.codes) == 1 and message.codes[0] is not None
     state = _decoder(["landmarks"]).decode_frame(message)
     assert state.landmarks is not None and state.alpha is None
     with_alpha = FrameEncoder(["landmarks", "alpha"]).frame(_analysis(0), seq=1, kf=1)
-    with pytest.raises(FrameDecodeError, match="carries a alpha code, which this session did not negotiate"):
+    with pytest.raises(FrameDecodeError, match=r"carries 2 codes, the session negotiated 1 \(landmarks\)"):
         _decoder(["landmarks"]).decode_frame(with_alpha)
 
 
@@ -70,7 +72,7 @@ def test_every_field_codec_round_trips_a_predicted_chain() -> None:
 def test_a_receiver_refuses_a_sender_without_a_common_code() -> None:
     async def scenario() -> tuple[int | None, str | None]:
         async with running_receiver(NullSink()) as (_, port):
-            hello = m.Hello(versions=[1], token="s3cret-token", capabilities=["expression.v9"])
+            hello = m.Hello(versions=[2], token="s3cret-token", capabilities=["expression.v9"])
             return await _hostile_reply(port, m.encode(hello))
 
     assert asyncio.run(scenario()) == (4009, "unsupported_code")

@@ -102,7 +102,7 @@ def test_the_receivers_stats_reach_the_preview(sink: HttpSink) -> None:
     stats = StatsMeter()
     player = Player(KeyframeRenderer(), sink, stats)
     keyframe = KeyframeState(kf=1, image=astronaut(), alpha=None, landmarks=None)
-    frame = FrameState(seq=1, ts_us=1, face="lost", confidence=0.0, pose=None, landmarks=None, alpha=None)
+    frame = FrameState(seq=1, ts_us=1, face="lost", landmarks=None, alpha=None)
     player.show(RenderJob(None, keyframe, frame), 1 / 30)
     stats.tick(force=True)
     shown = json.loads(_get(sink.url + "stats.json")[1])

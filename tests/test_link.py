@@ -67,7 +67,10 @@ def test_loopback_session_into_frames_sink(tmp_path: Path) -> None:
                 await asyncio.sleep(0.01)
             session = weakref.ref(receiver.server.active)
             stats = await streaming
-            await asyncio.sleep(0.5)
+            for _ in range(500):  # the session ends once the receiver has closed the connection
+                if receiver.ended_sessions:
+                    break
+                await asyncio.sleep(0.01)
             gc.collect()
             # An ended session (with its keyframe image) is not kept while the receiver runs: only its figures.
             session_kept = session() is not None
@@ -86,7 +89,7 @@ async def _hostile_reply(port: int, payload: bytes | str, token: str | None = No
     """Sends `payload` (after a hello when `token` is given); returns the close code and the error code received."""
     async with connect(f"ws://127.0.0.1:{port}", max_size=None) as ws:
         if token is not None:
-            await ws.send(m.encode(m.Hello(versions=[1], token=token, capabilities=["landmarks", "alpha"])))
+            await ws.send(m.encode(m.Hello(versions=[2], token=token, capabilities=["landmarks", "alpha"])))
             assert isinstance(m.decode(await ws.recv()), m.Welcome)
         await ws.send(payload)
         error_code = None
@@ -102,7 +105,7 @@ async def _hostile_reply(port: int, payload: bytes | str, token: str | None = No
 def test_wrong_token_refused(tmp_path: Path) -> None:
     async def scenario() -> tuple[int | None, str | None]:
         async with running_receiver(NullSink()) as (_, port):
-            return await _hostile_reply(port, m.encode(m.Hello(versions=[1], token="wrong")))
+            return await _hostile_reply(port, m.encode(m.Hello(versions=[2], token="wrong")))
 
     assert asyncio.run(scenario()) == (4001, "unauthorized")
 
@@ -114,11 +117,11 @@ def test_hostile_clients_closed_while_good_sender_loses_nothing(tmp_path: Path) 
         ("a text frame", None, 1003),
         (msgspec.msgpack.encode({"t": "frame", "seq": -5}), None, 4002),
         (msgspec.msgpack.encode({"t": "no_such_type"}), None, 4002),
-        (m.encode(m.Hello(versions=[1], token=TOKEN))[:-3], None, 4002),
-        (m.encode(m.Hello(versions=[1], token="guess")), None, 4001),
+        (m.encode(m.Hello(versions=[2], token=TOKEN))[:-3], None, 4002),
+        (m.encode(m.Hello(versions=[2], token="guess")), None, 4001),
         (b"\x92" * 40000, None, 4002),
         (m.encode(m.Hello(versions=[9], token=TOKEN)), None, 4003),
-        (m.encode(m.Hello(versions=[1], token=TOKEN)), None, 4004),  # a second sender: busy
+        (m.encode(m.Hello(versions=[2], token=TOKEN)), None, 4004),  # a second sender: busy
     ]
 
     async def scenario() -> tuple[list[tuple[int | None, str | None]], int, int, int]:
@@ -140,8 +143,8 @@ def test_hostile_clients_closed_while_good_sender_loses_nothing(tmp_path: Path) 
 
 @pytest.mark.parametrize(("payload", "close_code"), [
     (msgspec.msgpack.encode({"t": "frame", "seq": 1, "ts_us": 0, "kf": 0, "face": "sideways"}), 4002),
-    (m.encode(m.Welcome(version=1, session="abcdef0123")), 4008),
-    (m.encode(m.Hello(versions=[1], token=TOKEN)), 4008),
+    (m.encode(m.Welcome(version=2, session="abcdef0123")), 4008),
+    (m.encode(m.Hello(versions=[2], token=TOKEN)), 4008),
 ])
 def test_authenticated_sender_closed_on_bad_message(payload: bytes, close_code: int) -> None:
     async def scenario() -> tuple[int | None, str | None]:
@@ -192,7 +195,7 @@ def test_slow_receiver_keeps_sender_memory_flat_and_drops_counted(tmp_path: Path
     async def slow_server(ws: websockets.asyncio.server.ServerConnection) -> None:
         hello = m.decode(await ws.recv())  # type: ignore[arg-type]
         assert isinstance(hello, m.Hello)
-        await ws.send(m.encode(m.Welcome(version=1, session="0123456789abcdef", capabilities=hello.capabilities)))
+        await ws.send(m.encode(m.Welcome(version=2, session="0123456789abcdef", capabilities=hello.capabilities)))
         try:
             async for data in ws:
                 message = m.decode(data)  # type: ignore[arg-type]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 import pytest
@@ -47,10 +47,13 @@ EXAMPLES: list[m.Message] = [
     m.Keyframe(kf=3, seq=120, ts_us=1_700_000_000_000_000, width=640, height=480, image=b"\xff\xd8jpeg",
                image_format="jpeg", alpha=b"alpha", landmarks=b"lm"),
     m.Keyframe(kf=0, seq=0, ts_us=0, width=16, height=4096, image=b"w", image_format="webp"),
-    m.Frame(seq=121, ts_us=1_700_000_000_033_333, kf=3, face="tracked", confidence=0.97,
-            pose=[-12.5, 3.0, 180.0, 320.5, -240.0, 95.25], landmarks=b"\x00" * 900, alpha=b"\x01" * 300, ref=120),
-    m.Frame(seq=0, ts_us=0, kf=0, face="lost"),
-    m.Frame(seq=2**32 - 1, ts_us=2**63 - 1, kf=2**32 - 1, face="held", confidence=1.0, ref=0),
+    m.Keyframe(kf=4, seq=7, ts_us=5, width=640, height=480, image=b"avif", image_format="avif", box=[10, 20, 300, 460]),
+    m.Setup(code="expression", payload=b"\x01" * 200),
+    m.Frame(seq=121, dt_ms=33, kf=3, face=0, codes=[b"\x00" * 900, b"\x01" * 300, None]),
+    m.Frame(seq=0, dt_ms=0, kf=0, face=2),
+    m.Frame(seq=2**32 - 1, dt_ms=2**32 - 1, kf=2**32 - 1, face=1, codes=[None] * m.MAX_CODES),
+    m.Ack(frames=[(1, 2)]),
+    m.Ack(frames=[(2**32 - 1, 2**63 - 1)] * m.MAX_ACKS),
     m.KeyframeRequest(reason="no reference"),
     m.KeyframeRequest(),
     m.Ping(nonce=7, ts_us=123),
@@ -69,8 +72,10 @@ def test_round_trip(message: m.Message) -> None:
     data = m.encode(message)
     assert m.decode(data) == message
     raw = msgspec.msgpack.decode(data)
-    assert isinstance(raw, dict)
-    assert raw["t"] == type(message).__struct_config__.tag
+    if isinstance(message, (m.Frame, m.Ack)):  # stream messages: arrays led by their tag
+        assert isinstance(raw, list) and raw[0] == type(message).__struct_config__.tag
+    else:
+        assert isinstance(raw, dict) and raw["t"] == type(message).__struct_config__.tag
 
 
 def test_examples_cover_every_type() -> None:
@@ -85,7 +90,7 @@ def test_every_type_has_a_direction() -> None:
 
 def test_tags_are_the_documented_names() -> None:
     tags = {type(msg).__struct_config__.tag for msg in EXAMPLES}
-    assert tags == {"hello", "welcome", "identity", "identity_switch", "asset_request", "keyframe", "frame",
+    assert tags == {"hello", "welcome", "identity", "identity_switch", "asset_request", "keyframe", "setup", "f", "a",
                     "keyframe_request", "ping", "pong", "stats", "error", "bye"}
 
 
@@ -99,7 +104,7 @@ BASE: dict[str, dict[str, Any]] = {
     "asset_request": {"t": "asset_request", "asset": ASSET},
     "keyframe": {"t": "keyframe", "kf": 1, "seq": 5, "ts_us": 10, "width": 640, "height": 480, "image": b"i",
                  "image_format": "webp"},
-    "frame": {"t": "frame", "seq": 6, "ts_us": 11, "kf": 1, "face": "tracked", "pose": [0, 0, 0, 320, 240, 100]},
+    "setup": {"t": "setup", "code": "expression", "payload": b"p"},
     "keyframe_request": {"t": "keyframe_request"},
     "ping": {"t": "ping", "nonce": 1, "ts_us": 1},
     "pong": {"t": "pong", "nonce": 1, "ts_us": 1},
@@ -190,40 +195,15 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     ("keyframe image empty", with_("keyframe", image=b""), "image"),
     ("keyframe image_format missing", with_("keyframe", image_format=DROP), "image_format"),
     ("keyframe image_format bmp", with_("keyframe", image_format="bmp"), "image_format"),
-    ("keyframe alpha empty", with_("keyframe", alpha=b""), "alpha"),
     ("keyframe alpha oversize", with_("keyframe", alpha=b"\x00" * (m.MAX_IMAGE_BYTES + 1)), "alpha"),
+    ("keyframe alpha empty", with_("keyframe", alpha=b""), "alpha"),
     ("keyframe landmarks oversize", with_("keyframe", landmarks=b"\x00" * BIG), "landmarks"),
-    # frame
-    ("negative seq", with_("frame", seq=-1), "seq"),
-    ("seq over u32", with_("frame", seq=2**32), "seq"),
-    ("seq bool", with_("frame", seq=True), "seq"),
-    ("seq missing", with_("frame", seq=DROP), "seq"),
-    ("frame ts negative", with_("frame", ts_us=-5), "ts_us"),
-    ("frame kf negative", with_("frame", kf=-1), "kf"),
-    ("face unknown", with_("frame", face="gone"), "face"),
-    ("confidence negative", with_("frame", confidence=-0.01), "confidence"),
-    ("confidence above 1", with_("frame", confidence=1.01), "confidence"),
-    ("confidence NaN", with_("frame", confidence=NAN), "confidence"),
-    ("pose short", with_("frame", pose=[0.0] * 5), "pose"),
-    ("pose long", with_("frame", pose=[1.0] * 7), "pose"),
-    ("pose str", with_("frame", pose=[0, 0, 0, 0, 0, "1"]), "pose[5]"),
-    ("NaN pose", with_("frame", pose=[NAN, 0, 0, 0, 0, 1]), "pose"),
-    ("inf pose", with_("frame", pose=[0, 0, 0, INF, 0, 1]), "pose"),
-    ("yaw out of range", with_("frame", pose=[180.5, 0, 0, 0, 0, 1]), "pose"),
-    ("pitch out of range", with_("frame", pose=[0, -181, 0, 0, 0, 1]), "pose"),
-    ("roll out of range", with_("frame", pose=[0, 0, 200, 0, 0, 1]), "pose"),
-    ("tx out of range", with_("frame", pose=[0, 0, 0, 4 * m.MAX_SIDE + 1, 0, 1]), "pose"),
-    ("ty out of range", with_("frame", pose=[0, 0, 0, 0, -4 * m.MAX_SIDE - 1, 1]), "pose"),
-    ("scale zero", with_("frame", pose=[0, 0, 0, 0, 0, 0]), "pose"),
-    ("scale negative", with_("frame", pose=[0, 0, 0, 0, 0, -2]), "pose"),
-    ("scale too big", with_("frame", pose=[0, 0, 0, 0, 0, 4 * m.MAX_SIDE + 1]), "pose"),
-    ("frame landmarks oversize", with_("frame", landmarks=b"\x00" * BIG), "landmarks"),
-    ("frame alpha oversize", with_("frame", alpha=b"\x00" * BIG), "alpha"),
-    ("frame alpha str", with_("frame", alpha="abc"), "alpha"),
-    ("lost face with landmarks", with_("frame", face="lost", landmarks=b"lm"), "landmarks"),
-    ("ref equal seq", with_("frame", ref=6), "ref"),
-    ("ref after seq", with_("frame", ref=7), "ref"),
-    ("ref negative", with_("frame", ref=-1), "ref"),
+    ("keyframe box short", with_("keyframe", box=[0, 0, 10]), "box"),
+    ("keyframe box negative", with_("keyframe", box=[-1, 0, 10, 10]), "box[0]"),
+    ("keyframe box outside", with_("keyframe", box=[600, 0, 100, 10]), "box"),
+    ("keyframe box empty", with_("keyframe", box=[0, 0, 0, 10]), "box"),
+    ("setup code bad name", with_("setup", code="Expression!"), "code"),
+    ("setup payload oversize", with_("setup", payload=b"\x00" * BIG), "payload"),
     # control
     ("reason oversize", with_("keyframe_request", reason="r" * 257), "reason"),
     ("ping nonce negative", with_("ping", nonce=-1), "nonce"),
@@ -243,13 +223,56 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     ("error fatal str", with_("error", fatal="yes"), "fatal"),
     ("bye reason oversize", with_("bye", reason="r" * 257), "reason"),
     # envelope
-    ("unknown field", with_("frame", extra=1), "extra"),
+    ("unknown field", with_("keyframe", extra=1), "extra"),
     ("unknown field on control", with_("bye", why="x"), "why"),
     ("unknown tag", {"t": "video", "data": b"raw"}, "t"),
     ("tag missing", {"seq": 1}, "t"),
     ("tag not str", {"t": 3}, "t"),
     ("tag wrong case", with_("bye", t="Bye"), "t"),
 ]
+
+
+FRAME: list[Any] = ["f", 6, 11, 1, 0, [b"code", None]]
+ACK: list[Any] = ["a", [[6, 1_000]]]
+
+
+def frame_with(index: int, value: Any) -> list[Any]:
+    out = list(FRAME)
+    out[index] = value
+    return out
+
+
+# Stream messages are arrays: a field is named by its position.
+BAD_STREAM: list[tuple[str, list[Any], str]] = [
+    ("negative seq", frame_with(1, -1), "[1]"),
+    ("seq over u32", frame_with(1, 2**32), "[1]"),
+    ("seq bool", frame_with(1, True), "[1]"),
+    ("dt negative", frame_with(2, -5), "[2]"),
+    ("kf negative", frame_with(3, -1), "[3]"),
+    ("face unknown", frame_with(4, 3), "[4]"),
+    ("face as text", frame_with(4, "tracked"), "[4]"),
+    ("codes not a list", frame_with(5, b"x"), "[5]"),
+    ("too many codes", frame_with(5, [None] * (m.MAX_CODES + 1)), "[5]"),
+    ("code oversize", frame_with(5, [b"\x00" * BIG]), "[5][0]"),
+    ("code as text", frame_with(5, ["abc"]), "[5][0]"),
+    ("frame too long", [*FRAME, 1], None),
+    ("frame too short", FRAME[:4], None),
+    ("unknown array tag", ["v", 1], "[0]"),
+    ("ack empty", ["a", []], "[1]"),
+    ("ack too many", ["a", [[1, 1]] * (m.MAX_ACKS + 1)], "[1]"),
+    ("ack seq negative", ["a", [[-1, 1]]], "[1][0][0]"),
+    ("ack entry short", ["a", [[1]]], "[1][0]"),
+]
+
+
+def test_stream_bases_are_valid() -> None:
+    assert isinstance(m.decode(pack(FRAME)), m.Frame) and isinstance(m.decode(pack(ACK)), m.Ack)
+
+
+@pytest.mark.parametrize(("case", "value", "field"), BAD_STREAM, ids=[case for case, _, _ in BAD_STREAM])
+def test_stream_rule_rejects_bad_case(case: str, value: list[Any], field: str | None) -> None:
+    error = rejected(pack(value))
+    assert error.field == field, f"{case}: {error}"
 
 
 @pytest.mark.parametrize(("case", "value", "field"), BAD, ids=[case for case, _, _ in BAD])
@@ -259,13 +282,13 @@ def test_rule_rejects_bad_case(case: str, value: dict[str, Any], field: str) -> 
     assert f"(field {field})" in str(error)
 
 
-@pytest.mark.parametrize("data", [pack(5), pack([1, 2]), pack("frame"), pack(None), pack(b"\x00"), pack(1.5)],
-                         ids=["int", "array", "str", "nil", "bin", "float"])
-def test_non_map_rejected(data: bytes) -> None:
+@pytest.mark.parametrize("data", [pack(5), pack("frame"), pack(None), pack(b"\x00"), pack(1.5)],
+                         ids=["int", "str", "nil", "bin", "float"])
+def test_neither_map_nor_array_rejected(data: bytes) -> None:
     assert "Expected `object`" in str(rejected(data))
 
 
-@pytest.mark.parametrize("data", [b"", b"\xc1", pack(BASE["frame"])[:-3], pack(BASE["bye"]) + b"\x00", b"\x81"],
+@pytest.mark.parametrize("data", [b"", b"\xc1", pack(FRAME)[:-3], pack(BASE["bye"]) + b"\x00", b"\x81"],
                          ids=["empty", "reserved opcode", "truncated", "trailing", "map without entries"])
 def test_malformed_msgpack_rejected(data: bytes) -> None:
     assert "not a msgpack message" in str(rejected(data))
@@ -286,15 +309,15 @@ def test_non_str_key_rejected() -> None:
 
 
 def test_oversize_frame_message_rejected() -> None:
-    # Each field is within its own limit but the whole frame is over MAX_FRAME_MESSAGE_BYTES.
-    value = with_("frame", landmarks=b"\x00" * m.MAX_FRAME_FIELD_BYTES, alpha=b"\x00" * (40 * 1024))
+    # Each code is within its own limit but the whole frame is over MAX_FRAME_MESSAGE_BYTES.
+    value = frame_with(5, [b"\x00" * m.MAX_FRAME_FIELD_BYTES, b"\x00" * (40 * 1024)])
     data = pack(value)
     assert len(data) > m.MAX_FRAME_MESSAGE_BYTES
     assert "exceeds" in str(rejected(data))
 
 
 def test_frame_at_the_field_limits_accepted() -> None:
-    value = with_("frame", landmarks=b"\x00" * m.MAX_FRAME_FIELD_BYTES, alpha=b"\x00" * (20 * 1024))
+    value = frame_with(5, [b"\x00" * m.MAX_FRAME_FIELD_BYTES, b"\x00" * (20 * 1024)])
     assert len(pack(value)) <= m.MAX_FRAME_MESSAGE_BYTES
     assert isinstance(m.decode(pack(value)), m.Frame)
 
@@ -312,23 +335,18 @@ def rejected_with_limit(data: bytes, limit: int) -> MessageValidationError:
 
 
 def test_limit_boundaries_accepted() -> None:
-    ok = [
+    ok: list[Any] = [
         with_("hello", versions=[255] * 16, token="x" * 512, agent="a" * 256, capabilities=["c" * 64] * 32),
         with_("identity", image=b"\x00" * m.MAX_IMAGE_BYTES),
         with_("keyframe", width=m.MAX_SIDE, height=m.MIN_SIDE, ts_us=2**63 - 1, kf=2**32 - 1),
-        with_("frame", pose=[-180, 180, -180, -16384, 16384, 16384], confidence=0),
+        ["f", 2**32 - 1, 2**32 - 1, 2**32 - 1, 2, [None] * m.MAX_CODES],
+        ["a", [[2**32 - 1, 2**63 - 1]] * m.MAX_ACKS],
         with_("stats", fps=1000, kbps=1e6, frames=2**64 - 1),
         with_("error", code="a" * 32, message="m" * 512),
         with_("welcome", assets=[ASSET] * 1024, max_message_bytes=1024, session="a" * 64),
     ]
     for value in ok:
         m.decode(pack(value))
-
-
-def test_pose_ints_become_floats() -> None:
-    frame = m.decode(pack(BASE["frame"]))
-    assert isinstance(frame, m.Frame) and frame.pose is not None
-    assert all(isinstance(v, float) for v in frame.pose)
 
 
 # --- properties -------------------------------------------------------------------------------
@@ -341,7 +359,7 @@ hashes = st.binary(min_size=32, max_size=32).map(bytes.hex)
 short = st.text(max_size=256)
 small_bytes = st.binary(max_size=2048)
 images = st.binary(min_size=1, max_size=4096)
-formats: st.SearchStrategy[m.ImageFormat] = st.sampled_from(["webp", "jpeg", "png"])
+formats: st.SearchStrategy[m.ImageFormat] = st.sampled_from(["avif", "webp", "jpeg", "png"])
 
 
 def finite(low: float, high: float, exclude_min: bool = False) -> st.SearchStrategy[float]:
@@ -363,16 +381,8 @@ def identities(draw: st.DrawFn) -> m.Identity:
 
 @st.composite
 def frames(draw: st.DrawFn) -> m.Frame:
-    seq = draw(u32)
-    face: Literal["tracked", "held", "lost"] = draw(st.sampled_from(["tracked", "held", "lost"]))
-    pose = draw(st.none() | st.tuples(
-        *[finite(-180, 180)] * 3, *[finite(-16384, 16384)] * 2, finite(0, 16384, exclude_min=True),
-    ).map(list))
-    return m.Frame(
-        seq=seq, ts_us=draw(ts), kf=draw(u32), face=face, confidence=draw(finite(0, 1)), pose=pose,
-        landmarks=None if face == "lost" else draw(st.none() | small_bytes), alpha=draw(st.none() | small_bytes),
-        ref=None if seq == 0 else draw(st.none() | st.integers(0, seq - 1)),
-    )
+    return m.Frame(seq=draw(u32), dt_ms=draw(u32), kf=draw(u32), face=draw(st.integers(0, 2)),
+                   codes=draw(st.lists(st.none() | small_bytes, max_size=m.MAX_CODES)))
 
 
 valid_messages = st.one_of(
@@ -387,7 +397,9 @@ valid_messages = st.one_of(
     st.builds(m.Keyframe, kf=u32, seq=u32, ts_us=ts, width=st.integers(m.MIN_SIDE, m.MAX_SIDE),
               height=st.integers(m.MIN_SIDE, m.MAX_SIDE), image=images, image_format=formats,
               alpha=st.none() | images, landmarks=st.none() | small_bytes),
+    st.builds(m.Setup, code=names, payload=small_bytes),
     frames(),
+    st.builds(m.Ack, frames=st.lists(st.tuples(u32, ts), min_size=1, max_size=m.MAX_ACKS)),
     st.builds(m.KeyframeRequest, reason=short),
     st.builds(m.Ping, nonce=u32, ts_us=ts),
     st.builds(m.Pong, nonce=u32, ts_us=ts),

@@ -203,7 +203,7 @@ def _inputs(embedding: np.ndarray | None, mesh: np.ndarray) -> tuple[IdentityAss
     img = astronaut_bgr()
     identity = IdentityAsset("a" * 64, None, None, None if embedding is None else embedding.astype(np.float16))
     kf = KeyframeState(0, img, None, mesh)
-    fs = FrameState(1, 0, "tracked", 1.0, None, mesh, None)
+    fs = FrameState(1, 0, "tracked", mesh, None)
     return identity, kf, fs
 
 
@@ -278,7 +278,7 @@ def test_inswapper_without_embedding_or_face_returns_the_base(
             np.testing.assert_array_equal(draw(renderer, zero, kf, fs).image, kf.image)
     assert sum("unusable identity embedding" in r.message for r in caplog.records) == 1
     identity, kf, fs = _inputs(emb, astro_mesh)
-    lost = FrameState(2, 0, "lost", 0.0, None, None, None)
+    lost = FrameState(2, 0, "lost", None, None)
     np.testing.assert_array_equal(draw(renderer, identity, kf, lost).image, kf.image)
 
 
@@ -373,7 +373,7 @@ def test_inswapper_over_the_real_mesh_renderer(tmp_path: Path, models: Registry)
     lm = astronaut_landmarks()
     kf = KeyframeState(0, astronaut(), None, lm)
     moved = open_mouth(lm, 8.0)
-    frame = FrameState(1, 0, "tracked", 1.0, None, moved, None)
+    frame = FrameState(1, 0, "tracked", moved, None)
     emb = np.random.default_rng(3).normal(size=512).astype(np.float16)
     me = IdentityAsset("self", None, None, emb)
     mesh_only = draw(MeshRenderer(), me, kf, frame).image

@@ -17,7 +17,7 @@ ASSET = "ab" * 32
 
 
 def frame(seq: int) -> m.Frame:
-    return m.Frame(seq=seq, ts_us=1_000 + seq, kf=0, face="tracked", pose=[0, 0, 0, 320, 240, 100])
+    return m.Frame(seq=seq, dt_ms=seq, kf=0, face=0, codes=[b"code"])
 
 
 def sent(conn: p.ReceiverProtocol | p.SenderProtocol) -> list[m.Message]:
@@ -63,17 +63,17 @@ def test_handshake() -> None:
     assert snd.state is p.State.AWAIT_WELCOME
     (hello_bytes,) = snd.data_to_send()
     hello = m.decode(hello_bytes)
-    assert hello == m.Hello(versions=[1], token=TOKEN, agent="facewire-test", capabilities=["alpha.v1"])
+    assert hello == m.Hello(versions=[2], token=TOKEN, agent="facewire-test", capabilities=["alpha.v1"])
 
     rcv = p.ReceiverProtocol(TOKEN, 0.0, capabilities=["alpha.v1"], renderers=["mesh"], assets=[ASSET])
     assert rcv.state is p.State.AWAIT_HELLO
     events = rcv.receive(hello_bytes, 0.1)
     assert events == [p.HandshakeDone(hello)]
-    assert rcv.state is p.State.OPEN and rcv.version == 1 and rcv.close is None
+    assert rcv.state is p.State.OPEN and rcv.version == 2 and rcv.close is None
     (welcome_bytes,) = rcv.data_to_send()
     welcome = m.decode(welcome_bytes)
     assert isinstance(welcome, m.Welcome)
-    assert welcome.version == 1 and welcome.session == rcv.session_id
+    assert welcome.version == 2 and welcome.session == rcv.session_id
     assert welcome.capabilities == ["alpha.v1"] and welcome.renderers == ["mesh"] and welcome.assets == [ASSET]
     assert welcome.max_message_bytes == m.MAX_MESSAGE_BYTES
 
@@ -94,24 +94,24 @@ def test_version_negotiation_picks_the_highest_common() -> None:
     rcv = receiver()
     events = rcv.receive(m.encode(m.Hello(versions=[7, 1, 2], token=TOKEN)), 0.0)
     assert isinstance(events[0], p.HandshakeDone)
-    assert rcv.version == 1
+    assert rcv.version == 2
 
 
 def test_wrong_token() -> None:
     rcv = receiver()
-    event = failed(rcv.receive(m.encode(m.Hello(versions=[1], token="guess")), 0.0), ErrorCode.UNAUTHORIZED, 4001)
+    event = failed(rcv.receive(m.encode(m.Hello(versions=[2], token="guess")), 0.0), ErrorCode.UNAUTHORIZED, 4001)
     assert event.error.field == "token"
     assert rcv.close == event.close
     error = assert_error_queued(rcv, ErrorCode.UNAUTHORIZED)
     assert "guess" not in error.message
     # After the failure nothing more is read or answered.
-    assert rcv.receive(m.encode(m.Hello(versions=[1], token=TOKEN)), 0.1) == []
+    assert rcv.receive(m.encode(m.Hello(versions=[2], token=TOKEN)), 0.1) == []
     assert rcv.data_to_send() == [] and rcv.state is p.State.CLOSED
 
 
 @pytest.mark.parametrize("token", ["", TOKEN[:-1], TOKEN + "x", TOKEN.upper(), "\u00e9" * 10])
 def test_near_miss_tokens_refused(token: str) -> None:
-    failed(receiver().receive(m.encode(m.Hello(versions=[1], token=token)), 0.0), ErrorCode.UNAUTHORIZED, 4001)
+    failed(receiver().receive(m.encode(m.Hello(versions=[2], token=token)), 0.0), ErrorCode.UNAUTHORIZED, 4001)
 
 
 def test_token_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -122,14 +122,14 @@ def test_token_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> Non
         return a == b
 
     monkeypatch.setattr(p.hmac, "compare_digest", spy)
-    receiver().receive(m.encode(m.Hello(versions=[1], token="x")), 0.0)
+    receiver().receive(m.encode(m.Hello(versions=[2], token="x")), 0.0)
     assert calls == [(TOKEN.encode(), b"x")]
     assert p.tokens_match("\u00e9t\u00e9", "\u00e9t\u00e9") and not p.tokens_match("a", "ab")
 
 
 def test_unsupported_version() -> None:
     rcv = receiver()
-    event = failed(rcv.receive(m.encode(m.Hello(versions=[2, 3], token=TOKEN)), 0.0),
+    event = failed(rcv.receive(m.encode(m.Hello(versions=[1, 3], token=TOKEN)), 0.0),
                    ErrorCode.UNSUPPORTED_VERSION, 4003)
     assert event.error.field == "versions"
     assert_error_queued(rcv, ErrorCode.UNSUPPORTED_VERSION)
@@ -193,13 +193,13 @@ def test_message_before_hello() -> None:
 
 def test_hello_twice() -> None:
     snd, rcv = open_pair()
-    failed(rcv.receive(m.encode(m.Hello(versions=[1], token=TOKEN)), 1.0), ErrorCode.UNEXPECTED, 4008)
+    failed(rcv.receive(m.encode(m.Hello(versions=[2], token=TOKEN)), 1.0), ErrorCode.UNEXPECTED, 4008)
     assert_error_queued(rcv, ErrorCode.UNEXPECTED)
 
 
 def test_welcome_twice() -> None:
     snd, _ = open_pair()
-    failed(snd.receive(m.encode(m.Welcome(version=1, session="abcdef01")), 1.0), ErrorCode.UNEXPECTED, 4008)
+    failed(snd.receive(m.encode(m.Welcome(version=2, session="abcdef01")), 1.0), ErrorCode.UNEXPECTED, 4008)
 
 
 def test_sender_wants_welcome_first() -> None:
@@ -208,7 +208,7 @@ def test_sender_wants_welcome_first() -> None:
 
 
 @pytest.mark.parametrize("message", [
-    m.Welcome(version=1, session="abcdef01"), m.AssetRequest(asset=ASSET), m.KeyframeRequest(reason="x"),
+    m.Welcome(version=2, session="abcdef01"), m.AssetRequest(asset=ASSET), m.KeyframeRequest(reason="x"),
 ], ids=lambda msg: type(msg).__name__)
 def test_receiver_only_messages_refused_by_receiver(message: m.Message) -> None:
     _, rcv = open_pair()
@@ -217,7 +217,7 @@ def test_receiver_only_messages_refused_by_receiver(message: m.Message) -> None:
 
 
 @pytest.mark.parametrize("message", [
-    m.Hello(versions=[1], token=TOKEN), frame(3), m.IdentitySwitch(asset=ASSET), m.Identity(asset="self"),
+    m.Hello(versions=[2], token=TOKEN), frame(3), m.IdentitySwitch(asset=ASSET), m.Identity(asset="self"),
     m.Keyframe(kf=1, seq=1, ts_us=1, width=64, height=64, image=b"x", image_format="png"),
 ], ids=lambda msg: type(msg).__name__)
 def test_sender_only_messages_refused_by_sender(message: m.Message) -> None:
@@ -247,10 +247,11 @@ def test_malformed_message_closes_with_bad_message(data: bytes) -> None:
 
 def test_bad_message_names_the_field() -> None:
     _, rcv = open_pair()
-    data = msgspec.msgpack.encode({"t": "frame", "seq": 2, "ts_us": 0, "kf": 0, "face": "lost", "ref": 5})
+    data = msgspec.msgpack.encode({"t": "keyframe", "kf": 1, "seq": 2, "ts_us": 0, "width": 64, "height": 64,
+                                   "image": b"i", "image_format": "avif", "box": [0, 0, 65, 10]})
     event = failed(rcv.receive(data, 1.0), ErrorCode.BAD_MESSAGE, 4002)
-    assert event.error.field == "ref"
-    assert "ref" in assert_error_queued(rcv, ErrorCode.BAD_MESSAGE).message
+    assert event.error.field == "box"
+    assert "box" in assert_error_queued(rcv, ErrorCode.BAD_MESSAGE).message
 
 
 def test_message_over_the_limit_is_too_large() -> None:
@@ -263,8 +264,7 @@ def test_message_over_the_limit_is_too_large() -> None:
 
 def test_oversize_frame_message_is_a_bad_message() -> None:
     _, rcv = open_pair()
-    data = m.encode(m.Frame(seq=1, ts_us=1, kf=0, face="tracked", landmarks=b"\x00" * m.MAX_FRAME_FIELD_BYTES,
-                            alpha=b"\x00" * m.MAX_FRAME_FIELD_BYTES))
+    data = m.encode(m.Frame(seq=1, dt_ms=1, kf=0, face=0, codes=[b"\x00" * m.MAX_FRAME_FIELD_BYTES] * 2))
     failed(rcv.receive(data, 1.0), ErrorCode.BAD_MESSAGE, 4002)
 
 
@@ -309,8 +309,8 @@ def test_message_rate_refills() -> None:
 def test_byte_rate_limit() -> None:
     limits = p.Limits(bytes_per_second=1000.0, byte_burst=3000.0)
     _, rcv = open_pair(now=0.0, limits=limits)
-    data = m.encode(m.Frame(seq=1, ts_us=1, kf=0, face="held", alpha=b"\x00" * 900))
-    assert 900 < len(data) < 1000
+    data = m.encode(m.Frame(seq=1, dt_ms=1, kf=0, face=1, codes=[b"\x00" * 1400]))
+    assert 1000 < len(data) < 1500
     assert isinstance(rcv.receive(data, 0.0)[0], p.MessageReceived)
     assert isinstance(rcv.receive(data, 0.0)[0], p.MessageReceived)
     failed(rcv.receive(data, 0.0), ErrorCode.RATE_LIMITED, 4005)
@@ -475,7 +475,7 @@ def test_send_refuses_what_this_side_may_not_send_or_not_yet() -> None:
         snd.send(frame(1))  # the handshake is not done
     snd, rcv = open_pair()
     with pytest.raises(ValueError, match="welcome"):
-        snd.send(m.Welcome(version=1, session="abcdef01"))  # the receiver's message
+        snd.send(m.Welcome(version=2, session="abcdef01"))  # the receiver's message
     with pytest.raises(ValueError, match="frame"):
         rcv.send(frame(1))
 

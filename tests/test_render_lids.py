@@ -67,7 +67,7 @@ def test_the_renderer_smooths_a_blink_in_the_eyes_only() -> None:
 
     lm = astronaut_landmarks()
     keyframe = KeyframeState(0, astronaut(), None, lm)
-    blink = FrameState(1, 33_333, "tracked", 1.0, None, close_eyes(lm), None)
+    blink = FrameState(1, 33_333, "tracked", close_eyes(lm), None)
     smoothed = draw(MeshRenderer(), None, keyframe, blink).image
     raw = draw(MeshRenderer(MeshOptions(smooth_lids=False)), None, keyframe, blink).image
     changed = cv2.absdiff(smoothed, raw).max(axis=2) > 2

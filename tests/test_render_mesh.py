@@ -19,7 +19,7 @@ cv2.setNumThreads(1)
 
 
 def _frame(landmarks: np.ndarray | None, face: str = "tracked", alpha: np.ndarray | None = None) -> FrameState:
-    return FrameState(seq=1, ts_us=0, face=face, confidence=1.0, pose=None, landmarks=landmarks, alpha=alpha)  # type: ignore[arg-type]
+    return FrameState(seq=1, ts_us=0, face=face, landmarks=landmarks, alpha=alpha)  # type: ignore[arg-type]
 
 
 def _keyframe() -> KeyframeState:

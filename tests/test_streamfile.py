@@ -15,13 +15,13 @@ from facewire.shared.wire import messages as m
 from facewire.shared.wire.errors import StreamFileError
 from facewire.shared.wire.streamfile import FILE_VERSION, MAGIC, MAX_HEADER_BYTES, StreamHeader, StreamReader, StreamWriter
 
-HEADER = StreamHeader(protocol=1, width=640, height=480, fps=30.0, created_us=1_700_000_000_000_000, agent="test")
+HEADER = StreamHeader(protocol=2, width=640, height=480, fps=30.0, created_us=1_700_000_000_000_000, agent="test")
 MESSAGES: list[m.Message] = [
     m.Identity(asset="ab" * 32, image=b"\x89PNG fake", image_format="png", landmarks=b"lm"),
     m.Keyframe(kf=1, seq=1, ts_us=10, width=640, height=480, image=b"webp", image_format="webp", alpha=b"a"),
-    m.Frame(seq=2, ts_us=10, kf=1, face="tracked", confidence=0.9, pose=[1, 2, 3, 320, 240, 80], alpha=b"\x01"),
-    m.Frame(seq=3, ts_us=43, kf=1, face="held", ref=2, alpha=b"\x02"),
-    m.Frame(seq=4, ts_us=76, kf=1, face="lost", ref=3),
+    m.Frame(seq=2, dt_ms=0, kf=1, face=0, codes=[b"lm", b"\x01"]),
+    m.Frame(seq=3, dt_ms=33, kf=1, face=1, codes=[b"lm", b"\x02"]),
+    m.Frame(seq=4, dt_ms=66, kf=1, face=2, codes=[None, None]),
     m.Stats(fps=30.0, kbps=12.5, frames=3, dropped=0),
     m.Bye(reason="end of input"),
 ]
@@ -174,7 +174,7 @@ def test_oversize_length_prefix(tmp_path: Path) -> None:
 def test_invalid_record_named_by_index(tmp_path: Path) -> None:
     path = tmp_path / "s.fws"
     write(path, MESSAGES[:2])
-    bad = msgspec.msgpack.encode({"t": "frame", "seq": -1})
+    bad = msgspec.msgpack.encode({"t": "keyframe", "seq": -1})
     with path.open("ab") as file:
         file.write(struct.pack("<I", len(bad)) + bad)
     text = error_of(path)
@@ -183,8 +183,7 @@ def test_invalid_record_named_by_index(tmp_path: Path) -> None:
 
 def test_oversize_frame_record_rejected_like_the_wire(tmp_path: Path) -> None:
     path = tmp_path / "s.fws"
-    frame = m.Frame(seq=1, ts_us=0, kf=0, face="tracked", landmarks=b"\x00" * m.MAX_FRAME_FIELD_BYTES,
-                    alpha=b"\x00" * m.MAX_FRAME_FIELD_BYTES)
+    frame = m.Frame(seq=1, dt_ms=0, kf=0, face=0, codes=[b"\x00" * m.MAX_FRAME_FIELD_BYTES] * 2)
     write(path, [frame])
     assert "invalid message #0" in error_of(path)
 
@@ -220,8 +219,8 @@ def test_property_arbitrary_files_only_raise_stream_file_error(tmp_path: Path, b
 def test_header_out_of_range_is_refused(tmp_path: Path) -> None:
     for header, reason in (
         (StreamHeader(protocol=9, width=64, height=64, fps=30.0, created_us=0), "protocol 9"),
-        (StreamHeader(protocol=1, width=0, height=64, fps=30.0, created_us=0), "out of range"),
-        (StreamHeader(protocol=1, width=64, height=64, fps=0.0, created_us=0), "out of range"),
+        (StreamHeader(protocol=2, width=0, height=64, fps=30.0, created_us=0), "out of range"),
+        (StreamHeader(protocol=2, width=64, height=64, fps=0.0, created_us=0), "out of range"),
     ):
         path = tmp_path / "h.fws"
         StreamWriter(path, header).close()

@@ -1,24 +1,30 @@
 """The codec seam: each per-frame payload is coded by a FieldCodec, named by the capability that
-sender and receiver negotiate in `hello`/`welcome` (protocol.md, "Capabilities").
+sender and receiver negotiate in `hello`/`welcome` (protocol.md 3.3).
 
-A new code is a new FieldCodec (an encoder that reads what it needs from the analysed frame, a
-decoder that writes what it recovers into the frame being decoded) and its capability name in
-`FIELD_CODECS`. The sender offers the codes it can send, the receiver answers with the codes it
-decodes, and the sender uses the ones both name; a frame that carries a code the session did not
-negotiate is refused with a clear error instead of being misread.
+Every code has a *role*: `face` (the landmarks; one is required), `alpha` (the matte) or `layer`
+(the picture residual). The sender offers codes in its order of preference; the session uses, for
+each role, the first offered code the receiver decodes. A frame carries one payload per negotiated
+code, in the negotiated order.
+
+A new code is a new FieldCodec (an encoder that reads the coded frame, a decoder that writes what
+it recovers into the frame being decoded) and its capability name in `FIELD_CODECS`. An encoder
+runs at send time, so only frames that are sent feed its prediction state; a decoder sees every
+sent frame in order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from facewire.shared.codec.alpha import AlphaDecoder, AlphaEncoder, upsample
 from facewire.shared.codec.landmarks import LandmarkDecoder, LandmarkEncoder
 from facewire.shared.codec.predictive import CodeError
 from facewire.shared.types import Alpha, FrameAnalysis, Landmarks
-from facewire.shared.wire import messages as m
+
+Role = Literal["face", "alpha", "layer"]
+REQUIRED_ROLES: tuple[Role, ...] = ("face",)
 
 
 @dataclass
@@ -51,10 +57,9 @@ class FieldDecoder(Protocol):
 @dataclass(frozen=True)
 class FieldCodec:
     capability: str
+    role: Role
     new_encoder: Callable[[], FieldEncoder]
     new_decoder: Callable[[], FieldDecoder]
-    payload: Callable[[m.Frame], bytes | None]  # where a frame message carries this code
-    required: bool = False  # a link without it is no link (the face)
 
 
 @dataclass
@@ -104,27 +109,24 @@ class _AlphaFieldDecoder:
 FIELD_CODECS: dict[str, FieldCodec] = {
     codec.capability: codec
     for codec in (
-        FieldCodec("landmarks", _LandmarkField, _LandmarkFieldDecoder, lambda frame: frame.landmarks, required=True),
-        FieldCodec("alpha", _AlphaField, _AlphaFieldDecoder, lambda frame: frame.alpha),
+        FieldCodec("landmarks", "face", _LandmarkField, _LandmarkFieldDecoder),
+        FieldCodec("alpha", "alpha", _AlphaField, _AlphaFieldDecoder),
     )
 }
 
 
 def negotiate(offered: Sequence[str], accepted: Sequence[str]) -> list[str]:
-    """The codes a session uses: those the sender offered (in its order) that the receiver decodes.
-
-    Raises CodeError when a required code is not among them, naming what each side has.
-    """
-    chosen = [name for name in offered if name in accepted and name in FIELD_CODECS]
-    missing = [name for name, codec in FIELD_CODECS.items() if codec.required and name not in chosen]
+    """The codes a session uses: for each role, the first code the sender offered that the receiver
+    decodes, in the sender's order. Raises CodeError when a required role has none, naming both lists."""
+    chosen: list[str] = []
+    roles: set[Role] = set()
+    for name in offered:
+        codec = FIELD_CODECS.get(name)
+        if codec is not None and name in accepted and codec.role not in roles:
+            chosen.append(name)
+            roles.add(codec.role)
+    missing = [role for role in REQUIRED_ROLES if role not in roles]
     if missing:
         raise CodeError(f"no common {', '.join(missing)} code: the sender offers {list(offered)}, "
                         f"the receiver decodes {list(accepted)}")
     return chosen
-
-
-def check_negotiated(frame: m.Frame, codes: Sequence[str]) -> None:
-    """Refuses a frame carrying a code this session did not negotiate."""
-    for name, codec in FIELD_CODECS.items():
-        if name not in codes and codec.payload(frame) is not None:
-            raise CodeError(f"frame {frame.seq} carries a {name} code, which this session did not negotiate")

@@ -2,7 +2,8 @@
 
 The encoder runs on the uplink side at send time, so a frame dropped before sending is
 never used as a prediction reference; the decoder must see every sent frame in order
-(websockets over TCP guarantees that) and raises `FrameDecodeError` when it cannot
+(websockets over TCP guarantees that; a gap in the sequence numbers resets its prediction
+state, so only an intra code decodes after one) and raises `FrameDecodeError` when it cannot
 follow, which makes the receiver ask for a keyframe.
 """
 
@@ -12,13 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import cv2
-import msgspec
 import numpy as np
 
-from facewire.shared.codec.fields import FIELD_CODECS, FieldDecoder, FieldEncoder, FrameDraft, check_negotiated
+from facewire.shared.codec.fields import FIELD_CODECS, FieldDecoder, FieldEncoder, FrameDraft
 from facewire.shared.codec.landmarks import LandmarkDecoder, LandmarkEncoder
 from facewire.shared.codec.predictive import CodeError
-from facewire.shared.types import Alpha, FrameAnalysis, FrameState, HeadPose, Image, KeyframeState
+from facewire.shared.types import Alpha, FrameAnalysis, FrameState, Image, KeyframeState
 from facewire.shared.wire import messages as m
 
 KEYFRAME_QUALITY = 90
@@ -60,9 +60,9 @@ class FrameEncoder:
     codes: Sequence[str] = DEFAULT_CODES
     intra_interval: int = 150
     keyframe_quality: int = KEYFRAME_QUALITY
-    _fields: dict[str, FieldEncoder] = field(init=False, repr=False)
-    _last_seq: int | None = None
-    _since_intra: int = 0
+    _fields: list[FieldEncoder] = field(init=False, repr=False)
+    _keyframe_ts_us: int = 0
+    _since_intra: int | None = None  # None: the next frame is intra
 
     def __post_init__(self) -> None:
         self.use(self.codes)
@@ -70,11 +70,11 @@ class FrameEncoder:
     def use(self, codes: Sequence[str]) -> None:
         """Code frames with these capabilities from now on (a session negotiated them); the next frame is intra."""
         self.codes = list(codes)
-        self._fields = {name: FIELD_CODECS[name].new_encoder() for name in self.codes}
+        self._fields = [FIELD_CODECS[name].new_encoder() for name in self.codes]
         self.force_intra()
 
     def force_intra(self) -> None:
-        self._last_seq = None
+        self._since_intra = None
 
     def keyframe(self, analysis: FrameAnalysis, kf: int, seq: int) -> m.Keyframe:
         image = analysis.foreground if analysis.foreground is not None else analysis.frame.image
@@ -83,6 +83,7 @@ class FrameEncoder:
         if analysis.face is not None:
             landmarks = LandmarkEncoder().encode(analysis.face.landmarks, intra=True)
         self.force_intra()
+        self._keyframe_ts_us = analysis.frame.ts_us
         return m.Keyframe(
             kf=kf, seq=seq, ts_us=analysis.frame.ts_us, width=width, height=height,
             image=encode_image(image, self.keyframe_quality), image_format="webp",
@@ -91,22 +92,15 @@ class FrameEncoder:
         )
 
     def frame(self, analysis: FrameAnalysis, seq: int, kf: int) -> m.Frame:
-        intra = self._last_seq is None or self._since_intra >= self.intra_interval
-        self._since_intra = 0 if intra else self._since_intra + 1
+        intra = self._since_intra is None or self._since_intra >= self.intra_interval
+        self._since_intra = 0 if intra else (self._since_intra or 0) + 1
         if intra:
             # An intra frame restarts every prediction chain, so a receiver can join from it alone.
-            for coder in self._fields.values():
+            for coder in self._fields:
                 coder.reset()
-        face = analysis.face
-        message = m.Frame(
-            seq=seq, ts_us=analysis.frame.ts_us, kf=kf, face=analysis.face_state,
-            confidence=0.0 if face is None else float(np.clip(face.confidence, 0.0, 1.0)),
-            pose=None if face is None else [float(v) for v in face.pose.as_list()],
-            ref=None if intra else self._last_seq,
-        )
-        codes = {name: coder.encode(analysis, intra) for name, coder in self._fields.items()}
-        self._last_seq = seq
-        return msgspec.structs.replace(message, **codes)
+        dt_ms = max(0, round((analysis.frame.ts_us - self._keyframe_ts_us) / 1000))
+        return m.Frame(seq=seq, dt_ms=dt_ms, kf=kf, face=m.FACE_STATES.index(analysis.face_state),
+                       codes=[coder.encode(analysis, intra) for coder in self._fields])
 
 
 @dataclass
@@ -116,11 +110,12 @@ class FrameDecoder:
     codes: Sequence[str] = DEFAULT_CODES
     keyframe: KeyframeState | None = None
     size: tuple[int, int] | None = None
-    _fields: dict[str, FieldDecoder] = field(init=False, repr=False)
+    _keyframe_ts_us: int = 0
+    _fields: list[FieldDecoder] = field(init=False, repr=False)
     _last_seq: int | None = None
 
     def __post_init__(self) -> None:
-        self._fields = {name: FIELD_CODECS[name].new_decoder() for name in self.codes}
+        self._fields = [FIELD_CODECS[name].new_decoder() for name in self.codes]
 
     def decode_keyframe(self, message: m.Keyframe) -> KeyframeState:
         image = decode_image(message.image)
@@ -138,32 +133,34 @@ class FrameDecoder:
             raise FrameDecodeError(f"keyframe landmarks: {exc}") from None
         self.keyframe = KeyframeState(kf=message.kf, image=image, alpha=alpha, landmarks=landmarks)
         self.size = (message.width, message.height)
-        self._last_seq = None
+        self._keyframe_ts_us = message.ts_us
+        self._last_seq = message.seq
+        for coder in self._fields:
+            coder.reset()
         return self.keyframe
 
     def decode_frame(self, message: m.Frame) -> FrameState:
         if self.keyframe is None or self.size is None:
             raise FrameDecodeError("no keyframe yet")
-        if message.ref is None:
-            for coder in self._fields.values():
+        if message.kf != self.keyframe.kf:
+            raise FrameDecodeError(f"frame {message.seq} is drawn from keyframe {message.kf}, the last received is "
+                                   f"{self.keyframe.kf}")
+        if len(message.codes) != len(self._fields):
+            raise FrameDecodeError(f"frame {message.seq} carries {len(message.codes)} codes, the session negotiated "
+                                   f"{len(self._fields)} ({', '.join(self.codes)})")
+        if message.seq != ((self._last_seq or 0) + 1) % 2**32:
+            for coder in self._fields:  # a gap: what follows must be intra
                 coder.reset()
-        elif message.ref != self._last_seq:
-            reason = f"frame {message.seq} predicts from {message.ref}, last decoded is {self._last_seq}"
-            self._last_seq = None
-            raise FrameDecodeError(reason)
         draft = FrameDraft(self.size)
         try:
-            check_negotiated(message, list(self._fields))
-            for name, coder in self._fields.items():
-                payload = FIELD_CODECS[name].payload(message)
+            for coder, payload in zip(self._fields, message.codes, strict=True):
                 if payload is not None:
                     coder.decode(payload, draft)
         except CodeError as exc:
             self._last_seq = None
-            raise FrameDecodeError(str(exc)) from None
+            raise FrameDecodeError(f"frame {message.seq}: {exc}") from None
         self._last_seq = message.seq
         return FrameState(
-            seq=message.seq, ts_us=message.ts_us, face=message.face, confidence=message.confidence,
-            pose=None if message.pose is None else HeadPose.from_list(message.pose),
+            seq=message.seq, ts_us=self._keyframe_ts_us + message.dt_ms * 1000, face=message.face_state,
             landmarks=draft.landmarks, alpha=draft.alpha,
         )

@@ -1,14 +1,15 @@
-"""The wire messages of protocol v1 as typed, constrained msgspec structs.
+"""The wire messages of protocol v2 as typed, constrained msgspec structs.
 
-Each websocket binary frame carries one msgpack map whose `t` field names the type.
-Decoding checks types, sizes, counts and ranges in one pass (msgspec) and then the
-cross-field rules below; any failure raises `MessageValidationError` naming the field.
+Each websocket binary frame carries one msgpack value. Control and state messages are maps whose
+`t` field names the type; the two stream messages sent many times a second (`frame`, `ack`) are
+arrays whose first item names the type, so they carry no field names (a frame is ~10 bytes of
+header, protocol.md 2). Decoding checks types, sizes, counts and ranges in one pass (msgspec) and
+then the cross-field rules below; any failure raises `MessageValidationError` naming the field.
 protocol.md is the normative description; this module must agree with it.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Annotated, Literal
 
@@ -16,8 +17,8 @@ import msgspec
 
 from facewire.shared.wire.errors import MessageValidationError
 
-PROTOCOL_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+PROTOCOL_VERSION = 2
+SUPPORTED_VERSIONS = (2,)
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 MAX_FRAME_MESSAGE_BYTES = 128 * 1024
@@ -35,8 +36,10 @@ Name = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_.:-]{0,63}$")]
 AssetId = Annotated[str, msgspec.Meta(pattern=r"^(self|[0-9a-f]{64})$")]
 ImageBytes = Annotated[bytes, msgspec.Meta(min_length=1, max_length=MAX_IMAGE_BYTES)]
 FieldBytes = Annotated[bytes, msgspec.Meta(max_length=MAX_FRAME_FIELD_BYTES)]
-ImageFormat = Literal["webp", "jpeg", "png"]
-Unit = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+ImageFormat = Literal["avif", "webp", "jpeg", "png"]
+Box = Annotated[list[Annotated[int, msgspec.Meta(ge=0, le=MAX_SIDE)]], msgspec.Meta(min_length=4, max_length=4)]
+MAX_CODES = 8
+MAX_ACKS = 64
 Fps = Annotated[float, msgspec.Meta(gt=0.0, le=240.0)]
 
 
@@ -95,7 +98,8 @@ class AssetRequest(_Message, frozen=True, tag="asset_request"):
 
 
 class Keyframe(_Message, frozen=True, tag="keyframe"):
-    """Sender -> receiver: the sender's appearance (image, alpha, landmarks) at one instant."""
+    """Sender -> receiver: the sender's appearance at one instant: the person's picture (only the
+    person: `box` is where it lies in the frame), its alpha code and the face code of its landmarks."""
 
     kf: UInt32
     seq: UInt32
@@ -104,37 +108,49 @@ class Keyframe(_Message, frozen=True, tag="keyframe"):
     height: Side
     image: ImageBytes
     image_format: ImageFormat
+    box: Box | None = None
     alpha: ImageBytes | None = None
     landmarks: FieldBytes | None = None
 
+    def __post_init__(self) -> None:
+        if self.box is not None:
+            x, y, w, h = self.box
+            if w < 1 or h < 1 or x + w > self.width or y + h > self.height:
+                raise ValueError("`box` must lie inside the frame - at `$.box`")
 
-class Frame(_Message, frozen=True, tag="frame"):
-    """Sender -> receiver, every frame: pose, expression (landmarks), alpha code, face state."""
+
+class Setup(_Message, frozen=True, tag="setup"):
+    """Sender -> receiver, state: what a code needs before it can decode frames (e.g. the sender's
+    neutral face for the expression code), sent when it changes, before the frames that use it."""
+
+    code: Name
+    payload: FieldBytes
+
+
+FACE_STATES: tuple[Literal["tracked", "held", "lost"], ...] = ("tracked", "held", "lost")
+
+
+class Frame(msgspec.Struct, tag="f", array_like=True, forbid_unknown_fields=True, frozen=True):
+    """Sender -> receiver, every frame, as an array: sequence number, capture time in ms after its
+    keyframe's `ts_us`, the keyframe it is drawn from, the face state (index into FACE_STATES) and one
+    payload per negotiated code, in the order the session negotiated them (protocol.md 3.3)."""
 
     seq: UInt32
-    ts_us: TimestampUs
+    dt_ms: UInt32
     kf: UInt32
-    face: Literal["tracked", "held", "lost"]
-    confidence: Unit = 0.0
-    pose: Annotated[list[float], msgspec.Meta(min_length=6, max_length=6)] | None = None
-    landmarks: FieldBytes | None = None
-    alpha: FieldBytes | None = None
-    ref: UInt32 | None = None
+    face: Annotated[int, msgspec.Meta(ge=0, le=len(FACE_STATES) - 1)]
+    codes: Annotated[list[FieldBytes | None], msgspec.Meta(max_length=MAX_CODES)] = []
 
-    def __post_init__(self) -> None:
-        if self.pose is not None:
-            if not all(math.isfinite(v) for v in self.pose):
-                raise ValueError("pose values must be finite - at `$.pose`")
-            if not all(-180.0 <= v <= 180.0 for v in self.pose[:3]):
-                raise ValueError("pose angles must lie in [-180, 180] degrees - at `$.pose`")
-            if not all(abs(v) <= 4 * MAX_SIDE for v in self.pose[3:5]):
-                raise ValueError("pose translation out of range - at `$.pose`")
-            if not 0.0 < self.pose[5] <= 4 * MAX_SIDE:
-                raise ValueError("pose scale must lie in (0, 16384] - at `$.pose`")
-        if self.face == "lost" and self.landmarks is not None:
-            raise ValueError("a lost face carries no landmarks - at `$.landmarks`")
-        if self.ref is not None and self.ref >= self.seq:
-            raise ValueError("`ref` must name an earlier frame - at `$.ref`")
+    @property
+    def face_state(self) -> Literal["tracked", "held", "lost"]:
+        return FACE_STATES[self.face]
+
+
+class Ack(msgspec.Struct, tag="a", array_like=True, forbid_unknown_fields=True, frozen=True):
+    """Receiver -> sender, a few times a second: [seq, receive time in µs of the receiver's clock]
+    for each frame received since the last ack (the sender's rate control reads the link from them)."""
+
+    frames: Annotated[list[tuple[UInt32, TimestampUs]], msgspec.Meta(min_length=1, max_length=MAX_ACKS)]
 
 
 class KeyframeRequest(_Message, frozen=True, tag="keyframe_request"):
@@ -172,16 +188,21 @@ class Bye(_Message, frozen=True, tag="bye"):
     reason: ShortText = ""
 
 
-Message = (
-    Hello | Welcome | Identity | IdentitySwitch | AssetRequest | Keyframe | Frame
+ControlMessage = (
+    Hello | Welcome | Identity | IdentitySwitch | AssetRequest | Keyframe | Setup
     | KeyframeRequest | Ping | Pong | Stats | Error | Bye
 )
+StreamMessage = Frame | Ack
+Message = ControlMessage | StreamMessage
 
-SENDER_MESSAGES: tuple[type, ...] = (Hello, Identity, IdentitySwitch, Keyframe, Frame, Ping, Pong, Stats, Error, Bye)
-RECEIVER_MESSAGES: tuple[type, ...] = (Welcome, AssetRequest, KeyframeRequest, Ping, Pong, Stats, Error, Bye)
+SENDER_MESSAGES: tuple[type, ...] = (Hello, Identity, IdentitySwitch, Keyframe, Setup, Frame, Ping, Pong, Stats, Error, Bye)
+RECEIVER_MESSAGES: tuple[type, ...] = (Welcome, AssetRequest, KeyframeRequest, Ack, Ping, Pong, Stats, Error, Bye)
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(Message)
+_decoder = msgspec.msgpack.Decoder(ControlMessage)
+_stream_decoder = msgspec.msgpack.Decoder(StreamMessage)
+# The first byte of a msgpack array (fixarray, array 16, array 32): a stream message.
+_ARRAY_HEADS = frozenset(range(0x90, 0xA0)) | {0xDC, 0xDD}
 _FIELD = re.compile(r"at `\$((?:\.[A-Za-z_]\w*|\[\d+\])*)`")
 
 
@@ -194,7 +215,7 @@ def decode(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Message:
     if len(data) > max_bytes:
         raise MessageValidationError(f"message of {len(data)} bytes exceeds the limit of {max_bytes}")
     try:
-        message: Message = _decoder.decode(data)
+        message: Message = (_stream_decoder if data[:1] and data[0] in _ARRAY_HEADS else _decoder).decode(data)
     except msgspec.ValidationError as exc:
         text = str(exc)
         match = _FIELD.search(text)

@@ -56,8 +56,11 @@ def records(path: Path) -> list[bytes]:
     return out
 
 
-def normalised(raw: bytes) -> dict[str, object]:
+def normalised(raw: bytes) -> dict[str, object] | list[object]:
+    """A message with its wall-clock timestamps zeroed (stream messages, arrays, carry only relative times)."""
     message = msgspec.msgpack.decode(raw)
+    if isinstance(message, list):
+        return message
     return {key: (0 if key in TIMESTAMP_FIELDS else value) for key, value in message.items()}
 
 
@@ -76,7 +79,8 @@ def digest(prefix: str, avatar: str) -> dict[str, object]:
         messages = [normalised(raw) for raw in records(stream)]
         pictures = [cv2.imread(str(p)) for p in sorted(shown.glob("*.png"))]
     return {
-        "messages": [{"t": m["t"], "sha256": hashlib.sha256(msgspec.msgpack.encode(m)).hexdigest()} for m in messages],
+        "messages": [{"t": m[0] if isinstance(m, list) else m["t"], "sha256": hashlib.sha256(msgspec.msgpack.encode(m)).hexdigest()}
+                     for m in messages],
         "frames": [{"sha256": hashlib.sha256(np.ascontiguousarray(p).tobytes()).hexdigest(), "mean": round(float(p.mean()), 3)}
                    for p in pictures],
     }
