@@ -144,7 +144,12 @@ class LiveReceiver:
                 return
             elif self.steady_clock:
                 await asyncio.to_thread(self.player.repeat, dt_s)
-            active = self.server.active if self.server else None
-            self.player.stats.dropped = slot.dropped + (active.sender_dropped if active else 0)
+            self.player.stats.dropped = slot.dropped + self._sender_dropped()
             self.player.stats.rtt_ms = self.server.rtt_ms if self.server else None
             self.player.stats.tick()
+
+    def _sender_dropped(self) -> int:
+        # Read through a method, not a local of _render's loop: a local would keep an ended session (and its
+        # keyframe) alive while the loop waits for the next job.
+        active = self.server.active if self.server else None
+        return active.sender_dropped if active else 0
