@@ -88,7 +88,7 @@ class ReceiverServer:
         try:
             while protocol.state is not State.CLOSED:
                 try:
-                    data: bytes | str | None = await asyncio.wait_for(ws.recv(), POLL_S)
+                    data: bytes | str | None = await asyncio.wait_for(ws.recv(), protocol.next_tick_s or POLL_S)
                 except TimeoutError:
                     data = None
                 now = time.monotonic()

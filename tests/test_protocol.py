@@ -491,3 +491,28 @@ def test_bye_closes_normally_either_way() -> None:
     assert events == [p.MessageReceived(m.Bye(reason="end of input"))]
     assert rcv.state is p.State.CLOSED and rcv.close is not None and rcv.close.code == 1000
     assert rcv.receive(m.encode(frame(3)), 1.1) == []  # closed: nothing more is read
+
+
+# --- acks ------------------------------------------------------------------------------------------
+
+def test_the_receiver_acks_frames_within_the_ack_interval() -> None:
+    _, rcv = open_pair(now=0.0)
+    rcv.data_to_send()
+    assert rcv.next_tick_s is None
+    rcv.receive(m.encode(frame(1)), 10.0)
+    rcv.receive(m.encode(frame(2)), 10.02)
+    assert rcv.next_tick_s == pytest.approx(0.05)
+    rcv.tick(10.049)
+    assert [msg for msg in sent(rcv) if isinstance(msg, m.Ack)] == []
+    rcv.tick(10.05)
+    assert [msg for msg in sent(rcv) if isinstance(msg, m.Ack)] == [m.Ack(frames=[(1, 10_000_000), (2, 10_020_000)])]
+    assert rcv.next_tick_s is None
+
+
+def test_a_full_ack_goes_at_once() -> None:
+    _, rcv = open_pair(now=0.0)
+    rcv.data_to_send()
+    for seq in range(1, m.MAX_ACKS + 1):
+        rcv.receive(m.encode(frame(seq)), 1.0)
+    (ack,) = [msg for msg in sent(rcv) if isinstance(msg, m.Ack)]
+    assert [seq for seq, _ in ack.frames] == list(range(1, m.MAX_ACKS + 1))

@@ -86,6 +86,7 @@ class Limits:
     byte_burst: float = 2 * m.MAX_MESSAGE_BYTES
     handshake_timeout_s: float = 5.0
     idle_timeout_s: float = 20.0
+    ack_interval_s: float = 0.05  # the receiver acks the frames that arrived at most this long ago
 
 
 def close_reason(text: str) -> str:
@@ -220,6 +221,8 @@ class ReceiverProtocol(_Connection):
         self._assets = list(assets)[:1024]
         self._message_bucket = TokenBucket(self.limits.messages_per_second, self.limits.message_burst)
         self._byte_bucket = TokenBucket(self.limits.bytes_per_second, self.limits.byte_burst)
+        self._arrivals: list[tuple[int, int]] = []  # frames not acked yet: (seq, arrival µs)
+        self._first_arrival = 0.0
         self.session_id = secrets.token_hex(8)
         self.version: int | None = None
         self.peer_capabilities: list[str] = []  # what the sender's hello offered
@@ -233,9 +236,34 @@ class ReceiverProtocol(_Connection):
             message = self._decode(data, now)
             if self.state is State.AWAIT_HELLO:
                 return [self._accept(message)]
+            if isinstance(message, m.Frame):
+                self._arrived(message.seq, now)
             return self._opened(message, m.Hello, now)
         except ProtocolError as exc:
             return [self.fail(exc)]
+
+    def _arrived(self, seq: int, now: float) -> None:
+        if not self._arrivals:
+            self._first_arrival = now
+        self._arrivals.append((seq, int(now * 1e6)))
+        if len(self._arrivals) >= m.MAX_ACKS:
+            self._send_acks()
+
+    def tick(self, now: float) -> list[Event]:
+        """Timeouts and pings (every side), and the acks of frames that arrived `ack_interval_s` ago or more."""
+        events = super().tick(now)
+        if self._arrivals and self.state is State.OPEN and now - self._first_arrival >= self.limits.ack_interval_s:
+            self._send_acks()
+        return events
+
+    @property
+    def next_tick_s(self) -> float | None:
+        """How soon the shell should call tick() again for the acks (None: no ack is pending)."""
+        return self.limits.ack_interval_s if self._arrivals else None
+
+    def _send_acks(self) -> None:
+        self.send(m.Ack(frames=self._arrivals))
+        self._arrivals = []
 
     def refuse(self, error: ProtocolError) -> ConnectionFailed:
         """Refuse a peer that passed the handshake (e.g. `busy`): the error replaces the queued `welcome`."""
