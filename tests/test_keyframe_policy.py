@@ -43,6 +43,21 @@ def test_requested_and_first_faces_do_not_wait() -> None:
     assert not policy.decide(_analysis(1.1, shut))
 
 
+def test_the_receivers_requests_are_served_at_most_once_every_two_seconds() -> None:
+    lm = astronaut_landmarks()
+    policy = KeyframePolicy(interval_s=1e9)
+    assert policy.decide(_analysis(0.0, lm))
+    made = []
+    for step in range(1, 200):  # a receiver asking at every frame for ~6.6 s
+        policy.request_from_peer()
+        if policy.decide(_analysis(step / 30, lm)):
+            made.append(step / 30)
+    assert len(made) == 4 and all(b - a > 2.0 - 1e-6 for a, b in zip(made, made[1:], strict=False))
+    assert not policy.decide(_analysis(6.7, lm))
+    policy.request()  # a new session is not rate-limited
+    assert policy.decide(_analysis(6.71, lm))
+
+
 def test_requests_from_another_thread_are_never_lost() -> None:
     """Every request is answered by a keyframe decided after it, however the two threads interleave."""
     policy = KeyframePolicy(interval_s=1e9)
