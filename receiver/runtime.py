@@ -28,9 +28,11 @@ log = logging.getLogger(__name__)
 
 
 def play_stream(path: str | Path, player: Player) -> int:
-    """Decodes a stream file in order; every frame message yields exactly one output picture."""
+    """Decodes a stream file in order and writes one picture per frame period of the input, by capture
+    time: a frame the sender skipped (its link or budget had no room) repeats the picture before it, so
+    the output lines up with the input frame for frame. Returns the number of pictures written."""
     reuse_heap_memory()  # render and compose allocate frame-sized arrays every frame
-    frames = 0
+    pictures = 0
     with StreamReader(path) as reader:
         unknown = [code for code in reader.header.codes if code not in FIELD_CODECS]
         if unknown:
@@ -38,24 +40,32 @@ def play_stream(path: str | Path, player: Player) -> int:
                                   f"(it decodes {list(FIELD_CODECS)})")
         session = Session(AssetStore(), FrameDecoder(reader.header.codes))
         dt_s = 1.0 / reader.header.fps
+        origin_us: int | None = None
         for raw in reader.raw():
             message = m.decode(raw)
             player.stats.received(len(raw))
             replies, job = session.handle(message)
             for reply in replies:
                 log.warning("stream file: the receiver would have replied %s", reply)
+            if not isinstance(message, m.Frame):
+                continue
             if job is not None:
+                origin_us = job.frame.ts_us if origin_us is None else origin_us
+                slot = round((job.frame.ts_us - origin_us) / (dt_s * 1e6))
+                while pictures < slot and player.repeat(dt_s) is not None:
+                    pictures += 1
                 player.stats.decoded()
                 player.show(job, dt_s)
-            elif isinstance(message, m.Frame) and player.repeat(dt_s) is None:
+                pictures += 1
+            elif player.repeat(dt_s) is None:
                 log.warning("frame %d has nothing to show (no keyframe before it)", message.seq)
-            if isinstance(message, m.Frame):
-                frames += 1
-                player.stats.dropped = session.sender_dropped
-                player.stats.tick()
+            else:
+                pictures += 1
+            player.stats.dropped = session.sender_dropped
+            player.stats.tick()
     player.stats.tick(force=True)
     player.sink.close()
-    return frames
+    return pictures
 
 
 @dataclass(frozen=True)

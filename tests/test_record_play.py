@@ -12,9 +12,10 @@ from facewire.receiver.sinks import FramesSink
 from facewire.receiver.stats import StatsMeter
 from facewire.sender.capture import CaptureOptions, FrameSource
 from facewire.sender.runner import record_stream
+from facewire.sender.stream import FeatureStream, decide_keyframe
 from facewire.sender.uplink import IdentityBook
 from facewire.shared.wire import messages as m
-from facewire.shared.wire.streamfile import StreamReader
+from facewire.shared.wire.streamfile import StreamHeader, StreamReader, StreamWriter
 from tests.wire_fixtures import KeyframeRenderer, SyntheticAnalyzer, write_frames
 
 
@@ -47,3 +48,18 @@ def test_record_respects_max_frames_and_loop(tmp_path: Path) -> None:
     with StreamReader(path) as reader:
         seqs = [message.seq for message in reader if isinstance(message, m.Frame)]
     assert len(seqs) == 12 and seqs == sorted(seqs)
+
+
+def test_frames_the_sender_skipped_repeat_the_picture_before_them(tmp_path: Path) -> None:
+    frames = write_frames(tmp_path / "in", 12, size=(64, 48))
+    source = FrameSource(str(frames), CaptureOptions(fps=25.0, media_clock=True))
+    stream, analyzer, path = FeatureStream(), SyntheticAnalyzer(), tmp_path / "gaps.fws"
+    with StreamWriter(path, StreamHeader(protocol=m.PROTOCOL_VERSION, width=64, height=48, fps=25.0, created_us=0)) as writer:
+        for frame in source:
+            analysis = decide_keyframe(analyzer, analyzer.analyze(frame), stream.policy)
+            if frame.index in (3, 4, 5, 9):  # the link had no room for these
+                continue
+            for message in stream.encode(analysis):
+                writer.write(m.encode(message))
+    shown = play_stream(path, Player(KeyframeRenderer(), FramesSink(tmp_path / "out"), StatsMeter()))
+    assert shown == 12 and len(list((tmp_path / "out").glob("*.png"))) == 12
