@@ -316,15 +316,6 @@ def test_byte_rate_limit() -> None:
     failed(rcv.receive(data, 0.0), ErrorCode.RATE_LIMITED, 4005)
 
 
-def test_token_bucket() -> None:
-    bucket = p.TokenBucket(rate=2.0, burst=3.0)
-    assert [bucket.take(1, 10.0) for _ in range(4)] == [True, True, True, False]
-    assert bucket.take(1, 10.5) and not bucket.take(1, 10.5)
-    assert bucket.take(3, 100.0)  # refills up to the burst, never beyond
-    assert not bucket.take(0.5, 100.0)
-    assert not bucket.take(4, 200.0)  # more than the burst never passes
-
-
 def test_receiver_handshake_timeout() -> None:
     rcv = receiver(now=100.0)
     assert rcv.check_timeouts(104.9) == []

@@ -17,6 +17,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from facewire.shared.process.tokens import TokenBucket
 from facewire.shared.wire import messages as m
 from facewire.shared.wire.errors import ErrorCode, ProtocolError
 
@@ -55,26 +56,6 @@ class ConnectionFailed:
 
 
 Event = HandshakeDone | MessageReceived | ConnectionFailed
-
-
-@dataclass
-class TokenBucket:
-    """Allows `rate` units a second with bursts up to `burst`."""
-
-    rate: float
-    burst: float
-    level: float = -1.0
-    stamp: float = 0.0
-
-    def take(self, amount: float, now: float) -> bool:
-        if self.level < 0:
-            self.level, self.stamp = self.burst, now
-        self.level = min(self.burst, self.level + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if amount > self.level:
-            return False
-        self.level -= amount
-        return True
 
 
 @dataclass(frozen=True)
