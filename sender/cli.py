@@ -13,9 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from facewire.sender.capture import CaptureError, CaptureOptions, FrameSource
+from facewire.sender.coding import DEFAULT_BITRATE_BPS, Budget, FrameCoder
 from facewire.sender.identity import identity_messages, with_embedding
 from facewire.sender.runner import record_stream, stream_live
-from facewire.sender.stream import FeatureStream
 from facewire.sender.uplink import IdentityBook, Uplink, UplinkError, UplinkStats
 from facewire.shared.face.identity import IdentityError
 from facewire.shared.models.onnx import add_provider_arguments
@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--face-backend", choices=("mediapipe", "insightface"), default="mediapipe",
                         help="insightface (buffalo_l, downloaded with facewire-models) adds an identity embedding")
     parser.add_argument("--matte", choices=MATTES, default="auto", help="matting mode (default auto)")
+    parser.add_argument("--bitrate", type=_kbps, metavar="KBPS",
+                        help="ceiling on everything sent, in kbit/s over any 10 s (default 256; live, the rate control "
+                             "finds the link's rate below it)")
     parser.add_argument("--cafile", type=Path, help="CA certificate (PEM) to trust for wss://")
     parser.add_argument("--stats", action="store_true", help="print link statistics once a second")
     add_common_arguments(parser)
@@ -80,10 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         source = FrameSource(args.input, options)
         analyzer = make_analyzer(args.matte, args.providers)
         try:
+            coder = FrameCoder(budget=Budget.at_most(args.bitrate * 1000 if args.bitrate else DEFAULT_BITRATE_BPS))
             if args.record_stream:
                 cycle = round(args.identity_cycle * source.fps) if args.identity_cycle else None
-                return _record(source, analyzer, args.record_stream, identities, cycle)
-            return _stream(source, analyzer, args, identities)
+                return _record(source, analyzer, args.record_stream, identities, cycle, coder)
+            return _stream(source, analyzer, args, identities, coder)
         finally:
             source.close()
             analyzer.close()
@@ -108,7 +112,15 @@ def _identities(args: argparse.Namespace) -> list[m.Identity]:
     return messages
 
 
-def _record(source: FrameSource, analyzer: Analyzer, path: Path, identities: IdentityBook, cycle: int | None) -> int:
+def _kbps(text: str) -> float:
+    value = float(text)
+    if not 1.0 <= value <= 100_000.0:
+        raise argparse.ArgumentTypeError(f"{text} kbps is out of range (1-100000)")
+    return value
+
+
+def _record(source: FrameSource, analyzer: Analyzer, path: Path, identities: IdentityBook, cycle: int | None,
+            coder: FrameCoder) -> int:
     start = time.monotonic()
 
     def progress(frames: int, nbytes: int) -> None:
@@ -116,18 +128,19 @@ def _record(source: FrameSource, analyzer: Analyzer, path: Path, identities: Ide
             elapsed = time.monotonic() - start
             print(f"\r{frames} frames, {nbytes / 1024:.0f} KiB, {frames / elapsed:.1f} fps", end="", file=sys.stderr)
 
-    writer = record_stream(source, analyzer, path, identities, progress, cycle)
+    writer = record_stream(source, analyzer, path, identities, progress, cycle, coder)
     elapsed = time.monotonic() - start
     print(f"\rwrote {path}: {writer.messages} messages, {writer.bytes} bytes in {elapsed:.1f} s", file=sys.stderr)
     return 0
 
 
-def _stream(source: FrameSource, analyzer: Analyzer, args: argparse.Namespace, identities: IdentityBook) -> int:
+def _stream(source: FrameSource, analyzer: Analyzer, args: argparse.Namespace, identities: IdentityBook,
+            coder: FrameCoder) -> int:
     context = None
     if args.connect.startswith("wss://"):
         context = ssl.create_default_context(cafile=args.cafile)
-    uplink = Uplink(args.connect, args.token, FeatureStream(), identities, context,
-                    on_stats=_printer() if args.stats else None)
+    uplink = Uplink(args.connect, args.token, coder, identities, context, on_stats=_printer() if args.stats else None,
+                    fps=source.fps)
     stats = asyncio.run(_live(source, analyzer, uplink, args.identity_cycle))
     log.info("sent %d frames (%d keyframes, %.0f KiB), dropped %d stale, %d connection(s)", stats.frames_sent,
              stats.keyframes_sent, stats.bytes_sent / 1024, stats.dropped, stats.connects)

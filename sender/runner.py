@@ -9,10 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from facewire.sender.capture import FrameSource, now_us
-from facewire.sender.stream import FeatureStream, KeyframePolicy, decide_keyframe
+from facewire.sender.coding import FrameCoder, Outgoing
+from facewire.sender.sending import Ceiling, plan
+from facewire.sender.stream import FeatureStream
 from facewire.sender.uplink import IdentityBook, Uplink, UplinkStats
+from facewire.shared.codec.fields import FIELD_CODECS, negotiate
+from facewire.shared.codec.frames import FrameEncoder
 from facewire.shared.process.handoff import LatestSlot
-from facewire.shared.types import Analyzer, FrameAnalysis
+from facewire.shared.types import Analyzer
 from facewire.shared.wire import messages as m
 from facewire.shared.wire.streamfile import StreamHeader, StreamWriter
 
@@ -20,29 +24,37 @@ log = logging.getLogger(__name__)
 
 
 def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, identities: IdentityBook | None,
-                  progress: Callable[[int, int], None] | None = None, cycle_frames: int | None = None) -> StreamWriter:
-    """Writes exactly the messages the uplink would send for every frame, with no network.
+                  progress: Callable[[int, int], None] | None = None, cycle_frames: int | None = None,
+                  coder: FrameCoder | None = None) -> StreamWriter:
+    """Writes exactly the messages the uplink would send for every frame, with no network: the codes the
+    coder offers (a receiver of this version decodes them all) under its budget's bitrate as a ceiling
+    over the media clock (frames the budget cannot pay for are skipped; playback repeats the picture).
 
     With `cycle_frames`, the identity switches to the book's next one every that many frames,
     as `--identity-cycle` does live.
     """
-    stream = FeatureStream()
+    coder = coder or FrameCoder()
+    codes = negotiate(coder.codes, list(FIELD_CODECS))
+    stream, gate = FeatureStream(FrameEncoder(codes)), Ceiling(coder.budget.ceiling_bps)
     writer: StreamWriter | None = None
+    start_us = 0
     try:
         for frame in source:
-            analysis = decide_keyframe(analyzer, analyzer.analyze(frame), stream.policy)
+            item = coder.code(analyzer, analyzer.analyze(frame))
             if writer is None:
                 width, height = frame.size
+                start_us = frame.ts_us
                 header = StreamHeader(protocol=m.PROTOCOL_VERSION, width=width, height=height, fps=source.fps,
-                                      created_us=now_us(), agent="facewire-send", codes=list(stream.encoder.codes))
+                                      created_us=now_us(), agent="facewire-send", codes=codes)
                 writer = StreamWriter(path, header)
                 for message in identities.session_started([]) if identities is not None else []:
                     writer.write(m.encode(message))
             elif identities is not None and cycle_frames and frame.index % cycle_frames == 0:
                 for message in identities.switch(identities.active + 1):
                     writer.write(m.encode(message))
-            for message in stream.encode(analysis):
+            for message in plan(stream, item, gate, (frame.ts_us - start_us) / 1e6):
                 writer.write(m.encode(message))
+            coder.budget.observe_frame(stream.last_frame_bytes, source.fps)
             if progress is not None:
                 progress(frame.index + 1, writer.bytes)
     finally:
@@ -53,14 +65,14 @@ def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, ide
     return writer
 
 
-def _produce(source: FrameSource, analyzer: Analyzer, policy: KeyframePolicy, slot: LatestSlot[FrameAnalysis],
+def _produce(source: FrameSource, analyzer: Analyzer, coder: FrameCoder, slot: LatestSlot[Outgoing],
              stop: threading.Event, errors: list[BaseException]) -> None:
-    """The capture thread: capture, analyse, take the keyframe decision, hand over."""
+    """The capture thread: capture, analyse, code (keyframe decision included), hand over."""
     try:
         for frame in source:
             if stop.is_set():
                 break
-            slot.put(decide_keyframe(analyzer, analyzer.analyze(frame), policy))
+            slot.put(coder.code(analyzer, analyzer.analyze(frame)))
     except BaseException as exc:  # noqa: BLE001 - handed to the event loop, which re-raises it
         errors.append(exc)
     finally:
@@ -69,16 +81,17 @@ def _produce(source: FrameSource, analyzer: Analyzer, policy: KeyframePolicy, sl
 
 async def stream_live(source: FrameSource, analyzer: Analyzer, uplink: Uplink,
                       cycle_s: float | None = None) -> UplinkStats:
-    """Capture and analysis on a thread, the uplink on the event loop, joined by a latest-frame slot.
+    """Capture, analysis and coding on a thread, the uplink on the event loop, joined by a latest-frame
+    slot that never skips an item carrying state (a keyframe, a code's setup).
 
     With `cycle_s`, the identity switches to the book's next one every that many seconds.
     """
     loop = asyncio.get_running_loop()
-    slot: LatestSlot[FrameAnalysis] = LatestSlot(loop, keep=lambda analysis: analysis.keyframe)
+    slot: LatestSlot[Outgoing] = LatestSlot(loop, keep=lambda item: item.carries_state)
     cycler = asyncio.create_task(_cycle_identities(uplink, cycle_s)) if cycle_s else None
     stop = threading.Event()
     errors: list[BaseException] = []
-    producer = threading.Thread(target=_produce, args=(source, analyzer, uplink.stream.policy, slot, stop, errors),
+    producer = threading.Thread(target=_produce, args=(source, analyzer, uplink.coder, slot, stop, errors),
                                 name="capture", daemon=True)
     producer.start()
     try:
@@ -92,7 +105,6 @@ async def stream_live(source: FrameSource, analyzer: Analyzer, uplink: Uplink,
         raise errors[0]
     stats.dropped = slot.dropped
     return stats
-
 
 
 async def _cycle_identities(uplink: Uplink, period_s: float) -> None:

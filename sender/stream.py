@@ -1,128 +1,73 @@
-"""Sequence numbers, keyframe policy and feature encoding for one stream of analysed frames.
+"""The send side of one stream: sequence numbers, frames coded at send time, keyframes cut into parts.
 
-Two threads share a stream, each with its own part: the thread that analyses frames takes the
-keyframe decision (KeyframePolicy.decide, once per frame, marking the analysis), and the uplink's
-event loop encodes what it sends (FeatureStream.encode, which follows the mark). A keyframe request
-may come from either side; it only raises a flag that the next decision reads.
+The uplink (or the recorder) owns a FeatureStream and is its only user. It receives what the
+analysing thread prepared (sender/coding.py) and turns it into messages in send order: the codes'
+setups first, then frames drawn from the keyframe the receiver holds, with the parts of a new
+keyframe fitted in between them, so frames never wait behind a whole picture.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import threading
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from facewire.shared.codec.frames import FrameEncoder
-from facewire.shared.face.measures import eyes_shut
-from facewire.shared.types import Analyzer, FrameAnalysis
+from facewire.sender.coding import Outgoing
+from facewire.shared.codec.frames import FrameEncoder, KeyframePackage
 from facewire.shared.wire import messages as m
 
 
 @dataclass
-class KeyframePolicy:
-    """When to send a keyframe: first, when a session starts, when a face first shows, every
-    `interval_s`, and when the receiver asks — at most once every `peer_request_gap_s` (a receiver
-    cannot make the sender spend its link on keyframes; a request is deferred, not dropped).
-
-    The receiver measures expression against the keyframe's face, so a periodic keyframe waits (at
-    most `max_wait_s`) while the eyes are shut: a blink caught there would be everyone's neutral.
-    """
-
-    interval_s: float = 10.0
-    max_wait_s: float = 1.0
-    peer_request_gap_s: float = 2.0
-    _last_us: int | None = None
-    _last_had_face: bool = False
-    _last_peer_us: int | None = None
-    _requested: threading.Event = field(default_factory=threading.Event)
-    _peer_requested: threading.Event = field(default_factory=threading.Event)
-
-    def __post_init__(self) -> None:
-        self._requested.set()  # the first frame is a keyframe
-
-    def request(self) -> None:
-        """A keyframe as soon as possible: a session (re)starts (any thread)."""
-        self._requested.set()
-
-    def request_from_peer(self) -> None:
-        """The receiver asked for a keyframe (any thread); served within the rate limit."""
-        self._peer_requested.set()
-
-    def decide(self, analysis: FrameAnalysis) -> bool:
-        """Whether this frame becomes a keyframe (the analysing thread only); a yes counts as sent."""
-        ts = analysis.frame.ts_us
-        requested = self._requested.is_set()
-        if requested:
-            self._requested.clear()  # a request landing after this is served by a later frame
-        peer = self._peer_requested.is_set() and (
-            self._last_peer_us is None or ts - self._last_peer_us >= self.peer_request_gap_s * 1e6)
-        if peer:
-            self._peer_requested.clear()
-            self._last_peer_us = ts
-        if not (requested or peer or self._due(analysis)):
-            return False
-        self._last_us = ts
-        self._last_had_face = analysis.face is not None
-        return True
-
-    def _due(self, analysis: FrameAnalysis) -> bool:
-        ts = analysis.frame.ts_us
-        if not self._last_had_face and analysis.face is not None and analysis.face.state == "tracked":
-            return True  # a face appeared
-        if self._last_us is None or ts - self._last_us < self.interval_s * 1e6:
-            return False
-        overdue = ts - self._last_us >= (self.interval_s + self.max_wait_s) * 1e6
-        return overdue or analysis.face is None or not eyes_shut(analysis.face.landmarks.astype(np.float64))
-
-
-@dataclass
 class FeatureStream:
-    """Encodes analysed frames into the messages of one link session, in send order."""
-
     encoder: FrameEncoder = field(default_factory=FrameEncoder)
-    policy: KeyframePolicy = field(default_factory=KeyframePolicy)
     seq: int = 0
-    kf: int = 0
-    keyframes: int = 0
-    _session_has_keyframe: bool = False
+    keyframes: int = 0  # keyframes whose every part was sent
+    last_frame_bytes: int = 40  # the size of the last frame message: what the next one is likely to cost
+    _current: KeyframePackage | None = None  # what frames are drawn from: every part of it was sent
+    _incoming: KeyframePackage | None = None
+    _parts: deque[m.Keyframe | m.KeyframePart] = field(default_factory=deque)
 
     def restart(self, codes: Sequence[str] | None = None) -> None:
-        """A new link session (with the codes it negotiated): the receiver holds nothing, so start with a
-        keyframe and intra codes."""
+        """A new link session (with the codes it negotiated): the receiver holds nothing."""
         self.encoder.use(self.encoder.codes if codes is None else codes)
-        self._session_has_keyframe = False
-        self.policy.request()
+        self._current = self._incoming = None
+        self._parts.clear()
 
-    def request_keyframe(self) -> None:
-        """The receiver asked for one (rate-limited by the policy)."""
-        self.policy.request_from_peer()
+    def force_intra(self) -> None:
+        """The receiver lost the prediction chain: the next frame is intra."""
+        self.encoder.force_intra()
 
-    def encode(self, analysis: FrameAnalysis) -> list[m.Message]:
-        """The messages for one analysed frame: its keyframe when it was marked as one, then the frame.
+    @property
+    def current(self) -> KeyframePackage | None:
+        return self._current
 
-        Frames before the session's first keyframe are not sent: the receiver could not show them.
-        """
-        out: list[m.Message] = []
-        if analysis.keyframe:
-            self.kf += 1
+    def state_messages(self, item: Outgoing, part_bytes: int) -> list[m.Message]:
+        """What must go before this item's frame: the setups of its codes (negotiated ones only). A new
+        keyframe is queued as parts of at most `part_bytes` of picture, for `next_part`."""
+        if item.keyframe is not None:
+            self._incoming = item.keyframe
+            self._parts = deque(item.keyframe.messages(self._next_seq(), part_bytes))
+        return [m.Setup(code=code, payload=payload) for code, payload in item.setups if code in self.encoder.codes]
+
+    def next_part(self) -> m.Keyframe | m.KeyframePart | None:
+        """The next piece of the keyframe on its way, if any (call `part_sent` once it went)."""
+        return self._parts[0] if self._parts else None
+
+    def part_sent(self) -> None:
+        self._parts.popleft()
+        if not self._parts and self._incoming is not None:
+            self._current, self._incoming = self._incoming, None
             self.keyframes += 1
-            self._session_has_keyframe = True
-            out.append(self.encoder.keyframe(analysis, kf=self.kf, seq=self._next_seq()))
-        if self._session_has_keyframe:
-            out.append(self.encoder.frame(analysis, seq=self._next_seq(), kf=self.kf))
-        return out
+
+    def frame(self, item: Outgoing) -> m.Frame | None:
+        """The frame message, or None while the receiver holds no keyframe to draw it from."""
+        current = self._current
+        if current is None:
+            return None
+        frame = self.encoder.frame(item.frame, self._next_seq(), current.state.kf, current.ts_us)
+        self.last_frame_bytes = len(m.encode(frame))
+        return frame
 
     def _next_seq(self) -> int:
         self.seq = (self.seq + 1) % 2**32
         return self.seq
-
-
-def decide_keyframe(analyzer: Analyzer, analysis: FrameAnalysis, policy: KeyframePolicy) -> FrameAnalysis:
-    """The analysis, marked as a keyframe when the policy says so, with the despilled foreground attached
-    (costly, so only then): the keyframe then carries no screen colour."""
-    if not policy.decide(analysis):
-        return analysis
-    return dataclasses.replace(analysis, keyframe=True, foreground=analyzer.foreground())

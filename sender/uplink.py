@@ -1,9 +1,11 @@
-"""The sender's websocket client: handshake, identity, latest-frame-wins streaming, reconnects.
+"""The sender's websocket client: handshake, identity, rate-controlled latest-frame-wins streaming, reconnects.
 
-A thin asyncio shell around `shared.protocol.SenderProtocol`. Analysed frames arrive in
-a `LatestSlot`; they are encoded only when the link can take them, so a slow link drops
-stale frames (counted) instead of queueing them, while identity and keyframe messages
-are always sent, in order, before the frame that needs them.
+A thin asyncio shell around `facewire.shared.wire.protocol.SenderProtocol`. Coded frames arrive in
+a `LatestSlot`; what goes out for each is planned by sender/sending.py under a rate controller
+(sender/congestion) fed with the receiver's acks: a frame goes only when the bytes in flight leave
+room for it, so a slow link skips stale frames (counted) instead of queueing them in the kernel,
+while identities, setups and keyframes always go, in order, keyframes in parts between frames.
+The kernel's send buffer is kept small so the controller, not the socket, holds the queue.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ import msgspec
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
+from facewire.sender.coding import FrameCoder, Outgoing
+from facewire.sender.congestion import RateController
+from facewire.sender.sending import parts, plan
 from facewire.sender.stream import FeatureStream
 from facewire.shared.codec.fields import negotiate
 from facewire.shared.codec.predictive import CodeError
 from facewire.shared.process.handoff import LatestSlot
-from facewire.shared.types import FrameAnalysis
 from facewire.shared.wire import messages as m
 from facewire.shared.wire.errors import ErrorCode
 from facewire.shared.wire.protocol import ConnectionFailed, HandshakeDone, MessageReceived, SenderProtocol
@@ -62,6 +66,8 @@ class UplinkStats:
     connects: int = 0
     keyframe_requests: int = 0
     rtt_ms: float | None = None
+    target_kbps: float = 0.0
+    skipped: int = 0  # frames the rate control kept off the link (their features would have queued)
 
 
 @dataclass
@@ -110,18 +116,22 @@ class IdentityBook:
 class Uplink:
     url: str
     token: str
-    stream: FeatureStream
+    coder: FrameCoder = field(default_factory=FrameCoder)  # the analysing thread's: its budget and policy
     identities: IdentityBook | None = None
     ssl_context: ssl.SSLContext | None = None
     stats: UplinkStats = field(default_factory=UplinkStats)
     backoff: Backoff = field(default_factory=Backoff)
     on_stats: Callable[[UplinkStats], None] | None = None
-    send_buffer_bytes: int = 64 * 1024
+    # A few KiB: enough for a keyframe part, never seconds of a thin link (Linux doubles what is asked).
+    send_buffer_bytes: int = 8 * 1024
+    fps: float = 30.0  # the source's, for the budget's estimate of what the frames cost
+    stream: FeatureStream = field(default_factory=FeatureStream)
     protocol: SenderProtocol | None = None  # the current connection's, while connected
+    controller: RateController | None = None  # the current connection's
     _priority: deque[m.Message] = field(default_factory=deque)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def run(self, slot: LatestSlot[FrameAnalysis]) -> UplinkStats:
+    async def run(self, slot: LatestSlot[Outgoing]) -> UplinkStats:
         """Streams until the source ends; reconnects with backoff whenever the link drops."""
         while True:
             try:
@@ -139,11 +149,11 @@ class Uplink:
                 return self.stats
             await asyncio.sleep(self.backoff.delay())
 
-    async def _connect_once(self, slot: LatestSlot[FrameAnalysis]) -> bool:
+    async def _connect_once(self, slot: LatestSlot[Outgoing]) -> bool:
         async with connect(self.url, ssl=self.ssl_context, max_size=m.MAX_MESSAGE_BYTES, open_timeout=5,
-                           ping_interval=None, write_limit=64 * 1024, compression=None) as ws:
+                           ping_interval=None, write_limit=self.send_buffer_bytes, compression=None) as ws:
             _limit_send_buffer(ws, self.send_buffer_bytes)
-            offered = list(self.stream.encoder.codes)
+            offered = list(self.coder.codes)
             protocol = SenderProtocol(self.token, time.monotonic(), agent="facewire-send", capabilities=offered)
             await self._flush(ws, protocol)
             welcome = await self._await_welcome(ws, protocol)
@@ -156,6 +166,8 @@ class Uplink:
             log.info("connected to %s (session %s, codes %s, renderers %s)", self.url, welcome.session, codes,
                      welcome.renderers)
             self.stream.restart(codes)
+            self.coder.policy.request()  # the receiver holds nothing: a keyframe first
+            self.controller = RateController(self.coder.budget.ceiling_bps)
             self._priority.clear()
             if self.identities is not None:
                 self._priority.extend(self.identities.session_started(welcome.assets))
@@ -209,9 +221,13 @@ class Uplink:
                 return
 
     def _handle(self, message: m.Message) -> None:
-        if isinstance(message, m.KeyframeRequest):
+        if isinstance(message, m.Ack):
+            if self.controller is not None:
+                self.controller.on_acks(message.frames, time.monotonic())
+        elif isinstance(message, m.KeyframeRequest):
             self.stats.keyframe_requests += 1
-            self.stream.request_keyframe()
+            self.stream.force_intra()
+            self.coder.policy.request_from_peer()
         elif isinstance(message, m.AssetRequest) and self.identities is not None:
             self._priority.extend(self.identities.requested(message.asset))
             self._wake.set()
@@ -220,44 +236,70 @@ class Uplink:
         elif isinstance(message, m.Bye):
             log.info("receiver said bye: %s", message.reason)
 
-    async def _write(self, ws: ClientConnection, protocol: SenderProtocol, slot: LatestSlot[FrameAnalysis],
+    async def _write(self, ws: ClientConnection, protocol: SenderProtocol, slot: LatestSlot[Outgoing],
                      reader: asyncio.Task[None]) -> bool:
+        controller = self.controller
+        assert controller is not None
         last_stats = time.monotonic()
         while True:
             while self._priority:
-                await self._send(ws, protocol, self._priority.popleft())
+                await self._send(ws, protocol, self._priority.popleft(), controller)
             getter = asyncio.ensure_future(slot.get())
             self._wake.clear()
             waker = asyncio.ensure_future(self._wake.wait())
-            done, _ = await asyncio.wait({getter, reader, waker}, timeout=protocol.heartbeat.interval_s,
+            done, _ = await asyncio.wait({getter, reader, waker}, timeout=self._wait_s(protocol, controller),
                                          return_when=asyncio.FIRST_COMPLETED)
             waker.cancel()
             now = time.monotonic()
+            controller.tick(now)
             protocol.tick(now)
             await self._flush(ws, protocol)
             if reader in done:
                 getter.cancel()
                 reader.result()
                 raise websockets.exceptions.ConnectionClosedOK(None, None)
-            if getter not in done:
+            if getter in done:
+                item = getter.result()
+                if item is None:
+                    return True
+                messages = plan(self.stream, item, controller, now)
+                if not any(isinstance(message, m.Frame) for message in messages):
+                    self.stats.skipped += 1
+            else:
                 getter.cancel()
-                continue
-            analysis = getter.result()
-            if analysis is None:
-                return True
-            for message in self.stream.encode(analysis):
+                messages = parts(self.stream, controller, now)
+            for message in messages:
                 await self._send(ws, protocol, message)
+            self._steer(controller)
             if now - last_stats >= 1.0:
                 last_stats = now
                 self.stats.dropped = slot.dropped
                 self.stats.rtt_ms = protocol.rtt_ms
-                await self._send(ws, protocol, m.Stats(frames=self.stats.frames_sent, dropped=slot.dropped))
+                await self._send(ws, protocol, m.Stats(frames=self.stats.frames_sent, dropped=slot.dropped), controller)
                 if self.on_stats is not None:
                     self.on_stats(self.stats)
 
-    async def _send(self, ws: ClientConnection, protocol: SenderProtocol, message: m.Message) -> None:
-        protocol.send(message)
+    def _wait_s(self, protocol: SenderProtocol, controller: RateController) -> float:
+        """Until the next ping, or sooner when a keyframe part is waiting for the pacer."""
+        part = self.stream.next_part()
+        if part is None:
+            return protocol.heartbeat.interval_s
+        now = time.monotonic()
+        return min(protocol.heartbeat.interval_s, max(0.005, controller.next_send_time(len(m.encode(part)), now) - now))
+
+    def _steer(self, controller: RateController) -> None:
+        """Tell the analysing thread what the link allows now (it sizes keyframes and layers by it)."""
+        self.coder.budget.target_bps = controller.target_bps
+        self.coder.budget.observe_frame(self.stream.last_frame_bytes, self.fps)
+        self.stats.target_kbps = controller.target_bps / 1000
+
+    async def _send(self, ws: ClientConnection, protocol: SenderProtocol, message: m.Message,
+                    charge: RateController | None = None) -> None:
+        """Send one message; `charge`: a message outside the sending plan, whose bytes the controller must learn of."""
+        data = protocol.send(message)
         await self._flush(ws, protocol)
+        if charge is not None:
+            charge.on_send_uncontrolled(len(data), time.monotonic())
         if isinstance(message, m.Frame):
             self.stats.frames_sent += 1
         elif isinstance(message, m.Keyframe):

@@ -102,7 +102,6 @@ class FrameAnalysis:
     face: FaceObservation | None
     alpha: Alpha | None
     foreground: Image | None = None  # the frame with spill removed, when the matter computes it
-    keyframe: bool = False  # the sender decided this frame becomes a keyframe (sender/stream.py, KeyframePolicy)
 
     @property
     def face_state(self) -> FaceState:

@@ -6,25 +6,44 @@ Every code has a *role*: `face` (the landmarks; one is required), `alpha` (the m
 each role, the first offered code the receiver decodes. A frame carries one payload per negotiated
 code, in the negotiated order.
 
-A new code is a new FieldCodec (an encoder that reads the coded frame, a decoder that writes what
-it recovers into the frame being decoded) and its capability name in `FIELD_CODECS`. An encoder
-runs at send time, so only frames that are sent feed its prediction state; a decoder sees every
-sent frame in order.
+A code has up to three parts, on the sender's two threads and the receiver:
+- a *preparer* on the thread that analyses frames computes what the receiver will decode (pure, so
+  the sender's replica of the receiver can draw with it) and any setup the decoder needs first;
+- an *encoder* at send time turns that into bytes, predicting from the last frame it coded (only
+  frames that are sent feed its state);
+- a *decoder* on the receiver, which sees every sent frame in order.
+A new code is a new FieldCodec and its capability name in `FIELD_CODECS`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from facewire.shared.codec.alpha import AlphaDecoder, AlphaEncoder, upsample
-from facewire.shared.codec.landmarks import LandmarkDecoder, LandmarkEncoder
+from facewire.shared.codec.landmarks import LandmarkDecoder, LandmarkEncoder, dequantise, quantise
 from facewire.shared.codec.predictive import CodeError
 from facewire.shared.types import Alpha, FrameAnalysis, Landmarks
 
 Role = Literal["face", "alpha", "layer"]
 REQUIRED_ROLES: tuple[Role, ...] = ("face",)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What the preparing side computed for one code on one frame."""
+
+    landmarks: Landmarks | None = None  # a face code: exactly what the receiver will decode
+    values: object = None  # the code's own data, for its send-time encoder
+
+
+@dataclass(frozen=True)
+class CodedFrame:
+    """An analysed frame with each code's prepared values, handed from the analysing thread to the uplink."""
+
+    analysis: FrameAnalysis
+    prepared: Mapping[str, Prepared] = field(default_factory=dict)
 
 
 @dataclass
@@ -36,9 +55,23 @@ class FrameDraft:
     alpha: Alpha | None = None
 
 
+class FieldPreparer(Protocol):
+    def prepare(self, analysis: FrameAnalysis) -> Prepared | None:
+        """This frame's values, or None when the frame has nothing for this code (e.g. no face)."""
+        ...
+
+    def take_setup(self) -> bytes | None:
+        """A setup payload the decoder needs before the frames prepared from now on (once), or None."""
+        ...
+
+    def keyframe_code(self, prepared: Prepared) -> bytes:
+        """An intra code of these values, for a keyframe's `landmarks` (face codes)."""
+        ...
+
+
 class FieldEncoder(Protocol):
-    def encode(self, analysis: FrameAnalysis, intra: bool) -> bytes | None:
-        """This frame's payload, or None when the frame has nothing for this code (e.g. no face)."""
+    def encode(self, frame: CodedFrame, intra: bool) -> bytes | None:
+        """This frame's payload, or None when the frame has nothing for this code."""
         ...
 
     def reset(self) -> None:
@@ -51,6 +84,14 @@ class FieldDecoder(Protocol):
         """Decode one payload into the draft; raises CodeError when it cannot."""
         ...
 
+    def setup(self, payload: bytes) -> None:
+        """A `setup` message for this code; raises CodeError when the code has none or it does not decode."""
+        ...
+
+    def decode_keyframe(self, payload: bytes) -> Landmarks:
+        """A keyframe's `landmarks` (face codes); raises CodeError."""
+        ...
+
     def reset(self) -> None: ...
 
 
@@ -60,25 +101,64 @@ class FieldCodec:
     role: Role
     new_encoder: Callable[[], FieldEncoder]
     new_decoder: Callable[[], FieldDecoder]
+    new_preparer: Callable[[], FieldPreparer]
+
+
+class _NoSetup:
+    """For codes with no setup and no keyframe code."""
+
+    def take_setup(self) -> bytes | None:
+        return None
+
+    def setup(self, payload: bytes) -> None:
+        raise CodeError("this code has no setup")
+
+    def keyframe_code(self, prepared: Prepared) -> bytes:
+        raise CodeError("this code codes no keyframe")
+
+    def decode_keyframe(self, payload: bytes) -> Landmarks:
+        raise CodeError("this code codes no keyframe")
+
+
+class _Unprepared(_NoSetup):
+    """A code whose encoder reads the analysis itself."""
+
+    def prepare(self, analysis: FrameAnalysis) -> Prepared | None:
+        return None
+
+
+class _LandmarkPreparer(_NoSetup):
+    """The raw landmark code: the receiver decodes the 1/4-px grid (to within its dead zone)."""
+
+    def prepare(self, analysis: FrameAnalysis) -> Prepared | None:
+        return None if analysis.face is None else Prepared(dequantise(quantise(analysis.face.landmarks)))
+
+    def keyframe_code(self, prepared: Prepared) -> bytes:
+        assert prepared.landmarks is not None
+        return LandmarkEncoder().encode(prepared.landmarks, intra=True)
 
 
 @dataclass
 class _LandmarkField:
     coder: LandmarkEncoder = field(default_factory=LandmarkEncoder)
 
-    def encode(self, analysis: FrameAnalysis, intra: bool) -> bytes | None:
-        return None if analysis.face is None else self.coder.encode(analysis.face.landmarks, intra=intra)
+    def encode(self, frame: CodedFrame, intra: bool) -> bytes | None:
+        face = frame.analysis.face
+        return None if face is None else self.coder.encode(face.landmarks, intra=intra)
 
     def reset(self) -> None:
         self.coder.reset()
 
 
 @dataclass
-class _LandmarkFieldDecoder:
+class _LandmarkFieldDecoder(_NoSetup):
     coder: LandmarkDecoder = field(default_factory=LandmarkDecoder)
 
     def decode(self, payload: bytes, draft: FrameDraft) -> None:
         draft.landmarks = self.coder.decode(payload)
+
+    def decode_keyframe(self, payload: bytes) -> Landmarks:
+        return LandmarkDecoder().decode(payload)
 
     def reset(self) -> None:
         self.coder.reset()
@@ -88,15 +168,16 @@ class _LandmarkFieldDecoder:
 class _AlphaField:
     coder: AlphaEncoder = field(default_factory=AlphaEncoder)
 
-    def encode(self, analysis: FrameAnalysis, intra: bool) -> bytes | None:
-        return None if analysis.alpha is None else self.coder.encode(analysis.alpha, intra=intra)
+    def encode(self, frame: CodedFrame, intra: bool) -> bytes | None:
+        alpha = frame.analysis.alpha
+        return None if alpha is None else self.coder.encode(alpha, intra=intra)
 
     def reset(self) -> None:
         self.coder.reset()
 
 
 @dataclass
-class _AlphaFieldDecoder:
+class _AlphaFieldDecoder(_NoSetup):
     coder: AlphaDecoder = field(default_factory=AlphaDecoder)
 
     def decode(self, payload: bytes, draft: FrameDraft) -> None:
@@ -109,8 +190,8 @@ class _AlphaFieldDecoder:
 FIELD_CODECS: dict[str, FieldCodec] = {
     codec.capability: codec
     for codec in (
-        FieldCodec("landmarks", "face", _LandmarkField, _LandmarkFieldDecoder),
-        FieldCodec("alpha", "alpha", _AlphaField, _AlphaFieldDecoder),
+        FieldCodec("landmarks", "face", _LandmarkField, _LandmarkFieldDecoder, _LandmarkPreparer),
+        FieldCodec("alpha", "alpha", _AlphaField, _AlphaFieldDecoder, _Unprepared),
     )
 }
 
@@ -130,3 +211,8 @@ def negotiate(offered: Sequence[str], accepted: Sequence[str]) -> list[str]:
         raise CodeError(f"no common {', '.join(missing)} code: the sender offers {list(offered)}, "
                         f"the receiver decodes {list(accepted)}")
     return chosen
+
+
+def face_code(codes: Sequence[str]) -> str:
+    """The session's face code."""
+    return next(name for name in codes if FIELD_CODECS[name].role == "face")

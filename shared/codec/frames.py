@@ -1,10 +1,12 @@
-"""Feature encoding of analysed frames into `keyframe` and `frame` messages, and back.
+"""Keyframes and frames: from what the sender prepared to messages, and back to renderer inputs.
 
-The encoder runs on the uplink side at send time, so a frame dropped before sending is
-never used as a prediction reference; the decoder must see every sent frame in order
-(websockets over TCP guarantees that; a gap in the sequence numbers resets its prediction
-state, so only an intra code decodes after one) and raises `FrameDecodeError` when it cannot
-follow, which makes the receiver ask for a keyframe.
+Keyframes carry only the person (facewire.shared.codec.keyframe: the matte's box, the room
+replaced) as AVIF sized to a byte budget, and travel in parts between frames on a thin link. The
+frame encoder runs on the uplink side at send time, so a frame dropped before sending is never
+used as a prediction reference; the decoder must see every sent frame in order (websockets over
+TCP guarantees that; a gap in the sequence numbers resets its prediction state, so only an intra
+code decodes after one) and raises `FrameDecodeError` when it cannot follow, which makes the
+receiver ask for a keyframe.
 """
 
 from __future__ import annotations
@@ -12,56 +14,97 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
-from facewire.shared.codec.fields import FIELD_CODECS, FieldDecoder, FieldEncoder, FrameDraft
-from facewire.shared.codec.landmarks import LandmarkDecoder, LandmarkEncoder
+from facewire.shared.codec.fields import FIELD_CODECS, CodedFrame, FieldDecoder, FieldEncoder, FrameDraft, Prepared
+from facewire.shared.codec.keyframe import (
+    decode_keyframe_alpha,
+    decode_person,
+    encode_keyframe_alpha,
+    encode_person_search,
+    person_only,
+)
 from facewire.shared.codec.predictive import CodeError
-from facewire.shared.types import Alpha, FrameAnalysis, FrameState, Image, KeyframeState
+from facewire.shared.types import Alpha, FrameAnalysis, FrameState, Image, KeyframeState, Landmarks
 from facewire.shared.wire import messages as m
 
-KEYFRAME_QUALITY = 90
+Box = tuple[int, int, int, int]
 
 
 class FrameDecodeError(ValueError):
     """The decoder cannot produce this frame (no keyframe yet, or a lost reference)."""
 
 
-def encode_image(image: Image, quality: int = KEYFRAME_QUALITY) -> bytes:
-    ok, data = cv2.imencode(".webp", image, [cv2.IMWRITE_WEBP_QUALITY, quality])
-    if not ok:
-        raise ValueError("WebP encoding failed")
-    return data.tobytes()
+@dataclass(frozen=True)
+class KeyframePackage:
+    """A keyframe coded on the analysing thread: its bytes, and exactly what the receiver will decode
+    from them (the sender's replica of the receiver draws from `state`)."""
+
+    state: KeyframeState
+    ts_us: int
+    size: tuple[int, int]
+    box: Box
+    image: bytes
+    quality: int
+    alpha: bytes
+    landmarks: bytes | None
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.image) + len(self.alpha) + len(self.landmarks or b"")
+
+    def messages(self, seq: int, part_bytes: int) -> list[m.Keyframe | m.KeyframePart]:
+        """The keyframe as a `keyframe` message and as many `keyframe_part`s as pieces of at most
+        `part_bytes` of picture need (at most MAX_KEYFRAME_PARTS)."""
+        size = max(part_bytes, -(-len(self.image) // m.MAX_KEYFRAME_PARTS))
+        pieces = [self.image[i:i + size] for i in range(0, len(self.image), size)]
+        head = m.Keyframe(
+            kf=self.state.kf, seq=seq, ts_us=self.ts_us, width=self.size[0], height=self.size[1],
+            image=pieces[0], image_format="avif", box=list(self.box), alpha=self.alpha, landmarks=self.landmarks,
+            parts=len(pieces), image_bytes=len(self.image) if len(pieces) > 1 else None,
+        )
+        return [head, *(m.KeyframePart(kf=self.state.kf, part=i, data=piece) for i, piece in enumerate(pieces[1:], 1))]
 
 
-def encode_alpha_png(alpha: Alpha) -> bytes:
-    ok, data = cv2.imencode(".png", np.clip(np.rint(alpha * 255), 0, 255).astype(np.uint8))
-    if not ok:
-        raise ValueError("PNG encoding failed")
-    return data.tobytes()
+def build_keyframe(analysis: FrameAnalysis, kf: int, face: Prepared | None, landmarks_code: bytes | None,
+                   max_image_bytes: int, quality_hint: int = 40) -> KeyframePackage:
+    """The person of this frame as a keyframe whose picture fits `max_image_bytes` (the highest AVIF
+    quality that does; KeyframeTooLarge when none does)."""
+    frame = analysis.foreground if analysis.foreground is not None else analysis.frame.image
+    height, width = frame.shape[:2]
+    alpha = analysis.alpha if analysis.alpha is not None else np.ones((height, width), np.float32)
+    person = person_only(frame, alpha)
+    coded = encode_person_search(person, max_image_bytes, start=quality_hint)
+    alpha_code = encode_keyframe_alpha(alpha, person.box)
+    state = KeyframeState(
+        kf=kf, image=decode_person(coded.data, person.box, (width, height)),
+        alpha=decode_keyframe_alpha(alpha_code, person.box, (width, height)),
+        landmarks=None if face is None else face.landmarks,
+    )
+    return KeyframePackage(state, analysis.frame.ts_us, (width, height), person.box, coded.data, coded.quality,
+                           alpha_code, landmarks_code)
 
 
-def decode_image(data: bytes, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
-    if image is None:
-        raise FrameDecodeError("image does not decode")
-    return image
+@dataclass
+class _Assembly:
+    """A keyframe whose picture is still arriving in parts."""
 
+    head: m.Keyframe
+    pieces: list[bytes]
 
-DEFAULT_CODES = ("landmarks", "alpha")
+    @property
+    def complete(self) -> bool:
+        return len(self.pieces) == self.head.parts
 
 
 @dataclass
 class FrameEncoder:
-    """Turns FrameAnalysis into messages with the session's negotiated codes (facewire.shared.codec.fields);
-    `intra_interval` bounds how long a prediction chain runs."""
+    """Turns coded frames into `frame` messages with the session's negotiated codes; `intra_interval`
+    bounds how long a prediction chain runs."""
 
-    codes: Sequence[str] = DEFAULT_CODES
+    codes: Sequence[str] = ("landmarks",)
     intra_interval: int = 150
-    keyframe_quality: int = KEYFRAME_QUALITY
     _fields: list[FieldEncoder] = field(init=False, repr=False)
-    _keyframe_ts_us: int = 0
     _since_intra: int | None = None  # None: the next frame is intra
 
     def __post_init__(self) -> None:
@@ -76,82 +119,117 @@ class FrameEncoder:
     def force_intra(self) -> None:
         self._since_intra = None
 
-    def keyframe(self, analysis: FrameAnalysis, kf: int, seq: int) -> m.Keyframe:
-        image = analysis.foreground if analysis.foreground is not None else analysis.frame.image
-        width, height = analysis.frame.size
-        landmarks = None
-        if analysis.face is not None:
-            landmarks = LandmarkEncoder().encode(analysis.face.landmarks, intra=True)
-        self.force_intra()
-        self._keyframe_ts_us = analysis.frame.ts_us
-        return m.Keyframe(
-            kf=kf, seq=seq, ts_us=analysis.frame.ts_us, width=width, height=height,
-            image=encode_image(image, self.keyframe_quality), image_format="webp",
-            alpha=None if analysis.alpha is None else encode_alpha_png(analysis.alpha),
-            landmarks=landmarks,
-        )
-
-    def frame(self, analysis: FrameAnalysis, seq: int, kf: int) -> m.Frame:
+    def frame(self, coded: CodedFrame, seq: int, kf: int, keyframe_ts_us: int) -> m.Frame:
         intra = self._since_intra is None or self._since_intra >= self.intra_interval
         self._since_intra = 0 if intra else (self._since_intra or 0) + 1
         if intra:
             # An intra frame restarts every prediction chain, so a receiver can join from it alone.
             for coder in self._fields:
                 coder.reset()
-        dt_ms = max(0, round((analysis.frame.ts_us - self._keyframe_ts_us) / 1000))
+        analysis = coded.analysis
+        dt_ms = max(0, round((analysis.frame.ts_us - keyframe_ts_us) / 1000))
         return m.Frame(seq=seq, dt_ms=dt_ms, kf=kf, face=m.FACE_STATES.index(analysis.face_state),
-                       codes=[coder.encode(analysis, intra) for coder in self._fields])
+                       codes=[coder.encode(coded, intra) for coder in self._fields])
 
 
 @dataclass
 class FrameDecoder:
-    """Receiver side: keyframes and frames back into renderer inputs at the sender's geometry."""
+    """Receiver side: setups, keyframes (in parts) and frames back into renderer inputs at the sender's geometry."""
 
-    codes: Sequence[str] = DEFAULT_CODES
-    keyframe: KeyframeState | None = None
-    size: tuple[int, int] | None = None
+    codes: Sequence[str] = ("landmarks",)
+    keyframe: KeyframeState | None = None  # the one the last decoded frame was drawn from
     _keyframe_ts_us: int = 0
+    _next: tuple[KeyframeState, int] | None = None  # complete, not yet drawn from by a frame
+    _assembly: _Assembly | None = None
     _fields: list[FieldDecoder] = field(init=False, repr=False)
     _last_seq: int | None = None
 
     def __post_init__(self) -> None:
         self._fields = [FIELD_CODECS[name].new_decoder() for name in self.codes]
 
-    def decode_keyframe(self, message: m.Keyframe) -> KeyframeState:
-        image = decode_image(message.image)
-        if image.shape[:2] != (message.height, message.width):
-            raise FrameDecodeError(f"keyframe image is {image.shape[1]}x{image.shape[0]}, header says "
-                                   f"{message.width}x{message.height}")
-        alpha = None
-        if message.alpha is not None:
-            alpha = decode_image(message.alpha, cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
-            if alpha.shape != image.shape[:2]:
-                raise FrameDecodeError("keyframe alpha and image differ in size")
+    def setup(self, message: m.Setup) -> None:
+        if message.code not in self.codes:
+            raise FrameDecodeError(f"setup for {message.code!r}, which this session did not negotiate")
         try:
-            landmarks = None if message.landmarks is None else LandmarkDecoder().decode(message.landmarks)
+            self._fields[list(self.codes).index(message.code)].setup(message.payload)
         except CodeError as exc:
-            raise FrameDecodeError(f"keyframe landmarks: {exc}") from None
-        self.keyframe = KeyframeState(kf=message.kf, image=image, alpha=alpha, landmarks=landmarks)
-        self.size = (message.width, message.height)
-        self._keyframe_ts_us = message.ts_us
-        self._last_seq = message.seq
-        for coder in self._fields:
-            coder.reset()
-        return self.keyframe
+            raise FrameDecodeError(f"setup for {message.code}: {exc}") from None
+
+    def decode_keyframe(self, message: m.Keyframe) -> KeyframeState | None:
+        """The keyframe, or None while parts of its picture are still to come. A keyframe takes a sequence
+        number but does not interrupt the frames' prediction: only a gap does."""
+        self._follow(message.seq)
+        self._assembly = _Assembly(message, [message.image])
+        return self._complete()
+
+    def decode_part(self, message: m.KeyframePart) -> KeyframeState | None:
+        assembly = self._assembly
+        if assembly is None or assembly.head.kf != message.kf or message.part != len(assembly.pieces):
+            raise FrameDecodeError(f"keyframe part {message.part} of keyframe {message.kf} out of order")
+        assembly.pieces.append(message.data)
+        if sum(map(len, assembly.pieces)) > (assembly.head.image_bytes or 0):
+            raise FrameDecodeError(f"keyframe {message.kf}'s parts exceed its declared {assembly.head.image_bytes} bytes")
+        return self._complete()
+
+    def _follow(self, seq: int) -> None:
+        """`seq` arrived: after a gap the codes' prediction state is gone, so only an intra code decodes."""
+        if self._last_seq is None or seq != (self._last_seq + 1) % 2**32:
+            for coder in self._fields:
+                coder.reset()
+        self._last_seq = seq
+
+    def _complete(self) -> KeyframeState | None:
+        assembly = self._assembly
+        assert assembly is not None
+        if not assembly.complete:
+            return None
+        self._assembly = None
+        head = assembly.head
+        image = b"".join(assembly.pieces)
+        if head.image_bytes is not None and len(image) != head.image_bytes:
+            raise FrameDecodeError(f"keyframe {head.kf} holds {len(image)} bytes, it declared {head.image_bytes}")
+        state = KeyframeState(kf=head.kf, image=self._picture(head, image), alpha=self._alpha(head),
+                              landmarks=self._landmarks(head))
+        self._next = (state, head.ts_us)
+        return state
+
+    def _picture(self, head: m.Keyframe, image: bytes) -> Image:
+        if head.image_format != "avif":
+            raise FrameDecodeError(f"keyframe image format {head.image_format!r}: this receiver decodes avif")
+        try:
+            return decode_person(image, _box(head), (head.width, head.height))
+        except CodeError as exc:
+            raise FrameDecodeError(f"keyframe {head.kf}: {exc}") from None
+
+    def _alpha(self, head: m.Keyframe) -> Alpha | None:
+        try:
+            return None if head.alpha is None else decode_keyframe_alpha(head.alpha, _box(head), (head.width, head.height))
+        except CodeError as exc:
+            raise FrameDecodeError(f"keyframe {head.kf} alpha: {exc}") from None
+
+    def _landmarks(self, head: m.Keyframe) -> Landmarks | None:
+        face = next((coder for coder, name in zip(self._fields, self.codes, strict=True)
+                     if FIELD_CODECS[name].role == "face"), None)
+        if head.landmarks is None or face is None:
+            return None
+        try:
+            return face.decode_keyframe(head.landmarks)
+        except CodeError as exc:
+            raise FrameDecodeError(f"keyframe {head.kf} landmarks: {exc}") from None
 
     def decode_frame(self, message: m.Frame) -> FrameState:
-        if self.keyframe is None or self.size is None:
+        if self._next is not None and message.kf == self._next[0].kf:
+            (self.keyframe, self._keyframe_ts_us), self._next = self._next, None
+        if self.keyframe is None:
             raise FrameDecodeError("no keyframe yet")
         if message.kf != self.keyframe.kf:
-            raise FrameDecodeError(f"frame {message.seq} is drawn from keyframe {message.kf}, the last received is "
+            raise FrameDecodeError(f"frame {message.seq} is drawn from keyframe {message.kf}, this receiver holds "
                                    f"{self.keyframe.kf}")
         if len(message.codes) != len(self._fields):
             raise FrameDecodeError(f"frame {message.seq} carries {len(message.codes)} codes, the session negotiated "
                                    f"{len(self._fields)} ({', '.join(self.codes)})")
-        if message.seq != ((self._last_seq or 0) + 1) % 2**32:
-            for coder in self._fields:  # a gap: what follows must be intra
-                coder.reset()
-        draft = FrameDraft(self.size)
+        self._follow(message.seq)
+        draft = FrameDraft((self.keyframe.image.shape[1], self.keyframe.image.shape[0]))
         try:
             for coder, payload in zip(self._fields, message.codes, strict=True):
                 if payload is not None:
@@ -159,8 +237,12 @@ class FrameDecoder:
         except CodeError as exc:
             self._last_seq = None
             raise FrameDecodeError(f"frame {message.seq}: {exc}") from None
-        self._last_seq = message.seq
         return FrameState(
             seq=message.seq, ts_us=self._keyframe_ts_us + message.dt_ms * 1000, face=message.face_state,
             landmarks=draft.landmarks, alpha=draft.alpha,
         )
+
+
+def _box(head: m.Keyframe) -> Box:
+    x, y, w, h = head.box if head.box is not None else (0, 0, head.width, head.height)
+    return x, y, w, h

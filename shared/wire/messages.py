@@ -97,9 +97,16 @@ class AssetRequest(_Message, frozen=True, tag="asset_request"):
     asset: AssetId
 
 
+MAX_KEYFRAME_PARTS = 64
+
+
 class Keyframe(_Message, frozen=True, tag="keyframe"):
     """Sender -> receiver: the sender's appearance at one instant: the person's picture (only the
-    person: `box` is where it lies in the frame), its alpha code and the face code of its landmarks."""
+    person: `box` is where it lies in the frame), its alpha code and the face code of its landmarks.
+
+    On a thin link the picture travels in `parts` pieces: this message carries the first, and
+    `keyframe_part` messages the rest, between frames, so frames never wait behind a whole picture.
+    """
 
     kf: UInt32
     seq: UInt32
@@ -111,12 +118,26 @@ class Keyframe(_Message, frozen=True, tag="keyframe"):
     box: Box | None = None
     alpha: ImageBytes | None = None
     landmarks: FieldBytes | None = None
+    parts: Annotated[int, msgspec.Meta(ge=1, le=MAX_KEYFRAME_PARTS)] = 1
+    image_bytes: Annotated[int, msgspec.Meta(ge=1, le=MAX_IMAGE_BYTES)] | None = None
 
     def __post_init__(self) -> None:
         if self.box is not None:
             x, y, w, h = self.box
             if w < 1 or h < 1 or x + w > self.width or y + h > self.height:
                 raise ValueError("`box` must lie inside the frame - at `$.box`")
+        if (self.parts > 1) != (self.image_bytes is not None):
+            raise ValueError("`image_bytes` goes with `parts` > 1 - at `$.image_bytes`")
+        if self.image_bytes is not None and len(self.image) >= self.image_bytes:
+            raise ValueError("the first part must be shorter than the whole image - at `$.image`")
+
+
+class KeyframePart(_Message, frozen=True, tag="keyframe_part"):
+    """Sender -> receiver: the next piece of a keyframe's picture (`part` counts from 1)."""
+
+    kf: UInt32
+    part: Annotated[int, msgspec.Meta(ge=1, le=MAX_KEYFRAME_PARTS - 1)]
+    data: ImageBytes
 
 
 class Setup(_Message, frozen=True, tag="setup"):
@@ -189,13 +210,14 @@ class Bye(_Message, frozen=True, tag="bye"):
 
 
 ControlMessage = (
-    Hello | Welcome | Identity | IdentitySwitch | AssetRequest | Keyframe | Setup
+    Hello | Welcome | Identity | IdentitySwitch | AssetRequest | Keyframe | KeyframePart | Setup
     | KeyframeRequest | Ping | Pong | Stats | Error | Bye
 )
 StreamMessage = Frame | Ack
 Message = ControlMessage | StreamMessage
 
-SENDER_MESSAGES: tuple[type, ...] = (Hello, Identity, IdentitySwitch, Keyframe, Setup, Frame, Ping, Pong, Stats, Error, Bye)
+SENDER_MESSAGES: tuple[type, ...] = (Hello, Identity, IdentitySwitch, Keyframe, KeyframePart, Setup, Frame, Ping, Pong,
+                                     Stats, Error, Bye)
 RECEIVER_MESSAGES: tuple[type, ...] = (Welcome, AssetRequest, KeyframeRequest, Ack, Ping, Pong, Stats, Error, Bye)
 
 _encoder = msgspec.msgpack.Encoder()

@@ -1,0 +1,112 @@
+"""The coding stage on the thread that analyses frames: keyframes decided and built, each code's
+values prepared — the costly, pure part of coding, which the sender's replica of the receiver can
+see. The uplink then only numbers, entropy-codes and paces what this stage hands it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from facewire.sender.keyframes import KeyframePolicy
+from facewire.shared.codec.fields import FIELD_CODECS, CodedFrame, FieldPreparer, Prepared, face_code
+from facewire.shared.codec.frames import KeyframePackage, build_keyframe
+from facewire.shared.codec.keyframe import KeyframeTooLarge
+from facewire.shared.types import Analyzer, FrameAnalysis
+
+log = logging.getLogger(__name__)
+
+# A keyframe's picture may take this long of the budget left after the frames: it crosses the
+# link in parts between frames, so its time is the delay before a new look shows, not a stall.
+KEYFRAME_SECONDS = 1.5
+MIN_KEYFRAME_BYTES = 1200  # below this a person at 512 px is mush at any AVIF quality (REPORT of codec-layer)
+MAX_KEYFRAME_BYTES = 48 * 1024
+DEFAULT_BITRATE_BPS = 256_000.0  # the ceiling without --bitrate: the rate control finds the link below it
+# The codes this sender offers, in order of preference (negotiation keeps the first of each role).
+DEFAULT_CODES = ("landmarks",)
+
+
+@dataclass
+class Budget:
+    """The rate the uplink's control allows, for the analysing thread to size what it builds.
+
+    Written by the uplink (or the recorder), read by the analysing thread: single floats, replaced
+    whole, so no lock is needed.
+    """
+
+    ceiling_bps: float = DEFAULT_BITRATE_BPS  # --bitrate: never above it
+    target_bps: float = DEFAULT_BITRATE_BPS  # what the link allows now (at most the ceiling)
+    features_bps: float = 0.0  # what the frames alone have been costing (smoothed)
+
+    @classmethod
+    def at_most(cls, ceiling_bps: float) -> Budget:
+        return cls(ceiling_bps=ceiling_bps, target_bps=ceiling_bps)
+
+    def observe_frame(self, nbytes: int, fps: float) -> None:
+        """A frame of `nbytes` went, of a stream at `fps`."""
+        self.features_bps += 0.1 * (nbytes * 8 * fps - self.features_bps)
+
+    def keyframe_bytes(self) -> int:
+        spare = max(self.target_bps - self.features_bps, 0.25 * self.target_bps)
+        return int(min(max(spare * KEYFRAME_SECONDS / 8, MIN_KEYFRAME_BYTES), MAX_KEYFRAME_BYTES))
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One analysed frame ready for the uplink: its coded values, and what must reach the receiver
+    before it (a new keyframe, setups of the codes). Items that carry state are never skipped."""
+
+    frame: CodedFrame
+    keyframe: KeyframePackage | None = None
+    setups: tuple[tuple[str, bytes], ...] = ()
+
+    @property
+    def carries_state(self) -> bool:
+        return self.keyframe is not None or bool(self.setups)
+
+
+@dataclass
+class FrameCoder:
+    """Takes the keyframe decision (KeyframePolicy), builds keyframes sized to the budget and prepares
+    every code this sender offers (whichever the session picks is then ready). One per stream, used by
+    the analysing thread only; the policy's requests may come from any thread."""
+
+    codes: Sequence[str] = DEFAULT_CODES
+    budget: Budget = field(default_factory=Budget)
+    policy: KeyframePolicy = field(default_factory=KeyframePolicy)
+    kf: int = 0
+    _preparers: dict[str, FieldPreparer] = field(init=False, repr=False)
+    _quality_hint: int = 40  # the last keyframe's AVIF quality: the next search starts there
+
+    def __post_init__(self) -> None:
+        self._preparers = {name: FIELD_CODECS[name].new_preparer() for name in self.codes}
+
+    def code(self, analyzer: Analyzer, analysis: FrameAnalysis) -> Outgoing:
+        prepared = {name: value for name, preparer in self._preparers.items()
+                    if (value := preparer.prepare(analysis)) is not None}
+        setups = tuple((name, setup) for name, preparer in self._preparers.items()
+                       if (setup := preparer.take_setup()) is not None)
+        keyframe = None
+        if self.policy.decide(analysis):
+            # The despilled foreground is costly (~20 ms), so it is asked for keyframes only.
+            keyframe = self._keyframe(dataclasses.replace(analysis, foreground=analyzer.foreground()), prepared)
+        return Outgoing(CodedFrame(analysis, prepared), keyframe, setups)
+
+    def _keyframe(self, analysis: FrameAnalysis, prepared: dict[str, Prepared]) -> KeyframePackage | None:
+        face_name = face_code(self.codes)
+        face = prepared.get(face_name)
+        landmarks = None if face is None else self._preparers[face_name].keyframe_code(face)
+        budget = self.budget.keyframe_bytes()
+        try:
+            package = build_keyframe(analysis, self.kf + 1, face, landmarks, budget, self._quality_hint)
+        except KeyframeTooLarge as exc:
+            log.warning("no keyframe this time, trying again: %s", exc)
+            self.policy.request()
+            return None
+        self.kf += 1
+        self._quality_hint = package.quality
+        log.info("keyframe %d: %d bytes (picture %d at AVIF quality %d, budget %d)", self.kf, package.nbytes,
+                 len(package.image), package.quality, budget)
+        return package

@@ -1,0 +1,68 @@
+"""When the sender sends a keyframe (decided on the thread that analyses frames, once per frame)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from facewire.shared.face.measures import eyes_shut
+from facewire.shared.types import FrameAnalysis
+
+
+@dataclass
+class KeyframePolicy:
+    """When to send a keyframe: first, when a session starts, when a face first shows, every
+    `interval_s`, and when the receiver asks — at most once every `peer_request_gap_s` (a receiver
+    cannot make the sender spend its link on keyframes; a request is deferred, not dropped).
+
+    The receiver measures expression against the keyframe's face, so a periodic keyframe waits (at
+    most `max_wait_s`) while the eyes are shut: a blink caught there would be everyone's neutral.
+    """
+
+    interval_s: float = 10.0
+    max_wait_s: float = 1.0
+    peer_request_gap_s: float = 2.0
+    _last_us: int | None = None
+    _last_had_face: bool = False
+    _last_peer_us: int | None = None
+    _requested: threading.Event = field(default_factory=threading.Event)
+    _peer_requested: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self._requested.set()  # the first frame is a keyframe
+
+    def request(self) -> None:
+        """A keyframe as soon as possible: a session (re)starts (any thread)."""
+        self._requested.set()
+
+    def request_from_peer(self) -> None:
+        """The receiver asked for a keyframe (any thread); served within the rate limit."""
+        self._peer_requested.set()
+
+    def decide(self, analysis: FrameAnalysis) -> bool:
+        """Whether this frame becomes a keyframe (the analysing thread only); a yes counts as sent."""
+        ts = analysis.frame.ts_us
+        requested = self._requested.is_set()
+        if requested:
+            self._requested.clear()  # a request landing after this is served by a later frame
+        peer = self._peer_requested.is_set() and (
+            self._last_peer_us is None or ts - self._last_peer_us >= self.peer_request_gap_s * 1e6)
+        if peer:
+            self._peer_requested.clear()
+            self._last_peer_us = ts
+        if not (requested or peer or self._due(analysis)):
+            return False
+        self._last_us = ts
+        self._last_had_face = analysis.face is not None
+        return True
+
+    def _due(self, analysis: FrameAnalysis) -> bool:
+        ts = analysis.frame.ts_us
+        if not self._last_had_face and analysis.face is not None and analysis.face.state == "tracked":
+            return True  # a face appeared
+        if self._last_us is None or ts - self._last_us < self.interval_s * 1e6:
+            return False
+        overdue = ts - self._last_us >= (self.interval_s + self.max_wait_s) * 1e6
+        return overdue or analysis.face is None or not eyes_shut(analysis.face.landmarks.astype(np.float64))

@@ -1,0 +1,103 @@
+"""What goes on the link for each prepared frame, and when: one plan for the live uplink (under the
+rate controller, sender/congestion) and for a recording (under the `--bitrate` ceiling alone).
+
+Per frame, in order: the codes' setups (state: always), the frame itself when the gate lets its
+bytes go (the features are what keeps the picture alive: `essential`), then as many parts of a
+keyframe on its way as the gate allows — so a keyframe crosses a thin link between frames instead
+of in front of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from facewire.sender.coding import Outgoing
+from facewire.sender.stream import FeatureStream
+from facewire.shared.process.tokens import TokenBucket
+from facewire.shared.wire import messages as m
+
+MIN_PART_BYTES = 256
+
+
+class SendGate(Protocol):
+    """The part of the rate controller a sending plan needs."""
+
+    @property
+    def target_bps(self) -> float: ...
+
+    def may_send(self, nbytes: int, now: float, essential: bool = False, bulk: bool = False) -> bool: ...
+
+    def on_send(self, seq: int, nbytes: int, now: float) -> None:
+        """A frame went (it will be acknowledged)."""
+        ...
+
+    def on_send_uncontrolled(self, nbytes: int, now: float) -> None:
+        """Anything else went (it uses the link but is not acknowledged)."""
+        ...
+
+    def chunk_bytes(self) -> int: ...
+
+
+@dataclass
+class Ceiling:
+    """The gate of a recording: no link to measure, only `--bitrate` over the media clock. A frame is
+    skipped when the bucket cannot pay for it (playback repeats the picture before it)."""
+
+    ceiling_bps: float
+    bucket_s: float = 0.5  # savings: a keyframe part may borrow half a second, no more
+    _bucket: TokenBucket = field(init=False)
+
+    def __post_init__(self) -> None:
+        rate = self.ceiling_bps / 8
+        self._bucket = TokenBucket(rate, rate * self.bucket_s)
+        self._bucket.level = 0.0  # start empty: a short recording must not spend a burst it never earns back
+
+    @property
+    def target_bps(self) -> float:
+        return self.ceiling_bps
+
+    def may_send(self, nbytes: int, now: float, essential: bool = False, bulk: bool = False) -> bool:
+        """Essential bytes go while the bucket is not in debt (and may put it there); others when it holds them."""
+        self._bucket.refill(now)
+        return self._bucket.level >= (0 if essential else nbytes)
+
+    def on_send(self, seq: int, nbytes: int, now: float) -> None:
+        self._bucket.charge(nbytes, now)
+
+    def on_send_uncontrolled(self, nbytes: int, now: float) -> None:
+        self._bucket.charge(nbytes, now)
+
+    def chunk_bytes(self) -> int:
+        return max(MIN_PART_BYTES, int(self.ceiling_bps / 8 * 0.1))
+
+
+def plan(stream: FeatureStream, item: Outgoing, gate: SendGate, now: float) -> list[m.Message]:
+    """The messages to send now for this item, in order, charged to the gate."""
+    out: list[m.Message] = []
+    for setup in stream.state_messages(item, max(MIN_PART_BYTES, gate.chunk_bytes())):
+        out.append(setup)
+        gate.on_send_uncontrolled(len(m.encode(setup)), now)
+    if stream.current is None:
+        out += parts(stream, gate, now)  # nothing can be shown before the first keyframe: it goes first, whole
+    if stream.current is not None and gate.may_send(stream.last_frame_bytes, now, essential=True):
+        frame = stream.frame(item)
+        if frame is not None:
+            out.append(frame)
+            gate.on_send(frame.seq, len(m.encode(frame)), now)
+    out += parts(stream, gate, now)
+    return out
+
+
+def parts(stream: FeatureStream, gate: SendGate, now: float) -> list[m.Message]:
+    """Keyframe parts the gate lets go now (all of the session's first keyframe: until it is there the
+    receiver shows nothing, so it may borrow from the budget, which the frames after it pay back)."""
+    out: list[m.Message] = []
+    while (part := stream.next_part()) is not None:
+        size = len(m.encode(part))
+        if stream.current is not None and not gate.may_send(size, now):
+            break
+        out.append(part)
+        stream.part_sent()
+        gate.on_send_uncontrolled(size, now)
+    return out
