@@ -295,8 +295,12 @@ class LayerEncoder:
 
     The rate cannot be changed on a running encoder (neither FFmpeg's libsvtav1 nor libvpx-vp9 wrapper
     reads a new bit_rate: measured, the bytes stay at the old rate), so `set_kbps` restarts it and the
-    next packet is a key frame (`next_is_key`; `last_key_bytes` says what the previous one cost, ~5 ms
-    of CPU to reopen). Ask for it only when the rate really moves.
+    next packet is a key frame (`next_is_key`; `last_key_bytes` says what the previous one cost). On real
+    face boxes a mid-stream key frame cost 450-1330 bytes at 3-10 kbps (d3), i.e. 1-2 s of the layer's
+    budget, and ~5 ms of CPU to reopen: change the rate only when it really moves.
+
+    SVT-AV1 over libvpx-vp9: at equal real rate the two fuse to the same face SSIM (+-0.004, d3/d14/w1),
+    but VP9 overshoots low targets more (3 kbps -> 5.3-8.1 real) and its key frames are 2-5x larger.
     """
 
     def __init__(self, size: int = 96, kbps: float = 6.0, fps: float = 10.0, preset: int = 10) -> None:
