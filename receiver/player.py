@@ -79,6 +79,12 @@ class Player:
             return None
         return self._emit(self._last_person, self.fader.step(False, dt_s), None)
 
+    def hold(self) -> Image | None:
+        """A frame the sender skipped on purpose: show the last person again as it was."""
+        if self._last_person is None:
+            return None
+        return self._emit(self._last_person, self.fader.level, None)
+
     def _emit(self, person: RenderedPerson, opacity: float, ts_us: int | None) -> Image:
         size = self.output_size or (person.image.shape[1], person.image.shape[0])
         if self._compositor is None or self._compositor.size != size:

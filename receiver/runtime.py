@@ -52,7 +52,7 @@ def play_stream(path: str | Path, player: Player) -> int:
             if job is not None:
                 origin_us = job.frame.ts_us if origin_us is None else origin_us
                 slot = round((job.frame.ts_us - origin_us) / (dt_s * 1e6))
-                while pictures < slot and player.repeat(dt_s) is not None:
+                while pictures < slot and player.hold() is not None:
                     pictures += 1
                 player.stats.decoded()
                 player.show(job, dt_s)

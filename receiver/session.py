@@ -91,8 +91,10 @@ class Session:
     def handle(self, message: m.Message) -> tuple[list[m.Message], RenderJob | None]:
         if isinstance(message, m.Frame):
             return self._frame(message)
-        if isinstance(message, m.Keyframe):
+        if isinstance(message, (m.Keyframe, m.KeyframePart)):
             return self._keyframe(message), None
+        if isinstance(message, m.Setup):
+            return self._setup(message), None
         if isinstance(message, m.Identity):
             return self._identity(message), None
         if isinstance(message, m.IdentitySwitch):
@@ -115,14 +117,25 @@ class Session:
         self.frames_decoded += 1
         return [], RenderJob(self.identity, self.decoder.keyframe, state)
 
-    def _keyframe(self, message: m.Keyframe) -> list[m.Message]:
+    def _keyframe(self, message: m.Keyframe | m.KeyframePart) -> list[m.Message]:
         try:
-            self.decoder.decode_keyframe(message)
+            decode = self.decoder.decode_keyframe if isinstance(message, m.Keyframe) else self.decoder.decode_part
+            complete = decode(message)  # type: ignore[arg-type]
         except FrameDecodeError as exc:
             self.decode_errors += 1
             return [m.Error(code="bad_message", message=f"keyframe {message.kf}: {exc}"[:512], fatal=False),
                     m.KeyframeRequest(reason="keyframe did not decode")]
-        self._keyframe_requested = False
+        if complete is not None:
+            self._keyframe_requested = False
+        return []
+
+    def _setup(self, message: m.Setup) -> list[m.Message]:
+        try:
+            self.decoder.setup(message)
+        except FrameDecodeError as exc:
+            self.decode_errors += 1
+            return [m.Error(code="bad_message", message=str(exc)[:512], fatal=False),
+                    m.KeyframeRequest(reason="a setup did not decode")]
         return []
 
     def _identity(self, message: m.Identity) -> list[m.Message]:

@@ -100,10 +100,10 @@ class FrameCoder:
         landmarks = None if face is None else self._preparers[face_name].keyframe_code(face)
         budget = self.budget.keyframe_bytes()
         try:
-            package = build_keyframe(analysis, self.kf + 1, face, landmarks, budget, self._quality_hint)
+            package, _ = build_keyframe(analysis, self.kf + 1, face, landmarks, budget, self._quality_hint)
         except KeyframeTooLarge as exc:
-            log.warning("no keyframe this time, trying again: %s", exc)
-            self.policy.request()
+            log.warning("no keyframe this time, trying again in a while: %s", exc)
+            self.policy.request_from_peer()  # rate-limited like a receiver's request: a hopeless budget is not retried every frame
             return None
         self.kf += 1
         self._quality_hint = package.quality

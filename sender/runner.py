@@ -37,13 +37,12 @@ def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, ide
     codes = negotiate(coder.codes, list(FIELD_CODECS))
     stream, gate = FeatureStream(FrameEncoder(codes)), Ceiling(coder.budget.ceiling_bps)
     writer: StreamWriter | None = None
-    start_us = 0
+    last_skipped: Outgoing | None = None
     try:
         for frame in source:
             item = coder.code(analyzer, analyzer.analyze(frame))
             if writer is None:
                 width, height = frame.size
-                start_us = frame.ts_us
                 header = StreamHeader(protocol=m.PROTOCOL_VERSION, width=width, height=height, fps=source.fps,
                                       created_us=now_us(), agent="facewire-send", codes=codes)
                 writer = StreamWriter(path, header)
@@ -52,11 +51,15 @@ def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, ide
             elif identities is not None and cycle_frames and frame.index % cycle_frames == 0:
                 for message in identities.switch(identities.active + 1):
                     writer.write(m.encode(message))
-            for message in plan(stream, item, gate, (frame.ts_us - start_us) / 1e6):
+            sent = plan(stream, item, gate, frame.index / source.fps)  # the media clock, however frames were stamped
+            for message in sent:
                 writer.write(m.encode(message))
+            last_skipped = item if not any(isinstance(message, m.Frame) for message in sent) else None
             coder.budget.observe_frame(stream.last_frame_bytes, source.fps)
             if progress is not None:
                 progress(frame.index + 1, writer.bytes)
+        if writer is not None and last_skipped is not None and (frame_message := stream.frame(last_skipped)):
+            writer.write(m.encode(frame_message))  # the last frame goes anyway: the playback then ends where the input does
     finally:
         if writer is not None:
             writer.close()

@@ -78,9 +78,11 @@ def plan(stream: FeatureStream, item: Outgoing, gate: SendGate, now: float) -> l
     for setup in stream.state_messages(item, max(MIN_PART_BYTES, gate.chunk_bytes())):
         out.append(setup)
         gate.on_send_uncontrolled(len(m.encode(setup)), now)
-    if stream.current is None:
+    first = stream.current is None
+    if first:
         out += parts(stream, gate, now)  # nothing can be shown before the first keyframe: it goes first, whole
-    if stream.current is not None and gate.may_send(stream.last_frame_bytes, now, essential=True):
+    # The first keyframe's own frame goes with it, whatever the gate says: together they are the first picture.
+    if stream.current is not None and (first or gate.may_send(stream.last_frame_bytes, now, essential=True)):
         frame = stream.frame(item)
         if frame is not None:
             out.append(frame)

@@ -46,7 +46,7 @@ class FeatureStream:
         keyframe is queued as parts of at most `part_bytes` of picture, for `next_part`."""
         if item.keyframe is not None:
             self._incoming = item.keyframe
-            self._parts = deque(item.keyframe.messages(self._next_seq(), part_bytes))
+            self._parts = deque(item.keyframe.messages(part_bytes))
         return [m.Setup(code=code, payload=payload) for code, payload in item.setups if code in self.encoder.codes]
 
     def next_part(self) -> m.Keyframe | m.KeyframePart | None:
@@ -64,7 +64,7 @@ class FeatureStream:
         current = self._current
         if current is None:
             return None
-        frame = self.encoder.frame(item.frame, self._next_seq(), current.state.kf, current.ts_us)
+        frame = self.encoder.frame(item.frame, self._next_seq(), current.kf, current.ts_us)
         self.last_frame_bytes = len(m.encode(frame))
         return frame
 

@@ -13,8 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from facewire.shared.codec.alpha import AlphaDecoder, AlphaEncoder
-from facewire.shared.codec.fields import FIELD_CODECS, negotiate
-from facewire.shared.codec.frames import FrameDecodeError, FrameDecoder, FrameEncoder, encode_image
+from facewire.shared.codec.fields import FIELD_CODECS, CodedFrame, negotiate
+from facewire.shared.codec.frames import FrameDecodeError, FrameDecoder, FrameEncoder, build_keyframe
 from facewire.shared.codec.landmarks import LandmarkDecoder, LandmarkEncoder
 from facewire.shared.codec.predictive import CodeError, decompress_exactly
 from facewire.shared.types import CapturedFrame, FaceObservation, FrameAnalysis, HeadPose
@@ -28,14 +28,21 @@ def _analysis(index: int) -> FrameAnalysis:
     alpha = np.zeros((120, 160), np.float32)
     alpha[30:90, 40:120] = 1.0
     face = FaceObservation(landmarks, HeadPose(0.0, 0.0, 0.0, 80.0, 60.0, 40.0), 0.9)
-    return FrameAnalysis(CapturedFrame(index, index * 33_333, np.zeros((120, 160, 3), np.uint8)), face, alpha)
+    image = rng.integers(0, 255, (120, 160, 3), np.uint8)
+    return FrameAnalysis(CapturedFrame(index, index * 33_333, image), face, alpha)
+
+
+def _coded(index: int) -> CodedFrame:
+    return CodedFrame(_analysis(index))
 
 
 def _decoder(codes: list[str]) -> FrameDecoder:
+    """A decoder holding keyframe 1 (seq 0), as after a keyframe was received."""
     decoder = FrameDecoder(codes)
-    image = np.zeros((120, 160, 3), np.uint8)
-    decoder.decode_keyframe(m.Keyframe(kf=1, seq=0, ts_us=0, width=160, height=120, image=encode_image(image),
-                                       image_format="webp"))
+    package, _ = build_keyframe(_analysis(0), kf=1, face=None, landmarks_code=None, max_image_bytes=20_000)
+    for message in package.messages(part_bytes=100_000):
+        assert isinstance(message, m.Keyframe)
+        assert decoder.decode_keyframe(message) is not None
     return decoder
 
 
@@ -49,11 +56,11 @@ def test_negotiation_keeps_the_senders_order_one_code_a_role_and_needs_a_face_co
 
 def test_a_frame_carries_only_the_negotiated_codes() -> None:
     encoder = FrameEncoder(["landmarks"])
-    message = encoder.frame(_analysis(0), seq=1, kf=1)
+    message = encoder.frame(_coded(0), seq=1, kf=1, keyframe_ts_us=0)
     assert len(message.codes) == 1 and message.codes[0] is not None
     state = _decoder(["landmarks"]).decode_frame(message)
     assert state.landmarks is not None and state.alpha is None
-    with_alpha = FrameEncoder(["landmarks", "alpha"]).frame(_analysis(0), seq=1, kf=1)
+    with_alpha = FrameEncoder(["landmarks", "alpha"]).frame(_coded(0), seq=1, kf=1, keyframe_ts_us=0)
     with pytest.raises(FrameDecodeError, match=r"carries 2 codes, the session negotiated 1 \(landmarks\)"):
         _decoder(["landmarks"]).decode_frame(with_alpha)
 
@@ -62,7 +69,7 @@ def test_every_field_codec_round_trips_a_predicted_chain() -> None:
     encoder, decoder = FrameEncoder(list(FIELD_CODECS)), _decoder(list(FIELD_CODECS))
     for seq in range(1, 20):
         analysis = _analysis(seq)
-        state = decoder.decode_frame(encoder.frame(analysis, seq=seq, kf=1))
+        state = decoder.decode_frame(encoder.frame(CodedFrame(analysis), seq=seq, kf=1, keyframe_ts_us=0))
         assert analysis.face is not None and state.landmarks is not None and state.alpha is not None
         error = np.abs(state.landmarks - analysis.face.landmarks).max(axis=0)
         assert error[0] <= 0.375 and error[1] <= 0.375 and error[2] <= 1.5  # half a step, plus a step of dead zone
@@ -102,3 +109,38 @@ def test_intra_codes_decode_without_state() -> None:
     assert np.abs(LandmarkDecoder().decode(code) - lm).max() <= 0.5
     alpha = np.random.default_rng(2).uniform(0, 1, (64, 64)).astype(np.float32)
     assert AlphaDecoder().decode(AlphaEncoder().encode(alpha, intra=True)).shape == (8, 8)
+
+
+def test_a_keyframe_in_parts_is_drawn_from_once_complete_and_frames_flow_meanwhile() -> None:
+    decoder = _decoder(["landmarks"])
+    encoder = FrameEncoder(["landmarks"])
+    package, _ = build_keyframe(_analysis(5), kf=2, face=None, landmarks_code=None, max_image_bytes=20_000)
+    head, *rest = package.messages(part_bytes=300)
+    assert len(rest) >= 2 and isinstance(head, m.Keyframe) and head.parts == len(rest) + 1
+    assert decoder.decode_frame(encoder.frame(_coded(1), seq=1, kf=1, keyframe_ts_us=0)).landmarks is not None
+    assert decoder.decode_keyframe(head) is None
+    # a frame between the parts is still drawn from keyframe 1, its prediction unbroken by the keyframe
+    assert decoder.decode_frame(encoder.frame(_coded(2), seq=2, kf=1, keyframe_ts_us=0)).seq == 2
+    for part in rest[:-1]:
+        assert isinstance(part, m.KeyframePart) and decoder.decode_part(part) is None
+    last = rest[-1]
+    assert isinstance(last, m.KeyframePart)
+    complete = decoder.decode_part(last)
+    assert complete is not None and complete.kf == 2 and complete.image.shape == (120, 160, 3)
+    state = decoder.decode_frame(encoder.frame(_coded(7), seq=3, kf=2, keyframe_ts_us=package.ts_us))
+    assert decoder.keyframe is complete and state.ts_us == package.ts_us + 67_000  # frame 7 is 2 frames after 5
+    with pytest.raises(FrameDecodeError, match="drawn from keyframe 1"):
+        decoder.decode_frame(encoder.frame(_coded(4), seq=4, kf=1, keyframe_ts_us=0))
+
+
+def test_parts_out_of_order_or_over_their_size_are_refused() -> None:
+    decoder = _decoder(["landmarks"])
+    package, _ = build_keyframe(_analysis(5), kf=2, face=None, landmarks_code=None, max_image_bytes=20_000)
+    head, first, *_ = package.messages(part_bytes=300)
+    assert isinstance(head, m.Keyframe) and isinstance(first, m.KeyframePart)
+    decoder.decode_keyframe(head)
+    with pytest.raises(FrameDecodeError, match="out of order"):
+        decoder.decode_part(m.KeyframePart(kf=2, part=2, data=first.data))
+    decoder.decode_keyframe(head)
+    with pytest.raises(FrameDecodeError, match="exceed"):
+        decoder.decode_part(m.KeyframePart(kf=2, part=1, data=b"x" * (head.image_bytes or 0)))

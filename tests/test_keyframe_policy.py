@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import threading
 
 import numpy as np
 
-from facewire.sender.stream import FeatureStream, KeyframePolicy
+from facewire.sender.keyframes import KeyframePolicy
 from facewire.shared.process.handoff import LatestSlot
 from facewire.shared.types import CapturedFrame, FaceObservation, FrameAnalysis, HeadPose, Landmarks
 from tests.render_fixtures import astronaut_landmarks, close_eyes
@@ -73,18 +72,6 @@ def test_requests_from_another_thread_are_never_lost() -> None:
             if policy.decide(_analysis(round_ + 0.1 * step, lm)):
                 answered.set()
         assert answered.is_set()
-
-
-def test_the_stream_follows_the_mark_and_sends_nothing_before_a_keyframe() -> None:
-    stream = FeatureStream()
-    lm = astronaut_landmarks()
-    frame = _analysis(0.0, lm)
-    assert stream.encode(frame) == []  # marked by nobody: the receiver has no keyframe to show it with
-    kinds = [type(m).__name__ for m in stream.encode(dataclasses.replace(frame, keyframe=True))]
-    assert kinds == ["Keyframe", "Frame"]
-    assert [type(m).__name__ for m in stream.encode(_analysis(0.1, lm))] == ["Frame"]
-    stream.restart()
-    assert stream.encode(_analysis(0.2, lm)) == []
 
 
 async def _slot_order(items: list[tuple[int, bool]]) -> list[int]:

@@ -44,10 +44,12 @@ EXAMPLES: list[m.Message] = [
     m.IdentitySwitch(asset=ASSET),
     m.IdentitySwitch(asset="self"),
     m.AssetRequest(asset=ASSET),
-    m.Keyframe(kf=3, seq=120, ts_us=1_700_000_000_000_000, width=640, height=480, image=b"\xff\xd8jpeg",
+    m.Keyframe(kf=3, ts_us=1_700_000_000_000_000, width=640, height=480, image=b"\xff\xd8jpeg",
                image_format="jpeg", alpha=b"alpha", landmarks=b"lm"),
-    m.Keyframe(kf=0, seq=0, ts_us=0, width=16, height=4096, image=b"w", image_format="webp"),
-    m.Keyframe(kf=4, seq=7, ts_us=5, width=640, height=480, image=b"avif", image_format="avif", box=[10, 20, 300, 460]),
+    m.Keyframe(kf=0, ts_us=0, width=16, height=4096, image=b"w", image_format="webp"),
+    m.Keyframe(kf=4, ts_us=5, width=640, height=480, image=b"avif", image_format="avif", box=[10, 20, 300, 460]),
+    m.Keyframe(kf=5, ts_us=6, width=640, height=480, image=b"first", image_format="avif", parts=3, image_bytes=900),
+    m.KeyframePart(kf=5, part=1, data=b"second"),
     m.Setup(code="expression", payload=b"\x01" * 200),
     m.Frame(seq=121, dt_ms=33, kf=3, face=0, codes=[b"\x00" * 900, b"\x01" * 300, None]),
     m.Frame(seq=0, dt_ms=0, kf=0, face=2),
@@ -90,7 +92,8 @@ def test_every_type_has_a_direction() -> None:
 
 def test_tags_are_the_documented_names() -> None:
     tags = {type(msg).__struct_config__.tag for msg in EXAMPLES}
-    assert tags == {"hello", "welcome", "identity", "identity_switch", "asset_request", "keyframe", "setup", "f", "a",
+    assert tags == {"hello", "welcome", "identity", "identity_switch", "asset_request", "keyframe", "keyframe_part",
+                    "setup", "f", "a",
                     "keyframe_request", "ping", "pong", "stats", "error", "bye"}
 
 
@@ -102,7 +105,7 @@ BASE: dict[str, dict[str, Any]] = {
     "identity": {"t": "identity", "asset": ASSET, "image": b"img", "image_format": "png"},
     "identity_switch": {"t": "identity_switch", "asset": ASSET},
     "asset_request": {"t": "asset_request", "asset": ASSET},
-    "keyframe": {"t": "keyframe", "kf": 1, "seq": 5, "ts_us": 10, "width": 640, "height": 480, "image": b"i",
+    "keyframe": {"t": "keyframe", "kf": 1, "ts_us": 10, "width": 640, "height": 480, "image": b"i",
                  "image_format": "webp"},
     "setup": {"t": "setup", "code": "expression", "payload": b"p"},
     "keyframe_request": {"t": "keyframe_request"},
@@ -184,7 +187,6 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     # keyframe
     ("kf negative", with_("keyframe", kf=-1), "kf"),
     ("kf over u32", with_("keyframe", kf=2**32), "kf"),
-    ("keyframe seq negative", with_("keyframe", seq=-1), "seq"),
     ("keyframe ts negative", with_("keyframe", ts_us=-1), "ts_us"),
     ("keyframe ts over i64", with_("keyframe", ts_us=2**63), "ts_us"),
     ("width small", with_("keyframe", width=m.MIN_SIDE - 1), "width"),
@@ -202,6 +204,10 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     ("keyframe box negative", with_("keyframe", box=[-1, 0, 10, 10]), "box[0]"),
     ("keyframe box outside", with_("keyframe", box=[600, 0, 100, 10]), "box"),
     ("keyframe box empty", with_("keyframe", box=[0, 0, 0, 10]), "box"),
+    ("keyframe parts without their size", with_("keyframe", parts=2), "image_bytes"),
+    ("keyframe size without parts", with_("keyframe", image_bytes=10), "image_bytes"),
+    ("keyframe first part as long as the whole", with_("keyframe", parts=2, image_bytes=1), "image"),
+    ("keyframe too many parts", with_("keyframe", parts=65, image_bytes=10), "parts"),
     ("setup code bad name", with_("setup", code="Expression!"), "code"),
     ("setup payload oversize", with_("setup", payload=b"\x00" * BIG), "payload"),
     # control
@@ -394,7 +400,7 @@ valid_messages = st.one_of(
     identities(),
     st.builds(m.IdentitySwitch, asset=assets),
     st.builds(m.AssetRequest, asset=hashes),
-    st.builds(m.Keyframe, kf=u32, seq=u32, ts_us=ts, width=st.integers(m.MIN_SIDE, m.MAX_SIDE),
+    st.builds(m.Keyframe, kf=u32, ts_us=ts, width=st.integers(m.MIN_SIDE, m.MAX_SIDE),
               height=st.integers(m.MIN_SIDE, m.MAX_SIDE), image=images, image_format=formats,
               alpha=st.none() | images, landmarks=st.none() | small_bytes),
     st.builds(m.Setup, code=names, payload=small_bytes),

@@ -218,7 +218,7 @@ def test_receiver_only_messages_refused_by_receiver(message: m.Message) -> None:
 
 @pytest.mark.parametrize("message", [
     m.Hello(versions=[2], token=TOKEN), frame(3), m.IdentitySwitch(asset=ASSET), m.Identity(asset="self"),
-    m.Keyframe(kf=1, seq=1, ts_us=1, width=64, height=64, image=b"x", image_format="png"),
+    m.Keyframe(kf=1, ts_us=1, width=64, height=64, image=b"x", image_format="png"),
 ], ids=lambda msg: type(msg).__name__)
 def test_sender_only_messages_refused_by_sender(message: m.Message) -> None:
     snd, _ = open_pair()
@@ -247,7 +247,7 @@ def test_malformed_message_closes_with_bad_message(data: bytes) -> None:
 
 def test_bad_message_names_the_field() -> None:
     _, rcv = open_pair()
-    data = msgspec.msgpack.encode({"t": "keyframe", "kf": 1, "seq": 2, "ts_us": 0, "width": 64, "height": 64,
+    data = msgspec.msgpack.encode({"t": "keyframe", "kf": 1, "ts_us": 0, "width": 64, "height": 64,
                                    "image": b"i", "image_format": "avif", "box": [0, 0, 65, 10]})
     event = failed(rcv.receive(data, 1.0), ErrorCode.BAD_MESSAGE, 4002)
     assert event.error.field == "box"

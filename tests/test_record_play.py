@@ -11,19 +11,27 @@ from facewire.receiver.runtime import play_stream
 from facewire.receiver.sinks import FramesSink
 from facewire.receiver.stats import StatsMeter
 from facewire.sender.capture import CaptureOptions, FrameSource
+from facewire.sender.coding import Budget, FrameCoder
 from facewire.sender.runner import record_stream
-from facewire.sender.stream import FeatureStream, decide_keyframe
+from facewire.sender.sending import Ceiling, plan
+from facewire.sender.stream import FeatureStream
 from facewire.sender.uplink import IdentityBook
+from facewire.shared.codec.frames import FrameEncoder
 from facewire.shared.wire import messages as m
 from facewire.shared.wire.streamfile import StreamHeader, StreamReader, StreamWriter
 from tests.wire_fixtures import KeyframeRenderer, SyntheticAnalyzer, write_frames
+
+
+def AMPLE() -> FrameCoder:  # noqa: N802 - reads as a setting
+    """A coder whose budget never makes the recorder skip a frame (these tests are about the file, not the rate)."""
+    return FrameCoder(budget=Budget.at_most(50e6))
 
 
 def test_record_then_play_gives_one_frame_per_input_frame(tmp_path: Path) -> None:
     frames = write_frames(tmp_path / "in", 40, size=(200, 150))
     path = tmp_path / "out.fws"
     source = FrameSource(str(frames), CaptureOptions(fps=25.0))
-    writer = record_stream(source, SyntheticAnalyzer(), path, IdentityBook([m.Identity(asset="self")]))
+    writer = record_stream(source, SyntheticAnalyzer(), path, IdentityBook([m.Identity(asset="self")]), coder=AMPLE())
 
     with StreamReader(path) as reader:
         assert (reader.header.width, reader.header.height, reader.header.fps) == (200, 150, 25.0)
@@ -44,7 +52,7 @@ def test_record_respects_max_frames_and_loop(tmp_path: Path) -> None:
     frames = write_frames(tmp_path / "in", 5)
     path = tmp_path / "loop.fws"
     source = FrameSource(str(frames), CaptureOptions(loop=True, max_frames=12))
-    record_stream(source, SyntheticAnalyzer(), path, None)
+    record_stream(source, SyntheticAnalyzer(), path, None, coder=AMPLE())
     with StreamReader(path) as reader:
         seqs = [message.seq for message in reader if isinstance(message, m.Frame)]
     assert len(seqs) == 12 and seqs == sorted(seqs)
@@ -53,13 +61,15 @@ def test_record_respects_max_frames_and_loop(tmp_path: Path) -> None:
 def test_frames_the_sender_skipped_repeat_the_picture_before_them(tmp_path: Path) -> None:
     frames = write_frames(tmp_path / "in", 12, size=(64, 48))
     source = FrameSource(str(frames), CaptureOptions(fps=25.0, media_clock=True))
-    stream, analyzer, path = FeatureStream(), SyntheticAnalyzer(), tmp_path / "gaps.fws"
-    with StreamWriter(path, StreamHeader(protocol=m.PROTOCOL_VERSION, width=64, height=48, fps=25.0, created_us=0)) as writer:
+    coder, stream, gate = FrameCoder(), FeatureStream(FrameEncoder(["landmarks"])), Ceiling(10e6)
+    analyzer, path = SyntheticAnalyzer(), tmp_path / "gaps.fws"
+    header = StreamHeader(protocol=m.PROTOCOL_VERSION, width=64, height=48, fps=25.0, created_us=0, codes=["landmarks"])
+    with StreamWriter(path, header) as writer:
         for frame in source:
-            analysis = decide_keyframe(analyzer, analyzer.analyze(frame), stream.policy)
+            item = coder.code(analyzer, analyzer.analyze(frame))
             if frame.index in (3, 4, 5, 9):  # the link had no room for these
                 continue
-            for message in stream.encode(analysis):
+            for message in plan(stream, item, gate, frame.index / 25.0):
                 writer.write(m.encode(message))
     shown = play_stream(path, Player(KeyframeRenderer(), FramesSink(tmp_path / "out"), StatsMeter()))
     assert shown == 12 and len(list((tmp_path / "out").glob("*.png"))) == 12

@@ -18,7 +18,7 @@ from facewire.shared.wire.streamfile import FILE_VERSION, MAGIC, MAX_HEADER_BYTE
 HEADER = StreamHeader(protocol=2, width=640, height=480, fps=30.0, created_us=1_700_000_000_000_000, agent="test")
 MESSAGES: list[m.Message] = [
     m.Identity(asset="ab" * 32, image=b"\x89PNG fake", image_format="png", landmarks=b"lm"),
-    m.Keyframe(kf=1, seq=1, ts_us=10, width=640, height=480, image=b"webp", image_format="webp", alpha=b"a"),
+    m.Keyframe(kf=1, ts_us=10, width=640, height=480, image=b"webp", image_format="webp", alpha=b"a"),
     m.Frame(seq=2, dt_ms=0, kf=1, face=0, codes=[b"lm", b"\x01"]),
     m.Frame(seq=3, dt_ms=33, kf=1, face=1, codes=[b"lm", b"\x02"]),
     m.Frame(seq=4, dt_ms=66, kf=1, face=2, codes=[None, None]),
@@ -174,11 +174,11 @@ def test_oversize_length_prefix(tmp_path: Path) -> None:
 def test_invalid_record_named_by_index(tmp_path: Path) -> None:
     path = tmp_path / "s.fws"
     write(path, MESSAGES[:2])
-    bad = msgspec.msgpack.encode({"t": "keyframe", "seq": -1})
+    bad = msgspec.msgpack.encode({"t": "keyframe", "kf": -1})
     with path.open("ab") as file:
         file.write(struct.pack("<I", len(bad)) + bad)
     text = error_of(path)
-    assert "invalid message #2" in text and "seq" in text
+    assert "invalid message #2" in text and "kf" in text
 
 
 def test_oversize_frame_record_rejected_like_the_wire(tmp_path: Path) -> None:

@@ -109,7 +109,6 @@ class Keyframe(_Message, frozen=True, tag="keyframe"):
     """
 
     kf: UInt32
-    seq: UInt32
     ts_us: TimestampUs
     width: Side
     height: Side
