@@ -12,6 +12,9 @@ whenever it wakes: on each message it receives, and `ack_interval_s` after it la
 * otherwise the ack left between the first entry's deadline and the timer the last entry set:
   the receiver's timer, or a message it does not ack (a ping, today a keyframe), woke it.
 
+(The receiver compares float seconds but stamps whole µs, so an entry within a µs of the deadline
+reads as having sent the ack at once though its timer may have: a sample that reads high, rarely.)
+
 RTT samples use the earliest time, so they never read low (their minimum sets the window and the
 standing-queue test; a receiver that acts late makes them read high, never low). The window uses
 the reference receiver's timer, the wait it must cover.

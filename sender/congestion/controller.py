@@ -1,9 +1,9 @@
 """The rate controller: acknowledgements in; a target rate, an in-flight window and a pacer out.
 
-It owns no socket and no clock: every call takes the sender's monotonic `now` in seconds. The
-delay detector (delay.py), the rates read from the acks (rates.py), the AIMD rules (aimd.py) and
-the in-flight ledger (inflight.py) each do one part; this object feeds them and answers the
-uplink's questions. Beyond GCC it has the rules a thin TCP link needs (a standing queue, a
+It owns no socket and no clock: every call takes the sender's monotonic `now` in seconds. When an
+ack left the receiver (acks.py), the delay detector (delay.py), the rates read from the acks
+(rates.py), the AIMD rules (aimd.py) and the in-flight ledger (inflight.py) each do one part; this
+object feeds them and answers the uplink's questions. Beyond GCC it has the rules a thin TCP link needs (a standing queue, a
 window-limited sender, link pauses, expiry and a feedback timeout); each says why where it acts.
 """
 
