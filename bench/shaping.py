@@ -226,6 +226,7 @@ class ShapingProxy:
     socket_buffer_bytes: int = 4096
     port: int = 0
     connections: int = 0
+    refused: int = 0  # clients whose upstream connection failed
     connected_at: list[float] = field(default_factory=list)  # wall-clock time of each upstream connect
     up_stats: DirectionStats = field(default_factory=DirectionStats)
     down_stats: DirectionStats = field(default_factory=DirectionStats)
@@ -265,7 +266,7 @@ class ShapingProxy:
         await self.close()
 
     def stats(self) -> dict[str, object]:
-        return {"connections": self.connections, "connected_at": self.connected_at[-8:],
+        return {"connections": self.connections, "refused": self.refused, "connected_at": self.connected_at[-8:],
                 "up": self.up_stats.snapshot(), "down": self.down_stats.snapshot()}
 
     async def _accept(self) -> None:
@@ -288,6 +289,7 @@ class ShapingProxy:
             await loop.sock_connect(server, self.upstream)
         except OSError as exc:
             log.warning("upstream %s:%d refused: %s", *self.upstream, exc)
+            self.refused += 1
             client.close()
             server.close()
             return

@@ -19,7 +19,9 @@ the delay alone on the downlink, optional outages) and a sender (`facewire-send 
   no TCP/IP headers; `kbps_link_whole_run`: from the sender's connection on);
 * `keyframes`: each keyframe's size and its delivery time, capture to last byte delivered
   (`delivery_s`), and the time its bytes took to cross (`on_link_s`); `first_picture_s`: from the
-  sender's connection to the first second with a frame shown.
+  sender's connection to the first second with a frame shown;
+* `connections`: the sessions the sender opened; more than one means it lost the link and came back
+  (the processes' warnings, in the logs beside the JSON, say why).
 
 Writes JSON with the machine, the settings and the code that ran (default out/bench/thinlink.json),
 and keeps each run's logs and stats beside it.
@@ -183,6 +185,8 @@ class Link:
 
 
 async def run_one(args: argparse.Namespace, link: Link, workdir: Path) -> dict[str, object]:
+    # The receiver serves every session of the run (no --once): a sender that loses the link and comes back
+    # is what a user would see, and `connections` counts the sessions.
     token, rx_port = secrets.token_hex(16), free_port()
     rx_stats = workdir / f"{link.tag}.receiver.jsonl"
     rx_stats.unlink(missing_ok=True)
@@ -197,14 +201,14 @@ async def run_one(args: argparse.Namespace, link: Link, workdir: Path) -> dict[s
     connect_t, sender_rc, end_t = None, None, time.time()
     try:
         procs.append(subprocess.Popen(
-            [args.python, "-m", "facewire.receiver.cli", "--listen", f"127.0.0.1:{rx_port}", "--sink", "null", "--once",
-             "--stats-json", str(rx_stats), "--log-level", "ERROR"], env=env, stdout=logs["receiver"], stderr=subprocess.STDOUT))
+            [args.python, "-m", "facewire.receiver.cli", "--listen", f"127.0.0.1:{rx_port}", "--sink", "null",
+             "--stats-json", str(rx_stats), "--log-level", "WARNING"], env=env, stdout=logs["receiver"], stderr=subprocess.STDOUT))
         if not await wait_for_port(rx_port, 60):
             return {"error": "the receiver did not start"}
         await proxy.start()
         sender = subprocess.Popen(
             [args.python, "-m", "facewire.sender.cli", "--connect", f"ws://127.0.0.1:{proxy.port}", "--input", str(args.clip),
-             "--realtime", "--loop", "--identity", "self", "--log-level", "ERROR",
+             "--realtime", "--loop", "--identity", "self", "--log-level", "WARNING",
              *(["--size", args.size] if args.size else []), *args.sender_args],
             env=env, stdout=logs["sender"], stderr=subprocess.STDOUT)
         procs.append(sender)
@@ -225,7 +229,8 @@ async def run_one(args: argparse.Namespace, link: Link, workdir: Path) -> dict[s
             handle.close()
     result = summarise(read_jsonl(rx_stats), link_bytes, log, connect_t, end_t, args.warmup)
     return {"rate_kbps": link.rate_kbps, "delay_ms": link.delay_ms, "outage_every_s": link.outage_every_s,
-            "outage_ms": link.outage_ms, "sender_ended_early": sender_rc, **result}
+            "outage_ms": link.outage_ms, "sender_ended_early": sender_rc, "connections": proxy.connections,
+            "connections_refused": proxy.refused, **result}
 
 
 def code_version(python: str) -> dict[str, str]:
