@@ -2,13 +2,17 @@
 
     sender app (capture at fps, codec sized from the target, latest-frame-wins slot, keyframe chunks)
       -> bottleneck: one FIFO served at a piecewise-constant rate (TCP: nothing is dropped), outages
-      -> one-way delay -> receiver (its own clock: offset + drift) -> acks batched every `ack_interval_s`
+      -> one-way delay -> receiver (its own clock: offset + drift) -> acks as the reference receiver sends them
       -> reverse path (delay, optional rate) -> sender's controller
 
 Optional constant-bitrate cross traffic shares the FIFO. Time is in seconds; the only clock is the
 event queue, so a run is deterministic for a given seed. `run(Scenario(...))` returns a `Trace` with
 every message's times and a 10 Hz timeline of the controller's state; the helpers on `Trace` compute
 the figures the tests assert on.
+
+The receiver acks every message the controller sent (frames and keyframe chunks alike), with the
+timing of the reference receiver, in the protocol's own `ack` message (its real size counts on a
+rate-limited reverse path).
 
 A `policy="baseline"` run models today's uplink instead: no controller, a message is written
 whenever the socket is writable (the sender's unsent bytes fit its kernel send buffer).
@@ -28,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from facewire.sender.congestion import ControllerConfig, RateController
+from facewire.shared.wire import messages as m
 
 
 @dataclass(frozen=True)
@@ -259,6 +264,8 @@ class _Sim:
         self.kf_started = math.nan
         self.seq = 0
         self.pending_acks: list[tuple[int, int]] = []
+        self.first_pending_s = 0.0
+        self.receiver_timer = 0  # the receiver's latest wake-up timer; earlier ones are void
         self.reverse_busy = 0.0
         self.pump_at = math.inf
         self.next_keyframe_s = 0.0
@@ -274,7 +281,6 @@ class _Sim:
         if self.ctl is not None:
             self.ctl.on_rtt(2 * sc.delay_s, 0.0)  # the hello -> welcome round trip
         self.at(0.0, self.capture)
-        self.at(sc.ack_interval_s, self.ack_timer)
         self.at(0.0, self.sample)
         for cross in sc.cross:
             self.at(cross.start_s, functools.partial(self.cross_packet, cross))
@@ -398,28 +404,43 @@ class _Sim:
         return int((t * (1 + self.sc.clock_drift_ppm * 1e-6) + self.sc.clock_offset_s) * 1e6)
 
     def arrived(self, msg: Message) -> None:
+        if not self.pending_acks:
+            self.first_pending_s = self.now
         self.pending_acks.append((msg.seq, self.receiver_us(self.now)))
         if msg.last_chunk:
             self.keyframes.append((msg.capture_s, self.now))
+        self.receiver_wakes()
 
-    def ack_timer(self) -> None:
+    def receiver_wakes(self) -> None:
+        """The reference receiver's loop (receiver/server.py with shared/wire/protocol.py): it wakes on every
+        message, and `ack_interval_s` after it last woke when none came; it sends the pending acks once the
+        first is `ack_interval_s` old, or at once when MAX_ACKS are pending."""
+        now, interval = self.now, self.sc.ack_interval_s
+        # 1 ns: the timer set at the first arrival fires exactly `interval` later, which float sums can miss
+        if self.pending_acks and (now - self.first_pending_s >= interval - 1e-9 or len(self.pending_acks) >= m.MAX_ACKS):
+            self.send_acks()
+        if self.pending_acks:
+            self.receiver_timer += 1
+            self.at(now + interval, functools.partial(self.receiver_timeout, self.receiver_timer))
+
+    def receiver_timeout(self, timer: int) -> None:
+        if timer == self.receiver_timer:  # else a message woke the receiver since this timer was set
+            self.receiver_wakes()
+
+    def send_acks(self) -> None:
         now = self.now
-        self.at(now + self.sc.ack_interval_s, self.ack_timer)
-        if not self.pending_acks:
-            return
         acks, self.pending_acks = self.pending_acks, []
         if self.sc.ack_loss is not None and self.sc.ack_loss(now):
             return
-        ack_us = self.receiver_us(now)
-        nbytes = 8 + 6 * len(acks)
+        nbytes = len(m.encode(m.Ack(frames=acks)))
         start = max(now, self.reverse_busy)
         done = start + (nbytes * 8 / self.sc.reverse_bps if self.sc.reverse_bps else 0.0)
         self.reverse_busy = done
-        self.at(done + self.sc.delay_s, lambda: self.feedback(acks, ack_us))
+        self.at(done + self.sc.delay_s, functools.partial(self.feedback, acks))
 
-    def feedback(self, acks: list[tuple[int, int]], ack_us: int) -> None:
+    def feedback(self, acks: list[tuple[int, int]]) -> None:
         if self.ctl is not None:
-            self.ctl.on_acks(acks, self.now, ack_us)
+            self.ctl.on_acks(acks, self.now)
             self.pump()
 
     # --- cross traffic and sampling

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from facewire.sender.congestion import ControllerConfig, RateController, Signal
+from facewire.sender.congestion.acks import AckDeparture
 from facewire.sender.congestion.delay import TrendlineDetector
 from tests.linksim import CodecModel, Cross, Outages, Scenario, Schedule, run, steps
 
@@ -28,7 +29,7 @@ def test_in_flight_counts_sent_minus_acked_and_ignores_unknown_and_duplicate_ack
     for seq in range(1, 4):
         ctl.on_send(seq, 100, now=seq * 0.04)
     assert ctl.in_flight_bytes == 300
-    ctl.on_acks([(1, 5_000_000), (99, 5_000_001)], now=0.5, ack_ts_us=5_010_000)
+    ctl.on_acks([(1, 5_000_000), (99, 5_000_001)], now=0.5)
     ctl.on_acks([(1, 5_000_000)], now=0.55)
     assert ctl.in_flight_bytes == 200
     assert ctl.counters.unknown_acks == 2
@@ -42,7 +43,7 @@ def test_window_refuses_then_an_ack_makes_room() -> None:
     ctl.on_send(1, window - 50, now=0.0)
     decision = ctl.decide(100, now=0.001, essential=True)
     assert not decision.ok and decision.retry_at is None and decision.reason.startswith("window")
-    ctl.on_ack(1, 1_000_000, now=0.31)
+    ctl.on_acks([(1, 1_000_000)], now=0.31)
     assert ctl.may_send(100, now=0.31, essential=True)
 
 
@@ -76,26 +77,52 @@ def test_lost_acks_expire_and_the_feedback_timeout_cuts_the_rate() -> None:
     assert ctl.state == "stalled"
     assert sent_late > 0  # not wedged: expired bytes made room
     # a late ack for an expired message is taken for the delay estimate but not subtracted twice
-    ctl.on_ack(1, 9_000_000, now=t)
+    ctl.on_acks([(1, 9_000_000)], now=t)
     assert ctl.in_flight_bytes >= 0 and ctl.counters.late_acks == 1
 
 
-def test_rtt_sample_excludes_the_receivers_holding_time() -> None:
-    ctl = RateController(24_000)
-    ctl.on_send(1, 50, now=10.0)
-    # received at receiver time 2.000 s, ack sent 40 ms later, back at the sender 0.34 s after sending
-    ctl.on_acks([(1, 2_000_000)], now=10.34, ack_ts_us=2_040_000)
-    assert ctl.min_rtt_s == pytest.approx(0.30, abs=1e-6)
+def test_an_acks_departure_is_inferred_from_the_receivers_rule() -> None:
+    cfg = ControllerConfig(ack_interval_s=0.05, ack_max_entries=4)
+    # an entry 50 ms or more after the first woke the receiver, which acked at once
+    assert AckDeparture.infer([(1, 2_000_000), (3, 2_080_000), (2, 2_040_000)], cfg) == AckDeparture(2_000_000, 2_080_000, 2_080_000)
+    # a full ack leaves at once
+    full = [(seq, 2_000_000 + seq * 1_000) for seq in range(4)]
+    assert AckDeparture.infer(full, cfg) == AckDeparture(2_000_000, 2_003_000, 2_003_000)
+    # else: not before the first entry's deadline, likely on the timer the last entry set
+    late = AckDeparture.infer([(2, 2_010_000), (1, 2_000_000)], cfg)
+    assert late == AckDeparture(2_000_000, 2_050_000, 2_060_000)
+    assert late.hold_s(2_010_000) == pytest.approx(0.04) and late.longest_hold_s == pytest.approx(0.06)
 
 
-def test_the_window_covers_the_measured_ack_holding_time() -> None:
-    ctl = RateController(24_000)
+def test_rtt_samples_leave_out_the_receivers_holding_time_and_never_read_low() -> None:
+    def min_rtt(ack_late_s: float) -> float:
+        ctl = RateController(24_000)
+        ctl.on_send(1, 50, now=10.0)
+        ctl.on_send(2, 50, now=10.01)
+        # 0.15 s each way; received at 2.000 and 2.010 s of the receiver's clock; the ack leaves when the
+        # first is 50 ms old (+ the receiver's lateness) and is back at the sender 0.15 s later
+        ctl.on_acks([(1, 2_000_000), (2, 2_010_000)], now=10.0 + 0.15 + 0.05 + ack_late_s + 0.15)
+        return ctl.min_rtt_s
+
+    assert min_rtt(0.0) == pytest.approx(0.30, abs=1e-6)
+    # a receiver that woke up late: the sample reads high by as much, never low
+    assert min_rtt(0.03) == pytest.approx(0.33, abs=1e-6)
+
+
+def test_the_window_covers_the_longest_ack_wait() -> None:
+    """A receiver that acks every 200 ms, frames every 40 ms: the sixth frame's arrival sends the ack, for
+    which the first frame waited 200 ms."""
+    ctl = RateController(24_000, config=ControllerConfig(ack_interval_s=0.2))
     ctl.on_rtt(0.3, now=0.0)
     before = ctl.window_bytes()
-    for seq in range(1, 60):  # acks batched every 200 ms: each entry waits 100 ms on average
-        ctl.on_send(seq, 50, now=seq * 0.04)
-        ctl.on_acks([(seq, seq * 40_000 + 150_000)], now=seq * 0.04 + 0.4, ack_ts_us=seq * 40_000 + 250_000)
-    assert ctl.snapshot()["ack_hold_ms"] == pytest.approx(100, abs=5)
+    for batch in range(60):
+        seqs = range(batch * 6 + 1, batch * 6 + 7)
+        for seq in seqs:
+            ctl.on_send(seq, 50, now=seq * 0.04)
+        ctl.on_acks([(seq, seq * 40_000 + 150_000) for seq in seqs], now=seqs[-1] * 0.04 + 0.15 + 0.15)
+    assert ctl.snapshot()["ack_hold_ms"] == pytest.approx(200, abs=1)
+    assert ctl.min_rtt_s == pytest.approx(0.30, abs=1e-6)
+    assert ctl.window_bytes() == pytest.approx(ctl.target_bps / 8 * (0.3 + 0.2 + 0.15), rel=0.01)
     assert ctl.window_bytes() > before * ctl.target_bps / 24_000
 
 
@@ -105,7 +132,7 @@ def test_pacer_spaces_a_chunked_keyframe_at_the_pacing_rate() -> None:
     for seq in range(1, 11):
         now = max(now, ctl.next_send_time(300, now))
         ctl.on_send(seq, 300, now)
-        ctl.on_ack(seq, int(now * 1e6) + 150_000, now)  # keep the window out of the way
+        ctl.on_acks([(seq, int(now * 1e6) + 150_000)], now)  # keep the window out of the way
         sent_at.append(now)
     rate = 300 * 9 * 8 / (sent_at[-1] - sent_at[0])
     assert rate <= ControllerConfig().pacing_factor * 24_000 * 1.01
@@ -119,7 +146,7 @@ def test_ceiling_bucket_holds_any_10s_window_within_5_percent() -> None:
         if ctl.decide(200, t).ok:
             seq += 1
             ctl.on_send(seq, 200, t)
-            ctl.on_ack(seq, int(t * 1e6), t)  # an infinitely fast link: only the ceiling holds it back
+            ctl.on_acks([(seq, int(t * 1e6))], t)  # an infinitely fast link: only the ceiling holds it back
             sends.append((t, 200))
         t += 0.005
     for start, _ in sends:
@@ -148,7 +175,7 @@ def test_overuse_drops_the_target_to_beta_times_the_acked_rate() -> None:
         send = seq * 0.04
         arrival = max(arrival, send + 0.15) + 120 * 8 / 20_000
         ctl.on_send(seq, 120, send)
-        ctl.on_acks([(seq, int(arrival * 1e6))], now=arrival + 0.15, ack_ts_us=int(arrival * 1e6))
+        ctl.on_acks([(seq, int(arrival * 1e6))], now=arrival + 0.05 + 0.15)  # the ack waits 50 ms
     assert ctl.counters.decreases >= 1
     assert ctl.target_bps <= 0.85 * 20_000 * 1.1
     assert "acked" in ctl.last_change or "standing queue" in ctl.last_change
@@ -186,7 +213,7 @@ def test_invariants_hold_for_any_event_sequence(ops: list[tuple[str, int, float]
             unacked[seq] = n
         elif kind == "ack" and unacked:
             acked = sorted(unacked)[: 1 + n % len(unacked)]
-            ctl.on_acks([(s, offset_us + int((now - 0.1) * 1e6) + s) for s in acked], now, offset_us + int(now * 1e6))
+            ctl.on_acks([(s, offset_us + int((now - 0.1) * 1e6) + s) for s in acked], now)
             for s in acked:
                 del unacked[s]
         elif kind == "tick":
@@ -209,7 +236,7 @@ def test_the_receivers_clock_offset_does_not_matter(offset_us: int) -> None:
             send = seq * 0.04
             arrival = max(arrival, send + 0.15) + 150 * 8 / 30_000
             ctl.on_send(seq, 150, send)
-            ctl.on_acks([(seq, offset + int(arrival * 1e6))], arrival + 0.15, offset + int(arrival * 1e6))
+            ctl.on_acks([(seq, offset + int(arrival * 1e6))], arrival + 0.05 + 0.15)
             targets.append(ctl.target_bps)
         return targets
 

@@ -81,10 +81,13 @@ class AimdRate:
         return min(max(bps, self.floor_bps), self.ceiling_bps)
 
     def _time_to_reduce(self, now: float, acked: float | None, rtt_s: float) -> bool:
+        """Once per round trip, or at once when the link carries less than half the target. libwebrtc caps
+        the interval at 200 ms; these links' round trips are 0.3-1 s, and for a whole one the acks of what
+        was sent before a cut still say 'overuse': cutting on them again and again, to 0.85 x an acked rate
+        the cuts themselves lowered, left the target far below the link after a step down."""
         if self._last_decrease_s is None:
             return True
-        interval = min(max(rtt_s, 0.01), 0.2)
-        if now - self._last_decrease_s >= interval:
+        if now - self._last_decrease_s >= max(rtt_s, 0.01):
             return True
         return acked is not None and acked < 0.5 * self.target
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from facewire.shared.wire.messages import MAX_ACKS
+from facewire.shared.wire.protocol import Limits
+
 
 @dataclass(frozen=True)
 class ControllerConfig:
@@ -53,9 +56,14 @@ class ControllerConfig:
     acked_window_s: float = 0.5
     acked_min_span_s: float = 0.25
     acked_max_gap_s: float = 0.3
-    # In-flight window: target x (min RTT + feedback holding time + queue allowance). The holding time
-    # (ack sent - message received, receiver clock) is measured; this is the guess before any ack.
-    feedback_interval_s: float = 0.05
+    # The receiver's ack rule (shared/wire/protocol.py): an ack leaves once its first entry is
+    # `ack_interval_s` old, or at once with `ack_max_entries` entries. The ack carries no time of its
+    # own, so the controller infers from this rule when it left (acks.py).
+    ack_interval_s: float = Limits.ack_interval_s
+    ack_max_entries: int = MAX_ACKS
+    # In-flight window: target x (min RTT + the longest an entry waits for its ack + queue allowance).
+    # The wait is inferred from each ack (acks.py); this is the guess before any.
+    initial_ack_hold_s: float = 0.05
     queue_allowance_s: float = 0.15
     min_window_bytes: int = 400
     initial_rtt_s: float = 0.5

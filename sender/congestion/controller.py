@@ -1,18 +1,19 @@
 """The rate controller: acknowledgements in; a target rate, an in-flight window and a pacer out.
 
-It owns no socket and no clock: every call takes the sender's monotonic `now` in seconds. The
-delay detector (delay.py), the rates read from the acks (rates.py), the AIMD rules (aimd.py) and
-the in-flight ledger (inflight.py) each do one part; this object feeds them and answers the
-uplink's questions. Beyond GCC it has the rules a thin TCP link needs (a standing queue, a
+It owns no socket and no clock: every call takes the sender's monotonic `now` in seconds. When an
+ack left the receiver (acks.py), the delay detector (delay.py), the rates read from the acks
+(rates.py), the AIMD rules (aimd.py) and the in-flight ledger (inflight.py) each do one part; this
+object feeds them and answers the uplink's questions. Beyond GCC it has the rules a thin TCP link needs (a standing queue, a
 window-limited sender, link pauses, expiry and a feedback timeout); each says why where it acts.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from facewire.sender.congestion.acks import AckDeparture
 from facewire.sender.congestion.aimd import AimdRate, RateState
 from facewire.sender.congestion.config import ControllerConfig
 from facewire.sender.congestion.delay import InterArrival, Signal, TrendlineDetector
@@ -65,7 +66,7 @@ class RateController:
         self._min_rtt = MinFilter(cfg.min_rtt_window_s)
         self._flight = InFlight(cfg.records_kept_s)
         self._srtt: float | None = None
-        self._hold_s = cfg.feedback_interval_s  # smoothed time an ack entry waits at the receiver
+        self._hold_s = cfg.initial_ack_hold_s  # smoothed longest wait of an ack's entries at the receiver
         # (ack time, RTT sample - min RTT) of the last standing_interval_s: the queue the sender sits behind
         self._queue_samples: deque[tuple[float, float]] = deque()
         self._last_acked: tuple[float, float] | None = None  # (send, arrival) of the previous ack in send order
@@ -91,20 +92,23 @@ class RateController:
         self._charge(nbytes, now)
         self.counters.uncontrolled_bytes += nbytes
 
-    def on_acks(self, acks: Iterable[tuple[int, int]], now: float, ack_ts_us: int | None = None) -> None:
-        """One feedback message: (seq, receive time in the receiver's clock, µs) pairs, and when the receiver
-        sent the feedback (same clock) so its holding time can be taken out of the RTT samples."""
+    def on_acks(self, frames: Sequence[tuple[int, int]], now: float) -> None:
+        """One ack message, as `Ack.frames`: (seq, receive time in µs of the receiver's clock) for each
+        message received since the last ack. The two clocks need not agree: only differences are used."""
         self._last_feedback_s = now
-        for seq, recv_us in sorted(acks, key=self._send_order):
-            self._on_one_ack(seq, recv_us, now, ack_ts_us)
+        if not frames:
+            return
+        departure = AckDeparture.infer(frames, self.cfg)
+        # The window covers the longest an entry waits for its ack (the first entry's wait), not the mean
+        # wait: the bytes in flight peak just before an ack comes back, and a window that refuses frames
+        # at each peak makes the sender look window-limited (the rule that then cuts the target).
+        self._hold_s += 0.1 * (min(departure.longest_hold_s, 1.0) - self._hold_s)
+        for seq, recv_us in sorted(frames, key=self._send_order):
+            self._on_one_ack(seq, recv_us, now, departure)
         self._expire(now)
         if self._rate.update(now, self._decrease_cause(now), self._trend, self._acked.bps(), self.rtt_s):
             self.counters.decreases += 1
         self._retune_pacer()
-
-    def on_ack(self, seq: int, receive_ts_us: int, now: float, ack_ts_us: int | None = None) -> None:
-        """A single acknowledgement (one feedback message per frame)."""
-        self.on_acks([(seq, receive_ts_us)], now, ack_ts_us)
 
     def on_rtt(self, rtt_s: float, now: float) -> None:
         """An RTT sample from elsewhere (ping/pong, the handshake)."""
@@ -164,9 +168,9 @@ class RateController:
         return min((q for _, q in self._queue_samples), default=0.0)
 
     def window_bytes(self) -> int:
-        """Bytes allowed in flight: the target rate over min RTT + feedback interval + queue allowance."""
+        """Bytes allowed in flight: the target rate over min RTT + the longest ack wait + queue allowance."""
         cfg = self.cfg
-        # A message stays in flight for a round trip plus the time its ack waits to be batched.
+        # A message stays in flight for a round trip plus the time its ack waits at the receiver.
         span = self.min_rtt_s + self._hold_s + cfg.queue_allowance_s
         return max(cfg.min_window_bytes, int(self._rate.target / 8 * span))
 
@@ -255,7 +259,7 @@ class RateController:
 
     # -------------------------------------------------------------- internals
 
-    def _on_one_ack(self, seq: int, recv_us: int, now: float, ack_ts_us: int | None) -> None:
+    def _on_one_ack(self, seq: int, recv_us: int, now: float, departure: AckDeparture) -> None:
         sent = self._flight.pop(seq)
         if sent is None:
             self.counters.unknown_acks += 1
@@ -265,10 +269,8 @@ class RateController:
         self.counters.acked_messages += 1
         self.counters.acked_bytes += sent.nbytes
         arrival_s = recv_us / 1e6
-        hold_s = 0.0 if ack_ts_us is None else max(0.0, (ack_ts_us - recv_us) / 1e6)
-        if ack_ts_us is not None:
-            self._hold_s += 0.1 * (min(hold_s, 1.0) - self._hold_s)
-        sample = now - sent.send_s - hold_s
+        # The time the entry waited at the receiver for its ack is not part of the round trip.
+        sample = now - sent.send_s - departure.hold_s(recv_us)
         self._rtt_sample(sample, now)
         self._queue_samples.append((now, max(0.0, sample - self.min_rtt_s)))
         self._acked.add(arrival_s, sent.nbytes)
