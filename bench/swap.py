@@ -61,7 +61,7 @@ from facewire.shared.render.mesh import MeshOptions, MeshRenderer  # noqa: E402
 from facewire.shared.types import CapturedFrame, FrameState, IdentityAsset, Image, KeyframeState, Landmarks  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "data"
+DATA = Path(os.environ.get("FACEWIRE_DATA", ROOT.parent / "shared" / "data"))
 SAME_PERSON = 0.6
 
 
