@@ -521,7 +521,8 @@ def avatar_cover(image: Image, landmarks: Landmarks, chroma_sigmas: float = 3.5,
     field; hair is a step below it). Cover hangs in from the outline, so only components that touch
     the outline above the nose count, and below the eyes only near the outline: the inside of the
     lower face is the face's own (a beard, a moustache, the nose's shadow, paint). A component
-    entirely above the brows counts too (a parting, a hair clip). Features are never cover.
+    entirely above the brows counts too (a parting, a hair clip). Features are never cover, nor spectacles
+    found by their shape (`find_spectacles`): glasses the avatar wears are part of its look.
     """
     h, w = image.shape[:2]
     out = np.zeros((h, w), np.float32)
@@ -535,8 +536,15 @@ def avatar_cover(image: Image, landmarks: Landmarks, chroma_sigmas: float = 3.5,
     skin = _skin_colour(ycc, face, landmarks, topo.LOWER_SKIN_SAMPLES, max(2, int(round(0.035 * width))))
     if skin is None:
         return out
-    my, _, chroma, _ = skin
+    my, _, chroma, sampled = skin
     features = feature_mask((h, w), landmarks, width)
+    # The avatar's own glasses are part of its look (and dark thin loops, which the cover would take in pieces).
+    eyes = np.zeros((h, w), np.uint8)
+    for ring in (topo.right_eye_ring(), topo.left_eye_ring()):
+        fill_polygon(eyes, landmarks[ring, :2])
+    rims = _spectacle_mask(ycc[..., 0], landmarks.astype(np.float32), width, sampled, eyes, OcclusionOptions()) > 0.05
+    grow = max(1, int(round(0.02 * width)))
+    features |= cv2.dilate(rims.astype(np.uint8) * 255, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
     log_y = np.log(ycc[..., 0] + np.float32(8.0))
     skinish = (face > 0) & (features == 0) & (chroma < chroma_sigmas) & (np.abs(log_y - np.float32(np.log(my + 8.0))) < 0.7)
     light = smooth_field(log_y, skinish.astype(np.float32))
