@@ -14,7 +14,20 @@ the output is judged:
   minus input (grey levels; > 0 means the face's brightness or colour pops more than the camera's
   picture does). Pixel-wise differences are avoided: they grow with motion times texture contrast,
   so a sharp avatar on a moving head would score as flicker;
-* ms/frame: render time only (shared CPU: treat as an upper bound).
+* ms/frame: render time only (shared CPU: treat as an upper bound);
+* blotch and seam (`blotch_scores`): what the eye calls blotches, smears, torn make-up and seams.
+  The output's log-luminance band-passed at the scale of a patch (difference of Gaussians at
+  0.015 and 0.06 face widths), its RMS over the skin (the face inside the outline less eyes,
+  brows, lips and nostrils of both the input and the re-detected output), minus the same of the
+  input: a clean face with the scene's smooth light adds nothing, a patch of the sender's shadow
+  or the avatar's hair, a smeared brow or a pale band adds energy at that scale. `seam` is the same
+  over a band round the outline (0.06 face widths inside). x100, so about percent of contrast.
+
+`--same-person` runs the avatar path driven by the clip's own person: the avatar is the clip's
+first tracked frame (the keyframe), later frames are the truth; face-region SSIM and PSNR (inside
+the true frame's outline) of that and of self mode, side by side. `--sheet DIR` writes contact
+sheets of every identity (avatars and portraits) on each clip's three most expressive frames: face
+crops at full size and the whole frame as a 256-px video tile, with the blotch measure per cell.
 
 Writes JSON and a contact-sheet PNG. Run: .venv/bin/python bench/swap.py --frames 40 --clips d3,d18
 (needs `pip install dlib-bin face-recognition-models`, the `bench` extra).
@@ -46,7 +59,7 @@ from facewire.shared.render.mesh import MeshOptions, MeshRenderer  # noqa: E402
 from facewire.shared.types import CapturedFrame, FrameState, IdentityAsset, Image, KeyframeState, Landmarks  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "data"
+DATA = Path(os.environ.get("FACEWIRE_DATA", ROOT.parent / "shared" / "data"))
 SAME_PERSON = 0.6
 
 
@@ -86,6 +99,8 @@ class PairResult:
     pose_err_deg: float
     flicker: float
     ms_per_frame: float
+    blotch: float = float("nan")
+    seam: float = float("nan")
 
 
 def _ratios(lm: Landmarks) -> tuple[float, float]:
@@ -116,6 +131,59 @@ def _corr(a: list[float], b: list[float]) -> float:
     if len(a) < 3 or np.std(a) < MIN_SPREAD or np.std(b) < 1e-6:
         return float("nan")
     return float(np.corrcoef(a, b)[0, 1])
+
+
+def _features(shape: tuple[int, int], landmarks: Landmarks, width: float) -> npt.NDArray[np.uint8]:
+    from facewire.shared.render.delight import feature_mask
+
+    return feature_mask(shape, landmarks.astype(np.float32), width)
+
+
+BLOTCH_SCALES = (0.015, 0.06)  # face widths: finer is texture (pores, grain), coarser is light
+SEAM_BAND = 0.06  # face widths inside the outline
+
+
+def _band_energy(luma: npt.NDArray[np.float32], mask: npt.NDArray[np.bool_], width: float) -> float:
+    fine, coarse = (max(0.7, k * width) for k in BLOTCH_SCALES)
+    band = cv2.GaussianBlur(luma, (0, 0), fine) - cv2.GaussianBlur(luma, (0, 0), coarse)
+    return float(np.sqrt(np.mean(np.square(band[mask])))) if mask.any() else float("nan")
+
+
+def blotch_scores(truth: Image, out: Image, lm: Landmarks, out_lm: Landmarks | None) -> tuple[float, float]:
+    """(blotch, seam): patch-scale contrast the output adds over the input, on the skin and at the outline."""
+    from facewire.shared.face import topology as topo
+    from facewire.shared.render.warp import fill_polygon
+
+    oval = lm[topo.face_oval_ring(), :2].astype(np.float32)
+    width = float(np.ptp(oval[:, 0]))
+    pad = int(0.2 * width) + 4
+    h, w = truth.shape[:2]
+    x0, y0 = (max(0, int(v) - pad) for v in oval.min(axis=0))
+    x1, y1 = (int(v) + pad for v in oval.max(axis=0))
+    x1, y1 = min(w, x1), min(h, y1)
+    shift = np.array([x0, y0], np.float32)
+    shape = (y1 - y0, x1 - x0)
+    face = np.zeros(shape, np.uint8)
+    fill_polygon(face, oval - shift)
+    local = lm.astype(np.float32).copy()
+    local[:, :2] -= shift
+    features = _features(shape, local, width)
+    if out_lm is not None:
+        other = out_lm.astype(np.float32).copy()
+        other[:, :2] -= shift
+        features |= _features(shape, other, width)
+    k = max(1, int(round(SEAM_BAND * width)))
+    inner = cv2.erode(face, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1)))
+    skin = (inner > 0) & (features == 0)
+    seam = (face > 0) & (inner == 0)
+    scores = []
+    for region in (skin, seam):
+        energy = []
+        for image in (out, truth):
+            luma = np.log(cv2.cvtColor(image[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY).astype(np.float32) + 8.0)
+            energy.append(_band_energy(luma, region, width))
+        scores.append(100.0 * (energy[0] - energy[1]))
+    return scores[0], scores[1]
 
 
 def track_clip(path: Path, max_frames: int, start: int = 0) -> list[tuple[Image, Landmarks | None]]:
@@ -166,6 +234,8 @@ def run_pair(
     e_out: list[float] = []
     pose_err: list[float] = []
     flicker: list[float] = []
+    blotch: list[float] = []
+    seam: list[float] = []
     times: list[float] = []
     sheet: list[Image] = []
     history: list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]] = []
@@ -192,6 +262,9 @@ def run_pair(
             continue
         judged += 1
         obs = redetect.track(CapturedFrame(i, i * 33_333, out))
+        bs = blotch_scores(image, out, lm, None if obs is None else obs.landmarks)
+        blotch.append(bs[0])
+        seam.append(bs[1])
         if obs is None:
             continue
         found += 1
@@ -228,8 +301,148 @@ def run_pair(
         pose_err_deg=float(np.mean(pose_err)) if pose_err else float("nan"),
         flicker=float(np.mean(flicker)) if flicker else float("nan"),
         ms_per_frame=float(np.median(times)) if times else float("nan"),
+        blotch=float(np.mean(blotch)) if blotch else float("nan"),
+        seam=float(np.mean(seam)) if seam else float("nan"),
     )
     return result, sheet
+
+
+def face_similarity(out: Image, truth: Image, lm: Landmarks) -> tuple[float, float]:
+    """SSIM (grey, Gaussian window 1.5) and PSNR (colour) of `out` against `truth` inside the true face outline."""
+    from skimage.metrics import structural_similarity
+
+    from facewire.shared.face import topology as topo
+    from facewire.shared.render.warp import fill_polygon
+
+    h, w = truth.shape[:2]
+    x0, y0 = np.maximum(lm[:468, :2].min(axis=0).astype(int) - 4, 0)
+    x1, y1 = np.minimum(lm[:468, :2].max(axis=0).astype(int) + 4, (w, h))
+    a = cv2.cvtColor(out[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY).astype(np.float64)
+    b = cv2.cvtColor(truth[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY).astype(np.float64)
+    mask = np.zeros(a.shape, np.uint8)
+    fill_polygon(mask, lm[topo.face_oval_ring(), :2].astype(np.float32) - np.array([x0, y0], np.float32))
+    inside = mask > 0
+    _, ssim_map = structural_similarity(a, b, data_range=255, full=True, gaussian_weights=True, sigma=1.5)
+    diff = out[y0:y1, x0:x1][inside].astype(np.float64) - truth[y0:y1, x0:x1][inside]
+    mse = max(float(np.mean(np.square(diff))), 1e-6)
+    return float(ssim_map[inside].mean()), float(10.0 * np.log10(255.0**2 / mse))
+
+
+def same_person(clip: str, frames: list[tuple[Image, Landmarks | None]], mesh_options: MeshOptions, stride: int) -> dict[str, float | str]:
+    """The avatar path driven by the clip's own person: the keyframe is also the avatar picture, later frames the truth.
+
+    Everything that differs from self mode (texture preparation, retargeting, irises, lids,
+    shading and seam blending) shows as a loss against self mode on the same frames.
+    """
+    from facewire.shared.face.identity import asset_id_of, identity_from_image
+
+    key = next(i for i, (_, lm) in enumerate(frames) if lm is not None)
+    kf_image, kf_lm = frames[key]
+    assert kf_lm is not None
+    keyframe = KeyframeState(0, kf_image, None, kf_lm)
+    avatar = identity_from_image(kf_image, asset_id_of(kf_image.tobytes()), f"{clip} frame {key}")
+    result: dict[str, float | str] = {"clip": clip}
+    for mode, identity in (("self", None), ("avatar", avatar)):
+        renderer = MeshRenderer(mesh_options)
+        renderer.prepare_identity(identity)
+        renderer.prepare_keyframe(keyframe)
+        scores = []
+        for i in range(key + stride, len(frames), stride):
+            image, lm = frames[i]
+            if lm is None:
+                continue
+            out = renderer.render(FrameState(i, i * 33_333, "tracked", lm, None)).image
+            scores.append(face_similarity(out, image, lm))
+        result[f"{mode}_ssim"], result[f"{mode}_psnr"] = (float(v) for v in np.mean(scores, axis=0))
+    result["ssim_gap"] = float(result["self_ssim"]) - float(result["avatar_ssim"])  # type: ignore[arg-type]
+    return result
+
+
+def expressive_frames(frames: list[tuple[Image, Landmarks | None]], count: int = 3) -> list[int]:
+    """`count` frames that show the most: the widest mouth, the most turned head, the most tilted one (10 frames apart)."""
+    tracked = [i for i, (_, lm) in enumerate(frames) if lm is not None][5:]
+    if not tracked:
+        return []
+    mouth = {i: mouth_ratio(frames[i][1].astype(np.float64)) for i in tracked}  # type: ignore[union-attr]
+    poses = {i: head_pose(frames[i][1]) for i in tracked}  # type: ignore[arg-type]
+    keys = [lambda i: mouth[i], lambda i: abs(poses[i].yaw), lambda i: abs(poses[i].pitch) + abs(poses[i].roll)]
+    chosen: list[int] = []
+    for key in keys[:count]:
+        free = [i for i in tracked if all(abs(i - c) >= 10 for c in chosen)] or tracked
+        chosen.append(max(free, key=key))
+    return sorted(chosen)
+
+
+def identity_file(name: str) -> Path:
+    for folder in ("avatars", "portraits"):
+        path = DATA / folder / f"{name}.jpg"
+        if path.exists():
+            return path
+    raise FileNotFoundError(f"no identity image {name}.jpg under {DATA}/avatars or /portraits")
+
+
+def all_identities() -> list[str]:
+    return sorted(p.stem for p in (DATA / "avatars").glob("*.jpg")) + sorted(p.stem for p in (DATA / "portraits").glob("*.jpg"))
+
+
+def write_sheets(out_dir: Path, clips: dict[str, list[tuple[Image, Landmarks | None]]], names: list[str],
+                 mesh_options: MeshOptions, renderer_name: str, per_page: int = 9) -> list[dict[str, float | str]]:
+    """Contact sheets of every identity on each clip's expressive frames: face crops (240 px) and 256-px tiles.
+
+    Pages of `per_page` identities; the top row is the input. Each cell is labelled with its blotch
+    measure. Returns one record per cell (identity, clip, frame, blotch, seam).
+    """
+    from facewire.shared.face.identity import IdentityError
+
+    picks = {c: expressive_frames(frames) for c, frames in clips.items()}
+    crop, tile = 240, 256
+    cells = [(c, i) for c in clips for i in picks[c]]
+    head_faces = [_label(_face_crop(clips[c][i][0], clips[c][i][1], crop), f"{c}:{i}") for c, i in cells]  # type: ignore[arg-type]
+    head_tiles = [_tile(clips[c][i][0], tile) for c, i in cells]
+    faces_rows = [np.hstack([np.zeros((crop, crop, 3), np.uint8)] + head_faces)]
+    tile_rows = [np.hstack([np.zeros((tile, tile, 3), np.uint8)] + head_tiles)]
+    records: list[dict[str, float | str]] = []
+    for name in names:
+        try:
+            identity = load_identity(identity_file(name))
+        except IdentityError as exc:
+            print(f"{name}: unusable: {exc}", flush=True)
+            continue
+        assert identity.image is not None and identity.landmarks is not None
+        faces = [_label(_face_crop(identity.image, identity.landmarks, crop), name)]
+        tiles = [_label(_tile(identity.image, tile), name)]
+        for c, frames in clips.items():
+            renderer = make_renderer(renderer_name, mesh_factory=lambda: MeshRenderer(mesh_options))
+            key = next(i for i, (_, lm) in enumerate(frames) if lm is not None)
+            renderer.prepare_identity(identity)
+            renderer.prepare_keyframe(KeyframeState(0, frames[key][0], None, frames[key][1]))
+            for i in picks[c]:
+                image, lm = frames[i]
+                assert lm is not None
+                out = renderer.render(FrameState(i, i * 33_333, "tracked", lm, None)).image
+                blotch, seam = blotch_scores(image, out, lm, None)
+                records.append({"identity": name, "clip": c, "frame": i, "blotch": blotch, "seam": seam})
+                faces.append(_label(_face_crop(out, lm, crop), f"b{blotch:.1f} s{seam:.1f}"))
+                tiles.append(_tile(out, tile))
+        faces_rows.append(np.hstack(faces))
+        tile_rows.append(np.hstack(tiles))
+        print(f"{name}: blotch {np.mean([r['blotch'] for r in records if r['identity'] == name]):.2f}", flush=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for kind, rows in (("faces", faces_rows), ("tiles", tile_rows)):
+        for page, start in enumerate(range(1, len(rows), per_page)):
+            cv2.imwrite(str(out_dir / f"{kind}_{page}.png"), np.vstack([rows[0]] + rows[start : start + per_page]))
+    (out_dir / "sheet.json").write_text(json.dumps(records, indent=1))
+    return records
+
+
+def _tile(image: Image, side: int) -> Image:
+    """The whole picture fitted into a `side`-pixel square, as a small video tile shows it."""
+    h, w = image.shape[:2]
+    scale = side / max(h, w)
+    small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    out = np.zeros((side, side, 3), np.uint8)
+    out[: small.shape[0], : small.shape[1]] = small
+    return out
 
 
 def parse_mesh_options(settings: list[str]) -> MeshOptions:
@@ -269,7 +482,10 @@ def contact_sheet(rows: list[tuple[str, Image, list[Image]]], cells: int, cell_h
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", default="", help="comma-separated clip names (default: all in ../shared/data)")
-    parser.add_argument("--avatars", default="", help="comma-separated avatar names (default: all)")
+    parser.add_argument("--avatars", default="", help="comma-separated identity names (avatars/ or portraits/); 'all' for both "
+                        "folders (default: the avatars folder)")
+    parser.add_argument("--same-person", action="store_true", help="the avatar path driven by the clip's own person, beside self mode")
+    parser.add_argument("--sheet", type=Path, metavar="DIR", help="contact sheets of every --avatars identity on each clip, then stop")
     parser.add_argument("--frames", type=int, default=60, help="frames per clip (from --start)")
     parser.add_argument("--start", type=int, default=0, help="first frame of each clip (a later segment: another keyframe)")
     parser.add_argument("--stride", type=int, default=1, help="judge every Nth frame (all are tracked and rendered)")
@@ -284,10 +500,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no evaluation data at {DATA}", file=sys.stderr)
         return 2
     clips = args.clips.split(",") if args.clips else sorted(p.stem for p in (DATA / "clips").glob("*.mp4"))
-    avatars = args.avatars.split(",") if args.avatars else sorted(p.stem for p in (DATA / "avatars").glob("*.jpg"))
+    if args.avatars == "all":
+        avatars = all_identities()
+    else:
+        avatars = args.avatars.split(",") if args.avatars else sorted(p.stem for p in (DATA / "avatars").glob("*.jpg"))
     mesh_options = parse_mesh_options(args.set)
+    if args.same_person:
+        rows_same = []
+        for clip in clips:
+            row = same_person(clip, track_clip(DATA / "clips" / f"{clip}.mp4", args.frames, args.start), mesh_options, args.stride)
+            rows_same.append(row)
+            print(json.dumps(row), flush=True)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "same_person.json").write_text(json.dumps({"settings": vars(args) | {"out": str(args.out)}, "clips": rows_same},
+                                                              indent=2, default=str))
+        print(json.dumps({"worst_ssim_gap": max(float(r["ssim_gap"]) for r in rows_same)}))
+        return 0
+    if args.sheet is not None:
+        tracked = {clip: track_clip(DATA / "clips" / f"{clip}.mp4", args.frames, args.start) for clip in clips}
+        records = write_sheets(args.sheet, tracked, avatars, mesh_options, args.renderer)
+        print(json.dumps({"cells": len(records), "blotch": float(np.nanmean([float(r["blotch"]) for r in records])),
+                          "seam": float(np.nanmean([float(r["seam"]) for r in records]))}))  # fmt: skip
+        return 0
     recogniser = Recogniser()
-    identities = {a: load_identity(DATA / "avatars" / f"{a}.jpg") for a in avatars}
+    identities = {a: load_identity(identity_file(a)) for a in avatars}
     avatar_desc = {}
     for a, ident in identities.items():
         assert ident.image is not None and ident.landmarks is not None
@@ -317,6 +553,8 @@ def main(argv: list[str] | None = None) -> int:
         "pose_err_deg": float(np.nanmean([r.pose_err_deg for r in results])),
         "flicker": float(np.nanmean([r.flicker for r in results])),
         "ms_per_frame": float(np.median([r.ms_per_frame for r in results])),
+        "blotch": float(np.nanmean([r.blotch for r in results])),
+        "seam": float(np.nanmean([r.seam for r in results])),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()}

@@ -46,7 +46,11 @@ def identity_message(spec: str) -> m.Identity:
     if len(data) > m.MAX_IMAGE_BYTES:
         raise IdentityError(f"{path}: {len(data)} bytes is over the {m.MAX_IMAGE_BYTES}-byte limit; use a smaller image")
     asset = identity_from_image(decode_image(data, str(path)), asset_id_of(data), str(path))
-    assert asset.landmarks is not None
+    assert asset.landmarks is not None and asset.image is not None
+    from facewire.sender.avatar_check import avatar_warnings  # the renderer's modules: only when an avatar is used
+
+    for warning in avatar_warnings(asset.image, asset.landmarks):
+        log.warning("%s: %s (facewire-avatar check %s --out sheet.png shows it)", path, warning, path)
     return m.Identity(asset=asset.asset_id, image=data, image_format=fmt,  # type: ignore[arg-type]
                       landmarks=LandmarkEncoder().encode(asset.landmarks, intra=True))
 

@@ -7,8 +7,8 @@ import numpy as np
 import numpy.typing as npt
 
 from facewire.shared.face import topology as topo
-from facewire.shared.render.frontal import _fill_hair
-from facewire.shared.render.occlusion import hair_cover
+from facewire.shared.render.frontal import fill_cover
+from facewire.shared.render.occlusion import avatar_cover
 from facewire.shared.types import Landmarks
 from tests.render_fixtures import big_astronaut
 
@@ -56,17 +56,15 @@ def _sides() -> tuple[npt.NDArray[np.uint8], Landmarks, npt.NDArray[np.bool_], n
 
 def test_a_strand_hanging_in_beside_the_cheek_is_cover_the_shaded_cheek_is_not() -> None:
     image, lm, strand, shaded, _ = _sides()
-    cover = hair_cover(image, lm)
+    cover = avatar_cover(image, lm)
     assert cover[strand].mean() > 0.8, cover[strand].mean()
     assert cover[shaded].mean() < 0.05, cover[shaded].mean()
-    # Only above the eyes (the fringe search alone), the strand stays.
-    assert hair_cover(image, lm, strand_ratio=None)[strand].mean() < 0.1
 
 
 def test_a_side_strand_is_painted_over_with_skin() -> None:
     image, lm, strand, _, bare = _sides()
     skin = float(np.median(_luma(image)[bare & ~strand]))
-    out = _fill_hair(image, lm)
+    out = fill_cover(image, lm)
     assert float(np.median(_luma(out)[strand])) > 0.9 * skin > float(np.median(_luma(image)[strand]))
 
 
@@ -77,4 +75,4 @@ def test_a_stubbled_cheek_is_not_a_strand() -> None:
     rng = np.random.default_rng(1)
     specks = strand & (rng.random(strand.shape) < 0.25)
     image[specks] = (40, 50, 70)
-    assert hair_cover(image, lm)[strand].mean() < 0.1
+    assert avatar_cover(image, lm)[strand].mean() < 0.1

@@ -9,7 +9,7 @@ import numpy.typing as npt
 from facewire.shared.face import topology as topo
 from facewire.shared.render import eyes_mouth as em
 from facewire.shared.render.delight import DelightOptions, delight
-from facewire.shared.render.occlusion import hair_cover
+from facewire.shared.render.occlusion import avatar_cover
 from facewire.shared.types import Landmarks
 from tests.render_fixtures import astronaut_landmarks, big_astronaut, open_mouth
 
@@ -179,12 +179,12 @@ def test_a_fringe_on_the_forehead_is_cover_the_brows_and_skin_below_are_not() ->
     rng = np.random.default_rng(0)
     forehead = (face > 0) & (rows < brow_top - 0.15 * (brow_top - top))
     image[forehead] = np.clip(cheek + rng.normal(0, 4, (int(forehead.sum()), 3)), 0, 255).astype(np.uint8)
-    assert hair_cover(image, lm)[forehead].mean() < 0.03  # a bare forehead: nothing to cover (her temples may be)
+    assert avatar_cover(image, lm)[forehead].mean() < 0.03  # a bare forehead: nothing to cover (her temples may be)
     # Then a brown fringe hanging from the top of the face to halfway down the forehead.
     fringe_bottom = int(top + 0.5 * (brow_top - top))
     fringe = (face > 0) & (rows < fringe_bottom)
     image[fringe] = (30, 50, 90)
-    cover = hair_cover(image, lm)
+    cover = avatar_cover(image, lm)
     assert cover[fringe].mean() > 0.9
     skin = (face > 0) & (rows > fringe_bottom + 0.05 * (brow_top - top) + 4) & (rows < brow_top)
     assert cover[skin].mean() < 0.1

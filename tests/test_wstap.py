@@ -11,7 +11,7 @@ UPGRADE = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgra
 
 
 def test_messages_come_out_whole_with_the_times_of_their_first_and_last_bytes() -> None:
-    keyframe = m.encode(m.Keyframe(kf=3, seq=7, ts_us=1_000_000, width=64, height=48, image=b"i" * 70_000,
+    keyframe = m.encode(m.Keyframe(kf=3, ts_us=1_000_000, width=64, height=48, image=b"i" * 70_000,
                                    image_format="webp"))
     frame = m.encode(m.Frame(seq=8, dt_ms=40, kf=3, face=0, codes=[b"code"]))
     stream = (UPGRADE + Frame(Opcode.BINARY, keyframe).serialize(mask=True)  # a 64-bit length

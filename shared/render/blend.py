@@ -125,7 +125,7 @@ def _light_basis(size: tuple[int, int], midline: tuple[Points, Points] | None, w
     quadratic cannot follow. Points are in the (small) region's pixels.
     """
     w, h = size
-    quadratic = _quadratic_basis(w, h)
+    quadratic = quadratic_basis(w, h)
     if midline is None:
         return quadratic
     basis = np.empty((h, w, quadratic.shape[-1] + 1), np.float32)
@@ -140,7 +140,7 @@ def _light_basis(size: tuple[int, int], midline: tuple[Points, Points] | None, w
 
 
 @lru_cache(maxsize=16)
-def _quadratic_basis(w: int, h: int) -> FloatImage:
+def quadratic_basis(w: int, h: int) -> FloatImage:
     """[1, u, v, u^2, uv, v^2] over a w x h grid, cached: the region size repeats from frame to frame."""
     u, v = np.meshgrid(np.linspace(-1, 1, w, dtype=np.float32), np.linspace(-1, 1, h, dtype=np.float32))
     basis = np.stack([np.ones_like(u), u, v, u * u, u * v, v * v], axis=-1)
@@ -148,7 +148,7 @@ def _quadratic_basis(w: int, h: int) -> FloatImage:
     return basis
 
 
-def _fit_field(values: FloatImage, weight: FloatImage, basis: FloatImage) -> FloatImage:
+def fit_field(values: FloatImage, weight: FloatImage, basis: FloatImage) -> FloatImage:
     """Weighted least-squares surfaces through `values` (h, w) or (h, w, k), evaluated on the whole region."""
     b = basis.reshape(-1, basis.shape[-1])
     w = np.maximum(weight.reshape(-1), 0.0)
@@ -207,7 +207,7 @@ def match_shading(
     # The avatar's outline is not the sender's: where the avatar is wider or the head turns, its
     # mask covers background and hair, whose darkness would read as light falling off the face.
     skin = wt * _skin_likeness(logs[..., 4:8], wt)
-    fields = _fit_field(np.dstack([logs[..., 4] - logs[..., 0], tint]), skin, basis)
+    fields = fit_field(np.dstack([logs[..., 4] - logs[..., 0], tint]), skin, basis)
     gain = np.exp(_split_gain(fields[..., 0], skin, options)).astype(np.float32)
     balance = _colour_balance(fields[..., 1:], skin, options.chroma_strength)
     # Brightening a painted face to a bright room would clip its skin to flat white: the roll-off

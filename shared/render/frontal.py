@@ -20,7 +20,7 @@ from facewire.shared.face import topology as topo
 from facewire.shared.render import eyes_mouth as em
 from facewire.shared.render.delight import DelightOptions, delight, feature_mask, normalised_blur
 from facewire.shared.render.iris import Iris, lift_irises
-from facewire.shared.render.occlusion import hair_cover
+from facewire.shared.render.occlusion import avatar_cover, smooth_field
 from facewire.shared.render.retarget import frontal_rotation
 from facewire.shared.render.warp import Points, Region, fill_polygon, remap, similarity_2d, triangle_raster, warp_maps
 from facewire.shared.types import Image, Landmarks
@@ -128,6 +128,9 @@ def prepare_texture(
     lower contrast than that (smooth_fine_texture); `rigid_irises` lifts the irises out of the texture to be drawn
     whole (facewire.shared.render.iris)."""
     lm = landmarks.astype(np.float32)
+    # Hair, a hat or a helmet over the face painted over with the avatar's own skin before anything
+    # else: the mirror fill, de-lighting and every later step then see skin there.
+    image = fill_cover(image, lm)
     rotation = frontal_rotation(lm)
     yaw = float(np.degrees(Rotation.from_matrix(rotation).as_euler("yxz")[0]))
     centre = lm[:468].astype(np.float64).mean(axis=0)
@@ -147,13 +150,12 @@ def prepare_texture(
     out = remap(image, map_x, map_y)
     if mirror_fill and abs(yaw) >= _MIN_YAW_FOR_MIRROR:
         out = _mirror_fill(image, lm, out, dst, src, canvas, fallback, tris)
+    out = _soften_sides(out, frontal, dst, canvas, tris)
     out = _clean_outline(out, frontal)
     out = delight(out, frontal, delighting or DEFAULT_DELIGHT)
     out = soften_fine_chroma(out, _FINE_SCALE * width, fine_chroma)
     out = smooth_fine_texture(out, _FINE_SCALE * width / 2.0, fine_grain)
     mouth = em.MouthFrame.of(frontal)
-    # A fringe is painted over with the avatar's own skin: no cover, the sender's forehead stays out of it.
-    out = _fill_hair(out, frontal)
     out, irises = lift_irises(out, frontal) if rigid_irises else (out, (None, None))
     out = np.ascontiguousarray(out)
     return Texture(
@@ -165,6 +167,46 @@ def prepare_texture(
         irises=irises,
         levels=mip_levels(out),
     )
+
+
+def _soften_sides(image: Image, frontal: Landmarks, dst: Points, canvas: Region, tris: npt.NDArray[np.int32]) -> Image:
+    """The sides of the frontal texture, where the face's surface turns away from the viewer, replaced by smooth skin.
+
+    Seen frontally, the side of a cheek or temple is a thin foreshortened band, and in the picture it
+    often holds the ear, hair or background the outline runs over. When the sender turns their head
+    that band faces the camera and is magnified several times: its few pixels become streaks and smears.
+    Where the surface's normal (from the mesh's depth) turns away by more than about 55 degrees, the
+    texture fades to the skin further in, spread outwards (normalised convolution), which a turned head
+    shows as plain skin in the scene's light.
+    """
+    points = frontal[:, :3].astype(np.float64)
+    skin_tris = tris[len(em.hole_triangles()) :]
+    if int(skin_tris.max()) >= len(points):
+        return image
+    a, b, c = (points[skin_tris[:, k]] for k in range(3))
+    normal = np.cross(b - a, c - a)
+    facing = np.abs(normal[:, 2]) / np.maximum(np.linalg.norm(normal, axis=1), 1e-9)
+    weight = np.clip((_SIDE_FACING[1] - facing) / (_SIDE_FACING[1] - _SIDE_FACING[0]), 0.0, 1.0)
+    table = np.concatenate([[0.0], np.zeros(len(em.hole_triangles())), weight]).astype(np.float32)
+    width = float(np.ptp(frontal[:468, 0]))
+    face = np.zeros(image.shape[:2], np.uint8)
+    fill_polygon(face, frontal[topo.face_oval_ring(), :2])
+    features = feature_mask((image.shape[0], image.shape[1]), frontal, width)
+    # Only the sides: eye sockets and the nose's flanks turn away too, but they are seen well.
+    depth = cv2.distanceTransform(face, cv2.DIST_L2, 3)
+    near_outline = np.clip(1.0 - depth / np.float32(_SIDE_BAND * width), 0.0, 1.0) * (features == 0)
+    side = cv2.GaussianBlur(table[triangle_raster(dst, canvas, 1)] * near_outline, (0, 0), max(1.0, 0.02 * width))
+    if float(side.max()) < 0.05:
+        return image
+    trusted = ((face > 0) & (features == 0)).astype(np.float32) * np.clip(1.0 - 2.0 * side, 0.0, 1.0)
+    fill = normalised_blur(image.astype(np.float32), trusted, max(1.0, 0.06 * width))
+    w = side[..., None]
+    return np.asarray(np.clip(image * (1.0 - w) + fill * w + 0.5, 0, 255), np.uint8)
+
+
+# |normal z| of the mesh's surface: below the first the texture is all smooth skin, above the second all picture.
+_SIDE_FACING = (0.35, 0.6)
+_SIDE_BAND = 0.15  # of the face width from the outline: where the sides are
 
 
 def _clean_outline(image: Image, landmarks: Landmarks) -> Image:
@@ -195,25 +237,54 @@ def _clean_outline(image: Image, landmarks: Landmarks) -> Image:
     return np.asarray(np.clip(image * (1.0 - soft) + fill * soft + 0.5, 0, 255), np.uint8)
 
 
-def _fill_hair(image: Image, landmarks: Landmarks) -> Image:
-    """The avatar's forehead with the hair hanging over it (a fringe) painted over with its own skin.
+def fill_cover(image: Image, landmarks: Landmarks) -> Image:
+    """The avatar picture with what covers its face (occlusion.avatar_cover) painted over with its own skin.
 
-    Left in the texture, a fringe lands as brown smudges on the sender's forehead; showing the
-    sender's own forehead there instead pulls a recogniser towards the sender. The avatar's skin
-    around it, spread over it (normalised convolution, features left out), does neither.
+    Left in the texture, a fringe or a strand lands as brown smudges on the sender's face; showing
+    the sender's own skin there instead pulls a recogniser towards the sender. Near the skin the
+    fill is the skin next to it (normalised convolution, features left out); far from any (a whole
+    forehead under a fringe) it is a smooth field fitted to all of the face's skin, so it carries
+    the face's shading on instead of smearing the last pixels at the hair's edge. Worked in a crop
+    round the face: avatars are often large pictures with a small face.
     """
-    hair = hair_cover(image, landmarks)
-    if not hair.any():
+    h, w = image.shape[:2]
+    oval = landmarks[topo.face_oval_ring(), :2]
+    width = float(np.ptp(oval[:, 0]))
+    if width < 8.0:
         return image
-    width = float(np.ptp(landmarks[:468, 0]))
-    grow = max(1, int(round(0.02 * width)))
-    hair = cv2.dilate(hair, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
-    face = np.zeros(image.shape[:2], np.uint8)
-    fill_polygon(face, landmarks[topo.face_oval_ring(), :2])
-    skin = (face > 0) & (hair == 0) & (feature_mask((image.shape[0], image.shape[1]), landmarks, width) == 0)
-    fill = normalised_blur(image.astype(np.float32), skin.astype(np.float32), max(1.0, 0.06 * width))
-    soft = cv2.GaussianBlur(hair, (0, 0), max(1.0, 0.01 * width))[..., None]
-    return np.asarray(np.clip(image * (1.0 - soft) + fill * soft + 0.5, 0, 255), np.uint8)
+    region = Region.around(oval, (w, h), 0.3 * width)
+    fy, fx, _, _ = region.clip_to((w, h))
+    crop = np.ascontiguousarray(image[fy, fx])
+    local = landmarks.copy()
+    local[:, :2] -= np.array([fx.start, fy.start], np.float32)
+    cover = avatar_cover(crop, local)
+    if not cover.any():
+        return image
+    grow = max(1, int(round(_COVER_GROW * width)))
+    cover = cv2.dilate(cover.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
+    face = np.zeros(crop.shape[:2], np.uint8)
+    fill_polygon(face, local[topo.face_oval_ring(), :2])
+    skin = ((face > 0) & (cover == 0) & (feature_mask((crop.shape[0], crop.shape[1]), local, width) == 0)).astype(np.float32)
+    logs = np.log(crop.astype(np.float32) + np.float32(8.0))
+    field = np.exp(smooth_field(logs, skin)) - np.float32(8.0)
+    # The skin next to hair is often in its shadow, or holds a few of its hairs: not a colour to spread.
+    luma = _LUMA_BGR
+    skin *= ((crop.astype(np.float32) @ luma) > _FILL_SHADOW * (field @ luma)).astype(np.float32)
+    sigma = max(1.0, 0.04 * width)
+    num = cv2.GaussianBlur(crop.astype(np.float32) * skin[..., None], (0, 0), sigma)
+    den = cv2.GaussianBlur(skin, (0, 0), sigma)
+    near = num / np.maximum(den, np.float32(1e-4))[..., None]
+    t = np.clip(den / np.float32(0.3), 0.0, 1.0)[..., None]
+    fill = near * t + field * (1.0 - t)
+    soft = cv2.GaussianBlur(cover.astype(np.float32), (0, 0), max(1.0, 0.01 * width))[..., None]
+    out = image.copy()
+    out[fy, fx] = np.clip(crop * (1.0 - soft) + fill * soft + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+_COVER_GROW = 0.03  # of the face width: a strand's soft edge and the shadow it casts go with it
+_FILL_SHADOW = 0.8  # of the fitted skin's luma: darker skin is not spread over the cover
+_LUMA_BGR = np.array([0.114, 0.587, 0.299], np.float32)
 
 
 def _mirror_fill(

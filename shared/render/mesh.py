@@ -350,10 +350,29 @@ class MeshRenderer:
         em.composite_cavity(face, local, model.panels, texture.mouth_ratio)
         occluder = None
         if keyframe_occluder is not None:
-            # The keyframe's occluders, carried to this frame by the keyframe's own warp.
-            occluder = _warp_occluder(keyframe_occluder, maps.box(sy, sx))
+            # The keyframe's occluders, carried to this frame by the keyframe's own dense face warp: the
+            # body map's coarse fan puts a strand at the temple in the middle of a turned face.
+            occluder = _warp_occluder(keyframe_occluder, _dense_keyframe_box(model, dst, maps, sy, sx))
         weight = bl.swap_weight(mask, alpha[sy, sx], occluder)
         image[sy, sx] = bl.blend(base, face, weight)
+
+
+_OCCLUDER_STEP = 4  # occluders are soft masks: the keyframe's face map on a 4-px grid is fine enough
+
+
+def _dense_keyframe_box(model: _KeyframeModel, dst: Landmarks, maps: CoarseMap, sy: slice, sx: slice) -> PointMap:
+    """The keyframe-to-frame map over the box (sy, sx): the dense face mesh where it covers, the body map elsewhere."""
+    step = _OCCLUDER_STEP
+    height, width = sy.stop - sy.start, sx.stop - sx.start
+    region = Region(sx.start, sy.start, -(-width // step) * step, -(-height // step) * step)
+    mesh_tris = em.mesh_triangles()
+    dst_vertices = em.extended_vertices(dst)
+    order = _draw_order(_depths(dst), mesh_tris)
+    src = em.lid_source_vertices(model.src_vertices, model.landmarks, dst)[mesh_tris]
+    face, covered = warp_map(dst_vertices[mesh_tris], src, region, step, order)
+    body = maps.box(sy, sx)
+    inside = cv2.compare(covered[:height, :width], 250, cv2.CMP_GE)
+    return np.asarray(cv2.copyTo(np.ascontiguousarray(face[:height, :width]), inside, body), np.float32)
 
 
 def _warp_occluder(occluder: npt.NDArray[np.uint8], maps: PointMap) -> npt.NDArray[np.float32]:

@@ -21,6 +21,8 @@ import numpy as np
 import numpy.typing as npt
 
 from facewire.shared.face import topology as topo
+from facewire.shared.render.blend import fit_field, quadratic_basis
+from facewire.shared.render.delight import feature_mask
 from facewire.shared.render.warp import Region, fill_polygon
 from facewire.shared.types import Image, Landmarks
 
@@ -31,7 +33,9 @@ FloatImage = npt.NDArray[np.float32]
 class OcclusionOptions:
     chroma_sigmas: float = 4.0  # how far (in robust sigmas) a colour must be from skin to count
     dark_ratio: float = 0.45  # darker than this fraction of the skin's luminance: hair, dark frames
-    min_area: float = 0.004  # of the face box: smaller specks are noise (moles, pores)
+    # Of the face box. Smaller patches are noise (moles, pores) or a few hairs at the temple, which drawn
+    # in front of an avatar read as brown blotches on its skin, not as hair (w1 x s42).
+    min_area: float = 0.015
     inner_area: float = 0.03  # of the face: a patch that does not reach the outline must be this large
     edge_margin: float = 0.06  # of the face width: the outline band is left to the face mask's feather
     spectacles: bool = True  # look for spectacle frames by their shape (clear and light frames too)
@@ -505,17 +509,20 @@ def occluder_mask(
 # (a fringe may cover all of it).
 
 
-def hair_cover(
-    image: Image, landmarks: Landmarks, sigmas: float = 3.0, dark_ratio: float = 0.75, strand_ratio: float | None = 0.6
-) -> FloatImage:
-    """0..1 where hair (a fringe, a hat, strands down the temples) covers an avatar's face.
+def avatar_cover(image: Image, landmarks: Landmarks, chroma_sigmas: float = 3.5, dark_ratio: float = 0.62) -> FloatImage:
+    """0 or 1 per pixel: where something that is not the face's skin covers an avatar's face (hair,
+    a fringe or its parting, a hat or helmet, background inside a loose outline).
 
-    For an avatar portrait, prepared once, so it may be thorough: unlike `occluder_mask` it reaches
-    the very top of the outline, where a fringe lies, and it only takes what hangs in from the
-    outline above the eyes (hair grows from above), so a shadow or a mole inside the forehead stays.
-    With `strand_ratio`, strands hanging in from the outline at the sides, beside and below the
-    eyes down to the nose, are cover too where darker than that fraction of the cheek (see
-    `_side_strands`). Brows and eyes are never cover.
+    For an avatar portrait, prepared once. The skin's colour comes from robust statistics of the
+    cheeks and nose (`topo.LOWER_SKIN_SAMPLES`, never the forehead: a fringe may cover all of it),
+    the skin's light from a smooth field fitted to the pixels of skin colour; a pixel is cover
+    when its colour is `chroma_sigmas` robust sigmas off the skin's, or when it is darker than
+    `dark_ratio` of the skin's light at its place (a shadow is skin in less light and follows the
+    field; hair is a step below it). Cover hangs in from the outline, so only components that touch
+    the outline above the nose count, and below the eyes only near the outline: the inside of the
+    lower face is the face's own (a beard, a moustache, the nose's shadow, paint). A component
+    entirely above the brows counts too (a parting, a hair clip). Features are never cover, nor spectacles
+    found by their shape (`find_spectacles`): glasses the avatar wears are part of its look.
     """
     h, w = image.shape[:2]
     out = np.zeros((h, w), np.float32)
@@ -529,77 +536,55 @@ def hair_cover(
     skin = _skin_colour(ycc, face, landmarks, topo.LOWER_SKIN_SAMPLES, max(2, int(round(0.035 * width))))
     if skin is None:
         return out
-    my, _, chroma, _ = skin
-    odd = (chroma > sigmas) | (ycc[..., 0] < dark_ratio * my)
-    eye_line = float(landmarks[list(topo.EYE_CORNERS), 1].mean())
-    rows = np.arange(h, dtype=np.float32)[:, None]
-    upper = np.broadcast_to(rows < eye_line, (h, w))
-    keep_out = np.zeros((h, w), np.uint8)
-    for brow in topo.brows():
-        cv2.fillConvexPoly(keep_out, cv2.convexHull(np.round(landmarks[brow, :2]).astype(np.int32)), 255)
+    my, _, chroma, sampled = skin
+    features = feature_mask((h, w), landmarks, width)
+    # The avatar's own glasses are part of its look (and dark thin loops, which the cover would take in pieces).
+    eyes = np.zeros((h, w), np.uint8)
     for ring in (topo.right_eye_ring(), topo.left_eye_ring()):
-        fill_polygon(keep_out, landmarks[ring, :2])
-    grow = max(1, int(round(0.03 * width)))
-    keep_out = cv2.dilate(keep_out, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
-    candidates = odd & upper
-    reach = upper
-    if strand_ratio is not None:
-        side = _side_band((h, w), landmarks)
-        allowed = side & (face > 0) & (keep_out == 0)
-        candidates = candidates | _side_strands(ycc[..., 0], allowed, my, strand_ratio, width, 0.002 * float(np.count_nonzero(face)))
-        reach = upper | side
-    candidates = (candidates & (face > 0) & (keep_out == 0)).astype(np.uint8)
-    band = max(1, int(round(0.03 * width)))
-    rim = (face > 0) & (cv2.erode(face, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))) == 0) & reach
-    face_area = float(np.count_nonzero(face))
-    mask = _components(candidates, 0.002 * face_area, rim, np.inf)
-    if not mask.any():
-        return out
-    # Strands leave gaps of skin between them: close them, and reach a little past the hair's edge.
-    k = max(3, int(round(0.03 * width)) | 1)
-    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
-    return (mask > 0).astype(np.float32)
-
-
-def _side_band(shape: tuple[int, int], landmarks: Landmarks) -> npt.NDArray[np.bool_]:
-    """Beside the eyes and below them down to the bottom of the nose, outside the outer eye corners: where
-    strands of hair hang over the temples and cheeks, and neither the nose's shadow nor the jaw's nor a beard lies."""
-    h, w = shape
-    top = float(landmarks[list(topo.EYE_CORNERS), 1].mean())
-    bottom = float(landmarks[topo.SUBNASALE, 1])
-    left, right = sorted((float(landmarks[33, 0]), float(landmarks[263, 0])))
+        fill_polygon(eyes, landmarks[ring, :2])
+    rims = _spectacle_mask(ycc[..., 0], landmarks.astype(np.float32), width, sampled, eyes, OcclusionOptions()) > 0.05
+    grow = max(1, int(round(0.02 * width)))
+    features |= cv2.dilate(rims.astype(np.uint8) * 255, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
+    log_y = np.log(ycc[..., 0] + np.float32(8.0))
+    skinish = (face > 0) & (features == 0) & (chroma < chroma_sigmas) & (np.abs(log_y - np.float32(np.log(my + 8.0))) < 0.7)
+    light = smooth_field(log_y, skinish.astype(np.float32))
+    odd = (chroma > chroma_sigmas) | (log_y - light < np.float32(np.log(dark_ratio)))
     rows = np.arange(h, dtype=np.float32)[:, None]
     cols = np.arange(w, dtype=np.float32)[None, :]
-    return np.asarray(((rows >= top) & (rows <= bottom)) & ((cols < left) | (cols > right)), np.bool_)
-
-
-def _side_strands(
-    luma: FloatImage, allowed: npt.NDArray[np.bool_], skin_y: float, ratio: float, width: float, min_px: float
-) -> npt.NDArray[np.bool_]:
-    """Strands of hair among `allowed` pixels: darker than `ratio` of the skin and of the skin next to them,
-    with the paler pixels around such a core that are still clearly darker than that skin (a strand's thin end).
-
-    The cheek's and jaw's shading darkens towards the outline too, but smoothly: measured against
-    the skin around it (normalised convolution over pixels no darker than `ratio` of the skin, at a
-    few percent of the face width) a shaded cheek, a painting's dark side, a stubbled cheek stay
-    above the ratio; a strand is a step down to the hair's own darkness. Cores smaller than
-    `min_px` (a pore, a speck of stubble) grow nothing.
-    """
-    face = allowed.astype(np.float32)
-    lit = ((luma >= ratio * skin_y) & allowed).astype(np.float32)
-    sigma = max(1.0, _STRAND_SIGMA * width)
-    num = cv2.GaussianBlur(luma * lit, (0, 0), sigma)
-    den = cv2.GaussianBlur(lit, (0, 0), sigma)
-    local = np.where(den > 0.02 * np.maximum(cv2.GaussianBlur(face, (0, 0), sigma), 1e-4), num / np.maximum(den, 1e-4), skin_y)
-    strong = _components((allowed & (luma < ratio * skin_y) & (luma < _STRAND_LOCAL * local)).astype(np.uint8), min_px)
-    weak = (allowed & (luma < _STRAND_FAINT * local)).astype(np.uint8) | strong
-    count, labels = cv2.connectedComponents(weak, connectivity=8)
-    keep = np.zeros(count, np.bool_)
-    keep[np.unique(labels[strong > 0])] = True
+    below_nose = rows > float(landmarks[topo.SUBNASALE, 1])
+    mouth_x = landmarks[list(topo.MOUTH_CORNERS), 0]
+    beard = below_nose & (cols > mouth_x.min() - 0.15 * width) & (cols < mouth_x.max() + 0.15 * width)
+    side = max(1, int(round(0.12 * width)))
+    inner = cv2.erode(face, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * side + 1, 2 * side + 1)))
+    low_inside = (rows > float(landmarks[list(topo.EYE_CORNERS), 1].mean())) & (inner > 0)
+    candidates = (odd & (face > 0) & (features == 0) & ~beard & ~low_inside).astype(np.uint8)
+    candidates = cv2.morphologyEx(candidates, cv2.MORPH_OPEN, np.ones((2, 2), np.uint8))
+    band = max(1, int(round(0.04 * width)))
+    rim = (face > 0) & (cv2.erode(face, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))) == 0) & ~below_nose
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(candidates, connectivity=8)
+    touches = np.zeros(count, np.bool_)
+    touches[np.unique(labels[rim & (candidates > 0)])] = True
+    area = stats[:, cv2.CC_STAT_AREA]
+    face_area = float(np.count_nonzero(face))
+    bottom = stats[:, cv2.CC_STAT_TOP] + stats[:, cv2.CC_STAT_HEIGHT]
+    above_brows = bottom < float(landmarks[list(topo.BROW_TOPS), 1].mean())
+    keep = (touches & (area >= 0.001 * face_area)) | (above_brows & (area >= 0.003 * face_area))
     keep[0] = False
-    return np.asarray(keep[labels], np.bool_)
+    mask = keep[labels].astype(np.uint8)
+    if not mask.any():
+        return out
+    # Strands leave gaps of skin between them: close them.
+    k = max(3, int(round(0.03 * width)) | 1)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    mask[(face == 0) | (features > 0)] = 0
+    return mask.astype(np.float32)
 
 
-_STRAND_SIGMA = 0.06
-_STRAND_LOCAL = 0.55  # of the skin around: a strand's core
-_STRAND_FAINT = 0.8  # of the skin around: the paler rest of a strand grown from its core
+def smooth_field(values: FloatImage, weight: FloatImage, scale: int = 4) -> FloatImage:
+    """A quadratic surface through `values` where `weight` is, fitted at 1/`scale` size, full size."""
+    h, w = values.shape[:2]
+    small = (max(1, w // scale), max(1, h // scale))
+    vs = cv2.resize(values, small, interpolation=cv2.INTER_AREA)
+    ws = cv2.resize(weight, small, interpolation=cv2.INTER_AREA)
+    field = fit_field(vs, (ws > 0.99).astype(np.float32), quadratic_basis(*small))
+    return np.asarray(cv2.resize(field, (w, h), interpolation=cv2.INTER_LINEAR), np.float32)
