@@ -108,7 +108,14 @@ class LinkLog:
             self.keyframe_ts_us[int(body["kf"])] = int(body["ts_us"])
             capture = int(body["ts_us"]) / 1e6
             self.keyframes.append({"bytes": len(message.payload), "capture_s": capture, "delivered_s": message.last_s,
-                                   "delivery_s": message.last_s - capture, "on_link_s": message.last_s - message.first_s})
+                                   "delivery_s": message.last_s - capture, "on_link_s": message.last_s - message.first_s,
+                                   "first_s": message.first_s, "parts": int(body.get("parts", 1))})
+        elif kind == "keyframe_part" and self.keyframes:  # a keyframe is delivered with its last part
+            last = self.keyframes[-1]
+            last["bytes"] += len(message.payload)
+            last["delivered_s"] = message.last_s
+            last["delivery_s"] = message.last_s - last["capture_s"]
+            last["on_link_s"] = message.last_s - last["first_s"]
         elif kind == "f" and len(body) >= 4 and int(body[3]) in self.keyframe_ts_us:
             capture = (self.keyframe_ts_us[int(body[3])] + int(body[2]) * 1000) / 1e6
             self.frames.append((capture, message.last_s))
