@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -79,20 +80,32 @@ class FrameCoder:
     kf: int = 0
     _preparers: dict[str, FieldPreparer] = field(init=False, repr=False)
     _quality_hint: int = 40  # the last keyframe's AVIF quality: the next search starts there
+    _resend: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def __post_init__(self) -> None:
         self._preparers = {name: FIELD_CODECS[name].new_preparer() for name in self.codes}
 
+    def restart(self) -> None:
+        """A new session (any thread): its receiver holds nothing, so the next frame brings every code's
+        setup again, and a keyframe."""
+        self._resend.set()
+        self.policy.request()
+
     def code(self, analyzer: Analyzer, analysis: FrameAnalysis) -> Outgoing:
         prepared = {name: value for name, preparer in self._preparers.items()
                     if (value := preparer.prepare(analysis)) is not None}
-        setups = tuple((name, setup) for name, preparer in self._preparers.items()
-                       if (setup := preparer.take_setup()) is not None)
+        setups = [(name, setup) for name, preparer in self._preparers.items()
+                  if (setup := preparer.take_setup()) is not None]
+        if self._resend.is_set():
+            self._resend.clear()
+            fresh = {name for name, _ in setups}
+            setups += [(name, setup) for name, preparer in self._preparers.items()
+                       if name not in fresh and (setup := preparer.current_setup()) is not None]
         keyframe = None
         if self.policy.decide(analysis):
             # The despilled foreground is costly (~20 ms), so it is asked for keyframes only.
             keyframe = self._keyframe(dataclasses.replace(analysis, foreground=analyzer.foreground()), prepared)
-        return Outgoing(CodedFrame(analysis, prepared), keyframe, setups)
+        return Outgoing(CodedFrame(analysis, prepared), keyframe, tuple(setups))
 
     def _keyframe(self, analysis: FrameAnalysis, prepared: dict[str, Prepared]) -> KeyframePackage | None:
         face_name = face_code(self.codes)

@@ -47,7 +47,10 @@ class FeatureStream:
         if item.keyframe is not None:
             self._incoming = item.keyframe
             self._parts = deque(item.keyframe.messages(part_bytes))
-        return [m.Setup(code=code, payload=payload) for code, payload in item.setups if code in self.encoder.codes]
+        setups = [(code, payload) for code, payload in item.setups if code in self.encoder.codes]
+        for code, payload in setups:
+            self.encoder.setup(code, payload)
+        return [m.Setup(code=code, payload=payload) for code, payload in setups]
 
     def next_part(self) -> m.Keyframe | m.KeyframePart | None:
         """The next piece of the keyframe on its way, if any (call `part_sent` once it went)."""

@@ -166,7 +166,7 @@ class Uplink:
             log.info("connected to %s (session %s, codes %s, renderers %s)", self.url, welcome.session, codes,
                      welcome.renderers)
             self.stream.restart(codes)
-            self.coder.policy.request()  # the receiver holds nothing: a keyframe first
+            self.coder.restart()  # the receiver holds nothing: setups and a keyframe first
             self.controller = RateController(self.coder.budget.ceiling_bps)
             self._priority.clear()
             if self.identities is not None:

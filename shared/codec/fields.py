@@ -64,6 +64,10 @@ class FieldPreparer(Protocol):
         """A setup payload the decoder needs before the frames prepared from now on (once), or None."""
         ...
 
+    def current_setup(self) -> bytes | None:
+        """The state in use as a standalone setup (for a receiver that holds nothing: a new session), or None."""
+        ...
+
     def keyframe_code(self, prepared: Prepared) -> bytes:
         """An intra code of these values, for a keyframe's `landmarks` (face codes)."""
         ...
@@ -72,6 +76,10 @@ class FieldPreparer(Protocol):
 class FieldEncoder(Protocol):
     def encode(self, frame: CodedFrame, intra: bool) -> bytes | None:
         """This frame's payload, or None when the frame has nothing for this code."""
+        ...
+
+    def setup(self, payload: bytes) -> None:
+        """A setup of this code went to the receiver: the encoder now codes against it, as the decoder decodes."""
         ...
 
     def reset(self) -> None:
@@ -110,6 +118,9 @@ class _NoSetup:
     def take_setup(self) -> bytes | None:
         return None
 
+    def current_setup(self) -> bytes | None:
+        return None
+
     def setup(self, payload: bytes) -> None:
         raise CodeError("this code has no setup")
 
@@ -139,7 +150,7 @@ class _LandmarkPreparer(_NoSetup):
 
 
 @dataclass
-class _LandmarkField:
+class _LandmarkField(_NoSetup):
     coder: LandmarkEncoder = field(default_factory=LandmarkEncoder)
 
     def encode(self, frame: CodedFrame, intra: bool) -> bytes | None:
@@ -165,7 +176,7 @@ class _LandmarkFieldDecoder(_NoSetup):
 
 
 @dataclass
-class _AlphaField:
+class _AlphaField(_NoSetup):
     coder: AlphaEncoder = field(default_factory=AlphaEncoder)
 
     def encode(self, frame: CodedFrame, intra: bool) -> bytes | None:

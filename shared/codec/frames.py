@@ -124,6 +124,10 @@ class FrameEncoder:
     def force_intra(self) -> None:
         self._since_intra = None
 
+    def setup(self, code: str, payload: bytes) -> None:
+        """A setup for `code` is going to the receiver (the setup message precedes the frames that need it)."""
+        self._fields[self.codes.index(code)].setup(payload)
+
     def frame(self, coded: CodedFrame, seq: int, kf: int, keyframe_ts_us: int) -> m.Frame:
         intra = self._since_intra is None or self._since_intra >= self.intra_interval
         self._since_intra = 0 if intra else (self._since_intra or 0) + 1
