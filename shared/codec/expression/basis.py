@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import math
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -235,7 +236,7 @@ class ExpressionBasis:
                     sha256=digest,
                     provenance=json.loads(str(z["provenance"])),
                 )
-        except (KeyError, ValueError, TypeError, OSError, EOFError) as exc:
+        except (KeyError, ValueError, TypeError, OSError, EOFError, zipfile.BadZipFile) as exc:
             raise BasisError(f"expression basis {path} does not load: {exc}") from None
 
 

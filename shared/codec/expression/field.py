@@ -151,6 +151,8 @@ class ExpressionDecoder:
 
     def decode_keyframe(self, payload: bytes) -> Landmarks:
         intra, generation = read_header(payload)
+        if not self.neutrals:
+            raise CodeError("a keyframe's expression code before any setup (the sender's neutral face)")
         if not intra:
             raise CodeError("a keyframe's expression code must be intra")
         neutral = next((n for n in reversed(self.neutrals) if n.generation & GENERATION_MASK == generation), None)
