@@ -302,7 +302,7 @@ def test_a_setup_for_another_basis_is_refused(basis: ExpressionBasis) -> None:
     setup = preparer.take_setup()
     assert setup is not None
     other = replace(basis, sha256="ffffffff" + basis.sha256[8:])
-    with pytest.raises(CodeError, match="made for basis d137e8af, this receiver holds ffffffff"):
+    with pytest.raises(CodeError, match=f"made for basis {basis.basis_id:08x}, this receiver holds ffffffff"):
         ExpressionDecoder(other).setup(setup)
 
 

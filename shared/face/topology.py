@@ -623,3 +623,53 @@ def brows() -> tuple[IndexArray, IndexArray]:
     """The right brow's landmarks and their mirror partners (the left brow)."""
     right = np.array(RIGHT_BROW, np.int32)
     return right, symmetry()[right]
+
+
+IRIS_POINTS = (RIGHT_IRIS_CENTER, *RIGHT_IRIS, LEFT_IRIS_CENTER, *LEFT_IRIS)  # 468..477: centre, then ring, per eye
+
+
+def grown(points: frozenset[int] | set[int], rings: int) -> tuple[int, ...]:
+    """`points` and `rings` rings of their neighbours in the tessellation, irises left out, sorted."""
+    edges = _edges(fmc.FACEMESH_TESSELATION)
+    out = set(points)
+    for _ in range(rings):
+        out |= {b for a, b in edges if a in out} | {a for a, b in edges if b in out}
+    return tuple(sorted(out - set(IRIS_POINTS)))
+
+
+def eye_contour_points(rings: int = 0) -> tuple[int, ...]:
+    """Both eyes' lid contours (MediaPipe's FACEMESH_*_EYE), grown by `rings` rings."""
+    return grown({i for edge in fmc.FACEMESH_LEFT_EYE | fmc.FACEMESH_RIGHT_EYE for i in edge}, rings)
+
+
+def lip_points(rings: int = 0) -> tuple[int, ...]:
+    """The lips (MediaPipe's FACEMESH_LIPS, inner and outer), grown by `rings` rings."""
+    return grown({i for edge in fmc.FACEMESH_LIPS for i in edge}, rings)
+
+
+@cache
+def spanning_tree() -> npt.NDArray[np.int64]:
+    """A breadth-first spanning tree of all 478 points from the nose tip: each point's parent (-1 at the
+    root). The irises hang from their centres, the centres from the middle of the upper lids. Face shapes
+    are smooth along it, so a point is cheap to code from its parent."""
+    edges = _edges(fmc.FACEMESH_TESSELATION | fmc.FACEMESH_IRISES)
+    edges |= {(RIGHT_IRIS_CENTER, i) for i in RIGHT_IRIS} | {(LEFT_IRIS_CENTER, i) for i in LEFT_IRIS}
+    edges |= {(159, RIGHT_IRIS_CENTER), (386, LEFT_IRIS_CENTER)}
+    neighbours: dict[int, list[int]] = defaultdict(list)
+    for a, b in edges:
+        neighbours[a].append(b)
+        neighbours[b].append(a)
+    parent = np.full(MESH_SIZE, -2, np.int64)
+    parent[NOSE_TIP] = -1
+    todo = [NOSE_TIP]
+    while todo:
+        nxt = []
+        for x in todo:
+            for y in sorted(neighbours[x]):
+                if parent[y] == -2:
+                    parent[y] = x
+                    nxt.append(y)
+        todo = nxt
+    if np.any(parent == -2):
+        raise RuntimeError("the face mesh is not connected")
+    return parent
