@@ -280,6 +280,12 @@ class NeutralSource:
         if canonical.shape != (MESH_SIZE, 3) or not np.all(np.abs(canonical) < CANONICAL_LIMIT):
             return None  # a tracker glitch far outside any face: keep the neutral in use
         q = np.rint(canonical / self.grid.steps.mesh_steps()).astype(np.int64)
+        if self.neutral is not None:
+            # A point that moved by one grid step keeps its place: the median's jitter would show as a
+            # step in the decoded face (lids, where a step is a visible part of the opening).
+            moved = q - self.neutral.q
+            moved[np.abs(moved) <= 1] = 0
+            q = self.neutral.q + moved
         generation = 0 if self.neutral is None else (self.neutral.generation + 1) % 256
         self.neutral = Neutral(generation, q, self.grid)
         return self.neutral
