@@ -8,8 +8,10 @@ each frame the sender sent: the face code's bytes (its payload, header byte incl
 `frame` message's; the decoded landmarks against the tracker's own for that input frame (the
 sender's tracker run here the same way, cached by bench/build_basis.py), mean 2-D distance over the
 478 points scaled to a 512-px frame (mean and p95 over frames); eye and mouth openness correlation
-(facewire.shared.face.measures); setups and keyframe codes. The shipped basis was built on the
-project's clips, so on them these figures are *in-sample*.
+(facewire.shared.face.measures); setups and keyframe codes. The same accuracy `as_shown`: at every
+input frame from the first decoded, what the player shows (a skipped frame holds the one before), so
+the frames the rate control skipped count too. The shipped basis was built on the project's clips, so
+on them these figures are *in-sample*.
 
 CPU: the preparer (neutral estimate, quantisation), the send-time encoder and the decoder, timed per
 frame in this process on the tracker's landmarks of every frame (one thread).
@@ -69,6 +71,7 @@ class Decoded:
     keyframe_code_bytes: list[int] = field(default_factory=list)
     file_bytes: int = 0
     seconds: float = 0.0
+    decode_ms: list[float] = field(default_factory=list)  # the receiver's FrameDecoder.decode_frame
 
 
 def record(clip: Path, out: Path, kbps: float) -> None:
@@ -103,7 +106,9 @@ def read_stream(path: Path) -> Decoded:
             elif isinstance(message, m.KeyframePart):
                 decoder.decode_part(message)
             elif isinstance(message, m.Frame):
+                t0 = time.perf_counter()
                 state = decoder.decode_frame(message)
+                out.decode_ms.append((time.perf_counter() - t0) * 1e3)
                 payload = message.codes[face]
                 assert start is not None and payload is not None and state.landmarks is not None
                 index = round((keyframe_ts[message.kf] + message.dt_ms * 1000 - start) * fps / 1e6)
@@ -184,6 +189,17 @@ def run_codec(track: ClipTrack, basis: ExpressionBasis) -> dict[str, Any]:
     }
 
 
+def as_shown(decoded: dict[int, npt.NDArray[np.float32]], frames: int) -> dict[int, npt.NDArray[np.float32]]:
+    """What the receiver shows at every input frame from the first it decoded: a frame the sender skipped
+    shows the one before it (the player holds the picture)."""
+    out, last = {}, None
+    for index in range(frames):
+        last = decoded.get(index, last)
+        if last is not None:
+            out[index] = last
+    return out
+
+
 def real_path(clip: Path, track: ClipTrack, kbps: float, work: Path) -> dict[str, Any]:
     stream = work / f"{clip.stem}.fws"
     t0 = time.perf_counter()
@@ -199,7 +215,10 @@ def real_path(clip: Path, track: ClipTrack, kbps: float, work: Path) -> dict[str
         "setups": len(decoded.setup_bytes), "setup_bytes": decoded.setup_bytes,
         "keyframe_code_bytes": decoded.keyframe_code_bytes,
         "stream_kbps": decoded.file_bytes * 8 / decoded.seconds / 1000, "record_s": seconds,
+        "ms_decode_frame_median": float(np.median(decoded.decode_ms)),
+        "ms_decode_frame_p95": float(np.percentile(decoded.decode_ms, 95)),
         **accuracy(track, decoded.landmarks),
+        "as_shown": accuracy(track, as_shown(decoded.landmarks, len(track.landmarks))),
     }
 
 
@@ -226,6 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bitrate", type=float, default=16.0, help="facewire-send --bitrate (kbit/s)")
     parser.add_argument("--loo", action="store_true", help="also the held-out figures (a basis per clip, built on the others)")
     parser.add_argument("--no-record", action="store_true", help="skip the real path (only the in-process codec)")
+    parser.add_argument("--only-record", action="store_true", help="only the real path")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "facewire" / "tracks")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "bench" / "expression.json")
     args = parser.parse_args(argv)
@@ -245,12 +265,13 @@ def main(argv: list[str] | None = None) -> None:
             real = {p.stem: real_path(p, tracks[p.stem], args.bitrate, Path(work)) for p in clips}
         result["real_path_in_sample"] = {"clips": real, "summary": summary(real, [
             "code_bytes_per_frame", "code_bytes_p95", "frame_message_bytes", "code_kbps_sent", "stream_kbps",
-            "error_px_512", "error_px_512_p95", "eye_corr_right", "eye_corr_left", "mouth_corr"])}
-    codec = {name: run_codec(track, shipped_basis()) for name, track in tracks.items()}
+            "error_px_512", "error_px_512_p95", "eye_corr_right", "eye_corr_left", "mouth_corr", "ms_decode_frame_median"])}
     keys = ["bytes_per_frame", "bytes_p95", "error_px_512", "error_px_512_p95", "eye_corr_right", "eye_corr_left",
             "mouth_corr", "ms_prepare_median", "ms_encode_median", "ms_decode_median"]
-    result["codec_in_sample"] = {"clips": codec, "summary": summary(codec, keys)}
-    if args.loo:
+    if not args.only_record:
+        codec = {name: run_codec(track, shipped_basis()) for name, track in tracks.items()}
+        result["codec_in_sample"] = {"clips": codec, "summary": summary(codec, keys)}
+    if args.loo and not args.only_record:
         held: dict[str, dict[str, Any]] = {}
         for name, track in tracks.items():
             others = [t for n, t in tracks.items() if n != name]

@@ -210,7 +210,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="receiver_speed_"))
     compositors = {"compose_image": Compositor(str(background_image(size, work)), size),
                    "compose_colour": Compositor("#30343c", size)}
-    decoder, assets, renderer = FrameDecoder(), AssetStore(), MeshRenderer(mesh_options(args.set))
+    decoder, assets, renderer = FrameDecoder(header.codes), AssetStore(), MeshRenderer(mesh_options(args.set))
     identity: IdentityAsset | None = None
     timer = Timer()
     quiet = Timer()  # with --repeat: per frame the least time of all runs (what the work costs without contention)
@@ -229,9 +229,12 @@ def main() -> int:
         if isinstance(message, m.Identity) and message.image is not None:
             identity = assets.add(message)
             renderer.prepare_identity(identity)
-        elif isinstance(message, m.Keyframe):
-            keyframe = decoder.decode_keyframe(message)
-            renderer.prepare_keyframe(keyframe)
+        elif isinstance(message, m.Setup):
+            decoder.setup(message)  # e.g. the expression code's neutral face
+        elif isinstance(message, (m.Keyframe, m.KeyframePart)):
+            keyframe = decoder.decode_keyframe(message) if isinstance(message, m.Keyframe) else decoder.decode_part(message)
+            if keyframe is not None:  # its last part arrived
+                renderer.prepare_keyframe(keyframe)
         elif isinstance(message, m.Frame):
             with timer.stage("decode"):
                 frame = decoder.decode_frame(message)

@@ -86,6 +86,8 @@ def test_the_wheel_installs_one_top_level_package(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names} == {"facewire", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info"}
     assert "facewire/models/manifest.toml" in names
+    assert {"facewire/models/expression_basis.npz", "facewire/models/expression_basis.json"} <= set(names)  # the face code's basis
+    assert "facewire/shared/codec/expression/field.py" in names
     assert "facewire/shared/render/mesh.py" in names and "facewire/sender/cli.py" in names
 
 
