@@ -26,8 +26,9 @@ KEYFRAME_SECONDS = 1.5
 MIN_KEYFRAME_BYTES = 1200  # below this a person at 512 px is mush at any AVIF quality (REPORT of codec-layer)
 MAX_KEYFRAME_BYTES = 48 * 1024
 DEFAULT_BITRATE_BPS = 256_000.0  # the ceiling without --bitrate: the rate control finds the link below it
-# The codes this sender offers, in order of preference (negotiation keeps the first of each role).
-DEFAULT_CODES = ("landmarks",)
+# The codes this sender offers, in order of preference (negotiation keeps the first of each role):
+# the expression code (~16 B a frame), else raw landmarks for a receiver that lacks it.
+DEFAULT_CODES = ("expression", "landmarks")
 
 
 @dataclass
@@ -69,6 +70,13 @@ class Outgoing:
     def carries_state(self) -> bool:
         return self.keyframe is not None or bool(self.setups)
 
+    @staticmethod
+    def merged(older: Outgoing, newer: Outgoing) -> Outgoing:
+        """`newer` carrying what `older` carried too, for when `older` never went: its keyframe unless
+        `newer` has one, and its setups, in order before the newer ones."""
+        keyframe = newer.keyframe if newer.keyframe is not None else older.keyframe
+        return dataclasses.replace(newer, keyframe=keyframe, setups=older.setups + newer.setups)
+
 
 @dataclass
 class FrameCoder:
@@ -98,24 +106,28 @@ class FrameCoder:
                     if (value := preparer.prepare(analysis)) is not None}
         setups = [(name, setup) for name, preparer in self._preparers.items()
                   if (setup := preparer.take_setup()) is not None]
-        if self._resend.is_set():
-            self._resend.clear()
-            fresh = {name for name, _ in setups}
-            setups += [(name, setup) for name, preparer in self._preparers.items()
-                       if name not in fresh and (setup := preparer.current_setup()) is not None]
         keyframe = None
         if self.policy.decide(analysis):
             # The despilled foreground is costly (~20 ms), so it is asked for keyframes only.
             keyframe = self._keyframe(dataclasses.replace(analysis, foreground=analyzer.foreground()), prepared)
+        # A keyframe is where a receiver starts over (a new session, a lost setup, a request), so every
+        # code's setup in use goes with it. Checked after the decision: restart() raises the flag before
+        # it requests the keyframe, so a session's first keyframe never goes without its setups.
+        if self._resend.is_set() or keyframe is not None:
+            self._resend.clear()
+            fresh = {name for name, _ in setups}
+            setups += [(name, setup) for name, preparer in self._preparers.items()
+                       if name not in fresh and (setup := preparer.current_setup()) is not None]
         return Outgoing(CodedFrame(analysis, prepared), keyframe, tuple(setups))
 
     def _keyframe(self, analysis: FrameAnalysis, prepared: dict[str, Prepared]) -> KeyframePackage | None:
-        face_name = face_code(self.codes)
-        face = prepared.get(face_name)
-        landmarks = None if face is None else self._preparers[face_name].keyframe_code(face)
+        face = prepared.get(face_code(self.codes))
+        # every offered face code's: the session (negotiated on another thread, maybe later) picks one
+        codes = {name: self._preparers[name].keyframe_code(prepared[name]) for name in self.codes
+                 if FIELD_CODECS[name].role == "face" and name in prepared}
         budget = self.budget.keyframe_bytes()
         try:
-            package, _ = build_keyframe(analysis, self.kf + 1, face, landmarks, budget, self._quality_hint)
+            package, _ = build_keyframe(analysis, self.kf + 1, face, codes, budget, self._quality_hint)
         except KeyframeTooLarge as exc:
             log.warning("no keyframe this time, trying again in a while: %s", exc)
             self.policy.request_from_peer()  # rate-limited like a receiver's request: a hopeless budget is not retried every frame

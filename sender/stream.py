@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from facewire.sender.coding import Outgoing
+from facewire.shared.codec.fields import face_code
 from facewire.shared.codec.frames import FrameEncoder, KeyframePackage
 from facewire.shared.wire import messages as m
 
@@ -46,7 +47,7 @@ class FeatureStream:
         keyframe is queued as parts of at most `part_bytes` of picture, for `next_part`."""
         if item.keyframe is not None:
             self._incoming = item.keyframe
-            self._parts = deque(item.keyframe.messages(part_bytes))
+            self._parts = deque(item.keyframe.messages(part_bytes, face_code(self.encoder.codes)))
         setups = [(code, payload) for code, payload in item.setups if code in self.encoder.codes]
         for code, payload in setups:
             self.encoder.setup(code, payload)

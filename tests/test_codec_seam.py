@@ -39,7 +39,7 @@ def _coded(index: int) -> CodedFrame:
 def _decoder(codes: list[str]) -> FrameDecoder:
     """A decoder holding keyframe 1 (seq 0), as after a keyframe was received."""
     decoder = FrameDecoder(codes)
-    package, _ = build_keyframe(_analysis(0), kf=1, face=None, landmarks_code=None, max_image_bytes=20_000)
+    package, _ = build_keyframe(_analysis(0), kf=1, face=None, face_codes=None, max_image_bytes=20_000)
     for message in package.messages(part_bytes=100_000):
         assert isinstance(message, m.Keyframe)
         assert decoder.decode_keyframe(message) is not None
@@ -114,7 +114,7 @@ def test_intra_codes_decode_without_state() -> None:
 def test_a_keyframe_in_parts_is_drawn_from_once_complete_and_frames_flow_meanwhile() -> None:
     decoder = _decoder(["landmarks"])
     encoder = FrameEncoder(["landmarks"])
-    package, _ = build_keyframe(_analysis(5), kf=2, face=None, landmarks_code=None, max_image_bytes=20_000)
+    package, _ = build_keyframe(_analysis(5), kf=2, face=None, face_codes=None, max_image_bytes=20_000)
     head, *rest = package.messages(part_bytes=300)
     assert len(rest) >= 2 and isinstance(head, m.Keyframe) and head.parts == len(rest) + 1
     assert decoder.decode_frame(encoder.frame(_coded(1), seq=1, kf=1, keyframe_ts_us=0)).landmarks is not None
@@ -135,7 +135,7 @@ def test_a_keyframe_in_parts_is_drawn_from_once_complete_and_frames_flow_meanwhi
 
 def test_parts_out_of_order_or_over_their_size_are_refused() -> None:
     decoder = _decoder(["landmarks"])
-    package, _ = build_keyframe(_analysis(5), kf=2, face=None, landmarks_code=None, max_image_bytes=20_000)
+    package, _ = build_keyframe(_analysis(5), kf=2, face=None, face_codes=None, max_image_bytes=20_000)
     head, first, *_ = package.messages(part_bytes=300)
     assert isinstance(head, m.Keyframe) and isinstance(first, m.KeyframePart)
     decoder.decode_keyframe(head)

@@ -11,7 +11,7 @@ receiver ask for a keyframe.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,30 +49,33 @@ class KeyframePackage:
     image: bytes
     quality: int
     alpha: bytes
-    landmarks: bytes | None
+    face_codes: Mapping[str, bytes] = field(default_factory=dict)  # the face's intra code by each offered face code
 
     @property
     def nbytes(self) -> int:
-        return len(self.image) + len(self.alpha) + len(self.landmarks or b"")
+        # the message carries one of the face codes, the session's: the preferred one is the smallest
+        return len(self.image) + len(self.alpha) + min(map(len, self.face_codes.values()), default=0)
 
-    def messages(self, part_bytes: int) -> list[m.Keyframe | m.KeyframePart]:
-        """The keyframe as a `keyframe` message and as many `keyframe_part`s as pieces of at most
-        `part_bytes` of picture need (at most MAX_KEYFRAME_PARTS)."""
+    def messages(self, part_bytes: int, face_code: str | None = None) -> list[m.Keyframe | m.KeyframePart]:
+        """The keyframe as a `keyframe` message (its `landmarks` in the session's `face_code`) and as many
+        `keyframe_part`s as pieces of at most `part_bytes` of picture need (at most MAX_KEYFRAME_PARTS)."""
         size = max(part_bytes, -(-len(self.image) // m.MAX_KEYFRAME_PARTS))
         pieces = [self.image[i:i + size] for i in range(0, len(self.image), size)]
         head = m.Keyframe(
             kf=self.kf, ts_us=self.ts_us, width=self.size[0], height=self.size[1],
-            image=pieces[0], image_format="avif", box=list(self.box), alpha=self.alpha, landmarks=self.landmarks,
+            image=pieces[0], image_format="avif", box=list(self.box), alpha=self.alpha,
+            landmarks=None if face_code is None else self.face_codes.get(face_code),
             parts=len(pieces), image_bytes=len(self.image) if len(pieces) > 1 else None,
         )
         return [head, *(m.KeyframePart(kf=self.kf, part=i, data=piece) for i, piece in enumerate(pieces[1:], 1))]
 
 
-def build_keyframe(analysis: FrameAnalysis, kf: int, face: Prepared | None, landmarks_code: bytes | None,
+def build_keyframe(analysis: FrameAnalysis, kf: int, face: Prepared | None, face_codes: Mapping[str, bytes] | None,
                    max_image_bytes: int, quality_hint: int = 40) -> tuple[KeyframePackage, KeyframeState]:
     """The person of this frame as a keyframe whose picture fits `max_image_bytes` (the highest AVIF
     quality that does; KeyframeTooLarge when none does), and exactly what the receiver will decode from
-    it (the sender's replica of the receiver draws from that)."""
+    it (the sender's replica of the receiver draws from that). `face_codes`: the face's intra code in
+    each face code the sender offers; the session's goes in the message."""
     frame = analysis.foreground if analysis.foreground is not None else analysis.frame.image
     height, width = frame.shape[:2]
     alpha = analysis.alpha if analysis.alpha is not None else np.ones((height, width), np.float32)
@@ -86,7 +89,7 @@ def build_keyframe(analysis: FrameAnalysis, kf: int, face: Prepared | None, land
         landmarks=None if face is None else face.landmarks,
     )
     package = KeyframePackage(kf, analysis.frame.ts_us, (width, height), person.box, coded.data, coded.quality,
-                              alpha_code, landmarks_code)
+                              alpha_code, dict(face_codes or {}))
     return package, state
 
 
