@@ -12,10 +12,10 @@ import zstandard
 from hypothesis import given
 from hypothesis import strategies as st
 
-from facewire.shared.codec.alpha import AlphaDecoder, AlphaEncoder
-from facewire.shared.codec.fields import FIELD_CODECS, CodedFrame, negotiate
 from facewire.sender.coding import Outgoing
 from facewire.sender.stream import FeatureStream
+from facewire.shared.codec.alpha import AlphaDecoder, AlphaEncoder
+from facewire.shared.codec.fields import FIELD_CODECS, CodedFrame, negotiate
 from facewire.shared.codec.frames import REFERENCES, FrameDecodeError, FrameDecoder, FrameEncoder, build_keyframe
 from facewire.shared.codec.landmarks import LandmarkDecoder, LandmarkEncoder
 from facewire.shared.codec.predictive import CodeError, decompress_exactly

@@ -5,7 +5,7 @@ keyframe's, the more the warp must invent (a mouth opened from a closed one, a c
 view). `warp_cost` estimates the face-region SSIM lost, as a linear model of the mean canonical
 landmark displacement (expression) and the pose differences. Its weights were fitted on the
 project's clips with a per-clip offset (self mode, a random keyframe drawing a random frame of the
-same clip; 1,900 pairs over 8 clips) and checked leave-one-clip-out: choosing, for each frame, the
+same clip; 1,900 pairs over 8 clips; bench/likeness.py) and checked leave-one-clip-out: choosing, for each frame, the
 keyframe with the lowest cost gave +0.021..+0.047 face SSIM over an average keyframe on every held-out
 clip (the ranking generalises; the absolute level varies by clip, so thresholds are on differences).
 """
