@@ -8,15 +8,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from facewire.sender.keyframes import KeyframePolicy
 from facewire.sender.timing import StageTimes
 from facewire.shared.codec.fields import FIELD_CODECS, CodedFrame, FieldPreparer, Prepared, face_code
-from facewire.shared.codec.frames import KeyframePackage, build_keyframe
+from facewire.shared.codec.frames import REFERENCES, KeyframePackage, build_keyframe
 from facewire.shared.codec.keyframe import KeyframeTooLarge
-from facewire.shared.types import Analyzer, FrameAnalysis
+from facewire.shared.face.likeness import FaceLikeness, warp_cost
+from facewire.shared.types import Analyzer, FrameAnalysis, Landmarks
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,7 @@ class Outgoing:
     keyframe: KeyframePackage | None = None
     setups: tuple[tuple[str, bytes], ...] = ()
     times: StageTimes | None = None  # when live: how long its stages took
+    reference: int | None = None  # the keyframe that draws this frame best, if the receiver holds it
 
     @property
     def carries_state(self) -> bool:
@@ -76,6 +79,41 @@ class Outgoing:
         `newer` has one, and its setups, in order before the newer ones."""
         keyframe = newer.keyframe if newer.keyframe is not None else older.keyframe
         return dataclasses.replace(newer, keyframe=keyframe, setups=older.setups + newer.setups)
+
+
+@dataclass
+class ReferenceChooser:
+    """Which of the keyframes built draws a frame best (the lowest expected warp loss), with a margin
+    before switching (each switch makes the receiver's renderer prepare another keyframe). Keeps the
+    faces of the last keyframes built, a few more than the receiver holds: the stream only uses a
+    choice the receiver holds."""
+
+    switch_margin: float = 0.02
+    _faces: OrderedDict[int, FaceLikeness] = field(default_factory=OrderedDict)
+    _chosen: int | None = None
+
+    def clear(self) -> None:
+        self._faces.clear()
+        self._chosen = None
+
+    def built(self, kf: int, landmarks: Landmarks | None) -> None:
+        if landmarks is not None:
+            self._faces[kf] = FaceLikeness.of(landmarks)
+            while len(self._faces) > 2 * REFERENCES:
+                self._faces.popitem(last=False)
+        self._chosen = kf
+
+    def choose(self, landmarks: Landmarks | None) -> tuple[int | None, float]:
+        """The keyframe for a frame with these landmarks and its expected loss (0 with no face to judge)."""
+        if landmarks is None or not self._faces:
+            return self._chosen, 0.0
+        face = FaceLikeness.of(landmarks)
+        costs = {kf: warp_cost(reference, face) for kf, reference in self._faces.items()}
+        best = min(costs, key=costs.__getitem__)
+        held = costs.get(self._chosen) if self._chosen is not None else None
+        if held is None or costs[best] < held - self.switch_margin:
+            self._chosen = best
+        return self._chosen, costs[self._chosen] if self._chosen in costs else costs[best]
 
 
 @dataclass
@@ -91,6 +129,7 @@ class FrameCoder:
     _preparers: dict[str, FieldPreparer] = field(init=False, repr=False)
     _quality_hint: int = 40  # the last keyframe's AVIF quality: the next search starts there
     _resend: threading.Event = field(default_factory=threading.Event, repr=False)
+    _references: ReferenceChooser = field(default_factory=ReferenceChooser)
 
     def __post_init__(self) -> None:
         self._preparers = {name: FIELD_CODECS[name].new_preparer() for name in self.codes}
@@ -106,10 +145,18 @@ class FrameCoder:
                     if (value := preparer.prepare(analysis)) is not None}
         setups = [(name, setup) for name, preparer in self._preparers.items()
                   if (setup := preparer.take_setup()) is not None]
+        if self._resend.is_set():
+            self._references.clear()  # a new receiver holds none of them
+        face = prepared.get(face_code(self.codes))
+        landmarks = None if face is None else face.landmarks
+        reference, drift = self._references.choose(landmarks)
         keyframe = None
-        if self.policy.decide(analysis):
+        if self.policy.decide(analysis, drift):
             # The despilled foreground is costly (~20 ms), so it is asked for keyframes only.
             keyframe = self._keyframe(dataclasses.replace(analysis, foreground=analyzer.foreground()), prepared)
+            if keyframe is not None:
+                self._references.built(keyframe.kf, landmarks)
+                reference = keyframe.kf
         # A keyframe is where a receiver starts over (a new session, a lost setup, a request), so every
         # code's setup in use goes with it. Checked after the decision: restart() raises the flag before
         # it requests the keyframe, so a session's first keyframe never goes without its setups.
@@ -118,7 +165,7 @@ class FrameCoder:
             fresh = {name for name, _ in setups}
             setups += [(name, setup) for name, preparer in self._preparers.items()
                        if name not in fresh and (setup := preparer.current_setup()) is not None]
-        return Outgoing(CodedFrame(analysis, prepared), keyframe, tuple(setups))
+        return Outgoing(CodedFrame(analysis, prepared), keyframe, tuple(setups), reference=reference)
 
     def _keyframe(self, analysis: FrameAnalysis, prepared: dict[str, Prepared]) -> KeyframePackage | None:
         face = prepared.get(face_code(self.codes))

@@ -11,6 +11,7 @@ receiver ask for a keyframe.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -32,6 +33,9 @@ Box = tuple[int, int, int, int]
 # Above this AVIF quality a keyframe grows fast for little: 9.7 KB and face SSIM 0.981 at 60 on the clips'
 # first frames, where 95 costs ~45 KB (helper R6's measurements); the residual layer fills in the rest.
 KEYFRAME_MAX_QUALITY = 60
+# Keyframes a receiver holds (the newest complete ones): a frame may be drawn from any of them, so a
+# sender returns to an earlier look (a smile, the mouth open) by naming it instead of sending it again.
+REFERENCES = 4
 
 
 class FrameDecodeError(ValueError):
@@ -151,7 +155,8 @@ class FrameDecoder:
     codes: Sequence[str] = ("landmarks",)
     keyframe: KeyframeState | None = None  # the one the last decoded frame was drawn from
     _keyframe_ts_us: int = 0
-    _next: tuple[KeyframeState, int] | None = None  # complete, not yet drawn from by a frame
+    # The last REFERENCES complete keyframes (with their ts_us), oldest first: a frame may be drawn from any.
+    _held: OrderedDict[int, tuple[KeyframeState, int]] = field(default_factory=OrderedDict)
     _assembly: _Assembly | None = None
     _fields: list[FieldDecoder] = field(init=False, repr=False)
     _last_seq: int | None = None
@@ -201,7 +206,10 @@ class FrameDecoder:
             raise FrameDecodeError(f"keyframe {head.kf} holds {len(image)} bytes, it declared {head.image_bytes}")
         state = KeyframeState(kf=head.kf, image=self._picture(head, image), alpha=self._alpha(head),
                               landmarks=self._landmarks(head))
-        self._next = (state, head.ts_us)
+        self._held.pop(head.kf, None)
+        self._held[head.kf] = (state, head.ts_us)
+        while len(self._held) > REFERENCES:
+            self._held.popitem(last=False)
         return state
 
     def _picture(self, head: m.Keyframe, image: bytes) -> Image:
@@ -229,13 +237,13 @@ class FrameDecoder:
             raise FrameDecodeError(f"keyframe {head.kf} landmarks: {exc}") from None
 
     def decode_frame(self, message: m.Frame) -> FrameState:
-        if self._next is not None and message.kf == self._next[0].kf:
-            (self.keyframe, self._keyframe_ts_us), self._next = self._next, None
-        if self.keyframe is None:
+        if not self._held:
             raise FrameDecodeError("no keyframe yet")
-        if message.kf != self.keyframe.kf:
+        reference = self._held.get(message.kf)
+        if reference is None:
             raise FrameDecodeError(f"frame {message.seq} is drawn from keyframe {message.kf}, this receiver holds "
-                                   f"{self.keyframe.kf}")
+                                   f"{list(self._held)}")
+        self.keyframe, self._keyframe_ts_us = reference
         if len(message.codes) != len(self._fields):
             raise FrameDecodeError(f"frame {message.seq} carries {len(message.codes)} codes, the session negotiated "
                                    f"{len(self._fields)} ({', '.join(self.codes)})")
