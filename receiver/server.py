@@ -131,7 +131,16 @@ class ReceiverServer:
             if isinstance(event.message, m.Bye):
                 log.info("%s: sender said bye (%s)", peer, event.message.reason)
                 return session
-            replies, job = session.handle(event.message)
+            try:
+                replies, job = session.handle(event.message)
+            except ProtocolError as exc:
+                failed = protocol.fail(exc)
+                log.warning("%s: closing (%d) after %s: %s", peer, failed.close.code, exc.code.value, exc)
+                return session
+            except Exception as exc:  # a decoder bug must end this connection, not the receiver
+                log.exception("%s: decoding `%s` failed", peer, type(event.message).__name__.lower())
+                protocol.fail(ProtocolError(ErrorCode.INTERNAL, f"the receiver failed on this message: {type(exc).__name__}"))
+                return session
             for reply in replies:
                 protocol.send(reply)
             if job is not None:
