@@ -1,8 +1,10 @@
 """The receiver's websocket server: a thin asyncio shell around `shared.protocol.ReceiverProtocol`.
 
-One sender is shown at a time; a second authenticated sender gets `busy`. Every
-connection has its own protocol object, so a hostile client is closed with an error
-and a close code while the session being shown carries on untouched.
+One sender is shown at a time; a second authenticated sender gets `busy`, unless the session being
+shown is half-open: a hello from the same sender process (`hello.instance`), or any token holder's
+while the shown link has been silent for two ping intervals, replaces it. Every connection has its
+own protocol object, so a hostile client is closed with an error and a close code while the session
+being shown carries on untouched. A link that goes silent is dropped after `Limits.dead_after_s`.
 """
 
 from __future__ import annotations
@@ -22,18 +24,23 @@ from facewire.shared.codec.fields import FIELD_CODECS, negotiate
 from facewire.shared.codec.frames import FrameDecoder
 from facewire.shared.codec.predictive import CodeError
 from facewire.shared.wire import messages as m
-from facewire.shared.wire.errors import ErrorCode, ProtocolError
+from facewire.shared.wire.errors import CloseCode, ErrorCode, ProtocolError
 from facewire.shared.wire.protocol import ConnectionFailed, HandshakeDone, Limits, MessageReceived, ReceiverProtocol, State
+from facewire.shared.wire.transport import HearingServerConnection, abort, last_heard
 
 log = logging.getLogger(__name__)
-POLL_S = 0.5
+POLL_S = 0.25
 TRY_AGAIN_LATER = 1013
+PRE_AUTH_BUFFER = 64 * 1024
+# Closed without a closing handshake: the peer is gone (dead) or must not hold the slot a moment longer (replaced).
+_ABORTED = {int(CloseCode.UNRESPONSIVE), int(CloseCode.REPLACED)}
 
 
 @dataclass
 class _Link:
     peer: str
     protocol: ReceiverProtocol
+    ws: ServerConnection
     session: Session | None = None
 
 
@@ -58,9 +65,12 @@ class ReceiverServer:
         return None if link is None else link.protocol.rtt_ms
 
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> Server:
+        # Before the hello websockets buffers at most PRE_AUTH_BUFFER (4 MiB otherwise); the protocol refuses
+        # anything over the hello limit with an `error`, websockets what it would not buffer, with 1009 alone.
         return await serve(
-            self._handle, host, port, ssl=ssl_context, max_size=self.limits.max_message_bytes + 64,
+            self._handle, host, port, ssl=ssl_context, max_size=PRE_AUTH_BUFFER,
             ping_interval=None, compression=None, max_queue=4, write_limit=256 * 1024,
+            create_connection=HearingServerConnection, close_timeout=2,
         )
 
     async def _handle(self, ws: ServerConnection) -> None:
@@ -71,18 +81,21 @@ class ReceiverServer:
         protocol = ReceiverProtocol(self.token, time.monotonic(), limits=self.limits,
                                     capabilities=list(FIELD_CODECS), renderers=self.renderers,
                                     assets=self.assets.ids())
-        link = self._links[ws] = _Link(peer, protocol)
+        link = self._links[ws] = _Link(peer, protocol, ws)
         try:
             await self._serve(ws, protocol, link)
         except websockets.exceptions.ConnectionClosed as exc:
             log.info("%s: connection closed (%s)", peer, exc)
         finally:
             del self._links[ws]
-            session = link.session
-            if session is not None and self.active is session:
-                self.active = None
-                if self.on_session_end is not None:
-                    self.on_session_end(session)
+            self._end(link.session)
+
+    def _end(self, session: Session | None) -> None:
+        """The shown session is over (its link closed, died or was replaced); once only."""
+        if session is not None and self.active is session:
+            self.active = None
+            if self.on_session_end is not None:
+                self.on_session_end(session)
 
     async def _serve(self, ws: ServerConnection, protocol: ReceiverProtocol, link: _Link) -> None:
         try:
@@ -92,17 +105,23 @@ class ReceiverServer:
                 except TimeoutError:
                     data = None
                 now = time.monotonic()
+                protocol.heard(last_heard(ws))
                 events = protocol.tick(now) if data is None else protocol.receive(data, now)
                 if data is not None and self.on_bytes is not None and link.session is not None:
                     self.on_bytes(len(data))
                 for event in events:
                     link.session = self._on_event(event, protocol, link.session, link.peer)
+                    if isinstance(event, HandshakeDone) and link.session is not None:
+                        ws.protocol.max_message_size = self.limits.max_message_bytes + 64
                 if data is not None:
                     protocol.tick(now)  # a busy link still pings: its round trip is measured all along
                 for out in protocol.data_to_send():
                     await ws.send(out)
         finally:
-            if protocol.close is not None:
+            self._end(link.session)  # before closing: a reconnecting sender must not find this session shown
+            if protocol.close is not None and protocol.close.code in _ABORTED:
+                abort(ws)
+            elif protocol.close is not None:
                 await ws.close(protocol.close.code, protocol.close.reason)
 
     def _on_event(self, event: object, protocol: ReceiverProtocol, session: Session | None,
@@ -111,7 +130,7 @@ class ReceiverServer:
             log.warning("%s: closing (%d) after %s: %s", peer, event.close.code, event.error.code.value, event.error)
             return session
         if isinstance(event, HandshakeDone):
-            if self.active is not None:
+            if self.active is not None and not self._replace_half_open(protocol, peer):
                 protocol.refuse(ProtocolError(ErrorCode.BUSY, "this receiver is showing another sender"))
                 log.warning("%s: refused, busy", peer)
                 return None
@@ -146,6 +165,24 @@ class ReceiverServer:
             if job is not None:
                 self.on_job(job)
         return session
+
+    def _replace_half_open(self, protocol: ReceiverProtocol, peer: str) -> bool:
+        """Whether the shown session gave way to this newly authenticated one (and was ended)."""
+        shown = next((link for link in self._links.values() if link.session is not None and link.session is self.active), None)
+        if shown is None:
+            return True
+        now = time.monotonic()
+        shown.protocol.heard(last_heard(shown.ws))
+        same_sender = protocol.peer_instance != "" and protocol.peer_instance == shown.protocol.peer_instance
+        silent = shown.protocol.silent_for(now) > 2 * self.limits.ping_interval_s
+        if not (same_sender or silent):
+            return False
+        log.warning("%s: replaces %s's session (%s)", peer, shown.peer,
+                    "same sender" if same_sender else f"silent for {shown.protocol.silent_for(now):.1f} s")
+        shown.protocol.fail(ProtocolError(ErrorCode.REPLACED, "a new session replaced this one"))
+        self._end(shown.session)
+        abort(shown.ws)
+        return True
 
     async def shutdown(self, server: Server) -> None:
         """Tell every peer we are going away, then stop listening."""

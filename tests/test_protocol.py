@@ -333,6 +333,8 @@ def test_sender_handshake_timeout() -> None:
 
 def test_idle_timeout() -> None:
     snd, rcv = open_pair(now=1.0)
+    for side in (snd, rcv):
+        side.heard(31.0)  # bytes keep arriving (the link is alive), but no whole message after t=10
     assert rcv.check_timeouts(20.9) == []
     assert isinstance(rcv.receive(m.encode(m.Ping(nonce=1, ts_us=1)), 10.0)[0], p.MessageReceived)
     rcv.data_to_send()
