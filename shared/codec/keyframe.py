@@ -120,7 +120,11 @@ def person_only(image: Image, alpha: Alpha, pad: int = 8, erode: int = 2) -> Per
 
 # ------------------------------------------------------------------------------------------------ AVIF
 class KeyframeTooLarge(ValueError):
-    """Even the lowest quality does not fit the byte budget."""
+    """Even the lowest quality does not fit the byte budget; `needed`: the fewest bytes an encode took."""
+
+    def __init__(self, message: str, needed: int) -> None:
+        super().__init__(message)
+        self.needed = needed
 
 
 def _avif(image: Image, quality: int, speed: int) -> bytes:
@@ -189,7 +193,7 @@ def encode_person_search(person: PersonImage, max_bytes: int, *, speed: int = AV
         raise KeyframeTooLarge(
             f"the person's keyframe ({person.image.shape[1]}x{person.image.shape[0]}) needs {smallest[1]} bytes "
             f"at quality {smallest[0]}, over the budget of {max_bytes}" +
-            ("" if min_quality in tried else f" (quality {min_quality} was not tried: raise max_encodes)"))
+            ("" if min_quality in tried else f" (quality {min_quality} was not tried: raise max_encodes)"), smallest[1])
     return EncodedPerson(data_by_q[best], best, len(tried))
 
 
