@@ -6,6 +6,10 @@
         proxy.mode = "refuse"      # new connections closed at once (the receiver's port is down)
         proxy.mode = "pass"
         proxy.cut()                # every open connection reset (RST), as a dropped link or a NAT reboot
+        proxy.up_rate_bps = 32_000 # the uplink (client to upstream) throttled; None: as fast as it goes
+
+`tap(conn_id, chunk, t)` sees every chunk of the uplink as it is written upstream (wall-clock t), and
+`ended` records each connection's (id, opened, closed) times.
 
 A connection that lost a byte to a blackhole stays a blackhole after it ends (a TCP stream cannot
 resume past a hole); both ends must notice and reconnect. bench/faults.py drives it; so do the
@@ -16,8 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import socket
 import struct
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -26,15 +33,23 @@ Mode = Literal["pass", "blackhole", "stall", "refuse"]
 
 @dataclass(eq=False)
 class _Conn:
+    id: int
     client: asyncio.StreamWriter
+    opened: float
     upstream: asyncio.StreamWriter | None = None
     poisoned: bool = False
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
 class FaultProxy:
-    def __init__(self, upstream: tuple[str, int], host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, upstream: tuple[str, int], host: str = "127.0.0.1", port: int = 0,
+                 tap: Callable[[int, bytes, float], None] | None = None) -> None:
         self.upstream = upstream
+        self.tap = tap
+        self.up_rate_bps: float | None = None
+        self.ended: list[tuple[int, float, float]] = []  # (connection id, opened, closed), wall clock
+        self.opened: list[float] = []  # when each accepted connection came, wall clock
+        self._ids = itertools.count(1)
         self.host, self.port = host, port
         self._mode: Mode = "pass"
         self.connections = 0  # accepted so far
@@ -99,7 +114,9 @@ class FaultProxy:
             writer.transport.abort()
         for task in conn.tasks:
             task.cancel()
-        self._conns.discard(conn)
+        if conn in self._conns:
+            self._conns.discard(conn)
+            self.ended.append((conn.id, conn.opened, time.time()))
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.mode == "refuse":
@@ -107,7 +124,8 @@ class FaultProxy:
             writer.transport.abort()
             return
         self.connections += 1
-        conn = _Conn(writer, poisoned=self.mode == "blackhole")
+        self.opened.append(time.time())
+        conn = _Conn(next(self._ids), writer, time.time(), poisoned=self.mode == "blackhole")
         self._conns.add(conn)
         try:
             if conn.poisoned:
@@ -119,8 +137,8 @@ class FaultProxy:
                 self._reset(conn)
                 return
             conn.upstream = up_writer
-            conn.tasks = [asyncio.create_task(self._pump(reader, up_writer, conn)),
-                          asyncio.create_task(self._pump(up_reader, writer, conn))]
+            conn.tasks = [asyncio.create_task(self._pump(reader, up_writer, conn, uplink=True)),
+                          asyncio.create_task(self._pump(up_reader, writer, conn, uplink=False))]
             await asyncio.gather(*conn.tasks, return_exceptions=True)
         finally:
             self._reset(conn)
@@ -129,9 +147,9 @@ class FaultProxy:
         while data := await reader.read(65536):
             self.dropped_bytes += len(data)
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: _Conn) -> None:
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: _Conn, uplink: bool) -> None:
         try:
-            while data := await reader.read(65536):
+            while data := await reader.read(4096 if uplink and self.up_rate_bps else 65536):
                 if self.mode == "stall":
                     await self._resumed.wait()
                 if self.mode == "blackhole" or conn.poisoned:
@@ -140,6 +158,10 @@ class FaultProxy:
                     continue
                 writer.write(data)
                 await writer.drain()
+                if uplink and self.tap is not None:
+                    self.tap(conn.id, data, time.time())
+                if uplink and self.up_rate_bps:
+                    await asyncio.sleep(len(data) * 8 / self.up_rate_bps)
         except (ConnectionError, OSError):
             pass
         finally:

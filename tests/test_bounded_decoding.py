@@ -11,10 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import struct
 import subprocess
 import sys
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +25,8 @@ from hypothesis import given, settings
 from PIL import Image as PILImage
 from websockets.asyncio.client import connect
 
+from bench.bombs import GIB, landmark_code, png_claiming, tiff
+from bench.bombs import zstd_bomb as make_zstd_bomb
 from facewire.receiver.session import AssetStore, Session
 from facewire.receiver.sinks import NullSink
 from facewire.shared.codec.alpha import AlphaDecoder, AlphaEncoder
@@ -41,7 +41,6 @@ from facewire.shared.wire.streamfile import StreamHeader, StreamWriter
 from tests.test_link import TOKEN, received_frames, running_receiver, sender
 from tests.wire_fixtures import SyntheticAnalyzer, write_frames
 
-GIB = 1 << 30
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -49,30 +48,12 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def zstd_bomb() -> bytes:
     """One zstd frame that declares and holds 1 GiB of zeros, in ~32 KiB."""
-    stream = zstandard.ZstdCompressor(level=1, write_content_size=True).compressobj(size=GIB)
-    chunk = bytes(1 << 20)
-    body = b"".join(stream.compress(chunk) for _ in range(GIB // len(chunk))) + stream.flush()
+    body = make_zstd_bomb(GIB)
     assert zstandard.frame_content_size(body) == GIB and len(body) < m.MAX_FRAME_FIELD_BYTES
     return body
 
 
-def landmark_bomb(body: bytes) -> bytes:
-    return struct.pack("<BBH", 1, 1 | 2, 478) + body  # intra, wide: 478 x 3 int16 expected
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A well-formed PNG whose header claims width x height RGB pixels (its IDAT holds a few rows only)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    rows = zlib.compress(b"\x00" * (3 * 1024), 9)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
-
-
-def tiff() -> bytes:
-    buf = io.BytesIO()
-    PILImage.new("RGB", (64, 64), (10, 200, 30)).save(buf, format="TIFF")
-    return buf.getvalue()
+landmark_bomb = landmark_code
 
 
 def image_bytes(fmt: str, size: tuple[int, int] = (48, 40), mode: str = "RGB") -> bytes:
