@@ -154,6 +154,9 @@ class Uplink:
                 finished = await self._connect_once(slot)
             except UplinkError:
                 raise
+            except ssl.SSLCertVerificationError as exc:  # permanent: retrying would never succeed
+                raise UplinkError(f"the receiver's TLS certificate is not trusted ({exc.verify_message}); "
+                                  "pass its CA with --cafile") from None
             except (OSError, websockets.exceptions.WebSocketException, TimeoutError) as exc:
                 log.warning("link down (%s); reconnecting", exc or type(exc).__name__)
                 finished = False

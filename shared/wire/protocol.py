@@ -223,6 +223,7 @@ class ReceiverProtocol(_Connection):
         self._message_bucket = TokenBucket(self.limits.messages_per_second, self.limits.message_burst)
         self._byte_bucket = TokenBucket(self.limits.bytes_per_second, self.limits.byte_burst)
         self._arrivals: list[tuple[int, int]] = []  # frames not acked yet: (seq, arrival µs)
+        self._last_seq: int | None = None  # frames' seq MUST increase (protocol.md 5)
         self._first_arrival = 0.0
         self.session_id = secrets.token_hex(8)
         self.version: int | None = None
@@ -248,6 +249,9 @@ class ReceiverProtocol(_Connection):
             return [self.fail(exc)]
 
     def _arrived(self, seq: int, now: float) -> None:
+        if self._last_seq is not None and seq <= self._last_seq:
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, f"frame seq {seq} does not follow {self._last_seq}", "seq")
+        self._last_seq = seq
         if not self._arrivals:
             self._first_arrival = now
         self._arrivals.append((seq, int(now * 1e6)))
