@@ -20,7 +20,7 @@ from facewire.shared.codec.frames import FrameDecoder
 from facewire.shared.process.handoff import LatestSlot
 from facewire.shared.process.heap import reuse_heap_memory
 from facewire.shared.wire import messages as m
-from facewire.shared.wire.errors import StreamFileError
+from facewire.shared.wire.errors import ProtocolError, StreamFileError
 from facewire.shared.wire.protocol import Limits
 from facewire.shared.wire.streamfile import StreamReader
 
@@ -41,10 +41,13 @@ def play_stream(path: str | Path, player: Player) -> int:
         session = Session(AssetStore(), FrameDecoder(reader.header.codes))
         dt_s = 1.0 / reader.header.fps
         origin_us: int | None = None
-        for raw in reader.raw():
-            message = m.decode(raw)
+        for index, raw in enumerate(reader.raw()):
+            try:
+                message = m.decode(raw)
+                replies, job = session.handle(message)
+            except ProtocolError as exc:  # a live receiver would have closed the connection here
+                raise StreamFileError(f"{path}: record #{index}: {exc.code.value}: {exc}") from None
             player.stats.received(len(raw))
-            replies, job = session.handle(message)
             for reply in replies:
                 log.warning("stream file: the receiver would have replied %s", reply)
             if not isinstance(message, m.Frame):

@@ -16,7 +16,7 @@ from facewire.sender.keyframes import KeyframePolicy
 from facewire.sender.timing import StageTimes
 from facewire.shared.codec.fields import FIELD_CODECS, CodedFrame, FieldPreparer, Prepared, face_code
 from facewire.shared.codec.frames import REFERENCES, KeyframePackage, build_keyframe
-from facewire.shared.codec.keyframe import KeyframeTooLarge
+from facewire.shared.codec.keyframe import MIN_QUALITY, KeyframeTooLarge
 from facewire.shared.face.likeness import FaceLikeness, warp_cost
 from facewire.shared.types import Analyzer, FrameAnalysis, Landmarks
 
@@ -130,6 +130,7 @@ class FrameCoder:
     _quality_hint: int = 40  # the last keyframe's AVIF quality: the next search starts there
     _resend: threading.Event = field(default_factory=threading.Event, repr=False)
     _references: ReferenceChooser = field(default_factory=ReferenceChooser)
+    _bare: threading.Event = field(default_factory=threading.Event, repr=False)  # the receiver holds no keyframe
 
     def __post_init__(self) -> None:
         self._preparers = {name: FIELD_CODECS[name].new_preparer() for name in self.codes}
@@ -138,6 +139,7 @@ class FrameCoder:
         """A new session (any thread): its receiver holds nothing, so the next frame brings every code's
         setup again, and a keyframe."""
         self._resend.set()
+        self._bare.set()
         self.policy.request()
 
     def code(self, analyzer: Analyzer, analysis: FrameAnalysis) -> Outgoing:
@@ -174,11 +176,21 @@ class FrameCoder:
                  if FIELD_CODECS[name].role == "face" and name in prepared}
         budget = self.budget.keyframe_bytes()
         try:
-            package, _ = build_keyframe(analysis, self.kf + 1, face, codes, budget, self._quality_hint)
+            try:
+                package, _ = build_keyframe(analysis, self.kf + 1, face, codes, budget, self._quality_hint)
+            except KeyframeTooLarge as exc:
+                if not self._bare.is_set() or exc.needed > MAX_KEYFRAME_BYTES:
+                    raise
+                # A receiver without a keyframe shows nothing, and without frames flowing the rate control never
+                # learns that the link has room for one (after a reconnect it starts low): over budget beats never.
+                log.warning("the session's first keyframe goes over its budget: %s", exc)
+                budget = exc.needed
+                package, _ = build_keyframe(analysis, self.kf + 1, face, codes, budget, MIN_QUALITY)
         except KeyframeTooLarge as exc:
             log.warning("no keyframe this time, trying again in a while: %s", exc)
             self.policy.request_from_peer()  # rate-limited like a receiver's request: a hopeless budget is not retried every frame
             return None
+        self._bare.clear()
         self.kf += 1
         self._quality_hint = package.quality
         log.info("keyframe %d: %d bytes (picture %d at AVIF quality %d, budget %d)", self.kf, package.nbytes,

@@ -25,7 +25,7 @@ from facewire.shared.codec.keyframe import (
     encode_person_search,
     person_only,
 )
-from facewire.shared.codec.predictive import CodeError
+from facewire.shared.codec.predictive import CodeError, PayloadError
 from facewire.shared.types import Alpha, FrameAnalysis, FrameState, Image, KeyframeState, Landmarks
 from facewire.shared.wire import messages as m
 
@@ -39,7 +39,21 @@ REFERENCES = 4
 
 
 class FrameDecodeError(ValueError):
-    """The decoder cannot produce this frame (no keyframe yet, or a lost reference)."""
+    """The decoder cannot produce this frame (no keyframe yet, or a lost reference): the receiver asks for a
+    keyframe. `hostile` when the bytes themselves are bad (a PayloadError: no conforming sender sends them),
+    which closes the connection with an error naming `field`."""
+
+    def __init__(self, message: str, field: str | None = None, hostile: bool = False) -> None:
+        super().__init__(message)
+        self.field = field
+        self.hostile = hostile
+
+
+def _wrapped(exc: CodeError, message: str, field: str) -> FrameDecodeError:
+    """A codec's error as the decoder's, keeping whether the bytes were bad and the most precise field."""
+    if isinstance(exc, PayloadError):
+        return FrameDecodeError(message, exc.field or field, hostile=True)
+    return FrameDecodeError(message, field)
 
 
 @dataclass(frozen=True)
@@ -170,7 +184,7 @@ class FrameDecoder:
         try:
             self._fields[list(self.codes).index(message.code)].setup(message.payload)
         except CodeError as exc:
-            raise FrameDecodeError(f"setup for {message.code}: {exc}") from None
+            raise _wrapped(exc, f"setup for {message.code}: {exc}", "payload") from None
 
     def decode_keyframe(self, message: m.Keyframe) -> KeyframeState | None:
         """The keyframe, or None while parts of its picture are still to come. Keyframes do not interrupt
@@ -184,7 +198,8 @@ class FrameDecoder:
             raise FrameDecodeError(f"keyframe part {message.part} of keyframe {message.kf} out of order")
         assembly.pieces.append(message.data)
         if sum(map(len, assembly.pieces)) > (assembly.head.image_bytes or 0):
-            raise FrameDecodeError(f"keyframe {message.kf}'s parts exceed its declared {assembly.head.image_bytes} bytes")
+            raise FrameDecodeError(f"keyframe {message.kf}'s parts exceed its declared {assembly.head.image_bytes} bytes",
+                                   "data", hostile=True)
         return self._complete()
 
     def _follow(self, seq: int) -> None:
@@ -203,7 +218,8 @@ class FrameDecoder:
         head = assembly.head
         image = b"".join(assembly.pieces)
         if head.image_bytes is not None and len(image) != head.image_bytes:
-            raise FrameDecodeError(f"keyframe {head.kf} holds {len(image)} bytes, it declared {head.image_bytes}")
+            raise FrameDecodeError(f"keyframe {head.kf} holds {len(image)} bytes, it declared {head.image_bytes}",
+                                   "image_bytes", hostile=True)
         state = KeyframeState(kf=head.kf, image=self._picture(head, image), alpha=self._alpha(head),
                               landmarks=self._landmarks(head))
         self._held.pop(head.kf, None)
@@ -214,17 +230,18 @@ class FrameDecoder:
 
     def _picture(self, head: m.Keyframe, image: bytes) -> Image:
         if head.image_format != "avif":
-            raise FrameDecodeError(f"keyframe image format {head.image_format!r}: this receiver decodes avif")
+            raise FrameDecodeError(f"keyframe image format {head.image_format!r}: this receiver decodes avif",
+                                   "image_format", hostile=True)
         try:
             return decode_person(image, _box(head), (head.width, head.height))
         except CodeError as exc:
-            raise FrameDecodeError(f"keyframe {head.kf}: {exc}") from None
+            raise _wrapped(exc, f"keyframe {head.kf}: {exc}", "image") from None
 
     def _alpha(self, head: m.Keyframe) -> Alpha | None:
         try:
             return None if head.alpha is None else decode_keyframe_alpha(head.alpha, _box(head), (head.width, head.height))
         except CodeError as exc:
-            raise FrameDecodeError(f"keyframe {head.kf} alpha: {exc}") from None
+            raise _wrapped(exc, f"keyframe {head.kf} alpha: {exc}", "alpha") from None
 
     def _landmarks(self, head: m.Keyframe) -> Landmarks | None:
         face = next((coder for coder, name in zip(self._fields, self.codes, strict=True)
@@ -234,7 +251,7 @@ class FrameDecoder:
         try:
             return face.decode_keyframe(head.landmarks)
         except CodeError as exc:
-            raise FrameDecodeError(f"keyframe {head.kf} landmarks: {exc}") from None
+            raise _wrapped(exc, f"keyframe {head.kf} landmarks: {exc}", "landmarks") from None
 
     def decode_frame(self, message: m.Frame) -> FrameState:
         if not self._held:
@@ -249,13 +266,14 @@ class FrameDecoder:
                                    f"{len(self._fields)} ({', '.join(self.codes)})")
         self._follow(message.seq)
         draft = FrameDraft((self.keyframe.image.shape[1], self.keyframe.image.shape[0]))
-        try:
-            for coder, payload in zip(self._fields, message.codes, strict=True):
-                if payload is not None:
-                    coder.decode(payload, draft)
-        except CodeError as exc:
-            self._last_seq = None
-            raise FrameDecodeError(f"frame {message.seq}: {exc}") from None
+        for index, (coder, payload) in enumerate(zip(self._fields, message.codes, strict=True)):
+            if payload is None:
+                continue
+            try:
+                coder.decode(payload, draft)
+            except CodeError as exc:
+                self._last_seq = None
+                raise _wrapped(exc, f"frame {message.seq}: {exc}", f"codes[{index}]") from None
         return FrameState(
             seq=message.seq, ts_us=self._keyframe_ts_us + message.dt_ms * 1000, face=message.face_state,
             landmarks=draft.landmarks, alpha=draft.alpha,

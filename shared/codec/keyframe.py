@@ -11,7 +11,8 @@
 * `encode_keyframe_alpha` / `decode_keyframe_alpha`: the keyframe's matte in the same box (what the
   receiver warps every frame to predict the matte): a grayscale AVIF at half resolution, ~1 KB.
 
-Every decoder raises facewire.shared.codec.predictive.CodeError on bytes it cannot trust.
+Every decoder raises facewire.shared.codec.predictive.PayloadError on bytes it cannot trust (images through
+facewire.shared.codec.images: magic and declared size checked before decoding).
 """
 
 from __future__ import annotations
@@ -19,15 +20,16 @@ from __future__ import annotations
 import io
 import math
 import struct
-import warnings
 from dataclasses import dataclass
+from typing import Literal
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 from PIL import Image as PILImage
 
-from facewire.shared.codec.predictive import CodeError
+from facewire.shared.codec.images import decode_image
+from facewire.shared.codec.predictive import PayloadError
 from facewire.shared.types import Alpha, Image
 
 Box = tuple[int, int, int, int]  # x, y, width, height in frame pixels
@@ -118,7 +120,11 @@ def person_only(image: Image, alpha: Alpha, pad: int = 8, erode: int = 2) -> Per
 
 # ------------------------------------------------------------------------------------------------ AVIF
 class KeyframeTooLarge(ValueError):
-    """Even the lowest quality does not fit the byte budget."""
+    """Even the lowest quality does not fit the byte budget; `needed`: the fewest bytes an encode took."""
+
+    def __init__(self, message: str, needed: int) -> None:
+        super().__init__(message)
+        self.needed = needed
 
 
 def _avif(image: Image, quality: int, speed: int) -> bytes:
@@ -187,7 +193,7 @@ def encode_person_search(person: PersonImage, max_bytes: int, *, speed: int = AV
         raise KeyframeTooLarge(
             f"the person's keyframe ({person.image.shape[1]}x{person.image.shape[0]}) needs {smallest[1]} bytes "
             f"at quality {smallest[0]}, over the budget of {max_bytes}" +
-            ("" if min_quality in tried else f" (quality {min_quality} was not tried: raise max_encodes)"))
+            ("" if min_quality in tried else f" (quality {min_quality} was not tried: raise max_encodes)"), smallest[1])
     return EncodedPerson(data_by_q[best], best, len(tried))
 
 
@@ -202,35 +208,20 @@ def encode_person(person: PersonImage, max_bytes: int, *, speed: int = AVIF_SPEE
 
 
 def check_box(box: Box, frame_size: tuple[int, int]) -> None:
-    """Raises CodeError unless `box` lies inside a frame of `frame_size` (width, height) no larger than MAX_SIDE."""
+    """Raises PayloadError unless `box` lies inside a frame of `frame_size` (width, height) no larger than MAX_SIDE."""
     fw, fh = frame_size
     x, y, w, h = box
     if not (0 < fw <= MAX_SIDE and 0 < fh <= MAX_SIDE):
-        raise CodeError(f"frame of {fw}x{fh} is out of range")
+        raise PayloadError(f"frame of {fw}x{fh} is out of range", "width")
     if not (w > 0 and h > 0 and x >= 0 and y >= 0 and x + w <= fw and y + h <= fh):
-        raise CodeError(f"box {box} does not lie inside the {fw}x{fh} frame")
+        raise PayloadError(f"box {box} does not lie inside the {fw}x{fh} frame", "box")
 
 
-def _open_checked(data: bytes, fmt: str, mode: str, box: Box) -> npt.NDArray[np.uint8]:
-    """The image in `data` decoded only after its declared size matched the box's."""
+def _open_checked(data: bytes, fmt: str, mode: Literal["RGB", "L"], box: Box, what: str) -> npt.NDArray[np.uint8]:
+    """The image in `data` decoded only after its magic matched `fmt` and its declared size the box's."""
     if len(data) > MAX_KEYFRAME_BYTES:
-        raise CodeError(f"keyframe image of {len(data)} bytes is over {MAX_KEYFRAME_BYTES}")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
-            picture = PILImage.open(io.BytesIO(data), formats=[fmt])  # reads the header only
-            if picture.size != (box[2], box[3]):
-                raise CodeError(f"keyframe image declares {picture.size[0]}x{picture.size[1]}, its box is {box[2]}x{box[3]}")
-            picture.load()
-            pixels = np.asarray(picture if picture.mode == mode else picture.convert(mode), np.uint8)
-    except CodeError:
-        raise
-    except (OSError, ValueError, SyntaxError, EOFError, PILImage.DecompressionBombWarning,
-            PILImage.DecompressionBombError) as exc:
-        raise CodeError(f"keyframe image does not decode: {exc}") from None
-    if pixels.shape[:2] != (box[3], box[2]):
-        raise CodeError(f"keyframe image decoded to {pixels.shape[1]}x{pixels.shape[0]}, its box is {box[2]}x{box[3]}")
-    return pixels
+        raise PayloadError(f"keyframe image of {len(data)} bytes is over {MAX_KEYFRAME_BYTES}", what)
+    return decode_image(data, fmt, what, mode=mode, size=(box[2], box[3]))
 
 
 def decode_person(data: bytes, box: Box, frame_size: tuple[int, int], background: Image | Colour | None = None) -> Image:
@@ -238,7 +229,7 @@ def decode_person(data: bytes, box: Box, frame_size: tuple[int, int], background
     frame's size, a BGR colour, or None: the box's edges replicated, i.e. more of the person's own fill,
     which is what a warp reading past the box should find)."""
     check_box(box, frame_size)
-    rgb = _open_checked(data, "AVIF", "RGB", box)
+    rgb = _open_checked(data, "avif", "RGB", box, "image")
     crop = np.ascontiguousarray(rgb[..., ::-1])
     x, y, w, h = box
     fw, fh = frame_size
@@ -289,13 +280,13 @@ def decode_keyframe_alpha(data: bytes, box: Box, frame_size: tuple[int, int]) ->
     """The keyframe's matte at frame size (0 outside the box), upsampled bilinearly into the box."""
     check_box(box, frame_size)
     if len(data) <= _ALPHA_HEAD.size:
-        raise CodeError("keyframe alpha shorter than its header")
+        raise PayloadError("keyframe alpha shorter than its header", "alpha")
     version, factor = _ALPHA_HEAD.unpack_from(data)
     if version != ALPHA_VERSION or not 1 <= factor <= 8:
-        raise CodeError(f"keyframe alpha version {version}, factor {factor} not supported")
+        raise PayloadError(f"keyframe alpha version {version}, factor {factor} not supported", "alpha")
     x, y, w, h = box
     sw, sh = _lowres((w, h), factor)
-    grey = _open_checked(data[_ALPHA_HEAD.size:], "AVIF", "L", (0, 0, sw, sh))
+    grey = _open_checked(data[_ALPHA_HEAD.size:], "avif", "L", (0, 0, sw, sh), "alpha")
     small = grey.astype(np.float32) * np.float32(1.0 / 255.0)
     if factor > 1:
         small = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)

@@ -55,6 +55,9 @@ class Hello(_Message, frozen=True, tag="hello"):
     role: Literal["sender"] = "sender"
     agent: ShortText = ""
     capabilities: Annotated[list[Name], msgspec.Meta(max_length=32)] = []
+    # Random per sender process: a hello with the instance of the session being shown replaces it (the
+    # sender reconnected over a half-open link) instead of being refused as `busy`.
+    instance: Annotated[str, msgspec.Meta(pattern=r"^([0-9a-f]{16,64})?$")] = ""
 
 
 class Welcome(_Message, frozen=True, tag="welcome"):
