@@ -3,22 +3,29 @@
 Routes: `/` the page (polls `/frame.jpg`, refreshes `/stats.json` once a second), `/frame.jpg`
 the latest frame, `/stream.mjpg` an MJPEG stream of it (for OBS or VLC), `/stats.json` the stats.
 Frames are JPEG-encoded lazily, once per new frame, only when someone asks, so an unwatched
-preview costs nothing. Binds loopback only: the output is a person's face.
+preview costs nothing. Binds loopback only: the output is a person's face. Loopback alone is not
+enough: a web page can rebind its own name to 127.0.0.1 and read the preview from the browser
+(DNS rebinding), so a request must name the bound address (or `localhost`) in its `Host` header,
+else 421. At most `max_clients` requests are served at once (an MJPEG stream holds one while it
+plays), others get 503; a client that stalls a read or write for `timeout_s` is dropped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import math
+import socket
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, cast
 
 import cv2
 import numpy as np
 
 from facewire.receiver.sinks import SinkError
+from facewire.receiver.stats import json_safe
 from facewire.shared.types import Image
 
 log = logging.getLogger(__name__)
@@ -64,7 +71,7 @@ class _State:
         self.seq = 0
         self.jpeg: bytes | None = None
         self.jpeg_seq = -1
-        self.stats: dict[str, float | None] = {}
+        self.stats: dict[str, Any] = {}
         self.closed = False
 
     def latest_jpeg(self) -> tuple[bytes, int]:
@@ -84,9 +91,17 @@ class _State:
         return data, seq
 
 
-def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
+def allowed_hosts(host: str, port: int) -> frozenset[str]:
+    """The `Host` header values that name this server: its address or `localhost`, with or without the port."""
+    names = {host, "localhost"} | ({"127.0.0.1"} if host == "localhost" else set())
+    names |= {f"[{name}]" for name in names if ":" in name}  # an IPv6 literal is bracketed in Host
+    return frozenset(names | {f"{name}:{port}" for name in names if not (":" in name and not name.startswith("["))})
+
+
+def _handler(state: _State, timeout_s: float) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "facewire"
+        timeout = timeout_s  # the socket's: a client that stalls a read or a write is dropped
 
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the stdlib's name
             log.debug("http sink: " + format, *args)
@@ -101,7 +116,9 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
             path = self.path.split("?", 1)[0]
-            if path == "/":
+            if self.headers.get("Host", "").strip().lower() not in cast(_BoundedServer, self.server).allowed_hosts:
+                self._send(HTTPStatus.MISDIRECTED_REQUEST, b"this preview answers only to its own address\n", "text/plain")
+            elif path == "/":
                 with state.cond:
                     shape = state.image.shape if state.image is not None else (480, 640)
                 page = _PAGE.format(width=shape[1], height=shape[0]).encode()
@@ -134,24 +151,53 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
                     head = f"--{_BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n"
                     self.wfile.write(head.encode() + data + b"\r\n")
                     self.wfile.flush()
-            except (BrokenPipeError, ConnectionResetError):
+            except (BrokenPipeError, ConnectionResetError, TimeoutError):
                 return
 
     return Handler
 
 
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per request, at most `max_clients` at once; the rest are answered 503 at once."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], max_clients: int) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(max_clients)
+        self.allowed_hosts = allowed_hosts(address[0], int(self.server_address[1]))
+
+    def process_request(self, request: socket.socket, client_address: object) -> None:  # type: ignore[override]
+        if not self._slots.acquire(blocking=False):
+            with contextlib.suppress(OSError):
+                request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: socket.socket, client_address: object) -> None:  # type: ignore[override]
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 class HttpSink:
     """facewire.receiver.sinks.Sink serving the live output on http://127.0.0.1:PORT/ (PORT 0: any free port)."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1", quality: int = 85) -> None:
+    def __init__(self, port: int, host: str = "127.0.0.1", quality: int = 85, max_clients: int = 8,
+                 timeout_s: float = 10.0) -> None:
         if not 0 <= port <= 65535:
             raise SinkError(f"--sink http:PORT needs a port 0-65535, got {port}")
         self._state = _State(quality)
         try:
-            self._server = ThreadingHTTPServer((host, port), _handler(self._state))
+            self._server = _BoundedServer((host, port), _handler(self._state, timeout_s), max_clients)
         except OSError as exc:
             raise SinkError(f"--sink http:{port}: cannot listen on {host}:{port} ({exc.strerror or exc})") from exc
-        self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
         self.url = f"http://{host}:{self.port}/"
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="http-sink", daemon=True)
@@ -164,10 +210,9 @@ class HttpSink:
             self._state.seq += 1
             self._state.cond.notify_all()
 
-    def update_stats(self, stats: dict[str, float]) -> None:
+    def update_stats(self, stats: dict[str, Any]) -> None:
         with self._state.cond:
-            # JSON has no NaN (a browser's JSON.parse refuses it): a figure not measured yet is null.
-            self._state.stats = {k: float(v) if math.isfinite(v) else None for k, v in stats.items()}
+            self._state.stats = json_safe(stats)
 
     def close(self) -> None:
         with self._state.cond:

@@ -20,7 +20,7 @@ from facewire.shared.codec.frames import FrameDecoder
 from facewire.shared.process.handoff import LatestSlot
 from facewire.shared.process.heap import reuse_heap_memory
 from facewire.shared.wire import messages as m
-from facewire.shared.wire.errors import StreamFileError
+from facewire.shared.wire.errors import ProtocolError, StreamFileError
 from facewire.shared.wire.protocol import Limits
 from facewire.shared.wire.streamfile import StreamReader
 
@@ -41,10 +41,13 @@ def play_stream(path: str | Path, player: Player) -> int:
         session = Session(AssetStore(), FrameDecoder(reader.header.codes))
         dt_s = 1.0 / reader.header.fps
         origin_us: int | None = None
-        for raw in reader.raw():
-            message = m.decode(raw)
+        for index, raw in enumerate(reader.raw()):
+            try:
+                message = m.decode(raw)
+                replies, job = session.handle(message)
+            except ProtocolError as exc:  # a live receiver would have closed the connection here
+                raise StreamFileError(f"{path}: record #{index}: {exc.code.value}: {exc}") from None
             player.stats.received(len(raw))
-            replies, job = session.handle(message)
             for reply in replies:
                 log.warning("stream file: the receiver would have replied %s", reply)
             if not isinstance(message, m.Frame):
@@ -155,6 +158,7 @@ class LiveReceiver:
             elif self.steady_clock:
                 await asyncio.to_thread(self.player.repeat, dt_s)
             self.player.stats.dropped = slot.dropped + self._sender_dropped()
+            self.player.stats.sender_stages_ms = self._sender_stages()
             self.player.stats.rtt_ms = self.server.rtt_ms if self.server else None
             self.player.stats.tick()
 
@@ -163,3 +167,7 @@ class LiveReceiver:
         # keyframe) alive while the loop waits for the next job.
         active = self.server.active if self.server else None
         return active.sender_dropped if active else 0
+
+    def _sender_stages(self) -> tuple[float, ...]:
+        active = self.server.active if self.server else None
+        return active.sender_stages_ms if active else ()

@@ -1,8 +1,13 @@
 """The receiver's websocket server: a thin asyncio shell around `shared.protocol.ReceiverProtocol`.
 
-One sender is shown at a time; a second authenticated sender gets `busy`. Every
-connection has its own protocol object, so a hostile client is closed with an error
-and a close code while the session being shown carries on untouched.
+One sender is shown at a time; a second authenticated sender gets `busy`, unless the session being
+shown is half-open: a hello from the same sender process (`hello.instance`), or any token holder's
+while the shown link has been silent for two ping intervals, replaces it. Every connection has its
+own protocol object, so a hostile client is closed with an error and a close code while the session
+being shown carries on untouched. A link that goes silent is dropped after `Limits.dead_after_s`.
+Connections that have not authenticated share a small pool with a cap per address, and a wrong token
+slows its address's next guesses (receiver/admission.py): a crowd of silent or guessing clients can
+neither keep the owner out nor guess the token online.
 """
 
 from __future__ import annotations
@@ -17,23 +22,30 @@ from dataclasses import dataclass, field
 import websockets
 from websockets.asyncio.server import Server, ServerConnection, serve
 
+from facewire.receiver.admission import Admission
 from facewire.receiver.session import AssetStore, RenderJob, Session
 from facewire.shared.codec.fields import FIELD_CODECS, negotiate
 from facewire.shared.codec.frames import FrameDecoder
 from facewire.shared.codec.predictive import CodeError
 from facewire.shared.wire import messages as m
-from facewire.shared.wire.errors import ErrorCode, ProtocolError
+from facewire.shared.wire.errors import CloseCode, ErrorCode, ProtocolError
 from facewire.shared.wire.protocol import ConnectionFailed, HandshakeDone, Limits, MessageReceived, ReceiverProtocol, State
+from facewire.shared.wire.transport import HearingServerConnection, abort, last_heard
 
 log = logging.getLogger(__name__)
-POLL_S = 0.5
+POLL_S = 0.25
 TRY_AGAIN_LATER = 1013
+PRE_AUTH_BUFFER = 64 * 1024
+# Closed without a closing handshake: the peer is gone (dead) or must not hold the slot a moment longer (replaced).
+_ABORTED = {int(CloseCode.UNRESPONSIVE), int(CloseCode.REPLACED)}
 
 
 @dataclass
 class _Link:
     peer: str
+    address: str  # the peer's host, without the port: what admission counts and penalises
     protocol: ReceiverProtocol
+    ws: ServerConnection
     session: Session | None = None
 
 
@@ -44,12 +56,13 @@ class ReceiverServer:
     limits: Limits = field(default_factory=Limits)
     renderers: list[str] = field(default_factory=lambda: ["mesh"])
     assets: AssetStore = field(default_factory=AssetStore)
-    max_connections: int = 256
+    admission: Admission = field(default_factory=Admission)
     on_bytes: Callable[[int], None] | None = None
     on_session_end: Callable[[Session], None] | None = None
     on_session_start: Callable[[Session], None] | None = None
     active: Session | None = None
     _links: dict[ServerConnection, _Link] = field(default_factory=dict)
+    _closing: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def rtt_ms(self) -> float | None:
@@ -58,31 +71,56 @@ class ReceiverServer:
         return None if link is None else link.protocol.rtt_ms
 
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> Server:
+        # Before the hello websockets buffers at most PRE_AUTH_BUFFER (4 MiB otherwise); the protocol refuses
+        # anything over the hello limit with an `error`, websockets what it would not buffer, with 1009 alone.
         return await serve(
-            self._handle, host, port, ssl=ssl_context, max_size=self.limits.max_message_bytes + 64,
+            self._handle, host, port, ssl=ssl_context, max_size=PRE_AUTH_BUFFER,
             ping_interval=None, compression=None, max_queue=4, write_limit=256 * 1024,
+            create_connection=HearingServerConnection, close_timeout=2, open_timeout=self.limits.handshake_timeout_s,
         )
 
     async def _handle(self, ws: ServerConnection) -> None:
-        peer = _peer(ws)
-        if len(self._links) >= self.max_connections:
-            await ws.close(TRY_AGAIN_LATER, "too many connections")
-            return
+        peer, address = _peer(ws)
+        for victim in self.admission.arrive(ws, address):
+            self._evict(victim)
         protocol = ReceiverProtocol(self.token, time.monotonic(), limits=self.limits,
                                     capabilities=list(FIELD_CODECS), renderers=self.renderers,
                                     assets=self.assets.ids())
-        link = self._links[ws] = _Link(peer, protocol)
+        link = self._links[ws] = _Link(peer, address, protocol, ws)
         try:
             await self._serve(ws, protocol, link)
         except websockets.exceptions.ConnectionClosed as exc:
             log.info("%s: connection closed (%s)", peer, exc)
         finally:
             del self._links[ws]
-            session = link.session
-            if session is not None and self.active is session:
-                self.active = None
-                if self.on_session_end is not None:
-                    self.on_session_end(session)
+            self.admission.left(ws)
+            self._end(link.session)
+
+    def _evict(self, victim: object) -> None:
+        """An unauthenticated connection gives its place to a newer one (its own loop then ends)."""
+        link = self._links.get(victim) if isinstance(victim, ServerConnection) else None
+        if link is None:
+            return
+        log.info("%s: evicted before authenticating (%d waiting)", link.peer, self.admission.unauthenticated)
+        task = asyncio.create_task(link.ws.close(TRY_AGAIN_LATER, "too many unauthenticated connections"))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _hello_turn(self, link: _Link, protocol: ReceiverProtocol, now: float) -> float:
+        """Waits until this address may have its hello examined (after failed tokens); returns the time then."""
+        slot = self.admission.hello_slot(link.address, now)
+        deadline = protocol.last_activity + self.limits.handshake_timeout_s  # no hello yet: the connection's start
+        if slot <= now:
+            return now
+        await asyncio.sleep(max(0.0, min(slot, deadline + 0.01) - now))
+        return time.monotonic()
+
+    def _end(self, session: Session | None) -> None:
+        """The shown session is over (its link closed, died or was replaced); once only."""
+        if session is not None and self.active is session:
+            self.active = None
+            if self.on_session_end is not None:
+                self.on_session_end(session)
 
     async def _serve(self, ws: ServerConnection, protocol: ReceiverProtocol, link: _Link) -> None:
         try:
@@ -92,18 +130,36 @@ class ReceiverServer:
                 except TimeoutError:
                     data = None
                 now = time.monotonic()
-                events = protocol.tick(now) if data is None else protocol.receive(data, now)
+                protocol.heard(last_heard(ws))
+                if data is not None and protocol.state is State.AWAIT_HELLO:
+                    now = await self._hello_turn(link, protocol, now)
+                    events = protocol.check_timeouts(now) or protocol.receive(data, now)
+                else:
+                    events = protocol.tick(now) if data is None else protocol.receive(data, now)
                 if data is not None and self.on_bytes is not None and link.session is not None:
                     self.on_bytes(len(data))
                 for event in events:
+                    self._admit(event, link, now)
                     link.session = self._on_event(event, protocol, link.session, link.peer)
+                    if isinstance(event, HandshakeDone) and link.session is not None:
+                        ws.protocol.max_message_size = self.limits.max_message_bytes + 64
                 if data is not None:
                     protocol.tick(now)  # a busy link still pings: its round trip is measured all along
                 for out in protocol.data_to_send():
                     await ws.send(out)
         finally:
-            if protocol.close is not None:
+            self._end(link.session)  # before closing: a reconnecting sender must not find this session shown
+            if protocol.close is not None and protocol.close.code in _ABORTED:
+                abort(ws)
+            elif protocol.close is not None:
                 await ws.close(protocol.close.code, protocol.close.reason)
+
+    def _admit(self, event: object, link: _Link, now: float) -> None:
+        if isinstance(event, HandshakeDone):
+            self.admission.authenticated(link.ws, link.address)
+        elif isinstance(event, ConnectionFailed) and event.error.code is ErrorCode.UNAUTHORIZED:
+            delay = self.admission.failed(link.address, now)
+            log.warning("%s: wrong token; its address waits %.1f s before its next hello is examined", link.peer, delay)
 
     def _on_event(self, event: object, protocol: ReceiverProtocol, session: Session | None,
                   peer: str) -> Session | None:
@@ -111,7 +167,7 @@ class ReceiverServer:
             log.warning("%s: closing (%d) after %s: %s", peer, event.close.code, event.error.code.value, event.error)
             return session
         if isinstance(event, HandshakeDone):
-            if self.active is not None:
+            if self.active is not None and not self._replace_half_open(protocol, peer):
                 protocol.refuse(ProtocolError(ErrorCode.BUSY, "this receiver is showing another sender"))
                 log.warning("%s: refused, busy", peer)
                 return None
@@ -131,12 +187,39 @@ class ReceiverServer:
             if isinstance(event.message, m.Bye):
                 log.info("%s: sender said bye (%s)", peer, event.message.reason)
                 return session
-            replies, job = session.handle(event.message)
+            try:
+                replies, job = session.handle(event.message)
+            except ProtocolError as exc:
+                failed = protocol.fail(exc)
+                log.warning("%s: closing (%d) after %s: %s", peer, failed.close.code, exc.code.value, exc)
+                return session
+            except Exception as exc:  # a decoder bug must end this connection, not the receiver
+                log.exception("%s: decoding `%s` failed", peer, type(event.message).__name__.lower())
+                protocol.fail(ProtocolError(ErrorCode.INTERNAL, f"the receiver failed on this message: {type(exc).__name__}"))
+                return session
             for reply in replies:
                 protocol.send(reply)
             if job is not None:
                 self.on_job(job)
         return session
+
+    def _replace_half_open(self, protocol: ReceiverProtocol, peer: str) -> bool:
+        """Whether the shown session gave way to this newly authenticated one (and was ended)."""
+        shown = next((link for link in self._links.values() if link.session is not None and link.session is self.active), None)
+        if shown is None:
+            return True
+        now = time.monotonic()
+        shown.protocol.heard(last_heard(shown.ws))
+        same_sender = protocol.peer_instance != "" and protocol.peer_instance == shown.protocol.peer_instance
+        silent = shown.protocol.silent_for(now) > 2 * self.limits.ping_interval_s
+        if not (same_sender or silent):
+            return False
+        log.warning("%s: replaces %s's session (%s)", peer, shown.peer,
+                    "same sender" if same_sender else f"silent for {shown.protocol.silent_for(now):.1f} s")
+        shown.protocol.fail(ProtocolError(ErrorCode.REPLACED, "a new session replaced this one"))
+        self._end(shown.session)
+        abort(shown.ws)
+        return True
 
     async def shutdown(self, server: Server) -> None:
         """Tell every peer we are going away, then stop listening."""
@@ -153,6 +236,9 @@ class ReceiverServer:
         await server.wait_closed()
 
 
-def _peer(ws: ServerConnection) -> str:
+def _peer(ws: ServerConnection) -> tuple[str, str]:
+    """(host:port for the logs, host for admission)."""
     address = ws.remote_address
-    return f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
+    if isinstance(address, tuple):
+        return f"{address[0]}:{address[1]}", str(address[0])
+    return str(address), str(address)

@@ -2,31 +2,45 @@
 
 Pure and synchronous: `handle()` takes a validated message and returns the replies to
 send and, for a frame, the job to render. The server and the stream-file player both
-drive it, so live and offline decode identically.
+drive it, so live and offline decode identically. A payload whose bytes no conforming sender
+produces (a bomb, the wrong image format, a size over its bounds) raises ProtocolError naming the
+field: the server closes that connection with an `error`, the player names the record.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
 from facewire.shared.codec.frames import FrameDecodeError, FrameDecoder
+from facewire.shared.codec.images import MAX_IDENTITY_PIXELS, decode_image
 from facewire.shared.codec.landmarks import LandmarkDecoder
-from facewire.shared.codec.predictive import CodeError
+from facewire.shared.codec.predictive import CodeError, PayloadError
 from facewire.shared.face.arcface import decode_embedding
 from facewire.shared.types import FrameState, IdentityAsset, KeyframeState
 from facewire.shared.wire import messages as m
+from facewire.shared.wire.errors import ErrorCode, ProtocolError
 
 log = logging.getLogger(__name__)
 
 
 class AssetError(ValueError):
-    """An identity asset that does not match its hash or cannot be used."""
+    """An identity asset that does not match its hash or cannot be used; `hostile` when its bytes do not
+    decode or break a bound (the connection is closed), not when only its hash disagrees."""
+
+    def __init__(self, message: str, field: str | None = None, hostile: bool = False) -> None:
+        super().__init__(message)
+        self.field = field
+        self.hostile = hostile
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
 
 
 @dataclass(frozen=True)
@@ -34,13 +48,17 @@ class RenderJob:
     identity: IdentityAsset | None
     keyframe: KeyframeState
     frame: FrameState
+    received_us: int = 0  # wall clock, when the frame's message arrived
+    decoded_us: int = 0  # wall clock, when it was decoded
 
 
 class AssetStore:
-    """Identity assets by sha256, most recently used kept (they cross the link once per receiver)."""
+    """Identity assets by sha256, most recently used kept (they cross the link once per receiver), at most
+    `capacity` of them and `max_bytes` of decoded pixels."""
 
-    def __init__(self, capacity: int = 64) -> None:
+    def __init__(self, capacity: int = 64, max_bytes: int = 128 * 1024 * 1024) -> None:
         self.capacity = capacity
+        self.max_bytes = max_bytes
         self._assets: OrderedDict[str, IdentityAsset] = OrderedDict()
 
     def ids(self) -> list[str]:
@@ -57,24 +75,31 @@ class AssetStore:
             raise AssetError("identity without an image")
         if hashlib.sha256(message.image).hexdigest() != message.asset:
             raise AssetError(f"identity image does not hash to {message.asset[:12]}...")
-        image = cv2.imdecode(np.frombuffer(message.image, np.uint8), cv2.IMREAD_COLOR)
-        if image is None:
-            raise AssetError("identity image does not decode")
+        try:
+            rgb = decode_image(message.image, message.image_format or "", "image", max_pixels=MAX_IDENTITY_PIXELS)
+        except PayloadError as exc:
+            raise AssetError(f"identity image: {exc}", "image", hostile=True) from None
+        image = np.ascontiguousarray(rgb[..., ::-1])
+        del rgb
         landmarks = None
         if message.landmarks is not None:
             try:
                 landmarks = LandmarkDecoder().decode(message.landmarks)
             except CodeError as exc:
-                raise AssetError(f"identity landmarks: {exc}") from None
+                raise AssetError(f"identity landmarks: {exc}", "landmarks", hostile=True) from None
         try:
             embedding = None if message.embedding is None else decode_embedding(message.embedding)
         except ValueError as exc:
-            raise AssetError(f"identity embedding: {exc}") from None
+            raise AssetError(f"identity embedding: {exc}", "embedding", hostile=True) from None
         asset = IdentityAsset(asset_id=message.asset, image=image, landmarks=landmarks, embedding=embedding)
         self._assets[message.asset] = asset
-        while len(self._assets) > self.capacity:
+        while len(self._assets) > self.capacity or (len(self._assets) > 1 and self.nbytes > self.max_bytes):
             self._assets.popitem(last=False)
         return asset
+
+    @property
+    def nbytes(self) -> int:
+        return sum(asset.image.nbytes for asset in self._assets.values() if asset.image is not None)
 
 
 @dataclass
@@ -83,14 +108,25 @@ class Session:
     decoder: FrameDecoder = field(default_factory=FrameDecoder)
     identity: IdentityAsset | None = None
     sender_dropped: int = 0
+    sender_stages_ms: tuple[float, ...] = ()  # the sender's own stage medians (its `stats`)
     wanted_asset: str | None = None
     decode_errors: int = 0
     frames_decoded: int = 0
     _keyframe_requested: bool = False
 
-    def handle(self, message: m.Message) -> tuple[list[m.Message], RenderJob | None]:
+    def handle(self, message: m.Message, received_us: int | None = None) -> tuple[list[m.Message], RenderJob | None]:
+        """The replies to `message` and, for a frame, its render job (`received_us`: when the message
+        arrived, wall clock, if not now). Raises ProtocolError (naming the field) when the message's
+        bytes are hostile or damaged; the session's state is then as before."""
+        try:
+            return self._handle(message, now_us() if received_us is None else received_us)
+        except MemoryError:
+            # Every decoder checks declared sizes first; this is the last line, not the plan.
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, f"`{_tag(message)}` needs more memory than this receiver has") from None
+
+    def _handle(self, message: m.Message, received_us: int) -> tuple[list[m.Message], RenderJob | None]:
         if isinstance(message, m.Frame):
-            return self._frame(message)
+            return self._frame(message, received_us)
         if isinstance(message, (m.Keyframe, m.KeyframePart)):
             return self._keyframe(message), None
         if isinstance(message, m.Setup):
@@ -101,13 +137,15 @@ class Session:
             return self._switch(message.asset), None
         if isinstance(message, m.Stats):
             self.sender_dropped = message.dropped
+            self.sender_stages_ms = tuple(message.stages_ms)
         return [], None
 
-    def _frame(self, message: m.Frame) -> tuple[list[m.Message], RenderJob | None]:
+    def _frame(self, message: m.Frame, received_us: int) -> tuple[list[m.Message], RenderJob | None]:
         try:
             state = self.decoder.decode_frame(message)
         except FrameDecodeError as exc:
             self.decode_errors += 1
+            _raise_if_hostile(exc)
             if self._keyframe_requested:
                 return [], None
             self._keyframe_requested = True
@@ -115,7 +153,7 @@ class Session:
             return [m.KeyframeRequest(reason=str(exc)[:256])], None
         assert self.decoder.keyframe is not None
         self.frames_decoded += 1
-        return [], RenderJob(self.identity, self.decoder.keyframe, state)
+        return [], RenderJob(self.identity, self.decoder.keyframe, state, received_us, now_us())
 
     def _keyframe(self, message: m.Keyframe | m.KeyframePart) -> list[m.Message]:
         try:
@@ -123,6 +161,7 @@ class Session:
             complete = decode(message)  # type: ignore[arg-type]
         except FrameDecodeError as exc:
             self.decode_errors += 1
+            _raise_if_hostile(exc)
             return [m.Error(code="bad_message", message=f"keyframe {message.kf}: {exc}"[:512], fatal=False),
                     m.KeyframeRequest(reason="keyframe did not decode")]
         if complete is not None:
@@ -134,6 +173,7 @@ class Session:
             self.decoder.setup(message)
         except FrameDecodeError as exc:
             self.decode_errors += 1
+            _raise_if_hostile(exc)
             return [m.Error(code="bad_message", message=str(exc)[:512], fatal=False),
                     m.KeyframeRequest(reason="a setup did not decode")]
         return []
@@ -147,6 +187,8 @@ class Session:
         try:
             asset = self.assets.add(message)
         except AssetError as exc:
+            if exc.hostile:
+                raise ProtocolError(ErrorCode.BAD_ASSET, str(exc), exc.field) from None
             return [m.Error(code="bad_asset", message=str(exc)[:512], fatal=False)]
         if message.activate or self.wanted_asset == message.asset:
             self.identity = asset
@@ -163,3 +205,12 @@ class Session:
             return [m.AssetRequest(asset=asset_id)]
         self.identity = asset
         return []
+
+
+def _raise_if_hostile(exc: FrameDecodeError) -> None:
+    if exc.hostile:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, str(exc), exc.field) from None
+
+
+def _tag(message: m.Message) -> str:
+    return type(message).__name__.lower()

@@ -8,14 +8,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from facewire.sender.keyframes import KeyframePolicy
+from facewire.sender.timing import StageTimes
 from facewire.shared.codec.fields import FIELD_CODECS, CodedFrame, FieldPreparer, Prepared, face_code
-from facewire.shared.codec.frames import KeyframePackage, build_keyframe
-from facewire.shared.codec.keyframe import KeyframeTooLarge
-from facewire.shared.types import Analyzer, FrameAnalysis
+from facewire.shared.codec.frames import REFERENCES, KeyframePackage, build_keyframe
+from facewire.shared.codec.keyframe import MIN_QUALITY, KeyframeTooLarge
+from facewire.shared.face.likeness import FaceLikeness, warp_cost
+from facewire.shared.types import Analyzer, FrameAnalysis, Landmarks
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +27,7 @@ log = logging.getLogger(__name__)
 KEYFRAME_SECONDS = 1.5
 MIN_KEYFRAME_BYTES = 1200  # below this a person at 512 px is mush at any AVIF quality (REPORT of codec-layer)
 MAX_KEYFRAME_BYTES = 48 * 1024
+FINER_SCALE_QUALITY = 30  # a keyframe at 1/scale that reached this AVIF quality tries the finer scale next
 DEFAULT_BITRATE_BPS = 256_000.0  # the ceiling without --bitrate: the rate control finds the link below it
 # The codes this sender offers, in order of preference (negotiation keeps the first of each role):
 # the expression code (~16 B a frame), else raw landmarks for a receiver that lacks it.
@@ -63,6 +67,8 @@ class Outgoing:
     frame: CodedFrame
     keyframe: KeyframePackage | None = None
     setups: tuple[tuple[str, bytes], ...] = ()
+    times: StageTimes | None = None  # when live: how long its stages took
+    reference: int | None = None  # the keyframe that draws this frame best, if the receiver holds it
 
     @property
     def carries_state(self) -> bool:
@@ -73,7 +79,42 @@ class Outgoing:
         """`newer` carrying what `older` carried too, for when `older` never went: its keyframe unless
         `newer` has one, and its setups, in order before the newer ones."""
         keyframe = newer.keyframe if newer.keyframe is not None else older.keyframe
-        return Outgoing(newer.frame, keyframe, older.setups + newer.setups)
+        return dataclasses.replace(newer, keyframe=keyframe, setups=older.setups + newer.setups)
+
+
+@dataclass
+class ReferenceChooser:
+    """Which of the keyframes built draws a frame best (the lowest expected warp loss), with a margin
+    before switching (each switch makes the receiver's renderer prepare another keyframe). Keeps the
+    faces of the last keyframes built, a few more than the receiver holds: the stream only uses a
+    choice the receiver holds."""
+
+    switch_margin: float = 0.02
+    _faces: OrderedDict[int, FaceLikeness] = field(default_factory=OrderedDict)
+    _chosen: int | None = None
+
+    def clear(self) -> None:
+        self._faces.clear()
+        self._chosen = None
+
+    def built(self, kf: int, landmarks: Landmarks | None) -> None:
+        if landmarks is not None:
+            self._faces[kf] = FaceLikeness.of(landmarks)
+            while len(self._faces) > 2 * REFERENCES:
+                self._faces.popitem(last=False)
+        self._chosen = kf
+
+    def choose(self, landmarks: Landmarks | None) -> tuple[int | None, float]:
+        """The keyframe for a frame with these landmarks and its expected loss (0 with no face to judge)."""
+        if landmarks is None or not self._faces:
+            return self._chosen, 0.0
+        face = FaceLikeness.of(landmarks)
+        costs = {kf: warp_cost(reference, face) for kf, reference in self._faces.items()}
+        best = min(costs, key=costs.__getitem__)
+        held = costs.get(self._chosen) if self._chosen is not None else None
+        if held is None or costs[best] < held - self.switch_margin:
+            self._chosen = best
+        return self._chosen, costs[self._chosen] if self._chosen in costs else costs[best]
 
 
 @dataclass
@@ -88,7 +129,10 @@ class FrameCoder:
     kf: int = 0
     _preparers: dict[str, FieldPreparer] = field(init=False, repr=False)
     _quality_hint: int = 40  # the last keyframe's AVIF quality: the next search starts there
+    _scale_hint: int = 1  # and the scale it needed (a budget that grew brings the finer one back)
     _resend: threading.Event = field(default_factory=threading.Event, repr=False)
+    _references: ReferenceChooser = field(default_factory=ReferenceChooser)
+    _bare: threading.Event = field(default_factory=threading.Event, repr=False)  # the receiver holds no keyframe
 
     def __post_init__(self) -> None:
         self._preparers = {name: FIELD_CODECS[name].new_preparer() for name in self.codes}
@@ -97,6 +141,7 @@ class FrameCoder:
         """A new session (any thread): its receiver holds nothing, so the next frame brings every code's
         setup again, and a keyframe."""
         self._resend.set()
+        self._bare.set()
         self.policy.request()
 
     def code(self, analyzer: Analyzer, analysis: FrameAnalysis) -> Outgoing:
@@ -104,10 +149,18 @@ class FrameCoder:
                     if (value := preparer.prepare(analysis)) is not None}
         setups = [(name, setup) for name, preparer in self._preparers.items()
                   if (setup := preparer.take_setup()) is not None]
+        if self._resend.is_set():
+            self._references.clear()  # a new receiver holds none of them
+        face = prepared.get(face_code(self.codes))
+        landmarks = None if face is None else face.landmarks
+        reference, drift = self._references.choose(landmarks)
         keyframe = None
-        if self.policy.decide(analysis):
+        if self.policy.decide(analysis, drift):
             # The despilled foreground is costly (~20 ms), so it is asked for keyframes only.
             keyframe = self._keyframe(dataclasses.replace(analysis, foreground=analyzer.foreground()), prepared)
+            if keyframe is not None:
+                self._references.built(keyframe.kf, landmarks)
+                reference = keyframe.kf
         # A keyframe is where a receiver starts over (a new session, a lost setup, a request), so every
         # code's setup in use goes with it. Checked after the decision: restart() raises the flag before
         # it requests the keyframe, so a session's first keyframe never goes without its setups.
@@ -116,7 +169,7 @@ class FrameCoder:
             fresh = {name for name, _ in setups}
             setups += [(name, setup) for name, preparer in self._preparers.items()
                        if name not in fresh and (setup := preparer.current_setup()) is not None]
-        return Outgoing(CodedFrame(analysis, prepared), keyframe, tuple(setups))
+        return Outgoing(CodedFrame(analysis, prepared), keyframe, tuple(setups), reference=reference)
 
     def _keyframe(self, analysis: FrameAnalysis, prepared: dict[str, Prepared]) -> KeyframePackage | None:
         face = prepared.get(face_code(self.codes))
@@ -125,13 +178,25 @@ class FrameCoder:
                  if FIELD_CODECS[name].role == "face" and name in prepared}
         budget = self.budget.keyframe_bytes()
         try:
-            package, _ = build_keyframe(analysis, self.kf + 1, face, codes, budget, self._quality_hint)
+            try:
+                package, _ = build_keyframe(analysis, self.kf + 1, face, codes, budget, self._quality_hint, self._scale_hint)
+            except KeyframeTooLarge as exc:
+                if not self._bare.is_set() or exc.needed > MAX_KEYFRAME_BYTES:
+                    raise
+                # A receiver without a keyframe shows nothing, and without frames flowing the rate control never
+                # learns that the link has room for one (after a reconnect it starts low): over budget beats never.
+                log.warning("the session's first keyframe goes over its budget: %s", exc)
+                budget = exc.needed
+                package, _ = build_keyframe(analysis, self.kf + 1, face, codes, budget, MIN_QUALITY)
         except KeyframeTooLarge as exc:
             log.warning("no keyframe this time, trying again in a while: %s", exc)
             self.policy.request_from_peer()  # rate-limited like a receiver's request: a hopeless budget is not retried every frame
             return None
+        self._bare.clear()
         self.kf += 1
         self._quality_hint = package.quality
-        log.info("keyframe %d: %d bytes (picture %d at AVIF quality %d, budget %d)", self.kf, package.nbytes,
-                 len(package.image), package.quality, budget)
+        # A picture that fitted with quality to spare tries the finer scale next time.
+        self._scale_hint = max(1, package.scale // 2) if package.quality >= FINER_SCALE_QUALITY else package.scale
+        log.info("keyframe %d: %d bytes (picture %d at AVIF quality %d, scale 1/%d, budget %d)", self.kf,
+                 package.nbytes, len(package.image), package.quality, package.scale, budget)
         return package

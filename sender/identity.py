@@ -10,6 +10,7 @@ import cv2
 import msgspec
 
 from facewire.sender.capture import IMAGE_SUFFIXES
+from facewire.shared.codec.images import MAX_IDENTITY_PIXELS, sniff
 from facewire.shared.codec.landmarks import LandmarkEncoder
 from facewire.shared.face.identity import SELF_ID, IdentityError, asset_id_of, decode_image, identity_from_image
 from facewire.shared.types import Image
@@ -17,14 +18,6 @@ from facewire.shared.wire import messages as m
 
 log = logging.getLogger(__name__)
 
-_MAGIC = {b"\xff\xd8\xff": "jpeg", b"\x89PNG": "png", b"RIFF": "webp"}
-
-
-def image_format(data: bytes) -> str | None:
-    for magic, name in _MAGIC.items():
-        if data.startswith(magic) and (name != "webp" or data[8:12] == b"WEBP"):
-            return name
-    return None
 
 
 def identity_message(spec: str) -> m.Identity:
@@ -36,22 +29,27 @@ def identity_message(spec: str) -> m.Identity:
         data = path.read_bytes()
     except OSError as exc:
         raise IdentityError(f"cannot read identity image {path}: {exc.strerror or exc}") from None
-    fmt = image_format(data)
+    fmt = sniff(data)
     if fmt is None:
-        # Only JPEG, PNG and WebP travel; anything else is re-encoded losslessly so the hash names what is sent.
+        # Only the protocol's formats travel (a receiver decodes no other); anything else is re-encoded
+        # losslessly so the hash names what is sent.
         ok, png = cv2.imencode(".png", decode_image(data, str(path)))
         if not ok:
             raise IdentityError(f"{path}: cannot re-encode as PNG")
         data, fmt = png.tobytes(), "png"
     if len(data) > m.MAX_IMAGE_BYTES:
         raise IdentityError(f"{path}: {len(data)} bytes is over the {m.MAX_IMAGE_BYTES}-byte limit; use a smaller image")
-    asset = identity_from_image(decode_image(data, str(path)), asset_id_of(data), str(path))
+    image = decode_image(data, str(path))
+    if image.shape[0] * image.shape[1] > MAX_IDENTITY_PIXELS:
+        raise IdentityError(f"{path}: {image.shape[1]}x{image.shape[0]} is over the receiver's limit of "
+                            f"{MAX_IDENTITY_PIXELS} pixels; use a smaller image")
+    asset = identity_from_image(image, asset_id_of(data), str(path))
     assert asset.landmarks is not None and asset.image is not None
     from facewire.sender.avatar_check import avatar_warnings  # the renderer's modules: only when an avatar is used
 
     for warning in avatar_warnings(asset.image, asset.landmarks):
         log.warning("%s: %s (facewire-avatar check %s --out sheet.png shows it)", path, warning, path)
-    return m.Identity(asset=asset.asset_id, image=data, image_format=fmt,  # type: ignore[arg-type]
+    return m.Identity(asset=asset.asset_id, image=data, image_format=fmt,
                       landmarks=LandmarkEncoder().encode(asset.landmarks, intra=True))
 
 

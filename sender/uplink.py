@@ -6,6 +6,11 @@ a `LatestSlot`; what goes out for each is planned by sender/sending.py under a r
 room for it, so a slow link skips stale frames (counted) instead of queueing them in the kernel,
 while identities, setups and keyframes always go, in order, keyframes in parts between frames.
 The kernel's send buffer is kept small so the controller, not the socket, holds the queue.
+
+Liveness: a watchdog ticks the protocol even while a send is blocked on a full socket; when nothing
+has been heard from the receiver for `Limits.dead_after_s` (its pings and acks stopped: a silent
+loss), the connection is dropped and the uplink reconnects. Each reconnect attempt is spaced from
+the start of the last by the backoff, so an attempt that timed out is retried at once.
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import secrets
 import socket
 import ssl
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -28,12 +35,14 @@ from facewire.sender.coding import FrameCoder, Outgoing
 from facewire.sender.congestion import RateController
 from facewire.sender.sending import parts, plan
 from facewire.sender.stream import FeatureStream
+from facewire.sender.timing import StageMeter
 from facewire.shared.codec.fields import negotiate
 from facewire.shared.codec.predictive import CodeError
 from facewire.shared.process.handoff import LatestSlot
 from facewire.shared.wire import messages as m
-from facewire.shared.wire.errors import ErrorCode
-from facewire.shared.wire.protocol import ConnectionFailed, HandshakeDone, MessageReceived, SenderProtocol
+from facewire.shared.wire.errors import CloseCode, ErrorCode
+from facewire.shared.wire.protocol import ConnectionFailed, HandshakeDone, Limits, MessageReceived, SenderProtocol, State
+from facewire.shared.wire.transport import HearingClientConnection, abort, last_heard
 
 log = logging.getLogger(__name__)
 FATAL_CODES = {ErrorCode.UNAUTHORIZED, ErrorCode.UNSUPPORTED_VERSION}
@@ -43,10 +52,14 @@ class UplinkError(RuntimeError):
     """The receiver refused us for good (wrong token, no common version)."""
 
 
+class LinkDead(ConnectionError):
+    """Nothing heard from the receiver for the protocol's `dead_after_s`."""
+
+
 @dataclass
 class Backoff:
     first_s: float = 0.25
-    max_s: float = 5.0
+    max_s: float = 3.0
     _next: float = 0.0
 
     def reset(self) -> None:
@@ -126,20 +139,31 @@ class Uplink:
     send_buffer_bytes: int = 8 * 1024
     fps: float = 30.0  # the source's, for the budget's estimate of what the frames cost
     stream: FeatureStream = field(default_factory=FeatureStream)
+    limits: Limits = field(default_factory=Limits)
+    connect_timeout_s: float = 3.0  # the websocket's opening handshake, then again the welcome
+    # Names this process to the receiver: its reconnect replaces its own half-open session there.
+    instance: str = field(default_factory=lambda: secrets.token_hex(8))
     protocol: SenderProtocol | None = None  # the current connection's, while connected
     controller: RateController | None = None  # the current connection's
+    # Set while a receiver is connected: the analysing thread analyses nothing without one.
+    receiving: threading.Event = field(default_factory=threading.Event)
+    stages: StageMeter = field(default_factory=StageMeter)
     _priority: deque[m.Message] = field(default_factory=deque)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self, slot: LatestSlot[Outgoing]) -> UplinkStats:
         """Streams until the source ends; reconnects with backoff whenever the link drops."""
         while True:
+            started = time.monotonic()
             try:
                 finished = await self._connect_once(slot)
             except UplinkError:
                 raise
+            except ssl.SSLCertVerificationError as exc:  # permanent: retrying would never succeed
+                raise UplinkError(f"the receiver's TLS certificate is not trusted ({exc.verify_message}); "
+                                  "pass its CA with --cafile") from None
             except (OSError, websockets.exceptions.WebSocketException, TimeoutError) as exc:
-                log.warning("link down (%s); reconnecting", exc)
+                log.warning("link down (%s); reconnecting", exc or type(exc).__name__)
                 finished = False
             self.stats.dropped = slot.dropped
             if finished:
@@ -147,14 +171,16 @@ class Uplink:
             if slot.closed:
                 log.warning("input ended while the link was down; giving up")
                 return self.stats
-            await asyncio.sleep(self.backoff.delay())
+            await asyncio.sleep(max(0.0, self.backoff.delay() - (time.monotonic() - started)))
 
     async def _connect_once(self, slot: LatestSlot[Outgoing]) -> bool:
-        async with connect(self.url, ssl=self.ssl_context, max_size=m.MAX_MESSAGE_BYTES, open_timeout=5,
-                           ping_interval=None, write_limit=self.send_buffer_bytes, compression=None) as ws:
+        async with connect(self.url, ssl=self.ssl_context, max_size=m.MAX_MESSAGE_BYTES, open_timeout=self.connect_timeout_s,
+                           ping_interval=None, write_limit=self.send_buffer_bytes, compression=None, close_timeout=2,
+                           create_connection=HearingClientConnection) as ws:
             _limit_send_buffer(ws, self.send_buffer_bytes)
             offered = list(self.coder.codes)
-            protocol = SenderProtocol(self.token, time.monotonic(), agent="facewire-send", capabilities=offered)
+            protocol = SenderProtocol(self.token, time.monotonic(), agent="facewire-send", capabilities=offered,
+                                      limits=self.limits, instance=self.instance)
             await self._flush(ws, protocol)
             welcome = await self._await_welcome(ws, protocol)
             self.stats.connects += 1
@@ -173,10 +199,18 @@ class Uplink:
                 self._priority.extend(self.identities.session_started(welcome.assets))
             self.protocol = protocol
             reader = asyncio.create_task(self._read(ws, protocol))
+            self.receiving.set()
+            watchdog = asyncio.create_task(self._watch(ws, protocol))
             try:
                 finished = await self._write(ws, protocol, slot, reader)
             finally:
+                self.receiving.clear()
                 reader.cancel()
+                watchdog.cancel()
+            if not finished and _dead(protocol):
+                abort(ws)  # a closing handshake over a dead link would only wait out its timeout
+                assert protocol.close is not None
+                raise LinkDead(protocol.close.reason)
             if finished:
                 protocol.close_with_bye("end of input")
                 await self._flush(ws, protocol)
@@ -196,7 +230,19 @@ class Uplink:
             self.stats.bytes_sent += len(data)
 
     async def _await_welcome(self, ws: ClientConnection, protocol: SenderProtocol) -> m.Welcome:
-        return await asyncio.wait_for(self._welcome(ws, protocol), protocol.limits.handshake_timeout_s)
+        return await asyncio.wait_for(self._welcome(ws, protocol), self.connect_timeout_s)
+
+    async def _watch(self, ws: ClientConnection, protocol: SenderProtocol) -> None:
+        """Notices a dead link even while the writer is blocked in a send (a silent loss fills the socket)."""
+        period = min(0.25, protocol.limits.dead_after_s / 8)
+        while protocol.state is not State.CLOSED:
+            await asyncio.sleep(period)
+            protocol.heard(last_heard(ws))
+            for event in protocol.check_timeouts(time.monotonic()):
+                if isinstance(event, ConnectionFailed):
+                    log.warning("link dead: %s", event.error)
+        if _dead(protocol):
+            abort(ws)  # unblocks a writer stuck in a send to a socket that will never drain
 
     async def _welcome(self, ws: ClientConnection, protocol: SenderProtocol) -> m.Welcome:
         while True:
@@ -252,7 +298,11 @@ class Uplink:
             waker.cancel()
             now = time.monotonic()
             controller.tick(now)
+            protocol.heard(last_heard(ws))
             protocol.tick(now)
+            if protocol.state is State.CLOSED:  # the link died (the watchdog aborts the socket)
+                getter.cancel()
+                return False
             await self._flush(ws, protocol)
             if reader in done:
                 getter.cancel()
@@ -265,6 +315,8 @@ class Uplink:
                 messages = plan(self.stream, item, controller, now)
                 if not any(isinstance(message, m.Frame) for message in messages):
                     self.stats.skipped += 1
+                elif item.times is not None:
+                    self.stages.sent(item.times)
             else:
                 getter.cancel()
                 messages = parts(self.stream, controller, now)
@@ -275,7 +327,8 @@ class Uplink:
                 last_stats = now
                 self.stats.dropped = slot.dropped
                 self.stats.rtt_ms = protocol.rtt_ms
-                await self._send(ws, protocol, m.Stats(frames=self.stats.frames_sent, dropped=slot.dropped), controller)
+                await self._send(ws, protocol, m.Stats(frames=self.stats.frames_sent, dropped=slot.dropped,
+                                                               stages_ms=self.stages.take()), controller)
                 if self.on_stats is not None:
                     self.on_stats(self.stats)
 
@@ -304,6 +357,10 @@ class Uplink:
             self.stats.frames_sent += 1
         elif isinstance(message, m.Keyframe):
             self.stats.keyframes_sent += 1
+
+
+def _dead(protocol: SenderProtocol) -> bool:
+    return protocol.close is not None and protocol.close.code == CloseCode.UNRESPONSIVE
 
 
 def _limit_send_buffer(ws: ClientConnection, size: int) -> None:

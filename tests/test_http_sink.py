@@ -108,3 +108,62 @@ def test_the_receivers_stats_reach_the_preview(sink: HttpSink) -> None:
     shown = json.loads(_get(sink.url + "stats.json")[1])
     assert shown["frames_out"] == 1 and shown["fps"] > 0
     assert shown["rtt_ms"] is None  # not measured offline: null, not NaN (which JSON cannot carry)
+
+
+def _raw_get(port: int, host_header: str | None, path: str = "/stats.json") -> int:
+    """The status code of a GET sent with exactly this Host header (None: no Host header at all)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.putrequest("GET", path, skip_host=True)
+        if host_header is not None:
+            conn.putheader("Host", host_header)
+        conn.endheaders()
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_requests_naming_another_host_are_refused(sink: HttpSink) -> None:
+    """DNS rebinding: a page served as evil.example whose name now points at 127.0.0.1 must read nothing."""
+    port = sink.port
+    for good in (f"127.0.0.1:{port}", f"localhost:{port}", "127.0.0.1", "LOCALHOST:" + str(port)):
+        assert _raw_get(port, good) == 200, good
+    for bad in (f"evil.example:{port}", "evil.example", f"127.0.0.1.evil.example:{port}", "", None, f"10.0.0.1:{port}"):
+        assert _raw_get(port, bad) == 421, bad
+        assert _raw_get(port, bad, "/frame.jpg") == 421, bad
+
+
+def test_clients_are_bounded_and_a_freed_slot_serves_again() -> None:
+    import socket
+    import time
+
+    sink = HttpSink(0, max_clients=3, timeout_s=2.0)
+    try:
+        sink.write(astronaut(), 1)
+        streams = [urllib.request.urlopen(sink.url + "stream.mjpg", timeout=5) for _ in range(3)]
+        for response in streams:
+            response.read(16)  # each stream holds its slot while it plays
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            _get(sink.url + "stats.json")
+        assert refused.value.code == 503
+        streams.pop().close()
+        for _ in range(100):  # the freed slot comes back once the server notices the closed stream
+            try:
+                assert _get(sink.url + "stats.json")[0] == "application/json"
+                break
+            except urllib.error.HTTPError:
+                time.sleep(0.05)
+        else:
+            pytest.fail("a freed slot never served again")
+        # a client that connects and says nothing is dropped after the timeout, freeing its slot
+        for response in streams:
+            response.close()
+        idle = [socket.create_connection(("127.0.0.1", sink.port)) for _ in range(3)]
+        time.sleep(2.6)
+        assert _get(sink.url + "stats.json")[0] == "application/json"
+        for conn in idle:
+            conn.close()
+    finally:
+        sink.close()

@@ -117,10 +117,11 @@ def test_hostile_clients_closed_while_good_sender_loses_nothing(tmp_path: Path) 
         (msgspec.msgpack.encode({"t": "frame", "seq": -5}), None, 4002),
         (msgspec.msgpack.encode({"t": "no_such_type"}), None, 4002),
         (m.encode(m.Hello(versions=[2], token=TOKEN))[:-3], None, 4002),
-        (m.encode(m.Hello(versions=[2], token="guess")), None, 4001),
-        (b"\x92" * 40000, None, 4002),
+        (b"\x92" * 40000, None, 1009),  # over the 4 KiB allowed before the hello
         (m.encode(m.Hello(versions=[9], token=TOKEN)), None, 4003),
         (m.encode(m.Hello(versions=[2], token=TOKEN)), None, 4004),  # a second sender: busy
+        # last: a wrong token delays its address's next hellos (receiver/admission.py)
+        (m.encode(m.Hello(versions=[2], token="guess")), None, 4001),
     ]
 
     async def scenario() -> tuple[list[tuple[int | None, str | None]], int, int, int]:
@@ -161,7 +162,11 @@ def test_sender_reconnects_after_receiver_restart(tmp_path: Path) -> None:
         async with running_receiver(NullSink()) as (first, port):
             source, uplink = sender(port, frames, loop=True, max_frames=120)
             task = asyncio.create_task(stream_live(source, SyntheticAnalyzer(), uplink))
-            await asyncio.sleep(1.0)
+            for _ in range(100):  # until the first receiver has drawn a few (however loaded the machine)
+                await asyncio.sleep(0.1)
+                active = first.server.active if first.server else None
+                if active is not None and active.frames_decoded > 10:
+                    break
         await asyncio.sleep(0.3)
         async with running_receiver(NullSink(), port=port) as (second, _):
             stats = await asyncio.wait_for(task, 20)
@@ -195,6 +200,13 @@ def test_slow_receiver_keeps_sender_memory_flat_and_drops_counted(tmp_path: Path
         hello = m.decode(await ws.recv())  # type: ignore[arg-type]
         assert isinstance(hello, m.Hello)
         await ws.send(m.encode(m.Welcome(version=2, session="0123456789abcdef", capabilities=hello.capabilities)))
+
+        async def heartbeat() -> None:  # a receiver pings (protocol.md 3.5): slow to read, not dead
+            for nonce in range(1, 10**6):
+                await asyncio.sleep(1.0)
+                await ws.send(m.encode(m.Ping(nonce=nonce, ts_us=0)))
+
+        beating = asyncio.create_task(heartbeat())
         try:
             async for data in ws:
                 message = m.decode(data)  # type: ignore[arg-type]
@@ -203,6 +215,8 @@ def test_slow_receiver_keeps_sender_memory_flat_and_drops_counted(tmp_path: Path
                 await asyncio.sleep(0.1)
         except websockets.exceptions.ConnectionClosed:
             pass
+        finally:
+            beating.cancel()
 
     async def scenario() -> tuple[int, int, list[int]]:
         listener = socket.socket()

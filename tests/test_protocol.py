@@ -309,11 +309,19 @@ def test_message_rate_refills() -> None:
 def test_byte_rate_limit() -> None:
     limits = p.Limits(bytes_per_second=1000.0, byte_burst=3000.0)
     _, rcv = open_pair(now=0.0, limits=limits)
-    data = m.encode(m.Frame(seq=1, dt_ms=1, kf=0, face=1, codes=[b"\x00" * 1400]))
-    assert 1000 < len(data) < 1500
-    assert isinstance(rcv.receive(data, 0.0)[0], p.MessageReceived)
-    assert isinstance(rcv.receive(data, 0.0)[0], p.MessageReceived)
-    failed(rcv.receive(data, 0.0), ErrorCode.RATE_LIMITED, 4005)
+    first, second, third = (m.encode(m.Frame(seq=seq, dt_ms=1, kf=0, face=1, codes=[b"\x00" * 1400])) for seq in (1, 2, 3))
+    assert 1000 < len(first) < 1500
+    assert isinstance(rcv.receive(first, 0.0)[0], p.MessageReceived)
+    assert isinstance(rcv.receive(second, 0.0)[0], p.MessageReceived)
+    failed(rcv.receive(third, 0.0), ErrorCode.RATE_LIMITED, 4005)
+
+
+def test_frame_seq_must_increase() -> None:
+    _, rcv = open_pair(now=0.0)
+    for seq in (1, 2, 7):  # a gap is allowed (frames lost upstream of a relay)
+        assert isinstance(rcv.receive(m.encode(m.Frame(seq=seq, dt_ms=0, kf=0, face=0)), 0.0)[0], p.MessageReceived)
+    failed(rcv.receive(m.encode(m.Frame(seq=7, dt_ms=0, kf=0, face=0)), 0.0), ErrorCode.BAD_MESSAGE, 4002)
+    assert "(field seq)" in [msg for msg in sent(rcv) if isinstance(msg, m.Error)][-1].message
 
 
 def test_receiver_handshake_timeout() -> None:
@@ -333,6 +341,8 @@ def test_sender_handshake_timeout() -> None:
 
 def test_idle_timeout() -> None:
     snd, rcv = open_pair(now=1.0)
+    for side in (snd, rcv):
+        side.heard(31.0)  # bytes keep arriving (the link is alive), but no whole message after t=10
     assert rcv.check_timeouts(20.9) == []
     assert isinstance(rcv.receive(m.encode(m.Ping(nonce=1, ts_us=1)), 10.0)[0], p.MessageReceived)
     rcv.data_to_send()

@@ -86,3 +86,27 @@ def test_tls_link(tmp_path: Path) -> None:
     _, err = receiver.communicate(timeout=30)
     assert sent > 0 and accounted == 15 and receiver.returncode == 0, err
     assert "0 decode errors" in err
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a test certificate")
+def test_sender_refuses_an_untrusted_certificate_for_good(tmp_path: Path) -> None:
+    """A self-signed receiver the sender was not told to trust: no frame goes, and the sender stops with the
+    reason instead of retrying forever."""
+    from facewire.sender.uplink import UplinkError
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    port = free_port()
+    receiver = start_receiver(port, "--sink", "null", "--tls-cert", str(cert), "--tls-key", str(key))
+    try:
+        source = FrameSource(str(write_frames(tmp_path / "in", 5)), CaptureOptions(realtime=True, loop=True))
+        uplink = Uplink(f"wss://127.0.0.1:{port}", TOKEN, ssl_context=ssl.create_default_context())
+        start = time.monotonic()
+        with pytest.raises(UplinkError, match="certificate is not trusted"):
+            asyncio.run(asyncio.wait_for(stream_live(source, SyntheticAnalyzer(), uplink), 30))
+        assert time.monotonic() - start < 20 and uplink.stats.frames_sent == 0
+    finally:
+        receiver.send_signal(signal.SIGINT)
+        receiver.communicate(timeout=30)

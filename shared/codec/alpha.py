@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from facewire.shared.codec.predictive import CodeError, DeltaDecoder, DeltaEncoder, IntArray
+from facewire.shared.codec.predictive import DeltaDecoder, DeltaEncoder, IntArray, PayloadError
 from facewire.shared.types import Alpha
 
 CODE_VERSION = 1
@@ -68,12 +68,12 @@ class AlphaDecoder:
     def decode(self, payload: bytes) -> Alpha:
         """The low-resolution matte (float32 in [0, 1]) carried by one code."""
         if len(payload) < _HEAD.size:
-            raise CodeError("alpha code shorter than its header")
+            raise PayloadError("alpha code shorter than its header")
         version, flags, width, height, levels = _HEAD.unpack_from(payload)
         if version != CODE_VERSION or not 2 <= levels <= 128:
-            raise CodeError(f"alpha code version {version} / levels {levels} not supported")
+            raise PayloadError(f"alpha code version {version} / levels {levels} not supported")
         if width * height == 0 or width * height > MAX_LOWRES_PIXELS:
-            raise CodeError(f"alpha code of {width}x{height} is out of range")
+            raise PayloadError(f"alpha code of {width}x{height} is out of range")
         codes = self.delta.unpack(
             payload[_HEAD.size:], (height, width), np.int8, not flags & _INTRA, "alpha residual",
             valid=lambda values: bool(values.min() >= 0 and values.max() < levels),

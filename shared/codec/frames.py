@@ -11,6 +11,7 @@ receiver ask for a keyframe.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -21,10 +22,10 @@ from facewire.shared.codec.keyframe import (
     decode_keyframe_alpha,
     decode_person,
     encode_keyframe_alpha,
-    encode_person_search,
+    encode_person_scaled,
     person_only,
 )
-from facewire.shared.codec.predictive import CodeError
+from facewire.shared.codec.predictive import CodeError, PayloadError
 from facewire.shared.types import Alpha, FrameAnalysis, FrameState, Image, KeyframeState, Landmarks
 from facewire.shared.wire import messages as m
 
@@ -32,10 +33,27 @@ Box = tuple[int, int, int, int]
 # Above this AVIF quality a keyframe grows fast for little: 9.7 KB and face SSIM 0.981 at 60 on the clips'
 # first frames, where 95 costs ~45 KB (helper R6's measurements); the residual layer fills in the rest.
 KEYFRAME_MAX_QUALITY = 60
+# Keyframes a receiver holds (the newest complete ones): a frame may be drawn from any of them, so a
+# sender returns to an earlier look (a smile, the mouth open) by naming it instead of sending it again.
+REFERENCES = 4
 
 
 class FrameDecodeError(ValueError):
-    """The decoder cannot produce this frame (no keyframe yet, or a lost reference)."""
+    """The decoder cannot produce this frame (no keyframe yet, or a lost reference): the receiver asks for a
+    keyframe. `hostile` when the bytes themselves are bad (a PayloadError: no conforming sender sends them),
+    which closes the connection with an error naming `field`."""
+
+    def __init__(self, message: str, field: str | None = None, hostile: bool = False) -> None:
+        super().__init__(message)
+        self.field = field
+        self.hostile = hostile
+
+
+def _wrapped(exc: CodeError, message: str, field: str) -> FrameDecodeError:
+    """A codec's error as the decoder's, keeping whether the bytes were bad and the most precise field."""
+    if isinstance(exc, PayloadError):
+        return FrameDecodeError(message, exc.field or field, hostile=True)
+    return FrameDecodeError(message, field)
 
 
 @dataclass(frozen=True)
@@ -50,6 +68,7 @@ class KeyframePackage:
     quality: int
     alpha: bytes
     face_codes: Mapping[str, bytes] = field(default_factory=dict)  # the face's intra code by each offered face code
+    scale: int = 1  # the picture is the box at 1/scale
 
     @property
     def nbytes(self) -> int:
@@ -65,31 +84,32 @@ class KeyframePackage:
             kf=self.kf, ts_us=self.ts_us, width=self.size[0], height=self.size[1],
             image=pieces[0], image_format="avif", box=list(self.box), alpha=self.alpha,
             landmarks=None if face_code is None else self.face_codes.get(face_code),
-            parts=len(pieces), image_bytes=len(self.image) if len(pieces) > 1 else None,
+            parts=len(pieces), image_bytes=len(self.image) if len(pieces) > 1 else None, scale=self.scale,
         )
         return [head, *(m.KeyframePart(kf=self.kf, part=i, data=piece) for i, piece in enumerate(pieces[1:], 1))]
 
 
 def build_keyframe(analysis: FrameAnalysis, kf: int, face: Prepared | None, face_codes: Mapping[str, bytes] | None,
-                   max_image_bytes: int, quality_hint: int = 40) -> tuple[KeyframePackage, KeyframeState]:
+                   max_image_bytes: int, quality_hint: int = 40, scale_hint: int = 1) -> tuple[KeyframePackage, KeyframeState]:
     """The person of this frame as a keyframe whose picture fits `max_image_bytes` (the highest AVIF
-    quality that does; KeyframeTooLarge when none does), and exactly what the receiver will decode from
-    it (the sender's replica of the receiver draws from that). `face_codes`: the face's intra code in
-    each face code the sender offers; the session's goes in the message."""
+    quality that does, at the finest scale from `scale_hint` on that fits; KeyframeTooLarge when none
+    does), and exactly what the receiver will decode from it (the sender's replica of the receiver draws
+    from that). `face_codes`: the face's intra code in each face code the sender offers; the session's
+    goes in the message."""
     frame = analysis.foreground if analysis.foreground is not None else analysis.frame.image
     height, width = frame.shape[:2]
     alpha = analysis.alpha if analysis.alpha is not None else np.ones((height, width), np.float32)
     person = person_only(frame, alpha)
-    coded = encode_person_search(person, max_image_bytes, start=min(quality_hint, KEYFRAME_MAX_QUALITY),
-                                 max_quality=KEYFRAME_MAX_QUALITY)
+    coded = encode_person_scaled(person, max_image_bytes, start=min(quality_hint, KEYFRAME_MAX_QUALITY),
+                                 max_quality=KEYFRAME_MAX_QUALITY, scale=scale_hint, max_scale=m.MAX_KEYFRAME_SCALE)
     alpha_code = encode_keyframe_alpha(alpha, person.box)
     state = KeyframeState(
-        kf=kf, image=decode_person(coded.data, person.box, (width, height)),
+        kf=kf, image=decode_person(coded.data, person.box, (width, height), scale=coded.scale),
         alpha=decode_keyframe_alpha(alpha_code, person.box, (width, height)),
         landmarks=None if face is None else face.landmarks,
     )
     package = KeyframePackage(kf, analysis.frame.ts_us, (width, height), person.box, coded.data, coded.quality,
-                              alpha_code, dict(face_codes or {}))
+                              alpha_code, dict(face_codes or {}), coded.scale)
     return package, state
 
 
@@ -151,7 +171,8 @@ class FrameDecoder:
     codes: Sequence[str] = ("landmarks",)
     keyframe: KeyframeState | None = None  # the one the last decoded frame was drawn from
     _keyframe_ts_us: int = 0
-    _next: tuple[KeyframeState, int] | None = None  # complete, not yet drawn from by a frame
+    # The last REFERENCES complete keyframes (with their ts_us), oldest first: a frame may be drawn from any.
+    _held: OrderedDict[int, tuple[KeyframeState, int]] = field(default_factory=OrderedDict)
     _assembly: _Assembly | None = None
     _fields: list[FieldDecoder] = field(init=False, repr=False)
     _last_seq: int | None = None
@@ -165,7 +186,7 @@ class FrameDecoder:
         try:
             self._fields[list(self.codes).index(message.code)].setup(message.payload)
         except CodeError as exc:
-            raise FrameDecodeError(f"setup for {message.code}: {exc}") from None
+            raise _wrapped(exc, f"setup for {message.code}: {exc}", "payload") from None
 
     def decode_keyframe(self, message: m.Keyframe) -> KeyframeState | None:
         """The keyframe, or None while parts of its picture are still to come. Keyframes do not interrupt
@@ -179,7 +200,8 @@ class FrameDecoder:
             raise FrameDecodeError(f"keyframe part {message.part} of keyframe {message.kf} out of order")
         assembly.pieces.append(message.data)
         if sum(map(len, assembly.pieces)) > (assembly.head.image_bytes or 0):
-            raise FrameDecodeError(f"keyframe {message.kf}'s parts exceed its declared {assembly.head.image_bytes} bytes")
+            raise FrameDecodeError(f"keyframe {message.kf}'s parts exceed its declared {assembly.head.image_bytes} bytes",
+                                   "data", hostile=True)
         return self._complete()
 
     def _follow(self, seq: int) -> None:
@@ -198,25 +220,30 @@ class FrameDecoder:
         head = assembly.head
         image = b"".join(assembly.pieces)
         if head.image_bytes is not None and len(image) != head.image_bytes:
-            raise FrameDecodeError(f"keyframe {head.kf} holds {len(image)} bytes, it declared {head.image_bytes}")
+            raise FrameDecodeError(f"keyframe {head.kf} holds {len(image)} bytes, it declared {head.image_bytes}",
+                                   "image_bytes", hostile=True)
         state = KeyframeState(kf=head.kf, image=self._picture(head, image), alpha=self._alpha(head),
                               landmarks=self._landmarks(head))
-        self._next = (state, head.ts_us)
+        self._held.pop(head.kf, None)
+        self._held[head.kf] = (state, head.ts_us)
+        while len(self._held) > REFERENCES:
+            self._held.popitem(last=False)
         return state
 
     def _picture(self, head: m.Keyframe, image: bytes) -> Image:
         if head.image_format != "avif":
-            raise FrameDecodeError(f"keyframe image format {head.image_format!r}: this receiver decodes avif")
+            raise FrameDecodeError(f"keyframe image format {head.image_format!r}: this receiver decodes avif",
+                                   "image_format", hostile=True)
         try:
-            return decode_person(image, _box(head), (head.width, head.height))
+            return decode_person(image, _box(head), (head.width, head.height), scale=head.scale)
         except CodeError as exc:
-            raise FrameDecodeError(f"keyframe {head.kf}: {exc}") from None
+            raise _wrapped(exc, f"keyframe {head.kf}: {exc}", "image") from None
 
     def _alpha(self, head: m.Keyframe) -> Alpha | None:
         try:
             return None if head.alpha is None else decode_keyframe_alpha(head.alpha, _box(head), (head.width, head.height))
         except CodeError as exc:
-            raise FrameDecodeError(f"keyframe {head.kf} alpha: {exc}") from None
+            raise _wrapped(exc, f"keyframe {head.kf} alpha: {exc}", "alpha") from None
 
     def _landmarks(self, head: m.Keyframe) -> Landmarks | None:
         face = next((coder for coder, name in zip(self._fields, self.codes, strict=True)
@@ -226,28 +253,29 @@ class FrameDecoder:
         try:
             return face.decode_keyframe(head.landmarks)
         except CodeError as exc:
-            raise FrameDecodeError(f"keyframe {head.kf} landmarks: {exc}") from None
+            raise _wrapped(exc, f"keyframe {head.kf} landmarks: {exc}", "landmarks") from None
 
     def decode_frame(self, message: m.Frame) -> FrameState:
-        if self._next is not None and message.kf == self._next[0].kf:
-            (self.keyframe, self._keyframe_ts_us), self._next = self._next, None
-        if self.keyframe is None:
+        if not self._held:
             raise FrameDecodeError("no keyframe yet")
-        if message.kf != self.keyframe.kf:
+        reference = self._held.get(message.kf)
+        if reference is None:
             raise FrameDecodeError(f"frame {message.seq} is drawn from keyframe {message.kf}, this receiver holds "
-                                   f"{self.keyframe.kf}")
+                                   f"{list(self._held)}")
+        self.keyframe, self._keyframe_ts_us = reference
         if len(message.codes) != len(self._fields):
             raise FrameDecodeError(f"frame {message.seq} carries {len(message.codes)} codes, the session negotiated "
                                    f"{len(self._fields)} ({', '.join(self.codes)})")
         self._follow(message.seq)
         draft = FrameDraft((self.keyframe.image.shape[1], self.keyframe.image.shape[0]))
-        try:
-            for coder, payload in zip(self._fields, message.codes, strict=True):
-                if payload is not None:
-                    coder.decode(payload, draft)
-        except CodeError as exc:
-            self._last_seq = None
-            raise FrameDecodeError(f"frame {message.seq}: {exc}") from None
+        for index, (coder, payload) in enumerate(zip(self._fields, message.codes, strict=True)):
+            if payload is None:
+                continue
+            try:
+                coder.decode(payload, draft)
+            except CodeError as exc:
+                self._last_seq = None
+                raise _wrapped(exc, f"frame {message.seq}: {exc}", f"codes[{index}]") from None
         return FrameState(
             seq=message.seq, ts_us=self._keyframe_ts_us + message.dt_ms * 1000, face=message.face_state,
             landmarks=draft.landmarks, alpha=draft.alpha,

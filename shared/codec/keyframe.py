@@ -11,23 +11,26 @@
 * `encode_keyframe_alpha` / `decode_keyframe_alpha`: the keyframe's matte in the same box (what the
   receiver warps every frame to predict the matte): a grayscale AVIF at half resolution, ~1 KB.
 
-Every decoder raises facewire.shared.codec.predictive.CodeError on bytes it cannot trust.
+Every decoder raises facewire.shared.codec.predictive.PayloadError on bytes it cannot trust (images through
+facewire.shared.codec.images: magic and declared size checked before decoding).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import struct
-import warnings
 from dataclasses import dataclass
+from typing import Literal
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 from PIL import Image as PILImage
 
-from facewire.shared.codec.predictive import CodeError
+from facewire.shared.codec.images import decode_image
+from facewire.shared.codec.predictive import PayloadError
 from facewire.shared.types import Alpha, Image
 
 Box = tuple[int, int, int, int]  # x, y, width, height in frame pixels
@@ -118,7 +121,11 @@ def person_only(image: Image, alpha: Alpha, pad: int = 8, erode: int = 2) -> Per
 
 # ------------------------------------------------------------------------------------------------ AVIF
 class KeyframeTooLarge(ValueError):
-    """Even the lowest quality does not fit the byte budget."""
+    """Even the lowest quality does not fit the byte budget; `needed`: the fewest bytes an encode took."""
+
+    def __init__(self, message: str, needed: int) -> None:
+        super().__init__(message)
+        self.needed = needed
 
 
 def _avif(image: Image, quality: int, speed: int) -> bytes:
@@ -133,6 +140,30 @@ class EncodedPerson:
     data: bytes
     quality: int
     encodes: int  # how many AVIF encodes the search took
+    scale: int = 1  # the picture is the box at 1/scale
+
+
+def scaled_size(width: int, height: int, scale: int) -> tuple[int, int]:
+    """A box's picture size at 1/scale, rounded up."""
+    return -(-width // scale), -(-height // scale)
+
+
+def encode_person_scaled(person: PersonImage, max_bytes: int, *, start: int = 40, max_quality: int = MAX_QUALITY,
+                         scale: int = 1, max_scale: int = 4) -> EncodedPerson:
+    """The person at the finest scale from `scale` up (1, 2, 4 ...) that fits `max_bytes` at some quality:
+    on a thin link a softer picture beats none. Raises KeyframeTooLarge when even `max_scale` does not fit."""
+    while True:
+        h, w = person.image.shape[:2]
+        image = person.image if scale == 1 else np.asarray(
+            cv2.resize(person.image, scaled_size(w, h, scale), interpolation=cv2.INTER_AREA), np.uint8)
+        try:
+            found = encode_person_search(dataclasses.replace(person, image=image), max_bytes, start=start,
+                                         max_quality=max_quality, max_encodes=5 if scale == 1 else 3)
+            return dataclasses.replace(found, scale=scale)
+        except KeyframeTooLarge:
+            if scale * 2 > max_scale:
+                raise
+            scale *= 2
 
 
 def encode_person_search(person: PersonImage, max_bytes: int, *, speed: int = AVIF_SPEED, start: int = 40,
@@ -187,7 +218,7 @@ def encode_person_search(person: PersonImage, max_bytes: int, *, speed: int = AV
         raise KeyframeTooLarge(
             f"the person's keyframe ({person.image.shape[1]}x{person.image.shape[0]}) needs {smallest[1]} bytes "
             f"at quality {smallest[0]}, over the budget of {max_bytes}" +
-            ("" if min_quality in tried else f" (quality {min_quality} was not tried: raise max_encodes)"))
+            ("" if min_quality in tried else f" (quality {min_quality} was not tried: raise max_encodes)"), smallest[1])
     return EncodedPerson(data_by_q[best], best, len(tried))
 
 
@@ -202,45 +233,36 @@ def encode_person(person: PersonImage, max_bytes: int, *, speed: int = AVIF_SPEE
 
 
 def check_box(box: Box, frame_size: tuple[int, int]) -> None:
-    """Raises CodeError unless `box` lies inside a frame of `frame_size` (width, height) no larger than MAX_SIDE."""
+    """Raises PayloadError unless `box` lies inside a frame of `frame_size` (width, height) no larger than MAX_SIDE."""
     fw, fh = frame_size
     x, y, w, h = box
     if not (0 < fw <= MAX_SIDE and 0 < fh <= MAX_SIDE):
-        raise CodeError(f"frame of {fw}x{fh} is out of range")
+        raise PayloadError(f"frame of {fw}x{fh} is out of range", "width")
     if not (w > 0 and h > 0 and x >= 0 and y >= 0 and x + w <= fw and y + h <= fh):
-        raise CodeError(f"box {box} does not lie inside the {fw}x{fh} frame")
+        raise PayloadError(f"box {box} does not lie inside the {fw}x{fh} frame", "box")
 
 
-def _open_checked(data: bytes, fmt: str, mode: str, box: Box) -> npt.NDArray[np.uint8]:
-    """The image in `data` decoded only after its declared size matched the box's."""
+def _open_checked(data: bytes, fmt: str, mode: Literal["RGB", "L"], box: Box, what: str,
+                  scale: int = 1) -> npt.NDArray[np.uint8]:
+    """The image in `data` decoded only after its magic matched `fmt` and its declared size the box's at 1/scale."""
     if len(data) > MAX_KEYFRAME_BYTES:
-        raise CodeError(f"keyframe image of {len(data)} bytes is over {MAX_KEYFRAME_BYTES}")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
-            picture = PILImage.open(io.BytesIO(data), formats=[fmt])  # reads the header only
-            if picture.size != (box[2], box[3]):
-                raise CodeError(f"keyframe image declares {picture.size[0]}x{picture.size[1]}, its box is {box[2]}x{box[3]}")
-            picture.load()
-            pixels = np.asarray(picture if picture.mode == mode else picture.convert(mode), np.uint8)
-    except CodeError:
-        raise
-    except (OSError, ValueError, SyntaxError, EOFError, PILImage.DecompressionBombWarning,
-            PILImage.DecompressionBombError) as exc:
-        raise CodeError(f"keyframe image does not decode: {exc}") from None
-    if pixels.shape[:2] != (box[3], box[2]):
-        raise CodeError(f"keyframe image decoded to {pixels.shape[1]}x{pixels.shape[0]}, its box is {box[2]}x{box[3]}")
-    return pixels
+        raise PayloadError(f"keyframe image of {len(data)} bytes is over {MAX_KEYFRAME_BYTES}", what)
+    return decode_image(data, fmt, what, mode=mode, size=scaled_size(box[2], box[3], scale))
 
 
-def decode_person(data: bytes, box: Box, frame_size: tuple[int, int], background: Image | Colour | None = None) -> Image:
-    """The keyframe at frame size: the AVIF person put in its box over `background` (an image of the
-    frame's size, a BGR colour, or None: the box's edges replicated, i.e. more of the person's own fill,
-    which is what a warp reading past the box should find)."""
+def decode_person(data: bytes, box: Box, frame_size: tuple[int, int], background: Image | Colour | None = None,
+                  scale: int = 1) -> Image:
+    """The keyframe at frame size: the AVIF person (the box at 1/scale, brought back to the box's size) put
+    in its box over `background` (an image of the frame's size, a BGR colour, or None: the box's edges
+    replicated, i.e. more of the person's own fill, which is what a warp reading past the box should find)."""
     check_box(box, frame_size)
-    rgb = _open_checked(data, "AVIF", "RGB", box)
+    if not 1 <= scale <= 4:
+        raise PayloadError(f"keyframe scale {scale} is out of range", "scale")
+    rgb = _open_checked(data, "avif", "RGB", box, "image", scale)
     crop = np.ascontiguousarray(rgb[..., ::-1])
     x, y, w, h = box
+    if scale > 1:
+        crop = np.asarray(cv2.resize(crop, (w, h), interpolation=cv2.INTER_CUBIC), np.uint8)
     fw, fh = frame_size
     if background is None:
         return np.asarray(cv2.copyMakeBorder(crop, y, fh - y - h, x, fw - x - w, cv2.BORDER_REPLICATE), np.uint8)
@@ -289,13 +311,13 @@ def decode_keyframe_alpha(data: bytes, box: Box, frame_size: tuple[int, int]) ->
     """The keyframe's matte at frame size (0 outside the box), upsampled bilinearly into the box."""
     check_box(box, frame_size)
     if len(data) <= _ALPHA_HEAD.size:
-        raise CodeError("keyframe alpha shorter than its header")
+        raise PayloadError("keyframe alpha shorter than its header", "alpha")
     version, factor = _ALPHA_HEAD.unpack_from(data)
     if version != ALPHA_VERSION or not 1 <= factor <= 8:
-        raise CodeError(f"keyframe alpha version {version}, factor {factor} not supported")
+        raise PayloadError(f"keyframe alpha version {version}, factor {factor} not supported", "alpha")
     x, y, w, h = box
     sw, sh = _lowres((w, h), factor)
-    grey = _open_checked(data[_ALPHA_HEAD.size:], "AVIF", "L", (0, 0, sw, sh))
+    grey = _open_checked(data[_ALPHA_HEAD.size:], "avif", "L", (0, 0, sw, sh), "alpha")
     small = grey.astype(np.float32) * np.float32(1.0 / 255.0)
     if factor > 1:
         small = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from facewire.shared.codec.predictive import CodeError, DeltaDecoder, DeltaEncoder, IntArray
+from facewire.shared.codec.predictive import DeltaDecoder, DeltaEncoder, IntArray, PayloadError
 from facewire.shared.types import Landmarks
 
 CODE_VERSION = 1
@@ -59,10 +59,10 @@ class LandmarkDecoder:
 
     def decode(self, payload: bytes) -> Landmarks:
         if len(payload) < _HEAD.size:
-            raise CodeError("landmark code shorter than its header")
+            raise PayloadError("landmark code shorter than its header")
         version, flags, count = _HEAD.unpack_from(payload)
         if version != CODE_VERSION or not 1 <= count <= MAX_POINTS:
-            raise CodeError(f"landmark code version {version} with {count} points not supported")
+            raise PayloadError(f"landmark code version {version} with {count} points not supported")
         codes = self.delta.unpack(
             payload[_HEAD.size:], (count, 3), "<i2" if flags & _WIDE else np.int8, not flags & _INTRA, "landmark residual",
             valid=lambda values: bool(values.min() >= _INT16[0] and values.max() <= _INT16[1]),

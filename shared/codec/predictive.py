@@ -24,6 +24,17 @@ class CodeError(ValueError):
     """A payload that cannot be decoded: damaged, hostile, or predicted from state this decoder lacks."""
 
 
+class PayloadError(CodeError):
+    """Bytes no conforming encoder produces: a declared size over its bounds or other than expected, the
+    wrong format, trailing data, a body that does not decompress or decode. Unlike a lost reference (a
+    plain CodeError, answered with a keyframe request), the receiver closes the connection on it.
+    `field` names the message field when the raiser knows it (the frame decoder fills it in otherwise)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 def decompress_exactly(body: bytes, size: int, what: str) -> bytes:
     """`body` decompressed, refused unless its zstd frame declares exactly `size` bytes and nothing follows it.
 
@@ -33,16 +44,16 @@ def decompress_exactly(body: bytes, size: int, what: str) -> bytes:
     try:
         declared = zstandard.frame_content_size(body)
     except zstandard.ZstdError as exc:
-        raise CodeError(f"{what} is not a zstd frame: {exc}") from None
-    if declared != size:
-        raise CodeError(f"{what} declares {declared} bytes, expected {size}")
+        raise PayloadError(f"{what} is not a zstd frame: {exc}") from None
+    if declared != size:  # -1: no declared size (a streamed frame), which no conforming encoder writes
+        raise PayloadError(f"{what} declares {declared} bytes, expected {size}")
     stream = zstandard.ZstdDecompressor().decompressobj()
     try:
         raw = stream.decompress(body)
-    except zstandard.ZstdError as exc:
-        raise CodeError(f"{what} does not decompress: {exc}") from None
+    except (zstandard.ZstdError, MemoryError) as exc:
+        raise PayloadError(f"{what} does not decompress: {exc}") from None
     if len(raw) != size or stream.unused_data:
-        raise CodeError(f"{what} holds {len(raw)} bytes and {len(stream.unused_data)} more after its frame, expected {size}")
+        raise PayloadError(f"{what} holds {len(raw)} bytes and {len(stream.unused_data)} more after its frame, expected {size}")
     return raw
 
 

@@ -23,6 +23,8 @@ class ErrorCode(str, enum.Enum):
     INTERNAL = "internal"
     SHUTDOWN = "shutdown"
     UNSUPPORTED_CODE = "unsupported_code"
+    UNRESPONSIVE = "unresponsive"
+    REPLACED = "replaced"
 
 
 class CloseCode(enum.IntEnum):
@@ -42,6 +44,8 @@ class CloseCode(enum.IntEnum):
     HANDSHAKE_TIMEOUT = 4007
     UNEXPECTED = 4008
     UNSUPPORTED_CODE = 4009
+    UNRESPONSIVE = 4010
+    REPLACED = 4011
 
 
 CLOSE_CODE_FOR: dict[ErrorCode, CloseCode] = {
@@ -60,6 +64,8 @@ CLOSE_CODE_FOR: dict[ErrorCode, CloseCode] = {
     ErrorCode.INTERNAL: CloseCode.INTERNAL,
     ErrorCode.SHUTDOWN: CloseCode.GOING_AWAY,
     ErrorCode.UNSUPPORTED_CODE: CloseCode.UNSUPPORTED_CODE,
+    ErrorCode.UNRESPONSIVE: CloseCode.UNRESPONSIVE,
+    ErrorCode.REPLACED: CloseCode.REPLACED,
 }
 
 

@@ -55,6 +55,9 @@ class Hello(_Message, frozen=True, tag="hello"):
     role: Literal["sender"] = "sender"
     agent: ShortText = ""
     capabilities: Annotated[list[Name], msgspec.Meta(max_length=32)] = []
+    # Random per sender process: a hello with the instance of the session being shown replaces it (the
+    # sender reconnected over a half-open link) instead of being refused as `busy`.
+    instance: Annotated[str, msgspec.Meta(pattern=r"^([0-9a-f]{16,64})?$")] = ""
 
 
 class Welcome(_Message, frozen=True, tag="welcome"):
@@ -98,6 +101,7 @@ class AssetRequest(_Message, frozen=True, tag="asset_request"):
 
 
 MAX_KEYFRAME_PARTS = 64
+MAX_KEYFRAME_SCALE = 4
 
 
 class Keyframe(_Message, frozen=True, tag="keyframe"):
@@ -119,6 +123,8 @@ class Keyframe(_Message, frozen=True, tag="keyframe"):
     landmarks: FieldBytes | None = None
     parts: Annotated[int, msgspec.Meta(ge=1, le=MAX_KEYFRAME_PARTS)] = 1
     image_bytes: Annotated[int, msgspec.Meta(ge=1, le=MAX_IMAGE_BYTES)] | None = None
+    # The picture is the box at 1/scale (rounded up): a thin link gets a softer picture rather than none.
+    scale: Annotated[int, msgspec.Meta(ge=1, le=MAX_KEYFRAME_SCALE)] = 1
 
     def __post_init__(self) -> None:
         if self.box is not None:
@@ -147,6 +153,9 @@ class Setup(_Message, frozen=True, tag="setup"):
     payload: FieldBytes
 
 
+# The sender's stages a frame passes, whose medians its `stats` report: waiting for analysis after
+# capture, analysis, coding, and waiting in the uplink until sent.
+SENDER_STAGES = ("capture", "analysis", "coding", "queue")
 FACE_STATES: tuple[Literal["tracked", "held", "lost"], ...] = ("tracked", "held", "lost")
 
 
@@ -196,6 +205,8 @@ class Stats(_Message, frozen=True, tag="stats"):
     kbps: Annotated[float, msgspec.Meta(ge=0.0, le=1e6)] = 0.0
     frames: Annotated[int, msgspec.Meta(ge=0)] = 0
     dropped: Annotated[int, msgspec.Meta(ge=0)] = 0
+    # The sender's stage medians over the interval, ms, in SENDER_STAGES order (protocol.md 3.6).
+    stages_ms: Annotated[list[Annotated[float, msgspec.Meta(ge=0.0, le=1e6)]], msgspec.Meta(max_length=8)] = []
 
 
 class Error(_Message, frozen=True, tag="error"):

@@ -68,6 +68,12 @@ class Limits:
     handshake_timeout_s: float = 5.0
     idle_timeout_s: float = 20.0
     ack_interval_s: float = 0.05  # the receiver acks the frames that arrived at most this long ago
+    # Liveness: each side pings every `ping_interval_s` and the peer answers at once, so a live link always
+    # carries something; hearing nothing at all (not a byte, `heard()`) for `dead_after_s` means it is dead
+    # (a cable pulled, a NAT forgot us), noticed within that time instead of TCP's ~15 min.
+    ping_interval_s: float = 1.0
+    dead_after_s: float = 4.0
+    max_hello_bytes: int = 4096  # the largest message before the handshake (a `hello` fits in 1 KiB)
 
 
 def close_reason(text: str) -> str:
@@ -93,8 +99,18 @@ class _Connection:
         self.state = State.AWAIT_HELLO
         self.close: Close | None = None
         self.last_activity = now
-        self.heartbeat = Heartbeat()
+        self.last_heard = now
+        self.heartbeat = Heartbeat(limits.ping_interval_s)
         self._outgoing: list[bytes] = []
+
+    def heard(self, now: float) -> None:
+        """The transport delivered bytes from the peer at `now` (a part of a message counts: on a thin link
+        one large message can take longer to arrive than `dead_after_s`)."""
+        self.last_heard = max(self.last_heard, now)
+
+    def silent_for(self, now: float) -> float:
+        """Seconds since anything was heard from the peer."""
+        return now - self.last_heard
 
     @property
     def rtt_ms(self) -> float | None:
@@ -144,6 +160,7 @@ class _Connection:
         return ConnectionFailed(error, self.close)
 
     def _decode(self, data: bytes | str, now: float) -> m.Message:
+        self.heard(now)
         if isinstance(data, str):
             raise ProtocolError(ErrorCode.TEXT_FRAME, "text frames are not part of the protocol")
         if len(data) > self.limits.max_message_bytes:
@@ -173,6 +190,9 @@ class _Connection:
             return []
         if self.state is not State.OPEN and now - self.last_activity > self.limits.handshake_timeout_s:
             return [self.fail(ProtocolError(ErrorCode.HANDSHAKE_TIMEOUT, "no handshake in time"))]
+        if self.state is State.OPEN and now - self.last_heard > self.limits.dead_after_s:
+            return [self.fail(ProtocolError(ErrorCode.UNRESPONSIVE, f"nothing heard for {self.limits.dead_after_s:g} s "
+                                                                    "(pings unanswered): the link is dead"))]
         if self.state is State.OPEN and now - self.last_activity > self.limits.idle_timeout_s:
             return [self.fail(ProtocolError(ErrorCode.IDLE_TIMEOUT, f"nothing received for {self.limits.idle_timeout_s:g} s"))]
         return []
@@ -203,10 +223,12 @@ class ReceiverProtocol(_Connection):
         self._message_bucket = TokenBucket(self.limits.messages_per_second, self.limits.message_burst)
         self._byte_bucket = TokenBucket(self.limits.bytes_per_second, self.limits.byte_burst)
         self._arrivals: list[tuple[int, int]] = []  # frames not acked yet: (seq, arrival µs)
+        self._last_seq: int | None = None  # frames' seq MUST increase (protocol.md 5)
         self._first_arrival = 0.0
         self.session_id = secrets.token_hex(8)
         self.version: int | None = None
         self.peer_capabilities: list[str] = []  # what the sender's hello offered
+        self.peer_instance = ""  # the sender process's random id from its hello ("" when it sent none)
 
     def receive(self, data: bytes | str, now: float) -> list[Event]:
         if self.state is State.CLOSED:
@@ -214,6 +236,9 @@ class ReceiverProtocol(_Connection):
         try:
             if not self._message_bucket.take(1, now) or not self._byte_bucket.take(len(data), now):
                 raise ProtocolError(ErrorCode.RATE_LIMITED, "message or byte rate over the limit")
+            if self.state is State.AWAIT_HELLO and len(data) > self.limits.max_hello_bytes:
+                raise ProtocolError(ErrorCode.TOO_LARGE, f"message of {len(data)} bytes before the handshake exceeds "
+                                                         f"{self.limits.max_hello_bytes}")
             message = self._decode(data, now)
             if self.state is State.AWAIT_HELLO:
                 return [self._accept(message)]
@@ -224,6 +249,9 @@ class ReceiverProtocol(_Connection):
             return [self.fail(exc)]
 
     def _arrived(self, seq: int, now: float) -> None:
+        if self._last_seq is not None and seq <= self._last_seq:
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, f"frame seq {seq} does not follow {self._last_seq}", "seq")
+        self._last_seq = seq
         if not self._arrivals:
             self._first_arrival = now
         self._arrivals.append((seq, int(now * 1e6)))
@@ -261,6 +289,7 @@ class ReceiverProtocol(_Connection):
             raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION, f"receiver speaks versions {list(m.SUPPORTED_VERSIONS)}", "versions")
         self.version = max(common)
         self.peer_capabilities = list(message.capabilities)
+        self.peer_instance = message.instance
         self.send(m.Welcome(
             version=self.version, session=self.session_id, capabilities=self._capabilities,
             renderers=self._renderers, assets=self._assets, max_message_bytes=self.limits.max_message_bytes,
@@ -277,11 +306,12 @@ class SenderProtocol(_Connection):
     handshake = (m.Hello,)
 
     def __init__(self, token: str, now: float, *, agent: str = "facewire", capabilities: Sequence[str] = (),
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None, instance: str = "") -> None:
         super().__init__(limits or Limits(), now)
         self.state = State.AWAIT_WELCOME
         self.welcome: m.Welcome | None = None
-        self.send(m.Hello(versions=list(m.SUPPORTED_VERSIONS), token=token, agent=agent, capabilities=list(capabilities)))
+        self.send(m.Hello(versions=list(m.SUPPORTED_VERSIONS), token=token, agent=agent, capabilities=list(capabilities),
+                          instance=instance))
 
     def receive(self, data: bytes | str, now: float) -> list[Event]:
         if self.state is State.CLOSED:
