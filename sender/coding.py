@@ -15,7 +15,8 @@ from facewire.sender.keyframes import KeyframePolicy
 from facewire.shared.codec.fields import FIELD_CODECS, CodedFrame, FieldPreparer, Prepared, face_code
 from facewire.shared.codec.frames import KeyframePackage, build_keyframe
 from facewire.shared.codec.keyframe import KeyframeTooLarge
-from facewire.shared.types import Analyzer, FrameAnalysis
+from facewire.shared.codec.layer_field import LayerPreparer
+from facewire.shared.types import Analyzer, FrameAnalysis, KeyframeState
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,36 @@ KEYFRAME_SECONDS = 1.5
 MIN_KEYFRAME_BYTES = 1200  # below this a person at 512 px is mush at any AVIF quality (REPORT of codec-layer)
 MAX_KEYFRAME_BYTES = 48 * 1024
 DEFAULT_BITRATE_BPS = 256_000.0  # the ceiling without --bitrate: the rate control finds the link below it
+# The residual layer's share: the gate keeps the rest as slack (frame sizes vary; a layer key frame is
+# paid back over the next packets). SVT-AV1's real rate runs 0.5-1 kbps over its target at a few kbps,
+# with the 3-byte packet headers (helper R6), so the target leaves that much.
+LAYER_SHARE = 0.92
+LAYER_OVERSHOOT_BPS = 800.0
+MIN_LAYER_BPS = 2000.0  # below this a 96-px face box is mush and its key frames take seconds of the rate
+MAX_LAYER_BPS = 64000.0  # a 96-px box gains little above this; the rest is left to the link
 # The codes this sender offers, in order of preference (negotiation keeps the first of each role).
 DEFAULT_CODES = ("landmarks",)
+LAYER_CODES = ("residual-av1",)
+LAYERS = ("features", "features+residual")
+# `--layers` by default: the residual layer when the ceiling leaves it its minimum beside the features
+# (a few kbps with a compact face code) and the keyframes it yields to.
+MIN_RESIDUAL_CEILING_BPS = 10_000.0
+
+
+def codes_for(layers: str | None, ceiling_bps: float, self_mode: bool, face_codes: Sequence[str] = DEFAULT_CODES
+              ) -> tuple[str, ...]:
+    """The codes a sender offers for `--layers` (None: chosen by the budget). The residual layer corrects
+    the sender's own face, so it is offered in self mode only: asked for with an avatar it is an error."""
+    if layers is not None and layers not in LAYERS:
+        raise ValueError(f"--layers must be one of {', '.join(LAYERS)}, got {layers!r}")
+    if layers is None:
+        layers = LAYERS[1] if self_mode and ceiling_bps >= MIN_RESIDUAL_CEILING_BPS else LAYERS[0]
+    if layers == LAYERS[0]:
+        return tuple(face_codes)
+    if not self_mode:
+        raise ValueError("--layers features+residual corrects the sender's own face: it needs --identity self "
+                         "and no --identity-dir")
+    return (*face_codes, *LAYER_CODES)
 
 
 @dataclass
@@ -48,6 +77,13 @@ class Budget:
     def observe_frame(self, nbytes: int, fps: float) -> None:
         """A frame of `nbytes` went, of a stream at `fps`."""
         self.features_bps += 0.1 * (nbytes * 8 * fps - self.features_bps)
+
+    def layer_bps(self) -> float:
+        """The residual layer's rate: what the link allows (never above the ceiling) less the features, or 0
+        when that leaves too little for a picture. Keyframes need no share of their own: the layer waits
+        while a new one's parts are in transit, so they cross in the layer's time."""
+        spare = LAYER_SHARE * min(self.target_bps, self.ceiling_bps) - self.features_bps - LAYER_OVERSHOOT_BPS
+        return 0.0 if spare < MIN_LAYER_BPS else min(spare, MAX_LAYER_BPS)
 
     def keyframe_bytes(self) -> int:
         spare = max(self.target_bps - self.features_bps, 0.25 * self.target_bps)
@@ -78,6 +114,7 @@ class FrameCoder:
     budget: Budget = field(default_factory=Budget)
     policy: KeyframePolicy = field(default_factory=KeyframePolicy)
     kf: int = 0
+    keyframe_state: KeyframeState | None = None  # the newest keyframe as the receiver decodes it
     _preparers: dict[str, FieldPreparer] = field(init=False, repr=False)
     _quality_hint: int = 40  # the last keyframe's AVIF quality: the next search starts there
     _resend: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -105,6 +142,14 @@ class FrameCoder:
         if self.policy.decide(analysis):
             # The despilled foreground is costly (~20 ms), so it is asked for keyframes only.
             keyframe = self._keyframe(dataclasses.replace(analysis, foreground=analyzer.foreground()), prepared)
+        for name, preparer in self._preparers.items():
+            if isinstance(preparer, LayerPreparer):
+                # drawn from the newest keyframe: the encoder holds the layer back until the receiver draws from it
+                face = prepared.get(face_code(self.codes))
+                value = preparer.prepare_layer(analysis, None if face is None else face.landmarks, self.keyframe_state,
+                                               self.budget.layer_bps() / 1000)
+                if value is not None:
+                    prepared[name] = value
         return Outgoing(CodedFrame(analysis, prepared), keyframe, tuple(setups))
 
     def _keyframe(self, analysis: FrameAnalysis, prepared: dict[str, Prepared]) -> KeyframePackage | None:
@@ -113,7 +158,7 @@ class FrameCoder:
         landmarks = None if face is None else self._preparers[face_name].keyframe_code(face)
         budget = self.budget.keyframe_bytes()
         try:
-            package, _ = build_keyframe(analysis, self.kf + 1, face, landmarks, budget, self._quality_hint)
+            package, self.keyframe_state = build_keyframe(analysis, self.kf + 1, face, landmarks, budget, self._quality_hint)
         except KeyframeTooLarge as exc:
             log.warning("no keyframe this time, trying again in a while: %s", exc)
             self.policy.request_from_peer()  # rate-limited like a receiver's request: a hopeless budget is not retried every frame

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from facewire.sender.coding import Outgoing
+from facewire.shared.codec.fields import FIELD_CODECS
 from facewire.shared.codec.frames import FrameEncoder, KeyframePackage
 from facewire.shared.wire import messages as m
 
@@ -23,6 +24,7 @@ class FeatureStream:
     seq: int = 0
     keyframes: int = 0  # keyframes whose every part was sent
     last_frame_bytes: int = 40  # the size of the last frame message: what the next one is likely to cost
+    last_layer_bytes: int = 0  # of which the residual layer's packet (the budget steers the layer on the rest)
     _current: KeyframePackage | None = None  # what frames are drawn from: every part of it was sent
     _incoming: KeyframePackage | None = None
     _parts: deque[m.Keyframe | m.KeyframePart] = field(default_factory=deque)
@@ -69,7 +71,14 @@ class FeatureStream:
             return None
         frame = self.encoder.frame(item.frame, self._next_seq(), current.kf, current.ts_us)
         self.last_frame_bytes = len(m.encode(frame))
+        self.last_layer_bytes = sum(len(code or b"") for code, name in zip(frame.codes, self.encoder.codes, strict=True)
+                                    if FIELD_CODECS[name].role == "layer")
         return frame
+
+    @property
+    def last_features_bytes(self) -> int:
+        """The last frame's bytes without its layer packet: what the features cost."""
+        return self.last_frame_bytes - self.last_layer_bytes
 
     def _next_seq(self) -> int:
         self.seq = (self.seq + 1) % 2**32

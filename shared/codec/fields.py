@@ -24,7 +24,7 @@ from typing import Literal, Protocol
 from facewire.shared.codec.alpha import AlphaDecoder, AlphaEncoder, upsample
 from facewire.shared.codec.landmarks import LandmarkDecoder, LandmarkEncoder, dequantise, quantise
 from facewire.shared.codec.predictive import CodeError
-from facewire.shared.types import Alpha, FrameAnalysis, Landmarks
+from facewire.shared.types import Alpha, FrameAnalysis, Image, Landmarks
 
 Role = Literal["face", "alpha", "layer"]
 REQUIRED_ROLES: tuple[Role, ...] = ("face",)
@@ -44,6 +44,7 @@ class CodedFrame:
 
     analysis: FrameAnalysis
     prepared: Mapping[str, Prepared] = field(default_factory=dict)
+    drawn_from: int | None = None  # set at send time: the keyframe the receiver draws this frame from
 
 
 @dataclass
@@ -53,6 +54,7 @@ class FrameDraft:
     size: tuple[int, int]
     landmarks: Landmarks | None = None
     alpha: Alpha | None = None
+    layer: Image | None = None  # a layer code's decoded box
 
 
 class FieldPreparer(Protocol):
@@ -198,11 +200,30 @@ class _AlphaFieldDecoder(_NoSetup):
         self.coder.reset()
 
 
+def _layer_encoder() -> FieldEncoder:
+    from facewire.shared.codec.layer_field import LayerFieldEncoder  # PyAV and the renderer: loaded when used
+
+    return LayerFieldEncoder()
+
+
+def _layer_decoder() -> FieldDecoder:
+    from facewire.shared.codec.layer_field import LayerFieldDecoder
+
+    return LayerFieldDecoder()
+
+
+def _layer_preparer() -> FieldPreparer:
+    from facewire.shared.codec.layer_field import LayerPreparer
+
+    return LayerPreparer()
+
+
 FIELD_CODECS: dict[str, FieldCodec] = {
     codec.capability: codec
     for codec in (
         FieldCodec("landmarks", "face", _LandmarkField, _LandmarkFieldDecoder, _LandmarkPreparer),
         FieldCodec("alpha", "alpha", _AlphaField, _AlphaFieldDecoder, _Unprepared),
+        FieldCodec("residual-av1", "layer", _layer_encoder, _layer_decoder, _layer_preparer),
     )
 }
 
