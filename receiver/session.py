@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -29,11 +30,17 @@ class AssetError(ValueError):
     """An identity asset that does not match its hash or cannot be used."""
 
 
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
 @dataclass(frozen=True)
 class RenderJob:
     identity: IdentityAsset | None
     keyframe: KeyframeState
     frame: FrameState
+    received_us: int = 0  # wall clock, when the frame's message arrived
+    decoded_us: int = 0  # wall clock, when it was decoded
 
 
 class AssetStore:
@@ -83,14 +90,16 @@ class Session:
     decoder: FrameDecoder = field(default_factory=FrameDecoder)
     identity: IdentityAsset | None = None
     sender_dropped: int = 0
+    sender_stages_ms: tuple[float, ...] = ()  # the sender's own stage medians (its `stats`)
     wanted_asset: str | None = None
     decode_errors: int = 0
     frames_decoded: int = 0
     _keyframe_requested: bool = False
 
-    def handle(self, message: m.Message) -> tuple[list[m.Message], RenderJob | None]:
+    def handle(self, message: m.Message, received_us: int | None = None) -> tuple[list[m.Message], RenderJob | None]:
+        """`received_us`: when the message arrived (wall clock), if not now."""
         if isinstance(message, m.Frame):
-            return self._frame(message)
+            return self._frame(message, now_us() if received_us is None else received_us)
         if isinstance(message, (m.Keyframe, m.KeyframePart)):
             return self._keyframe(message), None
         if isinstance(message, m.Setup):
@@ -101,9 +110,10 @@ class Session:
             return self._switch(message.asset), None
         if isinstance(message, m.Stats):
             self.sender_dropped = message.dropped
+            self.sender_stages_ms = tuple(message.stages_ms)
         return [], None
 
-    def _frame(self, message: m.Frame) -> tuple[list[m.Message], RenderJob | None]:
+    def _frame(self, message: m.Frame, received_us: int) -> tuple[list[m.Message], RenderJob | None]:
         try:
             state = self.decoder.decode_frame(message)
         except FrameDecodeError as exc:
@@ -115,7 +125,7 @@ class Session:
             return [m.KeyframeRequest(reason=str(exc)[:256])], None
         assert self.decoder.keyframe is not None
         self.frames_decoded += 1
-        return [], RenderJob(self.identity, self.decoder.keyframe, state)
+        return [], RenderJob(self.identity, self.decoder.keyframe, state, received_us, now_us())
 
     def _keyframe(self, message: m.Keyframe | m.KeyframePart) -> list[m.Message]:
         try:

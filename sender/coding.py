@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from facewire.sender.keyframes import KeyframePolicy
+from facewire.sender.timing import StageTimes
 from facewire.shared.codec.fields import FIELD_CODECS, CodedFrame, FieldPreparer, Prepared, face_code
 from facewire.shared.codec.frames import KeyframePackage, build_keyframe
 from facewire.shared.codec.keyframe import KeyframeTooLarge
@@ -98,6 +99,7 @@ class Outgoing:
     frame: CodedFrame
     keyframe: KeyframePackage | None = None
     setups: tuple[tuple[str, bytes], ...] = ()
+    times: StageTimes | None = None  # when live: how long its stages took
 
     @property
     def carries_state(self) -> bool:

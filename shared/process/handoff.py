@@ -1,4 +1,4 @@
-"""A drop-oldest hand-off from a producer thread to an asyncio consumer."""
+"""Drop-oldest hand-offs between pipeline stages: thread to asyncio consumer, and thread to thread."""
 
 from __future__ import annotations
 
@@ -63,3 +63,42 @@ class LatestSlot(Generic[T]):
                     return item
                 self._ready.clear()
             await self._ready.wait()
+
+
+class LatestBox(Generic[T]):
+    """The thread-to-thread twin of LatestSlot for stages that never carry state (camera frames): the
+    consumer blocks until an item comes, and a slow consumer gets only the newest. `dropped` counts
+    items skipped; after `close()`, `get()` returns what is left, then None."""
+
+    def __init__(self) -> None:
+        self._ready = threading.Condition()
+        self._item: T | None = None
+        self._closed = False
+        self.dropped = 0
+
+    def put(self, item: T, wait: bool = False) -> None:
+        """With `wait`, first waits until the consumer took the previous item (a source that is not
+        paced by a clock, e.g. a file read as fast as it goes, then loses nothing)."""
+        with self._ready:
+            if wait:
+                self._ready.wait_for(lambda: self._item is None or self._closed)
+            self.dropped += self._item is not None
+            self._item = item
+            self._ready.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
+
+    def get(self, timeout_s: float | None = None) -> T | None:
+        """The newest item; None once closed and empty, or when `timeout_s` passes first."""
+        with self._ready:
+            self._ready.wait_for(lambda: self._item is not None or self._closed, timeout_s)
+            item, self._item = self._item, None
+            self._ready.notify_all()
+            return item
