@@ -2,7 +2,8 @@
 rate controller, sender/congestion) and for a recording (under the `--bitrate` ceiling alone).
 
 Per frame, in order: the codes' setups (state: always), the frame itself when the gate lets its
-bytes go (the features are what keeps the picture alive: `essential`), then as many parts of a
+bytes go (the features are what keeps the picture alive: `essential`; a residual layer packet rides
+with it only when the gate holds that too), then as many parts of a
 keyframe on its way as the gate allows — so a keyframe crosses a thin link between frames instead
 of in front of them.
 """
@@ -18,6 +19,7 @@ from facewire.shared.process.tokens import TokenBucket
 from facewire.shared.wire import messages as m
 
 MIN_PART_BYTES = 256
+LAYER_CHUNKS = 3
 
 
 class SendGate(Protocol):
@@ -82,8 +84,13 @@ def plan(stream: FeatureStream, item: Outgoing, gate: SendGate, now: float) -> l
     if first:
         out += parts(stream, gate, now)  # nothing can be shown before the first keyframe: it goes first, whole
     # The first keyframe's own frame goes with it, whatever the gate says: together they are the first picture.
-    if stream.current is not None and (first or gate.may_send(stream.last_frame_bytes, now, essential=True)):
-        frame = stream.frame(item)
+    if stream.current is not None and (first or gate.may_send(stream.last_features_bytes, now, essential=True)):
+        # The layer's packet is not essential: it rides with the frame only when the gate holds both, so a
+        # layer key frame never puts the frames behind it in debt (a key larger than a few chunks is let go
+        # once that much is saved: a gate may never hold all of it).
+        layer_bytes = min(stream.layer_bytes_due(item), LAYER_CHUNKS * max(MIN_PART_BYTES, gate.chunk_bytes()))
+        layer = layer_bytes > 0 and gate.may_send(stream.last_features_bytes + layer_bytes, now)
+        frame = stream.frame(item, layer=layer)
         if frame is not None:
             out.append(frame)
             gate.on_send(frame.seq, len(m.encode(frame)), now)

@@ -8,6 +8,7 @@ keyframe fitted in between them, so frames never wait behind a whole picture.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,7 +16,32 @@ from dataclasses import dataclass, field
 from facewire.sender.coding import Outgoing
 from facewire.shared.codec.fields import FIELD_CODECS
 from facewire.shared.codec.frames import FrameEncoder, KeyframePackage
+from facewire.shared.codec.layer import packet_is_key
+from facewire.shared.codec.layer_field import LayerValues
 from facewire.shared.wire import messages as m
+
+# A layer key frame before one was seen: 450-1330 B at 3-10 kbps on face boxes (helper R6).
+LAYER_KEY_GUESS = 700
+
+
+@dataclass
+class LayerCost:
+    """What the residual layer's packets cost, for the send plan to let one go only when the gate holds it."""
+
+    key_bytes: int = LAYER_KEY_GUESS  # the last key frame's size
+    packet_bytes: float = 80.0  # predicted packets, smoothed
+    kf: int | None = None  # the keyframe the last packet corrected
+    lost: bool = True  # the receiver holds no layer stream (a new session, a loss): the next packet is a key frame
+
+    def estimate(self, kf: int) -> int:
+        return self.key_bytes if self.lost or kf != self.kf else round(self.packet_bytes)
+
+    def sent(self, packet: bytes, kf: int) -> None:
+        if packet_is_key(packet):
+            self.key_bytes = len(packet)
+        else:
+            self.packet_bytes += 0.2 * (len(packet) - self.packet_bytes)
+        self.kf, self.lost = kf, False
 
 
 @dataclass
@@ -25,6 +51,7 @@ class FeatureStream:
     keyframes: int = 0  # keyframes whose every part was sent
     last_frame_bytes: int = 40  # the size of the last frame message: what the next one is likely to cost
     last_layer_bytes: int = 0  # of which the residual layer's packet (the budget steers the layer on the rest)
+    layer: LayerCost = field(default_factory=LayerCost)
     _current: KeyframePackage | None = None  # what frames are drawn from: every part of it was sent
     _incoming: KeyframePackage | None = None
     _parts: deque[m.Keyframe | m.KeyframePart] = field(default_factory=deque)
@@ -32,12 +59,14 @@ class FeatureStream:
     def restart(self, codes: Sequence[str] | None = None) -> None:
         """A new link session (with the codes it negotiated): the receiver holds nothing."""
         self.encoder.use(self.encoder.codes if codes is None else codes)
+        self.layer.lost = True
         self._current = self._incoming = None
         self._parts.clear()
 
     def force_intra(self) -> None:
         """The receiver lost the prediction chain: the next frame is intra."""
         self.encoder.force_intra()
+        self.layer.lost = True
 
     @property
     def current(self) -> KeyframePackage | None:
@@ -64,16 +93,36 @@ class FeatureStream:
             self._current, self._incoming = self._incoming, None
             self.keyframes += 1
 
-    def frame(self, item: Outgoing) -> m.Frame | None:
-        """The frame message, or None while the receiver holds no keyframe to draw it from."""
+    def layer_bytes_due(self, item: Outgoing) -> int:
+        """What this item's layer packet is likely to cost if it goes with its frame (0: it carries none for
+        the keyframe the receiver draws from): a key frame's size after a keyframe change or a loss."""
+        current = self._current
+        if current is None or not any(isinstance(prepared.values, LayerValues) and prepared.values.kf == current.kf
+                                      for name, prepared in item.frame.prepared.items() if name in self._layer_codes()):
+            return 0
+        return self.layer.estimate(current.kf)
+
+    def frame(self, item: Outgoing, layer: bool = False) -> m.Frame | None:
+        """The frame message, or None while the receiver holds no keyframe to draw it from; with its layer
+        packet only when `layer` (the layer feeds its video only with the frames that carry it)."""
         current = self._current
         if current is None:
             return None
-        frame = self.encoder.frame(item.frame, self._next_seq(), current.kf, current.ts_us)
+        coded = item.frame
+        if not layer:
+            coded = dataclasses.replace(coded, prepared={name: prepared for name, prepared in coded.prepared.items()
+                                                         if name not in self._layer_codes()})
+        frame = self.encoder.frame(coded, self._next_seq(), current.kf, current.ts_us)
         self.last_frame_bytes = len(m.encode(frame))
-        self.last_layer_bytes = sum(len(code or b"") for code, name in zip(frame.codes, self.encoder.codes, strict=True)
-                                    if FIELD_CODECS[name].role == "layer")
+        packets = [code for code, name in zip(frame.codes, self.encoder.codes, strict=True)
+                   if name in self._layer_codes() and code is not None]
+        self.last_layer_bytes = sum(map(len, packets))
+        for packet in packets:
+            self.layer.sent(packet, current.kf)
         return frame
+
+    def _layer_codes(self) -> set[str]:
+        return {name for name in self.encoder.codes if FIELD_CODECS[name].role == "layer"}
 
     @property
     def last_features_bytes(self) -> int:
