@@ -8,16 +8,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from facewire.sender.keyframes import KeyframePolicy
 from facewire.sender.timing import StageTimes
 from facewire.shared.codec.fields import FIELD_CODECS, CodedFrame, FieldPreparer, Prepared, face_code
-from facewire.shared.codec.frames import KeyframePackage, build_keyframe
+from facewire.shared.codec.frames import REFERENCES, KeyframePackage, build_keyframe
 from facewire.shared.codec.keyframe import KeyframeTooLarge
 from facewire.shared.codec.layer_field import LayerPreparer
-from facewire.shared.types import Analyzer, FrameAnalysis, KeyframeState
+from facewire.shared.face.likeness import FaceLikeness, warp_cost
+from facewire.shared.types import Analyzer, FrameAnalysis, KeyframeState, Landmarks
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,9 @@ KEYFRAME_SECONDS = 1.5
 MIN_KEYFRAME_BYTES = 1200  # below this a person at 512 px is mush at any AVIF quality (REPORT of codec-layer)
 MAX_KEYFRAME_BYTES = 48 * 1024
 DEFAULT_BITRATE_BPS = 256_000.0  # the ceiling without --bitrate: the rate control finds the link below it
+# The codes this sender offers, in order of preference (negotiation keeps the first of each role):
+# the expression code (~16 B a frame), else raw landmarks for a receiver that lacks it.
+DEFAULT_CODES = ("expression", "landmarks")
 # The residual layer's share: the gate keeps the rest as slack (frame sizes vary; a layer key frame is
 # paid back over the next packets). SVT-AV1's real rate runs 0.5-1 kbps over its target at a few kbps,
 # with the 3-byte packet headers (helper R6), so the target leaves that much.
@@ -34,8 +39,6 @@ LAYER_SHARE = 0.92
 LAYER_OVERSHOOT_BPS = 800.0
 MIN_LAYER_BPS = 2000.0  # below this a 96-px face box is mush and its key frames take seconds of the rate
 MAX_LAYER_BPS = 64000.0  # a 96-px box gains little above this; the rest is left to the link
-# The codes this sender offers, in order of preference (negotiation keeps the first of each role).
-DEFAULT_CODES = ("landmarks",)
 LAYER_CODES = ("residual-av1",)
 LAYERS = ("features", "features+residual")
 # `--layers` by default: the residual layer when the ceiling leaves it its minimum beside the features
@@ -70,6 +73,7 @@ class Budget:
     ceiling_bps: float = DEFAULT_BITRATE_BPS  # --bitrate: never above it
     target_bps: float = DEFAULT_BITRATE_BPS  # what the link allows now (at most the ceiling)
     features_bps: float = 0.0  # what the frames alone have been costing (smoothed)
+    _first: bool = True
 
     @classmethod
     def at_most(cls, ceiling_bps: float) -> Budget:
@@ -77,7 +81,10 @@ class Budget:
 
     def observe_frame(self, nbytes: int, fps: float) -> None:
         """A frame of `nbytes` went, of a stream at `fps`."""
-        self.features_bps += 0.1 * (nbytes * 8 * fps - self.features_bps)
+        rate = nbytes * 8 * fps
+        # the first frame sets it: from 0 the layer would be offered the whole ceiling for its first (key) frames
+        self.features_bps = rate if self._first else self.features_bps + 0.1 * (rate - self.features_bps)
+        self._first = False
 
     def layer_bps(self) -> float:
         """The residual layer's rate: what the link allows (never above the ceiling) less the features, or 0
@@ -100,10 +107,53 @@ class Outgoing:
     keyframe: KeyframePackage | None = None
     setups: tuple[tuple[str, bytes], ...] = ()
     times: StageTimes | None = None  # when live: how long its stages took
+    reference: int | None = None  # the keyframe that draws this frame best, if the receiver holds it
 
     @property
     def carries_state(self) -> bool:
         return self.keyframe is not None or bool(self.setups)
+
+    @staticmethod
+    def merged(older: Outgoing, newer: Outgoing) -> Outgoing:
+        """`newer` carrying what `older` carried too, for when `older` never went: its keyframe unless
+        `newer` has one, and its setups, in order before the newer ones."""
+        keyframe = newer.keyframe if newer.keyframe is not None else older.keyframe
+        return dataclasses.replace(newer, keyframe=keyframe, setups=older.setups + newer.setups)
+
+
+@dataclass
+class ReferenceChooser:
+    """Which of the keyframes built draws a frame best (the lowest expected warp loss), with a margin
+    before switching (each switch makes the receiver's renderer prepare another keyframe). Keeps the
+    faces of the last keyframes built, a few more than the receiver holds: the stream only uses a
+    choice the receiver holds."""
+
+    switch_margin: float = 0.02
+    _faces: OrderedDict[int, FaceLikeness] = field(default_factory=OrderedDict)
+    _chosen: int | None = None
+
+    def clear(self) -> None:
+        self._faces.clear()
+        self._chosen = None
+
+    def built(self, kf: int, landmarks: Landmarks | None) -> None:
+        if landmarks is not None:
+            self._faces[kf] = FaceLikeness.of(landmarks)
+            while len(self._faces) > 2 * REFERENCES:
+                self._faces.popitem(last=False)
+        self._chosen = kf
+
+    def choose(self, landmarks: Landmarks | None) -> tuple[int | None, float]:
+        """The keyframe for a frame with these landmarks and its expected loss (0 with no face to judge)."""
+        if landmarks is None or not self._faces:
+            return self._chosen, 0.0
+        face = FaceLikeness.of(landmarks)
+        costs = {kf: warp_cost(reference, face) for kf, reference in self._faces.items()}
+        best = min(costs, key=costs.__getitem__)
+        held = costs.get(self._chosen) if self._chosen is not None else None
+        if held is None or costs[best] < held - self.switch_margin:
+            self._chosen = best
+        return self._chosen, costs[self._chosen] if self._chosen in costs else costs[best]
 
 
 @dataclass
@@ -116,10 +166,13 @@ class FrameCoder:
     budget: Budget = field(default_factory=Budget)
     policy: KeyframePolicy = field(default_factory=KeyframePolicy)
     kf: int = 0
-    keyframe_state: KeyframeState | None = None  # the newest keyframe as the receiver decodes it
     _preparers: dict[str, FieldPreparer] = field(init=False, repr=False)
     _quality_hint: int = 40  # the last keyframe's AVIF quality: the next search starts there
     _resend: threading.Event = field(default_factory=threading.Event, repr=False)
+    _references: ReferenceChooser = field(default_factory=ReferenceChooser)
+    # The keyframes built, as the receiver decodes them (the layer's replica draws from them): as many as
+    # the chooser may name.
+    _states: OrderedDict[int, KeyframeState] = field(default_factory=OrderedDict)
 
     def __post_init__(self) -> None:
         self._preparers = {name: FIELD_CODECS[name].new_preparer() for name in self.codes}
@@ -136,37 +189,61 @@ class FrameCoder:
         setups = [(name, setup) for name, preparer in self._preparers.items()
                   if (setup := preparer.take_setup()) is not None]
         if self._resend.is_set():
+            self._references.clear()  # a new receiver holds none of them
+            self._states.clear()
+        face = prepared.get(face_code(self.codes))
+        landmarks = None if face is None else face.landmarks
+        reference, drift = self._references.choose(landmarks)
+        keyframe = None
+        if self.policy.decide(analysis, drift):
+            # The despilled foreground is costly (~20 ms), so it is asked for keyframes only.
+            keyframe = self._keyframe(dataclasses.replace(analysis, foreground=analyzer.foreground()), prepared)
+            if keyframe is not None:
+                self._references.built(keyframe.kf, landmarks)
+                reference = keyframe.kf
+        # A keyframe is where a receiver starts over (a new session, a lost setup, a request), so every
+        # code's setup in use goes with it. Checked after the decision: restart() raises the flag before
+        # it requests the keyframe, so a session's first keyframe never goes without its setups.
+        if self._resend.is_set() or keyframe is not None:
             self._resend.clear()
             fresh = {name for name, _ in setups}
             setups += [(name, setup) for name, preparer in self._preparers.items()
                        if name not in fresh and (setup := preparer.current_setup()) is not None]
-        keyframe = None
-        if self.policy.decide(analysis):
-            # The despilled foreground is costly (~20 ms), so it is asked for keyframes only.
-            keyframe = self._keyframe(dataclasses.replace(analysis, foreground=analyzer.foreground()), prepared)
+        self._prepare_layer(analysis, prepared, reference)
+        return Outgoing(CodedFrame(analysis, prepared), keyframe, tuple(setups), reference=reference)
+
+    def keyframe_state(self, kf: int | None) -> KeyframeState | None:
+        """Keyframe `kf` as the receiver decodes it, while the coder keeps it."""
+        return None if kf is None else self._states.get(kf)
+
+    def _prepare_layer(self, analysis: FrameAnalysis, prepared: dict[str, Prepared], reference: int | None) -> None:
+        """The layer's residual against the keyframe this frame is to be drawn from (the send-time encoder
+        holds it back unless the receiver draws the frame from that one)."""
+        face = prepared.get(face_code(self.codes))
         for name, preparer in self._preparers.items():
             if isinstance(preparer, LayerPreparer):
-                # drawn from the newest keyframe: the encoder holds the layer back until the receiver draws from it
-                face = prepared.get(face_code(self.codes))
-                value = preparer.prepare_layer(analysis, None if face is None else face.landmarks, self.keyframe_state,
-                                               self.budget.layer_bps() / 1000)
+                value = preparer.prepare_layer(analysis, None if face is None else face.landmarks,
+                                               self.keyframe_state(reference), self.budget.layer_bps() / 1000)
                 if value is not None:
                     prepared[name] = value
-        return Outgoing(CodedFrame(analysis, prepared), keyframe, tuple(setups))
 
     def _keyframe(self, analysis: FrameAnalysis, prepared: dict[str, Prepared]) -> KeyframePackage | None:
-        face_name = face_code(self.codes)
-        face = prepared.get(face_name)
-        landmarks = None if face is None else self._preparers[face_name].keyframe_code(face)
+        face = prepared.get(face_code(self.codes))
+        # every offered face code's: the session (negotiated on another thread, maybe later) picks one
+        codes = {name: self._preparers[name].keyframe_code(prepared[name]) for name in self.codes
+                 if FIELD_CODECS[name].role == "face" and name in prepared}
         budget = self.budget.keyframe_bytes()
         try:
-            package, self.keyframe_state = build_keyframe(analysis, self.kf + 1, face, landmarks, budget, self._quality_hint)
+            package, state = build_keyframe(analysis, self.kf + 1, face, codes, budget, self._quality_hint)
         except KeyframeTooLarge as exc:
             log.warning("no keyframe this time, trying again in a while: %s", exc)
             self.policy.request_from_peer()  # rate-limited like a receiver's request: a hopeless budget is not retried every frame
             return None
         self.kf += 1
         self._quality_hint = package.quality
+        self._states[package.kf] = state
+        while len(self._states) > 2 * REFERENCES:
+            self._states.popitem(last=False)
         log.info("keyframe %d: %d bytes (picture %d at AVIF quality %d, budget %d)", self.kf, package.nbytes,
                  len(package.image), package.quality, budget)
         return package

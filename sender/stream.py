@@ -9,13 +9,13 @@ keyframe fitted in between them, so frames never wait behind a whole picture.
 from __future__ import annotations
 
 import dataclasses
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from facewire.sender.coding import Outgoing
-from facewire.shared.codec.fields import FIELD_CODECS
-from facewire.shared.codec.frames import FrameEncoder, KeyframePackage
+from facewire.shared.codec.fields import FIELD_CODECS, face_code
+from facewire.shared.codec.frames import REFERENCES, FrameEncoder, KeyframePackage
 from facewire.shared.codec.layer import packet_is_key
 from facewire.shared.codec.layer_field import LayerValues
 from facewire.shared.wire import messages as m
@@ -30,18 +30,19 @@ class LayerCost:
 
     key_bytes: int = LAYER_KEY_GUESS  # the last key frame's size
     packet_bytes: float = 80.0  # predicted packets, smoothed
-    kf: int | None = None  # the keyframe the last packet corrected
+    kf: int | None = None  # the newest keyframe the layer corrected
     lost: bool = True  # the receiver holds no layer stream (a new session, a loss): the next packet is a key frame
 
     def estimate(self, kf: int) -> int:
-        return self.key_bytes if self.lost or kf != self.kf else round(self.packet_bytes)
+        """The next packet's likely size if it corrects keyframe `kf` (a new one starts with a key frame)."""
+        return self.key_bytes if self.lost or self.kf is None or kf > self.kf else round(self.packet_bytes)
 
     def sent(self, packet: bytes, kf: int) -> None:
         if packet_is_key(packet):
             self.key_bytes = len(packet)
         else:
             self.packet_bytes += 0.2 * (len(packet) - self.packet_bytes)
-        self.kf, self.lost = kf, False
+        self.kf, self.lost = max(kf, self.kf or 0), False
 
 
 @dataclass
@@ -52,7 +53,9 @@ class FeatureStream:
     last_frame_bytes: int = 40  # the size of the last frame message: what the next one is likely to cost
     last_layer_bytes: int = 0  # of which the residual layer's packet (the budget steers the layer on the rest)
     layer: LayerCost = field(default_factory=LayerCost)
-    _current: KeyframePackage | None = None  # what frames are drawn from: every part of it was sent
+    _current: KeyframePackage | None = None  # the newest keyframe every part of which was sent
+    # What the receiver holds, as its decoder keeps them: the last REFERENCES keyframes sent whole.
+    _held: OrderedDict[int, KeyframePackage] = field(default_factory=OrderedDict)
     _incoming: KeyframePackage | None = None
     _parts: deque[m.Keyframe | m.KeyframePart] = field(default_factory=deque)
 
@@ -61,6 +64,7 @@ class FeatureStream:
         self.encoder.use(self.encoder.codes if codes is None else codes)
         self.layer.lost = True
         self._current = self._incoming = None
+        self._held.clear()
         self._parts.clear()
 
     def force_intra(self) -> None:
@@ -77,7 +81,7 @@ class FeatureStream:
         keyframe is queued as parts of at most `part_bytes` of picture, for `next_part`."""
         if item.keyframe is not None:
             self._incoming = item.keyframe
-            self._parts = deque(item.keyframe.messages(part_bytes))
+            self._parts = deque(item.keyframe.messages(part_bytes, face_code(self.encoder.codes)))
         setups = [(code, payload) for code, payload in item.setups if code in self.encoder.codes]
         for code, payload in setups:
             self.encoder.setup(code, payload)
@@ -91,34 +95,43 @@ class FeatureStream:
         self._parts.popleft()
         if not self._parts and self._incoming is not None:
             self._current, self._incoming = self._incoming, None
+            self._held[self._current.kf] = self._current
+            while len(self._held) > REFERENCES:
+                self._held.popitem(last=False)
             self.keyframes += 1
+
+    def reference(self, item: Outgoing) -> KeyframePackage | None:
+        """The keyframe this item's frame is drawn from: the one the analysing thread chose when the
+        receiver holds it, else the newest; None while the receiver holds none."""
+        chosen = self._held.get(item.reference) if item.reference is not None else None
+        return chosen or self._current
 
     def layer_bytes_due(self, item: Outgoing) -> int:
         """What this item's layer packet is likely to cost if it goes with its frame (0: it carries none for
-        the keyframe the receiver draws from): a key frame's size after a keyframe change or a loss."""
-        current = self._current
-        if current is None or not any(isinstance(prepared.values, LayerValues) and prepared.values.kf == current.kf
-                                      for name, prepared in item.frame.prepared.items() if name in self._layer_codes()):
+        the keyframe the receiver draws it from): a key frame's size after a new keyframe or a loss."""
+        reference = self.reference(item)
+        if reference is None or not any(isinstance(prepared.values, LayerValues) and prepared.values.kf == reference.kf
+                                        for name, prepared in item.frame.prepared.items() if name in self._layer_codes()):
             return 0
-        return self.layer.estimate(current.kf)
+        return self.layer.estimate(reference.kf)
 
     def frame(self, item: Outgoing, layer: bool = False) -> m.Frame | None:
         """The frame message, or None while the receiver holds no keyframe to draw it from; with its layer
         packet only when `layer` (the layer feeds its video only with the frames that carry it)."""
-        current = self._current
-        if current is None:
+        reference = self.reference(item)
+        if reference is None:
             return None
         coded = item.frame
         if not layer:
             coded = dataclasses.replace(coded, prepared={name: prepared for name, prepared in coded.prepared.items()
                                                          if name not in self._layer_codes()})
-        frame = self.encoder.frame(coded, self._next_seq(), current.kf, current.ts_us)
+        frame = self.encoder.frame(coded, self._next_seq(), reference.kf, reference.ts_us)
         self.last_frame_bytes = len(m.encode(frame))
         packets = [code for code, name in zip(frame.codes, self.encoder.codes, strict=True)
                    if name in self._layer_codes() and code is not None]
         self.last_layer_bytes = sum(map(len, packets))
         for packet in packets:
-            self.layer.sent(packet, current.kf)
+            self.layer.sent(packet, reference.kf)
         return frame
 
     def _layer_codes(self) -> set[str]:

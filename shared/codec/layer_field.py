@@ -1,13 +1,14 @@
 """The residual layer as a frame code (capability `residual-av1`, role `layer`; protocol.md 7.3).
 
 * Preparer (the sender's analysing thread): at LAYER_FPS, the sender's replica of the receiver
-  (facewire.shared.render.replica) draws the prediction of the frame from the newest keyframe the
-  sender built and the face code's decoded landmarks; the residual (camera - prediction, in the face
+  (facewire.shared.render.replica) draws the prediction of the frame from the keyframe chosen as its
+  reference (the newest one built, or an earlier look) and the face code's decoded landmarks; the residual (camera - prediction, in the face
   box) is what the layer codes, tagged with that keyframe and the rate the budget leaves it.
 * Encoder (send time): feeds the AV1 layer stream only with frames that are sent, and only when the
-  receiver draws the frame from the keyframe the residual was computed against (`CodedFrame.drawn_from`):
-  while a new keyframe's parts are in transit the layer pauses (the receiver holds its last correction),
-  and the first packet after the keyframe changed is a key frame (a rate change rides on it).
+  receiver draws the frame from the keyframe the residual was computed against (`CodedFrame.drawn_from`,
+  the frame's reference): while a new keyframe's parts are in transit the layer pauses (the receiver
+  holds its last correction), and the first packet for a new keyframe is a key frame (a rate change
+  rides on it).
 * Decoder (receiver): one AV1 packet into the frame's box (`FrameDraft.layer`); the player holds it
   and applies it after the render (`replica.draw`). A damaged or hostile packet raises CodeError.
 """
@@ -17,9 +18,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from facewire.shared.codec.fields import CodedFrame, FrameDraft, Prepared
 from facewire.shared.codec.layer import LayerDecoder, LayerEncoder, residual_box
 from facewire.shared.codec.predictive import CodeError
+from facewire.shared.codec.seam import CodedFrame, FrameDraft, Prepared
 from facewire.shared.render.replica import LAYER_GEOMETRY, Replica, layer_transform
 from facewire.shared.types import FrameAnalysis, Image, KeyframeState, Landmarks
 
@@ -93,7 +94,7 @@ class LayerPreparer:
 class LayerFieldEncoder:
     fps: float = LAYER_FPS
     coder: LayerEncoder | None = None
-    _kf: int | None = None  # the keyframe the stream's last packet corrected
+    _newest: int | None = None  # the newest keyframe the stream has corrected
     _key: bool = False  # the receiver lost the stream: the next packet is a key frame
 
     def encode(self, frame: CodedFrame, intra: bool) -> bytes | None:
@@ -103,14 +104,17 @@ class LayerFieldEncoder:
         values = prepared.values
         if frame.drawn_from != values.kf:
             return None  # the receiver draws this frame from another keyframe: the layer waits for it
+        # A new keyframe starts the layer over with a key frame (its residual has little in common with the
+        # last one), and a rate change rides on it; a return to an earlier reference is just another picture.
+        new = self._newest is None or values.kf > self._newest
         coder = self.coder
         if coder is None:
             coder = self.coder = LayerEncoder(LAYER_GEOMETRY.size, values.kbps, self.fps)
-        elif values.kf != self._kf or _moved(coder.kbps, values.kbps):
+        elif new or _moved(coder.kbps, values.kbps):
             coder.set_kbps(values.kbps)  # a restart (a key frame) when the rate changed
-        if (values.kf != self._kf or self._key) and not coder.next_is_key:
+        if (new or self._key) and not coder.next_is_key:
             coder.force_key()
-        self._kf, self._key = values.kf, False
+        self._newest, self._key = max(values.kf, self._newest or 0), False
         return coder.encode(values.box)
 
     def setup(self, payload: bytes) -> None:

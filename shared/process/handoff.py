@@ -15,13 +15,17 @@ class LatestSlot(Generic[T]):
 
     An item for which `keep(item)` is true (a frame that carries a keyframe) is never skipped: it
     waits for the consumer, and only the newest item after it waits behind it (at most two held);
-    a newer kept item supersedes it and everything before. `dropped` counts items skipped.
+    a newer kept item supersedes it and everything before, or, with `merge`, takes its place as
+    `merge(older, newer)` (what the older one carried that the newer does not replace must still go).
+    `dropped` counts items skipped (a merged one too: its frame is gone).
     `close()` ends the stream: `get()` then returns None once the last item has been taken.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, keep: Callable[[T], bool] | None = None) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, keep: Callable[[T], bool] | None = None,
+                 merge: Callable[[T, T], T] | None = None) -> None:
         self._loop = loop
         self._keep = keep
+        self._merge = merge
         self._lock = threading.Lock()
         self._kept: T | None = None
         self._item: T | None = None
@@ -35,6 +39,8 @@ class LatestSlot(Generic[T]):
         with self._lock:
             if self._keep is not None and self._keep(item):
                 self.dropped += (self._kept is not None) + (self._item is not None)
+                if self._kept is not None and self._merge is not None:
+                    item = self._merge(self._kept, item)
                 self._kept, self._item = item, None
             else:
                 self.dropped += self._item is not None
