@@ -142,7 +142,7 @@ def test_the_receiver_holds_the_last_references_keyframes_as_the_sender_counts_t
     decoder, stream = _decoder(["landmarks"]), FeatureStream(FrameEncoder(["landmarks"]))
     stream.restart()
     for kf in range(1, REFERENCES + 3):
-        package, _ = build_keyframe(_analysis(kf), kf=kf, face=None, landmarks_code=None, max_image_bytes=20_000)
+        package, _ = build_keyframe(_analysis(kf), kf=kf, face=None, face_codes=None, max_image_bytes=20_000)
         stream.state_messages(Outgoing(CodedFrame(_analysis(kf)), keyframe=package), part_bytes=100_000)
         while (part := stream.next_part()) is not None:
             assert isinstance(part, m.Keyframe)

@@ -6,7 +6,7 @@ view). `warp_cost` estimates the face-region SSIM lost, as a linear model of the
 landmark displacement (expression) and the pose differences. Its weights were fitted on the
 project's clips with a per-clip offset (self mode, a random keyframe drawing a random frame of the
 same clip; 1,900 pairs over 8 clips; bench/likeness.py) and checked leave-one-clip-out: choosing, for each frame, the
-keyframe with the lowest cost gave +0.021..+0.047 face SSIM over an average keyframe on every held-out
+keyframe with the lowest cost gave +0.012..+0.047 face SSIM over an average keyframe on every held-out
 clip (the ranking generalises; the absolute level varies by clip, so thresholds are on differences).
 """
 
