@@ -67,6 +67,7 @@ def run(clip: Path, layers: str, frames: int, size: tuple[int, int], bitrate_bps
             t2 = time.process_time()
             plan(stream, item, gate, frame.index / source.fps)
             coder.budget.observe_frame(stream.last_features_bytes, source.fps)
+            coder.held = stream.held
             t3 = time.process_time()
             for name, value in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t3 - t0), strict=True):
                 stages[name].append(value * 1000)

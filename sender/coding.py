@@ -173,6 +173,9 @@ class FrameCoder:
     # The keyframes built, as the receiver decodes them (the layer's replica draws from them): as many as
     # the chooser may name.
     _states: OrderedDict[int, KeyframeState] = field(default_factory=OrderedDict)
+    # The keyframes the receiver holds as the uplink (or the recorder) last saw them, oldest first:
+    # written by it, replaced whole, read here (the layer draws its residual from one of them).
+    held: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         self._preparers = {name: FIELD_CODECS[name].new_preparer() for name in self.codes}
@@ -217,8 +220,13 @@ class FrameCoder:
         return None if kf is None else self._states.get(kf)
 
     def _prepare_layer(self, analysis: FrameAnalysis, prepared: dict[str, Prepared], reference: int | None) -> None:
-        """The layer's residual against the keyframe this frame is to be drawn from (the send-time encoder
-        holds it back unless the receiver draws the frame from that one)."""
+        """The layer's residual against the keyframe the receiver will draw this frame from: the chosen
+        reference when it holds it, else the newest it holds (the stream's rule). A keyframe still on its
+        way is not drawn from: the layer goes on correcting what the receiver shows while it crosses
+        (with the drift-triggered keyframes, waiting for each starved the layer: d3 at 16 kbps got 1.3
+        kbps of it). The send-time encoder still drops a residual whose keyframe is not the frame's."""
+        held = self.held
+        reference = reference if reference in held else (held[-1] if held else None)
         face = prepared.get(face_code(self.codes))
         for name, preparer in self._preparers.items():
             if isinstance(preparer, LayerPreparer):

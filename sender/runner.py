@@ -58,6 +58,7 @@ def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, ide
                 writer.write(m.encode(message))
             last_skipped = item if not any(isinstance(message, m.Frame) for message in sent) else None
             coder.budget.observe_frame(stream.last_features_bytes, source.fps)
+            coder.held = stream.held
             if progress is not None:
                 progress(frame.index + 1, writer.bytes)
         if writer is not None and last_skipped is not None and (frame_message := stream.frame(last_skipped)):

@@ -19,7 +19,6 @@ from facewire.shared.process.tokens import TokenBucket
 from facewire.shared.wire import messages as m
 
 MIN_PART_BYTES = 256
-LAYER_CHUNKS = 3
 
 
 class SendGate(Protocol):
@@ -51,11 +50,13 @@ class Ceiling:
     within `repay_s` of the first frame: what is sent over those seconds still totals the ceiling, but
     a face code that fits beside the debt's repayment keeps the picture moving instead of freezing it
     for the seconds the keyframe took (d3 at 16 kbps: 78 frames held, face SSIM 0.834 -> 0.871 with the
-    expression code). The residual layer and later keyframes, not essential, wait for the bucket."""
+    expression code). What else goes (the residual layer, later keyframes' parts) may use the room the
+    schedule leaves above the frames' reserve, so the layer starts before the debt is gone."""
 
     ceiling_bps: float
     bucket_s: float = 0.5  # savings: a keyframe part may borrow half a second, no more
     repay_s: float = 6.0  # the start's debt is repaid within this (at most the ceiling's 10-s window)
+    reserve_s: float = 0.1  # while it is: the frames' lead over everything else
     _bucket: TokenBucket = field(init=False)
     _start_debt: float = 0.0  # what went before the first frame
     _first_frame_s: float | None = None
@@ -73,7 +74,14 @@ class Ceiling:
         """Essential bytes go while the bucket is not in debt beyond what is left of the start's (and may put
         it there); others when it holds them."""
         self._bucket.refill(now)
-        return self._bucket.level >= (-self._start_allowance(now) if essential else nbytes)
+        allowance = self._start_allowance(now)
+        if essential:
+            return self._bucket.level >= -allowance
+        # what the repayment schedule leaves, less a reserve that keeps the frames ahead of the rest; a
+        # message larger than the bucket (a keyframe's head with its alpha, at a thin ceiling) goes when
+        # the bucket is full, or it would never go
+        reserve = self.reserve_s * self.ceiling_bps / 8 if allowance > 0 else 0.0
+        return self._bucket.level - min(nbytes, self._bucket.burst) >= -allowance + reserve
 
     def _start_allowance(self, now: float) -> float:
         if self._first_frame_s is None:
@@ -106,9 +114,9 @@ def plan(stream: FeatureStream, item: Outgoing, gate: SendGate, now: float) -> l
     # The first keyframe's own frame goes with it, whatever the gate says: together they are the first picture.
     if stream.current is not None and (first or gate.may_send(stream.last_features_bytes, now, essential=True)):
         # The layer's packet is not essential: it rides with the frame only when the gate holds both, so a
-        # layer key frame never puts the frames behind it in debt (a key larger than a few chunks is let go
-        # once that much is saved: a gate may never hold all of it).
-        layer_bytes = min(stream.layer_bytes_due(item), LAYER_CHUNKS * max(MIN_PART_BYTES, gate.chunk_bytes()))
+        # layer key frame does not put the frames behind it in debt (unless it is larger than the gate can
+        # ever hold: then it goes when the gate is full).
+        layer_bytes = stream.layer_bytes_due(item)
         layer = layer_bytes > 0 and gate.may_send(stream.last_features_bytes + layer_bytes, now)
         frame = stream.frame(item, layer=layer)
         if frame is not None:

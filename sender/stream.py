@@ -20,26 +20,33 @@ from facewire.shared.codec.layer import packet_is_key
 from facewire.shared.codec.layer_field import LayerValues
 from facewire.shared.wire import messages as m
 
-# A layer key frame before one was seen: 450-1330 B at 3-10 kbps on face boxes (helper R6).
-LAYER_KEY_GUESS = 700
+# A layer key frame's size per kbps of the layer's rate before one was seen: 450-1330 B at 3-10 kbps on
+# face boxes (helper R6), 2.9 KB at 14.5 kbps a second and a half into a recording.
+LAYER_KEY_BYTES_PER_KBPS = 200
 
 
 @dataclass
 class LayerCost:
     """What the residual layer's packets cost, for the send plan to let one go only when the gate holds it."""
 
-    key_bytes: int = LAYER_KEY_GUESS  # the last key frame's size
+    key_bytes: int | None = None  # the last key frame's size
+    key_kbps: float = 1.0  # the layer's rate when it was coded
     packet_bytes: float = 80.0  # predicted packets, smoothed
     kf: int | None = None  # the newest keyframe the layer corrected
     lost: bool = True  # the receiver holds no layer stream (a new session, a loss): the next packet is a key frame
 
-    def estimate(self, kf: int) -> int:
-        """The next packet's likely size if it corrects keyframe `kf` (a new one starts with a key frame)."""
-        return self.key_bytes if self.lost or self.kf is None or kf > self.kf else round(self.packet_bytes)
+    def estimate(self, kf: int, kbps: float) -> int:
+        """The next packet's likely size if it corrects keyframe `kf` at `kbps` (a new keyframe starts with a
+        key frame, whose size follows the rate)."""
+        if not (self.lost or self.kf is None or kf > self.kf):
+            return round(self.packet_bytes)
+        if self.key_bytes is None:
+            return round(LAYER_KEY_BYTES_PER_KBPS * kbps)
+        return round(self.key_bytes * kbps / self.key_kbps)
 
-    def sent(self, packet: bytes, kf: int) -> None:
+    def sent(self, packet: bytes, kf: int, kbps: float) -> None:
         if packet_is_key(packet):
-            self.key_bytes = len(packet)
+            self.key_bytes, self.key_kbps = len(packet), kbps
         else:
             self.packet_bytes += 0.2 * (len(packet) - self.packet_bytes)
         self.kf, self.lost = max(kf, self.kf or 0), False
@@ -71,6 +78,11 @@ class FeatureStream:
         """The receiver lost the prediction chain: the next frame is intra."""
         self.encoder.force_intra()
         self.layer.lost = True
+
+    @property
+    def held(self) -> tuple[int, ...]:
+        """The keyframes the receiver holds, oldest first."""
+        return tuple(self._held)
 
     @property
     def current(self) -> KeyframePackage | None:
@@ -109,11 +121,18 @@ class FeatureStream:
     def layer_bytes_due(self, item: Outgoing) -> int:
         """What this item's layer packet is likely to cost if it goes with its frame (0: it carries none for
         the keyframe the receiver draws it from): a key frame's size after a new keyframe or a loss."""
+        values = self._layer_values(item)
+        return 0 if values is None else self.layer.estimate(values.kf, values.kbps)
+
+    def _layer_values(self, item: Outgoing) -> LayerValues | None:
+        """The item's layer residual when it was drawn from the keyframe the frame will be drawn from."""
         reference = self.reference(item)
-        if reference is None or not any(isinstance(prepared.values, LayerValues) and prepared.values.kf == reference.kf
-                                        for name, prepared in item.frame.prepared.items() if name in self._layer_codes()):
-            return 0
-        return self.layer.estimate(reference.kf)
+        for name, prepared in item.frame.prepared.items():
+            values = prepared.values
+            if name in self._layer_codes() and isinstance(values, LayerValues) and reference is not None \
+                    and values.kf == reference.kf:
+                return values
+        return None
 
     def frame(self, item: Outgoing, layer: bool = False) -> m.Frame | None:
         """The frame message, or None while the receiver holds no keyframe to draw it from; with its layer
@@ -130,8 +149,9 @@ class FeatureStream:
         packets = [code for code, name in zip(frame.codes, self.encoder.codes, strict=True)
                    if name in self._layer_codes() and code is not None]
         self.last_layer_bytes = sum(map(len, packets))
+        values = self._layer_values(item)
         for packet in packets:
-            self.layer.sent(packet, reference.kf)
+            self.layer.sent(packet, reference.kf, values.kbps if values is not None else 1.0)
         return frame
 
     def _layer_codes(self) -> set[str]:

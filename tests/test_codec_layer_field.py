@@ -174,7 +174,7 @@ def test_a_bad_layer_packet_fails_its_frame_not_the_receiver() -> None:
 # ------------------------------------------------------------------- a recording through the real pipeline
 FRAMES = 210
 FPS = 30.0
-CEILING_BPS = 32_000.0
+CEILING_BPS = 24_000.0
 
 
 @dataclass
@@ -230,6 +230,7 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> Recording:
                     if message.codes[-1] is not None and layer is not None and isinstance(layer.values, LayerValues):
                         out.layer_targets.append(layer.values.kbps)
             coder.budget.observe_frame(stream.last_features_bytes, FPS)
+            coder.held = stream.held
     finally:
         source.close()
         analyzer.close()
@@ -258,7 +259,7 @@ def _layer_packets(recording: Recording) -> list[tuple[m.Frame, bytes | None]]:
 def test_the_recording_carries_the_layer(recording: Recording) -> None:
     packets = [p for _, p in _layer_packets(recording) if p is not None]
     keyframes = [message for message in recording.messages if isinstance(message, m.Keyframe)]
-    assert CAPABILITY in recording.codes and len(keyframes) >= 2
+    assert CAPABILITY in recording.codes and keyframes
     assert len(packets) >= 5, "the layer should run once the start's debt is repaid"
 
 
@@ -299,20 +300,16 @@ def test_the_replica_draws_what_the_receiver_shows_bit_for_bit(recording: Record
     assert corrected >= 30, "the layer's correction should be on a good part of the pictures"
 
 
-def test_the_layer_pauses_while_a_keyframe_is_in_transit(recording: Recording) -> None:
-    """A packet goes only with a frame drawn from the keyframe its residual was computed against; while a
-    new keyframe crosses (the residual already drawn from it, the frames still from an older one) the
-    layer waits, and its first packet for a new keyframe is a key frame."""
-    waited = 0
+def test_a_layer_packet_only_corrects_the_keyframe_its_frame_is_drawn_from(recording: Recording) -> None:
+    """The residual is drawn from a keyframe the receiver holds (a keyframe still on its way is not drawn
+    from, so the layer waits for no keyframe), a packet goes only with a frame drawn from that keyframe,
+    and the layer's first packet for a keyframe is a key frame."""
     first_packets: dict[int, bytes] = {}
     for message, payload in _layer_packets(recording):
-        residual_kf = recording.residual_kf.get(message.seq)
         if payload is not None:
+            residual_kf = recording.residual_kf.get(message.seq)
             assert residual_kf == message.kf, f"frame {message.seq}: a residual of keyframe {residual_kf} on {message.kf}"
             first_packets.setdefault(message.kf, payload)
-        elif residual_kf is not None and residual_kf > message.kf:
-            waited += 1
-    assert waited > 0, "the recording should hold a keyframe crossing in parts while the layer runs"
     assert first_packets and all(packet_is_key(p) for p in first_packets.values())
 
 
@@ -325,7 +322,8 @@ def test_the_layer_stays_within_its_share_over_the_recording(recording: Recordin
     # SVT-AV1 misses its target by up to ~1 kbps at these rates, and a 1.6 s recording holds its first key frame
     assert layer * 8 / seconds <= max(recording.layer_targets) * 1000 + 2 * LAYER_OVERSHOOT_BPS + 8 * 1500 / seconds
     assert total * 8 / seconds <= 1.1 * CEILING_BPS + 8 * 6000 / seconds  # the first keyframe may borrow, once
-    assert len(frames) >= FRAMES * 0.9, "the layer's share must leave the frames their room"
+    # a layer key frame larger than the gate's half second of savings may hold the frames behind it a moment
+    assert len(frames) >= FRAMES * 0.8, "the layer's share must leave the frames their room"
 
 
 def test_the_hold_clears_on_a_keyframe_change() -> None:
