@@ -528,6 +528,21 @@ class Settings:
     show_kbps: float
     show_frames: int
     out: Path
+    cache: Path | None = None  # the originals' landmarks and alphas (default OUT/cache)
+    codec_runs: list[Run] = field(default_factory=list)  # codec runs reused from an earlier codec.json
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.cache or self.out / "cache"
+
+
+def load_codec_runs(path: Path, frames: int) -> list[Run]:
+    """The codec runs of an earlier codec.json (its facewire runs are left out), refused when it scored
+    another number of frames: a curve is only comparable on the same frames."""
+    report = json.loads(path.read_text())
+    if report["settings"]["frames"] != frames:
+        raise ValueError(f"{path} scored {report['settings']['frames']} frames per clip, this run {frames}")
+    return [Run(**r) for r in report["runs"] if not str(r["system"]).startswith("facewire")]
 
 
 def flat_floor(clip: Clip) -> float:
@@ -551,7 +566,7 @@ def show_indices(points: list[q.Points | None], count: int) -> list[int]:
 def run_clip(path: Path, settings: Settings) -> tuple[list[Run], dict[str, object]]:
     cv2.setNumThreads(1)
     frames, fps = read_frames(path, settings.frames)
-    points, alphas, matte_mod = reference(path, frames, fps, settings.out / "cache")
+    points, alphas, matte_mod = reference(path, frames, fps, settings.cache_dir)
     clip = Clip(path.stem, path, frames, fps, points, alphas)
     show = show_indices(points, settings.show_frames)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -568,10 +583,17 @@ def run_clip(path: Path, settings: Settings) -> tuple[list[Run], dict[str, objec
     for job in settings.facewire_jobs:
         log(f"{clip.name} facewire:{job.config} {'own rate' if job.kbps is None else f'{job.kbps:g} kbps'} ...")
         done(*run_facewire(clip, settings.cli, job, show, env))
+    reused = {(r.system, r.target_kbps): r for r in settings.codec_runs if r.clip == clip.name}
     for name in settings.codecs:
         for kbps in settings.rates:
+            if (name, kbps) in reused:
+                runs.append(reused[(name, kbps)])
+                continue
             log(f"{clip.name} {name} {kbps:g} kbps ...")
             done(*run_codec(clip, name, kbps, settings.gop_seconds, show))
+    for run in nearest_runs(runs, clip.name, settings.show_kbps):
+        if (run.system, run.target_kbps) not in kept and run.target_kbps is not None:  # a reused run: its pictures again
+            kept[(run.system, run.target_kbps)] = run_codec(clip, run.system, run.target_kbps, settings.gop_seconds, show)[1]
     pictures = write_pictures(clip, runs, kept, show, settings.show_kbps, settings.out)
     floor = flat_floor(clip)
     plot_rd(runs, [clip.name], settings.codecs, settings.out / f"rd_{clip.name}.png",
@@ -633,6 +655,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--show-kbps", type=float, default=16.0, help="rate of the side-by-side pictures")
     parser.add_argument("--show-frames", type=int, default=3, help="side-by-side frames per clip")
     parser.add_argument("--out", type=Path, default=Path("out/bench/codec"))
+    parser.add_argument("--cache", type=Path, help="the originals' landmarks and alphas (default OUT/cache)")
+    parser.add_argument("--codec-runs", type=Path, metavar="CODEC_JSON",
+                        help="reuse the codec runs of an earlier codec.json (same --frames); only missing ones are run")
     parser.add_argument("--jobs", type=int, default=1, help="clips in parallel (the machine has 2 cores)")
     args = parser.parse_args(argv)
     cv2.setNumThreads(1)
@@ -655,7 +680,9 @@ def main(argv: list[str] | None = None) -> int:
         for note in notes:
             log(f"facewire: {note}")
     args.out.mkdir(parents=True, exist_ok=True)
-    settings = Settings(args.frames, args.rates, codecs, jobs, cli, args.gop_seconds, args.show_kbps, args.show_frames, args.out)
+    reused = load_codec_runs(args.codec_runs, args.frames) if args.codec_runs else []
+    settings = Settings(args.frames, args.rates, codecs, jobs, cli, args.gop_seconds, args.show_kbps, args.show_frames, args.out,
+                        args.cache, reused)
 
     runs: list[Run] = []
     infos: list[dict[str, object]] = []
@@ -667,6 +694,7 @@ def main(argv: list[str] | None = None) -> int:
             "settings": {"dir": str(args.dir), "frames": args.frames, "rates": args.rates, "gop_seconds": args.gop_seconds,
                          "codecs": {c: {**asdict(CODECS[c]), "pix_fmt": "yuv420p", "threads": 1, "rate_control": "bit_rate=target"}
                                     for c in codecs},
+                         "codec_runs_from": None if args.codec_runs is None else str(args.codec_runs),
                          "facewire_cli": asdict(cli), "facewire_send_args": args.send_args,
                          "facewire_configs": configs, "facewire_rates": args.facewire_rates,
                          "facewire_plan": {"runs": [asdict(j) for j in jobs], "notes": notes},

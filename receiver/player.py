@@ -13,6 +13,7 @@ from facewire.receiver.compositor import Compositor
 from facewire.receiver.session import RenderJob
 from facewire.receiver.sinks import Sink
 from facewire.receiver.stats import StatsMeter
+from facewire.shared.render.replica import LayerHold, draw
 from facewire.shared.types import IdentityAsset, Image, KeyframeState, RenderedPerson, Renderer
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class Player:
     _keyframe: KeyframeState | None = None
     _identity: IdentityAsset | None = None
     _told_identity: bool = False
+    _layer: LayerHold = field(default_factory=LayerHold)  # the residual layer's last correction
 
     def __post_init__(self) -> None:
         self.stats.listeners.append(self.sink.update_stats)  # e.g. the http preview's /stats.json
@@ -63,7 +65,10 @@ class Player:
             if job.keyframe is not self._keyframe:
                 self.renderer.prepare_keyframe(job.keyframe)
                 self._keyframe = job.keyframe
-            person = self.renderer.render(job.frame)
+            # The residual layer corrects the sender's own face: with an avatar it is not applied.
+            if job.identity is not None:
+                self._layer.clear()
+            person = draw(self.renderer, job.frame, job.keyframe.kf, self._layer if job.identity is None else None)
         except Exception:
             # A renderer failure on one frame must not take the link down; show the keyframe person instead.
             if not self._warned:

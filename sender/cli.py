@@ -13,7 +13,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from facewire.sender.capture import CaptureError, CaptureOptions, FrameSource
-from facewire.sender.coding import DEFAULT_BITRATE_BPS, Budget, FrameCoder
+from facewire.sender.coding import (
+    DEFAULT_BITRATE_BPS,
+    LAYERS,
+    MIN_RESIDUAL_CEILING_BPS,
+    Budget,
+    FrameCoder,
+    codes_for,
+)
 from facewire.sender.identity import identity_messages, with_embedding
 from facewire.sender.runner import record_stream, stream_live
 from facewire.sender.uplink import IdentityBook, Uplink, UplinkError, UplinkStats
@@ -52,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bitrate", type=_kbps, metavar="KBPS",
                         help="ceiling on everything sent, in kbit/s over any 10 s (default 256; live, the rate control "
                              "finds the link's rate below it)")
+    parser.add_argument("--layers", choices=LAYERS,
+                        help="what is sent: features (keyframes and the face code) or features+residual (plus a "
+                             "low-resolution video of the face box correcting the receiver's picture; self mode "
+                             "only). Default: features+residual with --identity self when --bitrate is at least "
+                             f"{MIN_RESIDUAL_CEILING_BPS / 1000:.0f} kbps, else features")
     parser.add_argument("--cafile", type=Path, help="CA certificate (PEM) to trust for wss://")
     parser.add_argument("--stats", action="store_true", help="print link statistics once a second")
     add_common_arguments(parser)
@@ -83,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         source = FrameSource(args.input, options)
         analyzer = make_analyzer(args.matte, args.providers)
         try:
-            coder = FrameCoder(budget=Budget.at_most(args.bitrate * 1000 if args.bitrate else DEFAULT_BITRATE_BPS))
+            ceiling = args.bitrate * 1000 if args.bitrate else DEFAULT_BITRATE_BPS
+            self_mode = args.identity == "self" and args.identity_dir is None
+            coder = FrameCoder(codes_for(args.layers, ceiling, self_mode), budget=Budget.at_most(ceiling))
+            log.info("sending %s", ", ".join(coder.codes))
             if args.record_stream:
                 cycle = round(args.identity_cycle * source.fps) if args.identity_cycle else None
                 return _record(source, analyzer, args.record_stream, identities, cycle, coder)

@@ -17,8 +17,9 @@ from facewire.sender.timing import StageTimes
 from facewire.shared.codec.fields import FIELD_CODECS, CodedFrame, FieldPreparer, Prepared, face_code
 from facewire.shared.codec.frames import REFERENCES, KeyframePackage, build_keyframe
 from facewire.shared.codec.keyframe import MIN_QUALITY, KeyframeTooLarge
+from facewire.shared.codec.layer_field import LayerPreparer
 from facewire.shared.face.likeness import FaceLikeness, warp_cost
-from facewire.shared.types import Analyzer, FrameAnalysis, Landmarks
+from facewire.shared.types import Analyzer, FrameAnalysis, KeyframeState, Landmarks
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,34 @@ DEFAULT_BITRATE_BPS = 256_000.0  # the ceiling without --bitrate: the rate contr
 # The codes this sender offers, in order of preference (negotiation keeps the first of each role):
 # the expression code (~16 B a frame), else raw landmarks for a receiver that lacks it.
 DEFAULT_CODES = ("expression", "landmarks")
+# The residual layer's share: the gate keeps the rest as slack (frame sizes vary; a layer key frame is
+# paid back over the next packets). SVT-AV1's real rate runs 0.5-1 kbps over its target at a few kbps,
+# with the 3-byte packet headers (helper R6), so the target leaves that much.
+LAYER_SHARE = 0.92
+LAYER_OVERSHOOT_BPS = 800.0
+MIN_LAYER_BPS = 2000.0  # below this a 96-px face box is mush and its key frames take seconds of the rate
+MAX_LAYER_BPS = 64000.0  # a 96-px box gains little above this; the rest is left to the link
+LAYER_CODES = ("residual-av1",)
+LAYERS = ("features", "features+residual")
+# `--layers` by default: the residual layer when the ceiling leaves it its minimum beside the features
+# (a few kbps with a compact face code) and the keyframes it yields to.
+MIN_RESIDUAL_CEILING_BPS = 10_000.0
+
+
+def codes_for(layers: str | None, ceiling_bps: float, self_mode: bool, face_codes: Sequence[str] = DEFAULT_CODES
+              ) -> tuple[str, ...]:
+    """The codes a sender offers for `--layers` (None: chosen by the budget). The residual layer corrects
+    the sender's own face, so it is offered in self mode only: asked for with an avatar it is an error."""
+    if layers is not None and layers not in LAYERS:
+        raise ValueError(f"--layers must be one of {', '.join(LAYERS)}, got {layers!r}")
+    if layers is None:
+        layers = LAYERS[1] if self_mode and ceiling_bps >= MIN_RESIDUAL_CEILING_BPS else LAYERS[0]
+    if layers == LAYERS[0]:
+        return tuple(face_codes)
+    if not self_mode:
+        raise ValueError("--layers features+residual corrects the sender's own face: it needs --identity self "
+                         "and no --identity-dir")
+    return (*face_codes, *LAYER_CODES)
 
 
 @dataclass
@@ -45,6 +74,7 @@ class Budget:
     ceiling_bps: float = DEFAULT_BITRATE_BPS  # --bitrate: never above it
     target_bps: float = DEFAULT_BITRATE_BPS  # what the link allows now (at most the ceiling)
     features_bps: float = 0.0  # what the frames alone have been costing (smoothed)
+    _first: bool = True
 
     @classmethod
     def at_most(cls, ceiling_bps: float) -> Budget:
@@ -52,7 +82,17 @@ class Budget:
 
     def observe_frame(self, nbytes: int, fps: float) -> None:
         """A frame of `nbytes` went, of a stream at `fps`."""
-        self.features_bps += 0.1 * (nbytes * 8 * fps - self.features_bps)
+        rate = nbytes * 8 * fps
+        # the first frame sets it: from 0 the layer would be offered the whole ceiling for its first (key) frames
+        self.features_bps = rate if self._first else self.features_bps + 0.1 * (rate - self.features_bps)
+        self._first = False
+
+    def layer_bps(self) -> float:
+        """The residual layer's rate: what the link allows (never above the ceiling) less the features, or 0
+        when that leaves too little for a picture. Keyframes need no share of their own: the layer waits
+        while a new one's parts are in transit, so they cross in the layer's time."""
+        spare = LAYER_SHARE * min(self.target_bps, self.ceiling_bps) - self.features_bps - LAYER_OVERSHOOT_BPS
+        return 0.0 if spare < MIN_LAYER_BPS else min(spare, MAX_LAYER_BPS)
 
     def keyframe_bytes(self) -> int:
         spare = max(self.target_bps - self.features_bps, 0.25 * self.target_bps)
@@ -133,6 +173,12 @@ class FrameCoder:
     _resend: threading.Event = field(default_factory=threading.Event, repr=False)
     _references: ReferenceChooser = field(default_factory=ReferenceChooser)
     _bare: threading.Event = field(default_factory=threading.Event, repr=False)  # the receiver holds no keyframe
+    # The keyframes built, as the receiver decodes them (the layer's replica draws from them): as many as
+    # the chooser may name.
+    _states: OrderedDict[int, KeyframeState] = field(default_factory=OrderedDict)
+    # The keyframes the receiver holds as the uplink (or the recorder) last saw them, oldest first:
+    # written by it, replaced whole, read here (the layer draws its residual from one of them).
+    held: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         self._preparers = {name: FIELD_CODECS[name].new_preparer() for name in self.codes}
@@ -151,6 +197,7 @@ class FrameCoder:
                   if (setup := preparer.take_setup()) is not None]
         if self._resend.is_set():
             self._references.clear()  # a new receiver holds none of them
+            self._states.clear()
         face = prepared.get(face_code(self.codes))
         landmarks = None if face is None else face.landmarks
         reference, drift = self._references.choose(landmarks)
@@ -169,7 +216,28 @@ class FrameCoder:
             fresh = {name for name, _ in setups}
             setups += [(name, setup) for name, preparer in self._preparers.items()
                        if name not in fresh and (setup := preparer.current_setup()) is not None]
+        self._prepare_layer(analysis, prepared, reference)
         return Outgoing(CodedFrame(analysis, prepared), keyframe, tuple(setups), reference=reference)
+
+    def keyframe_state(self, kf: int | None) -> KeyframeState | None:
+        """Keyframe `kf` as the receiver decodes it, while the coder keeps it."""
+        return None if kf is None else self._states.get(kf)
+
+    def _prepare_layer(self, analysis: FrameAnalysis, prepared: dict[str, Prepared], reference: int | None) -> None:
+        """The layer's residual against the keyframe the receiver will draw this frame from: the chosen
+        reference when it holds it, else the newest it holds (the stream's rule). A keyframe still on its
+        way is not drawn from: the layer goes on correcting what the receiver shows while it crosses
+        (with the drift-triggered keyframes, waiting for each starved the layer: d3 at 16 kbps got 1.3
+        kbps of it). The send-time encoder still drops a residual whose keyframe is not the frame's."""
+        held = self.held
+        reference = reference if reference in held else (held[-1] if held else None)
+        face = prepared.get(face_code(self.codes))
+        for name, preparer in self._preparers.items():
+            if isinstance(preparer, LayerPreparer):
+                value = preparer.prepare_layer(analysis, None if face is None else face.landmarks,
+                                               self.keyframe_state(reference), self.budget.layer_bps() / 1000)
+                if value is not None:
+                    prepared[name] = value
 
     def _keyframe(self, analysis: FrameAnalysis, prepared: dict[str, Prepared]) -> KeyframePackage | None:
         face = prepared.get(face_code(self.codes))
@@ -179,7 +247,7 @@ class FrameCoder:
         budget = self.budget.keyframe_bytes()
         try:
             try:
-                package, _ = build_keyframe(analysis, self.kf + 1, face, codes, budget, self._quality_hint, self._scale_hint)
+                package, state = build_keyframe(analysis, self.kf + 1, face, codes, budget, self._quality_hint, self._scale_hint)
             except KeyframeTooLarge as exc:
                 if not self._bare.is_set() or exc.needed > MAX_KEYFRAME_BYTES:
                     raise
@@ -187,7 +255,7 @@ class FrameCoder:
                 # learns that the link has room for one (after a reconnect it starts low): over budget beats never.
                 log.warning("the session's first keyframe goes over its budget: %s", exc)
                 budget = exc.needed
-                package, _ = build_keyframe(analysis, self.kf + 1, face, codes, budget, MIN_QUALITY)
+                package, state = build_keyframe(analysis, self.kf + 1, face, codes, budget, MIN_QUALITY)
         except KeyframeTooLarge as exc:
             log.warning("no keyframe this time, trying again in a while: %s", exc)
             self.policy.request_from_peer()  # rate-limited like a receiver's request: a hopeless budget is not retried every frame
@@ -195,6 +263,9 @@ class FrameCoder:
         self._bare.clear()
         self.kf += 1
         self._quality_hint = package.quality
+        self._states[package.kf] = state
+        while len(self._states) > 2 * REFERENCES:
+            self._states.popitem(last=False)
         # A picture that fitted with quality to spare tries the finer scale next time.
         self._scale_hint = max(1, package.scale // 2) if package.quality >= FINER_SCALE_QUALITY else package.scale
         log.info("keyframe %d: %d bytes (picture %d at AVIF quality %d, scale 1/%d, budget %d)", self.kf,

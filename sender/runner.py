@@ -57,7 +57,8 @@ def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, ide
             for message in sent:
                 writer.write(m.encode(message))
             last_skipped = item if not any(isinstance(message, m.Frame) for message in sent) else None
-            coder.budget.observe_frame(stream.last_frame_bytes, source.fps)
+            coder.budget.observe_frame(stream.last_features_bytes, source.fps)
+            coder.held = stream.held
             if progress is not None:
                 progress(frame.index + 1, writer.bytes)
         if writer is not None and last_skipped is not None and (frame_message := stream.frame(last_skipped)):

@@ -8,14 +8,48 @@ keyframe fitted in between them, so frames never wait behind a whole picture.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from facewire.sender.coding import Outgoing
-from facewire.shared.codec.fields import face_code
+from facewire.shared.codec.fields import FIELD_CODECS, face_code
 from facewire.shared.codec.frames import REFERENCES, FrameEncoder, KeyframePackage
+from facewire.shared.codec.layer import packet_is_key
+from facewire.shared.codec.layer_field import LayerValues
 from facewire.shared.wire import messages as m
+
+# A layer key frame's size per kbps of the layer's rate before one was seen: 450-1330 B at 3-10 kbps on
+# face boxes (helper R6), 2.9 KB at 14.5 kbps a second and a half into a recording.
+LAYER_KEY_BYTES_PER_KBPS = 200
+
+
+@dataclass
+class LayerCost:
+    """What the residual layer's packets cost, for the send plan to let one go only when the gate holds it."""
+
+    key_bytes: int | None = None  # the last key frame's size
+    key_kbps: float = 1.0  # the layer's rate when it was coded
+    packet_bytes: float = 80.0  # predicted packets, smoothed
+    kf: int | None = None  # the newest keyframe the layer corrected
+    lost: bool = True  # the receiver holds no layer stream (a new session, a loss): the next packet is a key frame
+
+    def estimate(self, kf: int, kbps: float) -> int:
+        """The next packet's likely size if it corrects keyframe `kf` at `kbps` (a new keyframe starts with a
+        key frame, whose size follows the rate)."""
+        if not (self.lost or self.kf is None or kf > self.kf):
+            return round(self.packet_bytes)
+        if self.key_bytes is None:
+            return round(LAYER_KEY_BYTES_PER_KBPS * kbps)
+        return round(self.key_bytes * kbps / self.key_kbps)
+
+    def sent(self, packet: bytes, kf: int, kbps: float) -> None:
+        if packet_is_key(packet):
+            self.key_bytes, self.key_kbps = len(packet), kbps
+        else:
+            self.packet_bytes += 0.2 * (len(packet) - self.packet_bytes)
+        self.kf, self.lost = max(kf, self.kf or 0), False
 
 
 @dataclass
@@ -24,6 +58,8 @@ class FeatureStream:
     seq: int = 0
     keyframes: int = 0  # keyframes whose every part was sent
     last_frame_bytes: int = 40  # the size of the last frame message: what the next one is likely to cost
+    last_layer_bytes: int = 0  # of which the residual layer's packet (the budget steers the layer on the rest)
+    layer: LayerCost = field(default_factory=LayerCost)
     _current: KeyframePackage | None = None  # the newest keyframe every part of which was sent
     # What the receiver holds, as its decoder keeps them: the last REFERENCES keyframes sent whole.
     _held: OrderedDict[int, KeyframePackage] = field(default_factory=OrderedDict)
@@ -33,6 +69,7 @@ class FeatureStream:
     def restart(self, codes: Sequence[str] | None = None) -> None:
         """A new link session (with the codes it negotiated): the receiver holds nothing."""
         self.encoder.use(self.encoder.codes if codes is None else codes)
+        self.layer.lost = True
         self._current = self._incoming = None
         self._held.clear()
         self._parts.clear()
@@ -40,6 +77,12 @@ class FeatureStream:
     def force_intra(self) -> None:
         """The receiver lost the prediction chain: the next frame is intra."""
         self.encoder.force_intra()
+        self.layer.lost = True
+
+    @property
+    def held(self) -> tuple[int, ...]:
+        """The keyframes the receiver holds, oldest first."""
+        return tuple(self._held)
 
     @property
     def current(self) -> KeyframePackage | None:
@@ -75,14 +118,49 @@ class FeatureStream:
         chosen = self._held.get(item.reference) if item.reference is not None else None
         return chosen or self._current
 
-    def frame(self, item: Outgoing) -> m.Frame | None:
-        """The frame message, or None while the receiver holds no keyframe to draw it from."""
+    def layer_bytes_due(self, item: Outgoing) -> int:
+        """What this item's layer packet is likely to cost if it goes with its frame (0: it carries none for
+        the keyframe the receiver draws it from): a key frame's size after a new keyframe or a loss."""
+        values = self._layer_values(item)
+        return 0 if values is None else self.layer.estimate(values.kf, values.kbps)
+
+    def _layer_values(self, item: Outgoing) -> LayerValues | None:
+        """The item's layer residual when it was drawn from the keyframe the frame will be drawn from."""
+        reference = self.reference(item)
+        for name, prepared in item.frame.prepared.items():
+            values = prepared.values
+            if name in self._layer_codes() and isinstance(values, LayerValues) and reference is not None \
+                    and values.kf == reference.kf:
+                return values
+        return None
+
+    def frame(self, item: Outgoing, layer: bool = False) -> m.Frame | None:
+        """The frame message, or None while the receiver holds no keyframe to draw it from; with its layer
+        packet only when `layer` (the layer feeds its video only with the frames that carry it)."""
         reference = self.reference(item)
         if reference is None:
             return None
-        frame = self.encoder.frame(item.frame, self._next_seq(), reference.kf, reference.ts_us)
+        coded = item.frame
+        if not layer:
+            coded = dataclasses.replace(coded, prepared={name: prepared for name, prepared in coded.prepared.items()
+                                                         if name not in self._layer_codes()})
+        frame = self.encoder.frame(coded, self._next_seq(), reference.kf, reference.ts_us)
         self.last_frame_bytes = len(m.encode(frame))
+        packets = [code for code, name in zip(frame.codes, self.encoder.codes, strict=True)
+                   if name in self._layer_codes() and code is not None]
+        self.last_layer_bytes = sum(map(len, packets))
+        values = self._layer_values(item)
+        for packet in packets:
+            self.layer.sent(packet, reference.kf, values.kbps if values is not None else 1.0)
         return frame
+
+    def _layer_codes(self) -> set[str]:
+        return {name for name in self.encoder.codes if FIELD_CODECS[name].role == "layer"}
+
+    @property
+    def last_features_bytes(self) -> int:
+        """The last frame's bytes without its layer packet: what the features cost."""
+        return self.last_frame_bytes - self.last_layer_bytes
 
     def _next_seq(self) -> int:
         self.seq = (self.seq + 1) % 2**32

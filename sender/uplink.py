@@ -343,7 +343,8 @@ class Uplink:
     def _steer(self, controller: RateController) -> None:
         """Tell the analysing thread what the link allows now (it sizes keyframes and layers by it)."""
         self.coder.budget.target_bps = controller.target_bps
-        self.coder.budget.observe_frame(self.stream.last_frame_bytes, self.fps)
+        self.coder.budget.observe_frame(self.stream.last_features_bytes, self.fps)
+        self.coder.held = self.stream.held
         self.stats.target_kbps = controller.target_bps / 1000
 
     async def _send(self, ws: ClientConnection, protocol: SenderProtocol, message: m.Message,

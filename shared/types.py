@@ -147,6 +147,7 @@ class FrameState:
     face: FaceState
     landmarks: Landmarks | None
     alpha: Alpha | None
+    layer: Image | None = None  # the residual layer's box decoded from this frame (facewire.shared.render.replica)
 
 
 @dataclass(frozen=True)

@@ -177,12 +177,31 @@ class _AlphaFieldDecoder(_NoSetup):
         self.coder.reset()
 
 
+def _layer_encoder() -> FieldEncoder:
+    from facewire.shared.codec.layer_field import LayerFieldEncoder  # PyAV and the renderer: loaded when used
+
+    return LayerFieldEncoder()
+
+
+def _layer_decoder() -> FieldDecoder:
+    from facewire.shared.codec.layer_field import LayerFieldDecoder
+
+    return LayerFieldDecoder()
+
+
+def _layer_preparer() -> FieldPreparer:
+    from facewire.shared.codec.layer_field import LayerPreparer
+
+    return LayerPreparer()
+
+
 FIELD_CODECS: dict[str, FieldCodec] = {
     codec.capability: codec
     for codec in (
         FieldCodec("expression", "face", ExpressionEncoder, ExpressionDecoder, ExpressionPreparer),
         FieldCodec("landmarks", "face", _LandmarkField, _LandmarkFieldDecoder, _LandmarkPreparer),
         FieldCodec("alpha", "alpha", _AlphaField, _AlphaFieldDecoder, _Unprepared),
+        FieldCodec("residual-av1", "layer", _layer_encoder, _layer_decoder, _layer_preparer),
     )
 }
 

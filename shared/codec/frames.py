@@ -11,6 +11,7 @@ receiver ask for a keyframe.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -134,6 +135,7 @@ class FrameEncoder:
     intra_interval: int = 150
     _fields: list[FieldEncoder] = field(init=False, repr=False)
     _since_intra: int | None = None  # None: the next frame is intra
+    _lost: bool = True  # the receiver holds no state: the next intra frame restarts every code
 
     def __post_init__(self) -> None:
         self.use(self.codes)
@@ -145,7 +147,9 @@ class FrameEncoder:
         self.force_intra()
 
     def force_intra(self) -> None:
+        """The receiver lost the prediction chain: every code restarts, the layer's video included."""
         self._since_intra = None
+        self._lost = True
 
     def setup(self, code: str, payload: bytes) -> None:
         """A setup for `code` is going to the receiver (the setup message precedes the frames that need it)."""
@@ -155,9 +159,14 @@ class FrameEncoder:
         intra = self._since_intra is None or self._since_intra >= self.intra_interval
         self._since_intra = 0 if intra else (self._since_intra or 0) + 1
         if intra:
-            # An intra frame restarts every prediction chain, so a receiver can join from it alone.
-            for coder in self._fields:
-                coder.reset()
+            # An intra frame restarts every prediction chain, so a receiver can join from it alone. A layer's
+            # video restarts only when the receiver lost it (a key frame costs seconds of its rate): it
+            # restarts anyway with each keyframe, which is where a late joiner picks it up.
+            for coder, name in zip(self._fields, self.codes, strict=True):
+                if self._lost or FIELD_CODECS[name].role != "layer":
+                    coder.reset()
+            self._lost = False
+        coded = dataclasses.replace(coded, drawn_from=kf)
         analysis = coded.analysis
         dt_ms = max(0, round((analysis.frame.ts_us - keyframe_ts_us) / 1000))
         return m.Frame(seq=seq, dt_ms=dt_ms, kf=kf, face=m.FACE_STATES.index(analysis.face_state),
@@ -278,7 +287,7 @@ class FrameDecoder:
                 raise _wrapped(exc, f"frame {message.seq}: {exc}", f"codes[{index}]") from None
         return FrameState(
             seq=message.seq, ts_us=self._keyframe_ts_us + message.dt_ms * 1000, face=message.face_state,
-            landmarks=draft.landmarks, alpha=draft.alpha,
+            landmarks=draft.landmarks, alpha=draft.alpha, layer=draft.layer,
         )
 
 

@@ -1,0 +1,149 @@
+"""The residual layer as a frame code (capability `residual-av1`, role `layer`; protocol.md 7.5).
+
+* Preparer (the sender's analysing thread): at LAYER_FPS, the sender's replica of the receiver
+  (facewire.shared.render.replica) draws the prediction of the frame from the keyframe chosen as its
+  reference (the newest one built, or an earlier look) and the face code's decoded landmarks; the residual (camera - prediction, in the face
+  box) is what the layer codes, tagged with that keyframe and the rate the budget leaves it.
+* Encoder (send time): feeds the AV1 layer stream only with frames that are sent, and only when the
+  receiver draws the frame from the keyframe the residual was computed against (`CodedFrame.drawn_from`,
+  the frame's reference): while a new keyframe's parts are in transit the layer pauses (the receiver
+  holds its last correction), and the first packet for a new keyframe is a key frame (a rate change
+  rides on it).
+* Decoder (receiver): one AV1 packet into the frame's box (`FrameDraft.layer`); the player holds it
+  and applies it after the render (`replica.draw`). A damaged or hostile packet raises CodeError.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from facewire.shared.codec.layer import LayerDecoder, LayerEncoder, residual_box
+from facewire.shared.codec.predictive import CodeError
+from facewire.shared.codec.seam import CodedFrame, FrameDraft, Prepared
+from facewire.shared.render.replica import LAYER_GEOMETRY, Replica, layer_transform
+from facewire.shared.types import FrameAnalysis, Image, KeyframeState, Landmarks
+
+CAPABILITY = "residual-av1"
+# A third of the camera's rate: the warp carries the motion between layer frames, and at a few kbps a
+# packet every frame is too small to hold a face (helper R2: 1/3 beat every frame, 1/2 and 1/4 by 0.005-0.03).
+LAYER_FPS = 10.0
+RATE_STEP = 0.3  # between keyframes the layer's rate changes only when the budget moved this much (a restart costs a key frame)
+KBPS_QUANTUM = 0.5
+
+
+@dataclass(frozen=True)
+class LayerValues:
+    """One layer frame prepared on the analysing thread."""
+
+    kf: int  # the keyframe the prediction was drawn from
+    box: Image  # the residual box (facewire.shared.codec.layer.residual_box)
+    kbps: float  # the layer's rate the budget allowed when it was prepared
+
+
+def quantised_kbps(kbps: float) -> float:
+    return max(KBPS_QUANTUM, round(kbps / KBPS_QUANTUM) * KBPS_QUANTUM)
+
+
+@dataclass
+class LayerPreparer:
+    """The sender's replica drawing each layer frame's prediction and the residual against it."""
+
+    fps: float = LAYER_FPS
+    replica: Replica | None = None  # built on first use: only a sender that codes the layer loads the renderer
+    _last_us: int | None = None
+
+    def prepare(self, analysis: FrameAnalysis) -> Prepared | None:
+        return None  # prepared by `prepare_layer`, which needs the face code's landmarks and the keyframe
+
+    def prepare_layer(self, analysis: FrameAnalysis, landmarks: Landmarks | None, keyframe: KeyframeState | None,
+                      kbps: float) -> Prepared | None:
+        """This frame's residual, or None: not a layer frame, no face or keyframe, or no rate for the layer."""
+        face = analysis.face
+        if kbps <= 0 or keyframe is None or face is None or landmarks is None or not self._due(analysis.frame.ts_us):
+            return None
+        transform = layer_transform(landmarks)
+        if transform is None:
+            return None
+        replica = self.replica = self.replica or Replica.mesh()
+        replica.use(keyframe)
+        prediction = replica.predict(replica.frame_state(landmarks, face.state))
+        frame = analysis.frame.image
+        alpha = analysis.alpha
+        if alpha is None:
+            alpha = prediction.alpha  # no matte: the receiver's own (the keyframe's, warped)
+        box = residual_box(frame, prediction.image, alpha, transform, LAYER_GEOMETRY.size)
+        self._last_us = analysis.frame.ts_us
+        return Prepared(landmarks=None, values=LayerValues(keyframe.kf, box, quantised_kbps(kbps)))
+
+    def _due(self, ts_us: int) -> bool:
+        # a millisecond of slack: a 30 fps camera's third frame is 99.9 ms after the first
+        return self._last_us is None or ts_us - self._last_us >= 1e6 / self.fps - 1000 or ts_us < self._last_us
+
+    def take_setup(self) -> bytes | None:
+        return None
+
+    def current_setup(self) -> bytes | None:
+        return None
+
+    def keyframe_code(self, prepared: Prepared) -> bytes:
+        raise CodeError("the layer codes no keyframe")
+
+
+@dataclass
+class LayerFieldEncoder:
+    fps: float = LAYER_FPS
+    coder: LayerEncoder | None = None
+    _newest: int | None = None  # the newest keyframe the stream has corrected
+    _key: bool = False  # the receiver lost the stream: the next packet is a key frame
+
+    def encode(self, frame: CodedFrame, intra: bool) -> bytes | None:
+        prepared = frame.prepared.get(CAPABILITY)
+        if prepared is None or not isinstance(prepared.values, LayerValues):
+            return None
+        values = prepared.values
+        if frame.drawn_from != values.kf:
+            return None  # the receiver draws this frame from another keyframe: the layer waits for it
+        # A new keyframe starts the layer over with a key frame (its residual has little in common with the
+        # last one), and a rate change rides on it; a return to an earlier reference is just another picture.
+        new = self._newest is None or values.kf > self._newest
+        coder = self.coder
+        if coder is None:
+            coder = self.coder = LayerEncoder(LAYER_GEOMETRY.size, values.kbps, self.fps)
+        elif new or _moved(coder.kbps, values.kbps):
+            coder.set_kbps(values.kbps)  # a restart (a key frame) when the rate changed
+        if (new or self._key) and not coder.next_is_key:
+            coder.force_key()
+        self._newest, self._key = max(values.kf, self._newest or 0), False
+        return coder.encode(values.box)
+
+    def setup(self, payload: bytes) -> None:
+        raise CodeError("the layer has no setup")
+
+    def reset(self) -> None:
+        self._key = True
+
+    def close(self) -> None:
+        if self.coder is not None:
+            self.coder.close()
+
+
+def _moved(current: float, wanted: float) -> bool:
+    return abs(math.log(wanted / current)) > math.log1p(RATE_STEP)
+
+
+@dataclass
+class LayerFieldDecoder:
+    decoder: LayerDecoder = field(default_factory=lambda: LayerDecoder(LAYER_GEOMETRY.size))
+
+    def decode(self, payload: bytes, draft: FrameDraft) -> None:
+        draft.layer = self.decoder.decode(payload)
+
+    def setup(self, payload: bytes) -> None:
+        raise CodeError("the layer has no setup")
+
+    def decode_keyframe(self, payload: bytes) -> Landmarks:
+        raise CodeError("the layer codes no keyframe")
+
+    def reset(self) -> None:
+        self.decoder.reset()
