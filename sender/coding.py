@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 KEYFRAME_SECONDS = 1.5
 MIN_KEYFRAME_BYTES = 1200  # below this a person at 512 px is mush at any AVIF quality (REPORT of codec-layer)
 MAX_KEYFRAME_BYTES = 48 * 1024
+DRIFT_KEYFRAME_SHARE = 0.25  # of the link, at most, for keyframes the face's drift brings
 FINER_SCALE_QUALITY = 30  # a keyframe at 1/scale that reached this AVIF quality tries the finer scale next
 DEFAULT_BITRATE_BPS = 256_000.0  # the ceiling without --bitrate: the rate control finds the link below it
 # The codes this sender offers, in order of preference (negotiation keeps the first of each role):
@@ -93,6 +94,11 @@ class Budget:
         while a new one's parts are in transit, so they cross in the layer's time."""
         spare = LAYER_SHARE * min(self.target_bps, self.ceiling_bps) - self.features_bps - LAYER_OVERSHOOT_BPS
         return 0.0 if spare < MIN_LAYER_BPS else min(spare, MAX_LAYER_BPS)
+
+    def drift_gap_s(self, keyframe_bytes: int) -> float:
+        """The least time between keyframes the sender sends for drift alone, so that they take at most
+        DRIFT_KEYFRAME_SHARE of what the link allows (a keyframe is seconds of a thin link)."""
+        return keyframe_bytes * 8 / max(DRIFT_KEYFRAME_SHARE * self.target_bps, 1.0)
 
     def keyframe_bytes(self) -> int:
         spare = max(self.target_bps - self.features_bps, 0.25 * self.target_bps)
@@ -170,7 +176,9 @@ class FrameCoder:
     _preparers: dict[str, FieldPreparer] = field(init=False, repr=False)
     _quality_hint: int = 40  # the last keyframe's AVIF quality: the next search starts there
     _scale_hint: int = 1  # and the scale it needed (a budget that grew brings the finer one back)
+    _last_keyframe_bytes: int = 0
     _resend: threading.Event = field(default_factory=threading.Event, repr=False)
+    _resync: threading.Event = field(default_factory=threading.Event, repr=False)
     _references: ReferenceChooser = field(default_factory=ReferenceChooser)
     _bare: threading.Event = field(default_factory=threading.Event, repr=False)  # the receiver holds no keyframe
     # The keyframes built, as the receiver decodes them (the layer's replica draws from them): as many as
@@ -182,6 +190,12 @@ class FrameCoder:
 
     def __post_init__(self) -> None:
         self._preparers = {name: FIELD_CODECS[name].new_preparer() for name in self.codes}
+
+    def resync(self) -> None:
+        """The receiver asked for a keyframe (any thread): it comes within the policy's limit, with every
+        code's setup again."""
+        self._resync.set()
+        self.policy.request_from_peer()
 
     def restart(self) -> None:
         """A new session (any thread): its receiver holds nothing, so the next frame brings every code's
@@ -202,17 +216,22 @@ class FrameCoder:
         landmarks = None if face is None else face.landmarks
         reference, drift = self._references.choose(landmarks)
         keyframe = None
-        if self.policy.decide(analysis, drift):
+        if self.policy.decide(analysis, drift, self.budget.drift_gap_s(self._last_keyframe_bytes)):
             # The despilled foreground is costly (~20 ms), so it is asked for keyframes only.
             keyframe = self._keyframe(dataclasses.replace(analysis, foreground=analyzer.foreground()), prepared)
             if keyframe is not None:
                 self._references.built(keyframe.kf, landmarks)
                 reference = keyframe.kf
-        # A keyframe is where a receiver starts over (a new session, a lost setup, a request), so every
-        # code's setup in use goes with it. Checked after the decision: restart() raises the flag before
-        # it requests the keyframe, so a session's first keyframe never goes without its setups.
-        if self._resend.is_set() or keyframe is not None:
+        # A receiver starts over at a new session's first keyframe and at one it asked for (it lost a setup or
+        # its prediction), so every code's setup in use goes with those; not with the sender's own keyframes
+        # (periodic, drifted), whose receiver holds the setups: a neutral face is ~550 bytes. Checked after the
+        # decision: restart() raises the flag before it requests the keyframe, so a session's first keyframe
+        # never goes without its setups.
+        resync = keyframe is not None and self._resync.is_set()
+        if self._resend.is_set() or resync:
             self._resend.clear()
+            if resync:
+                self._resync.clear()
             fresh = {name for name, _ in setups}
             setups += [(name, setup) for name, preparer in self._preparers.items()
                        if name not in fresh and (setup := preparer.current_setup()) is not None]
@@ -263,6 +282,7 @@ class FrameCoder:
         self._bare.clear()
         self.kf += 1
         self._quality_hint = package.quality
+        self._last_keyframe_bytes = package.nbytes
         self._states[package.kf] = state
         while len(self._states) > 2 * REFERENCES:
             self._states.popitem(last=False)

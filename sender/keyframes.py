@@ -47,9 +47,10 @@ class KeyframePolicy:
         """The receiver asked for a keyframe (any thread); served within the rate limit."""
         self._peer_requested.set()
 
-    def decide(self, analysis: FrameAnalysis, drift: float = 0.0) -> bool:
+    def decide(self, analysis: FrameAnalysis, drift: float = 0.0, drift_gap_s: float | None = None) -> bool:
         """Whether this frame becomes a keyframe (the analysing thread only); a yes counts as sent.
-        `drift`: the expected loss of the best keyframe held for this frame."""
+        `drift`: the expected loss of the best keyframe held for this frame; `drift_gap_s`: the least
+        time between drifted keyframes now, if longer than the policy's own (a thin budget's)."""
         ts = analysis.frame.ts_us
         requested = self._requested.is_set()
         if requested:
@@ -59,8 +60,8 @@ class KeyframePolicy:
         if peer:
             self._peer_requested.clear()
             self._last_peer_us = ts
-        drifted = (drift > self.drift_cost and self._last_us is not None
-                   and ts - self._last_us >= self.drift_gap_s * 1e6)
+        gap_s = max(self.drift_gap_s, drift_gap_s or 0.0)
+        drifted = drift > self.drift_cost and self._last_us is not None and ts - self._last_us >= gap_s * 1e6
         if not (requested or peer or drifted or self._due(analysis)):
             return False
         self._last_us = ts

@@ -19,6 +19,14 @@ from facewire.shared.process.tokens import TokenBucket
 from facewire.shared.wire import messages as m
 
 MIN_PART_BYTES = 256
+# What a message costs the link beyond its bytes, charged with it: a WebSocket frame's header as the
+# sender writes it (2 bytes, 4 of mask; 2 more above 125 bytes). A stream file's record costs 4.
+FRAMING_BYTES = 6
+
+
+def link_bytes(message: m.Message) -> int:
+    """What `message` costs the `--bitrate` budget: its bytes and its framing."""
+    return len(m.encode(message)) + FRAMING_BYTES
 
 
 class SendGate(Protocol):
@@ -107,7 +115,7 @@ def plan(stream: FeatureStream, item: Outgoing, gate: SendGate, now: float) -> l
     out: list[m.Message] = []
     for setup in stream.state_messages(item, max(MIN_PART_BYTES, gate.chunk_bytes())):
         out.append(setup)
-        gate.on_send_uncontrolled(len(m.encode(setup)), now)
+        gate.on_send_uncontrolled(link_bytes(setup), now)
     first = stream.current is None
     if first:
         out += parts(stream, gate, now)  # nothing can be shown before the first keyframe: it goes first, whole
@@ -121,7 +129,7 @@ def plan(stream: FeatureStream, item: Outgoing, gate: SendGate, now: float) -> l
         frame = stream.frame(item, layer=layer)
         if frame is not None:
             out.append(frame)
-            gate.on_send(frame.seq, len(m.encode(frame)), now)
+            gate.on_send(frame.seq, link_bytes(frame), now)
     out += parts(stream, gate, now)
     return out
 
@@ -131,7 +139,7 @@ def parts(stream: FeatureStream, gate: SendGate, now: float) -> list[m.Message]:
     receiver shows nothing, so it may borrow from the budget, which the frames after it pay back)."""
     out: list[m.Message] = []
     while (part := stream.next_part()) is not None:
-        size = len(m.encode(part))
+        size = link_bytes(part)
         if stream.current is not None and not gate.may_send(size, now):
             break
         out.append(part)

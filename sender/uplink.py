@@ -33,7 +33,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from facewire.sender.coding import FrameCoder, Outgoing
 from facewire.sender.congestion import RateController
-from facewire.sender.sending import parts, plan
+from facewire.sender.sending import FRAMING_BYTES, link_bytes, parts, plan
 from facewire.sender.stream import FeatureStream
 from facewire.sender.timing import StageMeter
 from facewire.shared.codec.fields import negotiate
@@ -273,7 +273,7 @@ class Uplink:
         elif isinstance(message, m.KeyframeRequest):
             self.stats.keyframe_requests += 1
             self.stream.force_intra()
-            self.coder.policy.request_from_peer()
+            self.coder.resync()
         elif isinstance(message, m.AssetRequest) and self.identities is not None:
             self._priority.extend(self.identities.requested(message.asset))
             self._wake.set()
@@ -338,7 +338,7 @@ class Uplink:
         if part is None:
             return protocol.heartbeat.interval_s
         now = time.monotonic()
-        return min(protocol.heartbeat.interval_s, max(0.005, controller.next_send_time(len(m.encode(part)), now) - now))
+        return min(protocol.heartbeat.interval_s, max(0.005, controller.next_send_time(link_bytes(part), now) - now))
 
     def _steer(self, controller: RateController) -> None:
         """Tell the analysing thread what the link allows now (it sizes keyframes and layers by it)."""
@@ -353,7 +353,7 @@ class Uplink:
         data = protocol.send(message)
         await self._flush(ws, protocol)
         if charge is not None:
-            charge.on_send_uncontrolled(len(data), time.monotonic())
+            charge.on_send_uncontrolled(len(data) + FRAMING_BYTES, time.monotonic())
         if isinstance(message, m.Frame):
             self.stats.frames_sent += 1
         elif isinstance(message, m.Keyframe):

@@ -608,17 +608,21 @@ def test_encode_cost_is_bounded_for_any_face(basis: ExpressionBasis) -> None:
     assert math.isfinite(float(decoded.sum()))
 
 
-def test_every_keyframe_brings_the_setups_in_use(basis: ExpressionBasis) -> None:
-    """A keyframe is where a receiver starts over (after a request, a lost setup): the neutral goes with it."""
+def test_a_requested_keyframe_brings_the_setups_in_use_and_the_senders_own_do_not(basis: ExpressionBasis) -> None:
+    """A keyframe the receiver asked for is where it starts over (a lost setup): the neutral goes with it;
+    a keyframe of the sender's own (periodic, drifted) does not repeat ~550 bytes the receiver holds."""
     coder = FrameCoder(budget=Budget.at_most(10e6))
     image = np.random.default_rng(1).integers(0, 255, (96, 128, 3), np.uint8)
     items = []
     for i, (_, lm) in enumerate(synthetic_clip(basis, 6, seed=14)):
         small = lm * np.float32(0.25) - np.float32([0, 20, 0])
+        if i == 2:
+            coder.policy.request()  # the sender's own
         if i == 4:
-            coder.policy.request()  # e.g. the receiver asked
-        frame = FrameAnalysis(CapturedFrame(i, i * 40_000, image), FaceObservation(small, head_pose(small), 0.9), None)
+            coder.resync()  # the receiver asked
+        frame = FrameAnalysis(CapturedFrame(i, i * 2_000_000, image), FaceObservation(small, head_pose(small), 0.9), None)
         items.append(coder.code(_NoForeground(), frame))
-    assert [item.keyframe is not None for item in items] == [True, False, False, False, True, False]
+    assert [item.keyframe is not None for item in items] == [True, False, True, False, True, False]
     current = coder._preparers[CODE].current_setup()
     assert current is not None and (CODE, current) in items[4].setups
+    assert (CODE, current) not in items[2].setups

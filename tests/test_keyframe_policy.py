@@ -117,3 +117,15 @@ def test_a_drifted_face_brings_a_keyframe_but_not_more_often_than_the_gap() -> N
     assert not policy.decide(_analysis(3.5, face), drift=0.04)  # close enough to what the receiver holds
     assert policy.decide(_analysis(3.6, face), drift=0.2)
     assert not policy.decide(_analysis(4.0, face), drift=0.2)
+
+
+def test_a_thin_budget_spaces_the_drifted_keyframes_out() -> None:
+    from facewire.sender.coding import DRIFT_KEYFRAME_SHARE, Budget
+
+    budget = Budget.at_most(16_000)
+    assert budget.drift_gap_s(3_000) == 3_000 * 8 / (DRIFT_KEYFRAME_SHARE * 16_000)  # 6 s
+    face = astronaut_landmarks()
+    policy = KeyframePolicy(interval_s=60.0, drift_cost=0.05, drift_gap_s=3.0)
+    assert policy.decide(_analysis(0.0, face))
+    assert not policy.decide(_analysis(4.0, face), drift=0.2, drift_gap_s=budget.drift_gap_s(3_000))
+    assert policy.decide(_analysis(6.1, face), drift=0.2, drift_gap_s=budget.drift_gap_s(3_000))

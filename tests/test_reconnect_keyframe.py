@@ -20,11 +20,28 @@ def _busy_frame() -> CapturedFrame:
     return CapturedFrame(image=image, ts_us=1_000_000, index=0)
 
 
-def test_the_first_keyframe_of_a_session_goes_over_a_hopeless_budget() -> None:
+class _Hopeless(Budget):
+    """A budget no picture fits, at any scale."""
+
+    def keyframe_bytes(self) -> int:
+        return 60
+
+
+def test_a_starved_budget_gets_a_coarser_keyframe() -> None:
     analyzer = SyntheticAnalyzer()
     analysis = analyzer.analyze(_busy_frame())
     starved = Budget(ceiling_bps=256_000, target_bps=4_000)
     assert starved.keyframe_bytes() == 1200
+    coder = FrameCoder(budget=starved)
+    coder.policy.request()
+    package = coder.code(analyzer, analysis).keyframe
+    assert package is not None and package.scale > 1 and len(package.image) <= 1200
+
+
+def test_the_first_keyframe_of_a_session_goes_over_a_hopeless_budget() -> None:
+    analyzer = SyntheticAnalyzer()
+    analysis = analyzer.analyze(_busy_frame())
+    starved = _Hopeless(ceiling_bps=256_000, target_bps=4_000)
 
     steady = FrameCoder(budget=starved)
     steady.policy.request()
@@ -33,6 +50,6 @@ def test_the_first_keyframe_of_a_session_goes_over_a_hopeless_budget() -> None:
     reconnected = FrameCoder(budget=starved)
     reconnected.restart()
     package = reconnected.code(analyzer, analysis).keyframe
-    assert package is not None and len(package.image) > 1200 and package.quality <= 10
+    assert package is not None and len(package.image) > 60 and package.quality <= 10
     reconnected.policy.request()
     assert reconnected.code(analyzer, analysis).keyframe is None  # only the first one is let through
