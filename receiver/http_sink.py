@@ -15,17 +15,17 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import socket
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import cast
+from typing import Any, cast
 
 import cv2
 import numpy as np
 
 from facewire.receiver.sinks import SinkError
+from facewire.receiver.stats import json_safe
 from facewire.shared.types import Image
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class _State:
         self.seq = 0
         self.jpeg: bytes | None = None
         self.jpeg_seq = -1
-        self.stats: dict[str, float | None] = {}
+        self.stats: dict[str, Any] = {}
         self.closed = False
 
     def latest_jpeg(self) -> tuple[bytes, int]:
@@ -210,10 +210,9 @@ class HttpSink:
             self._state.seq += 1
             self._state.cond.notify_all()
 
-    def update_stats(self, stats: dict[str, float]) -> None:
+    def update_stats(self, stats: dict[str, Any]) -> None:
         with self._state.cond:
-            # JSON has no NaN (a browser's JSON.parse refuses it): a figure not measured yet is null.
-            self._state.stats = {k: float(v) if math.isfinite(v) else None for k, v in stats.items()}
+            self._state.stats = json_safe(stats)
 
     def close(self) -> None:
         with self._state.cond:

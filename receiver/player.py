@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -54,6 +55,7 @@ class Player:
 
     def show(self, job: RenderJob, dt_s: float) -> Image:
         """Render one decoded frame and send the picture to the sink."""
+        started_us = _now_us()
         try:
             if not self._told_identity or job.identity is not self._identity:
                 self.renderer.prepare_identity(job.identity)
@@ -71,31 +73,43 @@ class Player:
             person = RenderedPerson(job.keyframe.image, _alpha_or_opaque(alpha, job.keyframe.image))
         self._last_person, self._last_ts_us = person, job.frame.ts_us
         opacity = self.fader.step(job.frame.face != "lost", dt_s)
-        return self._emit(person, opacity, job.frame.ts_us)
+        rendered_us = _now_us()
+        picture, composed_us = self._emit(person, opacity, job.frame.ts_us)
+        if job.received_us:
+            self.stats.stages({"upstream": job.received_us - job.frame.ts_us, "decode": job.decoded_us - job.received_us,
+                               "wait": started_us - job.decoded_us, "render": rendered_us - started_us,
+                               "compose": composed_us - rendered_us, "sink": _now_us() - composed_us})
+        return picture
 
     def repeat(self, dt_s: float) -> Image | None:
         """No new frame in time: show the last person again, fading out."""
         if self._last_person is None:
             return None
-        return self._emit(self._last_person, self.fader.step(False, dt_s), None)
+        return self._emit(self._last_person, self.fader.step(False, dt_s), None)[0]
 
     def hold(self) -> Image | None:
         """A frame the sender skipped on purpose: show the last person again as it was."""
         if self._last_person is None:
             return None
-        return self._emit(self._last_person, self.fader.level, None)
+        return self._emit(self._last_person, self.fader.level, None)[0]
 
-    def _emit(self, person: RenderedPerson, opacity: float, ts_us: int | None) -> Image:
+    def _emit(self, person: RenderedPerson, opacity: float, ts_us: int | None) -> tuple[Image, int]:
+        """Composite and write; returns the picture and when compositing ended (wall clock, µs)."""
         size = self.output_size or (person.image.shape[1], person.image.shape[0])
         if self._compositor is None or self._compositor.size != size:
             self._compositor = Compositor(self.background, size, self.mirror)
         shown = person if opacity >= 1.0 else RenderedPerson(person.image, person.alpha * np.float32(opacity))
         picture = self._compositor.compose(shown)
+        composed_us = _now_us()
         self.sink.write(picture, ts_us or 0)
         self.stats.shown(ts_us)
         if self.on_picture is not None:
             self.on_picture(picture)
-        return picture
+        return picture, composed_us
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
 
 
 def _alpha_or_opaque(alpha: np.ndarray | None, image: Image) -> np.ndarray:

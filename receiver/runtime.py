@@ -158,6 +158,7 @@ class LiveReceiver:
             elif self.steady_clock:
                 await asyncio.to_thread(self.player.repeat, dt_s)
             self.player.stats.dropped = slot.dropped + self._sender_dropped()
+            self.player.stats.sender_stages_ms = self._sender_stages()
             self.player.stats.rtt_ms = self.server.rtt_ms if self.server else None
             self.player.stats.tick()
 
@@ -166,3 +167,7 @@ class LiveReceiver:
         # keyframe) alive while the loop waits for the next job.
         active = self.server.active if self.server else None
         return active.sender_dropped if active else 0
+
+    def _sender_stages(self) -> tuple[float, ...]:
+        active = self.server.active if self.server else None
+        return active.sender_stages_ms if active else ()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -38,11 +39,17 @@ class AssetError(ValueError):
         self.hostile = hostile
 
 
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
 @dataclass(frozen=True)
 class RenderJob:
     identity: IdentityAsset | None
     keyframe: KeyframeState
     frame: FrameState
+    received_us: int = 0  # wall clock, when the frame's message arrived
+    decoded_us: int = 0  # wall clock, when it was decoded
 
 
 class AssetStore:
@@ -101,23 +108,25 @@ class Session:
     decoder: FrameDecoder = field(default_factory=FrameDecoder)
     identity: IdentityAsset | None = None
     sender_dropped: int = 0
+    sender_stages_ms: tuple[float, ...] = ()  # the sender's own stage medians (its `stats`)
     wanted_asset: str | None = None
     decode_errors: int = 0
     frames_decoded: int = 0
     _keyframe_requested: bool = False
 
-    def handle(self, message: m.Message) -> tuple[list[m.Message], RenderJob | None]:
-        """The replies to `message` and, for a frame, its render job. Raises ProtocolError (naming the
-        field) when the message's bytes are hostile or damaged; the session's state is then as before."""
+    def handle(self, message: m.Message, received_us: int | None = None) -> tuple[list[m.Message], RenderJob | None]:
+        """The replies to `message` and, for a frame, its render job; `received_us`: when the message arrived
+        (wall clock), if not now. Raises ProtocolError (naming the field) when the message's bytes are hostile
+        or damaged; the session's state is then as before."""
         try:
-            return self._handle(message)
+            return self._handle(message, received_us)
         except MemoryError:
             # Every decoder checks declared sizes first; this is the last line, not the plan.
             raise ProtocolError(ErrorCode.BAD_MESSAGE, f"`{_tag(message)}` needs more memory than this receiver has") from None
 
-    def _handle(self, message: m.Message) -> tuple[list[m.Message], RenderJob | None]:
+    def _handle(self, message: m.Message, received_us: int | None) -> tuple[list[m.Message], RenderJob | None]:
         if isinstance(message, m.Frame):
-            return self._frame(message)
+            return self._frame(message, now_us() if received_us is None else received_us)
         if isinstance(message, (m.Keyframe, m.KeyframePart)):
             return self._keyframe(message), None
         if isinstance(message, m.Setup):
@@ -128,9 +137,10 @@ class Session:
             return self._switch(message.asset), None
         if isinstance(message, m.Stats):
             self.sender_dropped = message.dropped
+            self.sender_stages_ms = tuple(message.stages_ms)
         return [], None
 
-    def _frame(self, message: m.Frame) -> tuple[list[m.Message], RenderJob | None]:
+    def _frame(self, message: m.Frame, received_us: int) -> tuple[list[m.Message], RenderJob | None]:
         try:
             state = self.decoder.decode_frame(message)
         except FrameDecodeError as exc:
@@ -143,7 +153,7 @@ class Session:
             return [m.KeyframeRequest(reason=str(exc)[:256])], None
         assert self.decoder.keyframe is not None
         self.frames_decoded += 1
-        return [], RenderJob(self.identity, self.decoder.keyframe, state)
+        return [], RenderJob(self.identity, self.decoder.keyframe, state, received_us, now_us())
 
     def _keyframe(self, message: m.Keyframe | m.KeyframePart) -> list[m.Message]:
         try:

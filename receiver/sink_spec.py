@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from facewire.receiver.http_sink import HttpSink
-from facewire.receiver.sinks import FileSink, FramesSink, NullSink, Sink, SinkError, VirtualCameraSink, WindowSink
+from facewire.receiver.sinks import BackgroundWriter, FileSink, FramesSink, NullSink, Sink, SinkError, VirtualCameraSink, WindowSink
 
 
 def open_sink(spec: str, fps: float, device: str | None = None, pixel_format: str = "bgr") -> Sink:
@@ -12,9 +12,9 @@ def open_sink(spec: str, fps: float, device: str | None = None, pixel_format: st
     if kind == "null":
         return NullSink()
     if kind == "frames" and arg:
-        return FramesSink(arg)
+        return BackgroundWriter(FramesSink(arg))
     if kind == "file" and arg:
-        return FileSink(arg, fps)
+        return BackgroundWriter(FileSink(arg, fps))
     if kind == "virtualcam":
         return VirtualCameraSink(fps, device=device, pixel_format=pixel_format)
     if kind == "window":

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import sys
+import threading
 from fractions import Fraction
 from pathlib import Path
 from typing import Protocol
@@ -99,6 +101,46 @@ class FileSink(_NoStats):
                 self._container.mux(packet)
             self._container.close()
             self._stream = None
+
+
+class BackgroundWriter:
+    """Writes to a slow sink (PNG files, a video encoder) on its own thread, so writing costs the render
+    loop nothing: pictures wait in a short FIFO and none is dropped (a full FIFO makes the caller wait
+    rather than lose a picture). A failure on the writing thread is raised by the next write or close."""
+
+    def __init__(self, sink: Sink, depth: int = 8) -> None:
+        self.sink = sink
+        self._queue: queue.Queue[tuple[Image, int] | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name=f"sink-{type(sink).__name__}", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self.sink.write(*item)
+                except BaseException as exc:  # noqa: BLE001 - raised again on the caller's thread
+                    self._error = exc
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def write(self, image: Image, ts_us: int) -> None:
+        self._raise_error()
+        self._queue.put((image, ts_us))
+
+    def update_stats(self, stats: dict[str, float]) -> None:
+        self.sink.update_stats(stats)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        self.sink.close()
+        self._raise_error()
 
 
 class VirtualCameraSink(_NoStats):

@@ -168,6 +168,11 @@ class FrameSource:
             yield CapturedFrame(index=index, ts_us=ts_us, image=self._scaled(image))
             index += 1
 
+    @property
+    def paced(self) -> bool:
+        """Frames come on a clock (a camera, or a file with `realtime`), not as fast as they are read."""
+        return self.is_camera or self.options.realtime
+
     def _scaled(self, image: Image) -> Image:
         size = self.options.size
         if size is None or image.shape[1::-1] == size:

@@ -8,14 +8,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from facewire.sender.keyframes import KeyframePolicy
+from facewire.sender.timing import StageTimes
 from facewire.shared.codec.fields import FIELD_CODECS, CodedFrame, FieldPreparer, Prepared, face_code
-from facewire.shared.codec.frames import KeyframePackage, build_keyframe
+from facewire.shared.codec.frames import REFERENCES, KeyframePackage, build_keyframe
 from facewire.shared.codec.keyframe import MIN_QUALITY, KeyframeTooLarge
-from facewire.shared.types import Analyzer, FrameAnalysis
+from facewire.shared.face.likeness import FaceLikeness, warp_cost
+from facewire.shared.types import Analyzer, FrameAnalysis, Landmarks
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +28,9 @@ KEYFRAME_SECONDS = 1.5
 MIN_KEYFRAME_BYTES = 1200  # below this a person at 512 px is mush at any AVIF quality (REPORT of codec-layer)
 MAX_KEYFRAME_BYTES = 48 * 1024
 DEFAULT_BITRATE_BPS = 256_000.0  # the ceiling without --bitrate: the rate control finds the link below it
-# The codes this sender offers, in order of preference (negotiation keeps the first of each role).
-DEFAULT_CODES = ("landmarks",)
+# The codes this sender offers, in order of preference (negotiation keeps the first of each role):
+# the expression code (~16 B a frame), else raw landmarks for a receiver that lacks it.
+DEFAULT_CODES = ("expression", "landmarks")
 
 
 @dataclass
@@ -62,10 +66,54 @@ class Outgoing:
     frame: CodedFrame
     keyframe: KeyframePackage | None = None
     setups: tuple[tuple[str, bytes], ...] = ()
+    times: StageTimes | None = None  # when live: how long its stages took
+    reference: int | None = None  # the keyframe that draws this frame best, if the receiver holds it
 
     @property
     def carries_state(self) -> bool:
         return self.keyframe is not None or bool(self.setups)
+
+    @staticmethod
+    def merged(older: Outgoing, newer: Outgoing) -> Outgoing:
+        """`newer` carrying what `older` carried too, for when `older` never went: its keyframe unless
+        `newer` has one, and its setups, in order before the newer ones."""
+        keyframe = newer.keyframe if newer.keyframe is not None else older.keyframe
+        return dataclasses.replace(newer, keyframe=keyframe, setups=older.setups + newer.setups)
+
+
+@dataclass
+class ReferenceChooser:
+    """Which of the keyframes built draws a frame best (the lowest expected warp loss), with a margin
+    before switching (each switch makes the receiver's renderer prepare another keyframe). Keeps the
+    faces of the last keyframes built, a few more than the receiver holds: the stream only uses a
+    choice the receiver holds."""
+
+    switch_margin: float = 0.02
+    _faces: OrderedDict[int, FaceLikeness] = field(default_factory=OrderedDict)
+    _chosen: int | None = None
+
+    def clear(self) -> None:
+        self._faces.clear()
+        self._chosen = None
+
+    def built(self, kf: int, landmarks: Landmarks | None) -> None:
+        if landmarks is not None:
+            self._faces[kf] = FaceLikeness.of(landmarks)
+            while len(self._faces) > 2 * REFERENCES:
+                self._faces.popitem(last=False)
+        self._chosen = kf
+
+    def choose(self, landmarks: Landmarks | None) -> tuple[int | None, float]:
+        """The keyframe for a frame with these landmarks and its expected loss (0 with no face to judge)."""
+        if landmarks is None or not self._faces:
+            return self._chosen, 0.0
+        face = FaceLikeness.of(landmarks)
+        costs = {kf: warp_cost(reference, face) for kf, reference in self._faces.items()}
+        best = min(costs, key=costs.__getitem__)
+        held = costs.get(self._chosen) if self._chosen is not None else None
+        if held is None or costs[best] < held - self.switch_margin:
+            self._chosen = best
+        return self._chosen, costs[self._chosen] if self._chosen in costs else costs[best]
 
 
 @dataclass
@@ -82,6 +130,7 @@ class FrameCoder:
     _quality_hint: int = 40  # the last keyframe's AVIF quality: the next search starts there
     _resend: threading.Event = field(default_factory=threading.Event, repr=False)
     _bare: threading.Event = field(default_factory=threading.Event, repr=False)  # the receiver holds no keyframe
+    _references: ReferenceChooser = field(default_factory=ReferenceChooser)
 
     def __post_init__(self) -> None:
         self._preparers = {name: FIELD_CODECS[name].new_preparer() for name in self.codes}
@@ -99,24 +148,36 @@ class FrameCoder:
         setups = [(name, setup) for name, preparer in self._preparers.items()
                   if (setup := preparer.take_setup()) is not None]
         if self._resend.is_set():
+            self._references.clear()  # a new receiver holds none of them
+        face = prepared.get(face_code(self.codes))
+        landmarks = None if face is None else face.landmarks
+        reference, drift = self._references.choose(landmarks)
+        keyframe = None
+        if self.policy.decide(analysis, drift):
+            # The despilled foreground is costly (~20 ms), so it is asked for keyframes only.
+            keyframe = self._keyframe(dataclasses.replace(analysis, foreground=analyzer.foreground()), prepared)
+            if keyframe is not None:
+                self._references.built(keyframe.kf, landmarks)
+                reference = keyframe.kf
+        # A keyframe is where a receiver starts over (a new session, a lost setup, a request), so every
+        # code's setup in use goes with it. Checked after the decision: restart() raises the flag before
+        # it requests the keyframe, so a session's first keyframe never goes without its setups.
+        if self._resend.is_set() or keyframe is not None:
             self._resend.clear()
             fresh = {name for name, _ in setups}
             setups += [(name, setup) for name, preparer in self._preparers.items()
                        if name not in fresh and (setup := preparer.current_setup()) is not None]
-        keyframe = None
-        if self.policy.decide(analysis):
-            # The despilled foreground is costly (~20 ms), so it is asked for keyframes only.
-            keyframe = self._keyframe(dataclasses.replace(analysis, foreground=analyzer.foreground()), prepared)
-        return Outgoing(CodedFrame(analysis, prepared), keyframe, tuple(setups))
+        return Outgoing(CodedFrame(analysis, prepared), keyframe, tuple(setups), reference=reference)
 
     def _keyframe(self, analysis: FrameAnalysis, prepared: dict[str, Prepared]) -> KeyframePackage | None:
-        face_name = face_code(self.codes)
-        face = prepared.get(face_name)
-        landmarks = None if face is None else self._preparers[face_name].keyframe_code(face)
+        face = prepared.get(face_code(self.codes))
+        # every offered face code's: the session (negotiated on another thread, maybe later) picks one
+        codes = {name: self._preparers[name].keyframe_code(prepared[name]) for name in self.codes
+                 if FIELD_CODECS[name].role == "face" and name in prepared}
         budget = self.budget.keyframe_bytes()
         try:
             try:
-                package, _ = build_keyframe(analysis, self.kf + 1, face, landmarks, budget, self._quality_hint)
+                package, _ = build_keyframe(analysis, self.kf + 1, face, codes, budget, self._quality_hint)
             except KeyframeTooLarge as exc:
                 if not self._bare.is_set() or exc.needed > MAX_KEYFRAME_BYTES:
                     raise
@@ -124,7 +185,7 @@ class FrameCoder:
                 # learns that the link has room for one (after a reconnect it starts low): over budget beats never.
                 log.warning("the session's first keyframe goes over its budget: %s", exc)
                 budget = exc.needed
-                package, _ = build_keyframe(analysis, self.kf + 1, face, landmarks, budget, MIN_QUALITY)
+                package, _ = build_keyframe(analysis, self.kf + 1, face, codes, budget, MIN_QUALITY)
         except KeyframeTooLarge as exc:
             log.warning("no keyframe this time, trying again in a while: %s", exc)
             self.policy.request_from_peer()  # rate-limited like a receiver's request: a hopeless budget is not retried every frame

@@ -19,11 +19,17 @@ class KeyframePolicy:
 
     The receiver measures expression against the keyframe's face, so a periodic keyframe waits (at
     most `max_wait_s`) while the eyes are shut: a blink caught there would be everyone's neutral.
+
+    And when the face has drifted: when even the best keyframe the receiver holds is expected to
+    lose more than `drift_cost` of face SSIM drawing this frame (facewire.shared.face.likeness), at
+    most once every `drift_gap_s`.
     """
 
     interval_s: float = 10.0
     max_wait_s: float = 1.0
     peer_request_gap_s: float = 2.0
+    drift_cost: float = 0.07  # about the median cost of a random keyframe for a frame of the same clip
+    drift_gap_s: float = 3.0
     _last_us: int | None = None
     _last_had_face: bool = False
     _last_peer_us: int | None = None
@@ -41,8 +47,9 @@ class KeyframePolicy:
         """The receiver asked for a keyframe (any thread); served within the rate limit."""
         self._peer_requested.set()
 
-    def decide(self, analysis: FrameAnalysis) -> bool:
-        """Whether this frame becomes a keyframe (the analysing thread only); a yes counts as sent."""
+    def decide(self, analysis: FrameAnalysis, drift: float = 0.0) -> bool:
+        """Whether this frame becomes a keyframe (the analysing thread only); a yes counts as sent.
+        `drift`: the expected loss of the best keyframe held for this frame."""
         ts = analysis.frame.ts_us
         requested = self._requested.is_set()
         if requested:
@@ -52,7 +59,9 @@ class KeyframePolicy:
         if peer:
             self._peer_requested.clear()
             self._last_peer_us = ts
-        if not (requested or peer or self._due(analysis)):
+        drifted = (drift > self.drift_cost and self._last_us is not None
+                   and ts - self._last_us >= self.drift_gap_s * 1e6)
+        if not (requested or peer or drifted or self._due(analysis)):
             return False
         self._last_us = ts
         self._last_had_face = analysis.face is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable
@@ -12,11 +13,12 @@ from facewire.sender.capture import FrameSource, now_us
 from facewire.sender.coding import FrameCoder, Outgoing
 from facewire.sender.sending import Ceiling, plan
 from facewire.sender.stream import FeatureStream
+from facewire.sender.timing import StageTimes
 from facewire.sender.uplink import IdentityBook, Uplink, UplinkStats
 from facewire.shared.codec.fields import FIELD_CODECS, negotiate
 from facewire.shared.codec.frames import FrameEncoder
-from facewire.shared.process.handoff import LatestSlot
-from facewire.shared.types import Analyzer
+from facewire.shared.process.handoff import LatestBox, LatestSlot
+from facewire.shared.types import Analyzer, CapturedFrame
 from facewire.shared.wire import messages as m
 from facewire.shared.wire.streamfile import StreamHeader, StreamWriter
 
@@ -68,17 +70,48 @@ def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, ide
     return writer
 
 
-def _produce(source: FrameSource, analyzer: Analyzer, coder: FrameCoder, slot: LatestSlot[Outgoing],
-             stop: threading.Event, errors: list[BaseException]) -> None:
-    """The capture thread: capture, analyse, code (keyframe decision included), hand over."""
+def _capture(source: FrameSource, frames: LatestBox[CapturedFrame], stop: threading.Event,
+             errors: list[BaseException]) -> None:
+    """The capture thread: reads the camera (or paces a file) on its own, so a slow analysis never
+    makes a camera frame wait: the analysing thread takes the newest and older ones are skipped.
+    A file read as fast as it goes waits for the analysis instead (it has no clock to keep up with)."""
     try:
         for frame in source:
             if stop.is_set():
                 break
-            slot.put(coder.code(analyzer, analyzer.analyze(frame)))
+            frames.put(frame, wait=not source.paced)
     except BaseException as exc:  # noqa: BLE001 - handed to the event loop, which re-raises it
         errors.append(exc)
     finally:
+        frames.close()
+
+
+def _analyse(frames: LatestBox[CapturedFrame], source_paced: bool, analyzer: Analyzer, coder: FrameCoder,
+             slot: LatestSlot[Outgoing], receiving: threading.Event, stop: threading.Event,
+             errors: list[BaseException]) -> None:
+    """The analysing thread: analyse and code (keyframe decision included) the newest frame, hand over.
+    While no receiver is connected it analyses nothing: a camera's frames are skipped meanwhile, a
+    file that is not paced waits."""
+    try:
+        while not stop.is_set():
+            if not receiving.wait(0.2):
+                if source_paced:
+                    frames.get(0)  # keep no stale frame for when a receiver comes
+                continue
+            frame = frames.get(0.2)
+            if frame is None:
+                if frames.closed:
+                    break
+                continue
+            start = now_us()
+            analysis = analyzer.analyze(frame)
+            analysed = now_us()
+            item = coder.code(analyzer, analysis)
+            slot.put(dataclasses.replace(item, times=StageTimes(frame.ts_us, start, analysed, now_us())))
+    except BaseException as exc:  # noqa: BLE001 - handed to the event loop, which re-raises it
+        errors.append(exc)
+    finally:
+        frames.close()  # a capture waiting for us to take its frame stops waiting
         slot.close()
 
 
@@ -90,23 +123,27 @@ async def stream_live(source: FrameSource, analyzer: Analyzer, uplink: Uplink,
     With `cycle_s`, the identity switches to the book's next one every that many seconds.
     """
     loop = asyncio.get_running_loop()
-    slot: LatestSlot[Outgoing] = LatestSlot(loop, keep=lambda item: item.carries_state)
+    slot: LatestSlot[Outgoing] = LatestSlot(loop, keep=lambda item: item.carries_state, merge=Outgoing.merged)
+    frames: LatestBox[CapturedFrame] = LatestBox()
     cycler = asyncio.create_task(_cycle_identities(uplink, cycle_s)) if cycle_s else None
     stop = threading.Event()
     errors: list[BaseException] = []
-    producer = threading.Thread(target=_produce, args=(source, analyzer, uplink.coder, slot, stop, errors),
-                                name="capture", daemon=True)
-    producer.start()
+    threads = [threading.Thread(target=_capture, args=(source, frames, stop, errors), name="capture", daemon=True),
+               threading.Thread(target=_analyse, args=(frames, source.paced, analyzer, uplink.coder, slot,
+                                                       uplink.receiving, stop, errors), name="analyse", daemon=True)]
+    for thread in threads:
+        thread.start()
     try:
         stats = await uplink.run(slot)
     finally:
         stop.set()
         if cycler is not None:
             cycler.cancel()
-        await asyncio.to_thread(producer.join, 5.0)
+        for thread in threads:
+            await asyncio.to_thread(thread.join, 5.0)
     if errors:
         raise errors[0]
-    stats.dropped = slot.dropped
+    stats.dropped = slot.dropped + frames.dropped
     return stats
 
 

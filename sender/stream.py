@@ -8,12 +8,13 @@ keyframe fitted in between them, so frames never wait behind a whole picture.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from facewire.sender.coding import Outgoing
-from facewire.shared.codec.frames import FrameEncoder, KeyframePackage
+from facewire.shared.codec.fields import face_code
+from facewire.shared.codec.frames import REFERENCES, FrameEncoder, KeyframePackage
 from facewire.shared.wire import messages as m
 
 
@@ -23,7 +24,9 @@ class FeatureStream:
     seq: int = 0
     keyframes: int = 0  # keyframes whose every part was sent
     last_frame_bytes: int = 40  # the size of the last frame message: what the next one is likely to cost
-    _current: KeyframePackage | None = None  # what frames are drawn from: every part of it was sent
+    _current: KeyframePackage | None = None  # the newest keyframe every part of which was sent
+    # What the receiver holds, as its decoder keeps them: the last REFERENCES keyframes sent whole.
+    _held: OrderedDict[int, KeyframePackage] = field(default_factory=OrderedDict)
     _incoming: KeyframePackage | None = None
     _parts: deque[m.Keyframe | m.KeyframePart] = field(default_factory=deque)
 
@@ -31,6 +34,7 @@ class FeatureStream:
         """A new link session (with the codes it negotiated): the receiver holds nothing."""
         self.encoder.use(self.encoder.codes if codes is None else codes)
         self._current = self._incoming = None
+        self._held.clear()
         self._parts.clear()
 
     def force_intra(self) -> None:
@@ -46,7 +50,7 @@ class FeatureStream:
         keyframe is queued as parts of at most `part_bytes` of picture, for `next_part`."""
         if item.keyframe is not None:
             self._incoming = item.keyframe
-            self._parts = deque(item.keyframe.messages(part_bytes))
+            self._parts = deque(item.keyframe.messages(part_bytes, face_code(self.encoder.codes)))
         setups = [(code, payload) for code, payload in item.setups if code in self.encoder.codes]
         for code, payload in setups:
             self.encoder.setup(code, payload)
@@ -60,14 +64,23 @@ class FeatureStream:
         self._parts.popleft()
         if not self._parts and self._incoming is not None:
             self._current, self._incoming = self._incoming, None
+            self._held[self._current.kf] = self._current
+            while len(self._held) > REFERENCES:
+                self._held.popitem(last=False)
             self.keyframes += 1
+
+    def reference(self, item: Outgoing) -> KeyframePackage | None:
+        """The keyframe this item's frame is drawn from: the one the analysing thread chose when the
+        receiver holds it, else the newest; None while the receiver holds none."""
+        chosen = self._held.get(item.reference) if item.reference is not None else None
+        return chosen or self._current
 
     def frame(self, item: Outgoing) -> m.Frame | None:
         """The frame message, or None while the receiver holds no keyframe to draw it from."""
-        current = self._current
-        if current is None:
+        reference = self.reference(item)
+        if reference is None:
             return None
-        frame = self.encoder.frame(item.frame, self._next_seq(), current.kf, current.ts_us)
+        frame = self.encoder.frame(item.frame, self._next_seq(), reference.kf, reference.ts_us)
         self.last_frame_bytes = len(m.encode(frame))
         return frame
 

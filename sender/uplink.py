@@ -21,6 +21,7 @@ import random
 import secrets
 import socket
 import ssl
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from facewire.sender.coding import FrameCoder, Outgoing
 from facewire.sender.congestion import RateController
 from facewire.sender.sending import parts, plan
 from facewire.sender.stream import FeatureStream
+from facewire.sender.timing import StageMeter
 from facewire.shared.codec.fields import negotiate
 from facewire.shared.codec.predictive import CodeError
 from facewire.shared.process.handoff import LatestSlot
@@ -143,6 +145,9 @@ class Uplink:
     instance: str = field(default_factory=lambda: secrets.token_hex(8))
     protocol: SenderProtocol | None = None  # the current connection's, while connected
     controller: RateController | None = None  # the current connection's
+    # Set while a receiver is connected: the analysing thread analyses nothing without one.
+    receiving: threading.Event = field(default_factory=threading.Event)
+    stages: StageMeter = field(default_factory=StageMeter)
     _priority: deque[m.Message] = field(default_factory=deque)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -195,9 +200,11 @@ class Uplink:
             self.protocol = protocol
             reader = asyncio.create_task(self._read(ws, protocol))
             watchdog = asyncio.create_task(self._watch(ws, protocol))
+            self.receiving.set()
             try:
                 finished = await self._write(ws, protocol, slot, reader)
             finally:
+                self.receiving.clear()
                 reader.cancel()
                 watchdog.cancel()
             if not finished and _dead(protocol):
@@ -308,6 +315,8 @@ class Uplink:
                 messages = plan(self.stream, item, controller, now)
                 if not any(isinstance(message, m.Frame) for message in messages):
                     self.stats.skipped += 1
+                elif item.times is not None:
+                    self.stages.sent(item.times)
             else:
                 getter.cancel()
                 messages = parts(self.stream, controller, now)
@@ -318,7 +327,8 @@ class Uplink:
                 last_stats = now
                 self.stats.dropped = slot.dropped
                 self.stats.rtt_ms = protocol.rtt_ms
-                await self._send(ws, protocol, m.Stats(frames=self.stats.frames_sent, dropped=slot.dropped), controller)
+                await self._send(ws, protocol, m.Stats(frames=self.stats.frames_sent, dropped=slot.dropped,
+                                                               stages_ms=self.stages.take()), controller)
                 if self.on_stats is not None:
                     self.on_stats(self.stats)
 

@@ -12,9 +12,11 @@ import zstandard
 from hypothesis import given
 from hypothesis import strategies as st
 
+from facewire.sender.coding import Outgoing
+from facewire.sender.stream import FeatureStream
 from facewire.shared.codec.alpha import AlphaDecoder, AlphaEncoder
 from facewire.shared.codec.fields import FIELD_CODECS, CodedFrame, negotiate
-from facewire.shared.codec.frames import FrameDecodeError, FrameDecoder, FrameEncoder, build_keyframe
+from facewire.shared.codec.frames import REFERENCES, FrameDecodeError, FrameDecoder, FrameEncoder, build_keyframe
 from facewire.shared.codec.landmarks import LandmarkDecoder, LandmarkEncoder
 from facewire.shared.codec.predictive import CodeError, decompress_exactly
 from facewire.shared.types import CapturedFrame, FaceObservation, FrameAnalysis, HeadPose
@@ -39,7 +41,7 @@ def _coded(index: int) -> CodedFrame:
 def _decoder(codes: list[str]) -> FrameDecoder:
     """A decoder holding keyframe 1 (seq 0), as after a keyframe was received."""
     decoder = FrameDecoder(codes)
-    package, _ = build_keyframe(_analysis(0), kf=1, face=None, landmarks_code=None, max_image_bytes=20_000)
+    package, _ = build_keyframe(_analysis(0), kf=1, face=None, face_codes=None, max_image_bytes=20_000)
     for message in package.messages(part_bytes=100_000):
         assert isinstance(message, m.Keyframe)
         assert decoder.decode_keyframe(message) is not None
@@ -114,7 +116,7 @@ def test_intra_codes_decode_without_state() -> None:
 def test_a_keyframe_in_parts_is_drawn_from_once_complete_and_frames_flow_meanwhile() -> None:
     decoder = _decoder(["landmarks"])
     encoder = FrameEncoder(["landmarks"])
-    package, _ = build_keyframe(_analysis(5), kf=2, face=None, landmarks_code=None, max_image_bytes=20_000)
+    package, _ = build_keyframe(_analysis(5), kf=2, face=None, face_codes=None, max_image_bytes=20_000)
     head, *rest = package.messages(part_bytes=300)
     assert len(rest) >= 2 and isinstance(head, m.Keyframe) and head.parts == len(rest) + 1
     assert decoder.decode_frame(encoder.frame(_coded(1), seq=1, kf=1, keyframe_ts_us=0)).landmarks is not None
@@ -129,13 +131,34 @@ def test_a_keyframe_in_parts_is_drawn_from_once_complete_and_frames_flow_meanwhi
     assert complete is not None and complete.kf == 2 and complete.image.shape == (120, 160, 3)
     state = decoder.decode_frame(encoder.frame(_coded(7), seq=3, kf=2, keyframe_ts_us=package.ts_us))
     assert decoder.keyframe is complete and state.ts_us == package.ts_us + 67_000  # frame 7 is 2 frames after 5
-    with pytest.raises(FrameDecodeError, match="drawn from keyframe 1"):
-        decoder.decode_frame(encoder.frame(_coded(4), seq=4, kf=1, keyframe_ts_us=0))
+    # keyframe 1 is still held: a frame may go back to it (a reference named, not resent)
+    assert decoder.decode_frame(encoder.frame(_coded(8), seq=4, kf=1, keyframe_ts_us=0)).seq == 4
+    assert decoder.keyframe is not None and decoder.keyframe.kf == 1
+    with pytest.raises(FrameDecodeError, match="drawn from keyframe 9"):
+        decoder.decode_frame(encoder.frame(_coded(9), seq=5, kf=9, keyframe_ts_us=0))
+
+
+def test_the_receiver_holds_the_last_references_keyframes_as_the_sender_counts_them() -> None:
+    decoder, stream = _decoder(["landmarks"]), FeatureStream(FrameEncoder(["landmarks"]))
+    stream.restart()
+    for kf in range(1, REFERENCES + 3):
+        package, _ = build_keyframe(_analysis(kf), kf=kf, face=None, face_codes=None, max_image_bytes=20_000)
+        stream.state_messages(Outgoing(CodedFrame(_analysis(kf)), keyframe=package), part_bytes=100_000)
+        while (part := stream.next_part()) is not None:
+            assert isinstance(part, m.Keyframe)
+            decoder.decode_keyframe(part)
+            stream.part_sent()
+    for kf in range(1, REFERENCES + 3):
+        frame = stream.frame(Outgoing(CodedFrame(_analysis(20 + kf)), reference=kf))
+        assert frame is not None
+        held = kf > 2  # the oldest two were replaced, on both sides alike
+        assert frame.kf == (kf if held else REFERENCES + 2)
+        assert decoder.decode_frame(frame).seq == frame.seq
 
 
 def test_parts_out_of_order_or_over_their_size_are_refused() -> None:
     decoder = _decoder(["landmarks"])
-    package, _ = build_keyframe(_analysis(5), kf=2, face=None, landmarks_code=None, max_image_bytes=20_000)
+    package, _ = build_keyframe(_analysis(5), kf=2, face=None, face_codes=None, max_image_bytes=20_000)
     head, first, *_ = package.messages(part_bytes=300)
     assert isinstance(head, m.Keyframe) and isinstance(first, m.KeyframePart)
     decoder.decode_keyframe(head)

@@ -10,7 +10,7 @@ import numpy as np
 from facewire.sender.keyframes import KeyframePolicy
 from facewire.shared.process.handoff import LatestSlot
 from facewire.shared.types import CapturedFrame, FaceObservation, FrameAnalysis, HeadPose, Landmarks
-from tests.render_fixtures import astronaut_landmarks, close_eyes
+from tests.render_fixtures import astronaut_landmarks, close_eyes, open_mouth
 
 FRAME = np.zeros((8, 8, 3), np.uint8)
 
@@ -90,3 +90,30 @@ def test_the_hand_off_never_skips_a_keyframe() -> None:
     assert asyncio.run(_slot_order([(0, False), (1, True), (2, False), (3, False)])) == [1, 3]
     assert asyncio.run(_slot_order([(1, True), (2, False), (5, True), (6, False)])) == [5, 6]
     assert asyncio.run(_slot_order([(0, False), (1, False)])) == [1]
+
+
+def test_each_frame_is_drawn_from_the_keyframe_whose_face_is_nearest_with_a_margin_before_switching() -> None:
+    from facewire.sender.coding import ReferenceChooser
+
+    closed, wide = astronaut_landmarks(), open_mouth(astronaut_landmarks(), 30.0)  # pixels of jaw drop
+    chooser = ReferenceChooser()
+    chooser.built(1, closed)
+    chooser.built(2, wide)
+    kf, cost = chooser.choose(open_mouth(astronaut_landmarks(), 27.0))
+    assert kf == 2 and cost > 0
+    kf, cost = chooser.choose(closed)
+    assert kf == 1 and cost == 0.0
+    # half way: neither is better by the margin, so the choice stays where it was
+    assert chooser.choose(open_mouth(astronaut_landmarks(), 15.0))[0] == 1
+    chooser.clear()
+    assert chooser.choose(closed) == (None, 0.0)
+
+
+def test_a_drifted_face_brings_a_keyframe_but_not_more_often_than_the_gap() -> None:
+    face = astronaut_landmarks()
+    policy = KeyframePolicy(interval_s=60.0, drift_cost=0.05, drift_gap_s=3.0)
+    assert policy.decide(_analysis(0.0, face))
+    assert not policy.decide(_analysis(1.0, face), drift=0.2)  # too soon after the last
+    assert not policy.decide(_analysis(3.5, face), drift=0.04)  # close enough to what the receiver holds
+    assert policy.decide(_analysis(3.6, face), drift=0.2)
+    assert not policy.decide(_analysis(4.0, face), drift=0.2)

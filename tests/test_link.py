@@ -162,7 +162,11 @@ def test_sender_reconnects_after_receiver_restart(tmp_path: Path) -> None:
         async with running_receiver(NullSink()) as (first, port):
             source, uplink = sender(port, frames, loop=True, max_frames=120)
             task = asyncio.create_task(stream_live(source, SyntheticAnalyzer(), uplink))
-            await asyncio.sleep(1.0)
+            for _ in range(100):  # until the first receiver has drawn a few (however loaded the machine)
+                await asyncio.sleep(0.1)
+                active = first.server.active if first.server else None
+                if active is not None and active.frames_decoded > 10:
+                    break
         await asyncio.sleep(0.3)
         async with running_receiver(NullSink(), port=port) as (second, _):
             stats = await asyncio.wait_for(task, 20)

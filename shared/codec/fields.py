@@ -12,47 +12,26 @@ A code has up to three parts, on the sender's two threads and the receiver:
 - an *encoder* at send time turns that into bytes, predicting from the last frame it coded (only
   frames that are sent feed its state);
 - a *decoder* on the receiver, which sees every sent frame in order.
-A new code is a new FieldCodec and its capability name in `FIELD_CODECS`.
+A new code is a new FieldCodec and its capability name in `FIELD_CODECS`. The data that crosses the
+seam (Prepared, CodedFrame, FrameDraft) lives in facewire.shared.codec.seam, so a code's adapters
+in their own module (e.g. facewire.shared.codec.expression.field) import it, not this registry.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from facewire.shared.codec.alpha import AlphaDecoder, AlphaEncoder, upsample
+from facewire.shared.codec.expression.field import ExpressionDecoder, ExpressionEncoder, ExpressionPreparer
 from facewire.shared.codec.landmarks import LandmarkDecoder, LandmarkEncoder, dequantise, quantise
 from facewire.shared.codec.predictive import CodeError
-from facewire.shared.types import Alpha, FrameAnalysis, Landmarks
+from facewire.shared.codec.seam import CodedFrame, FrameDraft, Prepared
+from facewire.shared.types import FrameAnalysis, Landmarks
 
 Role = Literal["face", "alpha", "layer"]
 REQUIRED_ROLES: tuple[Role, ...] = ("face",)
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """What the preparing side computed for one code on one frame."""
-
-    landmarks: Landmarks | None = None  # a face code: exactly what the receiver will decode
-    values: object = None  # the code's own data, for its send-time encoder
-
-
-@dataclass(frozen=True)
-class CodedFrame:
-    """An analysed frame with each code's prepared values, handed from the analysing thread to the uplink."""
-
-    analysis: FrameAnalysis
-    prepared: Mapping[str, Prepared] = field(default_factory=dict)
-
-
-@dataclass
-class FrameDraft:
-    """What the field decoders have recovered so far of one frame, at the sender's frame size."""
-
-    size: tuple[int, int]
-    landmarks: Landmarks | None = None
-    alpha: Alpha | None = None
 
 
 class FieldPreparer(Protocol):
@@ -201,6 +180,7 @@ class _AlphaFieldDecoder(_NoSetup):
 FIELD_CODECS: dict[str, FieldCodec] = {
     codec.capability: codec
     for codec in (
+        FieldCodec("expression", "face", ExpressionEncoder, ExpressionDecoder, ExpressionPreparer),
         FieldCodec("landmarks", "face", _LandmarkField, _LandmarkFieldDecoder, _LandmarkPreparer),
         FieldCodec("alpha", "alpha", _AlphaField, _AlphaFieldDecoder, _Unprepared),
     )

@@ -11,7 +11,8 @@ receiver ask for a keyframe.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +33,9 @@ Box = tuple[int, int, int, int]
 # Above this AVIF quality a keyframe grows fast for little: 9.7 KB and face SSIM 0.981 at 60 on the clips'
 # first frames, where 95 costs ~45 KB (helper R6's measurements); the residual layer fills in the rest.
 KEYFRAME_MAX_QUALITY = 60
+# Keyframes a receiver holds (the newest complete ones): a frame may be drawn from any of them, so a
+# sender returns to an earlier look (a smile, the mouth open) by naming it instead of sending it again.
+REFERENCES = 4
 
 
 class FrameDecodeError(ValueError):
@@ -63,30 +67,33 @@ class KeyframePackage:
     image: bytes
     quality: int
     alpha: bytes
-    landmarks: bytes | None
+    face_codes: Mapping[str, bytes] = field(default_factory=dict)  # the face's intra code by each offered face code
 
     @property
     def nbytes(self) -> int:
-        return len(self.image) + len(self.alpha) + len(self.landmarks or b"")
+        # the message carries one of the face codes, the session's: the preferred one is the smallest
+        return len(self.image) + len(self.alpha) + min(map(len, self.face_codes.values()), default=0)
 
-    def messages(self, part_bytes: int) -> list[m.Keyframe | m.KeyframePart]:
-        """The keyframe as a `keyframe` message and as many `keyframe_part`s as pieces of at most
-        `part_bytes` of picture need (at most MAX_KEYFRAME_PARTS)."""
+    def messages(self, part_bytes: int, face_code: str | None = None) -> list[m.Keyframe | m.KeyframePart]:
+        """The keyframe as a `keyframe` message (its `landmarks` in the session's `face_code`) and as many
+        `keyframe_part`s as pieces of at most `part_bytes` of picture need (at most MAX_KEYFRAME_PARTS)."""
         size = max(part_bytes, -(-len(self.image) // m.MAX_KEYFRAME_PARTS))
         pieces = [self.image[i:i + size] for i in range(0, len(self.image), size)]
         head = m.Keyframe(
             kf=self.kf, ts_us=self.ts_us, width=self.size[0], height=self.size[1],
-            image=pieces[0], image_format="avif", box=list(self.box), alpha=self.alpha, landmarks=self.landmarks,
+            image=pieces[0], image_format="avif", box=list(self.box), alpha=self.alpha,
+            landmarks=None if face_code is None else self.face_codes.get(face_code),
             parts=len(pieces), image_bytes=len(self.image) if len(pieces) > 1 else None,
         )
         return [head, *(m.KeyframePart(kf=self.kf, part=i, data=piece) for i, piece in enumerate(pieces[1:], 1))]
 
 
-def build_keyframe(analysis: FrameAnalysis, kf: int, face: Prepared | None, landmarks_code: bytes | None,
+def build_keyframe(analysis: FrameAnalysis, kf: int, face: Prepared | None, face_codes: Mapping[str, bytes] | None,
                    max_image_bytes: int, quality_hint: int = 40) -> tuple[KeyframePackage, KeyframeState]:
     """The person of this frame as a keyframe whose picture fits `max_image_bytes` (the highest AVIF
     quality that does; KeyframeTooLarge when none does), and exactly what the receiver will decode from
-    it (the sender's replica of the receiver draws from that)."""
+    it (the sender's replica of the receiver draws from that). `face_codes`: the face's intra code in
+    each face code the sender offers; the session's goes in the message."""
     frame = analysis.foreground if analysis.foreground is not None else analysis.frame.image
     height, width = frame.shape[:2]
     alpha = analysis.alpha if analysis.alpha is not None else np.ones((height, width), np.float32)
@@ -100,7 +107,7 @@ def build_keyframe(analysis: FrameAnalysis, kf: int, face: Prepared | None, land
         landmarks=None if face is None else face.landmarks,
     )
     package = KeyframePackage(kf, analysis.frame.ts_us, (width, height), person.box, coded.data, coded.quality,
-                              alpha_code, landmarks_code)
+                              alpha_code, dict(face_codes or {}))
     return package, state
 
 
@@ -162,7 +169,8 @@ class FrameDecoder:
     codes: Sequence[str] = ("landmarks",)
     keyframe: KeyframeState | None = None  # the one the last decoded frame was drawn from
     _keyframe_ts_us: int = 0
-    _next: tuple[KeyframeState, int] | None = None  # complete, not yet drawn from by a frame
+    # The last REFERENCES complete keyframes (with their ts_us), oldest first: a frame may be drawn from any.
+    _held: OrderedDict[int, tuple[KeyframeState, int]] = field(default_factory=OrderedDict)
     _assembly: _Assembly | None = None
     _fields: list[FieldDecoder] = field(init=False, repr=False)
     _last_seq: int | None = None
@@ -214,7 +222,10 @@ class FrameDecoder:
                                    "image_bytes", hostile=True)
         state = KeyframeState(kf=head.kf, image=self._picture(head, image), alpha=self._alpha(head),
                               landmarks=self._landmarks(head))
-        self._next = (state, head.ts_us)
+        self._held.pop(head.kf, None)
+        self._held[head.kf] = (state, head.ts_us)
+        while len(self._held) > REFERENCES:
+            self._held.popitem(last=False)
         return state
 
     def _picture(self, head: m.Keyframe, image: bytes) -> Image:
@@ -243,13 +254,13 @@ class FrameDecoder:
             raise _wrapped(exc, f"keyframe {head.kf} landmarks: {exc}", "landmarks") from None
 
     def decode_frame(self, message: m.Frame) -> FrameState:
-        if self._next is not None and message.kf == self._next[0].kf:
-            (self.keyframe, self._keyframe_ts_us), self._next = self._next, None
-        if self.keyframe is None:
+        if not self._held:
             raise FrameDecodeError("no keyframe yet")
-        if message.kf != self.keyframe.kf:
+        reference = self._held.get(message.kf)
+        if reference is None:
             raise FrameDecodeError(f"frame {message.seq} is drawn from keyframe {message.kf}, this receiver holds "
-                                   f"{self.keyframe.kf}")
+                                   f"{list(self._held)}")
+        self.keyframe, self._keyframe_ts_us = reference
         if len(message.codes) != len(self._fields):
             raise FrameDecodeError(f"frame {message.seq} carries {len(message.codes)} codes, the session negotiated "
                                    f"{len(self._fields)} ({', '.join(self.codes)})")

@@ -1,4 +1,4 @@
-"""A drop-oldest hand-off from a producer thread to an asyncio consumer."""
+"""Drop-oldest hand-offs between pipeline stages: thread to asyncio consumer, and thread to thread."""
 
 from __future__ import annotations
 
@@ -15,13 +15,17 @@ class LatestSlot(Generic[T]):
 
     An item for which `keep(item)` is true (a frame that carries a keyframe) is never skipped: it
     waits for the consumer, and only the newest item after it waits behind it (at most two held);
-    a newer kept item supersedes it and everything before. `dropped` counts items skipped.
+    a newer kept item supersedes it and everything before, or, with `merge`, takes its place as
+    `merge(older, newer)` (what the older one carried that the newer does not replace must still go).
+    `dropped` counts items skipped (a merged one too: its frame is gone).
     `close()` ends the stream: `get()` then returns None once the last item has been taken.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, keep: Callable[[T], bool] | None = None) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, keep: Callable[[T], bool] | None = None,
+                 merge: Callable[[T, T], T] | None = None) -> None:
         self._loop = loop
         self._keep = keep
+        self._merge = merge
         self._lock = threading.Lock()
         self._kept: T | None = None
         self._item: T | None = None
@@ -35,6 +39,8 @@ class LatestSlot(Generic[T]):
         with self._lock:
             if self._keep is not None and self._keep(item):
                 self.dropped += (self._kept is not None) + (self._item is not None)
+                if self._kept is not None and self._merge is not None:
+                    item = self._merge(self._kept, item)
                 self._kept, self._item = item, None
             else:
                 self.dropped += self._item is not None
@@ -63,3 +69,42 @@ class LatestSlot(Generic[T]):
                     return item
                 self._ready.clear()
             await self._ready.wait()
+
+
+class LatestBox(Generic[T]):
+    """The thread-to-thread twin of LatestSlot for stages that never carry state (camera frames): the
+    consumer blocks until an item comes, and a slow consumer gets only the newest. `dropped` counts
+    items skipped; after `close()`, `get()` returns what is left, then None."""
+
+    def __init__(self) -> None:
+        self._ready = threading.Condition()
+        self._item: T | None = None
+        self._closed = False
+        self.dropped = 0
+
+    def put(self, item: T, wait: bool = False) -> None:
+        """With `wait`, first waits until the consumer took the previous item (a source that is not
+        paced by a clock, e.g. a file read as fast as it goes, then loses nothing)."""
+        with self._ready:
+            if wait:
+                self._ready.wait_for(lambda: self._item is None or self._closed)
+            self.dropped += self._item is not None
+            self._item = item
+            self._ready.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
+
+    def get(self, timeout_s: float | None = None) -> T | None:
+        """The newest item; None once closed and empty, or when `timeout_s` passes first."""
+        with self._ready:
+            self._ready.wait_for(lambda: self._item is not None or self._closed, timeout_s)
+            item, self._item = self._item, None
+            self._ready.notify_all()
+            return item

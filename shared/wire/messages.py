@@ -150,6 +150,9 @@ class Setup(_Message, frozen=True, tag="setup"):
     payload: FieldBytes
 
 
+# The sender's stages a frame passes, whose medians its `stats` report: waiting for analysis after
+# capture, analysis, coding, and waiting in the uplink until sent.
+SENDER_STAGES = ("capture", "analysis", "coding", "queue")
 FACE_STATES: tuple[Literal["tracked", "held", "lost"], ...] = ("tracked", "held", "lost")
 
 
@@ -199,6 +202,8 @@ class Stats(_Message, frozen=True, tag="stats"):
     kbps: Annotated[float, msgspec.Meta(ge=0.0, le=1e6)] = 0.0
     frames: Annotated[int, msgspec.Meta(ge=0)] = 0
     dropped: Annotated[int, msgspec.Meta(ge=0)] = 0
+    # The sender's stage medians over the interval, ms, in SENDER_STAGES order (protocol.md 3.6).
+    stages_ms: Annotated[list[Annotated[float, msgspec.Meta(ge=0.0, le=1e6)]], msgspec.Meta(max_length=8)] = []
 
 
 class Error(_Message, frozen=True, tag="error"):

@@ -1,0 +1,36 @@
+"""The data that crosses the codec seam (facewire.shared.codec.fields): what a preparer computed, a
+frame handed to the send-time encoders, and what the decoders recover of a frame. Apart from the
+registry, so a code's own adapters can build on it without importing the registry that names them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from facewire.shared.types import Alpha, FrameAnalysis, Landmarks
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What the preparing side computed for one code on one frame."""
+
+    landmarks: Landmarks | None = None  # a face code: exactly what the receiver will decode
+    values: object = None  # the code's own data, for its send-time encoder
+
+
+@dataclass(frozen=True)
+class CodedFrame:
+    """An analysed frame with each code's prepared values, handed from the analysing thread to the uplink."""
+
+    analysis: FrameAnalysis
+    prepared: Mapping[str, Prepared] = field(default_factory=dict)
+
+
+@dataclass
+class FrameDraft:
+    """What the field decoders have recovered so far of one frame, at the sender's frame size."""
+
+    size: tuple[int, int]
+    landmarks: Landmarks | None = None
+    alpha: Alpha | None = None
