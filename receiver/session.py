@@ -115,18 +115,18 @@ class Session:
     _keyframe_requested: bool = False
 
     def handle(self, message: m.Message, received_us: int | None = None) -> tuple[list[m.Message], RenderJob | None]:
-        """The replies to `message` and, for a frame, its render job; `received_us`: when the message arrived
-        (wall clock), if not now. Raises ProtocolError (naming the field) when the message's bytes are hostile
-        or damaged; the session's state is then as before."""
+        """The replies to `message` and, for a frame, its render job (`received_us`: when the message
+        arrived, wall clock, if not now). Raises ProtocolError (naming the field) when the message's
+        bytes are hostile or damaged; the session's state is then as before."""
         try:
-            return self._handle(message, received_us)
+            return self._handle(message, now_us() if received_us is None else received_us)
         except MemoryError:
             # Every decoder checks declared sizes first; this is the last line, not the plan.
             raise ProtocolError(ErrorCode.BAD_MESSAGE, f"`{_tag(message)}` needs more memory than this receiver has") from None
 
-    def _handle(self, message: m.Message, received_us: int | None) -> tuple[list[m.Message], RenderJob | None]:
+    def _handle(self, message: m.Message, received_us: int) -> tuple[list[m.Message], RenderJob | None]:
         if isinstance(message, m.Frame):
-            return self._frame(message, now_us() if received_us is None else received_us)
+            return self._frame(message, received_us)
         if isinstance(message, (m.Keyframe, m.KeyframePart)):
             return self._keyframe(message), None
         if isinstance(message, m.Setup):

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 KEYFRAME_SECONDS = 1.5
 MIN_KEYFRAME_BYTES = 1200  # below this a person at 512 px is mush at any AVIF quality (REPORT of codec-layer)
 MAX_KEYFRAME_BYTES = 48 * 1024
+FINER_SCALE_QUALITY = 30  # a keyframe at 1/scale that reached this AVIF quality tries the finer scale next
 DEFAULT_BITRATE_BPS = 256_000.0  # the ceiling without --bitrate: the rate control finds the link below it
 # The codes this sender offers, in order of preference (negotiation keeps the first of each role):
 # the expression code (~16 B a frame), else raw landmarks for a receiver that lacks it.
@@ -128,9 +129,10 @@ class FrameCoder:
     kf: int = 0
     _preparers: dict[str, FieldPreparer] = field(init=False, repr=False)
     _quality_hint: int = 40  # the last keyframe's AVIF quality: the next search starts there
+    _scale_hint: int = 1  # and the scale it needed (a budget that grew brings the finer one back)
     _resend: threading.Event = field(default_factory=threading.Event, repr=False)
-    _bare: threading.Event = field(default_factory=threading.Event, repr=False)  # the receiver holds no keyframe
     _references: ReferenceChooser = field(default_factory=ReferenceChooser)
+    _bare: threading.Event = field(default_factory=threading.Event, repr=False)  # the receiver holds no keyframe
 
     def __post_init__(self) -> None:
         self._preparers = {name: FIELD_CODECS[name].new_preparer() for name in self.codes}
@@ -177,7 +179,7 @@ class FrameCoder:
         budget = self.budget.keyframe_bytes()
         try:
             try:
-                package, _ = build_keyframe(analysis, self.kf + 1, face, codes, budget, self._quality_hint)
+                package, _ = build_keyframe(analysis, self.kf + 1, face, codes, budget, self._quality_hint, self._scale_hint)
             except KeyframeTooLarge as exc:
                 if not self._bare.is_set() or exc.needed > MAX_KEYFRAME_BYTES:
                     raise
@@ -193,6 +195,8 @@ class FrameCoder:
         self._bare.clear()
         self.kf += 1
         self._quality_hint = package.quality
-        log.info("keyframe %d: %d bytes (picture %d at AVIF quality %d, budget %d)", self.kf, package.nbytes,
-                 len(package.image), package.quality, budget)
+        # A picture that fitted with quality to spare tries the finer scale next time.
+        self._scale_hint = max(1, package.scale // 2) if package.quality >= FINER_SCALE_QUALITY else package.scale
+        log.info("keyframe %d: %d bytes (picture %d at AVIF quality %d, scale 1/%d, budget %d)", self.kf,
+                 package.nbytes, len(package.image), package.quality, package.scale, budget)
         return package

@@ -199,8 +199,8 @@ class Uplink:
                 self._priority.extend(self.identities.session_started(welcome.assets))
             self.protocol = protocol
             reader = asyncio.create_task(self._read(ws, protocol))
-            watchdog = asyncio.create_task(self._watch(ws, protocol))
             self.receiving.set()
+            watchdog = asyncio.create_task(self._watch(ws, protocol))
             try:
                 finished = await self._write(ws, protocol, slot, reader)
             finally:

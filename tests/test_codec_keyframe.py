@@ -17,6 +17,7 @@ from facewire.shared.codec.keyframe import (
     decode_person,
     encode_keyframe_alpha,
     encode_person,
+    encode_person_scaled,
     encode_person_search,
     person_box,
     person_only,
@@ -124,6 +125,23 @@ def test_decode_places_the_person(keyframe: PersonImage) -> None:
     background = np.full((fh, fw, 3), 7, np.uint8)
     over = decode_person(data, keyframe.box, keyframe.frame_size, background)
     assert (over[outside] == 7).all() and (background == 7).all()
+
+
+def test_a_budget_too_thin_for_the_whole_picture_gets_a_coarser_one(keyframe: PersonImage) -> None:
+    with pytest.raises(KeyframeTooLarge) as refused:
+        encode_person(keyframe, 100)
+    budget = int(refused.value.needed * 0.8)  # what the whole picture needs at the lowest quality, and less
+    found = encode_person_scaled(keyframe, budget)
+    assert found.scale > 1 and len(found.data) <= budget
+    x, y, w, h = keyframe.box
+    picture = decode_person(found.data, keyframe.box, keyframe.frame_size, (128, 128, 128), scale=found.scale)
+    assert picture[y:y + h, x:x + w].shape == keyframe.image.shape
+    assert np.abs(picture[y:y + h, x:x + w].astype(np.float32) - keyframe.image).mean() < 20
+    with pytest.raises(CodeError):  # the declared size is the box's at that scale, no other
+        decode_person(found.data, keyframe.box, keyframe.frame_size, scale=1)
+    with pytest.raises(CodeError):
+        decode_person(found.data, keyframe.box, keyframe.frame_size, scale=5)
+    assert encode_person_scaled(keyframe, 4000).scale == 1  # room enough: full size
 
 
 def _claim(data: bytes, width: int, height: int) -> bytes:

@@ -22,7 +22,7 @@ from facewire.shared.codec.keyframe import (
     decode_keyframe_alpha,
     decode_person,
     encode_keyframe_alpha,
-    encode_person_search,
+    encode_person_scaled,
     person_only,
 )
 from facewire.shared.codec.predictive import CodeError, PayloadError
@@ -68,6 +68,7 @@ class KeyframePackage:
     quality: int
     alpha: bytes
     face_codes: Mapping[str, bytes] = field(default_factory=dict)  # the face's intra code by each offered face code
+    scale: int = 1  # the picture is the box at 1/scale
 
     @property
     def nbytes(self) -> int:
@@ -83,31 +84,32 @@ class KeyframePackage:
             kf=self.kf, ts_us=self.ts_us, width=self.size[0], height=self.size[1],
             image=pieces[0], image_format="avif", box=list(self.box), alpha=self.alpha,
             landmarks=None if face_code is None else self.face_codes.get(face_code),
-            parts=len(pieces), image_bytes=len(self.image) if len(pieces) > 1 else None,
+            parts=len(pieces), image_bytes=len(self.image) if len(pieces) > 1 else None, scale=self.scale,
         )
         return [head, *(m.KeyframePart(kf=self.kf, part=i, data=piece) for i, piece in enumerate(pieces[1:], 1))]
 
 
 def build_keyframe(analysis: FrameAnalysis, kf: int, face: Prepared | None, face_codes: Mapping[str, bytes] | None,
-                   max_image_bytes: int, quality_hint: int = 40) -> tuple[KeyframePackage, KeyframeState]:
+                   max_image_bytes: int, quality_hint: int = 40, scale_hint: int = 1) -> tuple[KeyframePackage, KeyframeState]:
     """The person of this frame as a keyframe whose picture fits `max_image_bytes` (the highest AVIF
-    quality that does; KeyframeTooLarge when none does), and exactly what the receiver will decode from
-    it (the sender's replica of the receiver draws from that). `face_codes`: the face's intra code in
-    each face code the sender offers; the session's goes in the message."""
+    quality that does, at the finest scale from `scale_hint` on that fits; KeyframeTooLarge when none
+    does), and exactly what the receiver will decode from it (the sender's replica of the receiver draws
+    from that). `face_codes`: the face's intra code in each face code the sender offers; the session's
+    goes in the message."""
     frame = analysis.foreground if analysis.foreground is not None else analysis.frame.image
     height, width = frame.shape[:2]
     alpha = analysis.alpha if analysis.alpha is not None else np.ones((height, width), np.float32)
     person = person_only(frame, alpha)
-    coded = encode_person_search(person, max_image_bytes, start=min(quality_hint, KEYFRAME_MAX_QUALITY),
-                                 max_quality=KEYFRAME_MAX_QUALITY)
+    coded = encode_person_scaled(person, max_image_bytes, start=min(quality_hint, KEYFRAME_MAX_QUALITY),
+                                 max_quality=KEYFRAME_MAX_QUALITY, scale=scale_hint, max_scale=m.MAX_KEYFRAME_SCALE)
     alpha_code = encode_keyframe_alpha(alpha, person.box)
     state = KeyframeState(
-        kf=kf, image=decode_person(coded.data, person.box, (width, height)),
+        kf=kf, image=decode_person(coded.data, person.box, (width, height), scale=coded.scale),
         alpha=decode_keyframe_alpha(alpha_code, person.box, (width, height)),
         landmarks=None if face is None else face.landmarks,
     )
     package = KeyframePackage(kf, analysis.frame.ts_us, (width, height), person.box, coded.data, coded.quality,
-                              alpha_code, dict(face_codes or {}))
+                              alpha_code, dict(face_codes or {}), coded.scale)
     return package, state
 
 
@@ -233,7 +235,7 @@ class FrameDecoder:
             raise FrameDecodeError(f"keyframe image format {head.image_format!r}: this receiver decodes avif",
                                    "image_format", hostile=True)
         try:
-            return decode_person(image, _box(head), (head.width, head.height))
+            return decode_person(image, _box(head), (head.width, head.height), scale=head.scale)
         except CodeError as exc:
             raise _wrapped(exc, f"keyframe {head.kf}: {exc}", "image") from None
 

@@ -17,6 +17,7 @@ facewire.shared.codec.images: magic and declared size checked before decoding).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import struct
@@ -139,6 +140,30 @@ class EncodedPerson:
     data: bytes
     quality: int
     encodes: int  # how many AVIF encodes the search took
+    scale: int = 1  # the picture is the box at 1/scale
+
+
+def scaled_size(width: int, height: int, scale: int) -> tuple[int, int]:
+    """A box's picture size at 1/scale, rounded up."""
+    return -(-width // scale), -(-height // scale)
+
+
+def encode_person_scaled(person: PersonImage, max_bytes: int, *, start: int = 40, max_quality: int = MAX_QUALITY,
+                         scale: int = 1, max_scale: int = 4) -> EncodedPerson:
+    """The person at the finest scale from `scale` up (1, 2, 4 ...) that fits `max_bytes` at some quality:
+    on a thin link a softer picture beats none. Raises KeyframeTooLarge when even `max_scale` does not fit."""
+    while True:
+        h, w = person.image.shape[:2]
+        image = person.image if scale == 1 else np.asarray(
+            cv2.resize(person.image, scaled_size(w, h, scale), interpolation=cv2.INTER_AREA), np.uint8)
+        try:
+            found = encode_person_search(dataclasses.replace(person, image=image), max_bytes, start=start,
+                                         max_quality=max_quality, max_encodes=5 if scale == 1 else 3)
+            return dataclasses.replace(found, scale=scale)
+        except KeyframeTooLarge:
+            if scale * 2 > max_scale:
+                raise
+            scale *= 2
 
 
 def encode_person_search(person: PersonImage, max_bytes: int, *, speed: int = AVIF_SPEED, start: int = 40,
@@ -217,21 +242,27 @@ def check_box(box: Box, frame_size: tuple[int, int]) -> None:
         raise PayloadError(f"box {box} does not lie inside the {fw}x{fh} frame", "box")
 
 
-def _open_checked(data: bytes, fmt: str, mode: Literal["RGB", "L"], box: Box, what: str) -> npt.NDArray[np.uint8]:
-    """The image in `data` decoded only after its magic matched `fmt` and its declared size the box's."""
+def _open_checked(data: bytes, fmt: str, mode: Literal["RGB", "L"], box: Box, what: str,
+                  scale: int = 1) -> npt.NDArray[np.uint8]:
+    """The image in `data` decoded only after its magic matched `fmt` and its declared size the box's at 1/scale."""
     if len(data) > MAX_KEYFRAME_BYTES:
         raise PayloadError(f"keyframe image of {len(data)} bytes is over {MAX_KEYFRAME_BYTES}", what)
-    return decode_image(data, fmt, what, mode=mode, size=(box[2], box[3]))
+    return decode_image(data, fmt, what, mode=mode, size=scaled_size(box[2], box[3], scale))
 
 
-def decode_person(data: bytes, box: Box, frame_size: tuple[int, int], background: Image | Colour | None = None) -> Image:
-    """The keyframe at frame size: the AVIF person put in its box over `background` (an image of the
-    frame's size, a BGR colour, or None: the box's edges replicated, i.e. more of the person's own fill,
-    which is what a warp reading past the box should find)."""
+def decode_person(data: bytes, box: Box, frame_size: tuple[int, int], background: Image | Colour | None = None,
+                  scale: int = 1) -> Image:
+    """The keyframe at frame size: the AVIF person (the box at 1/scale, brought back to the box's size) put
+    in its box over `background` (an image of the frame's size, a BGR colour, or None: the box's edges
+    replicated, i.e. more of the person's own fill, which is what a warp reading past the box should find)."""
     check_box(box, frame_size)
-    rgb = _open_checked(data, "avif", "RGB", box, "image")
+    if not 1 <= scale <= 4:
+        raise PayloadError(f"keyframe scale {scale} is out of range", "scale")
+    rgb = _open_checked(data, "avif", "RGB", box, "image", scale)
     crop = np.ascontiguousarray(rgb[..., ::-1])
     x, y, w, h = box
+    if scale > 1:
+        crop = np.asarray(cv2.resize(crop, (w, h), interpolation=cv2.INTER_CUBIC), np.uint8)
     fw, fh = frame_size
     if background is None:
         return np.asarray(cv2.copyMakeBorder(crop, y, fh - y - h, x, fw - x - w, cv2.BORDER_REPLICATE), np.uint8)

@@ -101,6 +101,7 @@ class AssetRequest(_Message, frozen=True, tag="asset_request"):
 
 
 MAX_KEYFRAME_PARTS = 64
+MAX_KEYFRAME_SCALE = 4
 
 
 class Keyframe(_Message, frozen=True, tag="keyframe"):
@@ -122,6 +123,8 @@ class Keyframe(_Message, frozen=True, tag="keyframe"):
     landmarks: FieldBytes | None = None
     parts: Annotated[int, msgspec.Meta(ge=1, le=MAX_KEYFRAME_PARTS)] = 1
     image_bytes: Annotated[int, msgspec.Meta(ge=1, le=MAX_IMAGE_BYTES)] | None = None
+    # The picture is the box at 1/scale (rounded up): a thin link gets a softer picture rather than none.
+    scale: Annotated[int, msgspec.Meta(ge=1, le=MAX_KEYFRAME_SCALE)] = 1
 
     def __post_init__(self) -> None:
         if self.box is not None:
