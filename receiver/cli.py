@@ -20,6 +20,7 @@ from facewire.shared.models.onnx import add_provider_arguments
 from facewire.shared.process.cliargs import add_common_arguments, apply_common_arguments, parse_size
 from facewire.shared.render import RENDERERS, available_renderers, make_renderer
 from facewire.shared.wire.errors import StreamFileError
+from facewire.shared.wire.protocol import Limits
 from facewire.shared.wire.streamfile import StreamReader
 
 log = logging.getLogger("facewire.receive")
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         host, _, port = args.listen.rpartition(":")
         receiver = LiveReceiver(make_player(args, args.fps), args.token, fps=args.fps, once=args.once,
-                                renderers=available_renderers(),
+                                renderers=available_renderers(), limits=Limits(dead_after_s=args.dead_after),
                                 steady_clock=args.sink.split(":")[0] in STEADY_SINKS)
         asyncio.run(receiver.run(host or "127.0.0.1", int(port), tls_context(args.tls_cert, args.tls_key)))
         return 0

@@ -29,6 +29,7 @@ from facewire.shared.models.onnx import add_provider_arguments
 from facewire.shared.process.cliargs import add_common_arguments, apply_common_arguments, parse_size
 from facewire.shared.types import Analyzer
 from facewire.shared.wire import messages as m
+from facewire.shared.wire.protocol import Limits
 
 log = logging.getLogger("facewire.send")
 MATTES = ("auto", "chroma", "learned", "none")
@@ -155,7 +156,7 @@ def _stream(source: FrameSource, analyzer: Analyzer, args: argparse.Namespace, i
     if args.connect.startswith("wss://"):
         context = ssl.create_default_context(cafile=args.cafile)
     uplink = Uplink(args.connect, args.token, coder, identities, context, on_stats=_printer() if args.stats else None,
-                    fps=source.fps)
+                    fps=source.fps, limits=Limits(dead_after_s=args.dead_after))
     stats = asyncio.run(_live(source, analyzer, uplink, args.identity_cycle))
     log.info("sent %d frames (%d keyframes, %.0f KiB), dropped %d stale, %d connection(s)", stats.frames_sent,
              stats.keyframes_sent, stats.bytes_sent / 1024, stats.dropped, stats.connects)

@@ -179,3 +179,15 @@ def test_a_new_session_replaces_a_half_open_one_instead_of_busy() -> None:
         return outcomes
 
     assert asyncio.run(scenario()) == ["busy", "Welcome", "old closed", "Welcome"]
+
+
+def test_dead_after_is_a_flag_of_both_tools() -> None:
+    from facewire.receiver.cli import build_parser as receiver_parser
+    from facewire.sender.cli import build_parser as sender_parser
+
+    for parser in (receiver_parser(), sender_parser()):
+        base = ["--listen", "127.0.0.1:1"] if parser.prog.endswith("receive") else ["--connect", "ws://h:1"]
+        assert parser.parse_args(base).dead_after == p.Limits().dead_after_s
+        assert parser.parse_args([*base, "--dead-after", "9"]).dead_after == 9.0
+        with pytest.raises(SystemExit):
+            parser.parse_args([*base, "--dead-after", "0.5"])

@@ -22,6 +22,16 @@ def parse_size(text: str) -> tuple[int, int]:
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="OpenCV threads (default 1)")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--dead-after", type=_dead_after, default=4.0, metavar="S",
+                        help="declare the link dead when not a byte arrives from the peer for S seconds (default 4; "
+                             "raise it for a peer on a machine so loaded that it stalls that long)")
+
+
+def _dead_after(text: str) -> float:
+    value = float(text)
+    if not 2.0 <= value <= 120.0:  # the peer pings every second: below 2 s a pong's round trip could trip it
+        raise argparse.ArgumentTypeError(f"--dead-after {text}: between 2 and 120 seconds")
+    return value
 
 
 def apply_common_arguments(args: argparse.Namespace) -> None:
