@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 
 from facewire.sender.keyframes import KeyframePolicy
 from facewire.sender.timing import StageTimes
+from facewire.shared.codec.body import BodyPreparer
 from facewire.shared.codec.fields import FIELD_CODECS, CodedFrame, FieldPreparer, Prepared, face_code
 from facewire.shared.codec.frames import REFERENCES, KeyframePackage, build_keyframe
 from facewire.shared.codec.keyframe import KeyframeTooLarge
 from facewire.shared.face.likeness import FaceLikeness, warp_cost
-from facewire.shared.types import Analyzer, FrameAnalysis, Landmarks
+from facewire.shared.types import Analyzer, FrameAnalysis, KeyframeState, Landmarks
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,12 @@ MIN_KEYFRAME_BYTES = 1200  # below this a person at 512 px is mush at any AVIF q
 MAX_KEYFRAME_BYTES = 48 * 1024
 DEFAULT_BITRATE_BPS = 256_000.0  # the ceiling without --bitrate: the rate control finds the link below it
 # The codes this sender offers, in order of preference (negotiation keeps the first of each role):
-# the expression code (~16 B a frame), else raw landmarks for a receiver that lacks it.
-DEFAULT_CODES = ("expression", "landmarks")
+# the expression code (~16 B a frame), else raw landmarks for a receiver that lacks it; the body's
+# motion (~7 B a frame) where the receiver decodes it, else the body stays where the keyframe has it.
+DEFAULT_CODES = ("expression", "landmarks", "body-motion")
+# The body's motion is estimated against the keyframe chosen for a frame and the newest ones built:
+# the uplink draws a frame from the newest the receiver holds whole when it lacks the chosen one.
+BODY_CANDIDATES = 2
 
 
 @dataclass
@@ -130,6 +135,9 @@ class FrameCoder:
     _quality_hint: int = 40  # the last keyframe's AVIF quality: the next search starts there
     _resend: threading.Event = field(default_factory=threading.Event, repr=False)
     _references: ReferenceChooser = field(default_factory=ReferenceChooser)
+    # The keyframes built, as the receiver decodes them (the layer's replica draws from them): as many as
+    # the chooser may name.
+    _states: OrderedDict[int, KeyframeState] = field(default_factory=OrderedDict)
 
     def __post_init__(self) -> None:
         self._preparers = {name: FIELD_CODECS[name].new_preparer() for name in self.codes}
@@ -147,6 +155,7 @@ class FrameCoder:
                   if (setup := preparer.take_setup()) is not None]
         if self._resend.is_set():
             self._references.clear()  # a new receiver holds none of them
+            self._states.clear()
         face = prepared.get(face_code(self.codes))
         landmarks = None if face is None else face.landmarks
         reference, drift = self._references.choose(landmarks)
@@ -165,7 +174,23 @@ class FrameCoder:
             fresh = {name for name, _ in setups}
             setups += [(name, setup) for name, preparer in self._preparers.items()
                        if name not in fresh and (setup := preparer.current_setup()) is not None]
+        self._prepare_body(analysis, prepared, reference)
         return Outgoing(CodedFrame(analysis, prepared), keyframe, tuple(setups), reference=reference)
+
+    def keyframe_state(self, kf: int | None) -> KeyframeState | None:
+        """Keyframe `kf` as the receiver decodes it, while the coder keeps it."""
+        return None if kf is None else self._states.get(kf)
+
+    def _prepare_body(self, analysis: FrameAnalysis, prepared: dict[str, Prepared], reference: int | None) -> None:
+        """The body's motion against each keyframe the uplink may draw this frame from."""
+        face = prepared.get(face_code(self.codes))
+        kfs = [*list(self._states)[-BODY_CANDIDATES:], *([] if reference is None else [reference])]
+        keyframes = {kf: state for kf in kfs if (state := self.keyframe_state(kf)) is not None}
+        for name, preparer in self._preparers.items():
+            if isinstance(preparer, BodyPreparer):
+                value = preparer.prepare_body(analysis, None if face is None else face.landmarks, keyframes)
+                if value is not None:
+                    prepared[name] = value
 
     def _keyframe(self, analysis: FrameAnalysis, prepared: dict[str, Prepared]) -> KeyframePackage | None:
         face = prepared.get(face_code(self.codes))
@@ -174,13 +199,16 @@ class FrameCoder:
                  if FIELD_CODECS[name].role == "face" and name in prepared}
         budget = self.budget.keyframe_bytes()
         try:
-            package, _ = build_keyframe(analysis, self.kf + 1, face, codes, budget, self._quality_hint)
+            package, state = build_keyframe(analysis, self.kf + 1, face, codes, budget, self._quality_hint)
         except KeyframeTooLarge as exc:
             log.warning("no keyframe this time, trying again in a while: %s", exc)
             self.policy.request_from_peer()  # rate-limited like a receiver's request: a hopeless budget is not retried every frame
             return None
         self.kf += 1
         self._quality_hint = package.quality
+        self._states[package.kf] = state
+        while len(self._states) > 2 * REFERENCES:
+            self._states.popitem(last=False)
         log.info("keyframe %d: %d bytes (picture %d at AVIF quality %d, budget %d)", self.kf, package.nbytes,
                  len(package.image), package.quality, budget)
         return package

@@ -17,6 +17,7 @@ import numpy.typing as npt
 Image = npt.NDArray[np.uint8]
 Alpha = npt.NDArray[np.float32]
 Landmarks = npt.NDArray[np.float32]
+Affine = npt.NDArray[np.float64]  # 2x3, maps (x, y, 1) to (x', y')
 FaceState = Literal["tracked", "held", "lost"]
 MESH_POINTS = 478
 
@@ -147,6 +148,7 @@ class FrameState:
     face: FaceState
     landmarks: Landmarks | None
     alpha: Alpha | None
+    body: Affine | None = None  # the body's motion, this frame to its keyframe (facewire.shared.codec.body)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ receiver ask for a keyframe.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -142,6 +143,7 @@ class FrameEncoder:
             # An intra frame restarts every prediction chain, so a receiver can join from it alone.
             for coder in self._fields:
                 coder.reset()
+        coded = dataclasses.replace(coded, drawn_from=kf)
         analysis = coded.analysis
         dt_ms = max(0, round((analysis.frame.ts_us - keyframe_ts_us) / 1000))
         return m.Frame(seq=seq, dt_ms=dt_ms, kf=kf, face=m.FACE_STATES.index(analysis.face_state),
@@ -258,7 +260,7 @@ class FrameDecoder:
             raise FrameDecodeError(f"frame {message.seq}: {exc}") from None
         return FrameState(
             seq=message.seq, ts_us=self._keyframe_ts_us + message.dt_ms * 1000, face=message.face_state,
-            landmarks=draft.landmarks, alpha=draft.alpha,
+            landmarks=draft.landmarks, alpha=draft.alpha, body=draft.body,
         )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from facewire.shared.types import Alpha, FrameAnalysis, Landmarks
+from facewire.shared.types import Affine, Alpha, FrameAnalysis, Landmarks
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class CodedFrame:
 
     analysis: FrameAnalysis
     prepared: Mapping[str, Prepared] = field(default_factory=dict)
+    drawn_from: int | None = None  # set at send time: the keyframe the receiver draws this frame from
 
 
 @dataclass
@@ -34,3 +35,4 @@ class FrameDraft:
     size: tuple[int, int]
     landmarks: Landmarks | None = None
     alpha: Alpha | None = None
+    body: Affine | None = None  # the body's motion, frame to keyframe (facewire.shared.codec.body)
