@@ -25,6 +25,7 @@ from facewire.shared.codec.body import (
     estimate_body_motion,
     motion_matrix,
     quantise_motion,
+    smooth_motion,
 )
 from facewire.shared.codec.fields import negotiate
 from facewire.shared.codec.frames import FrameDecoder, FrameEncoder
@@ -79,6 +80,15 @@ def test_the_estimate_finds_the_bodys_motion(shift: tuple[float, float], angle: 
     points = np.array([[60.0, 480.0], [450.0, 480.0], [256.0, 340.0]])  # where the body is
     error = np.abs((points @ found[:, :2].T + found[:, 2]) - (points @ truth[:, :2].T + truth[:, 2])).max()
     assert error < 1.5
+
+
+def test_small_changes_are_steadied_and_real_moves_followed_at_once() -> None:
+    previous = np.array([[1.0, 0.0, 4.0], [0.0, 1.0, -2.0]])
+    jitter = previous + [[0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]
+    move = previous + [[0.0, 0.0, 12.0], [0.0, 0.0, 0.0]]
+    assert np.allclose(smooth_motion(previous, jitter, SIZE)[:, 2], [4.5, -2.0])
+    assert np.array_equal(smooth_motion(previous, move, SIZE), move)
+    assert np.array_equal(smooth_motion(None, move, SIZE), move)
 
 
 def test_no_matte_in_the_keyframe_gives_no_motion() -> None:

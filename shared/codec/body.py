@@ -4,10 +4,12 @@ The receiver draws the person by warping a keyframe: the face with its dense mes
 following the head, and the rest of the picture — shoulders, body, hair far from the face — with
 one affine motion of the body sent here, a few bytes a frame (facewire.shared.render.mesh).
 
-- The sender estimates the motion on its analysing thread (`estimate_body_motion`): an affine fit
-  (OpenCV's ECC) of the keyframe's person, as the receiver decoded it, to this frame's, at a width
-  of ESTIMATE_WIDTH pixels, on the matte brightened by the picture's luma (the silhouette always has
-  contrast, clothes add texture), the face and its first ring left out (they follow the head).
+- The sender estimates the motion on its analysing thread (`estimate_body_motion`): a fit (OpenCV's
+  ECC) of the keyframe's person, as the receiver decoded it, to this frame's, at a width of
+  ESTIMATE_WIDTH pixels, on the matte brightened by the picture's luma (the silhouette always has
+  contrast, clothes add texture), the face and its first ring left out (they follow the head): a
+  shift, or an affine where it fits clearly better; then steadied against the last estimate
+  (`smooth_motion`) so the fit's noise does not make the shoulders swim.
 - The motion is relative to one keyframe, the one the frame is drawn from. The preparer estimates it
   for each keyframe the uplink may name (the one chosen for the frame, and the newest built, whose
   parts may still be crossing the link); the encoder sends the one for the keyframe the frame is
@@ -47,6 +49,8 @@ MAX_DISPLACEMENT = 0.5  # of the frame's larger side: a body further away is ano
 ESTIMATE_WIDTH = 96
 FACE_MARGIN = 1.35  # the face's first ring (facewire.shared.render.mesh) follows the head, not the body
 _INTRA = 1
+SMOOTH_PX = 3.0
+AFFINE_GAIN = 0.01
 _MAX_LINEAR = 0.25  # an estimate that scales, shears or turns more than this is a failed fit, not a body
 Quantised = tuple[int, int, int, int, int, int]
 
@@ -91,7 +95,13 @@ def _body_mask(face: Landmarks | None, size: tuple[int, int], scale: float) -> n
 def estimate_body_motion(keyframe: KeyframeState, alpha: Alpha, image: Image, face: Landmarks | None,
                          start: Affine | None = None) -> Affine | None:
     """The affine taking this frame's body to the keyframe's (frame to keyframe), or None when the fit
-    fails or finds no plausible body motion. `start`: the last estimate against this keyframe."""
+    fails or finds no plausible body motion. `start`: the last estimate against this keyframe.
+
+    A shift is fitted first; the full affine (starting from it) is kept only when it matches the keyframe
+    better by AFFINE_GAIN of ECC's correlation. A body cut by the frame's edges leaves scale and shear
+    barely constrained: fitted anyway they swing by pixels from frame to frame (1 px a frame where the
+    body is on a still talking head, 0.1 px for the shift alone) and the shoulders' edges swim.
+    """
     if keyframe.alpha is None:
         return None
     height, width = alpha.shape
@@ -104,15 +114,21 @@ def estimate_body_motion(keyframe: KeyframeState, alpha: Alpha, image: Image, fa
     mask = _body_mask(face, size, scale)
     if int(np.count_nonzero(mask)) < 0.2 * mask.size:
         return None
-    warp = np.eye(2, 3, dtype=np.float32)
+    guess = np.eye(2, 3, dtype=np.float32)
     if start is not None:
-        warp[:, :2] = start[:, :2]
-        warp[:, 2] = start[:, 2] * scale + shift - start[:, :2] @ np.array([shift, shift])
+        guess[:, 2] = start[:, 2] * scale + shift - start[:, :2] @ np.array([shift, shift]) + (start[:, :2] - np.eye(2)) @ [
+            0.5 * size[0], 0.75 * size[1]]
     criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 25, 1e-3)
     try:
-        _, warp = cv2.findTransformECC(template, source, warp, cv2.MOTION_AFFINE, criteria, mask, 5)
+        rho, warp = cv2.findTransformECC(template, source, guess, cv2.MOTION_TRANSLATION, criteria, mask, 5)
     except cv2.error:
         return None
+    try:
+        rho_affine, affine = cv2.findTransformECC(template, source, warp.copy(), cv2.MOTION_AFFINE, criteria, mask, 5)
+        if rho_affine > rho + AFFINE_GAIN:
+            warp = affine
+    except cv2.error:
+        pass
     linear = warp[:, :2].astype(np.float64)
     # Back to full resolution: keyframe = linear @ x + (linear @ [shift, shift] + t - shift) / scale.
     offset = (linear @ np.array([shift, shift]) + warp[:, 2].astype(np.float64) - shift) / scale
@@ -122,6 +138,22 @@ def estimate_body_motion(keyframe: KeyframeState, alpha: Alpha, image: Image, fa
     if np.abs(offset).max() > MAX_DISPLACEMENT * max(width, height):
         return None
     return matrix
+
+
+def _body_points(size: tuple[int, int]) -> npt.NDArray[np.float64]:
+    """Where a body usually is in the frame: below and beside the face."""
+    return np.asarray(np.array([[0.25, 0.9], [0.75, 0.9], [0.5, 0.6]]) * np.array(size, np.float64), np.float64)
+
+
+def smooth_motion(previous: Affine | None, new: Affine, size: tuple[int, int]) -> Affine:
+    """`new` steadied against the last estimate for the same keyframe: half-way when they differ by less
+    than SMOOTH_PX where the body is (the fit's noise, about a pixel a frame at ESTIMATE_WIDTH, would make
+    the shoulders' edges swim), at once when the body really moved."""
+    if previous is None:
+        return new
+    points = _body_points(size)
+    moved = np.abs((points @ (new - previous)[:, :2].T) + (new - previous)[:, 2]).max()
+    return new if moved > SMOOTH_PX else 0.5 * (previous + new)
 
 
 # --- payload -------------------------------------------------------------------------------------------
@@ -212,10 +244,12 @@ class BodyPreparer:
         for kf, keyframe in keyframes.items():
             if keyframe.image.shape[:2] != analysis.alpha.shape:
                 continue
-            matrix = estimate_body_motion(keyframe, analysis.alpha, analysis.frame.image, face, self._last.get(kf))
+            previous = self._last.get(kf)
+            matrix = estimate_body_motion(keyframe, analysis.alpha, analysis.frame.image, face, previous)
             if matrix is None:
                 self._last.pop(kf, None)
                 continue
+            matrix = smooth_motion(previous, matrix, size)
             self._last[kf] = matrix
             motions[kf] = quantise_motion(matrix, size)
         for kf in [kf for kf in self._last if kf not in keyframes]:
