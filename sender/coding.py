@@ -33,9 +33,11 @@ DEFAULT_BITRATE_BPS = 256_000.0  # the ceiling without --bitrate: the rate contr
 # the expression code (~16 B a frame), else raw landmarks for a receiver that lacks it; the body's
 # motion (~7 B a frame) where the receiver decodes it, else the body stays where the keyframe has it.
 DEFAULT_CODES = ("expression", "landmarks", "body-motion")
-# The body's motion is estimated against the keyframe chosen for a frame and the newest ones built:
-# the uplink draws a frame from the newest the receiver holds whole when it lacks the chosen one.
-BODY_CANDIDATES = 2
+# The body's motion is estimated against the keyframe chosen for a frame and the newest built, and for
+# a while after a keyframe is built against the one before it too: the uplink draws a frame from the
+# newest keyframe the receiver holds whole when it lacks the chosen one, and a new keyframe's parts
+# take up to KEYFRAME_SECONDS to cross (twice that leaves room for a late start).
+BODY_PREVIOUS_SECONDS = 2 * KEYFRAME_SECONDS
 
 
 @dataclass
@@ -138,6 +140,7 @@ class FrameCoder:
     # The keyframes built, as the receiver decodes them (the layer's replica draws from them): as many as
     # the chooser may name.
     _states: OrderedDict[int, KeyframeState] = field(default_factory=OrderedDict)
+    _built_us: int = 0  # when the newest keyframe was built
 
     def __post_init__(self) -> None:
         self._preparers = {name: FIELD_CODECS[name].new_preparer() for name in self.codes}
@@ -184,7 +187,9 @@ class FrameCoder:
     def _prepare_body(self, analysis: FrameAnalysis, prepared: dict[str, Prepared], reference: int | None) -> None:
         """The body's motion against each keyframe the uplink may draw this frame from."""
         face = prepared.get(face_code(self.codes))
-        kfs = [*list(self._states)[-BODY_CANDIDATES:], *([] if reference is None else [reference])]
+        built = list(self._states)
+        recent = analysis.frame.ts_us - self._built_us < BODY_PREVIOUS_SECONDS * 1e6
+        kfs = [*built[-2 if recent else -1:], *([] if reference is None else [reference])]
         keyframes = {kf: state for kf in kfs if (state := self.keyframe_state(kf)) is not None}
         for name, preparer in self._preparers.items():
             if isinstance(preparer, BodyPreparer):
@@ -207,6 +212,7 @@ class FrameCoder:
         self.kf += 1
         self._quality_hint = package.quality
         self._states[package.kf] = state
+        self._built_us = analysis.frame.ts_us
         while len(self._states) > 2 * REFERENCES:
             self._states.popitem(last=False)
         log.info("keyframe %d: %d bytes (picture %d at AVIF quality %d, budget %d)", self.kf, package.nbytes,
