@@ -117,19 +117,20 @@ def test_a_chain_of_motions_round_trips(chain: list[tuple[int, int, int, int, in
         previous = q
 
 
-def test_a_still_body_costs_seven_bytes() -> None:
+def test_a_body_at_rest_costs_one_byte_and_a_moving_one_a_byte_a_value() -> None:
     q = (3, -2, 4, -1, 0, 2)
-    assert len(encode_motion(q, q)) == 7 and len(encode_motion(q, None)) == 7
+    assert len(encode_motion(q, q)) == 1 and len(encode_motion(q, None)) == 6
+    assert len(encode_motion((4, -2, 4, -1, 0, 2), q)) == 2
 
 
 @pytest.mark.parametrize(("payload", "held", "message"), [
     (b"", None, "empty"),
-    (b"\x04" + b"\0" * 6, None, "unknown flags"),
-    (b"\x01\0\0", None, "ends inside"),
-    (b"\x01" + b"\0" * 7, None, "after its values"),
-    (b"\x00" + b"\0" * 6, None, "predicted from a motion"),
-    (b"\x01\xff\xff\xff\xff\x7f" + b"\0" * 5, None, "too long"),
-    (b"\x01\x80\x40" + b"\0" * 5, None, "beyond half the frame"),  # 4096 quarter pixels
+    (b"\x02", None, "unknown flags"),
+    (b"\xfd\0\0", None, "ends inside"),
+    (b"\x05\0\0", None, "after its values"),
+    (b"\x04\x02", None, "predicted from a motion"),
+    (b"\x05\xff\xff\xff\xff\x7f", None, "too long"),
+    (b"\x05\x80\x40", None, "beyond half the frame"),  # 4096 quarter pixels
 ])
 def test_hostile_payloads_raise_code_error(payload: bytes, held: tuple[int, ...] | None, message: str) -> None:
     with pytest.raises(CodeError, match=message):
@@ -219,7 +220,7 @@ def test_the_receiver_draws_the_alpha_the_senders_replica_draws_bit_for_bit() ->
             body_points = np.array([[60.0, 480.0], [450.0, 480.0], [256.0, 340.0]])
             error = body_points @ (got.body - truth)[:, :2].T + (got.body - truth)[:, 2]
             assert np.abs(error).max() < 2.0  # within the fit's error of the true motion, where the body is
-            assert len(wire.codes[1] or b"") <= 8
+            assert len(wire.codes[1] or b"") <= 13
             # The replica: the motion the sender prepared for the keyframe the frame names, drawn by the same renderer.
             body = motion_matrix(prepared[wire.seq].motions[wire.kf], SIZE)
             drawn = replica.render(FrameState(got.seq, got.ts_us, got.face, got.landmarks, None, body=body))

@@ -19,9 +19,10 @@ one affine motion of the body sent here, a few bytes a frame (facewire.shared.re
   exactly, whose error inside the frame is at most that of its control points. Quantised on the
   analysing thread, so the prepared values are exactly what the receiver decodes.
 
-Payload: u8 flags (bit 0 intra), then six zigzag LEB128 varints: the control points' displacements
-(x0, y0, x1, y1, x2, y2) in quarter pixels, as they are (intra) or less the previous payload's
-(predicted). Each decoded displacement lies within MAX_DISPLACEMENT of the frame's size.
+Payload: u8 flags (bit 0 intra, bit 1 reserved, bits 2-7 which of the six values follow), then the
+values that are not 0 as zigzag LEB128 varints: the control points' displacements (x0, y0, x1, y1,
+x2, y2) in quarter pixels, as they are (intra) or less the previous payload's (predicted). A body at
+rest costs one byte. Each decoded displacement lies within MAX_DISPLACEMENT of the frame's size.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ MAX_DISPLACEMENT = 0.5  # of the frame's larger side: a body further away is ano
 ESTIMATE_WIDTH = 96
 FACE_MARGIN = 1.35  # the face's first ring (facewire.shared.render.mesh) follows the head, not the body
 _INTRA = 1
+_RESERVED = 2
+_FIRST_VALUE_BIT = 2  # flag bits 2-7: which of the six values the payload carries (the others are 0)
 SMOOTH_PX = 3.0
 AFFINE_GAIN = 0.01
 _MAX_LINEAR = 0.25  # an estimate that scales, shears or turns more than this is a failed fit, not a body
@@ -175,9 +178,11 @@ def _varint(value: int) -> bytes:
 
 
 def encode_motion(q: Quantised, previous: Quantised | None) -> bytes:
-    """One frame's payload: `q` as it is (previous None) or less `previous`."""
+    """One frame's payload: `q` as it is (previous None) or less `previous`; values that are 0 are left out."""
     values = q if previous is None else tuple(a - b for a, b in zip(q, previous, strict=True))
-    return bytes([0 if previous is not None else _INTRA]) + b"".join(_varint(_zigzag(v)) for v in values)
+    present = sum(1 << (_FIRST_VALUE_BIT + i) for i, v in enumerate(values) if v)
+    flags = present | (0 if previous is not None else _INTRA)
+    return bytes([flags]) + b"".join(_varint(_zigzag(v)) for v in values if v)
 
 
 def decode_motion(payload: bytes, previous: Quantised | None, size: tuple[int, int]) -> Quantised:
@@ -186,11 +191,14 @@ def decode_motion(payload: bytes, previous: Quantised | None, size: tuple[int, i
     if not payload:
         raise CodeError("body-motion code is empty")
     flags = payload[0]
-    if flags & ~_INTRA:
+    if flags & _RESERVED:
         raise CodeError(f"body-motion code has unknown flags {flags:#x}")
     values: list[int] = []
     position = 1
-    for _ in range(6):
+    for index in range(6):
+        if not flags & (1 << (_FIRST_VALUE_BIT + index)):
+            values.append(0)
+            continue
         value = shift = 0
         while True:
             if position >= len(payload):
