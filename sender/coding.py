@@ -31,7 +31,7 @@ MAX_KEYFRAME_BYTES = 48 * 1024
 DEFAULT_BITRATE_BPS = 256_000.0  # the ceiling without --bitrate: the rate control finds the link below it
 # The codes this sender offers, in order of preference (negotiation keeps the first of each role):
 # the expression code (~16 B a frame), else raw landmarks for a receiver that lacks it; the body's
-# motion (1-7 B a frame) where the receiver decodes it, else the body stays where the keyframe has it.
+# motion (1 B a frame at rest, ~7 moving) where the receiver decodes it, else the body stays where the keyframe has it.
 DEFAULT_CODES = ("expression", "landmarks", "body-motion")
 # The body's motion is estimated against the keyframe chosen for a frame and the newest built, and for
 # a while after a keyframe is built against the one before it too: the uplink draws a frame from the
