@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from facewire.sender.keyframes import KeyframePolicy
 from facewire.sender.timing import StageTimes
+from facewire.shared.codec.body import BodyPreparer, BodyValues, motion_matrix
 from facewire.shared.codec.fields import FIELD_CODECS, CodedFrame, FieldPreparer, Prepared, face_code
 from facewire.shared.codec.frames import REFERENCES, KeyframePackage, build_keyframe
 from facewire.shared.codec.keyframe import MIN_QUALITY, KeyframeTooLarge
@@ -32,8 +33,14 @@ DRIFT_KEYFRAME_SHARE = 0.25  # of the link, at most, for keyframes the face's dr
 FINER_SCALE_QUALITY = 30  # a keyframe at 1/scale that reached this AVIF quality tries the finer scale next
 DEFAULT_BITRATE_BPS = 256_000.0  # the ceiling without --bitrate: the rate control finds the link below it
 # The codes this sender offers, in order of preference (negotiation keeps the first of each role):
-# the expression code (~16 B a frame), else raw landmarks for a receiver that lacks it.
-DEFAULT_CODES = ("expression", "landmarks")
+# the expression code (~16 B a frame), else raw landmarks for a receiver that lacks it; the body's
+# motion (1 B a frame at rest, ~7 moving) where the receiver decodes it, else the body stays where the keyframe has it.
+DEFAULT_CODES = ("expression", "landmarks", "body-motion")
+# The body's motion is estimated against the keyframe chosen for a frame and the newest built, and for
+# a while after a keyframe is built against the one before it too: the uplink draws a frame from the
+# newest keyframe the receiver holds whole when it lacks the chosen one, and a new keyframe's parts
+# take up to KEYFRAME_SECONDS to cross (twice that leaves room for a late start).
+BODY_PREVIOUS_SECONDS = 2 * KEYFRAME_SECONDS
 # The residual layer's share: the gate keeps the rest as slack (frame sizes vary; a layer key frame is
 # paid back over the next packets). SVT-AV1's real rate runs 0.5-1 kbps over its target at a few kbps,
 # with the 3-byte packet headers (helper R6), so the target leaves that much.
@@ -187,6 +194,7 @@ class FrameCoder:
     # The keyframes the receiver holds as the uplink (or the recorder) last saw them, oldest first:
     # written by it, replaced whole, read here (the layer draws its residual from one of them).
     held: tuple[int, ...] = ()
+    _built_us: int = 0  # when the newest keyframe was built
 
     def __post_init__(self) -> None:
         self._preparers = {name: FIELD_CODECS[name].new_preparer() for name in self.codes}
@@ -235,6 +243,7 @@ class FrameCoder:
             fresh = {name for name, _ in setups}
             setups += [(name, setup) for name, preparer in self._preparers.items()
                        if name not in fresh and (setup := preparer.current_setup()) is not None]
+        self._prepare_body(analysis, prepared, reference)
         self._prepare_layer(analysis, prepared, reference)
         return Outgoing(CodedFrame(analysis, prepared), keyframe, tuple(setups), reference=reference)
 
@@ -251,10 +260,29 @@ class FrameCoder:
         held = self.held
         reference = reference if reference in held else (held[-1] if held else None)
         face = prepared.get(face_code(self.codes))
+        keyframe = self.keyframe_state(reference)
+        # the receiver moves the body as the frame's body motion says (when that code goes with it): so does the replica
+        body = next((value.values.motions.get(reference) for value in prepared.values()
+                     if isinstance(value.values, BodyValues) and reference is not None), None)
+        size = None if keyframe is None else (keyframe.image.shape[1], keyframe.image.shape[0])
+        body_matrix = None if body is None or size is None else motion_matrix(body, size)
         for name, preparer in self._preparers.items():
             if isinstance(preparer, LayerPreparer):
-                value = preparer.prepare_layer(analysis, None if face is None else face.landmarks,
-                                               self.keyframe_state(reference), self.budget.layer_bps() / 1000)
+                value = preparer.prepare_layer(analysis, None if face is None else face.landmarks, keyframe,
+                                               self.budget.layer_bps() / 1000, body_matrix)
+                if value is not None:
+                    prepared[name] = value
+
+    def _prepare_body(self, analysis: FrameAnalysis, prepared: dict[str, Prepared], reference: int | None) -> None:
+        """The body's motion against each keyframe the uplink may draw this frame from."""
+        face = prepared.get(face_code(self.codes))
+        built = list(self._states)
+        recent = analysis.frame.ts_us - self._built_us < BODY_PREVIOUS_SECONDS * 1e6
+        kfs = [*built[-2 if recent else -1:], *([] if reference is None else [reference])]
+        keyframes = {kf: state for kf in kfs if (state := self.keyframe_state(kf)) is not None}
+        for name, preparer in self._preparers.items():
+            if isinstance(preparer, BodyPreparer):
+                value = preparer.prepare_body(analysis, None if face is None else face.landmarks, keyframes)
                 if value is not None:
                     prepared[name] = value
 
@@ -284,6 +312,7 @@ class FrameCoder:
         self._quality_hint = package.quality
         self._last_keyframe_bytes = package.nbytes
         self._states[package.kf] = state
+        self._built_us = analysis.frame.ts_us
         while len(self._states) > 2 * REFERENCES:
             self._states.popitem(last=False)
         # A picture that fitted with quality to spare tries the finer scale next time.

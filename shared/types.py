@@ -17,6 +17,7 @@ import numpy.typing as npt
 Image = npt.NDArray[np.uint8]
 Alpha = npt.NDArray[np.float32]
 Landmarks = npt.NDArray[np.float32]
+Affine = npt.NDArray[np.float64]  # 2x3, maps (x, y, 1) to (x', y')
 FaceState = Literal["tracked", "held", "lost"]
 MESH_POINTS = 478
 
@@ -148,6 +149,7 @@ class FrameState:
     landmarks: Landmarks | None
     alpha: Alpha | None
     layer: Image | None = None  # the residual layer's box decoded from this frame (facewire.shared.render.replica)
+    body: Affine | None = None  # the body's motion, this frame to its keyframe (facewire.shared.codec.body)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from facewire.sender.coding import (
 )
 from facewire.sender.sending import Ceiling, plan
 from facewire.sender.stream import FeatureStream
+from facewire.shared.codec.body import BodyDecoder
 from facewire.shared.codec.fields import FIELD_CODECS, face_code, negotiate
 from facewire.shared.codec.frames import FrameDecodeError, FrameDecoder, FrameEncoder
 from facewire.shared.codec.layer import LayerDecoder, LayerEncoder, packet_is_key
@@ -237,6 +238,9 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> Recording:
     return out
 
 
+BODY = "body-motion"
+
+
 @dataclass
 class _Pictures:
     images: list[Image] = field(default_factory=list)
@@ -271,6 +275,7 @@ def test_the_replica_draws_what_the_receiver_shows_bit_for_bit(recording: Record
     session = Session(AssetStore(), FrameDecoder(recording.codes))
     replica = Replica(MeshRenderer())
     own = LayerDecoder(SIZE)  # the sender decoding its own packets
+    own_body = BodyDecoder()  # and its own body motions
     expected: list[Image] = []
     compositor: Compositor | None = None
     corrected = 0
@@ -289,8 +294,12 @@ def test_the_replica_draws_what_the_receiver_shows_bit_for_bit(recording: Record
         face, face_state = recording.sent[message.seq]
         payload = message.codes[recording.codes.index(CAPABILITY)]
         box = None if payload is None else own.decode(payload)
+        draft = FrameDraft((sender_state.image.shape[1], sender_state.image.shape[0]))
+        if BODY in recording.codes and (motion := message.codes[recording.codes.index(BODY)]) is not None:
+            own_body.decode(motion, draft)
         replica.use(sender_state)
-        person = replica.show(replica.frame_state(None if face is None else face.landmarks, face_state, layer=box))
+        person = replica.show(replica.frame_state(None if face is None else face.landmarks, face_state, layer=box,
+                                                  body=draft.body))
         corrected += replica.hold.box is not None
         compositor = compositor or Compositor("#808080", (person.image.shape[1], person.image.shape[0]))
         expected.append(compositor.compose(person))

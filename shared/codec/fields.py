@@ -1,8 +1,9 @@
 """The codec seam: each per-frame payload is coded by a FieldCodec, named by the capability that
 sender and receiver negotiate in `hello`/`welcome` (protocol.md 3.3).
 
-Every code has a *role*: `face` (the landmarks; one is required), `alpha` (the matte) or `layer`
-(the picture residual). The sender offers codes in its order of preference; the session uses, for
+Every code has a *role*: `face` (the landmarks; one is required), `alpha` (the matte), `body` (the
+motion of the body, which moves the keyframe's picture and matte alike, so it goes with or without
+an alpha code) or `layer` (the picture residual). The sender offers codes in its order of preference; the session uses, for
 each role, the first offered code the receiver decodes. A frame carries one payload per negotiated
 code, in the negotiated order.
 
@@ -24,13 +25,14 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from facewire.shared.codec.alpha import AlphaDecoder, AlphaEncoder, upsample
+from facewire.shared.codec.body import BodyDecoder, BodyEncoder, BodyPreparer
 from facewire.shared.codec.expression.field import ExpressionDecoder, ExpressionEncoder, ExpressionPreparer
 from facewire.shared.codec.landmarks import LandmarkDecoder, LandmarkEncoder, dequantise, quantise
 from facewire.shared.codec.predictive import CodeError
 from facewire.shared.codec.seam import CodedFrame, FrameDraft, Prepared
 from facewire.shared.types import FrameAnalysis, Landmarks
 
-Role = Literal["face", "alpha", "layer"]
+Role = Literal["face", "alpha", "body", "layer"]
 REQUIRED_ROLES: tuple[Role, ...] = ("face",)
 
 
@@ -202,6 +204,7 @@ FIELD_CODECS: dict[str, FieldCodec] = {
         FieldCodec("landmarks", "face", _LandmarkField, _LandmarkFieldDecoder, _LandmarkPreparer),
         FieldCodec("alpha", "alpha", _AlphaField, _AlphaFieldDecoder, _Unprepared),
         FieldCodec("residual-av1", "layer", _layer_encoder, _layer_decoder, _layer_preparer),
+        FieldCodec("body-motion", "body", BodyEncoder, BodyDecoder, BodyPreparer),
     )
 }
 

@@ -287,7 +287,7 @@ class FrameDecoder:
                 raise _wrapped(exc, f"frame {message.seq}: {exc}", f"codes[{index}]") from None
         return FrameState(
             seq=message.seq, ts_us=self._keyframe_ts_us + message.dt_ms * 1000, face=message.face_state,
-            landmarks=draft.landmarks, alpha=draft.alpha, layer=draft.layer,
+            landmarks=draft.landmarks, alpha=draft.alpha, layer=draft.layer, body=draft.body,
         )
 
 

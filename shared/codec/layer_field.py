@@ -22,7 +22,7 @@ from facewire.shared.codec.layer import LayerDecoder, LayerEncoder, residual_box
 from facewire.shared.codec.predictive import CodeError
 from facewire.shared.codec.seam import CodedFrame, FrameDraft, Prepared
 from facewire.shared.render.replica import LAYER_GEOMETRY, Replica, layer_transform
-from facewire.shared.types import FrameAnalysis, Image, KeyframeState, Landmarks
+from facewire.shared.types import Affine, FrameAnalysis, Image, KeyframeState, Landmarks
 
 CAPABILITY = "residual-av1"
 # A third of the camera's rate: the warp carries the motion between layer frames, and at a few kbps a
@@ -57,7 +57,7 @@ class LayerPreparer:
         return None  # prepared by `prepare_layer`, which needs the face code's landmarks and the keyframe
 
     def prepare_layer(self, analysis: FrameAnalysis, landmarks: Landmarks | None, keyframe: KeyframeState | None,
-                      kbps: float) -> Prepared | None:
+                      kbps: float, body: Affine | None = None) -> Prepared | None:
         """This frame's residual, or None: not a layer frame, no face or keyframe, or no rate for the layer."""
         face = analysis.face
         if kbps <= 0 or keyframe is None or face is None or landmarks is None or not self._due(analysis.frame.ts_us):
@@ -67,7 +67,7 @@ class LayerPreparer:
             return None
         replica = self.replica = self.replica or Replica.mesh()
         replica.use(keyframe)
-        prediction = replica.predict(replica.frame_state(landmarks, face.state))
+        prediction = replica.predict(replica.frame_state(landmarks, face.state, body=body))
         frame = analysis.frame.image
         alpha = analysis.alpha
         if alpha is None:

@@ -115,8 +115,8 @@ class Replica:
             self._keyframe = keyframe
 
     def frame_state(self, landmarks: Landmarks | None, face: FaceState, alpha: Alpha | None = None,
-                    layer: Image | None = None, seq: int = 0, ts_us: int = 0) -> FrameState:
-        return FrameState(seq=seq, ts_us=ts_us, face=face, landmarks=landmarks, alpha=alpha, layer=layer)
+                    layer: Image | None = None, seq: int = 0, ts_us: int = 0, body: Affine | None = None) -> FrameState:
+        return FrameState(seq=seq, ts_us=ts_us, face=face, landmarks=landmarks, alpha=alpha, layer=layer, body=body)
 
     def predict(self, frame: FrameState) -> RenderedPerson:
         """The receiver's prediction of this frame (before any layer correction)."""
