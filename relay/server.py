@@ -57,8 +57,14 @@ class RelayStats:
 class Bridge:
     """Where a relay's rooms meet other relays' (relay/bridge.py: Redis); this one joins nothing."""
 
-    async def published(self, room: str, sender: str, raw: bytes | None, codes: list[str] | None = None) -> None:
-        """A local sender's message (`raw`), its arrival (`codes`), or its departure (both None)."""
+    async def sender_started(self, room: str, sender: str, codes: list[str]) -> None:
+        """A sender connected to this relay publishes in `room`."""
+
+    async def sender_message(self, room: str, sender: str, raw: bytes, state: bool) -> None:
+        """One of its messages, the bytes that arrived (`state`: a state message)."""
+
+    async def sender_ended(self, room: str, sender: str) -> None:
+        """It left."""
 
     async def upstream(self, request: Upstream, origin: str) -> None:
         """A request for a sender connected to relay `origin`."""
@@ -133,7 +139,7 @@ class RelayServer:
             room = self.rooms[name] = Room(name, self.max_senders_per_room, self.max_receivers_per_room)
         return room
 
-    def _drop_room_if_empty(self, name: str) -> None:
+    def drop_room_if_empty(self, name: str) -> None:
         room = self.rooms.get(name)
         if room is not None and not room.subscribers and not room.publications:
             del self.rooms[name]
@@ -197,7 +203,7 @@ class RelayServer:
                 await self._subscribe(ws, protocol, path, hello)
         finally:
             self.access.leave(hello.token, path.room)
-            self._drop_room_if_empty(path.room)
+            self.drop_room_if_empty(path.room)
 
     def _refuse(self, ws: ServerConnection, protocol: RelayProtocol, error: ProtocolError) -> None:
         self.stats.refused += 1
@@ -221,14 +227,14 @@ class RelayServer:
         log.info("%s: sender %r publishes in room %r (codes %s)", _peer(ws), name, path.room, codes)
         key = (path.room, name)
         self._senders[key] = lambda message: self._send_upstream(ws, protocol, message)
-        await self.bridge.published(path.room, name, None, codes)
+        await self.bridge.sender_started(path.room, name, codes)
         try:
             await _flush(ws, protocol)
             await self._read_sender(ws, protocol, room, name)
         finally:
             del self._senders[key]
             room.publish_end(name)
-            await self.bridge.published(path.room, name, None, None)
+            await self.bridge.sender_ended(path.room, name)
 
     async def _read_sender(self, ws: ServerConnection, protocol: RelayProtocol, room: Room, name: str) -> None:
         while protocol.state is not State.CLOSED:
@@ -253,7 +259,7 @@ class RelayServer:
     async def _carry(self, room: Room, name: str, message: m.Message, raw: bytes, now: float) -> None:
         for request in room.publish(name, message, raw, now):
             await self.deliver(request)
-        await self.bridge.published(room.name, name, raw)
+        await self.bridge.sender_message(room.name, name, raw, isinstance(message, m.STATE_MESSAGES))
 
     async def _send_upstream(self, ws: ServerConnection, protocol: RelayProtocol, message: m.Message) -> None:
         if protocol.state is State.OPEN:
@@ -261,15 +267,18 @@ class RelayServer:
             with contextlib.suppress(websockets.exceptions.ConnectionClosed):
                 await _flush(ws, protocol)
 
-    async def deliver(self, request: Upstream) -> None:
-        """A request for a sender: to its connection here, or through the bridge to its relay."""
-        send = self._senders.get((request.room, request.sender))
-        if send is not None:
-            await send(request.message)
-            return
+    async def deliver(self, request: Upstream, remote: bool = False) -> None:
+        """A request for a sender: to its connection here, or through the bridge to its relay. A keyframe
+        request from another relay passes the sender's own gate here too (each relay gates its own)."""
         room = self.rooms.get(request.room)
         publication = None if room is None else room.publications.get(request.sender)
-        if publication is not None and publication.origin:
+        if publication is None:
+            return
+        send = self._senders.get((request.room, request.sender))
+        if send is not None:
+            if not remote or not isinstance(request.message, m.KeyframeRequest) or publication.want_intra(time.monotonic()):
+                await send(request.message)
+        elif publication.origin:
             await self.bridge.upstream(request, publication.origin)
 
     # --- a receiver joining ----------------------------------------------------------------------------
