@@ -83,7 +83,7 @@ class RedisBridge(Bridge):
         self._queue(room_channel(room), (self.server.relay_id, "a", sender, b"", codes))
         self._dirty.add((room, sender))
 
-    async def sender_message(self, room: str, sender: str, raw: bytes, state: bool) -> None:
+    def sender_message(self, room: str, sender: str, raw: bytes, state: bool) -> None:
         self._queue(room_channel(room), (self.server.relay_id, "m", sender, raw, []))
         if state:
             self._dirty.add((room, sender))
@@ -233,7 +233,7 @@ class RedisBridge(Bridge):
             message = m.decode(data)
         except MessageValidationError:
             return
-        if isinstance(message, (m.KeyframeRequest, m.AssetRequest)):
+        if isinstance(message, (m.KeyframeRequest, m.IntraRequest, m.AssetRequest)):
             await self.server.deliver(Upstream(room, sender, message), remote=True)
 
     async def close(self) -> None:

@@ -89,9 +89,9 @@ async def run(access: Access, host: str, port: int, context: ssl.SSLContext | No
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
-            if args.stats_json is not None:
+            if args.stats_json is not None:  # every second, and once more when stopping
                 with args.stats_json.open("a") as out:
-                    out.write(json.dumps({"t": time.time(), **server.stats.as_dict(),
+                    out.write(json.dumps({"t": time.time(), **server.stats.as_dict(server.rooms),
                                           "rooms": len(server.rooms)}) + "\n")
     finally:
         await server.shutdown(listener)

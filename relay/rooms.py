@@ -47,7 +47,7 @@ class Upstream:
 
     room: str
     sender: str
-    message: m.KeyframeRequest | m.AssetRequest
+    message: m.KeyframeRequest | m.IntraRequest | m.AssetRequest
 
 
 @dataclass
@@ -286,9 +286,13 @@ class Room:
         return self._requests(publication, now)
 
     def _requests(self, publication: Publication, now: float) -> list[Upstream]:
-        if publication.due(now):
-            return [Upstream(self.name, publication.name, m.KeyframeRequest(reason="relay: a receiver needs an intra frame"))]
-        return []
+        """An intra frame, when a receiver waits for one and the sender's gate allows; a keyframe too when the
+        relay holds none of this sender's to give (the receivers hold what the relay holds)."""
+        if not publication.due(now):
+            return []
+        reason = "relay: a receiver waits for an intra frame"
+        request = m.IntraRequest(reason=reason) if publication.keyframe else m.KeyframeRequest(reason=reason)
+        return [Upstream(self.name, publication.name, request)]
 
     # --- receivers -------------------------------------------------------------------------------------
 

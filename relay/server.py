@@ -19,7 +19,7 @@ import secrets
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 POLL_S = 0.5
 TRY_AGAIN_LATER = 1013
 DOWNSTREAM_BUFFER_BYTES = 32 * 1024  # socket and websocket buffers of a receiver: the backlog stays in its outbox
+WRITE_BATCH = 64  # messages written to a receiver at a time
 
 
 @dataclass
@@ -49,9 +50,15 @@ class RelayStats:
     refused: int = 0
     lost: dict[str, int] = field(default_factory=lambda: dict.fromkeys((lost.value for lost in Lost), 0))
 
-    def as_dict(self) -> dict[str, object]:
+    def as_dict(self, rooms: dict[str, Room] | None = None) -> dict[str, object]:
+        """The counters, frames lost by cause including the receivers still joined to `rooms`."""
+        lost = dict(self.lost)
+        for room in (rooms or {}).values():
+            for sub in room.subscribers.values():
+                for cause, count in sub.outbox.lost.items():
+                    lost[cause.value] += count
         return {"messages_in": self.messages_in, "messages_out": self.messages_out, "refused": self.refused,
-                "lost": dict(self.lost)}
+                "lost": lost}
 
 
 class Bridge:
@@ -60,8 +67,8 @@ class Bridge:
     async def sender_started(self, room: str, sender: str, codes: list[str]) -> None:
         """A sender connected to this relay publishes in `room`."""
 
-    async def sender_message(self, room: str, sender: str, raw: bytes, state: bool) -> None:
-        """One of its messages, the bytes that arrived (`state`: a state message)."""
+    def sender_message(self, room: str, sender: str, raw: bytes, state: bool) -> None:
+        """One of its messages, the bytes that arrived (`state`: a state message); queued, never waited for."""
 
     async def sender_ended(self, room: str, sender: str) -> None:
         """It left."""
@@ -237,29 +244,30 @@ class RelayServer:
             await self.bridge.sender_ended(path.room, name)
 
     async def _read_sender(self, ws: ServerConnection, protocol: RelayProtocol, room: Room, name: str) -> None:
-        while protocol.state is not State.CLOSED:
-            try:
-                data: bytes | str | None = await asyncio.wait_for(ws.recv(), protocol.next_tick_s or POLL_S)
-            except TimeoutError:
-                data = None
-            now = time.monotonic()
-            events = protocol.tick(now) if data is None else protocol.receive(data, now)
-            for event in events:
-                if isinstance(event, ConnectionFailed):
-                    log.warning("%s: closing (%d) after %s: %s", _peer(ws), event.close.code, event.error.code.value,
-                                event.error)
-                elif isinstance(event, MessageReceived) and isinstance(data, bytes):
-                    self.stats.messages_in += 1
-                    if isinstance(event.message, (*m.STATE_MESSAGES, *m.STREAM_MESSAGES)):
-                        await self._carry(room, name, event.message, data, now)
-            if data is not None:
-                protocol.tick(now)
-            await _flush(ws, protocol)
+        """Every message as it comes (no timer per message: thousands a second), and a ticker for the acks,
+        pings and timeouts."""
+        ticker = asyncio.create_task(_tick(ws, protocol, lambda: protocol.limits.ack_interval_s))
+        try:
+            async for data in ws:
+                now = time.monotonic()
+                for event in protocol.receive(data, now):
+                    if isinstance(event, ConnectionFailed):
+                        log.warning("%s: closing (%d) after %s: %s", _peer(ws), event.close.code, event.error.code.value,
+                                    event.error)
+                    elif isinstance(event, MessageReceived) and isinstance(data, bytes):
+                        self.stats.messages_in += 1
+                        if isinstance(event.message, _CARRIED):
+                            await self._carry(room, name, event.message, data, now)
+                await _flush(ws, protocol)
+                if protocol.state is State.CLOSED:
+                    break
+        finally:
+            ticker.cancel()
 
     async def _carry(self, room: Room, name: str, message: m.Message, raw: bytes, now: float) -> None:
         for request in room.publish(name, message, raw, now):
             await self.deliver(request)
-        await self.bridge.sender_message(room.name, name, raw, isinstance(message, m.STATE_MESSAGES))
+        self.bridge.sender_message(room.name, name, raw, isinstance(message, m.STATE_MESSAGES))
 
     async def _send_upstream(self, ws: ServerConnection, protocol: RelayProtocol, message: m.Message) -> None:
         if protocol.state is State.OPEN:
@@ -276,7 +284,8 @@ class RelayServer:
             return
         send = self._senders.get((request.room, request.sender))
         if send is not None:
-            if not remote or not isinstance(request.message, m.KeyframeRequest) or publication.want_intra(time.monotonic()):
+            gated = isinstance(request.message, (m.KeyframeRequest, m.IntraRequest))
+            if not remote or not gated or publication.want_intra(time.monotonic()):
                 await send(request.message)
         elif publication.origin:
             await self.bridge.upstream(request, publication.origin)
@@ -319,44 +328,88 @@ class RelayServer:
 
     async def _read_receiver(self, ws: ServerConnection, protocol: RelayProtocol, room: Room, key: int,
                              wake: asyncio.Event, writer: asyncio.Task[None]) -> None:
-        while protocol.state is not State.CLOSED and not writer.done():
-            try:
-                data: bytes | str | None = await asyncio.wait_for(ws.recv(), POLL_S)
-            except TimeoutError:
-                data = None
-            now = time.monotonic()
-            for event in protocol.tick(now) if data is None else protocol.receive(data, now):
-                if isinstance(event, ConnectionFailed):
-                    log.warning("%s: closing (%d) after %s: %s", _peer(ws), event.close.code, event.error.code.value,
-                                event.error)
-                elif isinstance(event, MessageReceived):
-                    for request in room.from_receiver(key, event.message, now):
-                        await self.deliver(request)
-            if data is not None:
-                protocol.tick(now)
-            wake.set()  # pongs, errors and what the request put in the outbox go out with the writer
+        ticker = asyncio.create_task(_tick(ws, protocol, lambda: POLL_S, wake))
+        try:
+            async for data in ws:
+                now = time.monotonic()
+                for event in protocol.receive(data, now):
+                    if isinstance(event, ConnectionFailed):
+                        log.warning("%s: closing (%d) after %s: %s", _peer(ws), event.close.code,
+                                    event.error.code.value, event.error)
+                    elif isinstance(event, MessageReceived):
+                        for request in room.from_receiver(key, event.message, now):
+                            await self.deliver(request)
+                wake.set()  # pongs, errors and what the request put in the outbox go out with the writer
+                if protocol.state is State.CLOSED or writer.done():
+                    break
+        finally:
+            ticker.cancel()
         if writer.done():
             writer.result()
 
     async def _write_receiver(self, ws: ServerConnection, protocol: RelayProtocol, sub: Subscriber,
                               wake: asyncio.Event) -> None:
+        sock = ws.transport.get_extra_info("socket")
         while protocol.state is not State.CLOSED:
             await wake.wait()
             wake.clear()
-            while protocol.state is State.OPEN and (raw := sub.outbox.pop()) is not None:
-                protocol.forward(raw)
-                self.stats.messages_out += 1
-                await _flush(ws, protocol)  # waits while the receiver's buffers are full: its outbox holds the rest
-            await _flush(ws, protocol)
+            while True:
+                batch = 0
+                while batch < WRITE_BATCH and protocol.state is State.OPEN and (raw := sub.outbox.pop()) is not None:
+                    protocol.forward(raw)
+                    batch += 1
+                out = protocol.data_to_send()
+                if not out:
+                    break
+                self.stats.messages_out += batch
+                # Corked, a batch leaves in full segments: one trip through loopback's TCP stack, not one per message.
+                with _corked(sock if len(out) > 1 else None):
+                    for data in out:
+                        await ws.send(data)  # waits while the receiver's buffers are full: its outbox holds the rest
 
     async def shutdown(self, server: Server) -> None:
         server.close()
         await server.wait_closed()
 
 
+_CARRIED = (*m.STATE_MESSAGES, *m.STREAM_MESSAGES)
+
+
 async def _flush(ws: ServerConnection, protocol: RelayProtocol) -> None:
     for data in protocol.data_to_send():
         await ws.send(data)
+
+
+async def _tick(ws: ServerConnection, protocol: RelayProtocol, period: Callable[[], float],
+                wake: asyncio.Event | None = None) -> None:
+    """The protocol's clock for a connection read without timeouts: acks, pings, idle timeout. Writes what it
+    queues itself, or wakes the connection's writer (`wake`) when another task writes for it."""
+    while protocol.state is not State.CLOSED:
+        await asyncio.sleep(period())
+        protocol.tick(time.monotonic())
+        if wake is not None:
+            wake.set()
+        else:
+            await _flush(ws, protocol)
+    if protocol.close is not None:  # a timeout: the error goes, then the close ends the connection's reader
+        await _flush(ws, protocol)
+        await ws.close(protocol.close.code, protocol.close.reason)
+
+
+@contextlib.contextmanager
+def _corked(sock: socket.socket | None) -> Iterator[None]:
+    """TCP_CORK (Linux) around a batch of writes; nothing elsewhere or for a single write."""
+    cork = getattr(socket, "TCP_CORK", None)
+    if sock is None or cork is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        yield
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, cork, 1)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, cork, 0)
 
 
 def _limit_send_buffer(ws: ServerConnection) -> None:

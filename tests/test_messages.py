@@ -60,6 +60,7 @@ EXAMPLES: list[m.Message] = [
     m.Ack(frames=[(2**32 - 1, 2**63 - 1)] * m.MAX_ACKS),
     m.KeyframeRequest(reason="no reference"),
     m.KeyframeRequest(),
+    m.IntraRequest(reason="joined mid-stream"),
     m.Ping(nonce=7, ts_us=123),
     m.Pong(nonce=2**32 - 1, ts_us=2**63 - 1),
     m.Stats(fps=29.97, kbps=48.5, frames=1000, dropped=3),
@@ -104,7 +105,7 @@ def test_tags_are_the_documented_names() -> None:
     tags = {type(msg).__struct_config__.tag for msg in EXAMPLES}
     assert tags == {"hello", "welcome", "identity", "identity_switch", "asset_request", "keyframe", "keyframe_part",
                     "setup", "f", "a",
-                    "keyframe_request", "ping", "pong", "stats", "error", "bye", "source"}
+                    "keyframe_request", "intra_request", "ping", "pong", "stats", "error", "bye", "source"}
 
 
 # --- every rule, one bad case each -------------------------------------------------------------
@@ -154,7 +155,7 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     ("token missing", with_("hello", token=DROP), "token"),
     ("token oversize", with_("hello", token="x" * 513), "token"),
     ("token not str", with_("hello", token=b"tok"), "token"),
-    ("role receiver", with_("hello", role="receiver"), "role"),
+    ("role unknown", with_("hello", role="relay"), "role"),
     ("agent oversize", with_("hello", agent="a" * 257), "agent"),
     ("capabilities too many", with_("hello", capabilities=[f"c{i}" for i in range(33)]), "capabilities"),
     ("capability upper case", with_("hello", capabilities=["Alpha"]), "capabilities[0]"),

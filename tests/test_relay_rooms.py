@@ -50,7 +50,7 @@ def test_a_late_joiner_gets_the_current_state_then_frames_from_an_intra_one() ->
         publish(room, "alice", frame(seq, intra=seq == 0)[0])
     late = Subscriber(1, ["landmarks"])
     requests = room.join(late, now=10.0)
-    assert [type(r.message) for r in requests] == [m.KeyframeRequest]  # it asks the sender for an intra frame
+    assert [type(r.message) for r in requests] == [m.IntraRequest]  # an intra frame, not a new keyframe: it has one
     for seq in (5, 6):
         publish(room, "alice", frame(seq)[0], now=10.1)
     publish(room, "alice", frame(7, intra=True)[0], now=10.2)
@@ -97,7 +97,14 @@ def test_keyframe_requests_reach_the_sender_at_most_once_per_gap() -> None:
     sent += [r for sub in subs for r in room.from_receiver(sub.key, m.KeyframeRequest(reason="lost"), 101.5)]
     assert len(sent) == 1
     later = room.publish("alice", *_raw(frame(2)), 100.0 + REQUEST_GAP_S + 0.01)
-    assert [type(r.message) for r in later] == [m.KeyframeRequest]
+    assert [type(r.message) for r in later] == [m.IntraRequest]
+
+
+def test_the_sender_is_asked_for_a_keyframe_when_the_relay_holds_none() -> None:
+    room = Room("call")
+    room.publish_start("alice", ["landmarks"], 0.0)
+    (request,) = room.join(Subscriber(1, ["landmarks"]), 0.0)
+    assert isinstance(request.message, m.KeyframeRequest) and (request.room, request.sender) == ("call", "alice")
 
 
 def _raw(pair: tuple[m.Frame, bytes]) -> tuple[m.Frame, bytes]:

@@ -184,6 +184,14 @@ class KeyframeRequest(_Message, frozen=True, tag="keyframe_request"):
     reason: ShortText = ""
 
 
+class IntraRequest(_Message, frozen=True, tag="intra_request"):
+    """Receiver (or relay) -> sender: make the next frame intra. The asker holds the keyframe but not the
+    frames' prediction chain (it missed frames, or joins a relay's room mid-stream), so a new keyframe
+    would cost the link a picture for nothing."""
+
+    reason: ShortText = ""
+
+
 class Ping(_Message, frozen=True, tag="ping"):
     nonce: UInt32
     ts_us: TimestampUs
@@ -225,14 +233,15 @@ class Source(_Message, frozen=True, tag="source"):
 
 ControlMessage = (
     Hello | Welcome | Identity | IdentitySwitch | AssetRequest | Keyframe | KeyframePart | Setup
-    | KeyframeRequest | Ping | Pong | Stats | Error | Bye | Source
+    | KeyframeRequest | IntraRequest | Ping | Pong | Stats | Error | Bye | Source
 )
 StreamMessage = Frame | Ack
 Message = ControlMessage | StreamMessage
 
 SENDER_MESSAGES: tuple[type, ...] = (Hello, Identity, IdentitySwitch, Keyframe, KeyframePart, Setup, Frame, Ping, Pong,
                                      Stats, Error, Bye)
-RECEIVER_MESSAGES: tuple[type, ...] = (Welcome, AssetRequest, KeyframeRequest, Ack, Ping, Pong, Stats, Error, Bye)
+RECEIVER_MESSAGES: tuple[type, ...] = (Welcome, AssetRequest, KeyframeRequest, IntraRequest, Ack, Ping, Pong, Stats,
+                                       Error, Bye)
 
 # How a relay treats what a sender publishes (protocol.md 7). State: what a receiver must hold before it can
 # decode the sender's frames; the relay keeps each sender's current state and gives all of it to a receiver that
@@ -243,7 +252,8 @@ STREAM_MESSAGES: tuple[type, ...] = (Frame, Stats)
 # A receiver that joined a relay's room is sent what a sender sends (its hello aside) and `source`; it sends
 # what a receiver sends (its welcome aside) and its `hello`.
 JOINED_RECEIVER_GETS: tuple[type, ...] = (Welcome, Source, *STATE_MESSAGES, *STREAM_MESSAGES, Ping, Pong, Error, Bye)
-JOINED_RECEIVER_SENDS: tuple[type, ...] = (Hello, AssetRequest, KeyframeRequest, Ack, Ping, Pong, Stats, Error, Bye)
+JOINED_RECEIVER_SENDS: tuple[type, ...] = (Hello, AssetRequest, KeyframeRequest, IntraRequest, Ack, Ping, Pong, Stats,
+                                           Error, Bye)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(ControlMessage)
