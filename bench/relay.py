@@ -18,7 +18,8 @@ that. Figures, over the run after a warm-up of 5 s:
   cause (`stale`: a slow receiver's queue overflowed; `before_intra`: it then waited for an intra frame);
 * `cpu_percent` (of one core) and `rss_mb` of every process (relays, redis-server, the two clients).
 
-Writes JSON (default out/bench/relay.json) with the machine, the settings and the commit.
+Writes JSON (default out/bench/relay.json) with the machine, the settings and the commit, and keeps the
+relays' logs and per-second counters beside it (relay-logs/).
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -259,8 +259,9 @@ def main() -> None:
         asyncio.run(run_clients(args.client, json.loads(args.urls), args.seconds, args.out))
         return
     modes = ["one", "redis"] if args.mode == "both" else [args.mode]
-    with tempfile.TemporaryDirectory() as tmp:
-        runs = [run_mode(mode, args, Path(tmp)) for mode in modes]
+    work = args.out.parent / (args.out.stem + "-logs")  # the relays' logs and counters, kept beside the JSON
+    work.mkdir(parents=True, exist_ok=True)
+    runs = [run_mode(mode, args, work) for mode in modes]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load": os.getloadavg()},
               "settings": {k: getattr(args, k) for k in ("rooms", "senders", "receivers", "seconds")},

@@ -69,7 +69,9 @@ class RedisBridge(Bridge):
 
     @classmethod
     async def connect(cls, url: str, server: RelayServer) -> RedisBridge:
-        client = redis.Redis.from_url(url)
+        # A bounded pool that waits for a free connection: a hundred receivers joining at once must not open a
+        # hundred connections to Redis (redis-py's default pool refuses the one over its limit instead).
+        client = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(url, max_connections=16, timeout=10))
         await client.ping()
         bridge = cls(client, server)
         await bridge.pubsub.subscribe(relay_channel(server.relay_id))
@@ -150,6 +152,16 @@ class RedisBridge(Bridge):
     # --- other relays' senders ---------------------------------------------------------------------
 
     async def watch(self, room: str) -> None:
+        """Subscribe to the room, then take the state of its senders on other relays from Redis. Without Redis
+        the room still works locally; a remote sender appears with its next announcement, and a receiver that
+        lacks its keyframe asks for one."""
+        try:
+            await self._watch(room)
+        except redis.RedisError as exc:
+            self.errors += 1
+            log.warning("redis: cannot watch room %r yet: %s", room, exc)
+
+    async def _watch(self, room: str) -> None:
         await self.pubsub.subscribe(room_channel(room))
         now = time.monotonic()
         async for key in self.client.scan_iter(match=state_key(room, "*"), count=256):
@@ -168,7 +180,11 @@ class RedisBridge(Bridge):
                 self._remote_message(room, origin, "m", sender, raw, [], now)
 
     async def unwatch(self, room: str) -> None:
-        await self.pubsub.unsubscribe(room_channel(room))
+        try:
+            await self.pubsub.unsubscribe(room_channel(room))
+        except redis.RedisError as exc:
+            self.errors += 1
+            log.warning("redis: %s", exc)
         known = self.server.rooms.get(room)
         if known is not None:
             for name, publication in list(known.publications.items()):

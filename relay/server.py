@@ -39,7 +39,9 @@ from facewire.shared.wire.protocol import ConnectionFailed, HandshakeDone, Limit
 log = logging.getLogger(__name__)
 POLL_S = 0.5
 TRY_AGAIN_LATER = 1013
-DOWNSTREAM_BUFFER_BYTES = 32 * 1024  # socket and websocket buffers of a receiver: the backlog stays in its outbox
+# A receiver's socket and websocket buffers: a few frames and a keyframe part. Bigger ones would hold a slow
+# receiver's backlog as seconds of stale frames (loopback's kernel buffers grow to MiBs); the outbox holds it instead.
+DOWNSTREAM_BUFFER_BYTES = 8 * 1024
 WRITE_BATCH = 64  # messages written to a receiver at a time
 
 
@@ -118,6 +120,7 @@ class RelayServer:
     max_senders_per_room: int = 16
     max_receivers_per_room: int = 256
     max_queued_frames: int = 8  # per receiver: beyond this, its queued frames are stale
+    downstream_buffer_bytes: int = DOWNSTREAM_BUFFER_BYTES
     relay_id: str = field(default_factory=lambda: secrets.token_hex(4))
     rooms: dict[str, Room] = field(default_factory=dict)
     stats: RelayStats = field(default_factory=RelayStats)
@@ -128,7 +131,7 @@ class RelayServer:
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> Server:
         return await serve(
             self._handle, host, port, ssl=ssl_context, max_size=self.limits.max_message_bytes + 64,
-            ping_interval=None, compression=None, max_queue=4, write_limit=DOWNSTREAM_BUFFER_BYTES,
+            ping_interval=None, compression=None, max_queue=4, write_limit=self.downstream_buffer_bytes,
             process_request=self._check_path,
         )
 
@@ -310,7 +313,7 @@ class RelayServer:
                 await self.bridge.unwatch(path.room)
             return
         log.info("%s: receiver joined room %r (shows %r)", _peer(ws), path.room, sub.shown)
-        _limit_send_buffer(ws)
+        _limit_send_buffer(ws, self.downstream_buffer_bytes)
         for request in requests:
             await self.deliver(request)
         writer = asyncio.create_task(self._write_receiver(ws, protocol, sub, wake))
@@ -412,12 +415,12 @@ def _corked(sock: socket.socket | None) -> Iterator[None]:
             sock.setsockopt(socket.IPPROTO_TCP, cork, 0)
 
 
-def _limit_send_buffer(ws: ServerConnection) -> None:
+def _limit_send_buffer(ws: ServerConnection, size: int) -> None:
     """A small kernel buffer, so a receiver that reads slowly pushes back on its writer within a few frames
     (loopback would otherwise buffer megabytes: seconds of stale frames)."""
     sock = ws.transport.get_extra_info("socket")
     if sock is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, DOWNSTREAM_BUFFER_BYTES)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
 
 def _peer(ws: ServerConnection) -> str:

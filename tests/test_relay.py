@@ -4,6 +4,7 @@ relays sharing rooms through a real redis-server (tests/test_relay_redis.py)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -214,3 +215,39 @@ def test_a_late_joiner_gets_the_state_then_frames_and_draws(tmp_path: Path) -> N
     assert session.frames_decoded >= 20 and session.decode_errors == 0  # it started at an intra frame
     pictures = sorted((tmp_path / "out").glob("*.png"))
     assert len(pictures) >= 20 and cv2.imread(str(pictures[-1])).std() > 5  # the keyframe's picture, drawn
+
+
+def test_a_slow_receiver_loses_only_stale_frames_and_slows_nobody(tmp_path: Path) -> None:
+    frames = write_frames(tmp_path / "in", 30)
+
+    async def scenario() -> tuple[int, list[m.Message], dict[str, int], int]:
+        async with running_relay(downstream_buffer_bytes=1024) as (relay, port):
+            room = f"ws://127.0.0.1:{port}/rooms/call"
+            async with joined(room) as quick, connect(room, max_queue=1) as slow:
+                slow.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+                protocol = JoinProtocol(TOKEN, time.monotonic(), capabilities=["landmarks", "alpha"])
+                for data in protocol.data_to_send():
+                    await slow.send(data)
+                assert isinstance(m.decode(await slow.recv()), m.Welcome)
+                await until(lambda: "call" in relay.rooms and len(relay.rooms["call"].subscribers) == 2)
+                source, uplink = publisher(room + "?name=alice", frames, loop=True, max_frames=300)
+                streaming = asyncio.create_task(stream_live(source, SyntheticAnalyzer(), uplink))
+                await asyncio.sleep(4.0)  # the slow one reads nothing meanwhile, then catches up while the stream goes on
+                got = []
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(4.0):
+                        while True:
+                            got.append(m.decode(await slow.recv()))
+                lost = relay.stats.as_dict(relay.rooms)["lost"]
+                stats = await streaming
+                return stats.frames_sent, got, lost, decoded(quick)  # type: ignore[return-value]
+
+    sent, got, lost, quick = asyncio.run(scenario())
+    assert quick >= 0.95 * sent, (quick, sent)  # the slow receiver held nobody up
+    assert lost["stale"] > 0, lost
+    kinds = [type(message) for message in got]
+    assert kinds[0] is m.Source and m.Keyframe in kinds  # its state, whole
+    seqs = [(message.seq, message.intra) for message in got if isinstance(message, m.Frame)]
+    assert seqs and seqs[0][1]  # its frames begin at an intra one ...
+    resumed = [now for before, now in zip(seqs, seqs[1:], strict=False) if now[0] != before[0] + 1]
+    assert resumed and all(intra for _, intra in resumed), (lost, sent, seqs)  # ... and after every gap at an intra one
