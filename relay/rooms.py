@@ -128,13 +128,20 @@ STATE, FRAME, STATS = 0, 1, 2  # what an outbox item is: stream items (frames, s
 
 @dataclass
 class Outbox:
-    """What waits to be written to one receiver: state always, in order; at most `max_frames` frames,
-    and only from an intra frame on after any gap."""
+    """What waits to be written to one receiver: state always, in order; frames while the oldest queued one
+    is younger than `max_age_s` and they are fewer than `max_frames`, and only from an intra frame on after
+    any gap.
 
-    max_frames: int = 8
+    Staleness is by age, not by count alone: a relay that was off the CPU for a moment takes in a burst of
+    one sender's frames before the receiver's writer runs, which is no reason to drop them; a receiver whose
+    writer cannot write (its link is slow) lets them age."""
+
+    max_frames: int = 64
+    max_age_s: float = 0.25
     notify: Callable[[], None] = lambda: None
     items: deque[tuple[bytes, int]] = field(default_factory=deque)
     frames: int = 0  # frames among `items`
+    _ages: deque[float] = field(default_factory=deque)  # when each queued frame came, oldest first
     waiting_for_intra: bool = True
     lost: dict[Lost, int] = field(default_factory=lambda: dict.fromkeys(Lost, 0))
     sent_frames: int = 0
@@ -146,6 +153,7 @@ class Outbox:
     def restart(self, raws: Iterable[bytes]) -> None:
         """Begin again with `raws` (all state): what was queued is dropped, frames resume at an intra frame."""
         self.items.clear()
+        self._ages.clear()
         self.frames = 0
         self.waiting_for_intra = True
         self.items.extend((raw, STATE) for raw in raws)
@@ -157,20 +165,22 @@ class Outbox:
             self.items.append((raw, STATS))
             self.notify()
 
-    def frame(self, raw: bytes, frame: m.Frame) -> bool:
-        """Queue a frame; False when this receiver needs an intra frame (the sender should be asked for one)."""
+    def frame(self, raw: bytes, frame: m.Frame, now: float = 0.0) -> bool:
+        """Queue a frame that came at `now`; False when this receiver needs an intra frame (the sender should be
+        asked for one)."""
         if self.waiting_for_intra:
             if not frame.intra:
                 self.lost[Lost.BEFORE_INTRA] += 1
                 return False
             self.waiting_for_intra = False
-        elif self.frames >= self.max_frames:
+        elif self.frames >= self.max_frames or (self._ages and now - self._ages[0] > self.max_age_s):
             self._drop_frames()
             if not frame.intra:
                 self.lost[Lost.STALE] += 1
                 return False
             self.waiting_for_intra = False
         self.items.append((raw, FRAME))
+        self._ages.append(now)
         self.frames += 1
         self.notify()
         return True
@@ -180,6 +190,7 @@ class Outbox:
         this receiver, so frames resume at the next intra one."""
         self.lost[Lost.STALE] += self.frames
         self.items = deque(item for item in self.items if item[1] == STATE)
+        self._ages.clear()
         self.frames, self.waiting_for_intra = 0, True
 
     def pop(self) -> bytes | None:
@@ -187,6 +198,7 @@ class Outbox:
             return None
         raw, kind = self.items.popleft()
         if kind == FRAME:
+            self._ages.popleft()
             self.frames -= 1
             self.sent_frames += 1
         return raw
@@ -280,7 +292,7 @@ class Room:
             return []
         wants = False
         for sub in viewers:
-            wants |= not sub.outbox.frame(raw, message)
+            wants |= not sub.outbox.frame(raw, message, now)
         if wants:
             publication.request_pending = True
         return self._requests(publication, now)

@@ -119,7 +119,7 @@ class RelayServer:
     max_connections: int = 4096
     max_senders_per_room: int = 16
     max_receivers_per_room: int = 256
-    max_queued_frames: int = 8  # per receiver: beyond this, its queued frames are stale
+    max_frame_age_s: float = 0.25  # per receiver: queued frames older than this are stale (latest wins)
     downstream_buffer_bytes: int = DOWNSTREAM_BUFFER_BYTES
     relay_id: str = field(default_factory=lambda: secrets.token_hex(4))
     rooms: dict[str, Room] = field(default_factory=dict)
@@ -300,7 +300,7 @@ class RelayServer:
         wake = asyncio.Event()
         key = next(self._keys)
         sub = Subscriber(key, list(hello.capabilities), path.show)
-        sub.outbox.max_frames = self.max_queued_frames
+        sub.outbox.max_age_s = self.max_frame_age_s
         sub.outbox.notify = wake.set
         first = not room.subscribers
         if first:

@@ -10,6 +10,7 @@ import pytest
 from facewire.relay.access import Access, AccessError
 from facewire.relay.rooms import REQUEST_GAP_S, AdmissionError, Lost, Outbox, Room, Subscriber
 from facewire.shared.wire import messages as m
+from facewire.shared.wire import protocol as p
 
 ASSET = "ab" * 32
 
@@ -167,3 +168,60 @@ def test_room_tokens(tmp_path: Path) -> None:
     path.write_text('[rooms.standup]\npublish = "p1"\n')
     with pytest.raises(AccessError, match="publish"):
         Access.from_file(path)
+
+
+def test_the_relay_protocol_takes_each_role_with_its_own_token() -> None:
+    def hello(role: str, token: str) -> bytes:
+        return m.encode(m.Hello(versions=[2], token=token, role=role, capabilities=["landmarks"]))  # type: ignore[arg-type]
+
+    tokens = {"sender": "pub", "receiver": "sub"}
+    welcome_codes = {"sender": ["landmarks", "alpha"], "receiver": ["landmarks"]}
+    for role, token, accepted in (("sender", "pub", True), ("receiver", "sub", True), ("receiver", "pub", False),
+                                  ("sender", "sub", False)):
+        relay = p.RelayProtocol(tokens, 0.0, capabilities_for=welcome_codes.__getitem__)
+        (event,) = relay.receive(hello(role, token), 0.0)
+        if not accepted:
+            assert isinstance(event, p.ConnectionFailed) and event.error.code.value == "unauthorized"
+            continue
+        assert isinstance(event, p.HandshakeDone) and relay.role == role
+        (welcome,) = [m.decode(data) for data in relay.data_to_send()]
+        assert isinstance(welcome, m.Welcome) and welcome.capabilities == welcome_codes[role]
+    # A joined receiver may not publish, and is sent what a sender sends, led by `source`.
+    relay = p.RelayProtocol(tokens, 0.0)
+    relay.receive(hello("receiver", "sub"), 0.0)
+    relay.data_to_send()
+    relay.forward(m.encode(m.Source(name="alice", codes=["landmarks"])))
+    assert isinstance(m.decode(relay.data_to_send()[0]), m.Source)
+    (failed,) = relay.receive(m.encode(m.Frame(seq=1, dt_ms=0, kf=0, face=0)), 0.1)
+    assert isinstance(failed, p.ConnectionFailed) and failed.close.code == 4008
+    # A listening receiver refuses a receiver's hello: receivers join relays, not each other.
+    receiver = p.ReceiverProtocol("sub", 0.0)
+    (refused,) = receiver.receive(hello("receiver", "sub"), 0.0)
+    assert isinstance(refused, p.ConnectionFailed) and refused.error.field == "role"
+
+
+def test_the_joining_side_says_hello_as_a_receiver_and_takes_a_senders_messages() -> None:
+    join = p.JoinProtocol("sub", 0.0, capabilities=["landmarks"])
+    (hello,) = [m.decode(data) for data in join.data_to_send()]
+    assert isinstance(hello, m.Hello) and hello.role == "receiver" and hello.capabilities == ["landmarks"]
+    (done,) = join.receive(m.encode(m.Welcome(version=2, session="abcdef01")), 0.0)
+    assert isinstance(done, p.HandshakeDone)
+    for message in (m.Source(name="alice"), m.Frame(seq=1, dt_ms=0, kf=0, face=0), m.Setup(code="landmarks", payload=b"")):
+        (event,) = join.receive(m.encode(message), 0.1)
+        assert isinstance(event, p.MessageReceived) and event.message == message
+    join.send(m.IntraRequest(reason="missed frames"))
+    with pytest.raises(ValueError, match="frame"):
+        join.send(m.Frame(seq=2, dt_ms=0, kf=0, face=0))
+    (failed,) = join.receive(m.encode(m.Ack(frames=[(1, 1)])), 0.2)  # a receiver's message, from the relay
+    assert isinstance(failed, p.ConnectionFailed) and failed.close.code == 4008
+
+
+def test_frames_are_stale_by_age_not_by_a_burst() -> None:
+    outbox = Outbox(max_age_s=0.25)
+    for seq in range(30):  # a burst: the relay was off the CPU, then read one sender's backlog at once
+        message, raw = frame(seq, intra=seq == 0)
+        assert outbox.frame(raw, message, now=1.0)
+    assert outbox.frames == 30 and outbox.lost[Lost.STALE] == 0
+    message, raw = frame(30)
+    assert not outbox.frame(raw, message, now=1.3)  # nothing was written for 300 ms: the queue is stale
+    assert outbox.lost[Lost.STALE] == 31 and outbox.frames == 0 and outbox.waiting_for_intra
