@@ -16,7 +16,10 @@ that. Figures, over the run after a warm-up of 5 s:
   own event loops (on a shared 2-core machine these clients compete with the relay for the CPU);
 * `lost`: frames sent to a watched sender that no receiver of it got, with the relays' own counts by
   cause (`stale`: a slow receiver's queue overflowed; `before_intra`: it then waited for an intra frame);
-* `cpu_percent` (of one core) and `rss_mb` of every process (relays, redis-server, the two clients).
+* `cpu_percent` (of one core) and `rss_mb` of every process (relays, redis-server, the two clients);
+  `relay_cpu_us_per_message`: each relay's CPU time per message it took in or sent out, which says
+  what a relay can carry on a core of its own even when the machine is shared (`load_average` at the
+  start and the end of the measurement says how shared it was).
 
 Writes JSON (default out/bench/relay.json) with the machine, the settings and the commit, and keeps the
 relays' logs and per-second counters beside it (relay-logs/).
@@ -112,6 +115,8 @@ async def one_receiver(url: str, seconds: float, stats: dict[str, int], latencie
                                 sent = int.from_bytes((event.message.codes[0] or b"")[:8], "little")
                                 latencies.append((arrived - sent) / 1e6)
                     await flush(ws, protocol)
+        if ws.close_code is not None:
+            stats[f"closed_{ws.close_code}"] = stats.get(f"closed_{ws.close_code}", 0) + 1
 
 
 async def run_clients(role: str, urls: list[str], seconds: float, out: Path) -> None:
@@ -151,6 +156,13 @@ def wait_port(port: int, timeout: float = 15.0) -> None:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def messages_moved(stats: Path) -> int:
+    """Messages a relay took in and sent out so far, from its --stats-json counters."""
+    lines = stats.read_text().splitlines() if stats.exists() else []
+    last = json.loads(lines[-1]) if lines else {}
+    return int(last.get("messages_in", 0)) + int(last.get("messages_out", 0))
 
 
 def rss_mb(pid: int) -> float:
@@ -197,6 +209,8 @@ def run_mode(mode: str, args: argparse.Namespace, work: Path) -> dict[str, objec
                                                  "--seconds", str(args.seconds), "--urls", json.dumps(sender_urls)])
         time.sleep(WARMUP_S)
         cpu0 = {name: cpu_seconds(p.pid) for name, p in processes.items()}
+        moved0 = {name: messages_moved(work / f"{mode}-{name}.jsonl") for name in relays}
+        load0 = os.getloadavg()[0]
         t0 = time.monotonic()
         rss: dict[str, float] = dict.fromkeys(processes, 0.0)
         while processes["senders"].poll() is None:
@@ -206,9 +220,15 @@ def run_mode(mode: str, args: argparse.Namespace, work: Path) -> dict[str, objec
             time.sleep(1.0)
         t1 = time.monotonic()
         cpu: dict[str, float] = {}
+        per_message: dict[str, float] = {}
         for name, process in processes.items():
             with contextlib.suppress(OSError):
-                cpu[name] = round(100 * (cpu_seconds(process.pid) - cpu0[name]) / (t1 - t0), 1)
+                used = cpu_seconds(process.pid) - cpu0[name]
+                cpu[name] = round(100 * used / (t1 - t0), 1)
+                if name in relays:
+                    moved = messages_moved(work / f"{mode}-{name}.jsonl") - moved0[name]
+                    per_message[name] = round(1e6 * used / max(1, moved), 1)
+        load1 = os.getloadavg()[0]
         processes["receivers"].wait(30)
         senders, receivers = (json.loads(outs[role].read_text()) for role in ("senders", "receivers"))
         cpu.update(senders=senders["cpu_percent"], receivers=receivers["cpu_percent"])  # their own, over their run
@@ -231,6 +251,8 @@ def run_mode(mode: str, args: argparse.Namespace, work: Path) -> dict[str, objec
                      "fraction": round(max(0.0, 1 - receivers["received"] / expected), 4) if expected else None,
                      "watched_frames_sent": int(watched_sent), **relay_lost},
             "cpu_percent": cpu, "rss_mb": {k: round(v, 1) for k, v in rss.items()},
+            # What the relays cost, whatever share of the CPU the machine gave them: CPU time per message in or out.
+            "relay_cpu_us_per_message": per_message, "load_average": [round(load0, 1), round(load1, 1)],
             "client_errors": {"senders": senders["error_count"], "receivers": receivers["error_count"],
                               "examples": senders["errors"] + receivers["errors"]},
         }
