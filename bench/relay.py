@@ -16,6 +16,9 @@ that. Figures, over the run after a warm-up of 5 s:
   own event loops (on a shared 2-core machine these clients compete with the relay for the CPU);
 * `lost`: frames sent to a watched sender that no receiver of it got, with the relays' own counts by
   cause (`stale`: a slow receiver's queue overflowed; `before_intra`: it then waited for an intra frame);
+* `relay_held_ms`: inside each relay, a frame's time from its arrival (read and validated) to its write
+  to a receiver's socket, p50/p95 (the median of the relay's per-second percentiles): the relay's own
+  share of the latency, without the kernel's buffers and the clients;
 * `cpu_percent` (of one core) and `rss_mb` of every process (relays, redis-server, the two clients);
   `relay_cpu_us_per_message`: each relay's CPU time per message it took in or sent out, which says
   what a relay can carry on a core of its own even when the machine is shared (`load_average` at the
@@ -158,6 +161,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+WARMUP_S_LINES = 10  # the relays' per-second counters before the senders' warm-up ended
+
+
+def _median(values: list[float]) -> float | None:
+    return round(float(np.median(values)), 3) if values else None
+
+
 def messages_moved(stats: Path) -> int:
     """Messages a relay took in and sent out so far, from its --stats-json counters."""
     lines = stats.read_text().splitlines() if stats.exists() else []
@@ -233,10 +243,13 @@ def run_mode(mode: str, args: argparse.Namespace, work: Path) -> dict[str, objec
         senders, receivers = (json.loads(outs[role].read_text()) for role in ("senders", "receivers"))
         cpu.update(senders=senders["cpu_percent"], receivers=receivers["cpu_percent"])  # their own, over their run
         relay_lost: dict[str, int] = {}
+        held: dict[str, dict[str, float | None]] = {}
         for name in relays:
-            lines = (work / f"{mode}-{name}.jsonl").read_text().splitlines()
-            for cause, count in json.loads(lines[-1])["lost"].items():
+            lines = [json.loads(line) for line in (work / f"{mode}-{name}.jsonl").read_text().splitlines()]
+            for cause, count in lines[-1]["lost"].items():
                 relay_lost[cause] = relay_lost.get(cause, 0) + count
+            steady = [line for line in lines[WARMUP_S_LINES:] if line.get("held_ms_p95") is not None]
+            held[name] = {key: _median([line[key] for line in steady]) for key in ("held_ms_p50", "held_ms_p95")}
         latencies = np.array(receivers["latencies_ms"])
         watched_sent = senders["sent"] * min(1.0, args.receivers / args.senders)
         expected = senders["sent"] * args.receivers / args.senders
@@ -253,6 +266,9 @@ def run_mode(mode: str, args: argparse.Namespace, work: Path) -> dict[str, objec
             "cpu_percent": cpu, "rss_mb": {k: round(v, 1) for k, v in rss.items()},
             # What the relays cost, whatever share of the CPU the machine gave them: CPU time per message in or out.
             "relay_cpu_us_per_message": per_message, "load_average": [round(load0, 1), round(load1, 1)],
+            # Inside each relay: a frame's time from its arrival (read and validated) to its write to a receiver,
+            # the median over the seconds of the run of each second's percentiles.
+            "relay_held_ms": held,
             "client_errors": {"senders": senders["error_count"], "receivers": receivers["error_count"],
                               "examples": senders["errors"] + receivers["errors"]},
         }

@@ -145,6 +145,7 @@ class Outbox:
     waiting_for_intra: bool = True
     lost: dict[Lost, int] = field(default_factory=lambda: dict.fromkeys(Lost, 0))
     sent_frames: int = 0
+    held_s: list[float] = field(default_factory=list)  # how long each frame popped since the owner last looked waited
 
     def state(self, raw: bytes) -> None:
         self.items.append((raw, STATE))
@@ -193,12 +194,15 @@ class Outbox:
         self._ages.clear()
         self.frames, self.waiting_for_intra = 0, True
 
-    def pop(self) -> bytes | None:
+    def pop(self, now: float | None = None) -> bytes | None:
+        """The next item to write; with `now`, a frame's time in the outbox is noted in `held_s`."""
         if not self.items:
             return None
         raw, kind = self.items.popleft()
         if kind == FRAME:
-            self._ages.popleft()
+            came = self._ages.popleft()
+            if now is not None:
+                self.held_s.append(now - came)
             self.frames -= 1
             self.sent_frames += 1
         return raw

@@ -19,6 +19,7 @@ import secrets
 import socket
 import ssl
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -51,6 +52,8 @@ class RelayStats:
     messages_out: int = 0
     refused: int = 0
     lost: dict[str, int] = field(default_factory=lambda: dict.fromkeys((lost.value for lost in Lost), 0))
+    # Each frame's time from its arrival to its write since the last report (the last 64 Ki when nobody reports).
+    held_s: deque[float] = field(default_factory=lambda: deque(maxlen=65536))
 
     def as_dict(self, rooms: dict[str, Room] | None = None) -> dict[str, object]:
         """The counters, frames lost by cause including the receivers still joined to `rooms`."""
@@ -59,8 +62,15 @@ class RelayStats:
             for sub in room.subscribers.values():
                 for cause, count in sub.outbox.lost.items():
                     lost[cause.value] += count
+        held = sorted(self.held_s)
+        self.held_s.clear()
         return {"messages_in": self.messages_in, "messages_out": self.messages_out, "refused": self.refused,
-                "lost": lost}
+                "lost": lost, "frames_written": len(held), "held_ms_p50": _percentile_ms(held, 0.50),
+                "held_ms_p95": _percentile_ms(held, 0.95)}
+
+
+def _percentile_ms(ordered: list[float], q: float) -> float | None:
+    return None if not ordered else round(1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
 
 
 class Bridge:
@@ -357,11 +367,13 @@ class RelayServer:
             await wake.wait()
             wake.clear()
             while True:
-                batch = 0
-                while batch < WRITE_BATCH and protocol.state is State.OPEN and (raw := sub.outbox.pop()) is not None:
+                batch, now = 0, time.monotonic()
+                while batch < WRITE_BATCH and protocol.state is State.OPEN and (raw := sub.outbox.pop(now)) is not None:
                     protocol.forward(raw)
                     batch += 1
                 out = protocol.data_to_send()
+                self.stats.held_s.extend(sub.outbox.held_s)
+                sub.outbox.held_s.clear()
                 if not out:
                     break
                 self.stats.messages_out += batch

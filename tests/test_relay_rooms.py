@@ -225,3 +225,14 @@ def test_frames_are_stale_by_age_not_by_a_burst() -> None:
     message, raw = frame(30)
     assert not outbox.frame(raw, message, now=1.3)  # nothing was written for 300 ms: the queue is stale
     assert outbox.lost[Lost.STALE] == 31 and outbox.frames == 0 and outbox.waiting_for_intra
+
+
+def test_an_outbox_notes_how_long_each_frame_waited() -> None:
+    outbox = Outbox()
+    outbox.state(m.encode(m.Setup(code="landmarks", payload=b"s")))
+    for seq, came in enumerate((1.0, 1.01)):
+        message, raw = frame(seq, intra=seq == 0)
+        outbox.frame(raw, message, now=came)
+    while outbox.pop(now=1.05) is not None:
+        pass
+    assert outbox.held_s == pytest.approx([0.05, 0.04])  # frames only: state is not timed
