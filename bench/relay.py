@@ -1,7 +1,7 @@
 """The relay under load: N senders x M receivers per room on loopback, through one facewire-relay and
 through two relays sharing a real redis-server (senders on relay A, receivers on relay B).
 
-    .venv/bin/python bench/relay.py --rooms 100 --senders 2 --receivers 2 --seconds 60 [--mode one|redis|both]
+    .venv/bin/python bench/relay.py --rooms 100 --senders 2 --receivers 2 --seconds 60 [--mode direct|one|redis|all]
 
 Senders and receivers are protocol-true clients (SenderProtocol / JoinProtocol over websockets) in two
 client processes, one for the senders and one for the receivers, at the codec's real message sizes: a
@@ -13,7 +13,9 @@ that. Figures, over the run after a warm-up of 5 s:
 
 * `frames_per_s_in` / `_out`: frames the senders sent / the receivers got, per second;
 * `latency_p50_ms`, `latency_p95_ms`: send to arrival through the relay(s), including both clients'
-  own event loops (on a shared 2-core machine these clients compete with the relay for the CPU);
+  own event loops (on a shared 2-core machine these clients compete with the relay for the CPU); the
+  `direct` mode (every sender straight to one listening receiver, no relay) is the clients' own share,
+  so the relay's added latency is a relay mode's figure minus direct's;
 * `lost`: frames sent to a watched sender that no receiver of it got, with the relays' own counts by
   cause (`stale`: a slow receiver's queue overflowed; `before_intra`: it then waited for an intra frame);
 * `relay_held_ms`: inside each relay, a frame's time from its arrival (read and validated) to its write
@@ -46,9 +48,10 @@ from pathlib import Path
 
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.server import ServerConnection, serve
 
 from facewire.shared.wire import messages as m
-from facewire.shared.wire.protocol import JoinProtocol, MessageReceived, SenderProtocol
+from facewire.shared.wire.protocol import JoinProtocol, MessageReceived, ReceiverProtocol, SenderProtocol
 
 TOKEN = "bench-token"
 FPS = 30.0
@@ -122,6 +125,28 @@ async def one_receiver(url: str, seconds: float, stats: dict[str, int], latencie
             stats[f"closed_{ws.close_code}"] = stats.get(f"closed_{ws.close_code}", 0) + 1
 
 
+async def direct_receiver(port: int, seconds: float, stats: dict[str, int], latencies: list[float], start: float) -> None:
+    """The baseline: one listening receiver takes every sender's link directly (no relay), with the
+    receiver's own protocol object (validation, acks), so the clients' share of the latency shows."""
+
+    async def handle(ws: ServerConnection) -> None:
+        protocol = ReceiverProtocol(TOKEN, time.monotonic())
+        async for data in ws:
+            arrived = time.monotonic_ns()
+            for event in protocol.receive(data, arrived / 1e9):
+                if isinstance(event, MessageReceived) and isinstance(event.message, m.Frame):
+                    stats["received"] += 1
+                    if arrived / 1e9 - start > WARMUP_S:
+                        sent = int.from_bytes((event.message.codes[0] or b"")[:8], "little")
+                        latencies.append((arrived - sent) / 1e6)
+            protocol.tick(arrived / 1e9)
+            for out in protocol.data_to_send():
+                await ws.send(out)
+
+    async with serve(handle, "127.0.0.1", port, max_size=None, ping_interval=None, compression=None):
+        await asyncio.sleep(seconds)
+
+
 async def run_clients(role: str, urls: list[str], seconds: float, out: Path) -> None:
     stats = {"sent": 0, "received": 0}
     latencies: list[float] = []
@@ -129,6 +154,8 @@ async def run_clients(role: str, urls: list[str], seconds: float, out: Path) -> 
     start = time.monotonic()
     if role == "senders":
         tasks = [one_sender(url, seconds, stats, rng) for url in urls]
+    elif urls[0].startswith("listen:"):
+        tasks = [direct_receiver(int(urls[0].removeprefix("listen:")), seconds + 3.0, stats, latencies, start)]
     else:
         tasks = [one_receiver(url, seconds + 3.0, stats, latencies, start) for url in urls]
     results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -193,7 +220,7 @@ def run_mode(mode: str, args: argparse.Namespace, work: Path) -> dict[str, objec
                  "--save", "", "--appendonly", "no", "--dir", str(work)], stdout=subprocess.DEVNULL)
             wait_port(redis_port)
             redis_url = f"redis://127.0.0.1:{redis_port}/0"
-        relays = ["relay-a", "relay-b"] if mode == "redis" else ["relay-a"]
+        relays = {"redis": ["relay-a", "relay-b"], "one": ["relay-a"], "direct": []}[mode]
         ports = {}
         for name in relays:
             ports[name] = free_port()
@@ -205,16 +232,23 @@ def run_mode(mode: str, args: argparse.Namespace, work: Path) -> dict[str, objec
                 command += ["--redis", redis_url]
             processes[name] = subprocess.Popen(command, stderr=open(work / f"{mode}-{name}.log", "wb"))  # noqa: SIM115
             wait_port(ports[name])
-        sender_port, receiver_port = ports["relay-a"], ports[relays[-1]]
-        sender_urls = [f"ws://127.0.0.1:{sender_port}/rooms/r{r}?name=s{s}" for r in range(args.rooms)
-                       for s in range(args.senders)]
-        receiver_urls = [f"ws://127.0.0.1:{receiver_port}/rooms/r{r}?show=s{k % args.senders}" for r in range(args.rooms)
-                         for k in range(args.receivers)]
+        if relays:
+            sender_port, receiver_port = ports["relay-a"], ports[relays[-1]]
+            sender_urls = [f"ws://127.0.0.1:{sender_port}/rooms/r{r}?name=s{s}" for r in range(args.rooms)
+                           for s in range(args.senders)]
+            receiver_urls = [f"ws://127.0.0.1:{receiver_port}/rooms/r{r}?show=s{k % args.senders}"
+                             for r in range(args.rooms) for k in range(args.receivers)]
+        else:  # every sender straight to one listening receiver: what the clients cost without a relay
+            direct_port = free_port()
+            sender_urls = [f"ws://127.0.0.1:{direct_port}/"] * (args.rooms * args.senders)
+            receiver_urls = [f"listen:{direct_port}"]
         outs = {role: work / f"{mode}-{role}.json" for role in ("senders", "receivers")}
         client = [sys.executable, __file__, "--client"]
         processes["receivers"] = subprocess.Popen([*client, "receivers", "--out", str(outs["receivers"]),
                                                    "--seconds", str(args.seconds), "--urls", json.dumps(receiver_urls)])
         time.sleep(2.0)
+        if not relays:
+            wait_port(direct_port)
         processes["senders"] = subprocess.Popen([*client, "senders", "--out", str(outs["senders"]),
                                                  "--seconds", str(args.seconds), "--urls", json.dumps(sender_urls)])
         time.sleep(WARMUP_S)
@@ -252,7 +286,7 @@ def run_mode(mode: str, args: argparse.Namespace, work: Path) -> dict[str, objec
             held[name] = {key: _median([line[key] for line in steady]) for key in ("held_ms_p50", "held_ms_p95")}
         latencies = np.array(receivers["latencies_ms"])
         watched_sent = senders["sent"] * min(1.0, args.receivers / args.senders)
-        expected = senders["sent"] * args.receivers / args.senders
+        expected = senders["sent"] * (args.receivers / args.senders if relays else 1)
         return {
             "mode": mode, "streams_in": len(sender_urls), "streams_out": len(receiver_urls),
             "frames_per_s_in": round(senders["sent"] / args.seconds, 1),
@@ -287,7 +321,8 @@ def main() -> None:
     parser.add_argument("--senders", type=int, default=2, help="per room")
     parser.add_argument("--receivers", type=int, default=2, help="per room")
     parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--mode", choices=("one", "redis", "both"), default="both")
+    parser.add_argument("--mode", choices=("direct", "one", "redis", "all"), default="all",
+                        help="direct: no relay, the clients' own latency (a baseline); one; redis; all three")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "bench" / "relay.json")
     parser.add_argument("--profile", type=Path, metavar="DIR", help="run the relays under cProfile, profiles into DIR")
     parser.add_argument("--client", choices=("senders", "receivers"), help=argparse.SUPPRESS)
@@ -296,7 +331,7 @@ def main() -> None:
     if args.client:
         asyncio.run(run_clients(args.client, json.loads(args.urls), args.seconds, args.out))
         return
-    modes = ["one", "redis"] if args.mode == "both" else [args.mode]
+    modes = ["direct", "one", "redis"] if args.mode == "all" else [args.mode]
     work = args.out.parent / (args.out.stem + "-logs")  # the relays' logs and counters, kept beside the JSON
     work.mkdir(parents=True, exist_ok=True)
     runs = [run_mode(mode, args, work) for mode in modes]
