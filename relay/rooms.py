@@ -243,6 +243,7 @@ class Room:
     max_receivers: int = 256
     publications: dict[str, Publication] = field(default_factory=dict)
     subscribers: dict[int, Subscriber] = field(default_factory=dict)
+    joining: int = 0  # receivers on their way in (the shell's count: the room must stay while they come)
 
     @property
     def codes(self) -> set[str]:

@@ -161,7 +161,7 @@ class RelayServer:
 
     def drop_room_if_empty(self, name: str) -> None:
         room = self.rooms.get(name)
-        if room is not None and not room.subscribers and not room.publications:
+        if room is not None and not room.subscribers and not room.publications and not room.joining:
             del self.rooms[name]
 
     async def _handle(self, ws: ServerConnection) -> None:
@@ -312,16 +312,20 @@ class RelayServer:
         sub = Subscriber(key, list(hello.capabilities), path.show)
         sub.outbox.max_age_s = self.max_frame_age_s
         sub.outbox.notify = wake.set
-        first = not room.subscribers
-        if first:
-            await self.bridge.watch(path.room)  # remote senders become publications before the receiver chooses
+        # While this receiver joins, the room is neither dropped nor unwatched: watching awaits Redis, and a room
+        # dropped meanwhile (it had nobody yet) would leave this receiver in a room no sender ever reaches.
+        room.joining += 1
         try:
+            if not room.subscribers and room.joining == 1:
+                await self.bridge.watch(path.room)  # remote senders become publications before the receiver chooses
             requests = room.join(sub, time.monotonic())
         except AdmissionError as exc:
             self._refuse(ws, protocol, ProtocolError(ErrorCode(exc.code), str(exc), exc.field))
-            if not room.subscribers:
+            if not room.subscribers and room.joining == 1:
                 await self.bridge.unwatch(path.room)
             return
+        finally:
+            room.joining -= 1
         log.info("%s: receiver joined room %r (shows %r)", _peer(ws), path.room, sub.shown)
         _limit_send_buffer(ws, self.downstream_buffer_bytes)
         for request in requests:
@@ -336,7 +340,7 @@ class RelayServer:
             for lost, count in sub.outbox.lost.items():
                 self.stats.lost[lost.value] += count
             room.leave(key)
-            if not room.subscribers:
+            if not room.subscribers and not room.joining:
                 await self.bridge.unwatch(path.room)
 
     async def _read_receiver(self, ws: ServerConnection, protocol: RelayProtocol, room: Room, key: int,

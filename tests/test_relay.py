@@ -267,3 +267,33 @@ def test_a_slow_receiver_loses_only_stale_frames_and_slows_nobody(tmp_path: Path
     assert seqs and seqs[0][1]  # its frames begin at an intra one ...
     resumed = [now for before, now in zip(seqs, seqs[1:], strict=False) if now[0] != before[0] + 1]
     assert resumed and all(intra for _, intra in resumed), (lost, sent, seqs)  # ... and after every gap at an intra one
+
+
+class _SlowWatch(Bridge):
+    """A bridge whose watch takes a while (Redis), during which the bridge's beat tidies empty rooms."""
+
+    relay: RelayServer | None = None
+
+    async def watch(self, room: str) -> None:
+        await asyncio.sleep(0.2)
+        assert self.relay is not None
+        self.relay.drop_room_if_empty(room)
+
+
+def test_a_room_stays_while_a_receiver_joins_it(tmp_path: Path) -> None:
+    frames = write_frames(tmp_path / "in", 30)
+
+    async def scenario() -> tuple[int, int]:
+        bridge = _SlowWatch()
+        async with running_relay(bridge=bridge) as (relay, port):
+            bridge.relay = relay
+            room = f"ws://127.0.0.1:{port}/rooms/call"
+            async with joined(room) as receiver:
+                await until(lambda: "call" in relay.rooms and len(relay.rooms["call"].subscribers) == 1)
+                source, uplink = publisher(room + "?name=alice", frames)
+                stats = await stream_live(source, SyntheticAnalyzer(), uplink)
+                await asyncio.sleep(0.5)
+                return stats.frames_sent, decoded(receiver)
+
+    sent, got = asyncio.run(scenario())
+    assert sent >= 10 and got >= 0.95 * sent, (sent, got)
