@@ -290,7 +290,7 @@ def test_a_room_stays_while_a_receiver_joins_it(tmp_path: Path) -> None:
             room = f"ws://127.0.0.1:{port}/rooms/call"
             async with joined(room) as receiver:
                 await until(lambda: "call" in relay.rooms and len(relay.rooms["call"].subscribers) == 1)
-                source, uplink = publisher(room + "?name=alice", frames)
+                source, uplink = publisher(room + "?name=alice", frames, loop=True, max_frames=90)
                 stats = await stream_live(source, SyntheticAnalyzer(), uplink)
                 await asyncio.sleep(0.5)
                 return stats.frames_sent, decoded(receiver)
