@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import logging
 import os
-import ssl
 import sys
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from facewire.receiver.sink_spec import open_sink
 from facewire.receiver.sinks import SinkError
 from facewire.receiver.stats import StatsMeter
 from facewire.shared.models.onnx import add_provider_arguments
-from facewire.shared.process.cliargs import add_common_arguments, apply_common_arguments, parse_size
+from facewire.shared.process.cliargs import add_common_arguments, apply_common_arguments, client_tls_context, parse_size, tls_context
 from facewire.shared.render import RENDERERS, available_renderers, make_renderer
 from facewire.shared.wire.errors import StreamFileError
 from facewire.shared.wire.protocol import Limits
@@ -32,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--listen", metavar="HOST:PORT", help="serve senders on this address, e.g. 0.0.0.0:8765")
     source.add_argument("--play-stream", metavar="FILE", type=Path, help="decode a recorded .fws stream file")
+    source.add_argument("--join", metavar="URL", help="join a relay's room, ws://HOST:PORT/rooms/NAME (facewire-relay)")
+    parser.add_argument("--show", metavar="NAME", help="with --join: the sender to show (default: the room's newest)")
+    parser.add_argument("--cafile", type=Path, help="with --join: CA certificate (PEM) to trust for wss://")
     parser.add_argument("--token", default=os.environ.get("FACEWIRE_TOKEN"),
                         help="shared secret senders must present (default: $FACEWIRE_TOKEN)")
     parser.add_argument("--tls-cert", type=Path, help="certificate (PEM) to serve wss://")
@@ -58,10 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     apply_common_arguments(args)
-    if args.listen and not args.token:
-        print("facewire-receive: --listen needs --token or FACEWIRE_TOKEN", file=sys.stderr)
+    if (args.listen or args.join) and not args.token:
+        print("facewire-receive: --listen and --join need --token or FACEWIRE_TOKEN", file=sys.stderr)
         return 2
-    if args.listen and not _is_utf8(args.token):
+    if (args.listen or args.join) and not _is_utf8(args.token):
         print("facewire-receive: the token must be valid UTF-8 text", file=sys.stderr)
         return 2
     try:
@@ -71,10 +73,14 @@ def main(argv: list[str] | None = None) -> int:
             frames = play_stream(args.play_stream, make_player(args, fps))
             log.info("played %d frames from %s", frames, args.play_stream)
             return 0
-        host, _, port = args.listen.rpartition(":")
         receiver = LiveReceiver(make_player(args, args.fps), args.token, fps=args.fps, once=args.once,
                                 renderers=available_renderers(), limits=Limits(dead_after_s=args.dead_after),
+                                join=args.join, show=args.show,
                                 steady_clock=args.sink.split(":")[0] in STEADY_SINKS)
+        if args.join:
+            asyncio.run(receiver.run("", 0, client_tls_context(args.join, args.cafile)))
+            return 0
+        host, _, port = args.listen.rpartition(":")
         asyncio.run(receiver.run(host or "127.0.0.1", int(port), tls_context(args.tls_cert, args.tls_key)))
         return 0
     except (SinkError, BackgroundError, StreamFileError, OSError, ValueError) as exc:
@@ -100,15 +106,6 @@ def _is_utf8(text: str) -> bool:
         return False
     return True
 
-
-def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
-    if cert is None and key is None:
-        return None
-    if cert is None or key is None:
-        raise ValueError("--tls-cert and --tls-key go together")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    return context
 
 
 if __name__ == "__main__":

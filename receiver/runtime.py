@@ -12,6 +12,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from facewire.receiver.join import RelayJoin
 from facewire.receiver.player import Player
 from facewire.receiver.server import ReceiverServer
 from facewire.receiver.session import AssetStore, RenderJob, Session
@@ -84,7 +85,8 @@ class SessionSummary:
 
 @dataclass
 class LiveReceiver:
-    """Serves senders and renders on its own clock: repeats (and fades) the last picture when frames are late."""
+    """Serves senders, or joins a relay's room (`join`: its ws:// address), and renders on its own clock:
+    repeats (and fades) the last picture when frames are late."""
 
     player: Player
     token: str
@@ -93,7 +95,9 @@ class LiveReceiver:
     once: bool = False
     limits: Limits = field(default_factory=Limits)
     renderers: list[str] = field(default_factory=lambda: ["mesh"])
-    server: ReceiverServer | None = None
+    server: ReceiverServer | RelayJoin | None = None
+    join: str | None = None  # a relay room's address: dial it instead of listening
+    show: str | None = None  # in a relay's room: the sender to show (None: the relay's rule)
     # What ended sessions did, the last few only: a session itself holds its keyframe and identities.
     ended_sessions: deque[SessionSummary] = field(default_factory=lambda: deque(maxlen=16))
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -103,6 +107,9 @@ class LiveReceiver:
         reuse_heap_memory()  # render and compose allocate frame-sized arrays every frame
         loop = asyncio.get_running_loop()
         slot: LatestSlot[RenderJob] = LatestSlot(loop)
+        if self.join is not None:
+            await self._run_joined(slot, ssl_context, ready)
+            return
         self.server = ReceiverServer(
             token=self.token, on_job=lambda job: self._received(job, slot), limits=self.limits, renderers=self.renderers,
             on_bytes=self.player.stats.received, on_session_end=self._session_ended,
@@ -120,6 +127,29 @@ class LiveReceiver:
             await self._stop.wait()
         finally:
             await self.server.shutdown(listener)
+            slot.close()
+            await renderer_task
+            self.player.stats.tick(force=True)
+            self.player.sink.close()
+
+    async def _run_joined(self, slot: LatestSlot[RenderJob], ssl_context: ssl.SSLContext | None,
+                          ready: asyncio.Future[int] | None) -> None:
+        assert self.join is not None
+        link = self.server = RelayJoin(self.join, self.token, lambda job: self._received(job, slot), show=self.show,
+                                       ssl_context=ssl_context, limits=self.limits, on_bytes=self.player.stats.received,
+                                       on_session_end=self._session_ended)
+        log.info("joining %s", self.join)
+        if ready is not None:
+            ready.set_result(0)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._stop.set)
+        renderer_task = asyncio.create_task(self._render(slot))
+        try:
+            await link.run(self._stop)
+        finally:
+            self._stop.set()
             slot.close()
             await renderer_task
             self.player.stats.tick(force=True)

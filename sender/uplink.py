@@ -274,6 +274,8 @@ class Uplink:
             self.stats.keyframe_requests += 1
             self.stream.force_intra()
             self.coder.resync()
+        elif isinstance(message, m.IntraRequest):  # the asker holds the keyframe, only the prediction chain broke
+            self.stream.force_intra()
         elif isinstance(message, m.AssetRequest) and self.identities is not None:
             self._priority.extend(self.identities.requested(message.asset))
             self._wake.set()

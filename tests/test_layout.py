@@ -1,5 +1,5 @@
 """The house rules of the layout: one top-level package, every folder packaged, no import cycles,
-the sender and the receiver never import each other."""
+the sender, the receiver and the relay never import each other (all three share facewire.shared)."""
 
 from __future__ import annotations
 
@@ -57,7 +57,12 @@ def test_no_import_cycles_and_the_two_sides_stay_apart() -> None:
         if name.startswith("facewire.receiver"):
             assert not any(d.startswith("facewire.sender") for d in deps), f"{name} imports the sender"
         if name.startswith("facewire.shared"):
+            assert not any(d.startswith(("facewire.sender", "facewire.receiver", "facewire.relay")) for d in deps), \
+                f"{name} imports a side"
+        if name.startswith("facewire.relay"):
             assert not any(d.startswith(("facewire.sender", "facewire.receiver")) for d in deps), f"{name} imports a side"
+        if name.startswith(("facewire.sender", "facewire.receiver")):
+            assert not any(d.startswith("facewire.relay") for d in deps), f"{name} imports the relay"
     state: dict[str, int] = {}
 
     def visit(node: str, path: list[str]) -> None:
@@ -89,6 +94,7 @@ def test_the_wheel_installs_one_top_level_package(tmp_path: Path) -> None:
     assert {"facewire/models/expression_basis.npz", "facewire/models/expression_basis.json"} <= set(names)  # the face code's basis
     assert "facewire/shared/codec/expression/field.py" in names
     assert "facewire/shared/render/mesh.py" in names and "facewire/sender/cli.py" in names
+    assert "facewire/relay/server.py" in names
 
 
 def test_every_module_imports_under_its_facewire_name_only(tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ def rejected(data: bytes) -> MessageValidationError:
 EXAMPLES: list[m.Message] = [
     m.Hello(versions=[1], token="secret", agent="facewire/0.1", capabilities=["alpha.v1", "landmarks.v1"]),
     m.Hello(versions=[1, 2, 255], token=""),
+    m.Hello(versions=[2], token="t", role="receiver", capabilities=["landmarks"]),
     m.Welcome(version=1, session="0123abcd", capabilities=["alpha.v1"], renderers=["mesh"], assets=[ASSET, "self"],
               max_message_bytes=65536),
     m.Welcome(version=1, session="f" * 64),
@@ -53,11 +54,13 @@ EXAMPLES: list[m.Message] = [
     m.Setup(code="expression", payload=b"\x01" * 200),
     m.Frame(seq=121, dt_ms=33, kf=3, face=0, codes=[b"\x00" * 900, b"\x01" * 300, None]),
     m.Frame(seq=0, dt_ms=0, kf=0, face=2),
+    m.Frame(seq=5, dt_ms=0, kf=0, face=0, codes=[b"\x00"], intra=True),
     m.Frame(seq=2**32 - 1, dt_ms=2**32 - 1, kf=2**32 - 1, face=1, codes=[None] * m.MAX_CODES),
     m.Ack(frames=[(1, 2)]),
     m.Ack(frames=[(2**32 - 1, 2**63 - 1)] * m.MAX_ACKS),
     m.KeyframeRequest(reason="no reference"),
     m.KeyframeRequest(),
+    m.IntraRequest(reason="joined mid-stream"),
     m.Ping(nonce=7, ts_us=123),
     m.Pong(nonce=2**32 - 1, ts_us=2**63 - 1),
     m.Stats(fps=29.97, kbps=48.5, frames=1000, dropped=3),
@@ -66,6 +69,8 @@ EXAMPLES: list[m.Message] = [
     m.Error(code="rate_limited", fatal=False),
     m.Bye(reason="user quit"),
     m.Bye(),
+    m.Source(name="alice", codes=["landmarks", "alpha"], senders=["alice", "bob"]),
+    m.Source(name=""),
 ]
 
 
@@ -86,15 +91,21 @@ def test_examples_cover_every_type() -> None:
 
 def test_every_type_has_a_direction() -> None:
     types = set(m.Message.__args__)  # type: ignore[attr-defined]
-    assert set(m.SENDER_MESSAGES) | set(m.RECEIVER_MESSAGES) == types
+    assert set(m.SENDER_MESSAGES) | set(m.RECEIVER_MESSAGES) | {m.Source} == types
     assert set(m.SENDER_MESSAGES) & set(m.RECEIVER_MESSAGES) == {m.Ping, m.Pong, m.Stats, m.Error, m.Bye}
+    # A relay's joined receiver: a sender's messages and `source` one way, a receiver's and `hello` the other.
+    assert set(m.JOINED_RECEIVER_GETS) == (set(m.SENDER_MESSAGES) - {m.Hello}) | {m.Welcome, m.Source}
+    assert set(m.JOINED_RECEIVER_SENDS) == (set(m.RECEIVER_MESSAGES) - {m.Welcome}) | {m.Hello}
+    # What a sender publishes is state, stream or hop by hop, never two of them.
+    assert not set(m.STATE_MESSAGES) & set(m.STREAM_MESSAGES)
+    assert set(m.STATE_MESSAGES) | set(m.STREAM_MESSAGES) <= set(m.SENDER_MESSAGES)
 
 
 def test_tags_are_the_documented_names() -> None:
     tags = {type(msg).__struct_config__.tag for msg in EXAMPLES}
     assert tags == {"hello", "welcome", "identity", "identity_switch", "asset_request", "keyframe", "keyframe_part",
                     "setup", "f", "a",
-                    "keyframe_request", "ping", "pong", "stats", "error", "bye"}
+                    "keyframe_request", "intra_request", "ping", "pong", "stats", "error", "bye", "source"}
 
 
 # --- every rule, one bad case each -------------------------------------------------------------
@@ -144,7 +155,7 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     ("token missing", with_("hello", token=DROP), "token"),
     ("token oversize", with_("hello", token="x" * 513), "token"),
     ("token not str", with_("hello", token=b"tok"), "token"),
-    ("role receiver", with_("hello", role="receiver"), "role"),
+    ("role unknown", with_("hello", role="relay"), "role"),
     ("agent oversize", with_("hello", agent="a" * 257), "agent"),
     ("capabilities too many", with_("hello", capabilities=[f"c{i}" for i in range(33)]), "capabilities"),
     ("capability upper case", with_("hello", capabilities=["Alpha"]), "capabilities[0]"),
@@ -261,7 +272,8 @@ BAD_STREAM: list[tuple[str, list[Any], str]] = [
     ("too many codes", frame_with(5, [None] * (m.MAX_CODES + 1)), "[5]"),
     ("code oversize", frame_with(5, [b"\x00" * BIG]), "[5][0]"),
     ("code as text", frame_with(5, ["abc"]), "[5][0]"),
-    ("frame too long", [*FRAME, 1], None),
+    ("intra not a bool", [*FRAME, 1], "[6]"),
+    ("frame too long", [*FRAME, False, 1], None),
     ("frame too short", FRAME[:4], None),
     ("unknown array tag", ["v", 1], "[0]"),
     ("ack empty", ["a", []], "[1]"),

@@ -170,7 +170,7 @@ class FrameEncoder:
         analysis = coded.analysis
         dt_ms = max(0, round((analysis.frame.ts_us - keyframe_ts_us) / 1000))
         return m.Frame(seq=seq, dt_ms=dt_ms, kf=kf, face=m.FACE_STATES.index(analysis.face_state),
-                       codes=[coder.encode(coded, intra) for coder in self._fields])
+                       codes=[coder.encode(coded, intra) for coder in self._fields], intra=intra)
 
 
 @dataclass

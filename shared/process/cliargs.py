@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import ssl
+from pathlib import Path
 
 import cv2
 
@@ -38,3 +40,21 @@ def apply_common_arguments(args: argparse.Namespace) -> None:
     """Logging and OpenCV's thread count, set deliberately so sender and receiver don't fight over cores."""
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cv2.setNumThreads(args.threads)
+
+
+def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    """The context to serve wss:// with (--tls-cert/--tls-key), None for ws://."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ValueError("--tls-cert and --tls-key go together")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def client_tls_context(url: str, cafile: Path | None) -> ssl.SSLContext | None:
+    """For wss://: the system's trust store, or `cafile`'s certificate."""
+    if not url.startswith("wss://"):
+        return None
+    return ssl.create_default_context(cafile=str(cafile) if cafile else None)

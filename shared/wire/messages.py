@@ -48,11 +48,13 @@ class _Message(msgspec.Struct, tag_field="t", forbid_unknown_fields=True, frozen
 
 
 class Hello(_Message, frozen=True, tag="hello"):
-    """Sender -> receiver, first message: versions it speaks, its token, capabilities."""
+    """The dialling side's first message: versions it speaks, its token, capabilities. A sender dials a
+    receiver or publishes into a relay's room (`role` sender: capabilities are the codes it offers); a
+    receiver joining a relay's room says `role` receiver (capabilities: the codes it decodes)."""
 
     versions: Annotated[list[Annotated[int, msgspec.Meta(ge=1, le=255)]], msgspec.Meta(min_length=1, max_length=16)]
     token: Annotated[str, msgspec.Meta(max_length=512)]
-    role: Literal["sender"] = "sender"
+    role: Literal["sender", "receiver"] = "sender"
     agent: ShortText = ""
     capabilities: Annotated[list[Name], msgspec.Meta(max_length=32)] = []
     # Random per sender process: a hello with the instance of the session being shown replaces it (the
@@ -161,14 +163,17 @@ FACE_STATES: tuple[Literal["tracked", "held", "lost"], ...] = ("tracked", "held"
 
 class Frame(msgspec.Struct, tag="f", array_like=True, forbid_unknown_fields=True, frozen=True):
     """Sender -> receiver, every frame, as an array: sequence number, capture time in ms after its
-    keyframe's `ts_us`, the keyframe it is drawn from, the face state (index into FACE_STATES) and one
-    payload per negotiated code, in the order the session negotiated them (protocol.md 3.3)."""
+    keyframe's `ts_us`, the keyframe it is drawn from, the face state (index into FACE_STATES), one
+    payload per negotiated code, in the order the session negotiated them (protocol.md 3.3), and
+    whether every code is intra: a receiver that missed frames (or joins a relay's room late) can decode
+    from an intra frame on, and a relay reads this flag, not the codes, to know where it may resume."""
 
     seq: UInt32
     dt_ms: UInt32
     kf: UInt32
     face: Annotated[int, msgspec.Meta(ge=0, le=len(FACE_STATES) - 1)]
     codes: Annotated[list[FieldBytes | None], msgspec.Meta(max_length=MAX_CODES)] = []
+    intra: bool = False
 
     @property
     def face_state(self) -> Literal["tracked", "held", "lost"]:
@@ -184,6 +189,14 @@ class Ack(msgspec.Struct, tag="a", array_like=True, forbid_unknown_fields=True, 
 
 class KeyframeRequest(_Message, frozen=True, tag="keyframe_request"):
     """Receiver -> sender: send a keyframe (no keyframe yet, or decoding lost its reference)."""
+
+    reason: ShortText = ""
+
+
+class IntraRequest(_Message, frozen=True, tag="intra_request"):
+    """Receiver (or relay) -> sender: make the next frame intra. The asker holds the keyframe but not the
+    frames' prediction chain (it missed frames, or joins a relay's room mid-stream), so a new keyframe
+    would cost the link a picture for nothing."""
 
     reason: ShortText = ""
 
@@ -219,16 +232,39 @@ class Bye(_Message, frozen=True, tag="bye"):
     reason: ShortText = ""
 
 
+class Source(_Message, frozen=True, tag="source"):
+    """Relay -> joined receiver: the messages that follow come from this sender of the room, coded with
+    these codes; the receiver starts a new session (as when a sender connects to it directly).
+    `senders` names everyone publishing in the room now; `name` is empty when nobody is."""
+
+    name: Annotated[str, msgspec.Meta(pattern=r"^([a-z0-9][a-z0-9_.:-]{0,63})?$")]
+    codes: Annotated[list[Name], msgspec.Meta(max_length=MAX_CODES)] = []
+    senders: Annotated[list[Name], msgspec.Meta(max_length=256)] = []
+
+
 ControlMessage = (
     Hello | Welcome | Identity | IdentitySwitch | AssetRequest | Keyframe | KeyframePart | Setup
-    | KeyframeRequest | Ping | Pong | Stats | Error | Bye
+    | KeyframeRequest | IntraRequest | Ping | Pong | Stats | Error | Bye | Source
 )
 StreamMessage = Frame | Ack
 Message = ControlMessage | StreamMessage
 
 SENDER_MESSAGES: tuple[type, ...] = (Hello, Identity, IdentitySwitch, Keyframe, KeyframePart, Setup, Frame, Ping, Pong,
                                      Stats, Error, Bye)
-RECEIVER_MESSAGES: tuple[type, ...] = (Welcome, AssetRequest, KeyframeRequest, Ack, Ping, Pong, Stats, Error, Bye)
+RECEIVER_MESSAGES: tuple[type, ...] = (Welcome, AssetRequest, KeyframeRequest, IntraRequest, Ack, Ping, Pong, Stats,
+                                       Error, Bye)
+
+# How a relay treats what a sender publishes (protocol.md 7). State: what a receiver must hold before it can
+# decode the sender's frames; the relay keeps each sender's current state and gives all of it to a receiver that
+# joins, and never drops it for a slow one. Stream: superseded by the next one of its kind; a slow receiver loses
+# stale ones (latest wins). Everything else is between the two ends of one connection (hop by hop).
+STATE_MESSAGES: tuple[type, ...] = (Identity, IdentitySwitch, Keyframe, KeyframePart, Setup)
+STREAM_MESSAGES: tuple[type, ...] = (Frame, Stats)
+# A receiver that joined a relay's room is sent what a sender sends (its hello aside) and `source`; it sends
+# what a receiver sends (its welcome aside) and its `hello`.
+JOINED_RECEIVER_GETS: tuple[type, ...] = (Welcome, Source, *STATE_MESSAGES, *STREAM_MESSAGES, Ping, Pong, Error, Bye)
+JOINED_RECEIVER_SENDS: tuple[type, ...] = (Hello, AssetRequest, KeyframeRequest, IntraRequest, Ack, Ping, Pong, Stats,
+                                           Error, Bye)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(ControlMessage)

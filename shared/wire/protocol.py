@@ -14,8 +14,9 @@ from __future__ import annotations
 import enum
 import hmac
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from facewire.shared.process.tokens import TokenBucket
 from facewire.shared.wire import messages as m
@@ -279,11 +280,17 @@ class ReceiverProtocol(_Connection):
         self._outgoing.clear()
         return self.fail(error)
 
+    def _authorise(self, hello: m.Hello) -> None:
+        """Raises unless the hello may open this connection: a sender with the token."""
+        if hello.role != "sender":
+            raise ProtocolError(ErrorCode.UNEXPECTED, "a receiver joins a relay's room, not another receiver", "role")
+        if not tokens_match(self._token, hello.token):
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, "wrong token", "token")
+
     def _accept(self, message: m.Message) -> HandshakeDone:
         if not isinstance(message, m.Hello):
             raise ProtocolError(ErrorCode.UNEXPECTED, "the first message must be `hello`", "t")
-        if not tokens_match(self._token, message.token):
-            raise ProtocolError(ErrorCode.UNAUTHORIZED, "wrong token", "token")
+        self._authorise(message)
         common = set(message.versions) & set(m.SUPPORTED_VERSIONS)
         if not common:
             raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION, f"receiver speaks versions {list(m.SUPPORTED_VERSIONS)}", "versions")
@@ -298,12 +305,43 @@ class ReceiverProtocol(_Connection):
         return HandshakeDone(message)
 
 
+class RelayProtocol(ReceiverProtocol):
+    """A relay's side of one connection into a room: a sender publishing (the relay answers as a receiver
+    does) or a receiver joining (the relay then sends it what a sender sends, and `source`). Which one the
+    hello's `role` says, and each role has its own token (None: that role may not enter)."""
+
+    def __init__(self, tokens: Mapping[str, str | None], now: float, *, limits: Limits | None = None,
+                 capabilities_for: Callable[[str], Sequence[str]] = lambda role: ()) -> None:
+        super().__init__("", now, limits=limits)
+        self._tokens = tokens
+        self._capabilities_for = capabilities_for  # the welcome's capabilities, by role, when the hello comes
+        self.role: str | None = None
+
+    def _authorise(self, hello: m.Hello) -> None:
+        token = self._tokens.get(hello.role)
+        if token is None or not tokens_match(token, hello.token):
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, f"wrong token for a {hello.role} of this room", "token")
+        self.role = hello.role
+        self._capabilities = list(self._capabilities_for(hello.role))
+        if hello.role == "receiver":
+            self.allowed = m.JOINED_RECEIVER_SENDS
+            self.sendable = m.JOINED_RECEIVER_GETS
+
+    def forward(self, data: bytes) -> None:
+        """Queue a sender's message, as validated bytes, for the receiver on this connection (the relay
+        passes messages on without encoding them again)."""
+        if self.role != "receiver" or self.state is not State.OPEN:
+            raise ValueError(f"cannot forward to a {self.role} in state {self.state.value}")
+        self._outgoing.append(data)
+
+
 class SenderProtocol(_Connection):
     """The sender's side: sends hello, waits for welcome, then yields the receiver's messages."""
 
     allowed = m.RECEIVER_MESSAGES
     sendable = m.SENDER_MESSAGES
     handshake = (m.Hello,)
+    role: Literal["sender", "receiver"] = "sender"
 
     def __init__(self, token: str, now: float, *, agent: str = "facewire", capabilities: Sequence[str] = (),
                  limits: Limits | None = None, instance: str = "") -> None:
@@ -311,7 +349,7 @@ class SenderProtocol(_Connection):
         self.state = State.AWAIT_WELCOME
         self.welcome: m.Welcome | None = None
         self.send(m.Hello(versions=list(m.SUPPORTED_VERSIONS), token=token, agent=agent, capabilities=list(capabilities),
-                          instance=instance))
+                          instance=instance, role=self.role))
 
     def receive(self, data: bytes | str, now: float) -> list[Event]:
         if self.state is State.CLOSED:
@@ -332,6 +370,15 @@ class SenderProtocol(_Connection):
             return self._opened(message, m.Welcome, now)
         except ProtocolError as exc:
             return [self.fail(exc)]
+
+
+class JoinProtocol(SenderProtocol):
+    """A receiver joining a relay's room: it dials and says hello as a sender does (`role` receiver,
+    capabilities: the codes it decodes), then gets what a sender sends, each sender's run led by `source`."""
+
+    allowed = m.JOINED_RECEIVER_GETS
+    sendable = m.JOINED_RECEIVER_SENDS
+    role = "receiver"
 
 
 def _known_code(code: str) -> ErrorCode:

@@ -1,0 +1,149 @@
+"""A receiver that joins a relay's room (facewire-receive --join ws://HOST:PORT/rooms/NAME): it dials, says
+hello as a receiver (the codes it decodes) and then decodes what the relay passes on exactly as it would
+a sender's own messages; each `source` from the relay starts a new session (another sender, or the same
+one again after it reconnected). Reconnects with backoff while the receiver runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from facewire.receiver.session import AssetStore, RenderJob, Session
+from facewire.shared.codec.fields import FIELD_CODECS
+from facewire.shared.codec.frames import FrameDecoder
+from facewire.shared.wire import messages as m
+from facewire.shared.wire.errors import ErrorCode
+from facewire.shared.wire.protocol import ConnectionFailed, HandshakeDone, JoinProtocol, Limits, MessageReceived, State
+
+log = logging.getLogger(__name__)
+POLL_S = 0.5
+FATAL = {ErrorCode.UNAUTHORIZED, ErrorCode.UNSUPPORTED_VERSION, ErrorCode.UNSUPPORTED_CODE}
+
+
+class JoinError(RuntimeError):
+    """The relay refused this receiver for good (wrong token, a room coded with codes it does not decode)."""
+
+
+def join_url(url: str, show: str | None) -> str:
+    """The room's address with `?show=NAME` when the receiver asks for one sender."""
+    if show is None:
+        return url
+    parts = urlsplit(url)
+    query = "&".join(q for q in (parts.query, urlencode({"show": show})) if q)
+    return urlunsplit(parts._replace(query=query))
+
+
+@dataclass
+class RelayJoin:
+    url: str
+    token: str
+    on_job: Callable[[RenderJob], None]
+    show: str | None = None
+    ssl_context: ssl.SSLContext | None = None
+    limits: Limits = field(default_factory=Limits)
+    assets: AssetStore = field(default_factory=AssetStore)
+    on_bytes: Callable[[int], None] | None = None
+    on_session_end: Callable[[Session], None] | None = None
+    active: Session | None = None
+    source: str = ""  # the sender shown now ("" while the room has none)
+    senders: list[str] = field(default_factory=list)
+    protocol: JoinProtocol | None = None
+
+    @property
+    def rtt_ms(self) -> float | None:
+        return None if self.protocol is None else self.protocol.rtt_ms
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Joins, and joins again after the link drops, until `stop` is set."""
+        delay = 0.0
+        while not stop.is_set():
+            try:
+                await self._join_once(stop)
+                delay = 0.0
+            except JoinError:
+                raise
+            except (OSError, websockets.exceptions.WebSocketException, TimeoutError) as exc:
+                log.warning("relay link down (%s); joining again", exc)
+            self._end_session()
+            delay = min(5.0, max(0.25, delay * 2))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay * random.uniform(0.8, 1.2))
+
+    async def _join_once(self, stop: asyncio.Event) -> None:
+        async with connect(join_url(self.url, self.show), ssl=self.ssl_context, max_size=self.limits.max_message_bytes + 64,
+                           open_timeout=5, ping_interval=None, compression=None) as ws:
+            protocol = self.protocol = JoinProtocol(self.token, time.monotonic(), agent="facewire-receive",
+                                                    capabilities=list(FIELD_CODECS), limits=self.limits)
+            await _flush(ws, protocol)
+            while protocol.state is not State.CLOSED and not stop.is_set():
+                try:
+                    data: bytes | str | None = await asyncio.wait_for(ws.recv(), POLL_S)
+                except TimeoutError:
+                    data = None
+                now = time.monotonic()
+                for event in protocol.tick(now) if data is None else protocol.receive(data, now):
+                    self._on_event(event)
+                if data is not None and self.on_bytes is not None:
+                    self.on_bytes(len(data))
+                await _flush(ws, protocol)
+            if protocol.close is None:
+                protocol.close_with_bye("receiver stopping")
+                await _flush(ws, protocol)
+            assert protocol.close is not None
+            await ws.close(protocol.close.code, protocol.close.reason)
+
+    def _on_event(self, event: object) -> None:
+        assert self.protocol is not None
+        if isinstance(event, ConnectionFailed):
+            log.warning("relay link closing (%d) after %s: %s", event.close.code, event.error.code.value, event.error)
+            if event.error.code in FATAL:
+                raise JoinError(str(event.error))
+        elif isinstance(event, HandshakeDone):
+            log.info("joined %s", self.url)
+        elif isinstance(event, MessageReceived):
+            message = event.message
+            if isinstance(message, m.Source):
+                self._start(message)
+            elif isinstance(message, m.Error):
+                log.warning("relay error %s: %s", message.code, message.message)
+            elif self.active is not None:
+                replies, job = self.active.handle(message)
+                for reply in replies:
+                    self.protocol.send(reply)
+                if job is not None:
+                    self.on_job(job)
+
+    def _start(self, source: m.Source) -> None:
+        """A new sender's run: a new session, as when a sender connects to a listening receiver."""
+        self.senders = list(source.senders)
+        unknown = [code for code in source.codes if code not in FIELD_CODECS]
+        if unknown:  # the relay admits only receivers that decode the room's codes: this is its bug, not ours
+            raise JoinError(f"the relay sends frames coded with {unknown}, which this receiver does not decode")
+        self._end_session()
+        self.source = source.name
+        if source.name:
+            self.active = Session(self.assets, FrameDecoder(source.codes))
+            log.info("showing sender %r (codes %s; the room has %s)", source.name, source.codes, source.senders)
+        else:
+            log.info("nobody publishes in the room yet")
+
+    def _end_session(self) -> None:
+        session, self.active = self.active, None
+        if session is not None and self.on_session_end is not None:
+            self.on_session_end(session)
+
+
+async def _flush(ws: ClientConnection, protocol: JoinProtocol) -> None:
+    for data in protocol.data_to_send():
+        await ws.send(data)
