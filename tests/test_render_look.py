@@ -163,10 +163,10 @@ def test_delighting_leaves_an_evenly_lit_face_nearly_alone() -> None:
     cv2.fillPoly(face, [np.round(lm[topo.face_oval_ring(), :2]).astype(np.int32)], 255)
     diff = np.abs(_luma(out) - _luma(image))[face > 0]
     assert abs(float(_luma(out)[face > 0].mean() - _luma(image)[face > 0].mean())) < 8.0
-    # The frequency split takes a photo's own relief between 0.035 and 0.2 face widths out by design
-    # (under-eye and cheek highlights, the shade beside the nose): 18 levels measured, 9 with the
+    # The frequency split takes more of a photo's own relief between 0.05 and 0.2 face widths out
+    # (under-eye and cheek highlights, the shade beside the nose): 12 levels measured, 9 with the
     # single band; a bound, not a pin (features kept: tests/test_render_delight_split.py).
-    assert float(np.median(diff)) < 24.0
+    assert float(np.median(diff)) < 16.0
 
 
 def test_a_fringe_on_the_forehead_is_cover_the_brows_and_skin_below_are_not() -> None:

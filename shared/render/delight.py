@@ -30,21 +30,23 @@ FloatImage = npt.NDArray[np.float32]
 class DelightOptions:
     """How much of the avatar's own light comes out of its texture, in two bands (see _split_light).
 
-    The light between `scale` and `broad_scale` (painted eye sockets, the shadow down one side of the
-    nose, a cheek's hollow, the terminator of a side light) goes by `mid_strength`, broader light by
-    `strength`; finer detail (pores, wrinkles, lashes, paint strokes) stays. `broad_scale=None` is the
-    older single band: everything coarser than `scale` by `strength` (kept for A/B: with scale 0.055,
-    strength 0.7 and max_gain 1.5 it is the renderer before the split).
+    Broad light (coarser than `broad_scale`) goes by `strength`. The band between `scale` and
+    `broad_scale` (eye sockets, the shade beside the nose, a cheek's hollow, the terminator of a side
+    light) goes by `strength` up to `relief` (log luminance: the relief of a face in ordinary light,
+    which a recogniser reads the face's shape from) and by `mid_strength` beyond it (a painted or
+    studio shadow much deeper than that). Finer detail (pores, wrinkles, lashes, strokes) stays.
+    `broad_scale=None` is the older single band: everything coarser than `scale` by `strength`.
     """
 
-    strength: float = 0.85  # of the avatar's broad light variation taken out (0: none, 1: all of it)
-    scale: float = 0.035  # blur sigma of the local light estimate, in face widths
+    strength: float = 0.7  # of the avatar's light variation taken out, up to `relief` (0: none, 1: all of it)
+    scale: float = 0.05  # blur sigma of the local light estimate, in face widths
     max_gain: float = 2.5  # no pixel is brightened or darkened by more than this factor
     chroma: float = 0.6  # of the smooth colour variation (brown or red patches of light) taken out
     dark_outlier: float = 0.55  # darker than this fraction of the light: a feature (moustache, beard), not shade
     eye_lift: float = 0.0  # of the brightening given to the skin that the eyes get too (1: as the skin round them)
     broad_scale: float | None = 0.2  # face widths; None: one band
-    mid_strength: float = 1.0
+    mid_strength: float = 1.0  # of the band's relief beyond `relief` taken out
+    relief: float = 0.25  # log luminance (x1.28): the band's relief treated as the face's shape, not its lighting
     # Above the nose only what is darker than this fraction of the local light is a feature (a frame
     # of glasses, a black strand): a broad dark patch there (a shadowed socket, eye make-up, the
     # shaded side of the face) is shade. Below the nose `dark_outlier` against the broad light holds.
@@ -138,8 +140,8 @@ def _split_light(
     """(local light in YCrCb, the skin's mean, the log luminance gain) of the frequency-split de-lighting.
 
     The light is estimated in log luminance at two scales; the band between them (the painted or
-    photographed relief: sockets, the side of the nose) goes by `mid_strength`, what is broader by
-    `strength`, and finer detail (pores, wrinkles, lashes) stays. What counts as light: the skin
+    photographed relief: sockets, the side of the nose) goes by `strength` up to `relief` and by
+    `mid_strength` beyond, what is broader by `strength`, and finer detail (pores, wrinkles, lashes) stays. What counts as light: the skin
     less the mesh's features, less what is much darker than the light round it: below the nose
     by `dark_outlier` (a moustache or a beard is hair, not shade), above it only by `shade_floor`
     (a frame of glasses, a strand), so that a shadowed socket, eye make-up or the shaded side of a
@@ -162,7 +164,10 @@ def _split_light(
     light = normalised_blur(np.dstack([log_y, ycc[..., 1:]]), weight, sigma)
     broad = normalised_blur(log_y[..., None], weight, broad_sigma)[..., 0]
     mean = (light * weight[..., None]).reshape(-1, 3).sum(axis=0) / wsum
-    log_gain = opts.mid_strength * (broad - light[..., 0]) + opts.strength * (np.float32(mean[0]) - broad)
+    band = broad - light[..., 0]
+    # Ordinary relief by `strength`, what is beyond it (a painted shadow) by `mid_strength`: a soft knee.
+    within = np.clip(band, -opts.relief, opts.relief)
+    log_gain = opts.strength * within + opts.mid_strength * (band - within) + opts.strength * (np.float32(mean[0]) - broad)
     light_ycc = light.copy()
     light_ycc[..., 0] = np.exp(light[..., 0]) - np.float32(8.0)
     mean_ycc = mean.copy()
