@@ -446,17 +446,22 @@ def _tile(image: Image, side: int) -> Image:
 
 
 def parse_mesh_options(settings: list[str]) -> MeshOptions:
-    """MeshOptions with `group.field=value` overrides (groups: retarget, blend; or a top-level field)."""
+    """MeshOptions with `group.field=value` overrides (groups: retarget, blend, delight; or a top-level field; `none` for None).
+
+    The de-lighting before the frequency split: delight.broad_scale=none delight.scale=0.055
+    delight.strength=0.7 delight.max_gain=1.5.
+    """
     options = MeshOptions()
     for item in settings:
         key, _, raw = item.partition("=")
-        value: float | bool = raw.lower() == "true" if raw.lower() in ("true", "false") else float(raw)
+        word = raw.lower()
+        value: float | bool | None = None if word == "none" else word == "true" if word in ("true", "false") else float(raw)
         group, _, name = key.rpartition(".")
-        if group:
-            inner = getattr(options, group)
-            options = replace(options, **{group: replace(inner, **{name: type(getattr(inner, name))(value)})})
-        else:
-            options = replace(options, **{name: type(getattr(options, name))(value)})
+        owner = getattr(options, group) if group else options
+        current = getattr(owner, name)
+        # An optional field (None by default) takes the value as given; others keep their type.
+        typed = value if value is None or current is None else type(current)(value)
+        options = replace(options, **{group: replace(owner, **{name: typed})}) if group else replace(options, **{name: typed})
     return options
 
 

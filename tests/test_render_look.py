@@ -163,7 +163,10 @@ def test_delighting_leaves_an_evenly_lit_face_nearly_alone() -> None:
     cv2.fillPoly(face, [np.round(lm[topo.face_oval_ring(), :2]).astype(np.int32)], 255)
     diff = np.abs(_luma(out) - _luma(image))[face > 0]
     assert abs(float(_luma(out)[face > 0].mean() - _luma(image)[face > 0].mean())) < 8.0
-    assert float(np.median(diff)) < 10.0
+    # The frequency split takes more of a photo's own relief between 0.05 and 0.2 face widths out
+    # (under-eye and cheek highlights, the shade beside the nose): 12 levels measured, 9 with the
+    # single band; a bound, not a pin (features kept: tests/test_render_delight_split.py).
+    assert float(np.median(diff)) < 16.0
 
 
 def test_a_fringe_on_the_forehead_is_cover_the_brows_and_skin_below_are_not() -> None:
@@ -217,3 +220,39 @@ def test_a_dark_streak_along_the_outline_is_cleaned_the_skin_inside_kept() -> No
     inside = np.zeros(image.shape[:2], np.uint8)
     cv2.fillPoly(inside, [np.round((oval - centre) * 0.85 + centre).astype(np.int32)], 255)
     assert np.array_equal(out[inside > 0], marked[inside > 0])
+
+
+def test_a_fringe_over_the_brows_is_cover_and_the_brows_are_drawn_again() -> None:
+    from facewire.shared.render.frontal import fill_cover
+    from facewire.shared.render.occlusion import brow_hulls
+
+    image, lm = big_astronaut()
+    oval = lm[topo.face_oval_ring(), :2]
+    top = float(oval[:, 1].min())
+    rows = np.arange(image.shape[0])[:, None]
+    face = np.zeros(image.shape[:2], np.uint8)
+    cv2.fillPoly(face, [np.round(oval).astype(np.int32)], 255)
+    brow_low = float(lm[list(topo.brows()[0][5:]) + list(topo.brows()[1][5:]), 1].max())
+    eye_top = float(lm[[159, 386], 1].min())  # the upper lids' middles
+    # A brown fringe from the top of the face down past the brows, stopping short of the eyes.
+    fringe_bottom = int(brow_low + 0.4 * (eye_top - brow_low))
+    fringe = (face > 0) & (rows < fringe_bottom)
+    image[fringe] = (30, 50, 90)
+    cover = avatar_cover(image, lm)
+    hulls = brow_hulls(image.shape[:2], lm)
+    for hull in hulls:
+        assert cover[hull > 0].mean() > 0.8  # the brows under it are hair, not brows
+    filled = fill_cover(image, lm)
+    cheek = _luma(filled)[int(lm[50, 1]) - 3 : int(lm[50, 1]) + 4, int(lm[50, 0]) - 3 : int(lm[50, 0]) + 4].mean()
+    hair = float(_luma(image)[fringe].mean())
+    for brow in topo.brows():
+        middle = 0.5 * (lm[brow[2], :2] + lm[brow[7], :2])  # halfway between the brow's upper and lower edges
+        x, y = (int(round(v)) for v in middle)
+        drawn = float(_luma(filled)[y - 1 : y + 2, x - 1 : x + 2].mean())
+        # A brow again: darker than the skin, not the fringe's colour.
+        assert hair + 10 < drawn < 0.85 * cheek, (hair, drawn, cheek)
+    # The forehead above the brows is skin again.
+    forehead = (face > 0) & (rows > top + 0.3 * (brow_low - top)) & (rows < brow_low - 0.3 * (brow_low - top))
+    for hull in brow_hulls(image.shape[:2], lm, 0.06):
+        forehead &= hull == 0
+    assert float(_luma(filled)[forehead].mean()) > 0.8 * cheek

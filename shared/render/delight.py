@@ -28,12 +28,29 @@ FloatImage = npt.NDArray[np.float32]
 
 @dataclass(frozen=True)
 class DelightOptions:
-    strength: float = 0.7  # of the avatar's own light variation taken out (0: none, 1: all of it)
-    scale: float = 0.055  # blur sigma of the light estimate, in face widths: eye sockets, the side of the nose
-    max_gain: float = 1.5  # no pixel is brightened or darkened by more than this factor
+    """How much of the avatar's own light comes out of its texture, in two bands (see _split_light).
+
+    Broad light (coarser than `broad_scale`) goes by `strength`. The band between `scale` and
+    `broad_scale` (eye sockets, the shade beside the nose, a cheek's hollow, the terminator of a side
+    light) goes by `strength` up to `relief` (log luminance: the relief of a face in ordinary light,
+    which a recogniser reads the face's shape from) and by `mid_strength` beyond it (a painted or
+    studio shadow much deeper than that). Finer detail (pores, wrinkles, lashes, strokes) stays.
+    `broad_scale=None` is the older single band: everything coarser than `scale` by `strength`.
+    """
+
+    strength: float = 0.7  # of the avatar's light variation taken out, up to `relief` (0: none, 1: all of it)
+    scale: float = 0.05  # blur sigma of the local light estimate, in face widths
+    max_gain: float = 2.5  # no pixel is brightened or darkened by more than this factor
     chroma: float = 0.6  # of the smooth colour variation (brown or red patches of light) taken out
-    dark_outlier: float = 0.55  # darker than this fraction of the local light: a feature (moustache, lashes), not shade
+    dark_outlier: float = 0.55  # darker than this fraction of the light: a feature (moustache, beard), not shade
     eye_lift: float = 0.0  # of the brightening given to the skin that the eyes get too (1: as the skin round them)
+    broad_scale: float | None = 0.2  # face widths; None: one band
+    mid_strength: float = 1.0  # of the band's relief beyond `relief` taken out
+    relief: float = 0.25  # log luminance (x1.28): the band's relief treated as the face's shape, not its lighting
+    # Above the nose only what is darker than this fraction of the local light is a feature (a frame
+    # of glasses, a black strand): a broad dark patch there (a shadowed socket, eye make-up, the
+    # shaded side of the face) is shade. Below the nose `dark_outlier` against the broad light holds.
+    shade_floor: float = 0.3
 
 
 def feature_mask(shape: tuple[int, int], landmarks: Landmarks, width: float) -> npt.NDArray[np.uint8]:
@@ -80,16 +97,23 @@ def delight(image: Image, landmarks: Landmarks, options: DelightOptions | None =
     ycc = cv2.cvtColor(image, cv2.COLOR_BGR2YCrCb).astype(np.float32)
     sigma = max(1.0, opts.scale * width)
     weight = (skin > 0).astype(np.float32)
-    light = normalised_blur(ycc, weight, sigma)
-    # Much darker than the light around it: a moustache, lashes, a strand of hair. Out, and again.
-    weight *= (ycc[..., 0] >= opts.dark_outlier * light[..., 0]).astype(np.float32)
-    light = normalised_blur(ycc, weight, sigma)
-    wsum = float(weight.sum())
-    if wsum < 50.0:
-        return image
-    mean = (light * weight[..., None]).reshape(-1, 3).sum(axis=0) / wsum
+    if opts.broad_scale is None:
+        light = normalised_blur(ycc, weight, sigma)
+        # Much darker than the light around it: a moustache, lashes, a strand of hair. Out, and again.
+        weight *= (ycc[..., 0] >= opts.dark_outlier * light[..., 0]).astype(np.float32)
+        light = normalised_blur(ycc, weight, sigma)
+        wsum = float(weight.sum())
+        if wsum < 50.0:
+            return image
+        mean = (light * weight[..., None]).reshape(-1, 3).sum(axis=0) / wsum
+        log_gain = opts.strength * np.log((mean[0] + 8.0) / (light[..., 0] + 8.0))
+    else:
+        split = _split_light(ycc, weight, landmarks, width, opts)
+        if split is None:
+            return image
+        light, mean, log_gain = split
     limit = float(np.log(opts.max_gain))
-    gain = np.exp(np.clip(opts.strength * np.log((mean[0] + 8.0) / (light[..., 0] + 8.0)), -limit, limit))
+    gain = np.exp(np.clip(log_gain, -limit, limit))
     # Inside the face only, faded in over the outline band (the renderer's feather barely shows it).
     inside = cv2.GaussianBlur(face.astype(np.float32) / 255.0, (0, 0), max(1.0, 0.02 * width))
     # Brightening a shadow lifts the skin in it, not what is already bright there (the white of an
@@ -108,6 +132,62 @@ def delight(image: Image, landmarks: Landmarks, options: DelightOptions | None =
     # Chroma as a shift: the smooth colour patch moves to the skin's mean, the detail on it stays.
     out[..., 1:] -= (opts.chroma * inside)[..., None] * (light[..., 1:] - mean[1:])
     return np.asarray(cv2.cvtColor(np.clip(out + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_YCrCb2BGR), np.uint8)
+
+
+def _split_light(
+    ycc: FloatImage, weight: FloatImage, landmarks: Landmarks, width: float, opts: DelightOptions
+) -> tuple[FloatImage, FloatImage, FloatImage] | None:
+    """(local light in YCrCb, the skin's mean, the log luminance gain) of the frequency-split de-lighting.
+
+    The light is estimated in log luminance at two scales; the band between them (the painted or
+    photographed relief: sockets, the side of the nose) goes by `strength` up to `relief` and by
+    `mid_strength` beyond, what is broader by `strength`, and finer detail (pores, wrinkles, lashes) stays. What counts as light: the skin
+    less the mesh's features, less what is much darker than the light round it: below the nose
+    by `dark_outlier` (a moustache or a beard is hair, not shade), above it only by `shade_floor`
+    (a frame of glasses, a strand), so that a shadowed socket, eye make-up or the shaded side of a
+    side-lit face counts as light and is lifted.
+    """
+    assert opts.broad_scale is not None
+    sigma = max(1.0, opts.scale * width)
+    log_y = np.log(ycc[..., 0] + np.float32(8.0))
+    broad_sigma = max(sigma, opts.broad_scale * width)
+    local = normalised_blur(log_y[..., None], weight, sigma)[..., 0]
+    # A moustache is as wide as the local light's blur and darkens it: hair is judged against the broad light.
+    wide = normalised_blur(log_y[..., None], weight, broad_sigma)[..., 0]
+    hair = _below_nose(log_y.shape, landmarks, width)
+    shade = log_y >= local + np.float32(np.log(opts.shade_floor))
+    not_hair = log_y >= wide + np.float32(np.log(opts.dark_outlier))
+    weight = weight * np.where(hair > 0.5, shade & not_hair, shade).astype(np.float32)
+    wsum = float(weight.sum())
+    if wsum < 50.0:
+        return None
+    light = normalised_blur(np.dstack([log_y, ycc[..., 1:]]), weight, sigma)
+    broad = normalised_blur(log_y[..., None], weight, broad_sigma)[..., 0]
+    mean = (light * weight[..., None]).reshape(-1, 3).sum(axis=0) / wsum
+    band = broad - light[..., 0]
+    # Ordinary relief by `strength`, what is beyond it (a painted shadow) by `mid_strength`: a soft knee.
+    within = np.clip(band, -opts.relief, opts.relief)
+    log_gain = opts.strength * within + opts.mid_strength * (band - within) + opts.strength * (np.float32(mean[0]) - broad)
+    light_ycc = light.copy()
+    light_ycc[..., 0] = np.exp(light[..., 0]) - np.float32(8.0)
+    mean_ycc = mean.copy()
+    mean_ycc[0] = float(np.exp(mean[0]) - 8.0)
+    return light_ycc, mean_ycc, np.asarray(log_gain, np.float32)
+
+
+def _below_nose(shape: tuple[int, int], landmarks: Landmarks, width: float) -> FloatImage:
+    """0..1: 1 from just above the base of the nose down (where a moustache and a beard grow), soft over 0.03 face widths."""
+    p = landmarks[:, :2].astype(np.float64)
+    down = p[topo.CHIN] - p[topo.NOSE_BRIDGE]
+    down /= max(float(np.linalg.norm(down)), 1e-6)
+    start = float(p[topo.SUBNASALE] @ down) - _HAIR_ABOVE_NOSE * width
+    xs = np.arange(shape[1], dtype=np.float32)[None, :]
+    ys = np.arange(shape[0], dtype=np.float32)[:, None]
+    depth = xs * np.float32(down[0]) + ys * np.float32(down[1]) - np.float32(start)
+    return np.asarray(np.clip(depth / np.float32(0.03 * width) + 0.5, 0.0, 1.0), np.float32)
+
+
+_HAIR_ABOVE_NOSE = 0.02  # of the face width: a moustache's top edge sits at about the nostrils' base
 
 
 def _eye_mask(shape: tuple[int, int], landmarks: Landmarks, width: float) -> FloatImage:

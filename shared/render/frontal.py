@@ -20,7 +20,7 @@ from facewire.shared.face import topology as topo
 from facewire.shared.render import eyes_mouth as em
 from facewire.shared.render.delight import DelightOptions, delight, feature_mask, normalised_blur
 from facewire.shared.render.iris import Iris, lift_irises
-from facewire.shared.render.occlusion import avatar_cover, smooth_field
+from facewire.shared.render.occlusion import avatar_cover, brow_hulls, smooth_field
 from facewire.shared.render.retarget import frontal_rotation
 from facewire.shared.render.warp import Points, Region, fill_polygon, remap, similarity_2d, triangle_raster, warp_maps
 from facewire.shared.types import Image, Landmarks
@@ -277,9 +277,56 @@ def fill_cover(image: Image, landmarks: Landmarks) -> Image:
     t = np.clip(den / np.float32(0.3), 0.0, 1.0)[..., None]
     fill = near * t + field * (1.0 - t)
     soft = cv2.GaussianBlur(cover.astype(np.float32), (0, 0), max(1.0, 0.01 * width))[..., None]
+    filled = crop * (1.0 - soft) + fill * soft
+    filled = _redraw_brows(filled, crop, cover, local, width)
     out = image.copy()
-    out[fy, fx] = np.clip(crop * (1.0 - soft) + fill * soft + 0.5, 0, 255).astype(np.uint8)
+    out[fy, fx] = np.clip(filled + 0.5, 0, 255).astype(np.uint8)
     return out
+
+
+def _redraw_brows(filled: npt.NDArray[np.float32], crop: Image, cover: npt.NDArray[np.uint8], landmarks: Landmarks,
+                  width: float) -> npt.NDArray[np.float32]:
+    """Brows that the cover took (a fringe over them: occlusion.avatar_cover) drawn again along the mesh's brow.
+
+    A face with its brows painted over with skin reads as a mask; the brow's shape comes from the mesh
+    (the middle of its upper and lower edges, as thick as the brow, tapering to its tail) and its colour
+    from the hair that covered it, no lighter than a shade of the skin under it.
+    """
+    shape = (filled.shape[0], filled.shape[1])
+    strokes = np.zeros(shape, np.float32)
+    colours = np.zeros(filled.shape, np.float32)
+    for brow, hull in zip(topo.brows(), brow_hulls(shape, landmarks), strict=True):
+        inside = hull > 0
+        if not inside.any() or float((cover[inside] > 0).mean()) < _BROW_TAKEN:
+            continue
+        upper = landmarks[brow[:5], :2].astype(np.float32)
+        lower = landmarks[brow[5:][::-1], :2].astype(np.float32)
+        stroke = np.zeros(shape, np.float32)
+        # Thick at the head (the inner end), a third as thick at the tail: a brow, not a bar.
+        taper = np.linspace(_BROW_TAIL, 1.0, len(upper), dtype=np.float32)
+        thickness = np.linalg.norm(upper - lower, axis=1) * _BROW_THICKNESS * taper
+        middle = 0.5 * (upper + lower)
+        for a, b, t in zip(middle[:-1], middle[1:], thickness[1:], strict=True):
+            cv2.line(stroke, tuple(int(v) for v in np.round(a * 16)), tuple(int(v) for v in np.round(b * 16)), 1.0,
+                     max(1, int(round(t))), cv2.LINE_AA, shift=4)
+        stroke = cv2.GaussianBlur(stroke, (0, 0), max(0.7, 0.006 * width))
+        hair = np.median(crop[inside & (cover > 0)].astype(np.float32), axis=0)
+        skin = filled[inside].mean(axis=0)
+        # Half the hair's colour, half a shade of the skin: a black fringe would draw a black bar.
+        colour = 0.5 * (np.minimum(hair, skin * _BROW_SHADE) + skin * _BROW_SHADE)
+        strokes = np.maximum(strokes, stroke)
+        colours[stroke > 0] = colour
+    if not strokes.any():
+        return filled
+    alpha = (_BROW_OPACITY * strokes)[..., None]
+    return np.asarray(filled * (1.0 - alpha) + colours * alpha, np.float32)
+
+
+_BROW_TAKEN = 0.4  # share of a brow's hull under cover for it to be redrawn
+_BROW_THICKNESS = 0.7  # of the distance between the brow's upper and lower landmarks
+_BROW_TAIL = 0.45  # the tail's thickness, of the head's
+_BROW_SHADE = 0.6  # a redrawn brow is at most this share of the skin's brightness under it
+_BROW_OPACITY = 0.75
 
 
 _COVER_GROW = 0.03  # of the face width: a strand's soft edge and the shadow it casts go with it

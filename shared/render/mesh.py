@@ -20,7 +20,8 @@ from facewire.shared.face import topology as topo
 from facewire.shared.face.identity import IdentityError, identity_from_image, is_self
 from facewire.shared.render import blend as bl
 from facewire.shared.render import eyes_mouth as em
-from facewire.shared.render.frontal import Texture, prepare_texture
+from facewire.shared.render.delight import DelightOptions
+from facewire.shared.render.frontal import DEFAULT_DELIGHT, Texture, prepare_texture
 from facewire.shared.render.iris import draw_irises
 from facewire.shared.render.lids import close_lids
 from facewire.shared.render.occlusion import OcclusionOptions, SpectacleMemory, occluder_mask
@@ -52,6 +53,7 @@ class MeshOptions:
     # avatar's own jaw, cheeks and forehead are much of what makes it recognisable.
     blend: bl.BlendOptions = field(default_factory=lambda: bl.BlendOptions(feather=0.05, inset=0.01, forehead_fade=0.0))
     mirror_fill: bool = True
+    delight: DelightOptions = DEFAULT_DELIGHT  # the avatar's own light taken out of its texture (frontal.prepare_texture)
     fine_chroma: float = 0.2  # of the avatar's faint fine colour detail kept (frontal.soften_fine_chroma)
     fine_grain: float = 20.0  # the avatar's grain below this contrast (B+G+R levels) smoothed (frontal.smooth_fine_texture)
     rigid_irises: bool = True  # irises drawn whole over a clean eye (facewire.shared.render.iris), not stretched by the warp
@@ -209,6 +211,7 @@ class MeshRenderer:
                 mirror_fill=self.options.mirror_fill,
                 fine_chroma=self.options.fine_chroma,
                 fine_grain=self.options.fine_grain,
+                delighting=self.options.delight,
                 rigid_irises=self.options.rigid_irises,
             )
         except IdentityError as exc:

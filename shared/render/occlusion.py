@@ -522,7 +522,9 @@ def avatar_cover(image: Image, landmarks: Landmarks, chroma_sigmas: float = 3.5,
     the outline above the nose count, and below the eyes only near the outline: the inside of the
     lower face is the face's own (a beard, a moustache, the nose's shadow, paint). A component
     entirely above the brows counts too (a parting, a hair clip). Features are never cover, nor spectacles
-    found by their shape (`find_spectacles`): glasses the avatar wears are part of its look.
+    found by their shape (`find_spectacles`): glasses the avatar wears are part of its look; except a
+    brow that a fringe runs into (_brows_under_hair): its hair-coloured pixels are cover, and so are
+    strands that hang on below it (frontal.fill_cover draws the brow again).
     """
     h, w = image.shape[:2]
     out = np.zeros((h, w), np.float32)
@@ -549,6 +551,22 @@ def avatar_cover(image: Image, landmarks: Landmarks, chroma_sigmas: float = 3.5,
     skinish = (face > 0) & (features == 0) & (chroma < chroma_sigmas) & (np.abs(log_y - np.float32(np.log(my + 8.0))) < 0.7)
     light = smooth_field(log_y, skinish.astype(np.float32))
     odd = (chroma > chroma_sigmas) | (log_y - light < np.float32(np.log(dark_ratio)))
+    mask = _hanging_cover(odd, face, features, landmarks, width)
+    hidden = _brows_under_hair(mask, odd, landmarks, width)
+    if hidden.any():
+        # A fringe over a brow: the brow's zone is cover too, and strands hanging on below it join it.
+        features[hidden > 0] = 0
+        mask = _hanging_cover(odd, face, features, landmarks, width)
+        mask[(hidden > 0) & ~odd] = 0
+    mask[(face == 0) | (features > 0)] = 0
+    return mask.astype(np.float32)
+
+
+def _hanging_cover(
+    odd: npt.NDArray[np.bool_], face: npt.NDArray[np.uint8], features: npt.NDArray[np.uint8], landmarks: Landmarks, width: float
+) -> npt.NDArray[np.uint8]:
+    """1 on the components of `odd` pixels that hang in from the outline above the nose (or lie wholly above the brows), closed."""
+    h, w = odd.shape
     rows = np.arange(h, dtype=np.float32)[:, None]
     cols = np.arange(w, dtype=np.float32)[None, :]
     below_nose = rows > float(landmarks[topo.SUBNASALE, 1])
@@ -572,12 +590,54 @@ def avatar_cover(image: Image, landmarks: Landmarks, chroma_sigmas: float = 3.5,
     keep[0] = False
     mask = keep[labels].astype(np.uint8)
     if not mask.any():
-        return out
+        return mask
     # Strands leave gaps of skin between them: close them.
     k = max(3, int(round(0.03 * width)) | 1)
-    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
-    mask[(face == 0) | (features > 0)] = 0
-    return mask.astype(np.float32)
+    return np.asarray(cv2.morphologyEx(mask, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))), np.uint8)
+
+
+def brow_hulls(shape: tuple[int, int], landmarks: Landmarks, grow: float = 0.0) -> list[npt.NDArray[np.uint8]]:
+    """Each brow's convex hull (255 inside), grown by `grow` face widths."""
+    width = float(np.ptp(landmarks[topo.face_oval_ring(), 0]))
+    hulls = []
+    for brow in topo.brows():
+        hull = np.zeros(shape, np.uint8)
+        cv2.fillConvexPoly(hull, cv2.convexHull(np.round(landmarks[brow, :2]).astype(np.int32)), 255)
+        g = int(round(grow * width))
+        if g > 0:
+            hull = cv2.dilate(hull, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * g + 1, 2 * g + 1)))
+        hulls.append(hull)
+    return hulls
+
+
+def _brows_under_hair(
+    cover: npt.NDArray[np.uint8], odd: npt.NDArray[np.bool_], landmarks: Landmarks, width: float
+) -> npt.NDArray[np.uint8]:
+    """255 over the brows (their feature zones) that a fringe runs into: hair over the brow cannot be
+    told from the brow by colour, and kept as a feature it lands as a dark block over the sender's brow.
+
+    A brow is under hair when the cover holds most of the band just above its zone and most of the
+    zone is not skin; such a brow is cover (painted with skin, then redrawn by frontal.fill_cover).
+    """
+    h, w = cover.shape
+    out = np.zeros((h, w), np.uint8)
+    rows = np.arange(h, dtype=np.float32)[:, None]
+    zones = brow_hulls((h, w), landmarks, _FEATURE_GROW)
+    bands = brow_hulls((h, w), landmarks, _FEATURE_GROW + _BROW_BAND)
+    for brow, zone, band in zip(topo.brows(), zones, bands, strict=True):
+        top = float(landmarks[brow[:5], 1].mean())
+        above = (band > 0) & (zone == 0) & (rows < top)
+        inside = zone > 0
+        if not above.any() or not inside.any():
+            continue
+        if float(cover[above].mean()) > _BROW_HIDDEN and float(odd[inside].mean()) > _BROW_HIDDEN:
+            out[inside] = 255
+    return out
+
+
+_FEATURE_GROW = 0.025  # of the face width: feature_mask's berth round the features
+_BROW_BAND = 0.04  # of the face width: the band above a brow's zone that tells whether a fringe runs into it
+_BROW_HIDDEN = 0.5  # share of that band under cover, and of the zone off the skin, for a brow to be under hair
 
 
 def smooth_field(values: FloatImage, weight: FloatImage, scale: int = 4) -> FloatImage:
