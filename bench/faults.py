@@ -43,7 +43,6 @@ import os
 import platform
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -56,27 +55,12 @@ import numpy as np
 import websockets
 from bombs import landmark_code, png_claiming, tiff, zstd_bomb
 from faultproxy import FaultProxy
+from loopback import free_port, wait_for_port
 from PIL import Image as PILImage
 from websockets.asyncio.client import ClientConnection, connect
 from wstap import WebSocketTap
 
 from facewire.shared.wire import messages as m
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def wait_for_port(port: int, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return True
-        await asyncio.sleep(0.05)
-    return False
 
 
 def memory_kib(pid: int) -> dict[str, int]:

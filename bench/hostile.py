@@ -19,13 +19,13 @@ import os
 import platform
 import random
 import secrets
-import socket
 import sys
 import time
 from pathlib import Path
 
 import msgspec
 import websockets
+from loopback import free_port
 from websockets.asyncio.client import connect
 
 from facewire.shared.wire import messages as m
@@ -73,11 +73,6 @@ async def hostile_client(port: int, kind: str, rng: random.Random) -> tuple[str,
     except Exception as exc:  # noqa: BLE001 - a client-side failure is a result to report, not a crash
         return kind, f"client error {type(exc).__name__}"
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:

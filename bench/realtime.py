@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -28,16 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from loopback import free_port
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 WARMUP_REPORTS = 3  # the first seconds hold model loading and the first keyframe
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

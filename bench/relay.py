@@ -47,6 +47,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from loopback import free_port
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 
@@ -166,12 +167,6 @@ async def run_clients(role: str, urls: list[str], seconds: float, out: Path) -> 
 
 
 # --- the orchestra ---------------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
 
 def wait_port(port: int, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout

@@ -36,7 +36,6 @@ import os
 import platform
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -46,24 +45,9 @@ from typing import Any
 
 import msgspec
 import numpy as np
+from loopback import free_port, wait_for_port
 from shaping import Shape, ShapingProxy
 from wstap import Message, WebSocketTap
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def wait_for_port(port: int, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return True
-        await asyncio.sleep(0.1)
-    return False
 
 
 async def stop(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> int | None:
