@@ -192,8 +192,11 @@ class Uplink:
             log.info("connected to %s (session %s, codes %s, renderers %s)", self.url, welcome.session, codes,
                      welcome.renderers)
             self.stream.restart(codes)
-            self.coder.restart()  # the receiver holds nothing: setups and a keyframe first
             self.controller = RateController(self.coder.budget.ceiling_bps)
+            # The first keyframe is sized to what the controller starts from, not to the ceiling: at a
+            # 256 kbps ceiling it was 48 KB, seconds of a thin link before the first picture.
+            self.coder.budget.target_bps = self.controller.target_bps
+            self.coder.restart()  # the receiver holds nothing: setups and a keyframe first
             self._priority.clear()
             if self.identities is not None:
                 self._priority.extend(self.identities.session_started(welcome.assets))
