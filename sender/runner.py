@@ -71,12 +71,16 @@ def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, ide
     return writer
 
 
-def _capture(source: FrameSource, frames: LatestBox[CapturedFrame], stop: threading.Event,
+def _capture(source: FrameSource, frames: LatestBox[CapturedFrame], receiving: threading.Event, stop: threading.Event,
              errors: list[BaseException]) -> None:
     """The capture thread: reads the camera (or paces a file) on its own, so a slow analysis never
     makes a camera frame wait: the analysing thread takes the newest and older ones are skipped.
-    A file read as fast as it goes waits for the analysis instead (it has no clock to keep up with)."""
+    A file read as fast as it goes waits for the analysis instead (it has no clock to keep up with), and
+    a file starts only once a receiver is connected: none of it is spent before anyone can see it."""
     try:
+        while not source.is_camera and not receiving.wait(0.2):
+            if stop.is_set():
+                return
         for frame in source:
             if stop.is_set():
                 break
@@ -129,7 +133,8 @@ async def stream_live(source: FrameSource, analyzer: Analyzer, uplink: Uplink,
     cycler = asyncio.create_task(_cycle_identities(uplink, cycle_s)) if cycle_s else None
     stop = threading.Event()
     errors: list[BaseException] = []
-    threads = [threading.Thread(target=_capture, args=(source, frames, stop, errors), name="capture", daemon=True),
+    threads = [threading.Thread(target=_capture, args=(source, frames, uplink.receiving, stop, errors), name="capture",
+                                daemon=True),
                threading.Thread(target=_analyse, args=(frames, source.paced, analyzer, uplink.coder, slot,
                                                        uplink.receiving, stop, errors), name="analyse", daemon=True)]
     for thread in threads:
