@@ -5,11 +5,12 @@ see. The uplink then only numbers, entropy-codes and paces what this stage hands
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from facewire.sender.keyframes import KeyframePolicy
@@ -135,6 +136,18 @@ class Outgoing:
         return dataclasses.replace(newer, keyframe=keyframe, setups=older.setups + newer.setups)
 
 
+@dataclass(frozen=True)
+class BuiltKeyframe:
+    """A keyframe build's outcome: the package and what the receiver decodes of it, or why it did not fit."""
+
+    ts_us: int
+    face: Prepared | None
+    budget: int
+    package: KeyframePackage | None = None
+    state: KeyframeState | None = None
+    error: KeyframeTooLarge | None = None
+
+
 @dataclass
 class ReferenceChooser:
     """Which of the keyframes built draws a frame best (the lowest expected warp loss), with a margin
@@ -195,6 +208,11 @@ class FrameCoder:
     # written by it, replaced whole, read here (the layer draws its residual from one of them).
     held: tuple[int, ...] = ()
     _built_us: int = 0  # when the newest keyframe was built
+    # Live, keyframes are built on a worker thread (an AVIF search at 640x480 takes 100-300 ms: the camera's
+    # frames would be skipped meanwhile); a recording builds them in line, so it does not depend on timing.
+    background_keyframes: bool = False
+    _pending: concurrent.futures.Future[BuiltKeyframe] | None = field(default=None, repr=False)
+    _executor: concurrent.futures.ThreadPoolExecutor | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self._preparers = {name: FIELD_CODECS[name].new_preparer() for name in self.codes}
@@ -224,12 +242,17 @@ class FrameCoder:
         landmarks = None if face is None else face.landmarks
         reference, drift = self._references.choose(landmarks)
         keyframe = None
-        if self.policy.decide(analysis, drift, self.budget.drift_gap_s(self._last_keyframe_bytes)):
+        if self._pending is not None and self._pending.done():
+            keyframe, self._pending = self._adopt(self._pending.result()), None
+        if self._pending is None and self.policy.decide(analysis, drift, self.budget.drift_gap_s(self._last_keyframe_bytes)):
             # The despilled foreground is costly (~20 ms), so it is asked for keyframes only.
-            keyframe = self._keyframe(dataclasses.replace(analysis, foreground=analyzer.foreground()), prepared)
-            if keyframe is not None:
-                self._references.built(keyframe.kf, landmarks)
-                reference = keyframe.kf
+            build = self._keyframe_build(dataclasses.replace(analysis, foreground=analyzer.foreground()), prepared)
+            if self.background_keyframes:
+                self._pending = self._worker().submit(build)
+            else:
+                keyframe = self._adopt(build())
+        if keyframe is not None:
+            reference = keyframe.kf
         # A receiver starts over at a new session's first keyframe and at one it asked for (it lost a setup or
         # its prediction), so every code's setup in use goes with those; not with the sender's own keyframes
         # (periodic, drifted), whose receiver holds the setups: a neutral face is ~550 bytes. Checked after the
@@ -286,37 +309,56 @@ class FrameCoder:
                 if value is not None:
                     prepared[name] = value
 
-    def _keyframe(self, analysis: FrameAnalysis, prepared: dict[str, Prepared]) -> KeyframePackage | None:
+    def _keyframe_build(self, analysis: FrameAnalysis, prepared: dict[str, Prepared]) -> Callable[[], BuiltKeyframe]:
+        """The keyframe's build, to run on any thread: what it needs of this coder is taken now."""
         face = prepared.get(face_code(self.codes))
         # every offered face code's: the session (negotiated on another thread, maybe later) picks one
         codes = {name: self._preparers[name].keyframe_code(prepared[name]) for name in self.codes
                  if FIELD_CODECS[name].role == "face" and name in prepared}
-        budget = self.budget.keyframe_bytes()
-        try:
+        budget, kf, bare = self.budget.keyframe_bytes(), self.kf + 1, self._bare.is_set()
+        hints = (self._quality_hint, self._scale_hint)
+
+        def build() -> BuiltKeyframe:
             try:
-                package, state = build_keyframe(analysis, self.kf + 1, face, codes, budget, self._quality_hint, self._scale_hint)
+                try:
+                    package, state = build_keyframe(analysis, kf, face, codes, budget, *hints)
+                    return BuiltKeyframe(analysis.frame.ts_us, face, budget, package, state)
+                except KeyframeTooLarge as exc:
+                    if not bare or exc.needed > MAX_KEYFRAME_BYTES:
+                        raise
+                    # A receiver without a keyframe shows nothing, and without frames flowing the rate control never
+                    # learns that the link has room for one (after a reconnect it starts low): over budget beats never.
+                    log.warning("the session's first keyframe goes over its budget: %s", exc)
+                    package, state = build_keyframe(analysis, kf, face, codes, exc.needed, MIN_QUALITY)
+                    return BuiltKeyframe(analysis.frame.ts_us, face, exc.needed, package, state)
             except KeyframeTooLarge as exc:
-                if not self._bare.is_set() or exc.needed > MAX_KEYFRAME_BYTES:
-                    raise
-                # A receiver without a keyframe shows nothing, and without frames flowing the rate control never
-                # learns that the link has room for one (after a reconnect it starts low): over budget beats never.
-                log.warning("the session's first keyframe goes over its budget: %s", exc)
-                budget = exc.needed
-                package, state = build_keyframe(analysis, self.kf + 1, face, codes, budget, MIN_QUALITY)
-        except KeyframeTooLarge as exc:
-            log.warning("no keyframe this time, trying again in a while: %s", exc)
+                return BuiltKeyframe(analysis.frame.ts_us, face, budget, error=exc)
+
+        return build
+
+    def _adopt(self, built: BuiltKeyframe) -> KeyframePackage | None:
+        """A finished build, on the analysing thread: the keyframe to send, or None when it did not fit."""
+        package, state = built.package, built.state
+        if package is None or state is None:
+            log.warning("no keyframe this time, trying again in a while: %s", built.error)
             self.policy.request_from_peer()  # rate-limited like a receiver's request: a hopeless budget is not retried every frame
             return None
         self._bare.clear()
-        self.kf += 1
+        self.kf = package.kf
         self._quality_hint = package.quality
         self._last_keyframe_bytes = package.nbytes
         self._states[package.kf] = state
-        self._built_us = analysis.frame.ts_us
+        self._built_us = built.ts_us
         while len(self._states) > 2 * REFERENCES:
             self._states.popitem(last=False)
+        self._references.built(package.kf, None if built.face is None else built.face.landmarks)
         # A picture that fitted with quality to spare tries the finer scale next time.
         self._scale_hint = max(1, package.scale // 2) if package.quality >= FINER_SCALE_QUALITY else package.scale
         log.info("keyframe %d: %d bytes (picture %d at AVIF quality %d, scale 1/%d, budget %d)", self.kf,
-                 package.nbytes, len(package.image), package.quality, package.scale, budget)
+                 package.nbytes, len(package.image), package.quality, package.scale, built.budget)
         return package
+
+    def _worker(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyframe")
+        return self._executor

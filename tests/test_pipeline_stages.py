@@ -147,3 +147,24 @@ def test_receiver_report_splits_the_latency_into_stages() -> None:
     assert report["stages_ms"] == {"sender_capture": 5.0, "sender_analysis": 20.0, "sender_coding": 1.0,
                                    "sender_queue": 2.0, "link": 12.0, "decode": 0.5, "wait": 1.0, "render": 8.0,
                                    "compose": 3.0, "sink": 0.2}
+
+
+def test_live_keyframes_are_built_off_the_analysing_thread_and_go_with_a_later_frame() -> None:
+    from tests.wire_fixtures import SyntheticAnalyzer
+
+    analyzer = SyntheticAnalyzer()
+    image = np.random.default_rng(2).integers(0, 255, (240, 320, 3), np.uint8)
+    coder = FrameCoder(background_keyframes=True)
+    coder.restart()
+    items = []
+    deadline = time.monotonic() + 20
+    while not any(item.keyframe for item in items) and time.monotonic() < deadline:
+        frame = CapturedFrame(len(items), len(items) * 33_333, image)
+        items.append(coder.code(analyzer, analyzer.analyze(frame)))
+        time.sleep(0.01)
+    with_keyframe = [item for item in items if item.keyframe is not None]
+    assert len(with_keyframe) == 1 and items[0].keyframe is None  # the first frame did not wait for the build
+    keyframe = with_keyframe[0].keyframe
+    assert keyframe is not None and keyframe.kf == 1 and keyframe.ts_us == 0  # the picture of the frame that asked
+    first = items.index(with_keyframe[0])
+    assert any(item.setups for item in items[:first + 1])  # the setups in use went no later than the keyframe
