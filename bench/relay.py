@@ -44,6 +44,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +108,18 @@ async def one_sender(url: str, seconds: float, stats: dict[str, int], rng: rando
         reader.cancel()
 
 
+def count_frames(events: Iterable[object], arrived_ns: int, start: float, stats: dict[str, int],
+                 latencies: list[float]) -> None:
+    """Count the frames among a receiver's events and, after the warm-up, their send-to-arrival time (the
+    sender wrote its clock into the first 8 bytes of the frame's code)."""
+    for event in events:
+        if isinstance(event, MessageReceived) and isinstance(event.message, m.Frame):
+            stats["received"] += 1
+            if arrived_ns / 1e9 - start > WARMUP_S:
+                sent = int.from_bytes((event.message.codes[0] or b"")[:8], "little")
+                latencies.append((arrived_ns - sent) / 1e6)
+
+
 async def one_receiver(url: str, seconds: float, stats: dict[str, int], latencies: list[float], start: float) -> None:
     async with connect(url, max_size=None, ping_interval=None, compression=None) as ws:
         protocol = JoinProtocol(TOKEN, time.monotonic(), capabilities=["landmarks", "alpha"])
@@ -115,12 +128,7 @@ async def one_receiver(url: str, seconds: float, stats: dict[str, int], latencie
             async with asyncio.timeout(seconds):
                 async for data in ws:
                     arrived = time.monotonic_ns()
-                    for event in protocol.receive(data, arrived / 1e9):
-                        if isinstance(event, MessageReceived) and isinstance(event.message, m.Frame):
-                            stats["received"] += 1
-                            if arrived / 1e9 - start > WARMUP_S:
-                                sent = int.from_bytes((event.message.codes[0] or b"")[:8], "little")
-                                latencies.append((arrived - sent) / 1e6)
+                    count_frames(protocol.receive(data, arrived / 1e9), arrived, start, stats, latencies)
                     await flush(ws, protocol)
         if ws.close_code is not None:
             stats[f"closed_{ws.close_code}"] = stats.get(f"closed_{ws.close_code}", 0) + 1
@@ -134,12 +142,7 @@ async def direct_receiver(port: int, seconds: float, stats: dict[str, int], late
         protocol = ReceiverProtocol(TOKEN, time.monotonic())
         async for data in ws:
             arrived = time.monotonic_ns()
-            for event in protocol.receive(data, arrived / 1e9):
-                if isinstance(event, MessageReceived) and isinstance(event.message, m.Frame):
-                    stats["received"] += 1
-                    if arrived / 1e9 - start > WARMUP_S:
-                        sent = int.from_bytes((event.message.codes[0] or b"")[:8], "little")
-                        latencies.append((arrived - sent) / 1e6)
+            count_frames(protocol.receive(data, arrived / 1e9), arrived, start, stats, latencies)
             protocol.tick(arrived / 1e9)
             for out in protocol.data_to_send():
                 await ws.send(out)
