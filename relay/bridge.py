@@ -218,6 +218,9 @@ class RedisBridge(Bridge):
                     for request in self._remote_message(channel.removeprefix("fw:room:"), origin, kind, sender, data,
                                                         codes, now):
                         await self.server.deliver(request)
+            # get_message returns without suspending while Redis's socket holds data: without this yield the loop
+            # would drain a burst of every room's frames before any receiver's writer ran.
+            await asyncio.sleep(0)
 
     def _remote_message(self, room_name: str, origin: str, kind: str, sender: str, data: bytes, codes: list[str],
                         now: float) -> list[Upstream]:
