@@ -37,7 +37,8 @@ def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, ide
     """
     coder = coder or FrameCoder()
     codes = negotiate(coder.codes, list(FIELD_CODECS))
-    stream, gate = FeatureStream(FrameEncoder(codes)), Ceiling(coder.budget.ceiling_bps)
+    # a receiver of this version unpacks packed frames: a recording is what a session with one carries
+    stream, gate = FeatureStream(FrameEncoder(codes), packed=True), Ceiling(coder.budget.ceiling_bps)
     writer: StreamWriter | None = None
     last_skipped: Outgoing | None = None
     try:
@@ -49,20 +50,20 @@ def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, ide
                                       created_us=now_us(), agent="facewire-send", codes=codes)
                 writer = StreamWriter(path, header)
                 for message in identities.session_started([]) if identities is not None else []:
-                    writer.write(m.encode(message))
+                    writer.write(m.encode(message, stream.packed))
             elif identities is not None and cycle_frames and frame.index % cycle_frames == 0:
                 for message in identities.switch(identities.active + 1):
-                    writer.write(m.encode(message))
+                    writer.write(m.encode(message, stream.packed))
             sent = plan(stream, item, gate, frame.index / source.fps)  # the media clock, however frames were stamped
             for message in sent:
-                writer.write(m.encode(message))
+                writer.write(m.encode(message, stream.packed))
             last_skipped = item if not any(isinstance(message, m.Frame) for message in sent) else None
             coder.budget.observe_frame(stream.last_features_bytes, source.fps)
             coder.held = stream.held
             if progress is not None:
                 progress(frame.index + 1, writer.bytes)
         if writer is not None and last_skipped is not None and (frame_message := stream.frame(last_skipped)):
-            writer.write(m.encode(frame_message))  # the last frame goes anyway: the playback then ends where the input does
+            writer.write(m.encode(frame_message, stream.packed))  # the last frame goes anyway: the playback then ends where the input does
     finally:
         if writer is not None:
             writer.close()
