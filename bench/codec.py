@@ -62,6 +62,7 @@ import numpy as np  # noqa: E402
 import numpy.typing as npt  # noqa: E402
 import quality as q  # noqa: E402
 from media import read_frames  # noqa: E402
+from wstap import packed_frame_head  # noqa: E402
 
 Image = q.Image
 START = time.perf_counter()
@@ -323,8 +324,11 @@ def stream_size(path: Path) -> StreamSize:
     while offset < len(data):
         (length,) = RECORD_LENGTH.unpack_from(data, offset)
         record = data[offset + RECORD_LENGTH.size:offset + RECORD_LENGTH.size + length]
-        value = msgspec.msgpack.decode(record)
-        kind = str(value[0] if isinstance(value, list) else value.get("t", "?"))  # stream messages are arrays
+        if packed_frame_head(record) is not None:  # a packed frame (protocol.md 2)
+            kind = "f"
+        else:
+            value = msgspec.msgpack.decode(record)
+            kind = str(value[0] if isinstance(value, list) else value.get("t", "?"))  # stream messages are arrays
         by_type[kind] = by_type.get(kind, 0) + length
         offset += RECORD_LENGTH.size + length
         records += 1

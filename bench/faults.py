@@ -58,7 +58,7 @@ from faultproxy import FaultProxy
 from loopback import free_port, wait_for_port
 from PIL import Image as PILImage
 from websockets.asyncio.client import ClientConnection, connect
-from wstap import WebSocketTap
+from wstap import WebSocketTap, packed_frame_head
 
 from facewire.shared.wire import messages as m
 
@@ -86,7 +86,10 @@ class FrameLog:
 
     def feed(self, conn: int, chunk: bytes, t: float) -> None:
         for message in self.taps.setdefault(conn, WebSocketTap()).feed(chunk, t):
-            if message.payload[:1] and message.payload[0] in (0x96, 0x95):  # a stream message, ["f", ...]
+            head = packed_frame_head(message.payload)
+            if head is not None:
+                self.frames.append((message.last_s, head[0]))
+            elif message.payload[:1] and message.payload[0] in (0x96, 0x95):  # a stream message, ["f", ...]
                 try:
                     body = msgspec.msgpack.decode(message.payload)
                 except msgspec.DecodeError:

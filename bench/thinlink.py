@@ -47,7 +47,7 @@ import msgspec
 import numpy as np
 from loopback import free_port, wait_for_port
 from shaping import Shape, ShapingProxy
-from wstap import Message, WebSocketTap
+from wstap import Message, WebSocketTap, packed_frame_head
 
 
 async def stop(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> int | None:
@@ -81,8 +81,9 @@ class LinkLog:
 
     def on_message(self, message: Message) -> None:
         """A v2 frame is an array ["f", seq, dt_ms, kf, face, codes]; keyframes and the rest are maps with `t`."""
+        head = packed_frame_head(message.payload)
         try:
-            body = msgspec.msgpack.decode(message.payload)
+            body = ["f", *head] if head is not None else msgspec.msgpack.decode(message.payload)
         except msgspec.DecodeError:
             return
         kind = body[0] if isinstance(body, list) and body else body.get("t") if isinstance(body, dict) else None

@@ -16,6 +16,23 @@ import numpy as np
 _CONTROL = 0x8  # opcodes 0x8-0xF: close, ping, pong
 
 
+def packed_frame_head(payload: bytes) -> tuple[int, int, int] | None:
+    """(seq, dt_ms, kf) of a packed `frame` (protocol.md 2: head byte 0b0110_0ffi, then the three as LEB128
+    varints), None for any other message. The benches read the wire without importing facewire."""
+    if not payload or payload[0] & 0xF8 != 0x60:
+        return None
+    values, value, shift = [], 0, 0
+    for byte in payload[1:16]:
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            values.append(value)
+            value, shift = 0, 0
+            if len(values) == 3:
+                return values[0], values[1], values[2]
+    return None
+
+
 @dataclass(frozen=True)
 class Message:
     payload: bytes

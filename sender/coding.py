@@ -8,6 +8,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import logging
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -16,9 +17,10 @@ from dataclasses import dataclass, field
 from facewire.sender.keyframes import KeyframePolicy
 from facewire.sender.timing import StageTimes
 from facewire.shared.codec.body import BodyPreparer, BodyValues, motion_matrix
+from facewire.shared.codec.expression.field import ExpressionPreparer
 from facewire.shared.codec.fields import FIELD_CODECS, CodedFrame, FieldPreparer, Prepared, face_code
 from facewire.shared.codec.frames import REFERENCES, KeyframePackage, build_keyframe
-from facewire.shared.codec.keyframe import MIN_QUALITY, KeyframeTooLarge
+from facewire.shared.codec.keyframe import ALPHA_FACTOR, MIN_QUALITY, KeyframeTooLarge
 from facewire.shared.codec.layer_field import LayerPreparer
 from facewire.shared.face.likeness import FaceLikeness, warp_cost
 from facewire.shared.types import Analyzer, FrameAnalysis, KeyframeState, Landmarks
@@ -29,6 +31,20 @@ log = logging.getLogger(__name__)
 # link in parts between frames, so its time is the delay before a new look shows, not a stall.
 KEYFRAME_SECONDS = 1.5
 MIN_KEYFRAME_BYTES = 1200  # below this a person at 512 px is mush at any AVIF quality (REPORT of codec-layer)
+# A keyframe's alpha at 1/2 size is ~1.2 KB at 512 px (MAD 0.003), at 1/4 ~0.8 KB (MAD 0.006): the smaller one
+# when the budget gives the picture no more than its floor (a ceiling of ~6 kbps), where the alpha at 1/2 would
+# cost as much as the picture and the session's start is repaid over seconds in which the picture stands still.
+THIN_ALPHA_FACTOR = 4
+# When a ceiling cannot carry every frame, the frames go evenly, every `step`-th (FramePacer), at most this
+# share of the ceiling: the rest repays the session's start (first keyframe, setups) and carries keyframes.
+# Skipped irregularly by the bucket instead, the picture stood still for a varying number of frames (d3 at
+# 6 kbps: 1 to 69), which is what the mouth and eye correlations with the input measure.
+FRAMES_SHARE = 0.65
+MAX_FRAME_STEP = 4  # below a quarter of the input's rate the face no longer moves as the input does
+# A new neutral face (a setup, ~450-650 bytes) takes at most this share of what the link allows: at 6 kbps one
+# every ~8 s instead of 3-4 in the first seconds (d18: 2.4 KB of setups froze the picture for 6.5 s); above
+# ~50 kbps the estimator's own schedule (1, 2, 4 s...) is the limit.
+SETUP_SHARE = 0.1
 MAX_KEYFRAME_BYTES = 48 * 1024
 DRIFT_KEYFRAME_SHARE = 0.25  # of the link, at most, for keyframes the face's drift brings
 FINER_SCALE_QUALITY = 30  # a keyframe at 1/scale that reached this AVIF quality tries the finer scale next
@@ -108,9 +124,57 @@ class Budget:
         DRIFT_KEYFRAME_SHARE of what the link allows (a keyframe is seconds of a thin link)."""
         return keyframe_bytes * 8 / max(DRIFT_KEYFRAME_SHARE * self.target_bps, 1.0)
 
+    def setup_gap_s(self, setup_bytes: int) -> float:
+        """The least time between setups of `setup_bytes` (SETUP_SHARE of what the link allows)."""
+        return setup_bytes * 8 / max(SETUP_SHARE * self.target_bps, 1.0)
+
     def keyframe_bytes(self) -> int:
         spare = max(self.target_bps - self.features_bps, 0.25 * self.target_bps)
         return int(min(max(spare * KEYFRAME_SECONDS / 8, MIN_KEYFRAME_BYTES), MAX_KEYFRAME_BYTES))
+
+
+@dataclass
+class FramePacer:
+    """Which input frames go when the ceiling cannot carry them all: every `step`-th, evenly, at most
+    `share` of the ceiling by what a sent frame has been costing (frames sent further apart cost more: their
+    codes predict across a longer gap, so the cost is measured at the step in use). A lower step comes back
+    when its frames would fit with a margin, so the step does not flap."""
+
+    ceiling_bps: float
+    fps: float
+    share: float = FRAMES_SHARE
+    max_step: int = MAX_FRAME_STEP
+    step: int = 1
+    _cost: float | None = None  # a sent frame's link bytes, smoothed
+    _next: int = 0
+    _repay_bps: float = 0.0  # what the start's debt takes of the link until `_repaid_at`
+    _repaid_at: int = 0  # an input frame index
+
+    def repaying(self, debt_bytes: int, index: int, seconds: float) -> None:
+        """The session's start left `debt_bytes` that the gate repays linearly within `seconds` from frame `index`:
+        meanwhile the frames have only what that leaves (else the gate refuses them, unevenly)."""
+        self._repay_bps = debt_bytes * 8 / seconds
+        self._repaid_at = index + round(seconds * self.fps)
+
+    def due(self, index: int) -> bool:
+        """Whether input frame `index` is one the pacer sends (call `sent` when it went)."""
+        return index >= self._next
+
+    def sent(self, index: int, nbytes: int) -> None:
+        """Frame `index` went with `nbytes` on the link (its layer packet aside)."""
+        self._cost = float(nbytes) if self._cost is None else self._cost + 0.1 * (nbytes - self._cost)
+        repaying = self._repay_bps if index < self._repaid_at else 0.0
+        allowed = min(self.share * self.ceiling_bps, 0.9 * (self.ceiling_bps - repaying)) / 8  # bytes a second
+        per_second = self._cost * self.fps
+        needed = min(self.max_step, max(1, math.ceil(per_second / allowed)))
+        if needed > self.step or (needed < self.step and per_second / (self.step - 1) <= 0.85 * allowed):
+            self.step = needed if needed > self.step else self.step - 1
+        self._next = index + self.step
+
+    @property
+    def rate(self) -> float:
+        """The frames a second it sends."""
+        return self.fps / self.step
 
 
 @dataclass(frozen=True)
@@ -231,6 +295,10 @@ class FrameCoder:
         self.policy.request()
 
     def code(self, analyzer: Analyzer, analysis: FrameAnalysis) -> Outgoing:
+        for preparer in self._preparers.values():
+            if isinstance(preparer, ExpressionPreparer):
+                setup = preparer.current_setup()
+                preparer.min_setup_gap_s = 0.0 if setup is None else self.budget.setup_gap_s(len(setup))
         prepared = {name: value for name, preparer in self._preparers.items()
                     if (value := preparer.prepare(analysis)) is not None}
         setups = [(name, setup) for name, preparer in self._preparers.items()
@@ -316,7 +384,7 @@ class FrameCoder:
         codes = {name: self._preparers[name].keyframe_code(prepared[name]) for name in self.codes
                  if FIELD_CODECS[name].role == "face" and name in prepared}
         budget, kf, bare = self.budget.keyframe_bytes(), self.kf + 1, self._bare.is_set()
-        hints = (self._quality_hint, self._scale_hint)
+        hints = (self._quality_hint, self._scale_hint, THIN_ALPHA_FACTOR if budget <= MIN_KEYFRAME_BYTES else ALPHA_FACTOR)
 
         def build() -> BuiltKeyframe:
             try:
@@ -329,7 +397,7 @@ class FrameCoder:
                     # A receiver without a keyframe shows nothing, and without frames flowing the rate control never
                     # learns that the link has room for one (after a reconnect it starts low): over budget beats never.
                     log.warning("the session's first keyframe goes over its budget: %s", exc)
-                    package, state = build_keyframe(analysis, kf, face, codes, exc.needed, MIN_QUALITY)
+                    package, state = build_keyframe(analysis, kf, face, codes, exc.needed, MIN_QUALITY, hints[1], hints[2])
                     return BuiltKeyframe(analysis.frame.ts_us, face, exc.needed, package, state)
             except KeyframeTooLarge as exc:
                 return BuiltKeyframe(analysis.frame.ts_us, face, budget, error=exc)

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from facewire.sender.capture import FrameSource, now_us
-from facewire.sender.coding import FrameCoder, Outgoing
-from facewire.sender.sending import Ceiling, plan
+from facewire.sender.coding import FrameCoder, FramePacer, Outgoing
+from facewire.sender.sending import FRAMING_BYTES, Ceiling, link_bytes, parts, plan
 from facewire.sender.stream import FeatureStream
 from facewire.sender.timing import StageTimes
 from facewire.sender.uplink import IdentityBook, Uplink, UplinkStats
@@ -37,7 +37,11 @@ def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, ide
     """
     coder = coder or FrameCoder()
     codes = negotiate(coder.codes, list(FIELD_CODECS))
-    stream, gate = FeatureStream(FrameEncoder(codes)), Ceiling(coder.budget.ceiling_bps)
+    pacer = FramePacer(coder.budget.ceiling_bps, source.fps)
+    held_back: Outgoing | None = None  # a frame the pacer skipped that carries state: it goes with the next one
+    # a receiver of this version unpacks packed frames: a recording is what a session with one carries
+    stream, gate = FeatureStream(FrameEncoder(codes), packed=True), Ceiling(coder.budget.ceiling_bps)
+    start_bytes = 0  # what went before the first frame: the gate's start debt
     writer: StreamWriter | None = None
     last_skipped: Outgoing | None = None
     try:
@@ -49,20 +53,32 @@ def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, ide
                                       created_us=now_us(), agent="facewire-send", codes=codes)
                 writer = StreamWriter(path, header)
                 for message in identities.session_started([]) if identities is not None else []:
-                    writer.write(m.encode(message))
+                    writer.write(m.encode(message, stream.packed))
             elif identities is not None and cycle_frames and frame.index % cycle_frames == 0:
                 for message in identities.switch(identities.active + 1):
-                    writer.write(m.encode(message))
-            sent = plan(stream, item, gate, frame.index / source.fps)  # the media clock, however frames were stamped
+                    writer.write(m.encode(message, stream.packed))
+            now = frame.index / source.fps  # the media clock, however frames were stamped
+            if held_back is not None:
+                item, held_back = Outgoing.merged(held_back, item), None
+            if pacer.due(frame.index) or stream.current is None:
+                sent = plan(stream, item, gate, now)
+            else:  # not this frame: a keyframe on its way goes on crossing between frames
+                sent, held_back = parts(stream, gate, now), item if item.carries_state else None
             for message in sent:
-                writer.write(m.encode(message))
-            last_skipped = item if not any(isinstance(message, m.Frame) for message in sent) else None
-            coder.budget.observe_frame(stream.last_features_bytes, source.fps)
+                writer.write(m.encode(message, stream.packed))
+            went = any(isinstance(message, m.Frame) for message in sent)
+            last_skipped = item if not went else None
+            if went and start_bytes == 0:
+                start_bytes = sum(link_bytes(message) for message in sent if not isinstance(message, m.Frame))
+                pacer.repaying(start_bytes, frame.index, gate.repay_s)
+            if went:
+                pacer.sent(frame.index, stream.last_features_bytes + FRAMING_BYTES)
+            coder.budget.observe_frame(stream.last_features_bytes, pacer.rate)
             coder.held = stream.held
             if progress is not None:
                 progress(frame.index + 1, writer.bytes)
         if writer is not None and last_skipped is not None and (frame_message := stream.frame(last_skipped)):
-            writer.write(m.encode(frame_message))  # the last frame goes anyway: the playback then ends where the input does
+            writer.write(m.encode(frame_message, stream.packed))  # the last frame goes anyway: the playback then ends where the input does
     finally:
         if writer is not None:
             writer.close()

@@ -24,9 +24,10 @@ MIN_PART_BYTES = 256
 FRAMING_BYTES = 6
 
 
-def link_bytes(message: m.Message) -> int:
-    """What `message` costs the `--bitrate` budget: its bytes and its framing."""
-    return len(m.encode(message)) + FRAMING_BYTES
+def link_bytes(message: m.Message, packed_frames: bool = False) -> int:
+    """What `message` costs the `--bitrate` budget: its bytes (a frame packed when the session packs them) and
+    its framing."""
+    return len(m.encode(message, packed_frames)) + FRAMING_BYTES
 
 
 class SendGate(Protocol):
@@ -129,7 +130,7 @@ def plan(stream: FeatureStream, item: Outgoing, gate: SendGate, now: float) -> l
         frame = stream.frame(item, layer=layer)
         if frame is not None:
             out.append(frame)
-            gate.on_send(frame.seq, link_bytes(frame), now)
+            gate.on_send(frame.seq, link_bytes(frame, stream.packed), now)
     out += parts(stream, gate, now)
     return out
 

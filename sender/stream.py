@@ -57,6 +57,7 @@ class FeatureStream:
     encoder: FrameEncoder = field(default_factory=FrameEncoder)
     seq: int = 0
     keyframes: int = 0  # keyframes whose every part was sent
+    packed: bool = False  # the session sends frames packed (protocol.md 2): what they cost depends on it
     last_frame_bytes: int = 40  # the size of the last frame message: what the next one is likely to cost
     last_layer_bytes: int = 0  # of which the residual layer's packet (the budget steers the layer on the rest)
     layer: LayerCost = field(default_factory=LayerCost)
@@ -66,9 +67,10 @@ class FeatureStream:
     _incoming: KeyframePackage | None = None
     _parts: deque[m.Keyframe | m.KeyframePart] = field(default_factory=deque)
 
-    def restart(self, codes: Sequence[str] | None = None) -> None:
-        """A new link session (with the codes it negotiated): the receiver holds nothing."""
+    def restart(self, codes: Sequence[str] | None = None, packed: bool | None = None) -> None:
+        """A new link session (with the codes and the frames' form it negotiated): the receiver holds nothing."""
         self.encoder.use(self.encoder.codes if codes is None else codes)
+        self.packed = self.packed if packed is None else packed
         self.layer.lost = True
         self._current = self._incoming = None
         self._held.clear()
@@ -145,7 +147,7 @@ class FeatureStream:
             coded = dataclasses.replace(coded, prepared={name: prepared for name, prepared in coded.prepared.items()
                                                          if name not in self._layer_codes()})
         frame = self.encoder.frame(coded, self._next_seq(), reference.kf, reference.ts_us)
-        self.last_frame_bytes = len(m.encode(frame))
+        self.last_frame_bytes = len(m.encode(frame, self.packed))
         packets = [code for code, name in zip(frame.codes, self.encoder.codes, strict=True)
                    if name in self._layer_codes() and code is not None]
         self.last_layer_bytes = sum(map(len, packets))

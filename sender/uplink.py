@@ -191,7 +191,7 @@ class Uplink:
                 raise UplinkError(f"the receiver cannot decode this sender's frames: {exc}") from None
             log.info("connected to %s (session %s, codes %s, renderers %s)", self.url, welcome.session, codes,
                      welcome.renderers)
-            self.stream.restart(codes)
+            self.stream.restart(codes, packed=protocol.packed_frames)
             self.controller = RateController(self.coder.budget.ceiling_bps)
             # The first keyframe is sized to what the controller starts from, not to the ceiling: at a
             # 256 kbps ceiling it was 48 KB, seconds of a thin link before the first picture.

@@ -2,9 +2,10 @@
 
 Each websocket binary frame carries one msgpack value. Control and state messages are maps whose
 `t` field names the type; the two stream messages sent many times a second (`frame`, `ack`) are
-arrays whose first item names the type, so they carry no field names (a frame is ~10 bytes of
-header, protocol.md 2). Decoding checks types, sizes, counts and ranges in one pass (msgspec) and
-then the cross-field rules below; any failure raises `MessageValidationError` naming the field.
+arrays whose first item names the type, so they carry no field names (a frame is ~15 bytes of
+header, protocol.md 2; ~7 packed, where the session negotiated `frame-packed`). Decoding checks types,
+sizes, counts and ranges in one pass (msgspec) and then the cross-field rules below; any failure raises
+`MessageValidationError` naming the field.
 protocol.md is the normative description; this module must agree with it.
 """
 
@@ -249,6 +250,11 @@ ControlMessage = (
 StreamMessage = Frame | Ack
 Message = ControlMessage | StreamMessage
 
+# Capabilities about the form of the messages rather than a frame code (protocol.md 3.3), offered in `hello` and
+# granted in `welcome` like codes; a peer that does not list one is sent the plain form.
+PACKED_FRAMES = "frame-packed"
+WIRE_CAPABILITIES = (PACKED_FRAMES,)
+
 SENDER_MESSAGES: tuple[type, ...] = (Hello, Identity, IdentitySwitch, Keyframe, KeyframePart, Setup, Frame, Ping, Pong,
                                      Stats, Error, Bye)
 RECEIVER_MESSAGES: tuple[type, ...] = (Welcome, AssetRequest, KeyframeRequest, IntraRequest, Ack, Ping, Pong, Stats,
@@ -274,14 +280,86 @@ _ARRAY_HEADS = frozenset(range(0x90, 0xA0)) | {0xDC, 0xDD}
 _FIELD = re.compile(r"at `\$((?:\.[A-Za-z_]\w*|\[\d+\])*)`")
 
 
-def encode(message: Message) -> bytes:
+def encode(message: Message, packed_frames: bool = False) -> bytes:
+    """The message's bytes; a `frame` in the packed form (protocol.md 2, `frame-packed`) when `packed_frames`."""
+    if packed_frames and isinstance(message, Frame):
+        return encode_packed_frame(message)
     return _encoder.encode(message)
+
+
+# A packed frame (protocol.md 2): one head byte 0b0110_0ffi (i: intra, ff: face state), then seq, dt_ms and kf as
+# LEB128 varints, then each code as a varint n (0: nil, else n - 1 bytes follow) up to the end. The head is a
+# msgpack positive fixint, which no plain message starts with, so both forms decode without knowing which was
+# negotiated. ~7 bytes of header where the msgpack array takes ~15 (a 6-kbps link carries ~25 bytes a frame).
+_PACKED_MASK, _PACKED_TAG = 0xF8, 0x60
+_VARINT_BYTES = 5  # a u32
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def encode_packed_frame(frame: Frame) -> bytes:
+    head = _PACKED_TAG | frame.face << 1 | int(frame.intra)
+    parts = [bytes([head]), _varint(frame.seq), _varint(frame.dt_ms), _varint(frame.kf)]
+    for code in frame.codes:
+        parts += [b"\x00"] if code is None else [_varint(len(code) + 1), code]
+    return b"".join(parts)
+
+
+def _read_varint(data: bytes, offset: int, field: str) -> tuple[int, int]:
+    value = 0
+    for i in range(_VARINT_BYTES):
+        if offset + i >= len(data):
+            raise MessageValidationError("packed frame cut short", field)
+        byte = data[offset + i]
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            if value > 2**32 - 1:
+                raise MessageValidationError(f"{field} {value} exceeds a u32", field)
+            return value, offset + i + 1
+    raise MessageValidationError(f"{field} is longer than {_VARINT_BYTES} bytes", field)
+
+
+def decode_packed_frame(data: bytes) -> Frame:
+    """A packed frame back to a `Frame`, every field checked as the plain form's decoding checks it."""
+    if len(data) > MAX_FRAME_MESSAGE_BYTES:
+        raise MessageValidationError(f"frame message of {len(data)} bytes exceeds {MAX_FRAME_MESSAGE_BYTES}")
+    head = data[0]
+    if head & _PACKED_MASK != _PACKED_TAG:
+        raise MessageValidationError(f"not a packed frame (head byte {head:#04x})")
+    face = head >> 1 & 0x3
+    if face >= len(FACE_STATES):
+        raise MessageValidationError(f"face state {face} is not one of 0..{len(FACE_STATES) - 1}", "face")
+    seq, offset = _read_varint(data, 1, "seq")
+    dt_ms, offset = _read_varint(data, offset, "dt_ms")
+    kf, offset = _read_varint(data, offset, "kf")
+    codes: list[bytes | None] = []
+    while offset < len(data):
+        field = f"codes[{len(codes)}]"
+        if len(codes) == MAX_CODES:
+            raise MessageValidationError(f"more than {MAX_CODES} codes", "codes")
+        size, offset = _read_varint(data, offset, field)
+        if size - 1 > MAX_FRAME_FIELD_BYTES:
+            raise MessageValidationError(f"code of {size - 1} bytes exceeds {MAX_FRAME_FIELD_BYTES}", field)
+        if offset + max(size - 1, 0) > len(data):
+            raise MessageValidationError("packed frame cut short", field)
+        codes.append(None if size == 0 else data[offset:offset + size - 1])
+        offset += max(size - 1, 0)
+    return Frame(seq=seq, dt_ms=dt_ms, kf=kf, face=face, codes=codes, intra=bool(head & 1))
 
 
 def decode(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Message:
     """Decode and validate one message; raises MessageValidationError naming the field."""
     if len(data) > max_bytes:
         raise MessageValidationError(f"message of {len(data)} bytes exceeds the limit of {max_bytes}")
+    if data[:1] and data[0] & _PACKED_MASK == _PACKED_TAG:
+        return decode_packed_frame(data)
     try:
         message: Message = (_stream_decoder if data[:1] and data[0] in _ARRAY_HEADS else _decoder).decode(data)
     except msgspec.ValidationError as exc:

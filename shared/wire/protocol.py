@@ -94,6 +94,9 @@ class _Connection:
     allowed: tuple[type, ...] = ()  # what the peer may send us
     sendable: tuple[type, ...] = ()  # what we may send the peer
     handshake: tuple[type, ...] = ()  # what we may send before the handshake is done
+    # The message forms (m.WIRE_CAPABILITIES) this side offers in its hello or grants in its welcome.
+    wire_capabilities: tuple[str, ...] = m.WIRE_CAPABILITIES
+    packed_frames = False  # the session agreed on packed frames: `send` packs them
 
     def __init__(self, limits: Limits, now: float) -> None:
         self.limits = limits
@@ -128,7 +131,7 @@ class _Connection:
             self.state is not State.OPEN and not isinstance(message, (*self.handshake, m.Error))
         ):
             raise ValueError(f"cannot send `{type(message).__name__.lower()}` in state {self.state.value}")
-        data = m.encode(message)
+        data = m.encode(message, self.packed_frames)
         self._outgoing.append(data)
         return data
 
@@ -297,8 +300,11 @@ class ReceiverProtocol(_Connection):
         self.version = max(common)
         self.peer_capabilities = list(message.capabilities)
         self.peer_instance = message.instance
+        # the message forms both sides know go with the codes: the sender uses one only if the welcome grants it
+        granted = [name for name in self.wire_capabilities if name in message.capabilities and name not in self._capabilities]
+        self.packed_frames = m.PACKED_FRAMES in granted
         self.send(m.Welcome(
-            version=self.version, session=self.session_id, capabilities=self._capabilities,
+            version=self.version, session=self.session_id, capabilities=[*self._capabilities, *granted],
             renderers=self._renderers, assets=self._assets, max_message_bytes=self.limits.max_message_bytes,
         ))
         self.state = State.OPEN
@@ -309,6 +315,9 @@ class RelayProtocol(ReceiverProtocol):
     """A relay's side of one connection into a room: a sender publishing (the relay answers as a receiver
     does) or a receiver joining (the relay then sends it what a sender sends, and `source`). Which one the
     hello's `role` says, and each role has its own token (None: that role may not enter)."""
+
+    # A relay passes a sender's frames on as they came, to receivers that may join later and may not unpack them.
+    wire_capabilities = ()
 
     def __init__(self, tokens: Mapping[str, str | None], now: float, *, limits: Limits | None = None,
                  capabilities_for: Callable[[str], Sequence[str]] = lambda role: ()) -> None:
@@ -348,7 +357,8 @@ class SenderProtocol(_Connection):
         super().__init__(limits or Limits(), now)
         self.state = State.AWAIT_WELCOME
         self.welcome: m.Welcome | None = None
-        self.send(m.Hello(versions=list(m.SUPPORTED_VERSIONS), token=token, agent=agent, capabilities=list(capabilities),
+        offered = [*capabilities, *(name for name in self.wire_capabilities if name not in capabilities)]
+        self.send(m.Hello(versions=list(m.SUPPORTED_VERSIONS), token=token, agent=agent, capabilities=offered,
                           instance=instance, role=self.role))
 
     def receive(self, data: bytes | str, now: float) -> list[Event]:
@@ -365,6 +375,7 @@ class SenderProtocol(_Connection):
                 if message.version not in m.SUPPORTED_VERSIONS:
                     raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION, f"receiver chose version {message.version}", "version")
                 self.welcome = message
+                self.packed_frames = m.PACKED_FRAMES in self.wire_capabilities and m.PACKED_FRAMES in message.capabilities
                 self.state = State.OPEN
                 return [HandshakeDone(message)]
             return self._opened(message, m.Welcome, now)
@@ -379,6 +390,7 @@ class JoinProtocol(SenderProtocol):
     allowed = m.JOINED_RECEIVER_GETS
     sendable = m.JOINED_RECEIVER_SENDS
     role = "receiver"
+    wire_capabilities = ()  # it sends no frames (and unpacks whatever form the relay passes on)
 
 
 def _known_code(code: str) -> ErrorCode:

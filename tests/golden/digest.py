@@ -57,7 +57,10 @@ def records(path: Path) -> list[bytes]:
 
 
 def normalised(raw: bytes) -> dict[str, object] | list[object]:
-    """A message with its wall-clock timestamps zeroed (stream messages, arrays, carry only relative times)."""
+    """A message with its wall-clock timestamps zeroed (stream messages, arrays, carry only relative times; a
+    packed frame, protocol.md 2, whose head byte is 0b0110_0ffi, is taken whole)."""
+    if raw[:1] and raw[0] & 0xF8 == 0x60:
+        return ["f", raw.hex()]
     message = msgspec.msgpack.decode(raw)
     if isinstance(message, list):
         return message

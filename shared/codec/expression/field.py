@@ -59,6 +59,10 @@ class ExpressionPreparer:
         self._pending: bytes | None = None
         self._current: bytes | None = None
         self._warned = False
+        # The least time between a setup and the next new neutral (the sender sets it from its budget: a
+        # setup is ~450-650 bytes, a second of a 6-kbps link, and the first seconds bring 2-4 of them).
+        self.min_setup_gap_s = 0.0
+        self._setup_us: int | None = None  # when the last new neutral was adopted
 
     def prepare(self, analysis: FrameAnalysis) -> Prepared | None:
         face = analysis.face
@@ -66,9 +70,12 @@ class ExpressionPreparer:
             return None
         try:
             if face.state == "tracked":  # a held face repeats the last one: nothing new about the neutral
-                new = self.source.observe(to_canonical(face.landmarks, face.pose), face.pose)
+                ts = analysis.frame.ts_us
+                may_replace = self._setup_us is None or ts - self._setup_us >= self.min_setup_gap_s * 1e6
+                new = self.source.observe(to_canonical(face.landmarks, face.pose), face.pose, may_replace)
                 if new is not None:
                     self._current = self._pending = encode_setup(new)
+                    self._setup_us = ts
             neutral = self.source.neutral
             if neutral is None:
                 return None

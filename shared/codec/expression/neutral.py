@@ -262,10 +262,13 @@ class NeutralSource:
         self.neutral: Neutral | None = None
         self._provisional = False
 
-    def observe(self, canonical: npt.ArrayLike, pose: HeadPose) -> Neutral | None:
-        """Feed one tracked frame (canonical mesh and pose); the new neutral when one is adopted."""
+    def observe(self, canonical: npt.ArrayLike, pose: HeadPose, may_replace: bool = True) -> Neutral | None:
+        """Feed one tracked frame (canonical mesh and pose); the new neutral when one is adopted. With
+        `may_replace` false the frame only feeds the estimate (a thin link cannot afford a setup now)."""
         mesh = np.asarray(canonical, dtype=np.float64)
         self.estimator.observe(mesh, pose)
+        if self.neutral is not None and not may_replace:
+            return None
         if self.neutral is None:
             estimate = self.estimator.estimate() if self.estimator.ready else None
             self._provisional = estimate is None
