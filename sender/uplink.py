@@ -16,7 +16,9 @@ the start of the last by the backoff, so an attempt that timed out is retried at
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import random
 import secrets
 import socket
@@ -336,6 +338,7 @@ class Uplink:
                                                                stages_ms=self.stages.take()), controller)
                 if self.on_stats is not None:
                     self.on_stats(self.stats)
+                _trace(controller, now, self.stats)
 
     def _wait_s(self, protocol: SenderProtocol, controller: RateController) -> float:
         """Until the next ping, or sooner when a keyframe part is waiting for the pacer."""
@@ -363,6 +366,16 @@ class Uplink:
             self.stats.frames_sent += 1
         elif isinstance(message, m.Keyframe):
             self.stats.keyframes_sent += 1
+
+
+def _trace(controller: RateController, now: float, stats: UplinkStats) -> None:
+    """One JSON line a second of what the rate control decided from, to the file named by
+    FACEWIRE_RATE_TRACE (for bench/thinlink.py's post-mortems; nothing is written without it)."""
+    path = os.environ.get("FACEWIRE_RATE_TRACE")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({"t": round(now, 3), "frames_sent": stats.frames_sent, "skipped": stats.skipped,
+                                **controller.snapshot()}) + "\n")
 
 
 def _dead(protocol: SenderProtocol) -> bool:

@@ -79,9 +79,13 @@ class ControllerConfig:
     pacer_burst_s: float = 0.04
     pacer_min_burst_bytes: int = 200
     # Part of the window only essential messages (the features of a frame) may use, so keyframe chunks
-    # and residual frames never lock the features out.
+    # and residual frames never lock the features out: the frames' measured rate (over the last
+    # `frame_rate_window_s` of sends) for a message's time in flight plus `essential_reserve_s`, at
+    # least the target's for `essential_reserve_s`, at most `essential_reserve_max` of the window.
     essential_reserve_s: float = 0.06
     essential_reserve_min_bytes: int = 100
+    essential_reserve_max: float = 0.75
+    frame_rate_window_s: float = 1.0
     # A chunk of a large message (keyframe) holds the frames behind it for its serialisation time;
     # beyond ~100 ms that reads as a delay spike to the detector and as latency to the viewer.
     chunk_s: float = 0.1
@@ -93,8 +97,10 @@ class ControllerConfig:
     # Window-limited: the target sits at its increase limit (see _increase_limit) and the window refused
     # a message in the last `window_limited_s`: the sender is not app-limited, the link carries less than
     # the target, though the queue may be flat and show no delay trend (libwebrtc's congestion-window
-    # pushback acts on the same situation).
+    # pushback acts on the same situation). Only with a queue standing in front of the acks (at least
+    # `window_limited_queue_s`): else the codec, not the link, is what limits the acked rate.
     window_limited_s: float = 0.5
+    window_limited_queue_s: float = 0.05
     # Ceiling guard: a token bucket at the ceiling rate whose depth bounds any 10 s window to
     # (10 + depth) / 10 of the ceiling, i.e. +5 % for 0.5 s.
     ceiling_burst_s: float = 0.5

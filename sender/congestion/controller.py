@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from facewire.sender.congestion.acks import AckDeparture
 from facewire.sender.congestion.aimd import AimdRate, RateState
@@ -36,6 +36,7 @@ class Counters:
     sent_messages: int = 0
     sent_bytes: int = 0
     uncontrolled_bytes: int = 0
+    bulk_bytes: int = 0
     acked_messages: int = 0
     acked_bytes: int = 0
     unknown_acks: int = 0
@@ -47,6 +48,8 @@ class Counters:
     feedback_timeouts: int = 0
     refused_window: int = 0
     refused_ceiling: int = 0
+    # decreases by the rule that asked for them (overuse, standing queue, window-limited)
+    decrease_causes: dict[str, int] = field(default_factory=dict)
 
 
 class RateController:
@@ -65,6 +68,8 @@ class RateController:
         self._acked = AckedRate(cfg.acked_window_s, cfg.acked_min_span_s, cfg.acked_max_gap_s)
         self._min_rtt = MinFilter(cfg.min_rtt_window_s)
         self._flight = InFlight(cfg.records_kept_s)
+        # what the frames cost, by send time: the share of the window kept for them
+        self._frame_rate = AckedRate(cfg.frame_rate_window_s, cfg.acked_min_span_s, cfg.frame_rate_window_s)
         self._srtt: float | None = None
         self._hold_s = cfg.initial_ack_hold_s  # smoothed longest wait of an ack's entries at the receiver
         # (ack time, RTT sample - min RTT) of the last standing_interval_s: the queue the sender sits behind
@@ -82,10 +87,20 @@ class RateController:
     def on_send(self, seq: int, nbytes: int, now: float) -> None:
         """A congestion-controlled message (it will be acknowledged) went to the socket."""
         self._expire(now)
-        self._flight.add(seq, nbytes, now)
+        self._flight.add(seq, nbytes, now, self._rate.target)
+        self._frame_rate.add(now, nbytes)
         self._charge(nbytes, now)
         self.counters.sent_messages += 1
         self.counters.sent_bytes += nbytes
+
+    def on_send_bulk(self, nbytes: int, now: float) -> None:
+        """A message that is not acknowledged but goes under the window (a keyframe part): in flight until a
+        frame sent after it is acknowledged (the link keeps order), so it cannot build a queue the window
+        does not see."""
+        self._expire(now)
+        self._flight.add_bulk(nbytes, now, self._rate.target)
+        self._charge(nbytes, now)
+        self.counters.bulk_bytes += nbytes
 
     def on_send_uncontrolled(self, nbytes: int, now: float) -> None:
         """A message that will not be acknowledged (ping, stats, bye) still uses the link and the ceiling."""
@@ -106,8 +121,11 @@ class RateController:
         for seq, recv_us in sorted(frames, key=self._send_order):
             self._on_one_ack(seq, recv_us, now, departure)
         self._expire(now)
-        if self._rate.update(now, self._decrease_cause(now), self._trend, self._acked.bps(), self.rtt_s):
+        cause = self._decrease_cause(now)
+        if self._rate.update(now, cause, self._trend, self._acked.bps(), self.rtt_s):
             self.counters.decreases += 1
+            rule = (cause or "").split(" ")[0]
+            self.counters.decrease_causes[rule] = self.counters.decrease_causes.get(rule, 0) + 1
         self._retune_pacer()
 
     def on_rtt(self, rtt_s: float, now: float) -> None:
@@ -191,9 +209,9 @@ class RateController:
         rate does not fit, which the window-limited rule uses."""
         self._expire(now)
         self._check_feedback_timeout(now)
-        in_flight = self._flight.bytes
-        window = self.window_bytes() - (0 if essential else self.reserve_bytes())
-        if in_flight > 0 and in_flight + nbytes > window:
+        in_flight = self._charged_in_flight(essential)
+        window = self.window_bytes()
+        if self._flight.bytes > 0 and in_flight + nbytes > window:
             self.counters.refused_window += 1
             if not bulk:
                 self._window_refused_s = now
@@ -211,16 +229,32 @@ class RateController:
 
     def room_bytes(self, essential: bool = False) -> int:
         """Bytes that fit the window now (size a chunk or a residual frame to this)."""
-        window = self.window_bytes() - (0 if essential else self.reserve_bytes())
-        return max(0, window - self._flight.bytes)
+        return max(0, self.window_bytes() - self._charged_in_flight(essential))
+
+    def _charged_in_flight(self, essential: bool) -> int:
+        """The bytes in flight a message is checked against: all of them for a frame's features; for anything
+        else, the frames' share counts as taken even while the frames have less in flight, so a keyframe's
+        parts cannot fill the window between two frames and lock the frames out, and a little more is left
+        beyond what the frames have in flight."""
+        if essential:
+            return self._flight.bytes
+        # and the next features find room even when the frames carry more (a residual layer's packets)
+        frames = self._flight.frame_bytes
+        return self._flight.bytes - frames + max(frames + self.cfg.essential_reserve_min_bytes, self.reserve_bytes())
 
     def chunk_bytes(self) -> int:
         """Largest chunk to cut a keyframe into: ~`chunk_s` of the target rate."""
         return max(self.cfg.chunk_min_bytes, int(self._rate.target / 8 * self.cfg.chunk_s))
 
     def reserve_bytes(self) -> int:
+        """The frames' share of the window: what they cost over a message's time in flight (their measured rate,
+        never less than the target's `essential_reserve_s`), at most `essential_reserve_max` of the window so
+        that a keyframe still crosses when the frames alone would fill it."""
         cfg = self.cfg
-        return max(cfg.essential_reserve_min_bytes, int(self._rate.target / 8 * cfg.essential_reserve_s))
+        span = self.min_rtt_s + self._hold_s + cfg.essential_reserve_s
+        frames_bps = max(self._frame_rate.bps() or 0.0, self._rate.target * cfg.essential_reserve_s / span)
+        reserve = max(cfg.essential_reserve_min_bytes, int(frames_bps / 8 * span))
+        return min(reserve, int(cfg.essential_reserve_max * self.window_bytes()))
 
     def budget_bytes(self, seconds: float, reserved_bps: float = 0.0) -> int:
         """Bytes the target leaves in `seconds` after `reserved_bps` (e.g. the features): a keyframe that
@@ -273,7 +307,8 @@ class RateController:
         sample = now - sent.send_s - departure.hold_s(recv_us)
         self._rtt_sample(sample, now)
         self._queue_samples.append((now, max(0.0, sample - self.min_rtt_s)))
-        self._acked.add(arrival_s, sent.nbytes)
+        # the bulk sent before this frame arrived before it: its bytes crossed the link in this span too
+        self._acked.add(arrival_s, sent.nbytes + self._flight.release_bulk(sent.send_s))
         gap = self._pause_gap(sent.send_s, arrival_s)
         if gap is not None:
             # A link pause (a radio outage): the delay spike it leaves behind is not a growing queue.
@@ -329,18 +364,24 @@ class RateController:
         return self.queue_delay_s > self.cfg.standing_queue_s
 
     def _window_limited(self, now: float, acked: float | None) -> bool:
-        """The target sits at its increase limit and the window refused a frame lately: the link carries
-        less than the target although the queue may be too short to show a trend (short paths)."""
+        """The target sits at its increase limit, the window refused a frame lately and a queue stood in front
+        of every ack of the last `standing_interval_s`: the link carries less than the target although the
+        queue may be too short to show a trend (short paths). Without the queue the sender is app-limited
+        (its codec makes less than the target; the acked rate and with it the increase limit follow the
+        codec), and a refusal says the window is short, not the link: cutting to 0.85 x acked there shrank
+        the window further, the next refusal cut again, and a 24 kbps link ended up carrying 8."""
         return (acked is not None and self._window_refused_s is not None
                 and now - self._window_refused_s <= self.cfg.window_limited_s
-                and self._rate.target >= self._rate.increase_limit(acked)[0] - 1.0)
+                and self._rate.target >= self._rate.increase_limit(acked)[0] - 1.0
+                and self.queue_delay_s >= self.cfg.window_limited_queue_s)
 
     def _check_feedback_timeout(self, now: float) -> None:
         """No feedback for a while with bytes in flight: cut the target, once per timeout (GCC's feedback timeout)."""
         cfg = self.cfg
-        if self._flight.bytes <= 0:
+        if self._flight.frame_bytes <= 0:
             return
-        oldest = self._flight.oldest_send_s()
+        # from when the oldest message was due to leave: one behind a keyframe's parts waits for them
+        oldest = self._flight.oldest_due_s()
         if oldest is None:
             return
         timeout = max(cfg.feedback_timeout_min_s, 2 * self.rtt_s + 2 * self._hold_s)
