@@ -107,11 +107,10 @@ def test_the_acked_rate_counts_the_parts_a_frame_arrived_behind() -> None:
     """A keyframe crossing a 24 kbps link with a frame after each part: the link carried 24 kbps, not the
     frames' share of it."""
     ctl = RateController(256_000)
-    t_recv, seq = 1.0, 0
-    for i in range(40):
-        now = i * 0.1
+    t_recv = 1.0
+    for seq in range(1, 41):
+        now = seq * 0.1
         ctl.on_send_bulk(250, now)
-        seq += 1
         ctl.on_send(seq, 50, now + 0.001)
         t_recv += 300 * 8 / 24_000  # the part and the frame, back to back at 24 kbps
         ctl.on_acks([(seq, round(t_recv * 1e6))], now=now + 0.4)
