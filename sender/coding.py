@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 # A keyframe's picture may take this long of the budget left after the frames: it crosses the
 # link in parts between frames, so its time is the delay before a new look shows, not a stall.
 KEYFRAME_SECONDS = 1.5
+# Live, a session's first keyframe is the first picture: nothing shows until all of it has crossed, and the
+# link is not known yet. Half the usual seconds of the start rate: ~0.75 s sooner at 24 kbps; the periodic
+# and drifted keyframes after it bring the quality back. (A recording's start is repaid over seconds: it
+# keeps KEYFRAME_SECONDS.)
+LIVE_FIRST_KEYFRAME_SECONDS = 0.75
 MIN_KEYFRAME_BYTES = 1200  # below this a person at 512 px is mush at any AVIF quality (REPORT of codec-layer)
 MAX_KEYFRAME_BYTES = 48 * 1024
 DRIFT_KEYFRAME_SHARE = 0.25  # of the link, at most, for keyframes the face's drift brings
@@ -83,6 +88,7 @@ class Budget:
     ceiling_bps: float = DEFAULT_BITRATE_BPS  # --bitrate: never above it
     target_bps: float = DEFAULT_BITRATE_BPS  # what the link allows now (at most the ceiling)
     features_bps: float = 0.0  # what the frames alone have been costing (smoothed)
+    first_keyframe_s: float = KEYFRAME_SECONDS  # seconds of the rate a session's first keyframe may take
     _first: bool = True
 
     @classmethod
@@ -108,9 +114,11 @@ class Budget:
         DRIFT_KEYFRAME_SHARE of what the link allows (a keyframe is seconds of a thin link)."""
         return keyframe_bytes * 8 / max(DRIFT_KEYFRAME_SHARE * self.target_bps, 1.0)
 
-    def keyframe_bytes(self) -> int:
+    def keyframe_bytes(self, first: bool = False) -> int:
+        """The picture's bytes for a keyframe; `first`: the session's first (`first_keyframe_s`)."""
         spare = max(self.target_bps - self.features_bps, 0.25 * self.target_bps)
-        return int(min(max(spare * KEYFRAME_SECONDS / 8, MIN_KEYFRAME_BYTES), MAX_KEYFRAME_BYTES))
+        seconds = self.first_keyframe_s if first else KEYFRAME_SECONDS
+        return int(min(max(spare * seconds / 8, MIN_KEYFRAME_BYTES), MAX_KEYFRAME_BYTES))
 
 
 @dataclass(frozen=True)
@@ -315,7 +323,8 @@ class FrameCoder:
         # every offered face code's: the session (negotiated on another thread, maybe later) picks one
         codes = {name: self._preparers[name].keyframe_code(prepared[name]) for name in self.codes
                  if FIELD_CODECS[name].role == "face" and name in prepared}
-        budget, kf, bare = self.budget.keyframe_bytes(), self.kf + 1, self._bare.is_set()
+        bare = self._bare.is_set()
+        budget, kf = self.budget.keyframe_bytes(first=bare), self.kf + 1
         hints = (self._quality_hint, self._scale_hint)
 
         def build() -> BuiltKeyframe:

@@ -33,7 +33,7 @@ import msgspec
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from facewire.sender.coding import FrameCoder, Outgoing
+from facewire.sender.coding import LIVE_FIRST_KEYFRAME_SECONDS, FrameCoder, Outgoing
 from facewire.sender.congestion import RateController
 from facewire.sender.sending import FRAMING_BYTES, link_bytes, parts, plan
 from facewire.sender.stream import FeatureStream
@@ -198,6 +198,7 @@ class Uplink:
             # The first keyframe is sized to what the controller starts from, not to the ceiling: at a
             # 256 kbps ceiling it was 48 KB, seconds of a thin link before the first picture.
             self.coder.budget.target_bps = self.controller.target_bps
+            self.coder.budget.first_keyframe_s = LIVE_FIRST_KEYFRAME_SECONDS
             self.coder.restart()  # the receiver holds nothing: setups and a keyframe first
             self._priority.clear()
             if self.identities is not None:

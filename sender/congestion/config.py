@@ -98,9 +98,11 @@ class ControllerConfig:
     # a message in the last `window_limited_s`: the sender is not app-limited, the link carries less than
     # the target, though the queue may be flat and show no delay trend (libwebrtc's congestion-window
     # pushback acts on the same situation). Only with a queue standing in front of the acks (at least
-    # `window_limited_queue_s`): else the codec, not the link, is what limits the acked rate.
+    # `window_limited_queue_s`): else the codec, not the link, is what limits the acked rate. Not lower:
+    # a loaded sender's event loop reads its acks tens of ms late, which looks like queue (live d6 at a
+    # load of 10: a 50 ms threshold cut 25 kbps to 4).
     window_limited_s: float = 0.5
-    window_limited_queue_s: float = 0.05
+    window_limited_queue_s: float = 0.1
     # Ceiling guard: a token bucket at the ceiling rate whose depth bounds any 10 s window to
     # (10 + depth) / 10 of the ceiling, i.e. +5 % for 0.5 s.
     ceiling_burst_s: float = 0.5
