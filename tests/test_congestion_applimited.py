@@ -151,3 +151,20 @@ def test_a_message_behind_a_keyframe_does_not_expire_while_the_keyframe_drains()
     assert ctl.counters.expired_messages == 0
     assert ctl.counters.feedback_timeouts == 0
     assert ctl.target_bps == 24_000
+
+
+def test_frames_keep_their_share_behind_bulk_beyond_the_window_and_no_more() -> None:
+    """Bulk sent before the window shrank (or a first keyframe, sent whole) fills more than the window: the
+    frames still go up to their share (their rate over a round trip), then they are refused."""
+    ctl = RateController(256_000)  # a ceiling far above: the window alone decides
+    link = drive(ctl, 5.0, 50)
+    now = 5.0
+    for _ in range(10):
+        ctl.on_send_bulk(300, now)
+    assert ctl.in_flight_bytes > ctl.window_bytes()
+    share, sent = ctl.reserve_bytes(), 0
+    while link.frame(50, now):
+        sent += 1
+        now += FRAME_S
+    assert 1 <= sent and ctl.snapshot()["in_flight_bytes"] - 3000 <= share + 50
+    assert ctl.counters.refused_window >= 1

@@ -74,7 +74,7 @@ class AimdRate:
             # coder sized keyframes of tens of KB to it.
             return max(self.target, self.clamp(cfg.start_bps)), "no acked rate yet"
         limit, why = cfg.increase_limit_gain * acked + cfg.increase_limit_extra_bps, "app-limited"
-        search = cfg.search_limit_gain * acked + cfg.min_increase_bps
+        search = cfg.search_limit_gain * acked + cfg.search_limit_extra_bps
         if self.researching and search < limit:
             limit, why = search, "searching ahead of the acked rate"
         return limit, why

@@ -53,6 +53,10 @@ class ControllerConfig:
     # (~RTT + 0.5 s) lets through stays bounded on long-RTT links. Startup is not limited: it has no
     # acked rate worth the name yet, and a slow first ramp costs the first picture.
     search_limit_gain: float = 1.3
+    # ...plus this much, so that an app-limited codec can get past the rate at which it adds a layer
+    # (features ~9 kbps; the layer starts at a target of ~13): with 250 bps the target sat at 1.3 x the
+    # features' rate, just short of it, on a 24 kbps link.
+    search_limit_extra_bps: float = 2_500.0
     acked_window_s: float = 0.5
     acked_min_span_s: float = 0.25
     acked_max_gap_s: float = 0.3

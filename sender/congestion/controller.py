@@ -211,7 +211,10 @@ class RateController:
         self._check_feedback_timeout(now)
         in_flight = self._charged_in_flight(essential)
         window = self.window_bytes()
-        if self._flight.bytes > 0 and in_flight + nbytes > window:
+        # A frame's features may always use the frames' share: the bulk already out (a keyframe's parts sent
+        # before a cut shrank the window) holds them up on the link, but they are no reason to skip frames.
+        own_share = essential and self._flight.frame_bytes + nbytes <= self.reserve_bytes()
+        if self._flight.bytes > 0 and in_flight + nbytes > window and not own_share:
             self.counters.refused_window += 1
             if not bulk:
                 self._window_refused_s = now
@@ -251,7 +254,7 @@ class RateController:
         never less than the target's `essential_reserve_s`), at most `essential_reserve_max` of the window so
         that a keyframe still crosses when the frames alone would fill it."""
         cfg = self.cfg
-        span = self.min_rtt_s + self._hold_s + cfg.essential_reserve_s
+        span = max(self.min_rtt_s, self.rtt_s) + self._hold_s + cfg.essential_reserve_s
         frames_bps = max(self._frame_rate.bps() or 0.0, self._rate.target * cfg.essential_reserve_s / span)
         reserve = max(cfg.essential_reserve_min_bytes, int(frames_bps / 8 * span))
         return min(reserve, int(cfg.essential_reserve_max * self.window_bytes()))
