@@ -59,8 +59,8 @@ def test_an_app_limited_sender_is_not_cut_for_the_windows_refusals() -> None:
     assert ctl.target_bps >= 1.2 * 50 * 8 / FRAME_S  # room above the codec, for a layer to start
 
 
-def test_the_window_limited_rule_still_acts_on_a_queue_that_stands() -> None:
-    """The same refusals, but every ack shows 300 ms of queue that never drains: that is the link."""
+def test_a_queue_that_stands_still_cuts_the_target() -> None:
+    """Frames the window refuses, and every ack shows 300 ms of queue that never drains: that is the link."""
     ctl = RateController(256_000)
     seq, pending = 0, []
     for i in range(round(20.0 / FRAME_S)):

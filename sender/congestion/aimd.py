@@ -42,7 +42,7 @@ class AimdRate:
 
     def update(self, now: float, cause: str | None, trend: TrendlineDetector, acked: float | None, rtt_s: float) -> bool:
         """GCC's ChangeState + ChangeBitrate, once per feedback message. `cause` names a reason to decrease
-        (overuse, a standing queue, window-limited), None if there is none. True when the target went down."""
+        (overuse, a standing queue), None if there is none. True when the target went down."""
         if cause is not None:
             if self._time_to_reduce(now, acked, rtt_s):
                 self.state = RateState.DECREASE

@@ -94,19 +94,16 @@ class ControllerConfig:
     # beyond ~100 ms that reads as a delay spike to the detector and as latency to the viewer.
     chunk_s: float = 0.1
     chunk_min_bytes: int = 120
-    # Standing queue: a window-limited sender keeps the queue full but flat, which a delay *gradient*
+    # Standing queue: a sender held by its window keeps the queue full but flat, which a delay *gradient*
     # cannot see; when RTT minus min RTT stays above this, the target drops as on overuse.
     standing_queue_s: float = 0.2
     standing_interval_s: float = 0.5
-    # Window-limited: the target sits at its increase limit (see _increase_limit) and the window refused
-    # a message in the last `window_limited_s`: the sender is not app-limited, the link carries less than
-    # the target, though the queue may be flat and show no delay trend (libwebrtc's congestion-window
-    # pushback acts on the same situation). Only with a queue standing in front of the acks (at least
-    # `window_limited_queue_s`): else the codec, not the link, is what limits the acked rate. Not lower:
-    # a loaded sender's event loop reads its acks tens of ms late, which looks like queue (live d6 at a
-    # load of 10: a 50 ms threshold cut 25 kbps to 4).
-    window_limited_s: float = 0.5
-    window_limited_queue_s: float = 0.1
+    # (There was a third rule, 'window-limited': the target at its increase limit and the window refusing
+    # frames read as a link slower than the target. But the increase limit follows the acked rate, which
+    # follows the codec when it makes less than the target, so an app-limited sender read as link-limited:
+    # each cut to 0.85 x acked shrank the window, the next refusal cut again, and live a 24 kbps link
+    # carried 8. Overuse and the standing queue cover a link that is really slower; the window bounds the
+    # queue meanwhile.)
     # Ceiling guard: a token bucket at the ceiling rate whose depth bounds any 10 s window to
     # (10 + depth) / 10 of the ceiling, i.e. +5 % for 0.5 s.
     ceiling_burst_s: float = 0.5

@@ -4,7 +4,7 @@ It owns no socket and no clock: every call takes the sender's monotonic `now` in
 ack left the receiver (acks.py), the delay detector (delay.py), the rates read from the acks
 (rates.py), the AIMD rules (aimd.py) and the in-flight ledger (inflight.py) each do one part; this
 object feeds them and answers the uplink's questions. Beyond GCC it has the rules a thin TCP link needs (a standing queue, a
-window-limited sender, link pauses, expiry and a feedback timeout); each says why where it acts.
+standing queue, link pauses, expiry and a feedback timeout); each says why where it acts.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ class Counters:
     feedback_timeouts: int = 0
     refused_window: int = 0
     refused_ceiling: int = 0
-    # decreases by the rule that asked for them (overuse, standing queue, window-limited)
+    refused_frames: int = 0  # refusals of messages other than bulk (a frame, a frame with its layer packet)
+    # decreases by the rule that asked for them (overuse, standing queue)
     decrease_causes: dict[str, int] = field(default_factory=dict)
 
 
@@ -77,7 +78,6 @@ class RateController:
         self._last_acked: tuple[float, float] | None = None  # (send, arrival) of the previous ack in send order
         self._last_feedback_s: float | None = None
         self._last_timeout_cut_s: float | None = None
-        self._window_refused_s: float | None = None
         self._pacer = TokenBucket(0.0, 0.0)
         self._ceiling = TokenBucket(self.ceiling_bps / 8, self._ceiling_depth())
         self._retune_pacer()
@@ -116,7 +116,7 @@ class RateController:
         departure = AckDeparture.infer(frames, self.cfg)
         # The window covers the longest an entry waits for its ack (the first entry's wait), not the mean
         # wait: the bytes in flight peak just before an ack comes back, and a window that refuses frames
-        # at each peak makes the sender look window-limited (the rule that then cuts the target).
+        # at each peak skips frames the link had room for.
         self._hold_s += 0.1 * (min(departure.longest_hold_s, 1.0) - self._hold_s)
         for seq, recv_us in sorted(frames, key=self._send_order):
             self._on_one_ack(seq, recv_us, now, departure)
@@ -204,9 +204,8 @@ class RateController:
         """Window, then ceiling, then pacer; the reason names the rule that refused.
 
         `essential` (a frame's features): may use the whole window and skips the pacer; others leave it a
-        reserve. `bulk` (keyframe chunks, patches): paced by the window by design, so its refusals say
-        nothing about the link; a refused frame (neither flag) means the codec's output at the target
-        rate does not fit, which the window-limited rule uses."""
+        reserve. `bulk` (keyframe chunks, patches): paced by the window by design, so its refusals are not
+        counted in `refused_frames` (which says how often the codec's output did not fit)."""
         self._expire(now)
         self._check_feedback_timeout(now)
         in_flight = self._charged_in_flight(essential)
@@ -217,7 +216,7 @@ class RateController:
         if self._flight.bytes > 0 and in_flight + nbytes > window and not own_share:
             self.counters.refused_window += 1
             if not bulk:
-                self._window_refused_s = now
+                self.counters.refused_frames += 1
             return Decision(False, None, f"window: {in_flight}+{nbytes} > {window} B")
         ceiling_at = self._ceiling.time_for(nbytes, now)
         if ceiling_at > now:
@@ -346,18 +345,15 @@ class RateController:
         self._srtt = rtt_s if self._srtt is None else 0.875 * self._srtt + 0.125 * rtt_s
 
     def _decrease_cause(self, now: float) -> str | None:
-        """Why the target should come down now, if it should: the detector's overuse, or one of the two
-        situations a delay gradient cannot see."""
+        """Why the target should come down now, if it should: the detector's overuse, or a standing queue,
+        which a delay gradient cannot see."""
         standing = self._standing_queue(now)  # always: it also drops the samples older than its interval
-        limited = self._window_limited(now, self._acked.bps())
         if self._trend.signal is Signal.OVERUSE:
             return "overuse"
-        if standing:
-            return f"standing queue {self.queue_delay_s * 1000:.0f} ms"
-        return "window-limited" if limited else None
+        return f"standing queue {self.queue_delay_s * 1000:.0f} ms" if standing else None
 
     def _standing_queue(self, now: float) -> bool:
-        """A window-limited sender keeps the queue full but flat, which a delay *gradient* cannot see: the
+        """A sender held by its window keeps the queue full but flat, which a delay *gradient* cannot see: the
         least queueing delay of the last `standing_interval_s` stayed above `standing_queue_s`."""
         interval = self.cfg.standing_interval_s
         while self._queue_samples and self._queue_samples[0][0] < now - interval:
@@ -365,18 +361,6 @@ class RateController:
         if not self._queue_samples or self._queue_samples[0][0] > now - interval * 0.8:
             return False  # not enough history in the interval to call the queue standing
         return self.queue_delay_s > self.cfg.standing_queue_s
-
-    def _window_limited(self, now: float, acked: float | None) -> bool:
-        """The target sits at its increase limit, the window refused a frame lately and a queue stood in front
-        of every ack of the last `standing_interval_s`: the link carries less than the target although the
-        queue may be too short to show a trend (short paths). Without the queue the sender is app-limited
-        (its codec makes less than the target; the acked rate and with it the increase limit follow the
-        codec), and a refusal says the window is short, not the link: cutting to 0.85 x acked there shrank
-        the window further, the next refusal cut again, and a 24 kbps link ended up carrying 8."""
-        return (acked is not None and self._window_refused_s is not None
-                and now - self._window_refused_s <= self.cfg.window_limited_s
-                and self._rate.target >= self._rate.increase_limit(acked)[0] - 1.0
-                and self.queue_delay_s >= self.cfg.window_limited_queue_s)
 
     def _check_feedback_timeout(self, now: float) -> None:
         """No feedback for a while with bytes in flight: cut the target, once per timeout (GCC's feedback timeout)."""
