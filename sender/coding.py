@@ -89,6 +89,10 @@ class Budget:
     target_bps: float = DEFAULT_BITRATE_BPS  # what the link allows now (at most the ceiling)
     features_bps: float = 0.0  # what the frames alone have been costing (smoothed)
     first_keyframe_s: float = KEYFRAME_SECONDS  # seconds of the rate a session's first keyframe may take
+    # Live, the most the layer may run at: its key frames (one per keyframe, ~200 B per kbps) must fit what
+    # the uplink's window leaves beside the frames, or each waits for an empty link and the frames behind it
+    # are skipped for a second (w1 at 24 kbps: 27% of the frames). Set by the uplink from its controller.
+    layer_max_bps: float = float("inf")
     _first: bool = True
 
     @classmethod
@@ -107,6 +111,7 @@ class Budget:
         when that leaves too little for a picture. Keyframes need no share of their own: the layer waits
         while a new one's parts are in transit, so they cross in the layer's time."""
         spare = LAYER_SHARE * min(self.target_bps, self.ceiling_bps) - self.features_bps - LAYER_OVERSHOOT_BPS
+        spare = min(spare, self.layer_max_bps)
         return 0.0 if spare < MIN_LAYER_BPS else min(spare, MAX_LAYER_BPS)
 
     def drift_gap_s(self, keyframe_bytes: int) -> float:

@@ -168,3 +168,12 @@ def test_frames_keep_their_share_behind_bulk_beyond_the_window_and_no_more() -> 
         now += FRAME_S
     assert sent >= 1 and ctl.snapshot()["in_flight_bytes"] - 3000 <= share + 50
     assert ctl.counters.refused_window >= 1
+
+
+def test_a_message_of_the_bulk_window_fits_beside_the_frames_share() -> None:
+    ctl = RateController(256_000)
+    drive(ctl, 5.0, 50)
+    bulk = ctl.bulk_window_bytes()
+    assert 0 < bulk < ctl.window_bytes() - ctl.reserve_bytes()
+    assert ctl.may_send(bulk, 5.0)
+    assert not ctl.may_send(bulk + ctl.reserve_bytes(), 5.0)

@@ -244,6 +244,11 @@ class RateController:
         frames = self._flight.frame_bytes
         return self._flight.bytes - frames + max(frames + self.cfg.essential_reserve_min_bytes, self.reserve_bytes())
 
+    def bulk_window_bytes(self) -> int:
+        """The most a message other than a frame's features can have in flight: the window less the frames'
+        share (a layer key frame larger than this waits for an empty link, and the frames behind it with it)."""
+        return max(0, self.window_bytes() - self.reserve_bytes() - self.cfg.essential_reserve_min_bytes)
+
     def chunk_bytes(self) -> int:
         """Largest chunk to cut a keyframe into: ~`chunk_s` of the target rate."""
         return max(self.cfg.chunk_min_bytes, int(self._rate.target / 8 * self.cfg.chunk_s))
