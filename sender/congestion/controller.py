@@ -3,8 +3,9 @@
 It owns no socket and no clock: every call takes the sender's monotonic `now` in seconds. When an
 ack left the receiver (acks.py), the delay detector (delay.py), the rates read from the acks
 (rates.py), the AIMD rules (aimd.py) and the in-flight ledger (inflight.py) each do one part; this
-object feeds them and answers the uplink's questions. Beyond GCC it has the rules a thin TCP link needs (a standing queue, a
-standing queue, link pauses, expiry and a feedback timeout); each says why where it acts.
+object feeds them and answers the uplink's questions. Beyond GCC it has the rules a thin TCP link needs (a
+standing queue, keyframe parts in flight until a later frame's ack, the frames' share of the window, link
+pauses, expiry and a feedback timeout); each says why where it acts.
 """
 
 from __future__ import annotations
