@@ -20,6 +20,8 @@ the delay alone on the downlink, optional outages) and a sender (`facewire-send 
 * `keyframes`: each keyframe's size and its delivery time, capture to last byte delivered
   (`delivery_s`), and the time its bytes took to cross (`on_link_s`); `first_picture_s`: from the
   sender's connection to the first second with a frame shown;
+* `<tag>.rate.jsonl` beside the logs: the sender's rate control once a second (its `snapshot()`: target,
+  acked rate, window, RTTs, and which rule last moved the target), for post-mortems;
 * `connections`: the sessions the sender opened; more than one means it lost the link and came back
   (the processes' warnings, in the logs beside the JSON, say why).
 
@@ -182,7 +184,10 @@ async def run_one(args: argparse.Namespace, link: Link, workdir: Path) -> dict[s
     token, rx_port = secrets.token_hex(16), free_port()
     rx_stats = workdir / f"{link.tag}.receiver.jsonl"
     rx_stats.unlink(missing_ok=True)
-    env = {**os.environ, "FACEWIRE_TOKEN": token, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+    rate_trace = workdir / f"{link.tag}.rate.jsonl"
+    rate_trace.unlink(missing_ok=True)
+    env = {**os.environ, "FACEWIRE_TOKEN": token, "FACEWIRE_RATE_TRACE": str(rate_trace),
+           "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
            "FACEWIRE_ORT_THREADS": "1"}
     logs = {name: (workdir / f"{link.tag}.{name}.log").open("wb") for name in ("receiver", "sender")}
     log = LinkLog()

@@ -30,6 +30,11 @@ log = logging.getLogger(__name__)
 # A keyframe's picture may take this long of the budget left after the frames: it crosses the
 # link in parts between frames, so its time is the delay before a new look shows, not a stall.
 KEYFRAME_SECONDS = 1.5
+# Live, a session's first keyframe is the first picture: nothing shows until all of it has crossed, and the
+# link is not known yet. Half the usual seconds of the start rate: ~0.75 s sooner at 24 kbps; the periodic
+# and drifted keyframes after it bring the quality back. (A recording's start is repaid over seconds: it
+# keeps KEYFRAME_SECONDS.)
+LIVE_FIRST_KEYFRAME_SECONDS = 0.75
 MIN_KEYFRAME_BYTES = 1200  # below this a person at 512 px is mush at any AVIF quality (REPORT of codec-layer)
 # A keyframe's alpha at 1/2 size is ~1.2 KB at 512 px (MAD 0.003), at 1/4 ~0.8 KB (MAD 0.006): the smaller one
 # when the budget gives the picture no more than its floor (a ceiling of ~6 kbps), where the alpha at 1/2 would
@@ -99,6 +104,11 @@ class Budget:
     ceiling_bps: float = DEFAULT_BITRATE_BPS  # --bitrate: never above it
     target_bps: float = DEFAULT_BITRATE_BPS  # what the link allows now (at most the ceiling)
     features_bps: float = 0.0  # what the frames alone have been costing (smoothed)
+    first_keyframe_s: float = KEYFRAME_SECONDS  # seconds of the rate a session's first keyframe may take
+    # Live, the most the layer may run at: its key frames (one per keyframe, ~200 B per kbps) must fit what
+    # the uplink's window leaves beside the frames, or each waits for an empty link and the frames behind it
+    # are skipped for a second (w1 at 24 kbps: 27% of the frames). Set by the uplink from its controller.
+    layer_max_bps: float = float("inf")
     _first: bool = True
 
     @classmethod
@@ -117,6 +127,7 @@ class Budget:
         when that leaves too little for a picture. Keyframes need no share of their own: the layer waits
         while a new one's parts are in transit, so they cross in the layer's time."""
         spare = LAYER_SHARE * min(self.target_bps, self.ceiling_bps) - self.features_bps - LAYER_OVERSHOOT_BPS
+        spare = min(spare, self.layer_max_bps)
         return 0.0 if spare < MIN_LAYER_BPS else min(spare, MAX_LAYER_BPS)
 
     def drift_gap_s(self, keyframe_bytes: int) -> float:
@@ -128,9 +139,11 @@ class Budget:
         """The least time between setups of `setup_bytes` (SETUP_SHARE of what the link allows)."""
         return setup_bytes * 8 / max(SETUP_SHARE * self.target_bps, 1.0)
 
-    def keyframe_bytes(self) -> int:
+    def keyframe_bytes(self, first: bool = False) -> int:
+        """The picture's bytes for a keyframe; `first`: the session's first (`first_keyframe_s`)."""
         spare = max(self.target_bps - self.features_bps, 0.25 * self.target_bps)
-        return int(min(max(spare * KEYFRAME_SECONDS / 8, MIN_KEYFRAME_BYTES), MAX_KEYFRAME_BYTES))
+        seconds = self.first_keyframe_s if first else KEYFRAME_SECONDS
+        return int(min(max(spare * seconds / 8, MIN_KEYFRAME_BYTES), MAX_KEYFRAME_BYTES))
 
 
 @dataclass
@@ -383,7 +396,8 @@ class FrameCoder:
         # every offered face code's: the session (negotiated on another thread, maybe later) picks one
         codes = {name: self._preparers[name].keyframe_code(prepared[name]) for name in self.codes
                  if FIELD_CODECS[name].role == "face" and name in prepared}
-        budget, kf, bare = self.budget.keyframe_bytes(), self.kf + 1, self._bare.is_set()
+        bare = self._bare.is_set()
+        budget, kf = self.budget.keyframe_bytes(first=bare), self.kf + 1
         hints = (self._quality_hint, self._scale_hint, THIN_ALPHA_FACTOR if budget <= MIN_KEYFRAME_BYTES else ALPHA_FACTOR)
 
         def build() -> BuiltKeyframe:

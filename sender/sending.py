@@ -42,6 +42,10 @@ class SendGate(Protocol):
         """A frame went (it will be acknowledged)."""
         ...
 
+    def on_send_bulk(self, nbytes: int, now: float) -> None:
+        """A keyframe part went (not acknowledged, but under the window)."""
+        ...
+
     def on_send_uncontrolled(self, nbytes: int, now: float) -> None:
         """Anything else went (it uses the link but is not acknowledged)."""
         ...
@@ -102,6 +106,9 @@ class Ceiling:
             self._first_frame_s = now
         self._bucket.charge(nbytes, now)
 
+    def on_send_bulk(self, nbytes: int, now: float) -> None:
+        self.on_send_uncontrolled(nbytes, now)
+
     def on_send_uncontrolled(self, nbytes: int, now: float) -> None:
         if self._first_frame_s is None:
             self._start_debt += nbytes
@@ -141,9 +148,10 @@ def parts(stream: FeatureStream, gate: SendGate, now: float) -> list[m.Message]:
     out: list[m.Message] = []
     while (part := stream.next_part()) is not None:
         size = link_bytes(part)
-        if stream.current is not None and not gate.may_send(size, now):
+        # bulk: a part waits for room by design, its refusal says nothing about the link
+        if stream.current is not None and not gate.may_send(size, now, bulk=True):
             break
         out.append(part)
         stream.part_sent()
-        gate.on_send_uncontrolled(size, now)
+        gate.on_send_bulk(size, now)
     return out

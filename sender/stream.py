@@ -35,6 +35,10 @@ class LayerCost:
     kf: int | None = None  # the newest keyframe the layer corrected
     lost: bool = True  # the receiver holds no layer stream (a new session, a loss): the next packet is a key frame
 
+    def key_bytes_per_kbps(self) -> float:
+        """A key frame's bytes per kbps of the layer's rate: the last one's, or the prior before one was seen."""
+        return LAYER_KEY_BYTES_PER_KBPS if self.key_bytes is None else self.key_bytes / max(self.key_kbps, 0.1)
+
     def estimate(self, kf: int, kbps: float) -> int:
         """The next packet's likely size if it corrects keyframe `kf` at `kbps` (a new keyframe starts with a
         key frame, whose size follows the rate)."""

@@ -16,7 +16,9 @@ the start of the last by the backoff, so an attempt that timed out is retried at
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import random
 import secrets
 import socket
@@ -31,7 +33,7 @@ import msgspec
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from facewire.sender.coding import FrameCoder, Outgoing
+from facewire.sender.coding import LIVE_FIRST_KEYFRAME_SECONDS, FrameCoder, Outgoing
 from facewire.sender.congestion import RateController
 from facewire.sender.sending import FRAMING_BYTES, link_bytes, parts, plan
 from facewire.sender.stream import FeatureStream
@@ -196,6 +198,7 @@ class Uplink:
             # The first keyframe is sized to what the controller starts from, not to the ceiling: at a
             # 256 kbps ceiling it was 48 KB, seconds of a thin link before the first picture.
             self.coder.budget.target_bps = self.controller.target_bps
+            self.coder.budget.first_keyframe_s = LIVE_FIRST_KEYFRAME_SECONDS
             self.coder.restart()  # the receiver holds nothing: setups and a keyframe first
             self._priority.clear()
             if self.identities is not None:
@@ -336,6 +339,7 @@ class Uplink:
                                                                stages_ms=self.stages.take()), controller)
                 if self.on_stats is not None:
                     self.on_stats(self.stats)
+                _trace(controller, now, self.stats)
 
     def _wait_s(self, protocol: SenderProtocol, controller: RateController) -> float:
         """Until the next ping, or sooner when a keyframe part is waiting for the pacer."""
@@ -348,6 +352,7 @@ class Uplink:
     def _steer(self, controller: RateController) -> None:
         """Tell the analysing thread what the link allows now (it sizes keyframes and layers by it)."""
         self.coder.budget.target_bps = controller.target_bps
+        self.coder.budget.layer_max_bps = controller.bulk_window_bytes() / self.stream.layer.key_bytes_per_kbps() * 1000
         self.coder.budget.observe_frame(self.stream.last_features_bytes, self.fps)
         self.coder.held = self.stream.held
         self.stats.target_kbps = controller.target_bps / 1000
@@ -363,6 +368,16 @@ class Uplink:
             self.stats.frames_sent += 1
         elif isinstance(message, m.Keyframe):
             self.stats.keyframes_sent += 1
+
+
+def _trace(controller: RateController, now: float, stats: UplinkStats) -> None:
+    """One JSON line a second of what the rate control decided from, to the file named by
+    FACEWIRE_RATE_TRACE (for bench/thinlink.py's post-mortems; nothing is written without it)."""
+    path = os.environ.get("FACEWIRE_RATE_TRACE")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({"t": round(now, 3), "frames_sent": stats.frames_sent, "skipped": stats.skipped,
+                                **controller.snapshot()}) + "\n")
 
 
 def _dead(protocol: SenderProtocol) -> bool:

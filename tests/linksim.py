@@ -396,7 +396,11 @@ class _Sim:
         msg.arrival_s = arrival
         self.messages.append(msg)
         if self.ctl is not None:
-            self.ctl.on_send(msg.seq, msg.nbytes, now)
+            # as the uplink does: frames are acknowledged, keyframe parts go under the window unacknowledged
+            if msg.kind == "kf":
+                self.ctl.on_send_bulk(msg.nbytes, now)
+            else:
+                self.ctl.on_send(msg.seq, msg.nbytes, now)
         self.at(arrival, functools.partial(self.arrived, msg))
 
     # --- receiver and feedback
@@ -404,11 +408,14 @@ class _Sim:
         return int((t * (1 + self.sc.clock_drift_ppm * 1e-6) + self.sc.clock_offset_s) * 1e6)
 
     def arrived(self, msg: Message) -> None:
+        if msg.last_chunk:
+            self.keyframes.append((msg.capture_s, self.now))
+        if msg.kind == "kf":
+            self.receiver_wakes()  # the receiver acks frames only, but any message wakes it
+            return
         if not self.pending_acks:
             self.first_pending_s = self.now
         self.pending_acks.append((msg.seq, self.receiver_us(self.now)))
-        if msg.last_chunk:
-            self.keyframes.append((msg.capture_s, self.now))
         self.receiver_wakes()
 
     def receiver_wakes(self) -> None:

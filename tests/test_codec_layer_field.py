@@ -134,6 +134,17 @@ def test_the_layer_gets_what_the_features_leave_under_the_lower_of_link_and_ceil
     assert Budget(ceiling_bps=16_000, target_bps=1e9).layer_bps() <= LAYER_SHARE * 16_000
 
 
+def test_live_the_layer_runs_no_faster_than_its_key_frames_fit_the_window() -> None:
+    """The uplink caps the layer so that a key frame fits what its window leaves beside the frames; below the
+    layer's floor there is none."""
+    budget = Budget(ceiling_bps=256_000, target_bps=24_000, features_bps=11_000)
+    uncapped = budget.layer_bps()
+    budget.layer_max_bps = 4_000
+    assert uncapped > 4_000 and budget.layer_bps() == 4_000
+    budget.layer_max_bps = MIN_LAYER_BPS - 1
+    assert budget.layer_bps() == 0.0
+
+
 # ----------------------------------------------------------------------------- unit: hostile packets
 def _stream(count: int) -> list[bytes]:
     encoder = LayerEncoder(SIZE, 8.0, 10.0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from facewire.sender.coding import Budget, FrameCoder
+from facewire.sender.coding import KEYFRAME_SECONDS, LIVE_FIRST_KEYFRAME_SECONDS, Budget, FrameCoder
 from facewire.shared.types import CapturedFrame
 from tests.wire_fixtures import SyntheticAnalyzer
 
@@ -23,7 +23,7 @@ def _busy_frame() -> CapturedFrame:
 class _Hopeless(Budget):
     """A budget no picture fits, at any scale."""
 
-    def keyframe_bytes(self) -> int:
+    def keyframe_bytes(self, first: bool = False) -> int:
         return 60
 
 
@@ -53,3 +53,13 @@ def test_the_first_keyframe_of_a_session_goes_over_a_hopeless_budget() -> None:
     assert package is not None and len(package.image) > 60 and package.quality <= 10
     reconnected.policy.request()
     assert reconnected.code(analyzer, analysis).keyframe is None  # only the first one is let through
+
+
+def test_a_live_sessions_first_keyframe_takes_fewer_seconds_of_the_start_rate() -> None:
+    """Nothing shows until the first keyframe has crossed: live, it takes LIVE_FIRST_KEYFRAME_SECONDS of the
+    rate instead of KEYFRAME_SECONDS; later keyframes, and a recording's first, are unchanged."""
+    recording = Budget.at_most(24_000)
+    live = Budget.at_most(24_000)
+    live.first_keyframe_s = LIVE_FIRST_KEYFRAME_SECONDS
+    assert recording.keyframe_bytes(first=True) == recording.keyframe_bytes() == live.keyframe_bytes()
+    assert live.keyframe_bytes(first=True) == round(live.keyframe_bytes() * LIVE_FIRST_KEYFRAME_SECONDS / KEYFRAME_SECONDS)

@@ -1,6 +1,7 @@
 """Sans-I/O send-rate control for the uplink, after WebRTC's Google Congestion Control.
 
-Nothing here owns a socket or a clock: the uplink tells the controller what it sent (`on_send`,
+Nothing here owns a socket or a clock: the uplink tells the controller what it sent (`on_send`: a
+frame, acknowledged; `on_send_bulk`: a keyframe part, in flight until a later frame's ack;
 `on_send_uncontrolled`), what the receiver acknowledged (`on_acks`) and round trips measured
 elsewhere (`on_rtt`), always with the sender's monotonic `now` in seconds, and asks:
 

@@ -10,7 +10,6 @@ inflate it, and it always stays within [floor, ceiling].
 from __future__ import annotations
 
 import enum
-import math
 
 from facewire.sender.congestion.config import ControllerConfig
 from facewire.sender.congestion.delay import Signal, TrendlineDetector
@@ -43,7 +42,7 @@ class AimdRate:
 
     def update(self, now: float, cause: str | None, trend: TrendlineDetector, acked: float | None, rtt_s: float) -> bool:
         """GCC's ChangeState + ChangeBitrate, once per feedback message. `cause` names a reason to decrease
-        (overuse, a standing queue, window-limited), None if there is none. True when the target went down."""
+        (overuse, a standing queue), None if there is none. True when the target went down."""
         if cause is not None:
             if self._time_to_reduce(now, acked, rtt_s):
                 self.state = RateState.DECREASE
@@ -70,9 +69,12 @@ class AimdRate:
         """How far above the acked rate the target may go, and the name of the rule."""
         cfg = self.cfg
         if acked is None:
-            return math.inf, ""
+            # No throughput measured yet: nothing says the link carries more than the start rate. Growing on
+            # acks alone ran the target to the ceiling while a loaded sender got few frames out, and the
+            # coder sized keyframes of tens of KB to it.
+            return max(self.target, self.clamp(cfg.start_bps)), "no acked rate yet"
         limit, why = cfg.increase_limit_gain * acked + cfg.increase_limit_extra_bps, "app-limited"
-        search = cfg.search_limit_gain * acked + cfg.min_increase_bps
+        search = cfg.search_limit_gain * acked + cfg.search_limit_extra_bps
         if self.researching and search < limit:
             limit, why = search, "searching ahead of the acked rate"
         return limit, why
@@ -130,7 +132,8 @@ class AimdRate:
         searching = self.capacity.estimate_kbps is None
         limit, why = self.increase_limit(acked)
         if self.target >= limit:
-            self.last_change = f"hold: {why} (target {self.target:.0f} >= {limit:.0f} bps from acked {acked:.0f})"
+            basis = "" if acked is None else f" from acked {acked:.0f}"
+            self.last_change = f"hold: {why} (target {self.target:.0f} >= {limit:.0f} bps{basis})"
             return
         if not searching:
             step = dt * self._near_max_increase_bps_per_s(rtt_s)

@@ -53,6 +53,10 @@ class ControllerConfig:
     # (~RTT + 0.5 s) lets through stays bounded on long-RTT links. Startup is not limited: it has no
     # acked rate worth the name yet, and a slow first ramp costs the first picture.
     search_limit_gain: float = 1.3
+    # ...plus this much, so that an app-limited codec can get past the rate at which it adds a layer
+    # (features ~9 kbps; the layer starts at a target of ~13): with 250 bps the target sat at 1.3 x the
+    # features' rate, just short of it, on a 24 kbps link.
+    search_limit_extra_bps: float = 2_500.0
     acked_window_s: float = 0.5
     acked_min_span_s: float = 0.25
     acked_max_gap_s: float = 0.3
@@ -79,22 +83,27 @@ class ControllerConfig:
     pacer_burst_s: float = 0.04
     pacer_min_burst_bytes: int = 200
     # Part of the window only essential messages (the features of a frame) may use, so keyframe chunks
-    # and residual frames never lock the features out.
+    # and residual frames never lock the features out: the frames' measured rate (over the last
+    # `frame_rate_window_s` of sends) for a message's time in flight plus `essential_reserve_s`, at
+    # least the target's for `essential_reserve_s`, at most `essential_reserve_max` of the window.
     essential_reserve_s: float = 0.06
     essential_reserve_min_bytes: int = 100
+    essential_reserve_max: float = 0.75
+    frame_rate_window_s: float = 1.0
     # A chunk of a large message (keyframe) holds the frames behind it for its serialisation time;
     # beyond ~100 ms that reads as a delay spike to the detector and as latency to the viewer.
     chunk_s: float = 0.1
     chunk_min_bytes: int = 120
-    # Standing queue: a window-limited sender keeps the queue full but flat, which a delay *gradient*
+    # Standing queue: a sender held by its window keeps the queue full but flat, which a delay *gradient*
     # cannot see; when RTT minus min RTT stays above this, the target drops as on overuse.
     standing_queue_s: float = 0.2
     standing_interval_s: float = 0.5
-    # Window-limited: the target sits at its increase limit (see _increase_limit) and the window refused
-    # a message in the last `window_limited_s`: the sender is not app-limited, the link carries less than
-    # the target, though the queue may be flat and show no delay trend (libwebrtc's congestion-window
-    # pushback acts on the same situation).
-    window_limited_s: float = 0.5
+    # (There was a third rule, 'window-limited': the target at its increase limit and the window refusing
+    # frames read as a link slower than the target. But the increase limit follows the acked rate, which
+    # follows the codec when it makes less than the target, so an app-limited sender read as link-limited:
+    # each cut to 0.85 x acked shrank the window, the next refusal cut again, and live a 24 kbps link
+    # carried 8. Overuse and the standing queue cover a link that is really slower; the window bounds the
+    # queue meanwhile.)
     # Ceiling guard: a token bucket at the ceiling rate whose depth bounds any 10 s window to
     # (10 + depth) / 10 of the ceiling, i.e. +5 % for 0.5 s.
     ceiling_burst_s: float = 0.5

@@ -3,15 +3,16 @@
 It owns no socket and no clock: every call takes the sender's monotonic `now` in seconds. When an
 ack left the receiver (acks.py), the delay detector (delay.py), the rates read from the acks
 (rates.py), the AIMD rules (aimd.py) and the in-flight ledger (inflight.py) each do one part; this
-object feeds them and answers the uplink's questions. Beyond GCC it has the rules a thin TCP link needs (a standing queue, a
-window-limited sender, link pauses, expiry and a feedback timeout); each says why where it acts.
+object feeds them and answers the uplink's questions. Beyond GCC it has the rules a thin TCP link needs (a
+standing queue, keyframe parts in flight until a later frame's ack, the frames' share of the window, link
+pauses, expiry and a feedback timeout); each says why where it acts.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from facewire.sender.congestion.acks import AckDeparture
 from facewire.sender.congestion.aimd import AimdRate, RateState
@@ -36,6 +37,7 @@ class Counters:
     sent_messages: int = 0
     sent_bytes: int = 0
     uncontrolled_bytes: int = 0
+    bulk_bytes: int = 0
     acked_messages: int = 0
     acked_bytes: int = 0
     unknown_acks: int = 0
@@ -47,6 +49,9 @@ class Counters:
     feedback_timeouts: int = 0
     refused_window: int = 0
     refused_ceiling: int = 0
+    refused_frames: int = 0  # refusals of messages other than bulk (a frame, a frame with its layer packet)
+    # decreases by the rule that asked for them (overuse, standing queue)
+    decrease_causes: dict[str, int] = field(default_factory=dict)
 
 
 class RateController:
@@ -65,6 +70,8 @@ class RateController:
         self._acked = AckedRate(cfg.acked_window_s, cfg.acked_min_span_s, cfg.acked_max_gap_s)
         self._min_rtt = MinFilter(cfg.min_rtt_window_s)
         self._flight = InFlight(cfg.records_kept_s)
+        # what the frames cost, by send time: the share of the window kept for them
+        self._frame_rate = AckedRate(cfg.frame_rate_window_s, cfg.acked_min_span_s, cfg.frame_rate_window_s)
         self._srtt: float | None = None
         self._hold_s = cfg.initial_ack_hold_s  # smoothed longest wait of an ack's entries at the receiver
         # (ack time, RTT sample - min RTT) of the last standing_interval_s: the queue the sender sits behind
@@ -72,7 +79,6 @@ class RateController:
         self._last_acked: tuple[float, float] | None = None  # (send, arrival) of the previous ack in send order
         self._last_feedback_s: float | None = None
         self._last_timeout_cut_s: float | None = None
-        self._window_refused_s: float | None = None
         self._pacer = TokenBucket(0.0, 0.0)
         self._ceiling = TokenBucket(self.ceiling_bps / 8, self._ceiling_depth())
         self._retune_pacer()
@@ -82,10 +88,20 @@ class RateController:
     def on_send(self, seq: int, nbytes: int, now: float) -> None:
         """A congestion-controlled message (it will be acknowledged) went to the socket."""
         self._expire(now)
-        self._flight.add(seq, nbytes, now)
+        self._flight.add(seq, nbytes, now, self._rate.target)
+        self._frame_rate.add(now, nbytes)
         self._charge(nbytes, now)
         self.counters.sent_messages += 1
         self.counters.sent_bytes += nbytes
+
+    def on_send_bulk(self, nbytes: int, now: float) -> None:
+        """A message that is not acknowledged but goes under the window (a keyframe part): in flight until a
+        frame sent after it is acknowledged (the link keeps order), so it cannot build a queue the window
+        does not see."""
+        self._expire(now)
+        self._flight.add_bulk(nbytes, now, self._rate.target)
+        self._charge(nbytes, now)
+        self.counters.bulk_bytes += nbytes
 
     def on_send_uncontrolled(self, nbytes: int, now: float) -> None:
         """A message that will not be acknowledged (ping, stats, bye) still uses the link and the ceiling."""
@@ -101,13 +117,16 @@ class RateController:
         departure = AckDeparture.infer(frames, self.cfg)
         # The window covers the longest an entry waits for its ack (the first entry's wait), not the mean
         # wait: the bytes in flight peak just before an ack comes back, and a window that refuses frames
-        # at each peak makes the sender look window-limited (the rule that then cuts the target).
+        # at each peak skips frames the link had room for.
         self._hold_s += 0.1 * (min(departure.longest_hold_s, 1.0) - self._hold_s)
         for seq, recv_us in sorted(frames, key=self._send_order):
             self._on_one_ack(seq, recv_us, now, departure)
         self._expire(now)
-        if self._rate.update(now, self._decrease_cause(now), self._trend, self._acked.bps(), self.rtt_s):
+        cause = self._decrease_cause(now)
+        if self._rate.update(now, cause, self._trend, self._acked.bps(), self.rtt_s):
             self.counters.decreases += 1
+            rule = (cause or "").split(" ")[0]
+            self.counters.decrease_causes[rule] = self.counters.decrease_causes.get(rule, 0) + 1
         self._retune_pacer()
 
     def on_rtt(self, rtt_s: float, now: float) -> None:
@@ -186,17 +205,19 @@ class RateController:
         """Window, then ceiling, then pacer; the reason names the rule that refused.
 
         `essential` (a frame's features): may use the whole window and skips the pacer; others leave it a
-        reserve. `bulk` (keyframe chunks, patches): paced by the window by design, so its refusals say
-        nothing about the link; a refused frame (neither flag) means the codec's output at the target
-        rate does not fit, which the window-limited rule uses."""
+        reserve. `bulk` (keyframe chunks, patches): paced by the window by design, so its refusals are not
+        counted in `refused_frames` (which says how often the codec's output did not fit)."""
         self._expire(now)
         self._check_feedback_timeout(now)
-        in_flight = self._flight.bytes
-        window = self.window_bytes() - (0 if essential else self.reserve_bytes())
-        if in_flight > 0 and in_flight + nbytes > window:
+        in_flight = self._charged_in_flight(essential)
+        window = self.window_bytes()
+        # A frame's features may always use the frames' share: the bulk already out (a keyframe's parts sent
+        # before a cut shrank the window) holds them up on the link, but they are no reason to skip frames.
+        own_share = essential and self._flight.frame_bytes + nbytes <= self.reserve_bytes()
+        if self._flight.bytes > 0 and in_flight + nbytes > window and not own_share:
             self.counters.refused_window += 1
             if not bulk:
-                self._window_refused_s = now
+                self.counters.refused_frames += 1
             return Decision(False, None, f"window: {in_flight}+{nbytes} > {window} B")
         ceiling_at = self._ceiling.time_for(nbytes, now)
         if ceiling_at > now:
@@ -211,16 +232,37 @@ class RateController:
 
     def room_bytes(self, essential: bool = False) -> int:
         """Bytes that fit the window now (size a chunk or a residual frame to this)."""
-        window = self.window_bytes() - (0 if essential else self.reserve_bytes())
-        return max(0, window - self._flight.bytes)
+        return max(0, self.window_bytes() - self._charged_in_flight(essential))
+
+    def _charged_in_flight(self, essential: bool) -> int:
+        """The bytes in flight a message is checked against: all of them for a frame's features; for anything
+        else, the frames' share counts as taken even while the frames have less in flight, so a keyframe's
+        parts cannot fill the window between two frames and lock the frames out, and a little more is left
+        beyond what the frames have in flight."""
+        if essential:
+            return self._flight.bytes
+        # and the next features find room even when the frames carry more (a residual layer's packets)
+        frames = self._flight.frame_bytes
+        return self._flight.bytes - frames + max(frames + self.cfg.essential_reserve_min_bytes, self.reserve_bytes())
+
+    def bulk_window_bytes(self) -> int:
+        """The most a message other than a frame's features can have in flight: the window less the frames'
+        share (a layer key frame larger than this waits for an empty link, and the frames behind it with it)."""
+        return max(0, self.window_bytes() - self.reserve_bytes() - self.cfg.essential_reserve_min_bytes)
 
     def chunk_bytes(self) -> int:
         """Largest chunk to cut a keyframe into: ~`chunk_s` of the target rate."""
         return max(self.cfg.chunk_min_bytes, int(self._rate.target / 8 * self.cfg.chunk_s))
 
     def reserve_bytes(self) -> int:
+        """The frames' share of the window: what they cost over a message's time in flight (their measured rate,
+        never less than the target's `essential_reserve_s`), at most `essential_reserve_max` of the window so
+        that a keyframe still crosses when the frames alone would fill it."""
         cfg = self.cfg
-        return max(cfg.essential_reserve_min_bytes, int(self._rate.target / 8 * cfg.essential_reserve_s))
+        span = max(self.min_rtt_s, self.rtt_s) + self._hold_s + cfg.essential_reserve_s
+        frames_bps = max(self._frame_rate.bps() or 0.0, self._rate.target * cfg.essential_reserve_s / span)
+        reserve = max(cfg.essential_reserve_min_bytes, int(frames_bps / 8 * span))
+        return min(reserve, int(cfg.essential_reserve_max * self.window_bytes()))
 
     def budget_bytes(self, seconds: float, reserved_bps: float = 0.0) -> int:
         """Bytes the target leaves in `seconds` after `reserved_bps` (e.g. the features): a keyframe that
@@ -273,7 +315,8 @@ class RateController:
         sample = now - sent.send_s - departure.hold_s(recv_us)
         self._rtt_sample(sample, now)
         self._queue_samples.append((now, max(0.0, sample - self.min_rtt_s)))
-        self._acked.add(arrival_s, sent.nbytes)
+        # the bulk sent before this frame arrived before it: its bytes crossed the link in this span too
+        self._acked.add(arrival_s, sent.nbytes + self._flight.release_bulk(sent.send_s))
         gap = self._pause_gap(sent.send_s, arrival_s)
         if gap is not None:
             # A link pause (a radio outage): the delay spike it leaves behind is not a growing queue.
@@ -308,18 +351,15 @@ class RateController:
         self._srtt = rtt_s if self._srtt is None else 0.875 * self._srtt + 0.125 * rtt_s
 
     def _decrease_cause(self, now: float) -> str | None:
-        """Why the target should come down now, if it should: the detector's overuse, or one of the two
-        situations a delay gradient cannot see."""
+        """Why the target should come down now, if it should: the detector's overuse, or a standing queue,
+        which a delay gradient cannot see."""
         standing = self._standing_queue(now)  # always: it also drops the samples older than its interval
-        limited = self._window_limited(now, self._acked.bps())
         if self._trend.signal is Signal.OVERUSE:
             return "overuse"
-        if standing:
-            return f"standing queue {self.queue_delay_s * 1000:.0f} ms"
-        return "window-limited" if limited else None
+        return f"standing queue {self.queue_delay_s * 1000:.0f} ms" if standing else None
 
     def _standing_queue(self, now: float) -> bool:
-        """A window-limited sender keeps the queue full but flat, which a delay *gradient* cannot see: the
+        """A sender held by its window keeps the queue full but flat, which a delay *gradient* cannot see: the
         least queueing delay of the last `standing_interval_s` stayed above `standing_queue_s`."""
         interval = self.cfg.standing_interval_s
         while self._queue_samples and self._queue_samples[0][0] < now - interval:
@@ -328,19 +368,13 @@ class RateController:
             return False  # not enough history in the interval to call the queue standing
         return self.queue_delay_s > self.cfg.standing_queue_s
 
-    def _window_limited(self, now: float, acked: float | None) -> bool:
-        """The target sits at its increase limit and the window refused a frame lately: the link carries
-        less than the target although the queue may be too short to show a trend (short paths)."""
-        return (acked is not None and self._window_refused_s is not None
-                and now - self._window_refused_s <= self.cfg.window_limited_s
-                and self._rate.target >= self._rate.increase_limit(acked)[0] - 1.0)
-
     def _check_feedback_timeout(self, now: float) -> None:
         """No feedback for a while with bytes in flight: cut the target, once per timeout (GCC's feedback timeout)."""
         cfg = self.cfg
-        if self._flight.bytes <= 0:
+        if self._flight.frame_bytes <= 0:
             return
-        oldest = self._flight.oldest_send_s()
+        # from when the oldest message was due to leave: one behind a keyframe's parts waits for them
+        oldest = self._flight.oldest_due_s()
         if oldest is None:
             return
         timeout = max(cfg.feedback_timeout_min_s, 2 * self.rtt_s + 2 * self._hold_s)
