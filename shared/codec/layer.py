@@ -175,6 +175,12 @@ def _check_frame(name: str, image: npt.NDArray[np.generic], shape: tuple[int, ..
 
 
 # ---------------------------------------------------------------------------------------------- sender
+def residual_region(transform: Affine, size: int, shape: tuple[int, ...]) -> Region:
+    """The frame region `residual_box` reads of the frame, the prediction and the alpha (the sender's
+    replica draws the prediction there only)."""
+    return box_region(transform, size, shape, margin=4 << _pyramid_levels(transform))
+
+
 def residual_box(frame: Image, prediction: Image, alpha: npt.NDArray[np.float32], transform: Affine,
                  size: int) -> Image:
     """What the layer codes: alpha x (frame - prediction) shrunk into the box, x RESIDUAL_GAIN + 128.
@@ -187,8 +193,7 @@ def residual_box(frame: Image, prediction: Image, alpha: npt.NDArray[np.float32]
     _check_frame("prediction", prediction, frame.shape)
     if alpha.shape != frame.shape[:2]:
         raise ValueError(f"alpha is {alpha.shape}, frame {frame.shape[:2]}")
-    levels = _pyramid_levels(transform)
-    x0, y0, x1, y1 = box_region(transform, size, frame.shape, margin=4 << levels)
+    x0, y0, x1, y1 = residual_region(transform, size, frame.shape)
     if x1 - x0 < 2 or y1 - y0 < 2:
         return np.full((size, size, 3), GREY, np.uint8)
     a8 = cv2.convertScaleAbs(alpha[y0:y1, x0:x1], alpha=255.0)
