@@ -181,6 +181,16 @@ def residual_region(transform: Affine, size: int, shape: tuple[int, ...]) -> Reg
     return box_region(transform, size, shape, margin=4 << _pyramid_levels(transform))
 
 
+def residual_support(alpha: npt.NDArray[np.float32], transform: Affine, size: int) -> Region:
+    """The part of `residual_region` where `residual_box` reads the prediction at all: the box around the
+    matte's pixels there (alpha x 255 rounds above 0; elsewhere the residual is 0). Empty: x1 <= x0."""
+    x0, y0, x1, y1 = residual_region(transform, size, alpha.shape)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return x0, y0, x0, y0
+    bx, by, bw, bh = cv2.boundingRect(cv2.convertScaleAbs(alpha[y0:y1, x0:x1], alpha=255.0))
+    return x0 + bx, y0 + by, x0 + bx + bw, y0 + by + bh
+
+
 def residual_box(frame: Image, prediction: Image, alpha: npt.NDArray[np.float32], transform: Affine,
                  size: int) -> Image:
     """What the layer codes: alpha x (frame - prediction) shrunk into the box, x RESIDUAL_GAIN + 128.
@@ -197,9 +207,14 @@ def residual_box(frame: Image, prediction: Image, alpha: npt.NDArray[np.float32]
     if x1 - x0 < 2 or y1 - y0 < 2:
         return np.full((size, size, 3), GREY, np.uint8)
     a8 = cv2.convertScaleAbs(alpha[y0:y1, x0:x1], alpha=255.0)
-    diff = cv2.subtract(frame[y0:y1, x0:x1], prediction[y0:y1, x0:x1], dtype=cv2.CV_16S)
-    # x8: three fractional bits survive the integer pyramid (|8 x 255| fits int16)
-    weighted = cv2.multiply(diff, cv2.merge([a8, a8, a8]), scale=8.0 / 255.0, dtype=cv2.CV_16S)
+    weighted = np.zeros((y1 - y0, x1 - x0, 3), np.int16)
+    bx, by, bw, bh = cv2.boundingRect(a8)  # where the matte is not 0 (the rest is 0 whatever the pictures say)
+    if bw > 0 and bh > 0:
+        ys, xs = slice(y0 + by, y0 + by + bh), slice(x0 + bx, x0 + bx + bw)
+        a = a8[by:by + bh, bx:bx + bw]
+        diff = cv2.subtract(frame[ys, xs], prediction[ys, xs], dtype=cv2.CV_16S)
+        # x8: three fractional bits survive the integer pyramid (|8 x 255| fits int16)
+        weighted[by:by + bh, bx:bx + bw] = cv2.multiply(diff, cv2.merge([a, a, a]), scale=8.0 / 255.0, dtype=cv2.CV_16S)
     small = to_box(weighted, _shift(transform, x0, y0), size).astype(np.int32)
     coded = (small * RESIDUAL_GAIN + 4) // 8 + GREY
     return np.clip(coded, 0, 255).astype(np.uint8)

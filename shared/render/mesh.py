@@ -270,6 +270,8 @@ class MeshRenderer:
         assert frame.landmarks is not None
         dst = frame.landmarks.astype(np.float32)
         sy, sx = _drawn_region(region, dst, (w, h))
+        if (sy.stop - sy.start) * (sx.stop - sx.start) > _WHOLE_FRAME_SHARE * w * h:
+            return self.render(frame)  # a face filling the frame: a part would cost more (crops, copies) than it saves
         image = keyframe.image.copy()
         alpha = np.zeros((h, w), np.float32)
         if sy.stop > sy.start and sx.stop > sx.start:
