@@ -248,6 +248,23 @@ def _up(box: Image, transform: Affine, region: Region, step: int, border: int) -
     return cast(Image, cv2.resize(small, (cw * step, ch * step), interpolation=cv2.INTER_LINEAR_EXACT)[:h, :w])
 
 
+# Where the layer corrects a lot, the warp is wrong there (teeth drawn over pressed lips, a lid, a hand): its
+# own detail is dropped and the layer's picture trusted, ramping from TRUST_FROM to TRUST_FULL grey levels of
+# correction (the coded box's |value - 128| / RESIDUAL_GAIN, the largest channel, smoothed).
+TRUST_FROM, TRUST_FULL = 8, 24
+_TRUST_BLUR = 1.5  # box pixels
+
+
+def _trust(box: Image, base256: int) -> npt.NDArray[np.int32]:
+    """Per box pixel, of 256, how much of the prediction's detail is replaced by the layer: `base256`
+    where the correction is small, all of it where it passes TRUST_FULL. Integer and 8-bit fixed point."""
+    magnitude = cv2.absdiff(box, np.full_like(box, GREY)).max(axis=2)  # uint8, x RESIDUAL_GAIN
+    magnitude = cv2.GaussianBlur(magnitude, (0, 0), _TRUST_BLUR)
+    lo, hi = TRUST_FROM * RESIDUAL_GAIN, TRUST_FULL * RESIDUAL_GAIN
+    ramp = np.clip((magnitude.astype(np.int32) - lo) * 256 // (hi - lo), 0, 256)
+    return (base256 + (((256 - base256) * ramp) >> 8))[..., None].astype(np.int32)
+
+
 def apply_residual(prediction: Image, decoded_box: Image, transform: Affine, detail: float = 0.5,
                    blur: float = 0.8, out: Image | None = None) -> Image:
     """The receiver's fusion of one frame's prediction with the held layer box:
@@ -282,8 +299,8 @@ def apply_residual(prediction: Image, decoded_box: Image, transform: Affine, det
     c = _coverage(size)[..., None]
     box = cv2.GaussianBlur(decoded_box, (0, 0), blur) if blur > 0 else decoded_box  # 8-bit: fixed point, bit-exact
     view = out[y0:y1, x0:x1]
-    t256 = int(round((1.0 - detail) * 256))
-    if t256:
+    t256 = _trust(box, int(round((1.0 - detail) * 256)))
+    if t256.any():
         small = to_box(prediction, transform, size).astype(np.int32)
         low = ((c * t256 * small + 32768) >> 16).astype(np.uint8)
         weight = np.repeat(np.minimum((c * t256 + 128) >> 8, 255).astype(np.uint8), 3, axis=2)
