@@ -15,6 +15,8 @@ import pytest
 
 from facewire.shared.codec.layer import (
     GREY,
+    TRUST_FROM,
+    TRUST_FULL,
     BoxGeometry,
     LayerDecoder,
     LayerEncoder,
@@ -217,8 +219,13 @@ def _reference(prediction: np.ndarray, box: np.ndarray, t: np.ndarray, detail: f
     c = np.outer(ramp, ramp)[..., None]
     h, w = prediction.shape[:2]
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-    m = cv2.warpAffine((c * (d + (1 - detail) * small)).astype(np.float32), t, (w, h), flags=flags)
-    ct = cv2.warpAffine(np.repeat(c * (1 - detail), 3, axis=2).astype(np.float32), t, (w, h), flags=flags)
+    # the layer's trust: 1 - detail where it corrects little, 1 where it corrects much (TRUST_FROM..TRUST_FULL)
+    blurred = cv2.GaussianBlur(box, (0, 0), blur)
+    magnitude = cv2.GaussianBlur(np.abs(blurred.astype(np.int16) - GREY).max(axis=2).astype(np.uint8), (0, 0), 1.5)
+    ramp = np.clip((magnitude / 2.0 - TRUST_FROM) / (TRUST_FULL - TRUST_FROM), 0.0, 1.0)[..., None]
+    trust = (1 - detail) + detail * ramp
+    m = cv2.warpAffine((c * (d + trust * small)).astype(np.float32), t, (w, h), flags=flags)
+    ct = cv2.warpAffine(np.repeat(c * trust, 3, axis=2).astype(np.float32), t, (w, h), flags=flags)
     return np.clip(prediction + m - ct * prediction + 0.5, 0, 255).astype(np.uint8)
 
 
@@ -272,3 +279,20 @@ def test_fusion_is_bit_identical_for_identical_inputs() -> None:
         out = subprocess.run([sys.executable, "-c", _SCRIPT.format(tests=tests, threads=threads)], capture_output=True,
                              text=True, check=True)
         assert out.stdout.strip() == here
+
+
+def test_where_the_layer_corrects_much_the_warps_detail_gives_way_to_it() -> None:
+    """Teeth drawn over pressed lips: a large correction means the warp is wrong there, so its detail goes;
+    a small one keeps `detail` of it."""
+    h, w = 240, 320
+    yy, xx = np.mgrid[0:h, 0:w]
+    # a fine texture: the box's prefiltered shrink of it is flat, so what is left of it is the warp's kept detail
+    prediction = np.repeat(np.where((xx + yy) % 2 == 0, 100, 160).astype(np.uint8)[..., None], 3, axis=2)
+    t = face_box_transform(HeadPose(0.0, 0.0, 0.0, 160.0, 100.0, 50.0))
+    box = np.full((SIZE, SIZE, 3), GREY, np.uint8)
+    box[SIZE // 2 - 20:SIZE // 2 + 20, SIZE // 2 - 20:SIZE // 2 + 20] = GREY + 2 * (TRUST_FULL + 10)  # a large correction
+    fused = apply_residual(prediction, box, t, detail=0.5)
+    centre = fused[127 - 10:127 + 10, 160 - 10:160 + 10].astype(np.float64)
+    x0, y0, x1, y1 = box_region(t, SIZE, prediction.shape)
+    quiet = fused[y0 + 28:y0 + 44, (x0 + x1) // 2 - 8:(x0 + x1) // 2 + 8].astype(np.float64)  # inside the box, no correction
+    assert centre.std() < 3.0 < quiet.std() < 0.6 * prediction.astype(np.float64).std()

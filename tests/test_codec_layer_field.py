@@ -21,6 +21,7 @@ from facewire.sender.coding import (
     DEFAULT_CODES,
     LAYER_OVERSHOOT_BPS,
     LAYER_SHARE,
+    MIN_BODY_WITH_LAYER_BPS,
     MIN_LAYER_BPS,
     MIN_RESIDUAL_CEILING_BPS,
     Budget,
@@ -114,12 +115,17 @@ def _face(landmarks: np.ndarray):  # type: ignore[no-untyped-def]
 # ------------------------------------------------------------------------------- unit: rule and budget
 def test_the_default_layers_follow_the_budget_and_self_mode() -> None:
     with_layer = (*DEFAULT_CODES, CAPABILITY)
+    # below MIN_BODY_WITH_LAYER_BPS the body's motion gives its bits to the layer
+    thin_layer = (*(code for code in DEFAULT_CODES if code != BODY), CAPABILITY)
     assert codes_for(None, 256_000, True) == with_layer
-    assert codes_for(None, MIN_RESIDUAL_CEILING_BPS, True) == with_layer
+    assert codes_for(None, MIN_BODY_WITH_LAYER_BPS, True) == with_layer
+    assert codes_for(None, MIN_BODY_WITH_LAYER_BPS - 1, True) == thin_layer
+    assert codes_for(None, MIN_RESIDUAL_CEILING_BPS, True) == thin_layer
     assert codes_for(None, MIN_RESIDUAL_CEILING_BPS - 1, True) == DEFAULT_CODES
     assert codes_for(None, 256_000, False) == DEFAULT_CODES  # an avatar: the layer would correct the wrong face
     assert codes_for("features", 256_000, True) == DEFAULT_CODES
-    assert codes_for("features+residual", 4_000, True) == with_layer
+    assert codes_for("features", 16_000, True) == DEFAULT_CODES  # no layer to give the body's bits to
+    assert codes_for("features+residual", 4_000, True) == thin_layer
     with pytest.raises(ValueError, match="identity self"):
         codes_for("features+residual", 256_000, False)
 

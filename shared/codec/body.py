@@ -95,25 +95,44 @@ def _body_mask(face: Landmarks | None, size: tuple[int, int], scale: float) -> n
     return mask
 
 
+def estimate_size(shape: tuple[int, ...]) -> tuple[int, int]:
+    """The (width, height) the fit runs at for frames of this shape."""
+    height, width = shape[:2]
+    return ESTIMATE_WIDTH, max(8, round(height * ESTIMATE_WIDTH / width))
+
+
+def body_signal(alpha: Alpha, image: Image) -> npt.NDArray[np.float32]:
+    """The picture the fit compares (at `estimate_size`): the matte brightened by the luma. A keyframe's is
+    the same for every frame drawn from it, so the preparer computes it once (~1.3 ms at 640x480)."""
+    return _signal(alpha, image, estimate_size(alpha.shape))
+
+
 def estimate_body_motion(keyframe: KeyframeState, alpha: Alpha, image: Image, face: Landmarks | None,
                          start: Affine | None = None) -> Affine | None:
     """The affine taking this frame's body to the keyframe's (frame to keyframe), or None when the fit
-    fails or finds no plausible body motion. `start`: the last estimate against this keyframe.
+    fails or finds no plausible body motion. `start`: the last estimate against this keyframe."""
+    if keyframe.alpha is None or keyframe.alpha.shape != alpha.shape:
+        return None
+    return fit_body_motion(body_signal(alpha, image), body_signal(keyframe.alpha, keyframe.image), alpha.shape, face,
+                           start)
+
+
+def fit_body_motion(template: npt.NDArray[np.float32], source: npt.NDArray[np.float32], shape: tuple[int, ...],
+                    face: Landmarks | None, start: Affine | None = None) -> Affine | None:
+    """`estimate_body_motion` from the frame's and the keyframe's `body_signal` (frames of `shape`).
 
     A shift is fitted first; the full affine (starting from it) is kept only when it matches the keyframe
     better by AFFINE_GAIN of ECC's correlation. A body cut by the frame's edges leaves scale and shear
     barely constrained: fitted anyway they swing by pixels from frame to frame (1 px a frame where the
     body is on a still talking head, 0.1 px for the shift alone) and the shoulders' edges swim.
     """
-    if keyframe.alpha is None:
-        return None
-    height, width = alpha.shape
+    height, width = shape[:2]
     scale = ESTIMATE_WIDTH / width
-    size = (ESTIMATE_WIDTH, max(8, round(height * scale)))
+    size = estimate_size(shape)
+    if template.shape != (size[1], size[0]) or source.shape != template.shape:
+        raise ValueError(f"body signals {template.shape} and {source.shape} are not {size[1]}x{size[0]}")
     # A low-resolution pixel's centre in full-resolution pixels: x_low = scale * x + shift.
     shift = 0.5 * scale - 0.5
-    template = _signal(alpha, image, size)
-    source = _signal(keyframe.alpha, keyframe.image, size)
     mask = _body_mask(face, size, scale)
     if int(np.count_nonzero(mask)) < 0.2 * mask.size:
         return None
@@ -239,6 +258,7 @@ class BodyPreparer:
 
     def __init__(self) -> None:
         self._last: dict[int, Affine] = {}  # per keyframe, the last estimate: the next fit starts there
+        self._sources: dict[int, tuple[KeyframeState, npt.NDArray[np.float32]]] = {}  # per keyframe, its body_signal
 
     def prepare(self, analysis: FrameAnalysis) -> Prepared | None:
         return None  # the motion needs keyframes: FrameCoder calls prepare_body
@@ -249,11 +269,13 @@ class BodyPreparer:
             return None
         size = (analysis.alpha.shape[1], analysis.alpha.shape[0])
         motions: dict[int, Quantised] = {}
+        template = None
         for kf, keyframe in keyframes.items():
-            if keyframe.image.shape[:2] != analysis.alpha.shape:
+            if keyframe.image.shape[:2] != analysis.alpha.shape or keyframe.alpha is None:
                 continue
+            template = body_signal(analysis.alpha, analysis.frame.image) if template is None else template
             previous = self._last.get(kf)
-            matrix = estimate_body_motion(keyframe, analysis.alpha, analysis.frame.image, face, previous)
+            matrix = fit_body_motion(template, self._source(kf, keyframe), analysis.alpha.shape, face, previous)
             if matrix is None:
                 self._last.pop(kf, None)
                 continue
@@ -262,7 +284,16 @@ class BodyPreparer:
             motions[kf] = quantise_motion(matrix, size)
         for kf in [kf for kf in self._last if kf not in keyframes]:
             del self._last[kf]
+        for kf in [kf for kf in self._sources if kf not in keyframes]:
+            del self._sources[kf]
         return Prepared(values=BodyValues(motions)) if motions else None
+
+    def _source(self, kf: int, keyframe: KeyframeState) -> npt.NDArray[np.float32]:
+        cached = self._sources.get(kf)
+        if cached is None or cached[0] is not keyframe:  # a new session may build another keyframe under this id
+            assert keyframe.alpha is not None
+            cached = self._sources[kf] = (keyframe, body_signal(keyframe.alpha, keyframe.image))
+        return cached[1]
 
     def take_setup(self) -> bytes | None:
         return None

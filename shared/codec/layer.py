@@ -175,6 +175,22 @@ def _check_frame(name: str, image: npt.NDArray[np.generic], shape: tuple[int, ..
 
 
 # ---------------------------------------------------------------------------------------------- sender
+def residual_region(transform: Affine, size: int, shape: tuple[int, ...]) -> Region:
+    """The frame region `residual_box` reads of the frame, the prediction and the alpha (the sender's
+    replica draws the prediction there only)."""
+    return box_region(transform, size, shape, margin=4 << _pyramid_levels(transform))
+
+
+def residual_support(alpha: npt.NDArray[np.float32], transform: Affine, size: int) -> Region:
+    """The part of `residual_region` where `residual_box` reads the prediction at all: the box around the
+    matte's pixels there (alpha x 255 rounds above 0; elsewhere the residual is 0). Empty: x1 <= x0."""
+    x0, y0, x1, y1 = residual_region(transform, size, alpha.shape)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return x0, y0, x0, y0
+    bx, by, bw, bh = cv2.boundingRect(cv2.convertScaleAbs(alpha[y0:y1, x0:x1], alpha=255.0))
+    return x0 + bx, y0 + by, x0 + bx + bw, y0 + by + bh
+
+
 def residual_box(frame: Image, prediction: Image, alpha: npt.NDArray[np.float32], transform: Affine,
                  size: int) -> Image:
     """What the layer codes: alpha x (frame - prediction) shrunk into the box, x RESIDUAL_GAIN + 128.
@@ -187,14 +203,18 @@ def residual_box(frame: Image, prediction: Image, alpha: npt.NDArray[np.float32]
     _check_frame("prediction", prediction, frame.shape)
     if alpha.shape != frame.shape[:2]:
         raise ValueError(f"alpha is {alpha.shape}, frame {frame.shape[:2]}")
-    levels = _pyramid_levels(transform)
-    x0, y0, x1, y1 = box_region(transform, size, frame.shape, margin=4 << levels)
+    x0, y0, x1, y1 = residual_region(transform, size, frame.shape)
     if x1 - x0 < 2 or y1 - y0 < 2:
         return np.full((size, size, 3), GREY, np.uint8)
     a8 = cv2.convertScaleAbs(alpha[y0:y1, x0:x1], alpha=255.0)
-    diff = cv2.subtract(frame[y0:y1, x0:x1], prediction[y0:y1, x0:x1], dtype=cv2.CV_16S)
-    # x8: three fractional bits survive the integer pyramid (|8 x 255| fits int16)
-    weighted = cv2.multiply(diff, cv2.merge([a8, a8, a8]), scale=8.0 / 255.0, dtype=cv2.CV_16S)
+    weighted = np.zeros((y1 - y0, x1 - x0, 3), np.int16)
+    bx, by, bw, bh = cv2.boundingRect(a8)  # where the matte is not 0 (the rest is 0 whatever the pictures say)
+    if bw > 0 and bh > 0:
+        ys, xs = slice(y0 + by, y0 + by + bh), slice(x0 + bx, x0 + bx + bw)
+        a = a8[by:by + bh, bx:bx + bw]
+        diff = cv2.subtract(frame[ys, xs], prediction[ys, xs], dtype=cv2.CV_16S)
+        # x8: three fractional bits survive the integer pyramid (|8 x 255| fits int16)
+        weighted[by:by + bh, bx:bx + bw] = cv2.multiply(diff, cv2.merge([a, a, a]), scale=8.0 / 255.0, dtype=cv2.CV_16S)
     small = to_box(weighted, _shift(transform, x0, y0), size).astype(np.int32)
     coded = (small * RESIDUAL_GAIN + 4) // 8 + GREY
     return np.clip(coded, 0, 255).astype(np.uint8)
@@ -226,6 +246,23 @@ def _up(box: Image, transform: Affine, region: Region, step: int, border: int) -
     if step == 1:
         return cast(Image, small)
     return cast(Image, cv2.resize(small, (cw * step, ch * step), interpolation=cv2.INTER_LINEAR_EXACT)[:h, :w])
+
+
+# Where the layer corrects a lot, the warp is wrong there (teeth drawn over pressed lips, a lid, a hand): its
+# own detail is dropped and the layer's picture trusted, ramping from TRUST_FROM to TRUST_FULL grey levels of
+# correction (the coded box's |value - 128| / RESIDUAL_GAIN, the largest channel, smoothed).
+TRUST_FROM, TRUST_FULL = 8, 24
+_TRUST_BLUR = 1.5  # box pixels
+
+
+def _trust(box: Image, base256: int) -> npt.NDArray[np.int32]:
+    """Per box pixel, of 256, how much of the prediction's detail is replaced by the layer: `base256`
+    where the correction is small, all of it where it passes TRUST_FULL. Integer and 8-bit fixed point."""
+    magnitude = cv2.absdiff(box, np.full_like(box, GREY)).max(axis=2)  # uint8, x RESIDUAL_GAIN
+    magnitude = cv2.GaussianBlur(magnitude, (0, 0), _TRUST_BLUR)
+    lo, hi = TRUST_FROM * RESIDUAL_GAIN, TRUST_FULL * RESIDUAL_GAIN
+    ramp = np.clip((magnitude.astype(np.int32) - lo) * 256 // (hi - lo), 0, 256)
+    return (base256 + (((256 - base256) * ramp) >> 8))[..., None].astype(np.int32)
 
 
 def apply_residual(prediction: Image, decoded_box: Image, transform: Affine, detail: float = 0.5,
@@ -262,8 +299,8 @@ def apply_residual(prediction: Image, decoded_box: Image, transform: Affine, det
     c = _coverage(size)[..., None]
     box = cv2.GaussianBlur(decoded_box, (0, 0), blur) if blur > 0 else decoded_box  # 8-bit: fixed point, bit-exact
     view = out[y0:y1, x0:x1]
-    t256 = int(round((1.0 - detail) * 256))
-    if t256:
+    t256 = _trust(box, int(round((1.0 - detail) * 256)))
+    if t256.any():
         small = to_box(prediction, transform, size).astype(np.int32)
         low = ((c * t256 * small + 32768) >> 16).astype(np.uint8)
         weight = np.repeat(np.minimum((c * t256 + 128) >> 8, 255).astype(np.uint8), 3, axis=2)

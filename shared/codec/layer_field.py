@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from facewire.shared.codec.layer import LayerDecoder, LayerEncoder, residual_box
+from facewire.shared.codec.layer import LayerDecoder, LayerEncoder, residual_box, residual_region, residual_support
 from facewire.shared.codec.predictive import CodeError
 from facewire.shared.codec.seam import CodedFrame, FrameDraft, Prepared
 from facewire.shared.render.replica import LAYER_GEOMETRY, Replica, layer_transform
@@ -67,11 +67,17 @@ class LayerPreparer:
             return None
         replica = self.replica = self.replica or Replica.mesh()
         replica.use(keyframe)
-        prediction = replica.predict(replica.frame_state(landmarks, face.state, body=body))
         frame = analysis.frame.image
         alpha = analysis.alpha
+        # Only what the residual reads: the box's region, and there only about the matte (a whole frame cost up
+        # to ~3x more). Without a matte the receiver's own alpha (the keyframe's, warped) weighs the residual.
         if alpha is None:
-            alpha = prediction.alpha  # no matte: the receiver's own (the keyframe's, warped)
+            region = residual_region(transform, LAYER_GEOMETRY.size, frame.shape)
+        else:
+            region = residual_support(alpha, transform, LAYER_GEOMETRY.size)
+        prediction = replica.predict(replica.frame_state(landmarks, face.state, body=body), region)
+        if alpha is None:
+            alpha = prediction.alpha
         box = residual_box(frame, prediction.image, alpha, transform, LAYER_GEOMETRY.size)
         self._last_us = analysis.frame.ts_us
         return Prepared(landmarks=None, values=LayerValues(keyframe.kf, box, quantised_kbps(kbps)))

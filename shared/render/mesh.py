@@ -252,6 +252,42 @@ class MeshRenderer:
             self._render_avatar(image, texture, model, self._keyframe_occluder(model, keyframe), dst, alpha, maps)
         return RenderedPerson(image, alpha)
 
+    def render_region(self, frame: FrameState, region: Region) -> RenderedPerson:
+        """`render(frame)` exactly inside `region` (frame pixels), for the sender's replica of the receiver,
+        which needs only the face box (the residual layer's): the whole frame's warp costs ~3x more.
+
+        The region is grown by what the lids and the mouth's cavity read (`_drawn_region`); outside that
+        the picture is the keyframe's and the alpha 0. Self mode without a frame matte only (what the
+        replica draws); anything else draws the whole frame.
+        """
+        keyframe, model = self._keyframe_state, self._keyframe
+        if keyframe is None:
+            raise RuntimeError("MeshRenderer.render_region before prepare_keyframe")
+        h, w = keyframe.image.shape[:2]
+        if (self._texture_now is not None or frame.alpha is not None or frame.face == "lost" or model is None
+                or not _usable(frame.landmarks, (w, h))):
+            return self.render(frame)
+        assert frame.landmarks is not None
+        dst = frame.landmarks.astype(np.float32)
+        sy, sx = _drawn_region(region, dst, (w, h))
+        if (sy.stop - sy.start) * (sx.stop - sx.start) > _WHOLE_FRAME_SHARE * w * h:
+            return self.render(frame)  # a face filling the frame: a part would cost more (crops, copies) than it saves
+        image = keyframe.image.copy()
+        alpha = np.zeros((h, w), np.float32)
+        if sy.stop > sy.start and sx.stop > sx.start:
+            # the body map's box equals its full map's crop (CoarseMap.box), the face map is the same one
+            # cut to the box, and remap reads each output pixel from its own map value: the same bytes
+            body = self._keyframe_map(model, dst, (w, h), coarse_face=True, body_motion=frame.body)
+            maps = np.ascontiguousarray(body.box(sy, sx))
+            self._face_maps(model, dst, (w, h), maps, (sy, sx))
+            packed = remap(model.packed, maps)
+            image[sy, sx] = cv2.cvtColor(packed, cv2.COLOR_BGRA2BGR)
+            alpha[sy, sx] = cv2.extractChannel(packed, 3).astype(np.float32) * np.float32(1.0 / 255.0)
+        if self.options.smooth_lids:
+            close_lids(image, dst, model.landmarks)
+        em.composite_cavity(image, dst, model.panels, model.mouth_ratio)
+        return RenderedPerson(image, alpha)
+
     def _keyframe_occluder(self, model: _KeyframeModel, keyframe: KeyframeState) -> npt.NDArray[np.uint8] | None:
         cached = self._occluder
         if cached is not None and cached[0] is model:
@@ -308,8 +344,10 @@ class MeshRenderer:
         self._face_maps(model, dst, size, maps)
         return CoarseMap(maps, full, 1)
 
-    def _face_maps(self, model: _KeyframeModel, dst: Landmarks, size: tuple[int, int], maps: PointMap) -> None:
-        """Overwrite the body map inside the face with the dense mesh warp (eyes, lids, mouth)."""
+    def _face_maps(self, model: _KeyframeModel, dst: Landmarks, size: tuple[int, int], maps: PointMap,
+                   box: tuple[slice, slice] | None = None) -> None:
+        """Overwrite the body map inside the face with the dense mesh warp (eyes, lids, mouth); `maps` covers
+        the frame, or the frame's rows and columns `box`."""
         mesh_tris = em.mesh_triangles()
         dst_vertices = em.extended_vertices(dst)
         step = self._face_step(dst)
@@ -318,6 +356,11 @@ class MeshRenderer:
         src = em.lid_source_vertices(model.src_vertices, model.landmarks, dst)[mesh_tris]
         face, covered = warp_map(dst_vertices[mesh_tris], src, region, step, order)
         sy, sx, py, px = region.clip_to(size)
+        if box is not None:
+            sy, py = _cut(sy, py, box[0])
+            sx, px = _cut(sx, px, box[1])
+            if sy.stop <= sy.start or sx.stop <= sx.start:
+                return
         # Only where every coarse sample was inside the mesh: the outline band keeps the body map.
         # cv2.copyTo writes into the view in place (20x np.where); assigning its result keeps that certain.
         inside = cv2.compare(covered[py, px], 250, cv2.CMP_GE)
@@ -376,6 +419,29 @@ class MeshRenderer:
             occluder = _warp_occluder(keyframe_occluder, _dense_keyframe_box(model, dst, maps, sy, sx))
         weight = bl.swap_weight(mask, alpha[sy, sx], occluder)
         image[sy, sx] = bl.blend(base, face, weight)
+
+
+def _cut(frame: slice, local: slice, box: slice) -> tuple[slice, slice]:
+    """`frame` (and the same span of a region's array, `local`) cut to `box`, then made relative to `box`."""
+    start, stop = max(frame.start, box.start), min(frame.stop, box.stop)
+    stop = max(stop, start)
+    offset = local.start - frame.start
+    return slice(start - box.start, stop - box.start), slice(start + offset, stop + offset)
+
+
+def _drawn_region(region: Region, dst: Landmarks, size: tuple[int, int]) -> tuple[slice, slice]:
+    """The frame rows and columns `render_region` draws: `region` and whatever the lids and the cavity read
+    there, clipped to the frame. close_lids reads an eye's outline and crease grown by 0.3 of the eye's
+    width + 2 px, composite_cavity the inner lips grown by 2 px: all within the face's landmarks grown
+    by half an eye's span + 4 px."""
+    points = dst[:, :2].astype(np.float64)
+    eye = max(float(np.hypot(*np.ptp(points[ring], axis=0))) for ring in (topo.right_eye_ring(), topo.left_eye_ring()))
+    pad = int(np.ceil(0.5 * eye)) + 4
+    lo, hi = np.floor(points.min(axis=0)) - pad, np.ceil(points.max(axis=0)) + pad
+    x0, y0 = max(0, min(region.x0, int(lo[0]))), max(0, min(region.y0, int(lo[1])))
+    x1 = min(size[0], max(region.x0 + region.width, int(hi[0])))
+    y1 = min(size[1], max(region.y0 + region.height, int(hi[1])))
+    return slice(y0, max(y0, y1)), slice(x0, max(x0, x1))
 
 
 _OCCLUDER_STEP = 4  # occluders are soft masks: the keyframe's face map on a 4-px grid is fine enough

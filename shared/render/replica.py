@@ -15,11 +15,13 @@ sender's replica of it, so the two cannot drift.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from facewire.shared.codec.layer import Affine, BoxGeometry, apply_residual, face_box_transform
+from facewire.shared.codec.layer import Affine, BoxGeometry, Region, apply_residual, face_box_transform
 from facewire.shared.face.pose import head_pose
+from facewire.shared.render.warp import Region as WarpRegion
 from facewire.shared.types import (
     Alpha,
     FaceState,
@@ -85,6 +87,13 @@ def draw(renderer: Renderer, frame: FrameState, kf: int, hold: LayerHold | None)
     return hold.apply(person, frame)
 
 
+@runtime_checkable
+class RegionRenderer(Protocol):
+    """A renderer that can draw a part of the frame exactly as its whole-frame render would (MeshRenderer)."""
+
+    def render_region(self, frame: FrameState, region: WarpRegion) -> RenderedPerson: ...
+
+
 @dataclass
 class Replica:
     """The sender's replica of the receiver's self-mode drawing: the same renderer, prepared with the
@@ -118,9 +127,13 @@ class Replica:
                     layer: Image | None = None, seq: int = 0, ts_us: int = 0, body: Affine | None = None) -> FrameState:
         return FrameState(seq=seq, ts_us=ts_us, face=face, landmarks=landmarks, alpha=alpha, layer=layer, body=body)
 
-    def predict(self, frame: FrameState) -> RenderedPerson:
-        """The receiver's prediction of this frame (before any layer correction)."""
+    def predict(self, frame: FrameState, region: Region | None = None) -> RenderedPerson:
+        """The receiver's prediction of this frame (before any layer correction); with a `region` (x0, y0,
+        x1, y1), exact there only, when the renderer can draw a part (the layer's residual reads its box)."""
         assert self._keyframe is not None, "Replica.predict before use(keyframe)"
+        if region is not None and isinstance(self.renderer, RegionRenderer):
+            x0, y0, x1, y1 = region
+            return self.renderer.render_region(frame, WarpRegion(x0, y0, x1 - x0, y1 - y0))
         return draw(self.renderer, frame, self._keyframe.kf, None)
 
     def show(self, frame: FrameState) -> RenderedPerson:
