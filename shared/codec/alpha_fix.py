@@ -68,6 +68,11 @@ ACT_ERROR = 0.03
 HALVE = 0.5  # an op must take a tile's error to at most this share of what it was
 BURST_SECONDS = 1.0  # the budget held back for bursts (a keyframe switch, a hand coming in)
 MIN_BURST_BYTES = 48  # at the thinnest rates, still room for a few tiles at once
+# One payload spends at most this many payloads' worth of the rate (and at least MIN_PAYLOAD_BYTES): the
+# frames are essential to the send gate, and one that comes out much larger than the last makes it hold
+# the next ones back; a burst is spread over a few frames instead.
+PAYLOAD_SPREAD = 2.0
+MIN_PAYLOAD_BYTES = 16
 
 
 @dataclass(frozen=True)
@@ -415,6 +420,14 @@ class AlphaFixPreparer:
         raise CodeError("the alpha-fix code codes no keyframe")
 
 
+def _burst(bps: float) -> float:
+    return max(bps / 8 * BURST_SECONDS, MIN_BURST_BYTES)
+
+
+def _payload_bytes(bps: float) -> float:
+    return max(PAYLOAD_SPREAD * bps / 8 / FIX_FPS, MIN_PAYLOAD_BYTES)
+
+
 @dataclass
 class AlphaFixEncoder:
     """At send time: what the receiver holds (only frames that are sent change it), the byte budget, the ops."""
@@ -447,7 +460,10 @@ class AlphaFixEncoder:
             spent = 0.0
             if values.kf == kf:
                 chosen, spent = self._choose(values, grid)
-            chosen.update(self._refreshed(set(chosen), self.tokens - spent, grid))
+            # resending for a receiver that may lack tiles waits while half the burst is not in hand
+            if self.tokens - spent >= 0.5 * _burst(values.bps):
+                left = min(self.tokens, _payload_bytes(values.bps)) - spent
+                chosen.update(self._refreshed(set(chosen), left, grid))
         if not chosen and not self._clear:
             return None
         order = sorted(chosen)
@@ -461,7 +477,7 @@ class AlphaFixEncoder:
         return payload
 
     def _accrue(self, ts_us: int, bps: float) -> None:
-        burst = max(bps / 8 * BURST_SECONDS, MIN_BURST_BYTES)
+        burst = _burst(bps)
         elapsed = 0.0 if self._last_us is None else min(max((ts_us - self._last_us) / 1e6, 0.0), BURST_SECONDS)
         self.tokens = min(self.tokens + bps / 8 * elapsed, burst)
         self._last_us = ts_us
@@ -472,7 +488,8 @@ class AlphaFixEncoder:
         shown = apply_fix(values.prediction.astype(np.float32) * np.float32(1 / 255), self.fix)
         error = tile_means(np.abs(shown - values.matte.astype(np.float32) * np.float32(1 / 255)), grid).ravel()
         candidates = np.flatnonzero(error > ACT_ERROR)
-        if not len(candidates) or self.tokens <= 0:
+        allowance = min(self.tokens, _payload_bytes(values.bps))
+        if not len(candidates) or allowance <= 0:
             return {}, 0.0
         columns = grid.tiles[0]
         held = self.fix.held.ravel()[candidates]
@@ -495,7 +512,7 @@ class AlphaFixEncoder:
         for k in np.argsort(-(gain / price)):
             if not useful[k]:
                 continue
-            if spent + price[k] > self.tokens:
+            if spent + price[k] > allowance:
                 continue
             spent += price[k]
             chosen[int(candidates[k])] = None if use_clear[k] else wanted[k].astype(np.uint8)
@@ -506,7 +523,7 @@ class AlphaFixEncoder:
         reserve (a burst of real corrections comes first)."""
         if not self._refresh or self.fix is None:
             return {}
-        spare = left - 0.5 * MIN_BURST_BYTES
+        spare = left
         out: dict[int, npt.NDArray[np.uint8] | None] = {}
         for index in sorted(self._refresh - chosen):
             if not self.fix.held.ravel()[index]:
