@@ -73,7 +73,7 @@ def test_held_tiles_show_the_matte_and_the_rest_stays_the_prediction() -> None:
     tile = (slice(32 + 4, 64 - 4), slice(128 + 4, 160 - 4))  # inside it, past the feathered border
     assert np.abs(shown - matte)[tile].mean() < 0.3 * np.abs(prediction - matte)[tile].mean()
     far = np.ones(prediction.shape, bool)
-    far[0:96, 96:192] = False  # beyond a cell round the held tile
+    far[0:96, 96:192] = False  # beyond the two cells round the held tile its edge fades over
     assert np.array_equal(shown[far], prediction[far])
     assert shown.shape == prediction.shape and shown.min() >= 0.0 and shown.max() <= 1.0
 

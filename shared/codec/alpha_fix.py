@@ -65,7 +65,12 @@ MAX_SIDE = 8192  # a frame's side in pixels, for the decoder's bounds
 # A tile's error (mean |shown - matte| over it) below this is left: 0.03 is about a 1-px edge offset
 # across a 32-px tile.
 ACT_ERROR = 0.03
-HALVE = 0.5  # an op must take a tile's error to at most this share of what it was
+HALVE = 0.5  # a SET must take a tile's error to at most this share of what it was
+# A tile is SET only where the matte stands still (its cells moved by at most this many levels since the
+# last comparison, 0.1 s before): a held tile does not follow the head, so one set on a moving edge is a
+# block out of place a moment later, and the budget cannot follow motion anyway. Errors that stay are
+# what corrections are for: they are paid once.
+STILL_LEVELS = 2
 BURST_SECONDS = 1.0  # the budget held back for bursts (a keyframe switch, a hand coming in)
 MIN_BURST_BYTES = 48  # at the thinnest rates, still room for a few tiles at once
 # One payload spends at most this many payloads' worth of the rate (and at least MIN_PAYLOAD_BYTES): the
@@ -119,13 +124,16 @@ def tile_means(values: npt.NDArray[np.float32], grid: Grid) -> npt.NDArray[np.fl
     return np.asarray(cv2.resize(_pad(values, grid.padded), grid.tiles, interpolation=cv2.INTER_AREA), np.float32)
 
 
+_SOFTEN = np.array([0.25, 0.5, 0.25], np.float32)
+
+
 def apply_fix(alpha: npt.NDArray[np.float32], fix: AlphaFix | None) -> npt.NDArray[np.float32]:
     """What the receiver shows: the predicted `alpha` with the held tiles' levels in their place.
 
     Only the held tiles' box (grown by a tile) is touched. Inside it the low-resolution picture is the
     held levels where a tile is held and the prediction's own cell means elsewhere, upsampled as the
-    alpha code does; it replaces the prediction with a weight that is 1 on held cells and ramps to 0 over
-    one cell past a held tile's edge (bilinear), so a held tile blends into the prediction beside it.
+    alpha code does; it replaces the prediction with a weight that is 1 inside held tiles and fades to 0
+    over the cell and a half beyond a held tile's edge, so it blends into the prediction beside it.
     """
     if fix is None or not fix.held.any():
         return alpha
@@ -143,7 +151,12 @@ def apply_fix(alpha: npt.NDArray[np.float32], fix: AlphaFix | None) -> npt.NDArr
     levels = fix.levels[r0 * TILE:r1 * TILE, c0 * TILE:c1 * TILE].astype(np.float32) * np.float32(1.0 / (LEVELS - 1))
     low = np.where(held, levels, own).astype(np.float32)
     fixed = upsample(low, box_size)[: y1 - y0, : x1 - x0]
-    weight = cv2.resize(held.astype(np.float32), box_size, interpolation=cv2.INTER_LINEAR)[: y1 - y0, : x1 - x0]
+    # The held cells' mask spread outwards by [1 2 1] / 4 (held cells stay 1) before its bilinear upsampling:
+    # a held tile's edge fades over the cell and a half beyond it, so a silhouette corrected in some tiles
+    # and not yet in the next has no 32-px steps.
+    mask = held.astype(np.float32)
+    soft = np.maximum(mask, cv2.sepFilter2D(mask, -1, _SOFTEN, _SOFTEN, borderType=cv2.BORDER_REPLICATE))
+    weight = cv2.resize(soft, box_size, interpolation=cv2.INTER_LINEAR)[: y1 - y0, : x1 - x0]
     out = alpha.astype(np.float32, copy=True)
     out[y0:y1, x0:x1] = region + weight * (fixed - region)
     return out
@@ -438,6 +451,7 @@ class AlphaFixEncoder:
     _newest: int | None = None  # the newest keyframe a frame was drawn from
     _clear: bool = True  # the next payload drops everything (a new or lost receiver may hold anything)
     _refresh: set[int] = field(default_factory=set)  # held tiles to resend (after an intra frame)
+    _levels: npt.NDArray[np.uint8] | None = None  # the matte's levels at the last comparison
 
     def encode(self, frame: CodedFrame, intra: bool) -> bytes | None:
         kf = frame.drawn_from
@@ -460,6 +474,7 @@ class AlphaFixEncoder:
             spent = 0.0
             if values.kf == kf:
                 chosen, spent = self._choose(values, grid)
+            self._levels = values.levels
             # resending for a receiver that may lack tiles waits while half the burst is not in hand
             if self.tokens - spent >= 0.5 * _burst(values.bps):
                 left = min(self.tokens, _payload_bytes(values.bps)) - spent
@@ -501,8 +516,12 @@ class AlphaFixEncoder:
         limit = HALVE * error[candidates]
         # a held tile whose levels are already the matte's has nothing better to be set to
         changed = ~held | (wanted != now).any(axis=(1, 2))
-        can_set = changed & (set_error <= limit)
-        can_clear = held & (clear_error <= limit)
+        before = self._levels
+        still = (np.zeros(len(candidates), bool) if before is None or before.shape != values.levels.shape else
+                 (np.abs(wanted - _tiles_of(before, candidates, columns)) <= STILL_LEVELS).all(axis=(1, 2)))
+        can_set = changed & still & (set_error <= limit)
+        # a held tile the prediction now beats goes back to it (a byte), whether or not that halves the error
+        can_clear = held & (clear_error < error[candidates])
         use_clear = can_clear & (~can_set | (clear_error <= set_error + ACT_ERROR / 3))
         gain = error[candidates] - np.where(use_clear, clear_error, set_error)
         price = np.where(use_clear, 1.0, cost)
