@@ -27,6 +27,7 @@ from facewire.shared.codec.alpha_fix import (
     decode_ops,
     encode_ops,
     matte_levels,
+    payload_bound,
     prepare_values,
     tile_means,
 )
@@ -177,6 +178,7 @@ def test_corrections_converge_on_the_matte_within_the_budget_and_then_cost_nothi
     frames = [_frame(i, matte, prediction, bps=bps) for i in range(40)]
     payloads = _run(encoder, decoder, frames)
     spent = sum(len(p) for p in payloads if p is not None)
+    assert max(len(p) for p in payloads if p is not None) <= payload_bound(bps)  # what the send gate plans for
     assert spent <= bps / 8 * 4.0 + 48 + 2  # 3.9 s of the rate, the first burst, the first clear
     assert decoder.fix is not None
     shown = apply_fix(prediction, decoder.fix)

@@ -37,6 +37,7 @@ under one of five discrete Laplace models chosen by how much those cells vary.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -439,6 +440,11 @@ def _burst(bps: float) -> float:
 
 def _payload_bytes(bps: float) -> float:
     return max(PAYLOAD_SPREAD * bps / 8 / FIX_FPS, MIN_PAYLOAD_BYTES)
+
+
+def payload_bound(bps: float) -> int:
+    """At most what one payload costs at this rate: its spending, its flags and count, an estimate's slack."""
+    return int(math.ceil(_payload_bytes(bps))) + 8
 
 
 @dataclass
