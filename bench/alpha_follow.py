@@ -1,10 +1,11 @@
-"""How well the receiver's alpha follows the person between keyframes, with and without the body-motion code.
+"""How well the receiver's alpha follows the person between keyframes, with and without one code (--code:
+the alpha corrections by default, or the body-motion code).
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/alpha_follow.py --clips ../shared/data/clips/*.mp4 --frames 150
 
 Per clip the sender runs as `record_stream` does (tracker, --matte, FrameCoder with its keyframe policy
 and references, FeatureStream under the --bitrate ceiling) twice over the same analyses: with the default
-codes, and with the same codes less `body-motion`. The messages are decoded and drawn in process as the
+codes, and with the same codes less --code. The messages are decoded and drawn in process as the
 receiver does (FrameDecoder, MeshRenderer in self mode), and the alpha drawn for every frame sent is
 compared with the sender's own matte of that frame: IoU of the masks at 0.5 and mean absolute difference.
 This measures what the prediction of the alpha loses between keyframes (the matte itself is the sender's;
@@ -32,7 +33,8 @@ from facewire.sender.matte import make_matter
 from facewire.sender.sending import Ceiling, plan
 from facewire.sender.stream import FeatureStream
 from facewire.sender.tracker import MediaPipeFaceTracker
-from facewire.shared.codec.body import CAPABILITY
+from facewire.shared.codec.alpha_fix import CAPABILITY as ALPHA_FIX
+from facewire.shared.codec.alpha_fix import apply_fix
 from facewire.shared.codec.fields import FIELD_CODECS, negotiate
 from facewire.shared.codec.frames import FrameDecoder, FrameEncoder
 from facewire.shared.render.mesh import MeshRenderer
@@ -45,14 +47,15 @@ F32 = npt.NDArray[np.float32]
 class Variant:
     """One sender (coder, stream, gate) and the receiver that decodes and draws what it sends."""
 
-    def __init__(self, codes: tuple[str, ...], bitrate_bps: float) -> None:
+    def __init__(self, codes: tuple[str, ...], bitrate_bps: float, measured: str) -> None:
+        self.measured = measured
         self.coder = FrameCoder(codes=codes, budget=Budget.at_most(bitrate_bps))
         self.codes = negotiate(codes, list(FIELD_CODECS))
         self.stream, self.gate = FeatureStream(FrameEncoder(self.codes)), Ceiling(bitrate_bps)
         self.decoder, self.renderer = FrameDecoder(self.codes), MeshRenderer()
         self.drawn: dict[int, F32] = {}  # frame index -> the receiver's alpha
         self.pictures: dict[int, npt.NDArray[np.uint8]] = {}
-        self.body_bytes: list[int] = []
+        self.code_bytes: list[int] = []  # the measured code's bytes in each frame sent
         self.keyframes = 0
 
     def send(self, analyzer: SenderAnalyzer, analysis: FrameAnalysis, now: float, fps: float, keep_picture: bool) -> None:
@@ -71,13 +74,14 @@ class Variant:
                 self.renderer.prepare_keyframe(self.decoder.keyframe)
                 person = self.renderer.render(frame)
                 index = analysis.frame.index
-                self.drawn[index] = person.alpha
+                self.drawn[index] = apply_fix(person.alpha, frame.alpha_fix)
                 if keep_picture:
                     self.pictures[index] = person.image
-                if CAPABILITY in self.codes:
-                    code = wire.codes[self.codes.index(CAPABILITY)]
-                    self.body_bytes.append(0 if code is None else len(code))
-        self.coder.budget.observe_frame(self.stream.last_frame_bytes, fps)
+                if self.measured in self.codes:
+                    code = wire.codes[self.codes.index(self.measured)]
+                    self.code_bytes.append(0 if code is None else len(code))
+        self.coder.budget.observe_frame(self.stream.last_features_bytes, fps)
+        self.coder.held = self.stream.held  # as the recorder does: the keyframes the receiver holds
 
 
 def scores(drawn: F32, matte: F32) -> tuple[float, float]:
@@ -102,8 +106,9 @@ def run_clip(path: Path, args: argparse.Namespace) -> dict[str, object]:
     frames, fps = read_frames(path, args.frames)
     analyzer = SenderAnalyzer(MediaPipeFaceTracker(), make_matter(args.matte))
     with_codes = tuple(DEFAULT_CODES)
-    without_codes = tuple(code for code in with_codes if code != CAPABILITY)
-    variants = {"without": Variant(without_codes, args.bitrate * 1000), "with": Variant(with_codes, args.bitrate * 1000)}
+    without_codes = tuple(code for code in with_codes if code != args.code)
+    variants = {"without": Variant(without_codes, args.bitrate * 1000, args.code),
+                "with": Variant(with_codes, args.bitrate * 1000, args.code)}
     mattes: dict[int, F32] = {}
     for index, image in enumerate(frames):
         analysis = analyzer.analyze(CapturedFrame(index, int(index * 1e6 / fps), image))
@@ -124,9 +129,9 @@ def run_clip(path: Path, args: argparse.Namespace) -> dict[str, object]:
                      "iou_min": round(float(np.min([s[0] for s in per[name]])), 4),
                      "mad_mean": round(float(np.mean([s[1] for s in per[name]])), 4),
                      "frames_drawn": len(variant.drawn), "keyframes": variant.keyframes}
-    body = variants["with"].body_bytes
-    row["body_motion_bytes"] = {"mean": round(float(np.mean(body)), 2) if body else 0.0,
-                                "max": max(body, default=0), "frames_without": sum(1 for b in body if b == 0)}
+    spent = variants["with"].code_bytes
+    row["code_bytes"] = {"mean": round(float(np.mean(spent)), 2) if spent else 0.0,
+                         "max": max(spent, default=0), "frames_without": sum(1 for b in spent if b == 0)}
     gain = [w[0] - o[0] for w, o in zip(per["with"], per["without"], strict=True)]
     worst = common[int(np.argmax(np.abs(gain)))] if common else None
     if worst is not None:
@@ -147,6 +152,7 @@ def main() -> int:
     parser.add_argument("--clips", type=Path, nargs="+", default=sorted(Path("../shared/data/clips").glob("*.mp4")))
     parser.add_argument("--frames", type=int, default=150)
     parser.add_argument("--matte", default="auto")
+    parser.add_argument("--code", default=ALPHA_FIX, help="the code measured (the default codes with and without it)")
     parser.add_argument("--bitrate", type=float, default=DEFAULT_BITRATE_BPS / 1000, help="ceiling, kbps")
     parser.add_argument("--output", type=Path, default=Path("out/bench/alpha_follow.json"))
     args = parser.parse_args()
@@ -158,7 +164,7 @@ def main() -> int:
     summary = {name: {key: round(float(np.mean([r[name][key] for r in rows])), 4) for key in ("iou_mean", "mad_mean")}  # type: ignore[index]
                for name in ("without", "with")}
     report = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-              "settings": {"frames": args.frames, "matte": args.matte, "bitrate_kbps": args.bitrate},
+              "settings": {"frames": args.frames, "matte": args.matte, "bitrate_kbps": args.bitrate, "code": args.code},
               "clips": rows, "mean": summary}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2))

@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -57,10 +58,10 @@ def run(cmd: list[str]) -> None:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stderr[-2000:]}")
 
 
-def chain(clip: Path, frames: int, matte: str, work: Path) -> tuple[list[F32], list[npt.NDArray[np.uint8]]]:
+def chain(clip: Path, frames: int, matte: str, work: Path, send_args: list[str]) -> tuple[list[F32], list[npt.NDArray[np.uint8]]]:
     stream = work / "clip.fws"
     run([sys.executable, "-m", "facewire.sender.cli", "--input", str(clip), "--record-stream", str(stream),
-         "--max-frames", str(frames), "--matte", matte, "--log-level", "ERROR"])
+         "--max-frames", str(frames), "--matte", matte, "--log-level", "ERROR", *send_args])
     outputs = {}
     for name, colour in (("black", "#000000"), ("white", "#ffffff"), ("magenta", "#ff00ff")):
         run([sys.executable, "-m", "facewire.receiver.cli", "--play-stream", str(stream), "--sink", f"frames:{work / name}",
@@ -86,11 +87,12 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--matte", default="chroma")
     parser.add_argument("--output", type=Path, default=Path("out/bench/chain_alpha.json"))
+    parser.add_argument("--send-args", type=shlex.split, default=[], help="more sender arguments, e.g. '--bitrate 16'")
     args = parser.parse_args()
     originals, _ = read_frames(args.clip, args.frames)
     references = reference_keys(originals)
     with tempfile.TemporaryDirectory() as work:
-        received, magenta = chain(args.clip, args.frames, args.matte, Path(work))
+        received, magenta = chain(args.clip, args.frames, args.matte, Path(work), args.send_args)
     ious, mads, spills = [], [], []
     for reference, alpha, composite in zip(references, received, magenta, strict=True):
         ref_mask, got_mask = reference > 0.5, alpha > 0.5
@@ -99,7 +101,7 @@ def main() -> int:
         spills.append(spill(composite, alpha))
     report: dict[str, object] = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-        "settings": {"clip": str(args.clip), "frames": len(received), "matte": args.matte},
+        "settings": {"clip": str(args.clip), "frames": len(received), "matte": args.matte, "send_args": args.send_args},
         "iou_mean": round(float(np.mean(ious)), 4), "iou_min": round(float(np.min(ious)), 4),
         "mad_mean": round(float(np.mean(mads)), 4), "mad_max": round(float(np.max(mads)), 4),
         "edge_green_excess_mean": round(float(np.mean(spills)), 2),

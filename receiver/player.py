@@ -13,6 +13,7 @@ from facewire.receiver.compositor import Compositor
 from facewire.receiver.session import RenderJob
 from facewire.receiver.sinks import Sink
 from facewire.receiver.stats import StatsMeter
+from facewire.shared.codec.alpha_fix import apply_fix
 from facewire.shared.render.replica import LayerHold, draw
 from facewire.shared.types import IdentityAsset, Image, KeyframeState, RenderedPerson, Renderer
 
@@ -69,13 +70,14 @@ class Player:
             if job.identity is not None:
                 self._layer.clear()
             person = draw(self.renderer, job.frame, job.keyframe.kf, self._layer if job.identity is None else None)
+            person = _corrected(person, job)
         except Exception:
             # A renderer failure on one frame must not take the link down; show the keyframe person instead.
             if not self._warned:
                 log.exception("renderer %s failed; showing the keyframe", self.renderer.name)
                 self._warned = True
             alpha = job.frame.alpha if job.frame.alpha is not None else job.keyframe.alpha
-            person = RenderedPerson(job.keyframe.image, _alpha_or_opaque(alpha, job.keyframe.image))
+            person = _corrected(RenderedPerson(job.keyframe.image, _alpha_or_opaque(alpha, job.keyframe.image)), job)
         self._last_person, self._last_ts_us = person, job.frame.ts_us
         opacity = self.fader.step(job.frame.face != "lost", dt_s)
         rendered_us = _now_us()
@@ -115,6 +117,14 @@ class Player:
 
 def _now_us() -> int:
     return time.time_ns() // 1000
+
+
+def _corrected(person: RenderedPerson, job: RenderJob) -> RenderedPerson:
+    """The person with the sender's alpha corrections held for this frame (the renderer predicted the alpha)."""
+    fix = job.frame.alpha_fix
+    if fix is None or job.frame.alpha is not None:
+        return person
+    return RenderedPerson(person.image, apply_fix(person.alpha, fix))
 
 
 def _alpha_or_opaque(alpha: np.ndarray | None, image: Image) -> np.ndarray:

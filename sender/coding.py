@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from facewire.sender.keyframes import KeyframePolicy
 from facewire.sender.timing import StageTimes
+from facewire.shared.codec.alpha_fix import AlphaFixPreparer
 from facewire.shared.codec.body import BodyPreparer, BodyValues, motion_matrix
 from facewire.shared.codec.expression.field import ExpressionPreparer
 from facewire.shared.codec.fields import FIELD_CODECS, CodedFrame, FieldPreparer, Prepared, face_code
@@ -23,7 +24,7 @@ from facewire.shared.codec.frames import REFERENCES, KeyframePackage, build_keyf
 from facewire.shared.codec.keyframe import ALPHA_FACTOR, MIN_QUALITY, KeyframeTooLarge
 from facewire.shared.codec.layer_field import LayerPreparer
 from facewire.shared.face.likeness import FaceLikeness, warp_cost
-from facewire.shared.types import Analyzer, FrameAnalysis, KeyframeState, Landmarks
+from facewire.shared.types import Affine, Analyzer, FrameAnalysis, KeyframeState, Landmarks
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,8 @@ DEFAULT_BITRATE_BPS = 256_000.0  # the ceiling without --bitrate: the rate contr
 # The codes this sender offers, in order of preference (negotiation keeps the first of each role):
 # the expression code (~16 B a frame), else raw landmarks for a receiver that lacks it; the body's
 # motion (1 B a frame at rest, ~7 moving) where the receiver decodes it, else the body stays where the keyframe has it.
-DEFAULT_CODES = ("expression", "landmarks", "body-motion")
+# Where the receiver's predicted alpha is off, corrections of it (a few bytes a tile, held between frames).
+DEFAULT_CODES = ("expression", "landmarks", "body-motion", "alpha-fix")
 # The body's motion is estimated against the keyframe chosen for a frame and the newest built, and for
 # a while after a keyframe is built against the one before it too: the uplink draws a frame from the
 # newest keyframe the receiver holds whole when it lacks the chosen one, and a new keyframe's parts
@@ -71,6 +73,10 @@ LAYER_OVERSHOOT_BPS = 800.0
 MIN_LAYER_BPS = 2000.0  # below this a 96-px face box is mush and its key frames take seconds of the rate
 MAX_LAYER_BPS = 64000.0  # a 96-px box gains little above this; the rest is left to the link
 LAYER_CODES = ("residual-av1",)
+# The alpha corrections' share of the rate: static errors are paid once, so a small share catches up in a
+# second or two; what they spend the residual layer does without (it gets what the frames leave).
+ALPHA_FIX_SHARE = 0.06
+MAX_ALPHA_FIX_BPS = 6000.0
 LAYERS = ("features", "features+residual")
 # `--layers` by default: the residual layer when the ceiling leaves it its minimum beside the features
 # (a few kbps with a compact face code) and the keyframes it yields to.
@@ -136,6 +142,10 @@ class Budget:
         spare = LAYER_SHARE * min(self.target_bps, self.ceiling_bps) - self.features_bps - LAYER_OVERSHOOT_BPS
         spare = min(spare, self.layer_max_bps)
         return 0.0 if spare < MIN_LAYER_BPS else min(spare, MAX_LAYER_BPS)
+
+    def alpha_fix_bps(self) -> float:
+        """The alpha corrections' rate: a fixed share of what the link allows, never above MAX_ALPHA_FIX_BPS."""
+        return min(ALPHA_FIX_SHARE * min(self.target_bps, self.ceiling_bps), MAX_ALPHA_FIX_BPS)
 
     def drift_gap_s(self, keyframe_bytes: int) -> float:
         """The least time between keyframes the sender sends for drift alone, so that they take at most
@@ -356,11 +366,38 @@ class FrameCoder:
                        if name not in fresh and (setup := preparer.current_setup()) is not None]
         self._prepare_body(analysis, prepared, reference)
         self._prepare_layer(analysis, prepared, reference)
+        self._prepare_alpha_fix(analysis, prepared, reference)
         return Outgoing(CodedFrame(analysis, prepared), keyframe, tuple(setups), reference=reference)
 
     def keyframe_state(self, kf: int | None) -> KeyframeState | None:
         """Keyframe `kf` as the receiver decodes it, while the coder keeps it."""
         return None if kf is None else self._states.get(kf)
+
+    def _drawn_reference(self, reference: int | None) -> int | None:
+        """The keyframe the receiver will draw a frame from: the chosen reference when it holds it, else
+        the newest it holds (the stream's rule)."""
+        held = self.held
+        return reference if reference in held else (held[-1] if held else None)
+
+    def _body_matrix(self, prepared: dict[str, Prepared], reference: int | None) -> Affine | None:
+        """The body's motion against `reference` as the receiver decodes it, when that code goes with the frame."""
+        keyframe = self.keyframe_state(reference)
+        body = next((value.values.motions.get(reference) for value in prepared.values()
+                     if isinstance(value.values, BodyValues) and reference is not None), None)
+        size = None if keyframe is None else (keyframe.image.shape[1], keyframe.image.shape[0])
+        return None if body is None or size is None else motion_matrix(body, size)
+
+    def _prepare_alpha_fix(self, analysis: FrameAnalysis, prepared: dict[str, Prepared], reference: int | None) -> None:
+        """The receiver's predicted alpha against the matte, for the keyframe it will draw this frame from."""
+        reference = self._drawn_reference(reference)
+        face = prepared.get(face_code(self.codes))
+        for name, preparer in self._preparers.items():
+            if isinstance(preparer, AlphaFixPreparer):
+                value = preparer.prepare_fix(analysis, None if face is None else face.landmarks,
+                                             self.keyframe_state(reference), self._body_matrix(prepared, reference),
+                                             self.budget.alpha_fix_bps())
+                if value is not None:
+                    prepared[name] = value
 
     def _prepare_layer(self, analysis: FrameAnalysis, prepared: dict[str, Prepared], reference: int | None) -> None:
         """The layer's residual against the keyframe the receiver will draw this frame from: the chosen
@@ -368,15 +405,11 @@ class FrameCoder:
         way is not drawn from: the layer goes on correcting what the receiver shows while it crosses
         (with the drift-triggered keyframes, waiting for each starved the layer: d3 at 16 kbps got 1.3
         kbps of it). The send-time encoder still drops a residual whose keyframe is not the frame's."""
-        held = self.held
-        reference = reference if reference in held else (held[-1] if held else None)
+        reference = self._drawn_reference(reference)
         face = prepared.get(face_code(self.codes))
         keyframe = self.keyframe_state(reference)
         # the receiver moves the body as the frame's body motion says (when that code goes with it): so does the replica
-        body = next((value.values.motions.get(reference) for value in prepared.values()
-                     if isinstance(value.values, BodyValues) and reference is not None), None)
-        size = None if keyframe is None else (keyframe.image.shape[1], keyframe.image.shape[0])
-        body_matrix = None if body is None or size is None else motion_matrix(body, size)
+        body_matrix = self._body_matrix(prepared, reference)
         for name, preparer in self._preparers.items():
             if isinstance(preparer, LayerPreparer):
                 value = preparer.prepare_layer(analysis, None if face is None else face.landmarks, keyframe,

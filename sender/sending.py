@@ -131,10 +131,14 @@ def plan(stream: FeatureStream, item: Outgoing, gate: SendGate, now: float) -> l
     if stream.current is not None and (first or gate.may_send(stream.last_features_bytes, now, essential=True)):
         # The layer's packet is not essential: it rides with the frame only when the gate holds both, so a
         # layer key frame does not put the frames behind it in debt (unless it is larger than the gate can
-        # ever hold: then it goes when the gate is full).
+        # ever hold: then it goes when the gate is full). Nor are alpha corrections (they go first: a few
+        # bytes, and what they fix stays fixed): while the start's debt is repaid, the frames come first.
+        fix_bytes = stream.fix_bytes_due(item)
+        fix = fix_bytes > 0 and gate.may_send(stream.last_features_bytes + fix_bytes, now)
+        features_bytes = stream.last_features_bytes + (fix_bytes if fix else 0)
         layer_bytes = stream.layer_bytes_due(item)
-        layer = layer_bytes > 0 and gate.may_send(stream.last_features_bytes + layer_bytes, now)
-        frame = stream.frame(item, layer=layer)
+        layer = layer_bytes > 0 and gate.may_send(features_bytes + layer_bytes, now)
+        frame = stream.frame(item, layer=layer, fix=fix)
         if frame is not None:
             out.append(frame)
             gate.on_send(frame.seq, link_bytes(frame, stream.packed), now)

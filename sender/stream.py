@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from facewire.sender.coding import Outgoing
+from facewire.shared.codec.alpha_fix import FixValues, payload_bound
 from facewire.shared.codec.fields import FIELD_CODECS, face_code
 from facewire.shared.codec.frames import REFERENCES, FrameEncoder, KeyframePackage
 from facewire.shared.codec.layer import packet_is_key
@@ -140,16 +141,23 @@ class FeatureStream:
                 return values
         return None
 
-    def frame(self, item: Outgoing, layer: bool = False) -> m.Frame | None:
+    def fix_bytes_due(self, item: Outgoing) -> int:
+        """At most what this item's alpha corrections cost if they go with its frame (0: it prepared none)."""
+        return max((payload_bound(prepared.values.bps) for prepared in item.frame.prepared.values()
+                    if isinstance(prepared.values, FixValues)), default=0)
+
+    def frame(self, item: Outgoing, layer: bool = False, fix: bool = False) -> m.Frame | None:
         """The frame message, or None while the receiver holds no keyframe to draw it from; with its layer
-        packet only when `layer` (the layer feeds its video only with the frames that carry it)."""
+        packet only when `layer` (the layer feeds its video only with the frames that carry it), with alpha
+        corrections only when `fix` (they wait while the link has no room beside the frames)."""
         reference = self.reference(item)
         if reference is None:
             return None
         coded = item.frame
-        if not layer:
-            coded = dataclasses.replace(coded, prepared={name: prepared for name, prepared in coded.prepared.items()
-                                                         if name not in self._layer_codes()})
+        if not layer or not fix:
+            coded = dataclasses.replace(coded, prepared={
+                name: prepared for name, prepared in coded.prepared.items()
+                if (layer or name not in self._layer_codes()) and (fix or not isinstance(prepared.values, FixValues))})
         frame = self.encoder.frame(coded, self._next_seq(), reference.kf, reference.ts_us)
         self.last_frame_bytes = len(m.encode(frame, self.packed))
         packets = [code for code, name in zip(frame.codes, self.encoder.codes, strict=True)

@@ -139,6 +139,16 @@ class KeyframeState:
     landmarks: Landmarks | None
 
 
+@dataclass(frozen=True, eq=False)
+class AlphaFix:
+    """The corrections of the predicted alpha a receiver holds (facewire.shared.codec.alpha_fix): which
+    tiles (rows x columns of 32-px tiles) and the 1/8-size matte levels of their cells. Replaced whole,
+    never changed, so a decoded frame keeps the corrections it was decoded with."""
+
+    held: npt.NDArray[np.bool_]
+    levels: npt.NDArray[np.uint8]
+
+
 @dataclass(frozen=True)
 class FrameState:
     """One decoded frame message at full geometry, as the renderer sees it."""
@@ -150,6 +160,7 @@ class FrameState:
     alpha: Alpha | None
     layer: Image | None = None  # the residual layer's box decoded from this frame (facewire.shared.render.replica)
     body: Affine | None = None  # the body's motion, this frame to its keyframe (facewire.shared.codec.body)
+    alpha_fix: AlphaFix | None = None  # the corrections of the predicted alpha held for this frame
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,8 @@ from facewire.sender.coding import (
 )
 from facewire.sender.sending import Ceiling, plan
 from facewire.sender.stream import FeatureStream
+from facewire.shared.codec.alpha_fix import CAPABILITY as ALPHA_FIX
+from facewire.shared.codec.alpha_fix import AlphaFixDecoder, apply_fix
 from facewire.shared.codec.body import BodyDecoder
 from facewire.shared.codec.fields import FIELD_CODECS, face_code, negotiate
 from facewire.shared.codec.frames import FrameDecodeError, FrameDecoder, FrameEncoder
@@ -293,6 +295,7 @@ def test_the_replica_draws_what_the_receiver_shows_bit_for_bit(recording: Record
     replica = Replica(MeshRenderer())
     own = LayerDecoder(SIZE)  # the sender decoding its own packets
     own_body = BodyDecoder()  # and its own body motions
+    own_fix = AlphaFixDecoder()  # and its own alpha corrections
     expected: list[Image] = []
     compositor: Compositor | None = None
     corrected = 0
@@ -314,9 +317,14 @@ def test_the_replica_draws_what_the_receiver_shows_bit_for_bit(recording: Record
         draft = FrameDraft((sender_state.image.shape[1], sender_state.image.shape[0]))
         if BODY in recording.codes and (motion := message.codes[recording.codes.index(BODY)]) is not None:
             own_body.decode(motion, draft)
+        if ALPHA_FIX in recording.codes:
+            if (fix := message.codes[recording.codes.index(ALPHA_FIX)]) is not None:
+                own_fix.decode(fix, draft)
+            own_fix.hold(draft)
         replica.use(sender_state)
         person = replica.show(replica.frame_state(None if face is None else face.landmarks, face_state, layer=box,
                                                   body=draft.body))
+        person = type(person)(person.image, apply_fix(person.alpha, draft.alpha_fix))
         corrected += replica.hold.box is not None
         compositor = compositor or Compositor("#808080", (person.image.shape[1], person.image.shape[0]))
         expected.append(compositor.compose(person))

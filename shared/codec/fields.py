@@ -1,7 +1,8 @@
 """The codec seam: each per-frame payload is coded by a FieldCodec, named by the capability that
 sender and receiver negotiate in `hello`/`welcome` (protocol.md 3.3).
 
-Every code has a *role*: `face` (the landmarks; one is required), `alpha` (the matte), `body` (the
+Every code has a *role*: `face` (the landmarks; one is required), `alpha` (the matte: the whole of it
+each frame, or corrections of the receiver's prediction of it, which hold between frames), `body` (the
 motion of the body, which moves the keyframe's picture and matte alike, so it goes with or without
 an alpha code) or `layer` (the picture residual). The sender offers codes in its order of preference; the session uses, for
 each role, the first offered code the receiver decodes. A frame carries one payload per negotiated
@@ -13,6 +14,10 @@ A code has up to three parts, on the sender's two threads and the receiver:
 - an *encoder* at send time turns that into bytes, predicting from the last frame it coded (only
   frames that are sent feed its state);
 - a *decoder* on the receiver, which sees every sent frame in order.
+A decoder whose state applies to every frame, whether or not the frame carries its payload (held
+corrections), is also `Holding`: the frame decoder asks it to fill in each frame. A `persistent` code
+keeps its state over periodic intra frames (a late joiner converges by the code's own refresh) and
+is reset only when the receiver lost the stream.
 A new code is a new FieldCodec and its capability name in `FIELD_CODECS`. The data that crosses the
 seam (Prepared, CodedFrame, FrameDraft) lives in facewire.shared.codec.seam, so a code's adapters
 in their own module (e.g. facewire.shared.codec.expression.field) import it, not this registry.
@@ -22,9 +27,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from facewire.shared.codec.alpha import AlphaDecoder, AlphaEncoder, upsample
+from facewire.shared.codec.alpha_fix import AlphaFixDecoder, AlphaFixEncoder, AlphaFixPreparer
 from facewire.shared.codec.body import BodyDecoder, BodyEncoder, BodyPreparer
 from facewire.shared.codec.expression.field import ExpressionDecoder, ExpressionEncoder, ExpressionPreparer
 from facewire.shared.codec.landmarks import LandmarkDecoder, LandmarkEncoder, dequantise, quantise
@@ -84,6 +90,13 @@ class FieldDecoder(Protocol):
     def reset(self) -> None: ...
 
 
+@runtime_checkable
+class Holding(Protocol):
+    def hold(self, draft: FrameDraft) -> None:
+        """Fill in what the decoder holds, for every frame (after the frame's payloads are decoded)."""
+        ...
+
+
 @dataclass(frozen=True)
 class FieldCodec:
     capability: str
@@ -91,6 +104,7 @@ class FieldCodec:
     new_encoder: Callable[[], FieldEncoder]
     new_decoder: Callable[[], FieldDecoder]
     new_preparer: Callable[[], FieldPreparer]
+    persistent: bool = False  # its state survives periodic intra frames (see the module's docstring)
 
 
 class _NoSetup:
@@ -203,8 +217,10 @@ FIELD_CODECS: dict[str, FieldCodec] = {
         FieldCodec("expression", "face", ExpressionEncoder, ExpressionDecoder, ExpressionPreparer),
         FieldCodec("landmarks", "face", _LandmarkField, _LandmarkFieldDecoder, _LandmarkPreparer),
         FieldCodec("alpha", "alpha", _AlphaField, _AlphaFieldDecoder, _Unprepared),
-        FieldCodec("residual-av1", "layer", _layer_encoder, _layer_decoder, _layer_preparer),
+        FieldCodec("residual-av1", "layer", _layer_encoder, _layer_decoder, _layer_preparer, persistent=True),
         FieldCodec("body-motion", "body", BodyEncoder, BodyDecoder, BodyPreparer),
+        # before "alpha" in any offer: corrections cost a few bytes where the whole matte costs ~350
+        FieldCodec("alpha-fix", "alpha", AlphaFixEncoder, AlphaFixDecoder, AlphaFixPreparer, persistent=True),
     )
 }
 

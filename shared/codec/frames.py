@@ -18,7 +18,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from facewire.shared.codec.fields import FIELD_CODECS, CodedFrame, FieldDecoder, FieldEncoder, FrameDraft, Prepared
+from facewire.shared.codec.fields import (
+    FIELD_CODECS,
+    CodedFrame,
+    FieldDecoder,
+    FieldEncoder,
+    FrameDraft,
+    Holding,
+    Prepared,
+)
 from facewire.shared.codec.keyframe import (
     ALPHA_FACTOR,
     decode_keyframe_alpha,
@@ -161,11 +169,12 @@ class FrameEncoder:
         intra = self._since_intra is None or self._since_intra >= self.intra_interval
         self._since_intra = 0 if intra else (self._since_intra or 0) + 1
         if intra:
-            # An intra frame restarts every prediction chain, so a receiver can join from it alone. A layer's
-            # video restarts only when the receiver lost it (a key frame costs seconds of its rate): it
-            # restarts anyway with each keyframe, which is where a late joiner picks it up.
+            # An intra frame restarts every prediction chain, so a receiver can join from it alone. A persistent
+            # code restarts only when the receiver lost it: a layer's video (a key frame costs seconds of its
+            # rate) restarts anyway with each keyframe, which is where a late joiner picks it up; held alpha
+            # corrections are resent round-robin after each intra frame.
             for coder, name in zip(self._fields, self.codes, strict=True):
-                if self._lost or FIELD_CODECS[name].role != "layer":
+                if self._lost or not FIELD_CODECS[name].persistent:
                     coder.reset()
             self._lost = False
         coded = dataclasses.replace(coded, drawn_from=kf)
@@ -287,9 +296,13 @@ class FrameDecoder:
             except CodeError as exc:
                 self._last_seq = None
                 raise _wrapped(exc, f"frame {message.seq}: {exc}", f"codes[{index}]") from None
+        for coder in self._fields:
+            if isinstance(coder, Holding):
+                coder.hold(draft)
         return FrameState(
             seq=message.seq, ts_us=self._keyframe_ts_us + message.dt_ms * 1000, face=message.face_state,
             landmarks=draft.landmarks, alpha=draft.alpha, layer=draft.layer, body=draft.body,
+            alpha_fix=draft.alpha_fix,
         )
 
 

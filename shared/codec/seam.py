@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from facewire.shared.types import Affine, Alpha, FrameAnalysis, Image, Landmarks
+from facewire.shared.types import Affine, Alpha, AlphaFix, FrameAnalysis, Image, Landmarks
 
 
 @dataclass(frozen=True)
@@ -37,3 +37,4 @@ class FrameDraft:
     alpha: Alpha | None = None
     layer: Image | None = None  # a layer code's decoded box
     body: Affine | None = None  # the body's motion, frame to keyframe (facewire.shared.codec.body)
+    alpha_fix: AlphaFix | None = None  # the alpha corrections held (facewire.shared.codec.alpha_fix)
