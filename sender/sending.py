@@ -119,6 +119,14 @@ def plan(stream: FeatureStream, item: Outgoing, gate: SendGate, now: float) -> l
     first = stream.current is None
     if first:
         out += parts(stream, gate, now)  # nothing can be shown before the first keyframe: it goes first, whole
+        if stream.current is None:
+            stream.hold(item)  # nothing to draw it from yet: the frame goes right behind the keyframe
+            return out
+        # the frames that waited for it, whatever the gate says (features only: they are small)
+        for waiting in stream.take_backlog():
+            if (frame := stream.frame(waiting)) is not None:
+                out.append(frame)
+                gate.on_send(frame.seq, link_bytes(frame), now)
     # The first keyframe's own frame goes with it, whatever the gate says: together they are the first picture.
     if stream.current is not None and (first or gate.may_send(stream.last_features_bytes, now, essential=True)):
         # The layer's packet is not essential: it rides with the frame only when the gate holds both, so a

@@ -20,6 +20,10 @@ from facewire.shared.codec.layer import packet_is_key
 from facewire.shared.codec.layer_field import LayerValues
 from facewire.shared.wire import messages as m
 
+# Frames analysed before the receiver holds any keyframe (the session's first is still being built, ~0.3 s)
+# wait for it, at most this many (about a second): then they go right behind it, so a clip streamed once
+# loses none of its start. Only at a session's start: later a frame always has a keyframe to be drawn from.
+BACKLOG_FRAMES = 32
 # A layer key frame's size per kbps of the layer's rate before one was seen: 450-1330 B at 3-10 kbps on
 # face boxes (helper R6), 2.9 KB at 14.5 kbps a second and a half into a recording.
 LAYER_KEY_BYTES_PER_KBPS = 200
@@ -65,6 +69,7 @@ class FeatureStream:
     _held: OrderedDict[int, KeyframePackage] = field(default_factory=OrderedDict)
     _incoming: KeyframePackage | None = None
     _parts: deque[m.Keyframe | m.KeyframePart] = field(default_factory=deque)
+    _backlog: deque[Outgoing] = field(default_factory=lambda: deque(maxlen=BACKLOG_FRAMES))
 
     def restart(self, codes: Sequence[str] | None = None) -> None:
         """A new link session (with the codes it negotiated): the receiver holds nothing."""
@@ -73,6 +78,7 @@ class FeatureStream:
         self._current = self._incoming = None
         self._held.clear()
         self._parts.clear()
+        self._backlog.clear()
 
     def force_intra(self) -> None:
         """The receiver lost the prediction chain: the next frame is intra."""
@@ -98,6 +104,25 @@ class FeatureStream:
         for code, payload in setups:
             self.encoder.setup(code, payload)
         return [m.Setup(code=code, payload=payload) for code, payload in setups]
+
+    def hold(self, item: Outgoing) -> None:
+        """`item`'s frame waits for the session's first keyframe (the oldest goes when too many wait)."""
+        self._backlog.append(item)
+
+    def take_backlog(self) -> list[Outgoing]:
+        """The items waiting for the first keyframe that it can draw (not older than it), oldest first."""
+        current = self._current
+        items = [item for item in self._backlog if current is not None and item.frame.analysis.frame.ts_us >= current.ts_us]
+        self._backlog.clear()
+        return items
+
+    @property
+    def waiting(self) -> int:
+        """How many frames wait for the session's first keyframe."""
+        return len(self._backlog)
+
+    def take_last_waiting(self) -> Outgoing | None:
+        return self._backlog.pop() if self._backlog else None
 
     def next_part(self) -> m.Keyframe | m.KeyframePart | None:
         """The next piece of the keyframe on its way, if any (call `part_sent` once it went)."""

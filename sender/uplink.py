@@ -16,6 +16,7 @@ the start of the last by the backoff, so an attempt that timed out is retried at
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import secrets
@@ -316,9 +317,11 @@ class Uplink:
             if getter in done:
                 item = getter.result()
                 if item is None:
+                    for message in await self._finish(controller, now):
+                        await self._send(ws, protocol, message)
                     return True
                 messages = plan(self.stream, item, controller, now)
-                if not any(isinstance(message, m.Frame) for message in messages):
+                if not any(isinstance(message, m.Frame) for message in messages) and self.stream.current is not None:
                     self.stats.skipped += 1
                 elif item.times is not None:
                     self.stages.sent(item.times)
@@ -336,6 +339,17 @@ class Uplink:
                                                                stages_ms=self.stages.take()), controller)
                 if self.on_stats is not None:
                     self.on_stats(self.stats)
+
+    async def _finish(self, controller: RateController, now: float) -> list[m.Message]:
+        """The input ended while frames still wait for the session's first keyframe: it is finished (the
+        analysing thread is done, so the coder is ours now) and goes with them."""
+        last = self.stream.take_last_waiting()
+        if last is None:
+            return []
+        keyframe = await asyncio.to_thread(self.coder.finish)
+        if keyframe is None:
+            return []
+        return plan(self.stream, dataclasses.replace(last, keyframe=keyframe, setups=()), controller, now)  # its setups went
 
     def _wait_s(self, protocol: SenderProtocol, controller: RateController) -> float:
         """Until the next ping, or sooner when a keyframe part is waiting for the pacer."""
