@@ -69,7 +69,7 @@ class FeatureStream:
     _held: OrderedDict[int, KeyframePackage] = field(default_factory=OrderedDict)
     _incoming: KeyframePackage | None = None
     _parts: deque[m.Keyframe | m.KeyframePart] = field(default_factory=deque)
-    _backlog: deque[Outgoing] = field(default_factory=lambda: deque(maxlen=BACKLOG_FRAMES))
+    _backlog: deque[Outgoing] = field(default_factory=deque)
 
     def restart(self, codes: Sequence[str] | None = None) -> None:
         """A new link session (with the codes it negotiated): the receiver holds nothing."""
@@ -106,13 +106,16 @@ class FeatureStream:
         return [m.Setup(code=code, payload=payload) for code, payload in setups]
 
     def hold(self, item: Outgoing) -> None:
-        """`item`'s frame waits for the session's first keyframe (the oldest goes when too many wait)."""
+        """`item` waits for the session's first keyframe. When too many wait the oldest frame goes, not
+        what it carried (its setups, a keyframe): the next one carries that on."""
+        if len(self._backlog) == BACKLOG_FRAMES:
+            oldest = self._backlog.popleft()
+            self._backlog[0] = Outgoing.merged(oldest, self._backlog[0])
         self._backlog.append(item)
 
-    def take_backlog(self) -> list[Outgoing]:
-        """The items waiting for the first keyframe that it can draw (not older than it), oldest first."""
-        current = self._current
-        items = [item for item in self._backlog if current is not None and item.frame.analysis.frame.ts_us >= current.ts_us]
+    def take_waiting(self) -> list[Outgoing]:
+        """The items waiting for the first keyframe, oldest first (they wait no more)."""
+        items = list(self._backlog)
         self._backlog.clear()
         return items
 

@@ -349,7 +349,7 @@ class Uplink:
         keyframe = await asyncio.to_thread(self.coder.finish)
         if keyframe is None:
             return []
-        return plan(self.stream, dataclasses.replace(last, keyframe=keyframe, setups=()), controller, now)  # its setups went
+        return plan(self.stream, dataclasses.replace(last, keyframe=keyframe), controller, now)
 
     def _wait_s(self, protocol: SenderProtocol, controller: RateController) -> float:
         """Until the next ping, or sooner when a keyframe part is waiting for the pacer."""

@@ -107,20 +107,38 @@ def _background_items(count: int) -> tuple[list[Outgoing], FrameCoder, _HeldBuil
 def test_frames_before_the_first_keyframe_wait_for_it_and_go_right_behind_it() -> None:
     items, coder, builds = _background_items(4)
     assert all(item.keyframe is None for item in items) and len(builds.builds) == 1
+    assert items[0].setups  # the session's setups went with its first frame
     builds.run()
     keyframe = coder.finish()  # as if it landed with a later frame
     assert keyframe is not None
-    stream, gate = FeatureStream(FrameEncoder(["landmarks"])), Ceiling(256_000)
-    sent = [message for item in items for message in plan(stream, item, gate, 0.0)]
-    assert not any(isinstance(message, m.Frame) for message in sent) and stream.waiting == len(items)
-    later = dataclasses.replace(items[-1], keyframe=keyframe, setups=())
-    sent = plan(stream, later, gate, 0.1)
+    stream, gate = FeatureStream(FrameEncoder(list(coder.codes))), Ceiling(256_000)
+    assert not [message for item in items for message in plan(stream, item, gate, 0.0)]  # all of it waits
+    assert stream.waiting == len(items)
+    sent = plan(stream, Outgoing(items[-1].frame, keyframe=keyframe), gate, 0.1)
     frames = [message for message in sent if isinstance(message, m.Frame)]
     kinds = [type(message).__name__ for message in sent]
-    assert kinds.index("Frame") > kinds.index("Keyframe")  # drawn from it, so behind it
-    assert len(frames) == len(items) + 1 and stream.waiting == 0  # the waiting ones, then its own
+    # the setups the first frame carried go first, then the keyframe, then every frame drawn from it
+    assert kinds[0] == "Setup" and kinds.index("Keyframe") < kinds.index("Frame")
+    assert len(frames) == len(items) + 1 and stream.waiting == 0
     assert [frame.seq for frame in frames] == sorted(frame.seq for frame in frames)
     assert [frame.dt_ms for frame in frames[:len(items)]] == [round(i * 33.333) for i in range(len(items))]
+
+
+def test_setups_that_come_while_frames_wait_go_in_order_with_them() -> None:
+    items, coder, builds = _background_items(3)
+    builds.run()
+    keyframe = coder.finish()
+    assert keyframe is not None
+    again = items[0].setups[:1]  # a setup that came with the second frame (the first's, again: it decodes)
+    stream, gate = FeatureStream(FrameEncoder(list(coder.codes))), Ceiling(256_000)
+    for item in (items[0], dataclasses.replace(items[1], setups=again)):
+        plan(stream, item, gate, 0.0)
+    sent = plan(stream, Outgoing(items[2].frame, keyframe=keyframe), gate, 0.1)
+    kinds = [type(message).__name__ for message in sent]
+    frames = [i for i, kind in enumerate(kinds) if kind == "Frame"]
+    setups = [i for i, kind in enumerate(kinds) if kind == "Setup"]
+    assert len(setups) == len(items[0].setups) + 1
+    assert frames[0] < setups[-1] < frames[1]  # after the frame before it, before the frame prepared with it
 
 
 def test_the_backlog_is_bounded_and_a_restart_forgets_it() -> None:
@@ -128,8 +146,10 @@ def test_the_backlog_is_bounded_and_a_restart_forgets_it() -> None:
 
     items, _, _ = _background_items(3)
     stream = FeatureStream(FrameEncoder(["landmarks"]))
+    stream.hold(items[0])
     for _ in range(BACKLOG_FRAMES + 5):
         stream.hold(items[1])
     assert stream.waiting == BACKLOG_FRAMES
+    assert stream.take_waiting()[0].setups == items[0].setups  # the oldest frame went, not its setups
     stream.restart()
     assert stream.waiting == 0
