@@ -123,8 +123,12 @@ def plan(stream: FeatureStream, item: Outgoing, gate: SendGate, now: float) -> l
     waiting = stream.take_waiting()
     if not waiting:
         return _plan(stream, item, gate, now)
-    if item.keyframe is not None:
-        waiting[0] = dataclasses.replace(waiting[0], keyframe=item.keyframe)
+    keyframe = item.keyframe
+    # The keyframe goes with the frame it was taken from (or the first after it): the setups that frame was
+    # prepared with go before it, in the items before; one coded before the session started has none.
+    first = next((i for i, held in enumerate(waiting) if keyframe is not None and _ts(held) >= keyframe.ts_us), None)
+    if first is not None:
+        waiting[first] = dataclasses.replace(waiting[first], keyframe=keyframe)
         item = dataclasses.replace(item, keyframe=None)
     # the item the keyframe came with goes whatever the gate says too, as a session's first frame always did
     return [message for queued in (*waiting, item) for message in _plan(stream, queued, gate, now, force=True)]
@@ -140,7 +144,7 @@ def _plan(stream: FeatureStream, item: Outgoing, gate: SendGate, now: float, for
         out += parts(stream, gate, now)  # nothing can be shown before the first keyframe: it goes first, whole
     # The first keyframe's own frame goes with it, whatever the gate says: together they are the first picture.
     current = stream.current
-    if force and current is not None and item.frame.analysis.frame.ts_us < current.ts_us:
+    if force and current is not None and _ts(item) < current.ts_us:
         pass  # analysed before the keyframe's own frame: nothing to draw it from (its setups went)
     elif current is not None and (first or force or gate.may_send(stream.last_features_bytes, now, essential=True)):
         # The layer's packet is not essential: it rides with the frame only when the gate holds both, so a
@@ -154,6 +158,10 @@ def _plan(stream: FeatureStream, item: Outgoing, gate: SendGate, now: float, for
             gate.on_send(frame.seq, link_bytes(frame), now)
     out += parts(stream, gate, now)
     return out
+
+
+def _ts(item: Outgoing) -> int:
+    return item.frame.analysis.frame.ts_us
 
 
 def parts(stream: FeatureStream, gate: SendGate, now: float) -> list[m.Message]:

@@ -70,6 +70,7 @@ class FeatureStream:
     _incoming: KeyframePackage | None = None
     _parts: deque[m.Keyframe | m.KeyframePart] = field(default_factory=deque)
     _backlog: deque[Outgoing] = field(default_factory=deque)
+    backlog_dropped: int = 0  # frames that waited too long for the first keyframe (their state went on)
 
     def restart(self, codes: Sequence[str] | None = None) -> None:
         """A new link session (with the codes it negotiated): the receiver holds nothing."""
@@ -111,6 +112,7 @@ class FeatureStream:
         if len(self._backlog) == BACKLOG_FRAMES:
             oldest = self._backlog.popleft()
             self._backlog[0] = Outgoing.merged(oldest, self._backlog[0])
+            self.backlog_dropped += 1
         self._backlog.append(item)
 
     def take_waiting(self) -> list[Outgoing]:

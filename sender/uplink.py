@@ -321,6 +321,8 @@ class Uplink:
                         await self._send(ws, protocol, message)
                     return True
                 messages = plan(self.stream, item, controller, now)
+                self.stats.skipped += self.stream.backlog_dropped
+                self.stream.backlog_dropped = 0
                 if not any(isinstance(message, m.Frame) for message in messages) and self.stream.current is not None:
                     self.stats.skipped += 1
                 elif item.times is not None:
