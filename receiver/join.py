@@ -69,6 +69,10 @@ class RelayJoin:
     def rtt_ms(self) -> float | None:
         return None if self.protocol is None else self.protocol.rtt_ms
 
+    @property
+    def clock_offset_us(self) -> int | None:
+        return None  # the relay's clock is not the sender's: frames joined through a relay are timed by ours
+
     async def run(self, stop: asyncio.Event) -> None:
         """Joins, and joins again after the link drops, until `stop` is set."""
         delay = 0.0

@@ -195,6 +195,7 @@ class LiveReceiver:
             self.player.stats.dropped = slot.dropped + self._sender_dropped()
             self.player.stats.sender_stages_ms = self._sender_stages()
             self.player.stats.rtt_ms = self.server.rtt_ms if self.server else None
+            self.player.stats.clock_offset_us = self.server.clock_offset_us if self.server else None
             self.player.stats.tick()
 
     def _sender_dropped(self) -> int:

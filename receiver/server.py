@@ -73,8 +73,17 @@ class ReceiverServer:
     @property
     def rtt_ms(self) -> float | None:
         """The round trip to the sender being shown, from the last ping it answered."""
-        link = next((link for link in self._links.values() if link.session is not None and link.session is self.active), None)
+        link = self._shown()
         return None if link is None else link.protocol.rtt_ms
+
+    @property
+    def clock_offset_us(self) -> int | None:
+        """The shown sender's wall clock minus ours, from the heartbeat (None until known)."""
+        link = self._shown()
+        return None if link is None else link.protocol.clock_offset_us
+
+    def _shown(self) -> _Link | None:
+        return next((link for link in self._links.values() if link.session is not None and link.session is self.active), None)
 
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> Server:
         # Before the hello websockets buffers at most PRE_AUTH_BUFFER (4 MiB otherwise); the protocol refuses
@@ -91,7 +100,7 @@ class ReceiverServer:
             self._evict(victim)
         protocol = ReceiverProtocol(self.token, time.monotonic(), limits=self.limits,
                                     capabilities=list(FIELD_CODECS), renderers=self.renderers,
-                                    assets=self.assets.ids())
+                                    assets=self.assets.ids(), wall_base_us=wall_base_us())
         link = self._links[ws] = _Link(peer, address, protocol, ws)
         try:
             await self._serve(ws, protocol, link)
@@ -272,6 +281,11 @@ async def next_message(receiving: asyncio.Task[bytes | str], wake: asyncio.Event
         waking.cancel()
     wake.clear()
     return receiving.result() if receiving.done() else None
+
+
+def wall_base_us() -> int:
+    """The wall clock minus the monotonic one (µs), for a protocol object to stamp its pings by the wall clock."""
+    return time.time_ns() // 1000 - round(time.monotonic() * 1e6)
 
 
 def _peer(ws: ServerConnection) -> tuple[str, str]:

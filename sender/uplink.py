@@ -180,8 +180,10 @@ class Uplink:
                            create_connection=HearingClientConnection) as ws:
             _limit_send_buffer(ws, self.send_buffer_bytes)
             offered = list(self.coder.codes)
+            # pings stamped by the wall clock: the receiver measures our clock against its own from them
             protocol = SenderProtocol(self.token, time.monotonic(), agent="facewire-send", capabilities=offered,
-                                      limits=self.limits, instance=self.instance)
+                                      limits=self.limits, instance=self.instance,
+                                      wall_base_us=time.time_ns() // 1000 - round(time.monotonic() * 1e6))
             await self._flush(ws, protocol)
             welcome = await self._await_welcome(ws, protocol)
             self.stats.connects += 1
