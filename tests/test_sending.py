@@ -3,6 +3,7 @@ parts between frames, frames skipped only when the gate has no room, the ceiling
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import dataclasses
 from collections.abc import Callable
@@ -13,9 +14,11 @@ import numpy as np
 
 from facewire.sender.capture import CaptureOptions, FrameSource
 from facewire.sender.coding import Budget, FrameCoder, Outgoing
+from facewire.sender.congestion import RateController
 from facewire.sender.keyframes import KeyframePolicy
 from facewire.sender.sending import Ceiling, plan
 from facewire.sender.stream import FeatureStream
+from facewire.sender.uplink import Uplink
 from facewire.shared.codec.frames import REFERENCES, FrameEncoder
 from facewire.shared.types import CapturedFrame
 from facewire.shared.wire import messages as m
@@ -153,3 +156,16 @@ def test_the_backlog_is_bounded_and_a_restart_forgets_it() -> None:
     assert stream.take_waiting()[0].setups == items[0].setups  # the oldest frame went, not its setups
     stream.restart()
     assert stream.waiting == 0
+
+
+def test_input_that_ends_before_its_first_keyframe_is_built_still_goes_with_it() -> None:
+    """A clip shorter than the first keyframe's build: the uplink finishes the build and sends it with the frames."""
+    items, coder, builds = _background_items(3)
+    uplink = Uplink("ws://unused", "token", coder=coder, stream=FeatureStream(FrameEncoder(list(coder.codes))))
+    controller = RateController(256_000)
+    assert not [message for item in items for message in plan(uplink.stream, item, controller, 0.0)]
+    builds.run()  # the build finishes after the input ended
+    sent = asyncio.run(uplink._finish(controller, 0.1))
+    kinds = [type(message).__name__ for message in sent]
+    assert "Keyframe" in kinds and kinds.count("Frame") == len(items) and uplink.stream.waiting == 0
+    assert kinds.index("Keyframe") < kinds.index("Frame")
