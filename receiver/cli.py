@@ -24,6 +24,7 @@ from facewire.shared.wire.streamfile import StreamReader
 
 log = logging.getLogger("facewire.receive")
 STEADY_SINKS = ("virtualcam", "window", "http")
+RECORDING_SINKS = ("frames", "file")  # every frame is a picture: a burst waits for the renderer (about a second of it)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         receiver = LiveReceiver(make_player(args, args.fps), args.token, fps=args.fps, once=args.once,
                                 renderers=available_renderers(), limits=Limits(dead_after_s=args.dead_after),
                                 join=args.join, show=args.show,
-                                steady_clock=args.sink.split(":")[0] in STEADY_SINKS)
+                                steady_clock=args.sink.split(":")[0] in STEADY_SINKS,
+                                backlog=max(1, round(args.fps)) if args.sink.split(":")[0] in RECORDING_SINKS else 1)
         if args.join:
             asyncio.run(receiver.run("", 0, client_tls_context(args.join, args.cafile)))
             return 0

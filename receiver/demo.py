@@ -69,7 +69,7 @@ async def _run(sample: Path, identity: str, args: argparse.Namespace) -> DemoRep
     player = Player(make_renderer("mesh"), FileSink(args.output, fps=FPS), stats, background=args.background,
                     on_picture=report.shown)
     report.keep_index = args.frames // 3
-    receiver = LiveReceiver(player, token, steady_clock=False, once=True)
+    receiver = LiveReceiver(player, token, steady_clock=False, once=True, backlog=round(FPS))
     ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     serving = asyncio.create_task(receiver.run("127.0.0.1", 0, ready=ready))
     port = await ready

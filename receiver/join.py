@@ -19,7 +19,9 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from facewire.receiver.session import AssetStore, RenderJob, Session
+from facewire.receiver.decoding import DecodeWorker, Outcome
+from facewire.receiver.server import SESSION_MESSAGES, next_message
+from facewire.receiver.session import AssetStore, RenderJob, Session, now_us
 from facewire.shared.codec.fields import FIELD_CODECS
 from facewire.shared.codec.frames import FrameDecoder
 from facewire.shared.wire import messages as m
@@ -59,10 +61,17 @@ class RelayJoin:
     source: str = ""  # the sender shown now ("" while the room has none)
     senders: list[str] = field(default_factory=list)
     protocol: JoinProtocol | None = None
+    decoder: DecodeWorker | None = None  # the shown sender's decoding thread
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)  # the decoder queued a reply
+    _decoders: set[DecodeWorker] = field(default_factory=set)  # running, or draining after their session ended
 
     @property
     def rtt_ms(self) -> float | None:
         return None if self.protocol is None else self.protocol.rtt_ms
+
+    @property
+    def clock_offset_us(self) -> int | None:
+        return None  # the relay's clock is not the sender's: frames joined through a relay are timed by ours
 
     async def run(self, stop: asyncio.Event) -> None:
         """Joins, and joins again after the link drops, until `stop` is set."""
@@ -86,17 +95,27 @@ class RelayJoin:
             protocol = self.protocol = JoinProtocol(self.token, time.monotonic(), agent="facewire-receive",
                                                     capabilities=list(FIELD_CODECS), limits=self.limits)
             await _flush(ws, protocol)
-            while protocol.state is not State.CLOSED and not stop.is_set():
-                try:
-                    data: bytes | str | None = await asyncio.wait_for(ws.recv(), POLL_S)
-                except TimeoutError:
-                    data = None
-                now = time.monotonic()
-                for event in protocol.tick(now) if data is None else protocol.receive(data, now):
-                    self._on_event(event)
-                if data is not None and self.on_bytes is not None:
-                    self.on_bytes(len(data))
-                await _flush(ws, protocol)
+            receiving: asyncio.Task[bytes | str] | None = None
+            try:
+                while protocol.state is not State.CLOSED and not stop.is_set():
+                    if receiving is None:
+                        receiving = asyncio.ensure_future(ws.recv())
+                    data = await next_message(receiving, self._wake, POLL_S)
+                    if receiving.done():
+                        receiving = None
+                    now = time.monotonic()
+                    arrived_us = now_us()
+                    for event in protocol.tick(now) if data is None else protocol.receive(data, now):
+                        self._on_event(event)
+                        if isinstance(event, MessageReceived) and self.decoder is not None \
+                                and isinstance(event.message, SESSION_MESSAGES):
+                            await self.decoder.submit(event.message, arrived_us)  # waits while the decoder is behind
+                    if data is not None and self.on_bytes is not None:
+                        self.on_bytes(len(data))
+                    await _flush(ws, protocol)
+            finally:
+                if receiving is not None:
+                    receiving.cancel()
             if protocol.close is None:
                 protocol.close_with_bye("receiver stopping")
                 await _flush(ws, protocol)
@@ -117,12 +136,20 @@ class RelayJoin:
                 self._start(message)
             elif isinstance(message, m.Error):
                 log.warning("relay error %s: %s", message.code, message.message)
-            elif self.active is not None:
-                replies, job = self.active.handle(message)
-                for reply in replies:
-                    self.protocol.send(reply)
-                if job is not None:
-                    self.on_job(job)
+
+    def _decoded(self, outcome: Outcome) -> None:
+        """The decoder's replies (on the loop). The relay validated what it passed on, so a message the decoder
+        calls hostile is the relay's bug: the link is dropped and joined again."""
+        protocol = self.protocol
+        if protocol is None or protocol.state is not State.OPEN:
+            return
+        if outcome.error is not None:
+            log.warning("relay passed on a message this receiver refuses: %s", outcome.error)
+            protocol.fail(outcome.error)
+        else:
+            for reply in outcome.replies:
+                protocol.send(reply)
+        self._wake.set()
 
     def _start(self, source: m.Source) -> None:
         """A new sender's run: a new session, as when a sender connects to a listening receiver."""
@@ -134,14 +161,31 @@ class RelayJoin:
         self.source = source.name
         if source.name:
             self.active = Session(self.assets, FrameDecoder(source.codes))
+            self.decoder = DecodeWorker(self.active, self.on_job, self._decoded, asyncio.get_running_loop(),
+                                        name=f"decode-{source.name}")
+            self._decoders.add(self.decoder)
             log.info("showing sender %r (codes %s; the room has %s)", source.name, source.codes, source.senders)
         else:
             log.info("nobody publishes in the room yet")
 
     def _end_session(self) -> None:
+        """The shown sender's run is over: its decoder finishes what it holds, then the session counts as ended."""
         session, self.active = self.active, None
-        if session is not None and self.on_session_end is not None:
-            self.on_session_end(session)
+        decoder, self.decoder = self.decoder, None
+        if decoder is None:
+            return
+
+        def ended() -> None:
+            self._decoders.discard(decoder)
+            if session is not None and self.on_session_end is not None:
+                self.on_session_end(session)
+
+        decoder.close(then=ended)
+
+    async def drained(self) -> None:
+        """Waits until every session's decoder has finished (call once `run` returned)."""
+        for decoder in list(self._decoders):
+            await decoder.finished()
 
 
 async def _flush(ws: ClientConnection, protocol: JoinProtocol) -> None:

@@ -10,14 +10,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from facewire.receiver.compositor import Compositor
+from facewire.receiver.extrapolate import MAX_AHEAD_FRAMES, extrapolate
 from facewire.receiver.session import RenderJob
 from facewire.receiver.sinks import Sink
 from facewire.receiver.stats import StatsMeter
 from facewire.shared.codec.alpha_fix import apply_fix
 from facewire.shared.render.replica import LayerHold, draw
-from facewire.shared.types import IdentityAsset, Image, KeyframeState, RenderedPerson, Renderer
+from facewire.shared.types import FrameState, IdentityAsset, Image, KeyframeState, RenderedPerson, Renderer
 
 log = logging.getLogger(__name__)
+MAX_AHEAD_S = 0.1  # a late frame is extrapolated over two frame intervals, never more than this
 
 
 @dataclass
@@ -52,6 +54,11 @@ class Player:
     _identity: IdentityAsset | None = None
     _told_identity: bool = False
     _layer: LayerHold = field(default_factory=LayerHold)  # the residual layer's last correction
+    # The last frame shown and the one before (its motion carries a late frame's stand-in), and how long
+    # the next one has been late.
+    _last_job: RenderJob | None = None
+    _previous: FrameState | None = None
+    _late_s: float = 0.0
 
     def __post_init__(self) -> None:
         self.stats.listeners.append(self.sink.update_stats)  # e.g. the http preview's /stats.json
@@ -79,6 +86,8 @@ class Player:
             alpha = job.frame.alpha if job.frame.alpha is not None else job.keyframe.alpha
             person = _corrected(RenderedPerson(job.keyframe.image, _alpha_or_opaque(alpha, job.keyframe.image)), job)
         self._last_person, self._last_ts_us = person, job.frame.ts_us
+        self._previous = None if self._last_job is None else self._last_job.frame
+        self._last_job, self._late_s = job, 0.0
         opacity = self.fader.step(job.frame.face != "lost", dt_s)
         rendered_us = _now_us()
         picture, composed_us = self._emit(person, opacity, job.frame.ts_us)
@@ -89,10 +98,33 @@ class Player:
         return picture
 
     def repeat(self, dt_s: float) -> Image | None:
-        """No new frame in time: show the last person again, fading out."""
+        """No new frame in time: for a frame interval or two the face carries on the way it was moving
+        (damped, receiver/extrapolate.py); then the last picture again, fading out."""
         if self._last_person is None:
             return None
+        self._late_s += dt_s
+        person = self._extrapolated()
+        if person is not None:
+            self._last_person = person  # a repeat after it holds where the motion eased to, not a step back
+            return self._emit(person, self.fader.level, None)[0]
         return self._emit(self._last_person, self.fader.step(False, dt_s), None)[0]
+
+    def _extrapolated(self) -> RenderedPerson | None:
+        """The last frame carried `_late_s` on, while that is within the horizon; None past it (or with no
+        motion to go by)."""
+        job, previous = self._last_job, self._previous
+        if job is None or previous is None:
+            return None
+        horizon_s = min(MAX_AHEAD_FRAMES * (job.frame.ts_us - previous.ts_us) / 1e6, MAX_AHEAD_S)
+        if not 0.0 < self._late_s <= horizon_s:
+            return None
+        frame = extrapolate(previous, job.frame, self._late_s, horizon_s)
+        if frame is job.frame:
+            return None
+        try:
+            return draw(self.renderer, frame, job.keyframe.kf, self._layer if job.identity is None else None)
+        except Exception:  # the frame itself drew (show() caught its failure): this one may simply repeat
+            return None
 
     def hold(self) -> Image | None:
         """A frame the sender skipped on purpose: show the last person again as it was."""

@@ -136,6 +136,9 @@ class LiveReceiver:
     server: ReceiverServer | RelayJoin | None = None
     join: str | None = None  # a relay room's address: dial it instead of listening
     show: str | None = None  # in a relay's room: the sender to show (None: the relay's rule)
+    # Decoded frames that may wait for the renderer: 1 for a live sink (the newest wins: latency first), more
+    # for a sink that records every frame (a burst, the backlog behind a session's first keyframe, is drawn).
+    backlog: int = 1
     # What ended sessions did, the last few only: a session itself holds its keyframe and identities.
     ended_sessions: deque[SessionSummary] = field(default_factory=lambda: deque(maxlen=16))
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -144,7 +147,7 @@ class LiveReceiver:
                   ready: asyncio.Future[int] | None = None) -> None:
         reuse_heap_memory()  # render and compose allocate frame-sized arrays every frame
         loop = asyncio.get_running_loop()
-        slot: LatestSlot[RenderJob] = LatestSlot(loop)
+        slot: LatestSlot[RenderJob] = LatestSlot(loop, depth=self.backlog)
         if self.join is not None:
             await self._run_joined(slot, ssl_context, ready)
             return
@@ -165,6 +168,7 @@ class LiveReceiver:
             await self._stop.wait()
         finally:
             await self.server.shutdown(listener)
+            await self.server.drained()  # the frames the senders' last messages carried reach the slot first
             slot.close()
             await renderer_task
             self.player.stats.tick(force=True)
@@ -188,6 +192,7 @@ class LiveReceiver:
             await link.run(self._stop)
         finally:
             self._stop.set()
+            await link.drained()
             slot.close()
             await renderer_task
             self.player.stats.tick(force=True)
@@ -228,6 +233,7 @@ class LiveReceiver:
             self.player.stats.dropped = slot.dropped + self._sender_dropped()
             self.player.stats.sender_stages_ms = self._sender_stages()
             self.player.stats.rtt_ms = self.server.rtt_ms if self.server else None
+            self.player.stats.clock_offset_us = self.server.clock_offset_us if self.server else None
             self.player.stats.tick()
 
     def _sender_dropped(self) -> int:

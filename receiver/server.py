@@ -23,7 +23,8 @@ import websockets
 from websockets.asyncio.server import Server, ServerConnection, serve
 
 from facewire.receiver.admission import Admission
-from facewire.receiver.session import AssetStore, RenderJob, Session
+from facewire.receiver.decoding import DecodeWorker, Outcome
+from facewire.receiver.session import AssetStore, RenderJob, Session, now_us
 from facewire.shared.codec.fields import FIELD_CODECS, negotiate
 from facewire.shared.codec.frames import FrameDecoder
 from facewire.shared.codec.predictive import CodeError
@@ -38,6 +39,8 @@ TRY_AGAIN_LATER = 1013
 PRE_AUTH_BUFFER = 64 * 1024
 # Closed without a closing handshake: the peer is gone (dead) or must not hold the slot a moment longer (replaced).
 _ABORTED = {int(CloseCode.UNRESPONSIVE), int(CloseCode.REPLACED)}
+# What the session's decoder takes, in order; the rest is the protocol's own (pings, acks) or the shell's (bye).
+SESSION_MESSAGES = (m.Frame, m.Keyframe, m.KeyframePart, m.Setup, m.Identity, m.IdentitySwitch, m.Stats)
 
 
 @dataclass
@@ -47,6 +50,8 @@ class _Link:
     protocol: ReceiverProtocol
     ws: ServerConnection
     session: Session | None = None
+    decoder: DecodeWorker | None = None  # the session's decoding thread
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # the decoder queued a reply or failed the link
 
 
 @dataclass
@@ -63,12 +68,22 @@ class ReceiverServer:
     active: Session | None = None
     _links: dict[ServerConnection, _Link] = field(default_factory=dict)
     _closing: set[asyncio.Task[None]] = field(default_factory=set)
+    _decoders: set[DecodeWorker] = field(default_factory=set)  # running, or draining after their session ended
 
     @property
     def rtt_ms(self) -> float | None:
         """The round trip to the sender being shown, from the last ping it answered."""
-        link = next((link for link in self._links.values() if link.session is not None and link.session is self.active), None)
+        link = self._shown()
         return None if link is None else link.protocol.rtt_ms
+
+    @property
+    def clock_offset_us(self) -> int | None:
+        """The shown sender's wall clock minus ours, from the heartbeat (None until known)."""
+        link = self._shown()
+        return None if link is None else link.protocol.clock_offset_us
+
+    def _shown(self) -> _Link | None:
+        return next((link for link in self._links.values() if link.session is not None and link.session is self.active), None)
 
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> Server:
         # Before the hello websockets buffers at most PRE_AUTH_BUFFER (4 MiB otherwise); the protocol refuses
@@ -85,7 +100,7 @@ class ReceiverServer:
             self._evict(victim)
         protocol = ReceiverProtocol(self.token, time.monotonic(), limits=self.limits,
                                     capabilities=list(FIELD_CODECS), renderers=self.renderers,
-                                    assets=self.assets.ids())
+                                    assets=self.assets.ids(), wall_base_us=wall_base_us())
         link = self._links[ws] = _Link(peer, address, protocol, ws)
         try:
             await self._serve(ws, protocol, link)
@@ -94,7 +109,7 @@ class ReceiverServer:
         finally:
             del self._links[ws]
             self.admission.left(ws)
-            self._end(link.session)
+            self._end(link)
 
     def _evict(self, victim: object) -> None:
         """An unauthenticated connection gives its place to a newer one (its own loop then ends)."""
@@ -115,20 +130,37 @@ class ReceiverServer:
         await asyncio.sleep(max(0.0, min(slot, deadline + 0.01) - now))
         return time.monotonic()
 
-    def _end(self, session: Session | None) -> None:
-        """The shown session is over (its link closed, died or was replaced); once only."""
-        if session is not None and self.active is session:
-            self.active = None
-            if self.on_session_end is not None:
+    def _end(self, link: _Link, drain: bool = True) -> None:
+        """The link's session is over (closed, died or replaced); once only. Its decoder finishes what it
+        holds (`drain`: a sender that said bye has its last frames shown) and then it counts as ended."""
+        session, decoder, link.decoder = link.session, link.decoder, None
+        shown = session is not None and self.active is session
+        if shown:
+            self.active = None  # at once: a reconnecting sender must not find this session shown
+        if decoder is None:
+            return
+
+        def ended() -> None:
+            self._decoders.discard(decoder)
+            if shown and session is not None and self.on_session_end is not None:
                 self.on_session_end(session)
 
+        decoder.close(drain, then=ended)
+
+    async def drained(self) -> None:
+        """Waits until every session's decoder has finished (call after `shutdown`)."""
+        for decoder in list(self._decoders):
+            await decoder.finished()
+
     async def _serve(self, ws: ServerConnection, protocol: ReceiverProtocol, link: _Link) -> None:
+        receiving: asyncio.Task[bytes | str] | None = None
         try:
             while protocol.state is not State.CLOSED:
-                try:
-                    data: bytes | str | None = await asyncio.wait_for(ws.recv(), protocol.next_tick_s or POLL_S)
-                except TimeoutError:
-                    data = None
+                if receiving is None:
+                    receiving = asyncio.ensure_future(ws.recv())
+                data = await next_message(receiving, link.wake, protocol.next_tick_s or POLL_S)
+                if receiving.done():
+                    receiving = None
                 now = time.monotonic()
                 protocol.heard(last_heard(ws))
                 if data is not None and protocol.state is State.AWAIT_HELLO:
@@ -138,17 +170,23 @@ class ReceiverServer:
                     events = protocol.tick(now) if data is None else protocol.receive(data, now)
                 if data is not None and self.on_bytes is not None and link.session is not None:
                     self.on_bytes(len(data))
+                arrived_us = now_us()
                 for event in events:
                     self._admit(event, link, now)
-                    link.session = self._on_event(event, protocol, link.session, link.peer)
+                    self._on_event(event, protocol, link)
                     if isinstance(event, HandshakeDone) and link.session is not None:
                         ws.protocol.max_message_size = self.limits.max_message_bytes + 64
+                    if isinstance(event, MessageReceived) and link.decoder is not None \
+                            and isinstance(event.message, SESSION_MESSAGES):
+                        await link.decoder.submit(event.message, arrived_us)  # waits while the decoder is behind
                 if data is not None:
                     protocol.tick(now)  # a busy link still pings: its round trip is measured all along
                 for out in protocol.data_to_send():
                     await ws.send(out)
         finally:
-            self._end(link.session)  # before closing: a reconnecting sender must not find this session shown
+            if receiving is not None:
+                receiving.cancel()
+            self._end(link)  # before closing: a reconnecting sender must not find this session shown
             if protocol.close is not None and protocol.close.code in _ABORTED:
                 abort(ws)
             elif protocol.close is not None:
@@ -161,47 +199,44 @@ class ReceiverServer:
             delay = self.admission.failed(link.address, now)
             log.warning("%s: wrong token; its address waits %.1f s before its next hello is examined", link.peer, delay)
 
-    def _on_event(self, event: object, protocol: ReceiverProtocol, session: Session | None,
-                  peer: str) -> Session | None:
+    def _on_event(self, event: object, protocol: ReceiverProtocol, link: _Link) -> None:
+        peer = link.peer
         if isinstance(event, ConnectionFailed):
             log.warning("%s: closing (%d) after %s: %s", peer, event.close.code, event.error.code.value, event.error)
-            return session
-        if isinstance(event, HandshakeDone):
+        elif isinstance(event, HandshakeDone):
             if self.active is not None and not self._replace_half_open(protocol, peer):
                 protocol.refuse(ProtocolError(ErrorCode.BUSY, "this receiver is showing another sender"))
                 log.warning("%s: refused, busy", peer)
-                return None
+                return
             try:
                 codes = negotiate(protocol.peer_capabilities, list(FIELD_CODECS))
             except CodeError as exc:
                 protocol.refuse(ProtocolError(ErrorCode.UNSUPPORTED_CODE, str(exc), "capabilities"))
                 log.warning("%s: refused: %s", peer, exc)
-                return None
-            session = Session(self.assets, FrameDecoder(codes))
+                return
+            session = link.session = Session(self.assets, FrameDecoder(codes))
+            link.decoder = DecodeWorker(session, self.on_job, lambda outcome: self._decoded(link, outcome),
+                                        asyncio.get_running_loop(), name=f"decode-{peer}")
+            self._decoders.add(link.decoder)
             self.active = session
             log.info("%s: sender accepted (session %s)", peer, protocol.session_id)
             if self.on_session_start is not None:
                 self.on_session_start(session)
-            return session
-        if isinstance(event, MessageReceived) and session is not None:
-            if isinstance(event.message, m.Bye):
-                log.info("%s: sender said bye (%s)", peer, event.message.reason)
-                return session
-            try:
-                replies, job = session.handle(event.message)
-            except ProtocolError as exc:
-                failed = protocol.fail(exc)
-                log.warning("%s: closing (%d) after %s: %s", peer, failed.close.code, exc.code.value, exc)
-                return session
-            except Exception as exc:  # a decoder bug must end this connection, not the receiver
-                log.exception("%s: decoding `%s` failed", peer, type(event.message).__name__.lower())
-                protocol.fail(ProtocolError(ErrorCode.INTERNAL, f"the receiver failed on this message: {type(exc).__name__}"))
-                return session
-            for reply in replies:
+        elif isinstance(event, MessageReceived) and isinstance(event.message, m.Bye) and link.session is not None:
+            log.info("%s: sender said bye (%s)", peer, event.message.reason)
+
+    def _decoded(self, link: _Link, outcome: Outcome) -> None:
+        """The decoder's replies to a message, or its verdict that the message was hostile (on the loop)."""
+        protocol = link.protocol
+        if outcome.error is not None:
+            if protocol.state is not State.CLOSED:
+                failed = protocol.fail(outcome.error)
+                log.warning("%s: closing (%d) after %s: %s", link.peer, failed.close.code, outcome.error.code.value,
+                            outcome.error)
+        elif protocol.state is State.OPEN:
+            for reply in outcome.replies:
                 protocol.send(reply)
-            if job is not None:
-                self.on_job(job)
-        return session
+        link.wake.set()
 
     def _replace_half_open(self, protocol: ReceiverProtocol, peer: str) -> bool:
         """Whether the shown session gave way to this newly authenticated one (and was ended)."""
@@ -217,7 +252,7 @@ class ReceiverServer:
         log.warning("%s: replaces %s's session (%s)", peer, shown.peer,
                     "same sender" if same_sender else f"silent for {shown.protocol.silent_for(now):.1f} s")
         shown.protocol.fail(ProtocolError(ErrorCode.REPLACED, "a new session replaced this one"))
-        self._end(shown.session)
+        self._end(shown, drain=False)
         abort(shown.ws)
         return True
 
@@ -234,6 +269,23 @@ class ReceiverServer:
                 pass
         server.close()
         await server.wait_closed()
+
+
+async def next_message(receiving: asyncio.Task[bytes | str], wake: asyncio.Event, timeout_s: float) -> bytes | str | None:
+    """The next message if it comes within `timeout_s` and before `wake` is set (then None; `wake` is cleared).
+    The read is not cancelled by a timeout or a wake: it goes on for the next call."""
+    waking = asyncio.ensure_future(wake.wait())
+    try:
+        await asyncio.wait({receiving, waking}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waking.cancel()
+    wake.clear()
+    return receiving.result() if receiving.done() else None
+
+
+def wall_base_us() -> int:
+    """The wall clock minus the monotonic one (µs), for a protocol object to stamp its pings by the wall clock."""
+    return time.time_ns() // 1000 - round(time.monotonic() * 1e6)
 
 
 def _peer(ws: ServerConnection) -> tuple[str, str]:

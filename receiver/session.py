@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -54,21 +55,25 @@ class RenderJob:
 
 class AssetStore:
     """Identity assets by sha256, most recently used kept (they cross the link once per receiver), at most
-    `capacity` of them and `max_bytes` of decoded pixels."""
+    `capacity` of them and `max_bytes` of decoded pixels. Shared by every session's decoding thread (a
+    session that replaces another overlaps it briefly) and read on the loop (a welcome lists them)."""
 
     def __init__(self, capacity: int = 64, max_bytes: int = 128 * 1024 * 1024) -> None:
         self.capacity = capacity
         self.max_bytes = max_bytes
         self._assets: OrderedDict[str, IdentityAsset] = OrderedDict()
+        self._lock = threading.Lock()
 
     def ids(self) -> list[str]:
-        return list(self._assets)
+        with self._lock:
+            return list(self._assets)
 
     def get(self, asset_id: str) -> IdentityAsset | None:
-        asset = self._assets.get(asset_id)
-        if asset is not None:
-            self._assets.move_to_end(asset_id)
-        return asset
+        with self._lock:
+            asset = self._assets.get(asset_id)
+            if asset is not None:
+                self._assets.move_to_end(asset_id)
+            return asset
 
     def add(self, message: m.Identity) -> IdentityAsset:
         if message.image is None:
@@ -92,13 +97,18 @@ class AssetStore:
         except ValueError as exc:
             raise AssetError(f"identity embedding: {exc}", "embedding", hostile=True) from None
         asset = IdentityAsset(asset_id=message.asset, image=image, landmarks=landmarks, embedding=embedding)
-        self._assets[message.asset] = asset
-        while len(self._assets) > self.capacity or (len(self._assets) > 1 and self.nbytes > self.max_bytes):
-            self._assets.popitem(last=False)
+        with self._lock:
+            self._assets[message.asset] = asset
+            while len(self._assets) > self.capacity or (len(self._assets) > 1 and self._nbytes() > self.max_bytes):
+                self._assets.popitem(last=False)
         return asset
 
     @property
     def nbytes(self) -> int:
+        with self._lock:
+            return self._nbytes()
+
+    def _nbytes(self) -> int:
         return sum(asset.image.nbytes for asset in self._assets.values() if asset.image is not None)
 
 

@@ -41,7 +41,7 @@ class StatsMeter:
     dropped: int = 0
     frames_new: int = 0  # pictures of a new frame (frames_out also counts repeats on a steady clock)
     sender_stages_ms: tuple[float, ...] = ()  # the sender's stage medians, as its `stats` last said
-    clock_offset_us: int = 0  # the sender's clock minus ours, when known
+    clock_offset_us: int | None = None  # the sender's clock minus ours, when known (ping stamps and round trips)
     _latencies: list[float] = field(default_factory=list)
     _stages: dict[str, list[float]] = field(default_factory=dict)
     _interval_new: int = 0
@@ -64,12 +64,12 @@ class StatsMeter:
         if capture_ts_us is not None:
             self.frames_new += 1
             self._interval_new += 1
-            self._latencies.append((time.time_ns() // 1000 - capture_ts_us + self.clock_offset_us) / 1000.0)
+            self._latencies.append((time.time_ns() // 1000 - capture_ts_us + (self.clock_offset_us or 0)) / 1000.0)
 
     def stages(self, spans_us: dict[str, int]) -> None:
         """Where one shown frame's latency went on this side, by stage (µs); `upstream` is capture to arrival."""
         for name, span in spans_us.items():
-            offset = self.clock_offset_us if name == "upstream" else 0
+            offset = (self.clock_offset_us or 0) if name == "upstream" else 0
             self._stages.setdefault(name, []).append((span + offset) / 1000.0)
 
     def _stage_medians(self) -> dict[str, float]:
@@ -101,6 +101,7 @@ class StatsMeter:
             "dropped": self.dropped,
             "bytes_in": self.bytes_in,
             "rtt_ms": math.nan if self.rtt_ms is None else round(self.rtt_ms, 2),
+            "clock_offset_ms": math.nan if self.clock_offset_us is None else round(self.clock_offset_us / 1000, 2),
             "frames_new": self.frames_new,
             "stages_ms": self._stage_medians(),
         }

@@ -164,8 +164,9 @@ def _stream(source: FrameSource, analyzer: Analyzer, args: argparse.Namespace, i
     uplink = Uplink(args.connect, args.token, coder, identities, context, on_stats=_printer() if args.stats else None,
                     fps=source.fps, limits=Limits(dead_after_s=args.dead_after))
     stats = asyncio.run(_live(source, analyzer, uplink, args.identity_cycle))
-    log.info("sent %d frames (%d keyframes, %.0f KiB), dropped %d stale, %d connection(s)", stats.frames_sent,
-             stats.keyframes_sent, stats.bytes_sent / 1024, stats.dropped, stats.connects)
+    log.info("sent %d frames (%d keyframes, %.0f KiB), dropped %d stale, %d kept off the link by the rate control, "
+             "%d connection(s)", stats.frames_sent, stats.keyframes_sent, stats.bytes_sent / 1024, stats.dropped,
+             stats.skipped, stats.connects)
     return 0
 
 

@@ -369,6 +369,13 @@ class FrameCoder:
         self._prepare_alpha_fix(analysis, prepared, reference)
         return Outgoing(CodedFrame(analysis, prepared), keyframe, tuple(setups), reference=reference)
 
+    def finish(self) -> KeyframePackage | None:
+        """The input ended: the keyframe still being built, once built (None when none was). For the
+        uplink, once the analysing thread is done: a clip shorter than the first keyframe's build still
+        reaches the receiver, its frames behind the keyframe."""
+        pending, self._pending = self._pending, None
+        return None if pending is None else self._adopt(pending.result())
+
     def keyframe_state(self, kf: int | None) -> KeyframeState | None:
         """Keyframe `kf` as the receiver decodes it, while the coder keeps it."""
         return None if kf is None else self._states.get(kf)

@@ -10,6 +10,7 @@ of in front of them.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -119,7 +120,29 @@ class Ceiling:
 
 
 def plan(stream: FeatureStream, item: Outgoing, gate: SendGate, now: float) -> list[m.Message]:
-    """The messages to send now for this item, in order, charged to the gate."""
+    """The messages to send now for this item, in order, charged to the gate.
+
+    Before the session's first keyframe nothing can be drawn: an item then waits whole (its setups too,
+    which must reach the receiver in order with the frames), and the keyframe, when it comes, goes with
+    the first of them; their frames follow it whatever the gate says (features only: they are small)."""
+    if stream.current is None and item.keyframe is None and stream.next_part() is None:
+        stream.hold(item)
+        return []
+    waiting = stream.take_waiting()
+    if not waiting:
+        return _plan(stream, item, gate, now)
+    keyframe = item.keyframe
+    # The keyframe goes with the frame it was taken from (or the first after it): the setups that frame was
+    # prepared with go before it, in the items before; one coded before the session started has none.
+    first = next((i for i, held in enumerate(waiting) if keyframe is not None and _ts(held) >= keyframe.ts_us), None)
+    if first is not None:
+        waiting[first] = dataclasses.replace(waiting[first], keyframe=keyframe)
+        item = dataclasses.replace(item, keyframe=None)
+    # the item the keyframe came with goes whatever the gate says too, as a session's first frame always did
+    return [message for queued in (*waiting, item) for message in _plan(stream, queued, gate, now, force=True)]
+
+
+def _plan(stream: FeatureStream, item: Outgoing, gate: SendGate, now: float, force: bool = False) -> list[m.Message]:
     out: list[m.Message] = []
     for setup in stream.state_messages(item, max(MIN_PART_BYTES, gate.chunk_bytes())):
         out.append(setup)
@@ -128,15 +151,19 @@ def plan(stream: FeatureStream, item: Outgoing, gate: SendGate, now: float) -> l
     if first:
         out += parts(stream, gate, now)  # nothing can be shown before the first keyframe: it goes first, whole
     # The first keyframe's own frame goes with it, whatever the gate says: together they are the first picture.
-    if stream.current is not None and (first or gate.may_send(stream.last_features_bytes, now, essential=True)):
+    current = stream.current
+    if force and current is not None and _ts(item) < current.ts_us:
+        pass  # analysed before the keyframe's own frame: nothing to draw it from (its setups went)
+    elif current is not None and (first or force or gate.may_send(stream.last_features_bytes, now, essential=True)):
         # The layer's packet is not essential: it rides with the frame only when the gate holds both, so a
         # layer key frame does not put the frames behind it in debt (unless it is larger than the gate can
         # ever hold: then it goes when the gate is full). Nor are alpha corrections (they go first: a few
         # bytes, and what they fix stays fixed): while the start's debt is repaid, the frames come first.
-        fix_bytes = stream.fix_bytes_due(item)
+        # Frames forced out behind the first keyframe carry neither.
+        fix_bytes = 0 if force else stream.fix_bytes_due(item)
         fix = fix_bytes > 0 and gate.may_send(stream.last_features_bytes + fix_bytes, now)
         features_bytes = stream.last_features_bytes + (fix_bytes if fix else 0)
-        layer_bytes = stream.layer_bytes_due(item)
+        layer_bytes = 0 if force else stream.layer_bytes_due(item)
         layer = layer_bytes > 0 and gate.may_send(features_bytes + layer_bytes, now)
         frame = stream.frame(item, layer=layer, fix=fix)
         if frame is not None:
@@ -144,6 +171,10 @@ def plan(stream: FeatureStream, item: Outgoing, gate: SendGate, now: float) -> l
             gate.on_send(frame.seq, link_bytes(frame, stream.packed), now)
     out += parts(stream, gate, now)
     return out
+
+
+def _ts(item: Outgoing) -> int:
+    return item.frame.analysis.frame.ts_us
 
 
 def parts(stream: FeatureStream, gate: SendGate, now: float) -> list[m.Message]:

@@ -21,6 +21,10 @@ from facewire.shared.codec.layer import packet_is_key
 from facewire.shared.codec.layer_field import LayerValues
 from facewire.shared.wire import messages as m
 
+# Frames analysed before the receiver holds any keyframe (the session's first is still being built, ~0.3 s)
+# wait for it, at most this many (about a second): then they go right behind it, so a clip streamed once
+# loses none of its start. Only at a session's start: later a frame always has a keyframe to be drawn from.
+BACKLOG_FRAMES = 32
 # A layer key frame's size per kbps of the layer's rate before one was seen: 450-1330 B at 3-10 kbps on
 # face boxes (helper R6), 2.9 KB at 14.5 kbps a second and a half into a recording.
 LAYER_KEY_BYTES_PER_KBPS = 200
@@ -71,6 +75,8 @@ class FeatureStream:
     _held: OrderedDict[int, KeyframePackage] = field(default_factory=OrderedDict)
     _incoming: KeyframePackage | None = None
     _parts: deque[m.Keyframe | m.KeyframePart] = field(default_factory=deque)
+    _backlog: deque[Outgoing] = field(default_factory=deque)
+    backlog_dropped: int = 0  # frames that waited too long for the first keyframe (their state went on)
 
     def restart(self, codes: Sequence[str] | None = None, packed: bool | None = None) -> None:
         """A new link session (with the codes and the frames' form it negotiated): the receiver holds nothing."""
@@ -80,6 +86,7 @@ class FeatureStream:
         self._current = self._incoming = None
         self._held.clear()
         self._parts.clear()
+        self._backlog.clear()
 
     def force_intra(self) -> None:
         """The receiver lost the prediction chain: the next frame is intra."""
@@ -105,6 +112,29 @@ class FeatureStream:
         for code, payload in setups:
             self.encoder.setup(code, payload)
         return [m.Setup(code=code, payload=payload) for code, payload in setups]
+
+    def hold(self, item: Outgoing) -> None:
+        """`item` waits for the session's first keyframe. When too many wait the oldest frame goes, not
+        what it carried (its setups, a keyframe): the next one carries that on."""
+        if len(self._backlog) == BACKLOG_FRAMES:
+            oldest = self._backlog.popleft()
+            self._backlog[0] = Outgoing.merged(oldest, self._backlog[0])
+            self.backlog_dropped += 1
+        self._backlog.append(item)
+
+    def take_waiting(self) -> list[Outgoing]:
+        """The items waiting for the first keyframe, oldest first (they wait no more)."""
+        items = list(self._backlog)
+        self._backlog.clear()
+        return items
+
+    @property
+    def waiting(self) -> int:
+        """How many frames wait for the session's first keyframe."""
+        return len(self._backlog)
+
+    def take_last_waiting(self) -> Outgoing | None:
+        return self._backlog.pop() if self._backlog else None
 
     def next_part(self) -> m.Keyframe | m.KeyframePart | None:
         """The next piece of the keyframe on its way, if any (call `part_sent` once it went)."""

@@ -16,6 +16,7 @@ the start of the last by the backoff, so an attempt that timed out is retried at
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -181,8 +182,10 @@ class Uplink:
                            create_connection=HearingClientConnection) as ws:
             _limit_send_buffer(ws, self.send_buffer_bytes)
             offered = list(self.coder.codes)
+            # pings stamped by the wall clock: the receiver measures our clock against its own from them
             protocol = SenderProtocol(self.token, time.monotonic(), agent="facewire-send", capabilities=offered,
-                                      limits=self.limits, instance=self.instance)
+                                      limits=self.limits, instance=self.instance,
+                                      wall_base_us=time.time_ns() // 1000 - round(time.monotonic() * 1e6))
             await self._flush(ws, protocol)
             welcome = await self._await_welcome(ws, protocol)
             self.stats.connects += 1
@@ -319,9 +322,13 @@ class Uplink:
             if getter in done:
                 item = getter.result()
                 if item is None:
+                    for message in await self._finish(controller, now):
+                        await self._send(ws, protocol, message)
                     return True
                 messages = plan(self.stream, item, controller, now)
-                if not any(isinstance(message, m.Frame) for message in messages):
+                self.stats.skipped += self.stream.backlog_dropped
+                self.stream.backlog_dropped = 0
+                if not any(isinstance(message, m.Frame) for message in messages) and self.stream.current is not None:
                     self.stats.skipped += 1
                 elif item.times is not None:
                     self.stages.sent(item.times)
@@ -340,6 +347,17 @@ class Uplink:
                 if self.on_stats is not None:
                     self.on_stats(self.stats)
                 _trace(controller, now, self.stats)
+
+    async def _finish(self, controller: RateController, now: float) -> list[m.Message]:
+        """The input ended while frames still wait for the session's first keyframe: it is finished (the
+        analysing thread is done, so the coder is ours now) and goes with them."""
+        last = self.stream.take_last_waiting()
+        if last is None:
+            return []
+        keyframe = await asyncio.to_thread(self.coder.finish)
+        if keyframe is None:
+            return []
+        return plan(self.stream, dataclasses.replace(last, keyframe=keyframe), controller, now)
 
     def _wait_s(self, protocol: SenderProtocol, controller: RateController) -> float:
         """Until the next ping, or sooner when a keyframe part is waiting for the pacer."""

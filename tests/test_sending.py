@@ -3,14 +3,24 @@ parts between frames, frames skipped only when the gate has no room, the ceiling
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import dataclasses
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from facewire.sender.capture import CaptureOptions, FrameSource
-from facewire.sender.coding import Budget, FrameCoder
+from facewire.sender.coding import Budget, FrameCoder, Outgoing
+from facewire.sender.congestion import RateController
 from facewire.sender.keyframes import KeyframePolicy
 from facewire.sender.sending import Ceiling, plan
 from facewire.sender.stream import FeatureStream
+from facewire.sender.uplink import Uplink
 from facewire.shared.codec.frames import REFERENCES, FrameEncoder
+from facewire.shared.types import CapturedFrame
 from facewire.shared.wire import messages as m
 from tests.wire_fixtures import SyntheticAnalyzer, write_frames
 
@@ -68,3 +78,94 @@ def test_a_recording_holds_its_ceiling(tmp_path: Path) -> None:
 def test_with_room_every_frame_goes(tmp_path: Path) -> None:
     sent = _run(tmp_path, kbps=2000.0, frames=60, interval_s=10.0)
     assert sum(isinstance(message, m.Frame) for _, message in sent) == 60
+
+
+class _HeldBuilds(concurrent.futures.Executor):
+    """The keyframe worker, held: a build runs only when the test says (the analysing thread never waits)."""
+
+    def __init__(self) -> None:
+        self.builds: list[tuple[concurrent.futures.Future[Any], Callable[[], Any]]] = []
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self.builds.append((future, lambda: fn(*args, **kwargs)))
+        return future
+
+    def run(self) -> None:
+        for future, build in self.builds:
+            future.set_result(build())
+
+
+def _background_items(count: int) -> tuple[list[Outgoing], FrameCoder, _HeldBuilds]:
+    """Items as the live analysing thread codes them while the first keyframe is being built."""
+    analyzer = SyntheticAnalyzer()
+    image = np.random.default_rng(3).integers(0, 255, (240, 320, 3), np.uint8)
+    coder, builds = FrameCoder(background_keyframes=True), _HeldBuilds()
+    coder._executor = builds  # type: ignore[assignment]
+    coder.restart()
+    items = [coder.code(analyzer, analyzer.analyze(CapturedFrame(index, index * 33_333, image))) for index in range(count)]
+    return items, coder, builds
+
+
+def test_frames_before_the_first_keyframe_wait_for_it_and_go_right_behind_it() -> None:
+    items, coder, builds = _background_items(4)
+    assert all(item.keyframe is None for item in items) and len(builds.builds) == 1
+    assert items[0].setups  # the session's setups went with its first frame
+    builds.run()
+    keyframe = coder.finish()  # as if it landed with a later frame
+    assert keyframe is not None
+    stream, gate = FeatureStream(FrameEncoder(list(coder.codes))), Ceiling(256_000)
+    assert not [message for item in items for message in plan(stream, item, gate, 0.0)]  # all of it waits
+    assert stream.waiting == len(items)
+    sent = plan(stream, Outgoing(items[-1].frame, keyframe=keyframe), gate, 0.1)
+    frames = [message for message in sent if isinstance(message, m.Frame)]
+    kinds = [type(message).__name__ for message in sent]
+    # the setups the first frame carried go first, then the keyframe, then every frame drawn from it
+    assert kinds[0] == "Setup" and kinds.index("Keyframe") < kinds.index("Frame")
+    assert len(frames) == len(items) + 1 and stream.waiting == 0
+    assert [frame.seq for frame in frames] == sorted(frame.seq for frame in frames)
+    assert [frame.dt_ms for frame in frames[:len(items)]] == [round(i * 33.333) for i in range(len(items))]
+
+
+def test_setups_that_come_while_frames_wait_go_in_order_with_them() -> None:
+    items, coder, builds = _background_items(3)
+    builds.run()
+    keyframe = coder.finish()
+    assert keyframe is not None
+    again = items[0].setups[:1]  # a setup that came with the second frame (the first's, again: it decodes)
+    stream, gate = FeatureStream(FrameEncoder(list(coder.codes))), Ceiling(256_000)
+    for item in (items[0], dataclasses.replace(items[1], setups=again)):
+        plan(stream, item, gate, 0.0)
+    sent = plan(stream, Outgoing(items[2].frame, keyframe=keyframe), gate, 0.1)
+    kinds = [type(message).__name__ for message in sent]
+    frames = [i for i, kind in enumerate(kinds) if kind == "Frame"]
+    setups = [i for i, kind in enumerate(kinds) if kind == "Setup"]
+    assert len(setups) == len(items[0].setups) + 1
+    assert frames[0] < setups[-1] < frames[1]  # after the frame before it, before the frame prepared with it
+
+
+def test_the_backlog_is_bounded_and_a_restart_forgets_it() -> None:
+    from facewire.sender.stream import BACKLOG_FRAMES
+
+    items, _, _ = _background_items(3)
+    stream = FeatureStream(FrameEncoder(["landmarks"]))
+    stream.hold(items[0])
+    for _ in range(BACKLOG_FRAMES + 5):
+        stream.hold(items[1])
+    assert stream.waiting == BACKLOG_FRAMES
+    assert stream.take_waiting()[0].setups == items[0].setups  # the oldest frame went, not its setups
+    stream.restart()
+    assert stream.waiting == 0
+
+
+def test_input_that_ends_before_its_first_keyframe_is_built_still_goes_with_it() -> None:
+    """A clip shorter than the first keyframe's build: the uplink finishes the build and sends it with the frames."""
+    items, coder, builds = _background_items(3)
+    uplink = Uplink("ws://unused", "token", coder=coder, stream=FeatureStream(FrameEncoder(list(coder.codes))))
+    controller = RateController(256_000)
+    assert not [message for item in items for message in plan(uplink.stream, item, controller, 0.0)]
+    builds.run()  # the build finishes after the input ended
+    sent = asyncio.run(uplink._finish(controller, 0.1))
+    kinds = [type(message).__name__ for message in sent]
+    assert "Keyframe" in kinds and kinds.count("Frame") == len(items) and uplink.stream.waiting == 0
+    assert kinds.index("Keyframe") < kinds.index("Frame")

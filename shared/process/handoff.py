@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -11,10 +12,12 @@ T = TypeVar("T")
 
 
 class LatestSlot(Generic[T]):
-    """Holds only the newest item: a slow consumer never builds a queue, it skips stale items.
+    """Holds only the newest item (the newest `depth`): a slow consumer never builds a queue, it skips
+    stale items. `depth` > 1 suits a consumer that must show every item but may lag a burst behind
+    (a sink that records every frame, at the start of a session when a backlog arrives at once).
 
     An item for which `keep(item)` is true (a frame that carries a keyframe) is never skipped: it
-    waits for the consumer, and only the newest item after it waits behind it (at most two held);
+    waits for the consumer, and only the newest items after it wait behind it (at most `depth` of them);
     a newer kept item supersedes it and everything before, or, with `merge`, takes its place as
     `merge(older, newer)` (what the older one carried that the newer does not replace must still go).
     `dropped` counts items skipped (a merged one too: its frame is gone).
@@ -22,13 +25,16 @@ class LatestSlot(Generic[T]):
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, keep: Callable[[T], bool] | None = None,
-                 merge: Callable[[T, T], T] | None = None) -> None:
+                 merge: Callable[[T, T], T] | None = None, depth: int = 1) -> None:
+        if depth < 1:
+            raise ValueError(f"depth {depth}: a slot holds at least one item")
         self._loop = loop
         self._keep = keep
         self._merge = merge
         self._lock = threading.Lock()
         self._kept: T | None = None
-        self._item: T | None = None
+        self._items: deque[T] = deque()
+        self._depth = depth
         self._closed = False
         self._ready = asyncio.Event()
         self.dropped = 0
@@ -38,13 +44,16 @@ class LatestSlot(Generic[T]):
         """Called from any thread."""
         with self._lock:
             if self._keep is not None and self._keep(item):
-                self.dropped += (self._kept is not None) + (self._item is not None)
+                self.dropped += (self._kept is not None) + len(self._items)
                 if self._kept is not None and self._merge is not None:
                     item = self._merge(self._kept, item)
-                self._kept, self._item = item, None
+                self._kept = item
+                self._items.clear()
             else:
-                self.dropped += self._item is not None
-                self._item = item
+                if len(self._items) == self._depth:
+                    self._items.popleft()
+                    self.dropped += 1
+                self._items.append(item)
             self.put_count += 1
         self._loop.call_soon_threadsafe(self._ready.set)
 
@@ -60,11 +69,11 @@ class LatestSlot(Generic[T]):
     async def get(self) -> T | None:
         while True:
             with self._lock:
-                item: T | None
+                item: T | None = None
                 if self._kept is not None:
                     item, self._kept = self._kept, None
-                else:
-                    item, self._item = self._item, None
+                elif self._items:
+                    item = self._items.popleft()
                 if item is not None or self._closed:
                     return item
                 self._ready.clear()

@@ -20,6 +20,7 @@ from typing import Literal
 
 from facewire.shared.process.tokens import TokenBucket
 from facewire.shared.wire import messages as m
+from facewire.shared.wire.clock import ClockOffset
 from facewire.shared.wire.errors import ErrorCode, ProtocolError
 
 
@@ -98,13 +99,17 @@ class _Connection:
     wire_capabilities: tuple[str, ...] = m.WIRE_CAPABILITIES
     packed_frames = False  # the session agreed on packed frames: `send` packs them
 
-    def __init__(self, limits: Limits, now: float) -> None:
+    def __init__(self, limits: Limits, now: float, wall_base_us: int | None = None) -> None:
         self.limits = limits
         self.state = State.AWAIT_HELLO
         self.close: Close | None = None
         self.last_activity = now
         self.last_heard = now
-        self.heartbeat = Heartbeat(limits.ping_interval_s)
+        # The shell's wall clock minus the `now` it passes (µs): pings are then stamped with the wall clock and
+        # the peer's stamps measured against ours (None: stamped with `now`, no clock offset estimated).
+        self.wall_base_us = wall_base_us
+        self.heartbeat = Heartbeat(limits.ping_interval_s, wall_base_us=wall_base_us or 0)
+        self.clock = ClockOffset()
         self._outgoing: list[bytes] = []
 
     def heard(self, now: float) -> None:
@@ -120,6 +125,11 @@ class _Connection:
     def rtt_ms(self) -> float | None:
         """The last measured round trip (a ping answered by its pong), None before the first."""
         return self.heartbeat.rtt_ms
+
+    @property
+    def clock_offset_us(self) -> int | None:
+        """The peer's wall clock minus ours (µs), from the heartbeat; None until known, or without `wall_base_us`."""
+        return None if self.wall_base_us is None else self.clock.offset_us
 
     def send(self, message: m.Message) -> bytes:
         """Encode a message for the peer and queue it; returns the bytes.
@@ -182,8 +192,12 @@ class _Connection:
             raise ProtocolError(ErrorCode.UNEXPECTED, f"{handshake.__name__.lower()} after the handshake", "t")
         if isinstance(message, m.Ping):
             self.send(m.Pong(nonce=message.nonce, ts_us=message.ts_us))
+            if self.wall_base_us is not None:
+                self.clock.stamped(message.ts_us, round(now * 1e6) + self.wall_base_us)
         elif isinstance(message, m.Pong):
-            self.heartbeat.answered(message, now)
+            rtt_ms = self.heartbeat.answered(message, now)
+            if rtt_ms is not None:
+                self.clock.round_trip(round(rtt_ms * 1000))
         elif isinstance(message, m.Bye):
             self.state = State.CLOSED
             self.close = Close(NORMAL_CLOSURE, close_reason(f"bye: {message.reason}"))
@@ -218,8 +232,9 @@ class ReceiverProtocol(_Connection):
         capabilities: Sequence[str] = (),
         renderers: Sequence[str] = (),
         assets: Sequence[str] = (),
+        wall_base_us: int | None = None,
     ) -> None:
-        super().__init__(limits or Limits(), now)
+        super().__init__(limits or Limits(), now, wall_base_us)
         self._token = token
         self._capabilities = list(capabilities)
         self._renderers = list(renderers)
@@ -353,8 +368,8 @@ class SenderProtocol(_Connection):
     role: Literal["sender", "receiver"] = "sender"
 
     def __init__(self, token: str, now: float, *, agent: str = "facewire", capabilities: Sequence[str] = (),
-                 limits: Limits | None = None, instance: str = "") -> None:
-        super().__init__(limits or Limits(), now)
+                 limits: Limits | None = None, instance: str = "", wall_base_us: int | None = None) -> None:
+        super().__init__(limits or Limits(), now, wall_base_us)
         self.state = State.AWAIT_WELCOME
         self.welcome: m.Welcome | None = None
         offered = [*capabilities, *(name for name in self.wire_capabilities if name not in capabilities)]
@@ -402,13 +417,15 @@ def _known_code(code: str) -> ErrorCode:
 
 @dataclass
 class Heartbeat:
-    """Sends a ping every `interval_s` and tracks the round trip (used by both shells)."""
+    """Sends a ping every `interval_s` and tracks the round trip (used by both shells). Pings are stamped
+    with `now` plus `wall_base_us`: the wall clock, when the shell gives its offset from `now`."""
 
     interval_s: float = 2.0
     next_nonce: int = 0
     sent: dict[int, float] = field(default_factory=dict)
     last_sent: float = 0.0
     rtt_ms: float | None = None
+    wall_base_us: int = 0
 
     def due(self, now: float) -> m.Ping | None:
         if now - self.last_sent < self.interval_s:
@@ -417,9 +434,12 @@ class Heartbeat:
         self.next_nonce = (self.next_nonce + 1) % 2**32
         self.sent = {k: v for k, v in self.sent.items() if now - v < 30.0}
         self.sent[self.next_nonce] = now
-        return m.Ping(nonce=self.next_nonce, ts_us=int(now * 1e6) % 2**63)
+        return m.Ping(nonce=self.next_nonce, ts_us=min(max(round(now * 1e6) + self.wall_base_us, 0), 2**63 - 1))
 
-    def answered(self, pong: m.Pong, now: float) -> None:
+    def answered(self, pong: m.Pong, now: float) -> float | None:
+        """The round trip this pong closes (ms), None for a nonce not (or no longer) awaited."""
         start = self.sent.pop(pong.nonce, None)
-        if start is not None:
-            self.rtt_ms = (now - start) * 1000.0
+        if start is None:
+            return None
+        self.rtt_ms = (now - start) * 1000.0
+        return self.rtt_ms
