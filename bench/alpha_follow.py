@@ -105,7 +105,7 @@ def differences(drawn: F32, matte: F32) -> npt.NDArray[np.uint8]:
 def run_clip(path: Path, args: argparse.Namespace) -> dict[str, object]:
     frames, fps = read_frames(path, args.frames)
     analyzer = SenderAnalyzer(MediaPipeFaceTracker(), make_matter(args.matte))
-    with_codes = tuple(DEFAULT_CODES)
+    with_codes = tuple(dict.fromkeys((*DEFAULT_CODES, args.code)))
     without_codes = tuple(code for code in with_codes if code != args.code)
     variants = {"without": Variant(without_codes, args.bitrate * 1000, args.code),
                 "with": Variant(with_codes, args.bitrate * 1000, args.code)}

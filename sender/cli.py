@@ -14,6 +14,7 @@ from pathlib import Path
 
 from facewire.sender.capture import CaptureError, CaptureOptions, FrameSource
 from facewire.sender.coding import (
+    ALPHA_FIX_CODES,
     DEFAULT_BITRATE_BPS,
     DEFAULT_CODES,
     LAYERS,
@@ -25,7 +26,6 @@ from facewire.sender.coding import (
 from facewire.sender.identity import identity_messages, with_embedding
 from facewire.sender.runner import record_stream, stream_live
 from facewire.sender.uplink import IdentityBook, Uplink, UplinkError, UplinkStats
-from facewire.shared.codec.alpha_fix import CAPABILITY as ALPHA_FIX
 from facewire.shared.face.identity import IdentityError
 from facewire.shared.models.onnx import add_provider_arguments
 from facewire.shared.process.cliargs import add_common_arguments, apply_common_arguments, parse_size
@@ -67,9 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "low-resolution video of the face box correcting the receiver's picture; self mode "
                              "only). Default: features+residual with --identity self when --bitrate is at least "
                              f"{MIN_RESIDUAL_CEILING_BPS / 1000:.0f} kbps, else features")
-    parser.add_argument("--alpha-fix", choices=("on", "off"), default="on",
-                        help="on (default): where the receiver's prediction of the alpha (the keyframe's, moved) is off, "
-                             "send corrections of it; off: the prediction alone")
+    parser.add_argument("--alpha-fix", choices=("on", "off"), default="off",
+                        help="on: where the receiver's prediction of the alpha (the keyframe's, moved) is off, send "
+                             "corrections of it (closer mattes, but held tiles show as square notches on a moving "
+                             "head); off (default): the prediction alone")
     parser.add_argument("--cafile", type=Path, help="CA certificate (PEM) to trust for wss://")
     parser.add_argument("--stats", action="store_true", help="print link statistics once a second")
     add_common_arguments(parser)
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             ceiling = args.bitrate * 1000 if args.bitrate else DEFAULT_BITRATE_BPS
             self_mode = args.identity == "self" and args.identity_dir is None
-            base = DEFAULT_CODES if args.alpha_fix == "on" else tuple(c for c in DEFAULT_CODES if c != ALPHA_FIX)
+            base = ALPHA_FIX_CODES if args.alpha_fix == "on" else DEFAULT_CODES
             coder = FrameCoder(codes_for(args.layers, ceiling, self_mode, base), budget=Budget.at_most(ceiling))
             log.info("sending %s", ", ".join(coder.codes))
             if args.record_stream:

@@ -59,7 +59,10 @@ DEFAULT_BITRATE_BPS = 256_000.0  # the ceiling without --bitrate: the rate contr
 # the expression code (~16 B a frame), else raw landmarks for a receiver that lacks it; the body's
 # motion (1 B a frame at rest, ~7 moving) where the receiver decodes it, else the body stays where the keyframe has it.
 # Where the receiver's predicted alpha is off, corrections of it (a few bytes a tile, held between frames).
-DEFAULT_CODES = ("expression", "landmarks", "body-motion", "alpha-fix")
+DEFAULT_CODES = ("expression", "landmarks", "body-motion")
+# Alpha corrections are offered only when asked for (`--alpha-fix on`): held 32-px tiles do not follow a moving
+# head, and their edges show as square notches in the hair that a smooth, slightly wrong prediction does not.
+ALPHA_FIX_CODES = (*DEFAULT_CODES, "alpha-fix")
 # The body's motion is estimated against the keyframe chosen for a frame and the newest built, and for
 # a while after a keyframe is built against the one before it too: the uplink draws a frame from the
 # newest keyframe the receiver holds whole when it lacks the chosen one, and a new keyframe's parts

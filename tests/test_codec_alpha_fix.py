@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from facewire.sender.coding import DEFAULT_CODES, Budget, FrameCoder
+from facewire.sender.coding import ALPHA_FIX_CODES, DEFAULT_CODES, Budget, FrameCoder
 from facewire.sender.sending import Ceiling, plan
 from facewire.sender.stream import FeatureStream
 from facewire.shared.codec.alpha_fix import (
@@ -243,12 +243,12 @@ def test_a_late_joiner_converges_after_an_intra_frame() -> None:
 
 # --- on the seam ----------------------------------------------------------------------------------------
 
-def test_corrections_are_offered_by_default_persist_over_intra_frames_and_fall_back_to_the_prediction() -> None:
-    assert CAPABILITY in DEFAULT_CODES and FIELD_CODECS[CAPABILITY].role == "alpha"
-    assert FIELD_CODECS[CAPABILITY].persistent
-    assert CAPABILITY not in negotiate(DEFAULT_CODES, ["expression", "landmarks", "body-motion"])
+def test_corrections_are_offered_on_request_persist_over_intra_frames_and_fall_back_to_the_prediction() -> None:
+    assert CAPABILITY not in DEFAULT_CODES and (*DEFAULT_CODES, CAPABILITY) == ALPHA_FIX_CODES
+    assert FIELD_CODECS[CAPABILITY].role == "alpha" and FIELD_CODECS[CAPABILITY].persistent
+    assert CAPABILITY not in negotiate(ALPHA_FIX_CODES, ["expression", "landmarks", "body-motion"])
     # offered before the whole-matte code, corrections win over it
-    assert negotiate([*DEFAULT_CODES, "alpha"], list(FIELD_CODECS))[-1] == CAPABILITY
+    assert negotiate([*ALPHA_FIX_CODES, "alpha"], list(FIELD_CODECS))[-1] == CAPABILITY
 
 
 class _NoForeground:

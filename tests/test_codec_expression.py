@@ -510,7 +510,7 @@ def test_the_neutral_carries_the_persons_shape(basis: ExpressionBasis) -> None:
 
 def test_a_receiver_without_the_expression_code_gets_landmarks() -> None:
     assert DEFAULT_CODES[0] == CODE and "landmarks" in DEFAULT_CODES
-    assert [FIELD_CODECS[code].role for code in negotiate(DEFAULT_CODES, list(FIELD_CODECS))] == ["face", "body", "alpha"]
+    assert [FIELD_CODECS[code].role for code in negotiate(DEFAULT_CODES, list(FIELD_CODECS))] == ["face", "body"]
     assert negotiate(DEFAULT_CODES, list(FIELD_CODECS))[0] == CODE
     assert negotiate(DEFAULT_CODES, ["landmarks", "alpha"]) == ["landmarks"]
 
