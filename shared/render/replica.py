@@ -5,7 +5,9 @@ sender's replica of it, so the two cannot drift.
   decoded landmarks), then, with a `LayerHold`, the layer's held correction applied in the face box
   (`facewire.shared.codec.layer.apply_residual`, integer and bit-exact). The receiver's player calls it
   for every frame; the sender's `Replica` calls it without a hold for the prediction the layer codes
-  against, and with one to see exactly what the receiver shows.
+  against (`predict(frame, region)`: only the part the residual reads, drawn by the renderer's
+  `render_region` exactly as the whole frame would be there), and with one to see exactly what the
+  receiver shows.
 * `LayerHold`: the last decoded layer box, valid for the frames drawn from one keyframe (a correction
   is a difference against that keyframe's warp, so a keyframe change clears it).
 * `layer_transform(landmarks)`: the face box of a frame, from the head pose of its decoded landmarks,
