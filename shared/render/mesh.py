@@ -128,6 +128,7 @@ class _KeyframeModel:
     border_src: Points  # vertices: oval, then the three rings
     mouth_ratio: float
     panels: tuple[Image, Image]  # the keyframe's mouth interior: its own teeth when it shows them, else synthetic
+    image: Image  # the keyframe's picture (BGR), for an avatar's mouth interior
 
 
 def _occluder(
@@ -162,6 +163,7 @@ def _prepare_keyframe(keyframe: KeyframeState) -> _KeyframeModel:
         border_src=border_src,
         mouth_ratio=mouth.ratio,
         panels=panels,
+        image=keyframe.image,
     )
 
 
@@ -181,6 +183,7 @@ class MeshRenderer:
         self._texture_now: Texture | None = None  # the avatar being drawn; None: the sender's own face
         self._textures: dict[str, Texture | None] = {}
         self._plan: tuple[_KeyframeModel, Texture, RetargetPlan] | None = None
+        self._cavity: tuple[_KeyframeModel, Texture, tuple[Image, Image]] | None = None  # _avatar_panels
         # 255 where glasses, hair or a hand cover the keyframe's face (None: nothing does). Found only
         # when an avatar is drawn (~30 ms a keyframe), so self mode never pays for it.
         self._occluder: tuple[_KeyframeModel, npt.NDArray[np.uint8] | None] | None = None
@@ -251,6 +254,15 @@ class MeshRenderer:
             assert texture is not None
             self._render_avatar(image, texture, model, self._keyframe_occluder(model, keyframe), dst, alpha, maps)
         return RenderedPerson(image, alpha)
+
+    def _avatar_panels(self, model: _KeyframeModel, texture: Texture) -> tuple[Image, Image]:
+        """The mouth interior under an avatar: the keyframe's teeth and light, the avatar's hue (em.avatar_palette), the
+        colour cast match_shading gives the avatar's skin (em.scene_cast); cached per keyframe and avatar."""
+        if self._cavity is None or self._cavity[0] is not model or self._cavity[1] is not texture:
+            cast = em.scene_cast(model.image, model.landmarks, texture.image, texture.landmarks, self.options.blend.chroma_strength)
+            panels, _ = em.mouth_panels(model.image, model.landmarks, em.avatar_palette(texture.lips, cast))
+            self._cavity = (model, texture, panels)
+        return self._cavity[2]
 
     def _keyframe_occluder(self, model: _KeyframeModel, keyframe: KeyframeState) -> npt.NDArray[np.uint8] | None:
         cached = self._occluder
@@ -368,7 +380,7 @@ class MeshRenderer:
             close_lids(face, local, texture.landmarks)
         face = np.ascontiguousarray(bl.match_shading(face, base, mask, width, opts.blend, midline))
         # The cavity goes in after the shading so teeth keep their colour; panels are lit like the scene.
-        em.composite_cavity(face, local, model.panels, texture.mouth_ratio)
+        em.composite_cavity(face, local, self._avatar_panels(model, texture), texture.mouth_ratio)
         occluder = None
         if keyframe_occluder is not None:
             # The keyframe's occluders, carried to this frame by the keyframe's own dense face warp: the
