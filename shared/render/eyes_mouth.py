@@ -377,6 +377,7 @@ _OWN_HUE = 0.4  # how far a synthetic mouth interior's hue moves from the defaul
 _RED_OVER = 1.6  # the least red over the larger of blue and green (the default tongue's is 1.8)
 
 
+_RIM_DEPTH = 0.12  # mouth widths behind the lips where light falling in is brightest
 _CAST_POINTS = [50, 280, 101, 330]  # cheeks, as skin_tone
 _MAX_CAST = 1.3
 
@@ -446,7 +447,10 @@ def _cavity_panels(tone: float, upper_teeth: bool, lower_teeth: bool, palette: C
     centre = np.clip(1.0 - x * x, 0.0, 1.0)
     depth = 0.55 + 0.45 * np.exp(-np.maximum(d, 0.0) / 0.1)
     if palette.rim > 0.0:
-        depth = depth * (1.0 + palette.rim * np.exp(-np.maximum(d, 0.0) / 0.12))
+        # Lit a little way in, not at the lips: right behind them is the lips' own shadow, and that
+        # dark line is what tells the eye (and a landmarker) where the opening starts.
+        r = np.maximum(d, 0.0) / np.float32(_RIM_DEPTH)
+        depth = depth * (1.0 + palette.rim * r * np.exp(1.0 - r))
     dark_colour = np.array(palette.dark, np.float32)
     dark = dark_colour * ((0.5 + 0.5 * np.sqrt(centre)) * depth)[..., None]
     upper = dark.copy()
