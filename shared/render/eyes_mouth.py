@@ -403,7 +403,9 @@ def scene_cast(
     return (float(gains[0]), float(gains[1]), float(gains[2]))
 
 
-def avatar_palette(lips: npt.NDArray[np.float32] | None, cast: tuple[float, float, float] | None = None) -> CavityPalette:
+def avatar_palette(
+    lips: npt.NDArray[np.float32] | None, cast: tuple[float, float, float] | None = None, wide: bool = True
+) -> CavityPalette:
     """A mouth interior in the hue of a face's own lips (mucosa is continuous with them), lit past the lips.
 
     The default interior is a fixed dark red with a small tongue: under a pale painted or grey
@@ -411,7 +413,8 @@ def avatar_palette(lips: npt.NDArray[np.float32] | None, cast: tuple[float, floa
     as a flat black hole. Here the back of the mouth is a little lighter than the default, in a hue
     part of the way from the default's to the lips' (bounded: a black-lipped cartoon still gets a
     mouth), the tongue is larger and lighter, as it lies on the floor of an open mouth, and light
-    reaches past the lips.
+    reaches past the lips. Only for a wide opening (`wide`); a narrow one keeps the default's
+    darkness and tongue in the same hue, cast and warm-shaded teeth (the renderer blends the two).
     """
     hue = _TONGUE / float(_TONGUE @ _LUMA)
     if lips is not None:
@@ -421,16 +424,21 @@ def avatar_palette(lips: npt.NDArray[np.float32] | None, cast: tuple[float, floa
         hue = hue ** (1.0 - _OWN_HUE) * own**_OWN_HUE
         hue[2] = max(float(hue[2]), _RED_OVER * float(max(hue[0], hue[1])))
         hue = hue / float(hue @ _LUMA)
+    if not wide:
+        # A mouth a little open shows its teeth and darkness: a lit, tongue-filled gap there reads as
+        # lip to the eye (and to a landmarker), and the opening looks smaller than it is.
+        dark, tongue = hue * float(_DARK @ _LUMA), hue * float(_TONGUE @ _LUMA)
+        return CavityPalette(dark=_bgr(dark), tongue_colour=_bgr(tongue), teeth_ambient=2.0, cast=cast)
     dark = hue * (1.3 * float(_DARK @ _LUMA))
     tongue = hue * 145.0
-    return CavityPalette(
-        dark=(float(dark[0]), float(dark[1]), float(dark[2])),
-        tongue_colour=(float(tongue[0]), float(tongue[1]), float(tongue[2])),
-        rim=2.0,
-        tongue=(0.76, 0.34, 0.4),
-        teeth_ambient=2.0,
-        cast=cast,
-    )
+    return CavityPalette(dark=_bgr(dark), tongue_colour=_bgr(tongue), rim=2.0, tongue=(0.76, 0.34, 0.4), teeth_ambient=2.0, cast=cast)
+
+
+WIDE_OPENING = (0.35, 0.65)  # opening / width over which an avatar's mouth interior goes from the narrow palette to the wide
+
+
+def _bgr(colour: npt.NDArray[np.float32]) -> tuple[float, float, float]:
+    return (float(colour[0]), float(colour[1]), float(colour[2]))
 
 
 def _tooth_colour(shade: FloatArray, dark: FloatArray, ambient: float) -> FloatArray:
