@@ -54,7 +54,7 @@ from facewire.shared.wire import messages as m  # noqa: E402
 from facewire.shared.wire.streamfile import StreamReader  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "data"
+DATA = Path(os.environ.get("FACEWIRE_DATA", ROOT.parent / "shared" / "data"))  # as bench/swap.py: a worktree elsewhere names it
 STAGES = ("parse", "decode", "render", "compose_image", "compose_colour")
 
 

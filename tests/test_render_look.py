@@ -256,3 +256,49 @@ def test_a_fringe_over_the_brows_is_cover_and_the_brows_are_drawn_again() -> Non
     for hull in brow_hulls(image.shape[:2], lm, 0.06):
         forehead &= hull == 0
     assert float(_luma(filled)[forehead].mean()) > 0.8 * cheek
+
+
+def _cavity_bgr(lm: Landmarks, panels: tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]) -> npt.NDArray[np.float32]:
+    canvas = np.full((600, 600, 3), 150, np.uint8)
+    assert em.composite_cavity(canvas, lm, panels, 0.0) is not None
+    return canvas.astype(np.float32)
+
+
+def test_an_avatars_wide_open_mouth_shows_a_tongue_in_a_red_not_grey_interior() -> None:
+    lm = _mouth(0.9)
+    lips = em.LipFrame.of(lm)
+    grey_lips = np.array([120.0, 120.0, 125.0], np.float32)  # a de-lit grey statue or pale painting
+    default = _cavity_bgr(lm, em.synthetic_panels(0.8))
+    avatar = _cavity_bgr(lm, em.synthetic_panels(0.8, em.avatar_palette(grey_lips)))
+
+    def patch(bgr: npt.NDArray[np.float32], u: float, d: float, from_lower: bool) -> npt.NDArray[np.float32]:
+        curve = lips.lower if from_lower else lips.upper
+        v = float(np.interp(u, *curve)) + (-d if from_lower else d)
+        p = lips.origin + lips.width * (u * lips.axis + v * lips.normal)
+        x, y = int(round(p[0])), int(round(p[1]))
+        return np.asarray(bgr[y - 2 : y + 3, x - 2 : x + 3].reshape(-1, 3).mean(axis=0), np.float32)
+
+    # The tongue lies on the floor of the mouth, a quarter of a width above the lower lip: the default
+    # cavity has none there (a dark hole), the avatar's does, and it is red-dominant despite grey lips.
+    tongue_default, tongue = patch(default, 0.5, 0.25, True), patch(avatar, 0.5, 0.25, True)
+    luma = np.array([0.114, 0.587, 0.299], np.float32)
+    assert float(tongue @ luma) > 2.0 * float(tongue_default @ luma)
+    assert tongue[2] > 1.4 * max(tongue[0], tongue[1])
+    # Light past the lips: just behind the upper teeth is lighter than the default, the throat stays dark.
+    assert float(patch(avatar, 0.5, 0.2, False) @ luma) > float(patch(default, 0.5, 0.2, False) @ luma)
+    assert float(patch(avatar, 0.5, 0.45, False) @ luma) < 60.0
+
+
+def test_the_default_cavity_is_what_it_was_and_a_warm_scene_warms_the_avatars_teeth() -> None:
+    # Self mode draws the default palette: the avatar's palette must not leak into it.
+    assert em.synthetic_panels(0.7)[0].tobytes() == em.synthetic_panels(0.7, em.DEFAULT_PALETTE)[0].tobytes()
+    warm_scene = np.full((100, 100, 3), (90, 140, 210), np.uint8)
+    neutral_avatar = np.full((100, 100, 3), (150, 160, 190), np.uint8)
+    lm = astronaut_landmarks().astype(np.float32).copy()
+    lm[:, :2] = np.clip(lm[:, :2] * 100.0 / max(float(lm[:, :2].max()), 1.0), 0, 99)
+    cast = em.scene_cast(warm_scene, lm, neutral_avatar, lm, 0.65)
+    assert cast[2] > cast[1] > cast[0]  # warmer: more red, less blue
+    upper = em.synthetic_panels(0.8, em.avatar_palette(None, cast))[0].astype(np.float32)
+    plain = em.synthetic_panels(0.8, em.avatar_palette(None))[0].astype(np.float32)
+    teeth = plain.sum(axis=2) > np.percentile(plain.sum(axis=2), 95)
+    assert upper[teeth][:, 2].mean() / upper[teeth][:, 0].mean() > plain[teeth][:, 2].mean() / plain[teeth][:, 0].mean()

@@ -9,11 +9,11 @@ from facewire.shared.face import topology as topo
 from facewire.shared.face.identity import IdentityAsset, detect_faces
 from facewire.shared.render import make_renderer
 from facewire.shared.render.mesh import MeshOptions, MeshRenderer
-from facewire.shared.render.occlusion import occluder_mask
+from facewire.shared.render.occlusion import OcclusionOptions, occluder_mask
 from facewire.shared.render.retarget import retarget
 from facewire.shared.render.warp import Region, affine_coefficients, remap, warp_maps
 from facewire.shared.types import FrameState, KeyframeState
-from tests.render_fixtures import astronaut, astronaut_landmarks, close_eyes, draw, open_mouth, transform
+from tests.render_fixtures import astronaut, astronaut_landmarks, big_astronaut, close_eyes, draw, open_mouth, transform
 
 cv2.setNumThreads(1)
 
@@ -491,3 +491,36 @@ def test_occluders_are_found_once_a_keyframe_and_only_under_an_avatar(monkeypatc
     renderer.prepare_keyframe(KeyframeState(kf=1, image=_keyframe().image.copy(), alpha=None, landmarks=lm))
     renderer.render(_frame(lm))
     assert len(calls) == 2
+
+
+def _hair_at_the_cheek(image: np.ndarray, lm: np.ndarray, reach: float) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """Dark hair over the outline at the lower cheek: a tuft, with a strand `reach` face widths long (0: none).
+
+    Returns the picture, the tuft's mask and a point near the strand's inner tip.
+    """
+    oval = lm[topo.face_oval_ring(), :2]
+    width = float(np.ptp(oval[:, 0]))
+    edge = lm[132, :2]
+    inward = (oval.mean(axis=0) - edge) / np.linalg.norm(oval.mean(axis=0) - edge)
+    out = image.copy()
+    tuft = np.zeros(image.shape[:2], np.uint8)
+    at, radius = tuple(int(v) for v in np.round(edge)), int(0.12 * width)
+    cv2.circle(out, at, radius, (30, 40, 60), -1)
+    cv2.circle(tuft, at, radius, 255, -1)
+    tip = edge + reach * width * inward
+    if reach > 0:
+        cv2.line(out, at, tuple(int(v) for v in np.round(tip)), (30, 40, 60), int(0.08 * width))
+    inside = edge + (reach - 0.03) * width * inward
+    return out, tuft > 0, (int(round(inside[0])), int(round(inside[1])))
+
+
+def test_hair_tips_cut_off_by_the_outline_band_are_not_occluders_a_long_strand_is() -> None:
+    image, lm = big_astronaut()
+    # A tuft mostly in the outline band (left to the face mask's feather): what reaches past the band
+    # alone would be drawn in front of an avatar as a dark spot on its cheek.
+    tuft, where, _ = _hair_at_the_cheek(image, lm, 0.0)
+    assert occluder_mask(tuft, lm)[where].max() < 0.2
+    assert occluder_mask(tuft, lm, OcclusionOptions(inside_area=0.0))[where].max() > 0.5  # judged before the cut: a spot
+    # A strand falling well into the face is hair in front of it.
+    strand, _, (x, y) = _hair_at_the_cheek(image, lm, 0.3)
+    assert occluder_mask(strand, lm)[y - 4 : y + 5, x - 4 : x + 5].mean() > 0.5

@@ -339,44 +339,162 @@ _TEETH = np.array([168, 198, 222], np.float32)  # ivory, not paper white
 _TONGUE = np.array([78, 88, 160], np.float32)
 
 
-def _cavity_panels(tone: float, upper_teeth: bool, lower_teeth: bool) -> tuple[Image, Image]:
+@dataclass(frozen=True)
+class CavityPalette:
+    """What a synthetic mouth interior is made of: colours (BGR, before the scene's `tone`) and sizes.
+
+    `rim` is light falling in past the lips: the inside of the cheeks and the palate just behind
+    the lips are lit from the front, so a wide opening is not one flat dark hole. `tongue` is its
+    half-width (in x, -1..1 across the mouth), height (mouth widths above the lower lip) and the
+    height over which its top turns away into shade.
+    """
+
+    dark: tuple[float, float, float] = (24.0, 22.0, 46.0)
+    tongue_colour: tuple[float, float, float] = (78.0, 88.0, 160.0)
+    rim: float = 0.0
+    tongue: tuple[float, float, float] = (0.62, 0.2, 0.24)
+    teeth_ambient: float = 0.0  # shaded teeth take this many times `dark` (the mouth's own red light), not grey
+    cast: tuple[float, float, float] | None = None  # BGR gains of the scene's light colour (scene_cast); None: white
+
+
+DEFAULT_PALETTE = CavityPalette()
+_LUMA = np.array([0.114, 0.587, 0.299], np.float32)
+
+
+def lip_colour(image: Image, landmarks: Landmarks) -> npt.NDArray[np.float32] | None:
+    """The median BGR of a face's lips (between the outer and inner lip contours), or None when they hardly show."""
+    h, w = image.shape[:2]
+    mask = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(mask, [np.round(landmarks[topo.outer_lip_ring(), :2]).astype(np.int32)], 255)
+    cv2.fillPoly(mask, [np.round(landmarks[topo.inner_lip_ring(), :2]).astype(np.int32)], 0)
+    pixels = image[mask > 0]
+    if len(pixels) < 20:
+        return None
+    return np.median(pixels, axis=0).astype(np.float32)
+
+
+_OWN_HUE = 0.4  # how far a synthetic mouth interior's hue moves from the default's to the lips'
+_RED_OVER = 1.6  # the least red over the larger of blue and green (the default tongue's is 1.8)
+
+
+_RIM_DEPTH = 0.12  # mouth widths behind the lips where light falling in is brightest
+_CAST_POINTS = [50, 280, 101, 330]  # cheeks, as skin_tone
+_MAX_CAST = 1.3
+
+
+def scene_cast(
+    scene: Image, scene_landmarks: Landmarks, avatar: Image, avatar_landmarks: Landmarks, strength: float
+) -> tuple[float, float, float]:
+    """BGR gains (unit luminance) of the colour the avatar's skin takes on in the scene, for what is drawn after the shading.
+
+    match_shading moves the avatar's tint `strength` of the way to the scene's skin; teeth drawn
+    afterwards in plain ivory then look blue on a face in warm light. Their ratio of cheek colours,
+    each over its own luminance, to the same power, bounded.
+    """
+
+    def chroma(image: Image, landmarks: Landmarks) -> npt.NDArray[np.float32]:
+        h, w = image.shape[:2]
+        pts = np.round(landmarks[_CAST_POINTS, :2]).astype(int)
+        bgr = image[np.clip(pts[:, 1], 0, h - 1), np.clip(pts[:, 0], 0, w - 1)].astype(np.float32).mean(axis=0) + 4.0
+        return (bgr / float(bgr @ _LUMA)).astype(np.float32)
+
+    gains = np.clip((chroma(scene, scene_landmarks) / chroma(avatar, avatar_landmarks)) ** strength, 1.0 / _MAX_CAST, _MAX_CAST)
+    gains = gains / float(gains @ _LUMA)
+    return (float(gains[0]), float(gains[1]), float(gains[2]))
+
+
+def avatar_palette(
+    lips: npt.NDArray[np.float32] | None, cast: tuple[float, float, float] | None = None, wide: bool = True
+) -> CavityPalette:
+    """A mouth interior in the hue of a face's own lips (mucosa is continuous with them), lit past the lips.
+
+    The default interior is a fixed dark red with a small tongue: under a pale painted or grey
+    avatar its hue is foreign, and a mouth opened wider than the avatar's picture shows reads
+    as a flat black hole. Here the back of the mouth is a little lighter than the default, in a hue
+    part of the way from the default's to the lips' (bounded: a black-lipped cartoon still gets a
+    mouth), the tongue is larger and lighter, as it lies on the floor of an open mouth, and light
+    reaches past the lips. Only for a wide opening (`wide`); a narrow one keeps the default's
+    darkness and tongue in the same hue, cast and warm-shaded teeth (the renderer blends the two).
+    """
+    hue = _TONGUE / float(_TONGUE @ _LUMA)
+    if lips is not None:
+        own = np.clip((lips + 4.0) / (float(lips @ _LUMA) + 4.0), 0.55, 1.8).astype(np.float32)
+        # Part of the way to the lips' own hue, and always red-dominant: pale, grey or sepia-varnished lips
+        # (a de-lit painting) would otherwise give a grey or olive tongue, which reads as dead.
+        hue = hue ** (1.0 - _OWN_HUE) * own**_OWN_HUE
+        hue[2] = max(float(hue[2]), _RED_OVER * float(max(hue[0], hue[1])))
+        hue = hue / float(hue @ _LUMA)
+    if not wide:
+        # A mouth a little open shows its teeth and darkness: a lit, tongue-filled gap there reads as
+        # lip to the eye (and to a landmarker), and the opening looks smaller than it is.
+        dark, tongue = hue * float(_DARK @ _LUMA), hue * float(_TONGUE @ _LUMA)
+        return CavityPalette(dark=_bgr(dark), tongue_colour=_bgr(tongue), teeth_ambient=2.0, cast=cast)
+    dark = hue * (1.3 * float(_DARK @ _LUMA))
+    tongue = hue * 145.0
+    return CavityPalette(dark=_bgr(dark), tongue_colour=_bgr(tongue), rim=2.0, tongue=(0.76, 0.34, 0.4), teeth_ambient=2.0, cast=cast)
+
+
+WIDE_OPENING = (0.35, 0.65)  # opening / width over which an avatar's mouth interior goes from the narrow palette to the wide
+
+
+def _bgr(colour: npt.NDArray[np.float32]) -> tuple[float, float, float]:
+    return (float(colour[0]), float(colour[1]), float(colour[2]))
+
+
+def _tooth_colour(shade: FloatArray, dark: FloatArray, ambient: float) -> FloatArray:
+    """Ivory under `shade`; with `ambient`, what the shade takes away is partly the mouth's red light, not grey."""
+    lit = _TEETH * shade[..., None]
+    if ambient <= 0.0:
+        return lit
+    return (lit + (dark * np.float32(ambient)) * (1.0 - shade)[..., None]).astype(np.float32)
+
+
+def _cavity_panels(tone: float, upper_teeth: bool, lower_teeth: bool, palette: CavityPalette = DEFAULT_PALETTE) -> tuple[Image, Image]:
     uu, d = _panel_grid()
     x = 2.0 * uu - 1.0
     centre = np.clip(1.0 - x * x, 0.0, 1.0)
     depth = 0.55 + 0.45 * np.exp(-np.maximum(d, 0.0) / 0.1)
-    dark = _DARK * ((0.5 + 0.5 * np.sqrt(centre)) * depth)[..., None]
+    if palette.rim > 0.0:
+        # Lit a little way in, not at the lips: right behind them is the lips' own shadow, and that
+        # dark line is what tells the eye (and a landmarker) where the opening starts.
+        r = np.maximum(d, 0.0) / np.float32(_RIM_DEPTH)
+        depth = depth * (1.0 + palette.rim * r * np.exp(1.0 - r))
+    dark_colour = np.array(palette.dark, np.float32)
+    dark = dark_colour * ((0.5 + 0.5 * np.sqrt(centre)) * depth)[..., None]
     upper = dark.copy()
     lower = dark.copy()
-    tongue = _smooth((1.0 - (x / 0.62) ** 2 - ((d - 0.04) / 0.2) ** 2) / 0.25)
-    tongue_shade = (0.55 + 0.45 * np.sqrt(centre)) * (1.0 - 0.5 * _smooth(d / 0.24))
-    lower = lower * (1.0 - tongue[..., None]) + (_TONGUE * tongue_shade[..., None]) * tongue[..., None]
+    reach, height, fade = palette.tongue
+    tongue = _smooth((1.0 - (x / reach) ** 2 - ((d - 0.04) / height) ** 2) / 0.25)
+    tongue_shade = (0.55 + 0.45 * np.sqrt(centre)) * (1.0 - 0.5 * _smooth(d / fade))
+    lower = lower * (1.0 - tongue[..., None]) + (np.array(palette.tongue_colour, np.float32) * tongue_shade[..., None]) * tongue[..., None]
     if upper_teeth:
         cover, shade = _teeth(x, d, _UPPER_TEETH, _UPPER_EDGES, 0.9)
-        upper = upper * (1.0 - cover[..., None]) + (_TEETH * shade[..., None]) * cover[..., None]
+        upper = upper * (1.0 - cover[..., None]) + _tooth_colour(shade, dark_colour, palette.teeth_ambient) * cover[..., None]
     if lower_teeth:
         # Lower teeth: smaller, mostly the front ones, and their edges barely show at this size.
         cover, shade = _teeth(x, d, _LOWER_TEETH, _LOWER_EDGES, 0.62, seams=0.5)
-        lower = lower * (1.0 - cover[..., None]) + (_TEETH * (0.9 * shade)[..., None]) * cover[..., None]
+        lower = lower * (1.0 - cover[..., None]) + _tooth_colour(0.9 * shade, dark_colour, palette.teeth_ambient) * cover[..., None]
     out = []
     for panel in (upper, lower):
-        lit = np.clip(panel * tone, 0, 255).astype(np.float32)
+        lit = np.clip(panel * tone if palette.cast is None else panel * (np.asarray(palette.cast, np.float32) * tone), 0, 255)
+        lit = lit.astype(np.float32)
         out.append(np.asarray(cv2.GaussianBlur(lit, (0, 0), 0.8) + 0.5, np.float32).astype(np.uint8))
     return out[0], out[1]
 
 
-def synthetic_panels(tone: float) -> tuple[Image, Image]:
+def synthetic_panels(tone: float, palette: CavityPalette = DEFAULT_PALETTE) -> tuple[Image, Image]:
     """Upper (teeth under the upper lip, darkness) and lower (lower teeth, tongue) cavity panels, in lip coordinates.
 
     `tone` in 0..1 scales the brightness so the teeth sit in the scene's light.
     """
-    return _cavity_panels(tone, upper_teeth=True, lower_teeth=True)
+    return _cavity_panels(tone, upper_teeth=True, lower_teeth=True, palette=palette)
 
 
 _LIP_BAND = 0.03  # of the mouth width: lip inside the inner-lip landmarks of a source
 REFERENCE_OPENING = 0.12  # opening / width from which a source's own mouth interior is worth copying
 
 
-def mouth_panels(image: Image, landmarks: Landmarks) -> tuple[tuple[Image, Image], bool]:
+def mouth_panels(image: Image, landmarks: Landmarks, palette: CavityPalette = DEFAULT_PALETTE) -> tuple[tuple[Image, Image], bool]:
     """Cavity panels for a source face, and whether they hold its real mouth interior.
 
     When the source shows its mouth open (teeth, tongue), its interior is resampled into lip
@@ -386,10 +504,10 @@ def mouth_panels(image: Image, landmarks: Landmarks) -> tuple[tuple[Image, Image
     """
     tone = skin_tone(image, landmarks)
     if MouthFrame.of(landmarks).ratio < REFERENCE_OPENING:
-        return synthetic_panels(tone), False
+        return synthetic_panels(tone, palette), False
     # The source's upper teeth hang from its upper lip; a wide-open frame still shows lower teeth
     # (synthetic) when the source's narrower opening had none to copy.
-    backdrop = _cavity_panels(tone, upper_teeth=False, lower_teeth=True)
+    backdrop = _cavity_panels(tone, upper_teeth=False, lower_teeth=True, palette=palette)
     lips = LipFrame.of(landmarks)
     uu, d = _panel_grid()
     up = np.interp(uu, *lips.upper).astype(np.float32)

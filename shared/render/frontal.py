@@ -41,6 +41,7 @@ class Texture:
     # avatar's picture is sampled from a level near its own scale: a bilinear lookup that skips
     # pixels turns fine detail (wrinkles, paint strokes) into hard, aliased lines.
     levels: tuple[Image, ...] = ()
+    lips: npt.NDArray[np.float32] | None = None  # median BGR of the lips in `image`: the hue of a synthetic mouth interior
 
     def level_for(self, rendered_width: float) -> tuple[Image, npt.NDArray[np.float64]]:
         """The level for a face `rendered_width` pixels wide, and the 2x3 affine from texture to level pixels."""
@@ -166,6 +167,7 @@ def prepare_texture(
         yaw=yaw,
         irises=irises,
         levels=mip_levels(out),
+        lips=em.lip_colour(out, frontal),
     )
 
 

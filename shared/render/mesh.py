@@ -128,6 +128,7 @@ class _KeyframeModel:
     border_src: Points  # vertices: oval, then the three rings
     mouth_ratio: float
     panels: tuple[Image, Image]  # the keyframe's mouth interior: its own teeth when it shows them, else synthetic
+    image: Image  # the keyframe's picture (BGR), for an avatar's mouth interior
 
 
 def _occluder(
@@ -162,6 +163,7 @@ def _prepare_keyframe(keyframe: KeyframeState) -> _KeyframeModel:
         border_src=border_src,
         mouth_ratio=mouth.ratio,
         panels=panels,
+        image=keyframe.image,
     )
 
 
@@ -181,6 +183,7 @@ class MeshRenderer:
         self._texture_now: Texture | None = None  # the avatar being drawn; None: the sender's own face
         self._textures: dict[str, Texture | None] = {}
         self._plan: tuple[_KeyframeModel, Texture, RetargetPlan] | None = None
+        self._cavity: tuple[_KeyframeModel, Texture, tuple[Image, Image], tuple[Image, Image]] | None = None  # _avatar_panels
         # 255 where glasses, hair or a hand cover the keyframe's face (None: nothing does). Found only
         # when an avatar is drawn (~30 ms a keyframe), so self mode never pays for it.
         self._occluder: tuple[_KeyframeModel, npt.NDArray[np.uint8] | None] | None = None
@@ -287,6 +290,26 @@ class MeshRenderer:
             close_lids(image, dst, model.landmarks)
         em.composite_cavity(image, dst, model.panels, model.mouth_ratio)
         return RenderedPerson(image, alpha)
+
+    def _avatar_panels(self, model: _KeyframeModel, texture: Texture, ratio: float) -> tuple[Image, Image]:
+        """The mouth interior under an avatar opened `ratio` (opening / width): the keyframe's teeth and light, the
+        avatar's hue (em.avatar_palette), the colour cast match_shading gives the avatar's skin (em.scene_cast).
+
+        The narrow and wide palettes' panels are built once per keyframe and avatar and blended by the opening.
+        """
+        if self._cavity is None or self._cavity[0] is not model or self._cavity[1] is not texture:
+            cast = em.scene_cast(model.image, model.landmarks, texture.image, texture.landmarks, self.options.blend.chroma_strength)
+            narrow, _ = em.mouth_panels(model.image, model.landmarks, em.avatar_palette(texture.lips, cast, wide=False))
+            wide, _ = em.mouth_panels(model.image, model.landmarks, em.avatar_palette(texture.lips, cast, wide=True))
+            self._cavity = (model, texture, narrow, wide)
+        _, _, narrow, wide = self._cavity
+        lo, hi = em.WIDE_OPENING
+        w = float(np.clip((ratio - lo) / (hi - lo), 0.0, 1.0))
+        if w <= 0.0:
+            return narrow
+        if w >= 1.0:
+            return wide
+        return (cv2.addWeighted(wide[0], w, narrow[0], 1.0 - w, 0.0), cv2.addWeighted(wide[1], w, narrow[1], 1.0 - w, 0.0))
 
     def _keyframe_occluder(self, model: _KeyframeModel, keyframe: KeyframeState) -> npt.NDArray[np.uint8] | None:
         cached = self._occluder
@@ -411,7 +434,7 @@ class MeshRenderer:
             close_lids(face, local, texture.landmarks)
         face = np.ascontiguousarray(bl.match_shading(face, base, mask, width, opts.blend, midline))
         # The cavity goes in after the shading so teeth keep their colour; panels are lit like the scene.
-        em.composite_cavity(face, local, model.panels, texture.mouth_ratio)
+        em.composite_cavity(face, local, self._avatar_panels(model, texture, em.MouthFrame.of(local).ratio), texture.mouth_ratio)
         occluder = None
         if keyframe_occluder is not None:
             # The keyframe's occluders, carried to this frame by the keyframe's own dense face warp: the
