@@ -51,6 +51,7 @@ from facewire.shared.codec.expression.entropy import TABLE_FREQS, bin_for_mean
 from facewire.shared.codec.predictive import CodeError, PayloadError
 from facewire.shared.codec.seam import CodedFrame, FrameDraft, Prepared
 from facewire.shared.types import Affine, AlphaFix, FrameAnalysis, KeyframeState, Landmarks
+from facewire.shared.wire.varint import VarintError, encode_uvarint, read_uvarint
 
 if TYPE_CHECKING:
     from facewire.shared.render.replica import Replica
@@ -283,36 +284,19 @@ class Ops:
             raise ValueError("ops need one entry per tile, in increasing tile order")
 
 
-def _uvarint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def _read_uvarint(payload: bytes, position: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if position >= len(payload):
-            raise PayloadError("alpha-fix code ends inside a number")
-        byte = payload[position]
-        position += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, position
-        shift += 7
-        if shift >= 28:
-            raise PayloadError("alpha-fix number is too long")
+    try:
+        return read_uvarint(payload, position, 4)
+    except VarintError as exc:
+        raise PayloadError(f"alpha-fix code: {exc}") from None
 
 
 def encode_ops(ops: Ops) -> bytes:
     out = bytearray([_CLEAR_ALL if ops.clear_all else 0])
-    out += _uvarint(len(ops.indices))
+    out += encode_uvarint(len(ops.indices))
     previous = -1
     for index, levels in zip(ops.indices, ops.levels, strict=True):
-        out += _uvarint((index - previous - 1) << 1 | (levels is not None))
+        out += encode_uvarint((index - previous - 1) << 1 | (levels is not None))
         previous = index
     sets = [levels for levels in ops.levels if levels is not None]
     if sets:

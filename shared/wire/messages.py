@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from facewire.shared.wire.errors import MessageValidationError
+from facewire.shared.wire.varint import VarintError, encode_uvarint, read_uvarint
 
 PROTOCOL_VERSION = 2
 SUPPORTED_VERSIONS = (2,)
@@ -295,35 +296,23 @@ _PACKED_MASK, _PACKED_TAG = 0xF8, 0x60
 _VARINT_BYTES = 5  # a u32
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
 
 def encode_packed_frame(frame: Frame) -> bytes:
     head = _PACKED_TAG | frame.face << 1 | int(frame.intra)
-    parts = [bytes([head]), _varint(frame.seq), _varint(frame.dt_ms), _varint(frame.kf)]
+    parts = [bytes([head]), encode_uvarint(frame.seq), encode_uvarint(frame.dt_ms), encode_uvarint(frame.kf)]
     for code in frame.codes:
-        parts += [b"\x00"] if code is None else [_varint(len(code) + 1), code]
+        parts += [b"\x00"] if code is None else [encode_uvarint(len(code) + 1), code]
     return b"".join(parts)
 
 
 def _read_varint(data: bytes, offset: int, field: str) -> tuple[int, int]:
-    value = 0
-    for i in range(_VARINT_BYTES):
-        if offset + i >= len(data):
-            raise MessageValidationError("packed frame cut short", field)
-        byte = data[offset + i]
-        value |= (byte & 0x7F) << (7 * i)
-        if not byte & 0x80:
-            if value > 2**32 - 1:
-                raise MessageValidationError(f"{field} {value} exceeds a u32", field)
-            return value, offset + i + 1
-    raise MessageValidationError(f"{field} is longer than {_VARINT_BYTES} bytes", field)
+    try:
+        value, offset = read_uvarint(data, offset, _VARINT_BYTES)
+    except VarintError as exc:
+        raise MessageValidationError(f"packed frame's {field}: {exc}", field) from None
+    if value > 2**32 - 1:
+        raise MessageValidationError(f"{field} {value} exceeds a u32", field)
+    return value, offset
 
 
 def decode_packed_frame(data: bytes) -> Frame:
