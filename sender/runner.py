@@ -131,7 +131,9 @@ def _analyse(frames: LatestBox[CapturedFrame], source_paced: bool, analyzer: Ana
             analysis = analyzer.analyze(frame)
             analysed = now_us()
             item = coder.code(analyzer, analysis)
-            slot.put(dataclasses.replace(item, times=StageTimes(frame.ts_us, start, analysed, now_us())))
+            # a file read as fast as it goes loses no frame here either: it waits for the uplink to take the last
+            slot.put(dataclasses.replace(item, times=StageTimes(frame.ts_us, start, analysed, now_us())),
+                     wait=not source_paced)
     except BaseException as exc:  # noqa: BLE001 - handed to the event loop, which re-raises it
         errors.append(exc)
     finally:
@@ -163,6 +165,7 @@ async def stream_live(source: FrameSource, analyzer: Analyzer, uplink: Uplink,
         stats = await uplink.run(slot)
     finally:
         stop.set()
+        slot.close()  # an analysis waiting for room in the slot stops waiting
         if cycler is not None:
             cycler.cancel()
         for thread in threads:

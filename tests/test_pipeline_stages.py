@@ -3,6 +3,7 @@ path, analysis paused without a receiver, and the per-stage latency report."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from facewire.receiver.stats import StatsMeter
 from facewire.sender.coding import FrameCoder, Outgoing
 from facewire.sender.runner import _analyse
 from facewire.sender.timing import StageMeter, StageTimes
-from facewire.shared.process.handoff import LatestBox
+from facewire.shared.process.handoff import LatestBox, LatestSlot
 from facewire.shared.types import CapturedFrame, FrameAnalysis, Image
 from facewire.shared.wire.messages import SENDER_STAGES
 
@@ -47,6 +48,38 @@ def test_latest_box_waiting_producer_loses_nothing() -> None:
     box.close()
     consumer.join(5)
     assert got == list(range(50)) and box.dropped == 0
+
+
+def test_latest_slot_waiting_producer_loses_nothing_even_behind_kept_items() -> None:
+    async def run() -> tuple[list[int], int]:
+        # every 7th item is kept (it carries state): without waiting, it would supersede the items before it
+        slot: LatestSlot[int] = LatestSlot(asyncio.get_running_loop(), keep=lambda item: item % 7 == 0)
+        producer = threading.Thread(target=lambda: [slot.put(item, wait=True) for item in range(60)] and None)
+        producer.start()
+        got = []
+        while len(got) < 60 and (item := await slot.get()) is not None:
+            await asyncio.sleep(0.001)  # slower than the producer
+            got.append(item)
+        producer.join(5)
+        return got, slot.dropped
+
+    got, dropped = asyncio.run(run())
+    assert got == list(range(60)) and dropped == 0
+
+
+def test_latest_slot_close_releases_a_waiting_producer() -> None:
+    async def run() -> bool:
+        slot: LatestSlot[int] = LatestSlot(asyncio.get_running_loop())
+        slot.put(0)
+        producer = threading.Thread(target=slot.put, args=(1,), kwargs={"wait": True})
+        producer.start()
+        await asyncio.sleep(0.05)
+        waiting = producer.is_alive()
+        slot.close()
+        await asyncio.to_thread(producer.join, 5)
+        return waiting and not producer.is_alive()
+
+    assert asyncio.run(run())
 
 
 class _SlowSink(NullSink):
@@ -97,7 +130,7 @@ class _Collect:
         self.items: list[Outgoing] = []
         self.closed = False
 
-    def put(self, item: Outgoing) -> None:
+    def put(self, item: Outgoing, wait: bool = False) -> None:
         self.items.append(item)
 
     def close(self) -> None:

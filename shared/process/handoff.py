@@ -20,7 +20,8 @@ class LatestSlot(Generic[T]):
     waits for the consumer, and only the newest items after it wait behind it (at most `depth` of them);
     a newer kept item supersedes it and everything before, or, with `merge`, takes its place as
     `merge(older, newer)` (what the older one carried that the newer does not replace must still go).
-    `dropped` counts items skipped (a merged one too: its frame is gone).
+    `dropped` counts items skipped (a merged one too: its frame is gone). A producer with no clock to keep
+    (a file read as fast as it goes) puts with `wait=True` instead: it waits for room and nothing is skipped.
     `close()` ends the stream: `get()` then returns None once the last item has been taken.
     """
 
@@ -32,6 +33,7 @@ class LatestSlot(Generic[T]):
         self._keep = keep
         self._merge = merge
         self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
         self._kept: T | None = None
         self._items: deque[T] = deque()
         self._depth = depth
@@ -40,9 +42,11 @@ class LatestSlot(Generic[T]):
         self.dropped = 0
         self.put_count = 0
 
-    def put(self, item: T) -> None:
-        """Called from any thread."""
+    def put(self, item: T, wait: bool = False) -> None:
+        """Called from any thread but the consumer's; `wait`: until the slot has room (or is closed)."""
         with self._lock:
+            while wait and not self._closed and (self._kept is not None or len(self._items) >= self._depth):
+                self._room.wait(0.2)
             if self._keep is not None and self._keep(item):
                 self.dropped += (self._kept is not None) + len(self._items)
                 if self._kept is not None and self._merge is not None:
@@ -64,6 +68,7 @@ class LatestSlot(Generic[T]):
     def close(self) -> None:
         with self._lock:
             self._closed = True
+            self._room.notify_all()
         self._loop.call_soon_threadsafe(self._ready.set)
 
     async def get(self) -> T | None:
@@ -74,6 +79,8 @@ class LatestSlot(Generic[T]):
                     item, self._kept = self._kept, None
                 elif self._items:
                     item = self._items.popleft()
+                if item is not None:
+                    self._room.notify_all()
                 if item is not None or self._closed:
                     return item
                 self._ready.clear()
