@@ -48,8 +48,8 @@ import numpy.typing as npt
 
 from facewire.shared.codec.alpha import upsample
 from facewire.shared.codec.expression.entropy import TABLE_FREQS, bin_for_mean
-from facewire.shared.codec.predictive import CodeError, PayloadError
-from facewire.shared.codec.seam import CodedFrame, FrameDraft, Prepared
+from facewire.shared.codec.predictive import PayloadError
+from facewire.shared.codec.seam import CodedFrame, FrameDraft, NoSetup, Prepared
 from facewire.shared.types import Affine, AlphaFix, FrameAnalysis, KeyframeState, Landmarks
 from facewire.shared.wire.varint import VarintError, encode_uvarint, read_uvarint
 
@@ -379,7 +379,7 @@ def prepare_values(kf: int, prediction: npt.NDArray[np.float32], matte: npt.NDAr
 
 
 @dataclass
-class AlphaFixPreparer:
+class AlphaFixPreparer(NoSetup):
     """On the analysing thread, at FIX_FPS: the receiver's prediction, drawn by the sender's replica of it
     (the receiver's own renderer, facewire.shared.render.replica), against the matte."""
 
@@ -408,15 +408,6 @@ class AlphaFixPreparer:
     def prepare(self, analysis: FrameAnalysis) -> Prepared | None:
         return None  # prepared by `prepare_fix`, which needs the receiver's prediction
 
-    def take_setup(self) -> bytes | None:
-        return None
-
-    def current_setup(self) -> bytes | None:
-        return None
-
-    def keyframe_code(self, prepared: Prepared) -> bytes:
-        raise CodeError("the alpha-fix code codes no keyframe")
-
 
 def _burst(bps: float) -> float:
     return max(bps / 8 * BURST_SECONDS, MIN_BURST_BYTES)
@@ -432,7 +423,7 @@ def payload_bound(bps: float) -> int:
 
 
 @dataclass
-class AlphaFixEncoder:
+class AlphaFixEncoder(NoSetup):
     """At send time: what the receiver holds (only frames that are sent change it), the byte budget, the ops."""
 
     fix: AlphaFix | None = None
@@ -546,9 +537,6 @@ class AlphaFixEncoder:
         self._refresh -= {i for i in self._refresh if not self.fix.held.ravel()[i]}
         return out
 
-    def setup(self, payload: bytes) -> None:
-        raise CodeError("the alpha-fix code has no setup")
-
     def reset(self) -> None:
         """The receiver lost the stream: it holds nothing it can rely on, so the next payload drops everything."""
         self._clear = True
@@ -556,7 +544,7 @@ class AlphaFixEncoder:
 
 
 @dataclass
-class AlphaFixDecoder:
+class AlphaFixDecoder(NoSetup):
     """The tiles the receiver holds; every frame drawn carries them (`hold`), whether or not it brought ops."""
 
     fix: AlphaFix | None = None
@@ -572,12 +560,6 @@ class AlphaFixDecoder:
         fix = self.fix
         if fix is not None and fix.held.shape == Grid(draft.size).tiles[::-1] and fix.held.any():
             draft.alpha_fix = fix
-
-    def setup(self, payload: bytes) -> None:
-        raise CodeError("the alpha-fix code has no setup")
-
-    def decode_keyframe(self, payload: bytes) -> Landmarks:
-        raise CodeError("the alpha-fix code codes no keyframe")
 
     def reset(self) -> None:
         self.fix = None

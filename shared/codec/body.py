@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from facewire.shared.codec.predictive import CodeError
-from facewire.shared.codec.seam import CodedFrame, FrameDraft, Prepared
+from facewire.shared.codec.seam import CodedFrame, FrameDraft, NoSetup, Prepared
 from facewire.shared.face import topology as topo
 from facewire.shared.types import Affine, Alpha, FrameAnalysis, Image, KeyframeState, Landmarks
 
@@ -253,7 +253,7 @@ class BodyValues:
     motions: Mapping[int, Quantised]
 
 
-class BodyPreparer:
+class BodyPreparer(NoSetup):
     """On the analysing thread: the motion against the keyframes the frame may be drawn from."""
 
     def __init__(self) -> None:
@@ -295,17 +295,8 @@ class BodyPreparer:
             cached = self._sources[kf] = (keyframe, body_signal(keyframe.alpha, keyframe.image))
         return cached[1]
 
-    def take_setup(self) -> bytes | None:
-        return None
 
-    def current_setup(self) -> bytes | None:
-        return None
-
-    def keyframe_code(self, prepared: Prepared) -> bytes:
-        raise CodeError("the body-motion code codes no keyframe")
-
-
-class BodyEncoder:
+class BodyEncoder(NoSetup):
     """At send time: the motion against the keyframe the frame is drawn from, predicted from the last one sent."""
 
     def __init__(self) -> None:
@@ -322,14 +313,11 @@ class BodyEncoder:
         self._previous = q
         return payload
 
-    def setup(self, payload: bytes) -> None:
-        raise CodeError("the body-motion code has no setup")
-
     def reset(self) -> None:
         self._previous = None
 
 
-class BodyDecoder:
+class BodyDecoder(NoSetup):
     def __init__(self) -> None:
         self._previous: Quantised | None = None
 
@@ -337,12 +325,6 @@ class BodyDecoder:
         q = decode_motion(payload, self._previous, draft.size)
         self._previous = q
         draft.body = motion_matrix(q, draft.size)
-
-    def setup(self, payload: bytes) -> None:
-        raise CodeError("the body-motion code has no setup")
-
-    def decode_keyframe(self, payload: bytes) -> Landmarks:
-        raise CodeError("the body-motion code codes no keyframe")
 
     def reset(self) -> None:
         self._previous = None

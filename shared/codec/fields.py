@@ -35,7 +35,7 @@ from facewire.shared.codec.body import BodyDecoder, BodyEncoder, BodyPreparer
 from facewire.shared.codec.expression.field import ExpressionDecoder, ExpressionEncoder, ExpressionPreparer
 from facewire.shared.codec.landmarks import LandmarkDecoder, LandmarkEncoder, dequantise, quantise
 from facewire.shared.codec.predictive import CodeError
-from facewire.shared.codec.seam import CodedFrame, FrameDraft, Prepared
+from facewire.shared.codec.seam import CodedFrame, FrameDraft, NoSetup, Prepared
 from facewire.shared.types import FrameAnalysis, Landmarks
 
 Role = Literal["face", "alpha", "body", "layer"]
@@ -107,33 +107,14 @@ class FieldCodec:
     persistent: bool = False  # its state survives periodic intra frames (see the module's docstring)
 
 
-class _NoSetup:
-    """For codes with no setup and no keyframe code."""
-
-    def take_setup(self) -> bytes | None:
-        return None
-
-    def current_setup(self) -> bytes | None:
-        return None
-
-    def setup(self, payload: bytes) -> None:
-        raise CodeError("this code has no setup")
-
-    def keyframe_code(self, prepared: Prepared) -> bytes:
-        raise CodeError("this code codes no keyframe")
-
-    def decode_keyframe(self, payload: bytes) -> Landmarks:
-        raise CodeError("this code codes no keyframe")
-
-
-class _Unprepared(_NoSetup):
+class _Unprepared(NoSetup):
     """A code whose encoder reads the analysis itself."""
 
     def prepare(self, analysis: FrameAnalysis) -> Prepared | None:
         return None
 
 
-class _LandmarkPreparer(_NoSetup):
+class _LandmarkPreparer(NoSetup):
     """The raw landmark code: the receiver decodes the 1/4-px grid (to within its dead zone)."""
 
     def prepare(self, analysis: FrameAnalysis) -> Prepared | None:
@@ -145,7 +126,7 @@ class _LandmarkPreparer(_NoSetup):
 
 
 @dataclass
-class _LandmarkField(_NoSetup):
+class _LandmarkField(NoSetup):
     coder: LandmarkEncoder = field(default_factory=LandmarkEncoder)
 
     def encode(self, frame: CodedFrame, intra: bool) -> bytes | None:
@@ -157,7 +138,7 @@ class _LandmarkField(_NoSetup):
 
 
 @dataclass
-class _LandmarkFieldDecoder(_NoSetup):
+class _LandmarkFieldDecoder(NoSetup):
     coder: LandmarkDecoder = field(default_factory=LandmarkDecoder)
 
     def decode(self, payload: bytes, draft: FrameDraft) -> None:
@@ -171,7 +152,7 @@ class _LandmarkFieldDecoder(_NoSetup):
 
 
 @dataclass
-class _AlphaField(_NoSetup):
+class _AlphaField(NoSetup):
     coder: AlphaEncoder = field(default_factory=AlphaEncoder)
 
     def encode(self, frame: CodedFrame, intra: bool) -> bytes | None:
@@ -183,7 +164,7 @@ class _AlphaField(_NoSetup):
 
 
 @dataclass
-class _AlphaFieldDecoder(_NoSetup):
+class _AlphaFieldDecoder(NoSetup):
     coder: AlphaDecoder = field(default_factory=AlphaDecoder)
 
     def decode(self, payload: bytes, draft: FrameDraft) -> None:

@@ -19,8 +19,7 @@ import math
 from dataclasses import dataclass, field
 
 from facewire.shared.codec.layer import LayerDecoder, LayerEncoder, residual_box, residual_region, residual_support
-from facewire.shared.codec.predictive import CodeError
-from facewire.shared.codec.seam import CodedFrame, FrameDraft, Prepared
+from facewire.shared.codec.seam import CodedFrame, FrameDraft, NoSetup, Prepared
 from facewire.shared.render.replica import LAYER_GEOMETRY, Replica, layer_transform
 from facewire.shared.types import Affine, FrameAnalysis, Image, KeyframeState, Landmarks
 
@@ -46,7 +45,7 @@ def quantised_kbps(kbps: float) -> float:
 
 
 @dataclass
-class LayerPreparer:
+class LayerPreparer(NoSetup):
     """The sender's replica drawing each layer frame's prediction and the residual against it."""
 
     fps: float = LAYER_FPS
@@ -86,18 +85,9 @@ class LayerPreparer:
         # a millisecond of slack: a 30 fps camera's third frame is 99.9 ms after the first
         return self._last_us is None or ts_us - self._last_us >= 1e6 / self.fps - 1000 or ts_us < self._last_us
 
-    def take_setup(self) -> bytes | None:
-        return None
-
-    def current_setup(self) -> bytes | None:
-        return None
-
-    def keyframe_code(self, prepared: Prepared) -> bytes:
-        raise CodeError("the layer codes no keyframe")
-
 
 @dataclass
-class LayerFieldEncoder:
+class LayerFieldEncoder(NoSetup):
     fps: float = LAYER_FPS
     coder: LayerEncoder | None = None
     _newest: int | None = None  # the newest keyframe the stream has corrected
@@ -123,9 +113,6 @@ class LayerFieldEncoder:
         self._newest, self._key = max(values.kf, self._newest or 0), False
         return coder.encode(values.box)
 
-    def setup(self, payload: bytes) -> None:
-        raise CodeError("the layer has no setup")
-
     def reset(self) -> None:
         self._key = True
 
@@ -139,17 +126,11 @@ def _moved(current: float, wanted: float) -> bool:
 
 
 @dataclass
-class LayerFieldDecoder:
+class LayerFieldDecoder(NoSetup):
     decoder: LayerDecoder = field(default_factory=lambda: LayerDecoder(LAYER_GEOMETRY.size))
 
     def decode(self, payload: bytes, draft: FrameDraft) -> None:
         draft.layer = self.decoder.decode(payload)
-
-    def setup(self, payload: bytes) -> None:
-        raise CodeError("the layer has no setup")
-
-    def decode_keyframe(self, payload: bytes) -> Landmarks:
-        raise CodeError("the layer codes no keyframe")
 
     def reset(self) -> None:
         self.decoder.reset()

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from facewire.shared.codec.predictive import CodeError
 from facewire.shared.types import Affine, Alpha, AlphaFix, FrameAnalysis, Image, Landmarks
 
 
@@ -38,3 +39,22 @@ class FrameDraft:
     layer: Image | None = None  # a layer code's decoded box
     body: Affine | None = None  # the body's motion, frame to keyframe (facewire.shared.codec.body)
     alpha_fix: AlphaFix | None = None  # the alpha corrections held (facewire.shared.codec.alpha_fix)
+
+
+class NoSetup:
+    """The setup and keyframe parts of a code's preparer, encoder or decoder, for codes that have neither."""
+
+    def take_setup(self) -> bytes | None:
+        return None
+
+    def current_setup(self) -> bytes | None:
+        return None
+
+    def setup(self, payload: bytes) -> None:
+        raise CodeError(f"{type(self).__name__}: this code has no setup")
+
+    def keyframe_code(self, prepared: Prepared) -> bytes:
+        raise CodeError(f"{type(self).__name__}: this code codes no keyframe")
+
+    def decode_keyframe(self, payload: bytes) -> Landmarks:
+        raise CodeError(f"{type(self).__name__}: this code codes no keyframe")

@@ -296,7 +296,6 @@ _PACKED_MASK, _PACKED_TAG = 0xF8, 0x60
 _VARINT_BYTES = 5  # a u32
 
 
-
 def encode_packed_frame(frame: Frame) -> bytes:
     head = _PACKED_TAG | frame.face << 1 | int(frame.intra)
     parts = [bytes([head]), encode_uvarint(frame.seq), encode_uvarint(frame.dt_ms), encode_uvarint(frame.kf)]
