@@ -59,8 +59,9 @@ async def joined(url: str, sink: Sink | None = None, token: str = TOKEN, show: s
 
 
 def decoded(receiver: LiveReceiver) -> int:
-    active = receiver.server.active if receiver.server is not None else None
-    return sum(s.frames_decoded for s in receiver.ended_sessions) + (active.frames_decoded if active else 0)
+    # The receiver's own count over all its sessions: a session whose decoder is still finishing is neither
+    # active nor ended yet, so summing sessions reads 0 in that moment.
+    return receiver.player.stats.frames_in
 
 
 def publisher(url: str, frames_dir: Path, token: str = TOKEN, max_frames: int | None = None,
