@@ -370,7 +370,7 @@ class Uplink:
     def _steer(self, controller: RateController) -> None:
         """Tell the analysing thread what the link allows now (it sizes keyframes and layers by it)."""
         self.coder.budget.target_bps = controller.target_bps
-        self.coder.budget.layer_max_bps = controller.bulk_window_bytes() / self.stream.layer.key_bytes_per_kbps() * 1000
+        self.coder.budget.layer_max_bps = controller.layer_key_bytes() / self.stream.layer.key_bytes_per_kbps() * 1000
         self.coder.budget.observe_frame(self.stream.last_features_bytes, self.fps)
         self.coder.held = self.stream.held
         self.stats.target_kbps = controller.target_bps / 1000

@@ -145,6 +145,9 @@ class CodecModel:
     keyframe_min_bytes: int = 1500
     keyframe_max_bytes: int = 6000
     chunk_bytes: int = 1000
+    # The layer restarts from each new keyframe with a key frame as large as the uplink's live cap lets it be
+    # (`RateController.layer_key_bytes`); it rides on a frame once the window holds it, as the uplink's plan does.
+    layer_key_after_keyframe: bool = False
 
 
 @dataclass(frozen=True)
@@ -271,6 +274,7 @@ class _Sim:
         self.next_keyframe_s = 0.0
         self.target_max = 0.0
         self.residual_skipped = 0
+        self.layer_key_due = False
 
     # --- event queue
     def at(self, t: float, fn: Callable[[], None]) -> None:
@@ -306,6 +310,8 @@ class _Sim:
             per_frame = (self.target() - codec.features_bytes * 8 * codec.fps - kf_bps) / codec.fps / 8
             if per_frame >= codec.residual_min_bytes:
                 residual = int(per_frame * math.exp(self.rng.gauss(-codec.size_sigma ** 2 / 2, codec.size_sigma)))
+            if self.layer_key_due and self.ctl is not None:
+                residual = max(residual, self.ctl.layer_key_bytes())
         if self.slot is not None:
             self.dropped.append(self.slot.capture_s)
         self.slot = Message("frame", 0, codec.features_bytes + residual, now, residual_bytes=residual)
@@ -346,9 +352,12 @@ class _Sim:
                 self.residual_skipped += 1
             if item is self.slot:
                 self.slot = None
+                if item.residual_bytes:
+                    self.layer_key_due = False
             else:
                 self.kf_left -= item.nbytes
                 item.last_chunk = self.kf_left == 0
+                self.layer_key_due = item.last_chunk and self.sc.codec.layer_key_after_keyframe
             self.send(item)
 
     def next_chunk(self) -> Message | None:

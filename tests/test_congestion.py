@@ -285,6 +285,19 @@ def test_24kbps_150ms_meets_the_latency_budget_and_first_picture(seed: int) -> N
     assert first_keyframe_s < 2.5
 
 
+@pytest.mark.parametrize("kbps", [24, 64, 128])
+@pytest.mark.parametrize("seed", (1, 2))
+def test_a_layer_key_frame_after_each_keyframe_holds_no_frame_up_for_long(kbps: int, seed: int) -> None:
+    """The residual layer starts again from every new keyframe with a key frame as large as the live cap lets
+    it be, and it rides whole with one frame: sized to the window it held the frames behind it for a round
+    trip (at 64 kbps/300 ms: 25 fps delivered, one-way delay p95 0.96 s)."""
+    codec = CodecModel(fps=30.0, features_bytes=20, keyframe_every_s=3.0, layer_key_after_keyframe=True)
+    trace = run(Scenario(capacity=Schedule.constant(kbps * 1000.0), delay_s=0.3, duration_s=40, seed=seed,
+                         ceiling_bps=256e3, codec=codec))
+    assert trace.delivered_fps(15, 40) >= 29.0
+    assert trace.one_way_delay_p(95, 15, 40) < 0.3 + 0.25
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_capacity_step_down_and_up(seed: int) -> None:
     trace = run(Scenario(capacity=steps((0, 64e3), (20, 24e3), (40, 64e3)), duration_s=60, seed=seed))

@@ -94,6 +94,11 @@ class ControllerConfig:
     # beyond ~100 ms that reads as a delay spike to the detector and as latency to the viewer.
     chunk_s: float = 0.1
     chunk_min_bytes: int = 120
+    # A residual layer's key frame rides whole with one frame, so it holds the frames behind it for its
+    # serialisation time just as a chunk does; the layer's rate is capped so its key frames stay within this
+    # much of the target (a key frame sized to the whole window held them for a round trip and more: live at
+    # 64 kbps/150 ms, 16-28% of the frames were skipped behind them).
+    layer_key_s: float = 0.25
     # Standing queue: a sender held by its window keeps the queue full but flat, which a delay *gradient*
     # cannot see; when RTT minus min RTT stays above this, the target drops as on overuse.
     standing_queue_s: float = 0.2

@@ -250,6 +250,11 @@ class RateController:
         share (a layer key frame larger than this waits for an empty link, and the frames behind it with it)."""
         return max(0, self.window_bytes() - self.reserve_bytes() - self.cfg.essential_reserve_min_bytes)
 
+    def layer_key_bytes(self) -> int:
+        """The largest residual-layer key frame to let ride with a frame: what the window holds beside the
+        frames' share, and no more than `layer_key_s` of the target."""
+        return min(self.bulk_window_bytes(), int(self._rate.target / 8 * self.cfg.layer_key_s))
+
     def chunk_bytes(self) -> int:
         """Largest chunk to cut a keyframe into: ~`chunk_s` of the target rate."""
         return max(self.cfg.chunk_min_bytes, int(self._rate.target / 8 * self.cfg.chunk_s))
