@@ -180,14 +180,9 @@ class FramePacer:
     step: int = 1
     _cost: float | None = None  # a sent frame's link bytes, smoothed
     _next: int = 0
-    _repay_bps: float = 0.0  # what the start's debt takes of the link until `_repaid_at`
-    _repaid_at: int = 0  # an input frame index
-
-    def repaying(self, debt_bytes: int, index: int, seconds: float) -> None:
-        """The session's start left `debt_bytes` that the gate repays linearly within `seconds` from frame `index`:
-        meanwhile the frames have only what that leaves (else the gate refuses them, unevenly)."""
-        self._repay_bps = debt_bytes * 8 / seconds
-        self._repaid_at = index + round(seconds * self.fps)
+    # What the gate's debts (the session's start, later setups and keyframe heads) take of the link now: the
+    # frames have only what that leaves (else the gate refuses them, unevenly). Set by the pacer's owner.
+    repay_bps: float = 0.0
 
     def due(self, index: int) -> bool:
         """Whether input frame `index` is one the pacer sends (call `sent` when it went)."""
@@ -196,8 +191,7 @@ class FramePacer:
     def sent(self, index: int, nbytes: int) -> None:
         """Frame `index` went with `nbytes` on the link (its layer packet aside)."""
         self._cost = float(nbytes) if self._cost is None else self._cost + 0.1 * (nbytes - self._cost)
-        repaying = self._repay_bps if index < self._repaid_at else 0.0
-        allowed = min(self.share * self.ceiling_bps, 0.9 * (self.ceiling_bps - repaying)) / 8  # bytes a second
+        allowed = min(self.share * self.ceiling_bps, 0.9 * (self.ceiling_bps - self.repay_bps)) / 8  # bytes a second
         per_second = self._cost * self.fps
         needed = min(self.max_step, max(1, math.ceil(per_second / allowed)))
         if needed > self.step or (needed < self.step and per_second / (self.step - 1) <= 0.85 * allowed):
