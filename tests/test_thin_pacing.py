@@ -13,7 +13,19 @@ from facewire.receiver.runtime import between, play_stream
 from facewire.receiver.sinks import FramesSink
 from facewire.receiver.stats import StatsMeter
 from facewire.sender.capture import CaptureOptions, FrameSource
-from facewire.sender.coding import FRAMES_SHARE, MAX_FRAME_STEP, Budget, FrameCoder, FramePacer
+from facewire.sender.coding import (
+    BODY_CODE,
+    DEFAULT_CODES,
+    FRAMES_SHARE,
+    MAX_FRAME_STEP,
+    MIN_BODY_FEATURES_BPS,
+    THIN_ALPHA_FACTOR,
+    THIN_ALPHA_QUALITY,
+    Budget,
+    FrameCoder,
+    FramePacer,
+    codes_for,
+)
 from facewire.sender.runner import record_stream
 from facewire.sender.sending import Ceiling
 from facewire.shared.codec.expression.basis import shipped_basis
@@ -148,3 +160,22 @@ def test_the_pacer_leaves_the_gate_its_repayment() -> None:
     pacer.repay_bps = 3_000.0  # half the ceiling is repaying a debt: 3 frames a second less
     paced(pacer, 30, 40, start=60)
     assert pacer.step == MAX_FRAME_STEP
+
+
+def test_below_a_thin_ceiling_the_body_code_gives_its_bytes_to_frame_rate() -> None:
+    without_body = tuple(code for code in DEFAULT_CODES if code != BODY_CODE)
+    assert codes_for("features", MIN_BODY_FEATURES_BPS, True) == DEFAULT_CODES
+    assert codes_for("features", MIN_BODY_FEATURES_BPS - 1, True) == without_body
+    assert codes_for(None, 6_000, False) == without_body  # an avatar too: its frames are as thin
+
+
+def test_a_thin_keyframe_alpha_is_coarser_and_smaller() -> None:
+    from facewire.shared.codec.keyframe import ALPHA_QUALITY, decode_keyframe_alpha, encode_keyframe_alpha
+
+    yy, xx = np.mgrid[0:256, 0:256]
+    alpha = np.clip((90.0 - np.hypot(xx - 128.0, (yy - 150.0) * 0.8)) / 6.0, 0.0, 1.0).astype(np.float32)
+    box = (0, 0, 256, 256)
+    usual = encode_keyframe_alpha(alpha, box, THIN_ALPHA_FACTOR, ALPHA_QUALITY)
+    thin = encode_keyframe_alpha(alpha, box, THIN_ALPHA_FACTOR, THIN_ALPHA_QUALITY)
+    assert len(thin) < len(usual)
+    assert np.abs(decode_keyframe_alpha(thin, box, (256, 256)) - alpha).mean() < 0.03
