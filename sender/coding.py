@@ -21,7 +21,7 @@ from facewire.shared.codec.body import BodyPreparer, BodyValues, motion_matrix
 from facewire.shared.codec.expression.field import ExpressionPreparer
 from facewire.shared.codec.fields import FIELD_CODECS, CodedFrame, FieldPreparer, Prepared, face_code
 from facewire.shared.codec.frames import REFERENCES, KeyframePackage, build_keyframe
-from facewire.shared.codec.keyframe import ALPHA_FACTOR, MIN_QUALITY, KeyframeTooLarge
+from facewire.shared.codec.keyframe import ALPHA_FACTOR, ALPHA_QUALITY, MIN_QUALITY, KeyframeTooLarge
 from facewire.shared.codec.layer_field import LayerPreparer
 from facewire.shared.face.likeness import FaceLikeness, warp_cost
 from facewire.shared.types import Affine, Analyzer, FrameAnalysis, KeyframeState, Landmarks
@@ -41,6 +41,10 @@ MIN_KEYFRAME_BYTES = 1200  # below this a person at 512 px is mush at any AVIF q
 # when the budget gives the picture no more than its floor (a ceiling of ~6 kbps), where the alpha at 1/2 would
 # cost as much as the picture and the session's start is repaid over seconds in which the picture stands still.
 THIN_ALPHA_FACTOR = 4
+# and at a lower AVIF quality (~0.63 KB, MAD 0.006 -> 0.010 on the first frames of the 8 clips): at such a ceiling
+# the session's start is repaid over 6 s in which the frames get what the repayment leaves, and ~170 bytes less
+# of it is a step of frame rate sooner (every 4th input frame -> every 3rd).
+THIN_ALPHA_QUALITY = 10
 # When a ceiling cannot carry every frame, the frames go evenly, every `step`-th (FramePacer), at most this
 # share of the ceiling: the rest repays the session's start (first keyframe, setups) and carries keyframes.
 # Skipped irregularly by the bucket instead, the picture stood still for a varying number of frames (d3 at
@@ -88,6 +92,12 @@ MIN_RESIDUAL_CEILING_BPS = 10_000.0
 # corrects the face with them, the body code only moves the shoulders (at 16 kbps on 8 clips, body off:
 # face SSIM +0.002 to +0.012 at the same real rate; QUALITY's report). Above it the layer's share grows less.
 MIN_BODY_WITH_LAYER_BPS = 20_000.0
+# Below this ceiling (features only) the frames go every 3rd-4th input frame (FramePacer), and the body code's
+# ~7 of a frame's ~40 link bytes buy frame rate instead: the mouth and lids are sampled more often, which is what
+# the picture loses most at such rates (6 kbps, 8 clips, with THIN_ALPHA_QUALITY: MediaPipe mouth/eye correlation
+# of the picture d12 0.55/0.64 -> 0.95/0.75, w0 0.74/0.81 -> 0.80/0.77, d6 0.85/0.71 -> 0.89/0.68; face SSIM equal or
+# better; foreground SSIM -0.01, the shoulders stay where the keyframe has them).
+MIN_BODY_FEATURES_BPS = 8_000.0
 BODY_CODE = "body-motion"
 
 
@@ -100,6 +110,8 @@ def codes_for(layers: str | None, ceiling_bps: float, self_mode: bool, face_code
     if layers is None:
         layers = LAYERS[1] if self_mode and ceiling_bps >= MIN_RESIDUAL_CEILING_BPS else LAYERS[0]
     if layers == LAYERS[0]:
+        if ceiling_bps < MIN_BODY_FEATURES_BPS:
+            return tuple(code for code in face_codes if code != BODY_CODE)
         return tuple(face_codes)
     if not self_mode:
         raise ValueError("--layers features+residual corrects the sender's own face: it needs --identity self "
@@ -180,14 +192,9 @@ class FramePacer:
     step: int = 1
     _cost: float | None = None  # a sent frame's link bytes, smoothed
     _next: int = 0
-    _repay_bps: float = 0.0  # what the start's debt takes of the link until `_repaid_at`
-    _repaid_at: int = 0  # an input frame index
-
-    def repaying(self, debt_bytes: int, index: int, seconds: float) -> None:
-        """The session's start left `debt_bytes` that the gate repays linearly within `seconds` from frame `index`:
-        meanwhile the frames have only what that leaves (else the gate refuses them, unevenly)."""
-        self._repay_bps = debt_bytes * 8 / seconds
-        self._repaid_at = index + round(seconds * self.fps)
+    # What the gate's debts (the session's start, later setups and keyframe heads) take of the link now: the
+    # frames have only what that leaves (else the gate refuses them, unevenly). Set by the pacer's owner.
+    repay_bps: float = 0.0
 
     def due(self, index: int) -> bool:
         """Whether input frame `index` is one the pacer sends (call `sent` when it went)."""
@@ -196,8 +203,7 @@ class FramePacer:
     def sent(self, index: int, nbytes: int) -> None:
         """Frame `index` went with `nbytes` on the link (its layer packet aside)."""
         self._cost = float(nbytes) if self._cost is None else self._cost + 0.1 * (nbytes - self._cost)
-        repaying = self._repay_bps if index < self._repaid_at else 0.0
-        allowed = min(self.share * self.ceiling_bps, 0.9 * (self.ceiling_bps - repaying)) / 8  # bytes a second
+        allowed = min(self.share * self.ceiling_bps, 0.9 * (self.ceiling_bps - self.repay_bps)) / 8  # bytes a second
         per_second = self._cost * self.fps
         needed = min(self.max_step, max(1, math.ceil(per_second / allowed)))
         if needed > self.step or (needed < self.step and per_second / (self.step - 1) <= 0.85 * allowed):
@@ -448,7 +454,9 @@ class FrameCoder:
                  if FIELD_CODECS[name].role == "face" and name in prepared}
         bare = self._bare.is_set()
         budget, kf = self.budget.keyframe_bytes(first=bare), self.kf + 1
-        hints = (self._quality_hint, self._scale_hint, THIN_ALPHA_FACTOR if budget <= MIN_KEYFRAME_BYTES else ALPHA_FACTOR)
+        thin = budget <= MIN_KEYFRAME_BYTES
+        hints = (self._quality_hint, self._scale_hint, THIN_ALPHA_FACTOR if thin else ALPHA_FACTOR,
+                 THIN_ALPHA_QUALITY if thin else ALPHA_QUALITY)
 
         def build() -> BuiltKeyframe:
             try:
@@ -461,7 +469,7 @@ class FrameCoder:
                     # A receiver without a keyframe shows nothing, and without frames flowing the rate control never
                     # learns that the link has room for one (after a reconnect it starts low): over budget beats never.
                     log.warning("the session's first keyframe goes over its budget: %s", exc)
-                    package, state = build_keyframe(analysis, kf, face, codes, exc.needed, MIN_QUALITY, hints[1], hints[2])
+                    package, state = build_keyframe(analysis, kf, face, codes, exc.needed, MIN_QUALITY, *hints[1:])
                     return BuiltKeyframe(analysis.frame.ts_us, face, exc.needed, package, state)
             except KeyframeTooLarge as exc:
                 return BuiltKeyframe(analysis.frame.ts_us, face, budget, error=exc)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from facewire.sender.capture import FrameSource, now_us
 from facewire.sender.coding import FrameCoder, FramePacer, Outgoing
-from facewire.sender.sending import FRAMING_BYTES, Ceiling, link_bytes, parts, plan
+from facewire.sender.sending import FRAMING_BYTES, Ceiling, parts, plan
 from facewire.sender.stream import FeatureStream
 from facewire.sender.timing import StageTimes
 from facewire.sender.uplink import IdentityBook, Uplink, UplinkStats
@@ -41,7 +41,7 @@ def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, ide
     held_back: Outgoing | None = None  # a frame the pacer skipped that carries state: it goes with the next one
     # a receiver of this version unpacks packed frames: a recording is what a session with one carries
     stream, gate = FeatureStream(FrameEncoder(codes), packed=True), Ceiling(coder.budget.ceiling_bps)
-    start_bytes = 0  # what went before the first frame: the gate's start debt
+    with_layer = any(FIELD_CODECS[code].role == "layer" for code in codes)
     writer: StreamWriter | None = None
     last_skipped: Outgoing | None = None
     try:
@@ -68,13 +68,10 @@ def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, ide
                 writer.write(m.encode(message, stream.packed))
             went = any(isinstance(message, m.Frame) for message in sent)
             last_skipped = item if not went else None
-            if went and start_bytes == 0:
-                start_bytes = sum(link_bytes(message) for message in sent if not isinstance(message, m.Frame))
-                # the residual layer yields to the frames and to the repayment: with one, the start is repaid out
-                # of the layer's share, not the frames' (w1 at 16 kbps: every 2nd frame for 5 s, mouth 0.86 -> 0.64)
-                if not any(FIELD_CODECS[code].role == "layer" for code in codes):
-                    pacer.repaying(start_bytes, frame.index, gate.repay_s)
             if went:
+                # the residual layer yields to the frames and to the repayment: with one, the debts are repaid out
+                # of the layer's share, not the frames' (w1 at 16 kbps: every 2nd frame for 5 s, mouth 0.86 -> 0.64)
+                pacer.repay_bps = 0.0 if with_layer else gate.repay_bps(now)
                 pacer.sent(frame.index, stream.last_features_bytes + FRAMING_BYTES)
             coder.budget.observe_frame(stream.last_features_bytes, pacer.rate)
             coder.held = stream.held

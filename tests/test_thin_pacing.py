@@ -13,8 +13,21 @@ from facewire.receiver.runtime import between, play_stream
 from facewire.receiver.sinks import FramesSink
 from facewire.receiver.stats import StatsMeter
 from facewire.sender.capture import CaptureOptions, FrameSource
-from facewire.sender.coding import FRAMES_SHARE, MAX_FRAME_STEP, Budget, FrameCoder, FramePacer
+from facewire.sender.coding import (
+    BODY_CODE,
+    DEFAULT_CODES,
+    FRAMES_SHARE,
+    MAX_FRAME_STEP,
+    MIN_BODY_FEATURES_BPS,
+    THIN_ALPHA_FACTOR,
+    THIN_ALPHA_QUALITY,
+    Budget,
+    FrameCoder,
+    FramePacer,
+    codes_for,
+)
 from facewire.sender.runner import record_stream
+from facewire.sender.sending import Ceiling
 from facewire.shared.codec.expression.basis import shipped_basis
 from facewire.shared.types import FrameState
 from facewire.shared.wire import messages as m
@@ -103,3 +116,66 @@ def test_a_thin_budget_spaces_new_neutrals_and_frames_still_decode() -> None:
 def test_the_setup_gap_follows_the_budget() -> None:
     assert Budget.at_most(6_000).setup_gap_s(600) > 5 > Budget.at_most(16_000).setup_gap_s(600) > 2
     assert Budget.at_most(256_000).setup_gap_s(600) < 1  # the estimator's own schedule is the limit
+
+
+def _frames_through(gate: Ceiling, start_s: float, seconds: float, frame_bytes: int, step: int = 3,
+                    fps: float = 30.0) -> tuple[list[int], int]:
+    """The input frames (every `step`-th) the gate lets go from `start_s` on, and their bytes."""
+    sent, total = [], 0
+    for index in range(round(start_s * fps), round((start_s + seconds) * fps), step):
+        now = index / fps
+        if gate.may_send(frame_bytes, now, essential=True):
+            gate.on_send(index, frame_bytes, now)
+            sent.append(index)
+            total += frame_bytes
+    return sent, total
+
+
+def test_a_later_setup_is_repaid_on_a_schedule_instead_of_freezing_the_frames() -> None:
+    gate = Ceiling(6_000)
+    gate.on_send_uncontrolled(2_500, 0.0)  # the session's start
+    _frames_through(gate, 0.0, 8.0, 40)  # its debt is repaid by 6 s
+    assert gate.repay_bps(8.0) == 0.0
+    gate.on_send_uncontrolled(600, 8.0)  # a new neutral: 0.8 s of the ceiling
+    assert gate.repay_bps(8.0) > 0.0
+    sent, total = _frames_through(gate, 8.0, 10.0, 40)
+    assert np.diff(sent).max() == 3, sent  # not one frame held for it
+    # and the ceiling holds over the ceiling's 10-s window: the setup, the frames, at most the bucket's savings
+    assert (600 + total) * 8 / 10.0 <= 6_000 * 1.1
+    assert gate.repay_bps(18.5) == 0.0
+
+
+def test_a_setup_the_bucket_holds_is_no_debt() -> None:
+    gate = Ceiling(6_000)
+    gate.on_send_uncontrolled(2_500, 0.0)
+    _frames_through(gate, 0.0, 8.0, 10)  # cheap frames: the bucket is full again
+    gate.on_send_uncontrolled(200, 8.0)
+    assert gate.repay_bps(8.0) == 0.0
+
+
+def test_the_pacer_leaves_the_gate_its_repayment() -> None:
+    pacer = FramePacer(ceiling_bps=6_000, fps=30.0)
+    paced(pacer, 60, 40)
+    assert pacer.step == 3
+    pacer.repay_bps = 3_000.0  # half the ceiling is repaying a debt: 3 frames a second less
+    paced(pacer, 30, 40, start=60)
+    assert pacer.step == MAX_FRAME_STEP
+
+
+def test_below_a_thin_ceiling_the_body_code_gives_its_bytes_to_frame_rate() -> None:
+    without_body = tuple(code for code in DEFAULT_CODES if code != BODY_CODE)
+    assert codes_for("features", MIN_BODY_FEATURES_BPS, True) == DEFAULT_CODES
+    assert codes_for("features", MIN_BODY_FEATURES_BPS - 1, True) == without_body
+    assert codes_for(None, 6_000, False) == without_body  # an avatar too: its frames are as thin
+
+
+def test_a_thin_keyframe_alpha_is_coarser_and_smaller() -> None:
+    from facewire.shared.codec.keyframe import ALPHA_QUALITY, decode_keyframe_alpha, encode_keyframe_alpha
+
+    yy, xx = np.mgrid[0:256, 0:256]
+    alpha = np.clip((90.0 - np.hypot(xx - 128.0, (yy - 150.0) * 0.8)) / 6.0, 0.0, 1.0).astype(np.float32)
+    box = (0, 0, 256, 256)
+    usual = encode_keyframe_alpha(alpha, box, THIN_ALPHA_FACTOR, ALPHA_QUALITY)
+    thin = encode_keyframe_alpha(alpha, box, THIN_ALPHA_FACTOR, THIN_ALPHA_QUALITY)
+    assert len(thin) < len(usual)
+    assert np.abs(decode_keyframe_alpha(thin, box, (256, 256)) - alpha).mean() < 0.03
