@@ -71,6 +71,10 @@ class Ceiling:
     bucket_s: float = 0.5  # savings: a keyframe part may borrow half a second, no more
     repay_s: float = 6.0  # the start's debt is repaid within this (at most the ceiling's 10-s window)
     reserve_s: float = 0.1  # while it is: the frames' lead over everything else
+    # When the recording ends, if known: what else goes (the layer, keyframe parts) has the start repaid by then,
+    # so a file shorter than `repay_s` still holds the ceiling (the frames keep the usual schedule: they are what
+    # moves the picture, and the start was sized to the file).
+    end_s: float | None = None
     _bucket: TokenBucket = field(init=False)
     _start_debt: float = 0.0  # what went before the first frame
     _first_frame_s: float | None = None
@@ -91,16 +95,23 @@ class Ceiling:
         allowance = self._start_allowance(now)
         if essential:
             return self._bucket.level >= -allowance
+        allowance = min(allowance, self._start_allowance(now, self._repaid_by_end()))
         # what the repayment schedule leaves, less a reserve that keeps the frames ahead of the rest; a
         # message larger than the bucket (a keyframe's head with its alpha, at a thin ceiling) goes when
         # the bucket is full, or it would never go
         reserve = self.reserve_s * self.ceiling_bps / 8 if allowance > 0 else 0.0
         return self._bucket.level - min(nbytes, self._bucket.burst) >= -allowance + reserve
 
-    def _start_allowance(self, now: float) -> float:
+    def _start_allowance(self, now: float, repay_s: float | None = None) -> float:
         if self._first_frame_s is None:
             return self._start_debt
-        return self._start_debt * max(0.0, 1.0 - (now - self._first_frame_s) / self.repay_s)
+        return self._start_debt * max(0.0, 1.0 - (now - self._first_frame_s) / (repay_s or self.repay_s))
+
+    def _repaid_by_end(self) -> float:
+        """The seconds from the first frame within which the start is repaid for what is not a frame."""
+        if self.end_s is None or self._first_frame_s is None:
+            return self.repay_s
+        return min(self.repay_s, max(self.end_s - self._first_frame_s, 1e-3))
 
     def on_send(self, seq: int, nbytes: int, now: float) -> None:
         if self._first_frame_s is None:
