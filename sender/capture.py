@@ -26,6 +26,7 @@ def now_us() -> int:
 
 class _Reader(Protocol):
     fps: float
+    length: int | None  # the frames it holds, when known (a camera: never)
 
     def read(self) -> Image | None: ...
 
@@ -42,6 +43,8 @@ class _VideoReader:
             raise CaptureError(f"cannot open video file {path}")
         fps = self._capture.get(cv2.CAP_PROP_FPS)
         self.fps = fps if 1.0 <= fps <= 240.0 else 30.0
+        count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT))  # the container's count; 0 or less: not known
+        self.length: int | None = count if count > 0 else None
 
     def read(self) -> Image | None:
         ok, image = self._capture.read()
@@ -62,6 +65,7 @@ class _FolderReader:
         if not self.files:
             raise CaptureError(f"image folder {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         self.fps = fps
+        self.length: int | None = len(self.files)
         self._next = 0
 
     def read(self) -> Image | None:
@@ -100,6 +104,7 @@ class _CameraReader:
             raise CaptureError(f"camera {index} opened but delivers no frames (busy or unplugged?)")
         got = self._capture.get(cv2.CAP_PROP_FPS)
         self.fps = got if 1.0 <= got <= 240.0 else 30.0
+        self.length: int | None = None
 
     def read(self) -> Image | None:
         ok, image = self._capture.read()
@@ -167,6 +172,16 @@ class FrameSource:
             ts_us = start_us + round(index * 1e6 / self.fps) if media_clock else now_us()
             yield CapturedFrame(index=index, ts_us=ts_us, image=self._scaled(image))
             index += 1
+
+    @property
+    def length(self) -> int | None:
+        """How many frames the iteration gives, when known before it: a file's (a video's by its container's
+        count, which may be off by a frame or two) up to `max_frames`; a camera or a loop ends only there."""
+        limit = self.options.max_frames
+        known = self._reader.length
+        if self.is_camera or self.options.loop or known is None:
+            return limit if self.is_camera or self.options.loop else None
+        return known if limit is None else min(known, limit)
 
     @property
     def paced(self) -> bool:

@@ -56,6 +56,13 @@ MAX_FRAME_STEP = 4  # below a quarter of the input's rate the face no longer mov
 # ~50 kbps the estimator's own schedule (1, 2, 4 s...) is the limit.
 SETUP_SHARE = 0.1
 MAX_KEYFRAME_BYTES = 48 * 1024
+# A session whose end is known (a recording of a file) holds the ceiling over the whole of it, however short: its
+# first keyframe takes what the file's length allows less what the frames will cost (a frame of the face code is
+# 17-24 bytes at 16 kbps, and the gate charges 6 of framing) and what else goes at the start (the identity, ~80 B).
+# d0, 3.1 s at 16 kbps: its start sized for a 10-s window made it 20 kbps real.
+FRAME_BYTES_PRIOR = 30
+START_OTHER_BYTES = 128
+KEYFRAME_ALPHA_PRIOR = 1300  # a keyframe's alpha at 1/2 size, bytes (1.0-1.5 KB on the 8 clips' first frames)
 DRIFT_KEYFRAME_SHARE = 0.25  # of the link, at most, for keyframes the face's drift brings
 FINER_SCALE_QUALITY = 30  # a keyframe at 1/scale that reached this AVIF quality tries the finer scale next
 DEFAULT_BITRATE_BPS = 256_000.0  # the ceiling without --bitrate: the rate control finds the link below it
@@ -137,6 +144,9 @@ class Budget:
     # the uplink's window leaves beside the frames, or each waits for an empty link and the frames behind it
     # are skipped for a second (w1 at 24 kbps: 27% of the frames). Set by the uplink from its controller.
     layer_max_bps: float = float("inf")
+    # When the session ends on the media clock, if known (a recording of a file: `ends`), and the input's rate.
+    ends_us: int | None = None
+    fps: float = 30.0
     _first: bool = True
 
     @classmethod
@@ -176,6 +186,26 @@ class Budget:
         spare = max(self.target_bps - self.features_bps, 0.25 * self.target_bps)
         seconds = self.first_keyframe_s if first else KEYFRAME_SECONDS
         return int(min(max(spare * seconds / 8, MIN_KEYFRAME_BYTES), MAX_KEYFRAME_BYTES))
+
+    def ends(self, start_us: int, frames: int, fps: float) -> None:
+        """The session, starting at `start_us`, lasts `frames` input frames at `fps` (a file of known length)."""
+        self.ends_us, self.fps = start_us + round(frames * 1e6 / fps), fps
+
+    def remaining_s(self, ts_us: int) -> float:
+        """The media seconds the session has left after `ts_us` (infinite when its end is not known)."""
+        return math.inf if self.ends_us is None else max(self.ends_us - ts_us, 0) / 1e6
+
+    def start_room(self, ts_us: int, other_bytes: int) -> int | None:
+        """The most a session's first keyframe (picture, alpha and face code) may take so that the whole session
+        holds the ceiling: what its remaining seconds allow less the frames' expected cost (at most the pacer's
+        share), `other_bytes` (the setups going with it, an intra first frame) and the identity. None when the
+        end is not known."""
+        seconds = self.remaining_s(ts_us)
+        if math.isinf(seconds):
+            return None
+        allowance = self.ceiling_bps * seconds / 8
+        frames = min(FRAMES_SHARE * allowance, FRAME_BYTES_PRIOR * self.fps * seconds)
+        return max(int(allowance - frames - other_bytes - START_OTHER_BYTES), 0)
 
 
 @dataclass
@@ -334,10 +364,14 @@ class FrameCoder:
         self.policy.request()
 
     def code(self, analyzer: Analyzer, analysis: FrameAnalysis) -> Outgoing:
+        ts_us = analysis.frame.ts_us
         for preparer in self._preparers.values():
             if isinstance(preparer, ExpressionPreparer):
                 setup = preparer.current_setup()
-                preparer.min_setup_gap_s = 0.0 if setup is None else self.budget.setup_gap_s(len(setup))
+                gap = 0.0 if setup is None else self.budget.setup_gap_s(len(setup))
+                # a new neutral that the rest of a session of known length cannot repay in its share is not sent
+                # (d0 at 16 kbps: 590 B of it 0.4 s before the end)
+                preparer.min_setup_gap_s = gap if self.budget.remaining_s(ts_us) >= gap else math.inf
         prepared = {name: value for name, preparer in self._preparers.items()
                     if (value := preparer.prepare(analysis)) is not None}
         setups = [(name, setup) for name, preparer in self._preparers.items()
@@ -353,7 +387,8 @@ class FrameCoder:
             keyframe, self._pending = self._adopt(self._pending.result()), None
         if self._pending is None and self.policy.decide(analysis, drift, self.budget.drift_gap_s(self._last_keyframe_bytes)):
             # The despilled foreground is costly (~20 ms), so it is asked for keyframes only.
-            build = self._keyframe_build(dataclasses.replace(analysis, foreground=analyzer.foreground()), prepared)
+            build = self._keyframe_build(dataclasses.replace(analysis, foreground=analyzer.foreground()), prepared,
+                                         sum(len(payload) for _, payload in setups))
             if self.background_keyframes:
                 self._pending = self._worker().submit(build)
             else:
@@ -446,14 +481,26 @@ class FrameCoder:
                 if value is not None:
                     prepared[name] = value
 
-    def _keyframe_build(self, analysis: FrameAnalysis, prepared: dict[str, Prepared]) -> Callable[[], BuiltKeyframe]:
-        """The keyframe's build, to run on any thread: what it needs of this coder is taken now."""
+    def _keyframe_build(self, analysis: FrameAnalysis, prepared: dict[str, Prepared],
+                        setup_bytes: int = 0) -> Callable[[], BuiltKeyframe]:
+        """The keyframe's build, to run on any thread: what it needs of this coder is taken now. `setup_bytes`:
+        the setups going with it."""
         face = prepared.get(face_code(self.codes))
         # every offered face code's: the session (negotiated on another thread, maybe later) picks one
         codes = {name: self._preparers[name].keyframe_code(prepared[name]) for name in self.codes
                  if FIELD_CODECS[name].role == "face" and name in prepared}
         bare = self._bare.is_set()
         budget, kf = self.budget.keyframe_bytes(first=bare), self.kf + 1
+        # a session's first keyframe, when the session's end is known, fits what its length allows, alpha included
+        # (a recording's session is the coder's: its first keyframe comes without a restart)
+        # (and the first frame, intra, costs about the face code the keyframe carries)
+        first_frame = min(map(len, codes.values()), default=0)
+        room = self.budget.start_room(analysis.frame.ts_us, setup_bytes + first_frame) if bare or self.kf == 0 else None
+        if room is not None and room - KEYFRAME_ALPHA_PRIOR < budget:
+            # never below the floor a thin ceiling gets: a file too short to hold even that keeps the picture
+            # (d0, 3.1 s at 6 kbps: over either way, a softer keyframe only cost face SSIM 0.84 -> 0.81)
+            budget = max(room - KEYFRAME_ALPHA_PRIOR, min(budget, MIN_KEYFRAME_BYTES))
+            room = room if budget > MIN_KEYFRAME_BYTES else None
         thin = budget <= MIN_KEYFRAME_BYTES
         hints = (self._quality_hint, self._scale_hint, THIN_ALPHA_FACTOR if thin else ALPHA_FACTOR,
                  THIN_ALPHA_QUALITY if thin else ALPHA_QUALITY)
@@ -461,10 +508,11 @@ class FrameCoder:
         def build() -> BuiltKeyframe:
             try:
                 try:
-                    package, state = build_keyframe(analysis, kf, face, codes, budget, *hints)
+                    package, state = build_keyframe(analysis, kf, face, codes, budget, *hints, max_total_bytes=room)
                     return BuiltKeyframe(analysis.frame.ts_us, face, budget, package, state)
                 except KeyframeTooLarge as exc:
-                    if not bare or exc.needed > MAX_KEYFRAME_BYTES:
+                    # a first keyframe that a short file's length leaves no room for goes as small as it can
+                    if not (bare or room is not None) or exc.needed > MAX_KEYFRAME_BYTES:
                         raise
                     # A receiver without a keyframe shows nothing, and without frames flowing the rate control never
                     # learns that the link has room for one (after a reconnect it starts low): over budget beats never.

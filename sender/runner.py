@@ -42,10 +42,18 @@ def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, ide
     # a receiver of this version unpacks packed frames: a recording is what a session with one carries
     stream, gate = FeatureStream(FrameEncoder(codes), packed=True), Ceiling(coder.budget.ceiling_bps)
     with_layer = any(FIELD_CODECS[code].role == "layer" for code in codes)
+    # A file of known length holds the ceiling over the whole of it, however short: the start is sized to it
+    # (Budget.start_room) and the gate lets nothing but frames spend what the file cannot repay before its end.
+    # Frames keep the usual schedule (held to it, d0 at 6 kbps kept a frame in four: mouth correlation 0.97 -> 0.46).
+    length = source.length
+    if length is not None:
+        gate.end_s = length / source.fps  # the media clock starts at 0
     writer: StreamWriter | None = None
     last_skipped: Outgoing | None = None
     try:
         for frame in source:
+            if writer is None and length is not None:
+                coder.budget.ends(frame.ts_us, length, source.fps)
             item = coder.code(analyzer, analyzer.analyze(frame))
             if writer is None:
                 width, height = frame.size

@@ -102,20 +102,25 @@ class KeyframePackage:
 
 def build_keyframe(analysis: FrameAnalysis, kf: int, face: Prepared | None, face_codes: Mapping[str, bytes] | None,
                    max_image_bytes: int, quality_hint: int = 40, scale_hint: int = 1,
-                   alpha_factor: int = ALPHA_FACTOR, alpha_quality: int = ALPHA_QUALITY) -> tuple[KeyframePackage, KeyframeState]:
+                   alpha_factor: int = ALPHA_FACTOR, alpha_quality: int = ALPHA_QUALITY,
+                   max_total_bytes: int | None = None) -> tuple[KeyframePackage, KeyframeState]:
     """The person of this frame as a keyframe whose picture fits `max_image_bytes` (the highest AVIF
     quality that does, at the finest scale from `scale_hint` on that fits; KeyframeTooLarge when none
     does), and exactly what the receiver will decode from it (the sender's replica of the receiver draws
     from that). `face_codes`: the face's intra code in each face code the sender offers; the session's
     goes in the message. `alpha_factor`, `alpha_quality`: the alpha's downsampling and AVIF quality (1/2 q30
-    ~1.2 KB, 1/4 q30 ~0.8 KB, 1/4 q10 ~0.63 KB at 512 px)."""
+    ~1.2 KB, 1/4 q30 ~0.8 KB, 1/4 q10 ~0.63 KB at 512 px). `max_total_bytes`: when given, the picture fits what
+    the alpha and the smallest face code leave of it too."""
     frame = analysis.foreground if analysis.foreground is not None else analysis.frame.image
     height, width = frame.shape[:2]
     alpha = analysis.alpha if analysis.alpha is not None else np.ones((height, width), np.float32)
     person = person_only(frame, alpha)
+    alpha_code = encode_keyframe_alpha(alpha, person.box, alpha_factor, alpha_quality)
+    if max_total_bytes is not None:
+        rest = len(alpha_code) + min(map(len, (face_codes or {}).values()), default=0)
+        max_image_bytes = max(min(max_image_bytes, max_total_bytes - rest), 1)
     coded = encode_person_scaled(person, max_image_bytes, start=min(quality_hint, KEYFRAME_MAX_QUALITY),
                                  max_quality=KEYFRAME_MAX_QUALITY, scale=scale_hint, max_scale=m.MAX_KEYFRAME_SCALE)
-    alpha_code = encode_keyframe_alpha(alpha, person.box, alpha_factor, alpha_quality)
     state = KeyframeState(
         kf=kf, image=decode_person(coded.data, person.box, (width, height), scale=coded.scale),
         alpha=decode_keyframe_alpha(alpha_code, person.box, (width, height)),
