@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from facewire.sender.behind import Behind
 from facewire.sender.keyframes import KeyframePolicy
 from facewire.sender.timing import StageTimes
 from facewire.shared.codec.alpha_fix import AlphaFixPreparer
@@ -306,13 +307,18 @@ class FrameCoder:
     held: tuple[int, ...] = ()
     _built_us: int = 0  # when the newest keyframe was built
     # Live, keyframes are built on a worker thread (an AVIF search at 640x480 takes 100-300 ms: the camera's
-    # frames would be skipped meanwhile); a recording builds them in line, so it does not depend on timing.
-    background_keyframes: bool = False
+    # frames would be skipped meanwhile), and the closed loop runs on another; a recording does both in line,
+    # so it does not depend on timing.
+    background: bool = False
     _pending: concurrent.futures.Future[BuiltKeyframe] | None = field(default=None, repr=False)
     _executor: concurrent.futures.ThreadPoolExecutor | None = field(default=None, repr=False)
+    # The closed loop (the replica's drawing and the layer's residual against it) goes with a later frame: the
+    # receiver applies a layer box to the frames after the one that carries it, so no frame waits for its own.
+    _loop: Behind[tuple[str, Prepared] | None] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._preparers = {name: FIELD_CODECS[name].new_preparer() for name in self.codes}
+        self._loop = Behind(name="closed-loop")
 
     def resync(self) -> None:
         """The receiver asked for a keyframe (any thread): it comes within the policy's limit, with every
@@ -348,7 +354,7 @@ class FrameCoder:
         if self._pending is None and self.policy.decide(analysis, drift, self.budget.drift_gap_s(self._last_keyframe_bytes)):
             # The despilled foreground is costly (~20 ms), so it is asked for keyframes only.
             build = self._keyframe_build(dataclasses.replace(analysis, foreground=analyzer.foreground()), prepared)
-            if self.background_keyframes:
+            if self.background:
                 self._pending = self._worker().submit(build)
             else:
                 keyframe = self._adopt(build())
@@ -368,7 +374,9 @@ class FrameCoder:
             setups += [(name, setup) for name, preparer in self._preparers.items()
                        if name not in fresh and (setup := preparer.current_setup()) is not None]
         self._prepare_body(analysis, prepared, reference)
-        self._prepare_layer(analysis, prepared, reference)
+        if (behind := self._loop.take()) is not None:
+            prepared[behind[0]] = behind[1]
+        self._start_layer(analysis, prepared, reference)
         self._prepare_alpha_fix(analysis, prepared, reference)
         return Outgoing(CodedFrame(analysis, prepared), keyframe, tuple(setups), reference=reference)
 
@@ -409,23 +417,30 @@ class FrameCoder:
                 if value is not None:
                     prepared[name] = value
 
-    def _prepare_layer(self, analysis: FrameAnalysis, prepared: dict[str, Prepared], reference: int | None) -> None:
-        """The layer's residual against the keyframe the receiver will draw this frame from: the chosen
-        reference when it holds it, else the newest it holds (the stream's rule). A keyframe still on its
-        way is not drawn from: the layer goes on correcting what the receiver shows while it crosses
-        (with the drift-triggered keyframes, waiting for each starved the layer: d3 at 16 kbps got 1.3
-        kbps of it). The send-time encoder still drops a residual whose keyframe is not the frame's."""
+    def _start_layer(self, analysis: FrameAnalysis, prepared: dict[str, Prepared], reference: int | None) -> None:
+        """Starts the layer's residual of this frame, for a later frame to carry (`Behind`), against the keyframe
+        the receiver will draw this frame from: the chosen reference when it holds it, else the newest it holds
+        (the stream's rule). A keyframe still on its way is not drawn from: the layer goes on correcting what the
+        receiver shows while it crosses (with the drift-triggered keyframes, waiting for each starved the layer:
+        d3 at 16 kbps got 1.3 kbps of it). The send-time encoder drops a residual whose keyframe is not the
+        keyframe of the frame that carries it."""
+        preparer = next(((name, p) for name, p in self._preparers.items() if isinstance(p, LayerPreparer)), None)
+        if preparer is None or not self._loop.idle or not preparer[1].due(analysis.frame.ts_us):
+            return
+        self._loop.background = self.background
+        name, layer = preparer
         reference = self._drawn_reference(reference)
         face = prepared.get(face_code(self.codes))
-        keyframe = self.keyframe_state(reference)
+        landmarks = None if face is None else face.landmarks
+        keyframe, kbps = self.keyframe_state(reference), self.budget.layer_bps() / 1000
         # the receiver moves the body as the frame's body motion says (when that code goes with it): so does the replica
         body_matrix = self._body_matrix(prepared, reference)
-        for name, preparer in self._preparers.items():
-            if isinstance(preparer, LayerPreparer):
-                value = preparer.prepare_layer(analysis, None if face is None else face.landmarks, keyframe,
-                                               self.budget.layer_bps() / 1000, body_matrix)
-                if value is not None:
-                    prepared[name] = value
+
+        def residual() -> tuple[str, Prepared] | None:
+            value = layer.prepare_layer(analysis, landmarks, keyframe, kbps, body_matrix)
+            return None if value is None else (name, value)
+
+        self._loop.start(residual)
 
     def _prepare_body(self, analysis: FrameAnalysis, prepared: dict[str, Prepared], reference: int | None) -> None:
         """The body's motion against each keyframe the uplink may draw this frame from."""
