@@ -64,11 +64,6 @@ DEFAULT_CODES = ("expression", "landmarks", "body-motion")
 # Alpha corrections are offered only when asked for (`--alpha-fix on`): held 32-px tiles do not follow a moving
 # head, and their edges show as square notches in the hair that a smooth, slightly wrong prediction does not.
 ALPHA_FIX_CODES = (*DEFAULT_CODES, "alpha-fix")
-# The body's motion is estimated against the keyframe chosen for a frame and the newest built, and for
-# a while after a keyframe is built against the one before it too: the uplink draws a frame from the
-# newest keyframe the receiver holds whole when it lacks the chosen one, and a new keyframe's parts
-# take up to KEYFRAME_SECONDS to cross (twice that leaves room for a late start).
-BODY_PREVIOUS_SECONDS = 2 * KEYFRAME_SECONDS
 # The residual layer's share: the gate keeps the rest as slack (frame sizes vary; a layer key frame is
 # paid back over the next packets). SVT-AV1's real rate runs 0.5-1 kbps over its target at a few kbps,
 # with the 3-byte packet headers (helper R6), so the target leaves that much.
@@ -305,7 +300,6 @@ class FrameCoder:
     # The keyframes the receiver holds as the uplink (or the recorder) last saw them, oldest first:
     # written by it, replaced whole, read here (the layer draws its residual from one of them).
     held: tuple[int, ...] = ()
-    _built_us: int = 0  # when the newest keyframe was built
     # Live, keyframes are built on a worker thread (an AVIF search at 640x480 takes 100-300 ms: the camera's
     # frames would be skipped meanwhile), and the closed loop runs on another; a recording does both in line,
     # so it does not depend on timing.
@@ -443,12 +437,14 @@ class FrameCoder:
         self._loop.start(residual)
 
     def _prepare_body(self, analysis: FrameAnalysis, prepared: dict[str, Prepared], reference: int | None) -> None:
-        """The body's motion against each keyframe the uplink may draw this frame from."""
+        """The body's motion against each keyframe the uplink may draw this frame from: the chosen reference,
+        and while the receiver does not hold it whole (a new keyframe's parts crossing), the newest it holds
+        (the stream's rule). The uplink only adds keyframes to what the receiver holds, so one of the two is
+        the frame's. (Fitting the keyframe before the newest for 3 s after every build, held or not, doubled
+        the fit on the frame's latency path: keyframes come every few seconds at 256 kbps.)"""
         face = prepared.get(face_code(self.codes))
-        built = list(self._states)
-        recent = analysis.frame.ts_us - self._built_us < BODY_PREVIOUS_SECONDS * 1e6
-        kfs = [*built[-2 if recent else -1:], *([] if reference is None else [reference])]
-        keyframes = {kf: state for kf in kfs if (state := self.keyframe_state(kf)) is not None}
+        kfs = (reference, self._drawn_reference(reference))
+        keyframes = {kf: state for kf in kfs if kf is not None and (state := self.keyframe_state(kf)) is not None}
         for name, preparer in self._preparers.items():
             if isinstance(preparer, BodyPreparer):
                 value = preparer.prepare_body(analysis, None if face is None else face.landmarks, keyframes)
@@ -495,7 +491,6 @@ class FrameCoder:
         self._quality_hint = package.quality
         self._last_keyframe_bytes = package.nbytes
         self._states[package.kf] = state
-        self._built_us = built.ts_us
         while len(self._states) > 2 * REFERENCES:
             self._states.popitem(last=False)
         self._references.built(package.kf, None if built.face is None else built.face.landmarks)
