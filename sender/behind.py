@@ -16,11 +16,39 @@ replica's ~10 ms on every third frame's capture-to-sink latency.
 from __future__ import annotations
 
 import concurrent.futures
+import logging
+import os
+import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+# Work off the frames' path (keyframe builds, the closed loop) runs at this nice value above the sender's:
+# two processes share two cores, and an AVIF search (100-300 ms of CPU every few seconds at 256 kbps) or a
+# replica drawing that takes a core from the analysing thread or the receiver's renderer delays frames. A
+# lower priority lets them take only what the frames leave; they still get a whole core when one is idle.
+BACKGROUND_NICE = 10
+
+
+def _lower_priority() -> None:
+    """Lowers the calling thread's CPU priority (Linux: a thread's nice value is its own; elsewhere
+    setpriority would lower the whole process, so it is left alone)."""
+    if sys.platform != "linux":
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + BACKGROUND_NICE)
+    except OSError as exc:  # a sandbox may refuse it: the work still runs, at the frames' priority
+        log.debug("background thread priority unchanged: %s", exc)
+
+
+def background_worker(name: str) -> concurrent.futures.ThreadPoolExecutor:
+    """One thread, at a lower CPU priority than the frames' threads, for work off their latency path."""
+    return concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=name, initializer=_lower_priority)
 
 
 @dataclass
@@ -51,7 +79,7 @@ class Behind(Generic[T]):
             raise RuntimeError(f"{self.name}: a job is still waiting to be taken")
         if self.background:
             if self._executor is None:
-                self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.name)
+                self._executor = background_worker(self.name)
             self._pending = self._executor.submit(work)
             return
         done: concurrent.futures.Future[T] = concurrent.futures.Future()

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from facewire.sender.behind import Behind
+from facewire.sender.behind import Behind, background_worker
 from facewire.sender.keyframes import KeyframePolicy
 from facewire.sender.timing import StageTimes
 from facewire.shared.codec.alpha_fix import AlphaFixPreparer
@@ -502,5 +502,5 @@ class FrameCoder:
 
     def _worker(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyframe")
+            self._executor = background_worker("keyframe")
         return self._executor

@@ -3,13 +3,15 @@ exactly the next one in a recording, and live the analysing thread never waits f
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
 
-from facewire.sender.behind import Behind
+from facewire.sender.behind import BACKGROUND_NICE, Behind, background_worker
 from facewire.sender.coding import FrameCoder
 from facewire.shared.codec.layer_field import CAPABILITY, LayerPreparer, LayerValues
 from facewire.shared.codec.seam import Prepared
@@ -120,3 +122,19 @@ def test_live_the_analysing_thread_never_waits_for_the_loop_and_a_later_frame_ca
             break
         threading.Event().wait(0.01)
     assert carried == 0 and stub.drawn[0] == 0
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a thread's own nice value is Linux's")
+def test_work_off_the_frames_path_runs_at_a_lower_priority_than_the_frames() -> None:
+    def nice() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    mine = nice()
+    behind: Behind[int] = Behind(background=True)
+    behind.start(nice)
+    with background_worker("keyframe") as keyframes:
+        theirs = keyframes.submit(nice).result()
+    while (result := behind.take()) is None:
+        threading.Event().wait(0.01)
+    assert result == theirs == min(mine + BACKGROUND_NICE, 19)
+    assert nice() == mine  # the frames' thread keeps its own
