@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from facewire.sender.behind import Behind, background_worker
 from facewire.sender.keyframes import KeyframePolicy
 from facewire.sender.timing import StageTimes
 from facewire.shared.codec.alpha_fix import AlphaFixPreparer
@@ -74,11 +75,6 @@ DEFAULT_CODES = ("expression", "landmarks", "body-motion")
 # Alpha corrections are offered only when asked for (`--alpha-fix on`): held 32-px tiles do not follow a moving
 # head, and their edges show as square notches in the hair that a smooth, slightly wrong prediction does not.
 ALPHA_FIX_CODES = (*DEFAULT_CODES, "alpha-fix")
-# The body's motion is estimated against the keyframe chosen for a frame and the newest built, and for
-# a while after a keyframe is built against the one before it too: the uplink draws a frame from the
-# newest keyframe the receiver holds whole when it lacks the chosen one, and a new keyframe's parts
-# take up to KEYFRAME_SECONDS to cross (twice that leaves room for a late start).
-BODY_PREVIOUS_SECONDS = 2 * KEYFRAME_SECONDS
 # The residual layer's share: the gate keeps the rest as slack (frame sizes vary; a layer key frame is
 # paid back over the next packets). SVT-AV1's real rate runs 0.5-1 kbps over its target at a few kbps,
 # with the 3-byte packet headers (helper R6), so the target leaves that much.
@@ -340,15 +336,19 @@ class FrameCoder:
     # The keyframes the receiver holds as the uplink (or the recorder) last saw them, oldest first:
     # written by it, replaced whole, read here (the layer draws its residual from one of them).
     held: tuple[int, ...] = ()
-    _built_us: int = 0  # when the newest keyframe was built
     # Live, keyframes are built on a worker thread (an AVIF search at 640x480 takes 100-300 ms: the camera's
-    # frames would be skipped meanwhile); a recording builds them in line, so it does not depend on timing.
-    background_keyframes: bool = False
+    # frames would be skipped meanwhile), and the closed loop runs on another; a recording does both in line,
+    # so it does not depend on timing.
+    background: bool = False
     _pending: concurrent.futures.Future[BuiltKeyframe] | None = field(default=None, repr=False)
     _executor: concurrent.futures.ThreadPoolExecutor | None = field(default=None, repr=False)
+    # The closed loop (the replica's drawing and the layer's residual against it) goes with a later frame: the
+    # receiver applies a layer box to the frames after the one that carries it, so no frame waits for its own.
+    _loop: Behind[tuple[str, Prepared] | None] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._preparers = {name: FIELD_CODECS[name].new_preparer() for name in self.codes}
+        self._loop = Behind(name="closed-loop")
 
     def resync(self) -> None:
         """The receiver asked for a keyframe (any thread): it comes within the policy's limit, with every
@@ -389,7 +389,7 @@ class FrameCoder:
             # The despilled foreground is costly (~20 ms), so it is asked for keyframes only.
             build = self._keyframe_build(dataclasses.replace(analysis, foreground=analyzer.foreground()), prepared,
                                          sum(len(payload) for _, payload in setups))
-            if self.background_keyframes:
+            if self.background:
                 self._pending = self._worker().submit(build)
             else:
                 keyframe = self._adopt(build())
@@ -409,7 +409,9 @@ class FrameCoder:
             setups += [(name, setup) for name, preparer in self._preparers.items()
                        if name not in fresh and (setup := preparer.current_setup()) is not None]
         self._prepare_body(analysis, prepared, reference)
-        self._prepare_layer(analysis, prepared, reference)
+        if (behind := self._loop.take()) is not None:
+            prepared[behind[0]] = behind[1]
+        self._start_layer(analysis, prepared, reference)
         self._prepare_alpha_fix(analysis, prepared, reference)
         return Outgoing(CodedFrame(analysis, prepared), keyframe, tuple(setups), reference=reference)
 
@@ -450,31 +452,40 @@ class FrameCoder:
                 if value is not None:
                     prepared[name] = value
 
-    def _prepare_layer(self, analysis: FrameAnalysis, prepared: dict[str, Prepared], reference: int | None) -> None:
-        """The layer's residual against the keyframe the receiver will draw this frame from: the chosen
-        reference when it holds it, else the newest it holds (the stream's rule). A keyframe still on its
-        way is not drawn from: the layer goes on correcting what the receiver shows while it crosses
-        (with the drift-triggered keyframes, waiting for each starved the layer: d3 at 16 kbps got 1.3
-        kbps of it). The send-time encoder still drops a residual whose keyframe is not the frame's."""
+    def _start_layer(self, analysis: FrameAnalysis, prepared: dict[str, Prepared], reference: int | None) -> None:
+        """Starts the layer's residual of this frame, for a later frame to carry (`Behind`), against the keyframe
+        the receiver will draw this frame from: the chosen reference when it holds it, else the newest it holds
+        (the stream's rule). A keyframe still on its way is not drawn from: the layer goes on correcting what the
+        receiver shows while it crosses (with the drift-triggered keyframes, waiting for each starved the layer:
+        d3 at 16 kbps got 1.3 kbps of it). The send-time encoder drops a residual whose keyframe is not the
+        keyframe of the frame that carries it."""
+        preparer = next(((name, p) for name, p in self._preparers.items() if isinstance(p, LayerPreparer)), None)
+        if preparer is None or not self._loop.idle or not preparer[1].due(analysis.frame.ts_us):
+            return
+        self._loop.background = self.background
+        name, layer = preparer
         reference = self._drawn_reference(reference)
         face = prepared.get(face_code(self.codes))
-        keyframe = self.keyframe_state(reference)
+        landmarks = None if face is None else face.landmarks
+        keyframe, kbps = self.keyframe_state(reference), self.budget.layer_bps() / 1000
         # the receiver moves the body as the frame's body motion says (when that code goes with it): so does the replica
         body_matrix = self._body_matrix(prepared, reference)
-        for name, preparer in self._preparers.items():
-            if isinstance(preparer, LayerPreparer):
-                value = preparer.prepare_layer(analysis, None if face is None else face.landmarks, keyframe,
-                                               self.budget.layer_bps() / 1000, body_matrix)
-                if value is not None:
-                    prepared[name] = value
+
+        def residual() -> tuple[str, Prepared] | None:
+            value = layer.prepare_layer(analysis, landmarks, keyframe, kbps, body_matrix)
+            return None if value is None else (name, value)
+
+        self._loop.start(residual)
 
     def _prepare_body(self, analysis: FrameAnalysis, prepared: dict[str, Prepared], reference: int | None) -> None:
-        """The body's motion against each keyframe the uplink may draw this frame from."""
+        """The body's motion against each keyframe the uplink may draw this frame from: the chosen reference,
+        and while the receiver does not hold it whole (a new keyframe's parts crossing), the newest it holds
+        (the stream's rule). The uplink only adds keyframes to what the receiver holds, so one of the two is
+        the frame's. (Fitting the keyframe before the newest for 3 s after every build, held or not, doubled
+        the fit on the frame's latency path: keyframes come every few seconds at 256 kbps.)"""
         face = prepared.get(face_code(self.codes))
-        built = list(self._states)
-        recent = analysis.frame.ts_us - self._built_us < BODY_PREVIOUS_SECONDS * 1e6
-        kfs = [*built[-2 if recent else -1:], *([] if reference is None else [reference])]
-        keyframes = {kf: state for kf in kfs if (state := self.keyframe_state(kf)) is not None}
+        kfs = (reference, self._drawn_reference(reference))
+        keyframes = {kf: state for kf in kfs if kf is not None and (state := self.keyframe_state(kf)) is not None}
         for name, preparer in self._preparers.items():
             if isinstance(preparer, BodyPreparer):
                 value = preparer.prepare_body(analysis, None if face is None else face.landmarks, keyframes)
@@ -536,7 +547,6 @@ class FrameCoder:
         self._quality_hint = package.quality
         self._last_keyframe_bytes = package.nbytes
         self._states[package.kf] = state
-        self._built_us = built.ts_us
         while len(self._states) > 2 * REFERENCES:
             self._states.popitem(last=False)
         self._references.built(package.kf, None if built.face is None else built.face.landmarks)
@@ -548,5 +558,5 @@ class FrameCoder:
 
     def _worker(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyframe")
+            self._executor = background_worker("keyframe")
         return self._executor

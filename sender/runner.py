@@ -154,7 +154,7 @@ async def stream_live(source: FrameSource, analyzer: Analyzer, uplink: Uplink,
     With `cycle_s`, the identity switches to the book's next one every that many seconds.
     """
     loop = asyncio.get_running_loop()
-    uplink.coder.background_keyframes = True  # a camera does not wait for a keyframe's AVIF search
+    uplink.coder.background = True  # a camera waits for no keyframe's AVIF search and no closed loop
     slot: LatestSlot[Outgoing] = LatestSlot(loop, keep=lambda item: item.carries_state, merge=Outgoing.merged)
     frames: LatestBox[CapturedFrame] = LatestBox()
     cycler = asyncio.create_task(_cycle_identities(uplink, cycle_s)) if cycle_s else None

@@ -5,6 +5,7 @@ frames, negotiation), and the sender's replica drawing the receiver's alpha bit 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 
 import cv2
 import numpy as np
@@ -19,6 +20,7 @@ from facewire.shared.codec.body import (
     CAPABILITY,
     BodyDecoder,
     BodyEncoder,
+    BodyPreparer,
     BodyValues,
     decode_motion,
     encode_motion,
@@ -40,6 +42,7 @@ from facewire.shared.types import (
     FrameState,
     HeadPose,
     KeyframeState,
+    Landmarks,
 )
 from facewire.shared.wire import messages as m
 from tests.render_fixtures import astronaut, astronaut_landmarks
@@ -256,3 +259,42 @@ def test_body_motion_is_offered_by_default_and_dropped_for_a_receiver_that_lacks
             decoder.decode_keyframe(message)
         elif isinstance(message, m.Frame):
             assert decoder.decode_frame(message).body is None
+
+
+class _FittedAgainst(BodyPreparer):
+    """Records the keyframes each frame's body is fitted against (the fit itself is not the point here)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fitted: list[list[int]] = []
+
+    def prepare_body(self, analysis: FrameAnalysis, face: Landmarks | None,
+                     keyframes: Mapping[int, KeyframeState]) -> Prepared | None:
+        self.fitted.append(sorted(keyframes))
+        return None
+
+
+def test_the_body_is_fitted_against_the_frames_keyframe_and_the_newest_held_only_while_that_one_crosses() -> None:
+    from tests.wire_fixtures import SyntheticAnalyzer
+
+    analyzer, body = SyntheticAnalyzer(), _FittedAgainst()
+    coder = FrameCoder(codes=DEFAULT_CODES)
+    coder._preparers["body-motion"] = body  # noqa: SLF001
+    image = np.random.default_rng(3).integers(0, 255, (240, 320, 3), np.uint8)
+    frames = iter(range(100))
+
+    def code(held: tuple[int, ...]) -> None:
+        coder.held = held
+        index = next(frames)
+        coder.code(analyzer, analyzer.analyze(CapturedFrame(index, index * 33_333, image)))
+
+    coder.restart()
+    code(())  # the first keyframe is built with this frame: the receiver holds none, the frame waits for it
+    code(())
+    code((1,))  # the receiver holds it
+    coder.policy.request()
+    code((1,))  # keyframe 2 is built: its parts cross, so frames may still be drawn from 1
+    code((1,))
+    code((1, 2))  # keyframe 2 crossed: every frame is drawn from it
+    code((1, 2))
+    assert body.fitted == [[1], [1], [1], [1, 2], [1, 2], [2], [2]]

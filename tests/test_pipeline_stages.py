@@ -187,7 +187,7 @@ def test_live_keyframes_are_built_off_the_analysing_thread_and_go_with_a_later_f
 
     analyzer = SyntheticAnalyzer()
     image = np.random.default_rng(2).integers(0, 255, (240, 320, 3), np.uint8)
-    coder = FrameCoder(background_keyframes=True)
+    coder = FrameCoder(background=True)
     coder.restart()
     items = []
     deadline = time.monotonic() + 20

@@ -100,7 +100,7 @@ def _background_items(count: int) -> tuple[list[Outgoing], FrameCoder, _HeldBuil
     """Items as the live analysing thread codes them while the first keyframe is being built."""
     analyzer = SyntheticAnalyzer()
     image = np.random.default_rng(3).integers(0, 255, (240, 320, 3), np.uint8)
-    coder, builds = FrameCoder(background_keyframes=True), _HeldBuilds()
+    coder, builds = FrameCoder(background=True), _HeldBuilds()
     coder._executor = builds  # type: ignore[assignment]
     coder.restart()
     items = [coder.code(analyzer, analyzer.analyze(CapturedFrame(index, index * 33_333, image))) for index in range(count)]

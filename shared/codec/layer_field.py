@@ -1,9 +1,11 @@
 """The residual layer as a frame code (capability `residual-av1`, role `layer`; protocol.md 7.5).
 
-* Preparer (the sender's analysing thread): at LAYER_FPS, the sender's replica of the receiver
-  (facewire.shared.render.replica) draws the prediction of the frame from the keyframe chosen as its
-  reference (the newest one built, or an earlier look) and the face code's decoded landmarks; the residual (camera - prediction, in the face
-  box) is what the layer codes, tagged with that keyframe and the rate the budget leaves it.
+* Preparer (the sender's closed loop, beside the analysing thread: sender/behind.py): at LAYER_FPS, the
+  sender's replica of the receiver (facewire.shared.render.replica) draws the prediction of the frame from
+  the keyframe chosen as its reference (the newest one built, or an earlier look) and the face code's decoded
+  landmarks; the residual (camera - prediction, in the face box) is what the layer codes, tagged with that
+  keyframe and the rate the budget leaves it. It goes with a later frame (the next one in a recording): the
+  receiver applies a box to the frames after the one carrying it anyway, and no frame waits for its own.
 * Encoder (send time): feeds the AV1 layer stream only with frames that are sent, and only when the
   receiver draws the frame from the keyframe the residual was computed against (`CodedFrame.drawn_from`,
   the frame's reference): while a new keyframe's parts are in transit the layer pauses (the receiver
@@ -59,7 +61,7 @@ class LayerPreparer(NoSetup):
                       kbps: float, body: Affine | None = None) -> Prepared | None:
         """This frame's residual, or None: not a layer frame, no face or keyframe, or no rate for the layer."""
         face = analysis.face
-        if kbps <= 0 or keyframe is None or face is None or landmarks is None or not self._due(analysis.frame.ts_us):
+        if kbps <= 0 or keyframe is None or face is None or landmarks is None or not self.due(analysis.frame.ts_us):
             return None
         transform = layer_transform(landmarks)
         if transform is None:
@@ -81,7 +83,8 @@ class LayerPreparer(NoSetup):
         self._last_us = analysis.frame.ts_us
         return Prepared(landmarks=None, values=LayerValues(keyframe.kf, box, quantised_kbps(kbps)))
 
-    def _due(self, ts_us: int) -> bool:
+    def due(self, ts_us: int) -> bool:
+        """Whether the frame captured at `ts_us` is a layer frame (LAYER_FPS since the last residual made)."""
         # a millisecond of slack: a 30 fps camera's third frame is 99.9 ms after the first
         return self._last_us is None or ts_us - self._last_us >= 1e6 / self.fps - 1000 or ts_us < self._last_us
 
