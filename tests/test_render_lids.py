@@ -80,3 +80,39 @@ def test_the_renderer_smooths_a_blink_in_the_eyes_only() -> None:
         cv2.fillConvexPoly(eyes, cv2.convexHull(np.round(np.concatenate([lm[crease, :2], lm[ring, :2]])).astype(np.int32)), 1)
     eyes = cv2.dilate(eyes, np.ones((15, 15), np.uint8)) > 0
     assert not changed[~eyes].any()
+
+
+def test_an_avatars_closed_lid_is_redrawn_from_the_skin_round_the_eye_and_a_lowered_brow_is_kept() -> None:
+    """Avatar path (REDRAWN): the stretched lid band (lashes as streaks) becomes the skin round the eye, not its
+    smoothed average (a grey band); a brow lowered onto the crease (a frown) keeps its darkness."""
+    from facewire.shared.render.lids import REDRAWN
+
+    neutral = astronaut_landmarks() * np.float32(3.0)
+    closed = close_eyes(neutral)
+    ring, crease = topo.right_eye_ring(), list(RIGHT_LID_ABOVE)
+    brow = list(topo.brows()[0])
+    frown = closed.copy()
+    # The brow brought down so its lower edge sits on the crease.
+    drop = float(closed[crease, 1].min() - closed[brow[5:], 1].max())
+    frown[brow, 1] += np.float32(drop)
+    size = (int(neutral[:, 1].max()) + 20, int(neutral[:, 0].max()) + 20)
+    image = np.tile(SKIN, (*size, 1))
+    band = np.zeros(size, np.uint8)
+    cv2.fillPoly(band, [np.round(np.concatenate([frown[crease, :2], frown[ring[8:0:-1], :2]])).astype(np.int32)], 1)
+    streaks = (band > 0) & (np.arange(size[1])[None, :] % 3 == 0)
+    image[streaks] *= 0.3
+    brow_mask = np.zeros(size, np.uint8)
+    cv2.fillPoly(brow_mask, [np.round(frown[brow, :2]).astype(np.int32)], 1)
+    image[brow_mask > 0] *= 0.35
+    image = np.clip(image + 0.5, 0, 255).astype(np.uint8)
+    smoothed, redrawn = image.copy(), image.copy()
+    close_lids(smoothed, frown, neutral)
+    close_lids(redrawn, frown, neutral, REDRAWN)
+    box = _lid_box(frown)
+    lid_s, lid_r = smoothed[box].astype(np.float64).mean(), redrawn[box].astype(np.float64).mean()
+    assert lid_s < 0.9 * SKIN.mean()  # smoothing keeps the streaks' darkness as a band
+    assert lid_r > 0.95 * SKIN.mean(), (lid_s, lid_r)
+    core = cv2.erode(brow_mask, np.ones((3, 3), np.uint8)) > 0
+    assert core.sum() > 20
+    before = image[core].astype(np.float64).mean()
+    assert abs(redrawn[core].astype(np.float64).mean() - before) < 0.1 * before

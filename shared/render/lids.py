@@ -12,6 +12,7 @@ a drawn (cartoon) eye's bright white would show through that slit as a white lin
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cache
 
 import cv2
@@ -33,6 +34,31 @@ _SHUT_START, _SHUT_FULL = 0.6, 0.72  # closing fractions where the slit starts b
 # blink closes an avatar's lids to ~0.72-0.8 of its opening, the sender's own to ~0.9)
 _LID_SAMPLE = 0.08  # of the eye's width above the upper margin: the lid colour the slit is covered with
 _SUBPIXEL = 4
+_RIM = 0.12  # of the eye's width: the band of skin round the eye a redrawn lid takes its colour from
+
+
+@dataclass(frozen=True)
+class LidStyle:
+    """How `close_lids` draws a closing lid.
+
+    The sender's own face (self mode) only needs its stretched lid smoothed: the stretch is of its own
+    lid. An avatar's visible lid band is often a few pixels of lashes, crease shadow or a make-up
+    highlight; stretched over the eye and smoothed it reads as a pale or grey band, so `redraw` fills
+    the upper lid with the skin round the eye (its rim: the skin under the brow, the corners and the
+    lower lid) and draws the lash line darker and thicker, which is what says "closed" on a small tile.
+    """
+
+    redraw: bool = False
+    start: float = _START  # closing fractions where the redrawn lid and the lash line start and are complete
+    full: float = _FULL
+    lash: float = _LASH
+    lash_darkness: float = _LASH_DARKNESS
+
+
+SMOOTHED = LidStyle()
+# A retargeted blink closes an avatar's lids to only ~0.72-0.8 of its opening, and its upper lid band is
+# wrong at any closing, not only nearly shut: redrawn from a fifth closed, complete at 0.6.
+REDRAWN = LidStyle(redraw=True, start=0.2, full=0.6, lash=0.05, lash_darkness=0.6)
 
 
 @cache
@@ -44,18 +70,26 @@ def _eyes() -> tuple[tuple[IndexArray, IndexArray], ...]:
     )
 
 
+@cache
+def _brow_outlines() -> tuple[IndexArray, IndexArray]:
+    """Each brow as a polygon (its upper edge, then its lower edge back), in `_eyes()`'s order."""
+    return topo.brows()
+
+
 def _smoothstep(t: float) -> float:
     t = min(max(t, 0.0), 1.0)
     return t * t * (3.0 - 2.0 * t)
 
 
-def close_lids(face: Image, landmarks: Landmarks, neutral: Landmarks) -> None:
-    """Smooth each closing lid in `face` (in place); `landmarks` in `face`'s pixels, `neutral` the face's own open eyes."""
+def close_lids(face: Image, landmarks: Landmarks, neutral: Landmarks, style: LidStyle = SMOOTHED) -> None:
+    """Smooth (or redraw: `style`) each closing lid in `face` (in place); `landmarks` in `face`'s pixels,
+    `neutral` the face's own open eyes."""
     h, w = face.shape[:2]
-    for ring, crease in _eyes():
+    for (ring, crease), brow in zip(_eyes(), _brow_outlines(), strict=True):
         closing = lid_closing(landmarks, neutral, ring)
-        amount = _smoothstep((closing - _START) / (_FULL - _START))
-        if amount <= 0.0:
+        amount = _smoothstep((closing - _START) / (_FULL - _START))  # the smoothing
+        drawn = _smoothstep((closing - style.start) / (style.full - style.start))  # the redrawn lid and the lashes
+        if max(amount, drawn) <= 0.0:
             continue
         half = len(ring) // 2
         points = landmarks[:, :2].astype(np.float64)
@@ -72,23 +106,27 @@ def close_lids(face: Image, landmarks: Landmarks, neutral: Landmarks) -> None:
         origin = np.array([x0, y0], np.float64)
         shape = (int(y1 - y0), int(x1 - x0))
         region = face[y0:y1, x0:x1]
-        weight = _soft_polygon(outline - origin, shape, _FEATHER * eye_width) * np.float32(amount)
-        along = max(3, int(round(_BLUR * eye_width)) | 1)
-        smooth = cv2.blur(region, (along, 1), borderType=cv2.BORDER_REPLICATE)
-        out = region.astype(np.float32) * (1.0 - weight[..., None]) + smooth.astype(np.float32) * weight[..., None]
+        out = region.astype(np.float32)
+        if amount > 0.0:
+            weight = _soft_polygon(outline - origin, shape, _FEATHER * eye_width) * np.float32(amount)
+            along = max(3, int(round(_BLUR * eye_width)) | 1)
+            smooth = cv2.blur(region, (along, 1), borderType=cv2.BORDER_REPLICATE)
+            out = out * (1.0 - weight[..., None]) + smooth.astype(np.float32) * weight[..., None]
+        if style.redraw:
+            out = _redraw_upper_lid(out, outline - origin, points[ring] - origin, points[brow] - origin, eye_width, drawn)
         shut = _smoothstep((closing - _SHUT_START) / (_SHUT_FULL - _SHUT_START))
         if shut > 0.0:
             out = _cover_slit(out, points[ring] - origin, eye_width, shut)
         lash = np.zeros(shape, np.uint8)
         margin = (points[ring[: half + 1]] - origin) * (1 << _SUBPIXEL)
-        thickness = max(1, int(round(_LASH * eye_width)))
+        thickness = max(1, int(round(style.lash * eye_width)))
         cv2.polylines(lash, [np.round(margin).astype(np.int32)], False, 255, thickness, cv2.LINE_AA, shift=_SUBPIXEL)
         # Lashes thin out towards the corners.
         a, b = points[ring[0]] - origin, points[ring[half]] - origin
         ys, xs = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
         u = ((xs - 0.5 * (a[0] + b[0])) * (b[0] - a[0]) + (ys - 0.5 * (a[1] + b[1])) * (b[1] - a[1])) * np.float32(2.0 / eye_width**2)
         taper = np.clip(1.5 * (1.0 - np.square(u)), 0.0, 1.0)
-        dark = 1.0 - np.float32(_LASH_DARKNESS * amount / 255.0) * lash.astype(np.float32) * taper
+        dark = 1.0 - np.float32(style.lash_darkness * drawn / 255.0) * lash.astype(np.float32) * taper
         face[y0:y1, x0:x1] = np.clip(out * dark[..., None] + 0.5, 0, 255).astype(np.uint8)
 
 
@@ -110,3 +148,62 @@ def _cover_slit(out: npt.NDArray[np.float32], ring: npt.NDArray[np.float64], eye
     lid = out[rows, np.arange(w)]  # (w, 3): one colour per column
     weight = _soft_polygon(ring, (h, w), 0.03 * eye_width) * np.float32(shut)
     return out * (1.0 - weight[..., None]) + lid[None, :, :] * weight[..., None]
+
+
+def _redraw_upper_lid(
+    out: npt.NDArray[np.float32],
+    outline: npt.NDArray[np.float64],
+    ring: npt.NDArray[np.float64],
+    brow: npt.NDArray[np.float64],
+    eye_width: float,
+    amount: float,
+) -> npt.NDArray[np.float32]:
+    """`out` with the upper lid (crease to upper margin) blended, by `amount`, towards the skin round the eye
+    (`outline`: corner, crease, corner, lower lid) filled smoothly inwards from a rim just outside it.
+
+    The brow (`brow`, its polygon) is neither redrawn nor a colour for the lid: a frown brings it
+    down onto the crease, and smoothed into the lid it fades where it should read strongest.
+    """
+    h, w = out.shape[:2]
+    gap = max(1, int(round(0.02 * eye_width)))
+    reach = gap + max(2, int(round(_RIM * eye_width)))
+    inner = cv2.dilate(_polygon(outline, (h, w)), _disc(gap))
+    outer = cv2.dilate(_polygon(outline, (h, w)), _disc(reach))
+    brow_mask = cv2.dilate(_polygon(brow, (h, w)), _disc(gap))
+    rim = cv2.subtract(cv2.subtract(outer, inner), brow_mask).astype(np.float32) * np.float32(1.0 / 255.0)
+    if rim.sum() < 4.0:
+        return out
+    filled = _fill_from_rim(out, rim)
+    half = len(ring) // 2
+    upper = np.concatenate([outline[: half + 1], ring[half - 1 : 0 : -1]])  # corner, crease, corner, upper margin back
+    keep = cv2.GaussianBlur(brow_mask.astype(np.float32) * np.float32(1.0 / 255.0), (0, 0), max(0.5, _FEATHER * eye_width))
+    weight = _soft_polygon(upper, (h, w), _FEATHER * eye_width) * (1.0 - keep) * np.float32(amount)
+    return out * (1.0 - weight[..., None]) + filled * weight[..., None]
+
+
+def _polygon(points: npt.NDArray[np.float64], shape: tuple[int, int]) -> npt.NDArray[np.uint8]:
+    mask = np.zeros(shape, np.uint8)
+    cv2.fillPoly(mask, [np.round(points * (1 << _SUBPIXEL)).astype(np.int32)], 255, cv2.LINE_8, shift=_SUBPIXEL)
+    return mask
+
+
+def _disc(radius: int) -> npt.NDArray[np.uint8]:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+
+
+def _fill_from_rim(image: npt.NDArray[np.float32], known: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """`image` where `known` is 1, elsewhere a smooth fill from the known pixels round it (pull-push: the
+    known pixels averaged down a pyramid, each level filled from the coarser one where it had none)."""
+    levels = [(image * known[..., None], known)]
+    while min(levels[-1][1].shape) > 3:
+        colour, weight = levels[-1]
+        levels.append((cv2.pyrDown(colour), cv2.pyrDown(weight)))
+    colour, weight = levels[-1]
+    total = float(weight.sum())
+    filled = np.empty_like(colour)
+    filled[:] = (colour.reshape(-1, 3).sum(axis=0) / max(total, 1e-6)).astype(np.float32)
+    for colour, weight in reversed(levels):
+        up = cv2.resize(filled, (weight.shape[1], weight.shape[0]), interpolation=cv2.INTER_LINEAR)
+        trust = np.clip(weight * np.float32(4.0), 0.0, 1.0)[..., None]
+        filled = colour / np.maximum(weight, np.float32(1e-6))[..., None] * trust + up * (1.0 - trust)
+    return np.asarray(filled, np.float32)

@@ -23,7 +23,7 @@ from facewire.shared.render import eyes_mouth as em
 from facewire.shared.render.delight import DelightOptions
 from facewire.shared.render.frontal import DEFAULT_DELIGHT, Texture, prepare_texture
 from facewire.shared.render.iris import draw_irises
-from facewire.shared.render.lids import close_lids
+from facewire.shared.render.lids import REDRAWN, close_lids
 from facewire.shared.render.occlusion import OcclusionOptions, SpectacleMemory, occluder_mask
 from facewire.shared.render.retarget import RetargetOptions, RetargetPlan, apply_retarget, plan_retarget
 from facewire.shared.render.warp import CoarseMap, PointMap, Points, Region, remap, similarity_2d, warp_map
@@ -431,7 +431,7 @@ class MeshRenderer:
         # Irises and lids before the shading: they take the scene's light with the rest of the face.
         draw_irises(face, local, texture.irises)
         if opts.smooth_lids:
-            close_lids(face, local, texture.landmarks)
+            close_lids(face, local, texture.landmarks, REDRAWN)
         face = np.ascontiguousarray(bl.match_shading(face, base, mask, width, opts.blend, midline))
         # The cavity goes in after the shading so teeth keep their colour; panels are lit like the scene.
         em.composite_cavity(face, local, self._avatar_panels(model, texture, em.MouthFrame.of(local).ratio), texture.mouth_ratio)
