@@ -130,8 +130,10 @@ class Ceiling:
         """What the debts being repaid take of the link now (the frames have the rest of the ceiling)."""
         if self._first_frame_s is None:
             return 0.0
-        start = [(self._start_debt, self._first_frame_s)]
-        return sum(amount * 8 / self.repay_s for amount, since in start + self._later(now) if now - since < self.repay_s)
+        # the start on the frames' schedule (may_send): a file of known length repays it over up to its end
+        start_s = max(self.repay_s, self._repaid_by_end())
+        start = self._start_debt * 8 / start_s if now - self._first_frame_s < start_s else 0.0
+        return start + sum(amount * 8 / self.repay_s for amount, _ in self._later(now))
 
     def _repaid_by_end(self) -> float:
         """The seconds from the first frame within which the start is repaid for what is not a frame (the frames:
