@@ -83,7 +83,6 @@ class Ceiling:
     # a longer file started d18's layer sooner, face SSIM +0.006 at 16 kbps, but at 6 kbps the frames that went
     # missed the blinks: d6's eye correlation 0.69 -> 0.38.)
     end_s: float | None = None
-    window_s: float = 10.0
     _bucket: TokenBucket = field(init=False)
     _start_debt: float = 0.0  # what went before the first frame
     _first_frame_s: float | None = None
@@ -102,11 +101,9 @@ class Ceiling:
         """Essential bytes go while the bucket is not in debt beyond what is left of the start's (and may put
         it there); others when it holds them."""
         self._bucket.refill(now)
-        by_end = self._repaid_by_end()
-        allowance = self._start_allowance(now)
         if essential:
-            return self._bucket.level >= -allowance
-        allowance = min(allowance, self._start_allowance(now, by_end))
+            return self._bucket.level >= -self._start_allowance(now)
+        allowance = self._start_allowance(now, self._repaid_by_end())
         # what the repayment schedule leaves, less a reserve that keeps the frames ahead of the rest; a
         # message larger than the bucket (a keyframe's head with its alpha, at a thin ceiling) goes when
         # the bucket is full, or it would never go
@@ -134,11 +131,11 @@ class Ceiling:
         return start + sum(amount * 8 / self.repay_s for amount, _ in self._later(now))
 
     def _repaid_by_end(self) -> float:
-        """The seconds from the first frame within which the start is repaid for what is not a frame, when the
-        recording's end comes before `repay_s` does (the frames: `repay_s`)."""
+        """The seconds from the first frame within which the start is repaid for what is not a frame: `repay_s`,
+        or less when the recording ends sooner (the frames: `repay_s`)."""
         if self.end_s is None or self._first_frame_s is None:
             return self.repay_s
-        return min(self.window_s, max(self.end_s - self._first_frame_s, 1e-3))
+        return min(self.repay_s, max(self.end_s - self._first_frame_s, 1e-3))
 
     def on_send(self, seq: int, nbytes: int, now: float) -> None:
         if self._first_frame_s is None:
