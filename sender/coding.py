@@ -206,35 +206,38 @@ class Budget:
 
 @dataclass
 class FramePacer:
-    """Which input frames go when the ceiling cannot carry them all: every `step`-th, evenly, at most
-    `share` of the ceiling by what a sent frame has been costing (frames sent further apart cost more: their
-    codes predict across a longer gap, so the cost is measured at the step in use). A lower step comes back
-    when its frames would fit with a margin, so the step does not flap."""
+    """Which input frames go when the ceiling cannot carry them all: one every `step` input frames on
+    average, evenly, at most `share` of the ceiling by what a sent frame has been costing (frames sent further
+    apart cost more: their codes predict across a longer gap, so the cost is measured at the spacing in use).
+
+    The step is fractional: the frames go where a running position, advanced by `step` per frame sent, lands
+    (2.4: gaps of 2, 3, 2, 3, 2...). A whole step left what lay between two steps unused: a rate allowing 2.1
+    frames' spacing sent every 3rd, 30% below what it could (at 6 kbps every clip ran at 4.1-5.5 kbps real)."""
 
     ceiling_bps: float
     fps: float
     share: float = FRAMES_SHARE
     max_step: int = MAX_FRAME_STEP
-    step: int = 1
+    step: float = 1.0
     _cost: float | None = None  # a sent frame's link bytes, smoothed
-    _next: int = 0
+    _next: float = 0.0  # the running position: the first input frame at or after it goes
     # What the gate's debts (the session's start, later setups and keyframe heads) take of the link now: the
     # frames have only what that leaves (else the gate refuses them, unevenly). Set by the pacer's owner.
     repay_bps: float = 0.0
 
     def due(self, index: int) -> bool:
         """Whether input frame `index` is one the pacer sends (call `sent` when it went)."""
-        return index >= self._next
+        return index >= self._next - 1e-9
 
     def sent(self, index: int, nbytes: int) -> None:
         """Frame `index` went with `nbytes` on the link (its layer packet aside)."""
         self._cost = float(nbytes) if self._cost is None else self._cost + 0.1 * (nbytes - self._cost)
         allowed = min(self.share * self.ceiling_bps, 0.9 * (self.ceiling_bps - self.repay_bps)) / 8  # bytes a second
         per_second = self._cost * self.fps
-        needed = min(self.max_step, max(1, math.ceil(per_second / allowed)))
-        if needed > self.step or (needed < self.step and per_second / (self.step - 1) <= 0.85 * allowed):
-            self.step = needed if needed > self.step else self.step - 1
-        self._next = index + self.step
+        self.step = float(self.max_step) if allowed <= 0 else min(float(self.max_step), max(1.0, per_second / allowed))
+        # from the position, not from the frame that went (which lies up to a frame after it), so the gaps average
+        # `step`; a position left behind (frames the gate held) starts again from the frame that went, not in a burst
+        self._next = max(self._next, index - 1.0) + self.step
 
     @property
     def rate(self) -> float:

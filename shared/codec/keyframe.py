@@ -157,8 +157,11 @@ def encode_person_scaled(person: PersonImage, max_bytes: int, *, start: int = 40
         image = person.image if scale == 1 else np.asarray(
             cv2.resize(person.image, scaled_size(w, h, scale), interpolation=cv2.INTER_AREA), np.uint8)
         try:
+            # A coarser scale's encodes cost a quarter of the finer one's, so it gets as many: with 3, a search
+            # from quality 40 that missed twice had to try the lowest quality (d6's first keyframe at 6 kbps:
+            # q28 1216 B over a 1200-B budget, then q5 748 B, where q27 fitted).
             found = encode_person_search(dataclasses.replace(person, image=image), max_bytes, start=start,
-                                         max_quality=max_quality, max_encodes=5 if scale == 1 else 3)
+                                         max_quality=max_quality, max_encodes=5)
             return dataclasses.replace(found, scale=scale)
         except KeyframeTooLarge:
             if scale * 2 > max_scale:
