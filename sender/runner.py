@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from facewire.sender.capture import FrameSource, now_us
-from facewire.sender.coding import FrameCoder, FramePacer, Outgoing
+from facewire.sender.coding import FrameCoder, FramePacer, FramePicker, Outgoing
 from facewire.sender.sending import FRAMING_BYTES, Ceiling, parts, plan
 from facewire.sender.stream import FeatureStream
 from facewire.sender.timing import StageTimes
@@ -39,9 +39,13 @@ def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, ide
     codes = negotiate(coder.codes, list(FIELD_CODECS))
     pacer = FramePacer(coder.budget.ceiling_bps, source.fps)
     held_back: Outgoing | None = None  # a frame the pacer skipped that carries state: it goes with the next one
+    # Features only, the pacer's positions are a choice among the frames beside them (FramePicker); the residual
+    # layer's packet goes with the frame after the one it was prepared on, so with a layer the frames go as due.
+    picker = FramePicker()
     # a receiver of this version unpacks packed frames: a recording is what a session with one carries
     stream, gate = FeatureStream(FrameEncoder(codes), packed=True), Ceiling(coder.budget.ceiling_bps)
     with_layer = any(FIELD_CODECS[code].role == "layer" for code in codes)
+    lookahead = not with_layer
     # A file of known length holds the ceiling over the whole of it, however short: the start is sized to it
     # (Budget.start_room) and the gate lets nothing but frames spend what the file cannot repay before its end.
     # Frames keep the usual schedule (held to it, d0 at 6 kbps kept a frame in four: mouth correlation 0.97 -> 0.46).
@@ -68,23 +72,31 @@ def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, ide
             now = frame.index / source.fps  # the media clock, however frames were stamped
             if held_back is not None:
                 item, held_back = Outgoing.merged(held_back, item), None
-            if pacer.due(frame.index) or stream.current is None:
-                sent = plan(stream, item, gate, now)
+            chosen = _choose(frame.index, item, stream, pacer, picker if lookahead else None)
+            if chosen is not None:
+                sent = plan(stream, chosen[1], gate, now)
             else:  # not this frame: a keyframe on its way goes on crossing between frames
                 sent, held_back = parts(stream, gate, now), item if item.carries_state else None
             for message in sent:
                 writer.write(m.encode(message, stream.packed))
-            went = any(isinstance(message, m.Frame) for message in sent)
-            last_skipped = item if not went else None
-            if went:
+            went = chosen is not None and any(isinstance(message, m.Frame) for message in sent)
+            last_skipped = item if not (went and chosen is not None and chosen[0] == frame.index) else None
+            if went and chosen is not None:
                 # the residual layer yields to the frames and to the repayment: with one, the debts are repaid out
                 # of the layer's share, not the frames' (w1 at 16 kbps: every 2nd frame for 5 s, mouth 0.86 -> 0.64)
                 pacer.repay_bps = 0.0 if with_layer else gate.repay_bps(now)
-                pacer.sent(frame.index, stream.last_features_bytes + FRAMING_BYTES)
+                pacer.sent(chosen[0], stream.last_features_bytes + FRAMING_BYTES)
+                picker.went(*chosen)
+                if chosen[0] != frame.index and lookahead and pacer.due(frame.index) and not picker.choosing:
+                    picker.due(frame.index, item, pacer.step)  # the choice closed here: the next one opens here
             coder.budget.observe_frame(stream.last_features_bytes, pacer.rate)
             coder.held = stream.held
             if progress is not None:
                 progress(frame.index + 1, writer.bytes)
+        if writer is not None and (picked := picker.flush()) is not None:
+            for message in plan(stream, picked[1], gate, now):
+                writer.write(m.encode(message, stream.packed))
+            last_skipped = None if picked[1] is last_skipped else last_skipped
         if writer is not None and last_skipped is not None and (frame_message := stream.frame(last_skipped)):
             writer.write(m.encode(frame_message, stream.packed))  # the last frame goes anyway: the playback then ends where the input does
     finally:
@@ -93,6 +105,29 @@ def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, ide
     if writer is None:
         raise ValueError(f"input {source.spec!r} gave no frames")
     return writer
+
+
+def _choose(index: int, item: Outgoing, stream: FeatureStream, pacer: FramePacer, picker: FramePicker | None
+            ) -> tuple[int, Outgoing] | None:
+    """The frame that goes now, if any, and its input index: `item` (input frame `index`) when the pacer has it due,
+    or, with a `picker`, its choice among the frames near the pacer's position once it can judge them (a frame
+    that carries state goes when it comes, the choice with it). Before the first keyframe every item goes to `plan`,
+    which holds it."""
+    picked = picker.offer(index, item) if picker is not None else None
+    if stream.current is None:
+        return index, item
+    if item.carries_state and (picked is not None or (picker is not None and picker.choosing) or pacer.due(index)):
+        if picker is not None:
+            picker.cancel()
+        return index, item
+    if picked is not None:
+        return picked
+    if (picker is not None and picker.choosing) or not pacer.due(index):
+        return None
+    if picker is not None and pacer.step >= 2:
+        picker.due(index, item, pacer.step)
+        return None
+    return index, item
 
 
 def _capture(source: FrameSource, frames: LatestBox[CapturedFrame], receiving: threading.Event, stop: threading.Event,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import numpy as np
 import pytest
@@ -20,17 +22,23 @@ from facewire.sender.coding import (
     FRAMES_SHARE,
     MAX_FRAME_STEP,
     MIN_BODY_FEATURES_BPS,
+    PICK_REACH,
     THIN_ALPHA_FACTOR,
     THIN_ALPHA_QUALITY,
     Budget,
     FrameCoder,
     FramePacer,
+    FramePicker,
+    Outgoing,
     codes_for,
 )
-from facewire.sender.runner import record_stream
+from facewire.sender.runner import _choose, record_stream
 from facewire.sender.sending import Ceiling
+from facewire.sender.stream import FeatureStream
 from facewire.shared.codec.expression.basis import shipped_basis
-from facewire.shared.types import FrameState
+from facewire.shared.codec.seam import CodedFrame, Prepared
+from facewire.shared.face import topology as topo
+from facewire.shared.types import CapturedFrame, FrameAnalysis, FrameState
 from facewire.shared.wire import messages as m
 from facewire.shared.wire.streamfile import StreamReader
 from tests.wire_fixtures import KeyframeRenderer, SyntheticAnalyzer, write_frames
@@ -84,6 +92,63 @@ def test_a_thin_recording_sends_frames_evenly_and_plays_them_back_one_per_input_
     assert 0 < len(times) < 120 and np.abs(np.diff(steps)).max() <= 34 and steps.min() > 34, steps
     shown = play_stream(path, Player(KeyframeRenderer(), FramesSink(tmp_path / "out"), StatsMeter()))
     assert shown == 120 and len(list((tmp_path / "out").glob("*.png"))) == 120
+
+
+def _face(eye_gap: float, mouth_gap: float) -> np.ndarray:
+    """Landmarks whose eyes (width 20) and mouth (width 40) are open by these gaps; the rest of the mesh at 0."""
+    points = np.zeros((478, 3), np.float32)
+    for (outer, inner), pairs, x0 in ((topo.RIGHT_EYE_CORNERS, topo.RIGHT_LID_PAIRS, 100.0),
+                                      (topo.LEFT_EYE_CORNERS, topo.LEFT_LID_PAIRS, 160.0)):
+        points[outer, :2], points[inner, :2] = (x0, 100.0), (x0 + 20.0, 100.0)
+        for k, (upper, lower) in enumerate(pairs):
+            points[upper, :2], points[lower, :2] = (x0 + 5.0 * (k + 1), 100.0 - eye_gap / 2), (x0 + 5.0 * (k + 1), 100.0 + eye_gap / 2)
+    points[topo.MOUTH_OUTER_CORNERS[0], :2], points[topo.MOUTH_OUTER_CORNERS[1], :2] = (110.0, 180.0), (150.0, 180.0)
+    points[topo.UPPER_LIP_INNER_MID, :2] = (130.0, 180.0 - mouth_gap / 2)
+    points[topo.LOWER_LIP_INNER_MID, :2] = (130.0, 180.0 + mouth_gap / 2)
+    return points
+
+
+def _item(index: int, eye_gap: float, state: bool = False) -> Outgoing:
+    analysis = FrameAnalysis(CapturedFrame(index, index * 33_333, np.zeros((2, 2, 3), np.uint8)), None, None)
+    frame = CodedFrame(analysis, {"landmarks": Prepared(landmarks=_face(eye_gap, 4.0))})
+    return Outgoing(frame, setups=(("expression", b"x"),) if state else ())
+
+
+def _sent_frames(eye_gaps: list[float], pick: bool, state_at: int | None = None) -> list[int]:
+    """The input frames that go (in the order they go) at a step of about 3, as record_stream chooses them."""
+    pacer, picker, stream = FramePacer(ceiling_bps=6_000, fps=30.0), FramePicker(), SimpleNamespace(current=1)
+    sent = []
+    for index, gap in enumerate(eye_gaps):
+        item = _item(index, gap, index == state_at)
+        chosen = _choose(index, item, cast(FeatureStream, stream), pacer, picker if pick else None)
+        if chosen is not None:
+            sent.append(chosen[0])
+            pacer.sent(chosen[0], 49)  # 49 B at 30 fps: a step of 3 under 65% of 6 kbps
+            picker.went(*chosen)
+            if pick and chosen[0] != index and pacer.due(index) and not picker.choosing:
+                picker.due(index, item, pacer.step)
+    if (last := picker.flush()) is not None:
+        sent.append(last[0])
+    return sent
+
+
+def test_a_recording_sends_the_blink_beside_the_pacers_position() -> None:
+    plain = _sent_frames([6.0] * 60, pick=False)
+    assert set(np.diff(plain[3:]).tolist()) == {3}
+    for blink in (plain[8] - 1, plain[8] + 1):  # a one-frame blink next to where the pacer would send
+        gaps = [0.5 if i == blink else 6.0 for i in range(60)]
+        assert blink not in _sent_frames(gaps, pick=False)
+        picked = _sent_frames(gaps, pick=True)
+        assert blink in picked, (blink, picked)
+        assert abs(len(picked) - len(plain)) <= 1 and np.diff(picked).min() >= 1  # as many frames, in order
+        assert np.diff(picked).max() <= 3 + 2 * PICK_REACH
+
+
+def test_a_frame_that_carries_state_goes_when_it_comes_while_the_picker_chooses() -> None:
+    plain = _sent_frames([6.0] * 40, pick=True)
+    state_at = plain[5] + 1  # the frame after a position: the picker is choosing there
+    sent = _sent_frames([6.0] * 40, pick=True, state_at=state_at)
+    assert state_at in sent
 
 
 def test_between_interpolates_landmarks_and_body() -> None:
@@ -187,3 +252,4 @@ def test_a_thin_keyframe_alpha_is_coarser_and_smaller() -> None:
     thin = encode_keyframe_alpha(alpha, box, THIN_ALPHA_FACTOR, THIN_ALPHA_QUALITY)
     assert len(thin) < len(usual)
     assert np.abs(decode_keyframe_alpha(thin, box, (256, 256)) - alpha).mean() < 0.03
+
