@@ -302,3 +302,43 @@ def test_the_default_cavity_is_what_it_was_and_a_warm_scene_warms_the_avatars_te
     plain = em.synthetic_panels(0.8, em.avatar_palette(None))[0].astype(np.float32)
     teeth = plain.sum(axis=2) > np.percentile(plain.sum(axis=2), 95)
     assert upper[teeth][:, 2].mean() / upper[teeth][:, 0].mean() > plain[teeth][:, 2].mean() / plain[teeth][:, 0].mean()
+
+
+def _pale_forehead_with_brows() -> tuple[npt.NDArray[np.uint8], Landmarks, npt.NDArray[np.bool_]]:
+    """The astronaut with a powdered, bluish-white forehead (off her cheeks' colour, so the cover
+    model takes it for hair) down to the brows' lower edges, and dark brows drawn on it."""
+    image, lm = big_astronaut()
+    oval = lm[topo.face_oval_ring(), :2]
+    rows = np.arange(image.shape[0])[:, None]
+    face = np.zeros(image.shape[:2], np.uint8)
+    cv2.fillPoly(face, [np.round(oval).astype(np.int32)], 255)
+    brow_low = float(lm[list(topo.brows()[0][5:]) + list(topo.brows()[1][5:]), 1].max())
+    forehead = (face > 0) & (rows < brow_low)
+    image[forehead] = (235, 222, 212)
+    for brow in topo.brows():
+        middle = 0.5 * (lm[brow[:5], :2] + lm[brow[5:][::-1], :2])
+        thick = max(2, int(round(0.8 * float(np.linalg.norm(lm[brow[2], :2] - lm[brow[7], :2])))))
+        cv2.polylines(image, [np.round(middle).astype(np.int32)], False, (40, 45, 60), thick, cv2.LINE_AA)
+    return image, lm, forehead
+
+
+def test_brows_seen_below_a_forehead_taken_for_cover_are_kept_strands_across_them_are_a_fringe() -> None:
+    from facewire.shared.render.occlusion import brow_hulls
+
+    image, lm, forehead = _pale_forehead_with_brows()
+    cover = avatar_cover(image, lm)
+    assert cover[forehead].mean() > 0.5  # the premise: the cover model takes the pale forehead
+    hulls = brow_hulls(image.shape[:2], lm)
+    for hull in hulls:
+        # Something lighter above each brow and nothing across it: the brow shows and is not cover.
+        assert cover[hull > 0].mean() < 0.1
+    # The same forehead with dark strands hanging across the brows, a third of its width apart, with
+    # pale skin between them: a fringe, so the brows are hair and go with the cover.
+    width = float(np.ptp(lm[topo.face_oval_ring(), 0]))
+    eye_top = float(lm[[159, 386], 1].min())
+    step = max(4, int(round(0.03 * width)))
+    for x in range(0, image.shape[1], step):
+        cv2.line(image, (x, 0), (x + step // 3, int(eye_top) - 2), (40, 45, 60), max(2, step // 3), cv2.LINE_AA)
+    cover = avatar_cover(image, lm)
+    for hull in hulls:
+        assert cover[hull > 0].mean() > 0.5

@@ -524,3 +524,35 @@ def test_hair_tips_cut_off_by_the_outline_band_are_not_occluders_a_long_strand_i
     # A strand falling well into the face is hair in front of it.
     strand, _, (x, y) = _hair_at_the_cheek(image, lm, 0.3)
     assert occluder_mask(strand, lm)[y - 4 : y + 5, x - 4 : x + 5].mean() > 0.5
+
+
+def test_under_an_avatar_a_turned_outline_does_not_squeeze_the_keyframes_jaw_band_into_a_line() -> None:
+    """The outline's far side running out to the hair ring (a turned head) squeezes the keyframe's band of
+    jaw, shadow and hair edge: drawn as a thin dark jagged line beside an avatar's jaw. Under an avatar
+    the ring keeps half its band's width; self mode's map is left as it was."""
+    image, lm = big_astronaut()
+    h, w = image.shape[:2]
+    renderer = MeshRenderer(MeshOptions())
+    renderer.prepare_keyframe(KeyframeState(0, image, None, lm))
+    model = renderer._keyframe
+    assert model is not None
+    oval = list(topo.face_oval_ring())
+    centre = lm[oval, :2].mean(axis=0)
+    radius = float(np.linalg.norm(lm[oval, :2] - centre, axis=1).mean())
+    dst = lm.copy()
+    far_side = [i for i in oval if lm[i, 0] > centre[0] + 0.3 * radius]
+    rays = dst[far_side, :2] - centre
+    dst[far_side, :2] += 0.4 * rays  # the far cheek swung out to (and past) the hair ring
+
+    def squeeze(keep: bool) -> float:
+        maps = renderer._keyframe_map(model, dst, (w, h), coarse_face=True, keep_bands=keep).full()
+        jx, jy = np.gradient(maps[..., 0]), np.gradient(maps[..., 1])
+        det = jx[1] * jy[0] - jx[0] * jy[1]  # source area read per output pixel
+        outline = np.zeros((h, w), np.uint8)
+        cv2.fillPoly(outline, [np.round(dst[oval, :2]).astype(np.int32)], 255)
+        band = (cv2.dilate(outline, np.ones((9, 9), np.uint8)) > 0) & (outline == 0)
+        band[:, : int(centre[0] + 0.3 * radius)] = False
+        return float(np.percentile(np.abs(det[band]), 95))
+
+    assert squeeze(False) > 6.0  # the premise: the band is squeezed (or folded) several times over
+    assert squeeze(True) < 0.6 * squeeze(False)

@@ -102,6 +102,26 @@ def _rings(oval: Points, centre: Points, size: tuple[int, int]) -> list[Points]:
     return [(centre + directions * r[:, None]).astype(np.float32) for r in (r1, r2, far)]
 
 
+def _keep_band(inner: Points, outer: Points, keyframe_gap: npt.NDArray[np.float64]) -> Points:
+    """`outer` (a ring round `inner`, vertex by vertex) pushed out along the rays from `inner`'s centre
+    wherever it lies closer to `inner` than `_MIN_BAND` of `keyframe_gap` (its distance in the keyframe,
+    at this frame's scale).
+
+    The hair ring follows the head as a whole (a similarity), the outline follows the face: when the
+    head turns, the outline's far side runs up to the ring or past it, and the keyframe's band of
+    jaw, its shadow and the hair's edge is squeezed into a line or folded over (a thin dark jagged
+    line along an avatar's jaw, drawn on the coarse map's grid).
+    """
+    rays = inner.astype(np.float64) - inner.mean(axis=0)
+    rays /= np.maximum(np.linalg.norm(rays, axis=1), 1e-6)[:, None]
+    gap = np.sum((outer - inner) * rays, axis=1)
+    push = np.maximum(_MIN_BAND * keyframe_gap - gap, 0.0)
+    return (outer + rays * push[:, None]).astype(np.float32)
+
+
+_MIN_BAND = 0.5  # of a ring band's keyframe width: a turned head in the test clips squeezes it to -0.3
+
+
 def _strip_triangles(count: int, layers: int) -> IndexArray:
     """Triangles joining consecutive closed rings of `count` vertices each, stored ring after ring.
 
@@ -237,7 +257,7 @@ class MeshRenderer:
         texture = self._texture_now
         avatar = texture is not None
         # Under an avatar the keyframe face shows only at the feathered edge: the coarse fan will do.
-        maps = self._keyframe_map(model, dst, (w, h), coarse_face=avatar, body_motion=frame.body)
+        maps = self._keyframe_map(model, dst, (w, h), coarse_face=avatar, body_motion=frame.body, keep_bands=avatar)
         if frame.alpha is not None:
             # The sender's own matte wins: the keyframe's alpha need not be warped.
             alpha = _pick_alpha(frame.alpha, None, (h, w))
@@ -334,13 +354,14 @@ class MeshRenderer:
         return 1 if bl.face_width(landmarks) < _FINE_FACE_WIDTH else 2
 
     def _keyframe_map(self, model: _KeyframeModel, dst: Landmarks, size: tuple[int, int], coarse_face: bool = False,
-                      body_motion: Affine | None = None) -> CoarseMap:
+                      body_motion: Affine | None = None, keep_bands: bool = False) -> CoarseMap:
         """The backward map taking the keyframe to this frame: body rings, and the dense face mesh unless coarse.
 
         The inner ring follows the head; the far box follows the body's coded motion (`body_motion`, frame to
         keyframe; None: the body stays where the keyframe has it); the middle ring (about the shoulders and
         the hair's ends) moves `ring_follow` of the way with the head, or with the body's motion
-        `body_ring_follow` of the way with the head and the rest with the body.
+        `body_ring_follow` of the way with the head and the rest with the body. `keep_bands`: no ring comes
+        closer to the one inside it than `_MIN_BAND` of its keyframe distance (_keep_band).
         """
         opts = self.options
         motion = similarity_2d(model.landmarks, dst)
@@ -356,7 +377,13 @@ class MeshRenderer:
             body_ring2 = _apply(cv2.invertAffineTransform(body_motion), ring2)
         ring2_dst = ring2 + follow * (_apply(motion, ring2) - ring2) + (1.0 - follow) * (body_ring2 - ring2)
         oval = dst[topo.face_oval_ring(), :2]
-        border_dst = np.concatenate([oval, _apply(motion, ring1), ring2_dst, far, oval.mean(axis=0, keepdims=True)])
+        ring1_dst = _apply(motion, ring1)
+        if keep_bands:
+            scale = float(np.hypot(motion[0, 0], motion[1, 0]))
+            oval_src = model.border_src[:n_oval]
+            ring1_dst = _keep_band(oval, ring1_dst, scale * np.linalg.norm(ring1 - oval_src, axis=1))
+            ring2_dst = _keep_band(ring1_dst, ring2_dst, scale * np.linalg.norm(ring2 - ring1, axis=1))
+        border_dst = np.concatenate([oval, ring1_dst, ring2_dst, far, oval.mean(axis=0, keepdims=True)])
         tris = model.border_tris
         full = Region.full(size)
         fallback = cv2.invertAffineTransform(motion)
