@@ -79,8 +79,8 @@ class Bridge:
     async def sender_started(self, room: str, sender: str, codes: list[str]) -> None:
         """A sender connected to this relay publishes in `room`."""
 
-    def sender_message(self, room: str, sender: str, raw: bytes, state: bool) -> None:
-        """One of its messages, the bytes that arrived (`state`: a state message); queued, never waited for."""
+    def sender_message(self, room: str, sender: str, raw: bytes, message: m.Message) -> None:
+        """One of its messages, validated: the bytes that arrived and what they decode to; queued, never waited for."""
 
     async def sender_ended(self, room: str, sender: str) -> None:
         """It left."""
@@ -280,7 +280,7 @@ class RelayServer:
     async def _carry(self, room: Room, name: str, message: m.Message, raw: bytes, now: float) -> None:
         for request in room.publish(name, message, raw, now):
             await self.deliver(request)
-        self.bridge.sender_message(room.name, name, raw, isinstance(message, m.STATE_MESSAGES))
+        self.bridge.sender_message(room.name, name, raw, message)
 
     async def _send_upstream(self, ws: ServerConnection, protocol: RelayProtocol, message: m.Message) -> None:
         if protocol.state is State.OPEN:
