@@ -69,12 +69,20 @@ class Endpoint:
         return commands
 
 
-class _Link(asyncio.Protocol):
-    """One connection to Redis: feeds what arrives to hiredis and each reply to `reply`."""
+READ_BYTES = 16 * 1024  # at most this much is read and handled at a time (a few hundred frames' envelopes)
+
+
+class _Link(asyncio.BufferedProtocol):
+    """One connection to Redis: feeds what arrives to hiredis and each reply to `reply`.
+
+    Reads are READ_BYTES at most (asyncio's own reads take up to 256 KiB): a relay that was off the CPU
+    for a moment finds thousands of messages waiting, and handles them a slice at a time, writing each
+    slice's frames to their receivers before it reads the next."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.reader = hiredis.Reader()
+        self._buffer = bytearray(READ_BYTES)
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._writable = asyncio.Event()
         self._writable.set()
@@ -107,8 +115,11 @@ class _Link(asyncio.Protocol):
         """Until Redis has taken most of what was written (asyncio's write-buffer flow control)."""
         await self._writable.wait()
 
-    def data_received(self, data: bytes) -> None:
-        self.reader.feed(data)
+    def get_buffer(self, sizehint: int) -> bytearray:
+        return self._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.reader.feed(self._buffer, 0, nbytes)  # type: ignore[arg-type]  # any buffer (its stub says bytes)
         while (reply := self.reader.gets()) is not False:
             self.reply(reply)
 
