@@ -294,7 +294,8 @@ class RelayServer:
                             for request in room.publish(name, message, data, now):
                                 await self.deliver(request)
                             self.bridge.sender_message(room.name, name, data, message)
-                await _flush(ws, protocol)
+                for out in protocol.data_to_send():  # a pong, an error (no coroutine per message for nothing)
+                    await ws.send(out)
                 if protocol.state is State.CLOSED:
                     break
         finally:
