@@ -4,9 +4,11 @@
 A connection's hello says whether it publishes (`role` sender) or joins (`role` receiver). A sender may
 name itself with `?name=NAME` (else the relay names it), a receiver may ask for one sender with
 `?show=NAME`. Validation, rate limits, timeouts and errors are the protocol object's, as on the receiver.
-A sender's messages are passed on as the bytes that arrived (validated once, never encoded again); each
-receiver has a writer task that drains its outbox into a small socket buffer, so a slow receiver's
-backlog stays in its outbox, where stale frames are dropped (relay/rooms.py).
+A sender's messages are passed on as the bytes that arrived (validated once, never encoded again). The
+outboxes that filled in one event-loop turn are written in one callback, each in one write, into a
+small socket buffer; a receiver whose buffer is full is left to its writer task, which waits for it, so
+a slow receiver's backlog stays in its outbox, where stale frames are dropped (relay/rooms.py). One
+clock ticks every sender's connection (acks, pings, timeouts).
 """
 
 from __future__ import annotations
@@ -318,7 +320,10 @@ class RelayServer:
                 # (A sender that does not read leaves what its protocol object queued there, as a full socket did.)
                 elif ws.protocol.state is WS_OPEN and ws.transport.get_write_buffer_size() < self.downstream_buffer_bytes \
                         and (out := protocol.data_to_send()):
-                    _write_now(ws, out)
+                    try:
+                        _write_now(ws, out)
+                    except Exception:  # this connection's reader meets it; the clock goes on for the others
+                        log.exception("%s: writing failed", _peer(ws))
         self._clock = None
 
     async def _send_upstream(self, ws: ServerConnection, protocol: RelayProtocol, message: m.Message) -> None:
