@@ -230,7 +230,11 @@ class RedisBridge(Bridge):
             await asyncio.sleep(RECONNECT_S)
             try:
                 link = await Subscriber.connect(self.endpoint, self._message)
-                await link.subscribe(sorted(self._channels))
+                subscribed: set[str] = set()
+                while missing := self._channels - subscribed:  # rooms watched while this awaited too
+                    await link.subscribe(sorted(missing))
+                    subscribed |= missing
+                link.unsubscribe(sorted(subscribed - self._channels))  # and rooms unwatched meanwhile
                 self._in = link
                 for channel in sorted(self._channels):
                     if channel.startswith("fw:room:"):
