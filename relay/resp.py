@@ -69,7 +69,7 @@ class Endpoint:
         return commands
 
 
-READ_BYTES = 16 * 1024  # at most this much is read and handled at a time (a few hundred frames' envelopes)
+READ_BYTES = 4 * 1024  # at most this much is read and handled at a time (some fifty frames' envelopes)
 
 
 class _Link(asyncio.BufferedProtocol):
