@@ -171,7 +171,7 @@ async def run_clients(role: str, urls: list[str], seconds: float, out: Path) -> 
 
 # --- the orchestra ---------------------------------------------------------------------------------------
 
-def wait_port(port: int, timeout: float = 15.0) -> None:
+def wait_port(port: int, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with socket.socket() as probe:

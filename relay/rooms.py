@@ -165,23 +165,29 @@ class Outbox:
         self.items.extend((raw, STATE) for raw in raws)
         self.notify()
 
+    def then(self, raws: Iterable[bytes]) -> None:
+        """After what is queued, `raws` (all state) begin another sender's run: its frames from an intra frame on."""
+        self.items.extend((raw, STATE) for raw in raws)
+        self.waiting_for_intra = True
+        self.notify()
+
     def stats(self, raw: bytes) -> None:
         """Informative only: goes when no frame is waiting (a slow receiver loses it first)."""
         if self.frames == 0:
             self.items.append((raw, STATS))
             self.notify()
 
-    def frame(self, raw: bytes, frame: m.Frame, now: float = 0.0) -> bool:
-        """Queue a frame that came at `now`; False when this receiver needs an intra frame (the sender should be
-        asked for one)."""
+    def frame(self, raw: bytes, intra: bool, now: float = 0.0) -> bool:
+        """Queue a frame (`intra`: an intra frame) that came at `now`; False when this receiver needs an intra
+        frame (the sender should be asked for one)."""
         if self.waiting_for_intra:
-            if not frame.intra:
+            if not intra:
                 self.lost[Lost.BEFORE_INTRA] += 1
                 return False
             self.waiting_for_intra = False
         elif self.frames >= self.max_frames or (self._ages and now - self._ages[0] > self.max_age_s):
             self._drop_frames()
-            if not frame.intra:
+            if not intra:
                 self.lost[Lost.STALE] += 1
                 return False
             self.waiting_for_intra = False
@@ -280,7 +286,7 @@ class Room:
             return
         for sub in self.subscribers.values():
             if sub.shown == name:
-                self._show(sub, self._choose(sub))
+                self._show(sub, self._choose(sub), keep=True)  # its last frames still go
 
     def publish(self, name: str, message: m.Message, raw: bytes, now: float) -> list[Upstream]:
         """A message from sender `name`: kept when it is state, passed on to the receivers that show it."""
@@ -288,6 +294,8 @@ class Room:
         if publication is None:
             return []
         publication.last_seen = now
+        if isinstance(message, m.Frame):
+            return self._frame(publication, raw, message.intra, now)
         viewers = [sub for sub in self.subscribers.values() if sub.shown == name]
         if isinstance(message, m.STATE_MESSAGES):
             publication.absorb(message, raw)
@@ -298,11 +306,22 @@ class Room:
             for sub in viewers:
                 sub.outbox.stats(raw)
             return []
-        if not isinstance(message, m.Frame):
+        return []
+
+    def publish_frame(self, name: str, raw: bytes, intra: bool, now: float) -> list[Upstream]:
+        """A frame from sender `name` that needs no decoding here (another relay validated it): `intra` says
+        whether it is an intra frame."""
+        publication = self.publications.get(name)
+        if publication is None:
             return []
+        publication.last_seen = now
+        return self._frame(publication, raw, intra, now)
+
+    def _frame(self, publication: Publication, raw: bytes, intra: bool, now: float) -> list[Upstream]:
         wants = False
-        for sub in viewers:
-            wants |= not sub.outbox.frame(raw, message, now)
+        for sub in self.subscribers.values():
+            if sub.shown == publication.name:
+                wants |= not sub.outbox.frame(raw, intra, now)
         if wants:
             publication.request_pending = True
         return self._requests(publication, now)
@@ -355,12 +374,17 @@ class Room:
         newest = max(self.publications.values(), key=lambda p: p.joined_at, default=None)
         return None if newest is None else newest.name
 
-    def _show(self, sub: Subscriber, name: str | None, now: float | None = None) -> list[Upstream]:
+    def _show(self, sub: Subscriber, name: str | None, now: float | None = None, keep: bool = False) -> list[Upstream]:
+        """`keep`: what the receiver's outbox holds of the sender it showed goes first (that sender left)."""
         sub.shown = name
         publication = None if name is None else self.publications[name]
         source = m.Source(name=name or "", codes=[] if publication is None else publication.codes,
                           senders=sorted(self.publications)[:256])
-        sub.outbox.restart([m.encode(source), *([] if publication is None else publication.snapshot())])
+        state = [m.encode(source), *([] if publication is None else publication.snapshot())]
+        if keep:
+            sub.outbox.then(state)
+        else:
+            sub.outbox.restart(state)
         if publication is None:
             return []
         publication.request_pending = True

@@ -4,9 +4,11 @@
 A connection's hello says whether it publishes (`role` sender) or joins (`role` receiver). A sender may
 name itself with `?name=NAME` (else the relay names it), a receiver may ask for one sender with
 `?show=NAME`. Validation, rate limits, timeouts and errors are the protocol object's, as on the receiver.
-A sender's messages are passed on as the bytes that arrived (validated once, never encoded again); each
-receiver has a writer task that drains its outbox into a small socket buffer, so a slow receiver's
-backlog stays in its outbox, where stale frames are dropped (relay/rooms.py).
+A sender's messages are passed on as the bytes that arrived (validated once, never encoded again). The
+outboxes that filled in one event-loop turn are written in one callback, each in one write, into a
+small socket buffer; a receiver whose buffer is full is left to its writer task, which waits for it, so
+a slow receiver's backlog stays in its outbox, where stale frames are dropped (relay/rooms.py). One
+clock ticks every sender's connection (acks, pings, timeouts).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
@@ -28,6 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 import websockets
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
+from websockets.protocol import State as WebsocketState
 
 from facewire.relay.access import ROOM_NAME, Access
 from facewire.relay.rooms import AdmissionError, Lost, Room, Subscriber, Upstream
@@ -39,6 +42,7 @@ from facewire.shared.wire.protocol import ConnectionFailed, HandshakeDone, Limit
 
 log = logging.getLogger(__name__)
 POLL_S = 0.5
+WS_OPEN = WebsocketState.OPEN
 TRY_AGAIN_LATER = 1013
 # A receiver's socket and websocket buffers: a few frames and a keyframe part. Bigger ones would hold a slow
 # receiver's backlog as seconds of stale frames (loopback's kernel buffers grow to MiBs); the outbox holds it instead.
@@ -79,8 +83,8 @@ class Bridge:
     async def sender_started(self, room: str, sender: str, codes: list[str]) -> None:
         """A sender connected to this relay publishes in `room`."""
 
-    def sender_message(self, room: str, sender: str, raw: bytes, state: bool) -> None:
-        """One of its messages, the bytes that arrived (`state`: a state message); queued, never waited for."""
+    def sender_message(self, room: str, sender: str, raw: bytes, message: m.Message) -> None:
+        """One of its messages, validated: the bytes that arrived and what they decode to; queued, never waited for."""
 
     async def sender_ended(self, room: str, sender: str) -> None:
         """It left."""
@@ -96,6 +100,17 @@ class Bridge:
 
     async def close(self) -> None:
         """The relay stops."""
+
+
+@dataclass(eq=False)
+class _Downlink:
+    """A joined receiver's connection and what is written to it."""
+
+    ws: ServerConnection
+    protocol: RelayProtocol
+    sub: Subscriber
+    wake: asyncio.Event  # its writer task's turn
+    busy: bool = False  # the writer task is writing (or waiting for the socket): the callback leaves it alone
 
 
 @dataclass
@@ -135,6 +150,11 @@ class RelayServer:
     rooms: dict[str, Room] = field(default_factory=dict)
     stats: RelayStats = field(default_factory=RelayStats)
     _senders: dict[tuple[str, str], Callable[[m.Message], Awaitable[None]]] = field(default_factory=dict)
+    _ready_links: dict[_Downlink, None] = field(default_factory=dict)  # receivers to write to (a set, in order)
+    _write_scheduled: bool = False
+    _ticking: dict[ServerConnection, RelayProtocol] = field(default_factory=dict)  # senders, on `_clock`
+    _clock: asyncio.Task[None] | None = None
+    _closing: set[asyncio.Task[None]] = field(default_factory=set)
     _connections: int = 0
     _keys: itertools.count[int] = field(default_factory=itertools.count)
 
@@ -257,9 +277,11 @@ class RelayServer:
             await self.bridge.sender_ended(path.room, name)
 
     async def _read_sender(self, ws: ServerConnection, protocol: RelayProtocol, room: Room, name: str) -> None:
-        """Every message as it comes (no timer per message: thousands a second), and a ticker for the acks,
-        pings and timeouts."""
-        ticker = asyncio.create_task(_tick(ws, protocol, lambda: protocol.limits.ack_interval_s))
+        """Every message as it comes (no timer per message: thousands a second); the senders' clock
+        (`_tick_senders`) sends the acks and pings and notices timeouts."""
+        self._ticking[ws] = protocol
+        if self._clock is None:
+            self._clock = asyncio.create_task(self._tick_senders())
         try:
             async for data in ws:
                 now = time.monotonic()
@@ -269,18 +291,40 @@ class RelayServer:
                                     event.error)
                     elif isinstance(event, MessageReceived) and isinstance(data, bytes):
                         self.stats.messages_in += 1
-                        if isinstance(event.message, _CARRIED):
-                            await self._carry(room, name, event.message, data, now)
-                await _flush(ws, protocol)
+                        message = event.message
+                        if isinstance(message, _CARRIED):
+                            for request in room.publish(name, message, data, now):
+                                await self.deliver(request)
+                            self.bridge.sender_message(room.name, name, data, message)
+                for out in protocol.data_to_send():  # a pong, an error (no coroutine per message for nothing)
+                    await ws.send(out)
                 if protocol.state is State.CLOSED:
                     break
         finally:
-            ticker.cancel()
+            self._ticking.pop(ws, None)
 
-    async def _carry(self, room: Room, name: str, message: m.Message, raw: bytes, now: float) -> None:
-        for request in room.publish(name, message, raw, now):
-            await self.deliver(request)
-        self.bridge.sender_message(room.name, name, raw, isinstance(message, m.STATE_MESSAGES))
+    async def _tick_senders(self) -> None:
+        """One clock for every sender's connection: each one's acks (every `ack_interval_s`, as the protocol
+        wants), pings and timeouts, written in one write per connection. A task per sender waking twenty
+        times a second cost a loaded relay as much as a tenth of its time."""
+        while self._ticking:
+            await asyncio.sleep(self.limits.ack_interval_s)
+            now = time.monotonic()
+            for ws, protocol in list(self._ticking.items()):
+                protocol.tick(now)
+                if protocol.state is State.CLOSED:  # a timeout: the error goes, then the close ends its reader
+                    del self._ticking[ws]
+                    closing = asyncio.create_task(_close(ws, protocol))
+                    self._closing.add(closing)
+                    closing.add_done_callback(self._closing.discard)
+                # (A sender that does not read leaves what its protocol object queued there, as a full socket did.)
+                elif ws.protocol.state is WS_OPEN and ws.transport.get_write_buffer_size() < self.downstream_buffer_bytes \
+                        and (out := protocol.data_to_send()):
+                    try:
+                        _write_now(ws, out)
+                    except Exception:  # this connection's reader meets it; the clock goes on for the others
+                        log.exception("%s: writing failed", _peer(ws))
+        self._clock = None
 
     async def _send_upstream(self, ws: ServerConnection, protocol: RelayProtocol, message: m.Message) -> None:
         if protocol.state is State.OPEN:
@@ -311,7 +355,8 @@ class RelayServer:
         key = next(self._keys)
         sub = Subscriber(key, list(hello.capabilities), path.show)
         sub.outbox.max_age_s = self.max_frame_age_s
-        sub.outbox.notify = wake.set
+        link = _Downlink(ws, protocol, sub, wake)
+        sub.outbox.notify = lambda: self._ready(link)
         # While this receiver joins, the room is neither dropped nor unwatched: watching awaits Redis, and a room
         # dropped meanwhile (it had nobody yet) would leave this receiver in a room no sender ever reaches.
         room.joining += 1
@@ -330,7 +375,7 @@ class RelayServer:
         _limit_send_buffer(ws, self.downstream_buffer_bytes)
         for request in requests:
             await self.deliver(request)
-        writer = asyncio.create_task(self._write_receiver(ws, protocol, sub, wake))
+        writer = asyncio.create_task(self._write_receiver(link))
         try:
             await self._read_receiver(ws, protocol, room, key, wake, writer)
         finally:
@@ -364,31 +409,67 @@ class RelayServer:
         if writer.done():
             writer.result()
 
-    async def _write_receiver(self, ws: ServerConnection, protocol: RelayProtocol, sub: Subscriber,
-                              wake: asyncio.Event) -> None:
-        sock = ws.transport.get_extra_info("socket")
-        while protocol.state is not State.CLOSED:
-            await wake.wait()
-            wake.clear()
-            while True:
-                batch, now = 0, time.monotonic()
-                while batch < WRITE_BATCH and protocol.state is State.OPEN and (raw := sub.outbox.pop(now)) is not None:
-                    protocol.forward(raw)
-                    batch += 1
-                out = protocol.data_to_send()
-                self.stats.held_s.extend(sub.outbox.held_s)
-                sub.outbox.held_s.clear()
-                if not out:
-                    break
-                self.stats.messages_out += batch
-                # Corked, a batch leaves in full segments: one trip through loopback's TCP stack, not one per message.
-                with _corked(sock if len(out) > 1 else None):
-                    for data in out:
-                        await ws.send(data)  # waits while the receiver's buffers are full: its outbox holds the rest
+    def _ready(self, link: _Downlink) -> None:
+        """A receiver's outbox has something: written once this event-loop turn's messages are all in."""
+        self._ready_links[link] = None
+        if not self._write_scheduled:
+            self._write_scheduled = True
+            asyncio.get_running_loop().call_soon(self._write_ready)
+
+    def _write_ready(self) -> None:
+        """Write the outboxes that filled this turn straight to their sockets, all in one callback (a writer
+        task woken per receiver and message cost more than the write itself); a receiver whose socket is
+        full, or that is closing, is left to its writer task, which waits for it."""
+        self._write_scheduled = False
+        ready, self._ready_links = self._ready_links, {}
+        for link in ready:
+            if link.busy or link.ws.protocol.state is not WS_OPEN:
+                link.wake.set()
+                continue
+            try:
+                while link.ws.transport.get_write_buffer_size() < self.downstream_buffer_bytes and (out := self._take(link)):
+                    _write_now(link.ws, out)
+            except Exception:  # this receiver's writer task meets it again and ends its connection; the others go on
+                log.exception("%s: writing failed", _peer(link.ws))
+            if link.sub.outbox.items:
+                link.wake.set()
+
+    def _take(self, link: _Downlink) -> list[bytes]:
+        """The next batch for a receiver, as websocket messages: its outbox's items and the protocol's own."""
+        batch, now = 0, time.monotonic()
+        while batch < WRITE_BATCH and link.protocol.state is State.OPEN and (raw := link.sub.outbox.pop(now)) is not None:
+            link.protocol.forward(raw)
+            batch += 1
+        self.stats.messages_out += batch
+        self.stats.held_s.extend(link.sub.outbox.held_s)
+        link.sub.outbox.held_s.clear()
+        return link.protocol.data_to_send()
+
+    async def _write_receiver(self, link: _Downlink) -> None:
+        """What the callback leaves: a receiver whose socket was full (its outbox holds the backlog, where frames
+        grow stale), the protocol's pings, and the close of a connection that ends."""
+        while link.protocol.state is not State.CLOSED:
+            await link.wake.wait()
+            link.wake.clear()
+            link.busy = True
+            try:
+                while out := self._take(link):
+                    if link.ws.protocol.state is WS_OPEN:
+                        _write_now(link.ws, out)
+                        await link.ws.drain()  # while the receiver's buffers are full
+                    else:
+                        for data in out:
+                            await link.ws.send(data)  # raises ConnectionClosed
+            finally:
+                link.busy = False
 
     async def shutdown(self, server: Server) -> None:
         server.close()
         await server.wait_closed()
+        if self._clock is not None:
+            self._clock.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._clock
 
 
 _CARRIED = (*m.STATE_MESSAGES, *m.STREAM_MESSAGES)
@@ -410,25 +491,24 @@ async def _tick(ws: ServerConnection, protocol: RelayProtocol, period: Callable[
             wake.set()
         else:
             await _flush(ws, protocol)
-    if protocol.close is not None:  # a timeout: the error goes, then the close ends the connection's reader
-        await _flush(ws, protocol)
-        await ws.close(protocol.close.code, protocol.close.reason)
+    await _close(ws, protocol)
 
 
-@contextlib.contextmanager
-def _corked(sock: socket.socket | None) -> Iterator[None]:
-    """TCP_CORK (Linux) around a batch of writes; nothing elsewhere or for a single write."""
-    cork = getattr(socket, "TCP_CORK", None)
-    if sock is None or cork is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
-        yield
-        return
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.IPPROTO_TCP, cork, 1)
-    try:
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, cork, 0)
+async def _close(ws: ServerConnection, protocol: RelayProtocol) -> None:
+    """After a timeout: the error goes, then the close ends the connection's reader."""
+    if protocol.close is not None:
+        with contextlib.suppress(websockets.exceptions.ConnectionClosed):
+            await _flush(ws, protocol)
+            await ws.close(protocol.close.code, protocol.close.reason)
+
+
+def _write_now(ws: ServerConnection, out: list[bytes]) -> None:
+    """Messages framed by websockets' own protocol object, written in one write: one trip through the kernel
+    for the batch, not one per message (what a per-message `send` did, or TCP_CORK around it: two
+    setsockopt calls a batch). The connection must be open."""
+    for data in out:
+        ws.protocol.send_binary(data)
+    ws.transport.write(b"".join(ws.protocol.data_to_send()))
 
 
 def _limit_send_buffer(ws: ServerConnection, size: int) -> None:

@@ -28,7 +28,7 @@ from facewire.sender.capture import CaptureOptions, FrameSource
 from facewire.sender.runner import stream_live
 from facewire.sender.uplink import Uplink, UplinkStats
 from facewire.shared.wire import messages as m
-from facewire.shared.wire.protocol import JoinProtocol, Limits
+from facewire.shared.wire.protocol import JoinProtocol, Limits, MessageReceived, SenderProtocol
 from tests.wire_fixtures import KeyframeRenderer, SyntheticAnalyzer, write_frames
 
 TOKEN = "relay-token"
@@ -116,21 +116,44 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
     raise AssertionError(f"nothing listens on port {port}")
 
 
+class RedisServer:
+    """A redis-server of its own on a free loopback port, which a test may restart on the same port."""
+
+    def __init__(self, binary: str, directory: Path) -> None:
+        self.binary, self.directory, self.port = binary, directory, free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen([self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                         "--appendonly", "no", "--dir", str(self.directory)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+
 @pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    """A redis-server of its own on a free loopback port, stopped afterwards."""
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server is not installed (Debian: apt-get install redis-server; .ci/run installs it)")
-    port = free_port()
-    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                                "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = RedisServer(binary, tmp_path)
     try:
-        wait_port(port)
-        yield f"redis://127.0.0.1:{port}/0"
+        server.start()
+        yield server
     finally:
-        process.terminate()
-        process.wait(10)
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """A redis-server of its own on a free loopback port, stopped afterwards."""
+    return redis_server.url
 
 
 @asynccontextmanager
@@ -300,3 +323,37 @@ def test_a_room_stays_while_a_receiver_joins_it(tmp_path: Path) -> None:
 
     sent, got = asyncio.run(scenario())
     assert sent >= 10 and got >= 0.95 * sent, (sent, got)
+
+
+def test_one_clock_acks_every_sender_and_closes_a_silent_one() -> None:
+    async def scenario() -> tuple[set[int], m.Message, int | None]:
+        async with running_relay(limits=Limits(dead_after_s=1.0, ping_interval_s=0.2)) as (_, port):  # type: ignore[arg-type]
+            url = f"ws://127.0.0.1:{port}/rooms/call?name="
+            async with connect(url + "talker") as talking, connect(url + "silent") as silent:
+                protocols = [SenderProtocol(TOKEN, time.monotonic(), capabilities=["landmarks"]) for _ in range(2)]
+                for ws, protocol in zip((talking, silent), protocols, strict=True):
+                    for data in protocol.data_to_send():
+                        await ws.send(data)
+                    protocol.receive(await ws.recv(), time.monotonic())  # the welcome
+                talker = protocols[0]
+                acked: set[int] = set()
+                for seq in range(40):  # 1.3 s of frames, longer than the silent one may stay
+                    talker.send(m.Frame(seq=seq, dt_ms=33, kf=0, face=0, codes=[b"x" * 20], intra=seq == 0))
+                    for data in talker.data_to_send():  # its pongs too: it answers the relay's pings
+                        await talking.send(data)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(1 / 30):
+                            while True:
+                                for event in talker.receive(await talking.recv(), time.monotonic()):
+                                    if isinstance(event, MessageReceived) and isinstance(event.message, m.Ack):
+                                        acked.update(seq for seq, _ in event.message.frames)
+                last = None
+                with contextlib.suppress(websockets.exceptions.ConnectionClosed):
+                    async with asyncio.timeout(5.0):
+                        while True:
+                            last = m.decode(await silent.recv())  # its pings, unanswered, then the error
+                return acked, last, silent.close_code  # type: ignore[return-value]
+
+    acked, last, code = asyncio.run(scenario())
+    assert len(acked) >= 30, acked  # acked as they came (the last ones may still wait for the clock)
+    assert isinstance(last, m.Error) and last.code == "unresponsive" and code == 4010, (last, code)

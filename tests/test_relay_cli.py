@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from facewire.receiver.demo_sample import write_sample
-from tests.test_relay import free_port, redis_url, wait_port  # noqa: F401 - redis_url is a fixture
+from tests.test_relay import free_port, redis_server, redis_url, wait_port  # noqa: F401 - redis_server, redis_url: fixtures
 
 TOKEN = "relay-cli-token"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

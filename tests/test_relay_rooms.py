@@ -102,6 +102,42 @@ def test_keyframe_requests_reach_the_sender_at_most_once_per_gap() -> None:
     assert [type(r.message) for r in later] == [m.IntraRequest]
 
 
+def test_a_frame_another_relay_validated_is_passed_on_by_its_kind_as_a_decoded_one_is() -> None:
+    rooms = [Room("call"), Room("call")]
+    subs = [Subscriber(1, ["landmarks"]), Subscriber(1, ["landmarks"])]
+    for room, sub in zip(rooms, subs, strict=True):
+        state_of_a_sender(room)
+        room.join(sub, 0.0)
+        drain(sub.outbox)
+    requests: list[list[object]] = [[], []]
+    for seq in range(6):
+        message, raw = frame(seq, intra=seq == 3)
+        requests[0] += rooms[0].publish("alice", message, raw, 10.0 + seq / 30)
+        requests[1] += rooms[1].publish_frame("alice", raw, message.intra, 10.0 + seq / 30)
+    assert drain(subs[0].outbox) == drain(subs[1].outbox) == [frame(seq, intra=seq == 3)[0] for seq in (3, 4, 5)]
+    assert requests[0] == requests[1] and len(requests[0]) == 1  # the gap before the intra frame asked for one
+    assert rooms[1].publish_frame("nobody", b"x", True, 2.0) == []
+
+
+def test_a_sender_that_leaves_has_its_queued_frames_written_before_the_next_sender() -> None:
+    room = Room("call")
+    state_of_a_sender(room, "alice")
+    state_of_a_sender(room, "bob")
+    sub = Subscriber(1, ["landmarks"], show="alice")
+    room.join(sub, 0.0)
+    drain(sub.outbox)
+    for seq in range(3):
+        publish(room, "alice", frame(seq, intra=seq == 0)[0], now=seq / 30)
+    room.publish_end("alice")  # before the receiver's writer ran: its last frames are still queued
+    got = drain(sub.outbox)
+    assert [g.seq for g in got[:3] if isinstance(g, m.Frame)] == [0, 1, 2]
+    assert isinstance(got[3], m.Source) and got[3].name == "bob"
+    assert not any(isinstance(g, m.Frame) for g in got[3:])
+    publish(room, "bob", frame(1)[0], now=0.2)  # bob's frames resume at an intra frame
+    publish(room, "bob", frame(2, intra=True)[0], now=0.2)
+    assert [g.seq for g in drain(sub.outbox)] == [2]
+
+
 def test_the_sender_is_asked_for_a_keyframe_when_the_relay_holds_none() -> None:
     room = Room("call")
     room.publish_start("alice", ["landmarks"], 0.0)
@@ -221,10 +257,10 @@ def test_frames_are_stale_by_age_not_by_a_burst() -> None:
     outbox = Outbox(max_age_s=0.25)
     for seq in range(30):  # a burst: the relay was off the CPU, then read one sender's backlog at once
         message, raw = frame(seq, intra=seq == 0)
-        assert outbox.frame(raw, message, now=1.0)
+        assert outbox.frame(raw, message.intra, now=1.0)
     assert outbox.frames == 30 and outbox.lost[Lost.STALE] == 0
     message, raw = frame(30)
-    assert not outbox.frame(raw, message, now=1.3)  # nothing was written for 300 ms: the queue is stale
+    assert not outbox.frame(raw, message.intra, now=1.3)  # nothing was written for 300 ms: the queue is stale
     assert outbox.lost[Lost.STALE] == 31 and outbox.frames == 0 and outbox.waiting_for_intra
 
 
@@ -233,7 +269,7 @@ def test_an_outbox_notes_how_long_each_frame_waited() -> None:
     outbox.state(m.encode(m.Setup(code="landmarks", payload=b"s")))
     for seq, came in enumerate((1.0, 1.01)):
         message, raw = frame(seq, intra=seq == 0)
-        outbox.frame(raw, message, now=came)
+        outbox.frame(raw, message.intra, now=came)
     while outbox.pop(now=1.05) is not None:
         pass
     assert outbox.held_s == pytest.approx([0.05, 0.04])  # frames only: state is not timed
