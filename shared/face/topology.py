@@ -8,12 +8,21 @@ from __future__ import annotations
 
 from collections import defaultdict
 from functools import cache
+from types import ModuleType
 
 import numpy as np
 import numpy.typing as npt
-from mediapipe.python.solutions import face_mesh_connections as fmc
 
 IndexArray = npt.NDArray[np.int32]
+
+
+@cache
+def _connections() -> ModuleType:
+    """MediaPipe's mesh connections, imported when first needed: importing mediapipe's solutions loads
+    matplotlib and ~150 MB with it, which a process that only validates messages (a relay) never needs."""
+    from mediapipe.python.solutions import face_mesh_connections
+
+    return face_mesh_connections
 
 MESH_SIZE = 478
 RIGHT_IRIS_CENTER = 468  # the subject's right eye (image left in a non-mirrored camera)
@@ -544,7 +553,7 @@ def _edges(connections: frozenset[tuple[int, int]]) -> set[tuple[int, int]]:
 @cache
 def face_triangles() -> IndexArray:
     """The 852 triangles of the 468-point tessellation (the 3-cliques that are real faces)."""
-    edges = _edges(fmc.FACEMESH_TESSELATION)
+    edges = _edges(_connections().FACEMESH_TESSELATION)
     neighbours: dict[int, set[int]] = defaultdict(set)
     for a, b in edges:
         neighbours[a].add(b)
@@ -581,23 +590,23 @@ def _upper_first(ring: IndexArray, upper_member: int) -> IndexArray:
 
 @cache
 def right_eye_ring() -> IndexArray:
-    return _upper_first(_ring(fmc.FACEMESH_RIGHT_EYE, RIGHT_EYE_CORNERS[0]), 159)
+    return _upper_first(_ring(_connections().FACEMESH_RIGHT_EYE, RIGHT_EYE_CORNERS[0]), 159)
 
 
 @cache
 def left_eye_ring() -> IndexArray:
-    return _upper_first(_ring(fmc.FACEMESH_LEFT_EYE, LEFT_EYE_CORNERS[0]), 386)
+    return _upper_first(_ring(_connections().FACEMESH_LEFT_EYE, LEFT_EYE_CORNERS[0]), 386)
 
 
 @cache
 def inner_lip_ring() -> IndexArray:
-    lips = frozenset(e for e in fmc.FACEMESH_LIPS if _is_inner_lip(e))
+    lips = frozenset(e for e in _connections().FACEMESH_LIPS if _is_inner_lip(e))
     return _upper_first(_ring(lips, MOUTH_CORNERS[0]), UPPER_LIP_INNER_MID)
 
 
 @cache
 def outer_lip_ring() -> IndexArray:
-    lips = frozenset(e for e in fmc.FACEMESH_LIPS if not _is_inner_lip(e))
+    lips = frozenset(e for e in _connections().FACEMESH_LIPS if not _is_inner_lip(e))
     return _upper_first(_ring(lips, 61), 0)
 
 
@@ -610,7 +619,7 @@ def _is_inner_lip(edge: tuple[int, int]) -> bool:
 
 @cache
 def face_oval_ring() -> IndexArray:
-    return _ring(fmc.FACEMESH_FACE_OVAL, FOREHEAD, 338)
+    return _ring(_connections().FACEMESH_FACE_OVAL, FOREHEAD, 338)
 
 
 @cache
@@ -630,7 +639,7 @@ IRIS_POINTS = (RIGHT_IRIS_CENTER, *RIGHT_IRIS, LEFT_IRIS_CENTER, *LEFT_IRIS)  # 
 
 def grown(points: frozenset[int] | set[int], rings: int) -> tuple[int, ...]:
     """`points` and `rings` rings of their neighbours in the tessellation, irises left out, sorted."""
-    edges = _edges(fmc.FACEMESH_TESSELATION)
+    edges = _edges(_connections().FACEMESH_TESSELATION)
     out = set(points)
     for _ in range(rings):
         out |= {b for a, b in edges if a in out} | {a for a, b in edges if b in out}
@@ -639,12 +648,12 @@ def grown(points: frozenset[int] | set[int], rings: int) -> tuple[int, ...]:
 
 def eye_contour_points(rings: int = 0) -> tuple[int, ...]:
     """Both eyes' lid contours (MediaPipe's FACEMESH_*_EYE), grown by `rings` rings."""
-    return grown({i for edge in fmc.FACEMESH_LEFT_EYE | fmc.FACEMESH_RIGHT_EYE for i in edge}, rings)
+    return grown({i for edge in _connections().FACEMESH_LEFT_EYE | _connections().FACEMESH_RIGHT_EYE for i in edge}, rings)
 
 
 def lip_points(rings: int = 0) -> tuple[int, ...]:
     """The lips (MediaPipe's FACEMESH_LIPS, inner and outer), grown by `rings` rings."""
-    return grown({i for edge in fmc.FACEMESH_LIPS for i in edge}, rings)
+    return grown({i for edge in _connections().FACEMESH_LIPS for i in edge}, rings)
 
 
 @cache
@@ -652,7 +661,7 @@ def spanning_tree() -> npt.NDArray[np.int64]:
     """A breadth-first spanning tree of all 478 points from the nose tip: each point's parent (-1 at the
     root). The irises hang from their centres, the centres from the middle of the upper lids. Face shapes
     are smooth along it, so a point is cheap to code from its parent."""
-    edges = _edges(fmc.FACEMESH_TESSELATION | fmc.FACEMESH_IRISES)
+    edges = _edges(_connections().FACEMESH_TESSELATION | _connections().FACEMESH_IRISES)
     edges |= {(RIGHT_IRIS_CENTER, i) for i in RIGHT_IRIS} | {(LEFT_IRIS_CENTER, i) for i in LEFT_IRIS}
     edges |= {(159, RIGHT_IRIS_CENTER), (386, LEFT_IRIS_CENTER)}
     neighbours: dict[int, list[int]] = defaultdict(list)
