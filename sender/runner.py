@@ -11,7 +11,7 @@ from pathlib import Path
 
 from facewire.sender.capture import FrameSource, now_us
 from facewire.sender.coding import FrameCoder, FramePacer, Outgoing
-from facewire.sender.sending import FRAMING_BYTES, Ceiling, parts, plan
+from facewire.sender.sending import FRAMING_BYTES, LAYER_START_REPAY_S, Ceiling, parts, plan
 from facewire.sender.stream import FeatureStream
 from facewire.sender.timing import StageTimes
 from facewire.sender.uplink import IdentityBook, Uplink, UplinkStats
@@ -48,6 +48,12 @@ def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, ide
     length = source.length
     if length is not None:
         gate.end_s = length / source.fps  # the media clock starts at 0
+        if with_layer:
+            # with the layer, the frames go at the input's rate whatever the repayment (the pacer leaves it to the
+            # layer's share), so the start may be repaid over the file, up to the ceiling's window: the layer then
+            # starts seconds sooner instead of waiting out `repay_s` (features only keep it: their frame rate is what
+            # the repayment takes from)
+            gate.start_repay_s = max(gate.repay_s, min(LAYER_START_REPAY_S, gate.end_s))
     writer: StreamWriter | None = None
     last_skipped: Outgoing | None = None
     try:
@@ -71,7 +77,7 @@ def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, ide
             if pacer.due(frame.index) or stream.current is None:
                 sent = plan(stream, item, gate, now)
             else:  # not this frame: a keyframe on its way goes on crossing between frames
-                sent, held_back = parts(stream, gate, now), item if item.carries_state else None
+                sent, held_back = parts(stream, gate, now), item if item.carries_state or item.carries_layer else None
             for message in sent:
                 writer.write(m.encode(message, stream.packed))
             went = any(isinstance(message, m.Frame) for message in sent)
