@@ -64,6 +64,11 @@ MAX_KEYFRAME_BYTES = 48 * 1024
 FRAME_BYTES_PRIOR = 30
 START_OTHER_BYTES = 128
 KEYFRAME_ALPHA_PRIOR = 1300  # a keyframe's alpha at 1/2 size, bytes (1.0-1.5 KB on the 8 clips' first frames)
+THIN_ALPHA_PRIOR = 650  # at THIN_ALPHA_FACTOR and THIN_ALPHA_QUALITY (~0.63 KB)
+# A session's first keyframe sized to a short file takes the thin alpha when the usual one would be more than this
+# share of what the file's length leaves it (at 16 kbps: files under ~4 s): d0, 3.1 s, picture AVIF quality 11 -> 23,
+# face SSIM 0.858 -> 0.865 (alpha MAD ~0.003 -> ~0.010).
+ALPHA_ROOM_SHARE = 0.25
 DRIFT_KEYFRAME_SHARE = 0.25  # of the link, at most, for keyframes the face's drift brings
 FINER_SCALE_QUALITY = 30  # a keyframe at 1/scale that reached this AVIF quality tries the finer scale next
 DEFAULT_BITRATE_BPS = 256_000.0  # the ceiling without --bitrate: the rate control finds the link below it
@@ -204,6 +209,23 @@ class Budget:
         return max(int(allowance - frames - other_bytes - START_OTHER_BYTES), 0)
 
 
+def first_keyframe_plan(wanted: int, room: int | None) -> tuple[int, int | None, bool]:
+    """A keyframe's picture budget, the most the whole keyframe may take (None: no such limit) and whether its alpha
+    is the thin one, for a picture that wants `wanted` bytes when what the session's length leaves it is `room`
+    (`Budget.start_room`; None: not a session's first keyframe, or its end is not known)."""
+    budget, thin_alpha = wanted, False
+    if room is not None and room - KEYFRAME_ALPHA_PRIOR < budget:
+        # never below the floor a thin ceiling gets: a file too short to hold even that keeps the picture
+        # (d0, 3.1 s at 6 kbps: over either way, a softer keyframe only cost face SSIM 0.84 -> 0.81)
+        budget = max(room - KEYFRAME_ALPHA_PRIOR, min(budget, MIN_KEYFRAME_BYTES))
+        room = room if budget > MIN_KEYFRAME_BYTES else None
+        # a picture that the length holds above the floor but below what it wanted: where the usual alpha takes a
+        # large share of the room, the thin one leaves the picture the difference
+        if room is not None and ALPHA_ROOM_SHARE * room < KEYFRAME_ALPHA_PRIOR:
+            budget, thin_alpha = min(wanted, room - THIN_ALPHA_PRIOR), True
+    return budget, room, budget <= MIN_KEYFRAME_BYTES or thin_alpha
+
+
 @dataclass
 class FramePacer:
     """Which input frames go when the ceiling cannot carry them all: every `step`-th, evenly, at most
@@ -257,12 +279,23 @@ class Outgoing:
     def carries_state(self) -> bool:
         return self.keyframe is not None or bool(self.setups)
 
+    @property
+    def carries_layer(self) -> bool:
+        """It carries a residual of the layer (prepared on an earlier frame: the closed loop runs behind)."""
+        return any(FIELD_CODECS[name].role == "layer" for name in self.frame.prepared)
+
     @staticmethod
     def merged(older: Outgoing, newer: Outgoing) -> Outgoing:
         """`newer` carrying what `older` carried too, for when `older` never went: its keyframe unless
-        `newer` has one, and its setups, in order before the newer ones."""
+        `newer` has one, its setups, in order before the newer ones, and its layer residual unless `newer`
+        has one (a residual is seconds of the replica's work and the layer's only picture of that moment)."""
         keyframe = newer.keyframe if newer.keyframe is not None else older.keyframe
-        return dataclasses.replace(newer, keyframe=keyframe, setups=older.setups + newer.setups)
+        frame = newer.frame
+        carried = {name: value for name, value in older.frame.prepared.items()
+                   if FIELD_CODECS[name].role == "layer" and name not in newer.frame.prepared}
+        if carried:
+            frame = dataclasses.replace(frame, prepared={**frame.prepared, **carried})
+        return dataclasses.replace(newer, frame=frame, keyframe=keyframe, setups=older.setups + newer.setups)
 
 
 @dataclass(frozen=True)
@@ -507,12 +540,7 @@ class FrameCoder:
         # (and the first frame, intra, costs about the face code the keyframe carries)
         first_frame = min(map(len, codes.values()), default=0)
         room = self.budget.start_room(analysis.frame.ts_us, setup_bytes + first_frame) if bare or self.kf == 0 else None
-        if room is not None and room - KEYFRAME_ALPHA_PRIOR < budget:
-            # never below the floor a thin ceiling gets: a file too short to hold even that keeps the picture
-            # (d0, 3.1 s at 6 kbps: over either way, a softer keyframe only cost face SSIM 0.84 -> 0.81)
-            budget = max(room - KEYFRAME_ALPHA_PRIOR, min(budget, MIN_KEYFRAME_BYTES))
-            room = room if budget > MIN_KEYFRAME_BYTES else None
-        thin = budget <= MIN_KEYFRAME_BYTES
+        budget, room, thin = first_keyframe_plan(budget, room)
         hints = (self._quality_hint, self._scale_hint, THIN_ALPHA_FACTOR if thin else ALPHA_FACTOR,
                  THIN_ALPHA_QUALITY if thin else ALPHA_QUALITY)
 
