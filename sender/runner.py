@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from facewire.sender.capture import FrameSource, now_us
-from facewire.sender.coding import FrameCoder, FramePacer, Outgoing
+from facewire.sender.coding import STILL_SKIP_BELOW_BPS, FrameCoder, FramePacer, Outgoing, StillFrames
 from facewire.sender.sending import FRAMING_BYTES, LAYER_START_REPAY_S, Ceiling, parts, plan
 from facewire.sender.stream import FeatureStream
 from facewire.sender.timing import StageTimes
@@ -54,6 +54,8 @@ def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, ide
             # starts seconds sooner instead of waiting out `repay_s` (features only keep it: their frame rate is what
             # the repayment takes from)
             gate.start_repay_s = max(gate.repay_s, min(LAYER_START_REPAY_S, gate.end_s))
+    still = StillFrames() if with_layer and coder.budget.ceiling_bps < STILL_SKIP_BELOW_BPS else None
+    face = next((code for code in codes if FIELD_CODECS[code].role == "face"), None)
     writer: StreamWriter | None = None
     last_skipped: Outgoing | None = None
     try:
@@ -74,7 +76,10 @@ def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, ide
             now = frame.index / source.fps  # the media clock, however frames were stamped
             if held_back is not None:
                 item, held_back = Outgoing.merged(held_back, item), None
-            if pacer.due(frame.index) or stream.current is None:
+            prepared_face = item.frame.prepared.get(face) if face is not None else None
+            landmarks = None if prepared_face is None else prepared_face.landmarks
+            skip = still is not None and still.skips(frame.index, landmarks)
+            if (pacer.due(frame.index) and not skip) or stream.current is None:
                 sent = plan(stream, item, gate, now)
             else:  # not this frame: a keyframe on its way goes on crossing between frames
                 sent, held_back = parts(stream, gate, now), item if item.carries_state or item.carries_layer else None
@@ -83,6 +88,8 @@ def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, ide
             went = any(isinstance(message, m.Frame) for message in sent)
             last_skipped = item if not went else None
             if went:
+                if still is not None:
+                    still.sent(frame.index, landmarks)
                 # the residual layer yields to the frames and to the repayment: with one, the debts are repaid out
                 # of the layer's share, not the frames' (w1 at 16 kbps: every 2nd frame for 5 s, mouth 0.86 -> 0.64)
                 pacer.repay_bps = 0.0 if with_layer else gate.repay_bps(now)
