@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from facewire.sender.behind import Behind, background_worker
 from facewire.sender.keyframes import KeyframePolicy
@@ -28,6 +29,7 @@ from facewire.shared.codec.keyframe import ALPHA_FACTOR, ALPHA_QUALITY, MIN_QUAL
 from facewire.shared.codec.layer_field import LayerPreparer
 from facewire.shared.face import measures
 from facewire.shared.face.likeness import FaceLikeness, warp_cost
+from facewire.shared.face.measures import eye_opening, mouth_opening
 from facewire.shared.types import Affine, Analyzer, FrameAnalysis, KeyframeState, Landmarks
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,11 @@ MAX_KEYFRAME_BYTES = 48 * 1024
 FRAME_BYTES_PRIOR = 30
 START_OTHER_BYTES = 128
 KEYFRAME_ALPHA_PRIOR = 1300  # a keyframe's alpha at 1/2 size, bytes (1.0-1.5 KB on the 8 clips' first frames)
+THIN_ALPHA_PRIOR = 650  # at THIN_ALPHA_FACTOR and THIN_ALPHA_QUALITY (~0.63 KB)
+# A session's first keyframe sized to a short file takes the thin alpha when the usual one would be more than this
+# share of what the file's length leaves it (at 16 kbps: files under ~4 s): d0, 3.1 s, picture AVIF quality 11 -> 23,
+# face SSIM 0.858 -> 0.865 (alpha MAD ~0.003 -> ~0.010).
+ALPHA_ROOM_SHARE = 0.25
 DRIFT_KEYFRAME_SHARE = 0.25  # of the link, at most, for keyframes the face's drift brings
 FINER_SCALE_QUALITY = 30  # a keyframe at 1/scale that reached this AVIF quality tries the finer scale next
 DEFAULT_BITRATE_BPS = 256_000.0  # the ceiling without --bitrate: the rate control finds the link below it
@@ -207,6 +214,23 @@ class Budget:
         return max(int(allowance - frames - other_bytes - START_OTHER_BYTES), 0)
 
 
+def first_keyframe_plan(wanted: int, room: int | None) -> tuple[int, int | None, bool]:
+    """A keyframe's picture budget, the most the whole keyframe may take (None: no such limit) and whether its alpha
+    is the thin one, for a picture that wants `wanted` bytes when what the session's length leaves it is `room`
+    (`Budget.start_room`; None: not a session's first keyframe, or its end is not known)."""
+    budget, thin_alpha = wanted, False
+    if room is not None and room - KEYFRAME_ALPHA_PRIOR < budget:
+        # never below the floor a thin ceiling gets: a file too short to hold even that keeps the picture
+        # (d0, 3.1 s at 6 kbps: over either way, a softer keyframe only cost face SSIM 0.84 -> 0.81)
+        budget = max(room - KEYFRAME_ALPHA_PRIOR, min(budget, MIN_KEYFRAME_BYTES))
+        room = room if budget > MIN_KEYFRAME_BYTES else None
+        # a picture that the length holds above the floor but below what it wanted: where the usual alpha takes a
+        # large share of the room, the thin one leaves the picture the difference
+        if room is not None and ALPHA_ROOM_SHARE * room < KEYFRAME_ALPHA_PRIOR:
+            budget, thin_alpha = min(wanted, room - THIN_ALPHA_PRIOR), True
+    return budget, room, budget <= MIN_KEYFRAME_BYTES or thin_alpha
+
+
 @dataclass
 class FramePacer:
     """Which input frames go when the ceiling cannot carry them all: one every `step` input frames on
@@ -301,7 +325,7 @@ class FramePicker:
             self._candidates.append((index, item))
         if index < self._end:
             return None
-        return self._pick(index, openness(_landmarks(item)))
+        return self._pick(index, openness(drawn_landmarks(item)))
 
     def due(self, index: int, item: Outgoing, step: float) -> None:
         """The pacer has input frame `index` due (offered already): it and the frames within reach are candidates."""
@@ -311,7 +335,7 @@ class FramePicker:
         self._position, self._end = index, index + max(int(step), self.reach + 1)
 
     def went(self, index: int, item: Outgoing) -> None:
-        self._last = (index, openness(_landmarks(item)))
+        self._last = (index, openness(drawn_landmarks(item)))
 
     def cancel(self) -> None:
         """Another frame goes instead (one that carries state goes when it comes)."""
@@ -322,7 +346,7 @@ class FramePicker:
         if not self._candidates:
             return None
         index, item = self._candidates[-1] if self._previous is None else self._previous
-        return self._pick(index, openness(_landmarks(item)))
+        return self._pick(index, openness(drawn_landmarks(item)))
 
     def _before(self, index: int) -> tuple[int, Outgoing] | None:
         """The input frame before `index`, when it came after the frame that went last."""
@@ -340,7 +364,7 @@ class FramePicker:
         span = max(end_index - start_index, 1)
 
         def stray(entry: tuple[int, Outgoing]) -> float:
-            value = openness(_landmarks(entry[1]))
+            value = openness(drawn_landmarks(entry[1]))
             if value is None:
                 return -1.0
             w = (entry[0] - start_index) / span
@@ -349,10 +373,48 @@ class FramePicker:
         return max(candidates, key=stray)
 
 
-def _landmarks(item: Outgoing) -> Landmarks | None:
+def drawn_landmarks(item: Outgoing) -> Landmarks | None:
     """The face the receiver will draw for this item's frame (its face code's landmarks), if it has one."""
     face = next((value for name, value in item.frame.prepared.items() if FIELD_CODECS[name].role == "face"), None)
     return None if face is None else face.landmarks
+
+
+# With the residual layer under this ceiling the frames (~6.5 kbps at 30 fps) are 40% of it: a frame whose face hardly
+# moved since the frame before, which went, is left to playback's in-between (the next one always goes), and its bytes
+# go to the layer. Only a still face: fixed every-2nd-frame pacing lost where motion is irregular (d12's skipped
+# frames 0.05-0.16 face SSIM each, w1 -0.011), while it gave d18 +0.009.
+STILL_SKIP_BELOW_BPS = 20_000.0
+STILL_SHARE = 0.004  # of the face's width: the median landmark's move under which a face is still (~1 px at 250 px)
+
+
+def _openings(landmarks: Landmarks) -> npt.NDArray[np.float64]:
+    points = landmarks.astype(np.float64)
+    return np.array([eye_opening(points, "left"), eye_opening(points, "right"), mouth_opening(points)])
+
+
+def still_face(landmarks: Landmarks, before: Landmarks, share: float = STILL_SHARE) -> bool:
+    """Whether the face moved less than `share` of its width from `before`: its landmarks (the median's move), and
+    the lids' and lips' openings, which a median over the whole mesh does not see (a blink is a few landmarks)."""
+    limit = share * float(np.ptp(landmarks[:, 0]))
+    moved = float(np.median(np.hypot(*(landmarks[:, :2] - before[:, :2]).T)))
+    return moved < limit and float(np.abs(_openings(landmarks) - _openings(before)).max()) < limit
+
+
+@dataclass
+class StillFrames:
+    """Which frames a recording with the layer leaves out because the face was still (`still_face`): never two in a
+    row, so playback draws each between two frames that went."""
+
+    share: float = STILL_SHARE
+    _last: Landmarks | None = None  # the face of the last frame that went
+    _last_index: int = -2
+
+    def skips(self, index: int, landmarks: Landmarks | None) -> bool:
+        return landmarks is not None and self._last is not None and self._last_index == index - 1 \
+            and still_face(landmarks, self._last, self.share)
+
+    def sent(self, index: int, landmarks: Landmarks | None) -> None:
+        self._last, self._last_index = landmarks, index
 
 
 @dataclass(frozen=True)
@@ -370,12 +432,23 @@ class Outgoing:
     def carries_state(self) -> bool:
         return self.keyframe is not None or bool(self.setups)
 
+    @property
+    def carries_layer(self) -> bool:
+        """It carries a residual of the layer (prepared on an earlier frame: the closed loop runs behind)."""
+        return any(FIELD_CODECS[name].role == "layer" for name in self.frame.prepared)
+
     @staticmethod
     def merged(older: Outgoing, newer: Outgoing) -> Outgoing:
         """`newer` carrying what `older` carried too, for when `older` never went: its keyframe unless
-        `newer` has one, and its setups, in order before the newer ones."""
+        `newer` has one, its setups, in order before the newer ones, and its layer residual unless `newer`
+        has one (a residual is seconds of the replica's work and the layer's only picture of that moment)."""
         keyframe = newer.keyframe if newer.keyframe is not None else older.keyframe
-        return dataclasses.replace(newer, keyframe=keyframe, setups=older.setups + newer.setups)
+        frame = newer.frame
+        carried = {name: value for name, value in older.frame.prepared.items()
+                   if FIELD_CODECS[name].role == "layer" and name not in newer.frame.prepared}
+        if carried:
+            frame = dataclasses.replace(frame, prepared={**frame.prepared, **carried})
+        return dataclasses.replace(newer, frame=frame, keyframe=keyframe, setups=older.setups + newer.setups)
 
 
 @dataclass(frozen=True)
@@ -620,12 +693,7 @@ class FrameCoder:
         # (and the first frame, intra, costs about the face code the keyframe carries)
         first_frame = min(map(len, codes.values()), default=0)
         room = self.budget.start_room(analysis.frame.ts_us, setup_bytes + first_frame) if bare or self.kf == 0 else None
-        if room is not None and room - KEYFRAME_ALPHA_PRIOR < budget:
-            # never below the floor a thin ceiling gets: a file too short to hold even that keeps the picture
-            # (d0, 3.1 s at 6 kbps: over either way, a softer keyframe only cost face SSIM 0.84 -> 0.81)
-            budget = max(room - KEYFRAME_ALPHA_PRIOR, min(budget, MIN_KEYFRAME_BYTES))
-            room = room if budget > MIN_KEYFRAME_BYTES else None
-        thin = budget <= MIN_KEYFRAME_BYTES
+        budget, room, thin = first_keyframe_plan(budget, room)
         hints = (self._quality_hint, self._scale_hint, THIN_ALPHA_FACTOR if thin else ALPHA_FACTOR,
                  THIN_ALPHA_QUALITY if thin else ALPHA_QUALITY)
 

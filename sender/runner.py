@@ -10,8 +10,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from facewire.sender.capture import FrameSource, now_us
-from facewire.sender.coding import FrameCoder, FramePacer, FramePicker, Outgoing
-from facewire.sender.sending import FRAMING_BYTES, Ceiling, parts, plan
+from facewire.sender.coding import (
+    STILL_SKIP_BELOW_BPS,
+    FrameCoder,
+    FramePacer,
+    FramePicker,
+    Outgoing,
+    StillFrames,
+    drawn_landmarks,
+)
+from facewire.sender.sending import FRAMING_BYTES, LAYER_START_REPAY_S, Ceiling, parts, plan
 from facewire.sender.stream import FeatureStream
 from facewire.sender.timing import StageTimes
 from facewire.sender.uplink import IdentityBook, Uplink, UplinkStats
@@ -52,6 +60,13 @@ def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, ide
     length = source.length
     if length is not None:
         gate.end_s = length / source.fps  # the media clock starts at 0
+        if with_layer:
+            # with the layer, the frames go at the input's rate whatever the repayment (the pacer leaves it to the
+            # layer's share), so the start may be repaid over the file, up to the ceiling's window: the layer then
+            # starts seconds sooner instead of waiting out `repay_s` (features only keep it: their frame rate is what
+            # the repayment takes from)
+            gate.start_repay_s = max(gate.repay_s, min(LAYER_START_REPAY_S, gate.end_s))
+    still = StillFrames() if with_layer and coder.budget.ceiling_bps < STILL_SKIP_BELOW_BPS else None
     writer: StreamWriter | None = None
     last_skipped: Outgoing | None = None
     try:
@@ -72,16 +87,19 @@ def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, ide
             now = frame.index / source.fps  # the media clock, however frames were stamped
             if held_back is not None:
                 item, held_back = Outgoing.merged(held_back, item), None
-            chosen = _choose(frame.index, item, stream, pacer, picker if lookahead else None)
+            still_skip = still is not None and still.skips(frame.index, drawn_landmarks(item))
+            chosen = _choose(frame.index, item, stream, pacer, picker if lookahead else None, still_skip)
             if chosen is not None:
                 sent = plan(stream, chosen[1], gate, now)
             else:  # not this frame: a keyframe on its way goes on crossing between frames
-                sent, held_back = parts(stream, gate, now), item if item.carries_state else None
+                sent, held_back = parts(stream, gate, now), item if item.carries_state or item.carries_layer else None
             for message in sent:
                 writer.write(m.encode(message, stream.packed))
             went = chosen is not None and any(isinstance(message, m.Frame) for message in sent)
             last_skipped = item if not (went and chosen is not None and chosen[0] == frame.index) else None
             if went and chosen is not None:
+                if still is not None:
+                    still.sent(chosen[0], drawn_landmarks(chosen[1]))
                 # the residual layer yields to the frames and to the repayment: with one, the debts are repaid out
                 # of the layer's share, not the frames' (w1 at 16 kbps: every 2nd frame for 5 s, mouth 0.86 -> 0.64)
                 pacer.repay_bps = 0.0 if with_layer else gate.repay_bps(now)
@@ -107,12 +125,12 @@ def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, ide
     return writer
 
 
-def _choose(index: int, item: Outgoing, stream: FeatureStream, pacer: FramePacer, picker: FramePicker | None
-            ) -> tuple[int, Outgoing] | None:
+def _choose(index: int, item: Outgoing, stream: FeatureStream, pacer: FramePacer, picker: FramePicker | None,
+            still: bool = False) -> tuple[int, Outgoing] | None:
     """The frame that goes now, if any, and its input index: `item` (input frame `index`) when the pacer has it due,
     or, with a `picker`, its choice among the frames near the pacer's position once it can judge them (a frame
     that carries state goes when it comes, the choice with it). Before the first keyframe every item goes to `plan`,
-    which holds it."""
+    which holds it. A `still` frame (StillFrames) is left out where it would have gone as due."""
     picked = picker.offer(index, item) if picker is not None else None
     if stream.current is None:
         return index, item
@@ -122,7 +140,7 @@ def _choose(index: int, item: Outgoing, stream: FeatureStream, pacer: FramePacer
         return index, item
     if picked is not None:
         return picked
-    if (picker is not None and picker.choosing) or not pacer.due(index):
+    if (picker is not None and picker.choosing) or not pacer.due(index) or still:
         return None
     if picker is not None and pacer.step >= 2:
         picker.due(index, item, pacer.step)

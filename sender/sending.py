@@ -23,6 +23,7 @@ MIN_PART_BYTES = 256
 # What a message costs the link beyond its bytes, charged with it: a WebSocket frame's header as the
 # sender writes it (2 bytes, 4 of mask; 2 more above 125 bytes). A stream file's record costs 4.
 FRAMING_BYTES = 6
+LAYER_START_REPAY_S = 10.0  # a recording with the layer repays its start within this at most: the ceiling's window
 
 
 def link_bytes(message: m.Message, packed_frames: bool = False) -> int:
@@ -83,6 +84,10 @@ class Ceiling:
     # a longer file started d18's layer sooner, face SSIM +0.006 at 16 kbps, but at 6 kbps the frames that went
     # missed the blinks: d6's eye correlation 0.69 -> 0.38.)
     end_s: float | None = None
+    # The start's own schedule when it differs from `repay_s` (`start_repay_s`): a recording with the residual layer
+    # repays its start over the file, up to the ceiling's 10-s window, for frames and layer alike. On `repay_s`
+    # the layer had nothing beside the frames until 6 s in (d6, 10 s at 16 kbps: first layer packet at 6.2 s).
+    start_repay_s: float | None = None
     _bucket: TokenBucket = field(init=False)
     _start_debt: float = 0.0  # what went before the first frame
     _first_frame_s: float | None = None
@@ -102,7 +107,7 @@ class Ceiling:
         it there); others when it holds them."""
         self._bucket.refill(now)
         if essential:
-            return self._bucket.level >= -self._start_allowance(now)
+            return self._bucket.level >= -self._start_allowance(now, self._start_repay())
         allowance = self._start_allowance(now, self._repaid_by_end())
         # what the repayment schedule leaves, less a reserve that keeps the frames ahead of the rest; a
         # message larger than the bucket (a keyframe's head with its alpha, at a thin ceiling) goes when
@@ -130,12 +135,16 @@ class Ceiling:
         start = self._start_debt * 8 / self.repay_s if now - self._first_frame_s < self.repay_s else 0.0
         return start + sum(amount * 8 / self.repay_s for amount, _ in self._later(now))
 
+    def _start_repay(self) -> float:
+        """The seconds from the first frame within which the frames repay the start."""
+        return self.start_repay_s or self.repay_s
+
     def _repaid_by_end(self) -> float:
-        """The seconds from the first frame within which the start is repaid for what is not a frame: `repay_s`,
-        or less when the recording ends sooner (the frames: `repay_s`)."""
+        """The seconds from the first frame within which the start is repaid for what is not a frame: the frames'
+        schedule, or less when the recording ends sooner."""
         if self.end_s is None or self._first_frame_s is None:
-            return self.repay_s
-        return min(self.repay_s, max(self.end_s - self._first_frame_s, 1e-3))
+            return self._start_repay()
+        return min(self._start_repay(), max(self.end_s - self._first_frame_s, 1e-3))
 
     def on_send(self, seq: int, nbytes: int, now: float) -> None:
         if self._first_frame_s is None:

@@ -23,6 +23,7 @@ from facewire.shared.codec.layer import (
     apply_residual,
     box_region,
     face_box_transform,
+    face_weight,
     from_box,
     packet_is_key,
     residual_box,
@@ -191,6 +192,45 @@ def test_residual_is_neutral_where_nothing_differs_and_blind_to_the_room() -> No
     prediction = cv2.GaussianBlur(image, (0, 0), 3)
     assert np.array_equal(residual_box(image, prediction, alpha, t, SIZE), residual_box(other, prediction, alpha, t, SIZE))
     assert not (residual_box(image, prediction, alpha, t, SIZE) == GREY).all()
+
+
+def _oval(cx: float, cy: float, rx: float, ry: float, n: int = 36) -> np.ndarray:
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    return np.stack([cx + rx * np.cos(t), cy + ry * np.sin(t)], axis=1)
+
+
+def test_the_face_weight_is_whole_on_the_face_and_fades_to_nothing_past_it() -> None:
+    oval = _oval(160, 120, 50, 65)
+    region = (40, 20, 290, 230)
+    weight = face_weight(oval, (240, 320), region)
+    assert weight.shape == (210, 250) and weight.dtype == np.float32
+    assert weight.min() >= 0.0 and weight.max() <= 1.0
+
+    def at(x: int, y: int) -> float:
+        return float(weight[y - region[1], x - region[0]])
+
+    assert at(160, 120) == 1.0 and at(160 + 48, 120) > 0.95  # inside, right up to the oval's edge
+    assert at(160 + 50 + 6, 120) > 0.3  # a fade a few pixels past it (FACE_FADE of the face's 100-px width)
+    assert at(160 + 50 + 25, 120) < 0.02 and at(45, 25) == 0.0  # hair, ears, the room's edge: nothing
+    assert at(160 + 55, 120) > at(160 + 60, 120) > at(160 + 65, 120)  # monotone outwards
+    # a region elsewhere in the frame reads the same weight at the same frame pixels
+    other = face_weight(oval, (240, 320), (150, 100, 230, 140))
+    assert np.allclose(other, weight[100 - 20:140 - 20, 150 - 40:230 - 40], atol=1e-6)
+
+
+def test_a_face_weighed_residual_leaves_what_differs_past_the_face_uncorrected() -> None:
+    frame, alpha = _scene()
+    alpha[:] = 1.0
+    oval = _oval(160, 120, 30, 40)
+    prediction = frame.copy()
+    prediction[:, :100] = np.clip(frame[:, :100].astype(np.int16) - 60, 0, 255).astype(np.uint8)  # off past the face
+    t = face_box_transform(HeadPose(0.0, 0.0, 0.0, 160.0, 110.0, 40.0))
+    weighed = alpha.copy()
+    weighed[:] = face_weight(oval, alpha.shape, (0, 0, alpha.shape[1], alpha.shape[0]))
+    assert not (residual_box(frame, prediction, alpha, t, SIZE) == GREY).all()
+    assert (residual_box(frame, prediction, weighed, t, SIZE) == GREY).all()
+    prediction[110:130, 150:170] = 0  # and wrong on the face: that is corrected
+    assert not (residual_box(frame, prediction, weighed, t, SIZE) == GREY).all()
 
 
 def test_fusion_moves_the_prediction_towards_the_frame() -> None:

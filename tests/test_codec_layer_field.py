@@ -26,6 +26,7 @@ from facewire.sender.coding import (
     MIN_RESIDUAL_CEILING_BPS,
     Budget,
     FrameCoder,
+    Outgoing,
     codes_for,
 )
 from facewire.sender.sending import Ceiling, plan
@@ -71,6 +72,17 @@ def test_the_layer_waits_for_its_keyframe_and_restarts_with_a_key_frame() -> Non
     following = encoder.encode(_coded(9, 2, 2), False)
     assert following is not None and not packet_is_key(following)
     assert encoder.coder is not None and encoder.coder.restarts == 0  # same rate: a forced key, no restart
+
+
+def test_a_skipped_frame_hands_its_residual_to_the_next_unless_that_has_its_own() -> None:
+    with_layer = Outgoing(_coded(3, kf=1, drawn_from=1))
+    plain = Outgoing(CodedFrame(_coded(4, kf=1, drawn_from=1).analysis))
+    assert with_layer.carries_layer and not plain.carries_layer and not with_layer.carries_state
+    merged = Outgoing.merged(with_layer, plain)
+    assert merged.frame.analysis is plain.frame.analysis  # the newer frame, with the older residual
+    assert merged.frame.prepared[CAPABILITY] is with_layer.frame.prepared[CAPABILITY]
+    newer = Outgoing(_coded(6, kf=1, drawn_from=1))
+    assert Outgoing.merged(with_layer, newer).frame.prepared[CAPABILITY] is newer.frame.prepared[CAPABILITY]
 
 
 def test_a_frame_without_layer_values_carries_no_packet() -> None:

@@ -9,7 +9,14 @@ import cv2
 import numpy as np
 
 from facewire.sender.capture import CaptureOptions, FrameSource
-from facewire.sender.coding import Budget, FrameCoder
+from facewire.sender.coding import (
+    KEYFRAME_ALPHA_PRIOR,
+    MIN_KEYFRAME_BYTES,
+    THIN_ALPHA_PRIOR,
+    Budget,
+    FrameCoder,
+    first_keyframe_plan,
+)
 from facewire.sender.runner import record_stream
 from facewire.sender.sending import Ceiling
 from facewire.shared.wire import messages as m
@@ -77,6 +84,21 @@ def test_a_known_end_sizes_the_first_keyframe_and_spares_late_setups() -> None:
     assert abs(budget.remaining_s(3_000_000) - 1.12) < 1e-9 and budget.remaining_s(5_000_000) == 0.0
 
 
+def test_a_start_the_length_holds_tight_takes_the_thin_alpha_and_gives_the_picture_what_it_saves() -> None:
+    # a live session, or a keyframe after the first: as it wants, the usual alpha
+    assert first_keyframe_plan(1875, None) == (1875, None, False)
+    # a long file: its room does not bind
+    assert first_keyframe_plan(1875, 9_000) == (1875, 9_000, False)
+    # a 3-s file at 16 kbps (room ~3.3 KB): the usual alpha would be ~40% of it
+    budget, room, thin = first_keyframe_plan(4_000, 3_300)
+    assert thin and room == 3_300 and budget == 3_300 - THIN_ALPHA_PRIOR
+    assert first_keyframe_plan(2_300, 3_300) == (2_300, 3_300, True)  # never more than it wanted
+    # a room that binds, but where the usual alpha is a small share: it stays
+    assert first_keyframe_plan(8_000, 6_000) == (6_000 - KEYFRAME_ALPHA_PRIOR, 6_000, False)
+    # a thin ceiling's file (room below the picture's floor plus the alpha): the floor and the thin alpha, as before
+    assert first_keyframe_plan(1200, 2_000) == (MIN_KEYFRAME_BYTES, None, True)
+
+
 def test_what_is_not_a_frame_waits_for_what_the_file_can_repay_before_its_end() -> None:
     """The layer and keyframe parts may use the room the start's repayment schedule leaves; a file that ends
     before the schedule does leaves them less, while the frames keep the schedule."""
@@ -87,3 +109,18 @@ def test_what_is_not_a_frame_waits_for_what_the_file_can_repay_before_its_end() 
     # at 1.5 s: 3000 B refilled, 6030 B charged; the 6-s schedule still allows 4500 B of debt, a 2-s file 1500
     assert open_ended.may_send(600, 1.5) and not short.may_send(600, 1.5)
     assert short.may_send(30, 1.5, essential=True)
+
+
+def test_with_the_layer_a_file_repays_its_start_over_its_length_up_to_the_window() -> None:
+    """A start repaid over a 10-s file instead of 6 s leaves the layer room seconds sooner; the frames keep at least
+    what they had, and a file's end still bounds what else goes."""
+    six, file_long, ends_sooner = Ceiling(16_000), Ceiling(16_000, end_s=10.0, start_repay_s=10.0), \
+        Ceiling(16_000, end_s=8.0, start_repay_s=10.0)
+    for gate in (six, file_long, ends_sooner):
+        gate.on_send_uncontrolled(6_000, 0.0)
+        gate.on_send(1, 30, 0.0)
+    # at 1.1 s: 2200 B refilled, 6030 charged (-3830); the 6-s schedule allows 4900 B of debt, 10 s 5340, 8 s 5175:
+    # a layer packet as large as the bucket (1000 B), with the 200-B reserve, fits only the two longer schedules
+    assert not six.may_send(1_000, 1.1)
+    assert file_long.may_send(1_000, 1.1) and ends_sooner.may_send(1_000, 1.1)
+    assert all(gate.may_send(30, 1.1, essential=True) for gate in (six, file_long, ends_sooner))

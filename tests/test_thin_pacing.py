@@ -23,6 +23,7 @@ from facewire.sender.coding import (
     MAX_FRAME_STEP,
     MIN_BODY_FEATURES_BPS,
     PICK_REACH,
+    STILL_SHARE,
     THIN_ALPHA_FACTOR,
     THIN_ALPHA_QUALITY,
     Budget,
@@ -30,7 +31,9 @@ from facewire.sender.coding import (
     FramePacer,
     FramePicker,
     Outgoing,
+    StillFrames,
     codes_for,
+    still_face,
 )
 from facewire.sender.runner import _choose, record_stream
 from facewire.sender.sending import Ceiling
@@ -38,6 +41,7 @@ from facewire.sender.stream import FeatureStream
 from facewire.shared.codec.expression.basis import shipped_basis
 from facewire.shared.codec.seam import CodedFrame, Prepared
 from facewire.shared.face import topology as topo
+from facewire.shared.face.topology import RIGHT_LID_PAIRS
 from facewire.shared.types import CapturedFrame, FrameAnalysis, FrameState
 from facewire.shared.wire import messages as m
 from facewire.shared.wire.streamfile import StreamReader
@@ -253,3 +257,28 @@ def test_a_thin_keyframe_alpha_is_coarser_and_smaller() -> None:
     assert len(thin) < len(usual)
     assert np.abs(decode_keyframe_alpha(thin, box, (256, 256)) - alpha).mean() < 0.03
 
+
+def test_a_still_face_is_left_out_every_other_frame_at_most_and_a_moving_one_never() -> None:
+    rng = np.random.default_rng(3)
+    face = np.zeros((478, 3), np.float32)
+    face[:, :2] = rng.uniform(100, 350, (478, 2))  # a 250-px face: still below ~1 px of median move
+    for upper, lower in RIGHT_LID_PAIRS:
+        face[lower, :2] = face[upper, :2] + (0.0, 10.0)  # an open eye: lower lid points under the upper ones
+    nudged = face.copy()
+    nudged[:, 0] += 0.5 * STILL_SHARE * 250
+    moved = face.copy()
+    moved[:, 0] += 2.0 * STILL_SHARE * 250
+    assert still_face(nudged, face) and not still_face(moved, face)
+    blink = face.copy()  # a few landmarks only: the median does not move, the lids' opening does
+    blink[[upper for upper, _ in RIGHT_LID_PAIRS], 1] += 3.0
+    assert not still_face(blink, face)
+
+    frames = StillFrames()
+    went = []
+    for index in range(8):
+        landmarks = face if index < 5 else face + (index - 4) * 3.0  # still for 5 frames, then moving 3 px a frame
+        if not frames.skips(index, landmarks):
+            frames.sent(index, landmarks)
+            went.append(index)
+    assert went == [0, 2, 4, 5, 6, 7]  # a still face every 2nd frame (never two skipped in a row), a moving one all
+    assert not StillFrames().skips(1, None)  # no face to judge: it goes

@@ -191,6 +191,42 @@ def residual_support(alpha: npt.NDArray[np.float32], transform: Affine, size: in
     return x0 + bx, y0 + by, x0 + bx + bw, y0 + by + bh
 
 
+# The layer corrects the face: what the warp gets wrong there (mouth interior, lids, light) is what it is for. Past
+# the face the box holds hair, ears and the matte's soft edge, where the camera's pixels mix in the room's colour that
+# the keyframe's picture left out (keyframe.person_only): corrections there are room pixels, drawn at a silhouette
+# the receiver's own alpha places elsewhere. The residual is weighed by the face oval, full inside and fading to 0
+# over about FACE_FADE face widths outside (d18 at 16 kbps: the layer's key frame 917 -> 273 bytes, more of the rate left
+# for the face). FACE_FADE is the Gaussian's sigma over the face's width; the blurred oval is doubled, so the oval's own
+# edge keeps full weight.
+FACE_FADE = 0.06
+_FACE_GRID = 4  # the weight is smooth: drawn on a grid this much coarser, then brought up
+
+
+def face_weight(oval: npt.NDArray[np.floating], shape: tuple[int, ...], region: Region) -> npt.NDArray[np.float32]:
+    """Per pixel of `region` (x0, y0, x1, y1) of a frame of `shape`, 0..1: 1 inside the face oval (polygon `oval`,
+    Nx2 frame pixels), fading to 0 outside it over ~2 x FACE_FADE face widths. Drawn on a grid fixed to the frame
+    (not to the region), so any region reads the same weight at the same pixel."""
+    x0, y0, x1, y1 = region
+    out = np.zeros((max(y1 - y0, 0), max(x1 - x0, 0)), np.float32)
+    points = np.asarray(oval, np.float64)[:, :2]
+    sigma = FACE_FADE * max(float(np.ptp(points[:, 0])), 1.0)
+    margin = 3.0 * sigma + 2 * _FACE_GRID
+    g = _FACE_GRID
+    bx0, by0 = (int(math.floor((v - margin) / g)) * g for v in points.min(axis=0))
+    bx1, by1 = (int(math.ceil((v + margin) / g)) * g for v in points.max(axis=0))
+    # what of the oval's box falls in the region (and in the frame)
+    ix0, iy0 = max(bx0, x0, 0), max(by0, y0, 0)
+    ix1, iy1 = min(bx1, x1, shape[1]), min(by1, y1, shape[0])
+    if ix1 <= ix0 or iy1 <= iy0:
+        return out
+    mask = np.zeros(((by1 - by0) // g, (bx1 - bx0) // g), np.uint8)
+    cv2.fillPoly(mask, [np.round((points - (bx0, by0)) / g * 16).astype(np.int32)], 255, cv2.LINE_AA, shift=4)
+    soft = cv2.GaussianBlur(mask, (0, 0), sigma / g, borderType=cv2.BORDER_CONSTANT).astype(np.float32)
+    up = cv2.resize(soft * np.float32(2.0 / 255.0), (bx1 - bx0, by1 - by0), interpolation=cv2.INTER_LINEAR)
+    out[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] = np.minimum(up[iy0 - by0:iy1 - by0, ix0 - bx0:ix1 - bx0], np.float32(1.0))
+    return out
+
+
 def residual_box(frame: Image, prediction: Image, alpha: npt.NDArray[np.float32], transform: Affine,
                  size: int) -> Image:
     """What the layer codes: alpha x (frame - prediction) shrunk into the box, x RESIDUAL_GAIN + 128.

@@ -20,10 +20,21 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from facewire.shared.codec.layer import LayerDecoder, LayerEncoder, residual_box, residual_region, residual_support
+import numpy as np
+
+from facewire.shared.codec.layer import (
+    LayerDecoder,
+    LayerEncoder,
+    Region,
+    face_weight,
+    residual_box,
+    residual_region,
+    residual_support,
+)
 from facewire.shared.codec.seam import CodedFrame, FrameDraft, NoSetup, Prepared
+from facewire.shared.face.topology import face_oval_ring
 from facewire.shared.render.replica import LAYER_GEOMETRY, Replica, layer_transform
-from facewire.shared.types import Affine, FrameAnalysis, Image, KeyframeState, Landmarks
+from facewire.shared.types import Affine, Alpha, FrameAnalysis, Image, KeyframeState, Landmarks
 
 CAPABILITY = "residual-av1"
 # A third of the camera's rate: the warp carries the motion between layer frames, and at a few kbps a
@@ -79,6 +90,7 @@ class LayerPreparer(NoSetup):
         prediction = replica.predict(replica.frame_state(landmarks, face.state, body=body), region)
         if alpha is None:
             alpha = prediction.alpha
+        alpha = _on_face(alpha, landmarks, region)
         box = residual_box(frame, prediction.image, alpha, transform, LAYER_GEOMETRY.size)
         self._last_us = analysis.frame.ts_us
         return Prepared(landmarks=None, values=LayerValues(keyframe.kf, box, quantised_kbps(kbps)))
@@ -87,6 +99,15 @@ class LayerPreparer(NoSetup):
         """Whether the frame captured at `ts_us` is a layer frame (LAYER_FPS since the last residual made)."""
         # a millisecond of slack: a 30 fps camera's third frame is 99.9 ms after the first
         return self._last_us is None or ts_us - self._last_us >= 1e6 / self.fps - 1000 or ts_us < self._last_us
+
+
+def _on_face(alpha: Alpha, landmarks: Landmarks, region: Region) -> Alpha:
+    """`alpha` weighed by the face (layer.face_weight) inside `region`, 0 elsewhere (the residual reads the region only)."""
+    x0, y0, x1, y1 = region
+    out = np.zeros_like(alpha)
+    if x1 > x0 and y1 > y0:
+        out[y0:y1, x0:x1] = alpha[y0:y1, x0:x1] * face_weight(landmarks[face_oval_ring()], alpha.shape, region)
+    return out
 
 
 @dataclass
