@@ -132,7 +132,8 @@ class Ceiling:
         """What the debts being repaid take of the link now (the frames have the rest of the ceiling)."""
         if self._first_frame_s is None:
             return 0.0
-        start = self._start_debt * 8 / self.repay_s if now - self._first_frame_s < self.repay_s else 0.0
+        start_s = self._start_repay()  # the frames' schedule for the start, as may_send has it
+        start = self._start_debt * 8 / start_s if now - self._first_frame_s < start_s else 0.0
         return start + sum(amount * 8 / self.repay_s for amount, _ in self._later(now))
 
     def _start_repay(self) -> float:
