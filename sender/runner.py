@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, identities: IdentityBook | None,
                   progress: Callable[[int, int], None] | None = None, cycle_frames: int | None = None,
                   coder: FrameCoder | None = None) -> StreamWriter:
-    """Writes exactly the messages the uplink would send for every frame, with no network: the codes the
+    """Writes the messages the uplink would send for every frame, with no network (which frames go it may choose
+    a frame ahead, as a camera cannot: FramePicker, StillFrames): the codes the
     coder offers (a receiver of this version decodes them all) under its budget's bitrate as a ceiling
     over the media clock (frames the budget cannot pay for are skipped; playback repeats the picture).
 
