@@ -10,15 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from facewire.sender.capture import FrameSource, now_us
-from facewire.sender.coding import (
-    STILL_SKIP_BELOW_BPS,
-    FrameCoder,
-    FramePacer,
-    FramePicker,
-    Outgoing,
-    StillFrames,
-    drawn_landmarks,
-)
+from facewire.sender.coding import FrameCoder, Outgoing
+from facewire.sender.pacing import STILL_SKIP_BELOW_BPS, FramePacer, FramePicker, StillFrames, drawn_landmarks
 from facewire.sender.sending import FRAMING_BYTES, LAYER_START_REPAY_S, Ceiling, parts, plan
 from facewire.sender.stream import FeatureStream
 from facewire.sender.timing import StageTimes

@@ -22,19 +22,14 @@ from facewire.sender.coding import (
     FRAMES_SHARE,
     MAX_FRAME_STEP,
     MIN_BODY_FEATURES_BPS,
-    PICK_REACH,
-    STILL_SHARE,
     THIN_ALPHA_FACTOR,
     THIN_ALPHA_QUALITY,
     Budget,
     FrameCoder,
-    FramePacer,
-    FramePicker,
     Outgoing,
-    StillFrames,
     codes_for,
-    still_face,
 )
+from facewire.sender.pacing import PICK_REACH, STILL_SHARE, FramePacer, FramePicker, StillFrames, still_face
 from facewire.sender.runner import _choose, record_stream
 from facewire.sender.sending import Ceiling
 from facewire.sender.stream import FeatureStream
