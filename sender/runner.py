@@ -164,14 +164,14 @@ def _capture(source: FrameSource, frames: LatestBox[CapturedFrame], ready: tuple
 
 
 def _analyse(frames: LatestBox[CapturedFrame], source_paced: bool, analyzer: Analyzer, coder: FrameCoder,
-             slot: LatestSlot[Outgoing], receiving: threading.Event, warm: tuple[Callable[[], object], threading.Event],
-             stop: threading.Event, errors: list[BaseException]) -> None:
-    """The analysing thread: first runs `warm` (sender/warmup.py) and sets its event, then analyses and codes
+             slot: LatestSlot[Outgoing], receiving: threading.Event, warm_up: Callable[[], object],
+             warmed: threading.Event, stop: threading.Event, errors: list[BaseException]) -> None:
+    """The analysing thread: first runs `warm_up` (sender/warmup.py) and sets `warmed`, then analyses and codes
     (keyframe decision included) the newest frame and hands it over. While no receiver is connected it analyses
     nothing: a camera's frames are skipped meanwhile, a file that is not paced waits."""
     try:
-        warm[0]()
-        warm[1].set()
+        warm_up()
+        warmed.set()
         while not stop.is_set():
             if not receiving.wait(0.2):
                 if source_paced:
@@ -215,7 +215,7 @@ async def stream_live(source: FrameSource, analyzer: Analyzer, uplink: Uplink,
     threads = [threading.Thread(target=_capture, args=(source, frames, (uplink.receiving, warmed), stop, errors),
                                 name="capture", daemon=True),
                threading.Thread(target=_analyse, args=(frames, source.paced, analyzer, uplink.coder, slot,
-                                                       uplink.receiving, (warm_up, warmed), stop, errors),
+                                                       uplink.receiving, warm_up, warmed, stop, errors),
                                 name="analyse", daemon=True)]
     for thread in threads:
         thread.start()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import gc
 import socket
+import time
 import tracemalloc
 import weakref
 from collections.abc import AsyncIterator
