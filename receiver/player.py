@@ -97,6 +97,15 @@ class Player:
                                "compose": composed_us - rendered_us, "sink": _now_us() - composed_us})
         return picture
 
+    def rehearse(self, keyframe: KeyframeState, frame: FrameState) -> None:
+        """Draws and composites `frame` from `keyframe` without showing it (receiver/warmup.py): the renderer is
+        told of the next session's keyframe and identity as if this had not happened."""
+        self.renderer.prepare_identity(None)
+        self.renderer.prepare_keyframe(keyframe)
+        person = draw(self.renderer, frame, keyframe.kf, None)
+        self._told_identity, self._keyframe = False, None
+        self._composite(person)
+
     def repeat(self, dt_s: float) -> Image | None:
         """No new frame in time: for a frame interval or two the face carries on the way it was moving
         (damped, receiver/extrapolate.py); then the last picture again, fading out."""
@@ -134,17 +143,20 @@ class Player:
 
     def _emit(self, person: RenderedPerson, opacity: float, ts_us: int | None) -> tuple[Image, int]:
         """Composite and write; returns the picture and when compositing ended (wall clock, µs)."""
-        size = self.output_size or (person.image.shape[1], person.image.shape[0])
-        if self._compositor is None or self._compositor.size != size:
-            self._compositor = Compositor(self.background, size, self.mirror)
         shown = person if opacity >= 1.0 else RenderedPerson(person.image, person.alpha * np.float32(opacity))
-        picture = self._compositor.compose(shown)
+        picture = self._composite(shown)
         composed_us = _now_us()
         self.sink.write(picture, ts_us or 0)
         self.stats.shown(ts_us)
         if self.on_picture is not None:
             self.on_picture(picture)
         return picture, composed_us
+
+    def _composite(self, person: RenderedPerson) -> Image:
+        size = self.output_size or (person.image.shape[1], person.image.shape[0])
+        if self._compositor is None or self._compositor.size != size:
+            self._compositor = Compositor(self.background, size, self.mirror)
+        return self._compositor.compose(person)
 
 
 def _now_us() -> int:

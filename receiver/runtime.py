@@ -21,6 +21,7 @@ from facewire.receiver.join import RelayJoin
 from facewire.receiver.player import Player
 from facewire.receiver.server import ReceiverServer
 from facewire.receiver.session import AssetStore, RenderJob, Session
+from facewire.receiver.warmup import warm_up
 from facewire.shared.codec.fields import FIELD_CODECS
 from facewire.shared.codec.frames import FrameDecoder
 from facewire.shared.process.handoff import LatestSlot
@@ -146,6 +147,7 @@ class LiveReceiver:
     async def run(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None,
                   ready: asyncio.Future[int] | None = None) -> None:
         reuse_heap_memory()  # render and compose allocate frame-sized arrays every frame
+        warm_up(self.player)  # before the port opens: a session's first picture then costs what the next ones do
         loop = asyncio.get_running_loop()
         slot: LatestSlot[RenderJob] = LatestSlot(loop, depth=self.backlog)
         if self.join is not None:

@@ -27,12 +27,17 @@ def now_us() -> int:
 class _Reader(Protocol):
     fps: float
     length: int | None  # the frames it holds, when known (a camera: never)
+    size: tuple[int, int]  # (width, height) of the frames it reads
 
     def read(self) -> Image | None: ...
 
     def rewind(self) -> bool: ...
 
     def close(self) -> None: ...
+
+
+def _capture_size(capture: cv2.VideoCapture) -> tuple[int, int]:
+    return round(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), round(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
 
 
 class _VideoReader:
@@ -45,6 +50,7 @@ class _VideoReader:
         self.fps = fps if 1.0 <= fps <= 240.0 else 30.0
         count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT))  # the container's count; 0 or less: not known
         self.length: int | None = count if count > 0 else None
+        self.size = _capture_size(self._capture)
 
     def read(self) -> Image | None:
         ok, image = self._capture.read()
@@ -67,12 +73,18 @@ class _FolderReader:
         self.fps = fps
         self.length: int | None = len(self.files)
         self._next = 0
+        first = self._read(self.files[0])
+        self.size = (first.shape[1], first.shape[0])
 
     def read(self) -> Image | None:
         if self._next >= len(self.files):
             return None
         path = self.files[self._next]
         self._next += 1
+        return self._read(path)
+
+    @staticmethod
+    def _read(path: Path) -> Image:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise CaptureError(f"cannot read image {path}")
@@ -105,6 +117,7 @@ class _CameraReader:
         got = self._capture.get(cv2.CAP_PROP_FPS)
         self.fps = got if 1.0 <= got <= 240.0 else 30.0
         self.length: int | None = None
+        self.size = _capture_size(self._capture)
 
     def read(self) -> Image | None:
         ok, image = self._capture.read()
@@ -182,6 +195,11 @@ class FrameSource:
         if self.is_camera or self.options.loop or known is None:
             return limit if self.is_camera or self.options.loop else None
         return known if limit is None else min(known, limit)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the frames the iteration gives."""
+        return self.options.size or self._reader.size
 
     @property
     def paced(self) -> bool:

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from facewire.sender.capture import CaptureError, CaptureOptions, FrameSource
 from facewire.sender.coding import (
@@ -32,6 +33,9 @@ from facewire.shared.process.cliargs import add_common_arguments, apply_common_a
 from facewire.shared.types import Analyzer
 from facewire.shared.wire import messages as m
 from facewire.shared.wire.protocol import Limits
+
+if TYPE_CHECKING:
+    from facewire.sender.analysis import SenderAnalyzer
 
 log = logging.getLogger("facewire.send")
 MATTES = ("auto", "chroma", "learned", "none")
@@ -78,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def make_analyzer(matte: str, providers: str) -> Analyzer:
+def make_analyzer(matte: str, providers: str) -> SenderAnalyzer:
     from facewire.sender.analysis import SenderAnalyzer
     from facewire.sender.matte import make_matter
     from facewire.sender.tracker import MediaPipeFaceTracker
@@ -157,26 +161,29 @@ def _record(source: FrameSource, analyzer: Analyzer, path: Path, identities: Ide
     return 0
 
 
-def _stream(source: FrameSource, analyzer: Analyzer, args: argparse.Namespace, identities: IdentityBook,
+def _stream(source: FrameSource, analyzer: SenderAnalyzer, args: argparse.Namespace, identities: IdentityBook,
             coder: FrameCoder) -> int:
+    from facewire.sender.warmup import warm_up
+
     context = None
     if args.connect.startswith("wss://"):
         context = ssl.create_default_context(cafile=args.cafile)
     uplink = Uplink(args.connect, args.token, coder, identities, context, on_stats=_printer() if args.stats else None,
                     fps=source.fps, limits=Limits(dead_after_s=args.dead_after))
-    stats = asyncio.run(_live(source, analyzer, uplink, args.identity_cycle))
+    stats = asyncio.run(_live(source, analyzer, uplink, args.identity_cycle, lambda: warm_up(analyzer, source.size)))
     log.info("sent %d frames (%d keyframes, %.0f KiB), dropped %d stale, %d kept off the link by the rate control, "
              "%d connection(s)", stats.frames_sent, stats.keyframes_sent, stats.bytes_sent / 1024, stats.dropped,
              stats.skipped, stats.connects)
     return 0
 
 
-async def _live(source: FrameSource, analyzer: Analyzer, uplink: Uplink, cycle_s: float | None) -> UplinkStats:
+async def _live(source: FrameSource, analyzer: Analyzer, uplink: Uplink, cycle_s: float | None,
+                warm: Callable[[], object]) -> UplinkStats:
     loop = asyncio.get_running_loop()
     if uplink.identities is not None and len(uplink.identities.identities) > 1 and sys.stdin.isatty():
         print("type an identity number and Enter to switch", file=sys.stderr)
         loop.add_reader(sys.stdin, _read_choice, uplink)
-    return await stream_live(source, analyzer, uplink, cycle_s)
+    return await stream_live(source, analyzer, uplink, cycle_s, warm)
 
 
 def _read_choice(uplink: Uplink) -> None:

@@ -142,14 +142,15 @@ def _choose(index: int, item: Outgoing, stream: FeatureStream, pacer: FramePacer
     return index, item
 
 
-def _capture(source: FrameSource, frames: LatestBox[CapturedFrame], receiving: threading.Event, stop: threading.Event,
-             errors: list[BaseException]) -> None:
+def _capture(source: FrameSource, frames: LatestBox[CapturedFrame], ready: tuple[threading.Event, ...],
+             stop: threading.Event, errors: list[BaseException]) -> None:
     """The capture thread: reads the camera (or paces a file) on its own, so a slow analysis never
     makes a camera frame wait: the analysing thread takes the newest and older ones are skipped.
     A file read as fast as it goes waits for the analysis instead (it has no clock to keep up with), and
-    a file starts only once a receiver is connected: none of it is spent before anyone can see it."""
+    a file starts only once all of `ready` are set (a receiver is connected, the analysis warmed up): none
+    of it is spent before anyone can see it."""
     try:
-        while not source.is_camera and not receiving.wait(0.2):
+        while not source.is_camera and not all(event.wait(0.2) for event in ready):
             if stop.is_set():
                 return
         for frame in source:
@@ -163,12 +164,14 @@ def _capture(source: FrameSource, frames: LatestBox[CapturedFrame], receiving: t
 
 
 def _analyse(frames: LatestBox[CapturedFrame], source_paced: bool, analyzer: Analyzer, coder: FrameCoder,
-             slot: LatestSlot[Outgoing], receiving: threading.Event, stop: threading.Event,
-             errors: list[BaseException]) -> None:
-    """The analysing thread: analyse and code (keyframe decision included) the newest frame, hand over.
-    While no receiver is connected it analyses nothing: a camera's frames are skipped meanwhile, a
-    file that is not paced waits."""
+             slot: LatestSlot[Outgoing], receiving: threading.Event, warm_up: Callable[[], object],
+             warmed: threading.Event, stop: threading.Event, errors: list[BaseException]) -> None:
+    """The analysing thread: first runs `warm_up` (sender/warmup.py) and sets `warmed`, then analyses and codes
+    (keyframe decision included) the newest frame and hands it over. While no receiver is connected it analyses
+    nothing: a camera's frames are skipped meanwhile, a file that is not paced waits."""
     try:
+        warm_up()
+        warmed.set()
         while not stop.is_set():
             if not receiving.wait(0.2):
                 if source_paced:
@@ -194,11 +197,12 @@ def _analyse(frames: LatestBox[CapturedFrame], source_paced: bool, analyzer: Ana
 
 
 async def stream_live(source: FrameSource, analyzer: Analyzer, uplink: Uplink,
-                      cycle_s: float | None = None) -> UplinkStats:
+                      cycle_s: float | None = None, warm_up: Callable[[], object] = lambda: None) -> UplinkStats:
     """Capture, analysis and coding on a thread, the uplink on the event loop, joined by a latest-frame
     slot that never skips an item carrying state (a keyframe, a code's setup).
 
-    With `cycle_s`, the identity switches to the book's next one every that many seconds.
+    With `cycle_s`, the identity switches to the book's next one every that many seconds. `warm_up` runs on the
+    analysing thread while the uplink connects, before a file's first frame is read (sender/warmup.py).
     """
     loop = asyncio.get_running_loop()
     uplink.coder.background = True  # a camera waits for no keyframe's AVIF search and no closed loop
@@ -207,10 +211,12 @@ async def stream_live(source: FrameSource, analyzer: Analyzer, uplink: Uplink,
     cycler = asyncio.create_task(_cycle_identities(uplink, cycle_s)) if cycle_s else None
     stop = threading.Event()
     errors: list[BaseException] = []
-    threads = [threading.Thread(target=_capture, args=(source, frames, uplink.receiving, stop, errors), name="capture",
-                                daemon=True),
+    warmed = threading.Event()
+    threads = [threading.Thread(target=_capture, args=(source, frames, (uplink.receiving, warmed), stop, errors),
+                                name="capture", daemon=True),
                threading.Thread(target=_analyse, args=(frames, source.paced, analyzer, uplink.coder, slot,
-                                                       uplink.receiving, stop, errors), name="analyse", daemon=True)]
+                                                       uplink.receiving, warm_up, warmed, stop, errors),
+                                name="analyse", daemon=True)]
     for thread in threads:
         thread.start()
     try:
@@ -225,6 +231,8 @@ async def stream_live(source: FrameSource, analyzer: Analyzer, uplink: Uplink,
     if errors:
         raise errors[0]
     stats.dropped = slot.dropped + frames.dropped
+    log.debug("frames dropped: %d captured while the analysis was busy, %d analysed while the uplink was", frames.dropped,
+              slot.dropped)
     return stats
 
 

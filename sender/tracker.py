@@ -130,8 +130,10 @@ class MediaPipeFaceTracker:
         )
 
     def reset(self) -> None:
-        """Forget the tracked face (a new scene or a seek)."""
-        self._close_graph()
+        """Forget the tracked face (a new scene or a seek). The graph remembers the last frame's face to track
+        from; one whose last frame held none remembers nothing and is kept (building it again costs ~100 ms)."""
+        if not self._last_seen_lost:
+            self._close_graph()
         self._size = None
         self._last = self._last_raw = None
         self._last_raw_origin = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import socket
+import time
 import tracemalloc
 import weakref
 from collections.abc import AsyncIterator
@@ -82,6 +83,33 @@ def test_loopback_session_into_frames_sink(tmp_path: Path) -> None:
     written = sorted((tmp_path / "out").glob("*.png"))
     assert written and written[0].name == "000000.png"
     assert cv2.imread(str(written[0])).shape == (120, 160, 3)
+
+
+def test_a_paced_file_starts_once_the_sender_has_warmed_up(tmp_path: Path) -> None:
+    """The warm-up takes nine frame periods: a file paced at 30 fps that started meanwhile would have its first
+    frames skipped as stale. It starts after, with its first frame analysed first."""
+    frames = write_frames(tmp_path / "in", 6)
+    warmed_us: list[int] = []
+    analysed: list[CapturedFrame] = []
+
+    def slow_warm_up() -> None:
+        time.sleep(0.3)
+        warmed_us.append(time.time_ns() // 1000)
+
+    class Recording(SyntheticAnalyzer):
+        def analyze(self, frame: CapturedFrame) -> FrameAnalysis:
+            analysed.append(frame)
+            return super().analyze(frame)
+
+    async def scenario() -> None:
+        async with running_receiver(NullSink()) as (_, port):
+            source, uplink = sender(port, frames)
+            await stream_live(source, Recording(), uplink, warm_up=slow_warm_up)
+
+    asyncio.run(scenario())
+    assert warmed_us and analysed
+    assert analysed[0].index == 0
+    assert analysed[0].ts_us >= warmed_us[0], "the file was read while the sender warmed up"
 
 
 async def _hostile_reply(port: int, payload: bytes | str, token: str | None = None) -> tuple[int | None, str | None]:

@@ -142,13 +142,15 @@ def test_analysis_waits_for_a_receiver_and_skips_camera_frames_meanwhile() -> No
     analyzer, out = _CountingAnalyzer(), _Collect()
     receiving, stop = threading.Event(), threading.Event()
     errors: list[BaseException] = []
-    worker = threading.Thread(target=_analyse, args=(frames, True, analyzer, FrameCoder(), out, receiving, stop, errors))
+    warmed = threading.Event()
+    worker = threading.Thread(target=_analyse, args=(frames, True, analyzer, FrameCoder(), out, receiving, lambda: None,
+                                                     warmed, stop, errors))
     worker.start()
     image = np.zeros((8, 8, 3), np.uint8)
     for index in range(5):
         frames.put(CapturedFrame(index, index, image))
         time.sleep(0.05)
-    assert analyzer.calls == 0  # nobody to send to: no analysis
+    assert analyzer.calls == 0 and warmed.is_set()  # warmed up, but nobody to send to: no analysis
     receiving.set()
     frames.put(CapturedFrame(9, 9_000, image))
     deadline = time.monotonic() + 5

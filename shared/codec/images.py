@@ -16,14 +16,17 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
+from PIL import AvifImagePlugin, JpegImagePlugin, PngImagePlugin, WebPImagePlugin
 from PIL import Image as PILImage
-from PIL import PngImagePlugin
 
 from facewire.shared.codec.predictive import PayloadError
 
 ImageFormat = Literal["avif", "webp", "jpeg", "png"]
 FORMATS: tuple[ImageFormat, ...] = ("avif", "webp", "jpeg", "png")
 _PLUGIN = {"avif": "AVIF", "webp": "WEBP", "jpeg": "JPEG", "png": "PNG"}
+# Imported by name, each plugin registers itself: Pillow then never runs `Image.init()`, which imports all of
+# its ~45 plugins (80-100 ms, on the first keyframe's path on both sides, delaying a session's first picture).
+_REGISTERED = (AvifImagePlugin, JpegImagePlugin, PngImagePlugin, WebPImagePlugin)
 MAX_IMAGE_BYTES = 3 * 1024 * 1024
 # 8.4 Mpx: a 3840x2160 frame fits; decoded as RGB (Pillow keeps 4 bytes a pixel) plus the array handed
 # back, a largest image costs ~60 MiB at peak.
