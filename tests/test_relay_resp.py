@@ -110,3 +110,34 @@ def test_relays_share_state_and_rooms_again_after_redis_restarts(redis_server: R
     assert before == [0]
     assert [type(message) for message in state] == [m.Source, m.Setup] and state[0].name == "alice"  # type: ignore[union-attr]
     assert after, "no frame reached the other relay after Redis restarted"
+
+
+def test_frames_redis_cannot_take_are_dropped_and_their_senders_go_on_from_an_intra_frame() -> None:
+    from facewire.relay.bridge import MAX_QUEUED_FRAMES
+
+    relay = RelayServer(Access(shared=TOKEN))
+    # No writing task: Redis takes nothing, as when its socket stays full.
+    bridge = RedisBridge(client=None, endpoint=Endpoint.from_url("redis://127.0.0.1:1/0"), server=relay)  # type: ignore[arg-type]
+
+    def send(sender: str, seq: int, intra: bool = False) -> None:
+        message = m.Frame(seq=seq, dt_ms=0, kf=0, face=0, codes=[b"x" * 30], intra=intra)
+        bridge.sender_message("call", sender, m.encode(message), message)
+
+    def queued_frames() -> list[tuple[str, int]]:
+        return [(env[2], m.decode(env[3]).seq) for _, env in bridge._outgoing if env[1] in ("f", "i")]  # type: ignore[union-attr]
+
+    setup = m.Setup(code="landmarks", payload=b"neutral")
+    bridge.sender_message("call", "alice", m.encode(setup), setup)
+    for seq in range(MAX_QUEUED_FRAMES + 1):
+        send("alice" if seq % 2 else "bob", seq)
+    assert queued_frames() == [] and bridge.frames_lost == MAX_QUEUED_FRAMES + 1
+    assert [env[1] for _, env in bridge._outgoing] == ["m"]  # state is kept
+    asked = [bridge._requests.get_nowait()[0] for _ in range(2)]
+    assert {(up.sender, type(up.message)) for up in asked} == {("alice", m.IntraRequest), ("bob", m.IntraRequest)}
+    send("alice", 5000)  # a delta after the gap would be decoded against a frame the other relays never got
+    send("bob", 5001, intra=True)
+    send("bob", 5002)
+    send("alice", 5003, intra=True)
+    send("alice", 5004)
+    assert queued_frames() == [("bob", 5001), ("bob", 5002), ("alice", 5003), ("alice", 5004)]
+    assert bridge._requests.empty()
