@@ -535,6 +535,66 @@ def _panel_rows(d: FloatArray) -> FloatArray:
     return ((d - _D_RANGE[0]) * np.float32((PANEL_H - 1) / (_D_RANGE[1] - _D_RANGE[0]))).astype(np.float32)
 
 
+def _opening(landmarks: Landmarks, mouth: MouthFrame, frame_size: tuple[int, int]) -> tuple[Region, FloatArray] | None:
+    """The region around the inner lips and the opening's soft mask (0..1) in it; None when it is too small."""
+    ring = landmarks[topo.inner_lip_ring(), :2].astype(np.float32)
+    region = Region.around(ring, frame_size, 2)
+    if region.width <= 2 or region.height <= 2:
+        return None
+    shift = np.array([region.x0, region.y0], np.float32)
+    mask = np.zeros((region.height, region.width), np.uint8)
+    cv2.fillPoly(mask, [np.round((ring - shift) * 16).astype(np.int32)], 255, cv2.LINE_AA, shift=4)
+    # A soft edge: the lips' inner rims are rounded, not cut out.
+    soft = max(0.6, 0.012 * mouth.width)
+    return region, (cv2.GaussianBlur(mask, (0, 0), soft).astype(np.float32) * np.float32(1.0 / 255.0))
+
+
+_OPEN_SOURCE = 0.08  # opening / width from which a source mouth shows its inside (its dark, its teeth)
+_NARROW = (0.4, 0.8)  # closing (1 - opening over the source's) over which a narrowed opening turns to shadow
+
+
+def interior_shadow(image: Image, landmarks: Landmarks) -> npt.NDArray[np.float32] | None:
+    """The BGR of the dark of a source's open mouth (the median of its darkest fifth inside the inner lips);
+    None when the mouth is not open enough to show it."""
+    if MouthFrame.of(landmarks).ratio < _OPEN_SOURCE:
+        return None
+    h, w = image.shape[:2]
+    mask = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(mask, [np.round(landmarks[topo.inner_lip_ring(), :2]).astype(np.int32)], 255)
+    pixels = image[mask > 0].astype(np.float32)
+    if len(pixels) < 20:
+        return None
+    luma = pixels @ _LUMA
+    return np.asarray(np.median(pixels[luma <= np.percentile(luma, 20)], axis=0), np.float32)
+
+
+def shade_narrowed(canvas: Image, landmarks: Landmarks, source_ratio: float, shadow: npt.NDArray[np.float32] | None) -> None:
+    """A mouth opened much less than its source: the opening drawn (in place) as the mouth's shadow.
+
+    The warp squeezes the source's interior into the narrower opening: an open mouth's teeth become a
+    white line between the lips, which reads (to the eye and to a landmarker) as a mouth still open. A
+    mouth nearly closed shows the shadow behind its lips, not its teeth.
+    """
+    if shadow is None or source_ratio < _OPEN_SOURCE:
+        return
+    mouth = MouthFrame.of(landmarks)
+    closing = 1.0 - min(mouth.ratio / source_ratio, 1.0)
+    t = min(max((closing - _NARROW[0]) / (_NARROW[1] - _NARROW[0]), 0.0), 1.0)
+    amount = t * t * (3.0 - 2.0 * t)
+    if amount <= 0.0:
+        return
+    frame_size = (canvas.shape[1], canvas.shape[0])
+    opening = _opening(landmarks, mouth, frame_size)
+    if opening is None:
+        return
+    region, mask = opening
+    fy, fx, py, px = region.clip_to(frame_size)
+    a = mask[py, px] * np.float32(amount)
+    fill = np.empty((*a.shape, 3), np.uint8)
+    fill[:] = np.clip(shadow + 0.5, 0, 255).astype(np.uint8)
+    canvas[fy, fx] = cv2.blendLinear(fill, canvas[fy, fx], a, 1.0 - a)
+
+
 def composite_cavity(
     canvas: Image,
     landmarks: Landmarks,
@@ -547,12 +607,7 @@ def composite_cavity(
     while the frame opens no wider than that, and the cavity takes over beyond it.
     """
     mouth = MouthFrame.of(landmarks)
-    ring = landmarks[topo.inner_lip_ring(), :2].astype(np.float32)
     if mouth.ratio < 0.03:
-        return None
-    frame_size = (canvas.shape[1], canvas.shape[0])
-    region = Region.around(ring, frame_size, 2)
-    if region.width <= 2 or region.height <= 2:
         return None
     # Real interior from the source while it is at least as open; the panels (the source's own
     # interior continued into darkness, or a synthetic cavity) beyond.
@@ -561,12 +616,12 @@ def composite_cavity(
         strength = 1.0
     if strength <= 0.0:
         return None
-    shift = np.array([region.x0, region.y0], np.float32)
-    mask = np.zeros((region.height, region.width), np.uint8)
-    cv2.fillPoly(mask, [np.round((ring - shift) * 16).astype(np.int32)], 255, cv2.LINE_AA, shift=4)
-    # A soft edge: the lips' inner rims are rounded, not cut out.
-    soft = max(0.6, 0.012 * mouth.width)
-    maskf = cv2.GaussianBlur(mask, (0, 0), soft).astype(np.float32) * np.float32(strength / 255.0)
+    opening = _opening(landmarks, mouth, (canvas.shape[1], canvas.shape[0]))
+    if opening is None:
+        return None
+    region, soft_mask = opening
+    maskf = soft_mask * np.float32(strength)
+    frame_size = (canvas.shape[1], canvas.shape[0])
     lips = LipFrame.of(landmarks)
     xs = np.arange(region.x0, region.x0 + region.width, dtype=np.float32)
     ys = np.arange(region.y0, region.y0 + region.height, dtype=np.float32)

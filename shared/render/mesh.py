@@ -26,6 +26,7 @@ from facewire.shared.render.iris import draw_irises
 from facewire.shared.render.lids import REDRAWN, close_lids
 from facewire.shared.render.occlusion import OcclusionOptions, SpectacleMemory, occluder_mask
 from facewire.shared.render.retarget import RetargetOptions, RetargetPlan, apply_retarget, plan_retarget
+from facewire.shared.render.sclera import EyeWhite, eye_whites, reveal_whites
 from facewire.shared.render.warp import CoarseMap, PointMap, Points, Region, remap, similarity_2d, warp_map
 from facewire.shared.types import Affine, Alpha, FrameState, IdentityAsset, Image, KeyframeState, Landmarks, RenderedPerson
 
@@ -148,6 +149,8 @@ class _KeyframeModel:
     border_src: Points  # vertices: oval, then the three rings
     mouth_ratio: float
     panels: tuple[Image, Image]  # the keyframe's mouth interior: its own teeth when it shows them, else synthetic
+    shadow: npt.NDArray[np.float32] | None  # the dark of the keyframe's open mouth (None: not open), for a mouth closing
+    whites: tuple[EyeWhite | None, EyeWhite | None]  # the keyframe's irises and whites of the eyes, for a gaze change
     image: Image  # the keyframe's picture (BGR), for an avatar's mouth interior
 
 
@@ -183,6 +186,8 @@ def _prepare_keyframe(keyframe: KeyframeState) -> _KeyframeModel:
         border_src=border_src,
         mouth_ratio=mouth.ratio,
         panels=panels,
+        shadow=em.interior_shadow(keyframe.image, lm),
+        whites=eye_whites(keyframe.image, lm),
         image=keyframe.image,
     )
 
@@ -267,8 +272,10 @@ class MeshRenderer:
             image = np.asarray(cv2.cvtColor(packed, cv2.COLOR_BGRA2BGR), np.uint8)
             alpha = cv2.extractChannel(packed, 3).astype(np.float32) * np.float32(1.0 / 255.0)
         if not avatar:
+            reveal_whites(image, dst, model.whites)
             if self.options.smooth_lids:
                 close_lids(image, dst, model.landmarks)
+            em.shade_narrowed(image, dst, model.mouth_ratio, model.shadow)
             em.composite_cavity(image, dst, model.panels, model.mouth_ratio)
         else:
             assert texture is not None
@@ -306,8 +313,10 @@ class MeshRenderer:
             packed = remap(model.packed, maps)
             image[sy, sx] = cv2.cvtColor(packed, cv2.COLOR_BGRA2BGR)
             alpha[sy, sx] = cv2.extractChannel(packed, 3).astype(np.float32) * np.float32(1.0 / 255.0)
+            reveal_whites(image, dst, model.whites)
         if self.options.smooth_lids:
             close_lids(image, dst, model.landmarks)
+        em.shade_narrowed(image, dst, model.mouth_ratio, model.shadow)
         em.composite_cavity(image, dst, model.panels, model.mouth_ratio)
         return RenderedPerson(image, alpha)
 
