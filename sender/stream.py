@@ -67,6 +67,7 @@ class FeatureStream:
     seq: int = 0
     keyframes: int = 0  # keyframes whose every part was sent
     packed: bool = False  # the session sends frames packed (protocol.md 2): what they cost depends on it
+    keyframe_av1: bool = False  # the session takes keyframes without their AVIF containers (`keyframe-av1`)
     last_frame_bytes: int = 40  # the size of the last frame message: what the next one is likely to cost
     last_layer_bytes: int = 0  # of which the residual layer's packet (the budget steers the layer on the rest)
     layer: LayerCost = field(default_factory=LayerCost)
@@ -78,10 +79,12 @@ class FeatureStream:
     _backlog: deque[Outgoing] = field(default_factory=deque)
     backlog_dropped: int = 0  # frames that waited too long for the first keyframe (their state went on)
 
-    def restart(self, codes: Sequence[str] | None = None, packed: bool | None = None) -> None:
-        """A new link session (with the codes and the frames' form it negotiated): the receiver holds nothing."""
+    def restart(self, codes: Sequence[str] | None = None, packed: bool | None = None,
+                keyframe_av1: bool | None = None) -> None:
+        """A new link session (with the codes and the messages' forms it negotiated): the receiver holds nothing."""
         self.encoder.use(self.encoder.codes if codes is None else codes)
         self.packed = self.packed if packed is None else packed
+        self.keyframe_av1 = self.keyframe_av1 if keyframe_av1 is None else keyframe_av1
         self.layer.lost = True
         self._current = self._incoming = None
         self._held.clear()
@@ -107,7 +110,7 @@ class FeatureStream:
         keyframe is queued as parts of at most `part_bytes` of picture, for `next_part`."""
         if item.keyframe is not None:
             self._incoming = item.keyframe
-            self._parts = deque(item.keyframe.messages(part_bytes, face_code(self.encoder.codes)))
+            self._parts = deque(item.keyframe.messages(part_bytes, face_code(self.encoder.codes), self.keyframe_av1))
         setups = [(code, payload) for code, payload in item.setups if code in self.encoder.codes]
         for code, payload in setups:
             self.encoder.setup(code, payload)
