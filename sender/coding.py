@@ -65,7 +65,6 @@ FRAME_BYTES_PRIOR = 30
 START_OTHER_BYTES = 128
 KEYFRAME_ALPHA_PRIOR = 1300  # a keyframe's alpha at 1/2 size, bytes (1.0-1.5 KB on the 8 clips' first frames)
 THIN_ALPHA_PRIOR = 650  # at THIN_ALPHA_FACTOR and THIN_ALPHA_QUALITY (~0.63 KB)
-AVIF_CONTAINER_BYTES = 260  # of the priors above, what `keyframe-av1` leaves out (ftyp, meta, mdat's head: 261-275 B)
 # A session's first keyframe sized to a short file takes the thin alpha when the usual one would be more than this
 # share of what the file's length leaves it (at 16 kbps: files under ~4 s): d0, 3.1 s, picture AVIF quality 11 -> 23,
 # face SSIM 0.858 -> 0.865 (alpha MAD ~0.003 -> ~0.010).
@@ -212,22 +211,24 @@ class Budget:
         return max(int(allowance - frames - other_bytes - START_OTHER_BYTES), 0)
 
 
-def first_keyframe_plan(wanted: int, room: int | None, keyframe_av1: bool = False) -> tuple[int, int | None, bool]:
+def first_keyframe_plan(wanted: int, room: int | None) -> tuple[int, int | None, bool]:
     """A keyframe's picture budget, the most the whole keyframe may take (None: no such limit) and whether its alpha
     is the thin one, for a picture that wants `wanted` bytes when what the session's length leaves it is `room`
-    (`Budget.start_room`; None: not a session's first keyframe, or its end is not known). `keyframe_av1`: the alpha
-    travels without its AVIF container, and the picture gets what that leaves."""
+    (`Budget.start_room`; None: not a session's first keyframe, or its end is not known).
+
+    The alpha's priors are AVIF's: without its container (`keyframe-av1`) the alpha leaves ~260 bytes of the room
+    unspent, and that is kept. Given to the picture (the room less the raw alpha), d0 (3.1 s at 16 kbps) went
+    13.6 -> 14.3 kbps real for face SSIM +0.0002, where SVT-AV1 gains 0.004 over that step."""
     budget, thin_alpha = wanted, False
-    saved = AVIF_CONTAINER_BYTES if keyframe_av1 else 0
-    if room is not None and room - KEYFRAME_ALPHA_PRIOR + saved < budget:
+    if room is not None and room - KEYFRAME_ALPHA_PRIOR < budget:
         # never below the floor a thin ceiling gets: a file too short to hold even that keeps the picture
         # (d0, 3.1 s at 6 kbps: over either way, a softer keyframe only cost face SSIM 0.84 -> 0.81)
-        budget = max(room - KEYFRAME_ALPHA_PRIOR + saved, min(budget, MIN_KEYFRAME_BYTES))
+        budget = max(room - KEYFRAME_ALPHA_PRIOR, min(budget, MIN_KEYFRAME_BYTES))
         room = room if budget > MIN_KEYFRAME_BYTES else None
         # a picture that the length holds above the floor but below what it wanted: where the usual alpha takes a
         # large share of the room, the thin one leaves the picture the difference
         if room is not None and ALPHA_ROOM_SHARE * room < KEYFRAME_ALPHA_PRIOR:
-            budget, thin_alpha = min(wanted, room - THIN_ALPHA_PRIOR + saved), True
+            budget, thin_alpha = min(wanted, room - THIN_ALPHA_PRIOR), True
     return budget, room, budget <= MIN_KEYFRAME_BYTES or thin_alpha
 
 
@@ -507,7 +508,7 @@ class FrameCoder:
         # (and the first frame, intra, costs about the face code the keyframe carries)
         first_frame = min(map(len, codes.values()), default=0)
         room = self.budget.start_room(analysis.frame.ts_us, setup_bytes + first_frame) if bare or self.kf == 0 else None
-        budget, room, thin = first_keyframe_plan(budget, room, self.budget.keyframe_av1)
+        budget, room, thin = first_keyframe_plan(budget, room)
         hints = (self._quality_hint, self._scale_hint, THIN_ALPHA_FACTOR if thin else ALPHA_FACTOR,
                  THIN_ALPHA_QUALITY if thin else ALPHA_QUALITY)
         raw = self.budget.keyframe_av1

@@ -10,7 +10,6 @@ import numpy as np
 
 from facewire.sender.capture import CaptureOptions, FrameSource
 from facewire.sender.coding import (
-    AVIF_CONTAINER_BYTES,
     KEYFRAME_ALPHA_PRIOR,
     MIN_KEYFRAME_BYTES,
     THIN_ALPHA_PRIOR,
@@ -98,11 +97,6 @@ def test_a_start_the_length_holds_tight_takes_the_thin_alpha_and_gives_the_pictu
     assert first_keyframe_plan(8_000, 6_000) == (6_000 - KEYFRAME_ALPHA_PRIOR, 6_000, False)
     # a thin ceiling's file (room below the picture's floor plus the alpha): the floor and the thin alpha, as before
     assert first_keyframe_plan(1200, 2_000) == (MIN_KEYFRAME_BYTES, None, True)
-    # without the alpha's AVIF container (keyframe-av1) the picture gets what that saves; the choice of alpha is the same
-    assert first_keyframe_plan(4_000, 3_300, keyframe_av1=True) == (3_300 - THIN_ALPHA_PRIOR + AVIF_CONTAINER_BYTES, 3_300, True)
-    assert first_keyframe_plan(8_000, 6_000, keyframe_av1=True) == (6_000 - KEYFRAME_ALPHA_PRIOR + AVIF_CONTAINER_BYTES,
-                                                                   6_000, False)
-    assert first_keyframe_plan(1875, 9_000, keyframe_av1=True) == (1875, 9_000, False)
 
 
 def test_what_is_not_a_frame_waits_for_what_the_file_can_repay_before_its_end() -> None:
