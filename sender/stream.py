@@ -13,6 +13,10 @@ from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import cv2
+import numpy as np
+import numpy.typing as npt
+
 from facewire.sender.coding import Outgoing
 from facewire.shared.codec.alpha_fix import FixValues, payload_bound
 from facewire.shared.codec.fields import FIELD_CODECS, face_code
@@ -28,6 +32,13 @@ BACKLOG_FRAMES = 32
 # A layer key frame's size per kbps of the layer's rate before one was seen: 450-1330 B at 3-10 kbps on
 # face boxes (helper R6), 2.9 KB at 14.5 kbps a second and a half into a recording.
 LAYER_KEY_BYTES_PER_KBPS = 200
+# The receiver holds the last layer box until the next one comes. When the face has changed so much since (a mouth
+# that closed under an open mouth's correction: a pink blob over the lips, d18 at 16 kbps) that more than
+# STALE_SHARE of the box is off from this frame's residual by STALE_CODES box codes (gain 2: 16 grey levels), the
+# fresh box may use the frames' reserve (the gate's `urgent`): bench/codec.py at 16 kbps, d18 0.9074 -> 0.9086,
+# d6 0.8488 -> 0.8507, d3 +0.0009, d12 +0.0010, at 0.1-0.4 kbps more.
+STALE_SHARE = 0.02
+STALE_CODES = 32
 
 
 @dataclass
@@ -39,6 +50,7 @@ class LayerCost:
     packet_bytes: float = 80.0  # predicted packets, smoothed
     kf: int | None = None  # the newest keyframe the layer corrected
     lost: bool = True  # the receiver holds no layer stream (a new session, a loss): the next packet is a key frame
+    held: npt.NDArray[np.uint8] | None = None  # the residual box of the last packet sent: what the receiver holds
 
     def key_bytes_per_kbps(self) -> float:
         """A key frame's bytes per kbps of the layer's rate: the last one's, or the prior before one was seen."""
@@ -53,7 +65,15 @@ class LayerCost:
             return round(LAYER_KEY_BYTES_PER_KBPS * kbps)
         return round(self.key_bytes * kbps / self.key_kbps)
 
-    def sent(self, packet: bytes, kf: int, kbps: float) -> None:
+    def stale(self, box: npt.NDArray[np.uint8], kf: int) -> bool:
+        """Whether the box the receiver holds is far off this frame's residual `box` (for keyframe `kf`)."""
+        if self.lost or self.held is None or self.kf != kf:
+            return False
+        off = cv2.absdiff(box, self.held).max(axis=2) > STALE_CODES
+        return bool(np.count_nonzero(off) > STALE_SHARE * off.size)
+
+    def sent(self, packet: bytes, kf: int, kbps: float, box: npt.NDArray[np.uint8] | None = None) -> None:
+        self.held = box
         if packet_is_key(packet):
             self.key_bytes, self.key_kbps = len(packet), kbps
         else:
@@ -164,6 +184,11 @@ class FeatureStream:
         values = self._layer_values(item)
         return 0 if values is None else self.layer.estimate(values.kf, values.kbps)
 
+    def layer_stale(self, item: Outgoing) -> bool:
+        """Whether the layer box the receiver holds is far off this item's residual (LayerCost.stale)."""
+        values = self._layer_values(item)
+        return values is not None and self.layer.stale(values.box, values.kf)
+
     def _layer_values(self, item: Outgoing) -> LayerValues | None:
         """The item's layer residual when it was drawn from the keyframe the frame will be drawn from."""
         reference = self.reference(item)
@@ -198,7 +223,8 @@ class FeatureStream:
         self.last_layer_bytes = sum(map(len, packets))
         values = self._layer_values(item)
         for packet in packets:
-            self.layer.sent(packet, reference.kf, values.kbps if values is not None else 1.0)
+            self.layer.sent(packet, reference.kf, values.kbps if values is not None else 1.0,
+                            values.box if values is not None else None)
         return frame
 
     def _layer_codes(self) -> set[str]:
