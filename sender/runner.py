@@ -45,7 +45,8 @@ def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, ide
     # layer's packet goes with the frame after the one it was prepared on, so with a layer the frames go as due.
     picker = FramePicker()
     # a receiver of this version unpacks packed frames: a recording is what a session with one carries
-    stream, gate = FeatureStream(FrameEncoder(codes), packed=True), Ceiling(coder.budget.ceiling_bps)
+    stream, gate = FeatureStream(FrameEncoder(codes), packed=True, keyframe_av1=True), Ceiling(coder.budget.ceiling_bps)
+    coder.budget.keyframe_av1 = True  # and takes keyframes without their AVIF containers
     with_layer = any(FIELD_CODECS[code].role == "layer" for code in codes)
     lookahead = not with_layer
     # A file of known length holds the ceiling over the whole of it, however short: the start is sized to it

@@ -38,7 +38,8 @@ class SendGate(Protocol):
     @property
     def target_bps(self) -> float: ...
 
-    def may_send(self, nbytes: int, now: float, essential: bool = False, bulk: bool = False) -> bool: ...
+    def may_send(self, nbytes: int, now: float, essential: bool = False, bulk: bool = False,
+                 urgent: bool = False) -> bool: ...
 
     def on_send(self, seq: int, nbytes: int, now: float) -> None:
         """A frame went (it will be acknowledged)."""
@@ -102,9 +103,10 @@ class Ceiling:
     def target_bps(self) -> float:
         return self.ceiling_bps
 
-    def may_send(self, nbytes: int, now: float, essential: bool = False, bulk: bool = False) -> bool:
+    def may_send(self, nbytes: int, now: float, essential: bool = False, bulk: bool = False,
+                 urgent: bool = False) -> bool:
         """Essential bytes go while the bucket is not in debt beyond what is left of the start's (and may put
-        it there); others when it holds them."""
+        it there); others when it holds them, `urgent` ones (a stale layer box) without the frames' reserve."""
         self._bucket.refill(now)
         if essential:
             return self._bucket.level >= -self._start_allowance(now, self._start_repay())
@@ -112,7 +114,7 @@ class Ceiling:
         # what the repayment schedule leaves, less a reserve that keeps the frames ahead of the rest; a
         # message larger than the bucket (a keyframe's head with its alpha, at a thin ceiling) goes when
         # the bucket is full, or it would never go
-        reserve = self.reserve_s * self.ceiling_bps / 8 if allowance > 0 else 0.0
+        reserve = self.reserve_s * self.ceiling_bps / 8 if allowance > 0 and not urgent else 0.0
         return self._bucket.level - min(nbytes, self._bucket.burst) >= -allowance + reserve
 
     def _start_allowance(self, now: float, repay_s: float | None = None) -> float:
@@ -213,7 +215,9 @@ def _plan(stream: FeatureStream, item: Outgoing, gate: SendGate, now: float, for
         fix = fix_bytes > 0 and gate.may_send(stream.last_features_bytes + fix_bytes, now)
         features_bytes = stream.last_features_bytes + (fix_bytes if fix else 0)
         layer_bytes = 0 if force else stream.layer_bytes_due(item)
-        layer = layer_bytes > 0 and gate.may_send(features_bytes + layer_bytes, now)
+        # ... and when the box the receiver holds has gone stale, it may use the frames' reserve (not their schedule:
+        # as essential bytes, stale boxes put the end of a file in debt and its last frames waited, d12 -0.007)
+        layer = layer_bytes > 0 and gate.may_send(features_bytes + layer_bytes, now, urgent=stream.layer_stale(item))
         frame = stream.frame(item, layer=layer, fix=fix)
         if frame is not None:
             out.append(frame)

@@ -13,6 +13,10 @@ from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import cv2
+import numpy as np
+import numpy.typing as npt
+
 from facewire.sender.coding import Outgoing
 from facewire.shared.codec.alpha_fix import FixValues, payload_bound
 from facewire.shared.codec.fields import FIELD_CODECS, face_code
@@ -28,6 +32,13 @@ BACKLOG_FRAMES = 32
 # A layer key frame's size per kbps of the layer's rate before one was seen: 450-1330 B at 3-10 kbps on
 # face boxes (helper R6), 2.9 KB at 14.5 kbps a second and a half into a recording.
 LAYER_KEY_BYTES_PER_KBPS = 200
+# The receiver holds the last layer box until the next one comes. When the face has changed so much since (a mouth
+# that closed under an open mouth's correction: a pink blob over the lips, d18 at 16 kbps) that more than
+# STALE_SHARE of the box is off from this frame's residual by STALE_CODES box codes (gain 2: 16 grey levels), the
+# fresh box may use the frames' reserve (the gate's `urgent`): bench/codec.py at 16 kbps, d18 0.9074 -> 0.9086,
+# d6 0.8488 -> 0.8507, d3 +0.0009, d12 +0.0010, at 0.1-0.4 kbps more.
+STALE_SHARE = 0.02
+STALE_CODES = 32
 
 
 @dataclass
@@ -39,6 +50,7 @@ class LayerCost:
     packet_bytes: float = 80.0  # predicted packets, smoothed
     kf: int | None = None  # the newest keyframe the layer corrected
     lost: bool = True  # the receiver holds no layer stream (a new session, a loss): the next packet is a key frame
+    held: npt.NDArray[np.uint8] | None = None  # the residual box of the last packet sent: what the receiver holds
 
     def key_bytes_per_kbps(self) -> float:
         """A key frame's bytes per kbps of the layer's rate: the last one's, or the prior before one was seen."""
@@ -53,7 +65,15 @@ class LayerCost:
             return round(LAYER_KEY_BYTES_PER_KBPS * kbps)
         return round(self.key_bytes * kbps / self.key_kbps)
 
-    def sent(self, packet: bytes, kf: int, kbps: float) -> None:
+    def stale(self, box: npt.NDArray[np.uint8], kf: int) -> bool:
+        """Whether the box the receiver holds is far off this frame's residual `box` (for keyframe `kf`)."""
+        if self.lost or self.held is None or self.kf != kf:
+            return False
+        off = cv2.absdiff(box, self.held).max(axis=2) > STALE_CODES
+        return bool(np.count_nonzero(off) > STALE_SHARE * off.size)
+
+    def sent(self, packet: bytes, kf: int, kbps: float, box: npt.NDArray[np.uint8] | None = None) -> None:
+        self.held = box
         if packet_is_key(packet):
             self.key_bytes, self.key_kbps = len(packet), kbps
         else:
@@ -67,6 +87,7 @@ class FeatureStream:
     seq: int = 0
     keyframes: int = 0  # keyframes whose every part was sent
     packed: bool = False  # the session sends frames packed (protocol.md 2): what they cost depends on it
+    keyframe_av1: bool = False  # the session takes keyframes without their AVIF containers (`keyframe-av1`)
     last_frame_bytes: int = 40  # the size of the last frame message: what the next one is likely to cost
     last_layer_bytes: int = 0  # of which the residual layer's packet (the budget steers the layer on the rest)
     layer: LayerCost = field(default_factory=LayerCost)
@@ -78,10 +99,12 @@ class FeatureStream:
     _backlog: deque[Outgoing] = field(default_factory=deque)
     backlog_dropped: int = 0  # frames that waited too long for the first keyframe (their state went on)
 
-    def restart(self, codes: Sequence[str] | None = None, packed: bool | None = None) -> None:
-        """A new link session (with the codes and the frames' form it negotiated): the receiver holds nothing."""
+    def restart(self, codes: Sequence[str] | None = None, packed: bool | None = None,
+                keyframe_av1: bool | None = None) -> None:
+        """A new link session (with the codes and the messages' forms it negotiated): the receiver holds nothing."""
         self.encoder.use(self.encoder.codes if codes is None else codes)
         self.packed = self.packed if packed is None else packed
+        self.keyframe_av1 = self.keyframe_av1 if keyframe_av1 is None else keyframe_av1
         self.layer.lost = True
         self._current = self._incoming = None
         self._held.clear()
@@ -107,7 +130,7 @@ class FeatureStream:
         keyframe is queued as parts of at most `part_bytes` of picture, for `next_part`."""
         if item.keyframe is not None:
             self._incoming = item.keyframe
-            self._parts = deque(item.keyframe.messages(part_bytes, face_code(self.encoder.codes)))
+            self._parts = deque(item.keyframe.messages(part_bytes, face_code(self.encoder.codes), self.keyframe_av1))
         setups = [(code, payload) for code, payload in item.setups if code in self.encoder.codes]
         for code, payload in setups:
             self.encoder.setup(code, payload)
@@ -161,6 +184,11 @@ class FeatureStream:
         values = self._layer_values(item)
         return 0 if values is None else self.layer.estimate(values.kf, values.kbps)
 
+    def layer_stale(self, item: Outgoing) -> bool:
+        """Whether the layer box the receiver holds is far off this item's residual (LayerCost.stale)."""
+        values = self._layer_values(item)
+        return values is not None and self.layer.stale(values.box, values.kf)
+
     def _layer_values(self, item: Outgoing) -> LayerValues | None:
         """The item's layer residual when it was drawn from the keyframe the frame will be drawn from."""
         reference = self.reference(item)
@@ -195,7 +223,8 @@ class FeatureStream:
         self.last_layer_bytes = sum(map(len, packets))
         values = self._layer_values(item)
         for packet in packets:
-            self.layer.sent(packet, reference.kf, values.kbps if values is not None else 1.0)
+            self.layer.sent(packet, reference.kf, values.kbps if values is not None else 1.0,
+                            values.box if values is not None else None)
         return frame
 
     def _layer_codes(self) -> set[str]:

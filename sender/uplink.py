@@ -196,7 +196,8 @@ class Uplink:
                 raise UplinkError(f"the receiver cannot decode this sender's frames: {exc}") from None
             log.info("connected to %s (session %s, codes %s, renderers %s)", self.url, welcome.session, codes,
                      welcome.renderers)
-            self.stream.restart(codes, packed=protocol.packed_frames)
+            self.stream.restart(codes, packed=protocol.packed_frames, keyframe_av1=protocol.keyframe_av1)
+            self.coder.budget.keyframe_av1 = protocol.keyframe_av1  # keyframes are sized as they will travel
             self.controller = RateController(self.coder.budget.ceiling_bps)
             # The first keyframe is sized to what the controller starts from, not to the ceiling: at a
             # 256 kbps ceiling it was 48 KB, seconds of a thin link before the first picture.

@@ -417,3 +417,26 @@ def test_a_heavy_face_code_still_repays_the_start_within_the_ceiling() -> None:
         frames, _, total = _gate_run(frame_bytes=500, seconds=seconds)
         assert frames < seconds * 30
         assert total * 8 / seconds <= 16_000 * 1.1 + 8 * 500 / seconds  # one frame over at most
+
+
+def test_a_held_box_is_stale_when_much_of_it_is_far_off_the_fresh_residual() -> None:
+    from facewire.sender.stream import STALE_CODES, STALE_SHARE, LayerCost
+
+    cost = LayerCost()
+    held = np.full((SIZE, SIZE, 3), 128, np.uint8)
+    opened = held.copy()
+    opened[40:70, 30:66] = 128 + 2 * STALE_CODES  # a mouth opened since: ~12% of the box far off
+    assert not cost.stale(opened, kf=1)  # nothing held yet
+    packet = LayerEncoder(SIZE, 4.0).encode(held)
+    cost.sent(packet, kf=1, kbps=4.0, box=held)
+    assert not cost.stale(held, kf=1)
+    assert cost.stale(opened, kf=1)
+    assert not cost.stale(opened, kf=2)  # another keyframe: the receiver's hold was cleared
+    nudged = held.copy()
+    side = int(math.sqrt(STALE_SHARE) * SIZE) - 2
+    nudged[:side, :side] = 128 + 2 * STALE_CODES  # less than STALE_SHARE of the box
+    assert not cost.stale(nudged, kf=1)
+    slight = held + np.uint8(STALE_CODES // 2)  # all of it, a little
+    assert not cost.stale(slight, kf=1)
+    cost.lost = True
+    assert not cost.stale(opened, kf=1)

@@ -92,7 +92,7 @@ def handshake(sender: p.SenderProtocol, receiver: p.ReceiverProtocol) -> None:
 def test_both_sides_know_it_frames_go_packed() -> None:
     snd, rcv = p.SenderProtocol(TOKEN, 0.0, capabilities=["expression"]), p.ReceiverProtocol(TOKEN, 0.0, capabilities=["expression"])
     handshake(snd, rcv)
-    assert snd.welcome is not None and snd.welcome.capabilities == ["expression", m.PACKED_FRAMES]
+    assert snd.welcome is not None and snd.welcome.capabilities == ["expression", *m.WIRE_CAPABILITIES]
     assert snd.packed_frames and rcv.packed_frames
     frame = m.Frame(seq=1, dt_ms=0, kf=1, face=0, codes=[b"abc"], intra=True)
     data = snd.send(frame)

@@ -63,7 +63,7 @@ def test_handshake() -> None:
     assert snd.state is p.State.AWAIT_WELCOME
     (hello_bytes,) = snd.data_to_send()
     hello = m.decode(hello_bytes)
-    assert hello == m.Hello(versions=[2], token=TOKEN, agent="facewire-test", capabilities=["alpha.v1", m.PACKED_FRAMES])
+    assert hello == m.Hello(versions=[2], token=TOKEN, agent="facewire-test", capabilities=["alpha.v1", *m.WIRE_CAPABILITIES])
 
     rcv = p.ReceiverProtocol(TOKEN, 0.0, capabilities=["alpha.v1"], renderers=["mesh"], assets=[ASSET])
     assert rcv.state is p.State.AWAIT_HELLO
@@ -74,7 +74,7 @@ def test_handshake() -> None:
     welcome = m.decode(welcome_bytes)
     assert isinstance(welcome, m.Welcome)
     assert welcome.version == 2 and welcome.session == rcv.session_id
-    assert welcome.capabilities == ["alpha.v1", m.PACKED_FRAMES] and welcome.renderers == ["mesh"] and welcome.assets == [ASSET]
+    assert welcome.capabilities == ["alpha.v1", *m.WIRE_CAPABILITIES] and welcome.renderers == ["mesh"] and welcome.assets == [ASSET]
     assert welcome.max_message_bytes == m.MAX_MESSAGE_BYTES
 
     assert snd.receive(welcome_bytes, 0.2) == [p.HandshakeDone(welcome)]

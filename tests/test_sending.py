@@ -169,3 +169,21 @@ def test_input_that_ends_before_its_first_keyframe_is_built_still_goes_with_it()
     kinds = [type(message).__name__ for message in sent]
     assert "Keyframe" in kinds and kinds.count("Frame") == len(items) and uplink.stream.waiting == 0
     assert kinds.index("Keyframe") < kinds.index("Frame")
+
+
+def test_an_urgent_message_may_use_the_frames_reserve_but_not_their_schedule() -> None:
+    """A stale layer box (`urgent`) goes where the frames' reserve alone would hold it back, never beyond the
+    repayment's schedule."""
+    gate = Ceiling(16_000)
+    gate.on_send_uncontrolled(4000, 0.0)  # the start
+    gate.on_send(1, 30, 0.0)
+    now = 0.5
+    gate._bucket.refill(now)
+    allowance = gate._start_allowance(now, gate._repaid_by_end())
+    reserve = gate.reserve_s * gate.ceiling_bps / 8
+    room = int(gate._bucket.level + allowance)  # what the schedule lets go now, the reserve aside
+    assert reserve < room < gate._bucket.burst
+    fits_with_reserve = int(room - reserve) - 1
+    assert gate.may_send(fits_with_reserve, now) and gate.may_send(fits_with_reserve, now, urgent=True)
+    assert not gate.may_send(room - 1, now) and gate.may_send(room - 1, now, urgent=True)
+    assert not gate.may_send(room + 10, now, urgent=True)

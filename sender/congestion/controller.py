@@ -193,8 +193,10 @@ class RateController:
         span = self.min_rtt_s + self._hold_s + cfg.queue_allowance_s
         return max(cfg.min_window_bytes, int(self._rate.target / 8 * span))
 
-    def may_send(self, nbytes: int, now: float, essential: bool = False, bulk: bool = False) -> bool:
-        """Window, ceiling and pacer check for one message; a refused frame should be dropped or replaced."""
+    def may_send(self, nbytes: int, now: float, essential: bool = False, bulk: bool = False,
+                 urgent: bool = False) -> bool:
+        """Window, ceiling and pacer check for one message; a refused frame should be dropped or replaced. `urgent`
+        (a stale layer box) is sent as any other: the window's reserve keeps the frames moving on a live link."""
         return self.decide(nbytes, now, essential, bulk).ok
 
     def next_send_time(self, nbytes: int, now: float) -> float:

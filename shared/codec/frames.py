@@ -30,11 +30,15 @@ from facewire.shared.codec.fields import (
 from facewire.shared.codec.keyframe import (
     ALPHA_FACTOR,
     ALPHA_QUALITY,
+    AV1,
     decode_keyframe_alpha,
     decode_person,
     encode_keyframe_alpha,
     encode_person_scaled,
     person_only,
+    raw_alpha,
+    raw_bytes,
+    raw_picture,
 )
 from facewire.shared.codec.predictive import CodeError, PayloadError
 from facewire.shared.types import Alpha, FrameAnalysis, FrameState, Image, KeyframeState, Landmarks
@@ -80,22 +84,28 @@ class KeyframePackage:
     alpha: bytes
     face_codes: Mapping[str, bytes] = field(default_factory=dict)  # the face's intra code by each offered face code
     scale: int = 1  # the picture is the box at 1/scale
+    raw: bool = False  # sized for a session with `keyframe-av1` (picture and alpha without their AVIF container)
 
     @property
     def nbytes(self) -> int:
         # the message carries one of the face codes, the session's: the preferred one is the smallest
-        return len(self.image) + len(self.alpha) + min(map(len, self.face_codes.values()), default=0)
+        image, alpha = (raw_bytes(self.image), len(raw_alpha(self.alpha))) if self.raw else (len(self.image), len(self.alpha))
+        return image + alpha + min(map(len, self.face_codes.values()), default=0)
 
-    def messages(self, part_bytes: int, face_code: str | None = None) -> list[m.Keyframe | m.KeyframePart]:
+    def messages(self, part_bytes: int, face_code: str | None = None, raw: bool = False) -> list[m.Keyframe | m.KeyframePart]:
         """The keyframe as a `keyframe` message (its `landmarks` in the session's `face_code`) and as many
-        `keyframe_part`s as pieces of at most `part_bytes` of picture need (at most MAX_KEYFRAME_PARTS)."""
-        size = max(part_bytes, -(-len(self.image) // m.MAX_KEYFRAME_PARTS))
-        pieces = [self.image[i:i + size] for i in range(0, len(self.image), size)]
+        `keyframe_part`s as pieces of at most `part_bytes` of picture need (at most MAX_KEYFRAME_PARTS); `raw`: for a
+        session with `keyframe-av1` (picture and alpha as AV1 without their AVIF container, where it is libavif's)."""
+        picture: tuple[bytes, m.KeyframeFormat] = raw_picture(self.image) if raw else (self.image, "avif")
+        image, image_format = picture
+        size = max(part_bytes, -(-len(image) // m.MAX_KEYFRAME_PARTS))
+        pieces = [image[i:i + size] for i in range(0, len(image), size)]
         head = m.Keyframe(
             kf=self.kf, ts_us=self.ts_us, width=self.size[0], height=self.size[1],
-            image=pieces[0], image_format="avif", box=list(self.box), alpha=self.alpha,
+            image=pieces[0], image_format=image_format, box=list(self.box),
+            alpha=raw_alpha(self.alpha) if raw else self.alpha,
             landmarks=None if face_code is None else self.face_codes.get(face_code),
-            parts=len(pieces), image_bytes=len(self.image) if len(pieces) > 1 else None, scale=self.scale,
+            parts=len(pieces), image_bytes=len(image) if len(pieces) > 1 else None, scale=self.scale,
         )
         return [head, *(m.KeyframePart(kf=self.kf, part=i, data=piece) for i, piece in enumerate(pieces[1:], 1))]
 
@@ -103,31 +113,33 @@ class KeyframePackage:
 def build_keyframe(analysis: FrameAnalysis, kf: int, face: Prepared | None, face_codes: Mapping[str, bytes] | None,
                    max_image_bytes: int, quality_hint: int = 40, scale_hint: int = 1,
                    alpha_factor: int = ALPHA_FACTOR, alpha_quality: int = ALPHA_QUALITY,
-                   max_total_bytes: int | None = None) -> tuple[KeyframePackage, KeyframeState]:
+                   max_total_bytes: int | None = None, raw: bool = False) -> tuple[KeyframePackage, KeyframeState]:
     """The person of this frame as a keyframe whose picture fits `max_image_bytes` (the highest AVIF
     quality that does, at the finest scale from `scale_hint` on that fits; KeyframeTooLarge when none
     does), and exactly what the receiver will decode from it (the sender's replica of the receiver draws
     from that). `face_codes`: the face's intra code in each face code the sender offers; the session's
     goes in the message. `alpha_factor`, `alpha_quality`: the alpha's downsampling and AVIF quality (1/2 q30
     ~1.2 KB, 1/4 q30 ~0.8 KB, 1/4 q10 ~0.63 KB at 512 px). `max_total_bytes`: when given, the picture fits what
-    the alpha and the smallest face code leave of it too."""
+    the alpha and the smallest face code leave of it too. `raw`: the bytes are counted as a session with
+    `keyframe-av1` carries them (without the AVIF containers, ~270 bytes each: the picture gets them)."""
     frame = analysis.foreground if analysis.foreground is not None else analysis.frame.image
     height, width = frame.shape[:2]
     alpha = analysis.alpha if analysis.alpha is not None else np.ones((height, width), np.float32)
     person = person_only(frame, alpha)
     alpha_code = encode_keyframe_alpha(alpha, person.box, alpha_factor, alpha_quality)
     if max_total_bytes is not None:
-        rest = len(alpha_code) + min(map(len, (face_codes or {}).values()), default=0)
+        rest = len(raw_alpha(alpha_code) if raw else alpha_code) + min(map(len, (face_codes or {}).values()), default=0)
         max_image_bytes = max(min(max_image_bytes, max_total_bytes - rest), 1)
     coded = encode_person_scaled(person, max_image_bytes, start=min(quality_hint, KEYFRAME_MAX_QUALITY),
-                                 max_quality=KEYFRAME_MAX_QUALITY, scale=scale_hint, max_scale=m.MAX_KEYFRAME_SCALE)
+                                 max_quality=KEYFRAME_MAX_QUALITY, scale=scale_hint, max_scale=m.MAX_KEYFRAME_SCALE,
+                                 measure=raw_bytes if raw else len)
     state = KeyframeState(
         kf=kf, image=decode_person(coded.data, person.box, (width, height), scale=coded.scale),
         alpha=decode_keyframe_alpha(alpha_code, person.box, (width, height)),
         landmarks=None if face is None else face.landmarks,
     )
     package = KeyframePackage(kf, analysis.frame.ts_us, (width, height), person.box, coded.data, coded.quality,
-                              alpha_code, dict(face_codes or {}), coded.scale)
+                              alpha_code, dict(face_codes or {}), coded.scale, raw)
     return package, state
 
 
@@ -258,11 +270,11 @@ class FrameDecoder:
         return state
 
     def _picture(self, head: m.Keyframe, image: bytes) -> Image:
-        if head.image_format != "avif":
-            raise FrameDecodeError(f"keyframe image format {head.image_format!r}: this receiver decodes avif",
+        if head.image_format not in ("avif", AV1):
+            raise FrameDecodeError(f"keyframe image format {head.image_format!r}: this receiver decodes avif and av1",
                                    "image_format", hostile=True)
         try:
-            return decode_person(image, _box(head), (head.width, head.height), scale=head.scale)
+            return decode_person(image, _box(head), (head.width, head.height), scale=head.scale, fmt=head.image_format)
         except CodeError as exc:
             raise _wrapped(exc, f"keyframe {head.kf}: {exc}", "image") from None
 

@@ -21,14 +21,16 @@ import dataclasses
 import io
 import math
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 from PIL import Image as PILImage
 
+from facewire.shared.codec import av1still
 from facewire.shared.codec.images import decode_image
 from facewire.shared.codec.predictive import PayloadError
 from facewire.shared.types import Alpha, Image
@@ -149,7 +151,7 @@ def scaled_size(width: int, height: int, scale: int) -> tuple[int, int]:
 
 
 def encode_person_scaled(person: PersonImage, max_bytes: int, *, start: int = 40, max_quality: int = MAX_QUALITY,
-                         scale: int = 1, max_scale: int = 4) -> EncodedPerson:
+                         scale: int = 1, max_scale: int = 4, measure: Callable[[bytes], int] = len) -> EncodedPerson:
     """The person at the finest scale from `scale` up (1, 2, 4 ...) that fits `max_bytes` at some quality:
     on a thin link a softer picture beats none. Raises KeyframeTooLarge when even `max_scale` does not fit."""
     while True:
@@ -161,7 +163,7 @@ def encode_person_scaled(person: PersonImage, max_bytes: int, *, start: int = 40
             # from quality 40 that missed twice had to try the lowest quality (d6's first keyframe at 6 kbps:
             # q28 1216 B over a 1200-B budget, then q5 748 B, where q27 fitted).
             found = encode_person_search(dataclasses.replace(person, image=image), max_bytes, start=start,
-                                         max_quality=max_quality, max_encodes=5)
+                                         max_quality=max_quality, max_encodes=5, measure=measure)
             return dataclasses.replace(found, scale=scale)
         except KeyframeTooLarge:
             if scale * 2 > max_scale:
@@ -171,13 +173,14 @@ def encode_person_scaled(person: PersonImage, max_bytes: int, *, start: int = 40
 
 def encode_person_search(person: PersonImage, max_bytes: int, *, speed: int = AVIF_SPEED, start: int = 40,
                          min_quality: int = MIN_QUALITY, max_quality: int = MAX_QUALITY,
-                         max_encodes: int = 5) -> EncodedPerson:
+                         max_encodes: int = 5, measure: Callable[[bytes], int] = len) -> EncodedPerson:
     """`encode_person` with the search's cost: at most `max_encodes` AVIF encodes (~60 ms each at 512x512).
 
     Bytes grow about exponentially with quality: each guess solves log(bytes) = a + b*quality, between the
     best fit and the lowest miss once both are known, else on the two nearest points (a typical slope
     while only one is known). The search stops one quality step short of the best at most. The lowest
     quality is tried only when nothing fits, so a refusal costs at most the encodes spent looking.
+    `measure`: what an AVIF costs the link (`raw_bytes` where the container does not travel).
     """
     if max_bytes <= 0:
         raise ValueError("max_bytes must be positive")
@@ -189,7 +192,7 @@ def encode_person_search(person: PersonImage, max_bytes: int, *, speed: int = AV
     q = min(max(start, min_quality), max_quality)
     while True:
         data_by_q[q] = _avif(person.image, q, speed)
-        tried[q] = len(data_by_q[q])
+        tried[q] = measure(data_by_q[q])
         fits = [k for k, n in tried.items() if n <= max_bytes]
         misses = [k for k, n in tried.items() if n > max_bytes]
         best, miss = max(fits, default=None), min(misses, default=None)
@@ -247,21 +250,46 @@ def check_box(box: Box, frame_size: tuple[int, int]) -> None:
 
 def _open_checked(data: bytes, fmt: str, mode: Literal["RGB", "L"], box: Box, what: str,
                   scale: int = 1) -> npt.NDArray[np.uint8]:
-    """The image in `data` decoded only after its magic matched `fmt` and its declared size the box's at 1/scale."""
+    """The image in `data` decoded only after its magic matched `fmt` and its declared size the box's at 1/scale
+    (`av1`: a still picture's OBUs, checked, then decoded as the AVIF they came out of)."""
     if len(data) > MAX_KEYFRAME_BYTES:
         raise PayloadError(f"keyframe image of {len(data)} bytes is over {MAX_KEYFRAME_BYTES}", what)
-    return decode_image(data, fmt, what, mode=mode, size=scaled_size(box[2], box[3], scale))
+    size = scaled_size(box[2], box[3], scale)
+    if fmt == AV1:
+        head = av1still.still_header(data, what)
+        if (head.width, head.height) != size:
+            raise PayloadError(f"image declares {head.width}x{head.height}, expected {size[0]}x{size[1]}", what)
+        if head.monochrome != (mode == "L"):
+            raise PayloadError(f"a {'greyscale' if mode == 'L' else 'colour'} picture was expected", what)
+        data, fmt = av1still.wrap(data, what), "avif"
+    return decode_image(data, fmt, what, mode=mode, size=size)
+
+
+# Keyframe pictures in the `keyframe-av1` form (protocol.md 7.3): the AVIF's OBUs without its container.
+AV1: Final = "av1"
+
+
+def raw_bytes(avif: bytes) -> int:
+    """What an AVIF costs the link where the container does not travel (`keyframe-av1`)."""
+    return len(av1still.strip(avif) or avif)
+
+
+def raw_picture(avif: bytes) -> tuple[bytes, Literal["avif", "av1"]]:
+    """A keyframe's picture for a session with `keyframe-av1`, and its `image_format`: the OBUs, or the AVIF as it
+    is when the container is not the one the receiver rebuilds."""
+    obus = av1still.strip(avif)
+    return (avif, "avif") if obus is None else (obus, AV1)
 
 
 def decode_person(data: bytes, box: Box, frame_size: tuple[int, int], background: Image | Colour | None = None,
-                  scale: int = 1) -> Image:
+                  scale: int = 1, fmt: str = "avif") -> Image:
     """The keyframe at frame size: the AVIF person (the box at 1/scale, brought back to the box's size) put
     in its box over `background` (an image of the frame's size, a BGR colour, or None: the box's edges
     replicated, i.e. more of the person's own fill, which is what a warp reading past the box should find)."""
     check_box(box, frame_size)
     if not 1 <= scale <= 4:
         raise PayloadError(f"keyframe scale {scale} is out of range", "scale")
-    rgb = _open_checked(data, "avif", "RGB", box, "image", scale)
+    rgb = _open_checked(data, fmt, "RGB", box, "image", scale)
     crop = np.ascontiguousarray(rgb[..., ::-1])
     x, y, w, h = box
     if scale > 1:
@@ -282,6 +310,7 @@ def decode_person(data: bytes, box: Box, frame_size: tuple[int, int], background
 
 # ----------------------------------------------------------------------------------------------- alpha
 ALPHA_VERSION = 1
+RAW_ALPHA_VERSION = 2  # `keyframe-av1`: the grayscale AVIF's OBUs without its container
 _ALPHA_HEAD = struct.Struct("<BB")  # version, factor; then an 8-bit grayscale AVIF of the box at 1/factor
 ALPHA_FACTOR = 2
 ALPHA_QUALITY = 30
@@ -310,17 +339,26 @@ def encode_keyframe_alpha(alpha: Alpha, box: Box, factor: int = ALPHA_FACTOR, qu
     return _ALPHA_HEAD.pack(ALPHA_VERSION, factor) + buf.getvalue()
 
 
+def raw_alpha(data: bytes) -> bytes:
+    """A keyframe's alpha code for a session with `keyframe-av1`: version 2, its AVIF's OBUs, when the container is
+    the one the receiver rebuilds (else as it is)."""
+    version, factor = _ALPHA_HEAD.unpack_from(data)
+    obus = av1still.strip(data[_ALPHA_HEAD.size:]) if version == ALPHA_VERSION else None
+    return data if obus is None else _ALPHA_HEAD.pack(RAW_ALPHA_VERSION, factor) + obus
+
+
 def decode_keyframe_alpha(data: bytes, box: Box, frame_size: tuple[int, int]) -> Alpha:
     """The keyframe's matte at frame size (0 outside the box), upsampled bilinearly into the box."""
     check_box(box, frame_size)
     if len(data) <= _ALPHA_HEAD.size:
         raise PayloadError("keyframe alpha shorter than its header", "alpha")
     version, factor = _ALPHA_HEAD.unpack_from(data)
-    if version != ALPHA_VERSION or not 1 <= factor <= 8:
+    if version not in (ALPHA_VERSION, RAW_ALPHA_VERSION) or not 1 <= factor <= 8:
         raise PayloadError(f"keyframe alpha version {version}, factor {factor} not supported", "alpha")
     x, y, w, h = box
     sw, sh = _lowres((w, h), factor)
-    grey = _open_checked(data[_ALPHA_HEAD.size:], "avif", "L", (0, 0, sw, sh), "alpha")
+    fmt = "avif" if version == ALPHA_VERSION else AV1
+    grey = _open_checked(data[_ALPHA_HEAD.size:], fmt, "L", (0, 0, sw, sh), "alpha")
     small = grey.astype(np.float32) * np.float32(1.0 / 255.0)
     if factor > 1:
         small = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)

@@ -98,6 +98,7 @@ class _Connection:
     # The message forms (m.WIRE_CAPABILITIES) this side offers in its hello or grants in its welcome.
     wire_capabilities: tuple[str, ...] = m.WIRE_CAPABILITIES
     packed_frames = False  # the session agreed on packed frames: `send` packs them
+    keyframe_av1 = False  # the session agreed on `keyframe-av1`: the sender's keyframes may leave out the AVIF container
 
     def __init__(self, limits: Limits, now: float, wall_base_us: int | None = None) -> None:
         self.limits = limits
@@ -318,6 +319,7 @@ class ReceiverProtocol(_Connection):
         # the message forms both sides know go with the codes: the sender uses one only if the welcome grants it
         granted = [name for name in self.wire_capabilities if name in message.capabilities and name not in self._capabilities]
         self.packed_frames = m.PACKED_FRAMES in granted
+        self.keyframe_av1 = m.KEYFRAME_AV1 in granted
         self.send(m.Welcome(
             version=self.version, session=self.session_id, capabilities=[*self._capabilities, *granted],
             renderers=self._renderers, assets=self._assets, max_message_bytes=self.limits.max_message_bytes,
@@ -391,6 +393,7 @@ class SenderProtocol(_Connection):
                     raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION, f"receiver chose version {message.version}", "version")
                 self.welcome = message
                 self.packed_frames = m.PACKED_FRAMES in self.wire_capabilities and m.PACKED_FRAMES in message.capabilities
+                self.keyframe_av1 = m.KEYFRAME_AV1 in self.wire_capabilities and m.KEYFRAME_AV1 in message.capabilities
                 self.state = State.OPEN
                 return [HandshakeDone(message)]
             return self._opened(message, m.Welcome, now)
