@@ -19,6 +19,7 @@ import struct
 from dataclasses import dataclass
 
 from facewire.shared.codec.predictive import PayloadError
+from facewire.shared.wire.varint import VarintError, read_uvarint
 
 _OBU_TEMPORAL_DELIMITER = 2
 _OBU_SEQUENCE_HEADER = 1
@@ -52,19 +53,6 @@ class _Bits:
         return value
 
 
-def _leb128(data: bytes, at: int, what: str) -> tuple[int, int]:
-    """(value, position after it) of the unsigned LEB128 at `at` (at most 8 bytes, AV1's limit)."""
-    value = 0
-    for i in range(8):
-        if at + i >= len(data):
-            break
-        byte = data[at + i]
-        value |= (byte & 0x7F) << (7 * i)
-        if not byte & 0x80:
-            return value, at + i + 1
-    raise PayloadError("AV1 OBU size cut short or too long", what)
-
-
 def _obu(data: bytes, at: int, what: str) -> tuple[int, int, int]:
     """(type, payload start, payload end) of the OBU at `at`: no extension, a size field, inside `data`."""
     if at >= len(data):
@@ -73,7 +61,10 @@ def _obu(data: bytes, at: int, what: str) -> tuple[int, int, int]:
     kind = head >> 3 & 0x0F
     if head & 0x80 or head & 0x04 or not head & 0x02 or head & 0x01:
         raise PayloadError(f"AV1 OBU header {head:#04x}: forbidden bit, extension, reserved bit or no size field", what)
-    size, start = _leb128(data, at + 1, what)
+    try:
+        size, start = read_uvarint(data, at + 1, 8)  # AV1's leb128 is at most 8 bytes
+    except VarintError:
+        raise PayloadError("AV1 OBU size cut short or too long", what) from None
     if start + size > len(data):
         raise PayloadError("AV1 OBU runs past the end of the data", what)
     return kind, start, start + size
