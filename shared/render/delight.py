@@ -53,8 +53,8 @@ class DelightOptions:
     shade_floor: float = 0.3
 
 
-def feature_mask(shape: tuple[int, int], landmarks: Landmarks, width: float, grow: float = 0.025) -> npt.NDArray[np.uint8]:
-    """255 on the face's own features: eyes with their lashes, brows, lips, nostrils; grown by `grow` of the face width."""
+def feature_mask(shape: tuple[int, int], landmarks: Landmarks, width: float) -> npt.NDArray[np.uint8]:
+    """255 on the face's own features: eyes with their lashes, brows, lips, nostrils."""
     mask = np.zeros(shape, np.uint8)
     lm = landmarks[:, :2]
 
@@ -65,8 +65,8 @@ def feature_mask(shape: tuple[int, int], landmarks: Landmarks, width: float, gro
     radius = max(1, int(round(0.03 * width)))
     for i in topo.NOSTRILS:
         cv2.circle(mask, (int(round(lm[i, 0])), int(round(lm[i, 1]))), radius, 255, -1)
-    radius = max(1, int(round(grow * width)))
-    return np.asarray(cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))), np.uint8)
+    grow = max(1, int(round(0.025 * width)))
+    return np.asarray(cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))), np.uint8)
 
 
 def normalised_blur(values: FloatImage, weight: FloatImage, sigma: float) -> FloatImage:

@@ -283,10 +283,9 @@ def fill_cover(image: Image, landmarks: Landmarks) -> Image:
     skin *= ((crop.astype(np.float32) @ luma) > _FILL_SHADOW * (field @ luma)).astype(np.float32)
     skin *= (np.abs(logs - np.log(field + np.float32(8.0))).max(axis=2) < _FILL_OFF).astype(np.float32)
     fill = np.exp(skin_across(logs, skin, level, width)) - np.float32(8.0)
-    # The penumbra reaches into the features' berth (not the features): hair left beside an eye's corner
-    # joins its make-up into a smear that a blink stretches.
-    own = feature_mask((crop.shape[0], crop.shape[1]), local, width, grow=_OWN_FEATURES)
-    taken = np.maximum(cover.astype(np.float32), _penumbra(crop, fill, cover, face, own, width))
+    # Not in the features' berths: where the cover comes near an eye (a pale forehead taken for cover), the
+    # eye's own make-up and shadow are mid-tones darker than the fill too.
+    taken = np.maximum(cover.astype(np.float32), _penumbra(crop, fill, cover, face, features, width))
     soft = cv2.GaussianBlur(taken, (0, 0), max(1.0, 0.01 * width))[..., None]
     filled = crop * (1.0 - soft) + fill * soft
     filled = _redraw_brows(filled, crop, cover, local, width)
@@ -317,7 +316,6 @@ def _penumbra(crop: Image, fill: npt.NDArray[np.float32], cover: npt.NDArray[np.
     return np.asarray(dark * near * ((face > 0) & (features == 0) & (cover == 0)), np.float32)
 
 
-_OWN_FEATURES = 0.005  # of the face width: how far past their outlines the features the penumbra leaves alone reach
 _PENUMBRA = 0.08  # of the face width beyond the cover: how far a strand's soft edge and shadow reach
 _PENUMBRA_DARK = 0.98  # of the fill's luma: skin darker than this beside the cover is taken for its shadow, in part
 _PENUMBRA_FLOOR = 0.4  # of the fill's luma: darker than this (and the ramp) beside the cover is not a shadow
