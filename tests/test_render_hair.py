@@ -76,3 +76,27 @@ def test_a_stubbled_cheek_is_not_a_strand() -> None:
     specks = strand & (rng.random(strand.shape) < 0.25)
     image[specks] = (40, 50, 70)
     assert avatar_cover(image, lm)[strand].mean() < 0.1
+
+
+def test_a_strand_is_filled_with_the_skin_beside_it_at_its_height() -> None:
+    """A blush across the cheeks (redder skin over the upper 0.6 from the eyes to the nose, plain skin below):
+    a strand hanging over the side from the eyes to the mouth is filled, row by row, with the colour of the
+    skin beside it at that height, not a colour fitted to the whole face (which smears the blush up and down
+    and runs off at the side)."""
+    image, lm, strand, shaded, bare = _sides()
+    h, w = image.shape[:2]
+    rows = np.mgrid[0:h, 0:w][0]
+    eyes, nose = float(lm[[33, 263], 1].mean()), float(lm[2, 1])
+    blush_top, blush_bottom = eyes + 8, eyes + 0.6 * (nose - eyes)
+    margin = 0.04 * float(np.ptp(lm[:468, 0]))
+    blush = bare & (rows > blush_top) & (rows < blush_bottom)
+    image[blush] = np.clip(image[blush].astype(np.float32) * np.float32([0.8, 0.85, 1.1]), 0, 255).astype(np.uint8)
+    assert avatar_cover(image, lm)[strand].mean() > 0.8
+    out = fill_cover(image, lm)
+    ycc_in = cv2.cvtColor(image, cv2.COLOR_BGR2YCrCb).astype(np.float32)
+    ycc_out = cv2.cvtColor(out, cv2.COLOR_BGR2YCrCb).astype(np.float32)
+    beside = bare & ~strand & ~shaded & ~cv2.dilate(strand.astype(np.uint8), np.ones((41, 41), np.uint8)).astype(bool)
+    for band in ((rows > blush_top + margin) & (rows < blush_bottom - margin), rows > blush_bottom + margin):
+        want = ycc_in[beside & band].mean(axis=0)
+        got = ycc_out[strand & band].mean(axis=0)
+        assert np.abs(got - want).max() < 4.0, (got, want)

@@ -116,3 +116,38 @@ def test_an_avatars_closed_lid_is_redrawn_from_the_skin_round_the_eye_and_a_lowe
     assert core.sum() > 20
     before = image[core].astype(np.float64).mean()
     assert abs(redrawn[core].astype(np.float64).mean() - before) < 0.1 * before
+
+
+def test_an_avatars_lid_lowered_by_a_glance_down_is_its_own_not_redrawn() -> None:
+    """Avatar path (REDRAWN): lids lowered to 0.4 of the eye's opening (a glance down) are an open eye; the
+    avatar's own lid band (crease shadow, lashes) stays, where a squeeze or blink redraws it from the skin."""
+    from facewire.shared.render.eyes_mouth import lid_closing
+    from facewire.shared.render.lids import REDRAWN
+
+    neutral = astronaut_landmarks() * np.float32(3.0)
+    shut = close_eyes(neutral)
+    ring, crease = topo.right_eye_ring(), list(RIGHT_LID_ABOVE)
+
+    def lowered(fraction: float) -> np.ndarray:
+        out = neutral.copy()
+        out[:, 1] += np.float32(fraction) * (shut[:, 1] - neutral[:, 1])
+        return out
+
+    size = (int(neutral[:, 1].max()) + 20, int(neutral[:, 0].max()) + 20)
+
+    def lid_change(target: np.ndarray) -> float:
+        image = np.tile(SKIN, (*size, 1))
+        band = np.zeros(size, np.uint8)
+        cv2.fillPoly(band, [np.round(np.concatenate([target[crease, :2], target[ring[8:0:-1], :2]])).astype(np.int32)], 1)
+        image[band > 0] *= 0.6  # the lid's own shading: darker than the skin round the eye
+        image = np.clip(image + 0.5, 0, 255).astype(np.uint8)
+        drawn = image.copy()
+        close_lids(drawn, target, neutral, REDRAWN)
+        box = _lid_box(target)
+        return float(drawn[box].astype(np.float64).mean() / image[box].astype(np.float64).mean())
+
+    glance, squeeze = lowered(0.4), lowered(0.75)
+    assert 0.3 < lid_closing(glance, neutral, ring) < 0.5
+    assert lid_closing(squeeze, neutral, ring) > 0.7
+    assert abs(lid_change(glance) - 1.0) < 0.05  # its own lid, as it was
+    assert lid_change(squeeze) > 1.2  # redrawn lighter, from the skin round the eye

@@ -20,7 +20,7 @@ from facewire.shared.face import topology as topo
 from facewire.shared.render import eyes_mouth as em
 from facewire.shared.render.delight import DelightOptions, delight, feature_mask, normalised_blur
 from facewire.shared.render.iris import Iris, lift_irises
-from facewire.shared.render.occlusion import avatar_cover, brow_hulls, smooth_field
+from facewire.shared.render.occlusion import avatar_cover, brow_hulls
 from facewire.shared.render.retarget import frontal_rotation
 from facewire.shared.render.warp import Points, Region, fill_polygon, remap, similarity_2d, triangle_raster, warp_maps
 from facewire.shared.types import Image, Landmarks
@@ -243,10 +243,12 @@ def fill_cover(image: Image, landmarks: Landmarks) -> Image:
     """The avatar picture with what covers its face (occlusion.avatar_cover) painted over with its own skin.
 
     Left in the texture, a fringe or a strand lands as brown smudges on the sender's face; showing
-    the sender's own skin there instead pulls a recogniser towards the sender. Near the skin the
-    fill is the skin next to it (normalised convolution, features left out); far from any (a whole
-    forehead under a fringe) it is a smooth field fitted to all of the face's skin, so it carries
-    the face's shading on instead of smearing the last pixels at the hair's edge. Worked in a crop
+    the sender's own skin there instead pulls a recogniser towards the sender. The fill is the skin
+    beside the cover at the same height (skin_across), first from the skin clear of the features'
+    surroundings, then again from the skin near that colour, so shadow, eye make-up and a blush's
+    edge are not spread; a fringe over the whole forehead takes the nearest heights that show skin.
+    (A quadratic fitted to the whole face, the earlier fill, ran dark brown or red at the sides.)
+    The strand's soft edge just past the cover takes the fill too (_penumbra). Worked in a crop
     round the face: avatars are often large pictures with a small face.
     """
     h, w = image.shape[:2]
@@ -266,24 +268,109 @@ def fill_cover(image: Image, landmarks: Landmarks) -> Image:
     cover = cv2.dilate(cover.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
     face = np.zeros(crop.shape[:2], np.uint8)
     fill_polygon(face, local[topo.face_oval_ring(), :2])
-    skin = ((face > 0) & (cover == 0) & (feature_mask((crop.shape[0], crop.shape[1]), local, width) == 0)).astype(np.float32)
+    features = feature_mask((crop.shape[0], crop.shape[1]), local, width)
+    skin = ((face > 0) & (cover == 0) & (features == 0)).astype(np.float32)
     logs = np.log(crop.astype(np.float32) + np.float32(8.0))
-    field = np.exp(smooth_field(logs, skin)) - np.float32(8.0)
+    level = _level_of(local)
+    # First the skin clear of the features' surroundings (lashes, eye shadow, a brow's stray hairs), which
+    # a fill taken across the face at the eyes' height would otherwise spread as a dark band.
+    berth = max(1, int(round(_BERTH * width)))
+    clear = cv2.dilate(features, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * berth + 1, 2 * berth + 1)))
+    field = np.exp(skin_across(logs, skin * (clear == 0), level, width)) - np.float32(8.0)
     # The skin next to hair is often in its shadow, or holds a few of its hairs: not a colour to spread.
+    # Nor is skin far off the face's colour at its height (eye shadow, a blush's edge, a painted rim).
     luma = _LUMA_BGR
     skin *= ((crop.astype(np.float32) @ luma) > _FILL_SHADOW * (field @ luma)).astype(np.float32)
-    sigma = max(1.0, 0.04 * width)
-    num = cv2.GaussianBlur(crop.astype(np.float32) * skin[..., None], (0, 0), sigma)
-    den = cv2.GaussianBlur(skin, (0, 0), sigma)
-    near = num / np.maximum(den, np.float32(1e-4))[..., None]
-    t = np.clip(den / np.float32(0.3), 0.0, 1.0)[..., None]
-    fill = near * t + field * (1.0 - t)
-    soft = cv2.GaussianBlur(cover.astype(np.float32), (0, 0), max(1.0, 0.01 * width))[..., None]
+    skin *= (np.abs(logs - np.log(field + np.float32(8.0))).max(axis=2) < _FILL_OFF).astype(np.float32)
+    fill = np.exp(skin_across(logs, skin, level, width)) - np.float32(8.0)
+    # Not in the features' berths: where the cover comes near an eye (a pale forehead taken for cover), the
+    # eye's own make-up and shadow are mid-tones darker than the fill too.
+    taken = np.maximum(cover.astype(np.float32), _penumbra(crop, fill, cover, face, features, width))
+    soft = cv2.GaussianBlur(taken, (0, 0), max(1.0, 0.01 * width))[..., None]
     filled = crop * (1.0 - soft) + fill * soft
     filled = _redraw_brows(filled, crop, cover, local, width)
     out = image.copy()
     out[fy, fx] = np.clip(filled + 0.5, 0, 255).astype(np.uint8)
     return out
+
+
+def _penumbra(crop: Image, fill: npt.NDArray[np.float32], cover: npt.NDArray[np.uint8], face: npt.NDArray[np.uint8],
+              features: npt.NDArray[np.uint8], width: float) -> npt.NDArray[np.float32]:
+    """How much of the fill to lay on the skin just beyond the cover: where it is darker than the fill.
+
+    A strand's soft edge and the shadow it casts reach past any fixed growth of the cover; left, they
+    draw a thin dark line along the fill's edge, which the render then stretches. Within a band
+    beyond the cover, pixels darker than the fill take it in proportion to how much darker, fading
+    out across the band, so the skin's own lighter shading and the features are untouched.
+    """
+    band = max(1.0, _PENUMBRA * width)
+    beyond = cv2.distanceTransform((cover == 0).astype(np.uint8), cv2.DIST_L2, 3)
+    luma = crop.astype(np.float32) @ _LUMA_BGR
+    want = fill @ _LUMA_BGR
+    ramp = np.maximum(np.float32(_PENUMBRA_RAMP) * want, 1.0)
+    dark = np.clip((np.float32(_PENUMBRA_DARK) * want - luma) / ramp, 0.0, 1.0)
+    # A soft edge is mid-tones; what stays as dark as hair past the cover is something of the face's own
+    # (a beard, a moustache beside a strand), left as it is.
+    dark *= np.clip((luma - np.float32(_PENUMBRA_FLOOR) * want) / ramp, 0.0, 1.0)
+    near = np.clip(2.0 * (1.0 - beyond / np.float32(band)), 0.0, 1.0)  # whole over the first half of the band
+    return np.asarray(dark * near * ((face > 0) & (features == 0) & (cover == 0)), np.float32)
+
+
+_PENUMBRA = 0.08  # of the face width beyond the cover: how far a strand's soft edge and shadow reach
+_PENUMBRA_DARK = 0.98  # of the fill's luma: skin darker than this beside the cover is taken for its shadow, in part
+_PENUMBRA_FLOOR = 0.4  # of the fill's luma: darker than this (and the ramp) beside the cover is not a shadow
+_PENUMBRA_RAMP = 0.1  # of the fill's luma: darker than _PENUMBRA_DARK by this, wholly
+
+
+def _level_of(landmarks: Landmarks) -> npt.NDArray[np.float64]:
+    """2x3 affine that turns the face upright (its eye line level) about the middle of the eyes."""
+    corners = landmarks[list(topo.EYE_CORNERS), :2].astype(np.float64)
+    right, left = corners[:2].mean(axis=0), corners[2:].mean(axis=0)
+    d = left - right
+    # Which eye is on the image's left does not matter: a level line is level either way round.
+    angle = np.degrees(np.arctan2(d[1], d[0])) if d[0] >= 0 else np.degrees(np.arctan2(-d[1], -d[0]))
+    centre = 0.5 * (right + left)
+    return np.asarray(cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), float(angle), 1.0), np.float64)
+
+
+def skin_across(values: npt.NDArray[np.float32], weight: npt.NDArray[np.float32], level: npt.NDArray[np.float64],
+                width: float) -> npt.NDArray[np.float32]:
+    """`values` (h, w, k) filled in everywhere from where `weight` is, taken across the face at the same height.
+
+    A face's colour changes far more from brow to chin (forehead, cheeks, lips, jaw shadow) than
+    across at one height, where it is the skin beside a strand that says what is under it. A fit
+    over the whole face (a quadratic) extrapolates: its curvature runs dark or red at the sides,
+    where hair is. Here each level is a blur long across the face and short down it (normalised
+    convolution) in the face's upright frame; where a level has too little skin (a forehead wholly
+    under a fringe), the next, taller one fills in, so the colour comes from the nearest heights
+    that show skin.
+    """
+    h, w = weight.shape[:2]
+    inverse = cv2.invertAffineTransform(level)
+    upright = cv2.warpAffine(values * weight[..., None], level, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    upright_w = cv2.warpAffine(weight, level, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    if upright.ndim == 2:
+        upright = upright[..., None]
+    total = float(upright_w.sum())
+    if total <= 0.0:
+        return np.zeros_like(values)
+    # The coarsest level: the mean of all the skin, so every pixel has a value.
+    out = np.broadcast_to(upright.reshape(-1, upright.shape[2]).sum(axis=0) / total, upright.shape).astype(np.float32)
+    for across, down in _ACROSS_LEVELS:
+        sx, sy = max(1.0, across * width), max(1.0, down * width)
+        num = cv2.GaussianBlur(upright, (0, 0), sx, sigmaY=sy)
+        den = cv2.GaussianBlur(upright_w, (0, 0), sx, sigmaY=sy)
+        if num.ndim == 2:
+            num = num[..., None]
+        t = np.clip(den / np.float32(_ACROSS_ENOUGH), 0.0, 1.0)[..., None]
+        out = out * (1.0 - t) + (num / np.maximum(den, np.float32(1e-6))[..., None]) * t
+    back = cv2.warpAffine(np.ascontiguousarray(out), inverse, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return np.asarray(back.reshape(values.shape), np.float32)
+
+
+# (across, down) blur widths of the fill's levels, coarse to fine, of the face width.
+_ACROSS_LEVELS = ((1.0, 0.4), (0.5, 0.15), (0.25, 0.07), (0.1, 0.03))
+_ACROSS_ENOUGH = 0.15  # share of a level's blur on skin for it to set the colour
 
 
 def _redraw_brows(filled: npt.NDArray[np.float32], crop: Image, cover: npt.NDArray[np.uint8], landmarks: Landmarks,
@@ -331,8 +418,10 @@ _BROW_SHADE = 0.6  # a redrawn brow is at most this share of the skin's brightne
 _BROW_OPACITY = 0.75
 
 
+_BERTH = 0.05  # of the face width round the features: left out of the first, reference fill
 _COVER_GROW = 0.03  # of the face width: a strand's soft edge and the shadow it casts go with it
-_FILL_SHADOW = 0.8  # of the fitted skin's luma: darker skin is not spread over the cover
+_FILL_SHADOW = 0.8  # of the reference fill's luma: darker skin is not spread over the cover
+_FILL_OFF = 0.3  # largest difference in any channel's log colour from the reference fill for skin to be spread
 _LUMA_BGR = np.array([0.114, 0.587, 0.299], np.float32)
 
 

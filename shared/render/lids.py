@@ -56,9 +56,12 @@ class LidStyle:
 
 
 SMOOTHED = LidStyle()
-# A retargeted blink closes an avatar's lids to only ~0.72-0.8 of its opening, and its upper lid band is
-# wrong at any closing, not only nearly shut: redrawn from a fifth closed, complete at 0.6.
-REDRAWN = LidStyle(redraw=True, start=0.2, full=0.6, lash=0.05, lash_darkness=0.6)
+# A retargeted blink closes an avatar's lids to only ~0.72-0.8 of its opening and a squeeze to ~0.57-0.69, where
+# the stretched lid band reads as a pale or grey band: redrawn there. A glance down lowers the lids to ~0.3-0.6
+# (w1), and that eye is open: its own lid band, crease and lashes stretched are what a lowered lid looks like,
+# and redrawing it from 0.2 made a blank lid that a face recogniser no longer took for the avatar's (dlib
+# distance +0.02 to +0.09 on those frames). So the redraw starts at 0.45 and is complete at 0.7.
+REDRAWN = LidStyle(redraw=True, start=0.45, full=0.7, lash=0.05, lash_darkness=0.6)
 
 
 @cache
