@@ -271,7 +271,7 @@ AV1: Final = "av1"
 
 def raw_bytes(avif: bytes) -> int:
     """What an AVIF costs the link where the container does not travel (`keyframe-av1`)."""
-    return len(av1still.strip(avif) or avif)
+    return len(raw_picture(avif)[0])
 
 
 def raw_picture(avif: bytes) -> tuple[bytes, Literal["avif", "av1"]]:
