@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 from media import read_frames
 
+from facewire.shared.process.scheduling import time_shared_threads
 from facewire.shared.wire import messages as m
 from facewire.shared.wire.streamfile import StreamReader
 
@@ -47,6 +48,8 @@ def encode(frames: list[np.ndarray], fps: float, codec: str, crf: str, options: 
     context.framerate = Fraction(round(fps))
     context.thread_count = 1
     context.options = {"crf": crf, **options}
+    context.open()
+    time_shared_threads()  # SVT-AV1 as root goes real-time (shared/process/scheduling.py)
     packets: list[av.Packet] = []
     for index, frame in enumerate(frames):
         video = av.VideoFrame.from_ndarray(frame, format="bgr24").reformat(format="yuv420p")

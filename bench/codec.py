@@ -64,6 +64,8 @@ import quality as q  # noqa: E402
 from media import read_frames  # noqa: E402
 from wstap import packed_frame_head  # noqa: E402
 
+from facewire.shared.process.scheduling import time_shared_threads  # noqa: E402
+
 Image = q.Image
 START = time.perf_counter()
 
@@ -187,6 +189,8 @@ def encode(frames: list[Image], fps: float, spec: CodecSpec, kbps: float, gop_se
     context.bit_rate = round(kbps * 1000)
     context.gop_size = max(1, round(gop_seconds * fps))
     context.options = dict(spec.options)
+    context.open()
+    time_shared_threads()  # SVT-AV1 as root goes real-time and would starve the facewire processes timed beside it
     packets: list[av.Packet] = []
     spent = 0.0
     for index, frame in enumerate(frames):

@@ -39,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from facewire.shared.codec.predictive import CodeError
+from facewire.shared.process.scheduling import time_shared_threads
 from facewire.shared.types import HeadPose, Image
 
 Affine = npt.NDArray[np.float64]  # 2x3: frame pixels -> box pixels
@@ -436,6 +437,7 @@ class LayerEncoder:
         # rtc=1: the low-delay prediction structure (no lookahead, no reordering); it allows only CBR (rc=2)
         ctx.options = {"preset": str(self.preset), "svtav1-params": "rtc=1:rc=2"}
         ctx.open()
+        time_shared_threads()  # SVT-AV1 running as root made this thread and its own real-time
         self._pts = 0
         # an encoder dropped without close() still gets its end of stream (SVT logs an error otherwise)
         self._finalizer = weakref.finalize(self, _end_stream, ctx)
