@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import cv2
@@ -14,7 +15,7 @@ from facewire.sender.matte import make_matter
 from facewire.sender.matte.auto import AutoConfig, AutoMatter, screen_score
 from facewire.sender.matte.chroma import ChromaConfig, ChromaMatter, estimate_screen, push_pull_fill
 from facewire.sender.matte.learned import LearnedConfig, LearnedMatter
-from facewire.shared.types import CapturedFrame, FaceObservation, HeadPose
+from facewire.shared.types import CapturedFrame, FaceObservation, FaceSource, HeadPose, face_of
 
 CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
 H, W = 240, 320
@@ -232,6 +233,75 @@ def test_analyzer_combines_stages() -> None:
     assert _iou(res.alpha, truth) > 0.97
     assert set(an.last_timings_ms) == {"track", "matte"}
     assert SenderAnalyzer(_NoFace(), None).analyze(_frame(img)).alpha is None
+
+
+class _Rendezvous:
+    """A tracker and a matter that each wait (up to 5 s) for the other to have started: both finish only when
+    the analyzer runs them side by side; run one after the other, each would time out."""
+
+    name = "rendezvous"
+
+    def __init__(self, face_needed: bool) -> None:
+        self.face_needed = face_needed
+        self.tracking, self.matting = threading.Event(), threading.Event()
+        self.overlapped: list[bool] = []
+        self.face = FaceObservation(np.zeros((478, 3), np.float32), HeadPose(0, 0, 0, 320, 240, 100), 1.0)
+        self.seen: FaceObservation | None = None
+
+    def track(self, frame: CapturedFrame) -> FaceObservation | None:
+        self.tracking.set()
+        self.overlapped.append(self.matting.wait(5.0))
+        return self.face
+
+    def matte(self, frame: CapturedFrame, face: FaceSource) -> np.ndarray:
+        self.matting.set()
+        self.overlapped.append(self.tracking.wait(5.0))
+        if self.face_needed:
+            self.seen = face_of(face)
+        return np.ones(frame.image.shape[:2], np.float32)
+
+    def foreground(self) -> None:
+        return None
+
+    def reset(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("face_needed", [False, True])
+def test_analyzer_tracks_while_the_matter_works(face_needed: bool) -> None:
+    both = _Rendezvous(face_needed)
+    analysis = SenderAnalyzer(both, both).analyze(_frame(np.zeros((48, 64, 3), np.uint8)))
+    assert both.overlapped == [True, True]
+    assert analysis.face is both.face and analysis.alpha is not None
+    assert both.seen is (both.face if face_needed else None)  # asked for, the face is the frame's
+
+
+def test_learned_matter_asks_for_the_face_after_its_fresh_matte() -> None:
+    """The fresh matte is made before the face is needed (the tracker works meanwhile)."""
+    img = data.astronaut()[:, :, ::-1].copy()
+    m = LearnedMatter(LearnedConfig(seg_every=2))
+    calls: list[str] = []
+    segment = m._segment
+
+    def counted_segment(small: np.ndarray) -> np.ndarray:
+        calls.append("network")
+        return segment(small)
+
+    m._segment = counted_segment  # type: ignore[method-assign]
+    face = FaceObservation(np.zeros((478, 3), np.float32), HeadPose(0, 0, 0, 250, 200, 100), 1.0)
+
+    def later() -> FaceObservation:
+        calls.append("face")
+        return face
+
+    for index in range(2):
+        m.matte(CapturedFrame(index=index, ts_us=index * 33_000, image=img), later)
+    # frame 0 has nothing to carry: the face only for the pose it records; frame 1 may carry: it judges by the face
+    assert calls == ["network", "face", "network", "face"]
+    assert not m.last_segmented  # the same picture and face: carried
 
 
 @pytest.mark.skipif(not (CLIPS / "d0.mp4").exists(), reason="needs ../shared/data/clips/d0.mp4 (real green screen)")

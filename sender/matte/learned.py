@@ -10,14 +10,15 @@ would otherwise convert the whole frame, shrink it to the network's input and bl
 up to the frame's size, all of which costs more than the network itself (measured at 640x480 on
 one core: 3.2 ms a call at full size, 2.4 ms at 320x240) and adds nothing the network can see.
 
-Segmenting and refining cost about as much as the face tracker, so a frame that shows nothing
-new reuses the last matte: at most every other frame (`seg_every`), when the face has barely
-moved since the last segmented frame (under 3% of a face width and of its size by default) and
-the picture around the outline has not changed beyond that motion (hair, hands and shoulders
-move on their own), that frame's matte is carried over, moved by the face's motion (the
-tracker's head position and scale, a similarity transform). Otherwise, and with no face or in a
-new scene, the frame is segmented. Carrying by the head's motion alone strayed on a fast clip
-(up to 0.07 mean absolute difference from a fresh matte), hence the two gates.
+Segmenting and refining cost about as much as the face tracker, and run on every frame, beside the
+tracker (the sender tracks the face while this matter works: SenderAnalyzer). A frame that shows
+nothing new keeps the last matte, for a steady outline: at most every other frame (`seg_every`),
+when the face has barely moved since the last segmented frame (under 3% of a face width and of its
+size by default) and the picture around the outline has not changed beyond that motion (hair,
+hands and shoulders move on their own), that frame's matte is carried over, moved by the face's
+motion (the tracker's head position and scale, a similarity transform). Otherwise, and with no
+face or in a new scene, the fresh matte is kept. Carrying by the head's motion alone strayed on a
+fast clip (up to 0.07 mean absolute difference from a fresh matte), hence the two gates.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import numpy.typing as npt
 
 from facewire.sender.matte.edges import decontaminate
 from facewire.sender.matte.guided import refine_in_band
-from facewire.shared.types import Alpha, CapturedFrame, FaceObservation, HeadPose, Image
+from facewire.shared.types import Alpha, CapturedFrame, FaceSource, HeadPose, Image, face_of
 
 
 @dataclass(frozen=True)
@@ -126,17 +127,21 @@ class LearnedMatter:
         mask = self._segment(self._small(img))
         return np.asarray(cv2.resize(mask, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR), np.float32)
 
-    def _carry(self, small: Image, frame_w: int, face: FaceObservation | None) -> npt.NDArray[np.float64] | None:
+    def _carry(self, small: Image, frame_w: int, face_source: FaceSource) -> npt.NDArray[np.float64] | None:
         """The face's motion since the last segmented frame as a 2x3 similarity in full-frame
         pixels, when that frame's matte may be carried over to this one; else None (none yet,
-        due for a fresh one, no face now or then, other size, large motion, changed picture)."""
+        due for a fresh one, no face now or then, other size, large motion, changed picture).
+        The face is asked for last: a frame due for a fresh matte is segmented while it is tracked."""
         then, grey_then, edge_then = self._mask_pose, self._grey, self._edge
         if then is None or grey_then is None or edge_then is None or self._alpha is None:
             return None
-        if face is None or face.state != "tracked" or self._carried + 1 >= self.config.seg_every:
+        if self._carried + 1 >= self.config.seg_every:
             return None
         if grey_then.shape != small.shape[:2] or self._alpha.shape[1] != frame_w:
             return None  # another frame size
+        face = face_of(face_source)
+        if face is None or face.state != "tracked":
+            return None
         now = face.pose
         ratio = now.scale / max(then.scale, 1e-6)
         moved = math.hypot(now.tx - then.tx, now.ty - then.ty) / max(2.0 * then.scale, 1e-6)
@@ -178,7 +183,7 @@ class LearnedMatter:
             mask_low = np.asarray(cv2.resize(mask, (sw, sh), interpolation=cv2.INTER_AREA), np.float32)
         return refine_in_band(mask, guide_low, mask_low, img, c.guide_radius, eps, lo=c.band)
 
-    def matte(self, frame: CapturedFrame, face: FaceObservation | None = None) -> Alpha:
+    def matte(self, frame: CapturedFrame, face: FaceSource = None) -> Alpha:
         alpha = self._matte(frame, face)
         self._last = (frame.image, alpha)
         return alpha
@@ -194,11 +199,16 @@ class LearnedMatter:
         image, alpha = self._last
         return decontaminate(image, alpha)
 
-    def _matte(self, frame: CapturedFrame, face: FaceObservation | None) -> Alpha:
+    def _matte(self, frame: CapturedFrame, face: FaceSource) -> Alpha:
         c = self.config
         img = frame.image
         small = self._small(img)
         h, w = img.shape[:2]
+        # The fresh matte is made before the carry is judged, even on a frame that will be carried: the judgement
+        # needs the frame's face, which the sender tracks meanwhile (SenderAnalyzer), so the matte's ~6 ms overlap
+        # the tracker's instead of following them. A carry now spends CPU (~3 ms a carried frame) for stability.
+        mask_small = self._segment(small)
+        fresh = self._refine(img, small, mask_small)
         motion = self._carry(small, w, face)
         self.last_segmented = motion is None
         if motion is not None and self._alpha is not None:
@@ -209,11 +219,11 @@ class LearnedMatter:
             return np.asarray(
                 cv2.warpAffine(self._alpha, motion, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE), np.float32
             )
-        mask_small = self._segment(small)
-        alpha = self._refine(img, small, mask_small)
+        alpha = fresh
         self._carried = 0
         if c.seg_every > 1:
-            self._mask_pose = face.pose if face is not None and face.state == "tracked" else None
+            tracked = face_of(face)
+            self._mask_pose = tracked.pose if tracked is not None and tracked.state == "tracked" else None
             self._alpha = alpha
             self._grey = np.asarray(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY), np.uint8)
             self._edge = np.asarray(cv2.dilate(cv2.inRange(mask_small, 0.05, 0.95), np.ones((5, 5), np.uint8)), np.uint8)
