@@ -39,6 +39,7 @@ from facewire.shared.codec.predictive import CodeError
 from facewire.shared.codec.seam import CodedFrame, FrameDraft, NoSetup, Prepared
 from facewire.shared.face import topology as topo
 from facewire.shared.types import Affine, Alpha, FrameAnalysis, Image, KeyframeState, Landmarks
+from facewire.shared.wire.varint import VarintError, encode_uvarint, read_uvarint
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ FACE_MARGIN = 1.35  # the face's first ring (facewire.shared.render.mesh) follow
 _INTRA = 1
 _RESERVED = 2
 _FIRST_VALUE_BIT = 2  # flag bits 2-7: which of the six values the payload carries (the others are 0)
+_MAX_VALUE_BYTES = 4  # a zigzagged value of up to 28 bits: far beyond MAX_DISPLACEMENT at any frame size
 SMOOTH_PX = 3.0
 AFFINE_GAIN = 0.01
 _MAX_LINEAR = 0.25  # an estimate that scales, shears or turns more than this is a failed fit, not a body
@@ -184,24 +186,12 @@ def _zigzag(value: int) -> int:
     return value * 2 if value >= 0 else -value * 2 - 1
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
 def encode_motion(q: Quantised, previous: Quantised | None) -> bytes:
     """One frame's payload: `q` as it is (previous None) or less `previous`; values that are 0 are left out."""
     values = q if previous is None else tuple(a - b for a, b in zip(q, previous, strict=True))
     present = sum(1 << (_FIRST_VALUE_BIT + i) for i, v in enumerate(values) if v)
     flags = present | (0 if previous is not None else _INTRA)
-    return bytes([flags]) + b"".join(_varint(_zigzag(v)) for v in values if v)
+    return bytes([flags]) + b"".join(encode_uvarint(_zigzag(v)) for v in values if v)
 
 
 def decode_motion(payload: bytes, previous: Quantised | None, size: tuple[int, int]) -> Quantised:
@@ -218,18 +208,10 @@ def decode_motion(payload: bytes, previous: Quantised | None, size: tuple[int, i
         if not flags & (1 << (_FIRST_VALUE_BIT + index)):
             values.append(0)
             continue
-        value = shift = 0
-        while True:
-            if position >= len(payload):
-                raise CodeError("body-motion code ends inside a value")
-            byte = payload[position]
-            position += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
-            if shift >= 28:
-                raise CodeError("body-motion value is too long")
+        try:
+            value, position = read_uvarint(payload, position, _MAX_VALUE_BYTES)
+        except VarintError as exc:
+            raise CodeError(f"body-motion value: {exc}") from None
         values.append(value >> 1 if not value & 1 else -(value >> 1) - 1)
     if position != len(payload):
         raise CodeError(f"body-motion code has {len(payload) - position} bytes after its values")
