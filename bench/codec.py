@@ -147,7 +147,7 @@ def reference(path: Path, frames: list[Image], fps: float, cache_dir: Path) -> t
     with q.FaceMesher() as mesher:
         for i, frame in enumerate(frames):
             points.append(mesher.detect(frame))
-            alpha = matter.matte(captured_frame(i, round(i * 1e6 / fps), frame), None)  # type: ignore[attr-defined]
+            alpha = matter.matte(captured_frame(i, round(i * 1e6 / fps), frame))  # type: ignore[attr-defined]
             alphas[i] = np.clip(alpha * 255 + 0.5, 0, 255).astype(np.uint8)
     cache_dir.mkdir(parents=True, exist_ok=True)
     stacked = np.stack([p if p is not None else np.full((478, 3), np.nan, np.float32) for p in points])

@@ -101,7 +101,7 @@ def run(manifest: Path | None, models_dir: Path | None, providers: str, frames: 
     matter = load_rvm_matter(registry.models_dir, providers, manifest=registry.manifest_path)
     if matter is not None:
         cf = CapturedFrame(0, 0, img)
-        record("rvm matte 640x480", _time(lambda: matter.matte(cf, None), frames))
+        record("rvm matte 640x480", _time(lambda: matter.matte(cf), frames))
     faces = detect_faces(img, max_faces=1)
     if faces and registry.installed("inswapper_128"):
         lm = faces[0].landmarks

@@ -47,7 +47,7 @@ from facewire.sender.matte.learned import LearnedMatter  # noqa: E402
 from facewire.sender.smoothing import OneEuroFilter, jitter_px, lag_frames  # noqa: E402
 from facewire.sender.tracker import MediaPipeFaceTracker, TrackerConfig  # noqa: E402
 from facewire.shared.process.heap import reuse_heap_memory  # noqa: E402
-from facewire.shared.types import CapturedFrame, FaceObservation, Matter  # noqa: E402
+from facewire.shared.types import CapturedFrame, Matter  # noqa: E402
 
 CLIPS = REPO.parent / "shared" / "data" / "clips"
 F32 = npt.NDArray[np.float32]
@@ -263,33 +263,20 @@ def _matters() -> list[tuple[str, Callable[[], Matter]]]:
 
 def speed(clips: list[Path], n: int) -> dict[str, dict[str, dict[str, float]]]:
     """Mean ms/frame per stage over the clips, per frame size, as wall and CPU time. Each matte
-    is timed on its own with the tracker's faces of the same frames (the learned matte carries
-    its mask by the face's motion); 'track(max_faces=k)+<matte>' sums the two stages and
-    'analyzer:<matte>' times them together as the sender runs them (SenderAnalyzer)."""
+    is timed on its own; 'track(max_faces=k)+<matte>' sums the two stages and 'analyzer:<matte>'
+    times them together as the sender runs them (SenderAnalyzer: the tracker beside the matter)."""
     out: dict[str, dict[str, dict[str, float]]] = {}
     for w, h in ((640, 480), (1280, 720)):
         row: dict[str, list[tuple[float, float]]] = {}
         for clip in clips:
             frames = list(frames_of([fit(f, w, h) for f in read_frames(clip, n)]))
-            faces: list[FaceObservation | None] = []
             for max_faces in (2, 1):
                 tr = MediaPipeFaceTracker(TrackerConfig(max_faces=max_faces))
-                seen: list[FaceObservation | None] = []
-
-                def track(f: CapturedFrame, tr: MediaPipeFaceTracker = tr, seen: list[FaceObservation | None] = seen) -> object:
-                    seen.append(tr.track(f))
-                    return None
-
-                row.setdefault(f"tracker(max_faces={max_faces})", []).append(time_stage(track, frames))
+                row.setdefault(f"tracker(max_faces={max_faces})", []).append(time_stage(tr.track, frames))
                 tr.close()
-                faces = seen
             for name, make in _matters():
                 m = make()
-
-                def run(f: CapturedFrame, m: Matter = m, faces: list[FaceObservation | None] = faces) -> object:
-                    return m.matte(f, faces[f.index])
-
-                row.setdefault(f"matte:{name}", []).append(time_stage(run, frames))
+                row.setdefault(f"matte:{name}", []).append(time_stage(m.matte, frames))
                 _close(m)
                 an = SenderAnalyzer(MediaPipeFaceTracker(TrackerConfig(max_faces=1)), make())
                 row.setdefault(f"analyzer:{name}", []).append(time_stage(an.analyze, frames))
@@ -312,14 +299,6 @@ def _close(m: object) -> None:
         close()
 
 
-def faces_of(images: list[U8]) -> list[FaceObservation | None]:
-    """The tracker's faces for a sequence, as the sender hands them to the matte."""
-    tr = MediaPipeFaceTracker(TrackerConfig(max_faces=1))
-    faces = [tr.track(f) for f in frames_of(images)]
-    tr.close()
-    return faces
-
-
 def _auto() -> AutoMatter:
     return AutoMatter(chroma=ChromaMatter(), learned=LearnedMatter())
 
@@ -329,12 +308,11 @@ def quality(images: list[U8]) -> tuple[dict[str, Any], dict[str, Any]]:
     (to show how much of its error the spill causes)."""
     truths = gt_alpha(images)
     comps, _, _ = make_green_set(images, alphas=truths)
-    faces = faces_of(comps)
     scores: dict[str, Any] = {}
     keep: dict[str, Any] = {"comp": comps[-1], "true": truths[-1]}
     for name, mk in _matters():
         m = mk()
-        preds = [m.matte(f, faces[f.index]) for f in frames_of(comps)]
+        preds = [m.matte(f) for f in frames_of(comps)]
         scores[name] = matting_metrics(preds, truths) | iou_mad(preds[-1], truths[-1])
         keep[name] = preds[-1]
         if isinstance(m, ChromaMatter):
@@ -342,7 +320,7 @@ def quality(images: list[U8]) -> tuple[dict[str, Any], dict[str, Any]]:
         _close(m)
     clean, _, _ = make_green_set(images, alphas=truths, spill=0.0)
     cm = ChromaMatter()
-    preds = [cm.matte(f, None) for f in frames_of(clean)]
+    preds = [cm.matte(f) for f in frames_of(clean)]
     scores["chroma_without_spill"] = matting_metrics(preds, truths)
     scores["truth_soft_mass_x1e3"] = far_soft_mass(truths)
     return scores, keep
@@ -533,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     cm = ChromaMatter()
     alpha = None
     for f in frames_of(d0):
-        alpha = cm.matte(f, None)
+        alpha = cm.matte(f)
     real: dict[str, Any] = {"frame": d0[-1], "alpha": alpha, "fg": cm.foreground()}
     assert alpha is not None
     indep = independent_key(d0[-1])

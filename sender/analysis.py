@@ -10,10 +10,9 @@ from facewire.shared.types import CapturedFrame, FaceObservation, FaceTracker, F
 
 class SenderAnalyzer:
     """Runs the tracker and the matter on each frame, side by side: the tracker on a thread of its own, the
-    matter on the caller's, asking for the face only where its matte depends on it (MediaPipe releases the
-    GIL, so on two cores a frame's analysis takes about the longer of the two instead of their sum: ~6 ms
-    each at 640x480). `last_timings_ms` holds each stage's own wall time for the last frame (the matter's
-    includes any wait for the face), for the bench and the sender's stats; a matter of None sends no alpha
+    matter on the caller's (MediaPipe releases the GIL, so on two cores a frame's analysis takes about the
+    longer of the two instead of their sum: ~6 ms each at 640x480). `last_timings_ms` holds each stage's own
+    wall time for the last frame, for the bench and the sender's stats; a matter of None sends no alpha
     (--matte none). One caller at a time; the tracker is only ever run on its thread."""
 
     def __init__(self, tracker: FaceTracker, matter: Matter | None) -> None:
@@ -31,7 +30,7 @@ class SenderAnalyzer:
         tracking = self._tracking.submit(self._track, frame)
         start = time.perf_counter()
         try:
-            alpha = self.matter.matte(frame, lambda: tracking.result()[0]) if self.matter is not None else None
+            alpha = self.matter.matte(frame) if self.matter is not None else None
         finally:
             face, track_ms = tracking.result()  # the tracker is never left running into the next call
         self.last_timings_ms = {"track": track_ms, "matte": (time.perf_counter() - start) * 1e3}

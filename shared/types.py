@@ -8,9 +8,8 @@ Timestamps are integer microseconds since the Unix epoch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol, TypeAlias
+from typing import Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -77,22 +76,11 @@ class FaceTracker(Protocol):
     def close(self) -> None: ...
 
 
-# The frame's face, or a call that waits for it: the sender tracks the face while the matter works (both are
-# ~6 ms at 640x480 and MediaPipe releases the GIL), so a matter asks for the face only when it needs it.
-FaceSource: TypeAlias = FaceObservation | None | Callable[[], FaceObservation | None]
-
-
-def face_of(source: FaceSource) -> FaceObservation | None:
-    """The face a FaceSource gives (waiting for the tracker when it is a call)."""
-    return source() if callable(source) else source
-
-
 class Matter(Protocol):
     name: str
 
-    def matte(self, frame: CapturedFrame, face: FaceSource) -> Alpha:
-        """Foreground alpha for the frame (HxW float32 in [0, 1]). `face`: the frame's face, asked for only
-        where the matte depends on it."""
+    def matte(self, frame: CapturedFrame) -> Alpha:
+        """Foreground alpha for the frame (HxW float32 in [0, 1]); the sender tracks the face meanwhile."""
         ...
 
     def foreground(self) -> Image | None:

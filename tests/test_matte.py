@@ -14,8 +14,8 @@ from facewire.sender.analysis import SenderAnalyzer
 from facewire.sender.matte import make_matter
 from facewire.sender.matte.auto import AutoConfig, AutoMatter, screen_score
 from facewire.sender.matte.chroma import ChromaConfig, ChromaMatter, estimate_screen, push_pull_fill
-from facewire.sender.matte.learned import LearnedConfig, LearnedMatter
-from facewire.shared.types import CapturedFrame, FaceObservation, FaceSource, HeadPose, face_of
+from facewire.sender.matte.learned import LearnedMatter
+from facewire.shared.types import CapturedFrame, FaceObservation, HeadPose
 
 CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
 H, W = 240, 320
@@ -143,41 +143,6 @@ def test_learned_matte_on_astronaut() -> None:
     assert np.all(a[far_bg] == 0.0) and np.all(a[far_fg] == 1.0)
 
 
-def _face(tx: float, ty: float, scale: float = 40.0) -> FaceObservation:
-    pose = HeadPose(yaw=0.0, pitch=0.0, roll=0.0, tx=tx, ty=ty, scale=scale)
-    return FaceObservation(landmarks=np.zeros((478, 3), np.float32), pose=pose, confidence=1.0)
-
-
-def test_learned_mask_carried_by_face_motion() -> None:
-    img = np.ascontiguousarray(data.astronaut()[:, :, ::-1])
-    # the picture two pixels to the right, as if the person moved
-    shift = np.array([[1.0, 0.0, 2.0], [0.0, 1.0, 0.0]], np.float32)
-    shifted = np.asarray(cv2.warpAffine(img, shift, (img.shape[1], img.shape[0]), borderMode=cv2.BORDER_REPLICATE), np.uint8)
-    m = LearnedMatter(LearnedConfig(seg_every=2))
-    try:
-        first = m.matte(_frame(img, 0), _face(220.0, 140.0))
-        assert m.last_segmented
-        carried = m.matte(_frame(shifted, 1), _face(222.0, 140.0))
-        assert not m.last_segmented  # a still face: the mask is carried, not recomputed
-        fresh = m.matte(_frame(shifted, 2), _face(222.0, 140.0))
-        assert m.last_segmented  # every second frame runs the network
-
-        def centre_x(a: np.ndarray) -> float:
-            return float((a * np.arange(a.shape[1])[None, :]).sum() / a.sum())
-
-        # the carried matte moved right with the person (less than 2 px overall: the person is cut
-        # off by the frame's edge) and is nearer what the network makes of the new frame than the
-        # unmoved one is
-        assert 1.0 < centre_x(carried) - centre_x(first) < 2.5
-        assert _mad(carried, fresh) < _mad(first, fresh)
-        m.matte(_frame(img, 3), _face(260.0, 140.0))
-        assert m.last_segmented  # the face moved a whole face width: segment afresh
-        m.matte(_frame(img, 4), None)
-        assert m.last_segmented  # no face to carry the mask by
-    finally:
-        m.close()
-
-
 def test_auto_switches_with_hysteresis() -> None:
     green, _ = _scene((70, 170, 60))
     plain = np.ascontiguousarray(cv2.resize(data.astronaut()[:, :, ::-1], (W, H)))
@@ -241,23 +206,19 @@ class _Rendezvous:
 
     name = "rendezvous"
 
-    def __init__(self, face_needed: bool) -> None:
-        self.face_needed = face_needed
+    def __init__(self) -> None:
         self.tracking, self.matting = threading.Event(), threading.Event()
         self.overlapped: list[bool] = []
         self.face = FaceObservation(np.zeros((478, 3), np.float32), HeadPose(0, 0, 0, 320, 240, 100), 1.0)
-        self.seen: FaceObservation | None = None
 
     def track(self, frame: CapturedFrame) -> FaceObservation | None:
         self.tracking.set()
         self.overlapped.append(self.matting.wait(5.0))
         return self.face
 
-    def matte(self, frame: CapturedFrame, face: FaceSource) -> np.ndarray:
+    def matte(self, frame: CapturedFrame) -> np.ndarray:
         self.matting.set()
         self.overlapped.append(self.tracking.wait(5.0))
-        if self.face_needed:
-            self.seen = face_of(face)
         return np.ones(frame.image.shape[:2], np.float32)
 
     def foreground(self) -> None:
@@ -270,38 +231,11 @@ class _Rendezvous:
         pass
 
 
-@pytest.mark.parametrize("face_needed", [False, True])
-def test_analyzer_tracks_while_the_matter_works(face_needed: bool) -> None:
-    both = _Rendezvous(face_needed)
+def test_analyzer_tracks_while_the_matter_works() -> None:
+    both = _Rendezvous()
     analysis = SenderAnalyzer(both, both).analyze(_frame(np.zeros((48, 64, 3), np.uint8)))
     assert both.overlapped == [True, True]
     assert analysis.face is both.face and analysis.alpha is not None
-    assert both.seen is (both.face if face_needed else None)  # asked for, the face is the frame's
-
-
-def test_learned_matter_asks_for_the_face_after_its_fresh_matte() -> None:
-    """The fresh matte is made before the face is needed (the tracker works meanwhile)."""
-    img = data.astronaut()[:, :, ::-1].copy()
-    m = LearnedMatter(LearnedConfig(seg_every=2))
-    calls: list[str] = []
-    segment = m._segment
-
-    def counted_segment(small: np.ndarray) -> np.ndarray:
-        calls.append("network")
-        return segment(small)
-
-    m._segment = counted_segment  # type: ignore[method-assign]
-    face = FaceObservation(np.zeros((478, 3), np.float32), HeadPose(0, 0, 0, 250, 200, 100), 1.0)
-
-    def later() -> FaceObservation:
-        calls.append("face")
-        return face
-
-    for index in range(2):
-        m.matte(CapturedFrame(index=index, ts_us=index * 33_000, image=img), later)
-    # frame 0 has nothing to carry: the face only for the pose it records; frame 1 may carry: it judges by the face
-    assert calls == ["network", "face", "network", "face"]
-    assert not m.last_segmented  # the same picture and face: carried
 
 
 @pytest.mark.skipif(not (CLIPS / "d0.mp4").exists(), reason="needs ../shared/data/clips/d0.mp4 (real green screen)")

@@ -312,18 +312,18 @@ def test_rvm_carries_recurrent_state_and_resets(models: Registry) -> None:
     img[:, :, 2] = 200  # R in BGR
     frame = CapturedFrame(0, 0, img)
     red_half = 200 / 255 / 2
-    got = [float(matter.matte(frame, None).mean()) for _ in range(3)]
+    got = [float(matter.matte(frame).mean()) for _ in range(3)]
     np.testing.assert_allclose(got, [red_half + so.RVM_STEP * k for k in range(3)], atol=1e-5)
-    alpha = matter.matte(frame, None)
+    alpha = matter.matte(frame)
     assert alpha.shape == (48, 64) and alpha.dtype == np.float32
     matter.reset()
-    assert float(matter.matte(frame, None).mean()) == pytest.approx(red_half, abs=1e-5)
-    matter.matte(frame, None)
+    assert float(matter.matte(frame).mean()) == pytest.approx(red_half, abs=1e-5)
+    matter.matte(frame)
     # A new frame size starts from a fresh state too.
-    assert float(matter.matte(CapturedFrame(1, 0, np.ascontiguousarray(img[:32, :32])), None).mean()) == pytest.approx(
+    assert float(matter.matte(CapturedFrame(1, 0, np.ascontiguousarray(img[:32, :32]))).mean()) == pytest.approx(
         red_half, abs=1e-5)
     with pytest.raises(ValueError):
-        matter.matte(CapturedFrame(2, 0, np.zeros((4, 4), np.uint8)), None)
+        matter.matte(CapturedFrame(2, 0, np.zeros((4, 4), np.uint8)))
 
 
 def test_rvm_loader(models: Registry, tmp_path: Path) -> None:

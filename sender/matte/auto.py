@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from facewire.sender.matte.chroma import ScreenEstimate, estimate_screen, opponent
-from facewire.shared.types import Alpha, CapturedFrame, FaceSource, Image, Matter
+from facewire.shared.types import Alpha, CapturedFrame, Image, Matter
 
 Choice = Literal["chroma", "learned"]
 
@@ -98,9 +98,9 @@ class AutoMatter:
         screen-free colours), or None when it has none and the frame itself is the foreground."""
         return (self.chroma if self.active == "chroma" else self.learned).foreground()
 
-    def matte(self, frame: CapturedFrame, face: FaceSource = None) -> Alpha:
+    def matte(self, frame: CapturedFrame) -> Alpha:
         if self.active is None or self._frames % self.config.check_every == 0:
             self._decide(frame.image)
         self._frames += 1
         m = self.chroma if self.active == "chroma" else self.learned
-        return m.matte(frame, face)
+        return m.matte(frame)

@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from facewire.sender.matte.guided import refine_in_band
-from facewire.shared.types import Alpha, CapturedFrame, FaceSource, Image
+from facewire.shared.types import Alpha, CapturedFrame, Image
 
 F32 = npt.NDArray[np.float32]
 
@@ -291,7 +291,7 @@ class ChromaMatter:
             self._trust = np.maximum(self._trust * self.config.plate_memory, m).astype(np.float32)
         return push_pull_fill(self._plate, self._trust)
 
-    def matte(self, frame: CapturedFrame, face: FaceSource = None) -> Alpha:
+    def matte(self, frame: CapturedFrame) -> Alpha:
         img = frame.image
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
             raise ValueError(f"expected an HxWx3 uint8 BGR image, got {img.shape} {img.dtype}")

@@ -10,29 +10,23 @@ would otherwise convert the whole frame, shrink it to the network's input and bl
 up to the frame's size, all of which costs more than the network itself (measured at 640x480 on
 one core: 3.2 ms a call at full size, 2.4 ms at 320x240) and adds nothing the network can see.
 
-Segmenting and refining cost about as much as the face tracker, and run on every frame, beside the
-tracker (the sender tracks the face while this matter works: SenderAnalyzer). A frame that shows
-nothing new keeps the last matte, for a steady outline: at most every other frame (`seg_every`),
-when the face has barely moved since the last segmented frame (under 3% of a face width and of its
-size by default) and the picture around the outline has not changed beyond that motion (hair,
-hands and shoulders move on their own), that frame's matte is carried over, moved by the face's
-motion (the tracker's head position and scale, a similarity transform). Otherwise, and with no
-face or in a new scene, the fresh matte is kept. Carrying by the head's motion alone strayed on a
-fast clip (up to 0.07 mean absolute difference from a fresh matte), hence the two gates.
+Every frame is segmented and refined afresh (~6 ms at 640x480 on one core, about the face tracker's
+cost, which the sender runs beside it: SenderAnalyzer). A matte carried over from the last frame by
+the face's motion saved that while the two ran one after the other; beside the tracker it saved
+nothing, cost ~0.8 ms a frame in checks, and differed from a fresh matte by 0.002-0.006 mean
+absolute difference (d6, w1, d12).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 
 from facewire.sender.matte.edges import decontaminate
 from facewire.sender.matte.guided import refine_in_band
-from facewire.shared.types import Alpha, CapturedFrame, FaceSource, HeadPose, Image, face_of
+from facewire.shared.types import Alpha, CapturedFrame, Image
 
 
 @dataclass(frozen=True)
@@ -40,19 +34,12 @@ class LearnedConfig:
     """model: 0 general (256x256), 1 landscape (256x144, faster). seg_width: the frame is reduced
     to about this width before segmentation (never enlarged). guide_scale: the guided filter's
     coefficients are solved at this fraction of full resolution. band: mask values between band
-    and 1 - band are refined. seg_every: run the network on every n-th frame and carry its mask
-    by the face's motion in between (1: every frame). max_carry: the largest face motion, in face
-    widths (two canonical units), a mask is carried over; more, and the network runs. max_change:
-    the largest mean grey-level change around the outline (after that motion) a mask is carried
-    over. full_res_refine: evaluate the guided filter at the frame's size instead of the reduced
+    and 1 - band are refined. full_res_refine: evaluate the guided filter at the frame's size instead of the reduced
     frame's (then upsampled): sharper by about half a pixel, ~1.5 ms more at 640x480; the frame
     messages carry the matte at 1/8 size, so only keyframes could show the difference."""
 
     model: int = 1
     seg_width: int = 320
-    seg_every: int = 2
-    max_carry: float = 0.03
-    max_change: float = 4.0
     full_res_refine: bool = False
     guide_scale: float = 0.25
     guide_radius: int = 2
@@ -60,8 +47,6 @@ class LearnedConfig:
     band: float = 0.03
 
     def __post_init__(self) -> None:
-        if self.seg_every < 1 or self.max_carry < 0 or self.max_change < 0:
-            raise ValueError(f"seg_every must be >= 1 and max_carry >= 0, got {self.seg_every}, {self.max_carry}")
         if self.seg_width < 64:
             raise ValueError(f"seg_width must be >= 64, got {self.seg_width}")
         if self.model not in (0, 1):
@@ -90,13 +75,7 @@ class LearnedMatter:
         return self._seg
 
     def reset(self) -> None:
-        """Forget the carried mask: the next frame is segmented afresh."""
-        self._alpha: Alpha | None = None  # the matte of the last segmented frame
-        self._mask_pose: HeadPose | None = None
-        self._grey: Image | None = None  # the reduced frame (grey) that matte was made from
-        self._edge: npt.NDArray[np.uint8] | None = None  # where that mask was unsure, widened
-        self._carried = 0
-        self.last_segmented = False
+        """Forget the last frame (kept for foreground())."""
         self._last: tuple[Image, Alpha] | None = None  # the last frame and its matte, for foreground()
 
     def close(self) -> None:
@@ -127,40 +106,6 @@ class LearnedMatter:
         mask = self._segment(self._small(img))
         return np.asarray(cv2.resize(mask, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR), np.float32)
 
-    def _carry(self, small: Image, frame_w: int, face_source: FaceSource) -> npt.NDArray[np.float64] | None:
-        """The face's motion since the last segmented frame as a 2x3 similarity in full-frame
-        pixels, when that frame's matte may be carried over to this one; else None (none yet,
-        due for a fresh one, no face now or then, other size, large motion, changed picture).
-        The face is asked for last: a frame due for a fresh matte is segmented while it is tracked."""
-        then, grey_then, edge_then = self._mask_pose, self._grey, self._edge
-        if then is None or grey_then is None or edge_then is None or self._alpha is None:
-            return None
-        if self._carried + 1 >= self.config.seg_every:
-            return None
-        if grey_then.shape != small.shape[:2] or self._alpha.shape[1] != frame_w:
-            return None  # another frame size
-        face = face_of(face_source)
-        if face is None or face.state != "tracked":
-            return None
-        now = face.pose
-        ratio = now.scale / max(then.scale, 1e-6)
-        moved = math.hypot(now.tx - then.tx, now.ty - then.ty) / max(2.0 * then.scale, 1e-6)
-        if moved > self.config.max_carry or abs(math.log(max(ratio, 1e-6))) > self.config.max_carry:
-            return None
-        # similarity about the head: (tx, ty) then -> (tx, ty) now, scaled by the face's size ratio
-        full = np.array([[ratio, 0.0, now.tx - ratio * then.tx], [0.0, ratio, now.ty - ratio * then.ty]])
-        k = small.shape[1] / frame_w
-        m = full * np.array([[1.0, 1.0, k], [1.0, 1.0, k]])
-        size = (small.shape[1], small.shape[0])
-        # the picture around the outline must not have changed beyond that motion (hair, hands and
-        # shoulders move on their own): mean absolute difference there, in grey levels
-        grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
-        moved_grey = cv2.warpAffine(grey_then, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        edge = cv2.warpAffine(edge_then, m, size, flags=cv2.INTER_NEAREST)
-        if cv2.countNonZero(edge) and cv2.mean(cv2.absdiff(grey, moved_grey), edge)[0] > self.config.max_change:
-            return None
-        return full
-
     def _refine(self, img: Image, small: Image, mask_small: Alpha) -> Alpha:
         """The network's mask with its uncertain band snapped to the picture's edges by the guided
         filter, at the frame's size."""
@@ -183,8 +128,9 @@ class LearnedMatter:
             mask_low = np.asarray(cv2.resize(mask, (sw, sh), interpolation=cv2.INTER_AREA), np.float32)
         return refine_in_band(mask, guide_low, mask_low, img, c.guide_radius, eps, lo=c.band)
 
-    def matte(self, frame: CapturedFrame, face: FaceSource = None) -> Alpha:
-        alpha = self._matte(frame, face)
+    def matte(self, frame: CapturedFrame) -> Alpha:
+        small = self._small(frame.image)
+        alpha = self._refine(frame.image, small, self._segment(small))
         self._last = (frame.image, alpha)
         return alpha
 
@@ -198,36 +144,6 @@ class LearnedMatter:
             return None
         image, alpha = self._last
         return decontaminate(image, alpha)
-
-    def _matte(self, frame: CapturedFrame, face: FaceSource) -> Alpha:
-        c = self.config
-        img = frame.image
-        small = self._small(img)
-        h, w = img.shape[:2]
-        # The fresh matte is made before the carry is judged, even on a frame that will be carried: the judgement
-        # needs the frame's face, which the sender tracks meanwhile (SenderAnalyzer), so the matte's ~6 ms overlap
-        # the tracker's instead of following them. A carry now spends CPU (~3 ms a carried frame) for stability.
-        mask_small = self._segment(small)
-        fresh = self._refine(img, small, mask_small)
-        motion = self._carry(small, w, face)
-        self.last_segmented = motion is None
-        if motion is not None and self._alpha is not None:
-            self._carried += 1
-            if abs(motion[0, 0] - 1.0) < 1e-3 and math.hypot(motion[0, 2], motion[1, 2]) < 0.25:
-                return self._alpha.copy()
-            # a similarity keeps exact 0s and 1s away from the outline
-            return np.asarray(
-                cv2.warpAffine(self._alpha, motion, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE), np.float32
-            )
-        alpha = fresh
-        self._carried = 0
-        if c.seg_every > 1:
-            tracked = face_of(face)
-            self._mask_pose = tracked.pose if tracked is not None and tracked.state == "tracked" else None
-            self._alpha = alpha
-            self._grey = np.asarray(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY), np.uint8)
-            self._edge = np.asarray(cv2.dilate(cv2.inRange(mask_small, 0.05, 0.95), np.ones((5, 5), np.uint8)), np.uint8)
-        return alpha
 
 
 def _certain(mask: Alpha, band: float) -> Alpha:

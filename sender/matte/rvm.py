@@ -15,7 +15,7 @@ import numpy.typing as npt
 from facewire.shared.models.onnx import BoundSession, SessionConfig, default_threads
 from facewire.shared.models.registry import ModelNotInstalledError, Registry
 from facewire.shared.models.variants import load_model
-from facewire.shared.types import Alpha, CapturedFrame, FaceSource, Image, Matter
+from facewire.shared.types import Alpha, CapturedFrame, Image, Matter
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class RvmMatter:
         pha = out["pha"].reshape(out["pha"].shape[-2:]).astype(np.float32)
         return np.clip(pha, 0.0, 1.0)
 
-    def matte(self, frame: CapturedFrame, face: FaceSource) -> Alpha:
+    def matte(self, frame: CapturedFrame) -> Alpha:
         return self.alpha(frame.image)
 
     def foreground(self) -> Image | None:
