@@ -31,9 +31,10 @@ class SenderAnalyzer:
         start = time.perf_counter()
         try:
             alpha = self.matter.matte(frame) if self.matter is not None else None
+            matte_ms = (time.perf_counter() - start) * 1e3
         finally:
             face, track_ms = tracking.result()  # the tracker is never left running into the next call
-        self.last_timings_ms = {"track": track_ms, "matte": (time.perf_counter() - start) * 1e3}
+        self.last_timings_ms = {"track": track_ms, "matte": matte_ms}
         return FrameAnalysis(frame=frame, face=face, alpha=alpha)
 
     def foreground(self) -> Image | None:
