@@ -416,6 +416,15 @@ class FrameCoder:
         self._prepare_alpha_fix(analysis, prepared, reference)
         return Outgoing(CodedFrame(analysis, prepared), keyframe, tuple(setups), reference=reference)
 
+    def await_first_keyframe(self, timeout_s: float) -> None:
+        """Live, on the analysing thread: while a session's first keyframe is being built, wait for the build
+        (at most `timeout_s`). Its receiver shows nothing before that keyframe and the newest frame after it,
+        so frames analysed meanwhile would only be dropped there; they took the cores from the build, which
+        runs at the worker's lower priority (150-180 ms from a session's start to its first keyframe)."""
+        pending = self._pending
+        if pending is not None and self._bare.is_set():
+            concurrent.futures.wait([pending], timeout_s)
+
     def finish(self) -> KeyframePackage | None:
         """The input ended: the keyframe still being built, once built (None when none was). For the
         uplink, once the analysing thread is done: a clip shorter than the first keyframe's build still

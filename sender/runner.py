@@ -24,6 +24,9 @@ from facewire.shared.wire import messages as m
 from facewire.shared.wire.streamfile import StreamHeader, StreamWriter
 
 log = logging.getLogger(__name__)
+# The most the analysing thread waits for a session's first keyframe before it analyses the next frame (a build
+# takes ~60-100 ms at 640x480; a stalled one must not stop the frames for long).
+FIRST_KEYFRAME_WAIT_S = 1.0
 
 
 def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, identities: IdentityBook | None,
@@ -190,6 +193,7 @@ def _analyse(frames: LatestBox[CapturedFrame], source_paced: bool, analyzer: Ana
             # a file read as fast as it goes loses no frame here either: it waits for the uplink to take the last
             slot.put(dataclasses.replace(item, times=StageTimes(frame.ts_us, start, analysed, now_us())),
                      wait=not source_paced)
+            coder.await_first_keyframe(FIRST_KEYFRAME_WAIT_S)
     except BaseException as exc:  # noqa: BLE001 - handed to the event loop, which re-raises it
         errors.append(exc)
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,27 @@ def test_frames_before_the_first_keyframe_wait_for_it_and_go_right_behind_it() -
     assert len(frames) == len(items) + 1 and stream.waiting == 0
     assert [frame.seq for frame in frames] == sorted(frame.seq for frame in frames)
     assert [frame.dt_ms for frame in frames[:len(items)]] == [round(i * 33.333) for i in range(len(items))]
+
+
+def test_the_live_analysis_waits_for_a_sessions_first_keyframe_and_for_no_other() -> None:
+    items, coder, builds = _background_items(1)
+    waiting = threading.Thread(target=coder.await_first_keyframe, args=(30.0,))
+    waiting.start()
+    waiting.join(0.3)
+    assert waiting.is_alive()  # the first keyframe's build is held: the analysing thread waits for it
+    builds.run()
+    waiting.join(10.0)
+    assert not waiting.is_alive()
+    assert coder.finish() is not None  # the receiver holds a keyframe now
+    coder.policy.request()
+    analyzer = SyntheticAnalyzer()
+    image = np.random.default_rng(4).integers(0, 255, (240, 320, 3), np.uint8)
+    coder.code(analyzer, analyzer.analyze(CapturedFrame(1, 33_333, image)))
+    assert len(builds.builds) == 2 and not builds.builds[1][0].done()  # a later keyframe, still being built
+    later = threading.Thread(target=coder.await_first_keyframe, args=(30.0,))
+    later.start()
+    later.join(10.0)
+    assert not later.is_alive()  # is not waited for: the receiver shows frames from the one it holds
 
 
 def test_setups_that_come_while_frames_wait_go_in_order_with_them() -> None:
