@@ -65,6 +65,15 @@ FRAME_BYTES_PRIOR = 30
 START_OTHER_BYTES = 128
 KEYFRAME_ALPHA_PRIOR = 1300  # a keyframe's alpha at 1/2 size, bytes (1.0-1.5 KB on the 8 clips' first frames)
 THIN_ALPHA_PRIOR = 650  # at THIN_ALPHA_FACTOR and THIN_ALPHA_QUALITY (~0.63 KB)
+# A file too short to hold the picture's floor and the thin alpha beside the frames' share (d0, 3.1 s at 6 kbps: its
+# start alone, 2.5 KB, was more than the file's 2.3 KB) holds the ceiling all the same: the frames give up their share
+# down to every SHORT_FILE_STEP-th input frame (their cost at FRAME_BYTES_PRIOR), and the keyframe takes what that
+# leaves, down to MIN_SHORT_PICTURE_BYTES of picture at a coarser scale (d0's first frame at 700 B: 1/2 scale, AVIF
+# quality 11, softer but a face; at 500 B 1/4, mush) with the alpha at 1/8 size (~150 B where 1/4 was ~410).
+SHORT_FILE_STEP = 3
+MIN_SHORT_PICTURE_BYTES = 600
+TINY_ALPHA_FACTOR = 8
+TINY_ALPHA_PRIOR = 160
 # A session's first keyframe sized to a short file takes the thin alpha when the usual one would be more than this
 # share of what the file's length leaves it (at 16 kbps: files under ~4 s): d0, 3.1 s, picture AVIF quality 11 -> 23,
 # face SSIM 0.858 -> 0.865 (alpha MAD ~0.003 -> ~0.010).
@@ -198,7 +207,7 @@ class Budget:
         """The media seconds the session has left after `ts_us` (infinite when its end is not known)."""
         return math.inf if self.ends_us is None else max(self.ends_us - ts_us, 0) / 1e6
 
-    def start_room(self, ts_us: int, other_bytes: int) -> int | None:
+    def start_room(self, ts_us: int, other_bytes: int, frame_bytes: int = 0) -> int | None:
         """The most a session's first keyframe (picture, alpha and face code) may take so that the whole session
         holds the ceiling: what its remaining seconds allow less the frames' expected cost (at most the pacer's
         share), `other_bytes` (the setups going with it, an intra first frame) and the identity. None when the
@@ -207,29 +216,38 @@ class Budget:
         if math.isinf(seconds):
             return None
         allowance = self.ceiling_bps * seconds / 8
-        frames = min(FRAMES_SHARE * allowance, FRAME_BYTES_PRIOR * self.fps * seconds)
-        return max(int(allowance - frames - other_bytes - START_OTHER_BYTES), 0)
+        every = max(FRAME_BYTES_PRIOR, frame_bytes) * self.fps * seconds  # every frame's cost
+        frames = min(FRAMES_SHARE * allowance, every)
+        room = allowance - frames - other_bytes - START_OTHER_BYTES
+        floor = MIN_KEYFRAME_BYTES + THIN_ALPHA_PRIOR
+        if room < floor:  # too short for the floor beside the frames' share: they give up some of it (SHORT_FILE_STEP)
+            room = max(room, min(allowance - min(frames, every / SHORT_FILE_STEP) - other_bytes - START_OTHER_BYTES, floor))
+        return max(int(room), 0)
 
 
-def first_keyframe_plan(wanted: int, room: int | None) -> tuple[int, int | None, bool]:
-    """A keyframe's picture budget, the most the whole keyframe may take (None: no such limit) and whether its alpha
-    is the thin one, for a picture that wants `wanted` bytes when what the session's length leaves it is `room`
+def first_keyframe_plan(wanted: int, room: int | None) -> tuple[int, int | None, tuple[int, int]]:
+    """A keyframe's picture budget, the most the whole keyframe may take (None: no such limit) and its alpha's
+    (factor, AVIF quality), for a picture that wants `wanted` bytes when what the session's length leaves it is `room`
     (`Budget.start_room`; None: not a session's first keyframe, or its end is not known).
 
     The alpha's priors are AVIF's: without its container (`keyframe-av1`) the alpha leaves ~260 bytes of the room
     unspent, and that is kept. Given to the picture (the room less the raw alpha), d0 (3.1 s at 16 kbps) went
     13.6 -> 14.3 kbps real for face SSIM +0.0002, where SVT-AV1 gains 0.004 over that step."""
-    budget, thin_alpha = wanted, False
-    if room is not None and room - KEYFRAME_ALPHA_PRIOR < budget:
-        # never below the floor a thin ceiling gets: a file too short to hold even that keeps the picture
-        # (d0, 3.1 s at 6 kbps: over either way, a softer keyframe only cost face SSIM 0.84 -> 0.81)
-        budget = max(room - KEYFRAME_ALPHA_PRIOR, min(budget, MIN_KEYFRAME_BYTES))
-        room = room if budget > MIN_KEYFRAME_BYTES else None
-        # a picture that the length holds above the floor but below what it wanted: where the usual alpha takes a
-        # large share of the room, the thin one leaves the picture the difference
-        if room is not None and ALPHA_ROOM_SHARE * room < KEYFRAME_ALPHA_PRIOR:
-            budget, thin_alpha = min(wanted, room - THIN_ALPHA_PRIOR), True
-    return budget, room, budget <= MIN_KEYFRAME_BYTES or thin_alpha
+    usual, thin = (ALPHA_FACTOR, ALPHA_QUALITY), (THIN_ALPHA_FACTOR, THIN_ALPHA_QUALITY)
+    if room is None or room - KEYFRAME_ALPHA_PRIOR >= wanted:
+        return wanted, room, thin if wanted <= MIN_KEYFRAME_BYTES else usual
+    if room - THIN_ALPHA_PRIOR < min(wanted, MIN_KEYFRAME_BYTES):
+        # a file too short for the floor (SHORT_FILE_STEP): a smaller picture at a coarser scale, the smallest alpha
+        budget = min(wanted, max(room - TINY_ALPHA_PRIOR, MIN_SHORT_PICTURE_BYTES))
+        return budget, room if budget <= room - TINY_ALPHA_PRIOR else None, (TINY_ALPHA_FACTOR, THIN_ALPHA_QUALITY)
+    budget = max(room - KEYFRAME_ALPHA_PRIOR, min(wanted, MIN_KEYFRAME_BYTES))
+    if budget <= MIN_KEYFRAME_BYTES:
+        return budget, None, thin  # the floor a thin ceiling gets
+    # a picture that the length holds above the floor but below what it wanted: where the usual alpha takes a
+    # large share of the room, the thin one leaves the picture the difference
+    if ALPHA_ROOM_SHARE * room < KEYFRAME_ALPHA_PRIOR:
+        return min(wanted, room - THIN_ALPHA_PRIOR), room, thin
+    return budget, room, usual
 
 
 @dataclass(frozen=True)
@@ -386,7 +404,8 @@ class FrameCoder:
         keyframe = None
         if self._pending is not None and self._pending.done():
             keyframe, self._pending = self._adopt(self._pending.result()), None
-        if self._pending is None and self.policy.decide(analysis, drift, self.budget.drift_gap_s(self._last_keyframe_bytes)):
+        if self._pending is None and self.policy.decide(analysis, drift, self.budget.drift_gap_s(self._last_keyframe_bytes),
+                                                        self.own_keyframes(ts_us)):
             # The despilled foreground is costly (~20 ms), so it is asked for keyframes only.
             build = self._keyframe_build(dataclasses.replace(analysis, foreground=analyzer.foreground()), prepared,
                                          sum(len(payload) for _, payload in setups))
@@ -424,6 +443,13 @@ class FrameCoder:
         pending = self._pending
         if pending is not None and self._bare.is_set():
             concurrent.futures.wait([pending], timeout_s)
+
+    def own_keyframes(self, ts_us: int) -> bool:
+        """Whether a keyframe of the sender's own (periodic, drifted) may still come after `ts_us`: not when the rest
+        of a session of known length cannot repay one in the share drifted ones get. It would take what moves the
+        picture (the frames at a thin ceiling, the layer) for the little time left to show it (d3, d6 at 6 kbps:
+        1.9 KB of a keyframe 1.5-2 s before the end, d6's never complete)."""
+        return self.budget.remaining_s(ts_us) >= self.budget.drift_gap_s(self._last_keyframe_bytes)
 
     def finish(self) -> KeyframePackage | None:
         """The input ended: the keyframe still being built, once built (None when none was). For the
@@ -516,10 +542,10 @@ class FrameCoder:
         # (a recording's session is the coder's: its first keyframe comes without a restart)
         # (and the first frame, intra, costs about the face code the keyframe carries)
         first_frame = min(map(len, codes.values()), default=0)
-        room = self.budget.start_room(analysis.frame.ts_us, setup_bytes + first_frame) if bare or self.kf == 0 else None
-        budget, room, thin = first_keyframe_plan(budget, room)
-        hints = (self._quality_hint, self._scale_hint, THIN_ALPHA_FACTOR if thin else ALPHA_FACTOR,
-                 THIN_ALPHA_QUALITY if thin else ALPHA_QUALITY)
+        room = self.budget.start_room(analysis.frame.ts_us, setup_bytes + first_frame, first_frame) \
+            if bare or self.kf == 0 else None
+        budget, room, alpha = first_keyframe_plan(budget, room)
+        hints = (self._quality_hint, self._scale_hint, *alpha)
         raw = self.budget.keyframe_av1
 
         def build() -> BuiltKeyframe:

@@ -47,10 +47,12 @@ class KeyframePolicy:
         """The receiver asked for a keyframe (any thread); served within the rate limit."""
         self._peer_requested.set()
 
-    def decide(self, analysis: FrameAnalysis, drift: float = 0.0, drift_gap_s: float | None = None) -> bool:
+    def decide(self, analysis: FrameAnalysis, drift: float = 0.0, drift_gap_s: float | None = None,
+               own: bool = True) -> bool:
         """Whether this frame becomes a keyframe (the analysing thread only); a yes counts as sent.
         `drift`: the expected loss of the best keyframe held for this frame; `drift_gap_s`: the least
-        time between drifted keyframes now, if longer than the policy's own (a thin budget's)."""
+        time between drifted keyframes now, if longer than the policy's own (a thin budget's); `own`: whether
+        the sender's own keyframes (periodic, drifted) may come now (requested ones always may)."""
         ts = analysis.frame.ts_us
         requested = self._requested.is_set()
         if requested:
@@ -61,8 +63,8 @@ class KeyframePolicy:
             self._peer_requested.clear()
             self._last_peer_us = ts
         gap_s = max(self.drift_gap_s, drift_gap_s or 0.0)
-        drifted = drift > self.drift_cost and self._last_us is not None and ts - self._last_us >= gap_s * 1e6
-        if not (requested or peer or drifted or self._due(analysis)):
+        drifted = own and drift > self.drift_cost and self._last_us is not None and ts - self._last_us >= gap_s * 1e6
+        if not (requested or peer or drifted or (own and self._due(analysis))):
             return False
         self._last_us = ts
         self._last_had_face = analysis.face is not None

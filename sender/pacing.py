@@ -31,6 +31,7 @@ class FramePacer:
 
     ceiling_bps: float
     fps: float
+    # The rest is kept for keyframes to come; the pacer's owner lifts it to 1 when none may come (`keyframes`).
     share: float = FRAMES_SHARE
     max_step: int = MAX_FRAME_STEP
     step: float = 1.0
@@ -40,6 +41,12 @@ class FramePacer:
     # frames have only what that leaves (else the gate refuses them, unevenly). Set by the pacer's owner.
     repay_bps: float = 0.0
 
+    def keyframes(self, coming: bool) -> None:
+        """Whether keyframes of the sender's own may still come (FrameCoder.own_keyframes): the frames keep the
+        ceiling's rest for them, else they may take all of it (at 6 kbps none comes in a 10-s file, and 35% of
+        the ceiling went unspent once the start was repaid)."""
+        self.share = FRAMES_SHARE if coming else 1.0
+
     def due(self, index: int) -> bool:
         """Whether input frame `index` is one the pacer sends (call `sent` when it went)."""
         return index >= self._next - 1e-9
@@ -47,7 +54,9 @@ class FramePacer:
     def sent(self, index: int, nbytes: int) -> None:
         """Frame `index` went with `nbytes` on the link (its layer packet aside)."""
         self._cost = float(nbytes) if self._cost is None else self._cost + 0.1 * (nbytes - self._cost)
-        allowed = min(self.share * self.ceiling_bps, 0.9 * (self.ceiling_bps - self.repay_bps)) / 8  # bytes a second
+        # all that the repayment leaves: a frame the gate refuses for being ahead of the schedule goes a frame late
+        # (with 0.9 of it the 6-kbps recordings ran 0.3-0.5 kbps under the ceiling; none was refused with all of it)
+        allowed = min(self.share * self.ceiling_bps, self.ceiling_bps - self.repay_bps) / 8  # bytes a second
         per_second = self._cost * self.fps
         self.step = float(self.max_step) if allowed <= 0 else min(float(self.max_step), max(1.0, per_second / allowed))
         # from the position, not from the frame that went (which lies up to a frame after it, or a frame either side
@@ -63,6 +72,10 @@ class FramePacer:
 
 # A recording's pacer may pick a frame this many input frames either side of its position (FramePicker).
 PICK_REACH = 1
+# and chooses only at a step of this or more: below it nearly every frame goes, and a choice skips one the pacer had
+# room for (at steps of 1.5-2, choosing among the frames beside the position kept the played lids and lips as close
+# to the input's as going at the position did, on 8 clips at 6 kbps, with no fewer frames)
+PICK_STEP = 1.5
 # How far a frame's lids and mouth stray from what playback would draw, per unit of each ratio: the lids' opening
 # over the eye's width spans about half of what the mouth's does (0-0.45 against 0-0.8), so it counts double.
 PICK_WEIGHTS = (1.0, 2.0)  # mouth, eyes
@@ -119,8 +132,10 @@ class FramePicker:
         """The pacer has input frame `index` due (offered already): it and the frames within reach are candidates."""
         before = self._before(index)
         self._candidates = ([before] if before is not None else []) + [(index, item)]
-        # judged at the pacer's next position or just before it (a window closing after it held that one back)
-        self._position, self._end = index, index + max(int(step), self.reach + 1)
+        # judged at the pacer's next position or just before it (a window closing after it held that one back); at a
+        # step under 2, at the next frame: a window of at least two frames held the frames to every 2nd, ~15% under
+        # what the pacer allowed at 6 kbps
+        self._position, self._end = index, index + max(int(step), 1)
 
     def went(self, index: int, item: Outgoing) -> None:
         self._last = (index, openness(drawn_landmarks(item)))

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from facewire.sender.capture import FrameSource, now_us
 from facewire.sender.coding import FrameCoder, Outgoing
-from facewire.sender.pacing import STILL_SKIP_BELOW_BPS, FramePacer, FramePicker, StillFrames, drawn_landmarks
-from facewire.sender.sending import FRAMING_BYTES, LAYER_START_REPAY_S, Ceiling, parts, plan
+from facewire.sender.pacing import PICK_STEP, STILL_SKIP_BELOW_BPS, FramePacer, FramePicker, StillFrames, drawn_landmarks
+from facewire.sender.sending import FRAMING_BYTES, START_REPAY_WINDOW_S, Ceiling, parts, plan
 from facewire.sender.stream import FeatureStream
 from facewire.sender.timing import StageTimes
 from facewire.sender.uplink import IdentityBook, Uplink, UplinkStats
@@ -53,17 +53,18 @@ def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, ide
     with_layer = any(FIELD_CODECS[code].role == "layer" for code in codes)
     lookahead = not with_layer
     # A file of known length holds the ceiling over the whole of it, however short: the start is sized to it
-    # (Budget.start_room) and the gate lets nothing but frames spend what the file cannot repay before its end.
-    # Frames keep the usual schedule (held to it, d0 at 6 kbps kept a frame in four: mouth correlation 0.97 -> 0.46).
+    # (Budget.start_room) and repaid over the file, up to the ceiling's window. Features only, the frames get what the
+    # repayment leaves, so they go evenly over the whole file (on `repay_s`, 6 s, the 6-kbps recordings sent every
+    # 2.5th frame and then every 1.7th, leaving ~0.4 kbps of the ceiling unspent; a 3.1-s file went over). With the
+    # layer the frames go at the input's rate whatever the repayment (the pacer leaves it to the layer's share), and
+    # at least `repay_s` lets the layer start seconds sooner; the gate still has the start repaid by the file's end
+    # for all but the frames.
     length = source.length
     if length is not None:
         gate.end_s = length / source.fps  # the media clock starts at 0
+        gate.start_repay_s = min(START_REPAY_WINDOW_S, gate.end_s)
         if with_layer:
-            # with the layer, the frames go at the input's rate whatever the repayment (the pacer leaves it to the
-            # layer's share), so the start may be repaid over the file, up to the ceiling's window: the layer then
-            # starts seconds sooner instead of waiting out `repay_s` (features only keep it: their frame rate is what
-            # the repayment takes from)
-            gate.start_repay_s = max(gate.repay_s, min(LAYER_START_REPAY_S, gate.end_s))
+            gate.start_repay_s = max(gate.repay_s, gate.start_repay_s)
     still = StillFrames() if with_layer and coder.budget.ceiling_bps < STILL_SKIP_BELOW_BPS else None
     writer: StreamWriter | None = None
     last_skipped: Outgoing | None = None
@@ -101,10 +102,14 @@ def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, ide
                 # the residual layer yields to the frames and to the repayment: with one, the debts are repaid out
                 # of the layer's share, not the frames' (w1 at 16 kbps: every 2nd frame for 5 s, mouth 0.86 -> 0.64)
                 pacer.repay_bps = 0.0 if with_layer else gate.repay_bps(now)
+                pacer.keyframes(coder.own_keyframes(frame.ts_us))
                 pacer.sent(chosen[0], stream.last_features_bytes + FRAMING_BYTES)
                 picker.went(*chosen)
-                if chosen[0] != frame.index and lookahead and pacer.due(frame.index) and not picker.choosing:
-                    picker.due(frame.index, item, pacer.step)  # the choice closed here: the next one opens here
+                # the choice closed here: the next one opens here, at a step that has the picker choose (reopened at any
+                # step, windows held the frames to every 2nd: at 6 kbps ~1 kbps under what the pacer allowed)
+                if chosen[0] != frame.index and lookahead and pacer.due(frame.index) and not picker.choosing \
+                        and pacer.step >= PICK_STEP:
+                    picker.due(frame.index, item, pacer.step)
             coder.budget.observe_frame(stream.last_features_bytes, pacer.rate)
             coder.held = stream.held
             if progress is not None:
@@ -140,7 +145,7 @@ def _choose(index: int, item: Outgoing, stream: FeatureStream, pacer: FramePacer
         return picked
     if (picker is not None and picker.choosing) or not pacer.due(index) or still:
         return None
-    if picker is not None and pacer.step >= 2:
+    if picker is not None and pacer.step >= PICK_STEP:
         picker.due(index, item, pacer.step)
         return None
     return index, item

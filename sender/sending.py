@@ -23,7 +23,7 @@ MIN_PART_BYTES = 256
 # What a message costs the link beyond its bytes, charged with it: a WebSocket frame's header as the
 # sender writes it (2 bytes, 4 of mask; 2 more above 125 bytes). A stream file's record costs 4.
 FRAMING_BYTES = 6
-LAYER_START_REPAY_S = 10.0  # a recording with the layer repays its start within this at most: the ceiling's window
+START_REPAY_WINDOW_S = 10.0  # a recording repays its start within this at most: the ceiling's window
 
 
 def link_bytes(message: m.Message, packed_frames: bool = False) -> int:
@@ -85,8 +85,8 @@ class Ceiling:
     # a longer file started d18's layer sooner, face SSIM +0.006 at 16 kbps, but at 6 kbps the frames that went
     # missed the blinks: d6's eye correlation 0.69 -> 0.38.)
     end_s: float | None = None
-    # The start's own schedule when it differs from `repay_s` (`start_repay_s`): a recording with the residual layer
-    # repays its start over the file, up to the ceiling's 10-s window, for frames and layer alike. On `repay_s`
+    # The start's own schedule when it differs from `repay_s` (`start_repay_s`): a recording repays its start over
+    # the file, up to the ceiling's 10-s window, for frames and layer alike. On `repay_s`
     # the layer had nothing beside the frames until 6 s in (d6, 10 s at 16 kbps: first layer packet at 6.2 s).
     start_repay_s: float | None = None
     _bucket: TokenBucket = field(init=False)
@@ -167,6 +167,10 @@ class Ceiling:
                 self._debts.append((excess, now))
 
     def chunk_bytes(self) -> int:
+        # The session's first keyframe goes whole before the first frame (nothing is drawn without it): in parts it
+        # only paid their headers (~40 B each; d0 at 6 kbps: 4 of them, 0.4 kbps of its 3.1 s).
+        if self._first_frame_s is None:
+            return m.MAX_IMAGE_BYTES
         return max(MIN_PART_BYTES, int(self.ceiling_bps / 8 * 0.1))
 
 

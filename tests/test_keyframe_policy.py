@@ -129,3 +129,15 @@ def test_a_thin_budget_spaces_the_drifted_keyframes_out() -> None:
     assert policy.decide(_analysis(0.0, face))
     assert not policy.decide(_analysis(4.0, face), drift=0.2, drift_gap_s=budget.drift_gap_s(3_000))
     assert policy.decide(_analysis(6.1, face), drift=0.2, drift_gap_s=budget.drift_gap_s(3_000))
+
+
+def test_without_own_keyframes_only_requested_ones_come() -> None:
+    """Near the end of a session of known length (FrameCoder.own_keyframes), periodic and drifted keyframes wait
+    for ever; a first one and a requested one still come."""
+    eyes = astronaut_landmarks()
+    policy = KeyframePolicy(interval_s=10.0, drift_gap_s=3.0)
+    assert policy.decide(_analysis(0.0, eyes), own=False)  # the first
+    assert not policy.decide(_analysis(12.0, eyes), drift=1.0, own=False)  # due and drifted, but not its own now
+    assert policy.decide(_analysis(12.1, eyes), drift=1.0)
+    policy.request()
+    assert policy.decide(_analysis(12.2, eyes), own=False)

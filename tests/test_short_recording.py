@@ -10,15 +10,25 @@ import numpy as np
 
 from facewire.sender.capture import CaptureOptions, FrameSource
 from facewire.sender.coding import (
+    FRAME_BYTES_PRIOR,
+    FRAMES_SHARE,
     KEYFRAME_ALPHA_PRIOR,
     MIN_KEYFRAME_BYTES,
+    MIN_SHORT_PICTURE_BYTES,
+    SHORT_FILE_STEP,
+    START_OTHER_BYTES,
+    THIN_ALPHA_FACTOR,
     THIN_ALPHA_PRIOR,
+    THIN_ALPHA_QUALITY,
+    TINY_ALPHA_FACTOR,
+    TINY_ALPHA_PRIOR,
     Budget,
     FrameCoder,
     first_keyframe_plan,
 )
 from facewire.sender.runner import record_stream
 from facewire.sender.sending import Ceiling
+from facewire.shared.codec.keyframe import ALPHA_FACTOR, ALPHA_QUALITY
 from facewire.shared.wire import messages as m
 from facewire.shared.wire.streamfile import StreamReader
 from tests.wire_fixtures import SyntheticAnalyzer, write_frames
@@ -85,18 +95,41 @@ def test_a_known_end_sizes_the_first_keyframe_and_spares_late_setups() -> None:
 
 
 def test_a_start_the_length_holds_tight_takes_the_thin_alpha_and_gives_the_picture_what_it_saves() -> None:
+    usual, thin = (ALPHA_FACTOR, ALPHA_QUALITY), (THIN_ALPHA_FACTOR, THIN_ALPHA_QUALITY)
     # a live session, or a keyframe after the first: as it wants, the usual alpha
-    assert first_keyframe_plan(1875, None) == (1875, None, False)
+    assert first_keyframe_plan(1875, None) == (1875, None, usual)
     # a long file: its room does not bind
-    assert first_keyframe_plan(1875, 9_000) == (1875, 9_000, False)
+    assert first_keyframe_plan(1875, 9_000) == (1875, 9_000, usual)
     # a 3-s file at 16 kbps (room ~3.3 KB): the usual alpha would be ~40% of it
-    budget, room, thin = first_keyframe_plan(4_000, 3_300)
-    assert thin and room == 3_300 and budget == 3_300 - THIN_ALPHA_PRIOR
-    assert first_keyframe_plan(2_300, 3_300) == (2_300, 3_300, True)  # never more than it wanted
+    assert first_keyframe_plan(4_000, 3_300) == (3_300 - THIN_ALPHA_PRIOR, 3_300, thin)
+    assert first_keyframe_plan(2_300, 3_300) == (2_300, 3_300, thin)  # never more than it wanted
     # a room that binds, but where the usual alpha is a small share: it stays
-    assert first_keyframe_plan(8_000, 6_000) == (6_000 - KEYFRAME_ALPHA_PRIOR, 6_000, False)
-    # a thin ceiling's file (room below the picture's floor plus the alpha): the floor and the thin alpha, as before
-    assert first_keyframe_plan(1200, 2_000) == (MIN_KEYFRAME_BYTES, None, True)
+    assert first_keyframe_plan(8_000, 6_000) == (6_000 - KEYFRAME_ALPHA_PRIOR, 6_000, usual)
+    # a thin ceiling's file whose room holds the picture's floor and the thin alpha: the floor and the thin alpha
+    assert first_keyframe_plan(1200, 2_000) == (MIN_KEYFRAME_BYTES, None, thin)
+
+
+def test_a_file_too_short_for_the_floor_takes_a_smaller_picture_and_the_smallest_alpha() -> None:
+    tiny = (TINY_ALPHA_FACTOR, THIN_ALPHA_QUALITY)
+    # d0 at 6 kbps (3.1 s, room ~930 B once the frames give up their share): below the floor, within the room
+    assert first_keyframe_plan(1200, 930) == (930 - TINY_ALPHA_PRIOR, 930, tiny)
+    # a room too small even for the smaller picture: that picture, over the room (no limit on the whole)
+    assert first_keyframe_plan(1200, 500) == (MIN_SHORT_PICTURE_BYTES, None, tiny)
+
+
+def test_a_file_too_short_for_the_frames_share_and_the_floor_holds_the_ceiling_with_fewer_frames() -> None:
+    budget = Budget.at_most(6_000)
+    budget.ends(0, 78, 25.0)  # d0: 3.12 s, 2340 B at 6 kbps
+    room = budget.start_room(0, 500)
+    assert room is not None
+    frames_at_share = FRAMES_SHARE * 2340
+    assert room > 2340 - frames_at_share - 500  # the frames gave up some of their share...
+    # ... down to every SHORT_FILE_STEP-th frame, and never beyond the floor the keyframe needs
+    assert room == int(2340 - FRAME_BYTES_PRIOR * 78 / SHORT_FILE_STEP - 500 - START_OTHER_BYTES)
+    assert room < MIN_KEYFRAME_BYTES + THIN_ALPHA_PRIOR
+    long_file = Budget.at_most(6_000)
+    long_file.ends(0, 300, 30.0)
+    assert long_file.start_room(0, 500) == int(7500 - FRAMES_SHARE * 7500 - 500 - START_OTHER_BYTES)  # as before
 
 
 def test_what_is_not_a_frame_waits_for_what_the_file_can_repay_before_its_end() -> None:
@@ -124,3 +157,13 @@ def test_with_the_layer_a_file_repays_its_start_over_its_length_up_to_the_window
     assert not six.may_send(1_000, 1.1)
     assert file_long.may_send(1_000, 1.1) and ends_sooner.may_send(1_000, 1.1)
     assert all(gate.may_send(30, 1.1, essential=True) for gate in (six, file_long, ends_sooner))
+
+
+def test_a_recordings_first_keyframe_goes_whole_and_later_ones_in_parts() -> None:
+    """Before the first frame the start goes whole anyway: parts would only add their headers."""
+    gate = Ceiling(6_000)
+    assert gate.chunk_bytes() >= m.MAX_IMAGE_BYTES
+    gate.on_send_uncontrolled(2_000, 0.0)
+    assert gate.chunk_bytes() >= m.MAX_IMAGE_BYTES  # the start is still going
+    gate.on_send(1, 30, 0.0)
+    assert gate.chunk_bytes() < 1_000  # a later keyframe crosses between frames
