@@ -100,3 +100,54 @@ def test_a_strand_is_filled_with_the_skin_beside_it_at_its_height() -> None:
         want = ycc_in[beside & band].mean(axis=0)
         got = ycc_out[strand & band].mean(axis=0)
         assert np.abs(got - want).max() < 4.0, (got, want)
+
+
+def _hair_beside_an_eye(patch_colour: npt.NDArray[np.float32] | None) -> tuple[
+    npt.NDArray[np.uint8], npt.NDArray[np.uint8], npt.NDArray[np.bool_], npt.NDArray[np.bool_], float, float
+]:
+    """Even skin; dark hair hanging over the temple and cheek beside one eye's outer corner. The part of the
+    eye's berth beside it (past the corner, clear of the lash line) is `patch_colour`, or the hair's shade
+    (0.45 of the skin, its hue) when None. Returns the picture, fill_cover's result, the hair, the patch, the
+    skin's luma and the face's width."""
+    from facewire.shared.render.delight import feature_mask
+
+    image, lm, _, _, bare = _sides()
+    h, w = image.shape[:2]
+    width = float(np.ptp(lm[topo.face_oval_ring(), 0]))
+    rows, cols = np.mgrid[0:h, 0:w].astype(np.float32)
+    face = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(face, [np.round(lm[topo.face_oval_ring(), :2]).astype(np.int32)], 255)
+    skin_bgr = np.median(image[bare], axis=0).astype(np.float32)
+    rings = (topo.right_eye_ring(), topo.left_eye_ring())
+    ring = max(rings, key=lambda r: float(lm[r, 0].mean()))  # the eye on the image's right, the strand's side
+    corner = float(lm[ring, 0].max())
+    top, bottom = float(lm[ring, 1].min()), float(lm[ring, 1].max())
+    features = feature_mask((h, w), lm, width) > 0
+    opening = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(opening, [np.round(lm[ring, :2]).astype(np.int32)], 255)
+    lashes = int(round(0.015 * width))
+    opening = cv2.dilate(opening, np.ones((2 * lashes + 1, 2 * lashes + 1), np.uint8)) > 0
+    hair = (face > 0) & ~features & (cols > corner + 0.06 * width) & (rows > top - 0.15 * width) & (rows < bottom + 0.05 * width)
+    patch = features & ~opening & (cols > corner - 0.005 * width) & (rows > top - 0.02 * width) & (rows < bottom + 0.02 * width)
+    image[hair] = (40, 60, 95)
+    colour = skin_bgr * np.float32(0.45) if patch_colour is None else patch_colour
+    image[patch] = np.clip(colour + 0.5, 0, 255).astype(np.uint8)
+    assert avatar_cover(image, lm)[hair].mean() > 0.7
+    skin = float(skin_bgr @ np.float32([0.114, 0.587, 0.299]))
+    return image, fill_cover(image, lm), hair, patch, skin, width
+
+
+def test_the_shade_of_hair_in_an_eyes_berth_takes_the_fill_its_make_up_does_not() -> None:
+    """The cover stops at the features' berths; the shade hair casts past an eye's outer corner was left
+    there as a dark wedge against the fill. Beside hair it takes the fill; a make-up of its own hue stays."""
+    image, out, _, patch, skin, _ = _hair_beside_an_eye(None)
+    assert patch.sum() > 20
+    assert float(np.median(_luma(image)[patch])) < 0.5 * skin
+    assert float(np.median(_luma(out)[patch])) > 0.75 * skin, (float(np.median(_luma(out)[patch])), skin)
+    red = np.float32([60, 50, 170])
+    image, out, _, patch, _, _ = _hair_beside_an_eye(red)
+    plain, _, _, _, _, _ = _hair_beside_an_eye(None)
+    # The make-up's redness over the shaded skin's, before and after; the cover's growth over the hair's
+    # soft edge takes a rim of it whatever it is, the berth's shade must not take the rest.
+    cr = [float(cv2.cvtColor(x, cv2.COLOR_BGR2YCrCb)[..., 1][patch].mean()) for x in (image, out, plain)]
+    assert cr[1] - cr[2] > 0.6 * (cr[0] - cr[2]), cr

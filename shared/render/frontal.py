@@ -285,7 +285,7 @@ def fill_cover(image: Image, landmarks: Landmarks) -> Image:
     fill = np.exp(skin_across(logs, skin, level, width)) - np.float32(8.0)
     # Not in the features' berths: where the cover comes near an eye (a pale forehead taken for cover), the
     # eye's own make-up and shadow are mid-tones darker than the fill too.
-    taken = np.maximum(cover.astype(np.float32), _penumbra(crop, fill, cover, face, features, width))
+    taken = np.maximum(cover.astype(np.float32), _penumbra(crop, fill, cover, face, features, local, width))
     soft = cv2.GaussianBlur(taken, (0, 0), max(1.0, 0.01 * width))[..., None]
     filled = crop * (1.0 - soft) + fill * soft
     filled = _redraw_brows(filled, crop, cover, local, width)
@@ -295,13 +295,16 @@ def fill_cover(image: Image, landmarks: Landmarks) -> Image:
 
 
 def _penumbra(crop: Image, fill: npt.NDArray[np.float32], cover: npt.NDArray[np.uint8], face: npt.NDArray[np.uint8],
-              features: npt.NDArray[np.uint8], width: float) -> npt.NDArray[np.float32]:
+              features: npt.NDArray[np.uint8], landmarks: Landmarks, width: float) -> npt.NDArray[np.float32]:
     """How much of the fill to lay on the skin just beyond the cover: where it is darker than the fill.
 
     A strand's soft edge and the shadow it casts reach past any fixed growth of the cover; left, they
     draw a thin dark line along the fill's edge, which the render then stretches. Within a band
     beyond the cover, pixels darker than the fill take it in proportion to how much darker, fading
     out across the band, so the skin's own lighter shading and the features are untouched.
+    The features' berths (round the eyes' openings and the brows) take it only beside hair
+    (_beside_hair) and only where they have the skin's hue, darker: the shade of hair falling past
+    an eye's corner or over a brow's tail, not the eye's make-up.
     """
     band = max(1.0, _PENUMBRA * width)
     beyond = cv2.distanceTransform((cover == 0).astype(np.uint8), cv2.DIST_L2, 3)
@@ -311,9 +314,56 @@ def _penumbra(crop: Image, fill: npt.NDArray[np.float32], cover: npt.NDArray[np.
     dark = np.clip((np.float32(_PENUMBRA_DARK) * want - luma) / ramp, 0.0, 1.0)
     # A soft edge is mid-tones; what stays as dark as hair past the cover is something of the face's own
     # (a beard, a moustache beside a strand), left as it is.
-    dark *= np.clip((luma - np.float32(_PENUMBRA_FLOOR) * want) / ramp, 0.0, 1.0)
+    floor = np.clip((luma - np.float32(_PENUMBRA_FLOOR) * want) / ramp, 0.0, 1.0)
     near = np.clip(2.0 * (1.0 - beyond / np.float32(band)), 0.0, 1.0)  # whole over the first half of the band
-    return np.asarray(dark * near * ((face > 0) & (features == 0) & (cover == 0)), np.float32)
+    taken = dark * near
+    where = ((face > 0) & (features == 0) & (cover == 0)).astype(np.float32) * floor
+    # The eyes' openings with their lash line stay whatever is beside them.
+    openings = _openings(features.shape, landmarks, _LASH_LINE * width)
+    berth = (face > 0) & (features > 0) & (cover == 0) & (openings == 0)
+    if berth.any():
+        logs = np.log(crop.astype(np.float32) + np.float32(8.0))
+        fill_logs = np.log(fill + np.float32(8.0))
+        # Hue as log chromaticity (blue and red against green): shade keeps the skin's, make-up does not.
+        off = np.abs((logs[..., [0, 2]] - logs[..., 1:2]) - (fill_logs[..., [0, 2]] - fill_logs[..., 1:2])).max(axis=2)
+        # Judged over a patch, not per pixel: per pixel, a brow's tail would be taken in flecks. (The
+        # difference is blurred, not the verdict: a small strong make-up stays off the skin's hue.)
+        off = cv2.GaussianBlur(off, (0, 0), max(0.7, _BERTH_HUE_PATCH * width))
+        hue = np.clip((np.float32(2.0 * _BERTH_HUE) - off) / np.float32(_BERTH_HUE), 0.0, 1.0)
+        # No floor here: a beard does not grow beside an eye, and hair falling past its corner is as dark as hair.
+        where += berth * hue * _beside_hair(crop, fill, cover, width)
+    return np.asarray(taken * where, np.float32)
+
+
+def _openings(shape: tuple[int, ...], landmarks: Landmarks, grow: float) -> npt.NDArray[np.uint8]:
+    """255 on the eyes' openings, grown by `grow` pixels."""
+    openings = np.zeros((shape[0], shape[1]), np.uint8)
+    for ring in (topo.right_eye_ring(), topo.left_eye_ring()):
+        fill_polygon(openings, landmarks[ring, :2])
+    g = int(round(grow))
+    if g > 0:
+        openings = cv2.dilate(openings, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * g + 1, 2 * g + 1)))
+    return openings
+
+
+def _beside_hair(crop: Image, fill: npt.NDArray[np.float32], cover: npt.NDArray[np.uint8], width: float) -> npt.NDArray[np.float32]:
+    """0..1: how far the cover near each pixel took something much darker than the skin (hair), not a pale
+    or shaded forehead that the cover model took for cover."""
+    taken = (cover > 0).astype(np.float32)
+    step = np.log((fill @ _LUMA_BGR + np.float32(8.0)) / (crop.astype(np.float32) @ _LUMA_BGR + np.float32(8.0)))
+    sigma = max(1.0, _BERTH_HAIR_REACH * width)
+    den = cv2.GaussianBlur(taken, (0, 0), sigma)
+    mean = cv2.GaussianBlur(step * taken, (0, 0), sigma) / np.maximum(den, np.float32(1e-6))
+    hair = np.clip((mean - np.float32(_BERTH_HAIR_STEP)) / np.float32(_BERTH_HAIR_STEP), 0.0, 1.0)
+    return np.asarray(hair * (den > _BERTH_HAIR_NEAR), np.float32)
+
+
+_LASH_LINE = 0.012  # of the face width round an eye's opening: its lashes and liner, never taken
+_BERTH_HUE = 0.12  # log chromaticity off the fill's: in a berth, within this a pixel is shaded skin, past twice it not
+_BERTH_HUE_PATCH = 0.01  # of the face width: the blur over which a berth pixel's hue is judged
+_BERTH_HAIR_REACH = 0.04  # of the face width: the blur over the cover that says what it took beside a berth
+_BERTH_HAIR_STEP = 0.25  # log luma: the cover beside a berth took hair where the fill is this much lighter (wholly at twice)
+_BERTH_HAIR_NEAR = 0.02  # share of that blur on the cover for a berth pixel to count as beside it
 
 
 _PENUMBRA = 0.08  # of the face width beyond the cover: how far a strand's soft edge and shadow reach
