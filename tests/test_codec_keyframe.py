@@ -144,6 +144,18 @@ def test_a_budget_too_thin_for_the_whole_picture_gets_a_coarser_one(keyframe: Pe
     assert encode_person_scaled(keyframe, 4000).scale == 1  # room enough: full size
 
 
+def test_a_picture_that_fits_only_at_the_lowest_qualities_goes_a_scale_coarser(keyframe: PersonImage) -> None:
+    from facewire.shared.codec.keyframe import COARSER_BELOW_QUALITY, COARSER_GAIN, MIN_QUALITY, encode_person_search
+
+    at_least = len(encode_person_search(keyframe, 10**6, start=MIN_QUALITY, max_quality=MIN_QUALITY).data)
+    budget = int(at_least * 1.05)  # full size fits, but only about at the lowest quality
+    fine = encode_person_search(keyframe, budget)
+    assert fine.quality < COARSER_BELOW_QUALITY
+    found = encode_person_scaled(keyframe, budget)
+    assert found.scale == 2 and found.quality >= fine.quality + COARSER_GAIN and len(found.data) <= budget
+    assert encode_person_scaled(keyframe, 4000).scale == 1  # a fine picture at a good quality stays fine
+
+
 def _claim(data: bytes, width: int, height: int) -> bytes:
     """The AVIF with its image-spatial-extents property ('ispe': the declared size) rewritten."""
     at = data.index(b"ispe") + 8  # box type, then version and flags

@@ -45,6 +45,7 @@ BOX_THRESHOLD = 0.02  # the person's box holds every pixel whose alpha exceeds t
 AVIF_SPEED = 9  # libavif (aom) speed: ~12 ms for a 512x512 person on one core; 8 gives the same bytes and SSIM in
 # ~30 ms, 6 ~15% fewer bytes at equal SSIM in ~110-160 ms (8 clips, REPORT.md)
 MIN_QUALITY, MAX_QUALITY = 5, 95
+COARSER_BELOW_QUALITY, COARSER_GAIN = 15, 15
 _BYTES_PER_QUALITY = math.log(2.0) / 21.0  # AVIF bytes double about every 21 quality steps (speed 9, 8 clips)
 
 
@@ -153,22 +154,40 @@ def scaled_size(width: int, height: int, scale: int) -> tuple[int, int]:
 def encode_person_scaled(person: PersonImage, max_bytes: int, *, start: int = 40, max_quality: int = MAX_QUALITY,
                          scale: int = 1, max_scale: int = 4, measure: Callable[[bytes], int] = len) -> EncodedPerson:
     """The person at the finest scale from `scale` up (1, 2, 4 ...) that fits `max_bytes` at some quality:
-    on a thin link a softer picture beats none. Raises KeyframeTooLarge when even `max_scale` does not fit."""
+    on a thin link a softer picture beats none. A scale that fits only below COARSER_BELOW_QUALITY gives way to
+    the next coarser one when that fits COARSER_GAIN qualities higher (d0's first keyframe at 6 kbps: 1183 B at
+    full scale took quality 5, blocks over the eyes; half scale at quality 21-30 looked as good or better).
+    Raises KeyframeTooLarge when even `max_scale` does not fit."""
+    found: EncodedPerson | None = None
     while True:
-        h, w = person.image.shape[:2]
-        image = person.image if scale == 1 else np.asarray(
-            cv2.resize(person.image, scaled_size(w, h, scale), interpolation=cv2.INTER_AREA), np.uint8)
         try:
-            # A coarser scale's encodes cost a quarter of the finer one's, so it gets as many: with 3, a search
-            # from quality 40 that missed twice had to try the lowest quality (d6's first keyframe at 6 kbps:
-            # q28 1216 B over a 1200-B budget, then q5 748 B, where q27 fitted).
-            found = encode_person_search(dataclasses.replace(person, image=image), max_bytes, start=start,
-                                         max_quality=max_quality, max_encodes=5, measure=measure)
-            return dataclasses.replace(found, scale=scale)
+            coarser = _encode_at(person, scale, max_bytes, start, max_quality, measure)
         except KeyframeTooLarge:
+            if found is not None:
+                return found
             if scale * 2 > max_scale:
                 raise
             scale *= 2
+            continue
+        if found is not None:
+            return coarser if coarser.quality >= found.quality + COARSER_GAIN else found
+        found = coarser
+        if found.quality >= COARSER_BELOW_QUALITY or scale * 2 > max_scale:
+            return found
+        scale *= 2
+
+
+def _encode_at(person: PersonImage, scale: int, max_bytes: int, start: int, max_quality: int,
+               measure: Callable[[bytes], int]) -> EncodedPerson:
+    h, w = person.image.shape[:2]
+    image = person.image if scale == 1 else np.asarray(
+        cv2.resize(person.image, scaled_size(w, h, scale), interpolation=cv2.INTER_AREA), np.uint8)
+    # A coarser scale's encodes cost a quarter of the finer one's, so it gets as many: with 3, a search
+    # from quality 40 that missed twice had to try the lowest quality (d6's first keyframe at 6 kbps:
+    # q28 1216 B over a 1200-B budget, then q5 748 B, where q27 fitted).
+    found = encode_person_search(dataclasses.replace(person, image=image), max_bytes, start=start,
+                                 max_quality=max_quality, max_encodes=5, measure=measure)
+    return dataclasses.replace(found, scale=scale)
 
 
 def encode_person_search(person: PersonImage, max_bytes: int, *, speed: int = AVIF_SPEED, start: int = 40,
