@@ -159,6 +159,11 @@ class Budget:
     fps: float = 30.0
     # The session takes keyframes without their AVIF containers (`keyframe-av1`): a picture is sized by what travels.
     keyframe_av1: bool = False
+    # Where the gate is known exactly (`gated`: a recording's `sending.Ceiling`, set by its runner): `features_bps` is
+    # what the frames cost it (framing included, frames left out as nothing) and `repay_bps` what the session's start
+    # takes of the ceiling now. The layer then has the rest, no margin kept (layer_bps).
+    gated: bool = False
+    repay_bps: float = 0.0
     _first: bool = True
 
     @classmethod
@@ -176,7 +181,14 @@ class Budget:
         """The residual layer's rate: what the link allows (never above the ceiling) less the features, or 0
         when that leaves too little for a picture. Keyframes need no share of their own: the layer waits
         while a new one's parts are in transit, so they cross in the layer's time."""
-        spare = LAYER_SHARE * min(self.target_bps, self.ceiling_bps) - self.features_bps - LAYER_OVERSHOOT_BPS
+        allowed = min(self.target_bps, self.ceiling_bps)
+        if self.gated:
+            # The gate itself keeps the slack (its bucket, the frames' reserve). Live margins here, with the frames
+            # estimated as the features alone at every frame, left the layer ~2 kbps under what the gate passed at
+            # 16 kbps: counted as what they cost the gate, the margins left 0.5-1.5 kbps of each recording unspent.
+            spare = allowed - self.repay_bps - self.features_bps
+        else:
+            spare = LAYER_SHARE * allowed - self.features_bps - LAYER_OVERSHOOT_BPS
         spare = min(spare, self.layer_max_bps)
         return 0.0 if spare < MIN_LAYER_BPS else min(spare, MAX_LAYER_BPS)
 

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +28,12 @@ log = logging.getLogger(__name__)
 # The most the analysing thread waits for a session's first keyframe before it analyses the next frame (a build
 # takes ~60-100 ms at 640x480; a stalled one must not stop the frames for long).
 FIRST_KEYFRAME_WAIT_S = 1.0
+
+# The frames' cost the layer's rate is sized by, in a recording: the still-frame rule leaves out frames in runs, and
+# an average over this long moves the layer's rate little enough that its encoder seldom restarts (a key frame of
+# 200-900 bytes each time: averaged per frame by 0.1 and with every debt counted, d6 restarted 7 times in 10 s at
+# 16 kbps; with this and the start's repayment alone, Ceiling.start_repay_bps, twice).
+FRAME_COST_WINDOW_S = 2.0
 
 
 def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, identities: IdentityBook | None,
@@ -65,7 +72,11 @@ def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, ide
         gate.start_repay_s = min(START_REPAY_WINDOW_S, gate.end_s)
         if with_layer:
             gate.start_repay_s = max(gate.repay_s, gate.start_repay_s)
+    # With the layer, its rate is what this gate leaves it (Budget.gated): the frames' cost to the gate over the last
+    # FRAME_COST_WINDOW_S (framing included, frames left out as nothing) and the start's repayment on its schedule.
+    coder.budget.gated = with_layer
     still = StillFrames() if with_layer and coder.budget.ceiling_bps < STILL_SKIP_BELOW_BPS else None
+    frame_costs: deque[int] = deque(maxlen=max(round(FRAME_COST_WINDOW_S * source.fps), 1))
     writer: StreamWriter | None = None
     last_skipped: Outgoing | None = None
     try:
@@ -110,7 +121,12 @@ def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, ide
                 if chosen[0] != frame.index and lookahead and pacer.due(frame.index) and not picker.choosing \
                         and pacer.step >= PICK_STEP:
                     picker.due(frame.index, item, pacer.step)
-            coder.budget.observe_frame(stream.last_features_bytes, pacer.rate)
+            if with_layer:
+                frame_costs.append(stream.last_features_bytes + FRAMING_BYTES if went else 0)
+                coder.budget.features_bps = sum(frame_costs) * 8 * source.fps / len(frame_costs)
+                coder.budget.repay_bps = gate.start_repay_bps(now)
+            else:
+                coder.budget.observe_frame(stream.last_features_bytes, pacer.rate)
             coder.held = stream.held
             if progress is not None:
                 progress(frame.index + 1, writer.bytes)

@@ -134,9 +134,20 @@ class Ceiling:
         """What the debts being repaid take of the link now (the frames have the rest of the ceiling)."""
         if self._first_frame_s is None:
             return 0.0
-        start_s = self._start_repay()  # the frames' schedule for the start, as may_send has it
-        start = self._start_debt * 8 / start_s if now - self._first_frame_s < start_s else 0.0
-        return start + sum(amount * 8 / self.repay_s for amount, _ in self._later(now))
+        # the frames' schedule for the start, as may_send has it
+        return self._start_rate(now, self._start_repay()) + sum(amount * 8 / self.repay_s for amount, _ in self._later(now))
+
+    def start_repay_bps(self, now: float) -> float:
+        """What the session's start takes of the link now, on the schedule of what is not a frame: flat until it is
+        repaid. (Later state's debts are left out: each is a setup or a keyframe's head repaid over `repay_s`, and
+        counted, the layer's rate followed them up and down, every move of more than RATE_STEP a restart.)"""
+        return self._start_rate(now, self._repaid_by_end())
+
+    def _start_rate(self, now: float, start_s: float) -> float:
+        """The start's repayment now on a schedule of `start_s` from the first frame, bits a second."""
+        if self._first_frame_s is None or now - self._first_frame_s >= start_s:
+            return 0.0
+        return self._start_debt * 8 / start_s
 
     def _start_repay(self) -> float:
         """The seconds from the first frame within which the frames repay the start."""

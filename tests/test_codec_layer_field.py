@@ -4,6 +4,7 @@ its share, and hostile packets are refused."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ from facewire.shared.codec.body import BodyDecoder
 from facewire.shared.codec.fields import FIELD_CODECS, face_code, negotiate
 from facewire.shared.codec.frames import FrameDecodeError, FrameDecoder, FrameEncoder
 from facewire.shared.codec.layer import LayerDecoder, LayerEncoder, packet_is_key
-from facewire.shared.codec.layer_field import CAPABILITY, LayerFieldDecoder, LayerFieldEncoder, LayerValues
+from facewire.shared.codec.layer_field import CAPABILITY, LAYER_FPS, LayerFieldDecoder, LayerFieldEncoder, LayerValues
 from facewire.shared.codec.predictive import CodeError
 from facewire.shared.codec.seam import CodedFrame, FrameDraft, Prepared
 from facewire.shared.render.replica import LayerHold, Replica
@@ -152,6 +153,47 @@ def test_the_layer_gets_what_the_features_leave_under_the_lower_of_link_and_ceil
     budget.target_bps = 7_000  # too little left: no layer
     assert LAYER_SHARE * 7_000 - 5_000 - LAYER_OVERSHOOT_BPS < MIN_LAYER_BPS and budget.layer_bps() == 0.0
     assert Budget(ceiling_bps=16_000, target_bps=1e9).layer_bps() <= LAYER_SHARE * 16_000
+
+
+def test_under_a_known_gate_the_layer_gets_what_the_frames_and_the_start_leave_with_no_margin() -> None:
+    """A recording (`gated`): the features are what the frames cost the gate, the start's repayment is what its
+    schedule takes; the rest is the layer's, without the live margins."""
+    budget = Budget(ceiling_bps=16_000, target_bps=16_000, features_bps=5_000, gated=True, repay_bps=4_000)
+    assert budget.layer_bps() == pytest.approx(16_000 - 4_000 - 5_000)
+    live = dataclasses.replace(budget, gated=False)  # live: the uplink's window keeps the margins, no repayment here
+    assert live.layer_bps() == pytest.approx(LAYER_SHARE * 16_000 - 5_000 - LAYER_OVERSHOOT_BPS)
+    budget.repay_bps = 9_500  # the start takes most of it: below the layer's floor
+    assert budget.layer_bps() == 0.0
+
+
+def test_a_layer_at_the_gated_rate_goes_regularly_and_spends_the_ceiling() -> None:
+    """Sized by the gate's own numbers (the frames' cost, the start's repayment), a layer packet every third frame
+    goes nearly every time, and the recording spends what its ceiling allows: sized with the live margins, the
+    same gate refused a third of them (irregular corrections, each larger)."""
+    for gated in (True, False):
+        gate = Ceiling(16_000, end_s=10.0, start_repay_s=10.0)
+        start, frame = 4_700, 36  # bytes: the session's start; a frame as the gate charges it
+        gate.on_send_uncontrolled(start, 0.0)
+        budget = Budget(ceiling_bps=16_000, target_bps=16_000, features_bps=frame * 8 * 30.0, gated=gated)
+        offered = packets = 0
+        total = start
+        for index in range(300):
+            now = index / 30
+            assert index == 0 or gate.may_send(frame, now, essential=True)
+            size = frame
+            if index and index % 3 == 0:
+                budget.repay_bps = gate.start_repay_bps(now)
+                layer = round(budget.layer_bps() / 8 / LAYER_FPS)
+                offered += 1
+                if gate.may_send(frame + layer, now):
+                    size, packets = size + layer, packets + 1
+            gate.on_send(index, size, now)
+            total += size
+        if gated:
+            assert packets >= 0.9 * offered and total * 8 / 10.0 >= 0.95 * 16_000
+        else:
+            assert packets < 0.7 * offered
+        assert total * 8 / 10.0 <= 16_000 * 1.02
 
 
 def test_live_the_layer_runs_no_faster_than_its_key_frames_fit_the_window() -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from facewire.sender.capture import CaptureOptions, FrameSource
 from facewire.sender.coding import (
@@ -167,3 +168,18 @@ def test_a_recordings_first_keyframe_goes_whole_and_later_ones_in_parts() -> Non
     assert gate.chunk_bytes() >= m.MAX_IMAGE_BYTES  # the start is still going
     gate.on_send(1, 30, 0.0)
     assert gate.chunk_bytes() < 1_000  # a later keyframe crosses between frames
+
+
+def test_the_start_takes_the_ceiling_flat_on_the_schedule_the_layer_keeps() -> None:
+    """What the layer's rate leaves for the start: its debt over the schedule of what is not a frame (the file's
+    end when that comes first), flat, then nothing; later state's debts are not part of it (the repayment of all
+    debts, which the frames' pacer is given, is)."""
+    gate = Ceiling(16_000, end_s=8.0, start_repay_s=10.0)
+    assert gate.start_repay_bps(0.0) == 0.0  # nothing went yet
+    gate.on_send_uncontrolled(6_000, 0.0)
+    gate.on_send(1, 30, 0.0)
+    assert gate.start_repay_bps(0.5) == gate.start_repay_bps(7.5) == pytest.approx(6_000 * 8 / 8.0)
+    assert gate.repay_bps(0.5) == pytest.approx(6_000 * 8 / 10.0)  # the frames' own schedule is the longer one
+    gate.on_send_uncontrolled(5_000, 4.0)  # state the bucket and the schedule cannot hold: a later debt
+    assert gate.repay_bps(4.0) > 6_000 * 8 / 10.0 and gate.start_repay_bps(4.0) == pytest.approx(6_000 * 8 / 8.0)
+    assert gate.start_repay_bps(8.0) == 0.0
