@@ -190,13 +190,20 @@ def _below_nose(shape: tuple[int, int], landmarks: Landmarks, width: float) -> F
 _HAIR_ABOVE_NOSE = 0.02  # of the face width: a moustache's top edge sits at about the nostrils' base
 
 
-def _eye_mask(shape: tuple[int, int], landmarks: Landmarks, width: float) -> FloatImage:
-    """0..1 over the eyes' openings, a little past the lid margin, softened."""
-    mask = np.zeros(shape, np.uint8)
+def eye_openings(shape: tuple[int, ...], landmarks: Landmarks, grow: int = 0) -> npt.NDArray[np.uint8]:
+    """255 on the eyes' openings (their landmark rings filled), grown by `grow` pixels."""
+    mask = np.zeros(shape[:2], np.uint8)
     for ring in (topo.right_eye_ring(), topo.left_eye_ring()):
         fill_polygon(mask, landmarks[ring, :2])
+    if grow > 0:
+        mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
+    return mask
+
+
+def _eye_mask(shape: tuple[int, int], landmarks: Landmarks, width: float) -> FloatImage:
+    """0..1 over the eyes' openings, a little past the lid margin, softened."""
     grow = max(1, int(round(_EYE_MARGIN * width)))
-    mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
+    mask = eye_openings(shape, landmarks, grow)
     soft = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), max(0.5, 0.5 * grow))
     return np.asarray(np.clip(2.0 * soft, 0.0, 1.0), np.float32)
 

@@ -18,7 +18,7 @@ from scipy.spatial.transform import Rotation
 
 from facewire.shared.face import topology as topo
 from facewire.shared.render import eyes_mouth as em
-from facewire.shared.render.delight import DelightOptions, delight, feature_mask, normalised_blur
+from facewire.shared.render.delight import DelightOptions, delight, eye_openings, feature_mask, normalised_blur
 from facewire.shared.render.iris import Iris, lift_irises
 from facewire.shared.render.occlusion import avatar_cover, brow_hulls
 from facewire.shared.render.retarget import frontal_rotation
@@ -319,7 +319,7 @@ def _penumbra(crop: Image, fill: npt.NDArray[np.float32], cover: npt.NDArray[np.
     taken = dark * near
     where = ((face > 0) & (features == 0) & (cover == 0)).astype(np.float32) * floor
     # The eyes' openings with their lash line stay whatever is beside them.
-    openings = _openings(features.shape, landmarks, _LASH_LINE * width)
+    openings = eye_openings(features.shape, landmarks, int(round(_LASH_LINE * width)))
     berth = (face > 0) & (features > 0) & (cover == 0) & (openings == 0)
     if berth.any():
         logs = np.log(crop.astype(np.float32) + np.float32(8.0))
@@ -333,17 +333,6 @@ def _penumbra(crop: Image, fill: npt.NDArray[np.float32], cover: npt.NDArray[np.
         # No floor here: a beard does not grow beside an eye, and hair falling past its corner is as dark as hair.
         where += berth * hue * _beside_hair(crop, fill, cover, width)
     return np.asarray(taken * where, np.float32)
-
-
-def _openings(shape: tuple[int, ...], landmarks: Landmarks, grow: float) -> npt.NDArray[np.uint8]:
-    """255 on the eyes' openings, grown by `grow` pixels."""
-    openings = np.zeros((shape[0], shape[1]), np.uint8)
-    for ring in (topo.right_eye_ring(), topo.left_eye_ring()):
-        fill_polygon(openings, landmarks[ring, :2])
-    g = int(round(grow))
-    if g > 0:
-        openings = cv2.dilate(openings, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * g + 1, 2 * g + 1)))
-    return openings
 
 
 def _beside_hair(crop: Image, fill: npt.NDArray[np.float32], cover: npt.NDArray[np.uint8], width: float) -> npt.NDArray[np.float32]:

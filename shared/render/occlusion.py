@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from facewire.shared.face import topology as topo
 from facewire.shared.render.blend import fit_field, quadratic_basis
-from facewire.shared.render.delight import feature_mask
+from facewire.shared.render.delight import eye_openings, feature_mask
 from facewire.shared.render.warp import Region, fill_polygon
 from facewire.shared.types import Image, Landmarks
 
@@ -472,9 +472,7 @@ def occluder_mask(
     # Another colour, or much darker (hair, dark frames). Not brighter: that is mostly shine on skin.
     odd = (chroma > opts.chroma_sigmas) | (ycc[..., 0] < opts.dark_ratio * my)
 
-    eyes = np.zeros(crop.shape[:2], np.uint8)
-    for ring in (topo.right_eye_ring(), topo.left_eye_ring()):
-        fill_polygon(eyes, lm[ring])
+    eyes = eye_openings(crop.shape, lm)
     features = np.zeros(crop.shape[:2], np.uint8)
     fill_polygon(features, lm[topo.outer_lip_ring()])
     lines_ok = np.ones(crop.shape[:2], np.uint8)
@@ -553,9 +551,7 @@ def avatar_cover(image: Image, landmarks: Landmarks, chroma_sigmas: float = 3.5,
     my, _, chroma, sampled = skin
     features = feature_mask((h, w), landmarks, width)
     # The avatar's own glasses are part of its look (and dark thin loops, which the cover would take in pieces).
-    eyes = np.zeros((h, w), np.uint8)
-    for ring in (topo.right_eye_ring(), topo.left_eye_ring()):
-        fill_polygon(eyes, landmarks[ring, :2])
+    eyes = eye_openings((h, w), landmarks)
     rims = _spectacle_mask(ycc[..., 0], landmarks.astype(np.float32), width, sampled, eyes, OcclusionOptions()) > 0.05
     grow = max(1, int(round(0.02 * width)))
     features |= cv2.dilate(rims.astype(np.uint8) * 255, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
