@@ -35,6 +35,18 @@ class Fader:
         return self.level
 
 
+@dataclass(frozen=True)
+class Drawn:
+    """A frame rendered by `Player.draw`, for `Player.emit`: the person, its opacity, and when drawing started
+    and ended (wall clock, µs)."""
+
+    person: RenderedPerson
+    opacity: float
+    job: RenderJob
+    started_us: int
+    rendered_us: int
+
+
 @dataclass
 class Player:
     renderer: Renderer
@@ -65,6 +77,11 @@ class Player:
 
     def show(self, job: RenderJob, dt_s: float) -> Image:
         """Render one decoded frame and send the picture to the sink."""
+        return self.emit(self.draw(job, dt_s))
+
+    def draw(self, job: RenderJob, dt_s: float) -> Drawn:
+        """The first half of `show`: one decoded frame rendered, not yet composited. `emit` may run on another
+        thread while the next frame is drawn (one emit at a time, in order): the two halves share no state."""
         started_us = _now_us()
         try:
             if not self._told_identity or job.identity is not self._identity:
@@ -89,12 +106,17 @@ class Player:
         self._previous = None if self._last_job is None else self._last_job.frame
         self._last_job, self._late_s = job, 0.0
         opacity = self.fader.step(job.frame.face != "lost", dt_s)
-        rendered_us = _now_us()
-        picture, composed_us = self._emit(person, opacity, job.frame.ts_us)
+        return Drawn(person, opacity, job, started_us, _now_us())
+
+    def emit(self, drawn: Drawn) -> Image:
+        """The second half of `show`: composite the drawn frame and send the picture to the sink."""
+        picture, composed_us = self._emit(drawn.person, drawn.opacity, drawn.job.frame.ts_us)
+        job = drawn.job
         if job.received_us:
+            # a picture that waited for the one before it to be composited counts that wait as compositing
             self.stats.stages({"upstream": job.received_us - job.frame.ts_us, "decode": job.decoded_us - job.received_us,
-                               "wait": started_us - job.decoded_us, "render": rendered_us - started_us,
-                               "compose": composed_us - rendered_us, "sink": _now_us() - composed_us})
+                               "wait": drawn.started_us - job.decoded_us, "render": drawn.rendered_us - drawn.started_us,
+                               "compose": composed_us - drawn.rendered_us, "sink": _now_us() - composed_us})
         return picture
 
     def rehearse(self, keyframe: KeyframeState, frame: FrameState) -> None:

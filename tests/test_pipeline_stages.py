@@ -203,3 +203,42 @@ def test_live_keyframes_are_built_off_the_analysing_thread_and_go_with_a_later_f
     assert keyframe is not None and keyframe.kf == 1 and keyframe.ts_us == 0  # the picture of the frame that asked
     first = items.index(with_keyframe[0])
     assert any(item.setups for item in items[:first + 1])  # the setups in use went no later than the keyframe
+
+
+class _OverlapPlayer:
+    """Draws and emits with a rendezvous: emitting frame 1 waits (up to 5 s) for frame 2's drawing to start."""
+
+    def __init__(self) -> None:
+        self.stats = StatsMeter()
+        self.drawing_second = threading.Event()
+        self.overlapped: list[bool] = []
+        self.emitted: list[int] = []
+
+    def draw(self, job: int, dt_s: float) -> int:
+        if job == 2:
+            self.drawing_second.set()
+        return job
+
+    def emit(self, drawn: int) -> Image:
+        if drawn == 1:
+            self.overlapped.append(self.drawing_second.wait(5.0))
+        self.emitted.append(drawn)
+        return np.zeros((2, 2, 3), np.uint8)
+
+
+def test_the_receiver_draws_the_next_frame_while_the_last_one_is_composited() -> None:
+    from facewire.receiver.runtime import LiveReceiver
+
+    async def run() -> _OverlapPlayer:
+        player = _OverlapPlayer()
+        receiver = LiveReceiver(player, "token", steady_clock=False)  # type: ignore[arg-type]
+        slot: LatestSlot[int] = LatestSlot(asyncio.get_running_loop(), depth=2)
+        slot.put(1)
+        slot.put(2)
+        slot.close()
+        await receiver._render(slot)  # type: ignore[arg-type]
+        return player
+
+    player = asyncio.run(run())
+    assert player.overlapped == [True]  # frame 2 was being drawn while frame 1 was composited
+    assert player.emitted == [1, 2]  # every picture, in order, all composited before _render returned
