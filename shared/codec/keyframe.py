@@ -161,7 +161,7 @@ def encode_person_scaled(person: PersonImage, max_bytes: int, *, start: int = 40
     found: EncodedPerson | None = None
     while True:
         try:
-            coarser = _encode_at(person, scale, max_bytes, start, max_quality, measure)
+            attempt = _encode_at(person, scale, max_bytes, start, max_quality, measure)
         except KeyframeTooLarge:
             if found is not None:
                 return found
@@ -169,9 +169,9 @@ def encode_person_scaled(person: PersonImage, max_bytes: int, *, start: int = 40
                 raise
             scale *= 2
             continue
-        if found is not None:
-            return coarser if coarser.quality >= found.quality + COARSER_GAIN else found
-        found = coarser
+        if found is not None:  # this attempt is the coarser scale tried for a low-quality fit
+            return attempt if attempt.quality >= found.quality + COARSER_GAIN else found
+        found = attempt
         if found.quality >= COARSER_BELOW_QUALITY or scale * 2 > max_scale:
             return found
         scale *= 2
