@@ -419,8 +419,9 @@ class FrameCoder:
         if self._pending is None and self.policy.decide(analysis, drift, self.budget.drift_gap_s(self._last_keyframe_bytes),
                                                         self.own_keyframes(ts_us)):
             # The despilled foreground is costly (~20 ms), so it is asked for keyframes only.
-            build = self._keyframe_build(dataclasses.replace(analysis, foreground=analyzer.foreground()), prepared,
-                                         sum(len(payload) for _, payload in setups))
+            taken = dataclasses.replace(analysis.frame, ts_us=self.policy.keyframe_ts(ts_us))
+            build = self._keyframe_build(dataclasses.replace(analysis, frame=taken, foreground=analyzer.foreground()),
+                                         prepared, sum(len(payload) for _, payload in setups))
             if self.background:
                 self._pending = self._worker().submit(build)
             else:
@@ -544,6 +545,12 @@ class FrameCoder:
                         setup_bytes: int = 0) -> Callable[[], BuiltKeyframe]:
         """The keyframe's build, to run on any thread: what it needs of this coder is taken now. `setup_bytes`:
         the setups going with it."""
+        # the face codes' values for the landmarks this picture shows (the tracker's before smoothing, which lag a
+        # moving head: every frame drawn from the keyframe would be drawn that far off, w0 3.3 px)
+        unsmoothed = analysis.face.raw if analysis.face is not None else None
+        if unsmoothed is not None:
+            prepared = {name: self._preparers[name].recoded(value, unsmoothed) if FIELD_CODECS[name].role == "face"
+                        else value for name, value in prepared.items()}
         face = prepared.get(face_code(self.codes))
         # every offered face code's: the session (negotiated on another thread, maybe later) picks one
         codes = {name: self._preparers[name].keyframe_code(prepared[name]) for name in self.codes

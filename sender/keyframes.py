@@ -7,8 +7,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from facewire.shared.face.measures import eyes_shut
+from facewire.shared.face.measures import eyes_shut, mouth_ratio
 from facewire.shared.types import FrameAnalysis
+
+# How long a recording's first keyframe may wait for a closed mouth (KeyframePolicy.settle_s).
+RECORDING_SETTLE_S = 0.5
 
 
 @dataclass
@@ -30,6 +33,11 @@ class KeyframePolicy:
     peer_request_gap_s: float = 2.0
     drift_cost: float = 0.07  # about the median cost of a random keyframe for a frame of the same clip
     drift_gap_s: float = 3.0
+    settle_s: float = 0.0
+    settle_open: float = 0.25  # the inner lips' gap over the mouth's width (facewire.shared.face.measures.mouth_ratio)
+    settle_closed: float = 0.08
+    _settling_since_us: int | None = None  # when the first keyframe began to wait for a closed mouth
+    _settled_from_us: int | None = None  # ... once it came: the time it stands for
     _last_us: int | None = None
     _last_had_face: bool = False
     _last_peer_us: int | None = None
@@ -55,8 +63,12 @@ class KeyframePolicy:
         the sender's own keyframes (periodic, drifted) may come now (requested ones always may)."""
         ts = analysis.frame.ts_us
         requested = self._requested.is_set()
+        if requested and self._last_us is None and self._settling(analysis):
+            return False
         if requested:
             self._requested.clear()  # a request landing after this is served by a later frame
+            if self._last_us is None:
+                self._settled_from_us = self._settling_since_us
         peer = self._peer_requested.is_set() and (
             self._last_peer_us is None or ts - self._last_peer_us >= self.peer_request_gap_s * 1e6)
         if peer:
@@ -69,6 +81,25 @@ class KeyframePolicy:
         self._last_us = ts
         self._last_had_face = analysis.face is not None
         return True
+
+    def keyframe_ts(self, ts_us: int) -> int:
+        """The capture time a keyframe decided at `ts_us` carries: the session's first, when it waited for a closed
+        mouth, carries the time it began to wait, so the frames before its own are drawn from it (a frame's time is
+        coded after its keyframe's)."""
+        since, self._settled_from_us = self._settled_from_us, None
+        return ts_us if since is None else min(since, ts_us)
+
+    def _settling(self, analysis: FrameAnalysis) -> bool:
+        """Whether the session's first keyframe waits for this face's mouth to close."""
+        if self.settle_s <= 0.0 or analysis.face is None:
+            return False
+        ratio = mouth_ratio(analysis.face.landmarks.astype(np.float64))
+        ts = analysis.frame.ts_us
+        if self._settling_since_us is None:
+            if ratio <= self.settle_open:
+                return False
+            self._settling_since_us = ts
+        return ratio > self.settle_closed and ts - self._settling_since_us < self.settle_s * 1e6
 
     def _due(self, analysis: FrameAnalysis) -> bool:
         ts = analysis.frame.ts_us

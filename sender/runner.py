@@ -12,6 +12,7 @@ from pathlib import Path
 
 from facewire.sender.capture import FrameSource, now_us
 from facewire.sender.coding import FrameCoder, Outgoing
+from facewire.sender.keyframes import RECORDING_SETTLE_S
 from facewire.sender.pacing import PICK_STEP, STILL_SKIP_BELOW_BPS, FramePacer, FramePicker, StillFrames, drawn_landmarks
 from facewire.sender.sending import FRAMING_BYTES, START_REPAY_WINDOW_S, Ceiling, parts, plan
 from facewire.sender.stream import FeatureStream
@@ -67,6 +68,10 @@ def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, ide
     # at least `repay_s` lets the layer start seconds sooner; the gate still has the start repaid by the file's end
     # for all but the frames.
     length = source.length
+    # the frames before the first keyframe wait for it here, and are drawn from it: it may wait for a closed mouth
+    # (in a file that goes on longer than the wait: a keyframe at its end would leave nothing to draw its frames from)
+    if length is not None and length / source.fps > 2 * RECORDING_SETTLE_S:
+        coder.policy.settle_s = RECORDING_SETTLE_S
     if length is not None:
         gate.end_s = length / source.fps  # the media clock starts at 0
         gate.start_repay_s = min(START_REPAY_WINDOW_S, gate.end_s)

@@ -163,6 +163,10 @@ class Ceiling:
     def on_send(self, seq: int, nbytes: int, now: float) -> None:
         if self._first_frame_s is None:
             self._first_frame_s = now
+        elif now <= self._first_frame_s:
+            # frames that waited for the session's first keyframe (KeyframePolicy.settle_s) go with it: they are
+            # the start too, repaid with it (paid at once, they held the frames after them for ~0.5 s at 6 kbps)
+            self._start_debt += nbytes
         self._bucket.charge(nbytes, now)
 
     def on_send_bulk(self, nbytes: int, now: float) -> None:

@@ -209,7 +209,8 @@ class MediaPipeFaceTracker:
             if self._origin_us is None:
                 self._origin_us = frame.ts_us
             smooth = self._smoother(raw, (frame.ts_us - self._origin_us) * 1e-6, scale=max(scale, 1.0))
-        obs = FaceObservation(landmarks=smooth, pose=head_pose(smooth), confidence=confidence, state="tracked")
+        obs = FaceObservation(landmarks=smooth, pose=head_pose(smooth), confidence=confidence, state="tracked",
+                              raw=raw if smooth is not raw else None)
         self._last, self._last_raw, self._last_ts = obs, raw, frame.ts_us
         self._last_raw_origin = origin
         self.last_raw_landmarks = raw

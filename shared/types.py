@@ -62,6 +62,10 @@ class FaceObservation:
     pose: HeadPose
     confidence: float
     state: FaceState = "tracked"
+    # The tracker's landmarks before its smoothing, when they differ: where the face is in this very picture. The
+    # smoothing lags a moving head by about half a frame's motion (3-5 px on a talking head), which a keyframe would
+    # carry into every frame drawn from it.
+    raw: Landmarks | None = None
 
 
 class FaceTracker(Protocol):

@@ -59,6 +59,11 @@ class FieldPreparer(Protocol):
         """An intra code of these values, for a keyframe's `landmarks` (face codes)."""
         ...
 
+    def recoded(self, prepared: Prepared, landmarks: Landmarks) -> Prepared:
+        """`prepared` (this frame's values) for other landmarks of the same frame (face codes: a keyframe's, from the
+        tracker's unsmoothed landmarks); other codes return it as it is."""
+        ...
+
 
 class FieldEncoder(Protocol):
     def encode(self, frame: CodedFrame, intra: bool) -> bytes | None:
@@ -123,6 +128,9 @@ class _LandmarkPreparer(NoSetup):
     def keyframe_code(self, prepared: Prepared) -> bytes:
         assert prepared.landmarks is not None
         return LandmarkEncoder().encode(prepared.landmarks, intra=True)
+
+    def recoded(self, prepared: Prepared, landmarks: Landmarks) -> Prepared:
+        return Prepared(dequantise(quantise(landmarks)))
 
 
 @dataclass

@@ -56,5 +56,8 @@ class NoSetup:
     def keyframe_code(self, prepared: Prepared) -> bytes:
         raise CodeError(f"{type(self).__name__}: this code codes no keyframe")
 
+    def recoded(self, prepared: Prepared, landmarks: Landmarks) -> Prepared:
+        return prepared
+
     def decode_keyframe(self, payload: bytes) -> Landmarks:
         raise CodeError(f"{type(self).__name__}: this code codes no keyframe")

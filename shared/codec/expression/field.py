@@ -33,7 +33,7 @@ from facewire.shared.codec.expression.code import (
 from facewire.shared.codec.expression.neutral import NeutralConfig, NeutralSource, decode_setup, encode_setup
 from facewire.shared.codec.predictive import CodeError
 from facewire.shared.codec.seam import CodedFrame, FrameDraft, Prepared
-from facewire.shared.face.pose import to_canonical
+from facewire.shared.face.pose import head_pose, to_canonical
 from facewire.shared.types import FrameAnalysis, Landmarks
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,11 @@ class ExpressionPreparer:
     def keyframe_code(self, prepared: Prepared) -> bytes:
         values = _values(prepared)
         return encode_frame(values.neutral, values.q, None)
+
+    def recoded(self, prepared: Prepared, landmarks: Landmarks) -> Prepared:
+        neutral = _values(prepared).neutral
+        q = quantise(neutral, head_pose(landmarks), landmarks)
+        return Prepared(landmarks=reconstruct(neutral, q)[1], values=ExpressionValues(neutral, q))
 
 
 def _values(prepared: Prepared) -> ExpressionValues:
