@@ -6,7 +6,8 @@ the replica's prediction, the residual, the AV1 layer encoder), against features
 
 Runs `facewire-send --record-stream` in this process (sender.runner.record_stream: the same coder, gate,
 pacer and layer encoder, the stream written to a temporary file) and measures CPU time (time.process_time:
-every thread of the process, MediaPipe's included) per input frame and per stage: analysis (tracker +
+every thread of the process, MediaPipe's included) per input frame, reading and scaling the file's frames
+left out (`capture`, reported apart), and per stage: analysis (tracker +
 matte, side by side as the sender runs them), coding (keyframes and the codes' preparers, the closed loop's
 replica and residual included, and a matte made late for a keyframe) and sending (the send plan, the
 send-time encoders, the layer's AV1 included, the file). Also reports how many frames were matted, the
@@ -28,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -60,13 +62,34 @@ def _stats(values: list[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(values), "median": statistics.median(values)}
 
 
+class _TimedSource:
+    """The source with the CPU its frames take (decoding the file, scaling it to --size) counted apart: a camera
+    delivers its frames at the size asked for, and the original bench left them out too."""
+
+    def __init__(self, source: FrameSource, spent: dict[str, float]) -> None:
+        self._source, self._spent = source, spent
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._source, name)
+
+    def __iter__(self) -> Iterator[CapturedFrame]:
+        frames = iter(self._source)
+        while True:
+            t0 = time.process_time()
+            frame = next(frames, None)
+            self._spent["capture"] += time.process_time() - t0
+            if frame is None:
+                return
+            yield frame
+
+
 def run(clip: Path, layers: str, frames: int, size: tuple[int, int], bitrate_bps: float) -> dict[str, object]:
     source = FrameSource(str(clip), CaptureOptions(size=size, max_frames=frames, media_clock=True))
     analyzer = make_analyzer("auto", "cpu")
     assert isinstance(analyzer, SenderAnalyzer)
     coder = FrameCoder(codes_for(layers, bitrate_bps, True), Budget.at_most(bitrate_bps))
-    spent = {"analysis": 0.0, "coding": 0.0}
-    stages: dict[str, list[float]] = {"analysis": [], "coding": [], "sending": [], "total": []}
+    spent = {"capture": 0.0, "analysis": 0.0, "coding": 0.0}
+    stages: dict[str, list[float]] = {"capture": [], "analysis": [], "coding": [], "sending": [], "total": []}
     matted = [0]
     analyze, code = analyzer.analyze, coder.code
     with_matte = getattr(analyzer, "with_matte", None)
@@ -111,17 +134,18 @@ def run(clip: Path, layers: str, frames: int, size: tuple[int, int], bitrate_bps
 
     def progress(count: int, nbytes: int) -> None:
         now = time.process_time()
-        total = now - last[0]
+        total = now - last[0] - spent["capture"]
         last[0] = now
-        for name, value in (("analysis", spent["analysis"]), ("coding", spent["coding"]),
+        for name, value in (("capture", spent["capture"]), ("analysis", spent["analysis"]), ("coding", spent["coding"]),
                             ("sending", total - spent["analysis"] - spent["coding"]), ("total", total)):
             stages[name].append(value * 1000)
-        spent.update(analysis=0.0, coding=0.0)
+        spent.update(capture=0.0, analysis=0.0, coding=0.0)
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "stream.fws"
         try:
-            writer = record_stream(source, analyzer, path, None, progress, coder=coder)
+            writer = record_stream(_TimedSource(source, spent), analyzer, path, None, progress,  # type: ignore[arg-type]
+                                   coder=coder)
             digest = messages_digest(path)
         finally:
             source.close()

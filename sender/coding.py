@@ -515,7 +515,9 @@ class FrameCoder:
         if self._matte_every_frame:
             return True
         layer = self._layer()
-        return layer is not None and layer[1].due(ts_us) and bool(self._states) and self.budget.layer_bps() > 0
+        # live, a residual still being made (on its thread) means none starts with this frame
+        return (layer is not None and self._loop.finished and layer[1].due(ts_us) and bool(self._states)
+                and self.budget.layer_bps() > 0)
 
     @property
     def _matte_every_frame(self) -> bool:
