@@ -6,7 +6,7 @@ import concurrent.futures
 import dataclasses
 import time
 
-from facewire.sender.matte import SkippingMatter
+from facewire.sender.matte.skipping import SkippingMatter
 from facewire.shared.types import Analyzer, CapturedFrame, FaceObservation, FaceTracker, FrameAnalysis, Image, Matter
 
 

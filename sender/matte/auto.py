@@ -13,8 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from facewire.sender.matte import SkippingMatter
 from facewire.sender.matte.chroma import ScreenEstimate, estimate_screen, opponent
+from facewire.sender.matte.skipping import SkippingMatter
 from facewire.shared.types import Alpha, CapturedFrame, Image, Matter
 
 Choice = Literal["chroma", "learned"]
