@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import time
 
-from facewire.shared.types import CapturedFrame, FaceObservation, FaceTracker, FrameAnalysis, Image, Matter
+from facewire.sender.matte.skipping import SkippingMatter
+from facewire.shared.types import Analyzer, CapturedFrame, FaceObservation, FaceTracker, FrameAnalysis, Image, Matter
 
 
 class SenderAnalyzer:
@@ -19,6 +21,7 @@ class SenderAnalyzer:
         self.tracker = tracker
         self.matter = matter
         self.last_timings_ms: dict[str, float] = {}
+        self._skipped: CapturedFrame | None = None  # the last frame analysed, when its matte was left out
         self._tracking = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="track")
 
     def _track(self, frame: CapturedFrame) -> tuple[FaceObservation | None, float]:
@@ -26,16 +29,33 @@ class SenderAnalyzer:
         face = self.tracker.track(frame)
         return face, (time.perf_counter() - start) * 1e3
 
-    def analyze(self, frame: CapturedFrame) -> FrameAnalysis:
+    def analyze(self, frame: CapturedFrame, matte: bool = True) -> FrameAnalysis:
+        """The frame's face and matte; `matte` False: no one asks for this frame's matte (FrameCoder.matte_due),
+        and a matter that can (SkippingMatter) leaves it out: `with_matte` makes it later if it is needed after
+        all. (The matte is read on layer frames, keyframes and by the per-frame body and alpha codes only: at
+        16 kbps with the residual layer, a third of the frames.)"""
         tracking = self._tracking.submit(self._track, frame)
         start = time.perf_counter()
+        alpha = None
         try:
-            alpha = self.matter.matte(frame) if self.matter is not None else None
+            if not matte and isinstance(self.matter, SkippingMatter):
+                alpha = self.matter.optional_matte(frame)
+            elif self.matter is not None:
+                alpha = self.matter.matte(frame)
             matte_ms = (time.perf_counter() - start) * 1e3
         finally:
             face, track_ms = tracking.result()  # the tracker is never left running into the next call
+        self._skipped = frame if alpha is None and self.matter is not None else None
         self.last_timings_ms = {"track": track_ms, "matte": matte_ms}
         return FrameAnalysis(frame=frame, face=face, alpha=alpha)
+
+    def with_matte(self, analysis: FrameAnalysis) -> FrameAnalysis:
+        """`analysis` with its matte when `analyze` left it out (the last frame analysed only), else as it is."""
+        if self._skipped is None or analysis.frame is not self._skipped:
+            return analysis
+        assert isinstance(self.matter, SkippingMatter)
+        self._skipped = None
+        return dataclasses.replace(analysis, alpha=self.matter.late_matte(analysis.frame))
 
     def foreground(self) -> Image | None:
         """The last frame with the screen and its spill removed, when the matter computes that (chroma keys).
@@ -55,3 +75,13 @@ class SenderAnalyzer:
         self.tracker.close()
         if self.matter is not None:
             self.matter.close()
+
+
+def analyse(analyzer: Analyzer, frame: CapturedFrame, matte: bool) -> FrameAnalysis:
+    """`analyzer.analyze(frame)`, its matte left out when `matte` is False and the analyzer can (SenderAnalyzer)."""
+    return analyzer.analyze(frame, matte) if isinstance(analyzer, SenderAnalyzer) else analyzer.analyze(frame)
+
+
+def with_matte(analyzer: Analyzer, analysis: FrameAnalysis) -> FrameAnalysis:
+    """`analysis` with the matte `analyse` left out, when it did (SenderAnalyzer.with_matte)."""
+    return analyzer.with_matte(analysis) if isinstance(analyzer, SenderAnalyzer) else analysis

@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from facewire.sender.analysis import with_matte
 from facewire.sender.behind import Behind, background_worker
 from facewire.sender.keyframes import KeyframePolicy
 from facewire.sender.timing import StageTimes
@@ -116,6 +117,9 @@ MIN_BODY_WITH_LAYER_BPS = 20_000.0
 # better; foreground SSIM -0.01, the shoulders stay where the keyframe has them).
 MIN_BODY_FEATURES_BPS = 8_000.0
 BODY_CODE = "body-motion"
+# The codes that read every frame's matte (the alpha and its corrections code it). Without them the matte is read on
+# layer frames, the body motion's fits (BodyPreparer.fits) and keyframes only, and the analyser leaves the others' out.
+MATTE_ROLES = ("alpha",)
 
 
 def codes_for(layers: str | None, ceiling_bps: float, self_mode: bool, face_codes: Sequence[str] = DEFAULT_CODES
@@ -323,6 +327,11 @@ class ReferenceChooser:
         self._faces.clear()
         self._chosen = None
 
+    @property
+    def chosen(self) -> int | None:
+        """The keyframe chosen last (the next frame's, unless its face switches it)."""
+        return self._chosen
+
     def built(self, kf: int, landmarks: Landmarks | None) -> None:
         if landmarks is not None:
             self._faces[kf] = FaceLikeness.of(landmarks)
@@ -418,6 +427,7 @@ class FrameCoder:
             keyframe, self._pending = self._adopt(self._pending.result()), None
         if self._pending is None and self.policy.decide(analysis, drift, self.budget.drift_gap_s(self._last_keyframe_bytes),
                                                         self.own_keyframes(ts_us)):
+            analysis = with_matte(analyzer, analysis)
             # The despilled foreground is costly (~20 ms), so it is asked for keyframes only.
             taken = dataclasses.replace(analysis.frame, ts_us=self.policy.keyframe_ts(ts_us))
             build = self._keyframe_build(dataclasses.replace(analysis, frame=taken, foreground=analyzer.foreground()),
@@ -441,10 +451,12 @@ class FrameCoder:
             fresh = {name for name, _ in setups}
             setups += [(name, setup) for name, preparer in self._preparers.items()
                        if name not in fresh and (setup := preparer.current_setup()) is not None]
+        if self._matte_every_frame or self._fits_body(ts_us, reference):
+            analysis = with_matte(analyzer, analysis)
         self._prepare_body(analysis, prepared, reference)
         if (behind := self._loop.take()) is not None:
             prepared[behind[0]] = behind[1]
-        self._start_layer(analysis, prepared, reference)
+        analysis = self._start_layer(analyzer, analysis, prepared, reference)
         self._prepare_alpha_fix(analysis, prepared, reference)
         return Outgoing(CodedFrame(analysis, prepared), keyframe, tuple(setups), reference=reference)
 
@@ -501,22 +513,55 @@ class FrameCoder:
                 if value is not None:
                     prepared[name] = value
 
-    def _start_layer(self, analysis: FrameAnalysis, prepared: dict[str, Prepared], reference: int | None) -> None:
+    def matte_due(self, ts_us: int) -> bool:
+        """Whether the frame captured at `ts_us` will likely have its matte read: with a code that reads every
+        frame's (MATTE_ROLES), on the body motion's fits, or on a layer frame that has a keyframe and a rate to be
+        coded against. The analyser then makes it beside the face's tracking; a keyframe decided on a frame without
+        one makes it then (`with_matte`: ~5 ms on the analysing thread, every few seconds)."""
+        if self._matte_every_frame or self._fits_body(ts_us, self._references.chosen):
+            return True
+        layer = self._layer()
+        # live, a residual still being made (on its thread) means none starts with this frame
+        return (layer is not None and self._loop.finished and layer[1].due(ts_us) and bool(self._states)
+                and self.budget.layer_bps() > 0)
+
+    @property
+    def _matte_every_frame(self) -> bool:
+        return any(FIELD_CODECS[name].role in MATTE_ROLES for name in self.codes)
+
+    def _body_keyframes(self, reference: int | None) -> dict[int, KeyframeState]:
+        """The keyframes the uplink may draw a frame with this reference from (`_prepare_body`)."""
+        kfs = (reference, self._drawn_reference(reference))
+        return {kf: state for kf in kfs if kf is not None and (state := self.keyframe_state(kf)) is not None}
+
+    def _fits_body(self, ts_us: int, reference: int | None) -> bool:
+        """Whether the body motion is fitted for this frame (BodyPreparer.fits), reading its matte."""
+        keyframes = self._body_keyframes(reference)
+        return bool(keyframes) and any(isinstance(p, BodyPreparer) and p.fits(ts_us, keyframes)
+                                       for p in self._preparers.values())
+
+    def _layer(self) -> tuple[str, LayerPreparer] | None:
+        return next(((name, p) for name, p in self._preparers.items() if isinstance(p, LayerPreparer)), None)
+
+    def _start_layer(self, analyzer: Analyzer, analysis: FrameAnalysis, prepared: dict[str, Prepared],
+                     reference: int | None) -> FrameAnalysis:
         """Starts the layer's residual of this frame, for a later frame to carry (`Behind`), against the keyframe
         the receiver will draw this frame from: the chosen reference when it holds it, else the newest it holds
         (the stream's rule). A keyframe still on its way is not drawn from: the layer goes on correcting what the
         receiver shows while it crosses (with the drift-triggered keyframes, waiting for each starved the layer:
         d3 at 16 kbps got 1.3 kbps of it). The send-time encoder drops a residual whose keyframe is not the
-        keyframe of the frame that carries it."""
-        preparer = next(((name, p) for name, p in self._preparers.items() if isinstance(p, LayerPreparer)), None)
+        keyframe of the frame that carries it. Returns `analysis`, with its matte when the residual reads it."""
+        preparer = self._layer()
         if preparer is None or not self._loop.idle or not preparer[1].due(analysis.frame.ts_us):
-            return
+            return analysis
         self._loop.background = self.background
         name, layer = preparer
         reference = self._drawn_reference(reference)
         face = prepared.get(face_code(self.codes))
         landmarks = None if face is None else face.landmarks
         keyframe, kbps = self.keyframe_state(reference), self.budget.layer_bps() / 1000
+        if keyframe is not None and kbps > 0 and landmarks is not None:
+            analysis = with_matte(analyzer, analysis)
         # the receiver moves the body as the frame's body motion says (when that code goes with it): so does the replica
         body_matrix = self._body_matrix(prepared, reference)
 
@@ -525,6 +570,7 @@ class FrameCoder:
             return None if value is None else (name, value)
 
         self._loop.start(residual)
+        return analysis
 
     def _prepare_body(self, analysis: FrameAnalysis, prepared: dict[str, Prepared], reference: int | None) -> None:
         """The body's motion against each keyframe the uplink may draw this frame from: the chosen reference,
@@ -533,8 +579,7 @@ class FrameCoder:
         the frame's. (Fitting the keyframe before the newest for 3 s after every build, held or not, doubled
         the fit on the frame's latency path: keyframes come every few seconds at 256 kbps.)"""
         face = prepared.get(face_code(self.codes))
-        kfs = (reference, self._drawn_reference(reference))
-        keyframes = {kf: state for kf in kfs if kf is not None and (state := self.keyframe_state(kf)) is not None}
+        keyframes = self._body_keyframes(reference)
         for name, preparer in self._preparers.items():
             if isinstance(preparer, BodyPreparer):
                 value = preparer.prepare_body(analysis, None if face is None else face.landmarks, keyframes)

@@ -23,6 +23,7 @@ from facewire.shared.codec.layer import (
     apply_residual,
     box_region,
     face_box_transform,
+    face_support,
     face_weight,
     from_box,
     packet_is_key,
@@ -216,6 +217,13 @@ def test_the_face_weight_is_whole_on_the_face_and_fades_to_nothing_past_it() -> 
     # a region elsewhere in the frame reads the same weight at the same frame pixels
     other = face_weight(oval, (240, 320), (150, 100, 230, 140))
     assert np.allclose(other, weight[100 - 20:140 - 20, 150 - 40:230 - 40], atol=1e-6)
+    # it is 0 outside its support (where the sender's replica need not draw), which fits the region
+    x0, y0, x1, y1 = face_support(oval, (240, 320), region)
+    assert region[0] <= x0 < x1 <= region[2] and region[1] <= y0 < y1 <= region[3]
+    inside = np.zeros_like(weight, bool)
+    inside[y0 - region[1]:y1 - region[1], x0 - region[0]:x1 - region[0]] = True
+    assert (weight[~inside] == 0).all() and (weight[inside] > 0).mean() > 0.5
+    assert face_support(oval, (240, 320), (0, 0, 40, 40))[2] <= face_support(oval, (240, 320), (0, 0, 40, 40))[0]
 
 
 def test_a_face_weighed_residual_leaves_what_differs_past_the_face_uncorrected() -> None:

@@ -482,3 +482,58 @@ def test_a_held_box_is_stale_when_much_of_it_is_far_off_the_fresh_residual() -> 
     assert not cost.stale(slight, kf=1)
     cost.lost = True
     assert not cost.stale(opened, kf=1)
+
+
+@dataclass
+class _EveryMatte:
+    """An analyser that is not a SenderAnalyzer: `analyse` asks it for every frame's matte."""
+
+    inner: object
+
+    def analyze(self, frame: CapturedFrame) -> FrameAnalysis:
+        return self.inner.analyze(frame)  # type: ignore[attr-defined, no-any-return]
+
+    def foreground(self) -> Image | None:
+        return self.inner.foreground()  # type: ignore[attr-defined, no-any-return]
+
+    def reset(self) -> None:
+        self.inner.reset()  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self.inner.close()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("ceiling_bps", "share"), [(16_000.0, 0.6), (MIN_BODY_WITH_LAYER_BPS + 4000, 0.75)])
+def test_a_recording_that_leaves_out_the_mattes_nobody_reads_sends_the_same(tmp_path: Path, ceiling_bps: float,
+                                                                             share: float) -> None:
+    from facewire.sender.cli import make_analyzer
+    from facewire.sender.runner import record_stream
+    from tests.golden.digest import normalised, records
+
+    frames = _input_frames(tmp_path / "in")
+    streams, mattes = [], []
+    for lazy in (True, False):
+        source = FrameSource(str(frames), CaptureOptions(fps=FPS, media_clock=True))
+        analyzer = make_analyzer("auto", "cpu")
+        made = [0]
+        matte = analyzer.matter.matte  # type: ignore[union-attr]
+
+        def counted(frame: CapturedFrame, matte=matte, made=made):  # type: ignore[no-untyped-def]
+            made[0] += 1
+            return matte(frame)
+
+        analyzer.matter.matte = counted  # type: ignore[union-attr, method-assign]
+        # below MIN_BODY_WITH_LAYER_BPS the layer's frames read the matte; above, the body's fits too
+        coder = FrameCoder(codes_for("features+residual", ceiling_bps, True), Budget.at_most(ceiling_bps))
+        assert coder.matte_due(0) is False  # no keyframe yet: nothing to code a residual against
+        path = tmp_path / f"{lazy}.fws"
+        try:
+            record_stream(source, analyzer if lazy else _EveryMatte(analyzer), path, None, coder=coder)
+        finally:
+            source.close()
+            analyzer.close()
+        streams.append([normalised(raw) for raw in records(path)])
+        mattes.append(made[0])
+    assert streams[0] == streams[1]
+    # a layer frame every third, the body's fits every other (FIT_FPS), and the keyframes
+    assert mattes[1] == FRAMES and mattes[0] < share * FRAMES

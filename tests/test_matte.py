@@ -257,3 +257,84 @@ def test_real_green_screen_clip() -> None:
     comp = a[:, :, None] * fg.astype(np.float32) + (1 - a[:, :, None]) * np.array([255, 0, 255], np.float32)
     b, g, r = comp[edge].T
     assert float(np.mean(g - np.maximum(b, r))) < 0.0
+
+
+def test_learned_matte_of_a_frame_does_not_depend_on_the_frames_before() -> None:
+    # what lets the analyser leave out the mattes nobody reads (SkippingMatter): the same frame after other
+    # frames, or none, gets the same matte to the bit
+    img = np.ascontiguousarray(data.astronaut()[:, :, ::-1])
+    other = np.ascontiguousarray(cv2.flip(cv2.resize(img, None, fx=0.8, fy=0.8), 1))
+    other = cv2.copyMakeBorder(other, 0, img.shape[0] - other.shape[0], 0, img.shape[1] - other.shape[1],
+                               cv2.BORDER_REFLECT)
+    fresh, used = LearnedMatter(), LearnedMatter()
+    try:
+        for i in range(3):
+            used.matte(_frame(other, i))
+        assert used.optional_matte(_frame(img, 3)) is None
+        assert np.array_equal(used.late_matte(_frame(img, 3)), fresh.matte(_frame(img, 0)))
+    finally:
+        fresh.close()
+        used.close()
+
+
+class _Counting:
+    """A matter that counts its mattes; `skips`: it is a SkippingMatter that leaves out what it may."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.mattes = 0
+
+    def matte(self, frame: CapturedFrame) -> np.ndarray:
+        self.mattes += 1
+        return np.full(frame.image.shape[:2], self.mattes, np.float32)
+
+    def foreground(self) -> None:
+        return None
+
+    def reset(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _Skipping(_Counting):
+    def optional_matte(self, frame: CapturedFrame) -> None:
+        return None
+
+    def late_matte(self, frame: CapturedFrame) -> np.ndarray:
+        return self.matte(frame)
+
+
+def test_analyzer_leaves_out_the_mattes_nobody_reads_and_makes_one_late() -> None:
+    img = np.zeros((H, W, 3), np.uint8)
+    matter = _Skipping()
+    an = SenderAnalyzer(_NoFace(), matter)
+    first = an.analyze(_frame(img, 0), matte=False)
+    assert first.alpha is None and matter.mattes == 0
+    second = an.analyze(_frame(img, 1), matte=False)
+    assert an.with_matte(first) is first  # only the last frame analysed can be matted late
+    late = an.with_matte(second)
+    assert late.alpha is not None and matter.mattes == 1 and late.frame is second.frame
+    assert an.with_matte(late) is late and matter.mattes == 1
+    assert an.analyze(_frame(img, 2)).alpha is not None and matter.mattes == 2  # asked for: made beside the tracker
+    # a matter whose state follows every frame (not a SkippingMatter) mattes them all
+    every = _Counting()
+    assert SenderAnalyzer(_NoFace(), every).analyze(_frame(img, 0), matte=False).alpha is not None
+    assert every.mattes == 1
+
+
+def test_auto_matter_checks_the_screen_on_the_same_frames_when_mattes_are_left_out() -> None:
+    green, _ = _scene((70, 170, 60))
+    plain = np.ascontiguousarray(cv2.resize(data.astronaut()[:, :, ::-1], (W, H)))
+    frames = [green, plain, plain, plain, plain, green, plain]
+    config = AutoConfig(confirm=2, check_every=2)
+    every, lazy = (AutoMatter(ChromaMatter(), _Skipping(), config) for _ in range(2))
+    for i, img in enumerate(frames):
+        every.matte(_frame(img, i))
+        alpha = lazy.optional_matte(_frame(img, i))
+        assert lazy.active == every.active
+        assert (alpha is None) == (lazy.active == "learned")  # the chroma key's plate follows every frame
+    assert lazy.active == "learned"
+    assert lazy.late_matte(_frame(plain, 7)) is not None and lazy.active == "learned"

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from facewire.sender.matte.chroma import ScreenEstimate, estimate_screen, opponent
+from facewire.sender.matte.skipping import SkippingMatter
 from facewire.shared.types import Alpha, CapturedFrame, Image, Matter
 
 Choice = Literal["chroma", "learned"]
@@ -98,9 +99,20 @@ class AutoMatter:
         screen-free colours), or None when it has none and the frame itself is the foreground."""
         return (self.chroma if self.active == "chroma" else self.learned).foreground()
 
-    def matte(self, frame: CapturedFrame) -> Alpha:
+    def _chosen(self, frame: CapturedFrame) -> Matter:
+        """The matter for this frame, the screen checked every `check_every` frames (matted or left out alike)."""
         if self.active is None or self._frames % self.config.check_every == 0:
             self._decide(frame.image)
         self._frames += 1
+        return self.chroma if self.active == "chroma" else self.learned
+
+    def matte(self, frame: CapturedFrame) -> Alpha:
+        return self._chosen(frame).matte(frame)
+
+    def optional_matte(self, frame: CapturedFrame) -> Alpha | None:
+        m = self._chosen(frame)
+        return m.optional_matte(frame) if isinstance(m, SkippingMatter) else m.matte(frame)
+
+    def late_matte(self, frame: CapturedFrame) -> Alpha:
         m = self.chroma if self.active == "chroma" else self.learned
-        return m.matte(frame)
+        return m.late_matte(frame) if isinstance(m, SkippingMatter) else m.matte(frame)

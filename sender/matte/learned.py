@@ -134,6 +134,14 @@ class LearnedMatter:
         self._last = (frame.image, alpha)
         return alpha
 
+    def optional_matte(self, frame: CapturedFrame) -> Alpha | None:
+        """None: a frame is segmented on its own (MediaPipe's selfie model keeps no state between frames, checked
+        by tests/test_matte.py), so one nobody asks a matte for is left out."""
+        return None
+
+    def late_matte(self, frame: CapturedFrame) -> Alpha:
+        return self.matte(frame)
+
     def foreground(self) -> Image | None:
         """The last frame with the room taken out of the matte's soft edge (facewire.sender.matte.edges).
 

@@ -203,6 +203,27 @@ FACE_FADE = 0.06
 _FACE_GRID = 4  # the weight is smooth: drawn on a grid this much coarser, then brought up
 
 
+def _face_sigma(points: npt.NDArray[np.float64]) -> float:
+    return FACE_FADE * max(float(np.ptp(points[:, 0])), 1.0)
+
+
+def _face_box(points: npt.NDArray[np.float64], sigma: float) -> Region:
+    """The grid-aligned box around the oval `points` outside which `face_weight` is 0."""
+    margin, g = 3.0 * sigma + 2 * _FACE_GRID, _FACE_GRID
+    bx0, by0 = (int(math.floor((v - margin) / g)) * g for v in points.min(axis=0))
+    bx1, by1 = (int(math.ceil((v + margin) / g)) * g for v in points.max(axis=0))
+    return bx0, by0, bx1, by1
+
+
+def face_support(oval: npt.NDArray[np.floating], shape: tuple[int, ...], region: Region) -> Region:
+    """The part of `region` (and of a frame of `shape`) where `face_weight` may be above 0; empty: x1 <= x0.
+    A residual weighed by it reads the prediction there only, so the sender's replica draws no more."""
+    points = np.asarray(oval, np.float64)[:, :2]
+    bx0, by0, bx1, by1 = _face_box(points, _face_sigma(points))
+    x0, y0, x1, y1 = region
+    return max(bx0, x0, 0), max(by0, y0, 0), min(bx1, x1, shape[1]), min(by1, y1, shape[0])
+
+
 def face_weight(oval: npt.NDArray[np.floating], shape: tuple[int, ...], region: Region) -> npt.NDArray[np.float32]:
     """Per pixel of `region` (x0, y0, x1, y1) of a frame of `shape`, 0..1: 1 inside the face oval (polygon `oval`,
     Nx2 frame pixels), fading to 0 outside it over ~2 x FACE_FADE face widths. Drawn on a grid fixed to the frame
@@ -210,16 +231,12 @@ def face_weight(oval: npt.NDArray[np.floating], shape: tuple[int, ...], region: 
     x0, y0, x1, y1 = region
     out = np.zeros((max(y1 - y0, 0), max(x1 - x0, 0)), np.float32)
     points = np.asarray(oval, np.float64)[:, :2]
-    sigma = FACE_FADE * max(float(np.ptp(points[:, 0])), 1.0)
-    margin = 3.0 * sigma + 2 * _FACE_GRID
-    g = _FACE_GRID
-    bx0, by0 = (int(math.floor((v - margin) / g)) * g for v in points.min(axis=0))
-    bx1, by1 = (int(math.ceil((v + margin) / g)) * g for v in points.max(axis=0))
-    # what of the oval's box falls in the region (and in the frame)
-    ix0, iy0 = max(bx0, x0, 0), max(by0, y0, 0)
-    ix1, iy1 = min(bx1, x1, shape[1]), min(by1, y1, shape[0])
+    sigma = _face_sigma(points)
+    bx0, by0, bx1, by1 = _face_box(points, sigma)
+    ix0, iy0, ix1, iy1 = face_support(oval, shape, region)
     if ix1 <= ix0 or iy1 <= iy0:
         return out
+    g = _FACE_GRID
     mask = np.zeros(((by1 - by0) // g, (bx1 - bx0) // g), np.uint8)
     cv2.fillPoly(mask, [np.round((points - (bx0, by0)) / g * 16).astype(np.int32)], 255, cv2.LINE_AA, shift=4)
     soft = cv2.GaussianBlur(mask, (0, 0), sigma / g, borderType=cv2.BORDER_CONSTANT).astype(np.float32)
