@@ -26,6 +26,7 @@ FloatImage = npt.NDArray[np.float32]
 Mask = npt.NDArray[np.uint8]
 _SMALL = 4  # the light wrap works at 1/_SMALL of the frame size
 _STRIP = 64  # rows composed at a time (a multiple of _SMALL)
+_PART_ROWS = 128  # rows of a part of the person's edge composed at a time (a multiple of _SMALL; fewer calls)
 
 
 class BackgroundError(ValueError):
@@ -162,11 +163,28 @@ def _upsample_box(small: FloatImage, box: tuple[slice, slice], factor: int) -> F
 
 @dataclass(frozen=True)
 class _EdgeInputs:
-    """Per-frame edge work over the person's box (None where the option is off)."""
+    """Per-frame edge work (None where the option is off): the despill band over the person's box, and the
+    light wrap's two maps at the coarse size, brought up to full size only where a part of the box needs them."""
 
-    band: Mask | None  # despill band
-    weight: FloatImage | None  # light wrap: how much of the background's light each pixel takes
-    light: FloatImage | None  # light wrap: the background's light around the person
+    band: Mask | None  # despill band, over the box
+    outside: FloatImage | None  # light wrap: the blurred share of background around each coarse pixel
+    light: FloatImage | None  # light wrap: the background's light around the person, coarse
+
+
+_WRAP_FLOOR = 1e-3  # the light wrap changes only pixels it lifts by more than this share of the background's light
+_JOIN = 8  # coarse columns: plain stretches narrower than this between two edge runs are composed with them
+
+
+def _runs(columns: npt.NDArray[np.bool_], join: int) -> list[tuple[int, int]]:
+    """[start, stop) of the True runs of `columns`, runs fewer than `join` apart made one."""
+    flips = np.flatnonzero(np.diff(np.concatenate(([False], columns, [False])).view(np.int8)))
+    out: list[tuple[int, int]] = []
+    for start, stop in zip(flips[::2].tolist(), flips[1::2].tolist(), strict=True):
+        if out and start - out[-1][1] < join:
+            out[-1] = (out[-1][0], stop)
+        else:
+            out.append((start, stop))
+    return out
 
 
 class Compositor:
@@ -225,18 +243,79 @@ class Compositor:
             return cv2.flip(result, 1) if self.mirror else result
         edges = self._edge_inputs(alpha, small_alpha, background, box)
         bg_float = self._background_float(background)
-        ys, xs = box
-        colours = image[box].astype(np.float32)
-        if edges.band is not None:
-            despill_band(colours, edges.band)
+        parts = self._edge_parts(small_alpha, box, edges)
+        if parts is None:
+            ys, xs = box
+            parts = [(slice(y0, min(y0 + _STRIP, ys.stop)), xs) for y0 in range(ys.start, ys.stop, _STRIP)]
+        else:
+            # Off the parts a block is all 0 (the background) or all 1, the person's pixel: an average of 1 in
+            # float32 leaves each pixel within 1e-6 of 1, which the blend rounds to the person's pixel too.
+            ys, xs = box
+            opaque = cv2.compare(small_alpha[ys.start // _SMALL : ys.stop // _SMALL, xs.start // _SMALL : xs.stop // _SMALL],
+                                 1.0, cv2.CMP_GE)
+            opaque = cv2.resize(opaque, (xs.stop - xs.start, ys.stop - ys.start), interpolation=cv2.INTER_NEAREST)
+            result[box] = cv2.copyTo(image[box], opaque, result[box])
         # Strips of rows keep the temporaries in the core's cache (these passes are memory-bound).
-        for y0 in range(ys.start, ys.stop, _STRIP):
-            strip = (slice(y0, min(y0 + _STRIP, ys.stop)), xs)
-            fg = self._light_wrap(colours, slice(y0 - ys.start, y0 - ys.start + _STRIP), edges)
-            bg = bg_float[strip]
-            # bg + alpha (fg - bg), rounded like cv2.blendLinear (which takes a slow path for this).
-            result[strip] = cv2.convertScaleAbs(cv2.add(bg, cv2.multiply(cv2.subtract(fg, bg), cv2.merge([alpha[strip]] * 3))))
+        for part in parts:
+            self._compose_part(result, image, alpha, bg_float, box, part, edges)
         return cv2.flip(result, 1) if self.mirror else result
+
+    def _edge_parts(self, small_alpha: FloatImage, box: tuple[slice, slice], edges: _EdgeInputs) -> list[tuple[slice, slice]] | None:
+        """The parts of the box (runs of columns in strips of rows) that hold all its `_edge_blocks`; None: compose
+        the whole box (a frame off the coarse grid)."""
+        blocks = self._edge_blocks(small_alpha, box, edges)
+        if blocks is None:
+            return None
+        ys, xs = box
+        rows = _PART_ROWS // _SMALL
+        parts: list[tuple[slice, slice]] = []
+        for r0 in range(0, blocks.shape[0], rows):
+            strip = slice(ys.start + r0 * _SMALL, min(ys.start + (r0 + rows) * _SMALL, ys.stop))
+            for c0, c1 in _runs(blocks[r0 : r0 + rows].any(axis=0), _JOIN):
+                parts.append((strip, slice(xs.start + c0 * _SMALL, xs.start + c1 * _SMALL)))
+        return parts
+
+    def _edge_blocks(self, small_alpha: FloatImage, box: tuple[slice, slice], edges: _EdgeInputs) -> npt.NDArray[np.bool_] | None:
+        """Per coarse block of the box: True where a pixel may have 0 < alpha < 1, lie on the despill band or within
+        the light wrap's reach (None off the coarse grid). Everywhere else alpha is 0 or 1 and the person's
+        colours are its own, so the picture is the background's pixel or the person's: most of a person is
+        opaque, and the float passes need only run on the ring around its edge."""
+        w, h = self.size
+        if w % _SMALL or h % _SMALL:
+            return None
+        ys, xs = box
+        small = small_alpha[ys.start // _SMALL : ys.stop // _SMALL, xs.start // _SMALL : xs.stop // _SMALL]
+        # A block averaging strictly between 0 and 1 holds a soft pixel or both 0 and 1; the despill band lies
+        # within 2 pixels of a pixel with 0.02 < alpha < 0.98, so within the blocks next to such a block.
+        blocks = cv2.dilate(cv2.bitwise_and(cv2.compare(small, 0.0, cv2.CMP_GT), cv2.compare(small, 1.0, cv2.CMP_LT)),
+                            np.ones((3, 3), np.uint8)) > 0
+        if edges.outside is not None:
+            # The wrap's weight is `outside` upsampled bilinearly (never above the largest of a frame pixel's 3x3
+            # coarse neighbours) x alpha (<= 1) x light_wrap; where that bound is under half the floor, no weight.
+            reach = cv2.dilate(edges.outside, np.ones((3, 3), np.uint8)) > 0.5 * _WRAP_FLOOR / self.edges.light_wrap
+            blocks |= reach[ys.start // _SMALL : ys.stop // _SMALL, xs.start // _SMALL : xs.stop // _SMALL]
+        # Where alpha is 0 the picture is the background's whatever the person's colours are (a block averages
+        # above 0 exactly when one of its pixels is).
+        blocks &= small > 0
+        return blocks
+
+    def _compose_part(self, result: Image, image: Image, alpha: Alpha, bg_float: FloatImage, box: tuple[slice, slice],
+                      part: tuple[slice, slice], edges: _EdgeInputs) -> None:
+        """bg + alpha (fg - bg) over `part`, fg the person's colours despilled on the band and lit by the light wrap."""
+        ys, xs = box
+        inner = (slice(part[0].start - ys.start, part[0].stop - ys.start), slice(part[1].start - xs.start, part[1].stop - xs.start))
+        fg = image[part].astype(np.float32)
+        if edges.band is not None:
+            despill_band(fg, np.ascontiguousarray(edges.band[inner]))
+        a = alpha[part]
+        if edges.outside is not None and edges.light is not None:
+            weight = cv2.multiply(self._upsample(edges.outside, part), a, scale=self.edges.light_wrap)
+            _, weight = cv2.threshold(weight, _WRAP_FLOOR, 0.0, cv2.THRESH_TOZERO)
+            light = self._upsample(edges.light, part)
+            fg = cv2.add(fg, cv2.multiply(cv2.subtract(light, fg), cv2.merge([weight] * 3)))
+        bg = bg_float[part]
+        # bg + alpha (fg - bg), rounded like cv2.blendLinear (which takes a slow path for this).
+        result[part] = cv2.convertScaleAbs(cv2.add(bg, cv2.multiply(cv2.subtract(fg, bg), cv2.merge([a] * 3))))
 
     def _person_box(self, small_alpha: FloatImage) -> tuple[slice, slice] | None:
         """The frame box holding every pixel with alpha > 0, on the coarse grid; outside it the output is the background.
@@ -261,7 +340,7 @@ class Compositor:
         return result
 
     def _edge_inputs(self, alpha: Alpha, small_alpha: FloatImage, background: Image, box: tuple[slice, slice]) -> _EdgeInputs:
-        """Despill band, light wrap weight and light over the person's box, each made in one pass.
+        """The despill band over the person's box, and the light wrap's coarse maps.
 
         Despill changes only the band (a green sweater inside the person keeps its colour).
         """
@@ -274,20 +353,7 @@ class Compositor:
         if self.edges.light_wrap <= 0:
             return _EdgeInputs(band, None, None)
         outside = np.asarray(cv2.GaussianBlur(1.0 - small_alpha, (0, 0), self._sigma()), np.float32)
-        weight = cv2.multiply(self._upsample(outside, box), alpha[box], scale=self.edges.light_wrap)
-        _, weight = cv2.threshold(weight, 1e-3, 0.0, cv2.THRESH_TOZERO)
-        light = self._upsample(self._wrap_light(small_alpha, background, outside), box)
-        return _EdgeInputs(band, np.asarray(weight, np.float32), light)
-
-    def _light_wrap(self, person: FloatImage, rows: slice, inputs: _EdgeInputs) -> FloatImage:
-        """The person's (despilled) colours in these rows of its box, lit by the background near the edge.
-
-        Only pixels the wrap lifts by more than 0.1 % of the background's light change (weight 0 elsewhere).
-        """
-        fg = person[rows]
-        if inputs.weight is None or inputs.light is None:
-            return fg
-        return np.asarray(cv2.add(fg, cv2.multiply(cv2.subtract(inputs.light[rows], fg), cv2.merge([inputs.weight[rows]] * 3))), np.float32)
+        return _EdgeInputs(band, outside, self._wrap_light(small_alpha, background, outside))
 
     def _upsample(self, small: FloatImage, box: tuple[slice, slice]) -> FloatImage:
         """The coarse image resized to the frame, inside `box` only."""

@@ -211,3 +211,52 @@ def test_alpha_outside_zero_one_is_clipped() -> None:
     out = comp.compose(_person((90, 30, 200), steep))
     assert np.array_equal(out, comp.compose(_person((90, 30, 200), np.clip(steep, 0, 1))))
     assert out.dtype == np.uint8 and out.shape == (SIZE[1], SIZE[0], 3)
+
+
+def _head_and_shoulders(size: tuple[int, int], seed: int) -> RenderedPerson:
+    """An opaque person with a soft matte edge (a head over shoulders), green-tinted near the top, a little
+    noise in the matte and a few pixels a hair off 0 and 1 (what a warped or upsampled matte holds)."""
+    w, h = size
+    rng = np.random.default_rng(seed)
+    alpha = np.zeros((h, w), np.float32)
+    cv2.ellipse(alpha, (w // 2, h // 3), (w // 7, h // 4), 0, 0, 360, 1.0, -1)
+    cv2.ellipse(alpha, (w // 2, h), (w // 3, h // 3), 0, 180, 360, 1.0, -1)
+    alpha = cv2.GaussianBlur(alpha, (0, 0), max(1.0, w / 150))
+    alpha[alpha > 0.999] = 1.0
+    alpha[alpha < 0.001] = 0.0
+    alpha[(alpha == 1.0) & (rng.random(alpha.shape) < 0.0005)] = np.float32(1.0 - 2.0**-20)
+    alpha[(alpha > 0) & (rng.random(alpha.shape) < 0.0005)] = np.float32(2.0**-30)
+    image = cv2.resize(astronaut(), size)
+    image[: h // 4] = (50, 190, 70)
+    return RenderedPerson(image, alpha)
+
+
+@pytest.mark.parametrize("size", [(256, 192), (640, 480), (1280, 720)])
+@pytest.mark.parametrize("edges", [EdgeOptions(), EdgeOptions(despill=False), EdgeOptions(light_wrap=0.0), PLAIN])
+def test_compose_on_the_edge_ring_alone_matches_the_whole_box(size: tuple[int, int], edges: EdgeOptions,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The float passes run only where the person's edge needs them; the bytes are those of running them on
+    the whole box (a bright background, so the light wrap reaches well into the person)."""
+    person = _head_and_shoulders(size, size[0])
+    background = np.ascontiguousarray(cv2.resize(astronaut()[::-1], size) // 2 + 120)
+    comp = Compositor("#000000", size, edges=edges)
+    comp._still = background
+    small = cv2.resize(person.alpha, (size[0] // 4, size[1] // 4), interpolation=cv2.INTER_AREA)
+    box = comp._person_box(small)
+    assert box is not None
+    edges_in = comp._edge_inputs(person.alpha, small, background, box)
+    parts = comp._edge_parts(small, box, edges_in)
+    assert parts is not None
+    covered = sum((p[0].stop - p[0].start) * (p[1].stop - p[1].start) for p in parts)
+    assert covered < 0.8 * (box[0].stop - box[0].start) * (box[1].stop - box[1].start)  # the interior is left out
+    whole = Compositor("#000000", size, edges=edges)
+    whole._still = background
+    monkeypatch.setattr(whole, "_edge_parts", lambda *args: None)
+    want = whole.compose(person)
+    # every block left out composes to the background's pixel or the person's, as the whole box has it
+    blocks = comp._edge_blocks(small, box, edges_in)
+    assert blocks is not None
+    plain = np.where(person.alpha[..., None] >= 1.0, person.image, background)[box]
+    left_out = np.repeat(np.repeat(~blocks, 4, axis=0), 4, axis=1)
+    assert np.array_equal(plain[left_out], want[box][left_out])
+    assert np.array_equal(comp.compose(person), want)
