@@ -595,16 +595,48 @@ def shade_narrowed(canvas: Image, landmarks: Landmarks, source_ratio: float, sha
     canvas[fy, fx] = cv2.blendLinear(fill, canvas[fy, fx], a, 1.0 - a)
 
 
+_BARED_UPPER = 0.58  # of the opening the lips bare: the upper row's share down to the bite (the lower row the rest)
+_BARED_FULL = 0.12  # mouth widths of bared opening from which the lower row shows whole
+
+
+def _bared_teeth(
+    bared: float, ratio: float, hide: np.float32, split: np.float32, d_up: FloatArray, d_low: FloatArray
+) -> tuple[np.float32, np.float32, FloatArray, FloatArray]:
+    """The cavity's lower-teeth hiding, panel split and panel depths for a mouth whose lips bare `bared` of a
+    `ratio` opening (both in mouth widths) from teeth that stay together.
+
+    The panels draw teeth of a fixed height from each lip, the rest dark: right for a dropped jaw, but a
+    smile or a grimace opens the lips over closed teeth, and there the gap between the rows reads as a black
+    slash. Here the rows are drawn taller (the panels' depths scaled) until together they fill the bared
+    part, the lower row comes out from behind the lip, and the rows meet at the bite. Returns the hiding, the
+    split and the depths to read the panels at (the split still goes by the true depths).
+    """
+    upper = max(_UPPER_TEETH, _BARED_UPPER * bared)
+    lower = max(_LOWER_TEETH, (1.0 - _BARED_UPPER) * bared)
+    share = bared / max(ratio, 1e-6)
+    shown = np.float32(1.0 - min(bared / _BARED_FULL, 1.0))
+    bite = np.float32(upper / (upper + lower))
+    return (
+        np.float32(hide * shown),
+        np.float32(split + (bite - split) * share),
+        (d_up * np.float32(_UPPER_TEETH / upper)).astype(np.float32),
+        (d_low * np.float32(_LOWER_TEETH / lower)).astype(np.float32),
+    )
+
+
 def composite_cavity(
     canvas: Image,
     landmarks: Landmarks,
     panels: tuple[Image, Image],
     source_ratio: float,
+    bared: float = 0.0,
 ) -> npt.NDArray[np.float32] | None:
     """Draw the mouth cavity into `canvas` (in place) where the mouth opens; returns the cavity mask.
 
     `source_ratio` is how open the source's mouth is (opening / width): its own interior is kept
-    while the frame opens no wider than that, and the cavity takes over beyond it.
+    while the frame opens no wider than that, and the cavity takes over beyond it. `bared` (0..1) is the
+    share of the opening that is lips drawn back from teeth that stay together, not a dropped jaw
+    (retarget.lip_retraction): both rows of teeth fill that much of it.
     """
     mouth = MouthFrame.of(landmarks)
     if mouth.ratio < 0.03:
@@ -629,11 +661,16 @@ def composite_cavity(
     cols = ((u - _U_RANGE[0]) * np.float32((PANEL_W - 1) / (_U_RANGE[1] - _U_RANGE[0]))).astype(np.float32)
     # Lower teeth slide up from behind the lower lip only as the jaw drops well open.
     hide = np.float32(_LOWER_TEETH * (1.0 - np.clip((mouth.ratio - 0.2) / 0.2, 0.0, 1.0)))
-    upper = cv2.remap(panels[0], cols, _panel_rows(d_up), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    lower = cv2.remap(panels[1], cols, _panel_rows(d_low + hide), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     # Where the upper panel gives way to the lower: near the lower lip while the mouth is barely
     # open (upper teeth fill the gap), halfway once it is wide open.
     split = np.float32(1.0 - 0.5 * np.clip(mouth.ratio / 0.3, 0.0, 1.0))
+    rows_up, rows_low = d_up, d_low
+    if bared > 0.0:
+        # In the panels' units (inner-lip widths), at the middle of the mouth where the opening is widest.
+        middle = float(lips.opening(np.array([0.5], np.float32))[0])
+        hide, split, rows_up, rows_low = _bared_teeth(min(bared, 1.0) * middle, middle, hide, split, d_up, d_low)
+    upper = cv2.remap(panels[0], cols, _panel_rows(rows_up), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    lower = cv2.remap(panels[1], cols, _panel_rows(rows_low + hide), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     t = np.maximum(d_up, 0.0) / np.maximum(np.maximum(d_up, 0.0) + np.maximum(d_low, 0.0), np.float32(1e-3))
     w_low = np.clip((t - split) / np.float32(0.16) + np.float32(0.5), 0.0, 1.0)
     cavity = cv2.blendLinear(lower, upper, w_low, 1.0 - w_low)

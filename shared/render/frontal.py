@@ -42,6 +42,9 @@ class Texture:
     # pixels turns fine detail (wrinkles, paint strokes) into hard, aliased lines.
     levels: tuple[Image, ...] = ()
     lips: npt.NDArray[np.float32] | None = None  # median BGR of the lips in `image`: the hue of a synthetic mouth interior
+    # The dark of the picture's open mouth (None: its lips meet), drawn over its interior as the sender's mouth
+    # closes from the picture's opening (eyes_mouth.shade_narrowed): the warp would squeeze its teeth into a white line.
+    shadow: npt.NDArray[np.float32] | None = None
 
     def level_for(self, rendered_width: float) -> tuple[Image, npt.NDArray[np.float64]]:
         """The level for a face `rendered_width` pixels wide, and the 2x3 affine from texture to level pixels."""
@@ -168,6 +171,7 @@ def prepare_texture(
         irises=irises,
         levels=mip_levels(out),
         lips=em.lip_colour(out, frontal),
+        shadow=em.interior_shadow(out, frontal),
     )
 
 

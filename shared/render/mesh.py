@@ -25,7 +25,7 @@ from facewire.shared.render.frontal import DEFAULT_DELIGHT, Texture, prepare_tex
 from facewire.shared.render.iris import draw_irises
 from facewire.shared.render.lids import REDRAWN, close_lids
 from facewire.shared.render.occlusion import OcclusionOptions, SpectacleMemory, occluder_mask
-from facewire.shared.render.retarget import RetargetOptions, RetargetPlan, apply_retarget, plan_retarget
+from facewire.shared.render.retarget import RetargetOptions, RetargetPlan, apply_retarget, lip_retraction, plan_retarget
 from facewire.shared.render.sclera import EyeWhite, eye_whites, reveal_whites
 from facewire.shared.render.warp import CoarseMap, PointMap, Points, Region, remap, similarity_2d, warp_map
 from facewire.shared.types import Affine, Alpha, FrameState, IdentityAsset, Image, KeyframeState, Landmarks, RenderedPerson
@@ -321,15 +321,19 @@ class MeshRenderer:
         return RenderedPerson(image, alpha)
 
     def _avatar_panels(self, model: _KeyframeModel, texture: Texture, ratio: float) -> tuple[Image, Image]:
-        """The mouth interior under an avatar opened `ratio` (opening / width): the keyframe's teeth and light, the
-        avatar's hue (em.avatar_palette), the colour cast match_shading gives the avatar's skin (em.scene_cast).
+        """The mouth interior under an avatar opened `ratio` (opening / width): synthetic teeth in the keyframe's light,
+        the avatar's hue (em.avatar_palette), the colour cast match_shading gives the avatar's skin (em.scene_cast).
 
+        Not the keyframe's own interior when it shows one: copied from inside the sender's inner lips it brings the
+        rim of the sender's lips (a red band of lipstick inside the avatar's mouth) and the sender's teeth, cut off
+        where the keyframe's opening ended, with darkness below them (a slash across a smile).
         The narrow and wide palettes' panels are built once per keyframe and avatar and blended by the opening.
         """
         if self._cavity is None or self._cavity[0] is not model or self._cavity[1] is not texture:
             cast = em.scene_cast(model.image, model.landmarks, texture.image, texture.landmarks, self.options.blend.chroma_strength)
-            narrow, _ = em.mouth_panels(model.image, model.landmarks, em.avatar_palette(texture.lips, cast, wide=False))
-            wide, _ = em.mouth_panels(model.image, model.landmarks, em.avatar_palette(texture.lips, cast, wide=True))
+            tone = em.skin_tone(model.image, model.landmarks)
+            narrow = em.synthetic_panels(tone, em.avatar_palette(texture.lips, cast, wide=False))
+            wide = em.synthetic_panels(tone, em.avatar_palette(texture.lips, cast, wide=True))
             self._cavity = (model, texture, narrow, wide)
         _, _, narrow, wide = self._cavity
         lo, hi = em.WIDE_OPENING
@@ -468,9 +472,14 @@ class MeshRenderer:
         draw_irises(face, local, texture.irises)
         if opts.smooth_lids:
             close_lids(face, local, texture.landmarks, REDRAWN)
+        # The retargeted avatar closes its lips with the sender's (retarget.plan_retarget): a picture's open mouth
+        # then shows its shadow, like the sender's own closing from an open keyframe.
+        em.shade_narrowed(face, local, texture.mouth_ratio, texture.shadow)
         face = np.ascontiguousarray(bl.match_shading(face, base, mask, width, opts.blend, midline))
         # The cavity goes in after the shading so teeth keep their colour; panels are lit like the scene.
-        em.composite_cavity(face, local, self._avatar_panels(model, texture, em.MouthFrame.of(local).ratio), texture.mouth_ratio)
+        plan = self._retarget_plan(model, texture)
+        panels = self._avatar_panels(model, texture, em.MouthFrame.of(local).ratio)
+        em.composite_cavity(face, local, panels, texture.mouth_ratio, lip_retraction(plan, dst))
         occluder = None
         if keyframe_occluder is not None:
             # The keyframe's occluders, carried to this frame by the keyframe's own dense face warp: the
