@@ -117,9 +117,9 @@ MIN_BODY_WITH_LAYER_BPS = 20_000.0
 # better; foreground SSIM -0.01, the shoulders stay where the keyframe has them).
 MIN_BODY_FEATURES_BPS = 8_000.0
 BODY_CODE = "body-motion"
-# The codes that read every frame's matte (the alpha and its corrections code it). Without them the matte is read on
-# layer frames, the body motion's fits (BodyPreparer.fits) and keyframes only, and the analyser leaves the others' out.
-MATTE_ROLES = ("alpha",)
+# The codes that read every frame's matte (the body's motion is fitted to it; the alpha and its corrections code it).
+# Without them the matte is read on layer frames and keyframes only, and the analyser leaves the others' out.
+MATTE_ROLES = ("body", "alpha")
 
 
 def codes_for(layers: str | None, ceiling_bps: float, self_mode: bool, face_codes: Sequence[str] = DEFAULT_CODES
@@ -327,11 +327,6 @@ class ReferenceChooser:
         self._faces.clear()
         self._chosen = None
 
-    @property
-    def chosen(self) -> int | None:
-        """The keyframe chosen last (the next frame's, unless its face switches it)."""
-        return self._chosen
-
     def built(self, kf: int, landmarks: Landmarks | None) -> None:
         if landmarks is not None:
             self._faces[kf] = FaceLikeness.of(landmarks)
@@ -451,7 +446,7 @@ class FrameCoder:
             fresh = {name for name, _ in setups}
             setups += [(name, setup) for name, preparer in self._preparers.items()
                        if name not in fresh and (setup := preparer.current_setup()) is not None]
-        if self._matte_every_frame or self._fits_body(ts_us, reference):
+        if self._matte_every_frame:
             analysis = with_matte(analyzer, analysis)
         self._prepare_body(analysis, prepared, reference)
         if (behind := self._loop.take()) is not None:
@@ -515,10 +510,10 @@ class FrameCoder:
 
     def matte_due(self, ts_us: int) -> bool:
         """Whether the frame captured at `ts_us` will likely have its matte read: with a code that reads every
-        frame's (MATTE_ROLES), on the body motion's fits, or on a layer frame that has a keyframe and a rate to be
-        coded against. The analyser then makes it beside the face's tracking; a keyframe decided on a frame without
-        one makes it then (`with_matte`: ~5 ms on the analysing thread, every few seconds)."""
-        if self._matte_every_frame or self._fits_body(ts_us, self._references.chosen):
+        frame's (MATTE_ROLES), or on a layer frame that has a keyframe and a rate to be coded against. The
+        analyser then makes it beside the face's tracking; a keyframe decided on a frame without one makes it
+        then (`with_matte`: ~5 ms on the analysing thread, every few seconds)."""
+        if self._matte_every_frame:
             return True
         layer = self._layer()
         # live, a residual still being made (on its thread) means none starts with this frame
@@ -528,17 +523,6 @@ class FrameCoder:
     @property
     def _matte_every_frame(self) -> bool:
         return any(FIELD_CODECS[name].role in MATTE_ROLES for name in self.codes)
-
-    def _body_keyframes(self, reference: int | None) -> dict[int, KeyframeState]:
-        """The keyframes the uplink may draw a frame with this reference from (`_prepare_body`)."""
-        kfs = (reference, self._drawn_reference(reference))
-        return {kf: state for kf in kfs if kf is not None and (state := self.keyframe_state(kf)) is not None}
-
-    def _fits_body(self, ts_us: int, reference: int | None) -> bool:
-        """Whether the body motion is fitted for this frame (BodyPreparer.fits), reading its matte."""
-        keyframes = self._body_keyframes(reference)
-        return bool(keyframes) and any(isinstance(p, BodyPreparer) and p.fits(ts_us, keyframes)
-                                       for p in self._preparers.values())
 
     def _layer(self) -> tuple[str, LayerPreparer] | None:
         return next(((name, p) for name, p in self._preparers.items() if isinstance(p, LayerPreparer)), None)
@@ -579,7 +563,8 @@ class FrameCoder:
         the frame's. (Fitting the keyframe before the newest for 3 s after every build, held or not, doubled
         the fit on the frame's latency path: keyframes come every few seconds at 256 kbps.)"""
         face = prepared.get(face_code(self.codes))
-        keyframes = self._body_keyframes(reference)
+        kfs = (reference, self._drawn_reference(reference))
+        keyframes = {kf: state for kf in kfs if kf is not None and (state := self.keyframe_state(kf)) is not None}
         for name, preparer in self._preparers.items():
             if isinstance(preparer, BodyPreparer):
                 value = preparer.prepare_body(analysis, None if face is None else face.landmarks, keyframes)

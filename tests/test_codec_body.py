@@ -219,9 +219,7 @@ def test_the_receiver_draws_the_alpha_the_senders_replica_draws_bit_for_bit() ->
         elif isinstance(wire, m.Frame):
             got = decoder.decode_frame(wire)
             assert got.body is not None
-            # at 25 fps the fit (FIT_FPS) runs every other frame, the frames between repeat its motion
-            fitted = (wire.seq - 1) - (wire.seq - 1) % 2
-            truth = _moved(shifts[fitted])[3]
+            truth = _moved(shifts[wire.seq - 1])[3]
             body_points = np.array([[60.0, 480.0], [450.0, 480.0], [256.0, 340.0]])
             error = body_points @ (got.body - truth)[:, :2].T + (got.body - truth)[:, 2]
             assert np.abs(error).max() < 2.0  # within the fit's error of the true motion, where the body is
@@ -300,24 +298,3 @@ def test_the_body_is_fitted_against_the_frames_keyframe_and_the_newest_held_only
     code((1, 2))  # keyframe 2 crossed: every frame is drawn from it
     code((1, 2))
     assert body.fitted == [[1], [1], [1], [1, 2], [1, 2], [2], [2]]
-
-
-def test_the_body_is_fitted_at_its_rate_and_at_once_against_a_new_keyframe() -> None:
-    preparer = BodyPreparer(fps=10.0)
-    keyframe = _keyframe()
-    image, alpha, lm, _ = _moved((4.0, 0.0))
-    assert preparer.fits(0, [1])
-
-    def prepared(ts_us: int, keyframes: dict[int, KeyframeState], matte: bool = True) -> BodyValues | None:
-        analysis = FrameAnalysis(CapturedFrame(0, ts_us, image), None, alpha if matte else None)
-        value = preparer.prepare_body(analysis, lm, keyframes)
-        return None if value is None else value.values  # type: ignore[return-value]
-
-    first = prepared(0, {1: keyframe})
-    assert first is not None and set(first.motions) == {1}
-    assert not preparer.fits(50_000, [1])
-    held = prepared(50_000, {1: keyframe}, matte=False)  # between fits: the last fit's motion, no matte read
-    assert held is not None and held.motions == first.motions
-    assert preparer.fits(50_000, [1, 2])  # a keyframe it has no motion against yet
-    assert preparer.fits(99_500, [1])  # a tenth of a second after the last fit (a millisecond of slack)
-    assert prepared(99_500, {1: keyframe}, matte=False) is None  # a fit needs the frame's matte

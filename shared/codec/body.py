@@ -28,7 +28,7 @@ rest costs one byte. Each decoded displacement lies within MAX_DISPLACEMENT of t
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import cv2
@@ -55,9 +55,6 @@ _RESERVED = 2
 _FIRST_VALUE_BIT = 2  # flag bits 2-7: which of the six values the payload carries (the others are 0)
 _MAX_VALUE_BYTES = 4  # a zigzagged value of up to 28 bits: far beyond MAX_DISPLACEMENT at any frame size
 SMOOTH_PX = 3.0
-# The fit runs this often (~3.5 ms at 640x480, and it needs the frame's matte, ~5 ms more); the frames between
-# repeat the last fit's motion (a byte each). A talking head's body moves slowly; measured in bench/codec.py.
-FIT_FPS = 15.0
 AFFINE_GAIN = 0.01
 _MAX_LINEAR = 0.25  # an estimate that scales, shears or turns more than this is a failed fit, not a body
 Quantised = tuple[int, int, int, int, int, int]
@@ -85,7 +82,7 @@ def quantise_motion(matrix: Affine, size: tuple[int, int]) -> Quantised:
 
 
 def _signal(alpha: Alpha, image: Image, size: tuple[int, int]) -> npt.NDArray[np.float32]:
-    small = cv2.resize(np.asarray(alpha, np.float32), size, interpolation=cv2.INTER_AREA)  # no copy of a float32 matte
+    small = cv2.resize(alpha.astype(np.float32), size, interpolation=cv2.INTER_AREA)
     luma = cv2.resize(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), size, interpolation=cv2.INTER_AREA)
     return np.asarray(small * (0.5 + luma.astype(np.float32) * np.float32(0.5 / 255.0)), np.float32)
 
@@ -239,40 +236,23 @@ class BodyValues:
 
 
 class BodyPreparer(NoSetup):
-    """On the analysing thread: the motion against the keyframes the frame may be drawn from, fitted FIT_FPS
-    times a second (and at once against a keyframe it has not fitted yet); the frames between repeat the last
-    fit's motion."""
+    """On the analysing thread: the motion against the keyframes the frame may be drawn from."""
 
-    def __init__(self, fps: float = FIT_FPS) -> None:
-        self.fps = fps
+    def __init__(self) -> None:
         self._last: dict[int, Affine] = {}  # per keyframe, the last estimate: the next fit starts there
         self._sources: dict[int, tuple[KeyframeState, npt.NDArray[np.float32]]] = {}  # per keyframe, its body_signal
-        self._held: dict[int, Quantised | None] = {}  # per keyframe, the last fit's motion (None: it failed)
-        self._last_us: int | None = None  # when the last fit ran
-
-    def fits(self, ts_us: int, keyframes: Iterable[int]) -> bool:
-        """Whether `prepare_body` fits the motion of the frame captured at `ts_us` (and so reads its matte)."""
-        due = self._last_us is None or ts_us - self._last_us >= 1e6 / self.fps - 1000 or ts_us < self._last_us
-        return due or any(kf not in self._held for kf in keyframes)
 
     def prepare(self, analysis: FrameAnalysis) -> Prepared | None:
         return None  # the motion needs keyframes: FrameCoder calls prepare_body
 
     def prepare_body(self, analysis: FrameAnalysis, face: Landmarks | None,
                      keyframes: Mapping[int, KeyframeState]) -> Prepared | None:
-        if not keyframes:
+        if analysis.alpha is None or not keyframes:
             return None
-        if not self.fits(analysis.frame.ts_us, keyframes):
-            held = {kf: q for kf in keyframes if (q := self._held[kf]) is not None}
-            return Prepared(values=BodyValues(held)) if held else None
-        if analysis.alpha is None:
-            return None
-        self._last_us = analysis.frame.ts_us
         size = (analysis.alpha.shape[1], analysis.alpha.shape[0])
         motions: dict[int, Quantised] = {}
         template = None
         for kf, keyframe in keyframes.items():
-            self._held[kf] = None
             if keyframe.image.shape[:2] != analysis.alpha.shape or keyframe.alpha is None:
                 continue
             template = body_signal(analysis.alpha, analysis.frame.image) if template is None else template
@@ -283,10 +263,11 @@ class BodyPreparer(NoSetup):
                 continue
             matrix = smooth_motion(previous, matrix, size)
             self._last[kf] = matrix
-            motions[kf] = self._held[kf] = quantise_motion(matrix, size)
-        for cache in (self._last, self._sources, self._held):
-            for kf in [kf for kf in cache if kf not in keyframes]:
-                del cache[kf]
+            motions[kf] = quantise_motion(matrix, size)
+        for kf in [kf for kf in self._last if kf not in keyframes]:
+            del self._last[kf]
+        for kf in [kf for kf in self._sources if kf not in keyframes]:
+            del self._sources[kf]
         return Prepared(values=BodyValues(motions)) if motions else None
 
     def _source(self, kf: int, keyframe: KeyframeState) -> npt.NDArray[np.float32]:
