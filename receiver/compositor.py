@@ -119,11 +119,13 @@ def despill(pixels: FloatImage) -> FloatImage:
     clearly blue-dominated, so skin and denim are left alone. The caller passes only the soft
     edge band, so a green sweater in the middle of the person keeps its colour.
     """
-    b, g, r = pixels[:, 0], pixels[:, 1], pixels[:, 2]
-    out = pixels.copy()
+    b, g, r = np.ascontiguousarray(pixels.T)  # planes: the arithmetic runs on contiguous rows, twice as fast
+    out = np.empty_like(pixels)
+    out[:, 2] = r
     out[:, 1] = np.minimum(g, 0.5 * (r + b))
-    blue = b > 1.15 * np.maximum(r, g)
-    out[blue, 0] = np.minimum(b, 0.5 * (r + g))[blue]
+    limit = 0.5 * (r + g)
+    np.minimum(b, limit, out=limit)
+    out[:, 0] = np.where(b > 1.15 * np.maximum(r, g), limit, b)
     return out
 
 
@@ -139,7 +141,7 @@ def despill_band(image: FloatImage, band: Mask) -> None:
     index = points[:, 0, 1].astype(np.intp) * band.shape[1] + points[:, 0, 0]
     items = image.reshape(-1, 3).view(_PIXEL).reshape(-1)
     pixels = items.take(index).view(np.float32).reshape(-1, 3)
-    items.put(index, np.ascontiguousarray(despill(pixels)).view(_PIXEL).reshape(-1))
+    items.put(index, despill(pixels).view(_PIXEL).reshape(-1))
 
 
 _PIXEL = np.dtype((np.void, 12))  # one BGR float32 pixel
