@@ -174,7 +174,12 @@ class _EdgeInputs:
 
 
 _WRAP_FLOOR = 1e-3  # the light wrap changes only pixels it lifts by more than this share of the background's light
+_PARTS_FROM = 300_000  # pixels in the person's box: the edge is composed in parts from this size on
 _JOIN = 8  # coarse columns: plain stretches narrower than this between two edge runs are composed with them
+
+
+def _area(box: tuple[slice, slice]) -> int:
+    return (box[0].stop - box[0].start) * (box[1].stop - box[1].start)
 
 
 def _runs(columns: npt.NDArray[np.bool_], join: int) -> list[tuple[int, int]]:
@@ -245,7 +250,8 @@ class Compositor:
             return cv2.flip(result, 1) if self.mirror else result
         edges = self._edge_inputs(alpha, small_alpha, background, box)
         bg_float = self._background_float(background)
-        parts = self._edge_parts(small_alpha, box, edges)
+        # A small box: the parts' own calls (~25 each) would cost more than the pixels they leave out.
+        parts = self._edge_parts(small_alpha, box, edges) if _area(box) >= _PARTS_FROM else None
         if parts is None:
             ys, xs = box
             parts = [(slice(y0, min(y0 + _STRIP, ys.stop)), xs) for y0 in range(ys.start, ys.stop, _STRIP)]
