@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
+from facewire.receiver import compositor
 from facewire.receiver.compositor import BackgroundError, Compositor, EdgeOptions, despill, despill_band
 from facewire.shared.types import RenderedPerson
 from tests.render_fixtures import astronaut
@@ -237,6 +238,7 @@ def test_compose_on_the_edge_ring_alone_matches_the_whole_box(size: tuple[int, i
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """The float passes run only where the person's edge needs them; the bytes are those of running them on
     the whole box (a bright background, so the light wrap reaches well into the person)."""
+    monkeypatch.setattr(compositor, "_PARTS_FROM", 0)  # in parts at every size
     person = _head_and_shoulders(size, size[0])
     background = np.ascontiguousarray(cv2.resize(astronaut()[::-1], size) // 2 + 120)
     comp = Compositor("#000000", size, edges=edges)
