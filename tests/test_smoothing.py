@@ -22,6 +22,16 @@ def test_still_points_jitter_at_least_halved() -> None:
     assert jitter_px(out[10:]) < 0.5 * jitter_px(still[10:])
 
 
+def test_a_blink_keeps_its_shape() -> None:
+    """Lids 8 px apart on a face of 100 px per unit close in two frames and reopen in two: the filtered
+    opening follows (the speed estimate's own smoothing, d_cutoff, at the paper's 1 Hz gave 0.79)."""
+    gap = np.array([8.0] * 10 + [4.0, 0.0, 0.0, 4.0, 8.0] + [8.0] * 6)
+    lids = np.stack([np.zeros((len(gap), 2)), np.stack([np.zeros_like(gap), gap], axis=1)], axis=1)
+    out = _run(lids, scale=100.0)
+    filtered = out[:, 1, 1] - out[:, 0, 1]
+    assert np.corrcoef(filtered, gap)[0, 1] > 0.85
+
+
 def test_first_sample_passes_through_and_reset_forgets() -> None:
     f = OneEuroFilter()
     x = np.array([[10.0, 20.0, 0.0]])
