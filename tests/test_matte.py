@@ -200,7 +200,20 @@ def test_analyzer_combines_stages() -> None:
     assert SenderAnalyzer(_NoFace(), None).analyze(_frame(img)).alpha is None
 
 
-class _Rendezvous:
+class _MatterStub:
+    """What a Matter does besides `matte`, for the test doubles: nothing."""
+
+    def foreground(self) -> None:
+        return None
+
+    def reset(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _Rendezvous(_MatterStub):
     """A tracker and a matter that each wait (up to 5 s) for the other to have started: both finish only when
     the analyzer runs them side by side; run one after the other, each would time out."""
 
@@ -220,15 +233,6 @@ class _Rendezvous:
         self.matting.set()
         self.overlapped.append(self.tracking.wait(5.0))
         return np.ones(frame.image.shape[:2], np.float32)
-
-    def foreground(self) -> None:
-        return None
-
-    def reset(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def test_analyzer_tracks_while_the_matter_works() -> None:
@@ -277,7 +281,7 @@ def test_learned_matte_of_a_frame_does_not_depend_on_the_frames_before() -> None
         used.close()
 
 
-class _Counting:
+class _Counting(_MatterStub):
     """A matter that counts its mattes; `skips`: it is a SkippingMatter that leaves out what it may."""
 
     name = "counting"
@@ -288,15 +292,6 @@ class _Counting:
     def matte(self, frame: CapturedFrame) -> np.ndarray:
         self.mattes += 1
         return np.full(frame.image.shape[:2], self.mattes, np.float32)
-
-    def foreground(self) -> None:
-        return None
-
-    def reset(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 class _Skipping(_Counting):
