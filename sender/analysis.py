@@ -7,7 +7,16 @@ import dataclasses
 import time
 
 from facewire.sender.matte.skipping import SkippingMatter
-from facewire.shared.types import Analyzer, CapturedFrame, FaceObservation, FaceTracker, FrameAnalysis, Image, Matter
+from facewire.shared.types import (
+    Analyzer,
+    CapturedFrame,
+    FaceObservation,
+    FaceTracker,
+    FrameAnalysis,
+    Image,
+    Matter,
+    MatteSkippingAnalyzer,
+)
 
 
 class SenderAnalyzer:
@@ -78,10 +87,10 @@ class SenderAnalyzer:
 
 
 def analyse(analyzer: Analyzer, frame: CapturedFrame, matte: bool) -> FrameAnalysis:
-    """`analyzer.analyze(frame)`, its matte left out when `matte` is False and the analyzer can (SenderAnalyzer)."""
-    return analyzer.analyze(frame, matte) if isinstance(analyzer, SenderAnalyzer) else analyzer.analyze(frame)
+    """`analyzer.analyze(frame)`, its matte left out when `matte` is False and the analyzer can (MatteSkippingAnalyzer)."""
+    return analyzer.analyze(frame, matte) if isinstance(analyzer, MatteSkippingAnalyzer) else analyzer.analyze(frame)
 
 
 def with_matte(analyzer: Analyzer, analysis: FrameAnalysis) -> FrameAnalysis:
-    """`analysis` with the matte `analyse` left out, when it did (SenderAnalyzer.with_matte)."""
-    return analyzer.with_matte(analysis) if isinstance(analyzer, SenderAnalyzer) else analysis
+    """`analysis` with the matte `analyse` left out, when it did (MatteSkippingAnalyzer.with_matte)."""
+    return analyzer.with_matte(analysis) if isinstance(analyzer, MatteSkippingAnalyzer) else analysis

@@ -9,7 +9,7 @@ Timestamps are integer microseconds since the Unix epoch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -123,6 +123,16 @@ class Analyzer(Protocol):
     def reset(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class MatteSkippingAnalyzer(Protocol):
+    """An Analyzer that can leave out the matte of a frame nobody reads (`matte` False; the sender's
+    FrameCoder.matte_due says), and make it afterwards when it is read after all (`with_matte`)."""
+
+    def analyze(self, frame: CapturedFrame, matte: bool = True) -> FrameAnalysis: ...
+
+    def with_matte(self, analysis: FrameAnalysis) -> FrameAnalysis: ...
 
 
 @dataclass(frozen=True)
