@@ -39,10 +39,10 @@ class SenderAnalyzer:
         return face, (time.perf_counter() - start) * 1e3
 
     def analyze(self, frame: CapturedFrame, matte: bool = True) -> FrameAnalysis:
-        """The frame's face and matte; `matte` False: no one asks for this frame's matte (FrameCoder.matte_due),
+        """The frame's face and matte; `matte` False: no one asks for this frame's matte (FrameCoder.matte_every_frame),
         and a matter that can (SkippingMatter) leaves it out: `with_matte` makes it later if it is needed after
-        all. (The matte is read on layer frames, keyframes and by the per-frame body and alpha codes only: at
-        16 kbps with the residual layer, a third of the frames.)"""
+        all. (The matte is read on keyframes and by the per-frame body and alpha codes only: at 16 kbps with the
+        residual layer, on keyframes alone.)"""
         tracking = self._tracking.submit(self._track, frame)
         start = time.perf_counter()
         alpha = None

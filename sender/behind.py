@@ -65,11 +65,6 @@ class Behind(Generic[T]):
         """No job's result is waiting or being made: `start` may run one."""
         return self._pending is None
 
-    @property
-    def finished(self) -> bool:
-        """No job is running: none was started, or its result waits for `take`."""
-        return self._pending is None or self._pending.done()
-
     def take(self) -> T | None:
         """The last job's result once it is done (a job's exception is raised here), else None."""
         pending = self._pending

@@ -118,7 +118,8 @@ MIN_BODY_WITH_LAYER_BPS = 20_000.0
 MIN_BODY_FEATURES_BPS = 8_000.0
 BODY_CODE = "body-motion"
 # The codes that read every frame's matte (the body's motion is fitted to it; the alpha and its corrections code it).
-# Without them the matte is read on layer frames and keyframes only, and the analyser leaves the others' out.
+# Without them only keyframes read it (the layer's residual is weighed by the receiver's alpha), and the analyser
+# leaves the others' out.
 MATTE_ROLES = ("body", "alpha")
 
 
@@ -446,12 +447,12 @@ class FrameCoder:
             fresh = {name for name, _ in setups}
             setups += [(name, setup) for name, preparer in self._preparers.items()
                        if name not in fresh and (setup := preparer.current_setup()) is not None]
-        if self._matte_every_frame:
+        if self.matte_every_frame:
             analysis = with_matte(analyzer, analysis)
         self._prepare_body(analysis, prepared, reference)
         if (behind := self._loop.take()) is not None:
             prepared[behind[0]] = behind[1]
-        analysis = self._start_layer(analyzer, analysis, prepared, reference)
+        self._start_layer(analysis, prepared, reference)
         self._prepare_alpha_fix(analysis, prepared, reference)
         return Outgoing(CodedFrame(analysis, prepared), keyframe, tuple(setups), reference=reference)
 
@@ -508,44 +509,32 @@ class FrameCoder:
                 if value is not None:
                     prepared[name] = value
 
-    def matte_due(self, ts_us: int) -> bool:
-        """Whether the frame captured at `ts_us` will likely have its matte read: with a code that reads every
-        frame's (MATTE_ROLES), or on a layer frame that has a keyframe and a rate to be coded against. The
-        analyser then makes it beside the face's tracking; a keyframe decided on a frame without one makes it
-        then (`with_matte`: ~5 ms on the analysing thread, every few seconds)."""
-        if self._matte_every_frame:
-            return True
-        layer = self._layer()
-        # live, a residual still being made (on its thread) means none starts with this frame
-        return (layer is not None and self._loop.finished and layer[1].due(ts_us) and bool(self._states)
-                and self.budget.layer_bps() > 0)
-
     @property
-    def _matte_every_frame(self) -> bool:
+    def matte_every_frame(self) -> bool:
+        """Whether every frame's matte is read: only with a code that reads each (MATTE_ROLES). Else the analyser
+        leaves it out, and a keyframe decided on a frame without one makes it then (`with_matte`: ~5 ms on the
+        analysing thread, every few seconds)."""
         return any(FIELD_CODECS[name].role in MATTE_ROLES for name in self.codes)
 
     def _layer(self) -> tuple[str, LayerPreparer] | None:
         return next(((name, p) for name, p in self._preparers.items() if isinstance(p, LayerPreparer)), None)
 
-    def _start_layer(self, analyzer: Analyzer, analysis: FrameAnalysis, prepared: dict[str, Prepared],
-                     reference: int | None) -> FrameAnalysis:
+    def _start_layer(self, analysis: FrameAnalysis, prepared: dict[str, Prepared], reference: int | None) -> None:
         """Starts the layer's residual of this frame, for a later frame to carry (`Behind`), against the keyframe
         the receiver will draw this frame from: the chosen reference when it holds it, else the newest it holds
         (the stream's rule). A keyframe still on its way is not drawn from: the layer goes on correcting what the
         receiver shows while it crosses (with the drift-triggered keyframes, waiting for each starved the layer:
         d3 at 16 kbps got 1.3 kbps of it). The send-time encoder drops a residual whose keyframe is not the
-        keyframe of the frame that carries it. Returns `analysis`, with its matte when the residual reads it."""
+        keyframe of the frame that carries it."""
         preparer = self._layer()
         if preparer is None or not self._loop.idle or not preparer[1].due(analysis.frame.ts_us):
-            return analysis
+            return
         self._loop.background = self.background
         name, layer = preparer
         reference = self._drawn_reference(reference)
         face = prepared.get(face_code(self.codes))
         landmarks = None if face is None else face.landmarks
         keyframe, kbps = self.keyframe_state(reference), self.budget.layer_bps() / 1000
-        if keyframe is not None and kbps > 0 and landmarks is not None:
-            analysis = with_matte(analyzer, analysis)
         # the receiver moves the body as the frame's body motion says (when that code goes with it): so does the replica
         body_matrix = self._body_matrix(prepared, reference)
 
@@ -554,7 +543,6 @@ class FrameCoder:
             return None if value is None else (name, value)
 
         self._loop.start(residual)
-        return analysis
 
     def _prepare_body(self, analysis: FrameAnalysis, prepared: dict[str, Prepared], reference: int | None) -> None:
         """The body's motion against each keyframe the uplink may draw this frame from: the chosen reference,

@@ -128,7 +128,7 @@ class Analyzer(Protocol):
 @runtime_checkable
 class MatteSkippingAnalyzer(Protocol):
     """An Analyzer that can leave out the matte of a frame nobody reads (`matte` False; the sender's
-    FrameCoder.matte_due says), and make it afterwards when it is read after all (`with_matte`)."""
+    FrameCoder.matte_every_frame says), and make it afterwards when it is read after all (`with_matte`)."""
 
     def analyze(self, frame: CapturedFrame, matte: bool = True) -> FrameAnalysis: ...
 

@@ -182,16 +182,6 @@ def residual_region(transform: Affine, size: int, shape: tuple[int, ...]) -> Reg
     return box_region(transform, size, shape, margin=4 << _pyramid_levels(transform))
 
 
-def residual_support(alpha: npt.NDArray[np.float32], transform: Affine, size: int) -> Region:
-    """The part of `residual_region` where `residual_box` reads the prediction at all: the box around the
-    matte's pixels there (alpha x 255 rounds above 0; elsewhere the residual is 0). Empty: x1 <= x0."""
-    x0, y0, x1, y1 = residual_region(transform, size, alpha.shape)
-    if x1 - x0 < 2 or y1 - y0 < 2:
-        return x0, y0, x0, y0
-    bx, by, bw, bh = cv2.boundingRect(cv2.convertScaleAbs(alpha[y0:y1, x0:x1], alpha=255.0))
-    return x0 + bx, y0 + by, x0 + bx + bw, y0 + by + bh
-
-
 # The layer corrects the face: what the warp gets wrong there (mouth interior, lids, light) is what it is for. Past
 # the face the box holds hair, ears and the matte's soft edge, where the camera's pixels mix in the room's colour that
 # the keyframe's picture left out (keyframe.person_only): corrections there are room pixels, drawn at a silhouette
