@@ -102,7 +102,7 @@ def analyse(frames: list[Image], fps: float, matte: str, timer: Timer) -> list[t
         frame = CapturedFrame(index, int(index * 1e6 / fps), image)
         face = timer("track", lambda frame=frame: tracker.track(frame))  # type: ignore[misc]
         alpha = np.ones(image.shape[:2], np.float32) if matter is None else matter.matte(frame)
-        raw = tracker.last_raw_landmarks
+        raw = None if face is None or face.state != "tracked" else face.unsmoothed
         state = FrameState(seq=index, ts_us=frame.ts_us, face="lost" if face is None else face.state,
                            confidence=0.0 if face is None else face.confidence, pose=None if face is None else face.pose,
                            landmarks=None if face is None else face.landmarks, alpha=alpha)

@@ -360,8 +360,8 @@ def _track(seq: list[U8], fps: float) -> tuple[npt.NDArray[np.float32], npt.NDAr
     raw, smooth = [], []
     for f in frames_of(seq, fps):
         o = tr.track(f)
-        if o is not None and o.state == "tracked" and tr.last_raw_landmarks is not None:
-            raw.append(tr.last_raw_landmarks)
+        if o is not None and o.state == "tracked":
+            raw.append(o.unsmoothed)
             smooth.append(o.landmarks)
     tr.close()
     return np.array(raw, np.float32), np.array(smooth, np.float32)

@@ -113,7 +113,6 @@ class MediaPipeFaceTracker:
         self._det_score = 1.0
         self._last_seen_lost = False
         self._last_raw_origin: npt.NDArray[np.float64] | None = None
-        self.last_raw_landmarks: Landmarks | None = None
 
     def _make_graph(self) -> object:
         from mediapipe.python.solution_base import SolutionBase
@@ -213,11 +212,9 @@ class MediaPipeFaceTracker:
                               raw=raw if smooth is not raw else None)
         self._last, self._last_raw, self._last_ts = obs, raw, frame.ts_us
         self._last_raw_origin = origin
-        self.last_raw_landmarks = raw
         return obs
 
     def _hold(self, ts_us: int) -> FaceObservation | None:
-        self.last_raw_landmarks = None
         if self._last is None or self._last_ts is None:
             return None
         hold_us = self.config.hold_s * 1e6

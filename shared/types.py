@@ -67,6 +67,11 @@ class FaceObservation:
     # carry into every frame drawn from it.
     raw: Landmarks | None = None
 
+    @property
+    def unsmoothed(self) -> Landmarks:
+        """The tracker's landmarks for this picture before any smoothing."""
+        return self.landmarks if self.raw is None else self.raw
+
 
 class FaceTracker(Protocol):
     def track(self, frame: CapturedFrame) -> FaceObservation | None:
