@@ -93,7 +93,7 @@ class Player:
             # The residual layer corrects the sender's own face: with an avatar it is not applied.
             if job.identity is not None:
                 self._layer.clear()
-            person = draw(self.renderer, job.frame, job.keyframe.kf, self._layer if job.identity is None else None)
+            person = draw(self.renderer, job.frame, job.keyframe, self._layer if job.identity is None else None)
             person = _corrected(person, job)
         except Exception:
             # A renderer failure on one frame must not take the link down; show the keyframe person instead.
@@ -124,7 +124,7 @@ class Player:
         told of the next session's keyframe and identity as if this had not happened."""
         self.renderer.prepare_identity(None)
         self.renderer.prepare_keyframe(keyframe)
-        person = draw(self.renderer, frame, keyframe.kf, None)
+        person = draw(self.renderer, frame, keyframe, None)
         self._told_identity, self._keyframe = False, None
         self._composite(person)
 
@@ -153,7 +153,7 @@ class Player:
         if frame is job.frame:
             return None
         try:
-            return draw(self.renderer, frame, job.keyframe.kf, self._layer if job.identity is None else None)
+            return draw(self.renderer, frame, job.keyframe, self._layer if job.identity is None else None)
         except Exception:  # the frame itself drew (show() caught its failure): this one may simply repeat
             return None
 

@@ -1,17 +1,18 @@
 """The sender's replica draws only the residual layer's box (MeshRenderer.render_region), and there it is the
 receiver's whole-frame drawing bit for bit: blinks (the lids' smoothing reads around the eyes), an open
-mouth (the cavity), the body's coded motion, a face at the frame's edge, regions much smaller than the face."""
+mouth (the cavity), the body's coded motion, a face at the frame's edge, regions much smaller than the face.
+And the layer's correction goes into the renderer's new picture, never into the keyframe's."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from facewire.shared.codec.layer import residual_region
+from facewire.shared.codec.layer import GREY, apply_residual, residual_region
 from facewire.shared.render.mesh import MeshRenderer
-from facewire.shared.render.replica import LAYER_GEOMETRY, Replica, layer_transform
+from facewire.shared.render.replica import LAYER_BLUR, LAYER_DETAIL, LAYER_GEOMETRY, LayerHold, Replica, draw, layer_transform
 from facewire.shared.render.warp import Region
-from facewire.shared.types import FrameState, KeyframeState, Landmarks
+from facewire.shared.types import FrameState, IdentityAsset, KeyframeState, Landmarks, RenderedPerson
 from tests.render_fixtures import astronaut, astronaut_landmarks, close_eyes, open_mouth, transform
 
 
@@ -80,3 +81,46 @@ def test_the_replica_predicts_the_box_only_and_the_same_pixels_there() -> None:
     assert (x1 - x0) * (y1 - y0) < 0.7 * whole.image.shape[0] * whole.image.shape[1]
     # and outside what it draws, nothing was warped (the keyframe's picture is left there)
     assert not np.array_equal(part.image, whole.image)
+
+
+class _ShowsTheKeyframe:
+    """A renderer with nothing to warp: it hands back the keyframe's own picture (as MeshRenderer does for a
+    face it cannot use)."""
+
+    name = "keyframe"
+
+    def __init__(self) -> None:
+        self.keyframe: KeyframeState | None = None
+
+    def prepare_identity(self, identity: IdentityAsset | None) -> None:
+        pass
+
+    def prepare_keyframe(self, keyframe: KeyframeState) -> None:
+        self.keyframe = keyframe
+
+    def render(self, frame: FrameState) -> RenderedPerson:
+        assert self.keyframe is not None
+        return RenderedPerson(self.keyframe.image, np.ones(self.keyframe.image.shape[:2], np.float32))
+
+
+def test_the_layer_corrects_the_renderers_new_picture_in_place_and_never_the_keyframes() -> None:
+    keyframe = _keyframe()
+    keyframe = KeyframeState(keyframe.kf, keyframe.image.copy(), keyframe.alpha, keyframe.landmarks)
+    before = keyframe.image.copy()
+    _, lm, _ = _frames()[0]
+    box = np.full((LAYER_GEOMETRY.size, LAYER_GEOMETRY.size, 3), GREY + 40, np.uint8)  # a correction everywhere
+    frame = FrameState(seq=1, ts_us=0, face="tracked", landmarks=lm, alpha=None, layer=box)
+    transform_ = layer_transform(lm)
+    assert transform_ is not None
+    mesh = MeshRenderer()
+    mesh.prepare_identity(None)
+    mesh.prepare_keyframe(keyframe)
+    prediction = mesh.render(frame).image
+    want = apply_residual(prediction, box, transform_, LAYER_DETAIL, LAYER_BLUR)
+    assert not np.array_equal(want, prediction)
+    assert np.array_equal(draw(mesh, frame, keyframe, LayerHold()).image, want)
+    stub = _ShowsTheKeyframe()
+    stub.prepare_keyframe(keyframe)
+    shown = draw(stub, frame, keyframe, LayerHold())
+    assert np.array_equal(shown.image, apply_residual(before, box, transform_, LAYER_DETAIL, LAYER_BLUR))
+    assert np.array_equal(keyframe.image, before), "the keyframe's picture was written into"

@@ -1,7 +1,7 @@
 """How a frame is drawn in self mode with the residual layer, shared by the receiver's player and the
 sender's replica of it, so the two cannot drift.
 
-* `draw(renderer, frame, kf, hold)`: the renderer's prediction (the keyframe warped to the frame's
+* `draw(renderer, frame, keyframe, hold)`: the renderer's prediction (the keyframe warped to the frame's
   decoded landmarks), then, with a `LayerHold`, the layer's held correction applied in the face box
   (`facewire.shared.codec.layer.apply_residual`, integer and bit-exact). The receiver's player calls it
   for every frame; the sender's `Replica` calls it without a hold for the prediction the layer codes
@@ -69,24 +69,29 @@ class LayerHold:
     def clear(self) -> None:
         self.kf, self.box = None, None
 
-    def apply(self, person: RenderedPerson, frame: FrameState) -> RenderedPerson:
+    def apply(self, person: RenderedPerson, frame: FrameState, in_place: bool = False) -> RenderedPerson:
+        """The held correction applied to `person`; `in_place`: into `person.image` itself (its owner's to
+        change), which saves copying the whole frame."""
         if self.box is None or frame.face == "lost":
             return person
         transform = layer_transform(frame.landmarks)
         if transform is None:
             return person
-        image = apply_residual(person.image, self.box, transform, LAYER_DETAIL, LAYER_BLUR)
+        out = person.image if in_place else None
+        image = apply_residual(person.image, self.box, transform, LAYER_DETAIL, LAYER_BLUR, out)
         return RenderedPerson(image, person.alpha)
 
 
-def draw(renderer: Renderer, frame: FrameState, kf: int, hold: LayerHold | None) -> RenderedPerson:
-    """The person as the receiver shows it for `frame`, drawn from keyframe `kf` (which the renderer
-    was prepared with); `hold` None: the prediction alone (an avatar, or a sender without the layer)."""
+def draw(renderer: Renderer, frame: FrameState, keyframe: KeyframeState, hold: LayerHold | None) -> RenderedPerson:
+    """The person as the receiver shows it for `frame`, drawn from `keyframe` (which the renderer was
+    prepared with); `hold` None: the prediction alone (an avatar, or a sender without the layer)."""
     person = renderer.render(frame)
     if hold is None:
         return person
-    hold.update(kf, frame.layer)
-    return hold.apply(person, frame)
+    hold.update(keyframe.kf, frame.layer)
+    # A renderer draws into a new picture, but where it has nothing to warp it hands back the keyframe's own,
+    # which later frames are drawn from: that one is never written into.
+    return hold.apply(person, frame, in_place=not np.may_share_memory(person.image, keyframe.image))
 
 
 @runtime_checkable
@@ -136,10 +141,10 @@ class Replica:
         if region is not None and isinstance(self.renderer, RegionRenderer):
             x0, y0, x1, y1 = region
             return self.renderer.render_region(frame, WarpRegion(x0, y0, x1 - x0, y1 - y0))
-        return draw(self.renderer, frame, self._keyframe.kf, None)
+        return draw(self.renderer, frame, self._keyframe, None)
 
     def show(self, frame: FrameState) -> RenderedPerson:
         """What the receiver shows for this frame, the layer's held correction included."""
         assert self._keyframe is not None, "Replica.show before use(keyframe)"
-        return draw(self.renderer, frame, self._keyframe.kf, self.hold)
+        return draw(self.renderer, frame, self._keyframe, self.hold)
 
