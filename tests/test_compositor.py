@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from facewire.receiver import compositor
-from facewire.receiver.compositor import BackgroundError, Compositor, EdgeOptions, despill, despill_band
+from facewire.receiver.compositor import BackgroundError, Compositor, EdgeOptions, despill, despilled
 from facewire.shared.types import RenderedPerson
 from tests.render_fixtures import astronaut
 
@@ -178,20 +178,20 @@ def test_compose_matches_the_whole_frame_definition(size: tuple[int, int], edges
     assert np.array_equal(mirrored.compose(RenderedPerson(image, alpha)), got[:, ::-1].astype(np.uint8))
 
 
-def test_despill_band_is_despill_on_the_band() -> None:
+def test_despilled_is_despill_on_the_band() -> None:
     rng = np.random.default_rng(3)
-    image = rng.integers(0, 256, (40, 50, 3)).astype(np.float32)
-    band = np.zeros((40, 50), np.uint8)
-    band[5:30, 10:20] = 1
-    band[35, 45] = 1
-    want = image.copy()
-    want[band > 0] = despill(image[band > 0])
-    got = image.copy()
-    despill_band(got, band)
-    assert np.array_equal(got, want)
-    untouched = image.copy()
-    despill_band(untouched, np.zeros_like(band))
-    assert np.array_equal(untouched, image)
+    # every blue against every green (the clear-blue test's edge at b = 1.15 max(r, g) included), red random
+    b, g = np.meshgrid(np.arange(256), np.arange(256), indexing="ij")
+    image = np.dstack([b, g, rng.integers(0, 256, b.shape)]).astype(np.uint8)
+    band = (rng.random(b.shape) < 0.7).astype(np.uint8) * 255
+    band[:, :40] = 0
+    want = image.astype(np.float32)
+    want[band > 0] = despill(want[band > 0])
+    assert not np.array_equal(want, image.astype(np.float32))
+    assert np.array_equal(despilled(image, band), want)
+    view = (slice(17, 200), slice(3, 251))  # a part of a picture: rows apart in memory
+    assert np.array_equal(despilled(image[view], band[view]), want[view])
+    assert np.array_equal(despilled(image, np.zeros_like(band)), image.astype(np.float32))
 
 
 def test_person_outside_the_frame_box_leaves_the_background_untouched() -> None:
