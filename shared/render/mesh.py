@@ -192,6 +192,13 @@ def _prepare_keyframe(keyframe: KeyframeState) -> _KeyframeModel:
     )
 
 
+def _unpacked(packed: npt.NDArray[np.uint8]) -> tuple[Image, Alpha]:
+    """The picture (BGR) and the alpha (0..1) of a warped BGRA keyframe."""
+    alpha = cv2.extractChannel(packed, 3).astype(np.float32)
+    alpha *= np.float32(1.0 / 255.0)  # in place: a frame-sized float array fewer
+    return np.asarray(cv2.cvtColor(packed, cv2.COLOR_BGRA2BGR), np.uint8), alpha
+
+
 def _apply(matrix: npt.NDArray[np.float64], points: Points) -> Points:
     return (points.astype(np.float64) @ matrix[:, :2].T + matrix[:, 2]).astype(np.float32)
 
@@ -268,9 +275,7 @@ class MeshRenderer:
             alpha = _pick_alpha(frame.alpha, None, (h, w))
             image = _warp_person(keyframe.image, maps, alpha)
         else:
-            packed = remap(model.packed, maps.full())
-            image = np.asarray(cv2.cvtColor(packed, cv2.COLOR_BGRA2BGR), np.uint8)
-            alpha = cv2.extractChannel(packed, 3).astype(np.float32) * np.float32(1.0 / 255.0)
+            image, alpha = _unpacked(remap(model.packed, maps.full()))
         if not avatar:
             reveal_whites(image, dst, model.whites)
             if self.options.smooth_lids:
@@ -310,9 +315,7 @@ class MeshRenderer:
             body = self._keyframe_map(model, dst, (w, h), coarse_face=True, body_motion=frame.body)
             maps = np.ascontiguousarray(body.box(sy, sx))
             self._face_maps(model, dst, (w, h), maps, (sy, sx))
-            packed = remap(model.packed, maps)
-            image[sy, sx] = cv2.cvtColor(packed, cv2.COLOR_BGRA2BGR)
-            alpha[sy, sx] = cv2.extractChannel(packed, 3).astype(np.float32) * np.float32(1.0 / 255.0)
+            image[sy, sx], alpha[sy, sx] = _unpacked(remap(model.packed, maps))
             reveal_whites(image, dst, model.whites)
         if self.options.smooth_lids:
             close_lids(image, dst, model.landmarks)
