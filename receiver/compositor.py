@@ -23,6 +23,7 @@ VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".gif"}
 BLUR = "blur"
 DEFAULT_BACKGROUND = "#30343c"
 FloatImage = npt.NDArray[np.float32]
+Colour = tuple[float, float, float, float]  # BGR and an unused fourth, as OpenCV takes a scalar
 Mask = npt.NDArray[np.uint8]
 _SMALL = 4  # the light wrap works at 1/_SMALL of the frame size
 _STRIP = 64  # rows composed at a time (a multiple of _SMALL)
@@ -170,7 +171,7 @@ class _EdgeInputs:
 
     band: Mask | None  # despill band, over the box
     outside: FloatImage | None  # light wrap: the blurred share of background around each coarse pixel
-    light: FloatImage | None  # light wrap: the background's light around the person, coarse
+    light: FloatImage | Colour | None  # light wrap: the background's light around the person, coarse (or one colour)
 
 
 _WRAP_FLOOR = 1e-3  # the light wrap changes only pixels it lifts by more than this share of the background's light
@@ -194,6 +195,13 @@ def _runs(columns: npt.NDArray[np.bool_], join: int) -> list[tuple[int, int]]:
     return out
 
 
+def _uniform_colour(image: Image) -> Colour | None:
+    first = image[0, 0]
+    if not (image == first).all():
+        return None
+    return float(first[0]), float(first[1]), float(first[2]), 0.0
+
+
 class Compositor:
     def __init__(
         self,
@@ -207,6 +215,7 @@ class Compositor:
         self.edges = edges or EdgeOptions()
         self._video: VideoBackground | None = None
         self._still: Image | None = None
+        self._colour_cache: tuple[Image, Colour | None] | None = None  # the still background's colour, if one
         # The still background in float and at the coarse size, made once (keyed by the picture itself).
         self._float_cache: tuple[Image, FloatImage] | None = None
         self._small_cache: tuple[Image, FloatImage] | None = None
@@ -317,7 +326,7 @@ class Compositor:
         if edges.outside is not None and edges.light is not None:
             weight = cv2.multiply(self._upsample(edges.outside, part), a, scale=self.edges.light_wrap)
             _, weight = cv2.threshold(weight, _WRAP_FLOOR, 0.0, cv2.THRESH_TOZERO)
-            light = self._upsample(edges.light, part)
+            light = edges.light if isinstance(edges.light, tuple) else self._upsample(edges.light, part)
             fg = cv2.add(fg, cv2.multiply(cv2.subtract(light, fg), cv2.merge([weight] * 3)))
         bg = bg_float[part]
         # bg + alpha (fg - bg), rounded like cv2.blendLinear (which takes a slow path for this).
@@ -368,11 +377,30 @@ class Compositor:
             return np.asarray(cv2.resize(small, self.size, interpolation=cv2.INTER_LINEAR)[box], np.float32)
         return _upsample_box(small, box, _SMALL)
 
-    def _wrap_light(self, small_alpha: FloatImage, background: Image, outside: FloatImage) -> FloatImage:
-        """The background's light around the person at the coarse size (normalised blur of the visible background)."""
+    def _wrap_light(self, small_alpha: FloatImage, background: Image, outside: FloatImage) -> FloatImage | Colour:
+        """The background's light around the person at the coarse size (normalised blur of the visible background).
+
+        A background of one colour c: blur(c x visible) / blur(visible) is c up to float rounding wherever
+        blur(visible) = `outside` passes the division's 1e-3 floor, and short of c only below it, where the wrap's
+        weight (`outside` upsampled x alpha x light_wrap, nothing under _WRAP_FLOOR) is all but nothing. So c
+        itself, without the 3-channel blur (1.3 ms of 10 at 1280x720) and the per-part upsampling of the light:
+        weight x |light - c| measured at most 0.008 grey levels at 640x480 and 2e-5 at 1280x720 (two clips, three
+        colours), and 0-9 pixels of 18 million composed 1 level apart."""
+        colour = self._still_colour(background)
+        if colour is not None:
+            return colour
         visible = cv2.merge([1.0 - small_alpha] * 3)
         light = cv2.GaussianBlur(cv2.multiply(self._background_small(background), visible), (0, 0), self._sigma())
         return np.asarray(cv2.divide(light, cv2.merge([np.maximum(outside, np.float32(1e-3))] * 3)), np.float32)
+
+    def _still_colour(self, background: Image) -> Colour | None:
+        """The background's colour when it is a still one of a single colour, else None."""
+        if background is not self._still:
+            return None
+        cached = self._colour_cache
+        if cached is None or cached[0] is not background:
+            cached = self._colour_cache = (background, _uniform_colour(background))
+        return cached[1]
 
     def _background_small(self, background: Image) -> FloatImage:
         cached = self._small_cache

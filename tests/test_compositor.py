@@ -178,6 +178,32 @@ def test_compose_matches_the_whole_frame_definition(size: tuple[int, int], edges
     assert np.array_equal(mirrored.compose(RenderedPerson(image, alpha)), got[:, ::-1].astype(np.uint8))
 
 
+@pytest.mark.parametrize("size", [(64, 48), (640, 480), (1280, 720)])
+def test_a_one_colour_background_wraps_its_colour_as_the_blur_would(size: tuple[int, int]) -> None:
+    """A background of one colour lends the wrap that colour without blurring it: the whole-frame definition
+    (which blurs) within one grey level, and a picture of that one colour (no longer seen as one) the same."""
+    w, h = size
+    image = cv2.resize(astronaut(), size)
+    alpha = np.zeros((h, w), np.float32)
+    cv2.ellipse(alpha, (w // 2, h // 2 + h // 8), (w // 4, h // 3), 10, 0, 360, 1.0, -1)
+    alpha = cv2.GaussianBlur(alpha, (0, 0), max(1.0, w / 100))
+    alpha[alpha < 0.01] = 0.0
+    comp = Compositor("#f0e0c0", size)
+    assert comp._wrap_light(np.zeros((h // 4, w // 4), np.float32), comp._background(image),
+                            np.ones((h // 4, w // 4), np.float32)) == (192.0, 224.0, 240.0, 0.0)
+    got = comp.compose(RenderedPerson(image, alpha)).astype(int)
+    background = np.full_like(image, (192, 224, 240))
+    want = _reference_compose(image, alpha, background, EdgeOptions()).astype(int)
+    assert np.abs(got - want).max() <= 1 and np.abs(got - want).mean() < 0.01
+    blurred = Compositor("#000000", size)
+    blurred._still = background.copy()
+    blurred._still[0, 0, 0] += 1  # one pixel off: the light is blurred
+    assert not isinstance(blurred._wrap_light(np.zeros((h // 4, w // 4), np.float32), blurred._still,
+                                              np.ones((h // 4, w // 4), np.float32)), tuple)
+    lit = blurred.compose(RenderedPerson(image, alpha)).astype(int)
+    assert np.abs(lit - got)[1:, 1:].max() <= 1
+
+
 def test_despilled_is_despill_on_the_band() -> None:
     rng = np.random.default_rng(3)
     # every blue against every green (the clear-blue test's edge at b = 1.15 max(r, g) included), red random
