@@ -359,7 +359,9 @@ class CavityPalette:
     teeth: tuple[float, float, float] = (float(_TEETH[0]), float(_TEETH[1]), float(_TEETH[2]))  # BGR of a lit tooth, before `tone`
 
 
-DEFAULT_PALETTE = CavityPalette()
+# Self mode's synthetic interior: a dark red, not near black, and a wider tongue. With the darker default a mouth
+# opened wide (a yawn, a shout, where the frame shows a pink tongue and palate) read as a black hole under the teeth.
+DEFAULT_PALETTE = CavityPalette(dark=(24.0, 20.0, 62.0), tongue_colour=(80.0, 88.0, 170.0), tongue=(0.7, 0.2, 0.24))
 _LUMA = np.array([0.114, 0.587, 0.299], np.float32)
 # An avatar's teeth: the ivory's luma, half its colour. They still take part of the skin's cast (_TEETH_CAST), and
 # teeth in the clips' own frames measure CIE b* +5 to +9 (the ivory is +16, so a warm cast made them yellow).
