@@ -91,3 +91,92 @@ def test_the_senders_mouth_interior_never_shows_inside_an_avatars() -> None:
     inside = out[cv2.erode(mask, np.ones((3, 3), np.uint8)) > 0].astype(np.float32)
     green = inside[:, 1] - np.maximum(inside[:, 0], inside[:, 2])
     assert float(np.percentile(green, 95)) < 20.0
+
+
+def _drop_jaw(landmarks: Landmarks, amount: float) -> Landmarks:
+    """A dropped jaw: the whole lower lip (both contours and the rings between) and everything below it move
+    down `amount` pixels together; the upper lip stays."""
+    out = landmarks.copy()
+    ring = topo.inner_lip_ring()
+    upper = landmarks[ring[: len(ring) // 2 + 1], :2]
+    order = np.argsort(upper[:, 0])
+    xs, ys = upper[order, 0], upper[order, 1]
+    line = np.interp(landmarks[:468, 0], xs, ys)  # the upper inner lip, level with its corners beyond them
+    out[:468, 1] += np.where(landmarks[:468, 1] > line + 0.15, amount, 0.0).astype(np.float32)
+    return out
+
+
+def _wide_mouthed(landmarks: Landmarks, scale: float) -> Landmarks:
+    """The same face with its lips (and the ring round them) `scale` times as large about the mouth's centre."""
+    out = landmarks.copy()
+    ids = list(topo.lip_points(1))
+    centre = landmarks[ids, :2].mean(axis=0)
+    out[ids, :2] = centre + scale * (landmarks[ids, :2] - centre)
+    return out
+
+
+def _lower_lip(landmarks: Landmarks) -> float:
+    """The lower lip's thickness at the middle: outer contour below the inner one."""
+    return float(landmarks[17, 1] - landmarks[topo.LOWER_LIP_INNER_MID, 1])
+
+
+def test_a_dropped_jaw_moves_a_larger_mouths_lower_lip_whole() -> None:
+    """An avatar whose mouth is larger than the sender's: the jaw's drop scales to it, the lip band moves as one.
+    Graded from the outer lip only, the inner lip took less of the scale than the outer, and the lower lip
+    stretched into a thick band (a tongue, on a small tile) as the jaw dropped."""
+    sender = _closed(astronaut_landmarks())
+    avatar = _wide_mouthed(sender, 1.4)
+    dropped = _drop_jaw(sender, 12.0)
+    assert abs(_lower_lip(dropped) - _lower_lip(sender)) < 1e-3
+    still, moved = retarget(sender, sender, avatar), retarget(dropped, sender, avatar)
+    assert abs(_lower_lip(moved) - _lower_lip(still)) < 1.0, (_lower_lip(still), _lower_lip(moved))
+    assert 1.25 < _gap(moved) / _gap(dropped) < 1.55
+
+
+def _folded(before: Landmarks, after: Landmarks, ids: tuple[int, ...]) -> int:
+    """Triangles among `ids` whose orientation flips from `before` to `after`."""
+    keep = set(ids)
+    tris = np.array([t for t in topo.face_triangles() if all(int(v) in keep for v in t)])
+
+    def area(p: Landmarks) -> np.ndarray:
+        a, b, c = p[tris[:, 0], :2], p[tris[:, 1], :2], p[tris[:, 2], :2]
+        return (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+
+    return int((np.sign(area(before)) != np.sign(area(after))).sum())
+
+
+def test_closing_a_pictures_open_mouth_folds_no_lip() -> None:
+    """The avatar's picture with its jaw dropped is closed before the sender's expression goes on: its whole
+    lower lip rises, not only the two contours (the rings between left behind fold the lip's triangles over
+    each other: a ragged band under the mouth)."""
+    sender = _closed(astronaut_landmarks())
+    avatar = _drop_jaw(sender, 10.0)
+    assert _gap(avatar) > 9.0
+    out = retarget(sender, sender, avatar)
+    assert abs(_gap(out)) < 1.5
+    outline = avatar[topo.outer_lip_ring(), :2].astype(np.float32)
+    on_lips = tuple(i for i in range(468) if cv2.pointPolygonTest(outline, (float(avatar[i, 0]), float(avatar[i, 1])), True) >= -0.5)
+    assert len(on_lips) > 60
+    assert _folded(avatar, out, on_lips) == 0
+
+
+def _teeth_ab(panel: np.ndarray) -> np.ndarray:
+    """CIE a*, b* of a cavity panel's lit teeth (its brightest pixels)."""
+    lab = cv2.cvtColor(panel, cv2.COLOR_BGR2LAB).reshape(-1, 3).astype(np.float32)
+    lit = lab[lab[:, 0] >= np.percentile(lab[:, 0], 93)]
+    return np.asarray(np.median(lit, axis=0)[1:] - 128.0)
+
+
+def test_an_avatars_teeth_stay_near_white_under_any_cast_and_lips() -> None:
+    """The skin's cast (mostly how two skins differ, not the light) and red lips made amber or blue teeth."""
+    luma = np.array([0.114, 0.587, 0.299])
+    colours = []
+    for lips in (np.array([60, 50, 200], np.float32), np.array([150, 90, 150], np.float32)):
+        for gains in ((0.8, 0.97, 1.25), (1.25, 1.0, 0.8)):
+            cast = np.array(gains) / float(np.array(gains) @ luma)
+            palette = em.avatar_palette(lips, (float(cast[0]), float(cast[1]), float(cast[2])), wide=False)
+            upper, _ = em.synthetic_panels(1.1, palette)
+            colours.append(_teeth_ab(upper))
+    ab = np.array(colours)
+    assert np.hypot(ab[:, 0], ab[:, 1]).max() < 22.0, ab
+    assert np.ptp(ab[:, 1]) < 22.0, ab

@@ -355,10 +355,17 @@ class CavityPalette:
     tongue: tuple[float, float, float] = (0.62, 0.2, 0.24)
     teeth_ambient: float = 0.0  # shaded teeth take this many times `dark` (the mouth's own red light), not grey
     cast: tuple[float, float, float] | None = None  # BGR gains of the scene's light colour (scene_cast); None: white
+    teeth_cast: float = 1.0  # the power of `cast` the teeth take (1: all of it)
+    teeth: tuple[float, float, float] = (float(_TEETH[0]), float(_TEETH[1]), float(_TEETH[2]))  # BGR of a lit tooth, before `tone`
 
 
-DEFAULT_PALETTE = CavityPalette()
+# Self mode's synthetic interior: a dark red, not near black, and a wider tongue. With the darker default a mouth
+# opened wide (a yawn, a shout, where the frame shows a pink tongue and palate) read as a black hole under the teeth.
+DEFAULT_PALETTE = CavityPalette(dark=(24.0, 20.0, 62.0), tongue_colour=(80.0, 88.0, 170.0), tongue=(0.7, 0.2, 0.24))
 _LUMA = np.array([0.114, 0.587, 0.299], np.float32)
+# An avatar's teeth: the ivory's luma, half its colour. They still take part of the skin's cast (_TEETH_CAST), and
+# teeth in the clips' own frames measure CIE b* +5 to +9 (the ivory is +16, so a warm cast made them yellow).
+_AVATAR_TEETH = (float(_TEETH @ _LUMA) * 0.5 + 0.5 * _TEETH).astype(np.float32)
 
 
 def lip_colour(image: Image, landmarks: Landmarks) -> npt.NDArray[np.float32] | None:
@@ -377,6 +384,11 @@ _OWN_HUE = 0.4  # how far a synthetic mouth interior's hue moves from the defaul
 _RED_OVER = 1.6  # the least red over the larger of blue and green (the default tongue's is 1.8)
 
 
+# The power of the skin's cast (scene_cast) the teeth take. The cast is mostly the difference of two skins
+# (a grey painting's and the sender's), not of the light: in full, the same scene gave one avatar amber teeth,
+# another pink and another blue or green (CIE b* -8 to +27, a* -13 to +11 in one warm-lit clip, whose own
+# teeth are near white).
+_TEETH_CAST = 0.35
 _RIM_DEPTH = 0.12  # mouth widths behind the lips where light falling in is brightest
 _CAST_POINTS = [50, 280, 101, 330]  # cheeks, as skin_tone
 _MAX_CAST = 1.3
@@ -428,10 +440,15 @@ def avatar_palette(
         # A mouth a little open shows its teeth and darkness: a lit, tongue-filled gap there reads as
         # lip to the eye (and to a landmarker), and the opening looks smaller than it is.
         dark, tongue = hue * float(_DARK @ _LUMA), hue * float(_TONGUE @ _LUMA)
-        return CavityPalette(dark=_bgr(dark), tongue_colour=_bgr(tongue), teeth_ambient=2.0, cast=cast)
+        return CavityPalette(
+            dark=_bgr(dark), tongue_colour=_bgr(tongue), teeth_ambient=2.0, cast=cast, teeth_cast=_TEETH_CAST, teeth=_bgr(_AVATAR_TEETH)
+        )
     dark = hue * (1.3 * float(_DARK @ _LUMA))
     tongue = hue * 145.0
-    return CavityPalette(dark=_bgr(dark), tongue_colour=_bgr(tongue), rim=2.0, tongue=(0.76, 0.34, 0.4), teeth_ambient=2.0, cast=cast)
+    return CavityPalette(
+        dark=_bgr(dark), tongue_colour=_bgr(tongue), rim=2.0, tongue=(0.76, 0.34, 0.4), teeth_ambient=2.0, cast=cast,
+        teeth_cast=_TEETH_CAST, teeth=_bgr(_AVATAR_TEETH),
+    )
 
 
 WIDE_OPENING = (0.35, 0.65)  # opening / width over which an avatar's mouth interior goes from the narrow palette to the wide
@@ -441,12 +458,42 @@ def _bgr(colour: npt.NDArray[np.float32]) -> tuple[float, float, float]:
     return (float(colour[0]), float(colour[1]), float(colour[2]))
 
 
-def _tooth_colour(shade: FloatArray, dark: FloatArray, ambient: float) -> FloatArray:
-    """Ivory under `shade`; with `ambient`, what the shade takes away is partly the mouth's red light, not grey."""
-    lit = _TEETH * shade[..., None]
+# Of the mouth's own hue that the light reflected onto shaded teeth keeps: at full hue, red or purple lips
+# (the palette's `dark` takes their hue) tinted the shaded rows orange or mauve, and a smile's bared rows lie
+# mostly in the lips' shade.
+_AMBIENT_HUE = 0.3
+
+
+def _tooth_colour(shade: FloatArray, dark: FloatArray, ambient: float, teeth: FloatArray) -> FloatArray:
+    """`teeth` under `shade`; with `ambient`, what the shade takes away is partly the mouth's dim, reddish light, not grey."""
+    lit = teeth * shade[..., None]
     if ambient <= 0.0:
         return lit
-    return (lit + (dark * np.float32(ambient)) * (1.0 - shade)[..., None]).astype(np.float32)
+    grey = np.float32(dark @ _LUMA)
+    light = (grey + np.float32(_AMBIENT_HUE) * (dark - grey)) * np.float32(ambient)
+    return (lit + light * (1.0 - shade)[..., None]).astype(np.float32)
+
+
+_PEAK = 250.0  # the brightest channel a lit panel keeps
+
+
+def _lit(panel: FloatArray, teeth: FloatArray, tone: float, palette: CavityPalette) -> FloatArray:
+    """A panel in the scene's light: `tone`, and the cast (the teeth, `teeth` their coverage, take `teeth_cast` of it).
+
+    The brightest teeth are scaled down whole rather than clipped channel by channel: clipped red over
+    a warm cast turns white teeth yellow-orange.
+    """
+    if palette.cast is None:
+        lit = panel * np.float32(tone)
+    else:
+        cast = np.asarray(palette.cast, np.float32)
+        own = cast ** np.float32(palette.teeth_cast)
+        own = own / np.float32(own @ _LUMA)
+        gain = cast + (own - cast) * teeth[..., None]
+        lit = panel * gain * np.float32(tone)
+    peak = lit.max(axis=-1, keepdims=True)
+    return (lit * np.minimum(np.float32(1.0), np.float32(_PEAK) / np.maximum(peak, np.float32(1.0)))).astype(np.float32)
+
 
 
 def _cavity_panels(tone: float, upper_teeth: bool, lower_teeth: bool, palette: CavityPalette = DEFAULT_PALETTE) -> tuple[Image, Image]:
@@ -460,24 +507,28 @@ def _cavity_panels(tone: float, upper_teeth: bool, lower_teeth: bool, palette: C
         r = np.maximum(d, 0.0) / np.float32(_RIM_DEPTH)
         depth = depth * (1.0 + palette.rim * r * np.exp(1.0 - r))
     dark_colour = np.array(palette.dark, np.float32)
+    teeth_colour = np.array(palette.teeth, np.float32)
     dark = dark_colour * ((0.5 + 0.5 * np.sqrt(centre)) * depth)[..., None]
     upper = dark.copy()
     lower = dark.copy()
+    teeth_up = np.zeros_like(d)
+    teeth_low = np.zeros_like(d)
     reach, height, fade = palette.tongue
     tongue = _smooth((1.0 - (x / reach) ** 2 - ((d - 0.04) / height) ** 2) / 0.25)
     tongue_shade = (0.55 + 0.45 * np.sqrt(centre)) * (1.0 - 0.5 * _smooth(d / fade))
     lower = lower * (1.0 - tongue[..., None]) + (np.array(palette.tongue_colour, np.float32) * tongue_shade[..., None]) * tongue[..., None]
     if upper_teeth:
-        cover, shade = _teeth(x, d, _UPPER_TEETH, _UPPER_EDGES, 0.9)
-        upper = upper * (1.0 - cover[..., None]) + _tooth_colour(shade, dark_colour, palette.teeth_ambient) * cover[..., None]
+        teeth_up, shade = _teeth(x, d, _UPPER_TEETH, _UPPER_EDGES, 0.9)
+        tooth = _tooth_colour(shade, dark_colour, palette.teeth_ambient, teeth_colour)
+        upper = upper * (1.0 - teeth_up[..., None]) + tooth * teeth_up[..., None]
     if lower_teeth:
         # Lower teeth: smaller, mostly the front ones, and their edges barely show at this size.
-        cover, shade = _teeth(x, d, _LOWER_TEETH, _LOWER_EDGES, 0.62, seams=0.5)
-        lower = lower * (1.0 - cover[..., None]) + _tooth_colour(0.9 * shade, dark_colour, palette.teeth_ambient) * cover[..., None]
+        teeth_low, shade = _teeth(x, d, _LOWER_TEETH, _LOWER_EDGES, 0.62, seams=0.5)
+        tooth = _tooth_colour(0.9 * shade, dark_colour, palette.teeth_ambient, teeth_colour)
+        lower = lower * (1.0 - teeth_low[..., None]) + tooth * teeth_low[..., None]
     out = []
-    for panel in (upper, lower):
-        lit = np.clip(panel * tone if palette.cast is None else panel * (np.asarray(palette.cast, np.float32) * tone), 0, 255)
-        lit = lit.astype(np.float32)
+    for panel, teeth in ((upper, teeth_up), (lower, teeth_low)):
+        lit = np.clip(_lit(panel, teeth, tone, palette), 0, 255)
         out.append(np.asarray(cv2.GaussianBlur(lit, (0, 0), 0.8) + 0.5, np.float32).astype(np.uint8))
     return out[0], out[1]
 

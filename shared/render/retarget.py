@@ -127,12 +127,37 @@ def _hops(seeds: npt.NDArray[np.int32]) -> Vec:
 
 
 @cache
+def _lip_band() -> npt.NDArray[np.int32]:
+    """Every landmark on the lips: both lip rings and the rings between them (reached from the inner ring
+    without passing the outer one)."""
+    adjacency = _mesh_adjacency()
+    outer = set(int(v) for v in topo.outer_lip_ring())
+    seen = set(int(v) for v in topo.inner_lip_ring())
+    frontier = list(seen)
+    while frontier:
+        nxt = []
+        for v in frontier:
+            if v in outer:
+                continue
+            for w in adjacency[v]:
+                if w not in seen:
+                    seen.add(w)
+                    nxt.append(w)
+        frontier = nxt
+    return np.array(sorted(seen), np.int32)
+
+
+@cache
 def _region_weights() -> tuple[Vec, Vec, Vec]:
     """Per-landmark weights for mouth and eye regions and the outline pull, from the mesh graph.
 
-    Graph distance (hops) makes these identical for every face and independent of pose.
+    Graph distance (hops) makes these identical for every face and independent of pose. The mouth's
+    is whole over the lips: faded from the outer ring only, the inner lip (three rings in) took about
+    a third of the mouth's scale, so a dropped jaw, one motion of both contours, stretched an avatar
+    with a larger mouth's lower lip (its outer edge moved 1.44x the sender's, its inner edge 1.16x)
+    into a thick band that reads as a tongue, and opened its mouth less than the sender's.
     """
-    mouth = np.exp(-((_hops(topo.outer_lip_ring()) / 3.0) ** 2))
+    mouth = np.exp(-((_hops(_lip_band()) / 3.0) ** 2))
     eyes = np.exp(-((_hops(np.concatenate([topo.right_eye_ring(), topo.left_eye_ring()])) / 3.0) ** 2))
     outline = np.clip(1.0 - _hops(topo.face_oval_ring()) / 3.0, 0.0, 1.0)
     return mouth, eyes, outline
@@ -207,11 +232,19 @@ def _neutral_eye_opening(neutral: Vec, side: str) -> float:
     return TYPICAL_OPEN_EYE * eye_width(neutral, side)
 
 
+def _contour(points: Vec, idx: npt.NDArray[np.int32], c0: Vec, axis: Vec, normal: Vec, length: float) -> tuple[Vec, Vec]:
+    """A lip contour as depth (along `normal`) over position along `axis`, sorted, from corner (0) to corner."""
+    along = (points[idx, :2] - c0) @ axis
+    depth = (points[idx, :2] - c0) @ normal
+    order = np.argsort(along)
+    return np.concatenate([[0.0], along[order], [length]]), np.concatenate([[0.0], depth[order], [0.0]])
+
+
 def _close_neutral_mouth(neutral: Vec, rest: float) -> Vec:
     """The neutral face with its lower lip raised until the opening is `rest` (never lowered).
 
     Each lower-lip point rises by the gap to the upper lip above it (zero at the corners), and the
-    outer lower lip rises with the inner one: the lip keeps its thickness, and the sender's parted
+    whole lower lip (its outer contour and the rings between) rises with the inner one: the lip keeps its thickness, and the sender's parted
     lips later open the avatar's mouth in the same lens shape (a smile's crescent), not as a
     band of even height that reads as a snarl with a stretched, thin lower lip.
     """
@@ -235,9 +268,13 @@ def _close_neutral_mouth(neutral: Vec, rest: float) -> Vec:
     ys = np.concatenate([[0.0], gap[order], [0.0]])
     outer_ring = topo.outer_lip_ring()
     outer_lower = outer_ring[len(outer_ring) // 2 + 1 :]
-    for idx in (lower, outer_lower):
-        rise = np.interp((neutral[idx, :2] - c0) @ axis, xs, ys) * fraction
-        out[idx, :2] -= rise[:, None] * normal
+    # The whole lower lip rises, the rings between its contours too: left behind, they fold the lip's
+    # triangles over each other (a ragged edge in the avatar's picture, a lip torn in the sender's delta).
+    band = _lip_band()
+    upper_line = np.interp((neutral[band, :2] - c0) @ axis, *_contour(neutral, upper, c0, axis, normal, length))
+    lower_band = band[((neutral[band, :2] - c0) @ normal > upper_line) & ~np.isin(band, upper)]
+    rise = np.interp((neutral[lower_band, :2] - c0) @ axis, xs, ys) * fraction
+    out[lower_band, :2] -= rise[:, None] * normal
     # The skin between the lower lip and the chin follows part of the way (all of it at the lip,
     # none at the chin): raising the lip alone would fold the mesh under it.
     along_all = (neutral[:, :2] - c0) @ axis
@@ -246,8 +283,7 @@ def _close_neutral_mouth(neutral: Vec, rest: float) -> Vec:
     lip_depth = np.interp(along_all, along_all[outer_lower][lip_order], depth[outer_lower][lip_order])
     chin_depth = float((neutral[topo.CHIN, :2] - c0) @ normal)
     below = (depth > lip_depth) & (along_all > 0.0) & (along_all < length)
-    below[outer_ring] = False
-    below[ring] = False
+    below[band] = False
     t = np.clip((depth - lip_depth) / np.maximum(chin_depth - lip_depth, 1e-6), 0.0, 1.0)
     rise = np.interp(along_all, xs, ys) * fraction * (1.0 - t)
     out[below, :2] -= rise[below, None] * normal
