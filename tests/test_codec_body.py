@@ -22,9 +22,11 @@ from facewire.shared.codec.body import (
     BodyEncoder,
     BodyPreparer,
     BodyValues,
+    body_signal,
     decode_motion,
     encode_motion,
     estimate_body_motion,
+    estimate_size,
     motion_matrix,
     quantise_motion,
     smooth_motion,
@@ -73,6 +75,25 @@ def _moved(shift: tuple[float, float], angle: float = 0.0) -> tuple[np.ndarray, 
 
 def _keyframe() -> KeyframeState:
     return KeyframeState(kf=1, image=astronaut(), alpha=_silhouette(), landmarks=astronaut_landmarks())
+
+
+@pytest.mark.parametrize("shape", [(480, 640), (720, 1280), (512, 512), (1080, 1920), (360, 480), (144, 192), (241, 333)])
+@given(seed=st.integers(0, 2**32 - 1))
+def test_the_body_signal_is_the_matte_and_the_luma_each_reduced_on_their_own(shape: tuple[int, int], seed: int) -> None:
+    """One area reduction of (alpha, luma) gives, bit for bit, what two did (the 8-bit luma rounded as OpenCV
+    rounds it), at frame sizes the integer-factor path reduces (1920x1080, 480x360) and at sizes it does not."""
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    alpha = rng.random(shape, dtype=np.float32)
+    alpha[rng.random(shape) < 0.3] = 0.0
+    alpha[rng.random(shape) < 0.3] = 1.0
+    size = estimate_size(shape)
+    small = cv2.resize(alpha, size, interpolation=cv2.INTER_AREA)
+    luma = cv2.resize(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), size, interpolation=cv2.INTER_AREA)
+    expected = small * (0.5 + luma.astype(np.float32) * np.float32(0.5 / 255.0))
+    signal = body_signal(alpha, image)
+    assert signal.dtype == np.float32
+    np.testing.assert_array_equal(signal, expected)
 
 
 @pytest.mark.parametrize(("shift", "angle"), [((9.0, -5.0), 0.0), ((-14.0, 3.0), 3.0), ((0.0, 0.0), 0.0)])
