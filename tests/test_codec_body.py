@@ -39,6 +39,7 @@ from facewire.shared.render.mesh import MeshRenderer
 from facewire.shared.types import (
     Affine,
     CapturedFrame,
+    CoarseMatte,
     FaceObservation,
     FrameAnalysis,
     FrameState,
@@ -104,6 +105,33 @@ def test_the_estimate_finds_the_bodys_motion(shift: tuple[float, float], angle: 
     points = np.array([[60.0, 480.0], [450.0, 480.0], [256.0, 340.0]])  # where the body is
     error = np.abs((points @ found[:, :2].T + found[:, 2]) - (points @ truth[:, :2].T + truth[:, 2])).max()
     assert error < 1.5
+
+
+@pytest.mark.parametrize(("shift", "angle"), [((9.0, -5.0), 0.0), ((-14.0, 3.0), 3.0)])
+def test_the_preparer_fits_a_frame_by_its_coarse_matte_where_it_has_one(shift: tuple[float, float], angle: float) -> None:
+    """A learned matter's frame carries the network's mask at its own size (CoarseMatte) and no matte where the matte
+    was left out: the motion is fitted to that, and it finds the body's motion as the matte did."""
+    image, alpha, lm, truth = _moved(shift, angle)
+    half = (SIZE[0] // 2 + 40, SIZE[1] // 2 + 40)  # not a whole fraction of the frame, as 320 px of 512 is not
+    coarse = CoarseMatte(cv2.resize(image, half, interpolation=cv2.INTER_AREA),
+                         cv2.resize(alpha, half, interpolation=cv2.INTER_AREA))
+    frame = CapturedFrame(0, 0, image)
+    fitted = {}
+    for name, analysis in (("coarse", FrameAnalysis(frame, None, None, coarse=coarse)),
+                           ("matte", FrameAnalysis(frame, None, alpha))):
+        prepared = BodyPreparer().prepare_body(analysis, lm, {1: _keyframe()})
+        assert prepared is not None and isinstance(prepared.values, BodyValues)
+        fitted[name] = motion_matrix(prepared.values.motions[1], SIZE)
+    points = np.array([[60.0, 480.0], [450.0, 480.0], [256.0, 340.0]])  # where the body is
+    for found in fitted.values():
+        assert np.abs((points @ found[:, :2].T + found[:, 2]) - (points @ truth[:, :2].T + truth[:, 2])).max() < 1.5
+    assert BodyPreparer().prepare_body(FrameAnalysis(frame, None, None), lm, {1: _keyframe()}) is None
+
+
+def test_the_coder_asks_for_the_coarse_matte_of_every_frame_with_the_body_code_and_for_no_matte() -> None:
+    with_body, without = FrameCoder(codes=DEFAULT_CODES), FrameCoder(codes=("expression", "landmarks"))
+    assert with_body.coarse_every_frame and not with_body.matte_every_frame
+    assert not without.coarse_every_frame and not without.matte_every_frame
 
 
 def test_small_changes_are_steadied_and_real_moves_followed_at_once() -> None:
