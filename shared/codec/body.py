@@ -7,7 +7,8 @@ one affine motion of the body sent here, a few bytes a frame (facewire.shared.re
 - The sender estimates the motion on its analysing thread (`estimate_body_motion`): a fit (OpenCV's
   ECC) of the keyframe's person, as the receiver decoded it, to this frame's, at a width of
   ESTIMATE_WIDTH pixels, on the matte brightened by the picture's luma (the silhouette always has
-  contrast, clothes add texture), the face and its first ring left out (they follow the head): a
+  contrast, clothes add texture; the frame's matte is a learned matter's CoarseMatte where it has one:
+  `frame_signal`), the face and its first ring left out (they follow the head): a
   shift, or an affine where it fits clearly better; then steadied against the last estimate
   (`smooth_motion`) so the fit's noise does not make the shoulders swim.
 - The motion is relative to one keyframe, the one the frame is drawn from. The preparer estimates it
