@@ -138,8 +138,10 @@ class ThreadCpu:
             for task in Path("/proc/self/task").iterdir():
                 tid = int(task.name)
                 try:
-                    if tid not in self._names:
-                        self._names[tid] = named.get(tid) or "native:" + (task / "comm").read_text().strip()
+                    if tid in named:  # a Python thread may show in /proc before threading knows its id
+                        self._names[tid] = named[tid]
+                    elif tid not in self._names:
+                        self._names[tid] = "native:" + (task / "comm").read_text().strip()
                     fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
                 except OSError:  # a thread that ended meanwhile
                     continue
