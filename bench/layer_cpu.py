@@ -94,9 +94,10 @@ def run(clip: Path, layers: str, frames: int, size: tuple[int, int], bitrate_bps
     analyze, code = analyzer.analyze, coder.code
     with_matte = getattr(analyzer, "with_matte", None)
 
-    def timed_analyze(frame: CapturedFrame, matte: bool = True) -> FrameAnalysis:
+    def timed_analyze(frame: CapturedFrame, matte: bool = True, coarse: bool = False) -> FrameAnalysis:
         t0 = time.process_time()
-        out = analyze(frame) if matte else analyze(frame, matte)  # an older analyser (A/B) takes no `matte`
+        # an older analyser (A/B) takes no `matte`, or no `coarse`
+        out = analyze(frame, matte, coarse) if coarse else analyze(frame) if matte else analyze(frame, matte)
         spent["analysis"] += time.process_time() - t0
         matted[0] += out.alpha is not None
         return out

@@ -38,17 +38,18 @@ class SenderAnalyzer:
         face = self.tracker.track(frame)
         return face, (time.perf_counter() - start) * 1e3
 
-    def analyze(self, frame: CapturedFrame, matte: bool = True) -> FrameAnalysis:
+    def analyze(self, frame: CapturedFrame, matte: bool = True, coarse: bool = False) -> FrameAnalysis:
         """The frame's face and matte; `matte` False: no one asks for this frame's matte (FrameCoder.matte_every_frame),
         and a matter that can (SkippingMatter) leaves it out: `with_matte` makes it later if it is needed after
-        all. (The matte is read on keyframes and by the per-frame body and alpha codes only: at 16 kbps with the
-        residual layer, on keyframes alone.)"""
+        all. (The matte is read on keyframes and by the per-frame alpha codes only: at 16 kbps with the residual
+        layer, on keyframes alone.) `coarse`: such a frame still gets the matter's CoarseMatte where it makes one
+        (the body's motion reads it: FrameCoder.coarse_every_frame); a frame matted gets it anyway."""
         tracking = self._tracking.submit(self._track, frame)
         start = time.perf_counter()
         alpha = None
         try:
             if not matte and isinstance(self.matter, SkippingMatter):
-                alpha = self.matter.optional_matte(frame)
+                alpha = self.matter.optional_matte(frame, coarse)
             elif self.matter is not None:
                 alpha = self.matter.matte(frame)
             matte_ms = (time.perf_counter() - start) * 1e3
@@ -56,7 +57,8 @@ class SenderAnalyzer:
             face, track_ms = tracking.result()  # the tracker is never left running into the next call
         self._skipped = frame if alpha is None and self.matter is not None else None
         self.last_timings_ms = {"track": track_ms, "matte": matte_ms}
-        return FrameAnalysis(frame=frame, face=face, alpha=alpha)
+        rough = self.matter.coarse(frame) if isinstance(self.matter, SkippingMatter) else None
+        return FrameAnalysis(frame=frame, face=face, alpha=alpha, coarse=rough)
 
     def with_matte(self, analysis: FrameAnalysis) -> FrameAnalysis:
         """`analysis` with its matte when `analyze` left it out (the last frame analysed only), else as it is."""
@@ -86,9 +88,12 @@ class SenderAnalyzer:
             self.matter.close()
 
 
-def analyse(analyzer: Analyzer, frame: CapturedFrame, matte: bool) -> FrameAnalysis:
-    """`analyzer.analyze(frame)`, its matte left out when `matte` is False and the analyzer can (MatteSkippingAnalyzer)."""
-    return analyzer.analyze(frame, matte) if isinstance(analyzer, MatteSkippingAnalyzer) else analyzer.analyze(frame)
+def analyse(analyzer: Analyzer, frame: CapturedFrame, matte: bool, coarse: bool = False) -> FrameAnalysis:
+    """`analyzer.analyze(frame)`, its matte left out when `matte` is False and the analyzer can (MatteSkippingAnalyzer),
+    then with its CoarseMatte when `coarse`."""
+    if isinstance(analyzer, MatteSkippingAnalyzer):
+        return analyzer.analyze(frame, matte, coarse)
+    return analyzer.analyze(frame)
 
 
 def with_matte(analyzer: Analyzer, analysis: FrameAnalysis) -> FrameAnalysis:

@@ -105,6 +105,16 @@ class Matter(Protocol):
 
 
 @dataclass(frozen=True)
+class CoarseMatte:
+    """A learned matter's matte of a frame before its refinement, at the network's own size, and the frame reduced
+    to that size: what a reader that needs the person's outline only at a low resolution (the body's motion) fits
+    to, made where the full-size matte is left out."""
+
+    image: Image
+    alpha: Alpha
+
+
+@dataclass(frozen=True)
 class FrameAnalysis:
     """Everything the sender knows about one frame before encoding."""
 
@@ -112,6 +122,7 @@ class FrameAnalysis:
     face: FaceObservation | None
     alpha: Alpha | None
     foreground: Image | None = None  # the frame with spill removed, when the matter computes it
+    coarse: CoarseMatte | None = None  # when the matter makes one (a learned matter), asked for or with the matte
 
     @property
     def face_state(self) -> FaceState:
@@ -133,9 +144,11 @@ class Analyzer(Protocol):
 @runtime_checkable
 class MatteSkippingAnalyzer(Protocol):
     """An Analyzer that can leave out the matte of a frame nobody reads (`matte` False; the sender's
-    FrameCoder.matte_every_frame says), and make it afterwards when it is read after all (`with_matte`)."""
+    FrameCoder.matte_every_frame says), and make it afterwards when it is read after all (`with_matte`). With
+    `coarse`, a frame whose matte it leaves out still gets its CoarseMatte where the matter makes one (the
+    sender's FrameCoder.coarse_every_frame)."""
 
-    def analyze(self, frame: CapturedFrame, matte: bool = True) -> FrameAnalysis: ...
+    def analyze(self, frame: CapturedFrame, matte: bool = True, coarse: bool = False) -> FrameAnalysis: ...
 
     def with_matte(self, analysis: FrameAnalysis) -> FrameAnalysis: ...
 

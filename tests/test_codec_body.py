@@ -22,9 +22,11 @@ from facewire.shared.codec.body import (
     BodyEncoder,
     BodyPreparer,
     BodyValues,
+    body_signal,
     decode_motion,
     encode_motion,
     estimate_body_motion,
+    estimate_size,
     motion_matrix,
     quantise_motion,
     smooth_motion,
@@ -37,6 +39,7 @@ from facewire.shared.render.mesh import MeshRenderer
 from facewire.shared.types import (
     Affine,
     CapturedFrame,
+    CoarseMatte,
     FaceObservation,
     FrameAnalysis,
     FrameState,
@@ -75,6 +78,25 @@ def _keyframe() -> KeyframeState:
     return KeyframeState(kf=1, image=astronaut(), alpha=_silhouette(), landmarks=astronaut_landmarks())
 
 
+@pytest.mark.parametrize("shape", [(480, 640), (720, 1280), (512, 512), (1080, 1920), (360, 480), (144, 192), (241, 333)])
+@given(seed=st.integers(0, 2**32 - 1))
+def test_the_body_signal_is_the_matte_and_the_luma_each_reduced_on_their_own(shape: tuple[int, int], seed: int) -> None:
+    """One area reduction of (alpha, luma) gives, bit for bit, what two did (the 8-bit luma rounded as OpenCV
+    rounds it), at frame sizes the integer-factor path reduces (1920x1080, 480x360) and at sizes it does not."""
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    alpha = rng.random(shape, dtype=np.float32)
+    alpha[rng.random(shape) < 0.3] = 0.0
+    alpha[rng.random(shape) < 0.3] = 1.0
+    size = estimate_size(shape)
+    small = cv2.resize(alpha, size, interpolation=cv2.INTER_AREA)
+    luma = cv2.resize(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), size, interpolation=cv2.INTER_AREA)
+    expected = small * (0.5 + luma.astype(np.float32) * np.float32(0.5 / 255.0))
+    signal = body_signal(alpha, image)
+    assert signal.dtype == np.float32
+    np.testing.assert_array_equal(signal, expected)
+
+
 @pytest.mark.parametrize(("shift", "angle"), [((9.0, -5.0), 0.0), ((-14.0, 3.0), 3.0), ((0.0, 0.0), 0.0)])
 def test_the_estimate_finds_the_bodys_motion(shift: tuple[float, float], angle: float) -> None:
     image, alpha, lm, truth = _moved(shift, angle)
@@ -83,6 +105,33 @@ def test_the_estimate_finds_the_bodys_motion(shift: tuple[float, float], angle: 
     points = np.array([[60.0, 480.0], [450.0, 480.0], [256.0, 340.0]])  # where the body is
     error = np.abs((points @ found[:, :2].T + found[:, 2]) - (points @ truth[:, :2].T + truth[:, 2])).max()
     assert error < 1.5
+
+
+@pytest.mark.parametrize(("shift", "angle"), [((9.0, -5.0), 0.0), ((-14.0, 3.0), 3.0)])
+def test_the_preparer_fits_a_frame_by_its_coarse_matte_where_it_has_one(shift: tuple[float, float], angle: float) -> None:
+    """A learned matter's frame carries the network's mask at its own size (CoarseMatte) and no matte where the matte
+    was left out: the motion is fitted to that, and it finds the body's motion as the matte did."""
+    image, alpha, lm, truth = _moved(shift, angle)
+    half = (SIZE[0] // 2 + 40, SIZE[1] // 2 + 40)  # not a whole fraction of the frame, as 320 px of 512 is not
+    coarse = CoarseMatte(cv2.resize(image, half, interpolation=cv2.INTER_AREA),
+                         cv2.resize(alpha, half, interpolation=cv2.INTER_AREA))
+    frame = CapturedFrame(0, 0, image)
+    fitted = {}
+    for name, analysis in (("coarse", FrameAnalysis(frame, None, None, coarse=coarse)),
+                           ("matte", FrameAnalysis(frame, None, alpha))):
+        prepared = BodyPreparer().prepare_body(analysis, lm, {1: _keyframe()})
+        assert prepared is not None and isinstance(prepared.values, BodyValues)
+        fitted[name] = motion_matrix(prepared.values.motions[1], SIZE)
+    points = np.array([[60.0, 480.0], [450.0, 480.0], [256.0, 340.0]])  # where the body is
+    for found in fitted.values():
+        assert np.abs((points @ found[:, :2].T + found[:, 2]) - (points @ truth[:, :2].T + truth[:, 2])).max() < 1.5
+    assert BodyPreparer().prepare_body(FrameAnalysis(frame, None, None), lm, {1: _keyframe()}) is None
+
+
+def test_the_coder_asks_for_the_coarse_matte_of_every_frame_with_the_body_code_and_for_no_matte() -> None:
+    with_body, without = FrameCoder(codes=DEFAULT_CODES), FrameCoder(codes=("expression", "landmarks"))
+    assert with_body.coarse_every_frame and not with_body.matte_every_frame
+    assert not without.coarse_every_frame and not without.matte_every_frame
 
 
 def test_small_changes_are_steadied_and_real_moves_followed_at_once() -> None:

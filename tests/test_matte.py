@@ -14,8 +14,8 @@ from facewire.sender.analysis import SenderAnalyzer
 from facewire.sender.matte import make_matter
 from facewire.sender.matte.auto import AutoConfig, AutoMatter, screen_score
 from facewire.sender.matte.chroma import ChromaConfig, ChromaMatter, estimate_screen, push_pull_fill
-from facewire.sender.matte.learned import LearnedMatter
-from facewire.shared.types import CapturedFrame, FaceObservation, HeadPose
+from facewire.sender.matte.learned import LearnedConfig, LearnedMatter
+from facewire.shared.types import CapturedFrame, CoarseMatte, FaceObservation, HeadPose
 
 CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
 H, W = 240, 320
@@ -281,6 +281,27 @@ def test_learned_matte_of_a_frame_does_not_depend_on_the_frames_before() -> None
         used.close()
 
 
+def test_a_learned_matte_made_late_from_the_coarse_one_is_the_matte() -> None:
+    # the body's motion asks for the coarse matte of every frame (optional_matte with `coarse`); a keyframe decided on
+    # one then refines that segmentation: the matte it gets is the one matte() makes, to the bit
+    img = np.ascontiguousarray(data.astronaut()[:, :, ::-1])
+    fresh, lazy = LearnedMatter(), LearnedMatter()
+    try:
+        frame = _frame(img, 0)
+        assert lazy.optional_matte(frame, coarse=True) is None
+        coarse = lazy.coarse(frame)
+        assert coarse is not None and coarse.alpha.shape == coarse.image.shape[:2]
+        assert coarse.image.shape[1] == LearnedConfig().seg_width and coarse.alpha.dtype == np.float32
+        assert lazy.coarse(_frame(img, 0)) is None  # another frame's (even of the same picture): not this one's
+        assert lazy.optional_matte(_frame(img, 1)) is None and lazy.coarse(frame) is coarse  # not asked: none made
+        matte = fresh.matte(frame)
+        assert np.array_equal(lazy.late_matte(frame), matte)
+        assert np.array_equal(coarse.alpha, fresh.coarse(frame).alpha)  # type: ignore[union-attr]  # made with it
+    finally:
+        fresh.close()
+        lazy.close()
+
+
 class _Counting(_MatterStub):
     """A matter that counts its mattes; `skips`: it is a SkippingMatter that leaves out what it may."""
 
@@ -295,11 +316,22 @@ class _Counting(_MatterStub):
 
 
 class _Skipping(_Counting):
-    def optional_matte(self, frame: CapturedFrame) -> None:
+    """A SkippingMatter whose coarse matte, when asked for, is a frame of 0.5."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._coarse: tuple[CapturedFrame, CoarseMatte] | None = None
+
+    def optional_matte(self, frame: CapturedFrame, coarse: bool = False) -> None:
+        if coarse:
+            self._coarse = (frame, CoarseMatte(frame.image[::2, ::2], np.full(frame.image.shape[:2], 0.5, np.float32)[::2, ::2]))
         return None
 
     def late_matte(self, frame: CapturedFrame) -> np.ndarray:
         return self.matte(frame)
+
+    def coarse(self, frame: CapturedFrame) -> CoarseMatte | None:
+        return self._coarse[1] if self._coarse is not None and self._coarse[0] is frame else None
 
 
 def test_analyzer_leaves_out_the_mattes_nobody_reads_and_makes_one_late() -> None:
@@ -318,6 +350,20 @@ def test_analyzer_leaves_out_the_mattes_nobody_reads_and_makes_one_late() -> Non
     every = _Counting()
     assert SenderAnalyzer(_NoFace(), every).analyze(_frame(img, 0), matte=False).alpha is not None
     assert every.mattes == 1
+
+
+def test_analyzer_gives_the_coarse_matte_where_asked_and_keeps_it_on_a_late_matte() -> None:
+    img = np.zeros((H, W, 3), np.uint8)
+    matter = _Skipping()
+    an = SenderAnalyzer(_NoFace(), matter)
+    assert an.analyze(_frame(img, 0), matte=False).coarse is None  # not asked for
+    rough = an.analyze(_frame(img, 1), matte=False, coarse=True)
+    assert rough.alpha is None and rough.coarse is not None and matter.mattes == 0
+    late = an.with_matte(rough)
+    assert late.alpha is not None and late.coarse is rough.coarse
+    # a matter that makes none: no coarse matte, the matte as before
+    every = SenderAnalyzer(_NoFace(), _Counting()).analyze(_frame(img, 0), matte=False, coarse=True)
+    assert every.alpha is not None and every.coarse is None
 
 
 def test_auto_matter_checks_the_screen_on_the_same_frames_when_mattes_are_left_out() -> None:

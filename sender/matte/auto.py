@@ -15,7 +15,7 @@ from typing import Literal
 
 from facewire.sender.matte.chroma import ScreenEstimate, estimate_screen, opponent
 from facewire.sender.matte.skipping import SkippingMatter
-from facewire.shared.types import Alpha, CapturedFrame, Image, Matter
+from facewire.shared.types import Alpha, CapturedFrame, CoarseMatte, Image, Matter
 
 Choice = Literal["chroma", "learned"]
 
@@ -109,10 +109,14 @@ class AutoMatter:
     def matte(self, frame: CapturedFrame) -> Alpha:
         return self._chosen(frame).matte(frame)
 
-    def optional_matte(self, frame: CapturedFrame) -> Alpha | None:
+    def optional_matte(self, frame: CapturedFrame, coarse: bool = False) -> Alpha | None:
         m = self._chosen(frame)
-        return m.optional_matte(frame) if isinstance(m, SkippingMatter) else m.matte(frame)
+        return m.optional_matte(frame, coarse) if isinstance(m, SkippingMatter) else m.matte(frame)
 
     def late_matte(self, frame: CapturedFrame) -> Alpha:
         m = self.chroma if self.active == "chroma" else self.learned
         return m.late_matte(frame) if isinstance(m, SkippingMatter) else m.matte(frame)
+
+    def coarse(self, frame: CapturedFrame) -> CoarseMatte | None:
+        m = self.chroma if self.active == "chroma" else self.learned
+        return m.coarse(frame) if isinstance(m, SkippingMatter) else None

@@ -26,7 +26,7 @@ import numpy as np
 
 from facewire.sender.matte.edges import decontaminate
 from facewire.sender.matte.guided import refine_in_band
-from facewire.shared.types import Alpha, CapturedFrame, Image
+from facewire.shared.types import Alpha, CapturedFrame, CoarseMatte, Image
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,7 @@ class LearnedMatter:
     def reset(self) -> None:
         """Forget the last frame (kept for foreground())."""
         self._last: tuple[Image, Alpha] | None = None  # the last frame and its matte, for foreground()
+        self._coarse: tuple[CapturedFrame, CoarseMatte] | None = None  # the last frame segmented, and its mask
 
     def close(self) -> None:
         if self._seg is not None:
@@ -129,18 +130,31 @@ class LearnedMatter:
         return refine_in_band(mask, guide_low, mask_low, img, c.guide_radius, eps, lo=c.band)
 
     def matte(self, frame: CapturedFrame) -> Alpha:
-        small = self._small(frame.image)
-        alpha = self._refine(frame.image, small, self._segment(small))
+        coarse = self.coarse(frame) or self._segmented(frame)
+        alpha = self._refine(frame.image, coarse.image, coarse.alpha)
         self._last = (frame.image, alpha)
         return alpha
 
-    def optional_matte(self, frame: CapturedFrame) -> Alpha | None:
+    def _segmented(self, frame: CapturedFrame) -> CoarseMatte:
+        small = self._small(frame.image)
+        coarse = CoarseMatte(small, self._segment(small))
+        self._coarse = (frame, coarse)
+        return coarse
+
+    def optional_matte(self, frame: CapturedFrame, coarse: bool = False) -> Alpha | None:
         """None: a frame is segmented on its own (MediaPipe's selfie model keeps no state between frames, checked
-        by tests/test_matte.py), so one nobody asks a matte for is left out."""
+        by tests/test_matte.py), so one nobody asks a matte for is left out; with `coarse` it is segmented (what
+        the matte costs is mostly its refinement, at the frame's size: ~2.3 of ~5 ms at 640x480), not refined."""
+        if coarse:
+            self._segmented(frame)
         return None
 
     def late_matte(self, frame: CapturedFrame) -> Alpha:
+        """`matte(frame)`, from its segmentation when `optional_matte` made one."""
         return self.matte(frame)
+
+    def coarse(self, frame: CapturedFrame) -> CoarseMatte | None:
+        return self._coarse[1] if self._coarse is not None and self._coarse[0] is frame else None
 
     def foreground(self) -> Image | None:
         """The last frame with the room taken out of the matte's soft edge (facewire.sender.matte.edges).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from facewire.shared.types import Alpha, CapturedFrame
+from facewire.shared.types import Alpha, CapturedFrame, CoarseMatte
 
 
 @runtime_checkable
@@ -17,6 +17,12 @@ class SkippingMatter(Protocol):
     `matte(frame)` would have made it. Only a matter whose matte of a frame does not depend on the frames
     before it may skip: what is sent stays the same, frame for frame."""
 
-    def optional_matte(self, frame: CapturedFrame) -> Alpha | None: ...
+    def optional_matte(self, frame: CapturedFrame, coarse: bool = False) -> Alpha | None:
+        """With `coarse`, a skipped frame still gets its CoarseMatte, where the matter makes one (`coarse()`)."""
+        ...
 
     def late_matte(self, frame: CapturedFrame) -> Alpha: ...
+
+    def coarse(self, frame: CapturedFrame) -> CoarseMatte | None:
+        """The CoarseMatte this matter made of `frame` (its last one), if it made one."""
+        ...
