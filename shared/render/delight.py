@@ -135,7 +135,7 @@ def delight(image: Image, landmarks: Landmarks, options: DelightOptions | None =
     out = ycc.copy()
     out[..., 0] *= gain
     if opts.highlight_keep < 1.0:
-        exempt = _highlight_exempt((h, w), landmarks, width)
+        exempt = _openings((h, w), landmarks, width)
         reach = max(1.0, opts.highlight_scale * width)
         out[..., 0] = _tame_highlights(out[..., 0], (skin > 0).astype(np.float32), inside * (1.0 - exempt), reach, opts)
     # Chroma as a shift: the smooth colour patch moves to the skin's mean, the detail on it stays.
@@ -190,10 +190,10 @@ def _tame_highlights(y: FloatImage, skin: FloatImage, where: FloatImage, sigma: 
     A picture's own highlights (a shine down the nose, a lit brow ridge, pale lids lifted with their
     socket, a pale strand the cover did not take) are finer than the light estimate's blur, so the
     de-lighting keeps them as detail; under the scene's light they show as pale streaks and rings
-    that move with the face. Their excess over the light of the skin round them (judged without
-    them, and without what is far darker: a second estimate leaves out what the first found off) past `highlight_knee` is kept
-    by `highlight_keep`. Darker detail (creases, pores) is untouched, and so is whatever `where` is 0
-    on (the eyes' whites and glints, teeth).
+    that move with the face. Their excess over the light of the skin round them past `highlight_knee`
+    is kept by `highlight_keep`; that light is judged without them, and without what is far darker (a
+    second estimate leaves out what the first found off). Darker detail (creases, pores) is untouched,
+    and so is whatever `where` is 0 on (the eyes' whites and glints, teeth: no light).
     """
     log_y = np.log(np.maximum(y, 0.0) + np.float32(8.0))
     knee = np.float32(opts.highlight_knee)
@@ -207,9 +207,9 @@ def _tame_highlights(y: FloatImage, skin: FloatImage, where: FloatImage, sigma: 
     return np.asarray(np.exp(log_y - cut) - np.float32(8.0), np.float32)
 
 
-def _highlight_exempt(shape: tuple[int, int], landmarks: Landmarks, width: float) -> FloatImage:
-    """0..1: the eyes' openings with their lash line and the lips' opening, whose brightness is no light."""
-    mask = eye_openings(shape, landmarks, max(1, int(round(_EYE_MARGIN * width))))
+def _openings(shape: tuple[int, int], landmarks: Landmarks, width: float) -> FloatImage:
+    """0..1: the eyes' openings (not their lids: a pale lid margin glares as a ring) and the lips' opening."""
+    mask = eye_openings(shape, landmarks, 1)
     fill_polygon(mask, landmarks[topo.inner_lip_ring(), :2])
     soft = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), max(0.5, 0.005 * width))
     return np.asarray(np.clip(2.0 * soft, 0.0, 1.0), np.float32)
