@@ -9,6 +9,9 @@ divided out in part, relative to the skin's mean, so the texture tends towards i
 Features are not light: eyes, brows, lips, nostrils and anything much darker than the skin
 around it (a moustache, lashes, a fringe) are left out of the light estimate, which is filled in
 over them from the skin around (normalised convolution), so they keep their contrast to it.
+
+Highlights are light too, but finer than that blur: a painted shine down the nose or pale lids
+are toned down against the skin's light round them (_tame_highlights).
 """
 
 from __future__ import annotations
