@@ -22,6 +22,8 @@ the output is judged:
   input: a clean face with the scene's smooth light adds nothing, a patch of the sender's shadow
   or the avatar's hair, a smeared brow or a pale band adds energy at that scale. `seam` is the same
   over a band round the outline (0.06 face widths inside). x100, so about percent of contrast.
+  `rings` is paleness round the eyes (lids, sockets, corners; not the openings, lashes or brows),
+  which `blotch` leaves out with the features (`skin_scores`).
 
 `--same-person` runs the avatar path driven by the clip's own person: the avatar is the clip's
 first tracked frame (the keyframe), later frames are the truth; face-region SSIM and PSNR (inside
@@ -101,6 +103,7 @@ class PairResult:
     ms_per_frame: float
     blotch: float = float("nan")
     seam: float = float("nan")
+    rings: float = float("nan")
 
 
 def _ratios(lm: Landmarks) -> tuple[float, float]:
@@ -151,7 +154,36 @@ def _band_energy(luma: npt.NDArray[np.float32], mask: npt.NDArray[np.bool_], wid
 
 def blotch_scores(truth: Image, out: Image, lm: Landmarks, out_lm: Landmarks | None) -> tuple[float, float]:
     """(blotch, seam): patch-scale contrast the output adds over the input, on the skin and at the outline."""
+    scores = skin_scores(truth, out, lm, out_lm)
+    return scores.blotch, scores.seam
+
+
+@dataclass(frozen=True)
+class SkinScores:
+    """What the output adds over the input (x100), by region (see skin_scores)."""
+
+    blotch: float  # luminance, on the skin less the features
+    seam: float  # luminance, in the band inside the outline
+    rings: float  # paleness round the eyes: lids, sockets and corners, less the openings and brows
+
+
+_SKIN_FIELDS = ("blotch", "seam", "rings")
+RING_REACH = 0.05  # face widths round the eyes' openings
+LASH_LINE = 0.012  # face widths round an opening: lashes and liner, left out of `rings`
+
+
+def skin_scores(truth: Image, out: Image, lm: Landmarks, out_lm: Landmarks | None) -> SkinScores:
+    """Blotch, seam and rings: what the eye calls blotches, seams and pale rings round the eyes.
+
+    Each is a measure of the output minus the same of the input, x100. `blotch` and `seam` are the
+    band-passed (BLOTCH_SCALES) RMS of log luminance over a region (`_band_energy`). `rings`
+    covers the eyes' surroundings, which `blotch` leaves out with the features (white rings of lifted
+    lids): the mean of their log luminance above the skin's light beside them (the skin blurred at
+    the coarse scale), since there a band-pass is all the eye's own contrast. A dark mark there
+    (hair's shade at a corner) it does not see.
+    """
     from facewire.shared.face import topology as topo
+    from facewire.shared.render.delight import eye_openings, normalised_blur
     from facewire.shared.render.warp import fill_polygon
 
     oval = lm[topo.face_oval_ring(), :2].astype(np.float32)
@@ -168,22 +200,40 @@ def blotch_scores(truth: Image, out: Image, lm: Landmarks, out_lm: Landmarks | N
     local = lm.astype(np.float32).copy()
     local[:, :2] -= shift
     features = _features(shape, local, width)
+    faces = [local]
     if out_lm is not None:
         other = out_lm.astype(np.float32).copy()
         other[:, :2] -= shift
         features |= _features(shape, other, width)
+        faces.append(other)
     k = max(1, int(round(SEAM_BAND * width)))
     inner = cv2.erode(face, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1)))
     skin = (inner > 0) & (features == 0)
     seam = (face > 0) & (inner == 0)
-    scores = []
-    for region in (skin, seam):
-        energy = []
-        for image in (out, truth):
-            luma = np.log(cv2.cvtColor(image[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY).astype(np.float32) + 8.0)
-            energy.append(_band_energy(luma, region, width))
-        scores.append(100.0 * (energy[0] - energy[1]))
-    return scores[0], scores[1]
+    near = np.zeros(shape, np.uint8)
+    kept = np.zeros(shape, np.uint8)
+    for points in faces:
+        near |= eye_openings(shape, points, max(1, int(round(RING_REACH * width))))
+        kept |= eye_openings(shape, points, max(1, int(round(LASH_LINE * width))))
+        for brow in topo.brows():
+            cv2.fillConvexPoly(kept, cv2.convexHull(np.round(points[brow, :2]).astype(np.int32)), 255)
+    rings = (inner > 0) & (near > 0) & (kept == 0)
+
+    def luma(image: Image) -> npt.NDArray[np.float32]:
+        return np.log(cv2.cvtColor(image[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY).astype(np.float32) + 8.0)
+
+    def paler(image: Image) -> float:
+        # Round an eye the band-pass is all the eye's own contrast; a ring is lids paler than the skin beside them
+        # (a sender's lids are as often darker as not, so only the paleness counts: a signed mean would trade it off).
+        y = luma(image)
+        light = normalised_blur(y[..., None], skin.astype(np.float32), max(0.7, BLOTCH_SCALES[1] * width))[..., 0]
+        return float(np.maximum(y - light, 0.0)[rings].mean()) if rings.any() else float("nan")
+
+    return SkinScores(
+        blotch=100.0 * (_band_energy(luma(out), skin, width) - _band_energy(luma(truth), skin, width)),
+        seam=100.0 * (_band_energy(luma(out), seam, width) - _band_energy(luma(truth), seam, width)),
+        rings=100.0 * (paler(out) - paler(truth)),
+    )
 
 
 def track_clip(path: Path, max_frames: int, start: int = 0) -> list[tuple[Image, Landmarks | None]]:
@@ -234,8 +284,7 @@ def run_pair(
     e_out: list[float] = []
     pose_err: list[float] = []
     flicker: list[float] = []
-    blotch: list[float] = []
-    seam: list[float] = []
+    skin: list[SkinScores] = []
     times: list[float] = []
     sheet: list[Image] = []
     history: list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]] = []
@@ -262,9 +311,7 @@ def run_pair(
             continue
         judged += 1
         obs = redetect.track(CapturedFrame(i, i * 33_333, out))
-        bs = blotch_scores(image, out, lm, None if obs is None else obs.landmarks)
-        blotch.append(bs[0])
-        seam.append(bs[1])
+        skin.append(skin_scores(image, out, lm, None if obs is None else obs.landmarks))
         if obs is None:
             continue
         found += 1
@@ -301,8 +348,7 @@ def run_pair(
         pose_err_deg=float(np.mean(pose_err)) if pose_err else float("nan"),
         flicker=float(np.mean(flicker)) if flicker else float("nan"),
         ms_per_frame=float(np.median(times)) if times else float("nan"),
-        blotch=float(np.mean(blotch)) if blotch else float("nan"),
-        seam=float(np.mean(seam)) if seam else float("nan"),
+        **{k: float(np.mean([getattr(v, k) for v in skin])) if skin else float("nan") for k in _SKIN_FIELDS},
     )
     return result, sheet
 
@@ -390,7 +436,7 @@ def write_sheets(out_dir: Path, clips: dict[str, list[tuple[Image, Landmarks | N
     """Contact sheets of every identity on each clip's expressive frames: face crops (240 px) and 256-px tiles.
 
     Pages of `per_page` identities; the top row is the input. Each cell is labelled with its blotch
-    measure. Returns one record per cell (identity, clip, frame, blotch, seam).
+    measures. Returns one record per cell (identity, clip, frame, blotch, seam, rings).
     """
     from facewire.shared.face.identity import IdentityError
 
@@ -420,9 +466,9 @@ def write_sheets(out_dir: Path, clips: dict[str, list[tuple[Image, Landmarks | N
                 image, lm = frames[i]
                 assert lm is not None
                 out = renderer.render(FrameState(i, i * 33_333, "tracked", lm, None)).image
-                blotch, seam = blotch_scores(image, out, lm, None)
-                records.append({"identity": name, "clip": c, "frame": i, "blotch": blotch, "seam": seam})
-                faces.append(_label(_face_crop(out, lm, crop), f"b{blotch:.1f} s{seam:.1f}"))
+                sc = skin_scores(image, out, lm, None)
+                records.append({"identity": name, "clip": c, "frame": i, **asdict(sc)})
+                faces.append(_label(_face_crop(out, lm, crop), f"b{sc.blotch:.1f} r{sc.rings:.1f}"))
                 tiles.append(_tile(out, tile))
         faces_rows.append(np.hstack(faces))
         tile_rows.append(np.hstack(tiles))
@@ -524,8 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.sheet is not None:
         tracked = {clip: track_clip(DATA / "clips" / f"{clip}.mp4", args.frames, args.start) for clip in clips}
         records = write_sheets(args.sheet, tracked, avatars, mesh_options, args.renderer)
-        print(json.dumps({"cells": len(records), "blotch": float(np.nanmean([float(r["blotch"]) for r in records])),
-                          "seam": float(np.nanmean([float(r["seam"]) for r in records]))}))  # fmt: skip
+        print(json.dumps({"cells": len(records), **{k: float(np.nanmean([float(r[k]) for r in records])) for k in _SKIN_FIELDS}}))
         return 0
     recogniser = Recogniser()
     identities = {a: load_identity(identity_file(a)) for a in avatars}
@@ -558,8 +603,7 @@ def main(argv: list[str] | None = None) -> int:
         "pose_err_deg": float(np.nanmean([r.pose_err_deg for r in results])),
         "flicker": float(np.nanmean([r.flicker for r in results])),
         "ms_per_frame": float(np.median([r.ms_per_frame for r in results])),
-        "blotch": float(np.nanmean([r.blotch for r in results])),
-        "seam": float(np.nanmean([r.seam for r in results])),
+        **{k: float(np.nanmean([getattr(r, k) for r in results])) for k in _SKIN_FIELDS},
     }
     args.out.mkdir(parents=True, exist_ok=True)
     machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()}

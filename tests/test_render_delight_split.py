@@ -78,3 +78,33 @@ def test_an_evenly_lit_photo_keeps_its_brightness_and_its_features() -> None:
     before = _luma(image)[below_eye].mean() - _luma(image)[iris].mean()
     after = _luma(out)[below_eye].mean() - _luma(out)[iris].mean()
     assert after > 0.75 * before, (before, after)
+
+
+def _streak(image: Image, top: npt.NDArray[np.float32], bottom: npt.NDArray[np.float32], thickness: int,
+            gain: float) -> tuple[Image, npt.NDArray[np.bool_]]:
+    """`image` with a soft bright line from `top` to `bottom` (its pixels times `gain`), e.g. a painted shine; and its core."""
+    mask = np.zeros(image.shape[:2], np.uint8)
+    a, b = (int(round(top[0])), int(round(top[1]))), (int(round(bottom[0])), int(round(bottom[1])))
+    cv2.line(mask, a, b, 255, thickness)
+    soft = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), 1.0)
+    out = np.clip(image * (1.0 + (gain - 1.0) * soft)[..., None], 0, 255).astype(np.uint8)
+    return out, cv2.erode(mask, np.ones((3, 3), np.uint8)) > 0
+
+
+def test_a_painted_shine_down_the_nose_is_toned_down_the_white_of_an_eye_is_not() -> None:
+    image, lm = big_astronaut()
+    width = _width(lm)
+    dim = (image * 0.6).astype(np.uint8)  # room above the skin for a shine
+    shine, core = _streak(dim, lm[topo.NOSE_BRIDGE, :2], lm[topo.NOSE_TIP, :2], max(2, int(0.03 * width)), 1.6)
+    # A white of an eye, inside the opening: far brighter than the (dimmed) skin round it.
+    eye = lm[topo.LEFT_IRIS_CENTER, :2] + np.array([0.03 * width, 0.0], np.float32)
+    white = _disc(shine.shape, eye, 0.008 * width)
+    shine[white] = 230
+    kept = DelightOptions(highlight_keep=1.0)
+    tamed = _luma(delight(shine, lm))[core].mean() / _luma(delight(dim, lm))[core].mean()
+    as_painted = _luma(delight(shine, lm, kept))[core].mean() / _luma(delight(dim, lm, kept))[core].mean()
+    assert as_painted > 1.4, as_painted
+    assert tamed < 1.3, tamed
+    # The eye's white keeps its brightness: it is no light.
+    white_ratio = _luma(delight(shine, lm))[white].mean() / _luma(delight(shine, lm, kept))[white].mean()
+    assert white_ratio > 0.97, white_ratio

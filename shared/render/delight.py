@@ -9,6 +9,9 @@ divided out in part, relative to the skin's mean, so the texture tends towards i
 Features are not light: eyes, brows, lips, nostrils and anything much darker than the skin
 around it (a moustache, lashes, a fringe) are left out of the light estimate, which is filled in
 over them from the skin around (normalised convolution), so they keep their contrast to it.
+
+Highlights are light too, but finer than that blur: a painted shine down the nose or pale lids
+are toned down against the skin's light round them (_tame_highlights).
 """
 
 from __future__ import annotations
@@ -51,6 +54,11 @@ class DelightOptions:
     # of glasses, a black strand): a broad dark patch there (a shadowed socket, eye make-up, the
     # shaded side of the face) is shade. Below the nose `dark_outlier` against the broad light holds.
     shade_floor: float = 0.3
+    # Highlights: luminance more than `highlight_knee` (log) above the skin's local light keeps only
+    # `highlight_keep` of the excess (see _tame_highlights); 1 keeps them as painted.
+    highlight_knee: float = 0.1
+    highlight_keep: float = 0.35
+    highlight_scale: float = 0.1  # face widths: the blur of the skin's light that highlights are judged against
 
 
 def feature_mask(shape: tuple[int, int], landmarks: Landmarks, width: float) -> npt.NDArray[np.uint8]:
@@ -129,6 +137,10 @@ def delight(image: Image, landmarks: Landmarks, options: DelightOptions | None =
     gain = 1.0 + (gain - 1.0) * inside
     out = ycc.copy()
     out[..., 0] *= gain
+    if opts.highlight_keep < 1.0:
+        exempt = _openings((h, w), landmarks, width)
+        reach = max(1.0, opts.highlight_scale * width)
+        out[..., 0] = _tame_highlights(out[..., 0], (skin > 0).astype(np.float32), inside * (1.0 - exempt), reach, opts)
     # Chroma as a shift: the smooth colour patch moves to the skin's mean, the detail on it stays.
     out[..., 1:] -= (opts.chroma * inside)[..., None] * (light[..., 1:] - mean[1:])
     return np.asarray(cv2.cvtColor(np.clip(out + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_YCrCb2BGR), np.uint8)
@@ -173,6 +185,37 @@ def _split_light(
     mean_ycc = mean.copy()
     mean_ycc[0] = float(np.exp(mean[0]) - 8.0)
     return light_ycc, mean_ycc, np.asarray(log_gain, np.float32)
+
+
+def _tame_highlights(y: FloatImage, skin: FloatImage, where: FloatImage, sigma: float, opts: DelightOptions) -> FloatImage:
+    """Luminance `y` with what stands out brighter than the skin's local light compressed past a knee.
+
+    A picture's own highlights (a shine down the nose, a lit brow ridge, pale lids lifted with their
+    socket, a pale strand the cover did not take) are finer than the light estimate's blur, so the
+    de-lighting keeps them as detail; under the scene's light they show as pale streaks and rings
+    that move with the face. Their excess over the light of the skin round them past `highlight_knee`
+    is kept by `highlight_keep`; that light is judged without them, and without what is far darker (a
+    second estimate leaves out what the first found off). Darker detail (creases, pores) is untouched,
+    and so is whatever `where` is 0 on (the eyes' whites and glints, teeth: no light).
+    """
+    log_y = np.log(np.maximum(y, 0.0) + np.float32(8.0))
+    knee = np.float32(opts.highlight_knee)
+    local = normalised_blur(log_y[..., None], skin, sigma)[..., 0]
+    # Nor what is much darker than it: a frame of glasses or a moustache in the estimate makes the skin beside it a highlight.
+    off = log_y - local
+    skin = skin * ((off > np.float32(np.log(opts.shade_floor))) & (off < knee)).astype(np.float32)
+    local = normalised_blur(log_y[..., None], skin, sigma)[..., 0]
+    over = np.maximum(log_y - local - knee, 0.0)
+    cut = over * np.float32(1.0 - opts.highlight_keep) * where
+    return np.asarray(np.exp(log_y - cut) - np.float32(8.0), np.float32)
+
+
+def _openings(shape: tuple[int, int], landmarks: Landmarks, width: float) -> FloatImage:
+    """0..1: the eyes' openings (not their lids: a pale lid margin glares as a ring) and the lips' opening."""
+    mask = eye_openings(shape, landmarks, 1)
+    fill_polygon(mask, landmarks[topo.inner_lip_ring(), :2])
+    soft = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), max(0.5, 0.005 * width))
+    return np.asarray(np.clip(2.0 * soft, 0.0, 1.0), np.float32)
 
 
 def _below_nose(shape: tuple[int, int], landmarks: Landmarks, width: float) -> FloatImage:

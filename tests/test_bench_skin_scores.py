@@ -1,0 +1,30 @@
+"""bench/swap.py's skin measures: pale rings round the eyes are seen where the blotch measure leaves them out."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from bench.swap import skin_scores
+from facewire.shared.face import topology as topo
+from facewire.shared.render.delight import eye_openings
+from tests.render_fixtures import big_astronaut
+
+cv2.setNumThreads(1)
+
+
+def _width(lm: np.ndarray) -> float:
+    return float(np.ptp(lm[topo.face_oval_ring(), 0]))
+
+
+def test_a_pale_ring_round_the_eyes_counts_as_rings_not_as_blotch() -> None:
+    image, lm = big_astronaut()
+    width = _width(lm)
+    # Pale lids and under-eyes: a band from the lash line out to 0.035 face widths round each opening.
+    band = (eye_openings(image.shape, lm, int(0.035 * width)) > 0) & (eye_openings(image.shape, lm, int(0.015 * width)) == 0)
+    ringed = image.copy()
+    ringed[band] = np.clip(ringed[band].astype(np.float32) * 1.5 + 30, 0, 255).astype(np.uint8)
+    scores = skin_scores(image, ringed, lm, None)
+    assert scores.rings > 3.0, scores
+    assert abs(scores.blotch) < 1.0, scores
+    assert abs(skin_scores(image, image, lm, None).rings) < 1e-6
