@@ -16,12 +16,13 @@ sender's replica of it, so the two cannot drift.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from facewire.shared.codec.layer import Affine, BoxGeometry, Region, apply_residual, face_box_transform
+from facewire.shared.codec.layer import Affine, BoxGeometry, Region, apply_residual, box_scale, face_box_transform
 from facewire.shared.face.pose import head_pose
 from facewire.shared.render.warp import Region as WarpRegion
 from facewire.shared.types import (
@@ -40,6 +41,7 @@ from facewire.shared.types import (
 LAYER_DETAIL = 0.5
 LAYER_BLUR = 0.8
 LAYER_GEOMETRY = BoxGeometry()
+PYRAMID_SHRINK = 0.6  # layer._SHRINK_K: to_box halves the picture until its warp shrinks by no more than this
 
 
 def layer_transform(landmarks: Landmarks | None, geometry: BoxGeometry = LAYER_GEOMETRY) -> Affine | None:
@@ -50,6 +52,23 @@ def layer_transform(landmarks: Landmarks | None, geometry: BoxGeometry = LAYER_G
         return face_box_transform(head_pose(landmarks.astype(np.float64)), geometry)
     except ValueError:  # a degenerate face (zero scale)
         return None
+
+
+def layer_reach(landmarks: Landmarks | None, geometry: BoxGeometry = LAYER_GEOMETRY) -> int:
+    """How far (frame pixels) from a pixel `apply_residual` with this frame's box reads the prediction: the fused
+    pixel takes the prediction's low band (`to_box`: pyrDown to pyramid level L, then a bilinear warp into the
+    box) at the box pixels around it (the two-stage bilinear `_up`). Up to 1.5 box pixels (1 / k frame pixels
+    each) to the box pixels read, then 4 level-L pixels (the warp's two reads and pyrDown's 5-tap kernel at
+    every level); 0: no box is placed, so nothing is read. A renderer that leaves parts of the frame undrawn
+    draws this much around what it shows (MeshRenderer's `_reach`)."""
+    transform = layer_transform(landmarks, geometry)
+    if transform is None:
+        return 0
+    k = box_scale(transform)
+    levels, shrink = 0, k
+    while shrink < PYRAMID_SHRINK and levels < 6:  # layer._pyramid_levels
+        shrink, levels = 2.0 * shrink, levels + 1
+    return int(math.ceil(1.5 / k + 4 * 2**levels)) + 4
 
 
 @dataclass
