@@ -80,3 +80,23 @@ def test_too_narrow_a_reach_would_be_caught(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(mesh, "layer_reach", lambda landmarks: 0)
     with pytest.raises(AssertionError, match="picture differs"):
         test_the_person_is_drawn_as_the_whole_frame_draws_it(1, monkeypatch)
+
+
+def test_the_layer_transform_memo_answers_as_the_head_pose_does() -> None:
+    from facewire.shared.codec.layer import face_box_transform
+    from facewire.shared.face.pose import head_pose
+    from facewire.shared.render.replica import LAYER_GEOMETRY, layer_transform
+
+    lm = astronaut_landmarks().astype(np.float32)
+    other = transform(lm, 9.0, (14.0, -3.0), (256.0, 256.0))
+    for landmarks in (lm, other, other.copy(), lm):
+        expected = face_box_transform(head_pose(landmarks.astype(np.float64)), LAYER_GEOMETRY)
+        got = layer_transform(landmarks)
+        assert got is not None and np.array_equal(got, expected)
+        got[:] = 0.0  # the caller's to change: the memo keeps its own
+    again = layer_transform(lm)
+    assert again is not None and again.any()
+
+
+def test_the_renderer_knows_the_alpha_fixs_tile() -> None:
+    assert mesh.FIX_TILE_PX == TILE_PX

@@ -16,7 +16,6 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from facewire.shared.codec.alpha_fix import TILE_PX
 from facewire.shared.face import topology as topo
 from facewire.shared.face.identity import IdentityError, identity_from_image, is_self
 from facewire.shared.render import blend as bl
@@ -24,9 +23,9 @@ from facewire.shared.render import eyes_mouth as em
 from facewire.shared.render.delight import DelightOptions
 from facewire.shared.render.frontal import DEFAULT_DELIGHT, Texture, prepare_texture
 from facewire.shared.render.iris import draw_irises
+from facewire.shared.render.layer_box import layer_reach
 from facewire.shared.render.lids import REDRAWN, close_lids
 from facewire.shared.render.occlusion import OcclusionOptions, SpectacleMemory, occluder_mask
-from facewire.shared.render.replica import layer_reach
 from facewire.shared.render.retarget import RetargetOptions, RetargetPlan, apply_retarget, lip_retraction, plan_retarget
 from facewire.shared.render.sclera import EyeWhite, eye_whites, reveal_whites
 from facewire.shared.render.warp import _FIXED_POINT_PIXELS, CoarseMap, PointMap, Points, Region, remap, similarity_2d, warp_map
@@ -627,6 +626,11 @@ def _face_map_region(vertices: Points, size: tuple[int, int], step: int) -> Regi
     return Region.around(vertices, size, 2, step)
 
 
+# AlphaFix's tiles (32 px, shared.types): alpha_fix.TILE_PX, which mesh cannot import (alpha_fix loads the replica,
+# which loads mesh); tests/test_render_reach.py holds the two equal.
+FIX_TILE_PX = 32
+
+
 def _fix_box(fix: AlphaFix, size: tuple[int, int]) -> tuple[slice, slice]:
     """The frame rows and columns `alpha_fix.apply_fix` may change: its held tiles' box grown by a tile."""
     rows, columns = np.nonzero(fix.held)
@@ -634,7 +638,8 @@ def _fix_box(fix: AlphaFix, size: tuple[int, int]) -> tuple[slice, slice]:
         return slice(0, 0), slice(0, 0)
     r0, r1 = max(int(rows.min()) - 1, 0), int(rows.max()) + 2
     c0, c1 = max(int(columns.min()) - 1, 0), int(columns.max()) + 2
-    return slice(r0 * TILE_PX, min(r1 * TILE_PX, size[1])), slice(c0 * TILE_PX, min(c1 * TILE_PX, size[0]))
+    t = FIX_TILE_PX
+    return slice(r0 * t, min(r1 * t, size[1])), slice(c0 * t, min(c1 * t, size[0]))
 
 
 # Below this many pixels the whole frame is warped: finding the bands costs ~0.5 ms, and at 640x480 (d6, w1) that
