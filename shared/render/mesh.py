@@ -275,7 +275,7 @@ class MeshRenderer:
         dst = frame.landmarks.astype(np.float32)
         texture = self._texture_now
         avatar = texture is not None
-        reach = frame.alpha is None and not avatar and not self.draw_room
+        reach = frame.alpha is None and not avatar and not self.draw_room and w * h >= _REACH_FROM
         # Under an avatar the keyframe face shows only at the feathered edge: the coarse fan will do. `reach`
         # draws the face's map itself, into the bands it warps.
         maps = self._keyframe_map(model, dst, (w, h), coarse_face=avatar or reach, body_motion=frame.body, keep_bands=avatar)
