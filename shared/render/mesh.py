@@ -299,8 +299,10 @@ class MeshRenderer:
         return RenderedPerson(image, alpha)
 
     def render_region(self, frame: FrameState, region: Region) -> RenderedPerson:
-        """`render(frame)` exactly inside `region` (frame pixels), for the sender's replica of the receiver,
-        which needs only the face box (the residual layer's): the whole frame's warp costs ~3x more.
+        """`render(frame)` with `draw_room` exactly inside `region` (frame pixels), for the sender's replica of the
+        receiver, which needs only the face box (the residual layer's): the whole frame's warp costs ~3x more.
+        (A render without `draw_room` is the same wherever its alpha is above 0 or the layer's fusion reads: the
+        layer is coded against the full warp, so what the sender sends does not depend on the receiver's bands.)
 
         The region is grown by what the lids and the mouth's cavity read (`_drawn_region`); outside that
         the picture is the keyframe's and the alpha 0. Self mode without a frame matte only (what the
