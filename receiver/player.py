@@ -6,10 +6,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from facewire.receiver.compositor import Compositor
+from facewire.receiver.compositor import BLUR, Compositor
 from facewire.receiver.extrapolate import MAX_AHEAD_FRAMES, extrapolate
 from facewire.receiver.session import RenderJob
 from facewire.receiver.sinks import Sink
@@ -20,6 +21,13 @@ from facewire.shared.types import FrameState, IdentityAsset, Image, KeyframeStat
 
 log = logging.getLogger(__name__)
 MAX_AHEAD_S = 0.1  # a late frame is extrapolated over two frame intervals, never more than this
+
+
+@runtime_checkable
+class _DrawsRoom(Protocol):
+    """A renderer that may leave the frame outside the person undrawn (MeshRenderer) unless told to draw it."""
+
+    draw_room: bool
 
 
 @dataclass
@@ -74,6 +82,9 @@ class Player:
 
     def __post_init__(self) -> None:
         self.stats.listeners.append(self.sink.update_stats)  # e.g. the http preview's /stats.json
+        if self.background == BLUR and isinstance(self.renderer, _DrawsRoom):
+            # the blurred background is made of the person's picture: the renderer must draw all of it
+            self.renderer.draw_room = True
 
     def show(self, job: RenderJob, dt_s: float) -> Image:
         """Render one decoded frame and send the picture to the sink."""

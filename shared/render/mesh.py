@@ -23,12 +23,13 @@ from facewire.shared.render import eyes_mouth as em
 from facewire.shared.render.delight import DelightOptions
 from facewire.shared.render.frontal import DEFAULT_DELIGHT, Texture, prepare_texture
 from facewire.shared.render.iris import draw_irises
+from facewire.shared.render.layer_box import layer_reach
 from facewire.shared.render.lids import REDRAWN, close_lids
 from facewire.shared.render.occlusion import OcclusionOptions, SpectacleMemory, occluder_mask
 from facewire.shared.render.retarget import RetargetOptions, RetargetPlan, apply_retarget, lip_retraction, plan_retarget
 from facewire.shared.render.sclera import EyeWhite, eye_whites, reveal_whites
-from facewire.shared.render.warp import CoarseMap, PointMap, Points, Region, remap, similarity_2d, warp_map
-from facewire.shared.types import Affine, Alpha, FrameState, IdentityAsset, Image, KeyframeState, Landmarks, RenderedPerson
+from facewire.shared.render.warp import _FIXED_POINT_PIXELS, CoarseMap, PointMap, Points, Region, remap, similarity_2d, warp_map
+from facewire.shared.types import Affine, Alpha, AlphaFix, FrameState, IdentityAsset, Image, KeyframeState, Landmarks, RenderedPerson
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,7 @@ class _KeyframeModel:
     shadow: npt.NDArray[np.float32] | None  # the dark of the keyframe's open mouth (None: not open), for a mouth closing
     whites: tuple[EyeWhite | None, EyeWhite | None]  # the keyframe's irises and whites of the eyes, for a gaze change
     image: Image  # the keyframe's picture (BGR), for an avatar's mouth interior
+    support: npt.NDArray[np.int32]  # which keyframe rectangles hold any of the person (_support)
 
 
 def _occluder(
@@ -189,6 +191,7 @@ def _prepare_keyframe(keyframe: KeyframeState) -> _KeyframeModel:
         shadow=em.interior_shadow(keyframe.image, lm),
         whites=eye_whites(keyframe.image, lm),
         image=keyframe.image,
+        support=_support(packed[..., 3]),
     )
 
 
@@ -220,6 +223,10 @@ class MeshRenderer:
         # when an avatar is drawn (~30 ms a keyframe), so self mode never pays for it.
         self._occluder: tuple[_KeyframeModel, npt.NDArray[np.uint8] | None] | None = None
         self._spectacles = SpectacleMemory()  # the sender's glasses, carried from keyframe to keyframe
+        # Self mode warps only the bands of rows the person can reach (`_reach`): elsewhere the picture is black
+        # and the alpha 0. True: the whole frame, for an owner that shows the keyframe's surroundings too (the
+        # compositor's `blur` background is made of the person's picture).
+        self.draw_room = False
 
     def prepare_keyframe(self, keyframe: KeyframeState) -> None:
         h, w = keyframe.image.shape[:2]
@@ -268,12 +275,16 @@ class MeshRenderer:
         dst = frame.landmarks.astype(np.float32)
         texture = self._texture_now
         avatar = texture is not None
-        # Under an avatar the keyframe face shows only at the feathered edge: the coarse fan will do.
-        maps = self._keyframe_map(model, dst, (w, h), coarse_face=avatar, body_motion=frame.body, keep_bands=avatar)
+        reach = frame.alpha is None and not avatar and not self.draw_room and w * h >= _REACH_FROM
+        # Under an avatar the keyframe face shows only at the feathered edge: the coarse fan will do. `reach`
+        # draws the face's map itself, into the bands it warps.
+        maps = self._keyframe_map(model, dst, (w, h), coarse_face=avatar or reach, body_motion=frame.body, keep_bands=avatar)
         if frame.alpha is not None:
             # The sender's own matte wins: the keyframe's alpha need not be warped.
             alpha = _pick_alpha(frame.alpha, None, (h, w))
             image = _warp_person(keyframe.image, maps, alpha)
+        elif reach:
+            image, alpha = _unpacked(self._warp_reach(model, dst, frame, maps))
         else:
             image, alpha = _unpacked(remap(model.packed, maps.full()))
         if not avatar:
@@ -288,8 +299,10 @@ class MeshRenderer:
         return RenderedPerson(image, alpha)
 
     def render_region(self, frame: FrameState, region: Region) -> RenderedPerson:
-        """`render(frame)` exactly inside `region` (frame pixels), for the sender's replica of the receiver,
-        which needs only the face box (the residual layer's): the whole frame's warp costs ~3x more.
+        """`render(frame)` with `draw_room` exactly inside `region` (frame pixels), for the sender's replica of the
+        receiver, which needs only the face box (the residual layer's): the whole frame's warp costs ~3x more.
+        (A render without `draw_room` is the same wherever its alpha is above 0 or the layer's fusion reads: the
+        layer is coded against the full warp, so what the sender sends does not depend on the receiver's bands.)
 
         The region is grown by what the lids and the mouth's cavity read (`_drawn_region`); outside that
         the picture is the keyframe's and the alpha 0. Self mode without a frame matte only (what the
@@ -414,23 +427,48 @@ class MeshRenderer:
                    box: tuple[slice, slice] | None = None) -> None:
         """Overwrite the body map inside the face with the dense mesh warp (eyes, lids, mouth); `maps` covers
         the frame, or the frame's rows and columns `box`."""
+        _paste_face(maps, self._face_warp(model, dst, size), size, box)
+
+    def _face_warp(self, model: _KeyframeModel, dst: Landmarks, size: tuple[int, int]) -> _FaceWarp:
         mesh_tris = em.mesh_triangles()
         dst_vertices = em.extended_vertices(dst)
         step = self._face_step(dst)
-        region = Region.around(dst_vertices, size, 2, step)
+        region = _face_map_region(dst_vertices, size, step)
         order = _draw_order(_depths(dst), mesh_tris)
         src = em.lid_source_vertices(model.src_vertices, model.landmarks, dst)[mesh_tris]
         face, covered = warp_map(dst_vertices[mesh_tris], src, region, step, order)
-        sy, sx, py, px = region.clip_to(size)
-        if box is not None:
-            sy, py = _cut(sy, py, box[0])
-            sx, px = _cut(sx, px, box[1])
-            if sy.stop <= sy.start or sx.stop <= sx.start:
-                return
-        # Only where every coarse sample was inside the mesh: the outline band keeps the body map.
-        # cv2.copyTo writes into the view in place (20x np.where); assigning its result keeps that certain.
-        inside = cv2.compare(covered[py, px], 250, cv2.CMP_GE)
-        maps[sy, sx] = cv2.copyTo(np.ascontiguousarray(face[py, px]), inside, maps[sy, sx])
+        return face, covered, region
+
+    def _warp_reach(self, model: _KeyframeModel, dst: Landmarks, frame: FrameState, body: CoarseMap) -> npt.NDArray[np.uint8]:
+        """The packed keyframe (BGRA) warped like `remap(model.packed, full map)` in the bands of rows `_reach`
+        finds, 0 elsewhere: the same bytes wherever the alpha can be above 0 or the layer's fusion reads them."""
+        h, w = model.packed.shape[:2]
+        size = (w, h)
+        face = self._face_warp(model, dst, size)
+        # The face's map region, grown by what the lids and the cavity read (_drawn_region), and the alpha fix's
+        # box are drawn whole: the face's own map and the fix place the person there whatever the body map says.
+        extra = [_drawn_region(face[2], dst, size)]
+        if frame.alpha_fix is not None:
+            extra.append(_fix_box(frame.alpha_fix, size))
+        bands = _reach(body, model.support, size, extra, layer_reach(dst))
+        if bands is None:
+            maps = body.full()
+            _paste_face(maps, face, size)
+            return remap(model.packed, maps)
+        out = np.empty_like(model.packed)
+        done = 0  # rows above this are written
+        for ys, xs in bands:
+            out[done : ys.start] = 0
+            out[ys, : xs.start] = 0
+            out[ys, xs.stop :] = 0
+            done = ys.stop
+            maps = body.box(ys, xs)  # the full map's crop (CoarseMap.box), the face's map pasted as on the full map
+            _paste_face(maps, face, size, (ys, xs))
+            # pointwise: a band's fixed-point maps are the full map's cut to it, so its pixels are the full remap's
+            fixed, fraction = cv2.convertMaps(maps, None, cv2.CV_16SC2)
+            cv2.remap(model.packed, fixed, fraction, cv2.INTER_LINEAR, dst=out[ys, xs], borderMode=cv2.BORDER_REPLICATE)
+        out[done:] = 0
+        return out
 
     def _render_avatar(
         self,
@@ -490,6 +528,24 @@ class MeshRenderer:
             occluder = _warp_occluder(keyframe_occluder, _dense_keyframe_box(model, dst, maps, sy, sx))
         weight = bl.swap_weight(mask, alpha[sy, sx], occluder)
         image[sy, sx] = bl.blend(base, face, weight)
+
+
+_FaceWarp = tuple[PointMap, npt.NDArray[np.uint8], Region]  # the dense face map, its coverage (255: covered), its region
+
+
+def _paste_face(maps: PointMap, warp: _FaceWarp, size: tuple[int, int], box: tuple[slice, slice] | None = None) -> None:
+    """The face's map written over `maps` (the frame's, or its rows and columns `box`) where every coarse sample
+    was inside the mesh: the outline band keeps the body map."""
+    face, covered, region = warp
+    sy, sx, py, px = region.clip_to(size)
+    if box is not None:
+        sy, py = _cut(sy, py, box[0])
+        sx, px = _cut(sx, px, box[1])
+        if sy.stop <= sy.start or sx.stop <= sx.start:
+            return
+    # cv2.copyTo writes into the view in place (20x np.where); assigning its result keeps that certain.
+    inside = cv2.compare(covered[py, px], 250, cv2.CMP_GE)
+    maps[sy, sx] = cv2.copyTo(np.ascontiguousarray(face[py, px]), inside, maps[sy, sx])
 
 
 def _cut(frame: slice, local: slice, box: slice) -> tuple[slice, slice]:
@@ -565,6 +621,109 @@ def _inner_warp_map(dst: Points, src: Points, region: Region, step: int, order: 
     maps, covered = warp_map(dst, src, wide, step, order, fallback)
     inner = (slice(step, step + region.height), slice(step, step + region.width))
     return maps[inner], covered[inner]
+
+
+def _face_map_region(vertices: Points, size: tuple[int, int], step: int) -> Region:
+    """Where the dense face map is drawn (`_face_maps`): the mesh's extended vertices' box, 2 px wider."""
+    return Region.around(vertices, size, 2, step)
+
+
+# AlphaFix's tiles (32 px, shared.types): alpha_fix.TILE_PX, which mesh cannot import (alpha_fix loads the replica,
+# which loads mesh); tests/test_render_reach.py holds the two equal.
+FIX_TILE_PX = 32
+
+
+def _fix_box(fix: AlphaFix, size: tuple[int, int]) -> tuple[slice, slice]:
+    """The frame rows and columns `alpha_fix.apply_fix` may change: its held tiles' box grown by a tile."""
+    rows, columns = np.nonzero(fix.held)
+    if len(rows) == 0:
+        return slice(0, 0), slice(0, 0)
+    r0, r1 = max(int(rows.min()) - 1, 0), int(rows.max()) + 2
+    c0, c1 = max(int(columns.min()) - 1, 0), int(columns.max()) + 2
+    t = FIX_TILE_PX
+    return slice(r0 * t, min(r1 * t, size[1])), slice(c0 * t, min(c1 * t, size[0]))
+
+
+# Below this many pixels the whole frame is warped: finding the bands costs ~0.5 ms, and at 640x480 (d6, w1) that
+# was more than the bands saved (+0.4..0.6 ms a frame); at 1280x720 they save 0..0.8 ms.
+_REACH_FROM = 600_000
+_SUPPORT_CELL = 4  # px a side: the keyframe's support kept per cell, a table small enough for the cache
+
+
+def _support(alpha8: npt.NDArray[np.uint8]) -> npt.NDArray[np.int32]:
+    """The integral image (one row and column of 0 first) of `_SUPPORT_CELL`-px cells holding a pixel with alpha > 0."""
+    h, w = alpha8.shape
+    c = _SUPPORT_CELL
+    padded = np.zeros((-(-h // c) * c, -(-w // c) * c), np.uint8)
+    padded[:h, :w] = alpha8 > 0
+    cells = padded.reshape(padded.shape[0] // c, c, padded.shape[1] // c, c).max(axis=(1, 3))
+    return np.asarray(cv2.integral(cells, sdepth=cv2.CV_32S), np.int32)
+
+
+_REACH_BLOCK = 4  # coarse body-map samples a side of a reach block (16 px at the default step of 4)
+_BAND = 64  # rows a remap call covers: fewer calls, and body.box's margin rows are a smaller share of each
+
+
+def _reach(body: CoarseMap, support: npt.NDArray[np.int32], size: tuple[int, int], extra: list[tuple[slice, slice]],
+           radius: int) -> list[tuple[slice, slice]] | None:
+    """Bands of rows (each a span of columns) holding every pixel where the warped keyframe alpha can be above 0,
+    the boxes `extra`, and all within `radius` pixels of them; None: warp the whole frame.
+
+    A pixel's map value lies between its neighbouring coarse samples' (bilinear upsampling by the integer
+    step), and remap reads the two source pixels around it (rounded to 1/32 px, the border replicated): a
+    block whose neighbours' map box, so grown, holds no keyframe pixel with alpha > 0 (`support`, the integral
+    image) warps to alpha 0 exactly, whatever the body's motion.
+    """
+    w, h = size
+    k, g = body.step, _REACH_BLOCK
+    rows, cols = body.coarse.shape[:2]
+    if body.region != Region.full(size) or k < 2 or rows * k != h or cols * k != w or w * h < max(_REACH_FROM, _FIXED_POINT_PIXELS):
+        return None
+    # block (i, j) holds samples g*i .. g*i+g-1, whose pixels read the map from samples g*i-1 .. g*i+g
+    kernel = np.ones((g + 2, g + 2), np.uint8)
+    # every g-th sample by a nearest resize (an integer factor picks samples g*i): numpy's strided copy of the
+    # 2-channel map costs 0.15 ms
+    blocks = (-(-cols // g), -(-rows // g))
+    lo = cv2.resize(cv2.erode(body.coarse, kernel, anchor=(1, 1), borderType=cv2.BORDER_REPLICATE), blocks,
+                    interpolation=cv2.INTER_NEAREST) if cols % g == 0 and rows % g == 0 else None
+    if lo is None:
+        return None
+    hi = cv2.resize(cv2.dilate(body.coarse, kernel, anchor=(1, 1), borderType=cv2.BORDER_REPLICATE), blocks,
+                    interpolation=cv2.INTER_NEAREST)
+    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+        return None
+    # the source box read: from the pixel below the lowest point to the one after the highest (0.1: the
+    # fixed point's 1/32-px rounding and the float resize's), clamped like the replicated border; exclusive end
+    # (cv2 with per-channel scalars: numpy's clip to per-channel bounds costs 0.25 ms here; from 0 up the
+    # integer conversion truncates, which is the floor: first = floor(lo - 0.1), last = floor(hi + 0.1) + 2)
+    top_left, room = (0.0, 0.0, 0.0, 0.0), (w - 1.0, h - 1.0, 0.0, 0.0)
+    first = cv2.min(cv2.max(cv2.subtract(lo, (0.1, 0.1, 0.0, 0.0)), top_left), room).astype(np.int32)
+    last = cv2.min(cv2.max(cv2.add(hi, (1.1, 1.1, 0.0, 0.0)), top_left), room).astype(np.int32) + 1
+    # in the support's cells: the cell of the first pixel read to the one after the last's
+    c = _SUPPORT_CELL
+    first //= c
+    last = (last + (c - 1)) // c
+    stride = support.shape[1]
+    top, bottom = first[..., 1] * stride, last[..., 1] * stride
+    flat = support.reshape(-1)
+    held = flat.take(bottom + last[..., 0]) - flat.take(top + last[..., 0]) - flat.take(bottom + first[..., 0]) \
+        + flat.take(top + first[..., 0])
+    block = g * k
+    reached = (held > 0).astype(np.uint8)
+    for ys, xs in extra:
+        if ys.stop > ys.start and xs.stop > xs.start:
+            reached[ys.start // block : -(-ys.stop // block), xs.start // block : -(-xs.stop // block)] = 1
+    grow = -(-radius // block)
+    if grow > 0:
+        reached = cv2.dilate(reached, np.ones((2 * grow + 1, 2 * grow + 1), np.uint8))
+    per_band = _BAND // block
+    bands: list[tuple[slice, slice]] = []
+    for r in range(0, reached.shape[0], per_band):
+        columns = np.flatnonzero(reached[r : r + per_band].any(axis=0))
+        if len(columns):
+            bands.append((slice(r * block, min((r + per_band) * block, h)),
+                          slice(int(columns[0]) * block, min((int(columns[-1]) + 1) * block, w))))
+    return bands
 
 
 def _face_region(points: Points, size: tuple[int, int], step: int, grid: int = 4) -> Region:

@@ -21,8 +21,13 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from facewire.shared.codec.layer import Affine, BoxGeometry, Region, apply_residual, face_box_transform
-from facewire.shared.face.pose import head_pose
+from facewire.shared.codec.layer import Affine, Region, apply_residual
+
+# the layer's box and constants live in layer_box (mesh.py needs them, and this module loads mesh); named here too
+from facewire.shared.render.layer_box import LAYER_BLUR as LAYER_BLUR
+from facewire.shared.render.layer_box import LAYER_DETAIL as LAYER_DETAIL
+from facewire.shared.render.layer_box import LAYER_GEOMETRY as LAYER_GEOMETRY
+from facewire.shared.render.layer_box import layer_transform as layer_transform
 from facewire.shared.render.warp import Region as WarpRegion
 from facewire.shared.types import (
     Alpha,
@@ -34,22 +39,6 @@ from facewire.shared.types import (
     RenderedPerson,
     Renderer,
 )
-
-# The receiver's fusion: half of the warp's own detail kept, the codec's blocks softened (helper R2:
-# detail 0.5 looked best at equal face SSIM; R6's integer fusion matches it within +-0.004).
-LAYER_DETAIL = 0.5
-LAYER_BLUR = 0.8
-LAYER_GEOMETRY = BoxGeometry()
-
-
-def layer_transform(landmarks: Landmarks | None, geometry: BoxGeometry = LAYER_GEOMETRY) -> Affine | None:
-    """The frame-to-box similarity for these decoded landmarks, or None when they place no box."""
-    if landmarks is None or not np.isfinite(landmarks).all():
-        return None
-    try:
-        return face_box_transform(head_pose(landmarks.astype(np.float64)), geometry)
-    except ValueError:  # a degenerate face (zero scale)
-        return None
 
 
 @dataclass
