@@ -5,7 +5,8 @@ Head pose is removed with a 3-D similarity (Procrustes) fitted on points that ex
 moves; the delta F - N is taken in the neutral head frame, scaled per region by the ratio of the
 avatar's feature size to the sender's, added to the avatar's neutral face brought into the same
 frame, and the result is placed back at the sender's current pose. Eyelids use the ratio of
-opening instead of a delta so a blink closes any eye, large or small. The face outline can be pulled
+opening instead of a delta so a blink closes any eye, large or small; the skin between the lower lip
+and the chin likewise keeps its share of that span, so a smile's squeeze never folds it over the lip. The face outline can be pulled
 towards the sender's own outline so the avatar's features sit inside the sender's head and hair.
 The avatar's neutral face is first pushed further from the sender's (identity_push): the sender's
 head, hair and ears stay round the face and pull a recogniser back towards the sender.
@@ -308,6 +309,82 @@ def _uncross_lips(points: Vec) -> None:
 
 
 @dataclass(frozen=True)
+class ChinStrip:
+    """The skin between the lower lip's outer edge and the chin, each landmark as a share of that span.
+
+    A delta adds the sender's squeeze of that skin in pixels. Under a lower lip that sits close to
+    the skin ring below it (a thick lip over a small chin), a smile that squeezes the sender's 20-px
+    strip by 13 px puts the avatar's ring above its lip: the triangles between fold, a jagged dark edge
+    under the lip. As a share of the avatar's own span, scaled by the sender's change of share (as the
+    eyes' opening is a ratio), the skin squeezes as much as the sender's does and never crosses the lip.
+    """
+
+    ids: npt.NDArray[np.int32]  # landmarks below the lower lip, above the chin, between the mouth's corners
+    avatar_share: Vec  # each one's depth below the lip, as a share of the lip-to-chin span, in the avatar
+    sender_share: Vec  # the same in the sender's neutral face
+    corner: Vec  # a mouth corner, the mouth's axis and its downward normal, in the neutral head frame
+    axis: Vec
+    normal: Vec
+
+    def shares(self, points: Vec) -> tuple[Vec, Vec]:
+        """Each strip landmark's share of the lip-to-chin span, and that span, in `points`."""
+        depth, lip = _below_lower_lip(points, self.corner, self.axis, self.normal)
+        span = np.maximum(depth[topo.CHIN] - lip[self.ids], 0.0)
+        return (depth[self.ids] - lip[self.ids]) / np.maximum(span, 1e-6), span
+
+
+# A landmark just under the lip in the sender's neutral face moves a long way in share for a pixel's
+# noise; no stretch of the skin under the lip is larger than this.
+_MAX_STRIP_STRETCH = 3.0
+# The skin just outside the mouth's corners folds the same way (a thin ragged line at the corner); there the
+# lip's depth is the corner's.
+_STRIP_PAST_CORNERS = 0.15
+
+
+@cache
+def _outer_lower_lip() -> npt.NDArray[np.int32]:
+    """The outer lip ring's lower half, corner to corner."""
+    ring = topo.outer_lip_ring()
+    return np.asarray([*ring[len(ring) // 2 :], ring[0]], np.int32)
+
+
+def _below_lower_lip(points: Vec, corner: Vec, axis: Vec, normal: Vec) -> tuple[Vec, Vec]:
+    """Every landmark's depth along `normal`, and the depth of the lower lip's outer edge level with it."""
+    along = (points[:, :2] - corner) @ axis
+    depth = (points[:, :2] - corner) @ normal
+    lower = _outer_lower_lip()
+    order = np.argsort(along[lower])
+    return depth, np.interp(along, along[lower][order], depth[lower][order])
+
+
+def plan_chin_strip(neutral: Vec, avatar_n: Vec) -> ChinStrip:
+    corner, other = neutral[topo.MOUTH_OUTER_CORNERS[0], :2], neutral[topo.MOUTH_OUTER_CORNERS[1], :2]
+    length = float(np.linalg.norm(other - corner))
+    axis = (other - corner) / max(length, 1e-6)
+    normal = np.array([-axis[1], axis[0]])
+    depth, lip = _below_lower_lip(neutral, corner, axis, normal)
+    along = (neutral[:, :2] - corner) @ axis
+    margin = _STRIP_PAST_CORNERS * length
+    inside = (depth > lip) & (depth < depth[topo.CHIN]) & (along > -margin) & (along < length + margin)
+    inside[_lip_band()] = False
+    inside[topo.face_oval_ring()] = False  # the outline is the face's edge against the sender's head: it stays
+    ids = np.flatnonzero(inside).astype(np.int32)
+    strip = ChinStrip(ids, np.zeros(0), np.zeros(0), corner, axis, normal)
+    return ChinStrip(ids, np.clip(strip.shares(avatar_n)[0], 0.0, 1.0), strip.shares(neutral)[0], corner, axis, normal)
+
+
+def _keep_chin_strip(target: Vec, now_n: Vec, strip: ChinStrip) -> None:
+    """Each landmark under the lower lip at the avatar's own share of the lip-to-chin span times the sender's
+    change of share; the lip and the chin stay where the delta put them."""
+    if not len(strip.ids):
+        return
+    change = np.clip(strip.shares(now_n)[0] / np.maximum(strip.sender_share, 1e-6), 0.0, _MAX_STRIP_STRETCH)
+    share, span = strip.shares(target)
+    want = np.clip(strip.avatar_share * change, 0.0, 1.0)
+    target[strip.ids, :2] += ((want - share) * span)[:, None] * strip.normal
+
+
+@dataclass(frozen=True)
 class RetargetPlan:
     """What retarget needs that depends only on the sender's neutral face and the avatar: built once per keyframe and avatar."""
 
@@ -318,6 +395,7 @@ class RetargetPlan:
     eye_neutral: tuple[float, float]  # the sender's neutral eye openings (right, left)
     pull: Vec  # (N, 1) how far each landmark is pulled towards the sender's own outline
     options: RetargetOptions
+    chin_strip: ChinStrip
 
 
 def plan_retarget(sender_neutral: Landmarks, avatar_neutral: Landmarks, options: RetargetOptions | None = None) -> RetargetPlan:
@@ -334,6 +412,9 @@ def plan_retarget(sender_neutral: Landmarks, avatar_neutral: Landmarks, options:
         # stretched into a dark gap, an open mouth twice as wide as the sender's). Its lips meet too;
         # the renderer shows its own interior again up to the picture's opening (texture.mouth_ratio).
         avatar_n = _close_neutral_mouth(avatar_n, 0.0)
+    # The skin under the lip as shares of the picture's own span: the identity push, which moves the mouth
+    # whole and the skin by its own difference, would fold a thin strip before any expression.
+    chin = plan_chin_strip(neutral, avatar_n)
     if opts.identity_push:
         # Both with their lips closed: a mouth open in one picture is not a difference of identity.
         diff = _identity_difference(avatar_n, neutral)
@@ -350,7 +431,7 @@ def plan_retarget(sender_neutral: Landmarks, avatar_neutral: Landmarks, options:
     strength = opts.outline_pull + (opts.upper_outline_pull - opts.outline_pull) * upper
     pull = np.clip(outline_w * strength, 0.0, 1.0)[:, None]
     eyes = (_neutral_eye_opening(neutral, "right"), _neutral_eye_opening(neutral, "left"))
-    return RetargetPlan(sender_neutral, neutral, avatar_n, gain * opts.expression_gain, eyes, pull, opts)
+    return RetargetPlan(sender_neutral, neutral, avatar_n, gain * opts.expression_gain, eyes, pull, opts, chin)
 
 
 def apply_retarget(plan: RetargetPlan, sender_now: Landmarks) -> Landmarks:
@@ -362,6 +443,7 @@ def apply_retarget(plan: RetargetPlan, sender_now: Landmarks) -> Landmarks:
         ratio = eye_opening(now_n, side) / max(plan.eye_neutral[k], 1e-6)
         _set_eye_opening(target, plan.avatar_n, ring, float(np.clip(ratio, 0.0, plan.options.max_eye_ratio)))
     _uncross_lips(target)
+    _keep_chin_strip(target, now_n, plan.chin_strip)
     if plan.pull.any():
         target = (1.0 - plan.pull) * target + plan.pull * now_n
     return to_neutral.inverse().apply(target).astype(np.float32)
