@@ -87,8 +87,7 @@ def avatar_warnings(image: Image, landmarks: Landmarks) -> list[str]:
     p = lm.astype(np.float64)
     if mouth_ratio(p) >= OPEN_MOUTH:
         warnings.append("the mouth is open in the picture: its lips are closed over its teeth when yours are, so a closed "
-                        "mouth may look pressed and the lower lip stretched; a picture with a closed, relaxed mouth works "
-                        "best")  # fmt: skip
+                        "mouth may look pressed; a picture with a closed, relaxed mouth works best")  # fmt: skip
     if min(eye_open_ratio(p, "right"), eye_open_ratio(p, "left")) < SHUT_EYES:
         warnings.append("the eyes are nearly shut in the picture: open eyes cannot be shown well; use a picture with open eyes")
     return warnings
