@@ -233,12 +233,16 @@ def _neutral_eye_opening(neutral: Vec, side: str) -> float:
     return TYPICAL_OPEN_EYE * eye_width(neutral, side)
 
 
-def _contour(points: Vec, idx: npt.NDArray[np.int32], c0: Vec, axis: Vec, normal: Vec, length: float) -> tuple[Vec, Vec]:
-    """A lip contour as depth (along `normal`) over position along `axis`, sorted, from corner (0) to corner."""
-    along = (points[idx, :2] - c0) @ axis
-    depth = (points[idx, :2] - c0) @ normal
+def _profile(along: Vec, values: Vec, length: float) -> tuple[Vec, Vec]:
+    """`values` over position `along` the mouth, sorted, from corner (0) to corner (`length`), 0 at both corners:
+    the knots for np.interp."""
     order = np.argsort(along)
-    return np.concatenate([[0.0], along[order], [length]]), np.concatenate([[0.0], depth[order], [0.0]])
+    return np.concatenate([[0.0], along[order], [length]]), np.concatenate([[0.0], values[order], [0.0]])
+
+
+def _contour(points: Vec, idx: npt.NDArray[np.int32], c0: Vec, axis: Vec, normal: Vec, length: float) -> tuple[Vec, Vec]:
+    """A lip contour as depth (along `normal`) over position along `axis`, from corner to corner."""
+    return _profile((points[idx, :2] - c0) @ axis, (points[idx, :2] - c0) @ normal, length)
 
 
 def _close_neutral_mouth(neutral: Vec, rest: float) -> Vec:
@@ -263,10 +267,7 @@ def _close_neutral_mouth(neutral: Vec, rest: float) -> Vec:
     axis = (c1 - c0) / max(length, 1e-6)
     normal = np.array([-axis[1], axis[0]])
     gap = np.maximum((neutral[lower, :2] - neutral[upper, :2]) @ normal, 0.0)
-    along = (neutral[lower, :2] - c0) @ axis
-    order = np.argsort(along)
-    xs = np.concatenate([[0.0], along[order], [length]])
-    ys = np.concatenate([[0.0], gap[order], [0.0]])
+    xs, ys = _profile((neutral[lower, :2] - c0) @ axis, gap, length)
     outer_ring = topo.outer_lip_ring()
     outer_lower = outer_ring[len(outer_ring) // 2 + 1 :]
     # The whole lower lip rises, the rings between its contours too: left behind, they fold the lip's
