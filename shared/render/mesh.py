@@ -28,7 +28,7 @@ from facewire.shared.render.lids import REDRAWN, close_lids
 from facewire.shared.render.occlusion import OcclusionOptions, SpectacleMemory, occluder_mask
 from facewire.shared.render.retarget import RetargetOptions, RetargetPlan, apply_retarget, lip_retraction, plan_retarget
 from facewire.shared.render.sclera import EyeWhite, eye_whites, reveal_whites
-from facewire.shared.render.warp import _FIXED_POINT_PIXELS, CoarseMap, PointMap, Points, Region, remap, similarity_2d, warp_map
+from facewire.shared.render.warp import FIXED_POINT_PIXELS, CoarseMap, PointMap, Points, Region, remap, similarity_2d, warp_map
 from facewire.shared.types import Affine, Alpha, AlphaFix, FrameState, IdentityAsset, Image, KeyframeState, Landmarks, RenderedPerson
 
 log = logging.getLogger(__name__)
@@ -677,7 +677,7 @@ def _reach(body: CoarseMap, support: npt.NDArray[np.int32], size: tuple[int, int
     w, h = size
     k, g = body.step, _REACH_BLOCK
     rows, cols = body.coarse.shape[:2]
-    if body.region != Region.full(size) or k < 2 or rows * k != h or cols * k != w or w * h < max(_REACH_FROM, _FIXED_POINT_PIXELS):
+    if body.region != Region.full(size) or k < 2 or rows * k != h or cols * k != w or w * h < max(_REACH_FROM, FIXED_POINT_PIXELS):
         return None
     # block (i, j) holds samples g*i .. g*i+g-1, whose pixels read the map from samples g*i-1 .. g*i+g
     kernel = np.ones((g + 2, g + 2), np.uint8)

@@ -274,7 +274,7 @@ def similarity_2d(src: Points, dst: Points) -> npt.NDArray[np.float64]:
 
 def remap(source: npt.NDArray[np.uint8], map_x: FloatMap | PointMap, map_y: FloatMap | None = None) -> Image:
     """Bilinear lookup; `map_x` alone may be an interleaved (h, w, 2) map."""
-    if map_y is None and map_x.shape[0] * map_x.shape[1] >= _FIXED_POINT_PIXELS:
+    if map_y is None and map_x.shape[0] * map_x.shape[1] >= FIXED_POINT_PIXELS:
         # Fixed-point maps remap a whole frame faster than the conversion costs.
         fixed, fraction = cv2.convertMaps(map_x, None, cv2.CV_16SC2)
         out: Image = cv2.remap(source, fixed, fraction, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -283,7 +283,9 @@ def remap(source: npt.NDArray[np.uint8], map_x: FloatMap | PointMap, map_y: Floa
     return out
 
 
-_FIXED_POINT_PIXELS = 100_000
+# Maps of at least this many pixels are remapped in fixed point (1/32 px): a caller that must match `remap`
+# byte for byte on part of such a map (mesh.py's bands) converts its part the same way.
+FIXED_POINT_PIXELS = 100_000
 
 
 def paste(canvas: Image, patch: npt.NDArray[np.generic], region: Region) -> None:
