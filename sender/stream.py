@@ -21,7 +21,7 @@ from facewire.sender.coding import Outgoing
 from facewire.shared.codec.alpha_fix import FixValues, payload_bound
 from facewire.shared.codec.fields import FIELD_CODECS, face_code
 from facewire.shared.codec.frames import REFERENCES, FrameEncoder, KeyframePackage
-from facewire.shared.codec.layer import packet_is_key
+from facewire.shared.codec.layer import largest_channel, packet_is_key
 from facewire.shared.codec.layer_field import LayerValues
 from facewire.shared.wire import messages as m
 
@@ -69,7 +69,7 @@ class LayerCost:
         """Whether the box the receiver holds is far off this frame's residual `box` (for keyframe `kf`)."""
         if self.lost or self.held is None or self.kf != kf:
             return False
-        off = cv2.absdiff(box, self.held).max(axis=2) > STALE_CODES
+        off = largest_channel(cv2.absdiff(box, self.held)) > STALE_CODES
         return bool(np.count_nonzero(off) > STALE_SHARE * off.size)
 
     def sent(self, packet: bytes, kf: int, kbps: float, box: npt.NDArray[np.uint8] | None = None) -> None:

@@ -26,6 +26,7 @@ from facewire.shared.codec.layer import (
     face_support,
     face_weight,
     from_box,
+    largest_channel,
     packet_is_key,
     residual_box,
     to_box,
@@ -344,3 +345,11 @@ def test_where_the_layer_corrects_much_the_warps_detail_gives_way_to_it() -> Non
     x0, y0, x1, y1 = box_region(t, SIZE, prediction.shape)
     quiet = fused[y0 + 28:y0 + 44, (x0 + x1) // 2 - 8:(x0 + x1) // 2 + 8].astype(np.float64)  # inside the box, no correction
     assert centre.std() < 3.0 < quiet.std() < 0.6 * prediction.astype(np.float64).std()
+
+
+def test_largest_channel_is_the_per_pixel_maximum_of_three() -> None:
+    rng = np.random.default_rng(7)
+    image = rng.integers(0, 256, (33, 17, 3), dtype=np.uint8)
+    largest = largest_channel(image)
+    assert largest.dtype == np.uint8
+    assert np.array_equal(largest, image.max(axis=2))
