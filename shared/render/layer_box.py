@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import numpy.typing as npt
 
 from facewire.shared.codec.layer import Affine, BoxGeometry, box_scale, face_box_transform
 from facewire.shared.face.pose import head_pose
@@ -22,26 +21,13 @@ PYRAMID_SHRINK = 0.6  # layer._SHRINK_K: to_box halves the picture until its war
 
 
 def layer_transform(landmarks: Landmarks | None, geometry: BoxGeometry = LAYER_GEOMETRY) -> Affine | None:
-    """The frame-to-box similarity for these decoded landmarks, or None when they place no box.
-
-    The last answer is kept (a pure function's memo): the renderer asks for a frame's box (`layer_reach`), then
-    the layer's hold for the same landmarks, and the head pose costs ~0.2 ms."""
-    global _last_transform
+    """The frame-to-box similarity for these decoded landmarks, or None when they place no box."""
     if landmarks is None or not np.isfinite(landmarks).all():
         return None
-    points = landmarks.astype(np.float64)
-    last = _last_transform  # read once: another thread may replace it, never change it
-    if last is not None and last[1] == geometry and np.array_equal(last[0], points):
-        return None if last[2] is None else last[2].copy()
     try:
-        transform: Affine | None = face_box_transform(head_pose(points), geometry)
+        return face_box_transform(head_pose(landmarks.astype(np.float64)), geometry)
     except ValueError:  # a degenerate face (zero scale)
-        transform = None
-    _last_transform = (points, geometry, None if transform is None else transform.copy())
-    return transform
-
-
-_last_transform: tuple[npt.NDArray[np.float64], BoxGeometry, Affine | None] | None = None
+        return None
 
 
 def layer_reach(landmarks: Landmarks | None, geometry: BoxGeometry = LAYER_GEOMETRY) -> int:
