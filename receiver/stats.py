@@ -82,6 +82,18 @@ class StatsMeter:
         link = max(0.0, upstream - sum(sender.values())) if sender else upstream
         return {name: round(value, 2) for name, value in {**sender, "link": link, **ours}.items()}
 
+    def _slowest_stages(self) -> dict[str, float]:
+        """Where the interval's slowest frames' time went: the mean span per stage over the frames at or above
+        the 95th percentile of this side's total (upstream, capture to arrival, is the sender and the link
+        together: the sender reports only its medians). The latency target is a p95, and the medians do not
+        say which stage its tail is made of."""
+        if "upstream" not in self._stages:
+            return {}
+        spans = {name: np.array(values) for name, values in self._stages.items()}
+        totals = np.sum(list(spans.values()), axis=0)
+        slowest = totals >= np.percentile(totals, 95)
+        return {name: round(float(values[slowest].mean()), 2) for name, values in spans.items()}
+
     def tick(self, now: float | None = None, force: bool = False) -> dict[str, Any] | None:
         now = time.monotonic() if now is None else now
         elapsed = now - self._start
@@ -104,6 +116,7 @@ class StatsMeter:
             "clock_offset_ms": math.nan if self.clock_offset_us is None else round(self.clock_offset_us / 1000, 2),
             "frames_new": self.frames_new,
             "stages_ms": self._stage_medians(),
+            "stages_ms_slowest": self._slowest_stages(),
         }
         self._latencies.clear()
         self._stages.clear()

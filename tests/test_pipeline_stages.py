@@ -184,6 +184,19 @@ def test_receiver_report_splits_the_latency_into_stages() -> None:
                                    "compose": 3.0, "sink": 0.2}
 
 
+def test_receiver_report_says_where_the_slowest_frames_time_went() -> None:
+    stats = StatsMeter()
+    for render_us in [8_000] * 19 + [30_000]:
+        stats.stages({"upstream": 20_000, "decode": 500, "wait": 0, "render": render_us, "compose": 3_000, "sink": 0})
+    stats.stages({"upstream": 45_000, "decode": 500, "wait": 0, "render": 8_000, "compose": 3_000, "sink": 0})
+    report = stats.tick(force=True)
+    assert report is not None
+    # the two slowest of 21 frames: one late from upstream, one slow to render
+    assert report["stages_ms_slowest"] == {"upstream": 32.5, "decode": 0.5, "wait": 0.0, "render": 19.0,
+                                           "compose": 3.0, "sink": 0.0}
+    assert report["stages_ms"]["render"] == 8.0
+
+
 def test_live_keyframes_are_built_off_the_analysing_thread_and_go_with_a_later_frame() -> None:
     from tests.wire_fixtures import SyntheticAnalyzer
 
