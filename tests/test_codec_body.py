@@ -347,3 +347,48 @@ def test_the_body_is_fitted_against_the_frames_keyframe_and_the_newest_held_only
     code((1, 2))  # keyframe 2 crossed: every frame is drawn from it
     code((1, 2))
     assert body.fitted == [[1], [1], [1], [1, 2], [1, 2], [2], [2]]
+
+
+def _sequence() -> list[tuple[FrameAnalysis, Landmarks]]:
+    """Frames of the astronaut moving a little more each frame, with their mattes and landmarks."""
+    frames = []
+    for index, (shift, angle) in enumerate([((0.0, 0.0), 0.0), ((2.0, -1.0), 0.3), ((5.0, -2.0), 0.8), ((9.0, -4.0), 1.5),
+                                            ((12.0, -3.0), 2.0)]):
+        image, alpha, lm, _ = _moved(shift, angle)
+        frames.append((FrameAnalysis(CapturedFrame(index, index * 33_333, image), None, alpha), lm))
+    return frames
+
+
+def test_a_fit_made_ahead_of_the_face_sends_what_a_fit_made_with_it_does() -> None:
+    """The sender fits the body while the face is tracked (fit_ahead, against the last frame's keyframes); what it
+    sends is what the fit after tracking (prepare_body alone) gives, also where the keyframes changed between frames
+    (the new one fitted then) and where a frame's fit ahead is for another frame (dropped)."""
+    first, second = _keyframe(), KeyframeState(kf=2, image=astronaut(), alpha=_silhouette(), landmarks=astronaut_landmarks())
+    keyframes: list[dict[int, KeyframeState]] = [{1: first}, {1: first}, {1: first, 2: second}, {2: second}, {2: second}]
+    ahead, late = BodyPreparer(), BodyPreparer()
+    fitted: list[object] = []
+    for index, ((analysis, lm), frame_keyframes) in enumerate(zip(_sequence(), keyframes, strict=True)):
+        if index == 3:
+            ahead.fit_ahead(_sequence()[4][0])  # another frame's: not used for this one
+        else:
+            ahead.fit_ahead(FrameAnalysis(analysis.frame, None, analysis.alpha))
+        made, expected = ahead.prepare_body(analysis, lm, frame_keyframes), late.prepare_body(analysis, lm, frame_keyframes)
+        assert (made is None) == (expected is None)
+        if made is not None and expected is not None:
+            assert made.values == expected.values
+            fitted.append(made.values)
+    assert len(fitted) >= 4  # the fits did not all fail: the comparison compared motions
+
+
+def test_the_face_left_out_of_a_fit_is_the_last_frames() -> None:
+    """The fit ahead cannot know the frame's face: both paths leave out the last frame's, so a frame given another
+    face fits as before and the next frame's fit changes."""
+    (one, lm_one), (two, lm_two), (three, lm_three) = _sequence()[1:4]
+    keyframes = {1: _keyframe()}
+    same, moved = BodyPreparer(), BodyPreparer()
+    made = [[preparer.prepare_body(one, lm_one, keyframes) for preparer in (same, moved)]]
+    made.append([same.prepare_body(two, lm_two, keyframes), moved.prepare_body(two, lm_two + np.float32(60.0), keyframes)])
+    made.append([preparer.prepare_body(three, lm_three, keyframes) for preparer in (same, moved)])
+    values = [[None if prepared is None else prepared.values for prepared in pair] for pair in made]
+    assert all(value is not None for pair in values for value in pair)
+    assert values[0][0] == values[0][1] and values[1][0] == values[1][1] and values[2][0] != values[2][1]
