@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from facewire.sender.graph import process_image
 from facewire.sender.smoothing import OneEuroFilter, OneEuroParams
 from facewire.shared.face.pose import head_frame, head_pose
 from facewire.shared.types import MESH_POINTS, CapturedFrame, FaceObservation, HeadPose, Landmarks
@@ -179,16 +180,16 @@ class MediaPipeFaceTracker:
             self._graph = self._make_graph()
             self._size = (w, h)
         rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-        res = self._graph.process({"image": rgb})  # type: ignore[attr-defined]
+        res = process_image(self._graph, rgb)
         faces: list[Landmarks] = []
-        for fl in res.multi_face_landmarks or []:
+        for fl in res["multi_face_landmarks"] or []:
             arr = landmark_array(fl)
             if arr.shape[0] != MESH_POINTS:
                 raise RuntimeError(f"MediaPipe returned {arr.shape[0]} landmarks, expected {MESH_POINTS}")
             arr *= np.array([w, h, w], dtype=np.float32)
             faces.append(arr)
         dets: list[tuple[float, float, float]] = []
-        for d in res.face_detections or []:
+        for d in res["face_detections"] or []:
             box = d.location_data.relative_bounding_box
             cx, cy = (box.xmin + box.width / 2) * w, (box.ymin + box.height / 2) * h
             dets.append((float(d.score[0]), cx, cy))

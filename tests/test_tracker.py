@@ -209,3 +209,32 @@ def test_the_landmarks_read_from_their_bytes_are_the_fields_bit_for_bit(astronau
     unset.x, unset.y = 0.5, 0.5
     assert np.array_equal(landmark_array(other), _fields(other))
     assert landmark_array(landmark_pb2.NormalizedLandmarkList()).shape == (0, 3)
+
+
+def test_process_image_gives_what_the_solutions_process_gives(astronaut: np.ndarray) -> None:
+    """sender.graph.process_image runs SolutionBase.process's steps without its namedtuple: the same outputs, frame
+    after frame (the timestamps step alike), for the face mesh and the segmentation."""
+    import mediapipe as mp
+
+    from facewire.sender.graph import process_image
+
+    rgb = np.ascontiguousarray(astronaut[:, :, ::-1])
+    moved = np.ascontiguousarray(np.roll(rgb, 9, axis=1))
+    for make in (lambda: mp.solutions.face_mesh.FaceMesh(refine_landmarks=True),
+                 lambda: mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)):
+        theirs, ours = make(), make()
+        try:
+            for image in (rgb, moved, rgb):
+                expected, got = theirs.process(image), process_image(ours, image)
+                assert set(got) == set(expected._fields)
+                for name in expected._fields:
+                    value, mine = getattr(expected, name), got[name]
+                    if isinstance(value, np.ndarray):
+                        assert np.array_equal(value, mine)
+                    else:
+                        assert [v.SerializeToString() for v in value or []] == [v.SerializeToString() for v in mine or []]
+        finally:
+            theirs.close()
+            ours.close()
+    with pytest.raises(ValueError, match="three channel"):
+        process_image(object(), rgb[:, :, 0])
