@@ -91,7 +91,6 @@ def instrument(parts: Parts) -> None:
     parts.wrap(learned.LearnedMatter, "_small", "analyze.matte.reduce")
     parts.wrap(learned.LearnedMatter, "_segment", "analyze.matte.segment")
     parts.wrap(learned.LearnedMatter, "_refine", "analyze.matte.refine")
-    parts.wrap(coding.FrameCoder, "meanwhile", "analyze.body_ahead")  # the body fit while the face is tracked
     parts.wrap(coding.FrameCoder, "code", "code")
     parts.wrap(expression.ExpressionPreparer, "prepare", "code.expression")
     parts.wrap(coding.ReferenceChooser, "choose", "code.choose_reference")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import time
-from collections.abc import Callable
 
 from facewire.sender.matte.skipping import SkippingMatter
 from facewire.shared.types import (
@@ -39,16 +38,12 @@ class SenderAnalyzer:
         face = self.tracker.track(frame)
         return face, (time.perf_counter() - start) * 1e3
 
-    def analyze(self, frame: CapturedFrame, matte: bool = True, coarse: bool = False,
-                meanwhile: Callable[[FrameAnalysis], None] | None = None) -> FrameAnalysis:
+    def analyze(self, frame: CapturedFrame, matte: bool = True, coarse: bool = False) -> FrameAnalysis:
         """The frame's face and matte; `matte` False: no one asks for this frame's matte (FrameCoder.matte_every_frame),
         and a matter that can (SkippingMatter) leaves it out: `with_matte` makes it later if it is needed after
         all. (The matte is read on keyframes and by the per-frame alpha codes only: at 16 kbps with the residual
         layer, on keyframes alone.) `coarse`: such a frame still gets the matter's CoarseMatte where it makes one
-        (the body's motion reads it: FrameCoder.coarse_every_frame); a frame matted gets it anyway. `meanwhile`: called
-        on this thread with the analysis so far (no face yet) once the matter is done, while the tracker still runs
-        (the tracker takes longer: ~6 ms against ~4 for the segmentation at 640x480, so what it does is off the
-        frame's critical path up to the difference)."""
+        (the body's motion reads it: FrameCoder.coarse_every_frame); a frame matted gets it anyway."""
         tracking = self._tracking.submit(self._track, frame)
         start = time.perf_counter()
         alpha = None
@@ -58,13 +53,11 @@ class SenderAnalyzer:
             elif self.matter is not None:
                 alpha = self.matter.matte(frame)
             matte_ms = (time.perf_counter() - start) * 1e3
-            rough = self.matter.coarse(frame) if isinstance(self.matter, SkippingMatter) else None
-            if meanwhile is not None:
-                meanwhile(FrameAnalysis(frame=frame, face=None, alpha=alpha, coarse=rough))
         finally:
             face, track_ms = tracking.result()  # the tracker is never left running into the next call
         self._skipped = frame if alpha is None and self.matter is not None else None
         self.last_timings_ms = {"track": track_ms, "matte": matte_ms}
+        rough = self.matter.coarse(frame) if isinstance(self.matter, SkippingMatter) else None
         return FrameAnalysis(frame=frame, face=face, alpha=alpha, coarse=rough)
 
     def with_matte(self, analysis: FrameAnalysis) -> FrameAnalysis:
@@ -95,13 +88,11 @@ class SenderAnalyzer:
             self.matter.close()
 
 
-def analyse(analyzer: Analyzer, frame: CapturedFrame, matte: bool, coarse: bool = False,
-            meanwhile: Callable[[FrameAnalysis], None] | None = None) -> FrameAnalysis:
+def analyse(analyzer: Analyzer, frame: CapturedFrame, matte: bool, coarse: bool = False) -> FrameAnalysis:
     """`analyzer.analyze(frame)`, its matte left out when `matte` is False and the analyzer can (MatteSkippingAnalyzer),
-    then with its CoarseMatte when `coarse`; such an analyzer calls `meanwhile` while it tracks the face (another
-    analyzer never does: what `meanwhile` is for must not depend on it)."""
+    then with its CoarseMatte when `coarse`."""
     if isinstance(analyzer, MatteSkippingAnalyzer):
-        return analyzer.analyze(frame, matte, coarse, meanwhile)
+        return analyzer.analyze(frame, matte, coarse)
     return analyzer.analyze(frame)
 
 

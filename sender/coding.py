@@ -402,14 +402,6 @@ class FrameCoder:
         self._bare.set()
         self.policy.request()
 
-    def meanwhile(self, analysis: FrameAnalysis) -> None:
-        """On the analysing thread, while the frame's face is tracked (`analyse`'s `meanwhile`; `analysis` has no
-        face yet): the body's motion fitted against the keyframes the last frame's was, which `code` takes where
-        they are still the frame's (~2-2.8 ms of the fit off the frame's critical path; BodyPreparer.fit_ahead)."""
-        for preparer in self._preparers.values():
-            if isinstance(preparer, BodyPreparer):
-                preparer.fit_ahead(analysis)
-
     def code(self, analyzer: Analyzer, analysis: FrameAnalysis) -> Outgoing:
         ts_us = analysis.frame.ts_us
         for preparer in self._preparers.values():

@@ -89,8 +89,7 @@ def record_stream(source: FrameSource, analyzer: Analyzer, path: str | Path, ide
         for frame in source:
             if writer is None and length is not None:
                 coder.budget.ends(frame.ts_us, length, source.fps)
-            item = coder.code(analyzer, analyse(analyzer, frame, coder.matte_every_frame, coder.coarse_every_frame,
-                                                coder.meanwhile))
+            item = coder.code(analyzer, analyse(analyzer, frame, coder.matte_every_frame, coder.coarse_every_frame))
             if writer is None:
                 width, height = frame.size
                 header = StreamHeader(protocol=m.PROTOCOL_VERSION, width=width, height=height, fps=source.fps,
@@ -215,7 +214,7 @@ def _analyse(frames: LatestBox[CapturedFrame], source_paced: bool, analyzer: Ana
                     break
                 continue
             start = now_us()
-            analysis = analyse(analyzer, frame, coder.matte_every_frame, coder.coarse_every_frame, coder.meanwhile)
+            analysis = analyse(analyzer, frame, coder.matte_every_frame, coder.coarse_every_frame)
             analysed = now_us()
             item = coder.code(analyzer, analysis)
             # a file read as fast as it goes loses no frame here either: it waits for the uplink to take the last

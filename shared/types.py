@@ -8,7 +8,6 @@ Timestamps are integer microseconds since the Unix epoch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
@@ -147,11 +146,9 @@ class MatteSkippingAnalyzer(Protocol):
     """An Analyzer that can leave out the matte of a frame nobody reads (`matte` False; the sender's
     FrameCoder.matte_every_frame says), and make it afterwards when it is read after all (`with_matte`). With
     `coarse`, a frame whose matte it leaves out still gets its CoarseMatte where the matter makes one (the
-    sender's FrameCoder.coarse_every_frame). `meanwhile`, when given, is called on the caller's thread with the
-    frame's analysis before its face is tracked (its face None), while the tracker runs on another thread."""
+    sender's FrameCoder.coarse_every_frame)."""
 
-    def analyze(self, frame: CapturedFrame, matte: bool = True, coarse: bool = False,
-                meanwhile: Callable[[FrameAnalysis], None] | None = None) -> FrameAnalysis: ...
+    def analyze(self, frame: CapturedFrame, matte: bool = True, coarse: bool = False) -> FrameAnalysis: ...
 
     def with_matte(self, analysis: FrameAnalysis) -> FrameAnalysis: ...
 

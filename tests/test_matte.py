@@ -15,7 +15,7 @@ from facewire.sender.matte import make_matter
 from facewire.sender.matte.auto import AutoConfig, AutoMatter, screen_score
 from facewire.sender.matte.chroma import ChromaConfig, ChromaMatter, estimate_screen, push_pull_fill
 from facewire.sender.matte.learned import LearnedConfig, LearnedMatter
-from facewire.shared.types import CapturedFrame, CoarseMatte, FaceObservation, FrameAnalysis, HeadPose
+from facewire.shared.types import CapturedFrame, CoarseMatte, FaceObservation, HeadPose
 
 CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
 H, W = 240, 320
@@ -379,26 +379,3 @@ def test_auto_matter_checks_the_screen_on_the_same_frames_when_mattes_are_left_o
         assert (alpha is None) == (lazy.active == "learned")  # the chroma key's plate follows every frame
     assert lazy.active == "learned"
     assert lazy.late_matte(_frame(plain, 7)) is not None and lazy.active == "learned"
-
-
-def test_analyzer_calls_meanwhile_while_the_tracker_runs_with_the_matte_made_so_far() -> None:
-    """`meanwhile` (the sender's body fit ahead) runs on the caller's thread after the matter and before the tracker
-    is done: a tracker that waits (up to 5 s) for it to have run finishes only then."""
-    img = np.zeros((H, W, 3), np.uint8)
-    called = threading.Event()
-    seen: list[FrameAnalysis] = []
-    overlapped: list[bool] = []
-
-    class _Waiting(_NoFace):
-        def track(self, frame: CapturedFrame) -> FaceObservation | None:
-            overlapped.append(called.wait(5.0))
-            return None
-
-    def meanwhile(analysis: FrameAnalysis) -> None:
-        seen.append(analysis)
-        called.set()
-
-    matter = _Skipping()
-    analysis = SenderAnalyzer(_Waiting(), matter).analyze(_frame(img, 0), matte=False, coarse=True, meanwhile=meanwhile)
-    assert overlapped == [True] and len(seen) == 1
-    assert seen[0].frame is analysis.frame and seen[0].face is None and seen[0].coarse is analysis.coarse is not None

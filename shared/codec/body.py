@@ -8,8 +8,7 @@ one affine motion of the body sent here, a few bytes a frame (facewire.shared.re
   ECC) of the keyframe's person, as the receiver decoded it, to this frame's, at a width of
   ESTIMATE_WIDTH pixels, on the matte brightened by the picture's luma (the silhouette always has
   contrast, clothes add texture; the frame's matte is a learned matter's CoarseMatte where it has one:
-  `frame_signal`), the face and its first ring left out (they follow the head; the last frame's face, so the
-  fit can run while this frame's is tracked: BodyPreparer.fit_ahead): a
+  `frame_signal`), the face and its first ring left out (they follow the head): a
   shift, or an affine where it fits clearly better; then steadied against the last estimate
   (`smooth_motion`) so the fit's noise does not make the shoulders swim.
 - The motion is relative to one keyframe, the one the frame is drawn from. The preparer estimates it
@@ -40,7 +39,7 @@ import numpy.typing as npt
 from facewire.shared.codec.predictive import CodeError
 from facewire.shared.codec.seam import CodedFrame, FrameDraft, NoSetup, Prepared
 from facewire.shared.face import topology as topo
-from facewire.shared.types import Affine, Alpha, CapturedFrame, FrameAnalysis, Image, KeyframeState, Landmarks
+from facewire.shared.types import Affine, Alpha, FrameAnalysis, Image, KeyframeState, Landmarks
 from facewire.shared.wire.varint import VarintError, encode_uvarint, read_uvarint
 
 log = logging.getLogger(__name__)
@@ -265,78 +264,32 @@ class BodyValues:
     motions: Mapping[int, Quantised]
 
 
-@dataclass(frozen=True)
-class _Ahead:
-    """A frame's fits made before its face was tracked (BodyPreparer.fit_ahead): its body_signal and, per keyframe,
-    the keyframe fitted against and the fit (None: it failed)."""
-
-    frame: CapturedFrame
-    template: npt.NDArray[np.float32]
-    fits: Mapping[int, tuple[KeyframeState, Affine | None]]
-
-
 class BodyPreparer(NoSetup):
-    """On the analysing thread: the motion against the keyframes the frame may be drawn from.
-
-    The face left out of a frame's fit is the last frame's (`prepare_body`'s `face` is kept for the next): it is known
-    before the frame's own is tracked, so the fit may run while the tracker does (`fit_ahead`), and at 96 px wide the
-    face moves a fraction of a pixel between frames, well inside FACE_MARGIN. Every input of a fit (the frame's signal,
-    the keyframe's, the face left out, the last estimate it starts from) is then the same made ahead or in
-    `prepare_body`, so the motion sent does not depend on which did it."""
+    """On the analysing thread: the motion against the keyframes the frame may be drawn from."""
 
     def __init__(self) -> None:
         self._last: dict[int, Affine] = {}  # per keyframe, the last estimate: the next fit starts there
         self._sources: dict[int, tuple[KeyframeState, npt.NDArray[np.float32]]] = {}  # per keyframe, its body_signal
-        self._face: Landmarks | None = None  # the last frame's face, which the next frame's fit leaves out
-        self._fitted: dict[int, KeyframeState] = {}  # the keyframes the last frame was fitted against
-        self._ahead: _Ahead | None = None
 
     def prepare(self, analysis: FrameAnalysis) -> Prepared | None:
         return None  # the motion needs keyframes: FrameCoder calls prepare_body
 
-    def fit_ahead(self, analysis: FrameAnalysis) -> None:
-        """Fits the frame, before its face is known, against the keyframes the last frame was fitted against (the
-        frame's own, unless the reference changed: then `prepare_body` fits it). Same thread as `prepare_body`,
-        before it; another frame's `prepare_body` drops what this made."""
-        self._ahead = None
-        if analysis.alpha is None and analysis.coarse is None:
-            return
-        shape = analysis.frame.image.shape[:2]
-        template = frame_signal(analysis)
-        fits = {kf: (keyframe, self._fit(kf, keyframe, template, shape)) for kf, keyframe in self._fitted.items()}
-        self._ahead = _Ahead(analysis.frame, template, fits)
-
     def prepare_body(self, analysis: FrameAnalysis, face: Landmarks | None,
                      keyframes: Mapping[int, KeyframeState]) -> Prepared | None:
         """The motion against each of `keyframes`, fitted to the frame's CoarseMatte where it has one (a learned
-        matter's), else to its matte; None with neither. `face`: the frame's, left out of the next frame's fit."""
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead.frame is not analysis.frame:
-            ahead = None
-        try:
-            return self._prepare(analysis, keyframes, ahead)
-        finally:
-            self._face = face
-
-    def _prepare(self, analysis: FrameAnalysis, keyframes: Mapping[int, KeyframeState],
-                 ahead: _Ahead | None) -> Prepared | None:
-        shape = analysis.frame.image.shape[:2]
-        usable = {kf: keyframe for kf, keyframe in keyframes.items()
-                  if keyframe.image.shape[:2] == shape and keyframe.alpha is not None}
-        self._fitted = usable
+        matter's), else to its matte; None with neither."""
         if (analysis.alpha is None and analysis.coarse is None) or not keyframes:
             return None
+        shape = analysis.frame.image.shape[:2]
         size = (shape[1], shape[0])
         motions: dict[int, Quantised] = {}
-        template = None if ahead is None else ahead.template
-        for kf, keyframe in usable.items():
-            early = None if ahead is None else ahead.fits.get(kf)
-            if early is not None and early[0] is keyframe:
-                matrix = early[1]
-            else:
-                template = frame_signal(analysis) if template is None else template
-                matrix = self._fit(kf, keyframe, template, shape)
+        template = None
+        for kf, keyframe in keyframes.items():
+            if keyframe.image.shape[:2] != shape or keyframe.alpha is None:
+                continue
+            template = frame_signal(analysis) if template is None else template
             previous = self._last.get(kf)
+            matrix = fit_body_motion(template, self._source(kf, keyframe), shape, face, previous)
             if matrix is None:
                 self._last.pop(kf, None)
                 continue
@@ -346,10 +299,6 @@ class BodyPreparer(NoSetup):
         for kf in [kf for kf in self._last if kf not in keyframes]:
             del self._last[kf]
         return Prepared(values=BodyValues(motions)) if motions else None
-
-    def _fit(self, kf: int, keyframe: KeyframeState, template: npt.NDArray[np.float32],
-             shape: tuple[int, ...]) -> Affine | None:
-        return fit_body_motion(template, self._source(kf, keyframe), shape, self._face, self._last.get(kf))
 
     def _source(self, kf: int, keyframe: KeyframeState) -> npt.NDArray[np.float32]:
         cached = self._sources.pop(kf, None)
