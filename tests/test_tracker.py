@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from facewire.sender.tracker import MediaPipeFaceTracker, TrackerConfig, choose_primary
+from facewire.sender.tracker import MediaPipeFaceTracker, TrackerConfig, choose_primary, landmark_array
 from facewire.shared.face.pose import from_canonical, head_pose, pose_rotation, to_canonical
 from facewire.shared.types import MESH_POINTS, CapturedFrame, HeadPose
 
@@ -180,3 +180,61 @@ def test_bad_input_rejected() -> None:
     tr.close()
     with pytest.raises(ValueError):
         TrackerConfig(max_faces=0)
+
+
+def _fields(landmarks: object) -> np.ndarray:
+    return np.array([(p.x, p.y, p.z) for p in landmarks.landmark], dtype=np.float32).reshape(-1, 3)  # type: ignore[attr-defined]
+
+
+def test_the_landmarks_read_from_their_bytes_are_the_fields_bit_for_bit(astronaut: np.ndarray) -> None:
+    """landmark_array reads MediaPipe's mesh from its serialized bytes: the same float32s as its fields, and a list laid
+    out otherwise (a landmark with its visibility, one with a field left out) is read field by field."""
+    from mediapipe.framework.formats import landmark_pb2
+
+    tr = MediaPipeFaceTracker()
+    try:
+        tr.track(_frame(astronaut))
+        mesh = tr._graph.process({"image": np.ascontiguousarray(astronaut[:, :, ::-1])}).multi_face_landmarks[0]  # type: ignore[attr-defined]  # noqa: SLF001
+    finally:
+        tr.close()
+    read = landmark_array(mesh)
+    assert read.shape == (MESH_POINTS, 3) and read.dtype == np.float32
+    assert np.array_equal(read.view(np.uint32), _fields(mesh).view(np.uint32))
+    other = landmark_pb2.NormalizedLandmarkList()
+    for index in range(4):
+        point = other.landmark.add()
+        point.x, point.y, point.z = 0.1 * index, -0.25, 1e-3 * index
+    other.landmark[1].visibility = 0.5
+    unset = other.landmark.add()
+    unset.x, unset.y = 0.5, 0.5
+    assert np.array_equal(landmark_array(other), _fields(other))
+    assert landmark_array(landmark_pb2.NormalizedLandmarkList()).shape == (0, 3)
+
+
+def test_process_image_gives_what_the_solutions_process_gives(astronaut: np.ndarray) -> None:
+    """sender.graph.process_image runs SolutionBase.process's steps without its namedtuple: the same outputs, frame
+    after frame (the timestamps step alike), for the face mesh and the segmentation."""
+    import mediapipe as mp
+
+    from facewire.sender.graph import process_image
+
+    rgb = np.ascontiguousarray(astronaut[:, :, ::-1])
+    moved = np.ascontiguousarray(np.roll(rgb, 9, axis=1))
+    for make in (lambda: mp.solutions.face_mesh.FaceMesh(refine_landmarks=True),
+                 lambda: mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)):
+        theirs, ours = make(), make()
+        try:
+            for image in (rgb, moved, rgb):
+                expected, got = theirs.process(image), process_image(ours, image)
+                assert set(got) == set(expected._fields)
+                for name in expected._fields:
+                    value, mine = getattr(expected, name), got[name]
+                    if isinstance(value, np.ndarray):
+                        assert np.array_equal(value, mine)
+                    else:
+                        assert [v.SerializeToString() for v in value or []] == [v.SerializeToString() for v in mine or []]
+        finally:
+            theirs.close()
+            ours.close()
+    with pytest.raises(ValueError, match="three channel"):
+        process_image(object(), rgb[:, :, 0])

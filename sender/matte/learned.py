@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from facewire.sender.graph import process_image
 from facewire.sender.matte.edges import decontaminate
 from facewire.sender.matte.guided import refine_in_band
 from facewire.shared.types import Alpha, CapturedFrame, CoarseMatte, Image
@@ -98,8 +99,8 @@ class LearnedMatter:
         return np.asarray(small, np.uint8)
 
     def _segment(self, small: Image) -> Alpha:
-        res = self._segmenter().process(cv2.cvtColor(small, cv2.COLOR_BGR2RGB))  # type: ignore[attr-defined]
-        return np.asarray(res.segmentation_mask, dtype=np.float32)
+        res = process_image(self._segmenter(), cv2.cvtColor(small, cv2.COLOR_BGR2RGB))
+        return np.asarray(res["segmentation_mask"], dtype=np.float32)
 
     def raw_mask(self, frame: CapturedFrame) -> Alpha:
         """The network's mask at the frame's size (bilinear from the segmentation size)."""
