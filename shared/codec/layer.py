@@ -326,7 +326,7 @@ class HeldBox:
     + 128 (`apply_residual`)."""
 
     size: int
-    coverage_trust: npt.NDArray[np.int32]  # c * t, of 65536
+    coverage_trust: npt.NDArray[np.int32]  # c * t, of 65536, S x S x 3 (numpy's broadcasting of one channel is 2x slower)
     low_weight: Image  # S x S x 4 uint8
     held: Image  # S x S x 3 uint8
     trusted: bool  # any c * t above 0: the prediction's low band is replaced somewhere
@@ -345,7 +345,7 @@ def hold_box(decoded_box: Image, detail: float = 0.5, blur: float = 0.8) -> Held
     low_weight = np.zeros((size, size, 4), np.uint8)
     low_weight[..., 3] = np.minimum((ct + 128) >> 8, 255)
     held = (((c * (box.astype(np.int32) - GREY) + 128) >> 8) + GREY).astype(np.uint8)
-    return HeldBox(size, ct, low_weight, held, bool(ct.any()))
+    return HeldBox(size, np.repeat(ct[..., None], 3, axis=2), low_weight, held, bool(ct.any()))
 
 
 def apply_residual(prediction: Image, decoded_box: Image, transform: Affine, detail: float = 0.5,
@@ -385,7 +385,7 @@ def apply_held(prediction: Image, held: HeldBox, transform: Affine, out: Image |
     if held.trusted:
         small = to_box(prediction, transform, size).astype(np.int32)
         low_weight = held.low_weight.copy()
-        low_weight[..., :3] = (held.coverage_trust[..., None] * small + 32768) >> 16
+        low_weight[..., :3] = (held.coverage_trust * small + 32768) >> 16
         # the low band and the weight brought up as one 4-channel image: the warp and the resize interpolate each
         # channel on its own, in the same fixed point, and one 4-channel resize costs less than a 3- and a 1-channel
         up = _up(low_weight, transform, region, step, 0)
