@@ -15,7 +15,8 @@ Pieces, all pure functions or small explicit-state objects:
   `LayerDecoder` (dav1d, no frame delay), with a small header so a lost packet is noticed;
 * receiver: `apply_residual(prediction, decoded_box, transform)`: the fusion, in integer OpenCV ops
   on the box's region only, bit-identical wherever the same inputs are given (the sender runs it as
-  the receiver's replica).
+  the receiver's replica); `hold_box` + `apply_held` are the same in two halves, the box's own part made
+  once for all the frames the box is held for.
 
 Packet (3 bytes of header: at 10 packets a second every byte costs 0.08 kbps): u8 code version << 1 | key,
 u8 sequence number (+1 per packet, mod 256), u8 the box's side / 2, then one AV1 temporal unit (a key
