@@ -12,7 +12,8 @@ way facewire.receiver.session and facewire.receiver.player run them:
 
 * parse: the wire bytes to a message (facewire.shared.wire.messages.decode);
 * decode: shared.frame_codec.FrameDecoder.decode_frame (landmarks, alpha code, alpha upsample);
-* render: facewire.shared.render MeshRenderer.render;
+* render: facewire.shared.render MeshRenderer.render through replica.draw, as the player draws: in self mode
+  with the residual layer's held correction (LayerHold.apply), then the alpha fix's corrections if sent;
 * compose: receiver.compositor.Compositor.compose over an image background and over a colour.
 
 Each stage is timed in wall time (perf_counter) and CPU time of this thread (thread_time); on a
@@ -46,10 +47,12 @@ import numpy as np  # noqa: E402
 
 from facewire.receiver.compositor import Compositor  # noqa: E402
 from facewire.receiver.session import AssetStore  # noqa: E402
+from facewire.shared.codec.alpha_fix import apply_fix  # noqa: E402
 from facewire.shared.codec.frames import FrameDecoder  # noqa: E402
 from facewire.shared.process.heap import reuse_heap_memory  # noqa: E402
 from facewire.shared.render.mesh import MeshOptions, MeshRenderer  # noqa: E402
-from facewire.shared.types import IdentityAsset, Image  # noqa: E402
+from facewire.shared.render.replica import LayerHold, draw  # noqa: E402
+from facewire.shared.types import FrameState, IdentityAsset, Image, KeyframeState, RenderedPerson  # noqa: E402
 from facewire.shared.wire import messages as m  # noqa: E402
 from facewire.shared.wire.streamfile import StreamReader  # noqa: E402
 
@@ -123,6 +126,15 @@ class Timer:
         for table in (self.wall, self.cpu):
             for stage in table:
                 del table[stage][:n]
+
+
+def render(renderer: MeshRenderer, frame: FrameState, keyframe: KeyframeState, hold: LayerHold | None) -> RenderedPerson:
+    """What receiver.player.Player.draw does with one frame: the renderer, the layer's held correction (self
+    mode), the alpha fix."""
+    person = draw(renderer, frame, keyframe, hold)
+    if frame.alpha_fix is None or frame.alpha is not None:
+        return person
+    return RenderedPerson(person.image, apply_fix(person.alpha, frame.alpha_fix))
 
 
 def summary(samples: list[float]) -> dict[str, float]:
@@ -212,6 +224,8 @@ def main() -> int:
                    "compose_colour": Compositor("#30343c", size)}
     decoder, assets, renderer = FrameDecoder(header.codes), AssetStore(), MeshRenderer(mesh_options(args.set))
     identity: IdentityAsset | None = None
+    current: KeyframeState | None = None
+    hold = LayerHold()  # the player's; with an avatar none (the layer corrects the sender's own face)
     timer = Timer()
     quiet = Timer()  # with --repeat: per frame the least time of all runs (what the work costs without contention)
     outputs: dict[str, list[Image]] = {"compose_image": [], "compose_colour": []}
@@ -235,15 +249,18 @@ def main() -> int:
             keyframe = decoder.decode_keyframe(message) if isinstance(message, m.Keyframe) else decoder.decode_part(message)
             if keyframe is not None:  # its last part arrived
                 renderer.prepare_keyframe(keyframe)
+                current = keyframe
         elif isinstance(message, m.Frame):
             with timer.stage("decode"):
                 frame = decoder.decode_frame(message)
             faces += frame.face != "lost"
+            assert current is not None, "a frame before its keyframe"
+            layer = hold if identity is None else None
             with timer.stage("render"):
-                person = renderer.render(frame)
+                person = render(renderer, frame, current, layer)
             for _ in range(args.repeat - 1):
                 with quiet.stage("render"):
-                    renderer.render(frame)
+                    render(renderer, frame, current, layer)
             for name, compositor in compositors.items():
                 with timer.stage(name):
                     picture = compositor.compose(person)

@@ -257,7 +257,7 @@ class Compositor:
         if box is None:
             return cv2.flip(result, 1) if self.mirror else result
         edges = self._edge_inputs(alpha, small_alpha, background, box)
-        bg_float = self._background_float(background)
+        bg_float = self._still_colour(background) or self._background_float(background)
         # A small box: the parts' own calls (~25 each) would cost more than the pixels they leave out.
         parts = self._edge_parts(small_alpha, box, edges) if _area(box) >= _PARTS_FROM else None
         if parts is None:
@@ -315,7 +315,7 @@ class Compositor:
         blocks &= small > 0
         return blocks
 
-    def _compose_part(self, result: Image, image: Image, alpha: Alpha, bg_float: FloatImage, box: tuple[slice, slice],
+    def _compose_part(self, result: Image, image: Image, alpha: Alpha, bg_float: FloatImage | Colour, box: tuple[slice, slice],
                       part: tuple[slice, slice], edges: _EdgeInputs) -> None:
         """bg + alpha (fg - bg) over `part`, fg the person's colours despilled on the band and lit by the light wrap."""
         ys, xs = box
@@ -327,9 +327,10 @@ class Compositor:
             _, weight = cv2.threshold(weight, _WRAP_FLOOR, 0.0, cv2.THRESH_TOZERO)
             light = edges.light if isinstance(edges.light, tuple) else self._upsample(edges.light, part)
             fg = cv2.add(fg, cv2.multiply(cv2.subtract(light, fg), cv2.merge([weight] * 3)))
-        bg = bg_float[part]
-        # bg + alpha (fg - bg), rounded like cv2.blendLinear (which takes a slow path for this).
-        result[part] = cv2.convertScaleAbs(cv2.add(bg, cv2.multiply(cv2.subtract(fg, bg), cv2.merge([a] * 3))))
+        # bg + alpha (fg - bg), rounded like cv2.blendLinear (which takes a slow path for this); a background of one
+        # colour as a scalar (the same float32 per pixel, without reading the frame-sized float copy)
+        bg = bg_float[part] if isinstance(bg_float, np.ndarray) else bg_float
+        result[part] = cv2.convertScaleAbs(cv2.add(cv2.multiply(cv2.subtract(fg, bg), cv2.merge([a] * 3)), bg))
 
     def _person_box(self, small_alpha: FloatImage) -> tuple[slice, slice] | None:
         """The frame box holding every pixel with alpha > 0, on the coarse grid; outside it the output is the background.

@@ -20,12 +20,14 @@ from facewire.shared.codec.layer import (
     BoxGeometry,
     LayerDecoder,
     LayerEncoder,
+    apply_held,
     apply_residual,
     box_region,
     face_box_transform,
     face_support,
     face_weight,
     from_box,
+    hold_box,
     largest_channel,
     packet_is_key,
     residual_box,
@@ -353,3 +355,19 @@ def test_largest_channel_is_the_per_pixel_maximum_of_three() -> None:
     largest = largest_channel(image)
     assert largest.dtype == np.uint8
     assert np.array_equal(largest, image.max(axis=2))
+
+
+def test_a_held_box_fuses_every_frame_as_the_box_itself() -> None:
+    """hold_box's part made once and applied to frames of other poses gives apply_residual's bytes, and stays as it was."""
+    frame, alpha = _scene()
+    prediction = cv2.GaussianBlur(frame, (0, 0), 2)
+    box = residual_box(frame, prediction, alpha, face_box_transform(HeadPose(3.0, -2.0, 21.0, 150.0, 100.0, 37.0)), SIZE)
+    held = hold_box(box, 0.5, 0.8)
+    kept = held.low_weight.copy(), held.held.copy()
+    for roll, tx, scale in ((3.0, 150.0, 37.0), (-8.0, 120.0, 30.0), (15.0, 170.0, 45.0), (0.0, 100.0, 8.0)):
+        t = face_box_transform(HeadPose(roll, -2.0, 21.0, tx, 100.0, scale))
+        assert np.array_equal(apply_held(prediction, held, t), apply_residual(prediction, box, t, 0.5, 0.8))
+    assert held.trusted and np.array_equal(held.low_weight, kept[0]) and np.array_equal(held.held, kept[1])
+    # nothing of the prediction's detail replaced (all of it kept, a flat box): the fusion leaves the prediction
+    flat = hold_box(np.full_like(box, GREY), 1.0, 0.8)
+    assert not flat.trusted and np.array_equal(apply_held(prediction, flat, t), prediction)

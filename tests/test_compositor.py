@@ -288,3 +288,17 @@ def test_compose_on_the_edge_ring_alone_matches_the_whole_box(size: tuple[int, i
     left_out = np.repeat(np.repeat(~blocks, 4, axis=0), 4, axis=1)
     assert np.array_equal(plain[left_out], want[box][left_out])
     assert np.array_equal(comp.compose(person), want)
+
+
+@pytest.mark.parametrize("edges", [EdgeOptions(), EdgeOptions(despill=False), EdgeOptions(light_wrap=0.0), PLAIN])
+def test_a_one_colour_background_blends_as_its_picture_would(edges: EdgeOptions, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The edge's blend over one colour takes it as a scalar: the bytes of blending over the picture of that colour."""
+    size = (640, 480)
+    person = _head_and_shoulders(size, 7)
+    got = Compositor("#30343c", size, edges=edges).compose(person)
+    whole = Compositor("#30343c", size, edges=edges)
+    colour = whole._still_colour(whole._background(person.image))
+    assert colour is not None
+    monkeypatch.setattr(whole, "_still_colour", lambda background: None)  # the frame-sized float copy, read per part
+    monkeypatch.setattr(whole, "_wrap_light", lambda *args: colour)  # the same light as the one-colour path
+    assert np.array_equal(got, whole.compose(person))

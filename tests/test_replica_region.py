@@ -124,3 +124,22 @@ def test_the_layer_corrects_the_renderers_new_picture_in_place_and_never_the_key
     shown = draw(stub, frame, keyframe, LayerHold())
     assert np.array_equal(shown.image, apply_residual(before, box, transform_, LAYER_DETAIL, LAYER_BLUR))
     assert np.array_equal(keyframe.image, before), "the keyframe's picture was written into"
+
+
+def test_the_hold_fuses_the_box_it_holds_on_every_frame() -> None:
+    """The hold makes the box's own part of the fusion once (layer.hold_box) and applies it to each frame it holds
+    the box for, with that frame's pose: apply_residual's bytes; a new box, or a new keyframe, replaces it."""
+    rng = np.random.default_rng(7)
+    image = astronaut()
+    size = LAYER_GEOMETRY.size
+    boxes = [rng.integers(GREY - 30, GREY + 30, (size, size, 3)).astype(np.uint8) for _ in range(2)]
+    hold = LayerHold()
+    for kf, box in ((1, boxes[0]), (1, boxes[1]), (2, boxes[0])):
+        hold.update(kf, box)
+        for _, lm, _ in _frames()[:3]:
+            frame = FrameState(seq=0, ts_us=0, face="tracked", landmarks=lm, alpha=None)
+            transform_ = layer_transform(lm)
+            assert transform_ is not None
+            shown = hold.apply(RenderedPerson(image, np.ones(image.shape[:2], np.float32)), frame).image
+            assert np.array_equal(shown, apply_residual(image, box, transform_, LAYER_DETAIL, LAYER_BLUR))
+            hold.update(kf, None)  # frames without a box hold the last

@@ -9,7 +9,8 @@ sender's replica of it, so the two cannot drift.
   `render_region` exactly as the whole frame would be there), and with one to see exactly what the
   receiver shows.
 * `LayerHold`: the last decoded layer box, valid for the frames drawn from one keyframe (a correction
-  is a difference against that keyframe's warp, so a keyframe change clears it).
+  is a difference against that keyframe's warp, so a keyframe change clears it), with what the fusion
+  takes of it whatever the frame (`layer.hold_box`), made once for all the frames it is held for.
 * `layer_transform(landmarks)`: the face box of a frame, from the head pose of its decoded landmarks,
   which both sides hold.
 """
@@ -21,7 +22,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from facewire.shared.codec.layer import Affine, Region, apply_residual
+from facewire.shared.codec.layer import Affine, HeldBox, Region, apply_held, hold_box
 
 # the layer's box and constants live in layer_box (mesh.py needs them, and this module loads mesh); named here too
 from facewire.shared.render.layer_box import LAYER_BLUR as LAYER_BLUR
@@ -47,27 +48,30 @@ class LayerHold:
 
     kf: int | None = None
     box: Image | None = None
+    _held: HeldBox | None = field(default=None, repr=False)  # the box's frame-independent part, made on first use
 
     def update(self, kf: int, box: Image | None) -> None:
         """A frame drawn from keyframe `kf` arrived, carrying a new box or none (hold the last)."""
         if kf != self.kf:
-            self.kf, self.box = kf, None
+            self.kf, self.box, self._held = kf, None, None
         if box is not None:
-            self.box = box
+            self.box, self._held = box, None
 
     def clear(self) -> None:
-        self.kf, self.box = None, None
+        self.kf, self.box, self._held = None, None, None
 
     def apply(self, person: RenderedPerson, frame: FrameState, in_place: bool = False) -> RenderedPerson:
-        """The held correction applied to `person`; `in_place`: into `person.image` itself (its owner's to
-        change), which saves copying the whole frame."""
+        """The held correction applied to `person` (layer.apply_residual's bytes); `in_place`: into `person.image`
+        itself (its owner's to change), which saves copying the whole frame."""
         if self.box is None or frame.face == "lost":
             return person
         transform = layer_transform(frame.landmarks)
         if transform is None:
             return person
+        if self._held is None:
+            self._held = hold_box(self.box, LAYER_DETAIL, LAYER_BLUR)
         out = person.image if in_place else None
-        image = apply_residual(person.image, self.box, transform, LAYER_DETAIL, LAYER_BLUR, out)
+        image = apply_held(person.image, self._held, transform, out)
         return RenderedPerson(image, person.alpha)
 
 
