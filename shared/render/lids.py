@@ -118,7 +118,7 @@ def close_lids(face: Image, landmarks: Landmarks, neutral: Landmarks, style: Lid
             along = max(3, int(round(_BLUR * eye_width)) | 1)
             smooth = cv2.blur(region, (along, 1), borderType=cv2.BORDER_REPLICATE)
             out = out * (1.0 - weight[..., None]) + smooth.astype(np.float32) * weight[..., None]
-        if style.redraw:
+        if style.redraw and drawn > 0.0:  # below its start the redrawn lid is blended in by 0: not drawn
             out = _redraw_upper_lid(out, outline - origin, points[ring] - origin, points[brow] - origin, eye_width, drawn)
         shut = _smoothstep((closing - style.shut[0]) / (style.shut[1] - style.shut[0]))
         if shut > 0.0:
