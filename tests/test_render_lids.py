@@ -151,3 +151,60 @@ def test_an_avatars_lid_lowered_by_a_glance_down_is_its_own_not_redrawn() -> Non
     assert lid_closing(squeeze, neutral, ring) > 0.7
     assert abs(lid_change(glance) - 1.0) < 0.05  # its own lid, as it was
     assert lid_change(squeeze) > 1.2  # redrawn lighter, from the skin round the eye
+
+
+def _closed_across(neutral: np.ndarray, ring: np.ndarray, ratio: float) -> np.ndarray:
+    """The eye's lids brought towards the line through its corners to `ratio` of their offset from it, as
+    retarget's `_set_eye_opening` closes an avatar's eye: across the eye only."""
+    out = neutral.copy()
+    c0, c1 = neutral[ring[0], :2].astype(np.float64), neutral[ring[len(ring) // 2], :2].astype(np.float64)
+    axis = (c1 - c0) / np.linalg.norm(c1 - c0)
+    normal = np.array([-axis[1], axis[0]])
+    offsets = (neutral[ring, :2] - c0) @ normal
+    out[ring, :2] = (neutral[ring, :2] - (offsets * (1.0 - ratio))[:, None] * normal).astype(np.float32)
+    return out
+
+
+def test_an_eye_closed_across_reads_closed_though_its_facing_lid_points_are_not_above_one_another() -> None:
+    """An avatar's upper lid points sit along the eye from the lower ones they face (a drawn eye, a frontalised
+    one); its retargeted blink closes across the eye and must read as the blink it is, not as ~0.7."""
+    neutral = astronaut_landmarks() * np.float32(3.0)
+    ring = topo.right_eye_ring()
+    half = len(ring) // 2
+    upper = ring[1:half]
+    opening = float(np.ptp(neutral[ring, 1]))
+    avatar = neutral.copy()
+    avatar[upper, 0] += np.float32(0.35 * opening)  # the upper lid's points a third of the opening outwards
+    blink = _closed_across(avatar, ring, 0.1)
+    assert lid_closing(blink, avatar, ring) > 0.85
+    glance = _closed_across(avatar, ring, 0.6)
+    assert 0.3 < lid_closing(glance, avatar, ring) < 0.5
+
+
+def test_an_avatars_closed_lid_under_a_dark_socket_is_skin_not_a_dark_smear() -> None:
+    """Avatar path (REDRAWN): a shadowed socket or dark eye make-up above the crease is not the colour of a
+    closed lid; the lid comes from the skin round the eye, and the lid band is no darker than the skin."""
+    from facewire.shared.render.lids import REDRAWN
+
+    neutral = astronaut_landmarks() * np.float32(3.0)
+    ring, crease = topo.right_eye_ring(), list(RIGHT_LID_ABOVE)
+    closed = close_eyes(neutral)
+    size = (int(neutral[:, 1].max()) + 20, int(neutral[:, 0].max()) + 20)
+    image = np.tile(SKIN, (*size, 1))
+    # The socket: everything above the crease's lowest point, up to the brow's height, across the eye and beyond.
+    eye_width = float(np.ptp(neutral[ring, 0]))
+    x0, x1 = int(neutral[ring, 0].min() - 0.3 * eye_width), int(neutral[ring, 0].max() + 0.3 * eye_width)
+    y1 = int(closed[crease, 1].max()) + 1
+    y0 = int(y1 - 0.45 * eye_width)
+    image[y0:y1, x0:x1] *= 0.35
+    band = np.zeros(size, np.uint8)
+    cv2.fillPoly(band, [np.round(np.concatenate([closed[crease, :2], closed[ring[8:0:-1], :2]])).astype(np.int32)], 1)
+    image[(band > 0) & (np.arange(size[1])[None, :] % 3 == 0)] *= 0.3  # the stretched lashes
+    image = np.clip(image + 0.5, 0, 255).astype(np.uint8)
+    out = image.copy()
+    close_lids(out, closed, neutral, REDRAWN)
+    # The lid band below the crease, clear of the lash line at the margin.
+    lid = (band > 0) & (np.arange(size[0])[:, None] < closed[ring[4], 1] - 0.06 * eye_width)
+    lid &= np.arange(size[0])[:, None] > closed[crease, 1].max() + 0.03 * eye_width
+    assert lid.sum() > 20
+    assert out[lid].astype(np.float64).mean() > 0.85 * SKIN.mean(), out[lid].astype(np.float64).mean()

@@ -110,12 +110,21 @@ def extended_vertices(landmarks: Landmarks) -> Points:
 
 
 def lid_openness(landmarks: Landmarks, ring: IndexArray) -> float:
-    """The eye's opening: mean distance between facing lid points over the corner-to-corner width."""
+    """The eye's opening: the mean gap between facing lid points across the eye (normal to the corner-to-corner
+    line), over the eye's width.
+
+    Across, not the points' distance: facing points are not above one another (an avatar's by up to a third
+    of its opening), and a retargeted blink brings the lids together across the eye only (retarget's
+    `_set_eye_opening`), so a distance kept that offset and read a shut avatar eye as ~0.6 closed, where its
+    lids were drawn as a dark stretched band rather than a closed lid.
+    """
     half = len(ring) // 2
     points = landmarks[:, :2].astype(np.float64)
     upper, lower = points[ring[1:half]], points[ring[half + 1 :][::-1]]
-    width = float(np.linalg.norm(points[ring[0]] - points[ring[half]]))
-    return float(np.linalg.norm(upper - lower, axis=1).mean()) / max(width, 1e-6)
+    along = points[ring[half]] - points[ring[0]]
+    width = float(np.linalg.norm(along))
+    across = np.array([-along[1], along[0]]) / max(width, 1e-6)
+    return abs(float(((lower - upper) @ across).mean())) / max(width, 1e-6)
 
 
 def lid_closing(landmarks: Landmarks, neutral: Landmarks, ring: IndexArray) -> float:

@@ -25,13 +25,14 @@ from facewire.shared.types import Image, Landmarks
 
 IndexArray = npt.NDArray[np.int32]
 
-_START, _FULL = 0.35, 0.8  # closing fractions where the smoothing starts and is complete
+# Closing fractions (eyes_mouth.lid_closing: the gap across the eye) where the smoothing starts and is complete.
+# The sender's own lids: a tracked blink or wink reads 0.83-0.99, a squint or a lid lowered by a glance 0.3-0.7.
+_START, _FULL = 0.35, 0.88
 _BLUR = 0.3  # of the eye's width: the length of the blur along the eye
 _FEATHER = 0.06  # of the eye's width: the soft edge of the smoothed region
 _LASH = 0.04  # of the eye's width: the lash line's thickness
 _LASH_DARKNESS = 0.45
-_SHUT_START, _SHUT_FULL = 0.6, 0.72  # closing fractions where the slit starts being covered and is covered (a retargeted
-# blink closes an avatar's lids to ~0.72-0.8 of its opening, the sender's own to ~0.9)
+_SHUT_START, _SHUT_FULL = 0.62, 0.77  # closing fractions where the slit starts being covered and is covered
 _LID_SAMPLE = 0.08  # of the eye's width above the upper margin: the lid colour the slit is covered with
 _SUBPIXEL = 4
 _RIM = 0.12  # of the eye's width: the band of skin round the eye a redrawn lid takes its colour from
@@ -51,17 +52,19 @@ class LidStyle:
     redraw: bool = False
     start: float = _START  # closing fractions where the redrawn lid and the lash line start and are complete
     full: float = _FULL
+    shut: tuple[float, float] = (_SHUT_START, _SHUT_FULL)  # closing fractions over which the slit is covered
     lash: float = _LASH
     lash_darkness: float = _LASH_DARKNESS
 
 
 SMOOTHED = LidStyle()
-# A retargeted blink closes an avatar's lids to only ~0.72-0.8 of its opening and a squeeze to ~0.57-0.69, where
-# the stretched lid band reads as a pale or grey band: redrawn there. A glance down lowers the lids to ~0.3-0.6
-# (w1), and that eye is open: its own lid band, crease and lashes stretched are what a lowered lid looks like,
-# and redrawing it from 0.2 made a blank lid that a face recogniser no longer took for the avatar's (dlib
-# distance +0.02 to +0.09 on those frames). So the redraw starts at 0.45 and is complete at 0.7.
-REDRAWN = LidStyle(redraw=True, start=0.45, full=0.7, lash=0.05, lash_darkness=0.6)
+# The avatar closes its lids as far as the sender does (retarget: the same ratio of its own opening). A wink or
+# blink the tracker follows reads 0.75-0.99 (d3's winks 0.75-0.88, d14's blinks 0.93-0.99): there the avatar's
+# stretched lid band (lashes, liner, a socket's shadow) is a dark smear, and a closed lid of its skin with a lash
+# line is what says "closed". A glance down or a squint lowers the lids to ~0.3-0.7; that eye is open, its own lid
+# band stretched is what a lowered lid looks like, and redrawing it from low closings made a blank lid a face
+# recogniser no longer took for the avatar's (dlib distance +0.02 to +0.09 on w1's glances).
+REDRAWN = LidStyle(redraw=True, start=0.55, full=0.78, shut=(0.62, 0.76), lash=0.05, lash_darkness=0.6)
 
 
 @cache
@@ -115,9 +118,9 @@ def close_lids(face: Image, landmarks: Landmarks, neutral: Landmarks, style: Lid
             along = max(3, int(round(_BLUR * eye_width)) | 1)
             smooth = cv2.blur(region, (along, 1), borderType=cv2.BORDER_REPLICATE)
             out = out * (1.0 - weight[..., None]) + smooth.astype(np.float32) * weight[..., None]
-        if style.redraw:
+        if style.redraw and drawn > 0.0:  # below its start the redrawn lid is blended in by 0: not drawn
             out = _redraw_upper_lid(out, outline - origin, points[ring] - origin, points[brow] - origin, eye_width, drawn)
-        shut = _smoothstep((closing - _SHUT_START) / (_SHUT_FULL - _SHUT_START))
+        shut = _smoothstep((closing - style.shut[0]) / (style.shut[1] - style.shut[0]))
         if shut > 0.0:
             out = _cover_slit(out, points[ring] - origin, eye_width, shut)
         lash = np.zeros(shape, np.uint8)
@@ -176,12 +179,37 @@ def _redraw_upper_lid(
     rim = cv2.subtract(cv2.subtract(outer, inner), brow_mask).astype(np.float32) * np.float32(1.0 / 255.0)
     if rim.sum() < 4.0:
         return out
-    filled = _fill_from_rim(out, rim)
+    known = rim * _skin_share(out, rim)
+    # The fill is smooth (its finest level only matters on the rim, which the lid's weight leaves out): filled at
+    # half size, it costs a quarter, and a closed eye now redraws in every frame it stays closed.
+    small = _fill_from_rim(cv2.pyrDown(out), cv2.pyrDown(known)) if min(h, w) >= 8 else _fill_from_rim(out, known)
+    filled = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR) if small.shape[:2] != (h, w) else small
     half = len(ring) // 2
     upper = np.concatenate([outline[: half + 1], ring[half - 1 : 0 : -1]])  # corner, crease, corner, upper margin back
     keep = cv2.GaussianBlur(brow_mask.astype(np.float32) * np.float32(1.0 / 255.0), (0, 0), max(0.5, _FEATHER * eye_width))
     weight = _soft_polygon(upper, (h, w), _FEATHER * eye_width) * (1.0 - keep) * np.float32(amount)
     return out * (1.0 - weight[..., None]) + filled * weight[..., None]
+
+
+_LUMA = np.array([0.114, 0.587, 0.299], np.float32)
+_SKIN_BRIGHTNESS = (0.75, 0.9)  # of the rim's bright skin (_SKIN_PERCENTILE): a rim pixel's weight goes from 0 to 1 over this
+_SKIN_PERCENTILE = 75.0
+
+
+def _skin_share(out: npt.NDArray[np.float32], rim: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """How much each pixel of `out` is skin rather than a shadow or make-up, by its brightness against the rim's.
+
+    The rim round an eye holds the socket's shadow under the brow, eyeliner, the lash line at the corners and
+    dark eye make-up; a lid filled from them is a dark smear over a closed eye (a shadowed or made-up eye:
+    happy, sad, s5, art_11). A closed lid is the skin's colour, which is the rim's brighter part.
+    """
+    luma = out @ _LUMA
+    values = luma[rim > 0.5]
+    if values.size < 4:
+        return np.ones_like(rim)
+    skin = float(np.percentile(values, _SKIN_PERCENTILE))
+    low, high = _SKIN_BRIGHTNESS
+    return np.asarray(np.clip((luma / max(skin, 1.0) - low) / (high - low), 0.0, 1.0), np.float32)
 
 
 def _polygon(points: npt.NDArray[np.float64], shape: tuple[int, int]) -> npt.NDArray[np.uint8]:
