@@ -118,8 +118,12 @@ def delight(image: Image, landmarks: Landmarks, options: DelightOptions | None =
     ycc = cv2.cvtColor(image, cv2.COLOR_BGR2YCrCb).astype(np.float32)
     sigma = max(1.0, opts.scale * width)
     weight = (skin > 0).astype(np.float32)
-    if opts.side_strength > 0.0:
-        ycc[..., 0] *= np.exp(_one_sided_light(ycc[..., 0], weight, landmarks, width, opts))
+    # The light's one-sided part first, so that the smooth light is estimated on evened skin; its gain is
+    # applied with the rest below (the eyes and highlights spared alike).
+    own = ycc[..., 0].copy()
+    side = _one_sided_light(own, weight, landmarks, width, opts) if opts.side_strength > 0.0 else None
+    if side is not None:
+        ycc[..., 0] *= np.exp(side)
     if opts.broad_scale is None:
         light = normalised_blur(ycc, weight, sigma)
         # Much darker than the light around it: a moustache, lashes, a strand of hair. Out, and again.
@@ -135,6 +139,9 @@ def delight(image: Image, landmarks: Landmarks, options: DelightOptions | None =
         if split is None:
             return image
         light, mean, log_gain = split
+    if side is not None:
+        ycc[..., 0] = own
+        log_gain = log_gain + side
     limit = float(np.log(opts.max_gain))
     gain = np.exp(np.clip(log_gain, -limit, limit))
     # Inside the face only, faded in over the outline band (the renderer's feather barely shows it).
@@ -203,7 +210,7 @@ def _split_light(
 
 
 def _one_sided_light(y: FloatImage, weight: FloatImage, landmarks: Landmarks, width: float, opts: DelightOptions) -> FloatImage:
-    """The log luminance gain that evens out the light on the face's two sides (0 off the mesh).
+    """The log luminance gain that evens out the light on the face's two sides (to be faded out past the outline).
 
     A face's skin is nearly symmetric; its light often is not. Each skin pixel is compared with its
     mirror partner on the other side (the mesh's symmetry gives the dense correspondence), and half
@@ -236,10 +243,14 @@ def _one_sided_light(y: FloatImage, weight: FloatImage, landmarks: Landmarks, wi
     radius = max(1, int(round(opts.side_scale * width)))
     smooth = cv2.ximgproc.guidedFilter(guide.astype(np.float32), np.ascontiguousarray(filled[..., 0]), radius, _SIDE_EDGE**2)
     limit = np.float32(np.log(opts.max_gain))
-    fade = cv2.GaussianBlur(inside, (0, 0), max(1.0, 0.02 * width))
-    # To the average of the two sides (side_bias 0), or the shaded side up to the lit one (1).
+    # To the average of the two sides (side_bias 0), or the shaded side up to the lit one (1); then the
+    # skin's mean kept: the light is evened out, not added (the face's exposure is the scene's to set).
     gain = np.float32(0.5 * opts.side_strength) * (np.float32(opts.side_bias) * np.abs(smooth) - smooth)
-    return np.asarray(np.clip(gain, -limit, limit) * fade, np.float32)
+    # Filled in over the eyes and the mouth (holes in the mesh) like over any feature; the caller fades it out at
+    # the outline.
+    gain = np.clip(gain, -limit, limit)
+    gain -= np.float32((gain * weight).sum() / max(float(weight.sum()), 1e-6))
+    return np.asarray(gain, np.float32)
 
 
 def _fill(values: FloatImage, weight: FloatImage, fine: float, coarse: float) -> FloatImage:
