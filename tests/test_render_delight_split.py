@@ -13,8 +13,9 @@ from tests.render_fixtures import big_astronaut
 
 cv2.setNumThreads(1)
 
-# The de-lighting before the split: one band, everything coarser than 0.055 face widths by 0.7, gains to 1.5x.
-SINGLE_BAND = DelightOptions(broad_scale=None, scale=0.055, strength=0.7, max_gain=1.5)
+# The de-lighting before the split: one band, everything coarser than 0.055 face widths by 0.7, gains to 1.5x
+# (and no comparison of the two sides, which came later: tests/test_render_delight_sides.py).
+SINGLE_BAND = DelightOptions(broad_scale=None, scale=0.055, strength=0.7, max_gain=1.5, side_strength=0.0)
 
 
 def _luma(image: Image) -> npt.NDArray[np.float32]:

@@ -165,8 +165,9 @@ def test_delighting_leaves_an_evenly_lit_face_nearly_alone() -> None:
     assert abs(float(_luma(out)[face > 0].mean() - _luma(image)[face > 0].mean())) < 8.0
     # The frequency split takes more of a photo's own relief between 0.05 and 0.2 face widths out
     # (under-eye and cheek highlights, the shade beside the nose): 12 levels measured, 9 with the
-    # single band; a bound, not a pin (features kept: tests/test_render_delight_split.py).
-    assert float(np.median(diff)) < 16.0
+    # single band; the comparison of the two sides evens out her light from her left (half of it on
+    # each side, the mean kept): 19; a bound, not a pin (features kept: tests/test_render_delight_split.py).
+    assert float(np.median(diff)) < 22.0
 
 
 def test_a_fringe_on_the_forehead_is_cover_the_brows_and_skin_below_are_not() -> None:

@@ -28,6 +28,10 @@ FloatImage = npt.NDArray[np.float32]
 class BlendOptions:
     shading_strength: float = 1.0
     chroma_strength: float = 0.65
+    # The most of the avatar's own tint (log colour ratio per channel, off the scene's skin) that is kept:
+    # a fraction keeps too much of a far-off tint (a varnished painting's ochre), which reads as a mask
+    # against the sender's neck and ears; inf keeps the fraction alone.
+    max_kept_tint: float = 0.08
     feather: float = 0.07  # fraction of the face width
     inset: float = 0.03  # the mask edge sits this far inside the outline
     max_gain: float = 1.7
@@ -209,7 +213,7 @@ def match_shading(
     skin = wt * _skin_likeness(logs[..., 4:8], wt)
     fields = fit_field(np.dstack([logs[..., 4] - logs[..., 0], tint]), skin, basis)
     gain = np.exp(_split_gain(fields[..., 0], skin, options)).astype(np.float32)
-    balance = _colour_balance(fields[..., 1:], skin, options.chroma_strength)
+    balance = _colour_balance(fields[..., 1:], skin, options.chroma_strength, options.max_kept_tint)
     # Brightening a painted face to a bright room would clip its skin to flat white: the roll-off
     # acts on the local brightness of the brightest channel (features blurred away), so a crease and
     # the skin around it get the same factor and no channel clips (a clipped red channel turns
@@ -296,31 +300,35 @@ def _split_gain(log_gain: FloatImage, weight: FloatImage, options: BlendOptions)
     return np.clip(relief + np.float32(exposure), -limit, limit).astype(np.float32)
 
 
-def _colour_balance(tint: FloatImage, weight: FloatImage, strength: float) -> FloatImage:
+def _colour_balance(tint: FloatImage, weight: FloatImage, strength: float, max_kept: float = np.inf) -> FloatImage:
     """Per-pixel channel gains (B, G, R), smooth, from the log colour difference field `tint` (h, w, 3).
 
     The avatar's own coloured light (its variation over the face) is taken out in full, so a cartoon's
     warm key light does not stay as a red patch on one cheek while the other turns blue; its overall
-    tint moves only part of the way (`strength`) to the scene's, because the scene's mean colour is
-    mostly the sender's skin and a full match pulls a recogniser towards the sender. Gains, not an
-    additive shift: every pixel keeps its chromaticity relative to its neighbours, so dark creases
-    and pupils change in proportion to the skin around them. Unit luminance: the light comes from
-    the shading field alone.
+    tint moves `strength` of the way to the scene's, because the scene's mean colour is mostly the
+    sender's skin and a full match pulls a recogniser towards the sender; but no more than `max_kept`
+    of it is kept (log ratio per channel): a tint far off the scene's skin (a painting's yellow
+    varnish, a sepia photograph) would stay far off it, a face that does not belong to its neck.
+    Gains, not an additive shift: every pixel keeps its chromaticity relative to its neighbours, so
+    dark creases and pupils change in proportion to the skin around them. Unit luminance: the light
+    comes from the shading field alone.
     """
     wsum = float(weight.sum())
     if wsum <= 1e-3:
         return np.ones(tint.shape, np.float32)
     mean = (weight.reshape(-1) @ tint.reshape(-1, 3)) / wsum
+    kept = np.clip(np.float32(1.0 - strength) * mean, -max_kept, max_kept)
     # Bounded: a large cast turns dark features (eyes, brows) into false colours.
+    cast = np.clip(mean - kept, -np.float32(np.log(_MAX_CAST)), np.float32(np.log(_MAX_CAST)))
     bound = np.float32(np.log(_MAX_BALANCE))
-    cast = np.clip(np.float32(strength) * mean, -bound, bound)
-    gains = np.exp(np.clip(tint - mean + cast, -bound, bound))
+    gains = np.exp(np.clip(tint - mean, -bound, bound) + cast)
     gains /= (gains @ _LUMA_BGR)[..., None]
     return gains.astype(np.float32)
 
 
 _LUMA_BGR = np.array([0.114, 0.587, 0.299], np.float32)
-_MAX_BALANCE = 1.35
+_MAX_BALANCE = 1.35  # the avatar's coloured light, per pixel
+_MAX_CAST = 1.6  # the tint moved to the scene's, over the face
 
 
 _ROLLOFF_KNEE = 200.0

@@ -12,6 +12,14 @@ over them from the skin around (normalised convolution), so they keep their cont
 
 Highlights are light too, but finer than that blur: a painted shine down the nose or pale lids
 are toned down against the skin's light round them (_tame_highlights).
+
+Light from one side is also finer than any blur: it darkens one flank of the nose, one side of
+the nostrils and a cheek's hollow in narrow bands that follow the face's shape, not its distance.
+Under the scene's light (from elsewhere) they show as a dark band down the nose. A face's skin is
+nearly symmetric, so the difference between a pixel and its mirror partner (the mesh gives the
+correspondence) is light: half of it is taken out first (_one_sided_light). What both sides share
+(the relief of light from the front or above: sockets, the shade under the nose) stays, as the
+recogniser reads the face's shape from it.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from facewire.shared.face import topology as topo
-from facewire.shared.render.warp import fill_polygon
+from facewire.shared.render.warp import Region, fill_polygon, warp_map
 from facewire.shared.types import Image, Landmarks
 
 FloatImage = npt.NDArray[np.float32]
@@ -59,6 +67,11 @@ class DelightOptions:
     highlight_knee: float = 0.1
     highlight_keep: float = 0.35
     highlight_scale: float = 0.1  # face widths: the blur of the skin's light that highlights are judged against
+    # Of the difference in light between the face's two sides (_one_sided_light) taken out, and the scale
+    # (face widths) it is smoothed at: finer is the skin's own texture, kept on each side.
+    side_strength: float = 1.0
+    side_scale: float = 0.03
+    side_bias: float = 1.0
 
 
 def feature_mask(shape: tuple[int, int], landmarks: Landmarks, width: float) -> npt.NDArray[np.uint8]:
@@ -105,6 +118,12 @@ def delight(image: Image, landmarks: Landmarks, options: DelightOptions | None =
     ycc = cv2.cvtColor(image, cv2.COLOR_BGR2YCrCb).astype(np.float32)
     sigma = max(1.0, opts.scale * width)
     weight = (skin > 0).astype(np.float32)
+    # The light's one-sided part first, so that the smooth light is estimated on evened skin; its gain is
+    # applied with the rest below (the eyes and highlights spared alike).
+    own = ycc[..., 0].copy()
+    side = _one_sided_light(own, weight, landmarks, width, opts) if opts.side_strength > 0.0 else None
+    if side is not None:
+        ycc[..., 0] *= np.exp(side)
     if opts.broad_scale is None:
         light = normalised_blur(ycc, weight, sigma)
         # Much darker than the light around it: a moustache, lashes, a strand of hair. Out, and again.
@@ -120,6 +139,9 @@ def delight(image: Image, landmarks: Landmarks, options: DelightOptions | None =
         if split is None:
             return image
         light, mean, log_gain = split
+    if side is not None:
+        ycc[..., 0] = own
+        log_gain = log_gain + side
     limit = float(np.log(opts.max_gain))
     gain = np.exp(np.clip(log_gain, -limit, limit))
     # Inside the face only, faded in over the outline band (the renderer's feather barely shows it).
@@ -185,6 +207,64 @@ def _split_light(
     mean_ycc = mean.copy()
     mean_ycc[0] = float(np.exp(mean[0]) - 8.0)
     return light_ycc, mean_ycc, np.asarray(log_gain, np.float32)
+
+
+def _one_sided_light(y: FloatImage, weight: FloatImage, landmarks: Landmarks, width: float, opts: DelightOptions) -> FloatImage:
+    """The log luminance gain that evens out the light on the face's two sides (to be faded out past the outline).
+
+    A face's skin is nearly symmetric; its light often is not. Each skin pixel is compared with its
+    mirror partner on the other side (the mesh's symmetry gives the dense correspondence), and half
+    the difference, smoothed at `side_scale` (normalised convolution over the skin of both sides,
+    so features and hair count for nothing), is taken out: both sides then carry the light they
+    share (from the front, above), at every scale coarser than pores and wrinkles, including the
+    narrow shade down one flank of the nose that no smooth light estimate follows.
+    """
+    h, w = y.shape
+    tris = topo.face_triangles()
+    points = landmarks[:, :2].astype(np.float32)
+    mirror = points[topo.symmetry()]
+    maps, covered = warp_map(points[tris], mirror[tris], Region(0, 0, w, h), 1)
+    log_y = np.log(np.maximum(y, 0.0) + np.float32(8.0))
+    partner = cv2.remap(log_y, maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    partner_weight = cv2.remap(weight, maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    inside = (covered >= 250).astype(np.float32)
+    wt = weight * partner_weight * inside
+    if float(wt.sum()) < 50.0:
+        return np.zeros((h, w), np.float32)
+    diff = log_y - partner
+    # A strand or a mole on one side is not light: what differs far more than light does pulls on nothing.
+    # (A flat-topped bell: a shade is within it, a mole or a strand is wholly out.)
+    wt *= np.exp(-np.square(np.square(diff / np.float32(_SIDE_OUTLIER))))
+    filled = _fill(np.dstack([diff, log_y]), wt, _SIDE_FILL * width, opts.side_scale * width)
+    guide = filled[..., 1] * (1.0 - wt) + log_y * wt
+    # Smoothed, but edge-aware (a guided filter on the face's own luminance): a shadow's edge is an
+    # edge of the picture, so the lift follows it and a narrow band is lifted whole, not half of it
+    # spread as a pale halo; the skin's faint texture (pores, below the edge threshold) is smoothed out.
+    radius = max(1, int(round(opts.side_scale * width)))
+    smooth = cv2.ximgproc.guidedFilter(guide.astype(np.float32), np.ascontiguousarray(filled[..., 0]), radius, _SIDE_EDGE**2)
+    limit = np.float32(np.log(opts.max_gain))
+    # To the average of the two sides (side_bias 0), or the shaded side up to the lit one (1); then the
+    # skin's mean kept: the light is evened out, not added (the face's exposure is the scene's to set).
+    gain = np.float32(0.5 * opts.side_strength) * (np.float32(opts.side_bias) * np.abs(smooth) - smooth)
+    # Filled in over the eyes and the mouth (holes in the mesh) like over any feature; the caller fades it out at
+    # the outline.
+    gain = np.clip(gain, -limit, limit)
+    gain -= np.float32((gain * weight).sum() / max(float(weight.sum()), 1e-6))
+    return np.asarray(gain, np.float32)
+
+
+def _fill(values: FloatImage, weight: FloatImage, fine: float, coarse: float) -> FloatImage:
+    """`values` (h, w, k) where `weight` is, filled in elsewhere from around: from close by where there is enough
+    weight within `fine`, else from within `coarse` (a mole wider than the fine blur takes the skin round it)."""
+    near = normalised_blur(values, weight, max(1.0, fine))
+    far = normalised_blur(values, weight, max(1.0, coarse))
+    enough = np.clip(cv2.GaussianBlur(weight, (0, 0), max(1.0, fine)) / np.float32(0.3), 0.0, 1.0)[..., None]
+    return np.asarray(near * enough + far * (1.0 - enough), np.float32)
+
+
+_SIDE_OUTLIER = 0.9  # log luminance between the two sides: beyond about this a pixel is not skin in another light
+_SIDE_FILL = 0.005  # of the face width: the blur that fills the comparison in over features and outliers
+_SIDE_EDGE = 0.08  # log luminance: a step in the picture stronger than this is an edge the lift keeps to
 
 
 def _tame_highlights(y: FloatImage, skin: FloatImage, where: FloatImage, sigma: float, opts: DelightOptions) -> FloatImage:
