@@ -17,9 +17,9 @@ Light from one side is also finer than any blur: it darkens one flank of the nos
 the nostrils and a cheek's hollow in narrow bands that follow the face's shape, not its distance.
 Under the scene's light (from elsewhere) they show as a dark band down the nose. A face's skin is
 nearly symmetric, so the difference between a pixel and its mirror partner (the mesh gives the
-correspondence) is light: half of it is taken out first (_one_sided_light). What both sides share
-(the relief of light from the front or above: sockets, the shade under the nose) stays, as the
-recogniser reads the face's shape from it.
+correspondence) is light: the shaded side is raised to its lit partner first, the skin's mean kept
+(_one_sided_light). What both sides share (the relief of light from the front or above: sockets, the
+shade under the nose) stays, as the recogniser reads the face's shape from it.
 """
 
 from __future__ import annotations
@@ -213,9 +213,10 @@ def _one_sided_light(y: FloatImage, weight: FloatImage, landmarks: Landmarks, wi
     """The log luminance gain that evens out the light on the face's two sides (to be faded out past the outline).
 
     A face's skin is nearly symmetric; its light often is not. Each skin pixel is compared with its
-    mirror partner on the other side (the mesh's symmetry gives the dense correspondence), and half
-    the difference, smoothed at `side_scale` (normalised convolution over the skin of both sides,
-    so features and hair count for nothing), is taken out: both sides then carry the light they
+    mirror partner on the other side (the mesh's symmetry gives the dense correspondence), and the
+    difference, smoothed at `side_scale` (normalised convolution over the skin of both sides,
+    so features and hair count for nothing), is taken out (the shaded side raised to the lit one, or both
+    halfway with `side_bias` 0): both sides then carry the light they
     share (from the front, above), at every scale coarser than pores and wrinkles, including the
     narrow shade down one flank of the nose that no smooth light estimate follows.
     """
