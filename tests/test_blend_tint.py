@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from facewire.shared.render.blend import _LUMA_BGR, _colour_balance
+from facewire.shared.render.blend import _colour_balance
+from facewire.shared.render.colour import LUMA_BGR
 
 
 def _kept(tint_bgr: tuple[float, float, float], max_kept: float) -> np.ndarray:
@@ -13,7 +14,7 @@ def _kept(tint_bgr: tuple[float, float, float], max_kept: float) -> np.ndarray:
     gains = _colour_balance(tint, np.ones((8, 8), np.float32), 0.65, max_kept)[0, 0]
     # `tint` is the scene's log colour minus the avatar's; the balanced avatar is off the scene's by tint - log(gains).
     off = np.array(tint_bgr) - np.log(gains)
-    return off - off @ _LUMA_BGR
+    return off - off @ LUMA_BGR
 
 
 def test_a_far_off_tint_is_kept_only_up_to_the_bound() -> None:

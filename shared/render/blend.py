@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from facewire.shared.face import topology as topo
+from facewire.shared.render.colour import LUMA_BGR
 from facewire.shared.render.warp import Points, Region
 from facewire.shared.types import Alpha, Image, Landmarks
 
@@ -266,7 +267,7 @@ def _seam_field(shaded: FloatImage, scene_log: FloatImage, weight: FloatImage, r
     """
     band = 4.0 * weight * (1.0 - weight)
     ratio = scene_log - np.log(shaded + np.float32(8.0))
-    luma = ratio @ _LUMA_BGR
+    luma = ratio @ LUMA_BGR
     trust = band * np.exp(-np.square(luma / np.float32(_SEAM_OUTLIER)))
     sigma = max(1.0, reach / 2.0)
     spread = cv2.GaussianBlur(ratio * trust[..., None], (0, 0), sigma)
@@ -322,11 +323,10 @@ def _colour_balance(tint: FloatImage, weight: FloatImage, strength: float, max_k
     cast = np.clip(mean - kept, -np.float32(np.log(_MAX_CAST)), np.float32(np.log(_MAX_CAST)))
     bound = np.float32(np.log(_MAX_BALANCE))
     gains = np.exp(np.clip(tint - mean, -bound, bound) + cast)
-    gains /= (gains @ _LUMA_BGR)[..., None]
+    gains /= (gains @ LUMA_BGR)[..., None]
     return gains.astype(np.float32)
 
 
-_LUMA_BGR = np.array([0.114, 0.587, 0.299], np.float32)
 _MAX_BALANCE = 1.35  # the avatar's coloured light, per pixel
 _MAX_CAST = 1.6  # the tint moved to the scene's, over the face
 

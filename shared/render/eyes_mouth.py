@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from facewire.shared.face import topology as topo
+from facewire.shared.render.colour import LUMA_BGR
 from facewire.shared.render.warp import Points, Region
 from facewire.shared.types import Image, Landmarks
 
@@ -74,7 +75,7 @@ def skin_tone(image: Image, landmarks: Landmarks) -> float:
     h, w = image.shape[:2]
     xs = np.clip(pts[:, 0], 0, w - 1)
     ys = np.clip(pts[:, 1], 0, h - 1)
-    lum = float((image[ys, xs].astype(np.float32) @ np.array([0.114, 0.587, 0.299], np.float32)).mean())
+    lum = float((image[ys, xs].astype(np.float32) @ LUMA_BGR).mean())
     return float(np.clip(lum / 170.0, 0.35, 1.15))
 
 
@@ -371,10 +372,9 @@ class CavityPalette:
 # Self mode's synthetic interior: a dark red, not near black, and a wider tongue. With the darker default a mouth
 # opened wide (a yawn, a shout, where the frame shows a pink tongue and palate) read as a black hole under the teeth.
 DEFAULT_PALETTE = CavityPalette(dark=(24.0, 20.0, 62.0), tongue_colour=(80.0, 88.0, 170.0), tongue=(0.7, 0.2, 0.24))
-_LUMA = np.array([0.114, 0.587, 0.299], np.float32)
 # An avatar's teeth: the ivory's luma, half its colour. They still take part of the skin's cast (_TEETH_CAST), and
 # teeth in the clips' own frames measure CIE b* +5 to +9 (the ivory is +16, so a warm cast made them yellow).
-_AVATAR_TEETH = (float(_TEETH @ _LUMA) * 0.5 + 0.5 * _TEETH).astype(np.float32)
+_AVATAR_TEETH = (float(_TEETH @ LUMA_BGR) * 0.5 + 0.5 * _TEETH).astype(np.float32)
 
 
 def lip_colour(image: Image, landmarks: Landmarks) -> npt.NDArray[np.float32] | None:
@@ -417,10 +417,10 @@ def scene_cast(
         h, w = image.shape[:2]
         pts = np.round(landmarks[_CAST_POINTS, :2]).astype(int)
         bgr = image[np.clip(pts[:, 1], 0, h - 1), np.clip(pts[:, 0], 0, w - 1)].astype(np.float32).mean(axis=0) + 4.0
-        return (bgr / float(bgr @ _LUMA)).astype(np.float32)
+        return (bgr / float(bgr @ LUMA_BGR)).astype(np.float32)
 
     gains = np.clip((chroma(scene, scene_landmarks) / chroma(avatar, avatar_landmarks)) ** strength, 1.0 / _MAX_CAST, _MAX_CAST)
-    gains = gains / float(gains @ _LUMA)
+    gains = gains / float(gains @ LUMA_BGR)
     return (float(gains[0]), float(gains[1]), float(gains[2]))
 
 
@@ -437,22 +437,22 @@ def avatar_palette(
     reaches past the lips. Only for a wide opening (`wide`); a narrow one keeps the default's
     darkness and tongue in the same hue, cast and warm-shaded teeth (the renderer blends the two).
     """
-    hue = _TONGUE / float(_TONGUE @ _LUMA)
+    hue = _TONGUE / float(_TONGUE @ LUMA_BGR)
     if lips is not None:
-        own = np.clip((lips + 4.0) / (float(lips @ _LUMA) + 4.0), 0.55, 1.8).astype(np.float32)
+        own = np.clip((lips + 4.0) / (float(lips @ LUMA_BGR) + 4.0), 0.55, 1.8).astype(np.float32)
         # Part of the way to the lips' own hue, and always red-dominant: pale, grey or sepia-varnished lips
         # (a de-lit painting) would otherwise give a grey or olive tongue, which reads as dead.
         hue = hue ** (1.0 - _OWN_HUE) * own**_OWN_HUE
         hue[2] = max(float(hue[2]), _RED_OVER * float(max(hue[0], hue[1])))
-        hue = hue / float(hue @ _LUMA)
+        hue = hue / float(hue @ LUMA_BGR)
     if not wide:
         # A mouth a little open shows its teeth and darkness: a lit, tongue-filled gap there reads as
         # lip to the eye (and to a landmarker), and the opening looks smaller than it is.
-        dark, tongue = hue * float(_DARK @ _LUMA), hue * float(_TONGUE @ _LUMA)
+        dark, tongue = hue * float(_DARK @ LUMA_BGR), hue * float(_TONGUE @ LUMA_BGR)
         return CavityPalette(
             dark=_bgr(dark), tongue_colour=_bgr(tongue), teeth_ambient=2.0, cast=cast, teeth_cast=_TEETH_CAST, teeth=_bgr(_AVATAR_TEETH)
         )
-    dark = hue * (1.3 * float(_DARK @ _LUMA))
+    dark = hue * (1.3 * float(_DARK @ LUMA_BGR))
     tongue = hue * 145.0
     return CavityPalette(
         dark=_bgr(dark), tongue_colour=_bgr(tongue), rim=2.0, tongue=(0.76, 0.34, 0.4), teeth_ambient=2.0, cast=cast,
@@ -478,7 +478,7 @@ def _tooth_colour(shade: FloatArray, dark: FloatArray, ambient: float, teeth: Fl
     lit = teeth * shade[..., None]
     if ambient <= 0.0:
         return lit
-    grey = np.float32(dark @ _LUMA)
+    grey = np.float32(dark @ LUMA_BGR)
     light = (grey + np.float32(_AMBIENT_HUE) * (dark - grey)) * np.float32(ambient)
     return (lit + light * (1.0 - shade)[..., None]).astype(np.float32)
 
@@ -497,7 +497,7 @@ def _lit(panel: FloatArray, teeth: FloatArray, tone: float, palette: CavityPalet
     else:
         cast = np.asarray(palette.cast, np.float32)
         own = cast ** np.float32(palette.teeth_cast)
-        own = own / np.float32(own @ _LUMA)
+        own = own / np.float32(own @ LUMA_BGR)
         gain = cast + (own - cast) * teeth[..., None]
         lit = panel * gain * np.float32(tone)
     peak = lit.max(axis=-1, keepdims=True)
@@ -624,7 +624,7 @@ def interior_shadow(image: Image, landmarks: Landmarks) -> npt.NDArray[np.float3
     pixels = image[mask > 0].astype(np.float32)
     if len(pixels) < 20:
         return None
-    luma = pixels @ _LUMA
+    luma = pixels @ LUMA_BGR
     return np.asarray(np.median(pixels[luma <= np.percentile(luma, 20)], axis=0), np.float32)
 
 

@@ -18,6 +18,7 @@ from scipy.spatial.transform import Rotation
 
 from facewire.shared.face import topology as topo
 from facewire.shared.render import eyes_mouth as em
+from facewire.shared.render.colour import LUMA_BGR
 from facewire.shared.render.delight import DelightOptions, delight, eye_openings, feature_mask, normalised_blur
 from facewire.shared.render.iris import Iris, lift_irises
 from facewire.shared.render.occlusion import avatar_cover, brow_hulls
@@ -237,7 +238,7 @@ def _clean_outline(image: Image, landmarks: Landmarks) -> Image:
     cv2.polylines(band, [np.round(oval * 16).astype(np.int32)], True, 255, max(1, int(round(0.04 * width))), cv2.LINE_8, shift=4)
     fill = normalised_blur(image.astype(np.float32), (skin > 0).astype(np.float32), max(1.0, 0.03 * width))
     luma = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float32)
-    fill_luma = fill @ np.array([0.114, 0.587, 0.299], np.float32)
+    fill_luma = fill @ LUMA_BGR
     speck = ((band > 0) & (face > 0) & (luma < 0.8 * fill_luma)).astype(np.float32)
     soft = cv2.GaussianBlur(speck, (0, 0), 0.7)[..., None]
     return np.asarray(np.clip(image * (1.0 - soft) + fill * soft + 0.5, 0, 255), np.uint8)
@@ -283,7 +284,7 @@ def fill_cover(image: Image, landmarks: Landmarks) -> Image:
     field = np.exp(skin_across(logs, skin * (clear == 0), level, width)) - np.float32(8.0)
     # The skin next to hair is often in its shadow, or holds a few of its hairs: not a colour to spread.
     # Nor is skin far off the face's colour at its height (eye shadow, a blush's edge, a painted rim).
-    luma = _LUMA_BGR
+    luma = LUMA_BGR
     skin *= ((crop.astype(np.float32) @ luma) > _FILL_SHADOW * (field @ luma)).astype(np.float32)
     skin *= (np.abs(logs - np.log(field + np.float32(8.0))).max(axis=2) < _FILL_OFF).astype(np.float32)
     fill = np.exp(skin_across(logs, skin, level, width)) - np.float32(8.0)
@@ -312,8 +313,8 @@ def _penumbra(crop: Image, fill: npt.NDArray[np.float32], cover: npt.NDArray[np.
     """
     band = max(1.0, _PENUMBRA * width)
     beyond = cv2.distanceTransform((cover == 0).astype(np.uint8), cv2.DIST_L2, 3)
-    luma = crop.astype(np.float32) @ _LUMA_BGR
-    want = fill @ _LUMA_BGR
+    luma = crop.astype(np.float32) @ LUMA_BGR
+    want = fill @ LUMA_BGR
     ramp = np.maximum(np.float32(_PENUMBRA_RAMP) * want, 1.0)
     dark = np.clip((np.float32(_PENUMBRA_DARK) * want - luma) / ramp, 0.0, 1.0)
     # A soft edge is mid-tones; what stays as dark as hair past the cover is something of the face's own
@@ -343,7 +344,7 @@ def _beside_hair(crop: Image, fill: npt.NDArray[np.float32], cover: npt.NDArray[
     """0..1: how far the cover near each pixel took something much darker than the skin (hair), not a pale
     or shaded forehead that the cover model took for cover."""
     taken = (cover > 0).astype(np.float32)
-    step = np.log((fill @ _LUMA_BGR + np.float32(8.0)) / (crop.astype(np.float32) @ _LUMA_BGR + np.float32(8.0)))
+    step = np.log((fill @ LUMA_BGR + np.float32(8.0)) / (crop.astype(np.float32) @ LUMA_BGR + np.float32(8.0)))
     sigma = max(1.0, _BERTH_HAIR_REACH * width)
     den = cv2.GaussianBlur(taken, (0, 0), sigma)
     mean = cv2.GaussianBlur(step * taken, (0, 0), sigma) / np.maximum(den, np.float32(1e-6))
@@ -465,7 +466,6 @@ _BERTH = 0.05  # of the face width round the features: left out of the first, re
 _COVER_GROW = 0.03  # of the face width: a strand's soft edge and the shadow it casts go with it
 _FILL_SHADOW = 0.8  # of the reference fill's luma: darker skin is not spread over the cover
 _FILL_OFF = 0.3  # largest difference in any channel's log colour from the reference fill for skin to be spread
-_LUMA_BGR = np.array([0.114, 0.587, 0.299], np.float32)
 
 
 def _mirror_fill(

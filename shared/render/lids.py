@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from facewire.shared.face import topology as topo
+from facewire.shared.render.colour import LUMA_BGR
 from facewire.shared.render.eyes_mouth import RIGHT_LID_ABOVE, lid_closing
 from facewire.shared.types import Image, Landmarks
 
@@ -191,7 +192,6 @@ def _redraw_upper_lid(
     return out * (1.0 - weight[..., None]) + filled * weight[..., None]
 
 
-_LUMA = np.array([0.114, 0.587, 0.299], np.float32)
 _SKIN_BRIGHTNESS = (0.75, 0.9)  # of the rim's bright skin (_SKIN_PERCENTILE): a rim pixel's weight goes from 0 to 1 over this
 _SKIN_PERCENTILE = 75.0
 
@@ -203,7 +203,7 @@ def _skin_share(out: npt.NDArray[np.float32], rim: npt.NDArray[np.float32]) -> n
     dark eye make-up; a lid filled from them is a dark smear over a closed eye (a shadowed or made-up eye:
     happy, sad, s5, art_11). A closed lid is the skin's colour, which is the rim's brighter part.
     """
-    luma = out @ _LUMA
+    luma = out @ LUMA_BGR
     values = luma[rim > 0.5]
     if values.size < 4:
         return np.ones_like(rim)

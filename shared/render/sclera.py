@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from facewire.shared.face import topology as topo
+from facewire.shared.render.colour import LUMA_BGR
 from facewire.shared.render.iris import iris_geometry
 from facewire.shared.types import Image, Landmarks
 
@@ -31,7 +32,6 @@ _EYES: tuple[tuple[Callable[[], npt.NDArray[np.int32]], int, tuple[int, ...], tu
 _TURN = (0.15, 0.25)  # gaze change (eye widths) over which the whole white goes from the warp's to the keyframe's colour
 _SUBPIXEL = 4
 _MIN_WHITE = 6  # pixels of white beside the keyframe's iris, at least, to take its colour from
-_LUMA = np.array([0.114, 0.587, 0.299], np.float32)
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def eye_whites(image: Image, landmarks: Landmarks) -> tuple[EyeWhite | None, Eye
         if len(pixels) < _MIN_WHITE:
             out.append(None)
             continue
-        luma = pixels @ _LUMA
+        luma = pixels @ LUMA_BGR
         colour = np.median(pixels[luma >= np.median(luma)], axis=0)
         out.append(EyeWhite((float(colour[0]), float(colour[1]), float(colour[2])), _gaze(landmarks, corners, centre)))
     return out[0], out[1]
