@@ -100,11 +100,22 @@ def triangle_raster(dst: Points, region: Region, step: int, order: npt.NDArray[n
     A vectorised scanline fill: per triangle and coarse row the span of samples inside all three
     edges, then every span written at once (one OpenCV call per triangle cost ~1 us each, ~1000 a frame).
     """
+    ranks, ids = _ranked_raster(dst, region, step, order)
+    if order is None:
+        return ranks  # drawn in index order: a rank is the index + 1
+    lookup = np.concatenate([[0], ids + 1]).astype(np.int32)
+    return np.asarray(lookup[ranks], np.int32)
+
+
+def _ranked_raster(dst: Points, region: Region, step: int,
+                   order: npt.NDArray[np.intp] | None) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.intp]]:
+    """triangle_raster's samples as drawing ranks (k + 1: the triangle `ids[k]`, drawn k-th; 0 where none) and `ids`
+    (the triangles in drawing order): _coarse_map gathers its coefficients by rank, without the per-sample lookup."""
     rows, cols = region.height // step, region.width // step
     raster = np.zeros((rows, cols), np.int32)
     ids = np.arange(len(dst)) if order is None else np.asarray(order, np.intp)
     if rows == 0 or cols == 0 or len(ids) == 0:
-        return raster
+        return raster, ids
     # Corners in coarse-pixel units, one row per corner: (3, T) arrays keep every step elementwise.
     corners = dst.astype(np.float64)[ids]
     x = ((corners[..., 0] - (region.x0 + 0.5 * step - 0.5)) / step).T
@@ -116,7 +127,7 @@ def triangle_raster(dst: Points, region: Region, step: int, order: npt.NDArray[n
     last_row = np.minimum(np.floor(ymax + _EDGE_EPS), rows - 1.0)
     keep = np.flatnonzero((area != 0.0) & (last_row >= first_row) & (xmax >= -_EDGE_EPS) & (xmin <= cols - 1 + _EDGE_EPS))
     if len(keep) == 0:
-        return raster
+        return raster, ids
     x, y, area = x[:, keep], y[:, keep], area[keep]
     # Each edge bounds x on a row: x <= or >= x_i + slope * (row - y_i). Inside is left of an edge when
     # the corners run counter-clockwise (area > 0), so there an edge going down the rows (dy > 0) bounds
@@ -153,8 +164,7 @@ def triangle_raster(dst: Points, region: Region, step: int, order: npt.NDArray[n
     # Overlaps resolved by drawing rank (maximum.at has a defined result for repeated pixels), then ranks to ids.
     rank = np.repeat(np.repeat(keep.astype(np.int32) + 1, counts), lengths)
     np.maximum.at(raster.reshape(-1), index, rank)
-    lookup = np.concatenate([[0], ids + 1]).astype(np.int32)
-    return lookup[raster]
+    return raster, ids
 
 
 _EDGE_EPS = 1e-9  # samples this close to an edge count as on it: shared edges leave no gaps
@@ -169,11 +179,13 @@ def _coarse_map(
     order: npt.NDArray[np.intp] | None,
     fallback: npt.NDArray[np.float64] | None,
 ) -> tuple[PointMap, npt.NDArray[np.int32]]:
-    """The backward map on the coarse grid of `region` (one sample every `step` pixels) and its triangle raster."""
-    raster = triangle_raster(dst, region, step, order)
-    coef = np.empty((len(dst) + 1, 6))
+    """The backward map on the coarse grid of `region` (one sample every `step` pixels) and its raster of drawing
+    ranks (_ranked_raster: 0 where no triangle covers a sample)."""
+    raster, ids = _ranked_raster(dst, region, step, order)
+    # Coefficients in drawing order (row k + 1: triangle ids[k]), so the samples' ranks index them directly.
+    coef = np.empty((len(ids) + 1, 6))
     coef[0] = (fallback if fallback is not None else np.array([[1.0, 0, 0], [0, 1.0, 0]])).reshape(6)
-    coef[1:] = affine_coefficients(dst, src)
+    coef[1:] = affine_coefficients(dst, src) if order is None else affine_coefficients(dst[ids], src[ids])
     rows, cols = raster.shape
     xs = (region.x0 + (np.arange(cols) + 0.5) * step - 0.5).astype(np.float32)[None, :]
     ys = (region.y0 + (np.arange(rows) + 0.5) * step - 0.5).astype(np.float32)[:, None]
