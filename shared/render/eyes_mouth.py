@@ -38,6 +38,10 @@ RIGHT_LID_BELOW = (112, 26, 22, 23, 24, 110, 25)
 RIGHT_LID_BELOW_2 = (233, 232, 231, 230, 229, 228, 31)
 RIGHT_OUTER_CORNER = (33, 130, 226)  # the outer eye corner and the two landmarks beyond it, outwards
 _UPPER_PULL = 0.6  # of the way to the crease: where a closed upper lid is sampled from
+# Closing fractions over which that pull comes in (smoothstep). A narrowed eye (a smile, a squint: 0.2-0.5) is open:
+# its lid margin keeps the lash line, which the pull, taken from the first closing, cut over the iris and stretched
+# into grey streaks above it (a smeared, washed-out eye); a shutting one (a wink, a blink: 0.75 and up) samples skin.
+_UPPER_START, _UPPER_FULL = 0.35, 0.8
 _LOWER_START, _LOWER_FULL = 0.35, 0.8  # closing fractions where the lower lid's sampling starts moving and has moved
 _BELOW_PULL = 0.5  # of the way from the ring below to the next: where that ring samples once the eye is closed
 
@@ -169,11 +173,10 @@ def lid_source_vertices(vertices: Points, source: Landmarks, target: Landmarks) 
             continue
         half = len(ring) // 2
         upper, lower = ring[1:half], ring[half + 1 :]
-        out[upper] += _UPPER_PULL * closing * (source[above, :2] - source[upper, :2])
+        out[upper] += _UPPER_PULL * closing * _smoothstep(closing, _UPPER_START, _UPPER_FULL) * (source[above, :2] - source[upper, :2])
         # Closed, the lower lid shows from the ring below down: a drawn rim there becomes the lid's line,
         # and the band below samples the skin beyond it (the next ring's half way).
-        t = float(np.clip((closing - _LOWER_START) / (_LOWER_FULL - _LOWER_START), 0.0, 1.0))
-        amount = t * t * (3.0 - 2.0 * t)
+        amount = _smoothstep(closing, _LOWER_START, _LOWER_FULL)
         if amount > 0.0:
             out[lower] += amount * (source[below, :2] - source[lower, :2])
             out[below] += amount * _BELOW_PULL * (source[further, :2] - source[below, :2])
@@ -182,6 +185,11 @@ def lid_source_vertices(vertices: Points, source: Landmarks, target: Landmarks) 
             out[corner] += amount * (source[beyond, :2] - source[corner, :2])
             out[beyond] += amount * _BELOW_PULL * (source[far, :2] - source[beyond, :2])
     return out
+
+
+def _smoothstep(x: float, start: float, full: float) -> float:
+    t = float(np.clip((x - start) / (full - start), 0.0, 1.0))
+    return t * t * (3.0 - 2.0 * t)
 
 
 _EYES = (

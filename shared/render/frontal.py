@@ -83,13 +83,16 @@ def _signed_area(corners: Points) -> npt.NDArray[np.float64]:
     return np.asarray(0.5 * (e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]), np.float64)
 
 
-def soften_fine_chroma(image: Image, sigma: float, keep: float) -> Image:
+def soften_fine_chroma(image: Image, sigma: float, keep: float, spared: npt.NDArray[np.float32] | None = None) -> Image:
     """Faint colour detail finer than `sigma` (creases, pores, paint strokes) scaled by `keep`; strong detail kept.
 
     Once the rendered skin takes the scene's colour, a crease keeps the avatar's redder tint
     against the paler skin and reads as a red crack; its shading (luminance), which is what shows
-    a wrinkle, is untouched. Strong colour detail (irises, lips, make-up) differs from the skin
-    by more than the threshold and keeps nearly all of it.
+    a wrinkle, is untouched. Strong colour detail (lips, saturated make-up) differs from the skin
+    by more than the threshold and keeps most of it. `spared` (0..1) keeps its colour detail whole:
+    the eyes' openings, where an iris's colour is only a little off the skin's (a blue or grey iris is
+    dark and weakly saturated: Cb a dozen levels over the skin round it) and the threshold took most of
+    it, so blue eyes came out brown.
     """
     if keep >= 1.0:
         return image
@@ -97,7 +100,8 @@ def soften_fine_chroma(image: Image, sigma: float, keep: float) -> Image:
     chroma = ycc[..., 1:].astype(np.float32)
     low = cv2.GaussianBlur(chroma, (0, 0), max(0.5, sigma))
     faint = np.clip(chroma - low, -_FINE_CHROMA, _FINE_CHROMA)
-    ycc[..., 1:] = np.clip(chroma - faint * np.float32(1.0 - keep) + 0.5, 0, 255).astype(np.uint8)
+    taken = np.float32(1.0 - keep) if spared is None else (np.float32(1.0 - keep) * (1.0 - spared))[..., None]
+    ycc[..., 1:] = np.clip(chroma - faint * taken + 0.5, 0, 255).astype(np.uint8)
     return np.asarray(cv2.cvtColor(ycc, cv2.COLOR_YCrCb2BGR), np.uint8)
 
 
@@ -158,7 +162,7 @@ def prepare_texture(
     out = _soften_sides(out, frontal, dst, canvas, tris)
     out = _clean_outline(out, frontal)
     out = delight(out, frontal, delighting or DEFAULT_DELIGHT)
-    out = soften_fine_chroma(out, _FINE_SCALE * width, fine_chroma)
+    out = soften_fine_chroma(out, _FINE_SCALE * width, fine_chroma, _eye_colour_kept(out.shape, frontal, width))
     out = smooth_fine_texture(out, _FINE_SCALE * width / 2.0, fine_grain)
     mouth = em.MouthFrame.of(frontal)
     out, irises = lift_irises(out, frontal) if rigid_irises else (out, (None, None))
@@ -174,6 +178,12 @@ def prepare_texture(
         lips=em.lip_colour(out, frontal),
         shadow=em.interior_shadow(out, frontal),
     )
+
+
+def _eye_colour_kept(shape: tuple[int, ...], landmarks: Landmarks, width: float) -> npt.NDArray[np.float32]:
+    """0..1 over the eyes' openings and their lash line, soft-edged: where soften_fine_chroma keeps all colour."""
+    mask = eye_openings(shape, landmarks, max(1, int(round(_LASH_LINE * width))))
+    return np.asarray(cv2.GaussianBlur(mask.astype(np.float32) * np.float32(1.0 / 255.0), (0, 0), max(0.5, 0.005 * width)), np.float32)
 
 
 def _soften_sides(image: Image, frontal: Landmarks, dst: Points, canvas: Region, tris: npt.NDArray[np.int32]) -> Image:

@@ -119,6 +119,7 @@ def _find_disc(
 
 
 _EDGE_FRACTION = 0.6  # of the way from the iris's core brightness to the white's
+_LIMBUS = 0.15  # of the iris's extent: its edge beyond the extent found, taken with it (at least a pixel)
 
 
 def _paint_out(pixels: Image, cover: FloatArray, sclera: npt.NDArray[np.bool_]) -> Image | None:
@@ -193,10 +194,13 @@ def lift_irises(image: Image, landmarks: Landmarks) -> tuple[Image, tuple[Iris |
         disc = distance <= extent
         known = disc & seen
         dark = float(np.median(luma[known])) if known.any() else brightest
-        sclera = seen & (distance > extent + 1.0) & (luma >= dark + _EDGE_FRACTION * (brightest - dark))
-        # Painted out half a pixel wider than the iris, inside the opening only: the lids and lashes stay;
-        # the drawn iris's soft edge reaches as far, so no ring of white shows round it.
-        cover = np.clip(np.float32(extent + 1.0) - distance, 0.0, 1.0) * opening
+        # The iris's edge (its dark limbal ring, the blur into the white) lies past the extent found at
+        # _EDGE_FRACTION of the way to the white: painted out with it, else a ghost ring of it stays in the
+        # white and shows beside the drawn iris once the gaze moves it (a doubled, smeared eye).
+        reach = extent + max(1.0, _LIMBUS * extent)
+        sclera = seen & (distance > reach + 1.0) & (luma >= dark + _EDGE_FRACTION * (brightest - dark))
+        # Painted out half a pixel wider than that, inside the opening only: the lids and lashes stay.
+        cover = np.clip(np.float32(reach + 1.0) - distance, 0.0, 1.0) * opening
         painted = _paint_out(pixels, cover, sclera)
         # An iris much larger than the landmarks' is a drawing they do not fit (a cartoon's eye
         # larger than its mesh opening): it is left to the warp rather than cut by the wrong lids.
@@ -213,8 +217,9 @@ def lift_irises(image: Image, landmarks: Landmarks) -> tuple[Image, tuple[Iris |
         if painted is None or not fits or known.sum() < _MIN_VISIBLE * max(int(disc.sum()), 1):
             irises.append(None)
             continue
-        patch = _radial_fill(pixels, distance, known, extent)
-        alpha = np.clip(np.float32(extent + 1.0) - distance, 0.0, 1.0)
+        # Drawn with its edge: the drawn iris's soft edge reaches as far as the paint-out, so no ring of white shows round it.
+        patch = _radial_fill(pixels, distance, (distance <= reach) & seen, reach)
+        alpha = np.clip(np.float32(reach + 1.0) - distance, 0.0, 1.0)
         irises.append(Iris(patch, alpha, (float(local[0]), float(local[1])), radius))
         clean[y0:y1, x0:x1] = painted
     return clean, (irises[0], irises[1])
