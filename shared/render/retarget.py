@@ -207,6 +207,20 @@ class RetargetOptions:
     # scaled down so that no landmark moves more than push_limit face widths.
     identity_push: float = 1.0
     push_limit: float = 0.03
+    # The widest mouth (per span of the eyes' outer corners) taken as its size for the expression's scale
+    # (_mouth_size); wider is a smile in the neutral picture.
+    widest_rest_mouth: float = 0.6
+
+
+def _mouth_size(points: Vec, widest: float) -> float:
+    """The mouth's width as a measure of its size: at most `widest` times the span of the eyes' outer corners.
+
+    A mouth at rest is 0.45-0.6 of that span (0.39-0.6 over the 37 identity pictures but four); a smiling
+    picture's is stretched past it (a grin: 0.72-0.8). That stretch is expression, not size: taken for size it
+    scaled the sender's smile up by a third on a grinning avatar, whose grin then spread past the cheeks.
+    """
+    span = float(np.linalg.norm(points[topo.RIGHT_EYE_CORNERS[0], :2] - points[topo.LEFT_EYE_CORNERS[0], :2]))
+    return min(mouth_width(points), widest * span)
 
 
 def _set_eye_opening(points: Vec, avatar: Vec, ring: npt.NDArray[np.int32], ratio: float) -> None:
@@ -422,7 +436,7 @@ def plan_retarget(sender_neutral: Landmarks, avatar_neutral: Landmarks, options:
         face_width = float(np.ptp(avatar_n[topo.face_oval_ring(), 0]))
         largest = float(np.linalg.norm(diff[:, :2], axis=1).max())
         avatar_n = avatar_n + min(opts.identity_push, opts.push_limit * face_width / max(largest, 1e-9)) * diff
-    k_mouth = mouth_width(avatar_n) / max(mouth_width(neutral), 1e-6)
+    k_mouth = _mouth_size(avatar_n, opts.widest_rest_mouth) / max(_mouth_size(neutral, opts.widest_rest_mouth), 1e-6)
     k_eye = np.mean([eye_width(avatar_n, side) / max(eye_width(neutral, side), 1e-6) for side in ("right", "left")])
     mouth_w, eye_w, outline_w = _region_weights()
     gain = 1.0 + (k_mouth - 1.0) * mouth_w + (k_eye - 1.0) * eye_w * (1.0 - mouth_w)
