@@ -430,14 +430,15 @@ def plan_retarget(sender_neutral: Landmarks, avatar_neutral: Landmarks, options:
     # The skin under the lip as shares of the picture's own span: the identity push, which moves the mouth
     # whole and the skin by its own difference, would fold a thin strip before any expression.
     chin = plan_chin_strip(neutral, avatar_n)
+    # Sizes from the picture as it is: the push moves the eyes apart, which would change a mouth's size (_mouth_size).
+    k_mouth = _mouth_size(avatar_n, opts.widest_rest_mouth) / max(_mouth_size(neutral, opts.widest_rest_mouth), 1e-6)
+    k_eye = np.mean([eye_width(avatar_n, side) / max(eye_width(neutral, side), 1e-6) for side in ("right", "left")])
     if opts.identity_push:
         # Both with their lips closed: a mouth open in one picture is not a difference of identity.
         diff = _identity_difference(avatar_n, neutral)
         face_width = float(np.ptp(avatar_n[topo.face_oval_ring(), 0]))
         largest = float(np.linalg.norm(diff[:, :2], axis=1).max())
         avatar_n = avatar_n + min(opts.identity_push, opts.push_limit * face_width / max(largest, 1e-9)) * diff
-    k_mouth = _mouth_size(avatar_n, opts.widest_rest_mouth) / max(_mouth_size(neutral, opts.widest_rest_mouth), 1e-6)
-    k_eye = np.mean([eye_width(avatar_n, side) / max(eye_width(neutral, side), 1e-6) for side in ("right", "left")])
     mouth_w, eye_w, outline_w = _region_weights()
     gain = 1.0 + (k_mouth - 1.0) * mouth_w + (k_eye - 1.0) * eye_w * (1.0 - mouth_w)
     eye_line = float(neutral[list(topo.EYE_CORNERS), 1].mean())
