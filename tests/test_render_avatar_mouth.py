@@ -124,7 +124,9 @@ def test_a_dropped_jaw_moves_a_larger_mouths_lower_lip_whole() -> None:
     """An avatar whose mouth is larger than the sender's: the jaw's drop scales to it, the lip band moves as one.
     Graded from the outer lip only, the inner lip took less of the scale than the outer, and the lower lip
     stretched into a thick band (a tongue, on a small tile) as the jaw dropped."""
-    sender = _closed(astronaut_landmarks())
+    # The astronaut smiles (her mouth is 0.71 of her eyes' outer-corner span): narrowed to 0.41 of it, at rest, so
+    # the avatar's 1.4x mouth (0.58) is a larger mouth, not a grin (retarget._mouth_size takes at most 0.6 for size).
+    sender = _wide_mouthed(_closed(astronaut_landmarks()), 0.58)
     avatar = _wide_mouthed(sender, 1.4)
     dropped = _drop_jaw(sender, 12.0)
     assert abs(_lower_lip(dropped) - _lower_lip(sender)) < 1e-3

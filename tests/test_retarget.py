@@ -91,3 +91,47 @@ def test_a_keyframe_caught_mid_blink_does_not_make_the_avatar_stare() -> None:
         assert abs(opened - eye_open_ratio(plain.astype(np.float64), side)) < 0.3 * eye_open_ratio(plain.astype(np.float64), side)
     shut = retarget(blinking, blinking, sender)
     assert eye_open_ratio(shut.astype(np.float64), "right") < 0.2
+
+
+def _widen_mouth(points: Landmarks, factor: float) -> Landmarks:
+    """Both lip rings stretched sideways about the mouth's centre (a smile's width, corners pulled outwards)."""
+    out = points.copy()
+    lips = np.concatenate([topo.outer_lip_ring(), topo.inner_lip_ring()])
+    centre = float(points[lips, 0].mean())
+    out[lips, 0] = centre + (points[lips, 0] - centre) * factor
+    return out
+
+
+def _mouth_span(points: Landmarks) -> float:
+    a, b = topo.MOUTH_OUTER_CORNERS
+    return float(points[b, 0] - points[a, 0]) if points[b, 0] > points[a, 0] else float(points[a, 0] - points[b, 0])
+
+
+def _eye_span(points: Landmarks) -> float:
+    return float(np.linalg.norm(points[topo.RIGHT_EYE_CORNERS[0], :2] - points[topo.LEFT_EYE_CORNERS[0], :2]))
+
+
+def _at_rest() -> Landmarks:
+    """The astronaut with her smile's width taken out: a mouth half as wide as her eyes' outer corners are apart."""
+    smiling = astronaut_landmarks()
+    return _widen_mouth(smiling, 0.5 * _eye_span(smiling) / _mouth_span(smiling))
+
+
+def test_a_grinning_avatar_widens_its_mouth_as_much_as_the_sender_does() -> None:
+    """A picture's grin is expression, not a larger mouth: the sender's smile is not scaled up by it."""
+    sender = _at_rest()
+    grinning = _widen_mouth(sender, 0.78 / 0.5)  # a grin as wide as the widest picture's (happy1)
+    smiling = _widen_mouth(sender, 1.1)
+    widening = _mouth_span(retarget(smiling, sender, grinning, RetargetOptions(identity_push=0.0))) - _mouth_span(grinning)
+    sender_widening = _mouth_span(smiling) - _mouth_span(sender)
+    # Scaled by the widest mouth taken for its size over the sender's (0.6 / 0.5); before, by the grin's (0.78 / 0.5).
+    assert 1.1 * sender_widening < widening < 1.3 * sender_widening
+
+
+def test_a_small_mouth_still_moves_in_proportion_to_its_size() -> None:
+    sender = _at_rest()
+    small = _widen_mouth(sender, 0.75)
+    smiling = _widen_mouth(sender, 1.1)
+    widening = _mouth_span(retarget(smiling, sender, small, RetargetOptions(identity_push=0.0))) - _mouth_span(small)
+    sender_widening = _mouth_span(smiling) - _mouth_span(sender)
+    assert 0.7 * sender_widening < widening < 0.8 * sender_widening

@@ -207,6 +207,20 @@ class RetargetOptions:
     # scaled down so that no landmark moves more than push_limit face widths.
     identity_push: float = 1.0
     push_limit: float = 0.03
+    # The widest mouth (per span of the eyes' outer corners) taken as its size for the expression's scale
+    # (_mouth_size); wider is a smile in the neutral picture.
+    widest_rest_mouth: float = 0.6
+
+
+def _mouth_size(points: Vec, widest: float) -> float:
+    """The mouth's width as a measure of its size: at most `widest` times the span of the eyes' outer corners.
+
+    A mouth at rest is 0.45-0.6 of that span (0.39-0.6 over the 37 identity pictures but four); a smiling
+    picture's is stretched past it (a grin: 0.72-0.8). That stretch is expression, not size: taken for size it
+    scaled the sender's smile up by a third on a grinning avatar, whose grin then spread past the cheeks.
+    """
+    span = float(np.linalg.norm(points[topo.RIGHT_EYE_CORNERS[0], :2] - points[topo.LEFT_EYE_CORNERS[0], :2]))
+    return min(mouth_width(points), widest * span)
 
 
 def _set_eye_opening(points: Vec, avatar: Vec, ring: npt.NDArray[np.int32], ratio: float) -> None:
@@ -416,14 +430,15 @@ def plan_retarget(sender_neutral: Landmarks, avatar_neutral: Landmarks, options:
     # The skin under the lip as shares of the picture's own span: the identity push, which moves the mouth
     # whole and the skin by its own difference, would fold a thin strip before any expression.
     chin = plan_chin_strip(neutral, avatar_n)
+    # Sizes from the picture as it is: the push moves the eyes apart, which would change a mouth's size (_mouth_size).
+    k_mouth = _mouth_size(avatar_n, opts.widest_rest_mouth) / max(_mouth_size(neutral, opts.widest_rest_mouth), 1e-6)
+    k_eye = np.mean([eye_width(avatar_n, side) / max(eye_width(neutral, side), 1e-6) for side in ("right", "left")])
     if opts.identity_push:
         # Both with their lips closed: a mouth open in one picture is not a difference of identity.
         diff = _identity_difference(avatar_n, neutral)
         face_width = float(np.ptp(avatar_n[topo.face_oval_ring(), 0]))
         largest = float(np.linalg.norm(diff[:, :2], axis=1).max())
         avatar_n = avatar_n + min(opts.identity_push, opts.push_limit * face_width / max(largest, 1e-9)) * diff
-    k_mouth = mouth_width(avatar_n) / max(mouth_width(neutral), 1e-6)
-    k_eye = np.mean([eye_width(avatar_n, side) / max(eye_width(neutral, side), 1e-6) for side in ("right", "left")])
     mouth_w, eye_w, outline_w = _region_weights()
     gain = 1.0 + (k_mouth - 1.0) * mouth_w + (k_eye - 1.0) * eye_w * (1.0 - mouth_w)
     eye_line = float(neutral[list(topo.EYE_CORNERS), 1].mean())
