@@ -151,3 +151,75 @@ def test_the_shade_of_hair_in_an_eyes_berth_takes_the_fill_its_make_up_does_not(
     # soft edge takes a rim of it whatever it is, the berth's shade must not take the rest.
     cr = [float(cv2.cvtColor(x, cv2.COLOR_BGR2YCrCb)[..., 1][patch].mean()) for x in (image, out, plain)]
     assert cr[1] - cr[2] > 0.6 * (cr[0] - cr[2]), cr
+
+
+def _eye_rings(lm: Landmarks) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]:
+    """The eye on the image's right (the strand's side) first."""
+    rings = (topo.right_eye_ring(), topo.left_eye_ring())
+    return tuple(sorted(rings, key=lambda r: -float(lm[r, 0].mean())))  # type: ignore[return-value]
+
+
+def _opening(shape: tuple[int, int], lm: Landmarks, ring: npt.NDArray[np.int32], grow: int = 0) -> npt.NDArray[np.bool_]:
+    mask = np.zeros(shape, np.uint8)
+    cv2.fillPoly(mask, [np.round(lm[ring, :2]).astype(np.int32)], 255)
+    if grow > 0:
+        mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
+    return mask > 0
+
+
+def test_a_fringe_down_to_the_lashes_leaves_the_lash_line() -> None:
+    """Hair over the forehead down to just above the eyes: the cover's growth and soft edge took the upper
+    lash line with it (the eye read as a lashless grey smear); the lash line stays as it was."""
+    image, lm, _, _, _ = _sides()
+    h, w = image.shape[:2]
+    width = float(np.ptp(lm[topo.face_oval_ring(), 0]))
+    face = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(face, [np.round(lm[topo.face_oval_ring(), :2]).astype(np.int32)], 255)
+    rows = np.mgrid[0:h, 0:w][0]
+    lash = int(round(0.012 * width))
+    lines = np.zeros((h, w), np.bool_)
+    for ring in _eye_rings(lm):
+        lines |= _opening((h, w), lm, ring, lash) & ~_opening((h, w), lm, ring)
+    eye_top = float(min(lm[r, 1].min() for r in _eye_rings(lm)))
+    near_lines = cv2.dilate(lines.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    fringe = (face > 0) & (rows < eye_top - lash - 0.015 * width) & ~near_lines
+    image[fringe] = (40, 60, 95)
+    image[lines] = (35, 40, 55)  # lashes and liner
+    assert avatar_cover(image, lm)[fringe].mean() > 0.7
+    out = fill_cover(image, lm)
+    kept = np.abs(_luma(out)[lines] - _luma(image)[lines])
+    assert float(np.mean(kept)) < 3.0, float(np.mean(kept))
+
+
+def test_an_eye_under_a_fringe_is_drawn_from_the_other_eye() -> None:
+    """A fringe falling over one eye (hair all round it, the eye seen darkened through it): the eye was left
+    a dark hollow in skin; it is drawn from the mirror image of the other eye."""
+    from facewire.shared.render.frontal import hidden_eye
+
+    image, lm, _, _, _ = _sides()
+    h, w = image.shape[:2]
+    width = float(np.ptp(lm[topo.face_oval_ring(), 0]))
+    face = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(face, [np.round(lm[topo.face_oval_ring(), :2]).astype(np.int32)], 255)
+    under, clear = _eye_rings(lm)
+    rows, cols = np.mgrid[0:h, 0:w].astype(np.float32)
+    eye = _opening((h, w), lm, under)
+    # Hair from the outline over the eye's surroundings, down past it to the cheek.
+    fringe = (face > 0) & (cols > float(lm[under, 0].min()) - 0.06 * width) & (rows < float(lm[under, 1].max()) + 0.12 * width) & ~eye
+    image[fringe] = (40, 60, 95)
+    image[eye] = (image[eye] * np.float32(0.45)).astype(np.uint8)
+    shares = avatar_cover(image, lm)
+    assert hidden_eye(shares, lm, width) is not None
+    out = fill_cover(image, lm)
+    other = _luma(image)[_opening((h, w), lm, clear)]
+    got = _luma(out)[eye]
+    assert float(np.median(_luma(image)[eye])) < 0.6 * float(np.median(other))
+    assert abs(float(np.median(got)) - float(np.median(other))) < 0.15 * float(np.median(other)), (np.median(got), np.median(other))
+
+
+def test_no_eye_is_hidden_on_a_clear_face() -> None:
+    from facewire.shared.render.frontal import hidden_eye
+
+    image, lm, _, _, _ = _sides()
+    width = float(np.ptp(lm[topo.face_oval_ring(), 0]))
+    assert hidden_eye(avatar_cover(image, lm), lm, width) is None
