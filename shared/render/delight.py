@@ -20,8 +20,9 @@ the nostrils and a cheek's hollow in narrow bands that follow the face's shape, 
 Under the scene's light (from elsewhere) they show as a dark band down the nose. A face's skin is
 nearly symmetric, so the difference between a pixel and its mirror partner (the mesh gives the
 correspondence) is light: the shaded side is raised to its lit partner first, the skin's mean kept
-(_one_sided_light); however deep, as long as it covers more of a patch than a mole or a strand does. What both sides share (the relief of light from the front or above: sockets, the
-shade under the nose) stays, as the recogniser reads the face's shape from it.
+(_one_sided_light), however deep, as long as it covers more of a patch than a mole or a strand
+does. What both sides share (the relief of light from the front or above: sockets, the shade
+under the nose) stays, as the recogniser reads the face's shape from it.
 """
 
 from __future__ import annotations
@@ -79,8 +80,8 @@ class DelightOptions:
     side_strength: float = 1.0
     side_scale: float = 0.03
     side_bias: float = 1.0
-    # The most the side evening lifts or lowers a pixel by (on top of the rest, bounded by `max_gain`): a cast
-    # shadow down a flank of the nose is often a quarter of the lit side's brightness.
+    # The most the side evening lifts or lowers a pixel by (on top of the rest, bounded by `max_gain`; round the
+    # eyes by `max_gain` too): a cast shadow down a flank of the nose is often a quarter of the lit side's brightness.
     side_max_gain: float = 4.0
 
 
@@ -271,7 +272,12 @@ def _one_sided_light(y: FloatImage, weight: FloatImage, landmarks: Landmarks, wi
     # spread as a pale halo; the skin's faint texture (pores, below the edge threshold) is smoothed out.
     radius = max(1, int(round(opts.side_scale * width)))
     smooth = cv2.ximgproc.guidedFilter(guide.astype(np.float32), np.ascontiguousarray(filled[..., 0]), radius, _SIDE_EDGE**2)
-    limit = np.float32(np.log(opts.side_max_gain))
+    # Round the eyes no more than `max_gain`: a socket's shade is partly its own depth, which the light on one side
+    # shows more than on the other, and a lid lifted past that glares as a pale patch over the eye.
+    sockets = eye_openings((h, w), landmarks, max(1, int(round(_SOCKET * width))))
+    near_eyes = cv2.GaussianBlur(sockets.astype(np.float32) / np.float32(255.0), (0, 0), max(1.0, 0.5 * _SOCKET * width))
+    low, high = np.float32(np.log(min(opts.max_gain, opts.side_max_gain))), np.float32(np.log(opts.side_max_gain))
+    limit = high + (low - high) * np.clip(2.0 * near_eyes, 0.0, 1.0)
     # To the average of the two sides (side_bias 0), or the shaded side up to the lit one (1); then the
     # skin's mean kept: the light is evened out, not added (the face's exposure is the scene's to set).
     gain = np.float32(0.5 * opts.side_strength) * (np.float32(opts.side_bias) * np.abs(smooth) - smooth)
@@ -294,6 +300,7 @@ def _fill(values: FloatImage, weight: FloatImage, fine: float, coarse: float) ->
 _SIDE_OUTLIER = 0.9  # log luminance off the sides' difference round it: beyond about this a pixel is not skin in another light
 _SIDE_PATCH = 0.1  # of the face width: the patch whose median difference says what the light round a pixel is
 _PATCH_RANGE = 2.5  # log luminance: the sides' difference is quantised over +-this for the median (1/51 log a level)
+_SOCKET = 0.035  # of the face width round an eye's opening: its lids
 _SIDE_FILL = 0.005  # of the face width: the blur that fills the comparison in over features and outliers
 _SIDE_EDGE = 0.08  # log luminance: a step in the picture stronger than this is an edge the lift keeps to
 
