@@ -23,7 +23,11 @@ the output is judged:
   or the avatar's hair, a smeared brow or a pale band adds energy at that scale. `seam` is the same
   over a band round the outline (0.06 face widths inside). x100, so about percent of contrast.
   `rings` is paleness round the eyes (lids, sockets, corners; not the openings, lashes or brows),
-  which `blotch` leaves out with the features (`skin_scores`).
+  which `blotch` leaves out with the features (`skin_scores`). `blotch` is brightness only and cannot
+  see colour: `cast` is the RMS over the same skin of the output's log chromaticity (log B/G, log R/G,
+  at the patch scale) off the input's, that is off the sender's skin in the scene's light, which the
+  neck and ears beside the face keep: an ochre varnish, a brown painted shade or a grey-green patch
+  raise it; 0 is the scene's own skin colour (it is not a difference of two measures like the others).
 
 `--same-person` runs the avatar path driven by the clip's own person: the avatar is the clip's
 first tracked frame (the keyframe), later frames are the truth; face-region SSIM and PSNR (inside
@@ -105,6 +109,7 @@ class PairResult:
     blotch: float = float("nan")
     seam: float = float("nan")
     rings: float = float("nan")
+    cast: float = float("nan")
     # Judged frames the recogniser did not call the avatar: (frame, distance to the avatar, yaw, pitch, mouth
     # ratio, eye ratio of the input), to see whether a pair fails on turns, a laugh or narrowed eyes.
     missed: list[tuple[int, float, float, float, float, float]] = field(default_factory=list)
@@ -169,9 +174,10 @@ class SkinScores:
     blotch: float  # luminance, on the skin less the features
     seam: float  # luminance, in the band inside the outline
     rings: float  # paleness round the eyes: lids, sockets and corners, less the openings and brows
+    cast: float  # colour, on the skin less the features: off the scene's skin under the same light (not a difference)
 
 
-_SKIN_FIELDS = ("blotch", "seam", "rings")
+_SKIN_FIELDS = ("blotch", "seam", "rings", "cast")
 RING_REACH = 0.05  # face widths round the eyes' openings
 LASH_LINE = 0.012  # face widths round an opening: lashes and liner, left out of `rings`
 
@@ -233,10 +239,17 @@ def skin_scores(truth: Image, out: Image, lm: Landmarks, out_lm: Landmarks | Non
         light = normalised_blur(y[..., None], skin.astype(np.float32), max(0.7, BLOTCH_SCALES[1] * width))[..., 0]
         return float(np.maximum(y - light, 0.0)[rings].mean()) if rings.any() else float("nan")
 
+    def chroma(image: Image) -> npt.NDArray[np.float32]:
+        logs = np.log(image[y0:y1, x0:x1].astype(np.float32) + 8.0)
+        # Log chromaticity (blue and red against green): a colour, whatever the light's brightness.
+        return np.asarray(cv2.GaussianBlur(logs[..., [0, 2]] - logs[..., 1:2], (0, 0), max(0.7, BLOTCH_SCALES[0] * width)), np.float32)
+
+    off = chroma(out) - chroma(truth)
     return SkinScores(
         blotch=100.0 * (_band_energy(luma(out), skin, width) - _band_energy(luma(truth), skin, width)),
         seam=100.0 * (_band_energy(luma(out), seam, width) - _band_energy(luma(truth), seam, width)),
         rings=100.0 * (paler(out) - paler(truth)),
+        cast=100.0 * float(np.sqrt(np.mean(np.square(off[skin])))) if skin.any() else float("nan"),
     )
 
 
@@ -476,7 +489,7 @@ def write_sheets(out_dir: Path, clips: dict[str, list[tuple[Image, Landmarks | N
                 out = renderer.render(FrameState(i, i * 33_333, "tracked", lm, None)).image
                 sc = skin_scores(image, out, lm, None)
                 records.append({"identity": name, "clip": c, "frame": i, **asdict(sc)})
-                faces.append(_label(_face_crop(out, lm, crop), f"b{sc.blotch:.1f} r{sc.rings:.1f}"))
+                faces.append(_label(_face_crop(out, lm, crop), f"b{sc.blotch:.1f} r{sc.rings:.1f} c{sc.cast:.0f}"))
                 tiles.append(_tile(out, tile))
         faces_rows.append(np.hstack(faces))
         tile_rows.append(np.hstack(tiles))

@@ -28,3 +28,16 @@ def test_a_pale_ring_round_the_eyes_counts_as_rings_not_as_blotch() -> None:
     assert scores.rings > 3.0, scores
     assert abs(scores.blotch) < 1.0, scores
     assert abs(skin_scores(image, image, lm, None).rings) < 1e-6
+
+
+def test_a_colour_cast_counts_as_cast_and_a_brightness_change_does_not() -> None:
+    image, lm = big_astronaut()
+    # An ochre varnish: red up, blue down, over the whole picture (the brightness about the same).
+    varnished = np.clip(image.astype(np.float32) * np.array([0.8, 1.0, 1.15], np.float32), 0, 255).astype(np.uint8)
+    assert skin_scores(image, varnished, lm, None).cast > 10.0
+    for gain in (0.8, 1.1):  # another light's brightness (short of clipping the skin, which does turn it paler)
+        relit = np.clip(image.astype(np.float32) * gain, 0, 255).astype(np.uint8)
+        assert skin_scores(image, relit, lm, None).cast < 2.0
+    assert skin_scores(image, image, lm, None).cast < 1e-6
+    # blotch is brightness only: blind to the cast.
+    assert abs(skin_scores(image, varnished, lm, None).blotch) < 1.0

@@ -11,15 +11,18 @@ around it (a moustache, lashes, a fringe) are left out of the light estimate, wh
 over them from the skin around (normalised convolution), so they keep their contrast to it.
 
 Highlights are light too, but finer than that blur: a painted shine down the nose or pale lids
-are toned down against the skin's light round them (_tame_highlights).
+are toned down against the skin's light round them (_tame_highlights). Dark lines deeper than a
+face's creases in ordinary light (a painting's craquelure, hard painted lines) are made shallower
+(_tame_creases).
 
 Light from one side is also finer than any blur: it darkens one flank of the nose, one side of
 the nostrils and a cheek's hollow in narrow bands that follow the face's shape, not its distance.
 Under the scene's light (from elsewhere) they show as a dark band down the nose. A face's skin is
 nearly symmetric, so the difference between a pixel and its mirror partner (the mesh gives the
 correspondence) is light: the shaded side is raised to its lit partner first, the skin's mean kept
-(_one_sided_light). What both sides share (the relief of light from the front or above: sockets, the
-shade under the nose) stays, as the recogniser reads the face's shape from it.
+(_one_sided_light), however deep, as long as it covers more of a patch than a mole or a strand
+does. What both sides share (the relief of light from the front or above: sockets, the shade
+under the nose) stays, as the recogniser reads the face's shape from it.
 """
 
 from __future__ import annotations
@@ -67,11 +70,19 @@ class DelightOptions:
     highlight_knee: float = 0.1
     highlight_keep: float = 0.35
     highlight_scale: float = 0.1  # face widths: the blur of the skin's light that highlights are judged against
+    # Creases: dark lines narrower than `crease_width` (face widths) deeper than `crease_knee` (log) below the skin
+    # either side keep only `crease_keep` of the excess (see _tame_creases); 1 keeps them as painted.
+    crease_width: float = 0.025
+    crease_knee: float = 0.1
+    crease_keep: float = 0.25
     # Of the difference in light between the face's two sides (_one_sided_light) taken out, and the scale
     # (face widths) it is smoothed at: finer is the skin's own texture, kept on each side.
     side_strength: float = 1.0
     side_scale: float = 0.03
     side_bias: float = 1.0
+    # The most the side evening lifts or lowers a pixel by (on top of the rest, bounded by `max_gain`; round the
+    # eyes by `max_gain` too): a cast shadow down a flank of the nose is often a quarter of the lit side's brightness.
+    side_max_gain: float = 4.0
 
 
 def feature_mask(shape: tuple[int, int], landmarks: Landmarks, width: float) -> npt.NDArray[np.uint8]:
@@ -114,7 +125,8 @@ def delight(image: Image, landmarks: Landmarks, options: DelightOptions | None =
     # Off the outline: the skin only, not the hair or background the outline may touch.
     edge = max(1, int(round(0.04 * width)))
     skin = cv2.erode(face, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * edge + 1, 2 * edge + 1)))
-    skin[feature_mask((h, w), landmarks, width) > 0] = 0
+    features = feature_mask((h, w), landmarks, width)
+    skin[features > 0] = 0
     ycc = cv2.cvtColor(image, cv2.COLOR_BGR2YCrCb).astype(np.float32)
     sigma = max(1.0, opts.scale * width)
     weight = (skin > 0).astype(np.float32)
@@ -139,17 +151,23 @@ def delight(image: Image, landmarks: Landmarks, options: DelightOptions | None =
         if split is None:
             return image
         light, mean, log_gain = split
+    limit = float(np.log(opts.max_gain))
+    log_gain = np.clip(log_gain, -limit, limit)
     if side is not None:
         ycc[..., 0] = own
-        log_gain = log_gain + side
-    limit = float(np.log(opts.max_gain))
-    gain = np.exp(np.clip(log_gain, -limit, limit))
+        log_gain = log_gain + side  # bounded on its own (side_max_gain)
+    gain = np.exp(log_gain)
     # Inside the face only, faded in over the outline band (the renderer's feather barely shows it).
     inside = cv2.GaussianBlur(face.astype(np.float32) / 255.0, (0, 0), max(1.0, 0.02 * width))
     # Brightening a shadow lifts the skin in it, not what is already bright there (the white of an
     # eye in a dark socket, a highlight): those would glare as halos.
     above = np.clip(2.0 - (ycc[..., 0] + 8.0) / (light[..., 0] + 8.0), 0.0, 1.0)
     gain = np.where(gain > 1.0, 1.0 + (gain - 1.0) * above, gain)
+    # Likewise darkening a bright patch tones down the skin in it, not what is far darker there (a moustache
+    # under a lit nose, nostrils, a beard on the lit side): the estimate fills their light in from the bright
+    # skin round them, and darkened by it a moustache merges with the nostrils into one black blob.
+    below = np.clip(((ycc[..., 0] + 8.0) / (light[..., 0] + 8.0) - _DARK_KEPT) / _DARK_KEPT, 0.0, 1.0)
+    gain = np.where(gain < 1.0, 1.0 - (1.0 - gain) * below, gain)
     if opts.eye_lift < 1.0:
         # Nor the eyes in a shadowed socket: a painter (or the light) gives the shaded eye its own
         # low contrast and a bright glint on the white; lifted with the socket, its iris greys and
@@ -163,9 +181,16 @@ def delight(image: Image, landmarks: Landmarks, options: DelightOptions | None =
         exempt = _openings((h, w), landmarks, width)
         reach = max(1.0, opts.highlight_scale * width)
         out[..., 0] = _tame_highlights(out[..., 0], (skin > 0).astype(np.float32), inside * (1.0 - exempt), reach, opts)
+    if opts.crease_keep < 1.0:
+        # The features (eyes with their lashes, brows, lips, nostrils) are dark lines of their own, and stay.
+        plain = cv2.GaussianBlur((face > 0).astype(np.float32) * (features == 0), (0, 0), max(0.5, 0.01 * width))
+        out[..., 0] = _tame_creases(out[..., 0], plain, max(3, int(round(opts.crease_width * width)) | 1), opts)
     # Chroma as a shift: the smooth colour patch moves to the skin's mean, the detail on it stays.
     out[..., 1:] -= (opts.chroma * inside)[..., None] * (light[..., 1:] - mean[1:])
     return np.asarray(cv2.cvtColor(np.clip(out + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_YCrCb2BGR), np.uint8)
+
+
+_DARK_KEPT = 0.35  # of the local light: darker than this is a feature or hair, never darkened (wholly from twice it)
 
 
 def _split_light(
@@ -233,9 +258,13 @@ def _one_sided_light(y: FloatImage, weight: FloatImage, landmarks: Landmarks, wi
     if float(wt.sum()) < 50.0:
         return np.zeros((h, w), np.float32)
     diff = log_y - partner
-    # A strand or a mole on one side is not light: what differs far more than light does pulls on nothing.
-    # (A flat-topped bell: a shade is within it, a mole or a strand is wholly out.)
-    wt *= np.exp(-np.square(np.square(diff / np.float32(_SIDE_OUTLIER))))
+    # A strand or a mole on one side is not light: what differs far more from the difference round it than
+    # light does pulls on nothing. Judged against the median round it, not against zero: a mole or a strand
+    # covers less than half of a patch, a cast shadow (a deep band down the shaded flank of the nose, a whole
+    # cheek in shade) more, and is light however deep. (A flat-topped bell: a shade is within it, a mole or
+    # a strand is wholly out.)
+    around = _patch_median(diff, wt, _SIDE_PATCH * width)
+    wt *= np.exp(-np.square(np.square((diff - around) / np.float32(_SIDE_OUTLIER))))
     filled = _fill(np.dstack([diff, log_y]), wt, _SIDE_FILL * width, opts.side_scale * width)
     guide = filled[..., 1] * (1.0 - wt) + log_y * wt
     # Smoothed, but edge-aware (a guided filter on the face's own luminance): a shadow's edge is an
@@ -243,7 +272,12 @@ def _one_sided_light(y: FloatImage, weight: FloatImage, landmarks: Landmarks, wi
     # spread as a pale halo; the skin's faint texture (pores, below the edge threshold) is smoothed out.
     radius = max(1, int(round(opts.side_scale * width)))
     smooth = cv2.ximgproc.guidedFilter(guide.astype(np.float32), np.ascontiguousarray(filled[..., 0]), radius, _SIDE_EDGE**2)
-    limit = np.float32(np.log(opts.max_gain))
+    # Round the eyes no more than `max_gain`: a socket's shade is partly its own depth, which the light on one side
+    # shows more than on the other, and a lid lifted past that glares as a pale patch over the eye.
+    sockets = eye_openings((h, w), landmarks, max(1, int(round(_SOCKET * width))))
+    near_eyes = cv2.GaussianBlur(sockets.astype(np.float32) / np.float32(255.0), (0, 0), max(1.0, 0.5 * _SOCKET * width))
+    low, high = np.float32(np.log(min(opts.max_gain, opts.side_max_gain))), np.float32(np.log(opts.side_max_gain))
+    limit = high + (low - high) * np.clip(2.0 * near_eyes, 0.0, 1.0)
     # To the average of the two sides (side_bias 0), or the shaded side up to the lit one (1); then the
     # skin's mean kept: the light is evened out, not added (the face's exposure is the scene's to set).
     gain = np.float32(0.5 * opts.side_strength) * (np.float32(opts.side_bias) * np.abs(smooth) - smooth)
@@ -263,9 +297,26 @@ def _fill(values: FloatImage, weight: FloatImage, fine: float, coarse: float) ->
     return np.asarray(near * enough + far * (1.0 - enough), np.float32)
 
 
-_SIDE_OUTLIER = 0.9  # log luminance between the two sides: beyond about this a pixel is not skin in another light
+_SIDE_OUTLIER = 0.9  # log luminance off the sides' difference round it: beyond about this a pixel is not skin in another light
+_SIDE_PATCH = 0.1  # of the face width: the patch whose median difference says what the light round a pixel is
+_PATCH_RANGE = 2.5  # log luminance: the sides' difference is quantised over +-this for the median (1/51 log a level)
+_SOCKET = 0.035  # of the face width round an eye's opening: its lids
 _SIDE_FILL = 0.005  # of the face width: the blur that fills the comparison in over features and outliers
 _SIDE_EDGE = 0.08  # log luminance: a step in the picture stronger than this is an edge the lift keeps to
+
+
+def _patch_median(values: FloatImage, weight: FloatImage, size: float) -> FloatImage:
+    """The median of `values` over a square patch `size` pixels across round each pixel, where `weight` is (filled in
+    from around elsewhere, so the features and the background do not pull it towards their own values).
+
+    OpenCV's median of a large window (histogram-based, constant time in its size) works on 8 bits: the values
+    are quantised over +-_PATCH_RANGE, finer than the outlier bell needs."""
+    around = _fill(values[..., None], weight, 0.25 * size, size)[..., 0]
+    filled = np.where(weight > 0.5, values, around)
+    scale = np.float32(127.5 / _PATCH_RANGE)
+    levels = np.clip(filled * scale + np.float32(127.5), 0, 255).astype(np.uint8)
+    k = max(3, int(round(size)) | 1)
+    return np.asarray((cv2.medianBlur(levels, k).astype(np.float32) - np.float32(127.5)) / scale, np.float32)
 
 
 def _tame_highlights(y: FloatImage, skin: FloatImage, where: FloatImage, sigma: float, opts: DelightOptions) -> FloatImage:
@@ -289,6 +340,23 @@ def _tame_highlights(y: FloatImage, skin: FloatImage, where: FloatImage, sigma: 
     over = np.maximum(log_y - local - knee, 0.0)
     cut = over * np.float32(1.0 - opts.highlight_keep) * where
     return np.asarray(np.exp(log_y - cut) - np.float32(8.0), np.float32)
+
+
+def _tame_creases(y: FloatImage, where: FloatImage, size: int, opts: DelightOptions) -> FloatImage:
+    """Luminance `y` with dark lines narrower than `size` pixels made shallower past a knee, where `where` is 1.
+
+    A face's fine detail in ordinary light is shallow: pores, fine lines, a crease a little darker than
+    the skin on either side. A painting's craquelure, its hard painted lines and a photograph's deep,
+    side-lit wrinkles are far deeper; magnified and brightened to the scene's light they read as cracks
+    in the skin and grey flecks. A morphological closing (the skin either side of any line narrower than
+    `size`) gives what the line is below; of the depth past `crease_knee` only `crease_keep` is kept. What
+    is broader (a beard, a shade, a moustache) is its own surface and is untouched.
+    """
+    log_y = np.log(np.maximum(y, 0.0) + np.float32(8.0))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    depth = cv2.morphologyEx(log_y, cv2.MORPH_CLOSE, kernel) - log_y
+    lift = np.maximum(depth - np.float32(opts.crease_knee), 0.0) * np.float32(1.0 - opts.crease_keep) * where
+    return np.asarray(np.exp(log_y + lift) - np.float32(8.0), np.float32)
 
 
 def _openings(shape: tuple[int, int], landmarks: Landmarks, width: float) -> FloatImage:
