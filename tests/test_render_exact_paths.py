@@ -4,24 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from facewire.shared.render.warp import Region, _coarse_map, affine_coefficients, triangle_raster, warp_map
+from facewire.shared.render.warp import Region, _coarse_map, affine_coefficients, sampled_affine, triangle_raster, warp_map
 
 
 def _coarse_map_by_id(dst: np.ndarray, src: np.ndarray, region: Region, step: int, order: np.ndarray | None,
                       fallback: np.ndarray) -> np.ndarray:
-    """The coarse map as it was made before drawing ranks: the raster of triangle ids, coefficients gathered by id."""
+    """The coarse map as it was made before drawing ranks: coefficients gathered by the raster of triangle ids."""
     raster = triangle_raster(dst, region, step, order)
     coef = np.empty((len(dst) + 1, 6))
     coef[0] = fallback.reshape(6)
     coef[1:] = affine_coefficients(dst, src)
-    rows, cols = raster.shape
-    xs = (region.x0 + (np.arange(cols) + 0.5) * step - 0.5).astype(np.float32)[None, :]
-    ys = (region.y0 + (np.arange(rows) + 0.5) * step - 0.5).astype(np.float32)[:, None]
-    c = coef.astype(np.float32).take(raster.ravel(), axis=0).reshape(rows, cols, 6)
-    maps = np.empty((rows, cols, 2), np.float32)
-    maps[..., 0] = c[..., 0] * xs + c[..., 1] * ys + c[..., 2]
-    maps[..., 1] = c[..., 3] * xs + c[..., 4] * ys + c[..., 5]
-    return maps
+    return sampled_affine(coef, raster, region, step)
 
 
 def test_the_coarse_map_by_drawing_rank_is_the_map_by_triangle_id() -> None:

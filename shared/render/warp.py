@@ -186,15 +186,20 @@ def _coarse_map(
     coef = np.empty((len(ids) + 1, 6))
     coef[0] = (fallback if fallback is not None else np.array([[1.0, 0, 0], [0, 1.0, 0]])).reshape(6)
     coef[1:] = affine_coefficients(dst, src) if order is None else affine_coefficients(dst[ids], src[ids])
-    rows, cols = raster.shape
+    return sampled_affine(coef, raster, region, step), raster
+
+
+def sampled_affine(coef: npt.NDArray[np.float64], index: npt.NDArray[np.int32], region: Region, step: int) -> PointMap:
+    """The map on the coarse grid of `region` where each sample takes the affine map `coef[index]` (rows of 6)."""
+    rows, cols = index.shape
     xs = (region.x0 + (np.arange(cols) + 0.5) * step - 0.5).astype(np.float32)[None, :]
     ys = (region.y0 + (np.arange(rows) + 0.5) * step - 0.5).astype(np.float32)[:, None]
     # take(axis=0) gathers whole 6-coefficient rows: five times faster than fancy indexing or six 1-D takes.
-    c = coef.astype(np.float32).take(raster.ravel(), axis=0).reshape(rows, cols, 6)
+    c = coef.astype(np.float32).take(index.ravel(), axis=0).reshape(rows, cols, 6)
     maps = np.empty((rows, cols, 2), np.float32)
     maps[..., 0] = c[..., 0] * xs + c[..., 1] * ys + c[..., 2]
     maps[..., 1] = c[..., 3] * xs + c[..., 4] * ys + c[..., 5]
-    return maps, raster
+    return maps
 
 
 def warp_map(
