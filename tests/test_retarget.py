@@ -135,3 +135,37 @@ def test_a_small_mouth_still_moves_in_proportion_to_its_size() -> None:
     widening = _mouth_span(retarget(smiling, sender, small, RetargetOptions(identity_push=0.0))) - _mouth_span(small)
     sender_widening = _mouth_span(smiling) - _mouth_span(sender)
     assert 0.7 * sender_widening < widening < 0.8 * sender_widening
+
+
+def _short_chin(sender: Landmarks, lift: float) -> Landmarks:
+    """The sender with everything below the lower lip raised towards it by `lift` of its depth below the lip (a
+    short chin: a drawn face, a picture looking down)."""
+    avatar = sender.copy()
+    lip = float(sender[topo.outer_lip_ring(), 1].max())
+    below = avatar[:, 1] > lip
+    avatar[below, 1] -= lift * (avatar[below, 1] - lip)
+    return avatar
+
+
+def test_a_short_chinned_avatar_covers_the_senders_lower_lip() -> None:
+    """The avatar's chin is kept at least min_chin_share of the sender's lip-to-chin span below the sender's
+    lower lip, so the sender's own lip (drawn round the avatar's outline) never shows as a second one under it."""
+    sender = astronaut_landmarks()
+    lip = float(sender[topo.outer_lip_ring(), 1].max())
+    span = float(sender[topo.CHIN, 1]) - lip
+    short = _short_chin(sender, 0.7)  # its chin 0.3 of the span below the lip
+    free = retarget(sender, sender, short, RetargetOptions(identity_push=0.0, min_chin_share=0.0))
+    kept = retarget(sender, sender, short, RetargetOptions(identity_push=0.0))
+    assert (free[topo.CHIN, 1] - lip) / span < 0.35
+    assert (kept[topo.CHIN, 1] - lip) / span >= 0.5 - 0.02
+    # The eyes and the brows are the avatar's own: only the lower outline moves.
+    upper = [*topo.right_eye_ring(), *topo.left_eye_ring()]
+    assert np.allclose(kept[upper], free[upper], atol=1e-3)
+
+
+def test_an_avatar_with_a_chin_long_enough_keeps_its_own() -> None:
+    sender = astronaut_landmarks()
+    fine = _short_chin(sender, 0.3)  # 0.7 of the span
+    free = retarget(sender, sender, fine, RetargetOptions(identity_push=0.0, min_chin_share=0.0))
+    kept = retarget(sender, sender, fine, RetargetOptions(identity_push=0.0))
+    assert np.array_equal(kept, free)

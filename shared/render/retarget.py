@@ -210,6 +210,9 @@ class RetargetOptions:
     # The widest mouth (per span of the eyes' outer corners) taken as its size for the expression's scale
     # (_mouth_size); wider is a smile in the neutral picture.
     widest_rest_mouth: float = 0.6
+    # The avatar's chin at least this share of the sender's lower-lip-to-chin span below the sender's lower lip:
+    # a shorter chin leaves the sender's own lower lip showing under the avatar's (_chin_cover).
+    min_chin_share: float = 0.5
 
 
 def _mouth_size(points: Vec, widest: float) -> float:
@@ -445,9 +448,31 @@ def plan_retarget(sender_neutral: Landmarks, avatar_neutral: Landmarks, options:
     top = float(neutral[topo.FOREHEAD, 1])
     upper = np.clip((eye_line - neutral[:, 1]) / max(eye_line - top, 1e-6), 0.0, 1.0)
     strength = opts.outline_pull + (opts.upper_outline_pull - opts.outline_pull) * upper
+    mouth_line = float(neutral[list(topo.MOUTH_OUTER_CORNERS), 1].mean())
+    below = np.clip((neutral[:, 1] - eye_line) / max(mouth_line - eye_line, 1e-6), 0.0, 1.0)
+    # The keyframe's lips as they are (not closed): those are what the keyframe shows round the avatar.
+    strength = np.maximum(strength, _chin_cover(sender_neutral.astype(np.float64), avatar_n, opts.min_chin_share) * below)
     pull = np.clip(outline_w * strength, 0.0, 1.0)[:, None]
     eyes = (_neutral_eye_opening(neutral, "right"), _neutral_eye_opening(neutral, "left"))
     return RetargetPlan(sender_neutral, neutral, avatar_n, gain * opts.expression_gain, eyes, pull, opts, chin)
+
+
+def _chin_cover(keyframe: Vec, avatar_n: Vec, min_share: float) -> float:
+    """How far the lower outline must move towards the sender's for the avatar's chin to lie `min_share` of the
+    keyframe's lower-lip-to-chin span below the keyframe's lower lip (0: it already does); `avatar_n` in its frame.
+
+    The face is drawn inside the avatar's own outline, and the sender's keyframe shows round it. An avatar whose
+    chin is short against the sender's (a small drawn jaw, a picture looking down) ends just under its own
+    mouth, and the sender's lower lip, a little lower, shows under it as a second lip.
+    """
+    lip = float(keyframe[topo.outer_lip_ring(), 1].max())
+    span = float(keyframe[topo.CHIN, 1]) - lip
+    if span <= 0.0:
+        return 0.0
+    share = (float(avatar_n[topo.CHIN, 1]) - lip) / span
+    if share >= min_share or share >= 1.0:
+        return 0.0
+    return float(np.clip((min_share - share) / (1.0 - share), 0.0, 1.0))
 
 
 def apply_retarget(plan: RetargetPlan, sender_now: Landmarks) -> Landmarks:
