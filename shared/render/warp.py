@@ -161,7 +161,7 @@ def _ranked_raster(dst: Points, region: Region, step: int,
     pixels = int(lengths.sum())
     offsets = np.cumsum(lengths, dtype=np.int32) - lengths
     index = np.repeat((row * cols + x0).astype(np.int32) - offsets, lengths) + np.arange(pixels, dtype=np.int32)
-    # Overlaps resolved by drawing rank (maximum.at has a defined result for repeated pixels), then ranks to ids.
+    # Overlaps resolved by drawing rank (maximum.at has a defined result for repeated pixels); triangle_raster maps ranks to ids.
     rank = np.repeat(np.repeat(keep.astype(np.int32) + 1, counts), lengths)
     np.maximum.at(raster.reshape(-1), index, rank)
     return raster, ids
