@@ -11,7 +11,7 @@ from facewire.shared.render import make_renderer
 from facewire.shared.render.mesh import MeshOptions, MeshRenderer
 from facewire.shared.render.occlusion import OcclusionOptions, occluder_mask
 from facewire.shared.render.retarget import retarget
-from facewire.shared.render.warp import Region, affine_coefficients, remap, warp_maps
+from facewire.shared.render.warp import Region, affine_coefficients, fill_polygon, remap, warp_maps
 from facewire.shared.types import FrameState, KeyframeState
 from tests.render_fixtures import astronaut, astronaut_landmarks, big_astronaut, close_eyes, draw, open_mouth, transform
 
@@ -524,6 +524,16 @@ def test_hair_tips_cut_off_by_the_outline_band_are_not_occluders_a_long_strand_i
     # A strand falling well into the face is hair in front of it.
     strand, _, (x, y) = _hair_at_the_cheek(image, lm, 0.3)
     assert occluder_mask(strand, lm)[y - 4 : y + 5, x - 4 : x + 5].mean() > 0.5
+
+
+def test_a_strand_kept_in_front_is_drawn_on_through_the_outline_band_to_its_hair() -> None:
+    """Cut at the band, a kept strand floats on the avatar's forehead or cheek with the avatar's skin between it
+    and the hair it hangs from (a fringe on the stand-in sender of `facewire-avatar check`)."""
+    image, lm = big_astronaut()
+    strand, tuft, _ = _hair_at_the_cheek(image, lm, 0.3)
+    face = np.zeros(image.shape[:2], np.uint8)
+    fill_polygon(face, lm[topo.face_oval_ring(), :2])
+    assert occluder_mask(strand, lm)[tuft & (face > 0)].mean() > 0.9  # the band cut alone keeps ~0.4 of it
 
 
 def test_under_an_avatar_a_turned_outline_does_not_squeeze_the_keyframes_jaw_band_into_a_line() -> None:

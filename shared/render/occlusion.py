@@ -97,6 +97,16 @@ def _components(
     return np.asarray(keep[labels], np.uint8)
 
 
+def _reaching_out(blobs: npt.NDArray[np.uint8], kept: npt.NDArray[np.uint8], within: npt.NDArray[np.bool_]) -> npt.NDArray[np.uint8]:
+    """The components of `blobs` that `kept` keeps part of, whole inside `within`: a fringe kept inside the outline
+    band is drawn on through the band to the hair it hangs from, not as a strand floating on the avatar's forehead."""
+    count, labels = cv2.connectedComponents(blobs, connectivity=8)
+    keep = np.zeros(count, np.uint8)
+    keep[np.unique(labels[kept > 0])] = 1
+    keep[0] = 0
+    return np.asarray(keep[labels] * within, np.uint8)
+
+
 def _rims(luma: FloatImage, width: float, skin_y: float, skin_sigma: float) -> npt.NDArray[np.bool_]:
     """Thin dark lines (a few pixels wide at this face size), much darker than the skin around them."""
     k = max(3, int(round(0.04 * width)) | 1)
@@ -505,6 +515,7 @@ def occluder_mask(
     # left inside must be large on its own. Hair tips at the temple beside the eye, cut off from
     # their hair, are drawn as dark spots on the avatar's skin, not as hair.
     inside = _components((blobs * allowed).astype(np.uint8), opts.inside_area * opts.min_area * crop.size / 3, opened=True)
+    inside = _reaching_out(blobs, inside, face > 0 if alpha is None else (face > 0) & (alpha[fy, fx] >= 0.5))
     mask = np.maximum(inside, rims * allowed)
     soft = np.clip(cv2.GaussianBlur(mask.astype(np.float32), (0, 0), max(0.8, 0.012 * width)) * 1.5, 0.0, 1.0)
     if opts.spectacles:
