@@ -29,6 +29,10 @@ the output is judged:
   neck and ears beside the face keep: an ochre varnish, a brown painted shade or a grey-green patch
   raise it; 0 is the scene's own skin colour (it is not a difference of two measures like the others).
 
+`--stream KBPS` drives the renderer through a stream file instead (bench/drive.py): the real sender records each
+clip at that bitrate as an avatar sender, and the receiver's decoder hands the renderer its keyframes and
+quantised landmarks; the judged truth is still the input frame each message was captured from.
+
 `--same-person` runs the avatar path driven by the clip's own person: the avatar is the clip's
 first tracked frame (the keyframe), later frames are the truth; face-region SSIM and PSNR (inside
 the true frame's outline) of that and of self mode, side by side. `--sheet DIR` writes contact
@@ -63,6 +67,9 @@ from facewire.shared.face.pose import head_pose  # noqa: E402
 from facewire.shared.render import make_renderer  # noqa: E402
 from facewire.shared.render.mesh import MeshOptions, MeshRenderer  # noqa: E402
 from facewire.shared.types import CapturedFrame, FrameState, IdentityAsset, Image, KeyframeState, Landmarks  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from drive import Step, direct, record, recorded  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("FACEWIRE_DATA", ROOT.parent / "shared" / "data"))
@@ -274,6 +281,7 @@ def track_clip(path: Path, max_frames: int, start: int = 0) -> list[tuple[Image,
 def run_pair(
     clip: str,
     frames: list[tuple[Image, Landmarks | None]],
+    steps: list[Step],
     avatar_name: str,
     identity: IdentityAsset,
     avatar_desc: npt.NDArray[np.float64],
@@ -287,9 +295,7 @@ def run_pair(
     key = next(i for i, (_, lm) in enumerate(frames) if lm is not None)
     kf_image, kf_lm = frames[key]
     assert kf_lm is not None
-    keyframe = KeyframeState(0, kf_image, None, kf_lm)
     renderer.prepare_identity(identity)
-    renderer.prepare_keyframe(keyframe)
     redetect = MediaPipeFaceTracker(TrackerConfig(smoothing=None))
     baseline = float(np.linalg.norm(recogniser.descriptor(kf_image, kf_lm) - avatar_desc))
     found = as_avatar = as_sender = 0
@@ -308,11 +314,13 @@ def run_pair(
     missed: list[tuple[int, float, float, float, float, float]] = []
     n = judged = 0
     sheet_cells = max(1, len(frames) // max(sheet_every, 1))
-    for i, (image, lm) in enumerate(frames):
-        if lm is None:
+    for i, keyframe, state in steps:
+        if keyframe is not None:
+            renderer.prepare_keyframe(keyframe)
+        image, lm = frames[i]
+        if lm is None:  # the sender tracked a face the bench's tracker did not: no truth to judge it by
             continue
         n += 1
-        state = FrameState(i, i * 33_333, "tracked", lm, None)
         t0 = time.perf_counter()
         out = renderer.render(state).image
         times.append((time.perf_counter() - t0) * 1000)
@@ -452,12 +460,13 @@ def all_identities() -> list[str]:
     return sorted(p.stem for p in (DATA / "avatars").glob("*.jpg")) + sorted(p.stem for p in (DATA / "portraits").glob("*.jpg"))
 
 
-def write_sheets(out_dir: Path, clips: dict[str, list[tuple[Image, Landmarks | None]]], names: list[str],
-                 mesh_options: MeshOptions, renderer_name: str, per_page: int = 9) -> list[dict[str, float | str]]:
+def write_sheets(out_dir: Path, clips: dict[str, list[tuple[Image, Landmarks | None]]], drives: dict[str, list[Step]],
+                 names: list[str], mesh_options: MeshOptions, renderer_name: str, per_page: int = 9) -> list[dict[str, float | str]]:
     """Contact sheets of every identity on each clip's expressive frames: face crops (240 px) and 256-px tiles.
 
     Pages of `per_page` identities; the top row is the input. Each cell is labelled with its blotch
-    measures. Returns one record per cell (identity, clip, frame, blotch, seam, rings).
+    measures; a frame its drive has no step for (not sent) is a black cell. Returns one record per cell
+    (identity, clip, frame, blotch, seam, rings).
     """
     from facewire.shared.face.identity import IdentityError
 
@@ -480,13 +489,21 @@ def write_sheets(out_dir: Path, clips: dict[str, list[tuple[Image, Landmarks | N
         tiles = [_label(_tile(identity.image, tile), name)]
         for c, frames in clips.items():
             renderer = make_renderer(renderer_name, mesh_factory=lambda: MeshRenderer(mesh_options))
-            key = next(i for i, (_, lm) in enumerate(frames) if lm is not None)
             renderer.prepare_identity(identity)
-            renderer.prepare_keyframe(KeyframeState(0, frames[key][0], None, frames[key][1]))
+            drawn: dict[int, Image] = {}
+            for i, keyframe, state in drives[c]:
+                if keyframe is not None:
+                    renderer.prepare_keyframe(keyframe)
+                if i in picks[c]:
+                    drawn[i] = renderer.render(state).image
             for i in picks[c]:
                 image, lm = frames[i]
                 assert lm is not None
-                out = renderer.render(FrameState(i, i * 33_333, "tracked", lm, None)).image
+                if i not in drawn:
+                    faces.append(_label(np.zeros((crop, crop, 3), np.uint8), "not sent"))
+                    tiles.append(np.zeros((tile, tile, 3), np.uint8))
+                    continue
+                out = drawn[i]
                 sc = skin_scores(image, out, lm, None)
                 records.append({"identity": name, "clip": c, "frame": i, **asdict(sc)})
                 faces.append(_label(_face_crop(out, lm, crop), f"b{sc.blotch:.1f} r{sc.rings:.1f} c{sc.cast:.0f}"))
@@ -500,6 +517,21 @@ def write_sheets(out_dir: Path, clips: dict[str, list[tuple[Image, Landmarks | N
             cv2.imwrite(str(out_dir / f"{kind}_{page}.png"), np.vstack([rows[0]] + rows[start : start + per_page]))
     (out_dir / "sheet.json").write_text(json.dumps(records, indent=1))
     return records
+
+
+def steps_of(clip: str, frames: list[tuple[Image, Landmarks | None]], kbps: float | None, identity: str, out_dir: Path) -> list[Step]:
+    """The renderer's input for `clip`: the tracker's (kbps None) or the stream the sender records at `kbps` (kept
+    in `out_dir`/streams; the `identity` only makes it an avatar sender's stream: any one does)."""
+    if kbps is None:
+        return direct(frames)
+    stream = out_dir / "streams" / f"{clip}_{kbps:g}kbps.fws"
+    stream.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    record(DATA / "clips" / f"{clip}.mp4", len(frames), kbps, identity_file(identity), stream)
+    steps = recorded(stream, frames)
+    print(f"{clip}: recorded at {kbps:g} kbps ({stream.stat().st_size / 1024:.0f} KiB with the avatar picture) in "
+          f"{time.perf_counter() - t0:.0f} s; {len(steps)} of {len(frames)} frames sent with a face", flush=True)
+    return steps
 
 
 def _tile(image: Image, side: int) -> Image:
@@ -566,7 +598,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cells", type=int, default=4, help="frames per contact-sheet row")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="mesh option, e.g. retarget.outline_pull=0.5 or blend.chroma_strength=0.4")  # fmt: skip
+    parser.add_argument("--stream", type=float, metavar="KBPS",
+                        help="drive the renderer through a stream file the real sender records of each clip at this "
+                             "bitrate (compressed keyframes, quantised face code), not the tracker's own output")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.stream is not None and (args.start or args.same_person):
+        parser.error("--stream records each clip from its first frame, for the identity bench and --sheet")
     cv2.setNumThreads(1)
     if not DATA.is_dir():
         print(f"no evaluation data at {DATA}", file=sys.stderr)
@@ -590,7 +627,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.sheet is not None:
         tracked = {clip: track_clip(DATA / "clips" / f"{clip}.mp4", args.frames, args.start) for clip in clips}
-        records = write_sheets(args.sheet, tracked, avatars, mesh_options, args.renderer)
+        drives = {clip: steps_of(clip, frames, args.stream, avatars[0], args.sheet) for clip, frames in tracked.items()}
+        records = write_sheets(args.sheet, tracked, drives, avatars, mesh_options, args.renderer)
         print(json.dumps({"cells": len(records), **{k: float(np.nanmean([float(r[k]) for r in records])) for k in _SKIN_FIELDS}}))
         return 0
     recogniser = Recogniser()
@@ -604,8 +642,9 @@ def main(argv: list[str] | None = None) -> int:
     sheet_every = max(1, args.frames // args.cells)
     for clip in clips:
         frames = track_clip(DATA / "clips" / f"{clip}.mp4", args.frames, args.start)
+        steps = steps_of(clip, frames, args.stream, avatars[0], args.out)
         for a in avatars:
-            res, cells = run_pair(clip, frames, a, identities[a], avatar_desc[a], recogniser, args.renderer,
+            res, cells = run_pair(clip, frames, steps, a, identities[a], avatar_desc[a], recogniser, args.renderer,
                                   sheet_every, mesh_options, args.stride)  # fmt: skip
             results.append(res)
             image = identities[a].image
@@ -632,7 +671,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()}
     settings = {"clips": clips, "avatars": avatars, "frames": args.frames, "start": args.start, "stride": args.stride,
-                "renderer": args.renderer, "set": args.set}  # fmt: skip
+                "renderer": args.renderer, "set": args.set, "stream_kbps": args.stream}  # fmt: skip
     report = {"machine": machine, "settings": settings, "summary": summary, "pairs": [asdict(r) for r in results]}
     (args.out / "swap.json").write_text(json.dumps(report, indent=2))
     cv2.imwrite(str(args.out / "swap_sheet.png"), contact_sheet(rows, args.cells))
