@@ -66,7 +66,15 @@ from facewire.shared.face.measures import eye_open_ratio, mouth_ratio  # noqa: E
 from facewire.shared.face.pose import head_pose  # noqa: E402
 from facewire.shared.render import make_renderer  # noqa: E402
 from facewire.shared.render.mesh import MeshOptions, MeshRenderer  # noqa: E402
-from facewire.shared.types import CapturedFrame, FrameState, IdentityAsset, Image, KeyframeState, Landmarks  # noqa: E402
+from facewire.shared.types import (  # noqa: E402
+    CapturedFrame,
+    FrameState,
+    IdentityAsset,
+    Image,
+    KeyframeState,
+    Landmarks,
+    RenderedPerson,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from drive import Step, direct, record, recorded  # noqa: E402
@@ -278,6 +286,13 @@ def track_clip(path: Path, max_frames: int, start: int = 0) -> list[tuple[Image,
     return frames
 
 
+def on_scene(person: RenderedPerson, scene: Image) -> Image:
+    """The rendered person over the input frame, under the person's alpha: a stream's keyframe carries the person
+    alone (the receiver composes a background of its own), and the judges should see the face in its own scene."""
+    alpha = person.alpha[..., None]
+    return np.asarray(person.image * alpha + scene * (1.0 - alpha) + 0.5, np.uint8)
+
+
 def run_pair(
     clip: str,
     frames: list[tuple[Image, Landmarks | None]],
@@ -322,7 +337,7 @@ def run_pair(
             continue
         n += 1
         t0 = time.perf_counter()
-        out = renderer.render(state).image
+        out = on_scene(renderer.render(state), image)
         times.append((time.perf_counter() - t0) * 1000)
         x0, y0 = np.maximum(lm[:468, :2].min(axis=0).astype(int), 0)
         x1, y1 = lm[:468, :2].max(axis=0).astype(int)
@@ -495,7 +510,7 @@ def write_sheets(out_dir: Path, clips: dict[str, list[tuple[Image, Landmarks | N
                 if keyframe is not None:
                     renderer.prepare_keyframe(keyframe)
                 if i in picks[c]:
-                    drawn[i] = renderer.render(state).image
+                    drawn[i] = on_scene(renderer.render(state), frames[i][0])
             for i in picks[c]:
                 image, lm = frames[i]
                 assert lm is not None
