@@ -22,6 +22,7 @@ from facewire.shared.render import blend as bl
 from facewire.shared.render import eyes_mouth as em
 from facewire.shared.render.delight import DelightOptions
 from facewire.shared.render.frontal import DEFAULT_DELIGHT, Texture, prepare_texture
+from facewire.shared.render.glasses import draw_glasses
 from facewire.shared.render.iris import draw_irises
 from facewire.shared.render.layer_box import layer_reach
 from facewire.shared.render.lids import REDRAWN, close_lids
@@ -59,6 +60,7 @@ class MeshOptions:
     fine_chroma: float = 0.2  # of the avatar's faint fine colour detail kept (frontal.soften_fine_chroma)
     fine_grain: float = 20.0  # the avatar's grain below this contrast (B+G+R levels) smoothed (frontal.smooth_fine_texture)
     rigid_irises: bool = True  # irises drawn whole over a clean eye (facewire.shared.render.iris), not stretched by the warp
+    rigid_glasses: bool = True  # glasses the avatar wears drawn as one piece moving with the head (shared.render.glasses)
     held_iris_travel: float = 0.08  # of the eye's width: how far an iris left to the warp may move (0: free)
     smooth_lids: bool = True  # closing lids smoothed into skin with a lash line (facewire.shared.render.lids)
     keep_occluders: bool = True  # glasses, hair, hands on the sender's face stay in front of an avatar
@@ -255,6 +257,7 @@ class MeshRenderer:
                 fine_grain=self.options.fine_grain,
                 delighting=self.options.delight,
                 rigid_irises=self.options.rigid_irises,
+                rigid_glasses=self.options.rigid_glasses,
             )
         except IdentityError as exc:
             log.warning("identity %s is unusable, showing the sender instead: %s", identity.asset_id[:12], exc)
@@ -513,6 +516,7 @@ class MeshRenderer:
         draw_irises(face, local, texture.irises)
         if opts.smooth_lids:
             close_lids(face, local, texture.landmarks, REDRAWN)
+        draw_glasses(face, local, texture.glasses)  # in front of the lids, lit with the rest
         # The retargeted avatar closes its lips with the sender's (retarget.plan_retarget): a picture's open mouth
         # then shows its shadow, like the sender's own closing from an open keyframe.
         em.shade_narrowed(face, local, texture.mouth_ratio, texture.shadow)
