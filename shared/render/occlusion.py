@@ -482,7 +482,7 @@ def avatar_spectacles(image: Image, landmarks: Landmarks) -> FloatImage | None:
     width = float(np.ptp(oval[:, 0]))
     if width < 8.0:
         return None
-    region = Region.around(oval, (w, h), 0.3 * width)
+    region = Region.around(oval.astype(np.float32), (w, h), 0.3 * width)
     fy, fx, _, _ = region.clip_to((w, h))
     crop = np.ascontiguousarray(image[fy, fx])
     local = lm.copy()
