@@ -25,10 +25,10 @@ from facewire.shared.types import Image, Landmarks
 
 FloatArray = npt.NDArray[np.float32]
 
-# Landmarks near the glasses' plane that expression does not move: eye corners, nose bridge, the
-# forehead's midline, the temples and the cheekbones under the eyes. Not the nose's tip: on a turned
-# head it moves with its depth, not with the eyes.
-ANCHORS = (33, 133, 263, 362, 168, 6, 197, 9, 8, 127, 356, 116, 345, 123, 352)
+# Landmarks near the glasses' plane that expression does not move: the nose bridge, the forehead's
+# midline, the temples and the cheekbones under the eyes. Not the nose's tip: on a turned head it moves
+# with its depth, not with the eyes; nor the eye corners: the retargeted mesh moves them on a blink.
+ANCHORS = (168, 6, 197, 9, 8, 127, 356, 116, 345, 123, 352)
 _FILL_LEVELS = (0.12, 0.06, 0.03, 0.015)  # of the face width: the fill's blurs, coarse to fine
 _FILL_ENOUGH = 0.2  # share of a blur's window on skin for its level to set the fill
 _FILL_GROW = 0.012  # of the face width: the fill reaches this far past the frames

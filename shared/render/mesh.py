@@ -10,7 +10,7 @@ mirror-filled textures, mouth panels) is computed once and cached.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -223,7 +223,7 @@ class MeshRenderer:
         self._cavity: tuple[_KeyframeModel, Texture, tuple[Image, Image], tuple[Image, Image]] | None = None  # _avatar_panels
         # 255 where glasses, hair or a hand cover the keyframe's face (None: nothing does). Found only
         # when an avatar is drawn (~30 ms a keyframe), so self mode never pays for it.
-        self._occluder: tuple[_KeyframeModel, npt.NDArray[np.uint8] | None] | None = None
+        self._occluder: tuple[_KeyframeModel, bool, npt.NDArray[np.uint8] | None] | None = None
         self._spectacles = SpectacleMemory()  # the sender's glasses, carried from keyframe to keyframe
         # Self mode warps only the bands of rows the person can reach (`_reach`): elsewhere the picture is black
         # and the alpha 0. True: the whole frame, for an owner that shows the keyframe's surroundings too (the
@@ -298,7 +298,7 @@ class MeshRenderer:
             em.composite_cavity(image, dst, model.panels, model.mouth_ratio)
         else:
             assert texture is not None
-            self._render_avatar(image, texture, model, self._keyframe_occluder(model, keyframe), dst, alpha, maps)
+            self._render_avatar(image, texture, model, self._keyframe_occluder(model, keyframe, texture), dst, alpha, maps)
         return RenderedPerson(image, alpha)
 
     def render_region(self, frame: FrameState, region: Region) -> RenderedPerson:
@@ -363,13 +363,19 @@ class MeshRenderer:
             return wide
         return (cv2.addWeighted(wide[0], w, narrow[0], 1.0 - w, 0.0), cv2.addWeighted(wide[1], w, narrow[1], 1.0 - w, 0.0))
 
-    def _keyframe_occluder(self, model: _KeyframeModel, keyframe: KeyframeState) -> npt.NDArray[np.uint8] | None:
+    def _keyframe_occluder(self, model: _KeyframeModel, keyframe: KeyframeState, texture: Texture) -> npt.NDArray[np.uint8] | None:
+        """The keyframe's occluders kept in front of the avatar `texture`; not the sender's glasses when the avatar
+        wears its own: the two pairs, each at its own face's place and size, would both show (double rims), and the
+        avatar's are part of the look its user chose."""
+        own = texture.glasses is not None
         cached = self._occluder
-        if cached is not None and cached[0] is model:
-            return cached[1]
+        if cached is not None and cached[0] is model and cached[1] == own:
+            return cached[2]
         options = self.options.occlusion if self.options.keep_occluders else None
+        if options is not None and own:
+            options = replace(options, glasses=False)
         occluder = _occluder(keyframe.image, model.landmarks, options, keyframe.alpha, self._spectacles)
-        self._occluder = (model, occluder)
+        self._occluder = (model, own, occluder)
         return occluder
 
     def _retarget_plan(self, model: _KeyframeModel, texture: Texture) -> RetargetPlan:

@@ -42,6 +42,9 @@ class OcclusionOptions:
     inside_area: float = 0.5
     edge_margin: float = 0.06  # of the face width: the outline band is left to the face mask's feather
     spectacles: bool = True  # look for spectacle frames by their shape (clear and light frames too)
+    # False: the sender's glasses are not kept at all (neither thin dark lines nor frames found by their shape),
+    # for an avatar that wears its own (mesh.py): two pairs, each at its own face's geometry, would both show.
+    glasses: bool = True
     rim_scale: float = 0.008  # of the face width: the scale of a frame's rim (the ridge filter's sigma)
     # Mean ridge strength round the weaker lens, in skin-texture units, to call them frames. Measured on the
     # clips here: frontal, sharp keyframes of clear frames 1.6-2.0; faces without glasses at most 1.5.
@@ -633,7 +636,7 @@ def occluder_mask(
     # Thin dark lines crossing the face, long ones only: spectacle frames. (Clear rims are too faint
     # to tell from skin texture this way; erasing them leaves no ghost, just no glasses.)
     near_eyes = cv2.dilate(eyes, np.ones((3, 3), np.uint8))
-    rims = _rims(ycc[..., 0], width, my, sy) & (face > 0) & (near_eyes == 0) & (lines_ok > 0)
+    rims = _rims(ycc[..., 0], width, my, sy) & (face > 0) & (near_eyes == 0) & (lines_ok > 0) & opts.glasses
     rims = _long_components(rims.astype(np.uint8), 0.25 * width)
     allowed = (inner > 0) if alpha is None else (inner > 0) & (alpha[fy, fx] >= 0.5)
     # Judged again once the outline band is cut away: of a patch that came in from the edge, what is
@@ -642,7 +645,7 @@ def occluder_mask(
     inside = _components((blobs * allowed).astype(np.uint8), opts.inside_area * opts.min_area * crop.size / 3, opened=True)
     mask = np.maximum(inside, rims * allowed)
     soft = np.clip(cv2.GaussianBlur(mask.astype(np.float32), (0, 0), max(0.8, 0.012 * width)) * 1.5, 0.0, 1.0)
-    if opts.spectacles:
+    if opts.spectacles and opts.glasses:
         # Drawn with their own narrow edge: a wide one shows a band of the sender's skin round a thin rim.
         spectacles = _spectacle_mask(ycc[..., 0], lm, width, sampled, eyes, opts, memory)
         soft = np.maximum(soft, spectacles * allowed)
