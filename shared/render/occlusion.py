@@ -465,6 +465,9 @@ _FRAME_OUTLINE = 0.04  # of the face width past the outline: the arms reach this
 _FRAME_EYE_BERTH = 0.08  # of the eye's width round the openings: lashes, never frame
 _LINE_WIDTH = 0.025  # of the face width: dark parts this thick are hair or shade, unless black
 _FRAME_SEED = 3.0  # in ridge scales: the width of the fitted loops a frame's components must touch
+_GLINT_REACH = 0.006  # of the face width: how far beside a dark frame a light line is its glint
+_GLINT_KERNEL = 0.03  # of the face width: a glint is thinner than this ...
+_GLINT_CONTRAST = 0.08  # ... and this much lighter than the opening round it
 
 
 def avatar_spectacles(image: Image, landmarks: Landmarks) -> FloatImage | None:
@@ -534,8 +537,12 @@ def _frame_pixels(crop: Image, lm: npt.NDArray[np.float64], width: float) -> Flo
         p = np.clip(np.round(loop).astype(np.intp), 0, [shape[1] - 1, shape[0] - 1])
         if float(around[p[:, 1], p[:, 0]].mean()) < _FRAME_SUPPORT:
             return None
-    # Glints on a metal frame and its anti-aliased edge go with it.
-    frame8 = cv2.morphologyEx(frame.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
+    # Glints on a metal frame (light lines along its dark ones) and its anti-aliased edge go with it: left in
+    # the skin they draw a pale ghost of the rims that bends with the mesh.
+    g = max(1, int(round(_GLINT_REACH * width)))
+    beside = cv2.dilate(frame.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * g + 1, 2 * g + 1))) > 0
+    frame8 = (frame | (beside & _light_lines(luma, width) & (eyes == 0))).astype(np.uint8)
+    frame8 = cv2.morphologyEx(frame8, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
     frame8 = cv2.dilate(frame8, np.ones((3, 3), np.uint8))
     return np.asarray(np.clip(cv2.GaussianBlur(frame8.astype(np.float32), (0, 0), 0.7) * 1.5, 0.0, 1.0), np.float32)
 
@@ -546,6 +553,14 @@ def _dark_lines(luma: FloatImage, skin_luma: float, width: float) -> npt.NDArray
     closed = cv2.morphologyEx(light, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
     narrow = light < np.float32(1.0 - _FRAME_CONTRAST) * closed
     return np.asarray((narrow | (luma < _FRAME_BLACK * skin_luma)) & (luma < _FRAME_DARK * skin_luma), np.bool_)
+
+
+def _light_lines(luma: FloatImage, width: float) -> npt.NDArray[np.bool_]:
+    """Thin lines lighter than what is round them (a white-hat of an opening a wire's glint fits in)."""
+    k = max(3, int(round(_GLINT_KERNEL * width)) | 1)
+    light = luma + np.float32(8.0)
+    opened = cv2.morphologyEx(light, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    return np.asarray(light > np.float32(1.0 + _GLINT_CONTRAST) * opened, np.bool_)
 
 
 def _frame_zone(
