@@ -168,3 +168,12 @@ def test_the_senders_glasses_give_way_to_the_avatars_own() -> None:
     draw(renderer, bare, keyframe, FrameState(2, 0, "tracked", slm, None))
     cached = renderer._occluder
     assert cached is not None and cached[1] is False
+
+
+def test_the_avatar_check_says_the_avatar_wears_glasses() -> None:
+    from facewire.sender.avatar_check import avatar_warnings
+
+    image, lm = big_astronaut()
+    glasses, _ = _with_glasses(image, lm, 12)
+    assert any("glasses" in w for w in avatar_warnings(glasses, lm))
+    assert not any("glasses" in w for w in avatar_warnings(image, lm))
