@@ -453,9 +453,10 @@ def _spectacle_mask(
 # The avatar's own glasses (avatar_spectacles). Ridge scores round the weaker lens on 37 portraits: the two
 # wearing glasses 1.62 (wire frames, turned) and 2.19 (thick black frames); every other face at most 1.26.
 _AVATAR_RIM_SCORE = 1.45
-# Share of each fitted loop's points with a frame pixel near them: 0.47-0.99 with glasses; the faces without
-# that score highest on ridges have at most 0.29 on their weaker loop (one face has 0.57 at a ridge score of 1.09).
-_FRAME_SUPPORT = 0.4
+# Share of each fitted loop's points (off the eyes' berths) with a frame pixel near them: with glasses 0.39 (the wire
+# frames, turned) and 0.97; of the faces without, those with the strongest ridges round the eyes 0.53, 0.41, 0.34 (all of
+# them far below the ridge score above), the rest at most 0.26. A guard: the ridge score is what tells glasses apart.
+_FRAME_SUPPORT = 0.3
 _FRAME_KERNEL = 0.08  # of the face width: a frame is thinner than this (black-hat of a closing this wide)
 _FRAME_CONTRAST = 0.3  # a frame pixel is this much darker (of its surroundings' light) than the closing round it ...
 _FRAME_DARK = 0.4  # ... and darker than this share of the skin's median luma (shading on skin is not)
@@ -463,6 +464,8 @@ _FRAME_BLACK = 0.25  # of the skin's median luma: darker than this is frame in a
 _FRAME_REACH = 0.45  # of the eye's width round each fitted loop: where a rim may lie (loops sit on one edge of thick ones)
 _FRAME_OUTLINE = 0.04  # of the face width past the outline: the arms reach this far in the band they run in
 _FRAME_EYE_BERTH = 0.08  # of the eye's width round the openings: lashes, never frame
+_FRAME_WING = 0.2  # of the eye's width past each corner, along the eye: the liner's wings, never frame (drawn rigid, a
+# wing stays put when the lids close)
 _LINE_WIDTH = 0.025  # of the face width: dark parts this thick are hair or shade, unless black
 _FRAME_SEED = 3.0  # in ridge scales: the width of the fitted loops a frame's components must touch
 _GLINT_REACH = 0.006  # of the face width: how far beside a dark frame a light line is its glint
@@ -515,7 +518,7 @@ def _frame_pixels(crop: Image, lm: npt.NDArray[np.float64], width: float) -> Flo
     found = find_spectacles(ridges, lm, _AVATAR_RIM_SCORE)
     if found is None:
         return None
-    near, band = _frame_zone(found, face, eyes, lm, width)
+    near, band, allowed = _frame_zone(found, face, eyes, lm, width)
     skin_luma = float(np.median(luma[skin[3]]))
     dark = _dark_lines(luma, skin_luma, width) & (near | band)
     # Only thin lines, unless black: the hair an arm runs into at the temple and a lid's crease under a rim are
@@ -535,7 +538,9 @@ def _frame_pixels(crop: Image, lm: npt.NDArray[np.float64], width: float) -> Flo
     around = cv2.dilate(frame.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
     for loop in found.loops:
         p = np.clip(np.round(loop).astype(np.intp), 0, [shape[1] - 1, shape[0] - 1])
-        if float(around[p[:, 1], p[:, 0]].mean()) < _FRAME_SUPPORT:
+        # Of the loop's points where a frame may be found at all (not those over the eyes' berths and the brows).
+        free = allowed[p[:, 1], p[:, 0]]
+        if not free.any() or float(around[p[free, 1], p[free, 0]].mean()) < _FRAME_SUPPORT:
             return None
     # Glints on a metal frame (light lines along its dark ones) and its anti-aliased edge go with it: left in
     # the skin they draw a pale ghost of the rims that bends with the mesh.
@@ -555,6 +560,22 @@ def _dark_lines(luma: FloatImage, skin_luma: float, width: float) -> npt.NDArray
     return np.asarray((narrow | (luma < _FRAME_BLACK * skin_luma)) & (luma < _FRAME_DARK * skin_luma), np.bool_)
 
 
+def _eye_berths(eyes: npt.NDArray[np.uint8], lm: npt.NDArray[np.float64], eye_width: float) -> npt.NDArray[np.uint8]:
+    """255 round each eye's opening: its lashes above and below, and further out past its corners, its liner's wings."""
+    e = max(1, int(round(_FRAME_EYE_BERTH * eye_width)))
+    out = cv2.dilate(eyes, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * e + 1, 2 * e + 1)))
+    for ring, (outer, inner) in ((topo.right_eye_ring(), topo.RIGHT_EYE_CORNERS), (topo.left_eye_ring(), topo.LEFT_EYE_CORNERS)):
+        o, i = lm[outer, :2], lm[inner, :2]
+        axis = o - i
+        angle = float(np.degrees(np.arctan2(axis[1], axis[0])))
+        across = np.array([-axis[1], axis[0]]) / max(float(np.linalg.norm(axis)), 1e-6)
+        height = float(np.ptp((lm[ring, :2] - i) @ across))
+        half = (int(round((0.5 + _FRAME_WING) * eye_width)), int(round(0.5 * height + _FRAME_EYE_BERTH * eye_width)))
+        centre = tuple(int(round(v)) for v in (o + i) / 2)
+        cv2.ellipse(out, centre, half, angle, 0, 360, 255, -1)
+    return out
+
+
 def _light_lines(luma: FloatImage, width: float) -> npt.NDArray[np.bool_]:
     """Thin lines lighter than what is round them (a white-hat of an opening a wire's glint fits in)."""
     k = max(3, int(round(_GLINT_KERNEL * width)) | 1)
@@ -565,9 +586,10 @@ def _light_lines(luma: FloatImage, width: float) -> npt.NDArray[np.bool_]:
 
 def _frame_zone(
     found: Spectacles, face: npt.NDArray[np.uint8], eyes: npt.NDArray[np.uint8], lm: npt.NDArray[np.float64], width: float
-) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
     """Where a frame may be: near the fitted loops, and elsewhere in the band of the lenses' upper half inside the
-    (grown) outline (bridge, arms); never on the eyes' openings with their lashes, nor on the brows."""
+    (grown) outline (bridge, arms); never on the eyes' openings with their lashes and wings, nor on the brows (the
+    third mask: all but those)."""
     shape = face.shape
     eye_width = _eye_width(lm)
     loops = np.zeros(shape, np.uint8)
@@ -579,10 +601,9 @@ def _frame_zone(
     rows = np.arange(shape[0], dtype=np.float64)[:, None]
     g = max(1, int(round(_FRAME_OUTLINE * width)))
     outline = cv2.dilate(face, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * g + 1, 2 * g + 1))) > 0
-    e = max(1, int(round(_FRAME_EYE_BERTH * eye_width)))
-    allowed = (cv2.dilate(eyes, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * e + 1, 2 * e + 1))) == 0) & (_brow_hulls(shape, lm) == 0)
+    allowed = (_eye_berths(eyes, lm, eye_width) == 0) & (_brow_hulls(shape, lm) == 0)
     band = (rows >= top) & (rows <= middle) & outline & ~near & allowed
-    return np.asarray(near & allowed, np.bool_), np.asarray(band, np.bool_)
+    return np.asarray(near & allowed, np.bool_), np.asarray(band, np.bool_), np.asarray(allowed, np.bool_)
 
 
 def occluder_mask(
