@@ -20,7 +20,6 @@ import numpy.typing as npt
 from facewire.shared.face import topology as topo
 from facewire.shared.render.delight import eye_openings, normalised_blur
 from facewire.shared.render.occlusion import avatar_spectacles
-from facewire.shared.render.warp import remap
 from facewire.shared.types import Image, Landmarks
 
 FloatArray = npt.NDArray[np.float32]
@@ -41,10 +40,11 @@ _LEVEL_STEP = 0.5  # the layer is pre-shrunk by halves: drawn smaller than that,
 class GlassesLayer:
     """The frames in the frontal texture's pixels, cut to their box, and where that box's anchors are."""
 
-    patches: tuple[Image, ...]  # BGR: the frames as the picture shows them, then shrunk by halves
-    alphas: tuple[FloatArray, ...]  # 0..1 coverage, the same sizes
+    patches: tuple[Image, ...]  # BGRA: the frames as the picture shows them and their coverage, then shrunk by halves
     origin: tuple[float, float]  # the box's top-left in texture pixels
     anchors: npt.NDArray[np.float64]  # (len(ANCHORS), 2): the anchor landmarks in texture pixels
+    # (3, len(ANCHORS)): the least-squares solve of head_affine for these anchors, once: a frame's fit is one product.
+    solve: npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)
@@ -112,16 +112,21 @@ def frontal_layer(frames: Frames, map_x: FloatArray, map_y: FloatArray, frontal:
     x, y, bw, bh = cv2.boundingRect(cv2.compare(alpha, 0.02, cv2.CMP_GT))
     if bw == 0 or bh == 0:
         return None
-    box = (slice(y, y + bh), slice(x, x + bw))
-    patch = np.ascontiguousarray(remap(frames.image, np.ascontiguousarray(map_x[box]), np.ascontiguousarray(map_y[box])))
-    cut = np.ascontiguousarray(alpha[box], np.float32)
-    patches, alphas = [patch], [cut]
+    # A pixel more on every side, of no coverage: the warp's bilinear edge then reads the frames' own colour.
+    x, y, bw, bh = x - 1, y - 1, bw + 2, bh + 2
+    patch = cv2.remap(frames.image, np.ascontiguousarray(map_x[max(y, 0) : y + bh, max(x, 0) : x + bw]),
+                      np.ascontiguousarray(map_y[max(y, 0) : y + bh, max(x, 0) : x + bw]), cv2.INTER_LINEAR,
+                      borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+    cover = np.zeros(alpha.shape, np.float32)
+    cover[1:-1, 1:-1] = alpha[1:-1, 1:-1]
+    coverage = np.clip(cover[max(y, 0) : y + bh, max(x, 0) : x + bw] * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    patches = [np.ascontiguousarray(np.dstack([patch, coverage]))]
     while min(patches[-1].shape[:2]) >= 16:
         size = (max(1, patches[-1].shape[1] // 2), max(1, patches[-1].shape[0] // 2))
         patches.append(np.asarray(cv2.resize(patches[-1], size, interpolation=cv2.INTER_AREA), np.uint8))
-        alphas.append(np.asarray(cv2.resize(alphas[-1], size, interpolation=cv2.INTER_AREA), np.float32))
     anchors = frontal[list(ANCHORS), :2].astype(np.float64)
-    return GlassesLayer(tuple(patches), tuple(alphas), (float(x), float(y)), anchors)
+    solve = np.linalg.pinv(np.hstack([anchors, np.ones((len(anchors), 1))]))
+    return GlassesLayer(tuple(patches), (float(max(x, 0)), float(max(y, 0))), anchors, solve)
 
 
 def head_affine(source: npt.NDArray[np.float64], target: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -138,10 +143,10 @@ def draw_glasses(face: Image, landmarks: Landmarks, layer: GlassesLayer | None) 
     target = landmarks[list(ANCHORS), :2].astype(np.float64)
     if not np.isfinite(target).all():
         return
-    to_face = head_affine(layer.anchors, target)
+    to_face = (layer.solve @ target).T
     scale = float(np.sqrt(abs(np.linalg.det(to_face[:, :2]))))
     k = int(np.clip(np.floor(np.log(max(scale, 1e-6)) / np.log(_LEVEL_STEP)), 0, len(layer.patches) - 1))
-    patch, alpha = layer.patches[k], layer.alphas[k]
+    patch = layer.patches[k]
     # Level pixel -> texture pixel (cv2.resize's pixel centres) -> face pixel.
     sx = layer.patches[0].shape[1] / patch.shape[1]
     sy = layer.patches[0].shape[0] / patch.shape[0]
@@ -155,9 +160,9 @@ def draw_glasses(face: Image, landmarks: Landmarks, layer: GlassesLayer | None) 
     if x1 <= x0 or y1 <= y0:
         return
     matrix[:, 2] -= (x0, y0)
-    size = (x1 - x0, y1 - y0)
-    colour = cv2.warpAffine(patch, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    weight = cv2.warpAffine(alpha, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
-    weight = np.ascontiguousarray(weight, np.float32)
+    # One warp of colour and coverage together; outside the patch nothing (coverage 0).
+    warped = cv2.warpAffine(patch, matrix, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    weight = cv2.extractChannel(warped, 3).astype(np.float32)
+    weight *= np.float32(1.0 / 255.0)
+    colour = cv2.cvtColor(warped, cv2.COLOR_BGRA2BGR)
     face[y0:y1, x0:x1] = cv2.blendLinear(colour, face[y0:y1, x0:x1], weight, 1.0 - weight)
-
