@@ -20,6 +20,7 @@ from facewire.shared.face import topology as topo
 from facewire.shared.render import eyes_mouth as em
 from facewire.shared.render.colour import LUMA_BGR
 from facewire.shared.render.delight import DelightOptions, delight, eye_openings, feature_mask, normalised_blur
+from facewire.shared.render.glasses import GlassesLayer, frontal_layer, lift_glasses
 from facewire.shared.render.iris import Iris, lift_irises
 from facewire.shared.render.occlusion import avatar_cover, brow_hulls
 from facewire.shared.render.retarget import frontal_rotation
@@ -46,6 +47,7 @@ class Texture:
     # The dark of the picture's open mouth (None: its lips meet), drawn over its interior as the sender's mouth
     # closes from the picture's opening (eyes_mouth.shade_narrowed): the warp would squeeze its teeth into a white line.
     shadow: npt.NDArray[np.float32] | None = None
+    glasses: GlassesLayer | None = None  # the frames the avatar wears, out of `image`, drawn rigid per frame (glasses.py)
 
     def level_for(self, rendered_width: float) -> tuple[Image, npt.NDArray[np.float64]]:
         """The level for a face `rendered_width` pixels wide, and the 2x3 affine from texture to level pixels."""
@@ -131,12 +133,16 @@ def prepare_texture(
     delighting: DelightOptions | None = None,
     rigid_irises: bool = True,
     fine_grain: float = 0.0,
+    rigid_glasses: bool = True,
 ) -> Texture:
     """The avatar frontalised (and mirror-filled) and de-lit (`delighting`, None: DEFAULT_DELIGHT; zero strengths
     keep it as painted); `fine_chroma` < 1 softens its faint fine colour detail; `fine_grain` > 0 smooths grain of
     lower contrast than that (smooth_fine_texture); `rigid_irises` lifts the irises out of the texture to be drawn
-    whole (facewire.shared.render.iris)."""
+    whole (facewire.shared.render.iris); `rigid_glasses` lifts the frames of glasses it wears to be drawn as one piece
+    (facewire.shared.render.glasses)."""
     lm = landmarks.astype(np.float32)
+    # Glasses first: painted over with skin, they are neither cover nor skin to the steps below.
+    image, frames = lift_glasses(image, lm) if rigid_glasses else (image, None)
     # Hair, a hat or a helmet over the face painted over with the avatar's own skin before anything
     # else: the mirror fill, de-lighting and every later step then see skin there.
     image = fill_cover(image, lm)
@@ -157,6 +163,7 @@ def prepare_texture(
     order = np.arange(len(tris))
     map_x, map_y, _ = warp_maps(dst, src, canvas, 1, order, fallback)
     out = remap(image, map_x, map_y)
+    glasses = frontal_layer(frames, map_x, map_y, frontal) if frames is not None else None
     if mirror_fill and abs(yaw) >= _MIN_YAW_FOR_MIRROR:
         out = _mirror_fill(image, lm, out, dst, src, canvas, fallback, tris)
     out = _soften_sides(out, frontal, dst, canvas, tris)
@@ -177,6 +184,7 @@ def prepare_texture(
         levels=mip_levels(out),
         lips=em.lip_colour(out, frontal),
         shadow=em.interior_shadow(out, frontal),
+        glasses=glasses,
     )
 
 

@@ -10,7 +10,7 @@ mirror-filled textures, mouth panels) is computed once and cached.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -22,6 +22,7 @@ from facewire.shared.render import blend as bl
 from facewire.shared.render import eyes_mouth as em
 from facewire.shared.render.delight import DelightOptions
 from facewire.shared.render.frontal import DEFAULT_DELIGHT, Texture, prepare_texture
+from facewire.shared.render.glasses import draw_glasses
 from facewire.shared.render.iris import draw_irises
 from facewire.shared.render.layer_box import layer_reach
 from facewire.shared.render.lids import REDRAWN, close_lids
@@ -59,6 +60,7 @@ class MeshOptions:
     fine_chroma: float = 0.2  # of the avatar's faint fine colour detail kept (frontal.soften_fine_chroma)
     fine_grain: float = 20.0  # the avatar's grain below this contrast (B+G+R levels) smoothed (frontal.smooth_fine_texture)
     rigid_irises: bool = True  # irises drawn whole over a clean eye (facewire.shared.render.iris), not stretched by the warp
+    rigid_glasses: bool = True  # glasses the avatar wears drawn as one piece moving with the head (shared.render.glasses)
     held_iris_travel: float = 0.08  # of the eye's width: how far an iris left to the warp may move (0: free)
     smooth_lids: bool = True  # closing lids smoothed into skin with a lash line (facewire.shared.render.lids)
     keep_occluders: bool = True  # glasses, hair, hands on the sender's face stay in front of an avatar
@@ -221,7 +223,7 @@ class MeshRenderer:
         self._cavity: tuple[_KeyframeModel, Texture, tuple[Image, Image], tuple[Image, Image]] | None = None  # _avatar_panels
         # 255 where glasses, hair or a hand cover the keyframe's face (None: nothing does). Found only
         # when an avatar is drawn (~30 ms a keyframe), so self mode never pays for it.
-        self._occluder: tuple[_KeyframeModel, npt.NDArray[np.uint8] | None] | None = None
+        self._occluder: tuple[_KeyframeModel, bool, npt.NDArray[np.uint8] | None] | None = None
         self._spectacles = SpectacleMemory()  # the sender's glasses, carried from keyframe to keyframe
         # Self mode warps only the bands of rows the person can reach (`_reach`): elsewhere the picture is black
         # and the alpha 0. True: the whole frame, for an owner that shows the keyframe's surroundings too (the
@@ -255,6 +257,7 @@ class MeshRenderer:
                 fine_grain=self.options.fine_grain,
                 delighting=self.options.delight,
                 rigid_irises=self.options.rigid_irises,
+                rigid_glasses=self.options.rigid_glasses,
             )
         except IdentityError as exc:
             log.warning("identity %s is unusable, showing the sender instead: %s", identity.asset_id[:12], exc)
@@ -295,7 +298,7 @@ class MeshRenderer:
             em.composite_cavity(image, dst, model.panels, model.mouth_ratio)
         else:
             assert texture is not None
-            self._render_avatar(image, texture, model, self._keyframe_occluder(model, keyframe), dst, alpha, maps)
+            self._render_avatar(image, texture, model, self._keyframe_occluder(model, keyframe, texture), dst, alpha, maps)
         return RenderedPerson(image, alpha)
 
     def render_region(self, frame: FrameState, region: Region) -> RenderedPerson:
@@ -360,13 +363,19 @@ class MeshRenderer:
             return wide
         return (cv2.addWeighted(wide[0], w, narrow[0], 1.0 - w, 0.0), cv2.addWeighted(wide[1], w, narrow[1], 1.0 - w, 0.0))
 
-    def _keyframe_occluder(self, model: _KeyframeModel, keyframe: KeyframeState) -> npt.NDArray[np.uint8] | None:
+    def _keyframe_occluder(self, model: _KeyframeModel, keyframe: KeyframeState, texture: Texture) -> npt.NDArray[np.uint8] | None:
+        """The keyframe's occluders kept in front of the avatar `texture`; not the sender's glasses when the avatar
+        wears its own: the two pairs, each at its own face's place and size, would both show (double rims), and the
+        avatar's are part of the look its user chose."""
+        own = texture.glasses is not None
         cached = self._occluder
-        if cached is not None and cached[0] is model:
-            return cached[1]
+        if cached is not None and cached[0] is model and cached[1] == own:
+            return cached[2]
         options = self.options.occlusion if self.options.keep_occluders else None
+        if options is not None and own:
+            options = replace(options, glasses=False)
         occluder = _occluder(keyframe.image, model.landmarks, options, keyframe.alpha, self._spectacles)
-        self._occluder = (model, occluder)
+        self._occluder = (model, own, occluder)
         return occluder
 
     def _retarget_plan(self, model: _KeyframeModel, texture: Texture) -> RetargetPlan:
@@ -513,6 +522,7 @@ class MeshRenderer:
         draw_irises(face, local, texture.irises)
         if opts.smooth_lids:
             close_lids(face, local, texture.landmarks, REDRAWN)
+        draw_glasses(face, local, texture.glasses)  # in front of the lids, lit with the rest
         # The retargeted avatar closes its lips with the sender's (retarget.plan_retarget): a picture's open mouth
         # then shows its shadow, like the sender's own closing from an open keyframe.
         em.shade_narrowed(face, local, texture.mouth_ratio, texture.shadow)

@@ -42,6 +42,9 @@ class OcclusionOptions:
     inside_area: float = 0.5
     edge_margin: float = 0.06  # of the face width: the outline band is left to the face mask's feather
     spectacles: bool = True  # look for spectacle frames by their shape (clear and light frames too)
+    # False: the sender's glasses are not kept at all (neither thin dark lines nor frames found by their shape),
+    # for an avatar that wears its own (mesh.py): two pairs, each at its own face's geometry, would both show.
+    glasses: bool = True
     rim_scale: float = 0.008  # of the face width: the scale of a frame's rim (the ridge filter's sigma)
     # Mean ridge strength round the weaker lens, in skin-texture units, to call them frames. Measured on the
     # clips here: frontal, sharp keyframes of clear frames 1.6-2.0; faces without glasses at most 1.5.
@@ -404,6 +407,30 @@ def _bridge(
     return np.stack([a[k], b[k]]) if float(strength[k]) >= min_score else None
 
 
+def _eye_width(lm: npt.NDArray[np.float64]) -> float:
+    return float(np.mean([np.linalg.norm(lm[a, :2] - lm[b, :2]) for a, b in (topo.RIGHT_EYE_CORNERS, topo.LEFT_EYE_CORNERS)]))
+
+
+def _brow_hulls(shape: tuple[int, ...], lm: npt.NDArray[np.float64]) -> npt.NDArray[np.uint8]:
+    brows = np.zeros(shape[:2], np.uint8)
+    for brow in topo.brows():
+        cv2.fillConvexPoly(brows, cv2.convexHull(np.round(lm[brow, :2]).astype(np.int32)), 255)
+    return brows
+
+
+def _eye_ridges(
+    luma: FloatImage, lm: npt.NDArray[np.float64], width: float, skin: npt.NDArray[np.bool_], eyes: npt.NDArray[np.uint8],
+    options: OcclusionOptions,
+) -> _Ridges:
+    """The ridge maps `find_spectacles` searches, blind on the eyes' own lids and lashes and on the brows."""
+    berth = max(1, int(round(_EYE_BERTH * _eye_width(lm))))
+    blocked = cv2.dilate(eyes, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * berth + 1, 2 * berth + 1))) > 0
+    # Brows are lines round the eyes too; a real rim crossing one loses only those points.
+    grow = max(1, int(round(_BROW_BERTH * width)))
+    blocked |= cv2.dilate(_brow_hulls(luma.shape, lm), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))) > 0
+    return _Ridges.of(luma, max(0.7, options.rim_scale * width), skin, blocked)
+
+
 def _spectacle_mask(
     luma: FloatImage,
     landmarks: npt.NDArray[np.float32],
@@ -415,16 +442,7 @@ def _spectacle_mask(
 ) -> FloatImage:
     """0..1 on the rims of spectacles found round the eyes (see `find_spectacles`), soft-edged; 0 elsewhere."""
     lm = landmarks.astype(np.float64)
-    eye_width = float(np.mean([np.linalg.norm(lm[a, :2] - lm[b, :2]) for a, b in (topo.RIGHT_EYE_CORNERS, topo.LEFT_EYE_CORNERS)]))
-    berth = max(1, int(round(_EYE_BERTH * eye_width)))
-    blocked = cv2.dilate(eyes, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * berth + 1, 2 * berth + 1))) > 0
-    # Brows are lines round the eyes too; a real rim crossing one loses only those points.
-    brows = np.zeros(luma.shape, np.uint8)
-    for brow in topo.brows():
-        cv2.fillConvexPoly(brows, cv2.convexHull(np.round(lm[brow, :2]).astype(np.int32)), 255)
-    grow = max(1, int(round(_BROW_BERTH * width)))
-    blocked |= cv2.dilate(brows, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))) > 0
-    ridges = _Ridges.of(luma, max(0.7, options.rim_scale * width), skin, blocked)
+    ridges = _eye_ridges(luma, lm, width, skin, eyes, options)
     remembered = memory.lenses if memory is not None else None
     found = find_spectacles(ridges, lm, options.rim_score, remembered, options.recall_score)
     if memory is not None:
@@ -440,6 +458,162 @@ def _spectacle_mask(
     rims[eyes > 0] = 0
     soft = cv2.GaussianBlur(rims.astype(np.float32) * np.float32(found.opacity / 255.0), (0, 0), 0.5 * ridges.scale)
     return np.asarray(soft, np.float32)
+
+
+# The avatar's own glasses (avatar_spectacles). Ridge scores round the weaker lens on 37 portraits: the two
+# wearing glasses 1.62 (wire frames, turned) and 2.19 (thick black frames); every other face at most 1.26.
+_AVATAR_RIM_SCORE = 1.45
+# Share of each fitted loop's points (off the eyes' berths) with a frame pixel near them: with glasses 0.39 (the wire
+# frames, turned) and 0.97; of the faces without, those with the strongest ridges round the eyes 0.53, 0.41, 0.34 (all of
+# them far below the ridge score above), the rest at most 0.26. A guard: the ridge score is what tells glasses apart.
+_FRAME_SUPPORT = 0.3
+_FRAME_KERNEL = 0.08  # of the face width: a frame is thinner than this (black-hat of a closing this wide)
+_FRAME_CONTRAST = 0.3  # a frame pixel is this much darker (of its surroundings' light) than the closing round it ...
+_FRAME_DARK = 0.4  # ... and darker than this share of the skin's median luma (shading on skin is not)
+_FRAME_BLACK = 0.25  # of the skin's median luma: darker than this is frame in any shape (a bridge, a hinge)
+_FRAME_REACH = 0.45  # of the eye's width round each fitted loop: where a rim may lie (loops sit on one edge of thick ones)
+_FRAME_OUTLINE = 0.04  # of the face width past the outline: the arms reach this far in the band they run in
+_FRAME_EYE_BERTH = 0.08  # of the eye's width round the openings: lashes, never frame
+_FRAME_WING = 0.2  # of the eye's width past each corner, along the eye: the liner's wings, never frame (drawn rigid, a
+# wing stays put when the lids close)
+_LINE_WIDTH = 0.025  # of the face width: dark parts this thick are hair or shade, unless black
+_FRAME_SEED = 3.0  # in ridge scales: the width of the fitted loops a frame's components must touch
+_GLINT_REACH = 0.006  # of the face width: how far beside a dark frame a light line is its glint
+_GLINT_KERNEL = 0.03  # of the face width: a glint is thinner than this ...
+_GLINT_CONTRAST = 0.08  # ... and this much lighter than the opening round it
+
+
+def avatar_spectacles(image: Image, landmarks: Landmarks) -> FloatImage | None:
+    """0..1 on the frames of the glasses an avatar picture wears (rims, bridge, arms), soft-edged; None: no glasses.
+
+    The lens search (`find_spectacles`) fits loops to the rims, but to a thick frame it fits one edge
+    and to a wire frame only part of it: the frame itself is segmented round the loops. A frame pixel is
+    dark against what is round it at a frame's scale (a black-hat of a closing wider than any frame) and
+    dark against the skin (a shading of the skin, however narrow, is not as dark), or black; it lies
+    near a loop, or in the band of the lenses' upper half (the bridge and the arms); never on the eyes'
+    openings and lash lines or the brows; and belongs to a dark component that runs along a loop. The
+    frame must then follow most of both loops. Light frames are not looked for: a portrait's light rim is
+    mostly its glint, drawn as it is.
+    """
+    h, w = image.shape[:2]
+    lm = landmarks.astype(np.float64)
+    oval = lm[topo.face_oval_ring(), :2]
+    width = float(np.ptp(oval[:, 0]))
+    if width < 8.0:
+        return None
+    region = Region.around(oval.astype(np.float32), (w, h), 0.3 * width)
+    fy, fx, _, _ = region.clip_to((w, h))
+    crop = np.ascontiguousarray(image[fy, fx])
+    local = lm.copy()
+    local[:, :2] -= np.array([fx.start, fy.start], np.float64)
+    frame = _frame_pixels(crop, local, width)
+    if frame is None:
+        return None
+    out = np.zeros((h, w), np.float32)
+    out[fy, fx] = frame
+    return out
+
+
+def _frame_pixels(crop: Image, lm: npt.NDArray[np.float64], width: float) -> FloatImage | None:
+    shape = crop.shape[:2]
+    face = np.zeros(shape, np.uint8)
+    fill_polygon(face, lm[topo.face_oval_ring(), :2])
+    ycc = cv2.cvtColor(crop, cv2.COLOR_BGR2YCrCb).astype(np.float32)
+    skin = _skin_colour(ycc, face, lm.astype(np.float32), topo.LOWER_SKIN_SAMPLES, max(2, int(round(0.035 * width))))
+    if skin is None:
+        return None
+    luma = ycc[..., 0]
+    eyes = eye_openings(shape, lm.astype(np.float32))
+    ridges = _eye_ridges(luma, lm, width, skin[3], eyes, OcclusionOptions())
+    found = find_spectacles(ridges, lm, _AVATAR_RIM_SCORE)
+    if found is None:
+        return None
+    near, band, allowed = _frame_zone(found, face, eyes, lm, width)
+    skin_luma = float(np.median(luma[skin[3]]))
+    dark = _dark_lines(luma, skin_luma, width) & (near | band)
+    # Only thin lines, unless black: the hair an arm runs into at the temple and a lid's crease under a rim are
+    # dark too, but thicker than a wire; a thick frame's bar, bridge and hinges are black, and near the lenses.
+    k = max(3, int(round(_LINE_WIDTH * width)) | 1)
+    blobs = cv2.morphologyEx(dark.astype(np.uint8), cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    blobs = cv2.dilate(blobs, np.ones((3, 3), np.uint8)) > 0
+    candidates = dark & (~blobs | ((luma < _FRAME_BLACK * skin_luma) & near))
+    seeds = np.zeros(shape, np.uint8)
+    seed = max(3, int(round(_FRAME_SEED * ridges.scale)))
+    cv2.polylines(seeds, [np.round(loop * 16).astype(np.int32) for loop in found.loops], True, 255, seed, cv2.LINE_8, shift=4)
+    count, labels = cv2.connectedComponents(candidates.astype(np.uint8), connectivity=8)
+    touching = np.bincount(labels[(seeds > 0) & candidates], minlength=count) >= max(3, seed * seed // 2)
+    touching[0] = False
+    frame = touching[labels]
+    r = max(2, int(round(2.0 * ridges.scale)))
+    around = cv2.dilate(frame.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+    for loop in found.loops:
+        p = np.clip(np.round(loop).astype(np.intp), 0, [shape[1] - 1, shape[0] - 1])
+        # Of the loop's points where a frame may be found at all (not those over the eyes' berths and the brows).
+        free = allowed[p[:, 1], p[:, 0]]
+        if not free.any() or float(around[p[free, 1], p[free, 0]].mean()) < _FRAME_SUPPORT:
+            return None
+    # Glints on a metal frame (light lines along its dark ones) and its anti-aliased edge go with it: left in
+    # the skin they draw a pale ghost of the rims that bends with the mesh.
+    g = max(1, int(round(_GLINT_REACH * width)))
+    beside = cv2.dilate(frame.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * g + 1, 2 * g + 1))) > 0
+    frame8 = (frame | (beside & _light_lines(luma, width) & (eyes == 0))).astype(np.uint8)
+    frame8 = cv2.morphologyEx(frame8, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
+    frame8 = cv2.dilate(frame8, np.ones((3, 3), np.uint8))
+    return np.asarray(np.clip(cv2.GaussianBlur(frame8.astype(np.float32), (0, 0), 0.7) * 1.5, 0.0, 1.0), np.float32)
+
+
+def _dark_lines(luma: FloatImage, skin_luma: float, width: float) -> npt.NDArray[np.bool_]:
+    k = max(3, int(round(_FRAME_KERNEL * width)) | 1)
+    light = luma + np.float32(8.0)
+    closed = cv2.morphologyEx(light, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    narrow = light < np.float32(1.0 - _FRAME_CONTRAST) * closed
+    return np.asarray((narrow | (luma < _FRAME_BLACK * skin_luma)) & (luma < _FRAME_DARK * skin_luma), np.bool_)
+
+
+def _eye_berths(eyes: npt.NDArray[np.uint8], lm: npt.NDArray[np.float64], eye_width: float) -> npt.NDArray[np.uint8]:
+    """255 round each eye's opening: its lashes above and below, and further out past its corners, its liner's wings."""
+    e = max(1, int(round(_FRAME_EYE_BERTH * eye_width)))
+    out = cv2.dilate(eyes, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * e + 1, 2 * e + 1)))
+    for ring, (outer, inner) in ((topo.right_eye_ring(), topo.RIGHT_EYE_CORNERS), (topo.left_eye_ring(), topo.LEFT_EYE_CORNERS)):
+        o, i = lm[outer, :2], lm[inner, :2]
+        axis = o - i
+        angle = float(np.degrees(np.arctan2(axis[1], axis[0])))
+        across = np.array([-axis[1], axis[0]]) / max(float(np.linalg.norm(axis)), 1e-6)
+        height = float(np.ptp((lm[ring, :2] - i) @ across))
+        half = (int(round((0.5 + _FRAME_WING) * eye_width)), int(round(0.5 * height + _FRAME_EYE_BERTH * eye_width)))
+        centre = tuple(int(round(v)) for v in (o + i) / 2)
+        cv2.ellipse(out, centre, half, angle, 0, 360, 255, -1)
+    return out
+
+
+def _light_lines(luma: FloatImage, width: float) -> npt.NDArray[np.bool_]:
+    """Thin lines lighter than what is round them (a white-hat of an opening a wire's glint fits in)."""
+    k = max(3, int(round(_GLINT_KERNEL * width)) | 1)
+    light = luma + np.float32(8.0)
+    opened = cv2.morphologyEx(light, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    return np.asarray(light > np.float32(1.0 + _GLINT_CONTRAST) * opened, np.bool_)
+
+
+def _frame_zone(
+    found: Spectacles, face: npt.NDArray[np.uint8], eyes: npt.NDArray[np.uint8], lm: npt.NDArray[np.float64], width: float
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Where a frame may be: near the fitted loops, and elsewhere in the band of the lenses' upper half inside the
+    (grown) outline (bridge, arms); never on the eyes' openings with their lashes and wings, nor on the brows (the
+    third mask: all but those)."""
+    shape = face.shape
+    eye_width = _eye_width(lm)
+    loops = np.zeros(shape, np.uint8)
+    cv2.polylines(loops, [np.round(loop * 16).astype(np.int32) for loop in found.loops], True, 255, 1, cv2.LINE_8, shift=4)
+    near = cv2.distanceTransform((loops == 0).astype(np.uint8), cv2.DIST_L2, 3) <= _FRAME_REACH * eye_width
+    points = np.concatenate(found.loops)
+    top = float(points[:, 1].min()) - _FRAME_REACH * eye_width
+    middle = float(np.mean([loop[:, 1].mean() for loop in found.loops]))
+    rows = np.arange(shape[0], dtype=np.float64)[:, None]
+    g = max(1, int(round(_FRAME_OUTLINE * width)))
+    outline = cv2.dilate(face, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * g + 1, 2 * g + 1))) > 0
+    allowed = (_eye_berths(eyes, lm, eye_width) == 0) & (_brow_hulls(shape, lm) == 0)
+    band = (rows >= top) & (rows <= middle) & outline & ~near & allowed
+    return np.asarray(near & allowed, np.bool_), np.asarray(band, np.bool_), np.asarray(allowed, np.bool_)
 
 
 def occluder_mask(
@@ -508,7 +682,7 @@ def occluder_mask(
     # Thin dark lines crossing the face, long ones only: spectacle frames. (Clear rims are too faint
     # to tell from skin texture this way; erasing them leaves no ghost, just no glasses.)
     near_eyes = cv2.dilate(eyes, np.ones((3, 3), np.uint8))
-    rims = _rims(ycc[..., 0], width, my, sy) & (face > 0) & (near_eyes == 0) & (lines_ok > 0)
+    rims = _rims(ycc[..., 0], width, my, sy) & (face > 0) & (near_eyes == 0) & (lines_ok > 0) & opts.glasses
     rims = _long_components(rims.astype(np.uint8), 0.25 * width)
     allowed = (inner > 0) if alpha is None else (inner > 0) & (alpha[fy, fx] >= 0.5)
     # Judged again once the outline band is cut away: of a patch that came in from the edge, what is
@@ -518,7 +692,7 @@ def occluder_mask(
     inside = _reaching_out(blobs, inside, face > 0 if alpha is None else (face > 0) & (alpha[fy, fx] >= 0.5))
     mask = np.maximum(inside, rims * allowed)
     soft = np.clip(cv2.GaussianBlur(mask.astype(np.float32), (0, 0), max(0.8, 0.012 * width)) * 1.5, 0.0, 1.0)
-    if opts.spectacles:
+    if opts.spectacles and opts.glasses:
         # Drawn with their own narrow edge: a wide one shows a band of the sender's skin round a thin rim.
         spectacles = _spectacle_mask(ycc[..., 0], lm, width, sampled, eyes, opts, memory)
         soft = np.maximum(soft, spectacles * allowed)
