@@ -25,6 +25,7 @@ from facewire.shared.face import topology as topo
 from facewire.shared.face.identity import IdentityError, detect_faces, load_identity
 from facewire.shared.face.measures import eye_open_ratio, mouth_ratio
 from facewire.shared.face.pose import from_canonical, head_pose, to_canonical
+from facewire.shared.render.frontal import glasses_drawn_rigid, picture_yaw
 from facewire.shared.render.occlusion import avatar_cover, avatar_spectacles
 from facewire.shared.render.warp import fill_polygon
 from facewire.shared.types import FrameState, IdentityAsset, Image, KeyframeState, Landmarks
@@ -91,8 +92,13 @@ def avatar_warnings(image: Image, landmarks: Landmarks) -> list[str]:
     if min(eye_open_ratio(p, "right"), eye_open_ratio(p, "left")) < SHUT_EYES:
         warnings.append("the eyes are nearly shut in the picture: open eyes cannot be shown well; use a picture with open eyes")
     if avatar_spectacles(image, lm) is not None:
-        warnings.append("the avatar wears glasses: they are drawn as one rigid piece that turns with your head, as the "
-                        "picture shows them (a far turn shows their flat side), and your own glasses are not shown over them")  # fmt: skip
+        if glasses_drawn_rigid(picture_yaw(lm)):
+            warnings.append("the avatar wears glasses: they are drawn as one rigid piece that turns with your head, as the "
+                            "picture shows them (a far turn shows their flat side), and your own glasses are not shown over "
+                            "them")  # fmt: skip
+        else:
+            warnings.append("the avatar wears glasses in a turned picture: they move with its skin and may bend as you "
+                            "talk; in a picture facing the camera they are drawn as one rigid piece")  # fmt: skip
     return warnings
 
 

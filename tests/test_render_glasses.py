@@ -177,3 +177,18 @@ def test_the_avatar_check_says_the_avatar_wears_glasses() -> None:
     glasses, _ = _with_glasses(image, lm, 12)
     assert any("glasses" in w for w in avatar_warnings(glasses, lm))
     assert not any("glasses" in w for w in avatar_warnings(image, lm))
+
+
+def test_glasses_in_a_turned_picture_stay_in_the_skin_and_the_check_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Turned enough to need the mirror fill, a picture's far lens is foreshortened: drawn rigid from the frontalised
+    texture it sits stretched out past the eye, so such glasses are warped with the face as before."""
+    import facewire.sender.avatar_check as check
+    import facewire.shared.render.frontal as frontal
+
+    image, lm = big_astronaut()
+    glasses, _ = _with_glasses(image, lm, 12)
+    assert frontal.prepare_texture(glasses, lm).glasses is not None
+    monkeypatch.setattr(frontal, "picture_yaw", lambda _: 24.0)
+    monkeypatch.setattr(check, "picture_yaw", lambda _: 24.0)
+    assert frontal.prepare_texture(glasses, lm).glasses is None
+    assert any("glasses in a turned picture" in w for w in check.avatar_warnings(glasses, lm))

@@ -125,6 +125,18 @@ def smooth_fine_texture(image: Image, sigma: float, contrast: float) -> Image:
     return np.asarray(cv2.bilateralFilter(image, 0, contrast, max(0.5, sigma)), np.uint8)
 
 
+def picture_yaw(landmarks: Landmarks) -> float:
+    """Degrees the face in the picture is turned, as prepare_texture frontalises it."""
+    return float(np.degrees(Rotation.from_matrix(frontal_rotation(landmarks.astype(np.float32))).as_euler("yxz")[0]))
+
+
+def glasses_drawn_rigid(yaw: float) -> bool:
+    """Whether glasses worn in a picture turned `yaw` degrees are drawn as one rigid piece. A picture turned enough to
+    need the mirror fill shows its far lens foreshortened: frontalised, that lens is stretched out past the eye, and
+    a rigid piece keeps it there (and a half-found arm beside it); warped with the skin, it stays round its eye."""
+    return abs(yaw) < _MIN_YAW_FOR_MIRROR
+
+
 def prepare_texture(
     image: Image,
     landmarks: Landmarks,
@@ -141,13 +153,14 @@ def prepare_texture(
     whole (facewire.shared.render.iris); `rigid_glasses` lifts the frames of glasses it wears to be drawn as one piece
     (facewire.shared.render.glasses)."""
     lm = landmarks.astype(np.float32)
+    rotation = frontal_rotation(lm)
+    yaw = picture_yaw(lm)
     # Glasses first: painted over with skin, they are neither cover nor skin to the steps below.
-    image, frames = lift_glasses(image, lm) if rigid_glasses else (image, None)
+    lift = rigid_glasses and glasses_drawn_rigid(yaw)
+    image, frames = lift_glasses(image, lm) if lift else (image, None)
     # Hair, a hat or a helmet over the face painted over with the avatar's own skin before anything
     # else: the mirror fill, de-lighting and every later step then see skin there.
     image = fill_cover(image, lm)
-    rotation = frontal_rotation(lm)
-    yaw = float(np.degrees(Rotation.from_matrix(rotation).as_euler("yxz")[0]))
     centre = lm[:468].astype(np.float64).mean(axis=0)
     frontal = ((lm.astype(np.float64) - centre) @ rotation.T + centre).astype(np.float32)
     width = float(np.ptp(frontal[:468, 0]))
