@@ -124,9 +124,9 @@ def lid_openness(landmarks: Landmarks, ring: IndexArray) -> float:
     lids were drawn as a dark stretched band rather than a closed lid.
     """
     half = len(ring) // 2
-    points = landmarks[:, :2].astype(np.float64)
-    upper, lower = points[ring[1:half]], points[ring[half + 1 :][::-1]]
-    along = points[ring[half]] - points[ring[0]]
+    points = landmarks[ring, :2].astype(np.float64)  # the ring's only: this runs per eye twice a frame, per renderer
+    upper, lower = points[1:half], points[half + 1 :][::-1]
+    along = points[half] - points[0]
     width = float(np.linalg.norm(along))
     across = np.array([-along[1], along[0]]) / max(width, 1e-6)
     return abs(float(((lower - upper) @ across).mean())) / max(width, 1e-6)
@@ -138,6 +138,11 @@ def lid_closing(landmarks: Landmarks, neutral: Landmarks, ring: IndexArray) -> f
     if reference < 1e-3:
         return 0.0
     return 1.0 - float(np.clip(lid_openness(landmarks, ring) / reference, 0.0, 1.0))
+
+
+def eye_closings(landmarks: Landmarks, neutral: Landmarks) -> tuple[float, float]:
+    """lid_closing of the right eye and the left."""
+    return lid_closing(landmarks, neutral, topo.right_eye_ring()), lid_closing(landmarks, neutral, topo.left_eye_ring())
 
 
 def lid_source_vertices(vertices: Points, source: Landmarks, target: Landmarks) -> Points:
