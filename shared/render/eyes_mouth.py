@@ -23,6 +23,7 @@ import numpy.typing as npt
 
 from facewire.shared.face import topology as topo
 from facewire.shared.render.colour import LUMA_BGR
+from facewire.shared.render.iris import eye_span
 from facewire.shared.render.warp import Points, Region
 from facewire.shared.types import Image, Landmarks
 
@@ -211,14 +212,18 @@ def _eye_axes(landmarks: Landmarks, corners: tuple[int, int]) -> tuple[npt.NDArr
 
 
 def hold_irises(target: Landmarks, neutral: Landmarks, held: tuple[bool, bool], travel: float) -> Landmarks:
-    """`target` with the irises of the `held` eyes (right, left) kept near where `neutral` has them in the eye.
+    """`target` with the irises of the `held` eyes (right, left) kept near where `neutral` has them in the eye,
+    and at `neutral`'s size (scaled with the face).
 
     For eyes whose iris is left to the warp (too small or too blurred to lift, facewire.shared.render.iris):
     the warp moves such an iris by stretching the eye around it, and a far turn smears it sideways
     into the white. The iris's offset from its place in `neutral` (in eye widths, in the eye's own
     frame) is eased to at most `travel`: small glances pass almost unchanged, far ones stop short.
+    Its ring is `neutral`'s radius times the face's scale (iris.eye_span), as a lifted iris is drawn: the
+    target's is the sender's change added to the avatar's, and the tracker shrinks a raised or turned iris.
     """
     out = target.copy()
+    scale = eye_span(target) / max(eye_span(neutral), 1e-6)
     for hold, (corners, centre, ring) in zip(held, _EYES, strict=True):
         if not hold:
             continue
@@ -230,11 +235,14 @@ def hold_irises(target: Landmarks, neutral: Landmarks, held: tuple[bool, bool], 
         now = np.linalg.solve(t_axes.T, target[centre, :2] - t_origin)
         shift = now - rest
         size = float(np.linalg.norm(shift))
-        if size <= 1e-9:
-            continue
-        eased = shift * (travel * np.tanh(size / travel) / size)
-        move = (eased - shift) @ t_axes
-        out[[centre, *ring], :2] += move.astype(np.float32)
+        if size > 1e-9:
+            eased = shift * (travel * np.tanh(size / travel) / size)
+            out[[centre, *ring], :2] += ((eased - shift) @ t_axes).astype(np.float32)
+        own = float(np.linalg.norm(neutral[list(ring), :2] - neutral[centre, :2], axis=1).mean()) * scale
+        offsets = out[list(ring), :2] - out[centre, :2]
+        radius = float(np.linalg.norm(offsets, axis=1).mean())
+        if radius > 1e-6:
+            out[list(ring), :2] = out[centre, :2] + offsets * np.float32(own / radius)
     return out
 
 
