@@ -251,7 +251,7 @@ def _redraw_upper_lid(
         lid = _soft_polygon(_upper_lid(outline, ring), (h, w), _FEATHER * eye_width)
     scale = 0.5 if min(h, w) >= 8 else 1.0
     small = cv2.pyrDown(out) if scale < 1.0 else out
-    shape = small.shape[:2]
+    shape = (int(small.shape[0]), int(small.shape[1]))
     gap = max(1, int(round(0.02 * eye_width * scale)))
     reach = gap + max(1, int(round(_RIM * eye_width * scale)))
     face = _polygon(outline * scale, shape)
