@@ -53,3 +53,14 @@ def test_the_hold_follows_the_eye_when_the_head_moves() -> None:
     moved = neutral.copy()
     moved[:, :2] = neutral[:, :2] * np.float32(1.5) + np.float32(20.0)  # larger and shifted: no gaze change
     assert np.allclose(hold_irises(moved, neutral, (True, True), 0.08), moved, atol=1e-3)
+
+
+def test_a_held_iris_keeps_the_avatars_size_when_the_tracked_iris_shrinks() -> None:
+    """The tracker shrinks an iris raised or turned (d12: by a third); the warp would shrink the avatar's with it."""
+    neutral = astronaut_landmarks()
+    shrunk = neutral.copy()
+    for idx in (RIGHT, LEFT):
+        shrunk[list(idx[1:]), :2] = neutral[idx[0], :2] + np.float32(0.6) * (neutral[list(idx[1:]), :2] - neutral[idx[0], :2])
+    held = hold_irises(shrunk, neutral, (True, False), 0.08)
+    assert np.allclose(held[list(RIGHT)], neutral[list(RIGHT)], atol=1e-3)
+    assert np.array_equal(held[list(LEFT)], shrunk[list(LEFT)])  # not held: the lifted iris is drawn at its size

@@ -106,3 +106,28 @@ def test_a_closed_eye_has_no_iris_to_lift() -> None:
     clean, irises = lift_irises(image, lm)
     assert irises == (None, None)
     assert np.array_equal(clean, image)
+
+
+def test_a_drawn_iris_keeps_the_avatars_size_when_the_tracked_iris_shrinks() -> None:
+    """The tracker shrinks an iris turned up or aside (d12: by a third); the avatar's iris is a fixed size, scaled
+    only with the face, or a small iris stares out of a wide white."""
+    lm = _scaled_landmarks()
+    image = _painted_eyes(lm)
+    clean, irises = lift_irises(image, lm)
+    c, r = iris_geometry(lm, topo.RIGHT_IRIS_CENTER, topo.RIGHT_IRIS)
+    shrunk = lm.copy()
+    for idx in topo.RIGHT_IRIS:
+        shrunk[idx, :2] = (c + 0.6 * (lm[idx, :2] - c)).astype(np.float32)
+    out = clean.copy()
+    draw_irises(out, shrunk, irises)
+    # The iris's colour at 0.8 of its own radius either side, where a disc of the tracked radius ends at 0.6.
+    for dx in (-0.8 * r, 0.8 * r):
+        x, y = int(round(c[0] + dx)), int(round(c[1]))
+        assert _distance(out[y : y + 1, x : x + 1], IRIS).max() < 45, (dx, out[y, x])
+    # A face drawn larger has a larger iris: the size follows the distance between the eyes.
+    big = (lm * np.float32(1.5)).astype(np.float32)
+    canvas = cv2.resize(clean, None, fx=1.5, fy=1.5, interpolation=cv2.INTER_LINEAR)
+    draw_irises(canvas, big, irises)
+    cb, _ = iris_geometry(big, topo.RIGHT_IRIS_CENTER, topo.RIGHT_IRIS)
+    x, y = int(round(cb[0] + 0.8 * 1.5 * r)), int(round(cb[1]))
+    assert _distance(canvas[y : y + 1, x : x + 1], IRIS).max() < 45

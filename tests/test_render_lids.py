@@ -208,3 +208,50 @@ def test_an_avatars_closed_lid_under_a_dark_socket_is_skin_not_a_dark_smear() ->
     lid &= np.arange(size[0])[:, None] > closed[crease, 1].max() + 0.03 * eye_width
     assert lid.sum() > 20
     assert out[lid].astype(np.float64).mean() > 0.85 * SKIN.mean(), out[lid].astype(np.float64).mean()
+
+
+def _eye_with_iris(target: np.ndarray, ring: np.ndarray, size: tuple[int, int], iris: tuple[int, int, int]) -> np.ndarray:
+    """Skin, the opening inside `ring` white, and a disc of `iris` colour at the opening's middle."""
+    image = np.tile(SKIN, (*size, 1))
+    opening = np.zeros(size, np.uint8)
+    cv2.fillPoly(opening, [np.round(target[ring, :2]).astype(np.int32)], 1)
+    eye = np.full((*size, 3), 230.0)
+    centre = target[ring, :2].mean(axis=0)
+    cv2.circle(eye, (int(round(centre[0])), int(round(centre[1]))), int(0.2 * np.ptp(target[ring, 0])), iris, -1)
+    image[opening > 0] = eye[opening > 0]
+    return np.clip(image + 0.5, 0, 255).astype(np.uint8)
+
+
+def test_an_avatars_lowered_eye_keeps_its_iris_and_a_shut_one_is_covered() -> None:
+    """Avatar path (REDRAWN): lids lowered to ~0.27 of the opening (a glance down: the tracker reads w0's and d3's
+    at 0.5-0.79) leave the drawn iris in the slit, neither smeared along the eye nor covered with lid, which made a
+    lowered eye read as shut; a wink or blink (0.86 and up) has what is left of its opening covered with the lid."""
+    from dataclasses import replace
+
+    from facewire.shared.render.lids import REDRAWN
+
+    neutral = astronaut_landmarks() * np.float32(3.0)
+    ring = topo.right_eye_ring()
+    size = (int(neutral[:, 1].max()) + 20, int(neutral[:, 0].max()) + 20)
+    lowered = _closed_across(neutral, ring, 0.27)
+    assert 0.7 < lid_closing(lowered, neutral, ring) < 0.79
+    image = _eye_with_iris(lowered, ring, size, (40, 40, 40))
+    out = image.copy()
+    close_lids(out, lowered, neutral, REDRAWN)
+    slit = np.zeros(size, np.uint8)
+    cv2.fillPoly(slit, [np.round(lowered[ring, :2]).astype(np.int32)], 1)
+    centre = lowered[ring, :2].mean(axis=0)
+    ys, xs = np.mgrid[0 : size[0], 0 : size[1]]
+    core = (cv2.erode(slit, np.ones((3, 3), np.uint8)) > 0) & (np.abs(xs - centre[0]) < 0.1 * np.ptp(lowered[ring, 0]))
+    assert core.sum() > 10
+    assert out[core].astype(np.float64).mean() < image[core].astype(np.float64).mean() + 15, out[core].mean()
+    # Shut, the opening is the lid's colour (the lash line left out: it darkens the margin whatever is under it).
+    shut = _closed_across(neutral, ring, 0.12)
+    assert lid_closing(shut, neutral, ring) > 0.86
+    image = _eye_with_iris(shut, ring, size, (40, 40, 40))
+    out = image.copy()
+    close_lids(out, shut, neutral, replace(REDRAWN, lash_darkness=0.0))
+    opening = np.zeros(size, np.uint8)
+    cv2.fillPoly(opening, [np.round(shut[ring, :2]).astype(np.int32)], 1)
+    inside = (opening > 0) & (np.abs(xs - centre[0]) < 0.1 * np.ptp(shut[ring, 0]))
+    assert np.abs(out[inside].astype(np.float64).mean(axis=0) - SKIN).max() < 25, out[inside].mean(axis=0)

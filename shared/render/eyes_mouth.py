@@ -23,6 +23,7 @@ import numpy.typing as npt
 
 from facewire.shared.face import topology as topo
 from facewire.shared.render.colour import LUMA_BGR
+from facewire.shared.render.iris import eye_span
 from facewire.shared.render.warp import Points, Region
 from facewire.shared.types import Image, Landmarks
 
@@ -124,9 +125,9 @@ def lid_openness(landmarks: Landmarks, ring: IndexArray) -> float:
     lids were drawn as a dark stretched band rather than a closed lid.
     """
     half = len(ring) // 2
-    points = landmarks[:, :2].astype(np.float64)
-    upper, lower = points[ring[1:half]], points[ring[half + 1 :][::-1]]
-    along = points[ring[half]] - points[ring[0]]
+    points = landmarks[ring, :2].astype(np.float64)  # the ring's only: this runs per eye twice a frame, per renderer
+    upper, lower = points[1:half], points[half + 1 :][::-1]
+    along = points[half] - points[0]
     width = float(np.linalg.norm(along))
     across = np.array([-along[1], along[0]]) / max(width, 1e-6)
     return abs(float(((lower - upper) @ across).mean())) / max(width, 1e-6)
@@ -138,6 +139,11 @@ def lid_closing(landmarks: Landmarks, neutral: Landmarks, ring: IndexArray) -> f
     if reference < 1e-3:
         return 0.0
     return 1.0 - float(np.clip(lid_openness(landmarks, ring) / reference, 0.0, 1.0))
+
+
+def eye_closings(landmarks: Landmarks, neutral: Landmarks) -> tuple[float, float]:
+    """lid_closing of the right eye and the left."""
+    return lid_closing(landmarks, neutral, topo.right_eye_ring()), lid_closing(landmarks, neutral, topo.left_eye_ring())
 
 
 def lid_source_vertices(vertices: Points, source: Landmarks, target: Landmarks) -> Points:
@@ -206,14 +212,18 @@ def _eye_axes(landmarks: Landmarks, corners: tuple[int, int]) -> tuple[npt.NDArr
 
 
 def hold_irises(target: Landmarks, neutral: Landmarks, held: tuple[bool, bool], travel: float) -> Landmarks:
-    """`target` with the irises of the `held` eyes (right, left) kept near where `neutral` has them in the eye.
+    """`target` with the irises of the `held` eyes (right, left) kept near where `neutral` has them in the eye,
+    and at `neutral`'s size (scaled with the face).
 
     For eyes whose iris is left to the warp (too small or too blurred to lift, facewire.shared.render.iris):
     the warp moves such an iris by stretching the eye around it, and a far turn smears it sideways
     into the white. The iris's offset from its place in `neutral` (in eye widths, in the eye's own
     frame) is eased to at most `travel`: small glances pass almost unchanged, far ones stop short.
+    Its ring is `neutral`'s radius times the face's scale (iris.eye_span), as a lifted iris is drawn: the
+    target's is the sender's change added to the avatar's, and the tracker shrinks a raised or turned iris.
     """
     out = target.copy()
+    scale = eye_span(target) / max(eye_span(neutral), 1e-6)
     for hold, (corners, centre, ring) in zip(held, _EYES, strict=True):
         if not hold:
             continue
@@ -225,11 +235,14 @@ def hold_irises(target: Landmarks, neutral: Landmarks, held: tuple[bool, bool], 
         now = np.linalg.solve(t_axes.T, target[centre, :2] - t_origin)
         shift = now - rest
         size = float(np.linalg.norm(shift))
-        if size <= 1e-9:
-            continue
-        eased = shift * (travel * np.tanh(size / travel) / size)
-        move = (eased - shift) @ t_axes
-        out[[centre, *ring], :2] += move.astype(np.float32)
+        if size > 1e-9:
+            eased = shift * (travel * np.tanh(size / travel) / size)
+            out[[centre, *ring], :2] += ((eased - shift) @ t_axes).astype(np.float32)
+        own = float(np.linalg.norm(neutral[list(ring), :2] - neutral[centre, :2], axis=1).mean()) * scale
+        offsets = out[list(ring), :2] - out[centre, :2]
+        radius = float(np.linalg.norm(offsets, axis=1).mean())
+        if radius > 1e-6:
+            out[list(ring), :2] = out[centre, :2] + offsets * np.float32(own / radius)
     return out
 
 

@@ -4,8 +4,8 @@ A mesh warp moves an iris by stretching the eye around it: when the gaze turns f
 avatar's iris is large for its eye (cartoons), the iris smears into the white and tears. Here the
 avatar's irises are lifted out of its texture once (what the lids hide completed from the iris's
 own ring-by-ring colours) and painted over with the white of the eye; the clean eye is warped with
-the face, and each iris is drawn on top as a disc of the retargeted iris radius, clipped by the
-rendered eye opening, so it slides under the lids without changing shape.
+the face, and each iris is drawn on top as a disc of the avatar's own iris size (scaled with the face),
+clipped by the rendered eye opening, so it slides under the lids without changing shape or size.
 """
 
 from __future__ import annotations
@@ -47,12 +47,22 @@ class Iris:
     alpha: FloatArray  # the disc, soft-edged, patch-sized
     centre: tuple[float, float]  # in patch pixels
     radius: float  # the landmarks' iris radius, in patch pixels: what the drawing scales by
+    span: float  # the distance between the eyes (eye_span) in the picture it was lifted from, in the same pixels
 
 
 def iris_geometry(landmarks: Landmarks, centre: int, ring: tuple[int, ...]) -> tuple[npt.NDArray[np.float64], float]:
     points = landmarks[:, :2].astype(np.float64)
     c = points[centre]
     return c, float(np.linalg.norm(points[list(ring)] - c, axis=1).mean())
+
+
+def eye_span(landmarks: Landmarks) -> float:
+    """The 3-D distance between the eyes' centres (each the middle of its corners): the face's scale, which a
+    head turn foreshortens much less than any 2-D length across the face (the landmarks' z is in x's units)."""
+    points = landmarks.astype(np.float64)
+    right = points[list(topo.RIGHT_EYE_CORNERS)].mean(axis=0)
+    left = points[list(topo.LEFT_EYE_CORNERS)].mean(axis=0)
+    return float(np.linalg.norm(left - right))
 
 
 def _fill(polygon: npt.NDArray[np.float64], shape: tuple[int, int]) -> FloatArray:
@@ -220,17 +230,24 @@ def lift_irises(image: Image, landmarks: Landmarks) -> tuple[Image, tuple[Iris |
         # Drawn with its edge: the drawn iris's soft edge reaches as far as the paint-out, so no ring of white shows round it.
         patch = _radial_fill(pixels, distance, (distance <= reach) & seen, reach)
         alpha = np.clip(np.float32(reach + 1.0) - distance, 0.0, 1.0)
-        irises.append(Iris(patch, alpha, (float(local[0]), float(local[1])), radius))
+        irises.append(Iris(patch, alpha, (float(local[0]), float(local[1])), radius, eye_span(landmarks)))
         clean[y0:y1, x0:x1] = painted
     return clean, (irises[0], irises[1])
 
 
 def draw_irises(face: Image, landmarks: Landmarks, irises: tuple[Iris | None, Iris | None]) -> None:
-    """Draw each iris in place, in `face`'s pixels: at the landmarks' iris centre and radius, clipped by the eye opening."""
+    """Draw each iris in place, in `face`'s pixels: at the landmarks' iris centre, clipped by the eye opening.
+
+    Its size is the avatar's own, scaled as the face is (eye_span), not the landmarks' iris radius: that is
+    the sender's iris radius change added to the avatar's, and the tracker shrinks a turned or raised iris
+    (d12 looking up and aside: by a third), which drew a small iris in a wide white, a goggling stare.
+    """
+    span = eye_span(landmarks)
     for iris, (ring_of, centre_index, iris_ring) in zip(irises, _EYES, strict=True):
         if iris is None:
             continue
-        c, radius = iris_geometry(landmarks, centre_index, iris_ring)
+        c, _ = iris_geometry(landmarks, centre_index, iris_ring)
+        radius = iris.radius * span / max(iris.span, 1e-6)
         if not np.isfinite(c).all() or radius < 0.5:
             continue
         half = int(np.ceil(radius * _MARGIN)) + 2

@@ -56,16 +56,27 @@ class LidStyle:
     shut: tuple[float, float] = (_SHUT_START, _SHUT_FULL)  # closing fractions over which the slit is covered
     lash: float = _LASH
     lash_darkness: float = _LASH_DARKNESS
+    smooth_opening: bool = True  # the smoothing reaches down to the lower lid, over what is left of the opening
+    # What is left of a shut eye's opening covered whole: the opening's blurred polygon covers a slit thinner than
+    # its blur only in part (a 3-px slit: ~40%), and a drawn eye's white or iris showed through a wink as a line.
+    cover_whole: bool = False
 
 
 SMOOTHED = LidStyle()
-# The avatar closes its lids as far as the sender does (retarget: the same ratio of its own opening). A wink or
-# blink the tracker follows reads 0.75-0.99 (d3's winks 0.75-0.88, d14's blinks 0.93-0.99): there the avatar's
-# stretched lid band (lashes, liner, a socket's shadow) is a dark smear, and a closed lid of its skin with a lash
-# line is what says "closed". A glance down or a squint lowers the lids to ~0.3-0.7; that eye is open, its own lid
-# band stretched is what a lowered lid looks like, and redrawing it from low closings made a blank lid a face
-# recogniser no longer took for the avatar's (dlib distance +0.02 to +0.09 on w1's glances).
-REDRAWN = LidStyle(redraw=True, start=0.55, full=0.78, shut=(0.62, 0.76), lash=0.05, lash_darkness=0.6)
+# The avatar closes its lids as far as the sender does (retarget: the same ratio of its own opening) and is drawn by
+# the sender's closing (close_lids' `closings`). A wink or blink the tracker follows settles at 0.8-0.99 (d3's winks
+# 0.8-0.88, d14's blinks 0.93-0.99, w0's blinks peak at 0.82-0.97): there the avatar's stretched lid band (lashes,
+# liner, a socket's shadow) is a dark smear, and a closed lid of its skin with a lash line is what says "closed". A
+# glance down or a squint lowers the lids to ~0.3-0.79 (w0's lowered eyes 0.47-0.79, d3's 0.54-0.77, the iris
+# showing): that eye is open. Its own lid band stretched is what a lowered lid looks like, and redrawing it from low
+# closings made a blank lid a face recogniser no longer took for the avatar's (dlib distance +0.02 to +0.09 on w1's
+# glances). What is left of its opening, the drawn iris in it, is neither smeared along the eye (`smooth_opening`) nor
+# covered below 0.78: covered from 0.62, as the sender's own slit is, a lowered eye read as shut. The tracker's lid
+# lags a fast blink by a frame or two, so a frame going into or out of one can read 0.6-0.77 and show a slit: one
+# frame, where a lowered gaze lasts.
+REDRAWN = LidStyle(
+    redraw=True, start=0.55, full=0.78, shut=(0.78, 0.86), lash=0.05, lash_darkness=0.6, smooth_opening=False, cover_whole=True
+)
 
 
 @cache
@@ -88,12 +99,20 @@ def _smoothstep(t: float) -> float:
     return t * t * (3.0 - 2.0 * t)
 
 
-def close_lids(face: Image, landmarks: Landmarks, neutral: Landmarks, style: LidStyle = SMOOTHED) -> None:
+def close_lids(
+    face: Image, landmarks: Landmarks, neutral: Landmarks, style: LidStyle = SMOOTHED, closings: tuple[float, float] | None = None
+) -> None:
     """Smooth (or redraw: `style`) each closing lid in `face` (in place); `landmarks` in `face`'s pixels,
-    `neutral` the face's own open eyes."""
+    `neutral` the face's own open eyes.
+
+    `closings` (right eye, left; eyes_mouth.eye_closings) says how shut each eye is, where the face's own would not:
+    an avatar's lids follow the sender's by retarget's measure (the facing lid points' distance), which leaves the
+    avatar's eye at 0.72-0.93 of lid_closing when the sender's winks or blinks (0.8-1.0) and at 0.4-0.78 when the
+    sender's is lowered (0.45-0.79): on the avatar's own measure a wink and a glance down overlap.
+    """
     h, w = face.shape[:2]
-    for (ring, crease), brow in zip(_eyes(), _brow_outlines(), strict=True):
-        closing = lid_closing(landmarks, neutral, ring)
+    for k, ((ring, crease), brow) in enumerate(zip(_eyes(), _brow_outlines(), strict=True)):
+        closing = lid_closing(landmarks, neutral, ring) if closings is None else closings[k]
         amount = _smoothstep((closing - _START) / (_FULL - _START))  # the smoothing
         drawn = _smoothstep((closing - style.start) / (style.full - style.start))  # the redrawn lid and the lashes
         if max(amount, drawn) <= 0.0:
@@ -114,47 +133,97 @@ def close_lids(face: Image, landmarks: Landmarks, neutral: Landmarks, style: Lid
         shape = (int(y1 - y0), int(x1 - x0))
         region = face[y0:y1, x0:x1]
         out = region.astype(np.float32)
+        lid = None  # the upper lid's soft polygon, when the smoothing has drawn it
+        shut = _smoothstep((closing - style.shut[0]) / (style.shut[1] - style.shut[0]))
         if amount > 0.0:
-            weight = _soft_polygon(outline - origin, shape, _FEATHER * eye_width) * np.float32(amount)
+            if style.smooth_opening:
+                weight = _soft_polygon(outline - origin, shape, _FEATHER * eye_width)
+            else:
+                # The upper lid; the opening and the lower margin only as the eye shuts: a drawn (cartoon) eye
+                # larger than the mesh's opening shows its iris and white under a wink's margin, unsmoothed.
+                weight = lid = _soft_polygon(_upper_lid(outline, points[ring]) - origin, shape, _FEATHER * eye_width)
+                if shut > 0.0:
+                    weight = np.maximum(lid, _soft_polygon(outline - origin, shape, _FEATHER * eye_width) * np.float32(shut))
+            weight = weight * np.float32(amount)
             along = max(3, int(round(_BLUR * eye_width)) | 1)
             smooth = cv2.blur(region, (along, 1), borderType=cv2.BORDER_REPLICATE)
             out = out * (1.0 - weight[..., None]) + smooth.astype(np.float32) * weight[..., None]
         if style.redraw and drawn > 0.0:  # below its start the redrawn lid is blended in by 0: not drawn
-            out = _redraw_upper_lid(out, outline - origin, points[ring] - origin, points[brow] - origin, eye_width, drawn)
-        shut = _smoothstep((closing - style.shut[0]) / (style.shut[1] - style.shut[0]))
+            out = _redraw_upper_lid(out, outline - origin, points[ring] - origin, points[brow] - origin, eye_width, drawn, lid)
         if shut > 0.0:
-            out = _cover_slit(out, points[ring] - origin, eye_width, shut)
-        lash = np.zeros(shape, np.uint8)
-        margin = (points[ring[: half + 1]] - origin) * (1 << _SUBPIXEL)
-        thickness = max(1, int(round(style.lash * eye_width)))
-        cv2.polylines(lash, [np.round(margin).astype(np.int32)], False, 255, thickness, cv2.LINE_AA, shift=_SUBPIXEL)
-        # Lashes thin out towards the corners.
-        a, b = points[ring[0]] - origin, points[ring[half]] - origin
-        ys, xs = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
-        u = ((xs - 0.5 * (a[0] + b[0])) * (b[0] - a[0]) + (ys - 0.5 * (a[1] + b[1])) * (b[1] - a[1])) * np.float32(2.0 / eye_width**2)
-        taper = np.clip(1.5 * (1.0 - np.square(u)), 0.0, 1.0)
-        dark = 1.0 - np.float32(style.lash_darkness * drawn / 255.0) * lash.astype(np.float32) * taper
-        face[y0:y1, x0:x1] = np.clip(out * dark[..., None] + 0.5, 0, 255).astype(np.uint8)
+            out = _cover_slit(out, points[ring] - origin, eye_width, shut, style.cover_whole)
+        _darken_lash_line(out, points[ring] - origin, eye_width, style.lash, style.lash_darkness * drawn)
+        face[y0:y1, x0:x1] = np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
-def _soft_polygon(polygon: npt.NDArray[np.float64], shape: tuple[int, int], feather: float) -> npt.NDArray[np.float32]:
+def _window(points: npt.NDArray[np.float64], margin: int, shape: tuple[int, ...]) -> tuple[slice, slice]:
+    """The rows and columns of `shape` within `margin` pixels of `points`' bounding box."""
+    x0, y0 = np.maximum(np.floor(points.min(axis=0)).astype(int) - margin, 0)
+    x1, y1 = np.minimum(np.ceil(points.max(axis=0)).astype(int) + margin + 1, [shape[1], shape[0]])
+    return slice(int(y0), int(max(y0, y1))), slice(int(x0), int(max(x0, x1)))
+
+
+def _darken_lash_line(out: npt.NDArray[np.float32], ring: npt.NDArray[np.float64], eye_width: float, lash: float, darkness: float) -> None:
+    """Darken (in place) a line `lash` eye widths thick along the upper margin of `ring`, by `darkness` at its
+    middle, thinning out towards the corners. Only round the line: elsewhere it multiplies by 1."""
+    half = len(ring) // 2
+    thickness = max(1, int(round(lash * eye_width)))
+    ys, xs = _window(ring[: half + 1], thickness + 2, out.shape)
+    if ys.stop <= ys.start or xs.stop <= xs.start:
+        return
+    corner = np.array([xs.start, ys.start], np.float64)
+    line = np.zeros((ys.stop - ys.start, xs.stop - xs.start), np.uint8)
+    margin = (ring[: half + 1] - corner) * (1 << _SUBPIXEL)
+    cv2.polylines(line, [np.round(margin).astype(np.int32)], False, 255, thickness, cv2.LINE_AA, shift=_SUBPIXEL)
+    # Lashes thin out towards the corners.
+    a, b = ring[0], ring[half]
+    gy, gx = np.mgrid[ys, xs].astype(np.float32)
+    u = ((gx - 0.5 * (a[0] + b[0])) * (b[0] - a[0]) + (gy - 0.5 * (a[1] + b[1])) * (b[1] - a[1])) * np.float32(2.0 / eye_width**2)
+    taper = np.clip(1.5 * (1.0 - np.square(u)), 0.0, 1.0)
+    dark = 1.0 - np.float32(darkness / 255.0) * line.astype(np.float32) * taper
+    out[ys, xs] *= dark[..., None]
+
+
+def _upper_lid(outline: npt.NDArray[np.float64], ring: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """The upper lid's polygon: `outline`'s corner, crease and corner, then the upper margin back."""
+    half = len(ring) // 2
+    return np.concatenate([outline[: half + 1], ring[half - 1 : 0 : -1]])
+
+
+def _soft_polygon(polygon: npt.NDArray[np.float64], shape: tuple[int, int], feather: float, grow: int = 0) -> npt.NDArray[np.float32]:
+    """The polygon's coverage (grown by `grow` pixels) blurred by `feather`."""
     mask = np.zeros(shape, np.float32)
     cv2.fillPoly(mask, [np.round(polygon * (1 << _SUBPIXEL)).astype(np.int32)], 1.0, cv2.LINE_AA, shift=_SUBPIXEL)
+    if grow > 0:
+        mask = cv2.dilate(mask, _disc(grow))
     return np.asarray(cv2.GaussianBlur(mask, (0, 0), max(0.5, feather)), np.float32)
 
 
-def _cover_slit(out: npt.NDArray[np.float32], ring: npt.NDArray[np.float64], eye_width: float, shut: float) -> npt.NDArray[np.float32]:
-    """`out` with the opening inside `ring` covered (by `shut`) with the lid colour just above each of its columns."""
+def _cover_slit(
+    out: npt.NDArray[np.float32], ring: npt.NDArray[np.float64], eye_width: float, shut: float, whole: bool = False
+) -> npt.NDArray[np.float32]:
+    """`out` with the opening inside `ring` covered (by `shut`) with the lid colour just above each of its columns;
+    `whole`: all of it, the soft edge outside it (LidStyle.cover_whole).
+
+    Worked only round the opening (its soft edge's reach): a closed eye's is a few rows of the lid's region.
+    """
     h, w = out.shape[:2]
     half = len(ring) // 2
+    feather = max(0.5, 0.03 * eye_width)
+    grow = int(np.ceil(2.0 * feather)) if whole else 0
+    ys, xs = _window(ring, int(np.ceil(4.0 * feather)) + 3 + grow, out.shape)
+    if ys.stop <= ys.start or xs.stop <= xs.start:
+        return out
     upper = ring[: half + 1]
     order = np.argsort(upper[:, 0])
-    xs = np.arange(w, dtype=np.float64)
-    margin = np.interp(xs, upper[order, 0], upper[order, 1])
+    columns = np.arange(xs.start, xs.stop)
+    margin = np.interp(columns.astype(np.float64), upper[order, 0], upper[order, 1])
     rows = np.clip(np.round(margin - _LID_SAMPLE * eye_width), 0, h - 1).astype(np.intp)
-    lid = out[rows, np.arange(w)]  # (w, 3): one colour per column
-    weight = _soft_polygon(ring, (h, w), 0.03 * eye_width) * np.float32(shut)
-    return out * (1.0 - weight[..., None]) + lid[None, :, :] * weight[..., None]
+    lid = out[rows, columns]  # one colour per column
+    corner = np.array([xs.start, ys.start], np.float64)
+    weight = _soft_polygon(ring - corner, (ys.stop - ys.start, xs.stop - xs.start), feather, grow) * np.float32(shut)
+    out[ys, xs] = out[ys, xs] * (1.0 - weight[..., None]) + lid[None, :, :] * weight[..., None]
+    return out
 
 
 def _redraw_upper_lid(
@@ -164,32 +233,42 @@ def _redraw_upper_lid(
     brow: npt.NDArray[np.float64],
     eye_width: float,
     amount: float,
+    lid: npt.NDArray[np.float32] | None = None,
 ) -> npt.NDArray[np.float32]:
     """`out` with the upper lid (crease to upper margin) blended, by `amount`, towards the skin round the eye
-    (`outline`: corner, crease, corner, lower lid) filled smoothly inwards from a rim just outside it.
+    (`outline`: corner, crease, corner, lower lid) filled smoothly inwards from a rim just outside it; `lid` the
+    upper lid's soft polygon if it is at hand.
 
     The brow (`brow`, its polygon) is neither redrawn nor a colour for the lid: a frown brings it
     down onto the crease, and smoothed into the lid it fades where it should read strongest.
+    The rim, its skin and the fill are worked at half size: the fill is smooth, and a closed eye redraws in
+    every frame it stays closed (at full size the rim's dilations, the skin's share and the pyramid cost
+    ~1 ms of a receiver's frame).
     """
     h, w = out.shape[:2]
-    gap = max(1, int(round(0.02 * eye_width)))
-    reach = gap + max(2, int(round(_RIM * eye_width)))
-    inner = cv2.dilate(_polygon(outline, (h, w)), _disc(gap))
-    outer = cv2.dilate(_polygon(outline, (h, w)), _disc(reach))
-    brow_mask = cv2.dilate(_polygon(brow, (h, w)), _disc(gap))
-    rim = cv2.subtract(cv2.subtract(outer, inner), brow_mask).astype(np.float32) * np.float32(1.0 / 255.0)
-    if rim.sum() < 4.0:
+    feather = max(0.5, _FEATHER * eye_width)
+    if lid is None:
+        lid = _soft_polygon(_upper_lid(outline, ring), (h, w), _FEATHER * eye_width)
+    scale = 0.5 if min(h, w) >= 8 else 1.0
+    small = cv2.pyrDown(out) if scale < 1.0 else out
+    shape = (int(small.shape[0]), int(small.shape[1]))
+    gap = max(1, int(round(0.02 * eye_width * scale)))
+    reach = gap + max(1, int(round(_RIM * eye_width * scale)))
+    face = _polygon(outline * scale, shape)
+    outer = cv2.dilate(face, _disc(reach))
+    brow_mask = cv2.dilate(_polygon(brow * scale, shape), _disc(gap))
+    rim = cv2.subtract(cv2.subtract(outer, cv2.dilate(face, _disc(gap))), brow_mask)
+    rimf = rim.astype(np.float32) * np.float32(1.0 / 255.0)
+    if rimf.sum() < 4.0 * scale * scale:
         return out
-    known = rim * _skin_share(out, rim)
-    # The fill is smooth (its finest level only matters on the rim, which the lid's weight leaves out): filled at
-    # half size, it costs a quarter, and a closed eye now redraws in every frame it stays closed.
-    small = _fill_from_rim(cv2.pyrDown(out), cv2.pyrDown(known)) if min(h, w) >= 8 else _fill_from_rim(out, known)
-    filled = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR) if small.shape[:2] != (h, w) else small
-    half = len(ring) // 2
-    upper = np.concatenate([outline[: half + 1], ring[half - 1 : 0 : -1]])  # corner, crease, corner, upper margin back
-    keep = cv2.GaussianBlur(brow_mask.astype(np.float32) * np.float32(1.0 / 255.0), (0, 0), max(0.5, _FEATHER * eye_width))
-    weight = _soft_polygon(upper, (h, w), _FEATHER * eye_width) * (1.0 - keep) * np.float32(amount)
-    return out * (1.0 - weight[..., None]) + filled * weight[..., None]
+    filled = _fill_from_rim(small, rimf * _skin_share(small, rimf))
+    if filled.shape[:2] != (h, w):
+        filled = cv2.resize(filled, (w, h), interpolation=cv2.INTER_LINEAR)
+    weight = lid * np.float32(amount)
+    if cv2.countNonZero(cv2.bitwise_and(brow_mask, outer)) > 0:  # a brow brought down near the lid (a frown)
+        brow_full = brow_mask if scale == 1.0 else cv2.resize(brow_mask, (w, h), interpolation=cv2.INTER_LINEAR)
+        weight *= 1.0 - cv2.GaussianBlur(brow_full.astype(np.float32) * np.float32(1.0 / 255.0), (0, 0), feather)
+    return np.asarray(cv2.blendLinear(filled, out, weight, 1.0 - weight), np.float32)
 
 
 _SKIN_BRIGHTNESS = (0.75, 0.9)  # of the rim's bright skin (_SKIN_PERCENTILE): a rim pixel's weight goes from 0 to 1 over this
@@ -207,7 +286,8 @@ def _skin_share(out: npt.NDArray[np.float32], rim: npt.NDArray[np.float32]) -> n
     values = luma[rim > 0.5]
     if values.size < 4:
         return np.ones_like(rim)
-    skin = float(np.percentile(values, _SKIN_PERCENTILE))
+    k = int(round(_SKIN_PERCENTILE / 100.0 * (values.size - 1)))
+    skin = float(np.partition(values, k)[k])  # the percentile's nearest rank: np.percentile costs ~5x more
     low, high = _SKIN_BRIGHTNESS
     return np.asarray(np.clip((luma / max(skin, 1.0) - low) / (high - low), 0.0, 1.0), np.float32)
 

@@ -521,7 +521,8 @@ class MeshRenderer:
         # Irises and lids before the shading: they take the scene's light with the rest of the face.
         draw_irises(face, local, texture.irises)
         if opts.smooth_lids:
-            close_lids(face, local, texture.landmarks, REDRAWN)
+            # How shut the sender's eyes are, not the avatar's retargeted ones (close_lids' `closings`).
+            close_lids(face, local, texture.landmarks, REDRAWN, em.eye_closings(dst, model.landmarks))
         draw_glasses(face, local, texture.glasses)  # in front of the lids, lit with the rest
         # The retargeted avatar closes its lips with the sender's (retarget.plan_retarget): a picture's open mouth
         # then shows its shadow, like the sender's own closing from an open keyframe.
