@@ -36,6 +36,7 @@ from facewire.shared.types import Landmarks
 Vec = npt.NDArray[np.float64]
 
 STABLE = np.array(topo.RIGID, np.int32)
+SUBNASALE = topo.SUBNASALE
 
 
 @dataclass(frozen=True)
@@ -263,12 +264,19 @@ def _contour(points: Vec, idx: npt.NDArray[np.int32], c0: Vec, axis: Vec, normal
 
 
 def _close_neutral_mouth(neutral: Vec, rest: float) -> Vec:
-    """The neutral face with its lower lip raised until the opening is `rest` (never lowered).
+    """The neutral face with its lips brought together until the opening is `rest` (never further apart).
 
-    Each lower-lip point rises by the gap to the upper lip above it (zero at the corners), and the
-    whole lower lip (its outer contour and the rings between) rises with the inner one: the lip keeps its thickness, and the sender's parted
-    lips later open the avatar's mouth in the same lens shape (a smile's crescent), not as a
-    band of even height that reads as a snarl with a stretched, thin lower lip.
+    Parted lips close onto the line between the mouth's inner corners: the lower lip rises by its depth below
+    that chord and the upper lip comes down by its height above it (a lip already past the chord meets the
+    other there). A talking mouth opens both ways: w0's keyframe, caught mid-word, has its upper lip 14 px
+    above where it rests. Closed by raising the lower lip alone, its lips met 14 px too high, and every later
+    frame, with the upper lip back at rest, moved the avatar's upper lip down by that much: a mouth drawn
+    down into a beak, lower on the face than the avatar's own.
+
+    Each lip moves whole (its contours and the rings between; zero at the corners), so it keeps its thickness,
+    and the sender's parted lips later open the avatar's mouth in the same lens shape (a smile's crescent).
+    The skin beyond each lip follows part of the way: all of it at the lip, none at the chin below or at the
+    nose above; a lip moved alone would fold the mesh beside it.
     """
     ratio = mouth_ratio(neutral)
     excess = ratio - max(rest, 0.0)
@@ -283,29 +291,32 @@ def _close_neutral_mouth(neutral: Vec, rest: float) -> Vec:
     length = float(np.linalg.norm(c1 - c0))
     axis = (c1 - c0) / max(length, 1e-6)
     normal = np.array([-axis[1], axis[0]])
-    gap = np.maximum((neutral[lower, :2] - neutral[upper, :2]) @ normal, 0.0)
-    xs, ys = _profile((neutral[lower, :2] - c0) @ axis, gap, length)
-    outer_ring = topo.outer_lip_ring()
-    outer_lower = outer_ring[len(outer_ring) // 2 + 1 :]
-    # The whole lower lip rises, the rings between its contours too: left behind, they fold the lip's
-    # triangles over each other (a ragged edge in the avatar's picture, a lip torn in the sender's delta).
-    band = _lip_band()
-    upper_line = np.interp((neutral[band, :2] - c0) @ axis, *_contour(neutral, upper, c0, axis, normal, length))
-    lower_band = band[((neutral[band, :2] - c0) @ normal > upper_line) & ~np.isin(band, upper)]
-    rise = np.interp((neutral[lower_band, :2] - c0) @ axis, xs, ys) * fraction
-    out[lower_band, :2] -= rise[:, None] * normal
-    # The skin between the lower lip and the chin follows part of the way (all of it at the lip,
-    # none at the chin): raising the lip alone would fold the mesh under it.
     along_all = (neutral[:, :2] - c0) @ axis
-    depth = (neutral[:, :2] - c0) @ normal
-    lip_order = np.argsort(along_all[outer_lower])
-    lip_depth = np.interp(along_all, along_all[outer_lower][lip_order], depth[outer_lower][lip_order])
-    chin_depth = float((neutral[topo.CHIN, :2] - c0) @ normal)
-    below = (depth > lip_depth) & (along_all > 0.0) & (along_all < length)
-    below[band] = False
-    t = np.clip((depth - lip_depth) / np.maximum(chin_depth - lip_depth, 1e-6), 0.0, 1.0)
-    rise = np.interp(along_all, xs, ys) * fraction * (1.0 - t)
-    out[below, :2] -= rise[below, None] * normal
+    depth = (neutral[:, :2] - c0) @ normal  # below the chord: positive
+    upper_line = np.interp(along_all, *_contour(neutral, upper, c0, axis, normal, length))
+    lower_line = np.interp(along_all, *_contour(neutral, lower, c0, axis, normal, length))
+    meet = np.clip(0.0, upper_line, np.maximum(lower_line, upper_line))  # the chord, or the lip already past it
+    drop = (meet - upper_line) * fraction  # the upper lip's way down, level with each landmark
+    rise = (np.maximum(lower_line, upper_line) - meet) * fraction  # the lower lip's way up
+    # Whole lips: the band's landmarks below the upper contour are the lower lip's, the rest the upper lip's.
+    band = _lip_band()
+    is_lower = (depth[band] > upper_line[band]) & ~np.isin(band, upper)
+    out[band[is_lower], :2] -= rise[band[is_lower], None] * normal
+    out[band[~is_lower], :2] += drop[band[~is_lower], None] * normal
+    inside = (along_all > 0.0) & (along_all < length)
+    inside[band] = False
+    outer_ring = topo.outer_lip_ring()
+    n_outer = len(outer_ring)
+    for edge, end, sign, way in (
+        (outer_ring[n_outer // 2 + 1 :], topo.CHIN, -1.0, rise),  # the skin under the lower lip, to the chin
+        (outer_ring[: n_outer // 2 + 1], SUBNASALE, 1.0, drop),  # the skin over the upper lip, to the nose
+    ):
+        order = np.argsort(along_all[edge])
+        lip_depth = np.interp(along_all, along_all[edge][order], depth[edge][order])
+        end_depth = float(depth[end])
+        beyond = inside & ((depth - lip_depth) * (end_depth - lip_depth) > 0.0)
+        t = np.clip((depth - lip_depth) / np.where(np.abs(end_depth - lip_depth) > 1e-6, end_depth - lip_depth, 1e-6), 0.0, 1.0)
+        out[beyond, :2] += (sign * way * (1.0 - t))[beyond, None] * normal
     return out
 
 
