@@ -263,15 +263,22 @@ def _contour(points: Vec, idx: npt.NDArray[np.int32], c0: Vec, axis: Vec, normal
     return _profile((points[idx, :2] - c0) @ axis, (points[idx, :2] - c0) @ normal, length)
 
 
+# The upper lip's part of a parted mouth's gap: the rest of it is the lower lip's and the jaw's. Where the lips of
+# three keyframes caught open (w0, w1, d3) met in the frames where the same person's mouth was shut (in the
+# keyframe's head frame): 0.28, 0.33 and 0.07 of the gap below the upper lip; over every open frame of the eight
+# clips, the outer lower lip's drop left 0.27 (median of the clips) of the opening to the upper lip.
+_UPPER_LIP_SHARE = 0.3
+
+
 def _close_neutral_mouth(neutral: Vec, rest: float) -> Vec:
     """The neutral face with its lips brought together until the opening is `rest` (never further apart).
 
-    Parted lips close onto the line between the mouth's inner corners: the lower lip rises by its depth below
-    that chord and the upper lip comes down by its height above it (a lip already past the chord meets the
-    other there). A talking mouth opens both ways: w0's keyframe, caught mid-word, has its upper lip 14 px
-    above where it rests. Closed by raising the lower lip alone, its lips met 14 px too high, and every later
-    frame, with the upper lip back at rest, moved the avatar's upper lip down by that much: a mouth drawn
-    down into a beak, lower on the face than the avatar's own.
+    A talking mouth opens both ways: the upper lip comes down by _UPPER_LIP_SHARE of the gap (at most to the line
+    between the inner corners), the lower lip rises by the rest. w0's keyframe, caught mid-word, has its upper
+    lip 15 px above where her lips meet at rest. Closed by raising the lower lip alone, its lips met 15 px too
+    high, and every later frame, with the upper lip back at rest, drew the avatar's upper lip down by that much:
+    at w0's closed, pursed lips a beak that the face mesh reads as an open mouth (mouth correlation 0.24 on
+    art_11), and a mouth lower on the face.
 
     Each lip moves whole (its contours and the rings between; zero at the corners), so it keeps its thickness,
     and the sender's parted lips later open the avatar's mouth in the same lens shape (a smile's crescent).
@@ -292,12 +299,14 @@ def _close_neutral_mouth(neutral: Vec, rest: float) -> Vec:
     axis = (c1 - c0) / max(length, 1e-6)
     normal = np.array([-axis[1], axis[0]])
     along_all = (neutral[:, :2] - c0) @ axis
-    depth = (neutral[:, :2] - c0) @ normal  # below the chord: positive
+    depth = (neutral[:, :2] - c0) @ normal  # below the line between the corners: positive
     upper_line = np.interp(along_all, *_contour(neutral, upper, c0, axis, normal, length))
     lower_line = np.interp(along_all, *_contour(neutral, lower, c0, axis, normal, length))
-    meet = np.clip(0.0, upper_line, np.maximum(lower_line, upper_line))  # the chord, or the lip already past it
-    drop = (meet - upper_line) * fraction  # the upper lip's way down, level with each landmark
-    rise = (np.maximum(lower_line, upper_line) - meet) * fraction  # the lower lip's way up
+    gap = np.maximum(lower_line - upper_line, 0.0) * fraction  # level with each landmark
+    # The upper lip's way down, never past the line between the corners: towards a corner it meets the lower lip
+    # at the corner (lowered there, the thin lip's triangles at the corner fold), and the lower lip's way up.
+    drop = np.minimum(_UPPER_LIP_SHARE * gap, np.maximum(-upper_line, 0.0))
+    rise = gap - drop
     # Whole lips: the band's landmarks below the upper contour are the lower lip's, the rest the upper lip's.
     band = _lip_band()
     is_lower = (depth[band] > upper_line[band]) & ~np.isin(band, upper)
