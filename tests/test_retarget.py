@@ -10,6 +10,7 @@ from facewire.shared.types import Landmarks
 from tests.render_fixtures import astronaut_landmarks, close_eyes, open_mouth, transform
 
 NOSE_TIP = 1
+UPPER_LIP_OUTER, LOWER_LIP_OUTER = 0, 17  # the outer lip ring's middle points
 
 
 def _avatar(sender: Landmarks) -> Landmarks:
@@ -169,3 +170,44 @@ def test_an_avatar_with_a_chin_long_enough_keeps_its_own() -> None:
     free = retarget(sender, sender, fine, RetargetOptions(identity_push=0.0, min_chin_share=0.0))
     kept = retarget(sender, sender, fine, RetargetOptions(identity_push=0.0))
     assert np.array_equal(kept, free)
+
+
+def _closed() -> Landmarks:
+    """The astronaut with her lips meeting (the picture smiles with them apart)."""
+    sender = astronaut_landmarks().astype(np.float32)
+    return open_mouth(sender, -float(sender[topo.LOWER_LIP_INNER_MID, 1] - sender[topo.UPPER_LIP_INNER_MID, 1]))
+
+
+def _mid_word(rest: Landmarks, up: float, down: float) -> Landmarks:
+    """`rest` caught mid-word: the jaw and lower lip dropped by `down` px, the upper lip raised by up to `up` px in the
+    middle (nothing at the corners), as a talking mouth opens both ways."""
+    out = open_mouth(rest, down)
+    inner = topo.inner_lip_ring()
+    half = len(inner) // 2
+    c0, c1 = rest[inner[0], 0], rest[inner[half], 0]
+    dropped = open_mouth(rest, 1.0)
+    lower = set(int(i) for i in np.flatnonzero(dropped[:, 1] != rest[:, 1]))
+    top = float(rest[topo.NOSE_TIP, 1])
+    for i in range(468):
+        t = (float(rest[i, 0]) - c0) / (c1 - c0)
+        if i in lower or not 0.0 < t < 1.0 or rest[i, 1] < top or rest[i, 1] > rest[topo.UPPER_LIP_INNER_MID, 1] + 0.5:
+            continue
+        # The upper lip whole, and the skin over it less towards the nose.
+        near = min(1.0, (float(rest[i, 1]) - top) / max(float(rest[UPPER_LIP_OUTER, 1]) - top, 1.0))
+        out[i, 1] -= up * np.sin(np.pi * t) * near**2
+    return out
+
+
+def test_a_keyframe_caught_mid_word_leaves_the_avatars_mouth_where_it_rests() -> None:
+    """The keyframe's parted lips close from both sides, not onto its raised upper lip:
+    when the sender's mouth is back at rest, the avatar's is at its own rest, not drawn down by the keyframe's raise
+    (w0's first frame: the upper lip 15 px up, every later frame's avatar mouth pulled into a beak)."""
+    rest = _closed()
+    keyframe = _mid_word(rest, up=8.0, down=12.0)
+    out = retarget(rest, keyframe, rest, RetargetOptions(identity_push=0.0, min_chin_share=0.0))
+    mouth = [topo.UPPER_LIP_INNER_MID, topo.LOWER_LIP_INNER_MID, UPPER_LIP_OUTER, LOWER_LIP_OUTER]
+    assert np.abs(out[mouth, 1] - rest[mouth, 1]).max() < 0.4 * 8.0  # the old closing: 8 px (the whole raise)
+    # ... and the mouth still opens with the sender's: a keyframe at rest gives the same opening.
+    talking = retarget(keyframe, keyframe, rest, RetargetOptions(identity_push=0.0, min_chin_share=0.0))
+    opening = float(talking[topo.LOWER_LIP_INNER_MID, 1] - talking[topo.UPPER_LIP_INNER_MID, 1])
+    assert opening > 0.8 * float(keyframe[topo.LOWER_LIP_INNER_MID, 1] - keyframe[topo.UPPER_LIP_INNER_MID, 1])

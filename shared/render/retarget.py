@@ -36,6 +36,7 @@ from facewire.shared.types import Landmarks
 Vec = npt.NDArray[np.float64]
 
 STABLE = np.array(topo.RIGID, np.int32)
+SUBNASALE = topo.SUBNASALE
 
 
 @dataclass(frozen=True)
@@ -262,13 +263,27 @@ def _contour(points: Vec, idx: npt.NDArray[np.int32], c0: Vec, axis: Vec, normal
     return _profile((points[idx, :2] - c0) @ axis, (points[idx, :2] - c0) @ normal, length)
 
 
-def _close_neutral_mouth(neutral: Vec, rest: float) -> Vec:
-    """The neutral face with its lower lip raised until the opening is `rest` (never lowered).
+# The upper lip's part of a parted mouth's gap: the rest of it is the lower lip's and the jaw's. Where the lips of
+# three keyframes caught open (w0, w1, d3) met in the frames where the same person's mouth was shut (in the
+# keyframe's head frame): 0.28, 0.33 and 0.07 of the gap below the upper lip; over every open frame of the eight
+# clips, the outer lower lip's drop left 0.27 (median of the clips) of the opening to the upper lip.
+_UPPER_LIP_SHARE = 0.3
 
-    Each lower-lip point rises by the gap to the upper lip above it (zero at the corners), and the
-    whole lower lip (its outer contour and the rings between) rises with the inner one: the lip keeps its thickness, and the sender's parted
-    lips later open the avatar's mouth in the same lens shape (a smile's crescent), not as a
-    band of even height that reads as a snarl with a stretched, thin lower lip.
+
+def _close_neutral_mouth(neutral: Vec, rest: float) -> Vec:
+    """The neutral face with its lips brought together until the opening is `rest` (never further apart).
+
+    A talking mouth opens both ways: the upper lip comes down by _UPPER_LIP_SHARE of the gap (at most to the line
+    between the inner corners), the lower lip rises by the rest. w0's keyframe, caught mid-word, has its upper
+    lip 15 px above where her lips meet at rest. Closed by raising the lower lip alone, its lips met 15 px too
+    high, and every later frame, with the upper lip back at rest, drew the avatar's upper lip down by that much:
+    at w0's closed, pursed lips a beak that the face mesh reads as an open mouth (mouth correlation 0.24 on
+    art_11), and a mouth lower on the face.
+
+    Each lip moves whole (its contours and the rings between; zero at the corners), so it keeps its thickness,
+    and the sender's parted lips later open the avatar's mouth in the same lens shape (a smile's crescent).
+    The skin beyond each lip follows part of the way: all of it at the lip, none at the chin below or at the
+    nose above; a lip moved alone would fold the mesh beside it.
     """
     ratio = mouth_ratio(neutral)
     excess = ratio - max(rest, 0.0)
@@ -283,29 +298,34 @@ def _close_neutral_mouth(neutral: Vec, rest: float) -> Vec:
     length = float(np.linalg.norm(c1 - c0))
     axis = (c1 - c0) / max(length, 1e-6)
     normal = np.array([-axis[1], axis[0]])
-    gap = np.maximum((neutral[lower, :2] - neutral[upper, :2]) @ normal, 0.0)
-    xs, ys = _profile((neutral[lower, :2] - c0) @ axis, gap, length)
-    outer_ring = topo.outer_lip_ring()
-    outer_lower = outer_ring[len(outer_ring) // 2 + 1 :]
-    # The whole lower lip rises, the rings between its contours too: left behind, they fold the lip's
-    # triangles over each other (a ragged edge in the avatar's picture, a lip torn in the sender's delta).
-    band = _lip_band()
-    upper_line = np.interp((neutral[band, :2] - c0) @ axis, *_contour(neutral, upper, c0, axis, normal, length))
-    lower_band = band[((neutral[band, :2] - c0) @ normal > upper_line) & ~np.isin(band, upper)]
-    rise = np.interp((neutral[lower_band, :2] - c0) @ axis, xs, ys) * fraction
-    out[lower_band, :2] -= rise[:, None] * normal
-    # The skin between the lower lip and the chin follows part of the way (all of it at the lip,
-    # none at the chin): raising the lip alone would fold the mesh under it.
     along_all = (neutral[:, :2] - c0) @ axis
-    depth = (neutral[:, :2] - c0) @ normal
-    lip_order = np.argsort(along_all[outer_lower])
-    lip_depth = np.interp(along_all, along_all[outer_lower][lip_order], depth[outer_lower][lip_order])
-    chin_depth = float((neutral[topo.CHIN, :2] - c0) @ normal)
-    below = (depth > lip_depth) & (along_all > 0.0) & (along_all < length)
-    below[band] = False
-    t = np.clip((depth - lip_depth) / np.maximum(chin_depth - lip_depth, 1e-6), 0.0, 1.0)
-    rise = np.interp(along_all, xs, ys) * fraction * (1.0 - t)
-    out[below, :2] -= rise[below, None] * normal
+    depth = (neutral[:, :2] - c0) @ normal  # below the line between the corners: positive
+    upper_line = np.interp(along_all, *_contour(neutral, upper, c0, axis, normal, length))
+    lower_line = np.interp(along_all, *_contour(neutral, lower, c0, axis, normal, length))
+    gap = np.maximum(lower_line - upper_line, 0.0) * fraction  # level with each landmark
+    # The upper lip's way down, never past the line between the corners: towards a corner it meets the lower lip
+    # at the corner (lowered there, the thin lip's triangles at the corner fold), and the lower lip's way up.
+    drop = np.minimum(_UPPER_LIP_SHARE * gap, np.maximum(-upper_line, 0.0))
+    rise = gap - drop
+    # Whole lips: the band's landmarks below the upper contour are the lower lip's, the rest the upper lip's.
+    band = _lip_band()
+    is_lower = (depth[band] > upper_line[band]) & ~np.isin(band, upper)
+    out[band[is_lower], :2] -= rise[band[is_lower], None] * normal
+    out[band[~is_lower], :2] += drop[band[~is_lower], None] * normal
+    inside = (along_all > 0.0) & (along_all < length)
+    inside[band] = False
+    outer_ring = topo.outer_lip_ring()
+    n_outer = len(outer_ring)
+    for edge, end, sign, way in (
+        (outer_ring[n_outer // 2 + 1 :], topo.CHIN, -1.0, rise),  # the skin under the lower lip, to the chin
+        (outer_ring[: n_outer // 2 + 1], SUBNASALE, 1.0, drop),  # the skin over the upper lip, to the nose
+    ):
+        order = np.argsort(along_all[edge])
+        lip_depth = np.interp(along_all, along_all[edge][order], depth[edge][order])
+        end_depth = float(depth[end])
+        beyond = inside & ((depth - lip_depth) * (end_depth - lip_depth) > 0.0)
+        t = np.clip((depth - lip_depth) / np.where(np.abs(end_depth - lip_depth) > 1e-6, end_depth - lip_depth, 1e-6), 0.0, 1.0)
+        out[beyond, :2] += (sign * way * (1.0 - t))[beyond, None] * normal
     return out
 
 
