@@ -107,9 +107,9 @@ def test_craquelure_is_made_shallow_and_a_broad_dark_patch_kept() -> None:
 
     def depth(out: Image) -> float:
         # the lines' log luma below the same pixels without cracks, through the same de-lighting
-        return float((_log_luma(out) - _log_luma(delight(image, lm, DelightOptions(crease_keep=1.0))))[lines].mean())
+        return float((_log_luma(out) - _log_luma(delight(image, lm, DelightOptions(crease_keep=1.0, deep_keep=1.0))))[lines].mean())
 
-    assert depth(delight(cracked, lm, DelightOptions(crease_keep=1.0))) < -0.6
+    assert depth(delight(cracked, lm, DelightOptions(crease_keep=1.0, deep_keep=1.0))) < -0.6
     assert depth(delight(cracked, lm)) > -0.35
     # A patch broader than a crease (a moustache, a mole) is not a crease: as deep as without the creases' rule.
     patch = np.zeros(image.shape[:2], np.float32)
@@ -120,4 +120,4 @@ def test_craquelure_is_made_shallow_and_a_broad_dark_patch_kept() -> None:
     def patch_depth(opts: DelightOptions) -> float:
         return float((_log_luma(delight(marked, lm, opts)) - _log_luma(delight(image, lm, opts)))[core].mean())
 
-    assert abs(patch_depth(DelightOptions()) - patch_depth(DelightOptions(crease_keep=1.0))) < 0.05
+    assert abs(patch_depth(DelightOptions()) - patch_depth(DelightOptions(crease_keep=1.0, deep_keep=1.0))) < 0.05

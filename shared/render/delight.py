@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from facewire.shared.face import topology as topo
+from facewire.shared.render.colour import LUMA_BGR
 from facewire.shared.render.warp import Region, fill_polygon, warp_map
 from facewire.shared.types import Image, Landmarks
 
@@ -75,6 +76,11 @@ class DelightOptions:
     crease_width: float = 0.025
     crease_knee: float = 0.1
     crease_keep: float = 0.25
+    # Deep dark patches: narrower than `deep_width` (face widths) and deeper than `deep_knee` (log) below the skin round
+    # them keep only `deep_keep` of the excess (see _tame_deep); 1 keeps them as painted.
+    deep_width: float = 0.12
+    deep_knee: float = 0.7
+    deep_keep: float = 0.3
     # Of the difference in light between the face's two sides (_one_sided_light) taken out, and the scale
     # (face widths) it is smoothed at: finer is the skin's own texture, kept on each side.
     side_strength: float = 1.0
@@ -83,6 +89,9 @@ class DelightOptions:
     # The most the side evening lifts or lowers a pixel by (on top of the rest, bounded by `max_gain`; round the
     # eyes by `max_gain` too): a cast shadow down a flank of the nose is often a quarter of the lit side's brightness.
     side_max_gain: float = 4.0
+    # Colour that follows brightness: the skin's log colour ratios (B/luma, R/luma) change with its log luminance by
+    # at most this slope (see _paint_tint); None keeps them as painted.
+    tint_slope: float | None = 0.4
 
 
 def feature_mask(shape: tuple[int, int], landmarks: Landmarks, width: float) -> npt.NDArray[np.uint8]:
@@ -185,9 +194,16 @@ def delight(image: Image, landmarks: Landmarks, options: DelightOptions | None =
         # The features (eyes with their lashes, brows, lips, nostrils) are dark lines of their own, and stay.
         plain = cv2.GaussianBlur((face > 0).astype(np.float32) * (features == 0), (0, 0), max(0.5, 0.01 * width))
         out[..., 0] = _tame_creases(out[..., 0], plain, max(3, int(round(opts.crease_width * width)) | 1), opts)
+    if opts.deep_keep < 1.0:
+        deep_size = max(3, int(round(opts.deep_width * width)) | 1)
+        out[..., 0] = _tame_deep(out[..., 0], _deep_where((h, w), landmarks, width, face), deep_size, opts)
     # Chroma as a shift: the smooth colour patch moves to the skin's mean, the detail on it stays.
     out[..., 1:] -= (opts.chroma * inside)[..., None] * (light[..., 1:] - mean[1:])
-    return np.asarray(cv2.cvtColor(np.clip(out + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_YCrCb2BGR), np.uint8)
+    result = np.asarray(cv2.cvtColor(np.clip(out + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_YCrCb2BGR), np.uint8)
+    if opts.tint_slope is not None:
+        plain = cv2.GaussianBlur((features == 0).astype(np.float32), (0, 0), max(0.5, 0.01 * width))
+        result = _paint_tint(result, (skin > 0).astype(np.float32), inside * plain, opts.tint_slope)
+    return result
 
 
 _DARK_KEPT = 0.35  # of the local light: darker than this is a feature or hair, never darkened (wholly from twice it)
@@ -357,6 +373,82 @@ def _tame_creases(y: FloatImage, where: FloatImage, size: int, opts: DelightOpti
     depth = cv2.morphologyEx(log_y, cv2.MORPH_CLOSE, kernel) - log_y
     lift = np.maximum(depth - np.float32(opts.crease_knee), 0.0) * np.float32(1.0 - opts.crease_keep) * where
     return np.asarray(np.exp(log_y + lift) - np.float32(8.0), np.float32)
+
+
+def _paint_tint(image: Image, skin: FloatImage, where: FloatImage, slope: float) -> Image:
+    """`image` with the part of its skin's colour that follows its brightness more steeply than `slope` taken out.
+
+    Under light, skin's chromaticity barely changes with its brightness: a photograph's shadows are a
+    little warmer than its lights (log B/luma rises by 0.2-0.3 per unit of log luminance). A varnished
+    painting's are not: glazes and a yellowed varnish take the blue out of the darks far more than out of
+    the lights (slopes past 1), so its shadows and creases are brown and olive under any light, and the
+    renderer's colour balance, a smooth gain per channel, cannot lift a blue channel that is near zero.
+    The slope of each colour ratio (B, R over luma, in logs) on log luminance over the skin is fitted
+    and its excess over `slope` taken out about the skin's mean luminance; luminance is kept, and green
+    follows from it. Where `where` is 0 (outside the face, the features) nothing changes.
+    """
+    bgr = image.astype(np.float32) + np.float32(8.0)
+    luma = bgr @ LUMA_BGR
+    log_y = np.log(luma)
+    wsum = float(skin.sum())
+    if wsum < 50.0:
+        return image
+    mean_y = float((log_y * skin).sum() / wsum)
+    dy = log_y - np.float32(mean_y)
+    var = float((np.square(dy) * skin).sum() / wsum)
+    if var < 1e-4:
+        return image
+    out = bgr.copy()
+    for c in (0, 2):
+        ratio = np.log(bgr[..., c]) - log_y
+        fitted = float((dy * (ratio - float((ratio * skin).sum() / wsum)) * skin).sum() / wsum) / var
+        excess = fitted - float(np.clip(fitted, -slope, slope))
+        if excess == 0.0:
+            continue
+        shift = np.clip(np.float32(-excess) * dy, -_MAX_TINT_SHIFT, _MAX_TINT_SHIFT) * where
+        out[..., c] = bgr[..., c] * np.exp(shift)
+    # Luma kept: green takes up what blue and red moved.
+    green = (luma - LUMA_BGR[0] * out[..., 0] - LUMA_BGR[2] * out[..., 2]) / LUMA_BGR[1]
+    out[..., 1] = np.where(where > 0.0, green, bgr[..., 1])
+    return np.asarray(np.clip(out - np.float32(8.0) + 0.5, 0, 255), np.uint8)
+
+
+_MAX_TINT_SHIFT = 0.8  # log colour ratio: the most a pixel's colour is moved by _paint_tint
+
+
+def _tame_deep(y: FloatImage, where: FloatImage, size: int, opts: DelightOptions) -> FloatImage:
+    """Luminance `y` with dark patches narrower than `size` pixels made shallower past `deep_knee`, where `where` is 1.
+
+    In ordinary light a nostril, the shade under the lower lip or a fold beside the mouth is at most about
+    a third as bright as the skin round it (a photograph's: 0.2-0.9 log). A painting or digital art often
+    paints them near black (1.5-3 log): under the scene's light, which lifts the skin round them but
+    cannot lift black, they read as holes in the face (black nostrils, a muzzle round the mouth). The same
+    closing as _tame_creases at the scale of these features gives the skin round them; of the depth past
+    `deep_knee` only `deep_keep` is kept. A moustache is as narrow and a photograph's is rarely past the
+    knee; what is broader (a beard, a shaded side) is untouched.
+    """
+    log_y = np.log(np.maximum(y, 0.0) + np.float32(8.0))
+    # The closing of a large disc, in a quarter-size copy (the skin round a patch is smooth at that scale) and brought
+    # back up: the same result within a few levels at a sixteenth of the cost.
+    small = cv2.resize(log_y, None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA) if size >= 16 else log_y
+    k = max(3, (size // 4) | 1) if size >= 16 else size
+    closed = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    if closed.shape != log_y.shape:
+        closed = cv2.resize(closed, (log_y.shape[1], log_y.shape[0]), interpolation=cv2.INTER_LINEAR)
+    depth = np.maximum(closed, log_y) - log_y
+    lift = np.maximum(depth - np.float32(opts.deep_knee), 0.0) * np.float32(1.0 - opts.deep_keep) * where
+    return np.asarray(np.exp(log_y + lift) - np.float32(8.0), np.float32)
+
+
+def _deep_where(shape: tuple[int, int], landmarks: Landmarks, width: float, face: npt.NDArray[np.uint8]) -> FloatImage:
+    """0..1: inside the face less the eyes with their lashes, the brows and the lips (dark features of their own;
+    the nostrils are not left out: painted black, they are the holes this is for)."""
+    keep = eye_openings(shape, landmarks, max(1, int(round(_EYE_MARGIN * width))))
+    fill_polygon(keep, landmarks[topo.outer_lip_ring(), :2])
+    for brow in topo.brows():
+        cv2.fillConvexPoly(keep, cv2.convexHull(np.round(landmarks[brow, :2]).astype(np.int32)), 255)
+    soft = max(0.5, 0.01 * width)
+    return np.asarray(cv2.GaussianBlur(((face > 0) & (keep == 0)).astype(np.float32), (0, 0), soft), np.float32)
 
 
 def _openings(shape: tuple[int, int], landmarks: Landmarks, width: float) -> FloatImage:
