@@ -262,45 +262,6 @@ def test_the_lit_strands_of_a_fringe_are_cover_with_the_shaded_ones() -> None:
     assert stripes < 4.0, stripes
 
 
-def test_hair_past_a_brows_tail_goes_with_the_cover_the_brow_stays() -> None:
-    """Hair hanging in at the temple over a brow's tail and past the eye's outer corner, into the zone the
-    features keep (a berth round each): its end there was kept as the face's own and rendered as a dark
-    fleck and smudge beside the eye. It is cover now; the brow itself, of another colour, is not."""
-    image, lm, _, _, _ = _sides()
-    h, w = image.shape[:2]
-    width = float(np.ptp(lm[topo.face_oval_ring(), 0]))
-    rows, cols = np.mgrid[0:h, 0:w].astype(np.float32)
-    brow = _brow((h, w), lm, 0)
-    image[brow] = (70, 95, 130)  # a light brown brow
-    eye_ring = _eye_rings(lm)[0]
-    lash = int(round(0.015 * width))
-    eye = _opening((h, w), lm, eye_ring, lash)
-    tail = float(lm[topo.brows()[0], 0].max() if lm[topo.brows()[0], 0].mean() > lm[topo.brows()[1], 0].mean()
-                 else lm[topo.brows()[1], 0].max())
-    top = float(lm[list(topo.BROW_TOPS), 1].min()) - 0.1 * width
-    bottom = float(lm[eye_ring, 1].max()) + 0.05 * width
-    hair = _face((h, w), lm) & (cols > tail - 0.04 * width) & (rows > top) & (rows < bottom) & ~eye
-    image[hair] = (30, 40, 60)  # near-black hair
-    from facewire.shared.render.delight import feature_mask
-
-    zones = feature_mask((h, w), lm, width) > 0
-    inside = hair & zones
-    assert inside.sum() > 50
-    cover = avatar_cover(image, lm)
-    assert cover[inside].mean() > 0.8, cover[inside].mean()
-    assert cover[brow & ~hair].mean() < 0.05, cover[brow & ~hair].mean()
-    assert cover[eye].mean() < 0.01
-
-
-def test_make_up_of_another_hue_beside_hair_is_not_cover() -> None:
-    """The same hair beside an eye whose berth holds a red make-up: the make-up stays the face's own."""
-    image, _, _, patch, _, _ = _hair_beside_an_eye(np.float32([60, 50, 170]))
-    from tests.render_fixtures import big_astronaut
-
-    _, lm = big_astronaut()
-    assert avatar_cover(image, lm)[patch].mean() < 0.1
-
-
 def test_a_brow_redrawn_under_a_fringe_takes_the_other_brows_colour() -> None:
     """A fringe over one brow only, the other brow an auburn one: the brow drawn again under the fringe was
     a grey mix of the hair's and the skin's shades; it has the colour of the brow that shows."""

@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from facewire.shared.face import topology as topo
 from facewire.shared.render.blend import fit_field, quadratic_basis
-from facewire.shared.render.delight import eye_openings, feature_mask, normalised_blur
+from facewire.shared.render.delight import eye_openings, feature_mask
 from facewire.shared.render.warp import Region, fill_polygon
 from facewire.shared.types import Image, Landmarks
 
@@ -536,8 +536,7 @@ def avatar_cover(image: Image, landmarks: Landmarks, chroma_sigmas: float = 3.5,
     brow that a fringe runs into (_brows_under_hair): its hair-coloured pixels are cover, and so are
     strands that hang on below it (frontal.fill_cover draws the brow again). On the forehead a fringe's lit
     strands go with its shaded ones (_fringe_gaps), above the eyes the cover reaches past the outline as far
-    as the render's feather samples (_over_the_brim), and hair joined to the cover runs on into the features'
-    berths (_hair_in_berths). The result may so reach a little past the outline.
+    as the render's feather samples (_over_the_brim). The result may so reach a little past the outline.
     """
     h, w = image.shape[:2]
     out = np.zeros((h, w), np.float32)
@@ -577,7 +576,6 @@ def avatar_cover(image: Image, landmarks: Landmarks, chroma_sigmas: float = 3.5,
     mask, reach = _over_the_brim(mask, odd, face, landmarks, width)
     mask = _fringe_gaps(mask, reach, features, landmarks, width)
     mask[(reach == 0) | (features > 0)] = 0
-    mask |= _hair_in_berths(mask, odd, image, face, features, landmarks, width)
     return mask.astype(np.float32)
 
 
@@ -631,55 +629,6 @@ def _fringe_gaps(
     closed = cv2.morphologyEx(out, cv2.MORPH_CLOSE, np.ones((1, 2 * half + 1), np.uint8))
     out[(closed > 0) & forehead] = 1
     return out
-
-
-def _hair_in_berths(
-    mask: npt.NDArray[np.uint8],
-    odd: npt.NDArray[np.bool_],
-    image: Image,
-    face: npt.NDArray[np.uint8],
-    features: npt.NDArray[np.uint8],
-    landmarks: Landmarks,
-    width: float,
-) -> npt.NDArray[np.uint8]:
-    """1 where hair that the cover took runs on into an eye's berth or a brow's zone (the eyes' zones less
-    their openings with the lash line; the brows' zones, their tails too).
-
-    The features' zones are never cover, so a strand falling past a brow's tail or an eye's outer corner
-    stopped at the zone's edge and its end was kept as the face's own: warped with the brow and the eye, it
-    rendered as a dark fleck over the brow's end and a smudge beside the eye. A zone pixel is taken when it
-    is off the skin (`odd`), joins the cover within _HAIR_INTO face widths through such pixels, and has the
-    colour of the hair beside it: a make-up of another hue stays, and so does a brow where what the cover
-    took beside it is not hair (a pale forehead taken for cover). Hair over a brow's tail is as dark as the
-    brow, so that much of a tail beside hair goes with it.
-    """
-    shape = (mask.shape[0], mask.shape[1])
-    lash = max(1, int(round(_LASH_LINE * width)))
-    grow = max(1, int(round(_FEATURE_GROW * width)))
-    core = eye_openings(shape, landmarks, lash) > 0
-    zones = eye_openings(shape, landmarks, grow) > 0
-    hulls = np.zeros(shape, np.bool_)
-    for hull, zone in zip(brow_hulls(shape, landmarks), brow_hulls(shape, landmarks, _FEATURE_GROW), strict=True):
-        hulls |= hull > 0
-        zones |= zone > 0
-    berth = zones & ~core & (features > 0) & odd
-    if not mask.any() or not berth.any():
-        return np.zeros(shape, np.uint8)
-    taken = mask > 0
-    logs = np.log(image.astype(np.float32) + np.float32(8.0))
-    # The hair's colour from the cover's pixels off the skin inside the outline: the cover also holds a fringe's
-    # lit strands and gaps, and past the outline whatever the render's feather reaches (_over_the_brim).
-    hair = normalised_blur(logs, (taken & odd & (face > 0)).astype(np.float32), max(1.0, _HAIR_REACH * width))
-    berth &= np.abs(logs - hair).max(axis=2) < _HAIR_LIKE
-    grown = taken.copy()
-    step = np.ones((3, 3), np.uint8)
-    for _ in range(max(1, int(round(_HAIR_INTO * width)))):
-        grown = (cv2.dilate(grown.astype(np.uint8), step) > 0) & (berth | taken)
-    # Specks the colour test left between taken pixels, off the brow itself, go too: alone they are dark dots.
-    k = 2 * max(1, int(round(_HAIR_SPECK * width))) + 1
-    closed = cv2.morphologyEx(grown.astype(np.uint8), cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
-    grown |= (closed > 0) & zones & ~core & ~hulls & (features > 0)
-    return np.asarray(grown & ~taken, np.uint8)
 
 
 def _hanging_cover(
@@ -790,16 +739,9 @@ def _brow_shows(
 
 
 _FEATURE_GROW = 0.025  # of the face width: feature_mask's berth round the features
-_LASH_LINE = 0.012  # of the face width round an eye's opening: its lashes and liner (as frontal's), never cover
 _OUTLINE_REACH = 0.05  # of the face width: how far past the outline the render's feather samples (mesh's blend.feather)
 _REFIT_BELOW = 0.8  # of the first fit of the skin's light: darker pixels are left out of the second
 _FRINGE_GAP = 0.06  # of the face width: half the widest gap between a fringe's strands that is closed
-_HAIR_REACH = 0.04  # of the face width: the blur over the cover that gives the hair's colour beside a berth
-_HAIR_INTO = 0.05  # of the face width: how far the cover follows hair into a feature's zone
-# Largest difference in any channel's log colour from that hair for a zone pixel to be hair. At 0.3 a brow's
-# own tail beside dark hair went with it (a visible brow redrawn as a stroke); 0.15 keeps it.
-_HAIR_LIKE = 0.15
-_HAIR_SPECK = 0.015  # of the face width: gaps the colour test left in the hair taken into a berth, closed
 _BROW_BAND = 0.04  # of the face width: the band above a brow's zone that tells whether a fringe runs into it
 _BROW_HIDDEN = 0.5  # share of that band under cover, and of the zone off the skin, for a brow to be under hair
 # A brow shows when at least half its columns are 0.2 lighter in log luma just above it than its
