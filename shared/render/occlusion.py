@@ -612,20 +612,17 @@ def _fringe_gaps(
 
     A fringe's strands hang down the forehead; the lit ones are near the skin's colour and light, so only
     the shaded ones were cover, and the lit ones were left as pale stripes that the render stretches over
-    the sender's forehead. Hair hangs from above: on the forehead, what lies above cover in the same column
-    (up to the outline, or past it where the render's feather reaches: `face`) is cover too, and a gap up to
-    _FRINGE_GAP face widths across with cover on both sides at the same height is fringe. Only above the
-    brows: beside the eyes a gap that wide is the eye's own corner.
+    the sender's forehead. On the forehead (up to the outline, or past it where the render's feather reaches:
+    `face`), a gap up to _FRINGE_GAP face widths across with cover on both sides at the same height is fringe
+    too. (Filling columns between cover above and below took the skin between a fringe and temple hair.) Only
+    above the brows: beside the eyes a gap that wide is the eye's own corner.
     """
     if not mask.any():
         return mask
     rows = np.arange(mask.shape[0], dtype=np.float32)[:, None]
     forehead = (rows < float(landmarks[list(topo.BROW_TOPS), 1].max())) & (face > 0) & (features == 0)
-    # Each pixel: is there cover on the forehead below it in its column (a running "or" from the bottom up).
-    hanging = np.flipud(np.logical_or.accumulate(np.flipud((mask > 0) & forehead), axis=0))
     half = max(1, int(round(_FRINGE_GAP * width)))
     out = mask.copy()
-    out[hanging & forehead] = 1
     closed = cv2.morphologyEx(out, cv2.MORPH_CLOSE, np.ones((1, 2 * half + 1), np.uint8))
     out[(closed > 0) & forehead] = 1
     return out
