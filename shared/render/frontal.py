@@ -327,7 +327,7 @@ def fill_cover(image: Image, landmarks: Landmarks) -> Image:
     # the features out, but a fringe down to the lashes or hair at an eye's outer corner, grown, took them.
     soft = (soft * (1.0 - _lash_lines(crop.shape, local, width)))[..., None]
     filled = crop * (1.0 - soft) + fill * soft
-    filled = _redraw_brows(filled, crop, cover, local, width)
+    filled = _redraw_brows(filled, crop, cover, local, width, fill)
     filled = _mirror_hidden_eye(filled, raw, local, width)
     out = image.copy()
     out[fy, fx] = np.clip(filled + 0.5, 0, 255).astype(np.uint8)
@@ -516,19 +516,22 @@ _ACROSS_ENOUGH = 0.15  # share of a level's blur on skin for it to set the colou
 
 
 def _redraw_brows(filled: npt.NDArray[np.float32], crop: Image, cover: npt.NDArray[np.uint8], landmarks: Landmarks,
-                  width: float) -> npt.NDArray[np.float32]:
+                  width: float, fill: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     """Brows that the cover took (a fringe over them: occlusion.avatar_cover) drawn again along the mesh's brow.
 
     A face with its brows painted over with skin reads as a mask; the brow's shape comes from the mesh
     (the middle of its upper and lower edges, as thick as the brow, tapering to its tail) and its colour
-    from the hair that covered it, no lighter than a shade of the skin under it.
+    from the other brow when that one shows (_brow_colour), else from the hair that covered it, no lighter
+    than a shade of the skin under it.
     """
     shape = (filled.shape[0], filled.shape[1])
     strokes = np.zeros(shape, np.float32)
     colours = np.zeros(filled.shape, np.float32)
-    for brow, hull in zip(topo.brows(), brow_hulls(shape, landmarks), strict=True):
+    hulls = brow_hulls(shape, landmarks)
+    taken = [bool((hull > 0).any()) and float((cover[hull > 0] > 0).mean()) >= _BROW_TAKEN for hull in hulls]
+    for brow, hull, gone, other in zip(topo.brows(), hulls, taken, hulls[::-1], strict=True):
         inside = hull > 0
-        if not inside.any() or float((cover[inside] > 0).mean()) < _BROW_TAKEN:
+        if not gone:
             continue
         upper = landmarks[brow[:5], :2].astype(np.float32)
         lower = landmarks[brow[5:][::-1], :2].astype(np.float32)
@@ -541,10 +544,14 @@ def _redraw_brows(filled: npt.NDArray[np.float32], crop: Image, cover: npt.NDArr
             cv2.line(stroke, tuple(int(v) for v in np.round(a * 16)), tuple(int(v) for v in np.round(b * 16)), 1.0,
                      max(1, int(round(t))), cv2.LINE_AA, shift=4)
         stroke = cv2.GaussianBlur(stroke, (0, 0), max(0.7, 0.006 * width))
-        hair = np.median(crop[inside & (cover > 0)].astype(np.float32), axis=0)
         skin = filled[inside].mean(axis=0)
-        # Half the hair's colour, half a shade of the skin: a black fringe would draw a black bar.
-        colour = 0.5 * (np.minimum(hair, skin * _BROW_SHADE) + skin * _BROW_SHADE)
+        seen = _brow_colour(crop, fill, other > 0, cover) if sum(taken) == 1 else None
+        if seen is None:
+            hair = np.median(crop[inside & (cover > 0)].astype(np.float32), axis=0)
+            # Half the hair's colour, half a shade of the skin: a black fringe would draw a black bar.
+            colour = 0.5 * (np.minimum(hair, skin * _BROW_SHADE) + skin * _BROW_SHADE)
+        else:
+            colour = seen
         strokes = np.maximum(strokes, stroke)
         colours[stroke > 0] = colour
     if not strokes.any():
@@ -553,7 +560,28 @@ def _redraw_brows(filled: npt.NDArray[np.float32], crop: Image, cover: npt.NDArr
     return np.asarray(filled * (1.0 - alpha) + colours * alpha, np.float32)
 
 
+def _brow_colour(crop: Image, fill: npt.NDArray[np.float32], hull: npt.NDArray[np.bool_],
+                 cover: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32] | None:
+    """The colour of a brow that shows (its hull's pixels clearly darker than the skin there), or None if
+    too little of it does.
+
+    A brow redrawn under a fringe from the hair's colour and a shade of the skin came out grey beside the
+    other, painted or auburn brow; the face's other brow says what colour its brows are.
+    """
+    clear = hull & (cover == 0)
+    if int(clear.sum()) < _BROW_SEEN_PX:
+        return None
+    luma = crop.astype(np.float32) @ LUMA_BGR
+    skin = fill @ LUMA_BGR
+    dark = clear & (luma < np.float32(_BROW_DARKER) * skin)
+    if int(dark.sum()) < _BROW_SEEN_PX:
+        return None
+    return np.asarray(np.median(crop[dark].astype(np.float32), axis=0), np.float32)
+
+
 _BROW_TAKEN = 0.4  # share of a brow's hull under cover for it to be redrawn
+_BROW_DARKER = 0.85  # of the skin's luma (the fill's) at a pixel of a brow's hull: darker is the brow itself
+_BROW_SEEN_PX = 12  # pixels of a brow, at least, to take its colour from
 _BROW_THICKNESS = 0.7  # of the distance between the brow's upper and lower landmarks
 _BROW_TAIL = 0.45  # the tail's thickness, of the head's
 _BROW_SHADE = 0.6  # a redrawn brow is at most this share of the skin's brightness under it

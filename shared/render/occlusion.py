@@ -719,7 +719,9 @@ def avatar_cover(image: Image, landmarks: Landmarks, chroma_sigmas: float = 3.5,
     entirely above the brows counts too (a parting, a hair clip). Features are never cover, nor spectacles
     found by their shape (`find_spectacles`): glasses the avatar wears are part of its look; except a
     brow that a fringe runs into (_brows_under_hair): its hair-coloured pixels are cover, and so are
-    strands that hang on below it (frontal.fill_cover draws the brow again).
+    strands that hang on below it (frontal.fill_cover draws the brow again). On the forehead a fringe's lit
+    strands go with its shaded ones (_fringe_gaps), above the eyes the cover reaches past the outline as far
+    as the render's feather samples (_over_the_brim). The result may so reach a little past the outline.
     """
     h, w = image.shape[:2]
     out = np.zeros((h, w), np.float32)
@@ -743,6 +745,11 @@ def avatar_cover(image: Image, landmarks: Landmarks, chroma_sigmas: float = 3.5,
     log_y = np.log(ycc[..., 0] + np.float32(8.0))
     skinish = (face > 0) & (features == 0) & (chroma < chroma_sigmas) & (np.abs(log_y - np.float32(np.log(my + 8.0))) < 0.7)
     light = smooth_field(log_y, skinish.astype(np.float32))
+    # Refitted without what lies well below the first fit: a fringe's lit strands pass for skin by colour, and
+    # over a forehead they cover they pulled the field down there, so its shaded strands were not dark enough
+    # under it to be cover.
+    skinish &= log_y - light > np.float32(np.log(_REFIT_BELOW))
+    light = smooth_field(log_y, skinish.astype(np.float32))
     odd = (chroma > chroma_sigmas) | (log_y - light < np.float32(np.log(dark_ratio)))
     mask = _hanging_cover(odd, face, features, landmarks, width)
     hidden = _brows_under_hair(mask, odd, log_y, landmarks, width)
@@ -751,8 +758,59 @@ def avatar_cover(image: Image, landmarks: Landmarks, chroma_sigmas: float = 3.5,
         features[hidden > 0] = 0
         mask = _hanging_cover(odd, face, features, landmarks, width)
         mask[(hidden > 0) & ~odd] = 0
-    mask[(face == 0) | (features > 0)] = 0
+    mask, reach = _over_the_brim(mask, odd, face, landmarks, width)
+    mask = _fringe_gaps(mask, reach, features, landmarks, width)
+    mask[(reach == 0) | (features > 0)] = 0
     return mask.astype(np.float32)
+
+
+def _over_the_brim(
+    mask: npt.NDArray[np.uint8], odd: npt.NDArray[np.bool_], face: npt.NDArray[np.uint8], landmarks: Landmarks, width: float
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
+    """`mask` followed out past the outline above the eyes through pixels off the skin, and the face so grown.
+
+    The render's feathered edge samples the picture a little past the outline (its feather, _OUTLINE_REACH),
+    and at the top of the forehead that is the fringe the cover stops at: its strands showed as stripes along
+    the top of the rendered forehead. Hair joined to the cover there is cover too; below the eyes the sides
+    keep their picture (an ear, the hair beside the cheek), which the feather shows as the avatar's own edge.
+    """
+    g = max(1, int(round(_OUTLINE_REACH * width)))
+    grown = cv2.dilate(face, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * g + 1, 2 * g + 1)))
+    rows = np.arange(face.shape[0], dtype=np.float32)[:, None]
+    brim = (grown > 0) & (face == 0) & (rows < float(landmarks[list(topo.EYE_CORNERS), 1].mean()))
+    reach = face.copy()
+    reach[brim] = 255
+    if not mask.any() or not brim.any():
+        return mask, reach
+    taken = mask > 0
+    passable = taken | (brim & odd)
+    step = np.ones((3, 3), np.uint8)
+    for _ in range(g):
+        taken = (cv2.dilate(taken.astype(np.uint8), step) > 0) & passable
+    return taken.astype(np.uint8), reach
+
+
+def _fringe_gaps(
+    mask: npt.NDArray[np.uint8], face: npt.NDArray[np.uint8], features: npt.NDArray[np.uint8], landmarks: Landmarks, width: float
+) -> npt.NDArray[np.uint8]:
+    """`mask` with a fringe's lit strands above the brows taken with its shaded ones.
+
+    A fringe's strands hang down the forehead; the lit ones are near the skin's colour and light, so only
+    the shaded ones were cover, and the lit ones were left as pale stripes that the render stretches over
+    the sender's forehead. On the forehead (up to the outline, or past it where the render's feather reaches:
+    `face`), a gap up to _FRINGE_GAP face widths across with cover on both sides at the same height is fringe
+    too. (Filling columns between cover above and below took the skin between a fringe and temple hair.) Only
+    above the brows: beside the eyes a gap that wide is the eye's own corner.
+    """
+    if not mask.any():
+        return mask
+    rows = np.arange(mask.shape[0], dtype=np.float32)[:, None]
+    forehead = (rows < float(landmarks[list(topo.BROW_TOPS), 1].max())) & (face > 0) & (features == 0)
+    half = max(1, int(round(_FRINGE_GAP * width)))
+    out = mask.copy()
+    closed = cv2.morphologyEx(out, cv2.MORPH_CLOSE, np.ones((1, 2 * half + 1), np.uint8))
+    out[(closed > 0) & forehead] = 1
+    return out
 
 
 def _hanging_cover(
@@ -863,6 +921,9 @@ def _brow_shows(
 
 
 _FEATURE_GROW = 0.025  # of the face width: feature_mask's berth round the features
+_OUTLINE_REACH = 0.05  # of the face width: how far past the outline the render's feather samples (mesh's blend.feather)
+_REFIT_BELOW = 0.8  # of the first fit of the skin's light: darker pixels are left out of the second
+_FRINGE_GAP = 0.06  # of the face width: half the widest gap between a fringe's strands that is closed
 _BROW_BAND = 0.04  # of the face width: the band above a brow's zone that tells whether a fringe runs into it
 _BROW_HIDDEN = 0.5  # share of that band under cover, and of the zone off the skin, for a brow to be under hair
 # A brow shows when at least half its columns are 0.2 lighter in log luma just above it than its
