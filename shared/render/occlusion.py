@@ -412,10 +412,8 @@ def _eye_width(lm: npt.NDArray[np.float64]) -> float:
 
 
 def _brow_hulls(shape: tuple[int, ...], lm: npt.NDArray[np.float64]) -> npt.NDArray[np.uint8]:
-    brows = np.zeros(shape[:2], np.uint8)
-    for brow in topo.brows():
-        cv2.fillConvexPoly(brows, cv2.convexHull(np.round(lm[brow, :2]).astype(np.int32)), 255)
-    return brows
+    """Both brows' hulls in one mask."""
+    return np.asarray(np.maximum.reduce(brow_hulls((shape[0], shape[1]), lm.astype(np.float32))), np.uint8)
 
 
 def _eye_ridges(
