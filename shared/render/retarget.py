@@ -36,7 +36,6 @@ from facewire.shared.types import Landmarks
 Vec = npt.NDArray[np.float64]
 
 STABLE = np.array(topo.RIGID, np.int32)
-SUBNASALE = topo.SUBNASALE
 
 
 @dataclass(frozen=True)
@@ -318,7 +317,7 @@ def _close_neutral_mouth(neutral: Vec, rest: float) -> Vec:
     n_outer = len(outer_ring)
     for edge, end, sign, way in (
         (outer_ring[n_outer // 2 + 1 :], topo.CHIN, -1.0, rise),  # the skin under the lower lip, to the chin
-        (outer_ring[: n_outer // 2 + 1], SUBNASALE, 1.0, drop),  # the skin over the upper lip, to the nose
+        (outer_ring[: n_outer // 2 + 1], topo.SUBNASALE, 1.0, drop),  # the skin over the upper lip, to the nose
     ):
         order = np.argsort(along_all[edge])
         lip_depth = np.interp(along_all, along_all[edge][order], depth[edge][order])
