@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from facewire.shared.face import topology as topo
-from facewire.shared.render.glasses import ANCHORS, draw_glasses, head_affine, lift_glasses
+from facewire.shared.render.glasses import ANCHORS, draw_glasses, lift_glasses
 from facewire.shared.render.mesh import MeshOptions, MeshRenderer
 from facewire.shared.render.occlusion import OcclusionOptions, avatar_spectacles, occluder_mask
 from facewire.shared.render.retarget import apply_retarget
@@ -80,6 +80,14 @@ def test_the_frames_are_painted_over_with_the_skin_round_them() -> None:
     before = np.abs(glasses[rim].astype(np.float32) - image[rim]).mean()
     after = np.abs(lifted[rim].astype(np.float32) - image[rim]).mean()
     assert before > 60.0 and after < 0.3 * before, (before, after)
+
+
+def head_affine(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The 2x3 affine (least squares) taking the anchor points `source` to `target`: the head's motion, as the tests
+    expect the frames to follow it."""
+    design = np.hstack([source, np.ones((len(source), 1))])
+    solution, *_ = np.linalg.lstsq(design, target, rcond=None)
+    return np.asarray(solution.T, np.float64)
 
 
 def test_the_head_affine_is_exact_for_an_affine_motion() -> None:

@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from facewire.shared.face import topology as topo
 from facewire.shared.render.delight import eye_openings, normalised_blur
-from facewire.shared.render.occlusion import avatar_spectacles
+from facewire.shared.render.occlusion import avatar_spectacles, brow_hulls, mean_eye_width
 from facewire.shared.types import Image, Landmarks
 
 FloatArray = npt.NDArray[np.float32]
@@ -43,7 +43,7 @@ class GlassesLayer:
     patches: tuple[Image, ...]  # BGRA: the frames as the picture shows them and their coverage, then shrunk by halves
     origin: tuple[float, float]  # the box's top-left in texture pixels
     anchors: npt.NDArray[np.float64]  # (len(ANCHORS), 2): the anchor landmarks in texture pixels
-    # (3, len(ANCHORS)): the least-squares solve of head_affine for these anchors, once: a frame's fit is one product.
+    # (3, len(ANCHORS)): the least-squares solve of the affine from these anchors, once: a frame's fit is one product.
     solve: npt.NDArray[np.float64]
 
 
@@ -82,10 +82,9 @@ def fill_under(image: Image, landmarks: Landmarks, alpha: FloatArray) -> Image:
     shape = (crop.shape[0], crop.shape[1])
     local = lm.copy()
     local[:, :2] -= np.array([xs.start, ys.start], np.float32)
-    eye_width = float(np.mean([np.linalg.norm(lm[i, :2] - lm[o, :2]) for o, i in (topo.RIGHT_EYE_CORNERS, topo.LEFT_EYE_CORNERS)]))
-    excluded = eye_openings(shape, local, max(1, int(round(_FILL_BERTH * eye_width))))
-    for brow in topo.brows():
-        cv2.fillConvexPoly(excluded, cv2.convexHull(np.round(local[brow, :2]).astype(np.int32)), 255)
+    excluded = eye_openings(shape, local, max(1, int(round(_FILL_BERTH * mean_eye_width(lm.astype(np.float64))))))
+    for hull in brow_hulls(shape, local):
+        excluded |= hull
     # The frames' dark edge and the shadow they cast on the skin go too: left, they draw the frames' ghost.
     g = max(1, int(round(_FILL_GROW * width)))
     holes = cv2.dilate((a > 0.02).astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * g + 1, 2 * g + 1)))
@@ -127,13 +126,6 @@ def frontal_layer(frames: Frames, map_x: FloatArray, map_y: FloatArray, frontal:
     anchors = frontal[list(ANCHORS), :2].astype(np.float64)
     solve = np.linalg.pinv(np.hstack([anchors, np.ones((len(anchors), 1))]))
     return GlassesLayer(tuple(patches), (float(max(x, 0)), float(max(y, 0))), anchors, solve)
-
-
-def head_affine(source: npt.NDArray[np.float64], target: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """The 2x3 affine (least squares) taking the anchor points `source` to `target`."""
-    design = np.hstack([source, np.ones((len(source), 1))])
-    solution, *_ = np.linalg.lstsq(design, target, rcond=None)
-    return np.asarray(solution.T, np.float64)
 
 
 def draw_glasses(face: Image, landmarks: Landmarks, layer: GlassesLayer | None) -> None:

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from facewire.shared.face import topology as topo
+from facewire.shared.face.measures import eye_width
 from facewire.shared.render.blend import fit_field, quadratic_basis
 from facewire.shared.render.delight import eye_openings, feature_mask
 from facewire.shared.render.warp import Region, fill_polygon
@@ -407,8 +408,9 @@ def _bridge(
     return np.stack([a[k], b[k]]) if float(strength[k]) >= min_score else None
 
 
-def _eye_width(lm: npt.NDArray[np.float64]) -> float:
-    return float(np.mean([np.linalg.norm(lm[a, :2] - lm[b, :2]) for a, b in (topo.RIGHT_EYE_CORNERS, topo.LEFT_EYE_CORNERS)]))
+def mean_eye_width(lm: npt.NDArray[np.float64]) -> float:
+    """The eyes' mean corner-to-corner width."""
+    return float(np.mean([eye_width(lm, side) for side in ("right", "left")]))
 
 
 def _brow_hulls(shape: tuple[int, ...], lm: npt.NDArray[np.float64]) -> npt.NDArray[np.uint8]:
@@ -421,7 +423,7 @@ def _eye_ridges(
     options: OcclusionOptions,
 ) -> _Ridges:
     """The ridge maps `find_spectacles` searches, blind on the eyes' own lids and lashes and on the brows."""
-    berth = max(1, int(round(_EYE_BERTH * _eye_width(lm))))
+    berth = max(1, int(round(_EYE_BERTH * mean_eye_width(lm))))
     blocked = cv2.dilate(eyes, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * berth + 1, 2 * berth + 1))) > 0
     # Brows are lines round the eyes too; a real rim crossing one loses only those points.
     grow = max(1, int(round(_BROW_BERTH * width)))
@@ -599,7 +601,7 @@ def _frame_zone(
     (grown) outline (bridge, arms); never on the eyes' openings with their lashes and wings, nor on the brows (the
     third mask: all but those)."""
     shape = face.shape
-    eye_width = _eye_width(lm)
+    eye_width = mean_eye_width(lm)
     loops = np.zeros(shape, np.uint8)
     cv2.polylines(loops, [np.round(loop * 16).astype(np.int32) for loop in found.loops], True, 255, 1, cv2.LINE_8, shift=4)
     near = cv2.distanceTransform((loops == 0).astype(np.uint8), cv2.DIST_L2, 3) <= _FRAME_REACH * eye_width
