@@ -27,7 +27,9 @@ under the nose) stays, as the recogniser reads the face's shape from it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import cv2
 import numpy as np
@@ -368,10 +370,18 @@ def _tame_creases(y: FloatImage, where: FloatImage, size: int, opts: DelightOpti
     `size`) gives what the line is below; of the depth past `crease_knee` only `crease_keep` is kept. What
     is broader (a beard, a shade, a moustache) is its own surface and is untouched.
     """
-    log_y = np.log(np.maximum(y, 0.0) + np.float32(8.0))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
-    depth = cv2.morphologyEx(log_y, cv2.MORPH_CLOSE, kernel) - log_y
-    lift = np.maximum(depth - np.float32(opts.crease_knee), 0.0) * np.float32(1.0 - opts.crease_keep) * where
+    return _shallower(y, where, lambda log_y: cv2.morphologyEx(log_y, cv2.MORPH_CLOSE, kernel), opts.crease_knee, opts.crease_keep)
+
+
+def _shallower(
+    y: FloatImage, where: FloatImage, closing: Callable[[FloatImage], FloatImage], knee: float, keep: float
+) -> FloatImage:
+    """Luminance `y` with what lies deeper than `knee` (log) below its `closing` (of log luminance) kept only by `keep`,
+    where `where` is 1."""
+    log_y = np.log(np.maximum(y, 0.0) + np.float32(8.0))
+    depth = np.maximum(closing(log_y), log_y) - log_y
+    lift = np.maximum(depth - np.float32(knee), 0.0) * np.float32(1.0 - keep) * where
     return np.asarray(np.exp(log_y + lift) - np.float32(8.0), np.float32)
 
 
@@ -427,17 +437,18 @@ def _tame_deep(y: FloatImage, where: FloatImage, size: int, opts: DelightOptions
     `deep_knee` only `deep_keep` is kept. A moustache is as narrow and a photograph's is rarely past the
     knee; what is broader (a beard, a shaded side) is untouched.
     """
-    log_y = np.log(np.maximum(y, 0.0) + np.float32(8.0))
-    # The closing of a large disc, in a quarter-size copy (the skin round a patch is smooth at that scale) and brought
-    # back up: the same result within a few levels at a sixteenth of the cost.
+    return _shallower(y, where, partial(_coarse_closing, size=size), opts.deep_knee, opts.deep_keep)
+
+
+def _coarse_closing(log_y: FloatImage, size: int) -> FloatImage:
+    """The closing of a `size`-pixel disc, in a quarter-size copy when it is large (the skin round a patch is smooth
+    at that scale) and brought back up: the same result within a few levels at a sixteenth of the cost."""
     small = cv2.resize(log_y, None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA) if size >= 16 else log_y
     k = max(3, (size // 4) | 1) if size >= 16 else size
     closed = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
     if closed.shape != log_y.shape:
         closed = cv2.resize(closed, (log_y.shape[1], log_y.shape[0]), interpolation=cv2.INTER_LINEAR)
-    depth = np.maximum(closed, log_y) - log_y
-    lift = np.maximum(depth - np.float32(opts.deep_knee), 0.0) * np.float32(1.0 - opts.deep_keep) * where
-    return np.asarray(np.exp(log_y + lift) - np.float32(8.0), np.float32)
+    return np.asarray(closed, np.float32)
 
 
 def _deep_where(shape: tuple[int, int], landmarks: Landmarks, width: float, face: npt.NDArray[np.uint8]) -> FloatImage:
