@@ -463,6 +463,16 @@ def expressive_frames(frames: list[tuple[Image, Landmarks | None]], count: int =
     return sorted(chosen)
 
 
+def received_identity(name: str) -> IdentityAsset:
+    """The identity as a receiver gets it over the link: the picture the sender prepares for it (cropped round the
+    face, at most LINK_FACE_WIDTH, WebP), with the landmarks found on that picture."""
+    from facewire.sender.identity import identity_message
+
+    message = identity_message(str(identity_file(name)))
+    assert message.image is not None
+    return load_identity(message.image)
+
+
 def identity_file(name: str) -> Path:
     for folder in ("avatars", "portraits"):
         path = DATA / folder / f"{name}.jpg"
@@ -476,7 +486,8 @@ def all_identities() -> list[str]:
 
 
 def write_sheets(out_dir: Path, clips: dict[str, list[tuple[Image, Landmarks | None]]], drives: dict[str, list[Step]],
-                 names: list[str], mesh_options: MeshOptions, renderer_name: str, per_page: int = 9) -> list[dict[str, float | str]]:
+                 names: list[str], mesh_options: MeshOptions, renderer_name: str, per_page: int = 9,
+                 received: bool = False) -> list[dict[str, float | str]]:
     """Contact sheets of every identity on each clip's expressive frames: face crops (240 px) and 256-px tiles.
 
     Pages of `per_page` identities; the top row is the input. Each cell is labelled with its blotch
@@ -502,9 +513,10 @@ def write_sheets(out_dir: Path, clips: dict[str, list[tuple[Image, Landmarks | N
         assert identity.image is not None and identity.landmarks is not None
         faces = [_label(_face_crop(identity.image, identity.landmarks, crop), name)]
         tiles = [_label(_tile(identity.image, tile), name)]
+        drawn_as = received_identity(name) if received else identity
         for c, frames in clips.items():
             renderer = make_renderer(renderer_name, mesh_factory=lambda: MeshRenderer(mesh_options))
-            renderer.prepare_identity(identity)
+            renderer.prepare_identity(drawn_as)
             drawn: dict[int, Image] = {}
             for i, keyframe, state in drives[c]:
                 if keyframe is not None:
@@ -643,7 +655,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.sheet is not None:
         tracked = {clip: track_clip(DATA / "clips" / f"{clip}.mp4", args.frames, args.start) for clip in clips}
         drives = {clip: steps_of(clip, frames, args.stream, avatars[0], args.sheet) for clip, frames in tracked.items()}
-        records = write_sheets(args.sheet, tracked, drives, avatars, mesh_options, args.renderer)
+        records = write_sheets(args.sheet, tracked, drives, avatars, mesh_options, args.renderer,
+                               received=args.stream is not None)
         print(json.dumps({"cells": len(records), **{k: float(np.nanmean([float(r[k]) for r in records])) for k in _SKIN_FIELDS}}))
         return 0
     recogniser = Recogniser()
@@ -652,6 +665,8 @@ def main(argv: list[str] | None = None) -> int:
     for a, ident in identities.items():
         assert ident.image is not None and ident.landmarks is not None
         avatar_desc[a] = recogniser.descriptor(ident.image, ident.landmarks)
+    # Through a stream the renderer draws the picture as it crossed the link; dlib compares with the original.
+    drawn_as = {a: received_identity(a) for a in avatars} if args.stream is not None else identities
     results: list[PairResult] = []
     rows: list[tuple[str, Image, list[Image]]] = []
     sheet_every = max(1, args.frames // args.cells)
@@ -659,7 +674,7 @@ def main(argv: list[str] | None = None) -> int:
         frames = track_clip(DATA / "clips" / f"{clip}.mp4", args.frames, args.start)
         steps = steps_of(clip, frames, args.stream, avatars[0], args.out)
         for a in avatars:
-            res, cells = run_pair(clip, frames, steps, a, identities[a], avatar_desc[a], recogniser, args.renderer,
+            res, cells = run_pair(clip, frames, steps, a, drawn_as[a], avatar_desc[a], recogniser, args.renderer,
                                   sheet_every, mesh_options, args.stride)  # fmt: skip
             results.append(res)
             image = identities[a].image

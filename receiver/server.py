@@ -40,7 +40,7 @@ PRE_AUTH_BUFFER = 64 * 1024
 # Closed without a closing handshake: the peer is gone (dead) or must not hold the slot a moment longer (replaced).
 _ABORTED = {int(CloseCode.UNRESPONSIVE), int(CloseCode.REPLACED)}
 # What the session's decoder takes, in order; the rest is the protocol's own (pings, acks) or the shell's (bye).
-SESSION_MESSAGES = (m.Frame, m.Keyframe, m.KeyframePart, m.Setup, m.Identity, m.IdentitySwitch, m.Stats)
+SESSION_MESSAGES = (m.Frame, m.Keyframe, m.KeyframePart, m.Setup, m.Identity, m.IdentityPart, m.IdentitySwitch, m.Stats)
 
 
 @dataclass

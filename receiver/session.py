@@ -16,6 +16,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+import msgspec
 import numpy as np
 
 from facewire.shared.codec.frames import FrameDecodeError, FrameDecoder
@@ -113,16 +114,30 @@ class AssetStore:
 
 
 @dataclass
+class _IdentityAssembly:
+    head: m.Identity  # carries the image's first piece
+    pieces: list[bytes]
+
+
+@dataclass
 class Session:
     assets: AssetStore
     decoder: FrameDecoder = field(default_factory=FrameDecoder)
     identity: IdentityAsset | None = None
     sender_dropped: int = 0
     sender_stages_ms: tuple[float, ...] = ()  # the sender's own stage medians (its `stats`)
+    # The asset the sender asked to be shown as, while its image has not arrived whole.
     wanted_asset: str | None = None
     decode_errors: int = 0
     frames_decoded: int = 0
     _keyframe_requested: bool = False
+    _incoming: _IdentityAssembly | None = None  # an identity whose image is still arriving in parts
+
+    @property
+    def awaiting_identity(self) -> bool:
+        """Frames are decoded but not shown: the sender asked to appear as an avatar whose image is still on its
+        way, and until it is here the only face to draw is the sender's own, which they chose not to show."""
+        return self.wanted_asset is not None and self.identity is None
 
     def handle(self, message: m.Message, received_us: int | None = None) -> tuple[list[m.Message], RenderJob | None]:
         """The replies to `message` and, for a frame, its render job (`received_us`: when the message
@@ -143,6 +158,8 @@ class Session:
             return self._setup(message), None
         if isinstance(message, m.Identity):
             return self._identity(message), None
+        if isinstance(message, m.IdentityPart):
+            return self._identity_part(message), None
         if isinstance(message, m.IdentitySwitch):
             return self._switch(message.asset), None
         if isinstance(message, m.Stats):
@@ -163,6 +180,8 @@ class Session:
             return [m.KeyframeRequest(reason=str(exc)[:256])], None
         assert self.decoder.keyframe is not None
         self.frames_decoded += 1
+        if self.awaiting_identity:
+            return [], None
         return [], RenderJob(self.identity, self.decoder.keyframe, state, received_us, now_us())
 
     def _keyframe(self, message: m.Keyframe | m.KeyframePart) -> list[m.Message]:
@@ -190,10 +209,16 @@ class Session:
 
     def _identity(self, message: m.Identity) -> list[m.Message]:
         if message.asset == "self":
-            self.identity = None
+            self.identity, self.wanted_asset = None, None
             return []
         if message.image is None:
             return self._switch(message.asset) if message.activate else []
+        if message.parts > 1:
+            self._incoming = _IdentityAssembly(message, [message.image])
+            if message.activate:
+                self.wanted_asset = message.asset
+            log.info("identity %s: receiving its image in %d parts", message.asset[:12], message.parts)
+            return []
         try:
             asset = self.assets.add(message)
         except AssetError as exc:
@@ -205,15 +230,39 @@ class Session:
             self.wanted_asset = None
         return []
 
+    def _identity_part(self, message: m.IdentityPart) -> list[m.Message]:
+        incoming = self._incoming
+        if incoming is None or incoming.head.asset != message.asset or message.part != len(incoming.pieces):
+            # A part of an image this session did not start (it came before us, or one went missing): ask again.
+            self._incoming = None
+            wanted = self.wanted_asset == message.asset
+            return [m.Error(code="bad_asset", message=f"identity {message.asset[:12]}: part {message.part} out of order",
+                            fatal=False), *([m.AssetRequest(asset=message.asset)] if wanted else [])]
+        incoming.pieces.append(message.data)
+        declared = incoming.head.image_bytes or 0
+        received = sum(map(len, incoming.pieces))
+        if received > declared or (len(incoming.pieces) == incoming.head.parts and received != declared):
+            self._incoming = None
+            raise ProtocolError(ErrorCode.BAD_ASSET, f"identity {message.asset[:12]}: its parts hold {received} bytes, "
+                                f"it declared {declared}", "data")
+        if len(incoming.pieces) < incoming.head.parts:
+            return []
+        self._incoming = None
+        whole = msgspec.structs.replace(incoming.head, image=b"".join(incoming.pieces), parts=1, image_bytes=None,
+                                        activate=self.wanted_asset == message.asset)
+        log.info("identity %s: its image arrived (%d bytes)", message.asset[:12], received)
+        return self._identity(whole)
+
     def _switch(self, asset_id: str) -> list[m.Message]:
         if asset_id == "self":
-            self.identity = None
+            self.identity, self.wanted_asset = None, None
             return []
         asset = self.assets.get(asset_id)
         if asset is None:
             self.wanted_asset = asset_id
-            return [m.AssetRequest(asset=asset_id)]
-        self.identity = asset
+            arriving = self._incoming is not None and self._incoming.head.asset == asset_id
+            return [] if arriving else [m.AssetRequest(asset=asset_id)]
+        self.identity, self.wanted_asset = asset, None
         return []
 
 

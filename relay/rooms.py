@@ -52,6 +52,21 @@ class Upstream:
 
 
 @dataclass
+class HeldIdentity:
+    """An identity with its image: the `identity` message (the image's first piece) and its parts' raw messages."""
+
+    head: m.Identity
+    parts: list[bytes] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return len(self.parts) + 1 == self.head.parts
+
+    def raws(self, activate: bool) -> list[bytes]:
+        return [m.encode(msgspec.structs.replace(self.head, activate=activate)), *self.parts]
+
+
+@dataclass
 class Publication:
     """One sender's current state in a room, as raw validated messages ready to forward."""
 
@@ -60,8 +75,10 @@ class Publication:
     origin: str = ""  # the relay the sender is connected to ("" for this one)
     joined_at: float = 0.0
     last_seen: float = 0.0
-    identities: OrderedDict[str, m.Identity] = field(default_factory=OrderedDict)  # by asset, with images
-    identity: bytes | None = None  # what makes a joining receiver show the active identity
+    identities: OrderedDict[str, HeldIdentity] = field(default_factory=OrderedDict)  # by asset, with images
+    identity: list[bytes] = field(default_factory=list)  # what makes a joining receiver show the active identity
+    _incoming: HeldIdentity | None = None  # an identity whose image is still arriving in parts
+    _incoming_shown: bool = False  # ... which is the active one: its parts belong to `identity` too
     # The last few setups of each code: a keyframe's face code names the neutral it was coded with, and a
     # receiver holds the last REFERENCES of them, as it holds the last REFERENCES keyframes (frames name any).
     setups: dict[str, deque[bytes]] = field(default_factory=dict)
@@ -75,9 +92,11 @@ class Publication:
         """Keep what a state message changes."""
         if isinstance(message, m.Identity):
             self._identity(message, raw)
+        elif isinstance(message, m.IdentityPart):
+            self._identity_part(message, raw)
         elif isinstance(message, m.IdentitySwitch):
             held = self.identities.get(message.asset)
-            self.identity = raw if held is None else m.encode(msgspec.structs.replace(held, activate=True))
+            self.identity, self._incoming_shown = [raw] if held is None else held.raws(activate=True), False
         elif isinstance(message, m.Setup):
             self.setups.setdefault(message.code, deque(maxlen=REFERENCES)).append(raw)
         elif isinstance(message, m.Keyframe):
@@ -89,16 +108,33 @@ class Publication:
 
     def _identity(self, message: m.Identity, raw: bytes) -> None:
         if message.image is not None:
-            self.identities[message.asset] = message
-            self.identities.move_to_end(message.asset)
-            while len(self.identities) > MAX_IDENTITIES:
-                self.identities.popitem(last=False)
+            self._incoming, self._incoming_shown = HeldIdentity(message), False
+            self._keep_complete()
         if not message.activate:
             return
         held = self.identities.get(message.asset)
-        if message.image is None and held is not None:  # the receiver that joins later holds nothing: give the image
-            raw = m.encode(msgspec.structs.replace(held, activate=True))
-        self.identity = raw
+        # the receiver that joins later holds nothing: give it the image
+        self.identity = held.raws(activate=True) if message.image is None and held is not None else [raw]
+        self._incoming_shown = self._incoming is not None and self._incoming.head is message
+
+    def _identity_part(self, message: m.IdentityPart, raw: bytes) -> None:
+        incoming = self._incoming
+        if incoming is None or incoming.head.asset != message.asset:
+            return  # the receivers' sessions ask for the image again
+        incoming.parts.append(raw)
+        if self._incoming_shown:
+            self.identity.append(raw)
+        self._keep_complete()
+
+    def _keep_complete(self) -> None:
+        incoming = self._incoming
+        if incoming is None or not incoming.complete:
+            return
+        self._incoming = None
+        self.identities[incoming.head.asset] = incoming
+        self.identities.move_to_end(incoming.head.asset)
+        while len(self.identities) > MAX_IDENTITIES:
+            self.identities.popitem(last=False)
 
     def _complete(self) -> None:
         if len(self.assembling) == self._assembling_parts:
@@ -107,13 +143,14 @@ class Publication:
 
     def snapshot(self) -> list[bytes]:
         """Everything a receiver needs before this sender's frames, in the order the sender sent it."""
-        head = [] if self.identity is None else [self.identity]
+        head = list(self.identity)
         setups = [raw for history in self.setups.values() for raw in history]
         return [*head, *setups, *(raw for keyframe in self.keyframes for raw in keyframe), *self.assembling]
 
-    def identity_message(self, asset: str) -> bytes | None:
+    def identity_messages(self, asset: str) -> list[bytes]:
+        """The identity with its image, in its parts (empty: not held)."""
         held = self.identities.get(asset)
-        return None if held is None else m.encode(held)
+        return [] if held is None else held.raws(activate=held.head.activate)
 
     def want_intra(self, now: float) -> bool:
         """A receiver needs an intra frame: whether a keyframe request may go to the sender now (else it
@@ -361,9 +398,10 @@ class Room:
             publication.request_pending = True
             return self._requests(publication, now)
         if isinstance(message, m.AssetRequest):
-            held = publication.identity_message(message.asset)
-            if held is not None:
-                sub.outbox.state(held)
+            held = publication.identity_messages(message.asset)
+            if held:
+                for raw in held:
+                    sub.outbox.state(raw)
                 return []
             return [Upstream(self.name, publication.name, message)]
         return []

@@ -111,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             base = ALPHA_FIX_CODES if args.alpha_fix == "on" else DEFAULT_CODES
             coder = FrameCoder(codes_for(args.layers, ceiling, self_mode, base), budget=Budget.at_most(ceiling))
             log.info("sending %s", ", ".join(coder.codes))
+            if not args.record_stream:
+                _warn_slow_identities(identities.identities, ceiling)
             if args.record_stream:
                 cycle = round(args.identity_cycle * source.fps) if args.identity_cycle else None
                 return _record(source, analyzer, args.record_stream, identities, cycle, coder)
@@ -137,6 +139,19 @@ def _identities(args: argparse.Namespace) -> list[m.Identity]:
     for index, message in enumerate(messages):
         log.info("identity %d: %s", index, message.asset[:16])
     return messages
+
+
+# An avatar image that needs longer than this at the link's ceiling is worth a word: nobody is shown until it is here.
+SLOW_IDENTITY_S = 10.0
+
+
+def _warn_slow_identities(identities: list[m.Identity], ceiling_bps: float) -> None:
+    for index, identity in enumerate(identities):
+        seconds = 0.0 if identity.image is None else len(identity.image) * 8 / ceiling_bps
+        if seconds > SLOW_IDENTITY_S:
+            log.warning("identity %d: its image is %d KB, at least %.0f s of a %g-kbps link before a receiver shows you "
+                        "as it (once: a receiver keeps it); a smaller file (the face cropped, or compressed harder) "
+                        "arrives sooner", index, len(identity.image or b"") // 1024, seconds, ceiling_bps / 1000)
 
 
 def _kbps(text: str) -> float:

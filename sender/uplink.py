@@ -36,6 +36,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from facewire.sender.coding import LIVE_FIRST_KEYFRAME_SECONDS, FrameCoder, Outgoing
 from facewire.sender.congestion import RateController
+from facewire.sender.identity import in_parts
 from facewire.sender.sending import FRAMING_BYTES, link_bytes, parts, plan
 from facewire.sender.stream import FeatureStream
 from facewire.sender.timing import StageMeter
@@ -206,7 +207,7 @@ class Uplink:
             self.coder.restart()  # the receiver holds nothing: setups and a keyframe first
             self._priority.clear()
             if self.identities is not None:
-                self._priority.extend(self.identities.session_started(welcome.assets))
+                self._queue(self.identities.session_started(welcome.assets))
             self.protocol = protocol
             reader = asyncio.create_task(self._read(ws, protocol))
             self.receiving.set()
@@ -231,8 +232,14 @@ class Uplink:
     def switch_identity(self, index: int) -> None:
         """Show another identity from the book; goes out before the next frame."""
         if self.identities is not None:
-            self._priority.extend(self.identities.switch(index))
+            self._queue(self.identities.switch(index))
             self._wake.set()
+
+    def _queue(self, messages: list[m.Message]) -> None:
+        """Before the next frame; an identity's image in pieces (in_parts): the receiver shows nobody until it is
+        whole, so it goes first at what the link takes, and the pings and acks go between its pieces."""
+        for message in messages:
+            self._priority.extend(in_parts(message) if isinstance(message, m.Identity) else [message])
 
     async def _flush(self, ws: ClientConnection, protocol: SenderProtocol) -> None:
         for data in protocol.data_to_send():
@@ -287,7 +294,7 @@ class Uplink:
         elif isinstance(message, m.IntraRequest):  # the asker holds the keyframe, only the prediction chain broke
             self.stream.force_intra()
         elif isinstance(message, m.AssetRequest) and self.identities is not None:
-            self._priority.extend(self.identities.requested(message.asset))
+            self._queue(self.identities.requested(message.asset))
             self._wake.set()
         elif isinstance(message, m.Error):
             log.warning("receiver error %s: %s", message.code, message.message)
@@ -301,7 +308,10 @@ class Uplink:
         last_stats = time.monotonic()
         while True:
             while self._priority:
-                await self._send(ws, protocol, self._priority.popleft(), controller)
+                message = self._priority.popleft()
+                # an identity's pieces go at the pace the socket drains (its send buffer is a few KiB): charged to
+                # the rate control's buckets, bytes that have crossed already would hold the frames after them
+                await self._send(ws, protocol, message, None if isinstance(message, m.IdentityPart) else controller)
             getter = asyncio.ensure_future(slot.get())
             self._wake.clear()
             waker = asyncio.ensure_future(self._wake.wait())

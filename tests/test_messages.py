@@ -41,6 +41,8 @@ EXAMPLES: list[m.Message] = [
     m.Identity(asset=ASSET, image=b"\x89PNG...", image_format="png", landmarks=b"\x01" * 100,
                embedding=b"\x00" * m.EMBEDDING_BYTES, activate=False),
     m.Identity(asset=ASSET),
+    m.Identity(asset=ASSET, image=b"\x89PN", image_format="png", parts=3, image_bytes=9),
+    m.IdentityPart(asset=ASSET, part=1, data=b"G..."),
     m.Identity(asset="self", landmarks=b"lm"),
     m.IdentitySwitch(asset=ASSET),
     m.IdentitySwitch(asset="self"),
@@ -103,7 +105,8 @@ def test_every_type_has_a_direction() -> None:
 
 def test_tags_are_the_documented_names() -> None:
     tags = {type(msg).__struct_config__.tag for msg in EXAMPLES}
-    assert tags == {"hello", "welcome", "identity", "identity_switch", "asset_request", "keyframe", "keyframe_part",
+    assert tags == {"hello", "welcome", "identity", "identity_part", "identity_switch", "asset_request", "keyframe",
+                    "keyframe_part",
                     "setup", "f", "a",
                     "keyframe_request", "intra_request", "ping", "pong", "stats", "error", "bye", "source"}
 

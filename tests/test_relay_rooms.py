@@ -273,3 +273,24 @@ def test_an_outbox_notes_how_long_each_frame_waited() -> None:
     while outbox.pop(now=1.05) is not None:
         pass
     assert outbox.held_s == pytest.approx([0.05, 0.04])  # frames only: state is not timed
+
+
+def test_an_identity_in_parts_reaches_a_late_joiner_whole_and_an_asset_request_is_answered_in_parts() -> None:
+    room = Room("call")
+    room.publish_start("alice", ["landmarks"], 0.0)
+    pieces = [b"im", b"ag", b"e"]
+    publish(room, "alice", m.Identity(asset=ASSET, image=pieces[0], image_format="png", parts=3, image_bytes=5))
+    publish(room, "alice", m.IdentityPart(asset=ASSET, part=1, data=pieces[1]))
+    during = Subscriber(1, ["landmarks"])  # joins while the image is still arriving
+    room.join(during, now=1.0)
+    publish(room, "alice", m.IdentityPart(asset=ASSET, part=2, data=pieces[2]))
+    late = Subscriber(2, ["landmarks"])
+    room.join(late, now=2.0)
+    for sub in (during, late):
+        got = [message for message in drain(sub.outbox) if isinstance(message, (m.Identity, m.IdentityPart))]
+        assert isinstance(got[0], m.Identity) and got[0].activate and got[0].parts == 3
+        assert got[0].image + b"".join(part.data for part in got[1:] if isinstance(part, m.IdentityPart)) == b"image"
+    publish(room, "alice", m.IdentitySwitch(asset="self"))
+    assert room.from_receiver(2, m.AssetRequest(asset=ASSET), now=3.0) == []  # the relay holds it: no upstream request
+    resent = drain(late.outbox)
+    assert [type(message) for message in resent][-3:] == [m.Identity, m.IdentityPart, m.IdentityPart]
