@@ -246,6 +246,8 @@ class Session:
             raise ProtocolError(ErrorCode.BAD_ASSET, f"identity {message.asset[:12]}: its parts hold {received} bytes, "
                                 f"it declared {declared}", "data")
         if len(incoming.pieces) < incoming.head.parts:
+            if len(incoming.pieces) * 4 // incoming.head.parts > (len(incoming.pieces) - 1) * 4 // incoming.head.parts:
+                log.info("identity %s: %d of %d bytes", message.asset[:12], received, declared)  # each quarter
             return []
         self._incoming = None
         whole = msgspec.structs.replace(incoming.head, image=b"".join(incoming.pieces), parts=1, image_bytes=None,
