@@ -348,13 +348,15 @@ def run_pair(
             flicker.append(_jerk([h[1] for h in history]) - _jerk([h[0] for h in history]))
         if len(sheet) < sheet_cells and i >= len(sheet) * sheet_every:
             sheet.append(np.hstack([_face_crop(image, lm), _face_crop(out, lm)]))
-        # Every drawn frame is re-tracked, as the truth's landmarks are (track_clip): fed only the judged ones, the
-        # tracker loses a head that moved far between them, and holds the last face (state "held") where it was:
-        # the descriptor was then taken beside the face (d12 frame 36: 95 px off, "nobody" for 32 of 37 avatars).
-        obs = redetect.track(CapturedFrame(i, i * 33_333, out))
         if i % stride:
             continue
         judged += 1
+        # Each judged picture is searched alone (the tracker reset): tracking on from the last judged one, `stride`
+        # frames back, lost a head that had moved far and held its face where it had been, so the descriptor was
+        # taken beside the face (d12 frame 36: 95 px off, "nobody" for 32 of 37 avatars); tracked on through every
+        # frame, the tracker's own smoothing lagged the mouth (w1 x s12: 0.20 open where the picture shows 0.29).
+        redetect.reset()
+        obs = redetect.track(CapturedFrame(i, i * 33_333, out))
         if obs is not None and obs.state != "tracked":
             obs = None  # a held face is an earlier picture's landmarks: nothing found in this one
         skin.append(skin_scores(image, out, lm, None if obs is None else obs.landmarks))
