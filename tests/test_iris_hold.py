@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from facewire.shared.face import topology as topo
-from facewire.shared.render.eyes_mouth import hold_irises
+from facewire.shared.render.eyes_mouth import hold_irises, limit_glance
 from tests.render_fixtures import astronaut_landmarks
 
 RIGHT = (topo.RIGHT_IRIS_CENTER, *topo.RIGHT_IRIS)
@@ -64,3 +64,43 @@ def test_a_held_iris_keeps_the_avatars_size_when_the_tracked_iris_shrinks() -> N
     held = hold_irises(shrunk, neutral, (True, False), 0.08)
     assert np.allclose(held[list(RIGHT)], neutral[list(RIGHT)], atol=1e-3)
     assert np.array_equal(held[list(LEFT)], shrunk[list(LEFT)])  # not held: the lifted iris is drawn at its size
+
+
+def _along(lm: np.ndarray, idx: tuple[int, ...], corners: tuple[int, int]) -> float:
+    """The iris centre's place along its eye: -0.5 at corner 0 (outer), 0.5 at corner 1."""
+    a, b = lm[corners[0], :2].astype(np.float64), lm[corners[1], :2].astype(np.float64)
+    return float((lm[idx[0], :2] - (a + b) / 2) @ (b - a) / ((b - a) @ (b - a)))
+
+
+def _iris_share(lm: np.ndarray, idx: tuple[int, ...], corners: tuple[int, int]) -> float:
+    radius = float(np.linalg.norm(lm[list(idx[1:]), :2] - lm[idx[0], :2], axis=1).mean())
+    return radius / _eye_width(lm, corners)
+
+
+def test_a_glance_into_the_corner_stops_where_the_avatars_iris_still_shows() -> None:
+    """d12 rolls his eyes aside (0.34 of the eye's width): an avatar's round iris pushed as far sits flush with
+    its corner; limited, its edge stays inside the eye, and the glance keeps its direction and most of its size."""
+    neutral = astronaut_landmarks()
+    far = limit_glance(_gazing(neutral, 0.34), neutral, (True, True), 0.8)
+    for idx, corners, sign in ((RIGHT, topo.RIGHT_EYE_CORNERS, 1.0), (LEFT, topo.LEFT_EYE_CORNERS, -1.0)):
+        rest, now = _along(neutral, idx, corners), _along(far, idx, corners)
+        edge = abs(now) + _iris_share(neutral, idx, corners)
+        assert edge < 0.5 - 0.2 * (0.5 - abs(rest) - _iris_share(neutral, idx, corners)) + 1e-6, edge
+        assert sign * (now - rest) > 0.15  # the glance is still there, the same way
+        ring = far[list(idx), :2] - far[idx[0], :2]
+        assert np.allclose(ring, neutral[list(idx), :2] - neutral[idx[0], :2], atol=1e-3)  # moved whole
+    others = np.setdiff1d(np.arange(len(neutral)), RIGHT + LEFT)
+    assert np.array_equal(far[others], neutral[others])
+
+
+def test_an_ordinary_glance_passes_and_eyes_not_limited_are_untouched() -> None:
+    neutral = astronaut_landmarks()
+    glance = _gazing(neutral, 0.06)
+    assert np.allclose(limit_glance(glance, neutral, (True, True), 0.8), glance, atol=1e-4)
+    far = _gazing(neutral, 0.34)
+    one = limit_glance(far, neutral, (False, True), 0.8)
+    assert np.array_equal(one[list(RIGHT)], far[list(RIGHT)])
+    assert not np.array_equal(one[list(LEFT)], far[list(LEFT)])
+    moved = neutral.copy()
+    moved[:, :2] = neutral[:, :2] * np.float32(1.5) + np.float32(20.0)  # the head moved, the eyes did not
+    assert np.allclose(limit_glance(moved, neutral, (True, True), 0.8), moved, atol=1e-3)

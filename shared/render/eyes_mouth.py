@@ -246,6 +246,56 @@ def hold_irises(target: Landmarks, neutral: Landmarks, held: tuple[bool, bool], 
     return out
 
 
+def _room(neutral: Landmarks, corners: tuple[int, int], centre: int, ring: tuple[int, ...]) -> tuple[float, float]:
+    """How far `neutral`'s iris travels along its eye, towards corner 0 and towards corner 1 (in eye widths), before
+    its edge meets that corner: the room the eye's own opening gives its own iris."""
+    origin, axes = _eye_axes(neutral, corners)
+    width = float(np.linalg.norm(axes[0]))
+    rest = float(np.linalg.solve(axes.T, neutral[centre, :2] - origin)[0])  # -0.5 at corner 0, 0.5 at corner 1
+    radius = float(np.linalg.norm(neutral[list(ring), :2] - neutral[centre, :2], axis=1).mean()) / max(width, 1e-6)
+    return max(0.5 + rest - radius, _MIN_ROOM), max(0.5 - rest - radius, _MIN_ROOM)
+
+
+_MIN_ROOM = 0.02  # of the eye's width: the least room an iris keeps either way (one as wide as its eye still glances)
+_KNEE = 0.5  # of the limit: glances up to here pass unchanged
+
+
+def _soft_limit(x: float, limit: float) -> float:
+    """`x` unchanged up to `_KNEE` of `limit`, then eased (tanh) towards `limit`, never reaching it; odd in `x`."""
+    knee = _KNEE * limit
+    size = abs(x)
+    if size <= knee:
+        return x
+    return float(np.sign(x)) * (knee + (limit - knee) * float(np.tanh((size - knee) / (limit - knee))))
+
+
+def limit_glance(target: Landmarks, neutral: Landmarks, limited: tuple[bool, bool], reach: float) -> Landmarks:
+    """`target` with the irises of the `limited` eyes (right, left) travelling along the eye at most `reach` of the
+    way from where `neutral` has them to where their edge would meet the corner (a soft limit): a glance is
+    followed, but an iris never goes further than the avatar's own eye opening can show it.
+
+    The retargeted gaze moves an iris in proportion to the eye's width, so a sender whose iris is small for his
+    eye, rolling it into the corner, pushes an avatar's larger iris (or one in a narrower eye) into its corner
+    whole: a round iris flush with the corner beside a wide white reads as a googly side-eye (d12 laughing with
+    his eyes rolled aside, frame 36). Across the eye the lids clip the iris already.
+    """
+    out = target.copy()
+    for limit, (corners, centre, ring) in zip(limited, _EYES, strict=True):
+        if not limit:
+            continue
+        n_origin, n_axes = _eye_axes(neutral, corners)
+        t_origin, t_axes = _eye_axes(target, corners)
+        if abs(np.linalg.det(n_axes)) < 1e-6 or abs(np.linalg.det(t_axes)) < 1e-6:
+            continue
+        rest = np.linalg.solve(n_axes.T, neutral[centre, :2] - n_origin)
+        now = np.linalg.solve(t_axes.T, target[centre, :2] - t_origin)
+        along = float(now[0] - rest[0])
+        room = _room(neutral, corners, centre, ring)[0 if along < 0 else 1]
+        eased = _soft_limit(along, reach * room)
+        out[[centre, *ring], :2] += ((eased - along) * t_axes[0]).astype(np.float32)
+    return out
+
+
 @dataclass(frozen=True)
 class MouthFrame:
     """The inner mouth in image pixels: where the lips meet the cavity."""

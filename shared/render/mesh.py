@@ -62,6 +62,9 @@ class MeshOptions:
     rigid_irises: bool = True  # irises drawn whole over a clean eye (facewire.shared.render.iris), not stretched by the warp
     rigid_glasses: bool = True  # glasses the avatar wears drawn as one piece moving with the head (shared.render.glasses)
     held_iris_travel: float = 0.08  # of the eye's width: how far an iris left to the warp may move (0: free)
+    # Of the way from a drawn iris's place in the avatar's eye to where its edge meets the corner: how far a glance
+    # may take it, softly (eyes_mouth.limit_glance; 0: free). Half of it passes unchanged, so ordinary glances do.
+    iris_reach: float = 0.8
     smooth_lids: bool = True  # closing lids smoothed into skin with a lash line (facewire.shared.render.lids)
     keep_occluders: bool = True  # glasses, hair, hands on the sender's face stay in front of an avatar
     occlusion: OcclusionOptions = field(default_factory=OcclusionOptions)
@@ -494,6 +497,9 @@ class MeshRenderer:
         if opts.held_iris_travel > 0:
             held = (texture.irises[0] is None, texture.irises[1] is None)
             target = em.hold_irises(target, texture.landmarks, held, opts.held_iris_travel)
+        if opts.iris_reach > 0:
+            drawn = (texture.irises[0] is not None, texture.irises[1] is not None)
+            target = em.limit_glance(target, texture.landmarks, drawn, opts.iris_reach)
         size = (image.shape[1], image.shape[0])
         mesh_tris = em.mesh_triangles()
         dst_vertices = em.extended_vertices(target)
