@@ -19,7 +19,6 @@ import numpy.typing as npt
 
 from facewire.shared.face import topology as topo
 from facewire.shared.render.colour import LUMA_BGR
-from facewire.shared.render.delight import feature_mask, normalised_blur
 from facewire.shared.render.warp import Points, Region
 from facewire.shared.types import Alpha, Image, Landmarks
 
@@ -48,13 +47,6 @@ class BlendOptions:
     # Faces at least this wide (pixels) get their shading statistics at an eighth of the size, not a
     # quarter (shading_scale); inf keeps the quarter for every face.
     eighth_scale_width: float = 200.0
-    # The part of the scene face's form (its log luminance between blurs of `form_fine` and `form_coarse` face
-    # widths: cheekbone shade, temples, the jaw's turn) that replaces the avatar's at that band (_form_field); 0: the
-    # smooth fields only, which leave a de-lit avatar flat under a strongly modelled light. Bounded by `max_form` (log).
-    form_strength: float = 0.0
-    form_fine: float = 0.04
-    form_coarse: float = 0.2
-    max_form: float = 0.2
 
 
 def shading_scale(width: float, options: BlendOptions) -> int:
@@ -183,7 +175,6 @@ def match_shading(
     width: float,
     options: BlendOptions,
     midline: tuple[Points, Points] | None = None,
-    landmarks: Landmarks | None = None,
 ) -> Image:
     """The face with the scene's low-frequency light on the avatar's albedo, region-sized.
 
@@ -222,10 +213,7 @@ def match_shading(
     # mask covers background and hair, whose darkness would read as light falling off the face.
     skin = wt * _skin_likeness(logs[..., 4:8], wt)
     fields = fit_field(np.dstack([logs[..., 4] - logs[..., 0], tint]), skin, basis)
-    log_gain = _split_gain(fields[..., 0], skin, options)
-    if options.form_strength > 0.0 and landmarks is not None:
-        log_gain = log_gain + _form_field(logs[..., 0], logs[..., 4], skin, landmarks, f, width / f, options)
-    gain = np.exp(log_gain).astype(np.float32)
+    gain = np.exp(_split_gain(fields[..., 0], skin, options)).astype(np.float32)
     balance = _colour_balance(fields[..., 1:], skin, options.chroma_strength, options.max_kept_tint)
     # Brightening a painted face to a bright room would clip its skin to flat white: the roll-off
     # acts on the local brightness of the brightest channel (features blurred away), so a crease and
@@ -241,33 +229,6 @@ def match_shading(
         factor3 = factor3 * np.exp(_seam_field(shaded, logs[..., 5:8], wt, options.seam_reach * width / f))
     factor_full = cv2.resize(factor3.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     return np.asarray(cv2.multiply(face, factor_full, dtype=cv2.CV_8U), np.uint8)
-
-
-def _form_field(
-    face_y: FloatImage, scene_y: FloatImage, skin: FloatImage, landmarks: Landmarks, f: int, width: float, options: BlendOptions
-) -> FloatImage:
-    """Log gain giving the face the scene face's form at a middle band in place of its own (small copy's pixels).
-
-    Both log luminances are band-passed between `form_fine` and `form_coarse` with the features (eyes, brows, lips, nostrils: the
-    mesh puts both faces' at the same place) and whatever is much darker than the skin round it (a frame of
-    glasses, a strand) left out and filled in from the skin round them (normalised blur): what is left is the
-    shading of the face's shape, smooth at the scale of a cheekbone. A per-pixel ratio would carry the sender's
-    features and glasses as blotches; a blur ratio without the fill would carry their halos.
-    """
-    features = feature_mask((face_y.shape[0], face_y.shape[1]), (landmarks[:, :2] / f).astype(np.float32), width)
-    weight = skin * (features == 0).astype(np.float32)
-    fine_sigma, coarse_sigma = (max(0.7, s * width) for s in (options.form_fine, options.form_coarse))
-    coarse = normalised_blur(np.dstack([face_y, scene_y]), weight, coarse_sigma)
-    # Dark outliers (a frame, a strand, a shadow's hard edge) against the broad skin of each face: out of both.
-    dark = np.float32(np.log(_FORM_DARK))
-    weight = weight * ((face_y >= coarse[..., 0] + dark) & (scene_y >= coarse[..., 1] + dark)).astype(np.float32)
-    # The coarse blur is not taken again without them: an outlier thin enough to matter here hardly moves it.
-    band = normalised_blur(np.dstack([face_y, scene_y]), weight, fine_sigma) - coarse
-    form = np.clip(band[..., 1] - band[..., 0], -options.max_form, options.max_form) * np.float32(options.form_strength)
-    return np.asarray(form, np.float32)
-
-
-_FORM_DARK = 0.6  # of the skin's broad light: darker is a feature or hair, not the face's form
 
 
 def _skin_likeness(scene_logs: FloatImage, weight: FloatImage) -> FloatImage:

@@ -527,7 +527,7 @@ class MeshRenderer:
         # The retargeted avatar closes its lips with the sender's (retarget.plan_retarget): a picture's open mouth
         # then shows its shadow, like the sender's own closing from an open keyframe.
         em.shade_narrowed(face, local, texture.mouth_ratio, texture.shadow)
-        face = np.ascontiguousarray(bl.match_shading(face, base, mask, width, opts.blend, midline, local))
+        face = np.ascontiguousarray(bl.match_shading(face, base, mask, width, opts.blend, midline))
         # The cavity goes in after the shading so teeth keep their colour; panels are lit like the scene.
         plan = self._retarget_plan(model, texture)
         panels = self._avatar_panels(model, texture, em.MouthFrame.of(local).ratio)
