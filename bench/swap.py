@@ -125,6 +125,8 @@ class PairResult:
     seam: float = float("nan")
     rings: float = float("nan")
     cast: float = float("nan")
+    tone: float = float("nan")
+    form: float = float("nan")
     # Judged frames the recogniser did not call the avatar: (frame, distance to the avatar, yaw, pitch, mouth
     # ratio, eye ratio of the input), to see whether a pair fails on turns, a laugh or narrowed eyes.
     missed: list[tuple[int, float, float, float, float, float]] = field(default_factory=list)
@@ -168,10 +170,14 @@ def _features(shape: tuple[int, int], landmarks: Landmarks, width: float) -> npt
 
 BLOTCH_SCALES = (0.015, 0.06)  # face widths: finer is texture (pores, grain), coarser is light
 SEAM_BAND = 0.06  # face widths inside the outline
+# Face widths: the band of the face's form (cheekbone shade, temples, the jaw's turn), coarser than
+# features and blotches (BLOTCH_SCALES), finer than the light's direction over the whole face.
+FORM_SCALES = (0.04, 0.2)
 
 
-def _band_energy(luma: npt.NDArray[np.float32], mask: npt.NDArray[np.bool_], width: float) -> float:
-    fine, coarse = (max(0.7, k * width) for k in BLOTCH_SCALES)
+def _band_energy(luma: npt.NDArray[np.float32], mask: npt.NDArray[np.bool_], width: float,
+                 scales: tuple[float, float] = BLOTCH_SCALES) -> float:
+    fine, coarse = (max(0.7, k * width) for k in scales)
     band = cv2.GaussianBlur(luma, (0, 0), fine) - cv2.GaussianBlur(luma, (0, 0), coarse)
     return float(np.sqrt(np.mean(np.square(band[mask])))) if mask.any() else float("nan")
 
@@ -190,9 +196,11 @@ class SkinScores:
     seam: float  # luminance, in the band inside the outline
     rings: float  # paleness round the eyes: lids, sockets and corners, less the openings and brows
     cast: float  # colour, on the skin less the features: off the scene's skin under the same light (not a difference)
+    tone: float  # the skin's mean brightness and colour off the sender's in the same light: a mask on its neck
+    form: float  # luminance relief at the scale of the face's form (cheekbones, temples): < 0 is flatter
 
 
-_SKIN_FIELDS = ("blotch", "seam", "rings", "cast")
+_SKIN_FIELDS = ("blotch", "seam", "rings", "cast", "tone", "form")
 RING_REACH = 0.05  # face widths round the eyes' openings
 LASH_LINE = 0.012  # face widths round an opening: lashes and liner, left out of `rings`
 
@@ -265,7 +273,36 @@ def skin_scores(truth: Image, out: Image, lm: Landmarks, out_lm: Landmarks | Non
         seam=100.0 * (_band_energy(luma(out), seam, width) - _band_energy(luma(truth), seam, width)),
         rings=100.0 * (paler(out) - paler(truth)),
         cast=100.0 * float(np.sqrt(np.mean(np.square(off[skin])))) if skin.any() else float("nan"),
+        tone=100.0 * _tone_offset(truth[y0:y1, x0:x1], out[y0:y1, x0:x1], skin),
+        form=100.0 * (_form_energy(luma(out), skin, width) - _form_energy(luma(truth), skin, width)),
     )
+
+
+def _form_energy(luma: npt.NDArray[np.float32], skin: npt.NDArray[np.bool_], width: float) -> float:
+    """RMS over the skin of log luminance band-passed at FORM_SCALES, the features filled in from the skin round them.
+
+    Without the fill, the dark of eyes, brows and lips spreads into the skin at this scale and a flat face with
+    strong features would score as modelled.
+    """
+    from facewire.shared.render.delight import normalised_blur
+
+    weight = skin.astype(np.float32)
+    fine, coarse = (normalised_blur(luma[..., None], weight, max(0.7, k * width))[..., 0] for k in FORM_SCALES)
+    return float(np.sqrt(np.mean(np.square((fine - coarse)[skin])))) if skin.any() else float("nan")
+
+
+def _tone_offset(truth: Image, out: Image, skin: npt.NDArray[np.bool_]) -> float:
+    """How far the output's skin is, on average, from the sender's skin in the same light: log ratio per channel.
+
+    The norm over B, G, R of the mean log ratio over the skin: brightness and colour together (a pale, greyed face
+    on a tan neck has all three channels too high, red least). The sender's own face is the reference, not the neck
+    itself: it is lit like the neck and ears beside it, and needs no search for a neck a collar or beard may cover.
+    A mean, not a per-pixel RMS (as `cast`): the avatar's own features and form are not an offset.
+    """
+    if not skin.any():
+        return float("nan")
+    ratio = np.log(out[skin].astype(np.float32) + 8.0) - np.log(truth[skin].astype(np.float32) + 8.0)
+    return float(np.linalg.norm(ratio.mean(axis=0)))
 
 
 def track_clip(path: Path, max_frames: int, start: int = 0) -> list[tuple[Image, Landmarks | None]]:
@@ -540,7 +577,7 @@ def write_sheets(out_dir: Path, clips: dict[str, list[tuple[Image, Landmarks | N
                 out = drawn[i]
                 sc = skin_scores(image, out, lm, None)
                 records.append({"identity": name, "clip": c, "frame": i, **asdict(sc)})
-                faces.append(_label(_face_crop(out, lm, crop), f"b{sc.blotch:.1f} r{sc.rings:.1f} c{sc.cast:.0f}"))
+                faces.append(_label(_face_crop(out, lm, crop), f"b{sc.blotch:.1f} c{sc.cast:.0f} t{sc.tone:.0f} f{sc.form:.1f}"))
                 tiles.append(_tile(out, tile))
         faces_rows.append(np.hstack(faces))
         tile_rows.append(np.hstack(tiles))

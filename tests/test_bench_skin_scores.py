@@ -41,3 +41,28 @@ def test_a_colour_cast_counts_as_cast_and_a_brightness_change_does_not() -> None
     assert skin_scores(image, image, lm, None).cast < 1e-6
     # blotch is brightness only: blind to the cast.
     assert abs(skin_scores(image, varnished, lm, None).blotch) < 1.0
+
+
+def test_a_pale_greyed_face_counts_as_tone_and_its_own_features_do_not() -> None:
+    image, lm = big_astronaut()
+    # A paler, greyer skin than the sender's (w0 x people_0: brighter, red raised least), as a face on a tan neck.
+    pale = np.clip(image.astype(np.float32) * np.array([1.25, 1.17, 1.07], np.float32), 0, 255).astype(np.uint8)
+    assert skin_scores(image, pale, lm, None).tone > 10.0
+    # Detail of its own at zero mean (another face's pores and marks) moves no mean.
+    rng = np.random.default_rng(0)
+    speckled = np.clip(image.astype(np.float32) + rng.normal(0.0, 12.0, image.shape[:2])[..., None], 0, 255).astype(np.uint8)
+    assert skin_scores(image, speckled, lm, None).tone < 2.0
+    assert abs(skin_scores(image, image, lm, None).tone) < 1e-6
+
+
+def test_a_flattened_face_counts_as_negative_form_and_a_brighter_one_does_not() -> None:
+    image, lm = big_astronaut()
+    width = _width(lm)
+    # The face's form taken out: log luminance between the form scales replaced by the coarse blur.
+    y = np.log(image.astype(np.float32) + 8.0)
+    coarse = cv2.GaussianBlur(y, (0, 0), 0.2 * width)
+    fine = cv2.GaussianBlur(y, (0, 0), 0.04 * width)
+    flat = np.clip(np.exp(y - fine + coarse) - 8.0, 0, 255).astype(np.uint8)
+    assert skin_scores(image, flat, lm, None).form < -2.0
+    brighter = np.clip(image.astype(np.float32) * 1.1, 0, 255).astype(np.uint8)
+    assert abs(skin_scores(image, brighter, lm, None).form) < 1.0

@@ -2,8 +2,12 @@
 
 Shading: the avatar keeps its albedo (its own fine detail and colours) but takes the sender's
 low-frequency shading: the face is multiplied by the ratio of the two faces' blurred luminance.
-Only a fraction of the colour difference is transferred, because full colour matching pulls a
-recogniser towards the sender. Blending: a feathered face mask that stops short of the outline
+Its mean brightness and tint go all the way to the scene's skin, so the face belongs to the neck
+and ears beside it: a fraction (once half the brightness, two thirds of the tint) left a pale,
+greyed mask on a tan sender, and measured through dlib the full match cost nothing (w0, 14
+identities: distance to the avatar 0.489 -> 0.490). The sender's form is not carried: its
+cheekbones and nose shade are the sender's identity (at half strength, distance +0.011); the
+avatar keeps more of its own instead (delight.DelightOptions.band_strength). Blending: a feathered face mask that stops short of the outline
 (so the sender's jaw, hairline and ears stay), weakened where the matte is uncertain and zero
 where an occluder (glasses, hair, a hand) covers the face in the keyframe.
 """
@@ -28,7 +32,8 @@ FloatImage = npt.NDArray[np.float32]
 @dataclass(frozen=True)
 class BlendOptions:
     shading_strength: float = 1.0
-    chroma_strength: float = 0.65
+    # Of the avatar's mean tint moved to the scene's skin (1: all of it, the neck's colour; see the module docstring).
+    chroma_strength: float = 1.0
     # The most of the avatar's own tint (log colour ratio per channel, off the scene's skin) that is kept:
     # a fraction keeps too much of a far-off tint (a varnished painting's ochre), which reads as a mask
     # against the sender's neck and ears; inf keeps the fraction alone.
@@ -36,10 +41,11 @@ class BlendOptions:
     feather: float = 0.07  # fraction of the face width
     inset: float = 0.03  # the mask edge sits this far inside the outline
     max_gain: float = 1.7
-    # The part of the mean brightness difference that is transferred, and its bound: a face's mean
-    # brightness is mostly its albedo (skin tone, paint), not the light; see match_shading.
-    exposure_strength: float = 0.5
-    max_exposure: float = 1.3
+    # The part of the mean brightness difference that is transferred, and its bound. The mean is mostly the two
+    # albedos (skin tone, paint), not the light, but the neck and ears next to the face show the sender's: all of it,
+    # bounded so a far-off picture is not pushed past what the roll-off can take (people_0 on w0 needs about x0.7).
+    exposure_strength: float = 1.0
+    max_exposure: float = 1.5
     forehead_fade: float = 0.75  # of the brows-to-mesh-top height, faded out towards the hairline
     # How far in from the mask's edge (fraction of the face width) the face's colour is carried to
     # the scene's where they meet; 0 turns the seam correction off.
@@ -179,10 +185,10 @@ def match_shading(
     """The face with the scene's low-frequency light on the avatar's albedo, region-sized.
 
     The face's RGB is multiplied by a smooth factor per channel: the ratio of the two fitted light
-    fields (its variation in full, its mean only in part: that is mostly skin tone; _split_gain),
+    fields (its variation in full, its mean by `exposure_strength`, bounded; _split_gain),
     rolled off where the face's brightest channel would pass white, times a smooth colour balance
-    that takes out the avatar's own coloured light and moves its tint part of the way to the
-    scene's (_colour_balance). A factor that is smooth keeps every pixel's chromaticity relative
+    that takes out the avatar's own coloured light and moves its tint `chroma_strength` of the way
+    to the scene's (_colour_balance). A factor that is smooth keeps every pixel's chromaticity relative
     to its neighbours: scaling luminance alone, or rolling off per pixel, bleaches the brightened
     skin while its darker creases keep their colour, and fine wrinkles turn into red or orange
     cracks (see also frontal.soften_fine_chroma). Statistics come from small copies (shading_scale).
@@ -288,9 +294,9 @@ def _split_gain(log_gain: FloatImage, weight: FloatImage, options: BlendOptions)
     """The log light ratio as a bounded part of its mean (exposure) plus its variation over the face (direction).
 
     The two fitted fields differ by the light and by the faces' albedos: their mean ratio is mostly
-    skin tone (a pale sender, a dark painting), and taking all of it bleaches a painted face in a
-    bright room, darkens a pale one in a dim room, and pulls the avatar's skin towards the sender's.
-    Only part of it is taken; the variation (where the light comes from) is taken in full.
+    skin tone (a pale sender, a dark painting). Taking it makes the avatar's skin the sender's tone,
+    which the neck beside it shows; `exposure_strength` of it is taken, within `max_exposure` (the
+    roll-off keeps a brightened face off white). The variation (where the light comes from) is taken in full.
     """
     wsum = float(weight.sum())
     mean = float((log_gain * weight).sum() / wsum) if wsum > 1e-3 else 0.0
@@ -306,8 +312,8 @@ def _colour_balance(tint: FloatImage, weight: FloatImage, strength: float, max_k
 
     The avatar's own coloured light (its variation over the face) is taken out in full, so a cartoon's
     warm key light does not stay as a red patch on one cheek while the other turns blue; its overall
-    tint moves `strength` of the way to the scene's, because the scene's mean colour is mostly the
-    sender's skin and a full match pulls a recogniser towards the sender; but no more than `max_kept`
+    tint moves `strength` of the way to the scene's, the sender's skin that the neck shows (a full match
+    did not move dlib off the avatar: see the module docstring); but no more than `max_kept`
     of it is kept (log ratio per channel): a tint far off the scene's skin (a painting's yellow
     varnish, a sepia photograph) would stay far off it, a face that does not belong to its neck.
     Gains, not an additive shift: every pixel keeps its chromaticity relative to its neighbours, so
