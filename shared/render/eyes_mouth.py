@@ -104,7 +104,7 @@ def extended_vertices(landmarks: Landmarks, inside: bool = False) -> Points:
     eye, so the folds match.
     """
     pts = landmarks[:, :2].astype(np.float32).copy()
-    extra: list[Points] = []
+    centres, radii, directions, contours = [], [], [], []
     for ring, centre, iris in (
         (topo.right_eye_ring(), topo.RIGHT_IRIS_CENTER, topo.RIGHT_IRIS),
         (topo.left_eye_ring(), topo.LEFT_IRIS_CENTER, topo.LEFT_IRIS),
@@ -123,29 +123,31 @@ def extended_vertices(landmarks: Landmarks, inside: bool = False) -> Points:
         radius = min(radius, 0.22 * eye_width)
         dirs = contour[0 : 2 * EYE_RING_POINTS : 2] - eye_centre
         dirs /= np.maximum(np.linalg.norm(dirs, axis=1, keepdims=True), 1e-6)
-        if inside:
-            reach = np.minimum(radius, _IRIS_INSIDE * _ray_exits(c, dirs, contour))
-            extra.append(c + reach[:, None].astype(np.float32) * dirs)
-        else:
-            extra.append(c + radius * dirs)
-    extra.append(pts[topo.inner_lip_ring()].mean(axis=0, keepdims=True))
-    return np.concatenate([pts, *extra]).astype(np.float32)
+        centres.append(c)
+        radii.append(radius)
+        directions.append(dirs)
+        contours.append(contour)
+    origin, dirs = np.stack(centres), np.stack(directions)  # (eye, xy), (eye, point, xy)
+    reach = np.array(radii, np.float32)[:, None]
+    if inside:
+        reach = np.minimum(reach, _IRIS_INSIDE * _ray_exits(origin, dirs, np.stack(contours))).astype(np.float32)
+    virtual = (origin[:, None, :] + reach[..., None] * dirs).reshape(-1, 2)
+    mouth = pts[topo.inner_lip_ring()].mean(axis=0, keepdims=True)
+    return np.concatenate([pts, virtual, mouth]).astype(np.float32)
 
 
-def _ray_exits(origin: Points, dirs: Points, polygon: Points) -> npt.NDArray[np.float64]:
-    """How far each ray from `origin` along `dirs` (unit rows) runs inside `polygon` before it first meets its
-    outline (inf for a ray that never does)."""
-    o = origin.astype(np.float64)
-    d = dirs.astype(np.float64)[:, None, :]
-    a = polygon.astype(np.float64)
-    e = np.roll(a, -1, axis=0) - a  # the edges
-    ao = (a - o)[None]
-    den = d[..., 0] * e[:, 1] - d[..., 1] * e[:, 0]  # rays x edges
-    safe = np.where(np.abs(den) > 1e-9, den, np.inf)
-    t = (ao[..., 0] * e[:, 1] - ao[..., 1] * e[:, 0]) / safe  # along the ray
-    s = (ao[..., 0] * d[..., 1] - ao[..., 1] * d[..., 0]) / safe  # along the edge
-    hit = (t > 0.0) & (s >= 0.0) & (s <= 1.0) & np.isfinite(safe)
-    return np.asarray(np.where(hit, t, np.inf).min(axis=1), np.float64)
+def _ray_exits(origins: Points, dirs: Points, polygons: Points) -> npt.NDArray[np.float64]:
+    """(eye, ray): how far each ray from its eye's origin (`origins`, eye x xy) along `dirs` (eye x ray x xy, unit)
+    runs inside the eye's polygon (`polygons`, eye x vertex x xy) before it first meets its outline (inf if never)."""
+    a = polygons.astype(np.float64)[:, None]  # eye, 1, vertex, xy
+    e = np.roll(a, -1, axis=2) - a  # the edges
+    ao = a - origins.astype(np.float64)[:, None, None]
+    d = dirs.astype(np.float64)[:, :, None]  # eye, ray, 1, xy
+    den = d[..., 0] * e[..., 1] - d[..., 1] * e[..., 0]
+    den = np.where(np.abs(den) > 1e-9, den, np.inf)  # parallel: t = s = 0, no hit
+    t = (ao[..., 0] * e[..., 1] - ao[..., 1] * e[..., 0]) / den  # along the ray
+    s = (ao[..., 0] * d[..., 1] - ao[..., 1] * d[..., 0]) / den  # along the edge
+    return np.asarray(np.where((t > 0.0) & (s >= 0.0) & (s <= 1.0), t, np.inf).min(axis=2), np.float64)
 
 
 def lid_openness(landmarks: Landmarks, ring: IndexArray) -> float:
