@@ -251,33 +251,34 @@ def keep_lid_bands(vertices: Points, source: Landmarks, target: Landmarks, sende
     brow (s42, people_0 on w0). Only while the eye is open: a closing lid is sampled by lid_source_vertices.
     """
     out = vertices.copy()
-    for ring, points, upper in _lid_rings():
+    sym = topo.symmetry()
+    for ring, rings in (
+        (topo.right_eye_ring(), (RIGHT_LID_LASHES, RIGHT_LID_ABOVE)),
+        (topo.left_eye_ring(), tuple(tuple(int(i) for i in sym[list(r)]) for r in (RIGHT_LID_LASHES, RIGHT_LID_ABOVE))),
+    ):
         open_share = 1.0 - _smoothstep(lid_closing(target, source, ring), _BAND_OPEN, _BAND_SHUT)
         if open_share <= 0.0:
             continue
-        # Each ring point's distance from its margin point in eye widths, in the target, the avatar, the sender now
-        # and the sender's neutral at once: a receiver runs this every frame.
-        rows = np.concatenate([points, upper, ring[[0, len(ring) // 2]]])
-        faces = np.stack([face[rows, :2] for face in (target, source, sender, sender_neutral)]).astype(np.float64)
-        n = len(points)
-        lengths = np.linalg.norm(faces[:, :n] - faces[:, n : 2 * n], axis=2)
-        widths = np.linalg.norm(faces[:, -2] - faces[:, -1], axis=1)
-        lengths = np.maximum(lengths / np.maximum(widths, 1e-6)[:, None], 1e-6)
-        stretch = (lengths[0] / lengths[1]) / (lengths[2] / lengths[3])  # the avatar's lid's, over the sender's
-        extra = np.clip(stretch - 1.0, 0.0, _BAND_REACH) * open_share
-        out[points] += (extra[:, None] * (faces[1, :n] - faces[1, n : 2 * n])).astype(out.dtype)
+        upper = ring[1 : len(ring) // 2]
+        for points in rings:
+            index = list(points)
+            band = source[index, :2].astype(np.float64) - source[upper, :2]
+            drawn = _band_lengths(target, ring, index) / np.maximum(_band_lengths(source, ring, index), 1e-6)
+            allowed = _band_lengths(sender, ring, index) / np.maximum(_band_lengths(sender_neutral, ring, index), 1e-6)
+            extra = np.clip(drawn / np.maximum(allowed, 1e-6) - 1.0, 0.0, _BAND_REACH) * open_share
+            out[index] += (extra[:, None] * band).astype(out.dtype)
     return out
 
 
-@cache
-def _lid_rings() -> tuple[tuple[IndexArray, IndexArray, IndexArray], ...]:
-    """Per eye: its ring, its upper lid rings' points (the lashes', then the crease's) and their margin points."""
-    sym = topo.symmetry()
-    right = np.array([*RIGHT_LID_LASHES, *RIGHT_LID_ABOVE], np.int32)
-    out = []
-    for ring, points in ((topo.right_eye_ring(), right), (topo.left_eye_ring(), np.asarray(sym[right], np.int32))):
-        out.append((ring, points, np.tile(ring[1 : len(ring) // 2], 2).astype(np.int32)))
-    return tuple(out)
+def _band_lengths(landmarks: Landmarks, ring: IndexArray, points: list[int]) -> npt.NDArray[np.float64]:
+    """Each of `points`' distance from its upper margin point (ring[1:8]), in the eye's widths."""
+    upper = ring[1 : len(ring) // 2]
+    lengths = np.linalg.norm(landmarks[points, :2].astype(np.float64) - landmarks[upper, :2], axis=1)
+    return np.asarray(lengths / max(_eye_length(landmarks, ring), 1e-6), np.float64)
+
+
+def _eye_length(landmarks: Landmarks, ring: IndexArray) -> float:
+    return float(np.linalg.norm(landmarks[ring[0], :2].astype(np.float64) - landmarks[ring[len(ring) // 2], :2]))
 
 
 def _smoothstep(x: float, start: float, full: float) -> float:
