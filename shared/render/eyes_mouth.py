@@ -228,27 +228,26 @@ def lid_source_vertices(vertices: Points, source: Landmarks, target: Landmarks) 
     return out
 
 
-# Of each upper lid ring's own distance from the margin (keep_lid_bands): how much further up an over-stretched lid may
-# be sampled, and the closings over which that gives way to lid_source_vertices' pull of a shutting lid.
+# Of each upper lid ring's own distance from the margin (keep_lid_bands): how much further up a stretched lid may be
+# sampled, and the closings over which that gives way to lid_source_vertices' pull of a shutting lid.
 _BAND_REACH = 0.6
 _BAND_OPEN, _BAND_SHUT = 0.2, 0.35
 # The ring between each upper margin (ring[1:8]) and its crease ring (RIGHT_LID_ABOVE), point by point: the lashes' band.
 RIGHT_LID_LASHES = (247, 30, 29, 27, 28, 56, 190)
 
 
-def keep_lid_bands(vertices: Points, source: Landmarks, target: Landmarks, sender: Landmarks, sender_neutral: Landmarks) -> Points:
-    """Source vertices with the upper lid's rings (the lashes', then the crease's) sampled further from the margin
-    as far as the target stretches them beyond the sender's own stretch (`sender` against `sender_neutral`), up
-    to `_BAND_REACH` of each ring's own distance.
+def keep_lid_bands(vertices: Points, source: Landmarks, target: Landmarks) -> Points:
+    """Source vertices with the upper lid's rings (the lashes' ring, then the crease's) sampled as far from the
+    margin as the target draws them, at the eye's scale: as far up as the target stretches the lid beyond the
+    avatar's own, up to `_BAND_REACH` of each ring's own distance.
 
     The retargeted lids move the avatar's margin by a ratio of its own opening but the rings above it by the
     sender's motion scaled to the eye's width: an avatar whose lid is thin for its eye (a smile's narrowed eye,
-    happy1: margin to crease 0.08-0.27 eye widths against the sender's 0.13-0.38) has it stretched more than the
-    sender's own lid stretches (w0: 1.3-1.5x where the sender's grew 1.2x), and its lashes and the smile's fold
-    above them were drawn as torn vertical streaks. Sampled at the sender's stretch, the lid keeps its lashes'
-    thickness, and the skin above the crease fills the rest. Only the excess: sampling a lid stretched as the
-    sender's is from further up squeezed the skin under the brow and drew the brow low and heavy on a raised
-    brow (s42, people_0 on w0). Only while the eye is open: a closing lid is sampled by lid_source_vertices.
+    happy1: margin to crease 0.08-0.27 eye widths against the sender's 0.13-0.38) has it stretched half as much
+    again when the sender's brows or lids rise (w0: 1.3-1.5x where the sender's own grew 1.2x), and its lashes and
+    the smile's fold above them were drawn as torn vertical streaks. Sampled at its own scale the lid keeps its
+    lashes' thickness, and the skin above the crease, squeezed a little towards the brow, fills the rest.
+    Only while the eye is open: a closing lid is sampled by lid_source_vertices (its margin pulled towards the crease).
     """
     out = vertices.copy()
     sym = topo.symmetry()
@@ -260,21 +259,15 @@ def keep_lid_bands(vertices: Points, source: Landmarks, target: Landmarks, sende
         if open_share <= 0.0:
             continue
         upper = ring[1 : len(ring) // 2]
+        scale = _eye_length(target, ring) / max(_eye_length(source, ring), 1e-6)
         for points in rings:
             index = list(points)
             band = source[index, :2].astype(np.float64) - source[upper, :2]
-            drawn = _band_lengths(target, ring, index) / np.maximum(_band_lengths(source, ring, index), 1e-6)
-            allowed = _band_lengths(sender, ring, index) / np.maximum(_band_lengths(sender_neutral, ring, index), 1e-6)
-            extra = np.clip(drawn / np.maximum(allowed, 1e-6) - 1.0, 0.0, _BAND_REACH) * open_share
+            own = np.linalg.norm(band, axis=1)
+            drawn = np.linalg.norm(target[index, :2].astype(np.float64) - target[upper, :2], axis=1) / max(scale, 1e-6)
+            extra = np.clip(drawn / np.maximum(own, 1e-6) - 1.0, 0.0, _BAND_REACH) * open_share
             out[index] += (extra[:, None] * band).astype(out.dtype)
     return out
-
-
-def _band_lengths(landmarks: Landmarks, ring: IndexArray, points: list[int]) -> npt.NDArray[np.float64]:
-    """Each of `points`' distance from its upper margin point (ring[1:8]), in the eye's widths."""
-    upper = ring[1 : len(ring) // 2]
-    lengths = np.linalg.norm(landmarks[points, :2].astype(np.float64) - landmarks[upper, :2], axis=1)
-    return np.asarray(lengths / max(_eye_length(landmarks, ring), 1e-6), np.float64)
 
 
 def _eye_length(landmarks: Landmarks, ring: IndexArray) -> float:
