@@ -9,7 +9,7 @@ from facewire.shared.face import topology as topo
 from facewire.shared.render import eyes_mouth as em
 from facewire.shared.render.warp import Region, remap, warp_map
 from facewire.shared.types import Landmarks
-from tests.render_fixtures import astronaut_landmarks, close_eyes
+from tests.render_fixtures import astronaut_landmarks
 
 _BASE = topo.MESH_SIZE
 
@@ -83,66 +83,3 @@ def _lashes_in_opening(inside: bool) -> float:
 def test_a_dropping_iris_does_not_drag_the_lashes_into_a_narrowed_opening() -> None:
     assert _lashes_in_opening(inside=False) > 0.04  # the free fan's streaks, as happy1 showed them on w0
     assert _lashes_in_opening(inside=True) < 0.01
-
-
-def _raised_creases(landmarks: Landmarks, amount: float) -> Landmarks:
-    """The right eye's lid rings (lashes', crease's) moved away from its upper margin by `amount` of their distance
-    from it (brows raised)."""
-    out = landmarks.copy()
-    ring = topo.right_eye_ring()
-    upper = ring[1 : len(ring) // 2]
-    for points in (em.RIGHT_LID_LASHES, em.RIGHT_LID_ABOVE):
-        out[list(points), :2] += np.float32(amount) * (landmarks[list(points), :2] - landmarks[upper, :2])
-    return out
-
-
-def test_a_stretched_lid_band_samples_more_of_the_skin_above_the_crease() -> None:
-    source = astronaut_landmarks() * np.float32(3.0)
-    vertices = em.extended_vertices(source, inside=True)
-    ring = topo.right_eye_ring()
-    upper, above = ring[1 : len(ring) // 2], [*em.RIGHT_LID_LASHES, *em.RIGHT_LID_ABOVE]
-    band = source[above, :2] - np.concatenate([source[upper, :2]] * 2)
-    kept = em.keep_lid_bands(vertices, source, _raised_creases(source, 0.4))
-    # Both rings are sampled 0.4 of their distance further up, so the lid shows at its own scale ...
-    assert np.allclose(kept[above], vertices[above] + 0.4 * band, atol=1e-3)
-    # ... and nothing else moves: the other eye, the margins, the irises.
-    others = np.setdiff1d(np.arange(len(vertices)), above)
-    assert np.array_equal(kept[others], vertices[others])
-    # A band stretched past the reach takes at most that much; one at its own scale is sampled as it is.
-    far = em.keep_lid_bands(vertices, source, _raised_creases(source, 2.0))
-    assert np.allclose(far[above], vertices[above] + em._BAND_REACH * band, atol=1e-3)
-    assert np.array_equal(em.keep_lid_bands(vertices, source, source), vertices)
-
-
-def test_a_shutting_lid_is_left_to_the_closing_pull() -> None:
-    source = astronaut_landmarks() * np.float32(3.0)
-    vertices = em.extended_vertices(source, inside=True)
-    target = _raised_creases(close_eyes(source), 0.4)  # the band stretched because the margin came down
-    assert np.array_equal(em.keep_lid_bands(vertices, source, target), vertices)
-
-
-def _lash_rows(keep: bool) -> float:
-    """Rows of dark lash drawn above a stretched upper lid band's margin, at the iris's column (the texture's: 6)."""
-    source = astronaut_landmarks() * np.float32(3.0)
-    ring = topo.right_eye_ring()
-    half = len(ring) // 2
-    h, w = 600, 900
-    texture = np.full((h, w, 3), 200, np.uint8)
-    margin = np.round(source[ring[: half + 1], :2]).astype(np.int32)
-    cv2.polylines(texture, [margin - [0, 3]], False, (20, 20, 20), 6)  # lashes: the 6 rows above the margin
-    target = _raised_creases(source, 0.5)
-    tris = em.mesh_triangles()
-    src_vertices = em.extended_vertices(source, inside=True)
-    if keep:
-        src_vertices = em.keep_lid_bands(src_vertices, source, target)
-    dst = em.extended_vertices(target, inside=True)[tris]
-    region = Region.around(target[ring, :2], (w, h), 30.0)
-    maps, _ = warp_map(dst, src_vertices[tris], region, 1, np.arange(len(tris)))
-    out = remap(texture, maps)
-    column = int(round(float(source[ring[half // 2], 0]) - region.x0))
-    return float((out[:, column, 0] < 100).sum())
-
-
-def test_a_stretched_lid_band_keeps_its_lashes_at_their_own_thickness() -> None:
-    assert _lash_rows(keep=False) >= 8  # stretched with the band (1.5x)
-    assert _lash_rows(keep=True) <= 7

@@ -228,52 +228,6 @@ def lid_source_vertices(vertices: Points, source: Landmarks, target: Landmarks) 
     return out
 
 
-# Of each upper lid ring's own distance from the margin (keep_lid_bands): how much further up a stretched lid may be
-# sampled, and the closings over which that gives way to lid_source_vertices' pull of a shutting lid.
-_BAND_REACH = 0.6
-_BAND_OPEN, _BAND_SHUT = 0.2, 0.35
-# The ring between each upper margin (ring[1:8]) and its crease ring (RIGHT_LID_ABOVE), point by point: the lashes' band.
-RIGHT_LID_LASHES = (247, 30, 29, 27, 28, 56, 190)
-
-
-def keep_lid_bands(vertices: Points, source: Landmarks, target: Landmarks) -> Points:
-    """Source vertices with the upper lid's rings (the lashes' ring, then the crease's) sampled as far from the
-    margin as the target draws them, at the eye's scale: as far up as the target stretches the lid beyond the
-    avatar's own, up to `_BAND_REACH` of each ring's own distance.
-
-    The retargeted lids move the avatar's margin by a ratio of its own opening but the rings above it by the
-    sender's motion scaled to the eye's width: an avatar whose lid is thin for its eye (a smile's narrowed eye,
-    happy1: margin to crease 0.08-0.27 eye widths against the sender's 0.13-0.38) has it stretched half as much
-    again when the sender's brows or lids rise (w0: 1.3-1.5x where the sender's own grew 1.2x), and its lashes and
-    the smile's fold above them were drawn as torn vertical streaks. Sampled at its own scale the lid keeps its
-    lashes' thickness, and the skin above the crease, squeezed a little towards the brow, fills the rest.
-    Only while the eye is open: a closing lid is sampled by lid_source_vertices (its margin pulled towards the crease).
-    """
-    out = vertices.copy()
-    sym = topo.symmetry()
-    for ring, rings in (
-        (topo.right_eye_ring(), (RIGHT_LID_LASHES, RIGHT_LID_ABOVE)),
-        (topo.left_eye_ring(), tuple(tuple(int(i) for i in sym[list(r)]) for r in (RIGHT_LID_LASHES, RIGHT_LID_ABOVE))),
-    ):
-        open_share = 1.0 - _smoothstep(lid_closing(target, source, ring), _BAND_OPEN, _BAND_SHUT)
-        if open_share <= 0.0:
-            continue
-        upper = ring[1 : len(ring) // 2]
-        scale = _eye_length(target, ring) / max(_eye_length(source, ring), 1e-6)
-        for points in rings:
-            index = list(points)
-            band = source[index, :2].astype(np.float64) - source[upper, :2]
-            own = np.linalg.norm(band, axis=1)
-            drawn = np.linalg.norm(target[index, :2].astype(np.float64) - target[upper, :2], axis=1) / max(scale, 1e-6)
-            extra = np.clip(drawn / np.maximum(own, 1e-6) - 1.0, 0.0, _BAND_REACH) * open_share
-            out[index] += (extra[:, None] * band).astype(out.dtype)
-    return out
-
-
-def _eye_length(landmarks: Landmarks, ring: IndexArray) -> float:
-    return float(np.linalg.norm(landmarks[ring[0], :2].astype(np.float64) - landmarks[ring[len(ring) // 2], :2]))
-
-
 def _smoothstep(x: float, start: float, full: float) -> float:
     t = float(np.clip((x - start) / (full - start), 0.0, 1.0))
     return t * t * (3.0 - 2.0 * t)

@@ -502,8 +502,7 @@ class MeshRenderer:
         region = _face_region(dst_vertices, size, step, bl.shading_scale(width, opts.blend))
         order = _draw_order(_depths(target), mesh_tris)
         level, to_level = texture.level_for(width)
-        src = em.keep_lid_bands(em.lid_source_vertices(texture.src_vertices, texture.landmarks, target), texture.landmarks, target)
-        src = _apply(to_level, src)[mesh_tris]
+        src = _apply(to_level, em.lid_source_vertices(texture.src_vertices, texture.landmarks, target))[mesh_tris]
         # Outside the mesh (the feathered edge reaches a little past it) sample the avatar's own
         # surroundings under the same head motion, not whatever the identity map would hit.
         fallback = to_level @ np.vstack([similarity_2d(target, texture.landmarks), [0.0, 0.0, 1.0]])
