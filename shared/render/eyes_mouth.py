@@ -32,6 +32,9 @@ FloatArray = npt.NDArray[np.float32]
 EYE_RING_POINTS = 8
 # Virtual iris ring radius as a fraction of the iris radius: inside the iris, so it moves rigidly.
 _IRIS_RING = 0.85
+# Of the way from the iris centre to the eye's outline: the farthest an avatar's virtual iris point lies (extended_vertices'
+# `inside`), leaving a band of white between it and the lid that stretches, not the lid's lashes.
+_IRIS_INSIDE = 0.8
 # The landmark ring just above each upper lid margin (ring[1:8]), subject's right eye; the left by symmetry.
 RIGHT_LID_ABOVE = (113, 225, 224, 223, 222, 221, 189)  # the crease ring, above the lashes
 # The two rings below each lower lid margin (ring[9:16], inner corner first), subject's right eye.
@@ -88,10 +91,20 @@ def _inside(point: Points, polygon: Points) -> bool:
     return cv2.pointPolygonTest(polygon.astype(np.float32), (float(point[0]), float(point[1])), False) >= 0
 
 
-def extended_vertices(landmarks: Landmarks) -> Points:
-    """Landmarks (x, y) plus the virtual eye-ring points and the mouth centroid; iris centres kept inside the eyes."""
+def extended_vertices(landmarks: Landmarks, inside: bool = False) -> Points:
+    """Landmarks (x, y) plus the virtual eye-ring points and the mouth centroid; iris centres kept inside the eyes.
+
+    `inside` (an avatar's texture and its targets): each virtual iris point kept within `_IRIS_INSIDE` of the way
+    from the iris centre to the eye's outline. The iris is mostly larger than a narrowed eye's opening (a smile, a
+    squint: on 36 of the 37 identities at least one virtual point lies outside an eye's ring), so the points above
+    and below it lie on the lids: the iris's fan then samples the lashes and lid above the ring, and as the
+    sender's iris and lids move apart (the avatar's iris held or moved, its lids retargeted) it stretches them
+    across the opening into vertical streaks (happy1 on w0). Kept inside, the fan and the white round it sample
+    the opening only, and the lids the lids. Self mode keeps the free ring: its keyframe and frame are the same
+    eye, so the folds match.
+    """
     pts = landmarks[:, :2].astype(np.float32).copy()
-    extra: list[Points] = []
+    centres, radii, directions, contours = [], [], [], []
     for ring, centre, iris in (
         (topo.right_eye_ring(), topo.RIGHT_IRIS_CENTER, topo.RIGHT_IRIS),
         (topo.left_eye_ring(), topo.LEFT_IRIS_CENTER, topo.LEFT_IRIS),
@@ -110,9 +123,31 @@ def extended_vertices(landmarks: Landmarks) -> Points:
         radius = min(radius, 0.22 * eye_width)
         dirs = contour[0 : 2 * EYE_RING_POINTS : 2] - eye_centre
         dirs /= np.maximum(np.linalg.norm(dirs, axis=1, keepdims=True), 1e-6)
-        extra.append(c + radius * dirs)
-    extra.append(pts[topo.inner_lip_ring()].mean(axis=0, keepdims=True))
-    return np.concatenate([pts, *extra]).astype(np.float32)
+        centres.append(c)
+        radii.append(radius)
+        directions.append(dirs)
+        contours.append(contour)
+    origin, dirs = np.stack(centres), np.stack(directions)  # (eye, xy), (eye, point, xy)
+    reach = np.array(radii, np.float32)[:, None]
+    if inside:
+        reach = np.minimum(reach, _IRIS_INSIDE * _ray_exits(origin, dirs, np.stack(contours))).astype(np.float32)
+    virtual = (origin[:, None, :] + reach[..., None] * dirs).reshape(-1, 2)
+    mouth = pts[topo.inner_lip_ring()].mean(axis=0, keepdims=True)
+    return np.concatenate([pts, virtual, mouth]).astype(np.float32)
+
+
+def _ray_exits(origins: Points, dirs: Points, polygons: Points) -> npt.NDArray[np.float64]:
+    """(eye, ray): how far each ray from its eye's origin (`origins`, eye x xy) along `dirs` (eye x ray x xy, unit)
+    runs inside the eye's polygon (`polygons`, eye x vertex x xy) before it first meets its outline (inf if never)."""
+    a = polygons.astype(np.float64)[:, None]  # eye, 1, vertex, xy
+    e = np.roll(a, -1, axis=2) - a  # the edges
+    ao = a - origins.astype(np.float64)[:, None, None]
+    d = dirs.astype(np.float64)[:, :, None]  # eye, ray, 1, xy
+    den = d[..., 0] * e[..., 1] - d[..., 1] * e[..., 0]
+    den = np.where(np.abs(den) > 1e-9, den, np.inf)  # parallel: t = s = 0, no hit
+    t = (ao[..., 0] * e[..., 1] - ao[..., 1] * e[..., 0]) / den  # along the ray
+    s = (ao[..., 0] * d[..., 1] - ao[..., 1] * d[..., 0]) / den  # along the edge
+    return np.asarray(np.where((t > 0.0) & (s >= 0.0) & (s <= 1.0), t, np.inf).min(axis=2), np.float64)
 
 
 def lid_openness(landmarks: Landmarks, ring: IndexArray) -> float:

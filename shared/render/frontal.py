@@ -169,8 +169,11 @@ def prepare_texture(
     frontal[:, :2] -= np.array([region.x0, region.y0], np.float32)
     canvas = Region(0, 0, region.width, region.height)
     tris = em.mesh_triangles()
-    dst = em.extended_vertices(frontal)[tris]
-    src = em.extended_vertices(lm)[tris]
+    # The irises' fans kept inside the eyes (extended_vertices' `inside`), as the texture is later drawn: a free fan
+    # reaching past a narrowed eye's lid folds over the lid's triangles, and the fold, rotated to the front, left a
+    # lash or a catchlight dragged across the texture's opening (happy1).
+    dst = em.extended_vertices(frontal, inside=True)[tris]
+    src = em.extended_vertices(lm, inside=True)[tris]
     # Outside the mesh, the avatar's surroundings under the same 2-D motion, for the feathered edge.
     fallback = similarity_2d(frontal, lm)
     order = np.arange(len(tris))
@@ -190,7 +193,7 @@ def prepare_texture(
     return Texture(
         image=out,
         landmarks=frontal,
-        src_vertices=em.extended_vertices(frontal),
+        src_vertices=em.extended_vertices(frontal, inside=True),
         mouth_ratio=mouth.ratio,
         yaw=yaw,
         irises=irises,
@@ -431,8 +434,8 @@ def _mirror_hidden_eye(filled: npt.NDArray[np.float32], cover: npt.NDArray[np.fl
     mirror_lm = landmarks[topo.symmetry()].copy()
     mirror_lm[:, 0] = w - 1 - mirror_lm[:, 0]
     tris = em.mesh_triangles()
-    dst = em.extended_vertices(landmarks)[tris]
-    src = em.extended_vertices(mirror_lm)[tris]
+    dst = em.extended_vertices(landmarks, inside=True)[tris]
+    src = em.extended_vertices(mirror_lm, inside=True)[tris]
     map_x, map_y, _ = warp_maps(dst, src, Region(0, 0, w, h), 1, np.arange(len(tris)))
     mirrored = remap(flipped, map_x, map_y).astype(np.float32)
     ring = (topo.right_eye_ring(), topo.left_eye_ring())[eye]
@@ -608,7 +611,7 @@ def _mirror_fill(
     flipped = np.ascontiguousarray(image[:, ::-1])
     mirror_lm = lm[topo.symmetry()].copy()
     mirror_lm[:, 0] = width - 1 - mirror_lm[:, 0]
-    src_m = em.extended_vertices(mirror_lm)[tris]
+    src_m = em.extended_vertices(mirror_lm, inside=True)[tris]
     area_dst = _signed_area(dst)
     vis = _signed_area(src) / np.where(np.abs(area_dst) > 1e-6, area_dst, 1e-6)
     vis_m = _signed_area(src_m) / np.where(np.abs(area_dst) > 1e-6, area_dst, 1e-6)

@@ -502,7 +502,7 @@ class MeshRenderer:
             target = em.limit_glance(target, texture.landmarks, drawn, opts.iris_reach)
         size = (image.shape[1], image.shape[0])
         mesh_tris = em.mesh_triangles()
-        dst_vertices = em.extended_vertices(target)
+        dst_vertices = em.extended_vertices(target, inside=True)  # as the texture's src_vertices
         step = self._face_step(target)
         width = bl.face_width(target)
         region = _face_region(dst_vertices, size, step, bl.shading_scale(width, opts.blend))
