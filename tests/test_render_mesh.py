@@ -567,3 +567,40 @@ def test_under_an_avatar_a_turned_outline_does_not_squeeze_the_keyframes_jaw_ban
 
     assert squeeze(False) > 6.0  # the premise: the band is squeezed (or folded) several times over
     assert squeeze(True) < 0.6 * squeeze(False)
+
+
+def _narrow_avatar(squeeze: float) -> IdentityAsset:
+    """The astronaut with her face narrowed to `squeeze` of its width about its middle (a narrower-faced person)."""
+    image, lm = astronaut(), astronaut_landmarks().copy()
+    cx = float(lm[topo.face_oval_ring(), 0].mean())
+    m = np.array([[squeeze, 0.0, cx * (1.0 - squeeze)], [0.0, 1.0, 0.0]], np.float32)
+    narrow = cv2.warpAffine(image, m, (image.shape[1], image.shape[0]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    lm[:, 0] = cx + squeeze * (lm[:, 0] - cx)
+    return IdentityAsset(asset_id="narrow-avatar", image=np.ascontiguousarray(narrow), landmarks=lm)
+
+
+@pytest.mark.parametrize("share", [1.0, 0.0])
+def test_round_a_narrower_avatar_the_senders_cheeks_do_not_show(share: float) -> None:
+    """The keyframe round the avatar is warped to the avatar's outline (MeshOptions.avatar_silhouette): the sender's
+    wider cheeks and jaw no longer frame the avatar's face as a flat mask. The sender's face is painted green in the
+    keyframe, so whatever green is drawn outside the avatar's outline is the sender's face showing."""
+    lm = astronaut_landmarks()
+    image = astronaut().copy()
+    green = np.zeros(image.shape[:2], np.uint8)
+    fill_polygon(green, lm[topo.face_oval_ring(), :2].astype(np.float32))
+    image[green > 0] = (0, 255, 0)
+    renderer = MeshRenderer(MeshOptions(avatar_silhouette=share))
+    renderer.prepare_identity(_narrow_avatar(0.8))
+    renderer.prepare_keyframe(KeyframeState(0, image, None, lm))
+    out = renderer.render(_frame(lm)).image
+    texture, model = renderer._texture_now, renderer._keyframe
+    assert texture is not None and model is not None
+    target = renderer._avatar_target(model, texture, lm)
+    inside = np.zeros(image.shape[:2], np.uint8)
+    fill_polygon(inside, target[topo.face_oval_ring(), :2].astype(np.float32))
+    beyond = cv2.dilate(inside, np.ones((5, 5), np.uint8)) == 0
+    shown = (out[..., 1].astype(int) - np.maximum(out[..., 0], out[..., 2]) > 120) & beyond
+    if share:
+        assert shown.sum() < 20
+    else:
+        assert shown.sum() > 200  # the premise: the sender's face reaches past the narrower avatar's

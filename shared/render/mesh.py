@@ -67,6 +67,9 @@ class MeshOptions:
     iris_reach: float = 0.8
     smooth_lids: bool = True  # closing lids smoothed into skin with a lash line (facewire.shared.render.lids)
     keep_occluders: bool = True  # glasses, hair, hands on the sender's face stay in front of an avatar
+    # How far the sender's face outline, round an avatar, moves onto the avatar's retargeted outline (_with_outline):
+    # 0 leaves the sender's jaw, cheeks and face width showing wherever they reach past the avatar's.
+    avatar_silhouette: float = 1.0
     occlusion: OcclusionOptions = field(default_factory=OcclusionOptions)
 
 
@@ -281,10 +284,12 @@ class MeshRenderer:
         dst = frame.landmarks.astype(np.float32)
         texture = self._texture_now
         avatar = texture is not None
+        target = None if texture is None else self._avatar_target(model, texture, dst)
         reach = frame.alpha is None and not avatar and not self.draw_room and w * h >= _REACH_FROM
         # Under an avatar the keyframe face shows only at the feathered edge: the coarse fan will do. `reach`
         # draws the face's map itself, into the bands it warps.
-        maps = self._keyframe_map(model, dst, (w, h), coarse_face=avatar or reach, body_motion=frame.body, keep_bands=avatar)
+        body_dst = dst if target is None else _with_outline(dst, target, self.options.avatar_silhouette)
+        maps = self._keyframe_map(model, body_dst, (w, h), coarse_face=avatar or reach, body_motion=frame.body, keep_bands=avatar)
         if frame.alpha is not None:
             # The sender's own matte wins: the keyframe's alpha need not be warped.
             alpha = _pick_alpha(frame.alpha, None, (h, w))
@@ -300,8 +305,9 @@ class MeshRenderer:
             em.shade_narrowed(image, dst, model.mouth_ratio, model.shadow)
             em.composite_cavity(image, dst, model.panels, model.mouth_ratio)
         else:
-            assert texture is not None
-            self._render_avatar(image, texture, model, self._keyframe_occluder(model, keyframe, texture), dst, alpha, maps)
+            assert texture is not None and target is not None
+            self._render_avatar(image, texture, model, self._keyframe_occluder(model, keyframe, texture), dst, target,
+                                body_dst, alpha, maps)
         return RenderedPerson(image, alpha)
 
     def render_region(self, frame: FrameState, region: Region) -> RenderedPerson:
@@ -388,6 +394,18 @@ class MeshRenderer:
         plan = plan_retarget(model.landmarks, texture.landmarks, self.options.retarget)
         self._plan = (model, texture, plan)
         return plan
+
+    def _avatar_target(self, model: _KeyframeModel, texture: Texture, dst: Landmarks) -> Landmarks:
+        """The avatar's landmarks with the sender's expression at the sender's pose `dst` (retarget), irises held
+        (those left to the warp) or limited to the avatar's own eye (those drawn whole)."""
+        target = apply_retarget(self._retarget_plan(model, texture), dst)
+        if self.options.held_iris_travel > 0:
+            held = (texture.irises[0] is None, texture.irises[1] is None)
+            target = em.hold_irises(target, texture.landmarks, held, self.options.held_iris_travel)
+        if self.options.iris_reach > 0:
+            drawn = (texture.irises[0] is not None, texture.irises[1] is not None)
+            target = em.limit_glance(target, texture.landmarks, drawn, self.options.iris_reach)
+        return target
 
     def _face_step(self, landmarks: Landmarks) -> int:
         if self.options.face_step > 0:
@@ -489,17 +507,13 @@ class MeshRenderer:
         model: _KeyframeModel,
         keyframe_occluder: npt.NDArray[np.uint8] | None,
         dst: Landmarks,
+        target: Landmarks,
+        body_dst: Landmarks,
         alpha: Alpha,
         maps: CoarseMap,
     ) -> None:
+        """The avatar's face drawn at `target` (_avatar_target) over `image`, the keyframe warped to `body_dst`."""
         opts = self.options
-        target = apply_retarget(self._retarget_plan(model, texture), dst)
-        if opts.held_iris_travel > 0:
-            held = (texture.irises[0] is None, texture.irises[1] is None)
-            target = em.hold_irises(target, texture.landmarks, held, opts.held_iris_travel)
-        if opts.iris_reach > 0:
-            drawn = (texture.irises[0] is not None, texture.irises[1] is not None)
-            target = em.limit_glance(target, texture.landmarks, drawn, opts.iris_reach)
         size = (image.shape[1], image.shape[0])
         mesh_tris = em.mesh_triangles()
         dst_vertices = em.extended_vertices(target, inside=True)  # as the texture's src_vertices
@@ -542,7 +556,7 @@ class MeshRenderer:
         if keyframe_occluder is not None:
             # The keyframe's occluders, carried to this frame by the keyframe's own dense face warp: the
             # body map's coarse fan puts a strand at the temple in the middle of a turned face.
-            occluder = _warp_occluder(keyframe_occluder, _dense_keyframe_box(model, dst, maps, sy, sx))
+            occluder = _warp_occluder(keyframe_occluder, _dense_keyframe_box(model, body_dst, maps, sy, sx))
         weight = bl.swap_weight(mask, alpha[sy, sx], occluder)
         image[sy, sx] = bl.blend(base, face, weight)
 
@@ -589,6 +603,24 @@ def _drawn_region(region: Region, dst: Landmarks, size: tuple[int, int]) -> tupl
 
 
 _OCCLUDER_STEP = 4  # occluders are soft masks: the keyframe's face map on a 4-px grid is fine enough
+
+
+def _with_outline(dst: Landmarks, target: Landmarks, share: float) -> Landmarks:
+    """The sender's landmarks `dst` with the face outline moved `share` of the way onto the avatar's (`target`): what
+    the keyframe round the face is warped to.
+
+    The avatar is drawn inside its own outline, and the keyframe shows round it. Warped to the sender's own outline,
+    the sender's cheeks and jaw showed wherever they reach past the avatar's (a wide face round a narrower avatar:
+    a flat mask with the avatar's features in the middle), and the sender's matte cut off an avatar wider than the
+    sender. Warped to the avatar's, the keyframe's face edge meets the avatar's, and the hair, ears and neck round it
+    follow through the rings (keep_bands).
+    """
+    if share <= 0.0:
+        return dst
+    out = dst.copy()
+    oval = topo.face_oval_ring()
+    out[oval, :2] += np.float32(share) * (target[oval, :2] - dst[oval, :2])
+    return out
 
 
 def _dense_keyframe_box(model: _KeyframeModel, dst: Landmarks, maps: CoarseMap, sy: slice, sx: slice) -> PointMap:
