@@ -260,14 +260,10 @@ def hold_irises(target: Landmarks, neutral: Landmarks, held: tuple[bool, bool], 
     out = target.copy()
     scale = eye_span(target) / max(eye_span(neutral), 1e-6)
     for hold, (corners, centre, ring) in zip(held, _EYES, strict=True):
-        if not hold:
+        placed = _iris_in_eye(target, neutral, corners, centre) if hold else None
+        if placed is None:
             continue
-        n_origin, n_axes = _eye_axes(neutral, corners)
-        t_origin, t_axes = _eye_axes(target, corners)
-        if abs(np.linalg.det(n_axes)) < 1e-6 or abs(np.linalg.det(t_axes)) < 1e-6:
-            continue
-        rest = np.linalg.solve(n_axes.T, neutral[centre, :2] - n_origin)
-        now = np.linalg.solve(t_axes.T, target[centre, :2] - t_origin)
+        rest, now, t_axes = placed
         shift = now - rest
         size = float(np.linalg.norm(shift))
         if size > 1e-9:
@@ -279,6 +275,19 @@ def hold_irises(target: Landmarks, neutral: Landmarks, held: tuple[bool, bool], 
         if radius > 1e-6:
             out[list(ring), :2] = out[centre, :2] + offsets * np.float32(own / radius)
     return out
+
+
+def _iris_in_eye(target: Landmarks, neutral: Landmarks, corners: tuple[int, int],
+                 centre: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]] | None:
+    """The iris's place in `neutral`'s eye and in `target`'s (each in its eye's own frame: eye widths along and
+    across), and `target`'s eye axes; None when either eye is degenerate."""
+    n_origin, n_axes = _eye_axes(neutral, corners)
+    t_origin, t_axes = _eye_axes(target, corners)
+    if abs(np.linalg.det(n_axes)) < 1e-6 or abs(np.linalg.det(t_axes)) < 1e-6:
+        return None
+    rest = np.linalg.solve(n_axes.T, neutral[centre, :2] - n_origin)
+    now = np.linalg.solve(t_axes.T, target[centre, :2] - t_origin)
+    return rest, now, t_axes
 
 
 def _room(neutral: Landmarks, corners: tuple[int, int], centre: int, ring: tuple[int, ...]) -> tuple[float, float]:
@@ -316,14 +325,10 @@ def limit_glance(target: Landmarks, neutral: Landmarks, limited: tuple[bool, boo
     """
     out = target.copy()
     for limit, (corners, centre, ring) in zip(limited, _EYES, strict=True):
-        if not limit:
+        placed = _iris_in_eye(target, neutral, corners, centre) if limit else None
+        if placed is None:
             continue
-        n_origin, n_axes = _eye_axes(neutral, corners)
-        t_origin, t_axes = _eye_axes(target, corners)
-        if abs(np.linalg.det(n_axes)) < 1e-6 or abs(np.linalg.det(t_axes)) < 1e-6:
-            continue
-        rest = np.linalg.solve(n_axes.T, neutral[centre, :2] - n_origin)
-        now = np.linalg.solve(t_axes.T, target[centre, :2] - t_origin)
+        rest, now, t_axes = placed
         along = float(now[0] - rest[0])
         room = _room(neutral, corners, centre, ring)[0 if along < 0 else 1]
         eased = _soft_limit(along, reach * room)
