@@ -29,3 +29,14 @@ def test_a_far_off_tint_is_kept_only_up_to_the_bound() -> None:
 def test_a_near_tint_keeps_its_share() -> None:
     near = (0.1, 0.0, -0.05)
     assert np.allclose(_kept(near, 0.08), _kept(near, np.inf), atol=1e-4)
+
+
+def test_a_varnished_painting_takes_the_scene_skin() -> None:
+    # A yellow-varnished painting on a cool-lit sender: the scene's skin has ~2.3x the painting's blue.
+    varnish = (0.83, 0.09, -0.26)
+    tint = np.broadcast_to(np.array(varnish, np.float32), (8, 8, 3)).copy()
+    for max_cast, within in ((1.6, False), (2.4, True)):
+        gains = _colour_balance(tint, np.ones((8, 8), np.float32), 1.0, 0.08, max_cast)[0, 0]
+        off = np.array(varnish) - np.log(gains)
+        off -= off @ LUMA_BGR
+        assert bool(np.abs(off).max() < 0.02) == within, (max_cast, off)

@@ -38,6 +38,10 @@ class BlendOptions:
     # a fraction keeps too much of a far-off tint (a varnished painting's ochre), which reads as a mask
     # against the sender's neck and ears; inf keeps the fraction alone.
     max_kept_tint: float = 0.08
+    # The most the avatar's tint is moved over the face (a gain per channel). A yellow-varnished painting on a
+    # cool-lit sender needs about 2.3 in blue; at 1.6 it stayed a yellow mask on a pink neck. A large cast moves
+    # dark features (eyes, brows) with the skin: they keep their colour relative to the skin round them.
+    max_cast: float = 2.4
     feather: float = 0.07  # fraction of the face width
     inset: float = 0.03  # the mask edge sits this far inside the outline
     max_gain: float = 1.7
@@ -220,7 +224,7 @@ def match_shading(
     skin = wt * _skin_likeness(logs[..., 4:8], wt)
     fields = fit_field(np.dstack([logs[..., 4] - logs[..., 0], tint]), skin, basis)
     gain = np.exp(_split_gain(fields[..., 0], skin, options)).astype(np.float32)
-    balance = _colour_balance(fields[..., 1:], skin, options.chroma_strength, options.max_kept_tint)
+    balance = _colour_balance(fields[..., 1:], skin, options.chroma_strength, options.max_kept_tint, options.max_cast)
     # Brightening a painted face to a bright room would clip its skin to flat white: the roll-off
     # acts on the local brightness of the brightest channel (features blurred away), so a crease and
     # the skin around it get the same factor and no channel clips (a clipped red channel turns
@@ -307,7 +311,8 @@ def _split_gain(log_gain: FloatImage, weight: FloatImage, options: BlendOptions)
     return np.clip(relief + np.float32(exposure), -limit, limit).astype(np.float32)
 
 
-def _colour_balance(tint: FloatImage, weight: FloatImage, strength: float, max_kept: float = np.inf) -> FloatImage:
+def _colour_balance(tint: FloatImage, weight: FloatImage, strength: float, max_kept: float = np.inf,
+                    max_cast: float = BlendOptions.max_cast) -> FloatImage:
     """Per-pixel channel gains (B, G, R), smooth, from the log colour difference field `tint` (h, w, 3).
 
     The avatar's own coloured light (its variation over the face) is taken out in full, so a cartoon's
@@ -325,8 +330,8 @@ def _colour_balance(tint: FloatImage, weight: FloatImage, strength: float, max_k
         return np.ones(tint.shape, np.float32)
     mean = (weight.reshape(-1) @ tint.reshape(-1, 3)) / wsum
     kept = np.clip(np.float32(1.0 - strength) * mean, -max_kept, max_kept)
-    # Bounded: a large cast turns dark features (eyes, brows) into false colours.
-    cast = np.clip(mean - kept, -np.float32(np.log(_MAX_CAST)), np.float32(np.log(_MAX_CAST)))
+    bound_cast = np.float32(np.log(max_cast))
+    cast = np.clip(mean - kept, -bound_cast, bound_cast)
     bound = np.float32(np.log(_MAX_BALANCE))
     gains = np.exp(np.clip(tint - mean, -bound, bound) + cast)
     gains /= (gains @ LUMA_BGR)[..., None]
@@ -334,7 +339,6 @@ def _colour_balance(tint: FloatImage, weight: FloatImage, strength: float, max_k
 
 
 _MAX_BALANCE = 1.35  # the avatar's coloured light, per pixel
-_MAX_CAST = 1.6  # the tint moved to the scene's, over the face
 
 
 _ROLLOFF_KNEE = 200.0
