@@ -27,3 +27,12 @@ def test_a_tan_avatar_on_a_pale_bright_sender_is_not_clipped() -> None:
     mean = _shaded_mean((95, 140, 190), (228, 230, 245))
     assert mean.max() < 250, mean
     assert mean.min() > 150, mean
+
+
+def test_a_pale_avatar_on_a_dim_dark_sender_comes_down_to_her_skin() -> None:
+    # d3 x people_0: a near-white face on a sender lit dimly, about half her brightness: at a 1.5 bound both ways it
+    # stayed a glowing peach mask; darkening clips nothing, so it goes all the way.
+    scene = (70, 100, 140)
+    mean = _shaded_mean((190, 210, 235), scene)
+    off = np.log(mean + 8.0) - np.log(np.array(scene, np.float64) + 8.0)
+    assert np.abs(off).max() < 0.09, (mean, off)  # what is left is the tint kept (max_kept_tint)

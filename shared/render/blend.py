@@ -50,6 +50,9 @@ class BlendOptions:
     # bounded so a far-off picture is not pushed past what the roll-off can take (people_0 on w0 needs about x0.7).
     exposure_strength: float = 1.0
     max_exposure: float = 1.5
+    # Darkening clips nothing: a pale picture goes further down than a dark one up. At 1.5 both ways, pale avatars
+    # on a dark-skinned, dimly lit sender stayed a glowing peach mask on her neck.
+    max_darkening: float = 2.2
     forehead_fade: float = 0.75  # of the brows-to-mesh-top height, faded out towards the hairline
     # How far in from the mask's edge (fraction of the face width) the face's colour is carried to
     # the scene's where they meet; 0 turns the seam correction off.
@@ -300,15 +303,16 @@ def _split_gain(log_gain: FloatImage, weight: FloatImage, options: BlendOptions)
     The two fitted fields differ by the light and by the faces' albedos: their mean ratio is mostly
     skin tone (a pale sender, a dark painting). Taking it makes the avatar's skin the sender's tone,
     which the neck beside it shows; `exposure_strength` of it is taken, within `max_exposure` (the
-    roll-off keeps a brightened face off white). The variation (where the light comes from) is taken in full.
+    roll-off keeps a brightened face off white; `max_darkening` down). The variation (where the light comes from)
+    is taken in full.
     """
     wsum = float(weight.sum())
     mean = float((log_gain * weight).sum() / wsum) if wsum > 1e-3 else 0.0
-    bound = float(np.log(options.max_exposure))
-    exposure = float(np.clip(options.exposure_strength * mean, -bound, bound))
+    exposure = float(np.clip(options.exposure_strength * mean, -np.log(options.max_darkening), np.log(options.max_exposure)))
     relief = (log_gain - np.float32(mean)) * np.float32(options.shading_strength)
     limit = float(np.log(options.max_gain))
-    return np.clip(relief + np.float32(exposure), -limit, limit).astype(np.float32)
+    # `max_gain` bounds the light's relief around a darkened face, not the darkening itself.
+    return np.clip(relief + np.float32(exposure), min(-limit, exposure - limit), limit).astype(np.float32)
 
 
 def _colour_balance(tint: FloatImage, weight: FloatImage, strength: float, max_kept: float = np.inf,
