@@ -66,8 +66,10 @@ class DelightOptions:
     # Of the band's relief within `relief` taken out (None: `strength`): the face's form (cheekbones, temples, the
     # jaw's turn); less than `strength` keeps more of the avatar's own modelling, which the blend's smooth light
     # fields cannot give back.
-    # 0.35 (w0, 14 identities through the stream: dlib distance to the avatar 0.489 -> 0.483; 0.15: 0.481).
-    band_strength: float | None = 0.35
+    # 0.15 (through the stream, dlib distance to the avatar: w0, 14 identities, 0.489 at 0.7 -> 0.483 at 0.35 -> 0.481;
+    # w1 and d3, 12 identities each, 0.35 -> 0.15: 0.4686 -> 0.4693 and 0.4400 -> 0.4377, as the avatar 0.925 -> 0.933
+    # and 0.967 -> 0.975).
+    band_strength: float | None = 0.15
     relief: float = 0.25  # log luminance (x1.28): the band's relief treated as the face's shape, not its lighting
     # Above the nose only what is darker than this fraction of the local light is a feature (a frame
     # of glasses, a black strand): a broad dark patch there (a shadowed socket, eye make-up, the
