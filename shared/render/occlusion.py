@@ -719,17 +719,15 @@ def _without_glasses(
     the outline at the temples, where the colour path takes them for something coming in: drawn on an avatar
     without the rest of them they are dark stubs beside its eyes. What is left of a patch once they are cut out
     must still be `least` pixels: a hinge alone is not hair."""
-    if not kept.any():
-        return kept
     glasses = rims > 0
     if spectacles is not None:
         glasses |= spectacles > 0.05
+    if not kept.any() or not glasses.any():  # nothing kept, or no glasses seen (the frame search needs its lenses too)
+        return kept
     width = float(np.ptp(lm[topo.face_oval_ring(), 0]))
     frame = _frame_pixels(crop, lm.astype(np.float64), width)
     if frame is not None:
         glasses |= frame > 0.05
-    if not glasses.any():
-        return kept
     grow = max(1, int(round(_GLASSES_EDGE * width)))
     cut = cv2.dilate(glasses.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
     return _components(np.asarray(kept * (cut == 0), np.uint8), least, opened=True)
