@@ -1,4 +1,5 @@
-"""Spectacle frames found by their shape: clear and dark rims kept in front of an avatar, nothing on a bare face."""
+"""Spectacle frames found by their shape: clear and dark rims kept in front of an avatar when asked (OcclusionOptions.glasses),
+nothing on a bare face."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from tests.render_fixtures import astronaut, astronaut_landmarks
 CLIPS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "clips"
 LIGHT = (-1, -1, -1)  # clear plastic: the skin behind it, lighter (see _colour)
 DARK = (40, 40, 40)
-OFF = OcclusionOptions(spectacles=False)
+KEEP = OcclusionOptions(glasses=True)  # the sender's glasses kept in front of the avatar (off by default)
+OFF = OcclusionOptions(glasses=True, spectacles=False)
 
 
 def _large_astronaut(scale: int = 3) -> tuple[Image, Landmarks]:
@@ -68,7 +70,7 @@ def _with_glasses(
 def test_thin_rims_round_both_eyes_are_kept_light_or_dark(colour: tuple[int, int, int]) -> None:
     image, lm = _large_astronaut()
     glasses, rims = _with_glasses(image, lm, colour)
-    found = occluder_mask(glasses, lm)[rims]
+    found = occluder_mask(glasses, lm, KEEP)[rims]
     assert (found > 0.3).mean() > 0.6, (found > 0.3).mean()
     # Before: light rims are neither dark nor of another colour; dark ones only where long and dark enough.
     if colour == LIGHT:
@@ -77,8 +79,8 @@ def test_thin_rims_round_both_eyes_are_kept_light_or_dark(colour: tuple[int, int
 
 def test_light_rims_are_kept_see_through_dark_ones_opaque() -> None:
     image, lm = _large_astronaut()
-    light = occluder_mask(_with_glasses(image, lm, LIGHT)[0], lm)
-    dark = occluder_mask(_with_glasses(image, lm, DARK)[0], lm)
+    light = occluder_mask(_with_glasses(image, lm, LIGHT)[0], lm, KEEP)
+    dark = occluder_mask(_with_glasses(image, lm, DARK)[0], lm, KEEP)
     _, rims = _with_glasses(image, lm, LIGHT)
     assert 0.5 < np.percentile(light[rims], 90) < 0.85
     assert np.percentile(dark[rims], 90) > 0.9
@@ -88,9 +90,9 @@ def test_a_bridge_between_the_lenses_is_kept_with_them() -> None:
     image, lm = _large_astronaut()
     glasses, span = _with_glasses(image, lm, LIGHT, bridge=True)
     middle = span & (np.abs(np.arange(span.shape[1]) - float(lm[168, 0])) < 0.04 * np.ptp(lm[:, 0]))[None, :]
-    assert occluder_mask(glasses, lm)[middle].mean() > 0.3
+    assert occluder_mask(glasses, lm, KEEP)[middle].mean() > 0.3
     no_bridge, _ = _with_glasses(image, lm, LIGHT)
-    assert occluder_mask(no_bridge, lm)[middle].mean() < 0.05
+    assert occluder_mask(no_bridge, lm, KEEP)[middle].mean() < 0.05
 
 
 @pytest.mark.parametrize("case", ["bare", "arcs"])
@@ -98,23 +100,23 @@ def test_a_bare_face_or_arcs_under_the_eyes_are_not_glasses(case: str) -> None:
     image, lm = _large_astronaut()
     if case == "arcs":  # the lower half of each rim only: like shadows under the eyes
         image, _ = _with_glasses(image, lm, LIGHT, (20, 160))
-    assert np.array_equal(occluder_mask(image, lm), occluder_mask(image, lm, OFF))
+    assert np.array_equal(occluder_mask(image, lm, KEEP), occluder_mask(image, lm, OFF))
 
 
 def test_glasses_seen_once_are_confirmed_fainter_later_but_not_imagined_on_a_bare_face() -> None:
     image, lm = _large_astronaut()
     sharp, rims = _with_glasses(image, lm, LIGHT)
     faint = np.clip(image * 0.6 + sharp * 0.4 + 0.5, 0, 255).astype(np.uint8)  # a blurred, low-contrast keyframe
-    assert occluder_mask(faint, lm)[rims].mean() < 0.05  # too faint to find anywhere
+    assert occluder_mask(faint, lm, KEEP)[rims].mean() < 0.05  # too faint to find anywhere
     memory = SpectacleMemory()
-    assert occluder_mask(sharp, lm, memory=memory)[rims].mean() > 0.3
+    assert occluder_mask(sharp, lm, KEEP, memory=memory)[rims].mean() > 0.3
     assert memory.lenses is not None
-    assert occluder_mask(faint, lm, memory=memory)[rims].mean() > 0.3  # but there, where they were
-    assert np.array_equal(occluder_mask(image, lm, memory=memory), occluder_mask(image, lm, OFF))  # taken off
+    assert occluder_mask(faint, lm, KEEP, memory=memory)[rims].mean() > 0.3  # but there, where they were
+    assert np.array_equal(occluder_mask(image, lm, KEEP, memory=memory), occluder_mask(image, lm, OFF))  # taken off
     for _ in range(10):  # and after a while without them, forgotten
-        occluder_mask(image, lm, memory=memory)
+        occluder_mask(image, lm, KEEP, memory=memory)
     assert memory.lenses is None
-    assert occluder_mask(faint, lm, memory=memory)[rims].mean() < 0.05
+    assert occluder_mask(faint, lm, KEEP, memory=memory)[rims].mean() < 0.05
 
 
 def _first_face(clip: str) -> tuple[Image, Landmarks]:
@@ -134,10 +136,10 @@ def _first_face(clip: str) -> tuple[Image, Landmarks]:
 
 def test_clear_glasses_on_a_real_clip_are_kept_and_a_bare_face_gets_none() -> None:
     image, lm = _first_face("d12")  # thin, light, clear frames
-    added = occluder_mask(image, lm) - occluder_mask(image, lm, OFF)
+    added = occluder_mask(image, lm, KEEP) - occluder_mask(image, lm, OFF)
     eyes = lm[[33, 133, 263, 362], :2]
     width = float(np.ptp(eyes[:, 0]))
     assert float((added > 0.3).sum()) > 0.5 * width  # pixels of rim, round both lenses
     for clip in ("d18", "d3"):
         image, lm = _first_face(clip)
-        assert np.array_equal(occluder_mask(image, lm), occluder_mask(image, lm, OFF)), clip
+        assert np.array_equal(occluder_mask(image, lm, KEEP), occluder_mask(image, lm, OFF)), clip

@@ -66,7 +66,7 @@ class MeshOptions:
     # may take it, softly (eyes_mouth.limit_glance; 0: free). Half of it passes unchanged, so ordinary glances do.
     iris_reach: float = 0.8
     smooth_lids: bool = True  # closing lids smoothed into skin with a lash line (facewire.shared.render.lids)
-    keep_occluders: bool = True  # glasses, hair, hands on the sender's face stay in front of an avatar
+    keep_occluders: bool = True  # hair and hands on the sender's face stay in front of an avatar (glasses: occlusion.glasses)
     # How far the sender's face outline, round an avatar, moves onto the avatar's retargeted outline (_with_outline):
     # 0 leaves the sender's jaw, cheeks and face width showing wherever they reach past the avatar's.
     avatar_silhouette: float = 1.0
@@ -373,9 +373,9 @@ class MeshRenderer:
         return (cv2.addWeighted(wide[0], w, narrow[0], 1.0 - w, 0.0), cv2.addWeighted(wide[1], w, narrow[1], 1.0 - w, 0.0))
 
     def _keyframe_occluder(self, model: _KeyframeModel, keyframe: KeyframeState, texture: Texture) -> npt.NDArray[np.uint8] | None:
-        """The keyframe's occluders kept in front of the avatar `texture`; not the sender's glasses when the avatar
-        wears its own: the two pairs, each at its own face's place and size, would both show (double rims), and the
-        avatar's are part of the look its user chose."""
+        """The keyframe's occluders kept in front of the avatar `texture`. The sender's glasses only when asked
+        (`OcclusionOptions.glasses`), and never over an avatar that wears its own: the two pairs, each at its own
+        face's place and size, would both show (double rims), and the avatar's are part of the look its user chose."""
         own = texture.glasses is not None
         cached = self._occluder
         if cached is not None and cached[0] is model and cached[1] == own:
