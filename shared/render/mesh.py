@@ -70,9 +70,9 @@ class MeshOptions:
     # How far the sender's face outline, round an avatar, moves onto the avatar's retargeted outline (_with_outline):
     # 0 leaves the sender's jaw, cheeks and face width showing wherever they reach past the avatar's.
     avatar_silhouette: float = 1.0
-    # Round an avatar, the share of the face outline's own motion (beyond the head's similarity) that the hair ring
-    # takes with it (_follow_outline): 0 leaves the ring on the similarity, and a turned head squeezes the keyframe's
-    # band beyond its near jaw into a dark line and stretches the far side's hair and ear.
+    # The share of the face outline's own motion (beyond the head's similarity) that the hair ring takes with it
+    # (_follow_outline), in self mode and round an avatar: 0 leaves the ring on the similarity, and a turned head
+    # squeezes the keyframe's band beyond its near jaw into a dark line and stretches the far side's hair and ear.
     band_follow: float = 1.0
     occlusion: OcclusionOptions = field(default_factory=OcclusionOptions)
 
@@ -456,11 +456,10 @@ class MeshRenderer:
             body_ring2 = _apply(cv2.invertAffineTransform(body_motion), ring2)
         ring2_dst = ring2 + follow * (_apply(motion, ring2) - ring2) + (1.0 - follow) * (body_ring2 - ring2)
         oval = dst[topo.face_oval_ring(), :2]
-        ring1_dst = _apply(motion, ring1)
+        oval_src = model.border_src[:n_oval]
+        ring1_dst = _follow_outline(_apply(motion, ring1), oval - _apply(motion, oval_src), opts.band_follow)
         if keep_bands:
             scale = float(np.hypot(motion[0, 0], motion[1, 0]))
-            oval_src = model.border_src[:n_oval]
-            ring1_dst = _follow_outline(ring1_dst, oval - _apply(motion, oval_src), opts.band_follow)
             ring1_dst = _keep_band(oval, ring1_dst, scale * np.linalg.norm(ring1 - oval_src, axis=1))
             ring2_dst = _keep_band(ring1_dst, ring2_dst, scale * np.linalg.norm(ring2 - ring1, axis=1))
         border_dst = np.concatenate([oval, ring1_dst, ring2_dst, far, oval.mean(axis=0, keepdims=True)])
