@@ -70,6 +70,10 @@ class MeshOptions:
     # How far the sender's face outline, round an avatar, moves onto the avatar's retargeted outline (_with_outline):
     # 0 leaves the sender's jaw, cheeks and face width showing wherever they reach past the avatar's.
     avatar_silhouette: float = 1.0
+    # The share of the face outline's own motion (beyond the head's similarity) that the hair ring takes with it
+    # (_follow_outline), in self mode and round an avatar: 0 leaves the ring on the similarity, and a turned head
+    # squeezes the keyframe's band beyond its near jaw into a dark line and stretches the far side's hair and ear.
+    band_follow: float = 1.0
     occlusion: OcclusionOptions = field(default_factory=OcclusionOptions)
 
 
@@ -130,6 +134,22 @@ def _keep_band(inner: Points, outer: Points, keyframe_gap: npt.NDArray[np.float6
 
 
 _MIN_BAND = 0.5  # of a ring band's keyframe width: a turned head in the test clips squeezes it to -0.3
+
+
+def _follow_outline(ring: Points, residual: Points, share: float) -> Points:
+    """The hair ring `ring` (placed by the head's similarity), vertex by vertex moved `share` of the outline's
+    `residual`: how far each outline vertex lies from where the similarity puts it.
+
+    The similarity is fitted to the whole face, and on a turned head the face's front (nose, eyes, mouth) slides
+    sideways further than its sides: the near side's outline then lies outside where the similarity puts it and
+    the far side's inside. A ring on the similarity squeezed the keyframe's band beyond the near jaw (jaw edge,
+    the shadow under it, the hair's edge) into a dark line along the jaw (to half its width, _keep_band) and
+    stretched the far side's to twice its width, the ear and hair there pulled out beside the far cheek. Moved with
+    its outline vertex, the band keeps the width and shape the keyframe gives it (at the head's scale and roll).
+    """
+    if share <= 0.0:
+        return ring
+    return (ring + np.float32(share) * residual).astype(np.float32)
 
 
 def _strip_triangles(count: int, layers: int) -> IndexArray:
@@ -436,10 +456,10 @@ class MeshRenderer:
             body_ring2 = _apply(cv2.invertAffineTransform(body_motion), ring2)
         ring2_dst = ring2 + follow * (_apply(motion, ring2) - ring2) + (1.0 - follow) * (body_ring2 - ring2)
         oval = dst[topo.face_oval_ring(), :2]
-        ring1_dst = _apply(motion, ring1)
+        oval_src = model.border_src[:n_oval]
+        ring1_dst = _follow_outline(_apply(motion, ring1), oval - _apply(motion, oval_src), opts.band_follow)
         if keep_bands:
             scale = float(np.hypot(motion[0, 0], motion[1, 0]))
-            oval_src = model.border_src[:n_oval]
             ring1_dst = _keep_band(oval, ring1_dst, scale * np.linalg.norm(ring1 - oval_src, axis=1))
             ring2_dst = _keep_band(ring1_dst, ring2_dst, scale * np.linalg.norm(ring2 - ring1, axis=1))
         border_dst = np.concatenate([oval, ring1_dst, ring2_dst, far, oval.mean(axis=0, keepdims=True)])
