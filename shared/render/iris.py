@@ -77,14 +77,18 @@ def _box(centre: npt.NDArray[np.float64], half: int, shape: tuple[int, ...]) -> 
     return max(0, x0), max(0, y0), min(shape[1], x0 + 2 * half + 2), min(shape[0], y0 + 2 * half + 2)
 
 
-def _radial_fill(patch: Image, distance: FloatArray, known: npt.NDArray[np.bool_], radius: float) -> Image:
-    """The patch with unknown pixels of the disc set to the median colour of the known ones at the same radius."""
+def _radial_fill(
+    patch: Image, distance: FloatArray, known: npt.NDArray[np.bool_], radius: float, source: npt.NDArray[np.bool_] | None = None
+) -> Image:
+    """The patch with unknown pixels of the disc set to the median colour of the `source` ones (default: the known
+    ones) at the same radius; a radius without any takes the nearest radius that has some."""
+    source = known if source is None else source
     bins = np.minimum(distance, radius).astype(np.int32)
     count = int(bins.max()) + 1
     profile = np.zeros((count, 3), np.float32)
     have = np.zeros(count, bool)
     for k in range(count):
-        ring = known & (bins == k)
+        ring = source & (bins == k)
         if ring.any():
             profile[k] = np.median(patch[ring], axis=0)
             have[k] = True
@@ -228,7 +232,15 @@ def lift_irises(image: Image, landmarks: Landmarks) -> tuple[Image, tuple[Iris |
             irises.append(None)
             continue
         # Drawn with its edge: the drawn iris's soft edge reaches as far as the paint-out, so no ring of white shows round it.
-        patch = _radial_fill(pixels, distance, (distance <= reach) & seen, reach)
+        # What the lids hide is completed from the iris alone (its pixels darker than the white's threshold): the
+        # white beside it, at the same radius, is no part of the iris's top or bottom. Taken with it, it drew a pale
+        # ring round the disc wherever the rendered lids open wider than the picture's, and on a made-up or painted
+        # eye, whose "white" is the grey-brown beside the iris, a grey ring round a dark disc.
+        # Past the disc found, the profile is the iris's own edge colour: what lies beyond it at the sides is the white.
+        iris_like = seen & (distance <= extent) & (luma < dark + _EDGE_FRACTION * (brightest - dark))
+        # The picture is kept wherever its opening shows it (the lid line too, a pixel in from the ring): the drawn
+        # iris then matches the picture at rest, instead of outlining the lids with the fill's colour.
+        patch = _radial_fill(pixels, distance, (distance <= reach + 1.0) & (opening >= 0.5), reach, iris_like)
         alpha = np.clip(np.float32(reach + 1.0) - distance, 0.0, 1.0)
         irises.append(Iris(patch, alpha, (float(local[0]), float(local[1])), radius, eye_span(landmarks)))
         clean[y0:y1, x0:x1] = painted
