@@ -81,3 +81,31 @@ def test_the_hidden_top_and_bottom_of_an_iris_are_drawn_as_iris(side: tuple[int,
         # No ring of the side colour: every hidden pixel drawn is nearer the iris than the colour beside it.
         nearer_side = _distance(pixels, side) < _distance(pixels, iris)
         assert nearer_side.mean() < 0.02, f"{nearer_side.mean():.2f} of the hidden rim drawn in the side colour"
+
+
+@pytest.mark.parametrize(("side", "iris"), [(SMOKY, DARK_IRIS), (WHITE, IRIS)], ids=["no white", "white"])
+def test_the_white_beside_an_iris_is_not_drawn_with_it(side: tuple[int, int, int], iris: tuple[int, int, int]) -> None:
+    """The white inside the iris's drawn reach is left to the paint-out: carried with the iris, it drew a pale
+    crescent round it wherever the rendered eye opens differently from the picture's (s5's pinkish white)."""
+    lm = _narrowed(_scaled_landmarks(), 0.7)
+    image = _eye_picture(lm, side, iris)
+    _, irises = lift_irises(image, lm)
+    for lifted, (ring, centre, ring_iris) in zip(
+        irises,
+        ((topo.right_eye_ring(), topo.RIGHT_IRIS_CENTER, topo.RIGHT_IRIS), (topo.left_eye_ring(), topo.LEFT_IRIS_CENTER, topo.LEFT_IRIS)),
+        strict=True,
+    ):
+        assert lifted is not None
+        c, r = iris_geometry(lm, centre, ring_iris)
+        origin = c - np.array(lifted.centre)
+        opening = np.zeros(lifted.alpha.shape, np.uint8)
+        cv2.fillPoly(opening, [np.round(lm[ring, :2] - origin).astype(np.int32)], 255)
+        ys, xs = np.mgrid[0 : opening.shape[0], 0 : opening.shape[1]]
+        distance = np.hypot(xs - lifted.centre[0], ys - lifted.centre[1])
+        # Two pixels and more past the painted iris, well inside the opening: the white.
+        beside = (cv2.erode(opening, np.ones((5, 5), np.uint8)) > 0) & (distance > r + 2.0)
+        drawn = beside & (lifted.alpha > 0.0)
+        assert drawn.sum() > 5  # the drawn reach does take in some of the white
+        assert float(lifted.alpha[drawn].max()) < 0.3
+        # The iris itself is drawn whole.
+        assert float(lifted.alpha[distance <= r - 2.0].min()) > 0.99
