@@ -256,7 +256,12 @@ def lift_irises(image: Image, landmarks: Landmarks) -> tuple[Image, tuple[Iris |
         patch = _radial_fill(pixels, distance, (distance <= reach + 1.0) & (opening >= 0.5), reach, iris_like)
         # Drawn out to the paint-out's reach (no ring of white between them), but not over the white inside it.
         white = _white_beside(luma >= threshold, opening, distance, reach)
-        alpha = np.clip(np.float32(reach + 1.0) - distance, 0.0, 1.0) * (1.0 - white)
+        # What the lids hide is drawn out to the landmarks' radius at most: past it, a disc found larger than that
+        # (a dark limbal ring, a shadow taken with the iris) is no evidence the iris goes on under the lid; drawn
+        # there in its edge colour, it showed as a dark crescent under an iris whose picture shows white below it.
+        hidden = np.clip(np.float32(min(extent, radius) + 1.0) - distance, 0.0, 1.0)
+        drawn = np.maximum(hidden, (opening >= 0.5).astype(np.float32))
+        alpha = np.clip(np.float32(reach + 1.0) - distance, 0.0, 1.0) * (1.0 - white) * drawn
         irises.append(Iris(patch, alpha, (float(local[0]), float(local[1])), radius, eye_span(landmarks)))
         clean[y0:y1, x0:x1] = painted
     return clean, (irises[0], irises[1])
