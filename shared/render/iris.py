@@ -77,14 +77,18 @@ def _box(centre: npt.NDArray[np.float64], half: int, shape: tuple[int, ...]) -> 
     return max(0, x0), max(0, y0), min(shape[1], x0 + 2 * half + 2), min(shape[0], y0 + 2 * half + 2)
 
 
-def _radial_fill(patch: Image, distance: FloatArray, known: npt.NDArray[np.bool_], radius: float) -> Image:
-    """The patch with unknown pixels of the disc set to the median colour of the known ones at the same radius."""
+def _radial_fill(
+    patch: Image, distance: FloatArray, known: npt.NDArray[np.bool_], radius: float, source: npt.NDArray[np.bool_] | None = None
+) -> Image:
+    """The patch with unknown pixels of the disc set to the median colour of the `source` ones (default: the known
+    ones) at the same radius; a radius without any takes the nearest radius that has some."""
+    source = known if source is None else source
     bins = np.minimum(distance, radius).astype(np.int32)
     count = int(bins.max()) + 1
     profile = np.zeros((count, 3), np.float32)
     have = np.zeros(count, bool)
     for k in range(count):
-        ring = known & (bins == k)
+        ring = source & (bins == k)
         if ring.any():
             profile[k] = np.median(patch[ring], axis=0)
             have[k] = True
@@ -130,6 +134,19 @@ def _find_disc(
 
 _EDGE_FRACTION = 0.6  # of the way from the iris's core brightness to the white's
 _LIMBUS = 0.15  # of the iris's extent: its edge beyond the extent found, taken with it (at least a pixel)
+
+
+def _white_beside(pale: npt.NDArray[np.bool_], opening: FloatArray, distance: FloatArray, reach: float) -> FloatArray:
+    """0..1, the white of the eye inside an iris's drawn reach: the pale pixels of the opening joined to the white
+    past that reach (a catchlight inside the iris is not). The drawn iris leaves them to the paint-out under it,
+    which is the same white at rest; carried with the iris, the white beside a painted iris (s5's pinkish one)
+    or a narrowed eye's waterline drew a pale ring round the iris wherever the rendered eye opens differently."""
+    pale = pale & (opening >= 0.5)
+    _, labels = cv2.connectedComponents(pale.astype(np.uint8), connectivity=8)
+    outer = np.unique(labels[pale & (distance > reach + 1.0)])
+    white = pale & np.isin(labels, outer[outer > 0]) & (distance <= reach + 1.0)
+    # Softened by a pixel: the limbus fades into the white instead of ending at a threshold.
+    return np.asarray(cv2.GaussianBlur(white.astype(np.float32), (3, 3), 0), np.float32)
 
 
 def _paint_out(pixels: Image, cover: FloatArray, sclera: npt.NDArray[np.bool_]) -> Image | None:
@@ -227,9 +244,24 @@ def lift_irises(image: Image, landmarks: Landmarks) -> tuple[Image, tuple[Iris |
         if painted is None or not fits or known.sum() < _MIN_VISIBLE * max(int(disc.sum()), 1):
             irises.append(None)
             continue
-        # Drawn with its edge: the drawn iris's soft edge reaches as far as the paint-out, so no ring of white shows round it.
-        patch = _radial_fill(pixels, distance, (distance <= reach) & seen, reach)
-        alpha = np.clip(np.float32(reach + 1.0) - distance, 0.0, 1.0)
+        # What the lids hide is completed from the iris alone (its pixels darker than the white's threshold): the
+        # white beside it, at the same radius, is no part of the iris's top or bottom. Taken with it, it drew a pale
+        # ring round the disc wherever the rendered lids open wider than the picture's, and on a made-up or painted
+        # eye, whose "white" is the grey-brown beside the iris, a grey ring round a dark disc.
+        # Past the disc found, the profile is the iris's own edge colour: what lies beyond it at the sides is the white.
+        threshold = dark + _EDGE_FRACTION * (brightest - dark)
+        iris_like = seen & (distance <= extent) & (luma < threshold)
+        # The picture is kept wherever its opening shows it (the lid line too, a pixel in from the ring): the drawn
+        # iris then matches the picture at rest, instead of outlining the lids with the fill's colour.
+        patch = _radial_fill(pixels, distance, (distance <= reach + 1.0) & (opening >= 0.5), reach, iris_like)
+        # Drawn out to the paint-out's reach (no ring of white between them), but not over the white inside it.
+        white = _white_beside(luma >= threshold, opening, distance, reach)
+        # What the lids hide is drawn out to the landmarks' radius at most: past it, a disc found larger than that
+        # (a dark limbal ring, a shadow taken with the iris) is no evidence the iris goes on under the lid; drawn
+        # there in its edge colour, it showed as a dark crescent under an iris whose picture shows white below it.
+        hidden = np.clip(np.float32(min(extent, radius) + 1.0) - distance, 0.0, 1.0)
+        drawn = np.maximum(hidden, (opening >= 0.5).astype(np.float32))
+        alpha = np.clip(np.float32(reach + 1.0) - distance, 0.0, 1.0) * (1.0 - white) * drawn
         irises.append(Iris(patch, alpha, (float(local[0]), float(local[1])), radius, eye_span(landmarks)))
         clean[y0:y1, x0:x1] = painted
     return clean, (irises[0], irises[1])
