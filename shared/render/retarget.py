@@ -5,8 +5,9 @@ Head pose is removed with a 3-D similarity (Procrustes) fitted on points that ex
 moves; the delta F - N is taken in the neutral head frame, scaled per region by the ratio of the
 avatar's feature size to the sender's, added to the avatar's neutral face brought into the same
 frame, and the result is placed back at the sender's current pose. Eyelids use the ratio of
-opening instead of a delta so a blink closes any eye, large or small; the skin between the lower lip
-and the chin likewise keeps its share of that span, so a smile's squeeze never folds it over the lip. The face outline can be pulled
+opening instead of a delta so a blink closes any eye, large or small; the skin over each upper lid (margin to
+brow) and the skin between the lower lip and the chin likewise keep their share of those spans, so a lid's fold
+stretches as much as the sender's and a smile's squeeze never folds skin over the lip. The face outline can be pulled
 towards the sender's own outline so the avatar's features sit inside the sender's head and hair.
 The avatar's neutral face is first pushed further from the sender's (identity_push): the sender's
 head, hair and ears stay round the face and pull a recogniser back towards the sender.
@@ -213,6 +214,9 @@ class RetargetOptions:
     # The avatar's chin at least this share of the sender's lower-lip-to-chin span below the sender's lower lip:
     # a shorter chin leaves the sender's own lower lip showing under the avatar's (_chin_cover).
     min_chin_share: float = 0.5
+    # The lashes' and crease's rings over each upper lid at the avatar's own share of the margin-to-brow span, times
+    # the sender's change of share (LidSkin); off, they move by the sender's motion in eye widths.
+    lid_skin: bool = True
 
 
 def _mouth_size(points: Vec, widest: float) -> float:
@@ -421,6 +425,88 @@ def _keep_chin_strip(target: Vec, now_n: Vec, strip: ChinStrip) -> None:
     target[strip.ids, :2] += ((want - share) * span)[:, None] * strip.normal
 
 
+# The skin over the subject's right upper lid in seven columns, outer corner to inner: the margin's landmark
+# (eye ring[1:8]), the lashes' ring, the crease's ring, and the brow's lower edge (the mesh's rings one, two and
+# three edges above the margin); the left lid's by symmetry.
+_RIGHT_LID_COLUMNS = np.array(
+    [
+        (246, 161, 160, 159, 158, 157, 173),
+        (247, 30, 29, 27, 28, 56, 190),
+        (113, 225, 224, 223, 222, 221, 189),
+        (124, 46, 53, 52, 65, 55, 193),
+    ],
+    np.int32,
+).T
+# No lid ring moves further from the margin than this times the sender's own change (a pixel's noise near the
+# margin would be a large change), nor past this share of the way to the brow's edge.
+_MAX_LID_STRETCH = 3.0
+_MAX_LID_SHARE = 0.9
+
+
+@dataclass(frozen=True)
+class LidSkin:
+    """The skin over each upper lid: each column's lashes and crease as distances from the margin, in eye widths.
+
+    The margin is set by a ratio of the avatar's own opening (_set_eye_opening); a delta moved the rings above it by
+    the sender's motion in eye widths. On an avatar whose lid is thin for its eye (happy1: margin to crease 0.08-0.27
+    eye widths, the sender's 0.13-0.38), raised brows and a widened eye then stretched that band 1.3-1.5x where the
+    sender's grew 1.16-1.26x: the lashes and a smile's fold drawn as streaks. Kept as the avatar's own distance times
+    the sender's change of distance, the band stretches as the sender's does, whatever the lid's size; the brow stays
+    where the delta puts it (its rise is expression and identity), and the skin under it takes the rest.
+    Changes are per eye width: the sender's eye grows in the head's frame (10% on w0's raised brows) where the
+    avatar's, set from its own corners, does not.
+    """
+
+    columns: npt.NDArray[np.int32]  # (n, 4): margin, lashes, crease, brow edge
+    sides: tuple[str, ...]  # each column's eye
+    avatar_rise: Vec  # (n, 2) the lashes' and the crease's distance from the margin along the chord, in the avatar
+    sender_rise: Vec  # the same in the sender's neutral face
+
+
+def _lid_shares(points: Vec, columns: npt.NDArray[np.int32]) -> tuple[Vec, Vec]:
+    """Each column's lashes and crease as shares of its margin-to-brow chord (projected on it), and the chord."""
+    start = points[columns[:, 0], :2]
+    chord = points[columns[:, 3], :2] - start
+    length2 = np.maximum((chord**2).sum(axis=1), 1e-9)
+    inner = points[columns[:, 1:3], :2] - start[:, None]
+    return (inner * chord[:, None]).sum(axis=2) / length2[:, None], chord
+
+
+def _lid_rise(points: Vec, columns: npt.NDArray[np.int32], sides: tuple[str, ...]) -> Vec:
+    """Each column's lashes and crease as distances from the margin along its chord, in its eye's widths."""
+    shares, chord = _lid_shares(points, columns)
+    widths = np.array([eye_width(points, side) for side in sides])
+    return shares * (np.linalg.norm(chord, axis=1) / np.maximum(widths, 1e-6))[:, None]
+
+
+def plan_lid_skin(neutral: Vec, avatar_n: Vec) -> LidSkin:
+    """Both upper lids; an eye shut in the sender's neutral face keeps the delta (its distances are a shut lid's,
+    and every open frame would squeeze the avatar's open lid)."""
+    sym = topo.symmetry()
+    eyes = [
+        (side, cols)
+        for side, cols in (("right", _RIGHT_LID_COLUMNS), ("left", sym[_RIGHT_LID_COLUMNS]))
+        if eye_open_ratio(neutral, side) >= EYE_SHUT_BELOW
+    ]
+    columns = np.concatenate([cols for _, cols in eyes]).astype(np.int32) if eyes else np.zeros((0, 4), np.int32)
+    sides = tuple(side for side, cols in eyes for _ in cols)
+    return LidSkin(columns, sides, _lid_rise(avatar_n, columns, sides), _lid_rise(neutral, columns, sides))
+
+
+def _keep_lid_skin(target: Vec, now_n: Vec, skin: LidSkin) -> None:
+    """Each column's lashes and crease at the avatar's own distance from the margin times the sender's change of
+    distance, moved along the chord only; the margin and the brow stay where they are."""
+    if not len(skin.columns):
+        return
+    change = np.clip(_lid_rise(now_n, skin.columns, skin.sides) / np.maximum(skin.sender_rise, 1e-6), 0.0, _MAX_LID_STRETCH)
+    share, chord = _lid_shares(target, skin.columns)
+    widths = np.array([eye_width(target, side) for side in skin.sides])
+    per_share = widths / np.maximum(np.linalg.norm(chord, axis=1), 1e-6)  # eye widths to shares of the chord
+    # In order from the margin up: a crease never below its lashes, nor past the brow's edge.
+    want = np.maximum.accumulate(np.clip(skin.avatar_rise * change * per_share[:, None], 0.0, _MAX_LID_SHARE), axis=1)
+    target[skin.columns[:, 1:3], :2] += (want - share)[:, :, None] * chord[:, None, :]
+
+
 @dataclass(frozen=True)
 class RetargetPlan:
     """What retarget needs that depends only on the sender's neutral face and the avatar: built once per keyframe and avatar."""
@@ -433,6 +519,7 @@ class RetargetPlan:
     pull: Vec  # (N, 1) how far each landmark is pulled towards the sender's own outline
     options: RetargetOptions
     chin_strip: ChinStrip
+    lid_skin: LidSkin | None  # None: the lids' rings move by the delta (options.lid_skin off)
 
 
 def plan_retarget(sender_neutral: Landmarks, avatar_neutral: Landmarks, options: RetargetOptions | None = None) -> RetargetPlan:
@@ -473,7 +560,9 @@ def plan_retarget(sender_neutral: Landmarks, avatar_neutral: Landmarks, options:
     strength = np.maximum(strength, _chin_cover(sender_neutral.astype(np.float64), avatar_n, opts.min_chin_share) * below)
     pull = np.clip(outline_w * strength, 0.0, 1.0)[:, None]
     eyes = (_neutral_eye_opening(neutral, "right"), _neutral_eye_opening(neutral, "left"))
-    return RetargetPlan(sender_neutral, neutral, avatar_n, gain * opts.expression_gain, eyes, pull, opts, chin)
+    # After the push: the lids' shares are the face the expression is added to.
+    lids = plan_lid_skin(neutral, avatar_n) if opts.lid_skin else None
+    return RetargetPlan(sender_neutral, neutral, avatar_n, gain * opts.expression_gain, eyes, pull, opts, chin, lids)
 
 
 def _chin_cover(keyframe: Vec, avatar_n: Vec, min_share: float) -> float:
@@ -502,6 +591,8 @@ def apply_retarget(plan: RetargetPlan, sender_now: Landmarks) -> Landmarks:
     for k, (side, ring) in enumerate((("right", topo.right_eye_ring()), ("left", topo.left_eye_ring()))):
         ratio = eye_opening(now_n, side) / max(plan.eye_neutral[k], 1e-6)
         _set_eye_opening(target, plan.avatar_n, ring, float(np.clip(ratio, 0.0, plan.options.max_eye_ratio)))
+    if plan.lid_skin is not None:
+        _keep_lid_skin(target, now_n, plan.lid_skin)
     _uncross_lips(target)
     _keep_chin_strip(target, now_n, plan.chin_strip)
     if plan.pull.any():
