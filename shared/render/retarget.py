@@ -5,9 +5,9 @@ Head pose is removed with a 3-D similarity (Procrustes) fitted on points that ex
 moves; the delta F - N is taken in the neutral head frame, scaled per region by the ratio of the
 avatar's feature size to the sender's, added to the avatar's neutral face brought into the same
 frame, and the result is placed back at the sender's current pose. Eyelids use the ratio of
-opening instead of a delta so a blink closes any eye, large or small; the skin over each upper lid (margin to
-brow) and the skin between the lower lip and the chin likewise keep their share of those spans, so a lid's fold
-stretches as much as the sender's and a smile's squeeze never folds skin over the lip. The face outline can be pulled
+opening instead of a delta so a blink closes any eye, large or small; the skin over each upper lid keeps its
+share of the margin-to-brow span, so a thin lid is not stretched into streaks, and the skin between the lower lip
+and the chin likewise keeps its share of that span, so a smile's squeeze never folds it over the lip. The face outline can be pulled
 towards the sender's own outline so the avatar's features sit inside the sender's head and hair.
 The avatar's neutral face is first pushed further from the sender's (identity_push): the sender's
 head, hair and ears stay round the face and pull a recogniser back towards the sender.
@@ -214,8 +214,8 @@ class RetargetOptions:
     # The avatar's chin at least this share of the sender's lower-lip-to-chin span below the sender's lower lip:
     # a shorter chin leaves the sender's own lower lip showing under the avatar's (_chin_cover).
     min_chin_share: float = 0.5
-    # The lashes' and crease's rings over each upper lid at the avatar's own share of the margin-to-brow span, times
-    # the sender's change of share (LidSkin); off, they move by the sender's motion in eye widths.
+    # The lashes' and crease's rings over each upper lid at the avatar's own shares of the margin-to-brow span
+    # (_keep_lid_skin); off, they move by the sender's motion in eye widths.
     lid_skin: bool = True
 
 
@@ -437,30 +437,12 @@ _RIGHT_LID_COLUMNS = np.array(
     ],
     np.int32,
 ).T
-# No lid ring moves further from the margin than this times the sender's own change (a pixel's noise near the
-# margin would be a large change), nor past this share of the way to the brow's edge.
-_MAX_LID_STRETCH = 3.0
-_MAX_LID_SHARE = 0.9
 
 
-@dataclass(frozen=True)
-class LidSkin:
-    """The skin over each upper lid: each column's lashes and crease as distances from the margin, in eye widths.
-
-    The margin is set by a ratio of the avatar's own opening (_set_eye_opening); a delta moved the rings above it by
-    the sender's motion in eye widths. On an avatar whose lid is thin for its eye (happy1: margin to crease 0.08-0.27
-    eye widths, the sender's 0.13-0.38), raised brows and a widened eye then stretched that band 1.3-1.5x where the
-    sender's grew 1.16-1.26x: the lashes and a smile's fold drawn as streaks. Kept as the avatar's own distance times
-    the sender's change of distance, the band stretches as the sender's does, whatever the lid's size; the brow stays
-    where the delta puts it (its rise is expression and identity), and the skin under it takes the rest.
-    Changes are per eye width: the sender's eye grows in the head's frame (10% on w0's raised brows) where the
-    avatar's, set from its own corners, does not.
-    """
-
-    columns: npt.NDArray[np.int32]  # (n, 4): margin, lashes, crease, brow edge
-    sides: tuple[str, ...]  # each column's eye
-    avatar_rise: Vec  # (n, 2) the lashes' and the crease's distance from the margin along the chord, in the avatar
-    sender_rise: Vec  # the same in the sender's neutral face
+@cache
+def _lid_columns() -> npt.NDArray[np.int32]:
+    """Both upper lids' columns (14 x 4: margin, lashes, crease, brow edge)."""
+    return np.concatenate([_RIGHT_LID_COLUMNS, topo.symmetry()[_RIGHT_LID_COLUMNS]]).astype(np.int32)
 
 
 def _lid_shares(points: Vec, columns: npt.NDArray[np.int32]) -> tuple[Vec, Vec]:
@@ -472,39 +454,27 @@ def _lid_shares(points: Vec, columns: npt.NDArray[np.int32]) -> tuple[Vec, Vec]:
     return (inner * chord[:, None]).sum(axis=2) / length2[:, None], chord
 
 
-def _lid_rise(points: Vec, columns: npt.NDArray[np.int32], sides: tuple[str, ...]) -> Vec:
-    """Each column's lashes and crease as distances from the margin along its chord, in its eye's widths."""
-    shares, chord = _lid_shares(points, columns)
-    widths = np.array([eye_width(points, side) for side in sides])
-    return shares * (np.linalg.norm(chord, axis=1) / np.maximum(widths, 1e-6))[:, None]
+def plan_lid_skin(avatar_n: Vec) -> Vec:
+    """The avatar's lashes and crease as shares of each column's margin-to-brow chord (_keep_lid_skin), in order."""
+    return np.maximum.accumulate(np.clip(_lid_shares(avatar_n, _lid_columns())[0], 0.0, 1.0), axis=1)
 
 
-def plan_lid_skin(neutral: Vec, avatar_n: Vec) -> LidSkin:
-    """Both upper lids; an eye shut in the sender's neutral face keeps the delta (its distances are a shut lid's,
-    and every open frame would squeeze the avatar's open lid)."""
-    sym = topo.symmetry()
-    eyes = [
-        (side, cols)
-        for side, cols in (("right", _RIGHT_LID_COLUMNS), ("left", sym[_RIGHT_LID_COLUMNS]))
-        if eye_open_ratio(neutral, side) >= EYE_SHUT_BELOW
-    ]
-    columns = np.concatenate([cols for _, cols in eyes]).astype(np.int32) if eyes else np.zeros((0, 4), np.int32)
-    sides = tuple(side for side, cols in eyes for _ in cols)
-    return LidSkin(columns, sides, _lid_rise(avatar_n, columns, sides), _lid_rise(neutral, columns, sides))
+def _keep_lid_skin(target: Vec, shares: Vec) -> None:
+    """The lashes' and crease's rings over each upper lid at the avatar's own shares of the margin-to-brow chord,
+    moved along the chord only; the margin and the brow stay where the opening's ratio and the delta put them.
 
-
-def _keep_lid_skin(target: Vec, now_n: Vec, skin: LidSkin) -> None:
-    """Each column's lashes and crease at the avatar's own distance from the margin times the sender's change of
-    distance, moved along the chord only; the margin and the brow stay where they are."""
-    if not len(skin.columns):
-        return
-    change = np.clip(_lid_rise(now_n, skin.columns, skin.sides) / np.maximum(skin.sender_rise, 1e-6), 0.0, _MAX_LID_STRETCH)
-    share, chord = _lid_shares(target, skin.columns)
-    widths = np.array([eye_width(target, side) for side in skin.sides])
-    per_share = widths / np.maximum(np.linalg.norm(chord, axis=1), 1e-6)  # eye widths to shares of the chord
-    # In order from the margin up: a crease never below its lashes, nor past the brow's edge.
-    want = np.maximum.accumulate(np.clip(skin.avatar_rise * change * per_share[:, None], 0.0, _MAX_LID_SHARE), axis=1)
-    target[skin.columns[:, 1:3], :2] += (want - share)[:, :, None] * chord[:, None, :]
+    The margin is set by a ratio of the avatar's own opening (_set_eye_opening); a delta moved the rings above it by
+    the sender's motion in eye widths, and a lid thin for its eye took it all: on w0's raised brows happy1's margin-to-
+    crease band (0.08-0.27 eye widths, the sender's 0.13-0.38) stretched 1.3-1.5x where the sender's grew 1.16-1.26x,
+    the lashes and a smile's fold drawn as streaks, and a band thinner still (sad) stretched 9x. Spread evenly over the
+    span, no band stretches more than the span between margin and brow does, the least any placement of the rings
+    can give; each keeps the avatar's own proportion of lid to fold, and none crosses another. The sender's own
+    spread is not followed: its lid skin unfolds as the eye narrows (the margin-to-crease band 1.4-1.6x on w1's
+    smile), which an avatar's picture, its lashes and fold painted on, can only show as streaks.
+    """
+    columns = _lid_columns()
+    now, chord = _lid_shares(target, columns)
+    target[columns[:, 1:3], :2] += (shares - now)[:, :, None] * chord[:, None, :]
 
 
 @dataclass(frozen=True)
@@ -519,7 +489,7 @@ class RetargetPlan:
     pull: Vec  # (N, 1) how far each landmark is pulled towards the sender's own outline
     options: RetargetOptions
     chin_strip: ChinStrip
-    lid_skin: LidSkin | None  # None: the lids' rings move by the delta (options.lid_skin off)
+    lid_shares: Vec | None  # the avatar's upper lids' rings as shares of the margin-to-brow span (None: moved by the delta)
 
 
 def plan_retarget(sender_neutral: Landmarks, avatar_neutral: Landmarks, options: RetargetOptions | None = None) -> RetargetPlan:
@@ -561,7 +531,7 @@ def plan_retarget(sender_neutral: Landmarks, avatar_neutral: Landmarks, options:
     pull = np.clip(outline_w * strength, 0.0, 1.0)[:, None]
     eyes = (_neutral_eye_opening(neutral, "right"), _neutral_eye_opening(neutral, "left"))
     # After the push: the lids' shares are the face the expression is added to.
-    lids = plan_lid_skin(neutral, avatar_n) if opts.lid_skin else None
+    lids = plan_lid_skin(avatar_n) if opts.lid_skin else None
     return RetargetPlan(sender_neutral, neutral, avatar_n, gain * opts.expression_gain, eyes, pull, opts, chin, lids)
 
 
@@ -591,8 +561,8 @@ def apply_retarget(plan: RetargetPlan, sender_now: Landmarks) -> Landmarks:
     for k, (side, ring) in enumerate((("right", topo.right_eye_ring()), ("left", topo.left_eye_ring()))):
         ratio = eye_opening(now_n, side) / max(plan.eye_neutral[k], 1e-6)
         _set_eye_opening(target, plan.avatar_n, ring, float(np.clip(ratio, 0.0, plan.options.max_eye_ratio)))
-    if plan.lid_skin is not None:
-        _keep_lid_skin(target, now_n, plan.lid_skin)
+    if plan.lid_shares is not None:
+        _keep_lid_skin(target, plan.lid_shares)
     _uncross_lips(target)
     _keep_chin_strip(target, now_n, plan.chin_strip)
     if plan.pull.any():
