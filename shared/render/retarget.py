@@ -445,36 +445,42 @@ def _lid_columns() -> npt.NDArray[np.int32]:
     return np.concatenate([_RIGHT_LID_COLUMNS, topo.symmetry()[_RIGHT_LID_COLUMNS]]).astype(np.int32)
 
 
-def _lid_shares(points: Vec, columns: npt.NDArray[np.int32]) -> tuple[Vec, Vec]:
-    """Each column's lashes and crease as shares of its margin-to-brow chord (projected on it), and the chord."""
+def _lid_place(points: Vec, columns: npt.NDArray[np.int32]) -> tuple[Vec, Vec]:
+    """Each column's lashes and crease in its margin-to-brow chord's frame, (n, 2, 2): along the chord and across it
+    (a quarter turn), as shares of the chord's length; and the chord."""
     start = points[columns[:, 0], :2]
     chord = points[columns[:, 3], :2] - start
-    length2 = np.maximum((chord**2).sum(axis=1), 1e-9)
+    across = np.stack([-chord[:, 1], chord[:, 0]], axis=1)
+    length2 = np.maximum((chord**2).sum(axis=1), 1e-9)[:, None]
     inner = points[columns[:, 1:3], :2] - start[:, None]
-    return (inner * chord[:, None]).sum(axis=2) / length2[:, None], chord
+    return np.stack([(inner * chord[:, None]).sum(axis=2) / length2, (inner * across[:, None]).sum(axis=2) / length2], axis=2), chord
 
 
 def plan_lid_skin(avatar_n: Vec) -> Vec:
-    """The avatar's lashes and crease as shares of each column's margin-to-brow chord (_keep_lid_skin), in order."""
-    return np.maximum.accumulate(np.clip(_lid_shares(avatar_n, _lid_columns())[0], 0.0, 1.0), axis=1)
+    """The avatar's lashes and crease in each column's chord frame (_keep_lid_skin), in order from the margin up."""
+    place = _lid_place(avatar_n, _lid_columns())[0]
+    place[:, :, 0] = np.maximum.accumulate(np.clip(place[:, :, 0], 0.0, 1.0), axis=1)
+    return place
 
 
-def _keep_lid_skin(target: Vec, shares: Vec) -> None:
-    """The lashes' and crease's rings over each upper lid at the avatar's own shares of the margin-to-brow chord,
-    moved along the chord only; the margin and the brow stay where the opening's ratio and the delta put them.
+def _keep_lid_skin(target: Vec, place: Vec) -> None:
+    """The lashes' and crease's rings over each upper lid where they sit on the avatar's own column, the column's ends
+    at the margin and the brow's edge where the opening's ratio and the delta put them.
 
     The margin is set by a ratio of the avatar's own opening (_set_eye_opening); a delta moved the rings above it by
     the sender's motion in eye widths, and a lid thin for its eye took it all: on w0's raised brows happy1's margin-to-
     crease band (0.08-0.27 eye widths, the sender's 0.13-0.38) stretched 1.3-1.5x where the sender's grew 1.16-1.26x,
-    the lashes and a smile's fold drawn as streaks, and a band thinner still (sad) stretched 9x. Spread evenly over the
-    span, no band stretches more than the span between margin and brow does, the least any placement of the rings
-    can give; each keeps the avatar's own proportion of lid to fold, and none crosses another. The sender's own
-    spread is not followed: its lid skin unfolds as the eye narrows (the margin-to-crease band 1.4-1.6x on w1's
-    smile), which an avatar's picture, its lashes and fold painted on, can only show as streaks.
+    the lashes and a smile's fold drawn as streaks, and a thinner band (sad) 9x. Each column carried whole (a
+    similarity taking its margin and brow edge where they go), no band stretches more than its column does, the
+    least any placement of the rings can give, whatever the lid's thickness; the avatar's proportion of lid to fold is
+    kept and no ring crosses another. The sender's own spread is not followed: its lid skin unfolds as the eye narrows
+    (margin to crease 1.4-1.6x on w1's smile), which a picture, its lashes and fold painted on, shows as streaks.
     """
     columns = _lid_columns()
-    now, chord = _lid_shares(target, columns)
-    target[columns[:, 1:3], :2] += (shares - now)[:, :, None] * chord[:, None, :]
+    chord = target[columns[:, 3], :2] - target[columns[:, 0], :2]
+    across = np.stack([-chord[:, 1], chord[:, 0]], axis=1)
+    start = target[columns[:, 0], :2]
+    target[columns[:, 1:3], :2] = start[:, None] + place[:, :, :1] * chord[:, None] + place[:, :, 1:] * across[:, None]
 
 
 @dataclass(frozen=True)
@@ -489,7 +495,7 @@ class RetargetPlan:
     pull: Vec  # (N, 1) how far each landmark is pulled towards the sender's own outline
     options: RetargetOptions
     chin_strip: ChinStrip
-    lid_shares: Vec | None  # the avatar's upper lids' rings as shares of the margin-to-brow span (None: moved by the delta)
+    lid_place: Vec | None  # the avatar's upper lids' rings in their margin-to-brow columns' frames (None: moved by the delta)
 
 
 def plan_retarget(sender_neutral: Landmarks, avatar_neutral: Landmarks, options: RetargetOptions | None = None) -> RetargetPlan:
@@ -509,6 +515,9 @@ def plan_retarget(sender_neutral: Landmarks, avatar_neutral: Landmarks, options:
     # The skin under the lip as shares of the picture's own span: the identity push, which moves the mouth
     # whole and the skin by its own difference, would fold a thin strip before any expression.
     chin = plan_chin_strip(neutral, avatar_n)
+    # The lids' rings likewise: the push exaggerates a thin lid's difference from the sender's, its lashes' ring
+    # pushed onto or past the margin (a synthetic lid 0.2 as thick as the sender's: every share below zero).
+    lids = plan_lid_skin(avatar_n) if opts.lid_skin else None
     # Sizes from the picture as it is: the push moves the eyes apart, which would change a mouth's size (_mouth_size).
     k_mouth = _mouth_size(avatar_n, opts.widest_rest_mouth) / max(_mouth_size(neutral, opts.widest_rest_mouth), 1e-6)
     k_eye = np.mean([eye_width(avatar_n, side) / max(eye_width(neutral, side), 1e-6) for side in ("right", "left")])
@@ -530,8 +539,6 @@ def plan_retarget(sender_neutral: Landmarks, avatar_neutral: Landmarks, options:
     strength = np.maximum(strength, _chin_cover(sender_neutral.astype(np.float64), avatar_n, opts.min_chin_share) * below)
     pull = np.clip(outline_w * strength, 0.0, 1.0)[:, None]
     eyes = (_neutral_eye_opening(neutral, "right"), _neutral_eye_opening(neutral, "left"))
-    # After the push: the lids' shares are the face the expression is added to.
-    lids = plan_lid_skin(avatar_n) if opts.lid_skin else None
     return RetargetPlan(sender_neutral, neutral, avatar_n, gain * opts.expression_gain, eyes, pull, opts, chin, lids)
 
 
@@ -561,8 +568,8 @@ def apply_retarget(plan: RetargetPlan, sender_now: Landmarks) -> Landmarks:
     for k, (side, ring) in enumerate((("right", topo.right_eye_ring()), ("left", topo.left_eye_ring()))):
         ratio = eye_opening(now_n, side) / max(plan.eye_neutral[k], 1e-6)
         _set_eye_opening(target, plan.avatar_n, ring, float(np.clip(ratio, 0.0, plan.options.max_eye_ratio)))
-    if plan.lid_shares is not None:
-        _keep_lid_skin(target, plan.lid_shares)
+    if plan.lid_place is not None:
+        _keep_lid_skin(target, plan.lid_place)
     _uncross_lips(target)
     _keep_chin_strip(target, now_n, plan.chin_strip)
     if plan.pull.any():
