@@ -5,7 +5,8 @@ Head pose is removed with a 3-D similarity (Procrustes) fitted on points that ex
 moves; the delta F - N is taken in the neutral head frame, scaled per region by the ratio of the
 avatar's feature size to the sender's, added to the avatar's neutral face brought into the same
 frame, and the result is placed back at the sender's current pose. Eyelids use the ratio of
-opening instead of a delta so a blink closes any eye, large or small; the skin between the lower lip
+opening instead of a delta so a blink closes any eye, large or small; the skin over each upper lid keeps its
+share of the margin-to-brow span, so a thin lid is not stretched into streaks, and the skin between the lower lip
 and the chin likewise keeps its share of that span, so a smile's squeeze never folds it over the lip. The face outline can be pulled
 towards the sender's own outline so the avatar's features sit inside the sender's head and hair.
 The avatar's neutral face is first pushed further from the sender's (identity_push): the sender's
@@ -213,6 +214,9 @@ class RetargetOptions:
     # The avatar's chin at least this share of the sender's lower-lip-to-chin span below the sender's lower lip:
     # a shorter chin leaves the sender's own lower lip showing under the avatar's (_chin_cover).
     min_chin_share: float = 0.5
+    # The lashes' and crease's rings over each upper lid at the avatar's own shares of the margin-to-brow span
+    # (_keep_lid_skin); off, they move by the sender's motion in eye widths.
+    lid_skin: bool = True
 
 
 def _mouth_size(points: Vec, widest: float) -> float:
@@ -421,6 +425,64 @@ def _keep_chin_strip(target: Vec, now_n: Vec, strip: ChinStrip) -> None:
     target[strip.ids, :2] += ((want - share) * span)[:, None] * strip.normal
 
 
+# The skin over the subject's right upper lid in seven columns, outer corner to inner: the margin's landmark
+# (eye ring[1:8]), the lashes' ring, the crease's ring, and the brow's lower edge (the mesh's rings one, two and
+# three edges above the margin); the left lid's by symmetry.
+_RIGHT_LID_COLUMNS = np.array(
+    [
+        (246, 161, 160, 159, 158, 157, 173),
+        (247, 30, 29, 27, 28, 56, 190),
+        (113, 225, 224, 223, 222, 221, 189),
+        (124, 46, 53, 52, 65, 55, 193),
+    ],
+    np.int32,
+).T
+
+
+@cache
+def _lid_columns() -> npt.NDArray[np.int32]:
+    """Both upper lids' columns (14 x 4: margin, lashes, crease, brow edge)."""
+    return np.concatenate([_RIGHT_LID_COLUMNS, topo.symmetry()[_RIGHT_LID_COLUMNS]]).astype(np.int32)
+
+
+def _lid_place(points: Vec, columns: npt.NDArray[np.int32]) -> tuple[Vec, Vec]:
+    """Each column's lashes and crease in its margin-to-brow chord's frame, (n, 2, 2): along the chord and across it
+    (a quarter turn), as shares of the chord's length; and the chord."""
+    start = points[columns[:, 0], :2]
+    chord = points[columns[:, 3], :2] - start
+    across = np.stack([-chord[:, 1], chord[:, 0]], axis=1)
+    length2 = np.maximum((chord**2).sum(axis=1), 1e-9)[:, None]
+    inner = points[columns[:, 1:3], :2] - start[:, None]
+    return np.stack([(inner * chord[:, None]).sum(axis=2) / length2, (inner * across[:, None]).sum(axis=2) / length2], axis=2), chord
+
+
+def plan_lid_skin(avatar_n: Vec) -> Vec:
+    """The avatar's lashes and crease in each column's chord frame (_keep_lid_skin), in order from the margin up."""
+    place = _lid_place(avatar_n, _lid_columns())[0]
+    place[:, :, 0] = np.maximum.accumulate(np.clip(place[:, :, 0], 0.0, 1.0), axis=1)
+    return place
+
+
+def _keep_lid_skin(target: Vec, place: Vec) -> None:
+    """The lashes' and crease's rings over each upper lid where they sit on the avatar's own column, the column's ends
+    at the margin and the brow's edge where the opening's ratio and the delta put them.
+
+    The margin is set by a ratio of the avatar's own opening (_set_eye_opening); a delta moved the rings above it by
+    the sender's motion in eye widths, and a lid thin for its eye took it all: on w0's raised brows happy1's margin-to-
+    crease band (0.08-0.27 eye widths, the sender's 0.13-0.38) stretched 1.3-1.5x where the sender's grew 1.16-1.26x,
+    the lashes and a smile's fold drawn as streaks, and a thinner band (sad) 9x. Each column carried whole (a
+    similarity taking its margin and brow edge where they go), no band stretches more than its column does, the
+    least any placement of the rings can give, whatever the lid's thickness; the avatar's proportion of lid to fold is
+    kept and no ring crosses another. The sender's own spread is not followed: its lid skin unfolds as the eye narrows
+    (margin to crease 1.4-1.6x on w1's smile), which a picture, its lashes and fold painted on, shows as streaks.
+    """
+    columns = _lid_columns()
+    chord = target[columns[:, 3], :2] - target[columns[:, 0], :2]
+    across = np.stack([-chord[:, 1], chord[:, 0]], axis=1)
+    start = target[columns[:, 0], :2]
+    target[columns[:, 1:3], :2] = start[:, None] + place[:, :, :1] * chord[:, None] + place[:, :, 1:] * across[:, None]
+
+
 @dataclass(frozen=True)
 class RetargetPlan:
     """What retarget needs that depends only on the sender's neutral face and the avatar: built once per keyframe and avatar."""
@@ -433,6 +495,7 @@ class RetargetPlan:
     pull: Vec  # (N, 1) how far each landmark is pulled towards the sender's own outline
     options: RetargetOptions
     chin_strip: ChinStrip
+    lid_place: Vec | None  # the avatar's upper lids' rings in their margin-to-brow columns' frames (None: moved by the delta)
 
 
 def plan_retarget(sender_neutral: Landmarks, avatar_neutral: Landmarks, options: RetargetOptions | None = None) -> RetargetPlan:
@@ -452,6 +515,9 @@ def plan_retarget(sender_neutral: Landmarks, avatar_neutral: Landmarks, options:
     # The skin under the lip as shares of the picture's own span: the identity push, which moves the mouth
     # whole and the skin by its own difference, would fold a thin strip before any expression.
     chin = plan_chin_strip(neutral, avatar_n)
+    # The lids' rings likewise: the push exaggerates a thin lid's difference from the sender's, its lashes' ring
+    # pushed onto or past the margin (a synthetic lid 0.2 as thick as the sender's: every share below zero).
+    lids = plan_lid_skin(avatar_n) if opts.lid_skin else None
     # Sizes from the picture as it is: the push moves the eyes apart, which would change a mouth's size (_mouth_size).
     k_mouth = _mouth_size(avatar_n, opts.widest_rest_mouth) / max(_mouth_size(neutral, opts.widest_rest_mouth), 1e-6)
     k_eye = np.mean([eye_width(avatar_n, side) / max(eye_width(neutral, side), 1e-6) for side in ("right", "left")])
@@ -473,7 +539,7 @@ def plan_retarget(sender_neutral: Landmarks, avatar_neutral: Landmarks, options:
     strength = np.maximum(strength, _chin_cover(sender_neutral.astype(np.float64), avatar_n, opts.min_chin_share) * below)
     pull = np.clip(outline_w * strength, 0.0, 1.0)[:, None]
     eyes = (_neutral_eye_opening(neutral, "right"), _neutral_eye_opening(neutral, "left"))
-    return RetargetPlan(sender_neutral, neutral, avatar_n, gain * opts.expression_gain, eyes, pull, opts, chin)
+    return RetargetPlan(sender_neutral, neutral, avatar_n, gain * opts.expression_gain, eyes, pull, opts, chin, lids)
 
 
 def _chin_cover(keyframe: Vec, avatar_n: Vec, min_share: float) -> float:
@@ -502,6 +568,8 @@ def apply_retarget(plan: RetargetPlan, sender_now: Landmarks) -> Landmarks:
     for k, (side, ring) in enumerate((("right", topo.right_eye_ring()), ("left", topo.left_eye_ring()))):
         ratio = eye_opening(now_n, side) / max(plan.eye_neutral[k], 1e-6)
         _set_eye_opening(target, plan.avatar_n, ring, float(np.clip(ratio, 0.0, plan.options.max_eye_ratio)))
+    if plan.lid_place is not None:
+        _keep_lid_skin(target, plan.lid_place)
     _uncross_lips(target)
     _keep_chin_strip(target, now_n, plan.chin_strip)
     if plan.pull.any():
