@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from facewire.shared.face import topology as topo
-from facewire.shared.render.iris import iris_geometry, lift_irises
+from facewire.shared.render.iris import Iris, iris_geometry, lift_irises
 from facewire.shared.types import Image, Landmarks
 from tests.test_render_iris import IRIS, SKIN, WHITE, _scaled_landmarks
 
@@ -31,14 +31,30 @@ def _narrowed(lm: Landmarks, factor: float) -> Landmarks:
     return out
 
 
+_EYES = ((topo.right_eye_ring(), topo.RIGHT_IRIS_CENTER, topo.RIGHT_IRIS), (topo.left_eye_ring(), topo.LEFT_IRIS_CENTER, topo.LEFT_IRIS))
+
+
+def _lifted_eyes(lm: Landmarks, image: Image) -> list[tuple[Iris, float, np.ndarray, np.ndarray]]:
+    """Per lifted iris: the iris, the landmarks' iris radius, and over its patch the picture's opening (255 inside)
+    and each pixel's distance from the iris centre."""
+    _, irises = lift_irises(image, lm)
+    out = []
+    for lifted, (ring, centre, ring_iris) in zip(irises, _EYES, strict=True):
+        assert lifted is not None
+        c, r = iris_geometry(lm, centre, ring_iris)
+        origin = c - np.array(lifted.centre)
+        opening = np.zeros(lifted.alpha.shape, np.uint8)
+        cv2.fillPoly(opening, [np.round(lm[ring, :2] - origin).astype(np.int32)], 255)
+        ys, xs = np.mgrid[0 : opening.shape[0], 0 : opening.shape[1]]
+        out.append((lifted, r, opening, np.hypot(xs - lifted.centre[0], ys - lifted.centre[1])))
+    return out
+
+
 def _eye_picture(lm: Landmarks, side: tuple[int, int, int], iris: tuple[int, int, int]) -> Image:
     """Skin; each eye opening filled with `side`, an iris of the landmarks' radius in it, cut by the lids."""
     h, w = int(lm[:, 1].max()) + 40, int(lm[:, 0].max()) + 40
     image = np.full((h, w, 3), SKIN, np.uint8)
-    for ring, centre, ring_iris in (
-        (topo.right_eye_ring(), topo.RIGHT_IRIS_CENTER, topo.RIGHT_IRIS),
-        (topo.left_eye_ring(), topo.LEFT_IRIS_CENTER, topo.LEFT_IRIS),
-    ):
+    for ring, centre, ring_iris in _EYES:
         opening = np.zeros((h, w), np.uint8)
         cv2.fillPoly(opening, [np.round(lm[ring, :2]).astype(np.int32)], 255)
         eye = np.full_like(image, side)
@@ -50,19 +66,8 @@ def _eye_picture(lm: Landmarks, side: tuple[int, int, int], iris: tuple[int, int
 
 def _hidden_drawn(lm: Landmarks, image: Image) -> list[np.ndarray]:
     """Per lifted iris, the colours of its patch where the picture's lids hid it and the iris is drawn."""
-    _, irises = lift_irises(image, lm)
-    assert irises[0] is not None and irises[1] is not None, "both irises lifted"
     out = []
-    for iris, (ring, centre, ring_iris) in zip(
-        irises,
-        ((topo.right_eye_ring(), topo.RIGHT_IRIS_CENTER, topo.RIGHT_IRIS), (topo.left_eye_ring(), topo.LEFT_IRIS_CENTER, topo.LEFT_IRIS)),
-        strict=True,
-    ):
-        assert iris is not None
-        c, _ = iris_geometry(lm, centre, ring_iris)
-        origin = c - np.array(iris.centre)  # the patch's top-left in the picture
-        opening = np.zeros(iris.alpha.shape, np.uint8)
-        cv2.fillPoly(opening, [np.round(lm[ring, :2] - origin).astype(np.int32)], 255)
+    for iris, _, opening, _ in _lifted_eyes(lm, image):
         # Two pixels clear of the lid line, where the drawing is plainly the iris's own top or bottom.
         hidden = cv2.dilate(opening, np.ones((5, 5), np.uint8)) == 0
         out.append(iris.patch[hidden & (iris.alpha > 0.5)].astype(np.float64))
@@ -88,20 +93,7 @@ def test_the_white_beside_an_iris_is_not_drawn_with_it(side: tuple[int, int, int
     """The white inside the iris's drawn reach is left to the paint-out: carried with the iris, it drew a pale
     crescent round it wherever the rendered eye opens differently from the picture's (s5's pinkish white)."""
     lm = _narrowed(_scaled_landmarks(), 0.7)
-    image = _eye_picture(lm, side, iris)
-    _, irises = lift_irises(image, lm)
-    for lifted, (ring, centre, ring_iris) in zip(
-        irises,
-        ((topo.right_eye_ring(), topo.RIGHT_IRIS_CENTER, topo.RIGHT_IRIS), (topo.left_eye_ring(), topo.LEFT_IRIS_CENTER, topo.LEFT_IRIS)),
-        strict=True,
-    ):
-        assert lifted is not None
-        c, r = iris_geometry(lm, centre, ring_iris)
-        origin = c - np.array(lifted.centre)
-        opening = np.zeros(lifted.alpha.shape, np.uint8)
-        cv2.fillPoly(opening, [np.round(lm[ring, :2] - origin).astype(np.int32)], 255)
-        ys, xs = np.mgrid[0 : opening.shape[0], 0 : opening.shape[1]]
-        distance = np.hypot(xs - lifted.centre[0], ys - lifted.centre[1])
+    for lifted, r, opening, distance in _lifted_eyes(lm, _eye_picture(lm, side, iris)):
         # Two pixels and more past the painted iris, well inside the opening: the white.
         beside = (cv2.erode(opening, np.ones((5, 5), np.uint8)) > 0) & (distance > r + 2.0)
         drawn = beside & (lifted.alpha > 0.0)
@@ -118,10 +110,7 @@ def test_an_iris_with_a_dark_ring_round_it_is_completed_under_the_lids_only_to_t
     lm = _narrowed(_scaled_landmarks(), 0.7)
     image = _eye_picture(lm, WHITE, IRIS)
     rings = np.zeros(image.shape[:2], np.uint8)
-    for ring, centre, ring_iris in (
-        (topo.right_eye_ring(), topo.RIGHT_IRIS_CENTER, topo.RIGHT_IRIS),
-        (topo.left_eye_ring(), topo.LEFT_IRIS_CENTER, topo.LEFT_IRIS),
-    ):
+    for ring, centre, ring_iris in _EYES:
         c, r = iris_geometry(lm, centre, ring_iris)
         opening = np.zeros(image.shape[:2], np.uint8)
         cv2.fillPoly(opening, [np.round(lm[ring, :2]).astype(np.int32)], 255)
@@ -130,19 +119,7 @@ def test_an_iris_with_a_dark_ring_round_it_is_completed_under_the_lids_only_to_t
         cv2.circle(band, (int(round(c[0])), int(round(c[1]))), int(round(r)), 0, -1)
         rings |= band & opening
     image[rings > 0] = (70, 60, 55)  # a dark ring round each iris, as dark as a shadow
-    _, irises = lift_irises(image, lm)
-    for lifted, (ring, centre, ring_iris) in zip(
-        irises,
-        ((topo.right_eye_ring(), topo.RIGHT_IRIS_CENTER, topo.RIGHT_IRIS), (topo.left_eye_ring(), topo.LEFT_IRIS_CENTER, topo.LEFT_IRIS)),
-        strict=True,
-    ):
-        assert lifted is not None
-        c, r = iris_geometry(lm, centre, ring_iris)
-        origin = c - np.array(lifted.centre)
-        opening = np.zeros(lifted.alpha.shape, np.uint8)
-        cv2.fillPoly(opening, [np.round(lm[ring, :2] - origin).astype(np.int32)], 255)
-        ys, xs = np.mgrid[0 : opening.shape[0], 0 : opening.shape[1]]
-        distance = np.hypot(xs - lifted.centre[0], ys - lifted.centre[1])
+    for lifted, r, opening, distance in _lifted_eyes(lm, image):
         hidden = cv2.dilate(opening, np.ones((3, 3), np.uint8)) == 0
         assert float(lifted.alpha[hidden & (distance > r + 1.5)].max(initial=0.0)) == 0.0
         assert float(lifted.alpha[hidden & (distance < r - 1.0)].min()) > 0.99  # the iris itself is completed
