@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from facewire.shared.face import topology as topo
 from facewire.shared.render.delight import eye_openings, normalised_blur
-from facewire.shared.render.occlusion import avatar_spectacles, brow_hulls, mean_eye_width
+from facewire.shared.render.occlusion import FRAME_EDGE, avatar_spectacles, brow_hulls, mean_eye_width
 from facewire.shared.types import Image, Landmarks
 
 FloatArray = npt.NDArray[np.float32]
@@ -30,7 +30,6 @@ FloatArray = npt.NDArray[np.float32]
 ANCHORS = (168, 6, 197, 9, 8, 127, 356, 116, 345, 123, 352)
 _FILL_LEVELS = (0.12, 0.06, 0.03, 0.015)  # of the face width: the fill's blurs, coarse to fine
 _FILL_ENOUGH = 0.2  # share of a blur's window on skin for its level to set the fill
-_FILL_GROW = 0.012  # of the face width: the fill reaches this far past the frames
 _LASH_LINE = 0.012  # of the face width round the eyes' openings: never filled
 _FILL_BERTH = 0.1  # of the eye's width round the openings: lashes and liner, not skin to spread
 _LEVEL_STEP = 0.5  # the layer is pre-shrunk by halves: drawn smaller than that, a thin rim aliases
@@ -86,7 +85,7 @@ def fill_under(image: Image, landmarks: Landmarks, alpha: FloatArray) -> Image:
     for hull in brow_hulls(shape, local):
         excluded |= hull
     # The frames' dark edge and the shadow they cast on the skin go too: left, they draw the frames' ghost.
-    g = max(1, int(round(_FILL_GROW * width)))
+    g = max(1, int(round(FRAME_EDGE * width)))
     holes = cv2.dilate((a > 0.02).astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * g + 1, 2 * g + 1)))
     a = np.maximum(a, np.clip(cv2.GaussianBlur(holes.astype(np.float32), (0, 0), 0.5 * g) * 2.0, 0.0, 1.0))
     # The eyes' openings and lash lines stay as drawn, whatever comes near them.

@@ -728,12 +728,14 @@ def _without_glasses(
     frame = _frame_pixels(crop, lm.astype(np.float64), width)
     if frame is not None:
         glasses |= frame > 0.05
-    grow = max(1, int(round(_GLASSES_EDGE * width)))
+    grow = max(1, int(round(FRAME_EDGE * width)))
     cut = cv2.dilate(glasses.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
     return _components(np.asarray(kept * (cut == 0), np.uint8), least, opened=True)
 
 
-_GLASSES_EDGE = 0.012  # of the face width: a frame's dark edge and shadow beside its rim (as glasses.lift_glasses)
+# Of the face width: a spectacle frame's dark edge and shadow beside its rim, taken with it (here, and where
+# glasses.lift_glasses fills an avatar's frames out).
+FRAME_EDGE = 0.012
 
 
 # Skin for the cover's colour model: cheeks, nose and the sides of the nose, never the forehead
