@@ -24,6 +24,17 @@ def _gazing(lm: np.ndarray, amount: float) -> np.ndarray:
     return out
 
 
+def _assert_moved_whole(out: np.ndarray, shape_of: np.ndarray, idx: tuple[int, ...], atol: float) -> None:
+    """The iris `idx` in `out` has the ring round its centre that `shape_of` has: moved as one piece."""
+    ring = out[list(idx), :2] - out[idx[0], :2]
+    assert np.allclose(ring, shape_of[list(idx), :2] - shape_of[idx[0], :2], atol=atol)
+
+
+def _assert_only_irises_moved(out: np.ndarray, before: np.ndarray) -> None:
+    others = np.setdiff1d(np.arange(len(before)), RIGHT + LEFT)
+    assert np.array_equal(out[others], before[others])
+
+
 def test_a_far_gaze_is_held_within_the_travel_and_the_iris_keeps_its_shape() -> None:
     neutral = astronaut_landmarks()
     target = _gazing(neutral, 0.3)
@@ -31,10 +42,8 @@ def test_a_far_gaze_is_held_within_the_travel_and_the_iris_keeps_its_shape() -> 
     for idx, corners in ((RIGHT, topo.RIGHT_EYE_CORNERS), (LEFT, topo.LEFT_EYE_CORNERS)):
         travel = np.linalg.norm(held[idx[0], :2] - neutral[idx[0], :2]) / _eye_width(neutral, corners)
         assert 0.05 < travel <= 0.081, travel  # most of the allowed travel, never more
-        ring = held[list(idx), :2] - held[idx[0], :2]
-        assert np.allclose(ring, target[list(idx), :2] - target[idx[0], :2], atol=1e-4)  # moved whole
-    others = np.setdiff1d(np.arange(len(neutral)), RIGHT + LEFT)
-    assert np.array_equal(held[others], target[others])
+        _assert_moved_whole(held, target, idx, 1e-4)
+    _assert_only_irises_moved(held, target)
 
 
 def test_small_glances_pass_and_eyes_not_held_are_untouched() -> None:
@@ -87,10 +96,8 @@ def test_a_glance_into_the_corner_stops_where_the_avatars_iris_still_shows() -> 
         edge = abs(now) + _iris_share(neutral, idx, corners)
         assert edge < 0.5 - 0.2 * (0.5 - abs(rest) - _iris_share(neutral, idx, corners)) + 1e-6, edge
         assert sign * (now - rest) > 0.15  # the glance is still there, the same way
-        ring = far[list(idx), :2] - far[idx[0], :2]
-        assert np.allclose(ring, neutral[list(idx), :2] - neutral[idx[0], :2], atol=1e-3)  # moved whole
-    others = np.setdiff1d(np.arange(len(neutral)), RIGHT + LEFT)
-    assert np.array_equal(far[others], neutral[others])
+        _assert_moved_whole(far, neutral, idx, 1e-3)
+    _assert_only_irises_moved(far, neutral)
 
 
 def test_an_ordinary_glance_passes_and_eyes_not_limited_are_untouched() -> None:
