@@ -140,8 +140,7 @@ class Timer:
 STEP_TARGETS: tuple[tuple[Any, str], ...] = (
     (MeshRenderer, "_keyframe_map"), (MeshRenderer, "_avatar_target"), (MeshRenderer, "_render_avatar"),
     (MeshRenderer, "_avatar_panels"), (MeshRenderer, "_keyframe_occluder"), (MeshRenderer, "_warp_reach"),
-    (mesh, "remap"), (mesh, "_unpacked"), (mesh, "_warp_unpacked"), (mesh, "_inner_warp_map"), (mesh, "_warp_face"),
-    (mesh, "_warp_occluder"),
+    (mesh, "remap"), (mesh, "_unpacked"), (mesh, "_inner_warp_map"), (mesh, "_warp_occluder"),
     (mesh, "_dense_keyframe_box"), (mesh, "close_lids"), (mesh, "draw_irises"), (mesh, "draw_glasses"),
     (mesh, "reveal_whites"), (mesh, "similarity_2d"),
     (blend, "match_shading"), (blend, "face_mask"), (blend, "swap_weight"), (blend, "blend"),

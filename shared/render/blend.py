@@ -101,24 +101,11 @@ def face_mask(landmarks: Landmarks, region: Region, options: BlendOptions) -> Fl
     points = (shrunk + 0.5) / f - 0.5 + pad
     cv2.fillPoly(mask, [np.round(points * 16).astype(np.int32)], 1.0, cv2.LINE_AA, shift=4)
     mask = cv2.GaussianBlur(mask, (0, 0), max(0.5, sigma / f), borderType=cv2.BORDER_CONSTANT)
-    soft = _upsampled_crop(mask, f, pad * f, region.height, region.width)
+    big = cv2.resize(mask, (cols * f, rows * f), interpolation=cv2.INTER_LINEAR)
+    soft = np.ascontiguousarray(big[pad * f : pad * f + region.height, pad * f : pad * f + region.width], np.float32)
     if options.forehead_fade <= 0.0:
         return soft
     return soft * _forehead_fade(landmarks, region, options.forehead_fade)
-
-
-def _upsampled_crop(small: FloatImage, factor: int, offset: int, height: int, width: int) -> FloatImage:
-    """cv2.resize(small, `factor` times larger)[offset : offset + height, offset : offset + width], resizing only the
-    small pixels the crop reads (with one of margin: bilinear upsampling by an integer factor reads a pixel's two
-    neighbours only, so the same values) rather than the feather's margin too (a quarter more of a large face)."""
-    if factor == 1:
-        return np.ascontiguousarray(small[offset : offset + height, offset : offset + width], np.float32)
-    rows, cols = small.shape
-    y0 = x0 = max(0, offset // factor - 1)
-    y1, x1 = min(rows, -(-(offset + height) // factor) + 1), min(cols, -(-(offset + width) // factor) + 1)
-    up = cv2.resize(small[y0:y1, x0:x1], ((x1 - x0) * factor, (y1 - y0) * factor), interpolation=cv2.INTER_LINEAR)
-    oy, ox = offset - y0 * factor, offset - x0 * factor
-    return np.ascontiguousarray(up[oy : oy + height, ox : ox + width], np.float32)
 
 
 def _forehead_fade(landmarks: Landmarks, region: Region, fraction: float) -> FloatImage:
@@ -253,37 +240,8 @@ def match_shading(
     if options.seam_reach > 0.0:
         shaded = face_float * factor3
         factor3 = factor3 * np.exp(_seam_field(shaded, logs[..., 5:8], wt, options.seam_reach * width / f))
-    return _apply_factor(face, factor3.astype(np.float32), f)
-
-
-def _apply_factor(face: Image, factor: FloatImage, f: int) -> Image:
-    """face x `factor` brought up to the face's size (bilinear), rounded to uint8.
-
-    In strips of rows when the face is a whole number of `f` (the factor's scale) on each side: a strip's factor is
-    the resize of the small rows it reads (one of margin: bilinear upsampling by an integer factor reads a pixel's
-    two neighbours only), so the same values as the whole face's, without a face-sized 3-channel float array:
-    these passes are memory-bound, and on a machine whose other cores stream memory the whole-face temporaries
-    cost several times the arithmetic.
-    """
-    h, w = face.shape[:2]
-    if f == 1 or h % f or w % f or factor.shape[:2] != (h // f, w // f):
-        full = cv2.resize(factor, (w, h), interpolation=cv2.INTER_LINEAR)
-        return np.asarray(cv2.multiply(face, full, dtype=cv2.CV_8U), np.uint8)
-    out = np.empty_like(face)
-    rows = max(1, STRIP_ROWS // f)  # small rows a strip
-    small_rows = factor.shape[0]
-    for r0 in range(0, small_rows, rows):
-        r1 = min(r0 + rows, small_rows)
-        c0, c1 = max(0, r0 - 1), min(small_rows, r1 + 1)
-        up = cv2.resize(factor[c0:c1], (w, (c1 - c0) * f), interpolation=cv2.INTER_LINEAR)
-        top = (r0 - c0) * f
-        out[r0 * f : r1 * f] = cv2.multiply(face[r0 * f : r1 * f], up[top : top + (r1 - r0) * f], dtype=cv2.CV_8U)
-    return out
-
-
-# Rows of a face worked at a time by the per-pixel passes (_apply_factor, blend): ~30 rows of a large face's
-# 3-channel floats stay in a core's cache.
-STRIP_ROWS = 32
+    factor_full = cv2.resize(factor3.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    return np.asarray(cv2.multiply(face, factor_full, dtype=cv2.CV_8U), np.uint8)
 
 
 def _skin_likeness(scene_logs: FloatImage, weight: FloatImage) -> FloatImage:
@@ -401,26 +359,15 @@ def swap_weight(mask: FloatImage, alpha: Alpha | None, occluder: FloatImage | No
     """How much of the rendered face to use per pixel: less where the matte is unsure, none under occluders."""
     weight = mask
     if alpha is not None:
-        # in place on one temporary: the same float32 steps as mask * clip((alpha - 0.3) / 0.5, 0, 1)
-        sure = alpha - np.float32(0.3)
-        sure /= np.float32(0.5)
-        np.clip(sure, 0.0, 1.0, out=sure)
-        sure *= weight
-        weight = sure
+        weight = weight * np.clip((alpha - 0.3) / 0.5, 0.0, 1.0)
     if occluder is not None:
         weight = weight * (1.0 - occluder)
-    return weight.astype(np.float32, copy=False)
+    return weight.astype(np.float32)
 
 
 def blend(base: Image, face: Image, weight: FloatImage) -> Image:
-    """base + weight * (face - base), rounded: a few OpenCV passes (faster than cv2.blendLinear here), a strip of
-    rows at a time (STRIP_ROWS: the float temporaries stay in the cache; the passes are pointwise, so the same
-    values as over the whole)."""
-    out = np.empty_like(base)
-    for y0 in range(0, base.shape[0], STRIP_ROWS):
-        rows = slice(y0, y0 + STRIP_ROWS)
-        start = base[rows].astype(np.float32)
-        weight3 = cv2.merge([np.ascontiguousarray(weight[rows], np.float32)] * 3)
-        step = cv2.multiply(cv2.subtract(face[rows].astype(np.float32), start), weight3)
-        out[rows] = cv2.convertScaleAbs(cv2.add(start, step))
-    return out
+    """base + weight * (face - base), rounded: a few whole-array OpenCV passes (faster than cv2.blendLinear here)."""
+    start = base.astype(np.float32)
+    weight3 = cv2.merge([np.ascontiguousarray(weight, np.float32)] * 3)
+    step = cv2.multiply(cv2.subtract(face.astype(np.float32), start), weight3)
+    return np.asarray(cv2.convertScaleAbs(cv2.add(start, step)), np.uint8)

@@ -29,17 +29,7 @@ from facewire.shared.render.lids import REDRAWN, close_lids
 from facewire.shared.render.occlusion import OcclusionOptions, SpectacleMemory, occluder_mask
 from facewire.shared.render.retarget import RetargetOptions, RetargetPlan, apply_retarget, lip_retraction, plan_retarget
 from facewire.shared.render.sclera import EyeWhite, eye_whites, reveal_whites
-from facewire.shared.render.warp import (
-    FIXED_POINT_PIXELS,
-    CoarseMap,
-    PointMap,
-    Points,
-    Region,
-    coarse_warp_map,
-    remap,
-    similarity_2d,
-    warp_map,
-)
+from facewire.shared.render.warp import FIXED_POINT_PIXELS, CoarseMap, PointMap, Points, Region, remap, similarity_2d, warp_map
 from facewire.shared.types import Affine, Alpha, AlphaFix, FrameState, IdentityAsset, Image, KeyframeState, Landmarks, RenderedPerson
 
 log = logging.getLogger(__name__)
@@ -240,25 +230,6 @@ def _unpacked(packed: npt.NDArray[np.uint8]) -> tuple[Image, Alpha]:
     return np.asarray(cv2.cvtColor(packed, cv2.COLOR_BGRA2BGR), np.uint8), alpha
 
 
-def _warp_unpacked(packed: npt.NDArray[np.uint8], maps: CoarseMap) -> tuple[Image, Alpha]:
-    """_unpacked(remap(packed, maps.full())), a band of `_BAND` rows at a time: the same bytes (a band's map is the
-    full map's rows, CoarseMap.box, converted to fixed point as remap converts a frame's), without the frame-sized
-    float map, its fixed-point copy and the warped BGRA frame. The warp is memory-bound, and on a machine whose other
-    cores stream memory those frame-sized passes cost about as much as the lookups."""
-    h, w = packed.shape[:2]
-    if maps.region != Region.full((w, h)) or w * h < FIXED_POINT_PIXELS:
-        return _unpacked(remap(packed, maps.full()))
-    image = np.empty((h, w, 3), np.uint8)
-    alpha = np.empty((h, w), np.float32)
-    columns = slice(0, w)
-    for y0 in range(0, h, _BAND):
-        rows = slice(y0, min(y0 + _BAND, h))
-        fixed, fraction = cv2.convertMaps(maps.box(rows, columns), None, cv2.CV_16SC2)
-        band = cv2.remap(packed, fixed, fraction, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        image[rows], alpha[rows] = _unpacked(band)
-    return image, alpha
-
-
 def _apply(matrix: npt.NDArray[np.float64], points: Points) -> Points:
     return (points.astype(np.float64) @ matrix[:, :2].T + matrix[:, 2]).astype(np.float32)
 
@@ -346,7 +317,7 @@ class MeshRenderer:
         elif reach:
             image, alpha = _unpacked(self._warp_reach(model, dst, frame, maps))
         else:
-            image, alpha = _warp_unpacked(model.packed, maps)
+            image, alpha = _unpacked(remap(model.packed, maps.full()))
         if not avatar:
             reveal_whites(image, dst, model.whites)
             if self.options.smooth_lids:
@@ -575,7 +546,8 @@ class MeshRenderer:
         # Outside the mesh (the feathered edge reaches a little past it) sample the avatar's own
         # surroundings under the same head motion, not whatever the identity map would hit.
         fallback = to_level @ np.vstack([similarity_2d(target, texture.landmarks), [0.0, 0.0, 1.0]])
-        face, covered = _warp_face(level, dst_vertices[mesh_tris], src, region, step, order, fallback)
+        face_map, covered = _inner_warp_map(dst_vertices[mesh_tris], src, region, step, order, fallback)
+        face = remap(level, face_map)
         sy, sx, py, px = region.clip_to(size)
         if sy.stop <= sy.start or sx.stop <= sx.start:
             return  # the face is entirely outside the picture
@@ -709,30 +681,15 @@ def _warp_occluder(occluder: npt.NDArray[np.uint8], maps: PointMap) -> npt.NDArr
     return out
 
 
-def _warp_face(level: Image, dst: Points, src: Points, region: Region, step: int, order: npt.NDArray[np.intp],
-               fallback: npt.NDArray[np.float64]) -> tuple[Image, npt.NDArray[np.uint8]]:
-    """`level` warped over `region` and the map's coverage there (255: inside the mesh).
-
-    The map is warp_map's over `region` computed one coarse sample wider on every side and cut back: the upsampled
-    map at the region's border rows is then interpolated like inside, not held at the last sample, so where the
-    region ends (the frame's edge, say) changes nothing. A large face's map is upsampled and looked up a band of
-    `_BAND` rows at a time (CoarseMap.box: the full map's rows; converted to fixed point as `remap` converts the
-    whole): the same bytes without the face-sized float map and its fixed-point copy, memory-bound passes that on a
-    machine whose other cores stream memory cost about as much as the lookups.
-    """
+def _inner_warp_map(dst: Points, src: Points, region: Region, step: int, order: npt.NDArray[np.intp],
+                    fallback: npt.NDArray[np.float64]) -> tuple[PointMap, npt.NDArray[np.uint8]]:
+    """warp_map over `region` computed one coarse sample wider on every side and cut back: the upsampled
+    map at the region's border rows is then interpolated like inside, not held at the last sample,
+    so where the region ends (the frame's edge, say) changes nothing."""
     wide = Region(region.x0 - step, region.y0 - step, region.width + 2 * step, region.height + 2 * step)
-    maps, covered = coarse_warp_map(dst, src, wide, step, order, fallback)
-    rows, columns = slice(region.y0, region.y0 + region.height), slice(region.x0, region.x0 + region.width)
+    maps, covered = warp_map(dst, src, wide, step, order, fallback)
     inner = (slice(step, step + region.height), slice(step, step + region.width))
-    if region.width * region.height < FIXED_POINT_PIXELS:
-        return remap(level, maps.box(rows, columns)), covered[inner]
-    face = np.empty((region.height, region.width, 3), np.uint8)
-    for y0 in range(rows.start, rows.stop, _BAND):
-        band = slice(y0, min(y0 + _BAND, rows.stop))
-        fixed, fraction = cv2.convertMaps(maps.box(band, columns), None, cv2.CV_16SC2)
-        cv2.remap(level, fixed, fraction, cv2.INTER_LINEAR, dst=face[y0 - rows.start : band.stop - rows.start],
-                  borderMode=cv2.BORDER_REPLICATE)
-    return face, covered[inner]
+    return maps[inner], covered[inner]
 
 
 def _face_map_region(vertices: Points, size: tuple[int, int], step: int) -> Region:

@@ -263,23 +263,6 @@ class CoarseMap:
         return np.asarray(up[oy : oy + y1 - y0, ox : ox + x1 - x0], np.float32)
 
 
-def coarse_warp_map(
-    dst: Points,
-    src: Points,
-    region: Region,
-    step: int,
-    order: npt.NDArray[np.intp] | None = None,
-    fallback: npt.NDArray[np.float64] | None = None,
-) -> tuple[CoarseMap, npt.NDArray[np.uint8]]:
-    """warp_map with the map kept on its coarse grid (CoarseMap: brought up to full size a box at a time, where it is
-    used) and the coverage mask at full size, as warp_map's."""
-    coarse, raster = _coarse_map(dst, src, region, step, order, fallback)
-    covered = cv2.compare(raster, 0, cv2.CMP_GT)
-    if step > 1:
-        covered = np.asarray(cv2.resize(covered, (region.width, region.height), interpolation=cv2.INTER_LINEAR), np.uint8)
-    return CoarseMap(coarse, region, step), covered
-
-
 def warp_maps(
     dst: Points,
     src: Points,
