@@ -4,6 +4,7 @@
     .venv/bin/python bench/receiver_speed.py --save out/bench/ref  # also keep the pictures
     .venv/bin/python bench/receiver_speed.py --reference out/bench/ref  # and compare with kept ones
     .venv/bin/python bench/receiver_speed.py --set blend.eighth_scale_width=inf  # a renderer option changed
+    .venv/bin/python bench/receiver_speed.py --steps  # also the render's and compose's own steps, per frame
 
 The stream is recorded once through the real sender (`facewire-send --record-stream`, the
 clip scaled to --size, --matte auto, --identity AVATAR) and kept next to the report, so later
@@ -19,6 +20,8 @@ way facewire.receiver.session and facewire.receiver.player run them:
 Each stage is timed in wall time (perf_counter) and CPU time of this thread (thread_time); on a
 shared machine the CPU time is the headline, wall time shows the contention. `receiver_ms` is
 parse + decode + render + compose (image), the whole per-frame work before the sink.
+--steps splits render and compose (image) into their steps (Steps: the renderer's and compositor's calls,
+each step's thread time without the steps it calls), a frame at a time, so a change's gain shows where it is.
 Writes JSON (default out/bench/receiver_speed.json).
 """
 
@@ -36,20 +39,23 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import Any
 
 os.environ["OMP_NUM_THREADS"] = "1"
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from facewire.receiver import compositor as compositor_module  # noqa: E402
 from facewire.receiver.compositor import Compositor  # noqa: E402
 from facewire.receiver.session import AssetStore  # noqa: E402
 from facewire.shared.codec.alpha_fix import apply_fix  # noqa: E402
 from facewire.shared.codec.frames import FrameDecoder  # noqa: E402
 from facewire.shared.process.heap import reuse_heap_memory  # noqa: E402
+from facewire.shared.render import blend, eyes_mouth, mesh  # noqa: E402
 from facewire.shared.render.mesh import MeshOptions, MeshRenderer  # noqa: E402
 from facewire.shared.render.replica import LayerHold, draw  # noqa: E402
 from facewire.shared.types import FrameState, IdentityAsset, Image, KeyframeState, RenderedPerson  # noqa: E402
@@ -128,6 +134,98 @@ class Timer:
                 del table[stage][:n]
 
 
+# The steps --steps times: (owner, attribute) as the renderer and compositor look them up (a module's global, a module
+# attribute reached through its module, a class's method). A step called inside another counts in its own row only;
+# names a build does not have are left out (one script times older and newer builds alike).
+STEP_TARGETS: tuple[tuple[Any, str], ...] = (
+    (MeshRenderer, "_keyframe_map"), (MeshRenderer, "_avatar_target"), (MeshRenderer, "_render_avatar"),
+    (MeshRenderer, "_avatar_panels"), (MeshRenderer, "_keyframe_occluder"), (MeshRenderer, "_warp_reach"),
+    (mesh, "remap"), (mesh, "_unpacked"), (mesh, "_inner_warp_map"), (mesh, "_warp_occluder"),
+    (mesh, "_dense_keyframe_box"), (mesh, "close_lids"), (mesh, "draw_irises"), (mesh, "draw_glasses"),
+    (mesh, "reveal_whites"), (mesh, "similarity_2d"),
+    (blend, "match_shading"), (blend, "face_mask"), (blend, "swap_weight"), (blend, "blend"),
+    (eyes_mouth, "extended_vertices"), (eyes_mouth, "lid_source_vertices"), (eyes_mouth, "composite_cavity"),
+    (eyes_mouth, "shade_narrowed"), (eyes_mouth, "eye_closings"),
+    (Compositor, "_edge_inputs"), (Compositor, "_edge_parts"), (Compositor, "_compose_part"),
+    (compositor_module, "despilled"),
+)
+
+
+class Steps:
+    """Thread time per step of the render and compose stages, a frame at a time (see STEP_TARGETS).
+
+    Each target is wrapped where it is looked up; a call's time goes to its name, less what the steps it calls
+    took (those go to theirs), and a step called by different steps is kept apart per caller (`remap in render`,
+    the keyframe's; `remap in _render_avatar`, the avatar's face). Only calls while `counting` count: the
+    first run of each frame, as the stages' headline. The wrappers cost ~1 us a call.
+    """
+
+    def __init__(self) -> None:
+        self.counting = False
+        self.frame: dict[str, float] = {}
+        self.frames: list[dict[str, float]] = []
+        self._stack: list[tuple[str, list[float]]] = []
+        self._saved: list[tuple[Any, str, Any]] = []
+
+    def install(self) -> None:
+        for owner, name in STEP_TARGETS:
+            original = owner.__dict__.get(name)
+            if original is None:
+                continue
+            self._saved.append((owner, name, original))
+            setattr(owner, name, self._wrap(name, original))
+
+    def remove(self) -> None:
+        for owner, name, original in reversed(self._saved):
+            setattr(owner, name, original)
+        self._saved.clear()
+
+    def _wrap(self, name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if not self.counting:
+                return function(*args, **kwargs)
+            label = f"{name} in {self._stack[-1][0]}" if self._stack else name
+            inner = [0.0]
+            self._stack.append((name, inner))
+            start = time.thread_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent = time.thread_time() - start
+                self._stack.pop()
+                if self._stack:
+                    self._stack[-1][1][0] += spent
+                self.frame[label] = self.frame.get(label, 0.0) + (spent - inner[0]) * 1e3
+
+        return timed
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Count the steps inside this stage; what the stage spends outside them goes to `name (own)`."""
+        self.counting = True
+        inner = [0.0]
+        self._stack.append((name, inner))
+        start = time.thread_time()
+        try:
+            yield
+        finally:
+            spent = time.thread_time() - start
+            self._stack.pop()
+            self.counting = False
+            self.frame[f"{name} (own)"] = self.frame.get(f"{name} (own)", 0.0) + (spent - inner[0]) * 1e3
+
+    def end_frame(self) -> None:
+        self.frames.append(self.frame)
+        self.frame = {}
+
+    def summary(self, drop: int) -> dict[str, dict[str, float]]:
+        """Per step the median and mean over frames (0 in a frame that did not call it), slowest (mean) first."""
+        frames = self.frames[drop:]
+        labels = {label for frame in frames for label in frame}
+        table = {label: summary([frame.get(label, 0.0) for frame in frames]) for label in labels}
+        return dict(sorted(table.items(), key=lambda item: -item[1]["mean"]))
+
+
 def render(renderer: MeshRenderer, frame: FrameState, keyframe: KeyframeState, hold: LayerHold | None) -> RenderedPerson:
     """What receiver.player.Player.draw does with one frame: the renderer, the layer's held correction (self
     mode), the alpha fix."""
@@ -191,7 +289,9 @@ def main() -> int:
                              "machine's contention only ever adds time)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="renderer option for A/B runs, as in bench/swap.py (e.g. blend.eighth_scale_width=inf)")
-    parser.add_argument("--profile", type=int, default=0, metavar="N", help="print the N slowest functions (cProfile)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="print the N slowest functions (cProfile, in this thread's CPU time)")
+    parser.add_argument("--steps", action="store_true", help="also time the render's and compose's steps (Steps)")
     parser.add_argument("--no-heap-reuse", action="store_true", help="leave glibc's allocator as it is (the receiver's "
                         "entry points ask it to keep frame-sized buffers)")
     parser.add_argument("--output", type=Path, default=ROOT / "out" / "bench" / "receiver_speed.json")
@@ -230,7 +330,10 @@ def main() -> int:
     quiet = Timer()  # with --repeat: per frame the least time of all runs (what the work costs without contention)
     outputs: dict[str, list[Image]] = {"compose_image": [], "compose_colour": []}
     keep = args.save is not None or args.reference is not None
-    profiler = cProfile.Profile() if args.profile else None
+    profiler = cProfile.Profile(time.thread_time) if args.profile else None  # CPU time: the machine may be shared
+    steps = Steps() if args.steps else None
+    if steps is not None:
+        steps.install()
     faces = 0
     for raw in raws:
         if profiler is not None:
@@ -256,13 +359,14 @@ def main() -> int:
             faces += frame.face != "lost"
             assert current is not None, "a frame before its keyframe"
             layer = hold if identity is None else None
-            with timer.stage("render"):
+            with timer.stage("render"), steps.stage("render") if steps is not None else nullcontext():
                 person = render(renderer, frame, current, layer)
             for _ in range(args.repeat - 1):
                 with quiet.stage("render"):
                     render(renderer, frame, current, layer)
             for name, compositor in compositors.items():
-                with timer.stage(name):
+                counted = steps is not None and name == "compose_image"
+                with timer.stage(name), steps.stage(name) if counted and steps is not None else nullcontext():
                     picture = compositor.compose(person)
                 for _ in range(args.repeat - 1):
                     with quiet.stage(name):
@@ -270,8 +374,12 @@ def main() -> int:
                 if keep:
                     outputs[name].append(picture)
             quiet.keep_least(args.repeat - 1, timer)
+            if steps is not None:
+                steps.end_frame()
         if profiler is not None:
             profiler.disable()
+    if steps is not None:
+        steps.remove()
     frames = len(timer.cpu["render"])
     warmup = min(args.warmup, max(0, frames - 1))
     timer.drop_first(warmup)
@@ -297,6 +405,8 @@ def main() -> int:
     if args.repeat > 1:
         report["least_of_repeats_cpu_ms"] = {s: summary(quiet.cpu[s]) for s in STAGES} | {"receiver": summary(per_frame(quiet.cpu))}
         report["least_of_repeats_wall_ms"] = {s: summary(quiet.wall[s]) for s in STAGES} | {"receiver": summary(per_frame(quiet.wall))}
+    if steps is not None:
+        report["steps_cpu_ms"] = steps.summary(warmup)
     report["fps_equivalent"] = {"cpu_median": round(1e3 / cpu_total["median"], 1), "cpu_p95": round(1e3 / cpu_total["p95"], 1),
                                 "wall_median": round(1e3 / wall_total["median"], 1), "target": 60}
     if args.repeat > 1:
