@@ -143,3 +143,29 @@ def test_clear_glasses_on_a_real_clip_are_kept_and_a_bare_face_gets_none() -> No
     for clip in ("d18", "d3"):
         image, lm = _first_face(clip)
         assert np.array_equal(occluder_mask(image, lm, KEEP), occluder_mask(image, lm, OFF)), clip
+
+
+def test_the_spectacle_search_runs_only_when_its_rims_are_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Under an avatar (glasses not drawn) the rims are only cut out of hair or a hand kept: with nothing kept the
+    # search, most of a keyframe's occluder time, is skipped; with the glasses drawn it always runs.
+    import facewire.shared.render.occlusion as occlusion
+
+    image, lm = _large_astronaut()
+    sharp, _ = _with_glasses(image, lm, DARK)
+    x, y = np.round(lm[50, :2]).astype(int)  # her cheek's skin over the hair on her forehead: nothing kept
+    bare = image.copy()
+    bare[occluder_mask(image, lm, OcclusionOptions()) > 0.0] = np.median(image[y - 5 : y + 6, x - 5 : x + 6].reshape(-1, 3), axis=0)
+    calls: list[int] = []
+    search = occlusion._spectacle_mask
+
+    def counted(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        return search(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(occlusion, "_spectacle_mask", counted)
+    assert not occluder_mask(bare, lm, OcclusionOptions()).any()
+    assert not calls
+    assert occluder_mask(image, lm, OcclusionOptions()).any()  # her hair kept: its rims are looked for
+    assert len(calls) == 1
+    occluder_mask(bare, lm, KEEP)
+    assert len(calls) == 2

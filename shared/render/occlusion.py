@@ -632,7 +632,7 @@ def occluder_mask(
     Only inside the outline pulled in by `options.edge_margin`: the mesh outline often runs over
     background or the hair line at the temples, which the face mask's feather handles anyway.
     With the keyframe's `alpha`, background (alpha < 0.5) is never an occluder. `memory` carries the
-    session's glasses from keyframe to keyframe (read and updated).
+    session's glasses from keyframe to keyframe (read, and updated by each keyframe that searched for them).
     """
     opts = options or OcclusionOptions()
     h, w = image.shape[:2]
@@ -696,7 +696,9 @@ def occluder_mask(
     inside = _components((blobs * allowed).astype(np.uint8), least, opened=True)
     inside = _reaching_out(blobs, inside, face > 0 if alpha is None else (face > 0) & (alpha[fy, fx] >= 0.5))
     spectacles = None
-    if opts.spectacles:
+    # Glasses not drawn and nothing kept: the search (35 ms of a 67-92 ms first frame after a keyframe, on a sender
+    # with no glasses) would find rims to cut out of nothing. `memory` then keeps what it had, unconfirmed or not.
+    if opts.spectacles and (opts.glasses or bool(inside.any())):
         spectacles = _spectacle_mask(ycc[..., 0], lm, width, sampled, eyes, opts, memory)
     if not opts.glasses:
         inside, rims = _without_glasses(inside, rims, spectacles, crop, lm, least), np.zeros_like(rims)
