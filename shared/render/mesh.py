@@ -380,8 +380,9 @@ class MeshRenderer:
         if self._cavity is None or self._cavity[0] is not model or self._cavity[1] is not texture:
             cast = em.scene_cast(model.image, model.landmarks, texture.image, texture.landmarks, self.options.blend.chroma_strength)
             tone = em.skin_tone(model.image, model.landmarks)
-            narrow = em.synthetic_panels(tone, em.avatar_palette(texture.lips, cast, wide=False))
-            wide = em.synthetic_panels(tone, em.avatar_palette(texture.lips, cast, wide=True))
+            teeth = em.scene_teeth(model.image, model.landmarks)
+            narrow = em.synthetic_panels(tone, em.avatar_palette(texture.lips, cast, wide=False, teeth=teeth))
+            wide = em.synthetic_panels(tone, em.avatar_palette(texture.lips, cast, wide=True, teeth=teeth))
             self._cavity = (model, texture, narrow, wide)
         _, _, narrow, wide = self._cavity
         lo, hi = em.WIDE_OPENING
