@@ -370,7 +370,8 @@ class MeshRenderer:
 
     def _avatar_panels(self, model: _KeyframeModel, texture: Texture, ratio: float) -> tuple[Image, Image]:
         """The mouth interior under an avatar opened `ratio` (opening / width): synthetic teeth in the keyframe's light,
-        the avatar's hue (em.avatar_palette), the colour cast match_shading gives the avatar's skin (em.scene_cast).
+        the avatar's hue (em.avatar_palette), the colour cast match_shading gives the avatar's skin (em.scene_cast), teeth
+        in the colour real teeth take beside the keyframe's skin (em.scene_teeth).
 
         Not the keyframe's own interior when it shows one: copied from inside the sender's inner lips it brings the
         rim of the sender's lips (a red band of lipstick inside the avatar's mouth) and the sender's teeth, cut off
