@@ -254,3 +254,42 @@ def test_a_smile_squeezing_a_thin_strip_under_the_lip_folds_no_skin() -> None:
     # over; they draw nothing. Main folded 20 triangles here, 73 px2 of them.
     assert not (folded & (np.abs(before) > 1.0)).any(), np.abs(before)[folded]
     assert np.abs(after)[folded].sum() < 0.5
+
+
+def _drawn_teeth_and_skin(scene_gains: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """CIE L*a*b* of an avatar's drawn teeth (the brightest of its opened mouth) and of its cheeks, the avatar (the
+    astronaut, mirrored) driven by a keyframe of the astronaut whose picture is scaled by `scene_gains` (BGR): her
+    skin in another light."""
+    lm = astronaut_landmarks()
+    scene = np.clip(astronaut().astype(np.float32) * np.array(scene_gains, np.float32), 0, 255).astype(np.uint8)
+    keyframe = KeyframeState(kf=0, image=scene, alpha=None, landmarks=lm)
+    avatar_image = np.ascontiguousarray(astronaut()[:, ::-1])
+    avatar_lm = astronaut_landmarks()[topo.symmetry()].copy()
+    avatar_lm[:, 0] = avatar_image.shape[1] - 1 - avatar_lm[:, 0]
+    avatar = IdentityAsset(asset_id="mirrored", image=avatar_image, landmarks=avatar_lm)
+    wide = open_mouth(lm, 14.0)
+    out = draw(MeshRenderer(), avatar, keyframe, FrameState(seq=1, ts_us=0, face="tracked", landmarks=wide, alpha=None)).image
+    lab = cv2.cvtColor(out, cv2.COLOR_BGR2LAB).astype(np.float32)
+    lab[..., 0] *= 100.0 / 255.0
+    lab[..., 1:] -= 128.0
+    mask = np.zeros(out.shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.round(wide[topo.inner_lip_ring(), :2]).astype(np.int32)], 255)
+    inside = lab[cv2.erode(mask, np.ones((3, 3), np.uint8)) > 0]
+    teeth = np.median(inside[inside[:, 0] >= np.percentile(inside[:, 0], 90)], axis=0)
+    cheeks = np.round(wide[[50, 280, 101, 330], :2]).astype(int)
+    skin = np.median(np.array([lab[y - 2 : y + 3, x - 2 : x + 3].reshape(-1, 3).mean(axis=0) for x, y in cheeks]), axis=0)
+    return teeth, skin
+
+
+def test_drawn_teeth_sit_in_the_scenes_light() -> None:
+    """Teeth are near-neutral, so they take the light's colour, which the skin shows: in a dim warm room (the keyframe's
+    picture darkened and warmed) a blue-white, skin-bright ivory looked lit by another lamp. Real teeth there measure
+    darker than the cheeks and warm (clip d3: L*30 b*+17 under cheeks L*42 b*+30); in a bright neutral light they are
+    near white and a little brighter than the cheeks."""
+    teeth, skin = _drawn_teeth_and_skin((0.35, 0.55, 0.8))
+    assert teeth[0] < skin[0], (teeth, skin)
+    assert teeth[2] > 0.4 * skin[2], (teeth, skin)  # warm like the skin, only less so
+    assert teeth[2] < skin[2], (teeth, skin)
+    bright, bright_skin = _drawn_teeth_and_skin((1.05, 1.05, 1.05))
+    assert bright[0] > bright_skin[0], (bright, bright_skin)
+    assert abs(bright[2]) < abs(bright_skin[2]), (bright, bright_skin)

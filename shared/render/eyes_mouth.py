@@ -504,10 +504,8 @@ _OWN_HUE = 0.4  # how far a synthetic mouth interior's hue moves from the defaul
 _RED_OVER = 1.6  # the least red over the larger of blue and green (the default tongue's is 1.8)
 
 
-# The power of the skin's cast (scene_cast) the teeth take. The cast is mostly the difference of two skins
-# (a grey painting's and the sender's), not of the light: in full, the same scene gave one avatar amber teeth,
-# another pink and another blue or green (CIE b* -8 to +27, a* -13 to +11 in one warm-lit clip, whose own
-# teeth are near white).
+# The power of the skin's cast (scene_cast) the teeth take when the scene's own teeth are not known (scene_teeth).
+# The cast is mostly the difference of two skins (a grey painting's and the sender's), not of the light.
 _TEETH_CAST = 0.35
 _RIM_DEPTH = 0.12  # mouth widths behind the lips where light falling in is brightest
 _CAST_POINTS = [50, 280, 101, 330]  # cheeks, as skin_tone
@@ -535,8 +533,57 @@ def scene_cast(
     return (float(gains[0]), float(gains[1]), float(gains[2]))
 
 
+# Real teeth against the cheeks in the clips' own open-mouth frames (8 clips, 870 frames whose bright,
+# less-than-lip-saturated pixels inside the inner lips are teeth): a tooth is near-neutral, so it takes the
+# light's colour, which the skin shows too, along with its own. Each channel's log over the luminance, the
+# teeth's is three quarters of the skin's plus a little ivory (BGR), which predicts each clip's teeth left out of
+# the fit within 0.04-0.09 (0.15 for a tanned, made-up face in white light); the skin's whole colour (x1) or half
+# of it did no better. Blue-white teeth in a warm room were an ivory taking a third of a cast between two skins.
+_TEETH_OF_SKIN = 0.75
+_TEETH_TINT = np.array([0.058, 0.018, -0.039], np.float32)
+# Their luminance over the cheeks' grows with the light (a dim room's mouth lies in shadow): 0.72 at cheek
+# luma 98 (a dim warm room), about 1.0 at 138, 1.2 at 181 (a bright studio); a line through the clips whose
+# teeth do not clip to white, bounded. As a ratio at the cheeks' luma 0 and its slope per luma level.
+_TEETH_LUMA = (0.214, 0.00573)
+_TEETH_LUMA_RANGE = (0.6, 1.2)
+_SKIN_POINTS = [50, 280, 101, 330, 205, 425]  # cheeks, and beside the mouth
+_SKIN_PATCH = 0.025  # face widths: the half-size of the patch whose median each point reads
+
+
+def skin_colour(image: Image, landmarks: Landmarks) -> npt.NDArray[np.float32]:
+    """The BGR of a face's cheeks: the median of small patches round them (a single pixel is grain or a pore)."""
+    h, w = image.shape[:2]
+    width = float(np.linalg.norm(landmarks[234, :2] - landmarks[454, :2]))
+    r = max(1, int(round(_SKIN_PATCH * width)))
+    patches = []
+    for x, y in np.round(landmarks[_SKIN_POINTS, :2]).astype(int):
+        x, y = int(np.clip(x, 0, w - 1)), int(np.clip(y, 0, h - 1))
+        patch = image[max(0, y - r) : y + r + 1, max(0, x - r) : x + r + 1].reshape(-1, 3)
+        patches.append(np.median(patch, axis=0))
+    return np.asarray(np.median(np.array(patches, np.float32), axis=0), np.float32)
+
+
+def scene_teeth(scene: Image, landmarks: Landmarks) -> tuple[float, float, float]:
+    """The BGR of a lit tooth (before `tone`, skin_tone's) in a scene, from its skin as real teeth relate to theirs.
+
+    The swapped face's skin takes the scene's skin colour (blend.match_shading moves the avatar's tint to
+    it), so teeth drawn in the colour real teeth have beside that skin sit in the same light: warm and dim
+    in a dim warm room, near white in a studio.
+    """
+    skin = skin_colour(scene, landmarks) + np.float32(4.0)
+    luma = float(skin @ LUMA_BGR)
+    chroma = np.exp(np.float32(_TEETH_OF_SKIN) * np.log(skin / np.float32(luma)) + _TEETH_TINT).astype(np.float32)
+    chroma = chroma / np.float32(chroma @ LUMA_BGR)
+    ratio = float(np.clip(_TEETH_LUMA[0] + _TEETH_LUMA[1] * luma, *_TEETH_LUMA_RANGE))
+    teeth = chroma * np.float32(ratio * luma / skin_tone(scene, landmarks))
+    return _bgr(teeth)
+
+
 def avatar_palette(
-    lips: npt.NDArray[np.float32] | None, cast: tuple[float, float, float] | None = None, wide: bool = True
+    lips: npt.NDArray[np.float32] | None,
+    cast: tuple[float, float, float] | None = None,
+    wide: bool = True,
+    teeth: tuple[float, float, float] | None = None,
 ) -> CavityPalette:
     """A mouth interior in the hue of a face's own lips (mucosa is continuous with them), lit past the lips.
 
@@ -547,7 +594,10 @@ def avatar_palette(
     mouth), the tongue is larger and lighter, as it lies on the floor of an open mouth, and light
     reaches past the lips. Only for a wide opening (`wide`); a narrow one keeps the default's
     darkness and tongue in the same hue, cast and warm-shaded teeth (the renderer blends the two).
+    `teeth` (scene_teeth) is the colour of a lit tooth in the scene's light, which then takes no cast;
+    without it, a grey ivory taking a third of the cast.
     """
+    teeth_colour, teeth_cast = (_bgr(_AVATAR_TEETH), _TEETH_CAST) if teeth is None else (teeth, 0.0)
     hue = _TONGUE / float(_TONGUE @ LUMA_BGR)
     if lips is not None:
         own = np.clip((lips + 4.0) / (float(lips @ LUMA_BGR) + 4.0), 0.55, 1.8).astype(np.float32)
@@ -561,13 +611,13 @@ def avatar_palette(
         # lip to the eye (and to a landmarker), and the opening looks smaller than it is.
         dark, tongue = hue * float(_DARK @ LUMA_BGR), hue * float(_TONGUE @ LUMA_BGR)
         return CavityPalette(
-            dark=_bgr(dark), tongue_colour=_bgr(tongue), teeth_ambient=2.0, cast=cast, teeth_cast=_TEETH_CAST, teeth=_bgr(_AVATAR_TEETH)
+            dark=_bgr(dark), tongue_colour=_bgr(tongue), teeth_ambient=2.0, cast=cast, teeth_cast=teeth_cast, teeth=teeth_colour
         )
     dark = hue * (1.3 * float(_DARK @ LUMA_BGR))
     tongue = hue * 145.0
     return CavityPalette(
         dark=_bgr(dark), tongue_colour=_bgr(tongue), rim=2.0, tongue=(0.76, 0.34, 0.4), teeth_ambient=2.0, cast=cast,
-        teeth_cast=_TEETH_CAST, teeth=_bgr(_AVATAR_TEETH),
+        teeth_cast=teeth_cast, teeth=teeth_colour,
     )
 
 

@@ -370,7 +370,8 @@ class MeshRenderer:
 
     def _avatar_panels(self, model: _KeyframeModel, texture: Texture, ratio: float) -> tuple[Image, Image]:
         """The mouth interior under an avatar opened `ratio` (opening / width): synthetic teeth in the keyframe's light,
-        the avatar's hue (em.avatar_palette), the colour cast match_shading gives the avatar's skin (em.scene_cast).
+        the avatar's hue (em.avatar_palette), the colour cast match_shading gives the avatar's skin (em.scene_cast), teeth
+        in the colour real teeth take beside the keyframe's skin (em.scene_teeth).
 
         Not the keyframe's own interior when it shows one: copied from inside the sender's inner lips it brings the
         rim of the sender's lips (a red band of lipstick inside the avatar's mouth) and the sender's teeth, cut off
@@ -380,8 +381,9 @@ class MeshRenderer:
         if self._cavity is None or self._cavity[0] is not model or self._cavity[1] is not texture:
             cast = em.scene_cast(model.image, model.landmarks, texture.image, texture.landmarks, self.options.blend.chroma_strength)
             tone = em.skin_tone(model.image, model.landmarks)
-            narrow = em.synthetic_panels(tone, em.avatar_palette(texture.lips, cast, wide=False))
-            wide = em.synthetic_panels(tone, em.avatar_palette(texture.lips, cast, wide=True))
+            teeth = em.scene_teeth(model.image, model.landmarks)
+            narrow = em.synthetic_panels(tone, em.avatar_palette(texture.lips, cast, wide=False, teeth=teeth))
+            wide = em.synthetic_panels(tone, em.avatar_palette(texture.lips, cast, wide=True, teeth=teeth))
             self._cavity = (model, texture, narrow, wide)
         _, _, narrow, wide = self._cavity
         lo, hi = em.WIDE_OPENING
