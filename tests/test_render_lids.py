@@ -255,3 +255,40 @@ def test_an_avatars_lowered_eye_keeps_its_iris_and_a_shut_one_is_covered() -> No
     cv2.fillPoly(opening, [np.round(shut[ring, :2]).astype(np.int32)], 1)
     inside = (opening > 0) & (np.abs(xs - centre[0]) < 0.1 * np.ptp(shut[ring, 0]))
     assert np.abs(out[inside].astype(np.float64).mean(axis=0) - SKIN).max() < 25, out[inside].mean(axis=0)
+
+
+def test_an_avatars_closed_lid_keeps_its_own_fold_above_the_lashes_ring() -> None:
+    """Avatar path (REDRAWN): a closed lid is redrawn from the margin up to the lashes' ring, where the picture has
+    only lashes and the eye; above it, up to the crease, the picture's own fold (a crease's shadow, make-up) stays.
+    Redrawn up to the crease, a shut avatar eye was a bare dark line on blank skin."""
+    from facewire.shared.render.eyes_mouth import RIGHT_LID_LASHES
+    from facewire.shared.render.lids import REDRAWN
+
+    neutral = astronaut_landmarks() * np.float32(3.0)
+    ring, crease, lashes = topo.right_eye_ring(), list(RIGHT_LID_ABOVE), list(RIGHT_LID_LASHES)
+    closed = close_eyes(neutral)
+    size = (int(neutral[:, 1].max()) + 20, int(neutral[:, 0].max()) + 20)
+    image = np.tile(SKIN, (*size, 1))
+
+    def band(top: list[int], bottom: np.ndarray) -> np.ndarray:
+        mask = np.zeros(size, np.uint8)
+        cv2.fillPoly(mask, [np.round(np.concatenate([closed[top, :2], closed[bottom[::-1], :2]])).astype(np.int32)], 1)
+        return mask
+
+    fold = band(crease, np.array(lashes))
+    below = band(lashes, ring[1:8])
+    image[fold > 0] *= 0.6  # the picture's fold
+    image[(below > 0) & (np.arange(size[1])[None, :] % 3 == 0)] *= 0.3  # stretched lash tips
+    image = np.clip(image + 0.5, 0, 255).astype(np.uint8)
+    out = image.copy()
+    close_lids(out, closed, neutral, REDRAWN)
+    eye_width = float(np.ptp(neutral[ring, 0]))
+    centre = np.abs(np.arange(size[1])[None, :] - closed[ring, 0].mean()) < 0.2 * eye_width
+    inner_fold = (cv2.erode(fold, np.ones((3, 3), np.uint8)) > 0) & centre
+    assert inner_fold.sum() > 10
+    assert out[inner_fold].astype(np.float64).mean() < 0.75 * SKIN.mean(), out[inner_fold].mean()
+    # Below the lashes' ring (clear of the lash line at the margin) the lid is skin, not the fold nor the streaks.
+    lid = (below > 0) & centre & (np.arange(size[0])[:, None] < closed[ring[4], 1] - 0.08 * eye_width)
+    lid &= np.arange(size[0])[:, None] > closed[lashes, 1].max() + 0.08 * eye_width
+    assert lid.sum() > 10
+    assert out[lid].astype(np.float64).mean() > 0.85 * SKIN.mean(), out[lid].astype(np.float64).mean()

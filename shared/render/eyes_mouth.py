@@ -37,6 +37,7 @@ _IRIS_RING = 0.85
 _IRIS_INSIDE = 0.8
 # The landmark ring just above each upper lid margin (ring[1:8]), subject's right eye; the left by symmetry.
 RIGHT_LID_ABOVE = (113, 225, 224, 223, 222, 221, 189)  # the crease ring, above the lashes
+RIGHT_LID_LASHES = (247, 30, 29, 27, 28, 56, 190)  # the lashes' ring, between the margin and the crease ring
 # The two rings below each lower lid margin (ring[9:16], inner corner first), subject's right eye.
 RIGHT_LID_BELOW = (112, 26, 22, 23, 24, 110, 25)
 RIGHT_LID_BELOW_2 = (233, 232, 231, 230, 229, 228, 31)
@@ -46,6 +47,13 @@ _UPPER_PULL = 0.6  # of the way to the crease: where a closed upper lid is sampl
 # its lid margin keeps the lash line, which the pull, taken from the first closing, cut over the iris and stretched
 # into grey streaks above it (a smeared, washed-out eye); a shutting one (a wink, a blink: 0.75 and up) samples skin.
 _UPPER_START, _UPPER_FULL = 0.35, 0.8
+# The same pull for an avatar, over the *sender's* closing (eye_closings): a smile or a squint narrows the sender's eye to
+# 0.2-0.6 (w1's smile peaks at 0.56) and the avatar's own measure of it overlaps a blink's (lids.close_lids), so the pull
+# taken from the avatar's closing lifted a narrowed eye's margin into its lashes: the band between the margin and the
+# lashes' ring then sampled a sliver of lash tips, drawn as vertical streaks over the lid. Below these the margin keeps
+# the lash line; from a closing as shut as a blink's the lid samples the skin above the lashes (lids.REDRAWN redraws
+# that lid from 0.55 and is complete at 0.78, so the pull is complete there too).
+_SENDER_UPPER_START, _SENDER_UPPER_FULL = 0.6, 0.78
 _LOWER_START, _LOWER_FULL = 0.35, 0.8  # closing fractions where the lower lid's sampling starts moving and has moved
 _BELOW_PULL = 0.5  # of the way from the ring below to the next: where that ring samples once the eye is closed
 
@@ -181,8 +189,10 @@ def eye_closings(landmarks: Landmarks, neutral: Landmarks) -> tuple[float, float
     return lid_closing(landmarks, neutral, topo.right_eye_ring()), lid_closing(landmarks, neutral, topo.left_eye_ring())
 
 
-def lid_source_vertices(vertices: Points, source: Landmarks, target: Landmarks) -> Points:
-    """Source vertices with each lid margin moved away from the eye, into the skin beside it, as the eye closes.
+def lid_source_vertices(vertices: Points, source: Landmarks, target: Landmarks, closings: tuple[float, float] | None = None) -> Points:
+    """Source vertices with each lid margin moved away from the eye, into the skin beside it, as the eye closes;
+    `closings` (right eye, left: eye_closings of the sender) drives an avatar's upper lids by how shut the
+    sender's eyes are (_SENDER_UPPER_START), not by the avatar's own closing.
 
     A closing lid stretched from the source would drag the lashes down into a dark smear; sampling
     the upper lid from above the lashes gives the skin-coloured lid a closed eye shows. The lower
@@ -193,7 +203,7 @@ def lid_source_vertices(vertices: Points, source: Landmarks, target: Landmarks) 
     """
     out = vertices.copy()
     sym = topo.symmetry()
-    for ring, above, below, further, corners in (
+    for k, (ring, above, below, further, corners) in enumerate((
         (
             topo.right_eye_ring(),
             np.array(RIGHT_LID_ABOVE),
@@ -208,13 +218,13 @@ def lid_source_vertices(vertices: Points, source: Landmarks, target: Landmarks) 
             sym[list(RIGHT_LID_BELOW_2)],
             tuple(int(i) for i in sym[list(RIGHT_OUTER_CORNER)]),
         ),
-    ):
+    )):
         closing = lid_closing(target, source, ring)
         if closing <= 0.0:
             continue
         half = len(ring) // 2
         upper, lower = ring[1:half], ring[half + 1 :]
-        out[upper] += _UPPER_PULL * closing * _smoothstep(closing, _UPPER_START, _UPPER_FULL) * (source[above, :2] - source[upper, :2])
+        out[upper] += _upper_pull(closing, None if closings is None else closings[k]) * (source[above, :2] - source[upper, :2])
         # Closed, the lower lid shows from the ring below down: a drawn rim there becomes the lid's line,
         # and the band below samples the skin beyond it (the next ring's half way).
         amount = _smoothstep(closing, _LOWER_START, _LOWER_FULL)
@@ -226,6 +236,14 @@ def lid_source_vertices(vertices: Points, source: Landmarks, target: Landmarks) 
             out[corner] += amount * (source[beyond, :2] - source[corner, :2])
             out[beyond] += amount * _BELOW_PULL * (source[far, :2] - source[beyond, :2])
     return out
+
+
+def _upper_pull(closing: float, sender: float | None) -> float:
+    """Of the way from the upper margin to the crease: where the margin samples at the eye's own `closing`, or,
+    given, the sender's (an avatar's)."""
+    if sender is None:
+        return _UPPER_PULL * closing * _smoothstep(closing, _UPPER_START, _UPPER_FULL)
+    return _UPPER_PULL * _smoothstep(sender, _SENDER_UPPER_START, _SENDER_UPPER_FULL)
 
 
 def _smoothstep(x: float, start: float, full: float) -> float:

@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from facewire.shared.face import topology as topo
 from facewire.shared.render.colour import LUMA_BGR
-from facewire.shared.render.eyes_mouth import RIGHT_LID_ABOVE, lid_closing
+from facewire.shared.render.eyes_mouth import RIGHT_LID_ABOVE, RIGHT_LID_LASHES, lid_closing
 from facewire.shared.types import Image, Landmarks
 
 IndexArray = npt.NDArray[np.int32]
@@ -60,6 +60,11 @@ class LidStyle:
     # What is left of a shut eye's opening covered whole: the opening's blurred polygon covers a slit thinner than
     # its blur only in part (a 3-px slit: ~40%), and a drawn eye's white or iris showed through a wink as a line.
     cover_whole: bool = False
+    # The redrawn lid reaches up to the lashes' ring only, the band above it (to the crease) kept as the picture's: a
+    # closed eye keeps its own fold, lid shadow or make-up over the skin-coloured lid and its lash line. Redrawn up to
+    # the crease, a shut avatar eye was a bare dark line on blank skin (w0's near-shut frames, 12 and 36, where most of its
+    # misses as the avatar are). Below the lashes' ring the picture has only lashes and the eye: that band is redrawn.
+    keep_crease: bool = False
 
 
 SMOOTHED = LidStyle()
@@ -75,16 +80,25 @@ SMOOTHED = LidStyle()
 # lags a fast blink by a frame or two, so a frame going into or out of one can read 0.6-0.77 and show a slit: one
 # frame, where a lowered gaze lasts.
 REDRAWN = LidStyle(
-    redraw=True, start=0.55, full=0.78, shut=(0.78, 0.86), lash=0.05, lash_darkness=0.6, smooth_opening=False, cover_whole=True
+    redraw=True,
+    start=0.55,
+    full=0.78,
+    shut=(0.78, 0.86),
+    lash=0.05,
+    lash_darkness=0.6,
+    smooth_opening=False,
+    cover_whole=True,
+    keep_crease=True,
 )
 
 
 @cache
-def _eyes() -> tuple[tuple[IndexArray, IndexArray], ...]:
+def _eyes() -> tuple[tuple[IndexArray, IndexArray, IndexArray], ...]:
+    """Each eye's ring, crease ring and lashes' ring: the right eye's, then the left's."""
     sym = topo.symmetry()
     return (
-        (topo.right_eye_ring(), np.array(RIGHT_LID_ABOVE, np.int32)),
-        (topo.left_eye_ring(), np.asarray(sym[list(RIGHT_LID_ABOVE)], np.int32)),
+        (topo.right_eye_ring(), np.array(RIGHT_LID_ABOVE, np.int32), np.array(RIGHT_LID_LASHES, np.int32)),
+        (topo.left_eye_ring(), np.asarray(sym[list(RIGHT_LID_ABOVE)], np.int32), np.asarray(sym[list(RIGHT_LID_LASHES)], np.int32)),
     )
 
 
@@ -111,7 +125,7 @@ def close_lids(
     sender's is lowered (0.45-0.79): on the avatar's own measure a wink and a glance down overlap.
     """
     h, w = face.shape[:2]
-    for k, ((ring, crease), brow) in enumerate(zip(_eyes(), _brow_outlines(), strict=True)):
+    for k, ((ring, crease, lashes), brow) in enumerate(zip(_eyes(), _brow_outlines(), strict=True)):
         closing = lid_closing(landmarks, neutral, ring) if closings is None else closings[k]
         amount = _smoothstep((closing - _START) / (_FULL - _START))  # the smoothing
         drawn = _smoothstep((closing - style.start) / (style.full - style.start))  # the redrawn lid and the lashes
@@ -149,6 +163,9 @@ def close_lids(
             smooth = cv2.blur(region, (along, 1), borderType=cv2.BORDER_REPLICATE)
             out = out * (1.0 - weight[..., None]) + smooth.astype(np.float32) * weight[..., None]
         if style.redraw and drawn > 0.0:  # below its start the redrawn lid is blended in by 0: not drawn
+            if style.keep_crease:
+                below_fold = np.concatenate([points[ring[:1]], points[lashes], points[ring[half : half + 1]]])
+                lid = _soft_polygon(_upper_lid(below_fold, points[ring]) - origin, shape, _FEATHER * eye_width)
             out = _redraw_upper_lid(out, outline - origin, points[ring] - origin, points[brow] - origin, eye_width, drawn, lid)
         if shut > 0.0:
             out = _cover_slit(out, points[ring] - origin, eye_width, shut, style.cover_whole)

@@ -544,7 +544,8 @@ class MeshRenderer:
         region = _face_region(dst_vertices, size, step, bl.shading_scale(width, opts.blend))
         order = _draw_order(_depths(target), mesh_tris)
         level, to_level = texture.level_for(width)
-        src = _apply(to_level, em.lid_source_vertices(texture.src_vertices, texture.landmarks, target))[mesh_tris]
+        closings = em.eye_closings(dst, model.landmarks)  # the sender's: an avatar's lids are drawn by them
+        src = _apply(to_level, em.lid_source_vertices(texture.src_vertices, texture.landmarks, target, closings))[mesh_tris]
         # Outside the mesh (the feathered edge reaches a little past it) sample the avatar's own
         # surroundings under the same head motion, not whatever the identity map would hit.
         fallback = to_level @ np.vstack([similarity_2d(target, texture.landmarks), [0.0, 0.0, 1.0]])
@@ -564,7 +565,7 @@ class MeshRenderer:
         draw_irises(face, local, texture.irises)
         if opts.smooth_lids:
             # How shut the sender's eyes are, not the avatar's retargeted ones (close_lids' `closings`).
-            close_lids(face, local, texture.landmarks, REDRAWN, em.eye_closings(dst, model.landmarks))
+            close_lids(face, local, texture.landmarks, REDRAWN, closings)
         draw_glasses(face, local, texture.glasses)  # in front of the lids, lit with the rest
         # The retargeted avatar closes its lips with the sender's (retarget.plan_retarget): a picture's open mouth
         # then shows its shadow, like the sender's own closing from an open keyframe.

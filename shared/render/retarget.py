@@ -217,6 +217,10 @@ class RetargetOptions:
     # The lashes' and crease's rings over each upper lid at the avatar's own shares of the margin-to-brow span
     # (_keep_lid_skin); off, they move by the sender's motion in eye widths.
     lid_skin: bool = True
+    # With lid_skin, the lashes' ring keeps its own distance from the margin where the column stretches (_keep_lid_skin's
+    # `rest`): lashes are hairs on the margin, and the lid skin above them is what unfolds as an eye narrows. At their
+    # share of a stretched column a smile's narrowed eye drew long painted lashes (people_0) as a tall dark band.
+    rigid_lashes: bool = True
 
 
 def _mouth_size(points: Vec, widest: float) -> float:
@@ -463,7 +467,7 @@ def plan_lid_skin(avatar_n: Vec) -> Vec:
     return place
 
 
-def _keep_lid_skin(target: Vec, place: Vec) -> None:
+def _keep_lid_skin(target: Vec, place: Vec, rest: Vec | None = None) -> None:
     """The lashes' and crease's rings over each upper lid where they sit on the avatar's own column, the column's ends
     at the margin and the brow's edge where the opening's ratio and the delta put them.
 
@@ -475,11 +479,18 @@ def _keep_lid_skin(target: Vec, place: Vec) -> None:
     least any placement of the rings can give, whatever the lid's thickness; the avatar's proportion of lid to fold is
     kept and no ring crosses another. The sender's own spread is not followed: its lid skin unfolds as the eye narrows
     (margin to crease 1.4-1.6x on w1's smile), which a picture, its lashes and fold painted on, shows as streaks.
+    `rest` (the avatar at rest, in `target`'s frame) given, a column stretched past its rest length keeps the lashes'
+    ring at its rest distance from the margin (RetargetOptions.rigid_lashes): the lid skin above takes the stretch.
     """
     columns = _lid_columns()
     chord = target[columns[:, 3], :2] - target[columns[:, 0], :2]
     across = np.stack([-chord[:, 1], chord[:, 0]], axis=1)
     start = target[columns[:, 0], :2]
+    place = place.copy()
+    if rest is not None:
+        rest_length = np.linalg.norm(rest[columns[:, 3], :2] - rest[columns[:, 0], :2], axis=1)
+        shrink = np.minimum(1.0, rest_length / np.maximum(np.linalg.norm(chord, axis=1), 1e-9))
+        place[:, 0] *= shrink[:, None]
     target[columns[:, 1:3], :2] = start[:, None] + place[:, :, :1] * chord[:, None] + place[:, :, 1:] * across[:, None]
 
 
@@ -569,7 +580,7 @@ def apply_retarget(plan: RetargetPlan, sender_now: Landmarks) -> Landmarks:
         ratio = eye_opening(now_n, side) / max(plan.eye_neutral[k], 1e-6)
         _set_eye_opening(target, plan.avatar_n, ring, float(np.clip(ratio, 0.0, plan.options.max_eye_ratio)))
     if plan.lid_place is not None:
-        _keep_lid_skin(target, plan.lid_place)
+        _keep_lid_skin(target, plan.lid_place, plan.avatar_n if plan.options.rigid_lashes else None)
     _uncross_lips(target)
     _keep_chin_strip(target, now_n, plan.chin_strip)
     if plan.pull.any():
