@@ -862,7 +862,8 @@ def _hanging_fringe(
     one beside a brow that shows, which stops that closing) stayed in the texture as a wedge of hair between
     the painted-out strands: the render stretches it with the forehead's skin into a dark triangle as the
     head turns. The fringe hangs from the hairline, so per column the cover is followed down from the top
-    of the forehead (`face`: the outline, or past it as far as the render's feather reaches) across gaps up
+    of the forehead (`face`: the outline, or past it as far as the render's feather reaches; between the brows'
+    outer ends) across gaps up
     to _FRINGE_RUN_GAP, and the run's ends are joined across columns up to _FRINGE_SPAN either side: columns
     of lit strands between shaded ones are fringe as deep as the shaded ones beside them. Columns whose top
     is skin (a high hairline, temple hair hanging in at the side below bare skin) take nothing.
@@ -883,8 +884,17 @@ def _hanging_fringe(
     # Rows from the top until the first one neither bridged cover nor off the forehead (a feature's berth).
     # The top rows pass too (_FRINGE_TOP): by the hairline a fringe is often lit, past the outline the cover holds
     # only its shaded strands.
-    start = below_top & (y <= top[None, :] + max(gap, int(round(_FRINGE_TOP * width))))
-    stops = below_top & ~start & inside & ~bridged
+    # (Counted from the forehead's highest line, level with the brows (a tilted head's is tilted), not from each
+    # column's top: where the outline slopes down the sides, a window from the column's own top reached the
+    # temples' cover and took the skin above it.)
+    ends = landmarks[[brow[0] for brow in topo.brows()], :2]
+    slope = float((ends[1, 1] - ends[0, 1]) / (ends[1, 0] - ends[0, 0])) if abs(float(ends[1, 0] - ends[0, 0])) > 1.0 else 0.0
+    cols = np.arange(w, dtype=np.float64)
+    level = float(np.min(np.where(top < rows, top - slope * cols, np.inf))) + slope * cols
+    start = below_top & (y <= np.maximum(top + gap, level + _FRINGE_TOP * width)[None, :])
+    # The run goes on from the last cover in those rows: a short fringe ending within them ends there.
+    last_start = np.where((covered & start).any(axis=0), rows - 1 - np.argmax((covered & start)[::-1], axis=0), rows)
+    stops = (y > last_start[None, :]) & inside & ~bridged
     first_stop = np.where(stops.any(axis=0), stops.argmax(axis=0), rows)
     hangs = (covered & start).any(axis=0)
     end = np.where(hangs, first_stop, 0).astype(np.float32)
@@ -892,7 +902,12 @@ def _hanging_fringe(
     half = max(1, int(round(_FRINGE_SPAN * width)))
     line = end[None, :]
     closed = cv2.erode(cv2.dilate(line, np.ones((1, 2 * half + 1), np.uint8)), np.ones((1, 2 * half + 1), np.uint8))[0]
-    take = (y < closed[None, :]) & below_top & inside
+    # Between the brows' outer ends only: beside them the temples' own cover (temple hair) goes by _hanging_cover,
+    # and joined with the fringe's runs there it took the skin by a brow's tail.
+    brow_x = landmarks[[i for brow in topo.brows() for i in brow], 0]
+    x = np.arange(w)[None, :]
+    between = (x >= float(brow_x.min())) & (x <= float(brow_x.max()))
+    take = (y < closed[None, :]) & below_top & inside & between
     out = mask.copy()
     out[:rows][take] = 1
     return out
