@@ -288,3 +288,49 @@ def test_a_brow_redrawn_under_a_fringe_takes_the_other_brows_colour() -> None:
     want = hue(auburn)
     # Through the stroke's soft edge and opacity some skin shows; the grey mix was 0.35 and more off.
     assert float(np.abs(got - want).max()) < 0.25, (got, want)
+
+
+def _fringe_with_a_lit_run(run: float) -> tuple[npt.NDArray[np.uint8], Landmarks, npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """The face under a fringe down to the brows: shaded strands, lit by the hairline (its top 0.05 face
+    widths) and over a run `run` face widths across in the middle, the lit strands near the skin's colour."""
+    image, lm, _, _, bare = _sides()
+    h, w = image.shape[:2]
+    width = float(np.ptp(lm[topo.face_oval_ring(), 0]))
+    rows, cols = np.mgrid[0:h, 0:w].astype(np.float32)
+    face = _face((h, w), lm)
+    brow_top = float(lm[list(topo.BROW_TOPS), 1].min())
+    fringe = face & (rows < brow_top - 0.02 * width)
+    top = float(np.flatnonzero(face.any(axis=1))[0])
+    middle = float(lm[topo.face_oval_ring(), 0].mean())
+    lit = fringe & ((rows < top + 0.05 * width) | (np.abs(cols - middle) < 0.5 * run * width))
+    skin_bgr = np.median(image[bare], axis=0).astype(np.float32)
+    image[fringe & ~lit] = (40, 60, 95)
+    image[lit] = np.clip(skin_bgr * np.float32(0.9) + 0.5, 0, 255).astype(np.uint8)
+    return image, lm, fringe, lit
+
+
+def test_a_fringes_wide_lit_run_is_cover_as_deep_as_the_strands_beside_it() -> None:
+    """A fringe whose strands are lit across a run wider than the gaps _fringe_gaps closes (and by the
+    hairline): the run was left in the texture as a wedge of hair, which the render stretched into a dark
+    triangle on the forehead (full_body_1). The fringe hangs from the hairline: the run is cover too."""
+    image, lm, fringe, lit = _fringe_with_a_lit_run(0.18)
+    cover = avatar_cover(image, lm)
+    assert cover[fringe & ~lit].mean() > 0.8
+    assert cover[lit].mean() > 0.8, cover[lit].mean()
+
+
+def test_a_forehead_below_a_hairline_is_not_taken_for_a_fringe() -> None:
+    """Hair only along the top of the forehead (a hairline, no fringe): the bare forehead below it stays skin."""
+    image, lm, _, _, _ = _sides()
+    h, w = image.shape[:2]
+    width = float(np.ptp(lm[topo.face_oval_ring(), 0]))
+    rows = np.mgrid[0:h, 0:w][0].astype(np.float32)
+    face = _face((h, w), lm)
+    top = float(np.flatnonzero(face.any(axis=1))[0])
+    brow_top = float(lm[list(topo.BROW_TOPS), 1].min())
+    hair = face & (rows < top + 0.05 * width)
+    image[hair] = (40, 60, 95)
+    bare = face & (rows > top + 0.12 * width) & (rows < brow_top - 0.03 * width)
+    cover = avatar_cover(image, lm)
+    assert cover[hair].mean() > 0.5
+    assert cover[bare].mean() < 0.05, cover[bare].mean()

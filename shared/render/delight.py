@@ -206,8 +206,11 @@ def delight(image: Image, landmarks: Landmarks, options: DelightOptions | None =
     if opts.deep_keep < 1.0:
         deep_size = max(3, int(round(opts.deep_width * width)) | 1)
         out[..., 0] = _tame_deep(out[..., 0], _deep_where((h, w), landmarks, width, face), deep_size, opts)
-    # Chroma as a shift: the smooth colour patch moves to the skin's mean, the detail on it stays.
-    out[..., 1:] -= (opts.chroma * inside)[..., None] * (light[..., 1:] - mean[1:])
+    # Chroma as a shift: the smooth colour patch moves to the skin's mean, the detail on it stays. Not on
+    # what is far darker than the light round it (a moustache, nostrils): the shift is the skin's, a fixed
+    # offset that on a dark pixel is a strong colour of its own (a moustache under a red nose went teal).
+    chroma_where = inside * np.clip(out[..., 0] / np.maximum(light[..., 0], 1.0), 0.0, 1.0)
+    out[..., 1:] -= (opts.chroma * chroma_where)[..., None] * (light[..., 1:] - mean[1:])
     result = np.asarray(cv2.cvtColor(np.clip(out + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_YCrCb2BGR), np.uint8)
     if opts.tint_slope is not None:
         plain = cv2.GaussianBlur((features == 0).astype(np.float32), (0, 0), max(0.5, 0.01 * width))

@@ -800,6 +800,7 @@ def avatar_cover(image: Image, landmarks: Landmarks, chroma_sigmas: float = 3.5,
         mask[(hidden > 0) & ~odd] = 0
     mask, reach = _over_the_brim(mask, odd, face, landmarks, width)
     mask = _fringe_gaps(mask, reach, features, landmarks, width)
+    mask = _hanging_fringe(mask, reach, features, landmarks, width)
     mask[(reach == 0) | (features > 0)] = 0
     return mask.astype(np.float32)
 
@@ -850,6 +851,67 @@ def _fringe_gaps(
     out = mask.copy()
     closed = cv2.morphologyEx(out, cv2.MORPH_CLOSE, np.ones((1, 2 * half + 1), np.uint8))
     out[(closed > 0) & forehead] = 1
+    return out
+
+
+def _hanging_fringe(
+    mask: npt.NDArray[np.uint8], face: npt.NDArray[np.uint8], features: npt.NDArray[np.uint8], landmarks: Landmarks, width: float
+) -> npt.NDArray[np.uint8]:
+    """`mask` with the whole of a fringe over the forehead: everything above the brows from the top of the
+    forehead down to where the cover hanging from it ends.
+
+    A fringe's lit strands are near the skin's colour, and a run of them wider than _fringe_gaps closes (or
+    one beside a brow that shows, which stops that closing) stayed in the texture as a wedge of hair between
+    the painted-out strands: the render stretches it with the forehead's skin into a dark triangle as the
+    head turns. The fringe hangs from the hairline, so per column the cover is followed down from the top
+    of the forehead (`face`: the outline, or past it as far as the render's feather reaches; between the brows'
+    outer ends) across gaps up
+    to _FRINGE_RUN_GAP, and the run's ends are joined across columns up to _FRINGE_SPAN either side: columns
+    of lit strands between shaded ones are fringe as deep as the shaded ones beside them. Columns whose top
+    is skin (a high hairline, temple hair hanging in at the side below bare skin) take nothing.
+    """
+    h, w = mask.shape
+    brow_bottom = int(np.ceil(float(landmarks[list(topo.BROW_TOPS), 1].max())))
+    rows = min(h, max(0, brow_bottom))
+    if rows == 0 or not mask[:rows].any():
+        return mask
+    inside = (face[:rows] > 0) & (features[:rows] == 0)
+    covered = (mask[:rows] > 0) & inside
+    gap = max(1, int(round(_FRINGE_RUN_GAP * width)))
+    # A column's run: from its first forehead pixel, through cover, across gaps of up to `gap` pixels.
+    bridged = cv2.morphologyEx(covered.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((2 * gap + 1, 1), np.uint8)) > 0
+    top = np.where(inside.any(axis=0), inside.argmax(axis=0), rows)
+    y = np.arange(rows)[:, None]
+    below_top = y >= top[None, :]
+    # Rows from the top until the first one neither bridged cover nor off the forehead (a feature's berth).
+    # The top rows pass too (_FRINGE_TOP): by the hairline a fringe is often lit, past the outline the cover holds
+    # only its shaded strands.
+    # (Counted from the forehead's highest line, level with the brows (a tilted head's is tilted), not from each
+    # column's top: where the outline slopes down the sides, a window from the column's own top reached the
+    # temples' cover and took the skin above it.)
+    ends = landmarks[[brow[0] for brow in topo.brows()], :2]
+    slope = float((ends[1, 1] - ends[0, 1]) / (ends[1, 0] - ends[0, 0])) if abs(float(ends[1, 0] - ends[0, 0])) > 1.0 else 0.0
+    cols = np.arange(w, dtype=np.float64)
+    level = float(np.min(np.where(top < rows, top - slope * cols, np.inf))) + slope * cols
+    start = below_top & (y <= np.maximum(top + gap, level + _FRINGE_TOP * width)[None, :])
+    # The run goes on from the last cover in those rows: a short fringe ending within them ends there.
+    last_start = np.where((covered & start).any(axis=0), rows - 1 - np.argmax((covered & start)[::-1], axis=0), rows)
+    stops = (y > last_start[None, :]) & inside & ~bridged
+    first_stop = np.where(stops.any(axis=0), stops.argmax(axis=0), rows)
+    hangs = (covered & start).any(axis=0)
+    end = np.where(hangs, first_stop, 0).astype(np.float32)
+    # Joined across columns: a closing of the runs' ends (narrow dips between shaded strands filled).
+    half = max(1, int(round(_FRINGE_SPAN * width)))
+    line = end[None, :]
+    closed = cv2.erode(cv2.dilate(line, np.ones((1, 2 * half + 1), np.uint8)), np.ones((1, 2 * half + 1), np.uint8))[0]
+    # Between the brows' outer ends only: beside them the temples' own cover (temple hair) goes by _hanging_cover,
+    # and joined with the fringe's runs there it took the skin by a brow's tail.
+    brow_x = landmarks[[i for brow in topo.brows() for i in brow], 0]
+    x = np.arange(w)[None, :]
+    between = (x >= float(brow_x.min())) & (x <= float(brow_x.max()))
+    take = (y < closed[None, :]) & below_top & inside & between
+    out = mask.copy()
+    out[:rows][take] = 1
     return out
 
 
@@ -964,6 +1026,9 @@ _FEATURE_GROW = 0.025  # of the face width: feature_mask's berth round the featu
 _OUTLINE_REACH = 0.05  # of the face width: how far past the outline the render's feather samples (mesh's blend.feather)
 _REFIT_BELOW = 0.8  # of the first fit of the skin's light: darker pixels are left out of the second
 _FRINGE_GAP = 0.06  # of the face width: half the widest gap between a fringe's strands that is closed
+_FRINGE_RUN_GAP = 0.03  # of the face width: the longest gap of skin down a fringe's strand still followed
+_FRINGE_TOP = 0.12  # of the face width: how far below the top of the forehead a fringe's cover may start
+_FRINGE_SPAN = 0.1  # of the face width: half the widest run of lit strands joined between shaded ones
 _BROW_BAND = 0.04  # of the face width: the band above a brow's zone that tells whether a fringe runs into it
 _BROW_HIDDEN = 0.5  # share of that band under cover, and of the zone off the skin, for a brow to be under hair
 # A brow shows when at least half its columns are 0.2 lighter in log luma just above it than its
