@@ -14,6 +14,7 @@ and under the lip, and the lower teeth slide up from behind the lower lip only a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cache
 
@@ -171,7 +172,7 @@ def lid_openness(landmarks: Landmarks, ring: IndexArray) -> float:
     points = landmarks[ring, :2].astype(np.float64)  # the ring's only: this runs per eye twice a frame, per renderer
     upper, lower = points[1:half], points[half + 1 :][::-1]
     along = points[half] - points[0]
-    width = float(np.linalg.norm(along))
+    width = math.sqrt(float(along.dot(along)))  # np.linalg.norm's own arithmetic for a vector, without its checks
     across = np.array([-along[1], along[0]]) / max(width, 1e-6)
     return abs(float(((lower - upper) @ across).mean())) / max(width, 1e-6)
 
