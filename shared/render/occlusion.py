@@ -865,8 +865,8 @@ def _hanging_fringe(
     the painted-out strands: the render stretches it with the forehead's skin into a dark triangle as the
     head turns. The fringe hangs from the hairline, so per column the cover is followed down from the top
     of the forehead (`face`: the outline, or past it as far as the render's feather reaches; between the brows'
-    outer ends) across gaps up
-    to _FRINGE_RUN_GAP, and the run's ends are joined across columns up to _FRINGE_SPAN either side: columns
+    outer ends) across gaps up to _FRINGE_RUN_GAP, and the run's ends are joined across columns up to
+    _FRINGE_SPAN either side: columns
     of lit strands between shaded ones are fringe as deep as the shaded ones beside them. Columns whose top
     is skin (a high hairline, temple hair hanging in at the side below bare skin) take nothing.
     """
