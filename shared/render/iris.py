@@ -50,10 +50,14 @@ class Iris:
     span: float  # the distance between the eyes (eye_span) in the picture it was lifted from, in the same pixels
 
 
+def iris_centre(landmarks: Landmarks, centre: int) -> npt.NDArray[np.float64]:
+    return np.asarray(landmarks[centre, :2], np.float64)
+
+
 def iris_geometry(landmarks: Landmarks, centre: int, ring: tuple[int, ...]) -> tuple[npt.NDArray[np.float64], float]:
-    points = landmarks[:, :2].astype(np.float64)
-    c = points[centre]
-    return c, float(np.linalg.norm(points[list(ring)] - c, axis=1).mean())
+    """The iris's centre (iris_centre) and its radius: the mean distance of its ring's landmarks from the centre."""
+    c = iris_centre(landmarks, centre)
+    return c, float(np.linalg.norm(landmarks[list(ring), :2].astype(np.float64) - c, axis=1).mean())
 
 
 def eye_span(landmarks: Landmarks) -> float:
@@ -278,7 +282,7 @@ def draw_irises(face: Image, landmarks: Landmarks, irises: tuple[Iris | None, Ir
     for iris, (ring_of, centre_index, _) in zip(irises, _EYES, strict=True):
         if iris is None:
             continue
-        c = landmarks[centre_index, :2].astype(np.float64)  # iris_geometry's centre (its radius is not wanted here)
+        c = iris_centre(landmarks, centre_index)
         radius = iris.radius * span / max(iris.span, 1e-6)
         if not np.isfinite(c).all() or radius < 0.5:
             continue
