@@ -876,6 +876,18 @@ def _bared_teeth(
     )
 
 
+def cavity_strength(ratio: float, source_ratio: float) -> float:
+    """How much of the cavity composite_cavity draws over a mouth open `ratio` (opening / width), the source's
+    open `source_ratio` (0: none, the mouth shut or the source's own interior showing)."""
+    if ratio < 0.03:
+        return 0.0
+    if source_ratio < 0.08:
+        return 1.0
+    # Real interior from the source while it is at least as open; the panels (the source's own
+    # interior continued into darkness, or a synthetic cavity) beyond.
+    return float(np.clip((ratio - source_ratio) / max(0.08, 0.5 * source_ratio), 0.0, 1.0))
+
+
 def composite_cavity(
     canvas: Image,
     landmarks: Landmarks,
@@ -891,13 +903,7 @@ def composite_cavity(
     (retarget.lip_retraction): both rows of teeth fill that much of it.
     """
     mouth = MouthFrame.of(landmarks)
-    if mouth.ratio < 0.03:
-        return None
-    # Real interior from the source while it is at least as open; the panels (the source's own
-    # interior continued into darkness, or a synthetic cavity) beyond.
-    strength = float(np.clip((mouth.ratio - source_ratio) / max(0.08, 0.5 * source_ratio), 0.0, 1.0))
-    if source_ratio < 0.08:
-        strength = 1.0
+    strength = cavity_strength(mouth.ratio, source_ratio)
     if strength <= 0.0:
         return None
     opening = _opening(landmarks, mouth, (canvas.shape[1], canvas.shape[0]))
