@@ -246,7 +246,8 @@ class MeshRenderer:
         self._texture_now: Texture | None = None  # the avatar being drawn; None: the sender's own face
         self._textures: dict[str, Texture | None] = {}
         self._plan: tuple[_KeyframeModel, Texture, RetargetPlan] | None = None
-        self._cavity: tuple[_KeyframeModel, Texture, tuple[Image, Image], tuple[Image, Image]] | None = None  # _avatar_panels
+        # _palette_panels: the narrow (False) and wide (True) palettes' panels built so far for a keyframe and avatar
+        self._cavity: tuple[_KeyframeModel, Texture, dict[bool, tuple[Image, Image]]] | None = None
         # 255 where glasses, hair or a hand cover the keyframe's face (None: nothing does). Found only
         # when an avatar is drawn (~30 ms a keyframe), so self mode never pays for it.
         self._occluder: tuple[_KeyframeModel, bool, npt.NDArray[np.uint8] | None] | None = None
@@ -376,23 +377,29 @@ class MeshRenderer:
         Not the keyframe's own interior when it shows one: copied from inside the sender's inner lips it brings the
         rim of the sender's lips (a red band of lipstick inside the avatar's mouth) and the sender's teeth, cut off
         where the keyframe's opening ended, with darkness below them (a slash across a smile).
-        The narrow and wide palettes' panels are built once per keyframe and avatar and blended by the opening.
+        The narrow and wide palettes' panels are blended by the opening, each built once per keyframe and avatar when
+        an opening first needs it (~3 ms each): most keyframes' first frames need one or none, and drawing that frame
+        is slow already (the keyframe's occluders, the retarget plan).
         """
-        if self._cavity is None or self._cavity[0] is not model or self._cavity[1] is not texture:
-            cast = em.scene_cast(model.image, model.landmarks, texture.image, texture.landmarks, self.options.blend.chroma_strength)
-            tone = em.skin_tone(model.image, model.landmarks)
-            teeth = em.scene_teeth(model.image, model.landmarks)
-            narrow = em.synthetic_panels(tone, em.avatar_palette(texture.lips, cast, wide=False, teeth=teeth))
-            wide = em.synthetic_panels(tone, em.avatar_palette(texture.lips, cast, wide=True, teeth=teeth))
-            self._cavity = (model, texture, narrow, wide)
-        _, _, narrow, wide = self._cavity
         lo, hi = em.WIDE_OPENING
         w = float(np.clip((ratio - lo) / (hi - lo), 0.0, 1.0))
         if w <= 0.0:
-            return narrow
+            return self._palette_panels(model, texture, wide=False)
         if w >= 1.0:
-            return wide
+            return self._palette_panels(model, texture, wide=True)
+        narrow, wide = self._palette_panels(model, texture, wide=False), self._palette_panels(model, texture, wide=True)
         return (cv2.addWeighted(wide[0], w, narrow[0], 1.0 - w, 0.0), cv2.addWeighted(wide[1], w, narrow[1], 1.0 - w, 0.0))
+
+    def _palette_panels(self, model: _KeyframeModel, texture: Texture, wide: bool) -> tuple[Image, Image]:
+        """The synthetic panels of the narrow or the wide palette (_avatar_panels), kept for the keyframe and avatar."""
+        if self._cavity is None or self._cavity[0] is not model or self._cavity[1] is not texture:
+            self._cavity = (model, texture, {})
+        built = self._cavity[2]
+        if wide not in built:
+            cast = em.scene_cast(model.image, model.landmarks, texture.image, texture.landmarks, self.options.blend.chroma_strength)
+            palette = em.avatar_palette(texture.lips, cast, wide=wide, teeth=em.scene_teeth(model.image, model.landmarks))
+            built[wide] = em.synthetic_panels(em.skin_tone(model.image, model.landmarks), palette)
+        return built[wide]
 
     def _keyframe_occluder(self, model: _KeyframeModel, keyframe: KeyframeState, texture: Texture) -> npt.NDArray[np.uint8] | None:
         """The keyframe's occluders kept in front of the avatar `texture`. The sender's glasses only when asked
@@ -572,9 +579,10 @@ class MeshRenderer:
         em.shade_narrowed(face, local, texture.mouth_ratio, texture.shadow)
         face = np.ascontiguousarray(bl.match_shading(face, base, mask, width, opts.blend, midline))
         # The cavity goes in after the shading so teeth keep their colour; panels are lit like the scene.
-        plan = self._retarget_plan(model, texture)
-        panels = self._avatar_panels(model, texture, em.MouthFrame.of(local).ratio)
-        em.composite_cavity(face, local, panels, texture.mouth_ratio, lip_retraction(plan, dst))
+        ratio = em.MouthFrame.of(local).ratio
+        if em.cavity_strength(ratio, texture.mouth_ratio) > 0.0:  # else no cavity: its panels need not be built
+            bared = lip_retraction(self._retarget_plan(model, texture), dst)
+            em.composite_cavity(face, local, self._avatar_panels(model, texture, ratio), texture.mouth_ratio, bared)
         occluder = None
         if keyframe_occluder is not None:
             # The keyframe's occluders, carried to this frame by the keyframe's own dense face warp: the
