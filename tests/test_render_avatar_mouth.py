@@ -9,7 +9,7 @@ import numpy as np
 from facewire.shared.face import topology as topo
 from facewire.shared.render import eyes_mouth as em
 from facewire.shared.render.mesh import MeshRenderer
-from facewire.shared.render.retarget import lip_retraction, plan_retarget, retarget
+from facewire.shared.render.retarget import align_sender, lip_retraction, plan_retarget, retarget
 from facewire.shared.types import FrameState, IdentityAsset, KeyframeState, Landmarks
 from tests.render_fixtures import astronaut, astronaut_landmarks, draw, open_mouth
 
@@ -53,8 +53,8 @@ def test_an_avatar_photographed_with_an_open_mouth_closes_it_with_the_sender() -
 def test_the_chin_tells_a_dropped_jaw_from_lips_drawn_back() -> None:
     sender = _closed(astronaut_landmarks())
     plan = plan_retarget(sender, sender)
-    assert lip_retraction(plan, open_mouth(sender, 12.0)) < 0.15
-    assert lip_retraction(plan, _bare(sender, 12.0)) > 0.85
+    assert lip_retraction(plan, align_sender(plan, open_mouth(sender, 12.0))) < 0.15
+    assert lip_retraction(plan, align_sender(plan, _bare(sender, 12.0))) > 0.85
 
 
 def test_teeth_bared_by_a_smile_fill_the_opening_a_dropped_jaw_leaves_dark() -> None:

@@ -10,7 +10,7 @@ from facewire.shared.face import topology as topo
 from facewire.shared.render.glasses import ANCHORS, draw_glasses, lift_glasses
 from facewire.shared.render.mesh import MeshOptions, MeshRenderer
 from facewire.shared.render.occlusion import OcclusionOptions, avatar_spectacles, occluder_mask
-from facewire.shared.render.retarget import apply_retarget
+from facewire.shared.render.retarget import align_sender, apply_retarget
 from facewire.shared.types import FrameState, IdentityAsset, Image, KeyframeState, Landmarks
 from tests.render_fixtures import astronaut, astronaut_landmarks, big_astronaut, close_eyes, draw, open_mouth, transform
 
@@ -127,7 +127,8 @@ def test_the_frames_are_drawn_whole_where_the_head_puts_them(motion: str) -> Non
     renderer = MeshRenderer()
     out = draw(renderer, _avatar(), keyframe, FrameState(1, 0, "tracked", moved, None)).image
     assert renderer._keyframe is not None and renderer._texture_now is not None
-    target = apply_retarget(renderer._retarget_plan(renderer._keyframe, renderer._texture_now), moved)
+    plan = renderer._retarget_plan(renderer._keyframe, renderer._texture_now)
+    target = apply_retarget(plan, align_sender(plan, moved))
     picture, picture_lm = big_astronaut()
     _, drawn = _with_glasses(picture, picture_lm, 12)
     motion_of_head = head_affine(picture_lm[list(ANCHORS), :2].astype(np.float64), target[list(ANCHORS), :2].astype(np.float64))

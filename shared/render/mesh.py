@@ -27,7 +27,15 @@ from facewire.shared.render.iris import draw_irises
 from facewire.shared.render.layer_box import layer_reach
 from facewire.shared.render.lids import REDRAWN, close_lids
 from facewire.shared.render.occlusion import OcclusionOptions, SpectacleMemory, occluder_mask
-from facewire.shared.render.retarget import RetargetOptions, RetargetPlan, apply_retarget, lip_retraction, plan_retarget
+from facewire.shared.render.retarget import (
+    AlignedSender,
+    RetargetOptions,
+    RetargetPlan,
+    align_sender,
+    apply_retarget,
+    lip_retraction,
+    plan_retarget,
+)
 from facewire.shared.render.sclera import EyeWhite, eye_whites, reveal_whites
 from facewire.shared.render.warp import FIXED_POINT_PIXELS, CoarseMap, PointMap, Points, Region, remap, similarity_2d, warp_map
 from facewire.shared.types import Affine, Alpha, AlphaFix, FrameState, IdentityAsset, Image, KeyframeState, Landmarks, RenderedPerson
@@ -305,7 +313,11 @@ class MeshRenderer:
         dst = frame.landmarks.astype(np.float32)
         texture = self._texture_now
         avatar = texture is not None
-        target = None if texture is None else self._avatar_target(model, texture, dst)
+        sender: AlignedSender | None = None  # the sender in the keyframe's head frame: the retarget's and the lips'
+        target: Landmarks | None = None
+        if texture is not None:
+            sender = align_sender(self._retarget_plan(model, texture), dst)
+            target = self._avatar_target(model, texture, sender)
         reach = frame.alpha is None and not avatar and not self.draw_room and w * h >= _REACH_FROM
         # Under an avatar the keyframe face shows only at the feathered edge: the coarse fan will do. `reach`
         # draws the face's map itself, into the bands it warps.
@@ -326,8 +338,8 @@ class MeshRenderer:
             em.shade_narrowed(image, dst, model.mouth_ratio, model.shadow)
             em.composite_cavity(image, dst, model.panels, model.mouth_ratio)
         else:
-            assert texture is not None and target is not None
-            self._render_avatar(image, texture, model, self._keyframe_occluder(model, keyframe, texture), dst, target,
+            assert texture is not None and target is not None and sender is not None
+            self._render_avatar(image, texture, model, self._keyframe_occluder(model, keyframe, texture), dst, sender, target,
                                 body_dst, alpha, maps)
         return RenderedPerson(image, alpha)
 
@@ -424,10 +436,10 @@ class MeshRenderer:
         self._plan = (model, texture, plan)
         return plan
 
-    def _avatar_target(self, model: _KeyframeModel, texture: Texture, dst: Landmarks) -> Landmarks:
-        """The avatar's landmarks with the sender's expression at the sender's pose `dst` (retarget), irises held
+    def _avatar_target(self, model: _KeyframeModel, texture: Texture, sender: AlignedSender) -> Landmarks:
+        """The avatar's landmarks with the sender's expression at the sender's pose (retarget), irises held
         (those left to the warp) or limited to the avatar's own eye (those drawn whole)."""
-        target = apply_retarget(self._retarget_plan(model, texture), dst)
+        target = apply_retarget(self._retarget_plan(model, texture), sender)
         if self.options.held_iris_travel > 0:
             held = (texture.irises[0] is None, texture.irises[1] is None)
             target = em.hold_irises(target, texture.landmarks, held, self.options.held_iris_travel)
@@ -536,12 +548,14 @@ class MeshRenderer:
         model: _KeyframeModel,
         keyframe_occluder: npt.NDArray[np.uint8] | None,
         dst: Landmarks,
+        sender: AlignedSender,
         target: Landmarks,
         body_dst: Landmarks,
         alpha: Alpha,
         maps: CoarseMap,
     ) -> None:
-        """The avatar's face drawn at `target` (_avatar_target) over `image`, the keyframe warped to `body_dst`."""
+        """The avatar's face drawn at `target` (_avatar_target) over `image`, the keyframe warped to `body_dst`;
+        `sender` is the sender's landmarks `dst` aligned to the keyframe's head (align_sender)."""
         opts = self.options
         size = (image.shape[1], image.shape[0])
         mesh_tris = em.mesh_triangles()
@@ -581,7 +595,7 @@ class MeshRenderer:
         # The cavity goes in after the shading so teeth keep their colour; panels are lit like the scene.
         ratio = em.MouthFrame.of(local).ratio
         if em.cavity_strength(ratio, texture.mouth_ratio) > 0.0:  # else no cavity: its panels need not be built
-            bared = lip_retraction(self._retarget_plan(model, texture), dst)
+            bared = lip_retraction(self._retarget_plan(model, texture), sender)
             em.composite_cavity(face, local, self._avatar_panels(model, texture, ratio), texture.mouth_ratio, bared)
         occluder = None
         if keyframe_occluder is not None:

@@ -571,10 +571,23 @@ def _chin_cover(keyframe: Vec, avatar_n: Vec, min_share: float) -> float:
     return float(np.clip((min_share - share) / (1.0 - share), 0.0, 1.0))
 
 
-def apply_retarget(plan: RetargetPlan, sender_now: Landmarks) -> Landmarks:
-    """The avatar's face with the sender's expression, at the sender's current pose, in frame pixels."""
+@dataclass(frozen=True)
+class AlignedSender:
+    """The sender's landmarks now, brought into the neutral head frame (align_sender): what apply_retarget and
+    lip_retraction both start from, fitted once per frame."""
+
+    to_neutral: Similarity3
+    points: Vec  # the landmarks in the neutral head frame
+
+
+def align_sender(plan: RetargetPlan, sender_now: Landmarks) -> AlignedSender:
     to_neutral = head_alignment(sender_now, plan.sender_neutral)
-    now_n = to_neutral.apply(sender_now.astype(np.float64))
+    return AlignedSender(to_neutral, to_neutral.apply(sender_now.astype(np.float64)))
+
+
+def apply_retarget(plan: RetargetPlan, sender: AlignedSender) -> Landmarks:
+    """The avatar's face with the sender's expression, at the sender's current pose, in frame pixels."""
+    now_n = sender.points
     target = plan.avatar_n + (now_n - plan.neutral) * plan.gain[:, None]
     for k, (side, ring) in enumerate((("right", topo.right_eye_ring()), ("left", topo.left_eye_ring()))):
         ratio = eye_opening(now_n, side) / max(plan.eye_neutral[k], 1e-6)
@@ -585,7 +598,7 @@ def apply_retarget(plan: RetargetPlan, sender_now: Landmarks) -> Landmarks:
     _keep_chin_strip(target, now_n, plan.chin_strip)
     if plan.pull.any():
         target = (1.0 - plan.pull) * target + plan.pull * now_n
-    return to_neutral.inverse().apply(target).astype(np.float32)
+    return sender.to_neutral.inverse().apply(target).astype(np.float32)
 
 
 # Mouth widths of lip opening a dropped jaw gives per mouth width the chin drops (median over the 90 frames of
@@ -593,14 +606,14 @@ def apply_retarget(plan: RetargetPlan, sender_now: Landmarks) -> Landmarks:
 _OPENING_PER_JAW = 2.0
 
 
-def lip_retraction(plan: RetargetPlan, sender_now: Landmarks) -> float:
+def lip_retraction(plan: RetargetPlan, sender: AlignedSender) -> float:
     """How much of the sender's mouth opening (a share, 0..1) is lips drawn back from closed teeth.
 
     A smile or a grimace bares the teeth with the jaw shut; talking or a yawn drops the jaw. The chin
     tells them apart: what the chin's drop from the neutral face (in the head's own frame) does not
     account for is lips drawn back, and there both rows of teeth show (eyes_mouth.composite_cavity).
     """
-    now_n = head_alignment(sender_now, plan.sender_neutral).apply(sender_now.astype(np.float64))
+    now_n = sender.points
     chin, top = plan.neutral[topo.CHIN, :2], plan.neutral[topo.NOSE_BRIDGE, :2]
     down = (chin - top) / max(float(np.linalg.norm(chin - top)), 1e-6)
     drop = float((now_n[topo.CHIN, :2] - chin) @ down) / max(mouth_width(plan.neutral), 1e-6)
@@ -617,4 +630,5 @@ def retarget(
     options: RetargetOptions | None = None,
 ) -> Landmarks:
     """The avatar's face with the sender's expression, at the sender's current pose, in frame pixels."""
-    return apply_retarget(plan_retarget(sender_neutral, avatar_neutral, options), sender_now)
+    plan = plan_retarget(sender_neutral, avatar_neutral, options)
+    return apply_retarget(plan, align_sender(plan, sender_now))
