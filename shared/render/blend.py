@@ -366,8 +366,10 @@ def swap_weight(mask: FloatImage, alpha: Alpha | None, occluder: FloatImage | No
 
 
 def blend(base: Image, face: Image, weight: FloatImage) -> Image:
-    """base + weight * (face - base), rounded: a few whole-array OpenCV passes (faster than cv2.blendLinear here)."""
-    start = base.astype(np.float32)
+    """base + weight * (face - base), rounded: a few whole-array OpenCV passes (faster than cv2.blendLinear here).
+
+    The pictures go in as bytes: OpenCV converts them to float32 inside the subtraction and the addition (the same
+    values as float copies of them, without making the copies)."""
     weight3 = cv2.merge([np.ascontiguousarray(weight, np.float32)] * 3)
-    step = cv2.multiply(cv2.subtract(face.astype(np.float32), start), weight3)
-    return np.asarray(cv2.convertScaleAbs(cv2.add(start, step)), np.uint8)
+    step = cv2.multiply(cv2.subtract(face, base, dtype=cv2.CV_32F), weight3)
+    return np.asarray(cv2.convertScaleAbs(cv2.add(base, step, dtype=cv2.CV_32F)), np.uint8)
