@@ -9,6 +9,7 @@ the cut-out does not look pasted on. `mirror` flips the output (a selfie view).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".gif"}
 BLUR = "blur"
 DEFAULT_BACKGROUND = "#30343c"
 FloatImage = npt.NDArray[np.float32]
+Planes = tuple[FloatImage, FloatImage, FloatImage]  # B, G, R as separate float planes
 Colour = tuple[float, float, float, float]  # BGR and an unused fourth, as OpenCV takes a scalar
 Mask = npt.NDArray[np.uint8]
 _SMALL = 4  # the light wrap works at 1/_SMALL of the frame size
@@ -130,8 +132,8 @@ def despill(pixels: FloatImage) -> FloatImage:
     return out
 
 
-def despilled(image: Image, band: Mask) -> FloatImage:
-    """An H x W x 3 uint8 picture in float, despill() applied where `band` is non-zero.
+def despilled(image: Image, band: Mask) -> Planes:
+    """An H x W x 3 uint8 picture in float, despill() applied where `band` is non-zero, as its B, G, R planes.
 
     On planes, the band chosen by masked copies: despill changes most of a band's pixels, and the band is a
     good part of the ring around the person the compositor's parts cover, so whole planes cost less than
@@ -139,13 +141,18 @@ def despilled(image: Image, band: Mask) -> FloatImage:
     The same arithmetic as despill(), so the same values.
     """
     b8, g8, r8 = cv2.split(image)
-    b, g, r = (plane.astype(np.float32) for plane in (b8, g8, r8))
+    b, g, r = _float_planes((b8, g8, r8))
     green = cv2.min(g, cv2.addWeighted(r, 0.5, b, 0.5, 0.0))
     # where b > 1.15 max(r, g), min(b, (r + g) / 2) is (r + g) / 2
     clear_blue = cv2.compare(b, cv2.max(r8, g8).astype(np.float32) * np.float32(1.15), cv2.CMP_GT)
     cv2.copyTo(cv2.addWeighted(r, 0.5, g, 0.5, 0.0), cv2.bitwise_and(clear_blue, band), b)
     cv2.copyTo(green, band, g)
-    return np.asarray(cv2.merge([b, g, r]), np.float32)
+    return b, g, r
+
+
+def _float_planes(planes: Sequence[Mask]) -> Planes:
+    b, g, r = (plane.astype(np.float32) for plane in planes)
+    return b, g, r
 
 
 def _upsample_box(small: FloatImage, box: tuple[slice, slice], factor: int) -> FloatImage:
@@ -171,7 +178,7 @@ class _EdgeInputs:
 
     band: Mask | None  # despill band, over the box
     outside: FloatImage | None  # light wrap: the blurred share of background around each coarse pixel
-    light: FloatImage | Colour | None  # light wrap: the background's light around the person, coarse (or one colour)
+    light: Planes | Colour | None  # light wrap: the background's light around the person, coarse planes (or one colour)
 
 
 _WRAP_FLOOR = 1e-3  # the light wrap changes only pixels it lifts by more than this share of the background's light
@@ -217,7 +224,7 @@ class Compositor:
         self._still: Image | None = None
         self._colour_cache: tuple[Image, Colour | None] | None = None  # the still background's colour, if one
         # The still background in float and at the coarse size, made once (keyed by the picture itself).
-        self._float_cache: tuple[Image, FloatImage] | None = None
+        self._float_cache: tuple[Image, Planes] | None = None
         self._small_cache: tuple[Image, FloatImage] | None = None
         self._blur = background == BLUR
         if self._blur:
@@ -315,22 +322,28 @@ class Compositor:
         blocks &= small > 0
         return blocks
 
-    def _compose_part(self, result: Image, image: Image, alpha: Alpha, bg_float: FloatImage | Colour, box: tuple[slice, slice],
+    def _compose_part(self, result: Image, image: Image, alpha: Alpha, bg_float: Planes | Colour, box: tuple[slice, slice],
                       part: tuple[slice, slice], edges: _EdgeInputs) -> None:
-        """bg + alpha (fg - bg) over `part`, fg the person's colours despilled on the band and lit by the light wrap."""
+        """bg + alpha (fg - bg) over `part`, fg the person's colours despilled on the band and lit by the light wrap.
+
+        Colour by colour on planes: the alpha and the wrap's weight multiply each plane as they are, where a
+        3-channel pass first needs them copied into three channels (and despill's planes merged), the per-pixel
+        arithmetic unchanged."""
         ys, xs = box
         inner = (slice(part[0].start - ys.start, part[0].stop - ys.start), slice(part[1].start - xs.start, part[1].stop - xs.start))
-        fg = despilled(image[part], edges.band[inner]) if edges.band is not None else image[part].astype(np.float32)
+        fg = despilled(image[part], edges.band[inner]) if edges.band is not None else _float_planes(cv2.split(image[part]))
         a = alpha[part]
         if edges.outside is not None and edges.light is not None:
             weight = cv2.multiply(self._upsample(edges.outside, part), a, scale=self.edges.light_wrap)
             _, weight = cv2.threshold(weight, _WRAP_FLOOR, 0.0, cv2.THRESH_TOZERO)
-            light = edges.light if isinstance(edges.light, tuple) else self._upsample(edges.light, part)
-            fg = cv2.add(fg, cv2.multiply(cv2.subtract(light, fg), cv2.merge([weight] * 3)))
+            lights = [self._upsample(c, part) if isinstance(c, np.ndarray) else c for c in edges.light[:3]]
+            b, g, r = (cv2.add(plane, cv2.multiply(cv2.subtract(light, plane), weight)) for plane, light in zip(fg, lights, strict=True))
+            fg = b, g, r
         # bg + alpha (fg - bg), rounded like cv2.blendLinear (which takes a slow path for this); a background of one
-        # colour as a scalar (the same float32 per pixel, without reading the frame-sized float copy)
-        bg = bg_float[part] if isinstance(bg_float, np.ndarray) else bg_float
-        result[part] = cv2.convertScaleAbs(cv2.add(cv2.multiply(cv2.subtract(fg, bg), cv2.merge([a] * 3)), bg))
+        # colour as scalars (the same float32 per pixel, without reading the frame-sized float copy)
+        bgs = [c[part] if isinstance(c, np.ndarray) else c for c in bg_float[:3]]
+        result[part] = cv2.merge([cv2.convertScaleAbs(cv2.add(cv2.multiply(cv2.subtract(plane, bg), a), bg))
+                                  for plane, bg in zip(fg, bgs, strict=True)])
 
     def _person_box(self, small_alpha: FloatImage) -> tuple[slice, slice] | None:
         """The frame box holding every pixel with alpha > 0, on the coarse grid; outside it the output is the background.
@@ -345,11 +358,11 @@ class Compositor:
             return None
         return slice(y * _SMALL, (y + bh) * _SMALL), slice(x * _SMALL, (x + bw) * _SMALL)
 
-    def _background_float(self, background: Image) -> FloatImage:
+    def _background_float(self, background: Image) -> Planes:
         cached = self._float_cache
         if cached is not None and cached[0] is background:
             return cached[1]
-        result = background.astype(np.float32)
+        result = _float_planes(cv2.split(background))
         if background is self._still:
             self._float_cache = (background, result)
         return result
@@ -377,7 +390,7 @@ class Compositor:
             return np.asarray(cv2.resize(small, self.size, interpolation=cv2.INTER_LINEAR)[box], np.float32)
         return _upsample_box(small, box, _SMALL)
 
-    def _wrap_light(self, small_alpha: FloatImage, background: Image, outside: FloatImage) -> FloatImage | Colour:
+    def _wrap_light(self, small_alpha: FloatImage, background: Image, outside: FloatImage) -> Planes | Colour:
         """The background's light around the person at the coarse size (normalised blur of the visible background).
 
         A background of one colour c: blur(c x visible) / blur(visible) is c up to float rounding wherever
@@ -391,7 +404,8 @@ class Compositor:
             return colour
         visible = cv2.merge([1.0 - small_alpha] * 3)
         light = cv2.GaussianBlur(cv2.multiply(self._background_small(background), visible), (0, 0), self._sigma())
-        return np.asarray(cv2.divide(light, cv2.merge([np.maximum(outside, np.float32(1e-3))] * 3)), np.float32)
+        b, g, r = cv2.split(cv2.divide(light, cv2.merge([np.maximum(outside, np.float32(1e-3))] * 3)))
+        return b, g, r
 
     def _still_colour(self, background: Image) -> Colour | None:
         """The background's colour when it is a still one of a single colour, else None."""
