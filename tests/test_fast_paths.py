@@ -59,6 +59,21 @@ def test_coarse_map_boxes_equal_the_full_map() -> None:
             assert np.array_equal(coarse.box(slice(y0, y1), slice(x0, x1)), full[y0 - 4 : y1 - 4, x0 - 8 : x1 - 8])
 
 
+def test_coarse_map_remap_band_by_band_is_the_full_maps() -> None:
+    """CoarseMap.remap makes the full map a band of rows at a time: the bytes of remapping with the full map (a region
+    off the origin, rows not a multiple of the band, 3 and 4 channels; small maps take the plain path)."""
+    rng = np.random.default_rng(9)
+    picture = cv2.resize(astronaut(), (400, 300))
+    packed = np.dstack([picture, rng.integers(0, 256, picture.shape[:2], np.uint8)])
+    verts_dst = np.array([[0, 0], [399, 0], [0, 299], [399, 299], [180, 120], [250, 200]], np.float32)
+    tris = np.array([[0, 1, 4], [1, 3, 5], [3, 2, 5], [2, 0, 4], [4, 1, 5], [4, 5, 2]])
+    for region in (Region(0, 0, 400, 300), Region(8, 4, 392, 292), Region(0, 0, 96, 80)):
+        verts_src = verts_dst + rng.normal(0, 6, verts_dst.shape).astype(np.float32)
+        coarse = CoarseMap.build(verts_dst[tris], verts_src[tris], region, 4)
+        for source in (picture, packed):
+            assert np.array_equal(coarse.remap(source), remap(source, coarse.full()))
+
+
 def test_face_region_is_on_a_fixed_grid_of_four() -> None:
     from facewire.shared.render.mesh import _face_region
 

@@ -330,7 +330,7 @@ class MeshRenderer:
         elif reach:
             image, alpha = _unpacked(self._warp_reach(model, dst, frame, maps))
         else:
-            image, alpha = _unpacked(remap(model.packed, maps.full()))
+            image, alpha = _unpacked(maps.remap(model.packed))
         if not avatar:
             reveal_whites(image, dst, model.whites)
             if self.options.smooth_lids:
@@ -845,7 +845,7 @@ def _warp_person(image: Image, maps: CoarseMap, alpha: Alpha) -> Image:
     x, y, bw, bh = cv2.boundingRect(cv2.compare(alpha, 0.0, cv2.CMP_GT))
     h, w = image.shape[:2]
     if bw * bh > _WHOLE_FRAME_SHARE * w * h:
-        return remap(image, maps.full())
+        return maps.remap(image)
     out = image.copy()
     if bw > 0 and bh > 0:
         box = (slice(y, y + bh), slice(x, x + bw))

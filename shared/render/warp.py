@@ -249,6 +249,23 @@ class CoarseMap:
         size = (self.region.width, self.region.height)
         return np.asarray(cv2.resize(self.coarse, size, interpolation=cv2.INTER_LINEAR), np.float32)
 
+    def remap(self, source: npt.NDArray[np.uint8]) -> Image:
+        """`remap(source, self.full())`, the full map made and used a band of rows at a time: a whole frame's
+        map (2 floats a pixel) and its fixed-point copy never exist, and each band's stay in the core's cache.
+        The same bytes: a band's map is the full map's rows (`box`), converted to fixed point as `remap` converts
+        a map that large, and remap reads each output pixel from its own map value."""
+        width, height = self.region.width, self.region.height
+        if self.step == 1 or width * height < FIXED_POINT_PIXELS:
+            return remap(source, self.full())
+        out = np.empty((height, width, *source.shape[2:]), source.dtype)
+        xs = slice(self.region.x0, self.region.x0 + width)
+        for top in range(0, height, _REMAP_BAND):
+            rows = slice(top, min(top + _REMAP_BAND, height))
+            fixed, fraction = cv2.convertMaps(self.box(slice(self.region.y0 + rows.start, self.region.y0 + rows.stop), xs), None,
+                                              cv2.CV_16SC2)
+            cv2.remap(source, fixed, fraction, cv2.INTER_LINEAR, dst=out[rows], borderMode=cv2.BORDER_REPLICATE)
+        return out
+
     def box(self, ys: slice, xs: slice) -> PointMap:
         """The full map over frame rows `ys` and columns `xs` (inside the region)."""
         y0, y1, x0, x1 = ys.start - self.region.y0, ys.stop - self.region.y0, xs.start - self.region.x0, xs.stop - self.region.x0
@@ -300,6 +317,7 @@ def remap(source: npt.NDArray[np.uint8], map_x: FloatMap | PointMap, map_y: Floa
     return out
 
 
+_REMAP_BAND = 64  # rows of a frame's map CoarseMap.remap makes at a time (32-96 were alike at 640x480; 160 slower)
 # Maps of at least this many pixels are remapped in fixed point (1/32 px): a caller that must match `remap`
 # byte for byte on part of such a map (mesh.py's bands) converts its part the same way.
 FIXED_POINT_PIXELS = 100_000
