@@ -10,7 +10,7 @@ from facewire.shared.face.identity import IdentityAsset, detect_faces
 from facewire.shared.render import make_renderer
 from facewire.shared.render.mesh import MeshOptions, MeshRenderer
 from facewire.shared.render.occlusion import OcclusionOptions, occluder_mask
-from facewire.shared.render.retarget import retarget
+from facewire.shared.render.retarget import align_sender, retarget
 from facewire.shared.render.warp import Region, affine_coefficients, fill_polygon, remap, warp_maps
 from facewire.shared.types import FrameState, KeyframeState
 from tests.render_fixtures import astronaut, astronaut_landmarks, big_astronaut, close_eyes, draw, open_mouth, transform
@@ -645,7 +645,7 @@ def test_round_a_narrower_avatar_the_senders_cheeks_do_not_show(share: float) ->
     out = renderer.render(_frame(lm)).image
     texture, model = renderer._texture_now, renderer._keyframe
     assert texture is not None and model is not None
-    target = renderer._avatar_target(model, texture, lm)
+    target = renderer._avatar_target(model, texture, align_sender(renderer._retarget_plan(model, texture), lm))
     inside = np.zeros(image.shape[:2], np.uint8)
     fill_polygon(inside, target[topo.face_oval_ring(), :2].astype(np.float32))
     beyond = cv2.dilate(inside, np.ones((5, 5), np.uint8)) == 0
