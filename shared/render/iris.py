@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from facewire.shared.face import topology as topo
+from facewire.shared.render.colour import LUMA_BGR
 from facewire.shared.types import Image, Landmarks
 
 FloatArray = npt.NDArray[np.float32]
@@ -140,41 +141,68 @@ _EDGE_FRACTION = 0.6  # of the way from the iris's core brightness to the white'
 _LIMBUS = 0.15  # of the iris's extent: its edge beyond the extent found, taken with it (at least a pixel)
 
 
-def _white_beside(pale: npt.NDArray[np.bool_], opening: FloatArray, distance: FloatArray, reach: float) -> FloatArray:
-    """0..1, the white of the eye inside an iris's drawn reach: the pale pixels of the opening joined to the white
-    past that reach (a catchlight inside the iris is not). The drawn iris leaves them to the paint-out under it,
-    which is the same white at rest; carried with the iris, the white beside a painted iris (s5's pinkish one)
-    or a narrowed eye's waterline drew a pale ring round the iris wherever the rendered eye opens differently."""
-    pale = pale & (opening >= 0.5)
+def _outer_white(pale: npt.NDArray[np.bool_], distance: FloatArray, reach: float) -> npt.NDArray[np.bool_]:
+    """The white of the eye: the `pale` pixels joined to those past an iris's reach (a catchlight inside the iris
+    is not)."""
     _, labels = cv2.connectedComponents(pale.astype(np.uint8), connectivity=8)
     outer = np.unique(labels[pale & (distance > reach + 1.0)])
-    white = pale & np.isin(labels, outer[outer > 0]) & (distance <= reach + 1.0)
+    return pale & np.isin(labels, outer[outer > 0])
+
+
+def _white_beside(pale: npt.NDArray[np.bool_], opening: FloatArray, distance: FloatArray, reach: float) -> FloatArray:
+    """0..1, the white of the eye inside an iris's drawn reach. The drawn iris leaves it to the paint-out under it,
+    which is the same white at rest; carried with the iris, the white beside a painted iris (s5's pinkish one)
+    or a narrowed eye's waterline drew a pale ring round the iris wherever the rendered eye opens differently."""
+    white = _outer_white(pale & (opening >= 0.5), distance, reach) & (distance <= reach + 1.0)
     # Softened by a pixel: the limbus fades into the white instead of ending at a threshold.
     return np.asarray(cv2.GaussianBlur(white.astype(np.float32), (3, 3), 0), np.float32)
 
 
-def _paint_out(pixels: Image, cover: FloatArray, sclera: npt.NDArray[np.bool_]) -> Image | None:
+def _white_colour(pixels: FloatArray) -> FloatArray:
+    """The white's colour among a few of its pixels: the median of their brighter half. The ones next to the iris
+    are its edge blurred into the white, and a darker white filled the hole as a grey disc round the drawn iris."""
+    luma = pixels @ LUMA_BGR
+    return np.asarray(np.median(pixels[luma >= np.median(luma)], axis=0), np.float32)
+
+
+def _smooth_rows(fill: FloatArray, sigma: float) -> FloatArray:
+    """`fill` (NaN where unfilled) blurred down its columns over its filled pixels only: each row is filled from its
+    own few white pixels, and rows that differ by a lash or a fleck of paint drew the hole in horizontal stripes."""
+    have = ~np.isnan(fill[..., :1])
+    size = 2 * int(np.ceil(2.0 * sigma)) + 1
+    weight = cv2.GaussianBlur(have.astype(np.float32), (1, size), sigma)[..., None]
+    total = cv2.GaussianBlur(np.where(have, fill, 0.0).astype(np.float32), (1, size), sigma)
+    return np.where(have, total / np.maximum(weight, 1e-6), np.nan).astype(np.float32)
+
+
+def _paint_out(pixels: Image, cover: FloatArray, sclera: npt.NDArray[np.bool_], window: int) -> Image | None:
     """`pixels` with the `cover` region filled from the white of the eye either side of it.
 
-    Each row is interpolated between the nearest white pixels left and right of the iris, which keeps
-    the eye's own shading (the shadow under the upper lid, the darker corners); rows with no white
-    (the iris touching a lid) take their column's nearest filled row. None when no row has any white.
+    Each row is interpolated between the white left and right of the iris (_white_colour of the `window`
+    white pixels nearest it on each side), which keeps the eye's own shading (the shadow under the upper
+    lid, the darker corners); rows with no white (the iris touching a lid) take their column's nearest
+    filled row. The white in `cover` is a source as well: on a painted eye, whose iris fills most of the
+    opening, the only white is a few pixels beside the iris, and the next white out was the dark corners,
+    which filled the eye with a brown disc. None when no row has any white.
     """
     out = pixels.astype(np.float32)
     fill = np.full(out.shape, np.nan, np.float32)
     for y in np.flatnonzero((cover > 0).any(axis=1)):
         xs = np.flatnonzero(cover[y] > 0)
+        hole = xs[~sclera[y, xs]]
+        if hole.size == 0:
+            fill[y, xs] = out[y, xs]
+            continue
         whites = np.flatnonzero(sclera[y])
-        left, right = whites[whites < xs[0]], whites[whites > xs[-1]]
+        left, right = whites[whites < hole[0]][-window:], whites[whites > hole[-1]][:window]
         if left.size == 0 and right.size == 0:
             continue
-        # The white pixels next to the iris, each the median of a few to skip a stray lash.
-        lv = np.median(out[y, left[-3:]], axis=0) if left.size else None
-        rv = np.median(out[y, right[:3]], axis=0) if right.size else None
+        lv = _white_colour(out[y, left]) if left.size else None
+        rv = _white_colour(out[y, right]) if right.size else None
         if lv is None or rv is None:
             fill[y, xs] = lv if lv is not None else rv
         else:
-            t = ((xs - left[-1]) / max(float(right[0] - left[-1]), 1.0))[:, None]
+            t = np.clip((xs - left[-1]) / max(float(right[0] - left[-1]), 1.0), 0.0, 1.0)[:, None]
             fill[y, xs] = lv * (1.0 - t) + rv * t
     have = ~np.isnan(fill[..., 0])
     if not have.any():
@@ -187,6 +215,7 @@ def _paint_out(pixels: Image, cover: FloatArray, sclera: npt.NDArray[np.bool_]) 
             fill[y, x] = np.nanmean(fill[donors[np.abs(donors - y).argmin()]], axis=0)
         else:
             fill[y, x] = fill[donors[np.abs(donors - y).argmin()], x]
+    fill = _smooth_rows(fill, window / 4.0)
     w = cover[..., None]
     blended = np.where(np.isnan(fill), out, out * (1.0 - w) + np.nan_to_num(fill) * w)
     return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
@@ -229,10 +258,14 @@ def lift_irises(image: Image, landmarks: Landmarks) -> tuple[Image, tuple[Iris |
         # _EDGE_FRACTION of the way to the white: painted out with it, else a ghost ring of it stays in the
         # white and shows beside the drawn iris once the gaze moves it (a doubled, smeared eye).
         reach = extent + max(1.0, _LIMBUS * extent)
-        sclera = seen & (distance > reach + 1.0) & (luma >= dark + _EDGE_FRACTION * (brightest - dark))
-        # Painted out half a pixel wider than that, inside the opening only: the lids and lashes stay.
-        cover = np.clip(np.float32(reach + 1.0) - distance, 0.0, 1.0) * opening
-        painted = _paint_out(pixels, cover, sclera)
+        threshold = dark + _EDGE_FRACTION * (brightest - dark)
+        sclera = _outer_white(seen & (luma >= threshold), distance, reach)
+        # Painted out half a pixel wider than that, inside the opening only: the lids and lashes stay. The lid line's
+        # pixels, under half inside the opening, are the lid's: partly painted with the white, they came back at rest
+        # as a paler line between the drawn iris and the lid (the iris, clipped there by the same opening, covers them
+        # only partly).
+        cover = np.clip(np.float32(reach + 1.0) - distance, 0.0, 1.0) * np.clip(2.0 * opening - 1.0, 0.0, 1.0)
+        painted = _paint_out(pixels, cover, sclera, max(3, int(round(extent))))
         # An iris much larger than the landmarks' is a drawing they do not fit (a cartoon's eye
         # larger than its mesh opening): it is left to the warp rather than cut by the wrong lids.
         # No white to speak of (a statue, a deep shadow): nothing to lift the iris from.
@@ -253,7 +286,6 @@ def lift_irises(image: Image, landmarks: Landmarks) -> tuple[Image, tuple[Iris |
         # ring round the disc wherever the rendered lids open wider than the picture's, and on a made-up or painted
         # eye, whose "white" is the grey-brown beside the iris, a grey ring round a dark disc.
         # Past the disc found, the profile is the iris's own edge colour: what lies beyond it at the sides is the white.
-        threshold = dark + _EDGE_FRACTION * (brightest - dark)
         iris_like = seen & (distance <= extent) & (luma < threshold)
         # The picture is kept wherever its opening shows it (the lid line too, a pixel in from the ring): the drawn
         # iris then matches the picture at rest, instead of outlining the lids with the fill's colour.
