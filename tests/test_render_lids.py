@@ -292,3 +292,42 @@ def test_an_avatars_closed_lid_keeps_its_own_fold_above_the_lashes_ring() -> Non
     lid &= np.arange(size[0])[:, None] > closed[lashes, 1].max() + 0.08 * eye_width
     assert lid.sum() > 10
     assert out[lid].astype(np.float64).mean() > 0.85 * SKIN.mean(), out[lid].astype(np.float64).mean()
+
+
+def _lash_picture(neutral: np.ndarray, size: tuple[int, int], lash: tuple[int, int, int]) -> np.ndarray:
+    """Skin with the open right eye's band from its upper margin to its lashes' ring in `lash` colour."""
+    from facewire.shared.render.eyes_mouth import RIGHT_LID_LASHES
+
+    ring = topo.right_eye_ring()
+    image = np.tile(SKIN, (*size, 1))
+    band = np.zeros(size, np.uint8)
+    cv2.fillPoly(band, [np.round(np.concatenate([neutral[list(RIGHT_LID_LASHES), :2], neutral[ring[7:0:-1], :2]])).astype(np.int32)], 1)
+    image[band > 0] = lash
+    return np.clip(image + 0.5, 0, 255).astype(np.uint8)
+
+
+def test_an_avatars_closed_lid_has_its_own_lashes_not_a_grey_bar() -> None:
+    """Avatar path (REDRAWN, own_lashes): the closed margin is darkened with the picture's own open-eye lash band
+    (its colour, here a blue liner), across most of the eye; a uniform darkening keeps the lid's hue and read as a
+    drawn-on stranger's line (w0's blinks, dlib distance 0.60-0.65)."""
+    from facewire.shared.render.lids import REDRAWN, LashSource
+
+    neutral = astronaut_landmarks() * np.float32(3.0)
+    ring = topo.right_eye_ring()
+    closed = close_eyes(neutral)
+    size = (int(neutral[:, 1].max()) + 20, int(neutral[:, 0].max()) + 20)
+    picture = _lash_picture(neutral, size, (150, 40, 20))
+    lids = {}
+    for own in (None, LashSource(picture, neutral[:, :2])):
+        out = np.clip(np.tile(SKIN, (*size, 1)) + 0.5, 0, 255).astype(np.uint8)
+        close_lids(out, closed, neutral, REDRAWN, (0.95, 0.95), own)
+        lids[own is None] = out.astype(np.float64)
+    eye_width = float(np.ptp(closed[ring, 0]))
+    xs = np.arange(int(closed[ring, 0].min() + 0.3 * eye_width), int(closed[ring, 0].max() - 0.3 * eye_width))
+    margin = closed[ring[:9], :2][np.argsort(closed[ring[:9], 0])]
+    ys = np.round(np.interp(xs, margin[:, 0], margin[:, 1]) + 0.04 * eye_width).astype(int)
+    own_line, grey_line = lids[False][ys, xs], lids[True][ys, xs]
+    # The lash's blue over red, where the skin's is 0.6 and a uniform darkening keeps it.
+    assert np.all(own_line[:, 0] > 1.2 * own_line[:, 2]), own_line
+    assert np.all(grey_line[:, 0] < 0.7 * grey_line[:, 2]), grey_line
+    assert own_line.mean() < 0.75 * SKIN.mean(), own_line.mean()
