@@ -240,10 +240,10 @@ def _draw_own_lashes(
     source_ring: npt.NDArray[np.float64],
     source_lashes: npt.NDArray[np.float64],
 ) -> None:
-    """Darken (in place) `out` along `ring`'s upper margin with the open eye's own lashes in `image` (`source_ring`
-    and `source_lashes`, its ring and lashes' ring there): `band` is the lash thickness in pixels and how far the
-    line is drawn (0-1). Only ever darker: between its lashes the picture's band is its lid skin, and the redrawn
-    lid's colour stays."""
+    """Darken (in place) `out` along `ring`'s upper margin as much as the open eye's own lashes in `image` are darker
+    than the lid (`source_ring` and `source_lashes`, its ring and lashes' ring there): `band` is the lash thickness
+    in pixels and how far the line is drawn (0-1). Only ever darker: between its lashes the picture's band is its
+    lid skin, and the redrawn lid stays."""
     lash, amount = band
     half = len(ring) // 2
     margin = ring[: half + 1]
@@ -272,8 +272,12 @@ def _draw_own_lashes(
     fade = np.clip((below - across) / (_LASH_TIPS_FADE * below), 0.0, 1.0)
     weight = np.clip(across + above, 0.0, 1.0) * fade * fade * (3.0 - 2.0 * fade)
     weight *= np.clip(2.0 * _LASH_FULL * (1.0 - np.square(2.0 * along - 1.0)), 0.0, 1.0) * amount
+    # The lashes' darkness over the lid's, not their colour: a loose fit puts a painted eye's margin on its iris, and
+    # a painted lid's band is often orange or violet make-up: laid along a closed lid in its colour, that read as an
+    # open slit (s5, art_9, art_13) or a red line (s6, s7). Darkened, the lid keeps its own hue.
     region = out[ys, xs]
-    out[ys, xs] = _mix(region, np.minimum(region, strip), _channels(weight.astype(np.float32)))
+    ratio = np.minimum((strip @ LUMA_BGR) / np.maximum(region @ LUMA_BGR, np.float32(1.0)), np.float32(1.0))
+    out[ys, xs] = region * _channels((1.0 - weight * (1.0 - ratio)).astype(np.float32))
 
 
 def _polyline_coordinates(
