@@ -292,3 +292,44 @@ def test_an_avatars_closed_lid_keeps_its_own_fold_above_the_lashes_ring() -> Non
     lid &= np.arange(size[0])[:, None] > closed[lashes, 1].max() + 0.08 * eye_width
     assert lid.sum() > 10
     assert out[lid].astype(np.float64).mean() > 0.85 * SKIN.mean(), out[lid].astype(np.float64).mean()
+
+
+def _lash_picture(neutral: np.ndarray, size: tuple[int, int], lash: tuple[int, int, int]) -> np.ndarray:
+    """Skin with the open right eye's band from its upper margin to its lashes' ring in `lash` colour."""
+    from facewire.shared.render.eyes_mouth import RIGHT_LID_LASHES
+
+    ring = topo.right_eye_ring()
+    image = np.tile(SKIN, (*size, 1))
+    band = np.zeros(size, np.uint8)
+    cv2.fillPoly(band, [np.round(np.concatenate([neutral[list(RIGHT_LID_LASHES), :2], neutral[ring[7:0:-1], :2]])).astype(np.int32)], 1)
+    image[band > 0] = lash
+    return np.clip(image + 0.5, 0, 255).astype(np.uint8)
+
+
+def test_an_avatars_closed_lid_has_its_own_lashes_not_a_uniform_bar() -> None:
+    """Avatar path (REDRAWN, own_lashes): the closed margin is darkened as much as the picture's own open-eye lash
+    band is darker than its lid, in the lid's hue; a uniform darkening drew the same bar on every avatar, which read
+    as a stranger's lashes (w0's blinks, dlib distance 0.60-0.65)."""
+    from facewire.shared.render.lids import REDRAWN, LashSource
+
+    neutral = astronaut_landmarks() * np.float32(3.0)
+    ring = topo.right_eye_ring()
+    closed = close_eyes(neutral)
+    size = (int(neutral[:, 1].max()) + 20, int(neutral[:, 0].max()) + 20)
+    eye_width = float(np.ptp(closed[ring, 0]))
+    xs = np.arange(int(closed[ring, 0].min() + 0.3 * eye_width), int(closed[ring, 0].max() - 0.3 * eye_width))
+    margin = closed[ring[:9], :2][np.argsort(closed[ring[:9], 0])]
+    ys = np.round(np.interp(xs, margin[:, 0], margin[:, 1]) + 0.04 * eye_width).astype(int)
+    lines = {}
+    for name, lash in (("dark", (90, 20, 40)), ("faint", tuple(int(v) for v in 0.85 * SKIN)), ("none", None)):
+        own = None if lash is None else LashSource(_lash_picture(neutral, size, lash), neutral[:, :2])
+        out = np.clip(np.tile(SKIN, (*size, 1)) + 0.5, 0, 255).astype(np.uint8)
+        close_lids(out, closed, neutral, REDRAWN, (0.95, 0.95), own)
+        lines[name] = out[ys, xs].astype(np.float64)
+    assert lines["dark"].mean() < 0.4 * SKIN.mean(), lines["dark"].mean()
+    assert lines["faint"].mean() > 0.8 * SKIN.mean(), lines["faint"].mean()
+    # The lid's hue (blue over red 0.6), not the violet lash band's (2.25): a painted eye's iris or make-up.
+    ratio = lines["dark"][:, 0] / np.maximum(lines["dark"][:, 2], 1.0)
+    assert np.all(np.abs(ratio - 0.6) < 0.08), ratio
+    # Without the picture's lashes (self mode's line), one bar whatever the picture.
+    assert 0.3 * SKIN.mean() < lines["none"].mean() < 0.9 * SKIN.mean(), lines["none"].mean()

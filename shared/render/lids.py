@@ -37,6 +37,24 @@ _SHUT_START, _SHUT_FULL = 0.62, 0.77  # closing fractions where the slit starts 
 _LID_SAMPLE = 0.08  # of the eye's width above the upper margin: the lid colour the slit is covered with
 _SUBPIXEL = 4
 _RIM = 0.12  # of the eye's width: the band of skin round the eye a redrawn lid takes its colour from
+# A closed avatar lid's lashes (close_lids' `own_lashes`): the open eye's band from its upper margin towards its lashes'
+# ring (these fractions of the way), where its lashes, liner or lash shadow are, laid along the closed margin from
+# _LASH_ABOVE lash thicknesses above it to _LASH_BELOW below, root up, tips down: the avatar's own lash colour and
+# texture, not a uniform grey bar, which left its closed eyes a stranger's (dlib distance 0.60-0.65 on w0's blinks).
+_LASH_ROOTS, _LASH_TIPS = 0.05, 0.55
+_LASH_ABOVE, _LASH_BELOW = 0.8, 3.2
+_LASH_FULL = 2.5  # over (1 - x^2) across the eye (x: -1 to 1 corner to corner): where the line is at its full depth
+_LASH_END = 0.3  # of its full depth: the line's at the corners
+_LASH_TIPS_FADE = 0.5  # of the depth below the margin over which the lash tips fade out
+
+
+@dataclass(frozen=True)
+class LashSource:
+    """The picture a closed avatar lid takes its lash line from (close_lids' `own_lashes`): the avatar's own open
+    eyes, at about the scale the face is drawn at."""
+
+    image: Image
+    points: npt.NDArray[np.float32]  # the face's landmarks (x, y) in `image`'s pixels
 
 
 @dataclass(frozen=True)
@@ -114,7 +132,12 @@ def _smoothstep(t: float) -> float:
 
 
 def close_lids(
-    face: Image, landmarks: Landmarks, neutral: Landmarks, style: LidStyle = SMOOTHED, closings: tuple[float, float] | None = None
+    face: Image,
+    landmarks: Landmarks,
+    neutral: Landmarks,
+    style: LidStyle = SMOOTHED,
+    closings: tuple[float, float] | None = None,
+    own_lashes: LashSource | None = None,
 ) -> None:
     """Smooth (or redraw: `style`) each closing lid in `face` (in place); `landmarks` in `face`'s pixels,
     `neutral` the face's own open eyes.
@@ -169,7 +192,12 @@ def close_lids(
             out = _redraw_upper_lid(out, outline - origin, points[ring] - origin, points[brow] - origin, eye_width, drawn, lid)
         if shut > 0.0:
             out = _cover_slit(out, points[ring] - origin, eye_width, shut, style.cover_whole)
-        _darken_lash_line(out, points[ring] - origin, eye_width, style.lash, style.lash_darkness * drawn)
+        if own_lashes is None:
+            _darken_lash_line(out, points[ring] - origin, eye_width, style.lash, style.lash_darkness * drawn)
+        elif drawn > 0.0:
+            source = own_lashes.points.astype(np.float64)
+            lash_band = (style.lash * eye_width, drawn)
+            _draw_own_lashes(out, points[ring] - origin, points[crease] - origin, lash_band, own_lashes.image, source[ring], source[lashes])
         face[y0:y1, x0:x1] = np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
@@ -201,6 +229,80 @@ def _darken_lash_line(out: npt.NDArray[np.float32], ring: npt.NDArray[np.float64
     taper = np.clip(1.5 * (1.0 - np.square(u)), 0.0, 1.0)
     dark = 1.0 - np.float32(darkness / 255.0) * line.astype(np.float32) * taper
     out[ys, xs] *= _channels(dark)
+
+
+def _draw_own_lashes(
+    out: npt.NDArray[np.float32],
+    ring: npt.NDArray[np.float64],
+    crease: npt.NDArray[np.float64],
+    band: tuple[float, float],
+    image: Image,
+    source_ring: npt.NDArray[np.float64],
+    source_lashes: npt.NDArray[np.float64],
+) -> None:
+    """Darken (in place) `out` along `ring`'s upper margin as much as the open eye's own lashes in `image` are darker
+    than the lid (`source_ring` and `source_lashes`, its ring and lashes' ring there): `band` is the lash thickness
+    in pixels and how far the line is drawn (0-1). Only ever darker: between its lashes the picture's band is its
+    lid skin, and the redrawn lid stays."""
+    lash, amount = band
+    half = len(ring) // 2
+    margin = ring[: half + 1]
+    above, below = _LASH_ABOVE * lash, _LASH_BELOW * lash
+    ys, xs = _window(margin, int(np.ceil(below)) + 2, out.shape)
+    if ys.stop <= ys.start or xs.stop <= xs.start:
+        return
+    gx, gy = np.meshgrid(np.arange(xs.start, xs.stop, dtype=np.float64), np.arange(ys.start, ys.stop, dtype=np.float64))
+    pixels = np.stack([gx, gy], axis=-1)
+    along, foot = _polyline_coordinates(margin, pixels)
+    axis = margin[-1] - margin[0]
+    normal = np.array([-axis[1], axis[0]]) / max(float(np.linalg.norm(axis)), 1e-6)
+    if float((crease.mean(axis=0) - margin.mean(axis=0)) @ normal) > 0.0:
+        normal = -normal  # away from the crease: down over the closed eye
+    across = (pixels - foot) @ normal
+    # Lashes are longest over the middle of the eye and short at the corners.
+    middle = np.clip(_LASH_FULL * (1.0 - np.square(2.0 * along - 1.0)), 0.0, 1.0)
+    below = below * (_LASH_END + (1.0 - _LASH_END) * middle)
+    depth = np.clip((across + above) / (above + below), 0.0, 1.0)  # 0 at the roots, 1 at the tips
+    share = _LASH_ROOTS + depth * (_LASH_TIPS - _LASH_ROOTS)
+    src_margin = source_ring[: half + 1]
+    src_lashes = np.concatenate([source_ring[:1], source_lashes, source_ring[half : half + 1]])
+    roots, tips = _polyline_at(src_margin, along), _polyline_at(src_lashes, along)
+    where = (roots + share[..., None] * (tips - roots)).astype(np.float32)
+    strip = cv2.remap(image, where[..., 0], where[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+    fade = np.clip((below - across) / (_LASH_TIPS_FADE * below), 0.0, 1.0)
+    weight = np.clip(across + above, 0.0, 1.0) * fade * fade * (3.0 - 2.0 * fade)
+    weight *= np.clip(2.0 * _LASH_FULL * (1.0 - np.square(2.0 * along - 1.0)), 0.0, 1.0) * amount
+    # The lashes' darkness over the lid's, not their colour: a loose fit puts a painted eye's margin on its iris, and
+    # a painted lid's band is often orange or violet make-up: laid along a closed lid in its colour, that read as an
+    # open slit (s5, art_9, art_13) or a red line (s6, s7). Darkened, the lid keeps its own hue.
+    region = out[ys, xs]
+    ratio = np.minimum((strip @ LUMA_BGR) / np.maximum(region @ LUMA_BGR, np.float32(1.0)), np.float32(1.0))
+    out[ys, xs] = region * _channels((1.0 - weight * (1.0 - ratio)).astype(np.float32))
+
+
+def _polyline_coordinates(
+    line: npt.NDArray[np.float64], pixels: npt.NDArray[np.float64]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Each pixel's nearest point on the polyline `line`: its arc-length fraction along the line, and the point."""
+    a, d = line[:-1], np.diff(line, axis=0)
+    length = np.maximum(np.einsum("ij,ij->i", d, d), 1e-12)
+    rel = pixels[..., None, :] - a
+    t = np.clip(np.einsum("...ij,ij->...i", rel, d) / length, 0.0, 1.0)
+    feet = a + t[..., None] * d
+    nearest = np.argmin(np.square(pixels[..., None, :] - feet).sum(axis=-1), axis=-1)
+    seg = np.sqrt(length)
+    start = np.concatenate([[0.0], np.cumsum(seg)])
+    pick = np.take_along_axis(t, nearest[..., None], axis=-1)[..., 0]
+    along = (start[nearest] + pick * seg[nearest]) / start[-1]
+    foot = np.take_along_axis(feet, nearest[..., None, None], axis=-2)[..., 0, :]
+    return along, foot
+
+
+def _polyline_at(line: npt.NDArray[np.float64], along: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Points at arc-length fractions `along` of the polyline `line`."""
+    start = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(line, axis=0), axis=1))])
+    start /= max(float(start[-1]), 1e-12)
+    return np.stack([np.interp(along, start, line[:, 0]), np.interp(along, start, line[:, 1])], axis=-1)
 
 
 def _upper_lid(outline: npt.NDArray[np.float64], ring: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:

@@ -25,7 +25,7 @@ from facewire.shared.render.frontal import DEFAULT_DELIGHT, Texture, prepare_tex
 from facewire.shared.render.glasses import draw_glasses
 from facewire.shared.render.iris import draw_irises
 from facewire.shared.render.layer_box import layer_reach
-from facewire.shared.render.lids import REDRAWN, close_lids
+from facewire.shared.render.lids import REDRAWN, LashSource, close_lids
 from facewire.shared.render.occlusion import OcclusionOptions, SpectacleMemory, occluder_mask
 from facewire.shared.render.retarget import (
     AlignedSender,
@@ -586,7 +586,8 @@ class MeshRenderer:
         draw_irises(face, local, texture.irises)
         if opts.smooth_lids:
             # How shut the sender's eyes are, not the avatar's retargeted ones (close_lids' `closings`).
-            close_lids(face, local, texture.landmarks, REDRAWN, closings)
+            own = LashSource(level, _apply(to_level, texture.landmarks[:, :2]))
+            close_lids(face, local, texture.landmarks, REDRAWN, closings, own)
         draw_glasses(face, local, texture.glasses)  # in front of the lids, lit with the rest
         # The retargeted avatar closes its lips with the sender's (retarget.plan_retarget): a picture's open mouth
         # then shows its shadow, like the sender's own closing from an open keyframe.
