@@ -400,7 +400,7 @@ def _whole_in_zones(soft: npt.NDArray[np.float32], landmarks: Landmarks, width: 
     half-tones render as smoky sockets and a wedge over the brow. Inside the zones a pixel is either the
     picture's or the fill's; a brow so painted is drawn again (_redraw_brows), an eye keeps its lash line.
     """
-    shape = soft.shape[:2]
+    shape = (soft.shape[0], soft.shape[1])
     zones = eye_openings(shape, landmarks, max(1, int(round(_ZONE_GROW * width)))) > 0
     for hull in brow_hulls(shape, landmarks, _ZONE_GROW):
         zones |= hull > 0
