@@ -370,7 +370,7 @@ def test_a_cover_reaching_into_a_brows_or_an_eyes_zone_paints_it_whole_or_not_at
     painted, a brow's tail under temple hair stayed as dark flecks and the shadow past an eye's corner as a grey
     smudge, which the render moved with the brow and the lids as smoky sockets (happy, sad)."""
     from facewire.shared.render.delight import eye_openings
-    from facewire.shared.render.frontal import _ZONE_FEATHER, _ZONE_GROW, _whole_in_zones
+    from facewire.shared.render.frontal import _ZONE_FEATHER, _ZONE_GROW, _ZONE_TAKEN, _whole_in_zones
     from facewire.shared.render.occlusion import brow_hulls
 
     image, lm = big_astronaut()
@@ -386,7 +386,7 @@ def test_a_cover_reaching_into_a_brows_or_an_eyes_zone_paints_it_whole_or_not_at
         zones |= hull
     inner = cv2.erode(zones, np.ones((2 * feather + 1, 2 * feather + 1), np.uint8)) > 0
     # Away from where the cover crosses the threshold, inside the zones: 0 or 1.
-    edge = np.abs(soft - 0.3) < 0.05
+    edge = np.abs(soft - _ZONE_TAKEN) < 0.05
     kept = inner & ~cv2.dilate(edge.astype(np.uint8), np.ones((2 * feather + 1, 2 * feather + 1), np.uint8)).astype(bool)
     assert kept.any()
     half = (out[kept] > 0.05) & (out[kept] < 0.95)

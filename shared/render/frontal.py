@@ -629,12 +629,12 @@ _BROW_DARKER = 0.85  # of the skin's luma (the fill's) at a pixel of a brow's hu
 _BROW_RAMP = 0.15  # of the skin's luma: darker than _BROW_DARKER by this, wholly the brow (or hair over it)
 _BROW_PATCH = 0.008  # of the face width: the blur over which what the fill took from a brow is judged
 _BROW_SEEN_PX = 12  # pixels of a brow, at least, to take its colour from
-_BROW_THICKNESS = 0.5  # of the distance between the brow's upper and lower landmarks
+# Of the distance between the brow's upper and lower landmarks (0.7 before): drawn as thick, a brow's end under hair
+# raised dlib's distance to the avatar (happy on w0 0.582 -> 0.596; 0.619 at 1.0).
+_BROW_THICKNESS = 0.5
 _BROW_TAIL = 0.45  # the tail's thickness, of the head's
 _BROW_SHADE = 0.6  # a redrawn brow is at most this share of the skin's brightness under it
-# Thinner and fainter than the brow a redrawn stroke continues or replaces (0.7 and 0.75 before): drawn as thick and
-# dark, a brow's end under hair raised dlib's distance to the avatar (happy on w0 0.582 -> 0.596; 0.619 at 1.0, 0.9).
-_BROW_OPACITY = 0.6
+_BROW_OPACITY = 0.75
 
 
 _BERTH = 0.05  # of the face width round the features: left out of the first, reference fill
