@@ -334,3 +334,63 @@ def test_a_forehead_below_a_hairline_is_not_taken_for_a_fringe() -> None:
     cover = avatar_cover(image, lm)
     assert cover[hair].mean() > 0.5
     assert cover[bare].mean() < 0.05, cover[bare].mean()
+
+
+def test_a_fringe_hanging_just_short_of_the_brows_is_cover_down_to_them() -> None:
+    """A fringe whose (lit) strand ends stop a little above the brows: the skin-coloured band between its
+    shaded part and a brow's zone is the fringe's too. Left, it stayed in the texture as a pale notch above the
+    brow, which the render stretched into a wedge with the strands' dark ends (full_body_1)."""
+    from facewire.shared.render.occlusion import brow_hulls
+
+    image, lm = big_astronaut()
+    h, w = image.shape[:2]
+    oval = lm[topo.face_oval_ring(), :2]
+    width = float(np.ptp(oval[:, 0]))
+    face = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(face, [np.round(oval).astype(np.int32)], 255)
+    rows = np.arange(h)[:, None]
+    zones = np.zeros((h, w), np.bool_)
+    for hull in brow_hulls((h, w), lm, 0.025):
+        zones |= hull > 0
+    zone_top = np.where(zones.any(axis=0), zones.argmax(axis=0), h)
+    cheek = image[int(lm[50, 1]) - 3 : int(lm[50, 1]) + 4, int(lm[50, 0]) - 3 : int(lm[50, 0]) + 4].reshape(-1, 3).mean(axis=0)
+    rng = np.random.default_rng(0)
+    forehead = (face > 0) & ~zones & (rows < zone_top.min() + 0.02 * width)
+    image[forehead] = np.clip(cheek + rng.normal(0, 3, (int(forehead.sum()), 3)), 0, 255).astype(np.uint8)
+    cut = int(zone_top.min() - 0.02 * width)
+    image[(face > 0) & (rows < cut)] = (30, 50, 90)
+    # The band between the fringe and the brows' zones where it is narrow (over each brow's arch).
+    band = (face > 0) & ~zones & (rows >= cut) & (rows < zone_top[None, :]) & (zone_top[None, :] - cut <= 0.025 * width)
+    assert band.any()
+    assert avatar_cover(image, lm)[band].mean() > 0.8
+
+
+def test_a_cover_reaching_into_a_brows_or_an_eyes_zone_paints_it_whole_or_not_at_all() -> None:
+    """The fill's soft cover, where it reaches into a brow's or an eye's zone, is made all or nothing there: half
+    painted, a brow's tail under temple hair stayed as dark flecks and the shadow past an eye's corner as a grey
+    smudge, which the render moved with the brow and the lids as smoky sockets (happy, sad)."""
+    from facewire.shared.render.delight import eye_openings
+    from facewire.shared.render.frontal import _ZONE_FEATHER, _ZONE_GROW, _ZONE_TAKEN, _whole_in_zones
+    from facewire.shared.render.occlusion import brow_hulls
+
+    image, lm = big_astronaut()
+    h, w = image.shape[:2]
+    width = float(np.ptp(lm[topo.face_oval_ring(), 0]))
+    # A soft cover ramping in from the image's right across the whole face.
+    cols = np.arange(w, dtype=np.float32)[None, :]
+    soft = np.broadcast_to(np.clip((cols - float(lm[:468, 0].mean())) / (0.3 * width), 0.0, 1.0), (h, w)).astype(np.float32)
+    out = _whole_in_zones(soft, lm, width)
+    feather = int(np.ceil(5 * max(0.5, _ZONE_FEATHER * width)))  # past the feather's Gaussian
+    zones = eye_openings((h, w), lm, max(1, int(round(_ZONE_GROW * width))))
+    for hull in brow_hulls((h, w), lm, _ZONE_GROW):
+        zones |= hull
+    inner = cv2.erode(zones, np.ones((2 * feather + 1, 2 * feather + 1), np.uint8)) > 0
+    # Away from where the cover crosses the threshold, inside the zones: 0 or 1.
+    edge = np.abs(soft - _ZONE_TAKEN) < 0.05
+    kept = inner & ~cv2.dilate(edge.astype(np.uint8), np.ones((2 * feather + 1, 2 * feather + 1), np.uint8)).astype(bool)
+    assert kept.any()
+    half = (out[kept] > 0.05) & (out[kept] < 0.95)
+    assert half.mean() < 0.01, half.mean()
+    outside = zones == 0
+    far = cv2.dilate(zones, np.ones((2 * feather + 1, 2 * feather + 1), np.uint8)) == 0
+    assert np.allclose(out[far & outside], soft[far & outside])

@@ -325,12 +325,12 @@ def fill_cover(image: Image, landmarks: Landmarks) -> Image:
     # Not in the features' berths: where the cover comes near an eye (a pale forehead taken for cover), the
     # eye's own make-up and shadow are mid-tones darker than the fill too.
     taken = np.maximum(cover.astype(np.float32), _penumbra(crop, fill, cover, face, features, local, width))
-    soft = cv2.GaussianBlur(taken, (0, 0), max(1.0, 0.01 * width))
+    soft = _whole_in_zones(cv2.GaussianBlur(taken, (0, 0), max(1.0, 0.01 * width)), local, width)
     # The cover's growth and soft edge never paint out an eye's opening or its lash line: avatar_cover leaves
     # the features out, but a fringe down to the lashes or hair at an eye's outer corner, grown, took them.
-    soft = (soft * (1.0 - _lash_lines(crop.shape, local, width)))[..., None]
-    filled = crop * (1.0 - soft) + fill * soft
-    filled = _redraw_brows(filled, crop, cover, local, width, fill)
+    soft = soft * (1.0 - _lash_lines(crop.shape, local, width))
+    filled = crop * (1.0 - soft[..., None]) + fill * soft[..., None]
+    filled = _redraw_brows(filled, crop, soft, local, width, fill)
     filled = _mirror_hidden_eye(filled, raw, local, width)
     out = image.copy()
     out[fy, fx] = np.clip(filled + 0.5, 0, 255).astype(np.uint8)
@@ -388,6 +388,27 @@ def _beside_hair(crop: Image, fill: npt.NDArray[np.float32], cover: npt.NDArray[
     mean = cv2.GaussianBlur(step * taken, (0, 0), sigma) / np.maximum(den, np.float32(1e-6))
     hair = np.clip((mean - np.float32(_BERTH_HAIR_STEP)) / np.float32(_BERTH_HAIR_STEP), 0.0, 1.0)
     return np.asarray(hair * (den > _BERTH_HAIR_NEAR), np.float32)
+
+
+def _whole_in_zones(soft: npt.NDArray[np.float32], landmarks: Landmarks, width: float) -> npt.NDArray[np.float32]:
+    """`soft` made all or nothing inside the brows' and eyes' zones (the features' berths round them), with a short
+    feathered edge.
+
+    Hair at a temple reaches a brow's tail and an eye's outer corner; grown and blurred, the cover took those
+    in part: a brow's tail left as dark flecks half painted over, a fringe's strand crossing a brow left as a
+    pale or dark blob, the shadow past an eye's corner as a grey smudge. Warped with the brow and the lids, such
+    half-tones render as smoky sockets and a wedge over the brow. Inside the zones a pixel is either the
+    picture's or the fill's; a brow so painted is drawn again (_redraw_brows), an eye keeps its lash line.
+    """
+    shape = (soft.shape[0], soft.shape[1])
+    zones = eye_openings(shape, landmarks, max(1, int(round(_ZONE_GROW * width)))) > 0
+    for hull in brow_hulls(shape, landmarks, _ZONE_GROW):
+        zones |= hull > 0
+    if not (zones & (soft > 0.0)).any():
+        return soft
+    whole = cv2.GaussianBlur((soft > _ZONE_TAKEN).astype(np.float32), (0, 0), max(0.5, _ZONE_FEATHER * width))
+    edge = cv2.GaussianBlur(zones.astype(np.float32), (0, 0), max(0.5, _ZONE_FEATHER * width))
+    return np.asarray(soft * (1.0 - edge) + whole * edge, np.float32)
 
 
 def _lash_lines(shape: tuple[int, ...], landmarks: Landmarks, width: float) -> npt.NDArray[np.float32]:
@@ -518,24 +539,31 @@ _ACROSS_LEVELS = ((1.0, 0.4), (0.5, 0.15), (0.25, 0.07), (0.1, 0.03))
 _ACROSS_ENOUGH = 0.15  # share of a level's blur on skin for it to set the colour
 
 
-def _redraw_brows(filled: npt.NDArray[np.float32], crop: Image, cover: npt.NDArray[np.uint8], landmarks: Landmarks,
+def _redraw_brows(filled: npt.NDArray[np.float32], crop: Image, painted: npt.NDArray[np.float32], landmarks: Landmarks,
                   width: float, fill: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """Brows that the cover took (a fringe over them: occlusion.avatar_cover) drawn again along the mesh's brow.
+    """The parts of the brows that the fill painted over (`painted`, 0..1: a fringe over them, hair at a temple
+    over a tail) drawn again along the mesh's brow.
 
-    A face with its brows painted over with skin reads as a mask; the brow's shape comes from the mesh
-    (the middle of its upper and lower edges, as thick as the brow, tapering to its tail) and its colour
-    from the other brow when that one shows (_brow_colour), else from the hair that covered it, no lighter
-    than a shade of the skin under it.
+    A face with its brows painted over with skin reads as a mask, and a brow cut short where hair crossed it
+    as a stub; the brow's shape comes from the mesh (the middle of its upper and lower edges, as thick as the
+    brow, tapering to its tail), laid only where the brow was painted, and its colour from the part of the
+    brow that shows, else from the other brow when that one shows (_brow_colour), else from the hair that
+    covered it, no lighter than a shade of the skin under it.
     """
     shape = (filled.shape[0], filled.shape[1])
     strokes = np.zeros(shape, np.float32)
     colours = np.zeros(filled.shape, np.float32)
     hulls = brow_hulls(shape, landmarks)
-    taken = [bool((hull > 0).any()) and float((cover[hull > 0] > 0).mean()) >= _BROW_TAKEN for hull in hulls]
+    cover = (painted > 0.5).astype(np.uint8)
+    taken = [bool((hull > 0).any()) and float(painted[hull > 0].max()) > 0.5 for hull in hulls]
+    dark = _painted_dark(crop, fill, width)
     for brow, hull, gone, other in zip(topo.brows(), hulls, taken, hulls[::-1], strict=True):
         inside = hull > 0
         if not gone:
             continue
+        # A brow mostly under cover (a fringe) is drawn whole; of one partly painted, only where the fill took
+        # something dark (hair over its tail): a tail fading into the skin, painted, stays as faint as it was.
+        under = float((cover[inside] > 0).mean()) >= _BROW_TAKEN
         upper = landmarks[brow[:5], :2].astype(np.float32)
         lower = landmarks[brow[5:][::-1], :2].astype(np.float32)
         stroke = np.zeros(shape, np.float32)
@@ -546,9 +574,11 @@ def _redraw_brows(filled: npt.NDArray[np.float32], crop: Image, cover: npt.NDArr
         for a, b, t in zip(middle[:-1], middle[1:], thickness[1:], strict=True):
             cv2.line(stroke, tuple(int(v) for v in np.round(a * 16)), tuple(int(v) for v in np.round(b * 16)), 1.0,
                      max(1, int(round(t))), cv2.LINE_AA, shift=4)
-        stroke = cv2.GaussianBlur(stroke, (0, 0), max(0.7, 0.006 * width))
+        stroke = cv2.GaussianBlur(stroke, (0, 0), max(0.7, 0.006 * width)) * painted * (1.0 if under else dark)
         skin = filled[inside].mean(axis=0)
-        seen = _brow_colour(crop, fill, other > 0, cover) if sum(taken) == 1 else None
+        seen = _brow_colour(crop, fill, inside, cover)
+        if seen is None:
+            seen = _brow_colour(crop, fill, other > 0, cover)
         if seen is None:
             hair = np.median(crop[inside & (cover > 0)].astype(np.float32), axis=0)
             # Half the hair's colour, half a shade of the skin: a black fringe would draw a black bar.
@@ -561,6 +591,15 @@ def _redraw_brows(filled: npt.NDArray[np.float32], crop: Image, cover: npt.NDArr
         return filled
     alpha = (_BROW_OPACITY * strokes)[..., None]
     return np.asarray(filled * (1.0 - alpha) + colours * alpha, np.float32)
+
+
+def _painted_dark(crop: Image, fill: npt.NDArray[np.float32], width: float) -> npt.NDArray[np.float32]:
+    """0..1: how much darker than the fill the picture was round each pixel (whole at _BROW_DARKER of its luma
+    and below, over a patch a brow's thickness across): where painting a brow took its hairs or hair over it."""
+    luma = crop.astype(np.float32) @ LUMA_BGR
+    want = fill @ LUMA_BGR
+    dark = np.clip((np.float32(_BROW_DARKER) * want - luma) / np.maximum(np.float32(_BROW_RAMP) * want, 1.0), 0.0, 1.0)
+    return np.asarray(np.clip(2.0 * cv2.GaussianBlur(dark, (0, 0), max(0.7, _BROW_PATCH * width)), 0.0, 1.0), np.float32)
 
 
 def _brow_colour(crop: Image, fill: npt.NDArray[np.float32], hull: npt.NDArray[np.bool_],
@@ -579,19 +618,29 @@ def _brow_colour(crop: Image, fill: npt.NDArray[np.float32], hull: npt.NDArray[n
     dark = clear & (luma < np.float32(_BROW_DARKER) * skin)
     if int(dark.sum()) < _BROW_SEEN_PX:
         return None
-    return np.asarray(np.median(crop[dark].astype(np.float32), axis=0), np.float32)
+    # The darker half: the brow's dense middle, not its sparse edges with the skin between the hairs (a stroke
+    # in the median of all came out a pale tan beside the brow it continues).
+    core = dark & (luma <= np.float32(np.median(luma[dark])))
+    return np.asarray(np.median(crop[core].astype(np.float32), axis=0), np.float32)
 
 
-_BROW_TAKEN = 0.4  # share of a brow's hull under cover for it to be redrawn
+_BROW_TAKEN = 0.4  # share of a brow's hull painted for it to be drawn whole
 _BROW_DARKER = 0.85  # of the skin's luma (the fill's) at a pixel of a brow's hull: darker is the brow itself
+_BROW_RAMP = 0.15  # of the skin's luma: darker than _BROW_DARKER by this, wholly the brow (or hair over it)
+_BROW_PATCH = 0.008  # of the face width: the blur over which what the fill took from a brow is judged
 _BROW_SEEN_PX = 12  # pixels of a brow, at least, to take its colour from
-_BROW_THICKNESS = 0.7  # of the distance between the brow's upper and lower landmarks
+# Of the distance between the brow's upper and lower landmarks (0.7 before): drawn as thick, a brow's end under hair
+# raised dlib's distance to the avatar (happy on w0 0.582 -> 0.596; 0.619 at 1.0).
+_BROW_THICKNESS = 0.5
 _BROW_TAIL = 0.45  # the tail's thickness, of the head's
 _BROW_SHADE = 0.6  # a redrawn brow is at most this share of the skin's brightness under it
 _BROW_OPACITY = 0.75
 
 
 _BERTH = 0.05  # of the face width round the features: left out of the first, reference fill
+_ZONE_GROW = 0.025  # of the face width round a brow's hull and an eye's opening: its zone (feature_mask's berth)
+_ZONE_TAKEN = 0.5  # of the fill's soft cover: inside a zone, more is painted whole, less not at all
+_ZONE_FEATHER = 0.004  # of the face width: the soft edge of what is painted inside a zone
 _COVER_GROW = 0.03  # of the face width: a strand's soft edge and the shadow it casts go with it
 _FILL_SHADOW = 0.8  # of the reference fill's luma: darker skin is not spread over the cover
 _FILL_OFF = 0.3  # largest difference in any channel's log colour from the reference fill for skin to be spread

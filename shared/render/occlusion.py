@@ -878,8 +878,12 @@ def _hanging_fringe(
     inside = (face[:rows] > 0) & (features[:rows] == 0)
     covered = (mask[:rows] > 0) & inside
     gap = max(1, int(round(_FRINGE_RUN_GAP * width)))
-    # A column's run: from its first forehead pixel, through cover, across gaps of up to `gap` pixels.
+    # A column's run: from its first forehead pixel, through cover, across gaps of up to `gap` pixels. A brow's
+    # zone ends a run as cover does: the strands' lit ends hanging onto a brow are the fringe's (left, they stayed
+    # as a pale notch above the brow that the render stretched into a wedge with the strands' dark ends).
     bridged = cv2.morphologyEx(covered.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((2 * gap + 1, 1), np.uint8)) > 0
+    onto = covered | ((face[:rows] > 0) & (features[:rows] > 0))
+    bridged |= cv2.morphologyEx(onto.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((gap + 1, 1), np.uint8)) > 0
     top = np.where(inside.any(axis=0), inside.argmax(axis=0), rows)
     y = np.arange(rows)[:, None]
     below_top = y >= top[None, :]
