@@ -17,15 +17,19 @@ def _luma(image: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
     return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float32)
 
 
+def _cheek(image: npt.NDArray[np.uint8], lm: Landmarks) -> npt.NDArray[np.float64]:
+    """The mean colour of a 7-px patch on the right cheek."""
+    x, y = int(lm[50, 0]), int(lm[50, 1])
+    return image[y - 3 : y + 4, x - 3 : x + 4].reshape(-1, 3).mean(axis=0)
+
+
 def _sides() -> tuple[npt.NDArray[np.uint8], Landmarks, npt.NDArray[np.bool_], npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
     """Even skin; a brown strand hanging in along one side from the eyes to the nose, the other side shaded smoothly."""
     image, lm = big_astronaut()
     h, w = image.shape[:2]
-    oval = lm[topo.face_oval_ring(), :2]
-    width = float(np.ptp(oval[:, 0]))
-    face = np.zeros((h, w), np.uint8)
-    cv2.fillPoly(face, [np.round(oval).astype(np.int32)], 255)
-    cheek = image[int(lm[50, 1]) - 3 : int(lm[50, 1]) + 4, int(lm[50, 0]) - 3 : int(lm[50, 0]) + 4].reshape(-1, 3).mean(axis=0)
+    width = float(np.ptp(lm[topo.face_oval_ring(), 0]))
+    face = _face((h, w), lm)
+    cheek = _cheek(image, lm)
     rng = np.random.default_rng(0)
     eyes = np.zeros((h, w), np.uint8)
     for ring in (topo.right_eye_ring(), topo.left_eye_ring(), topo.outer_lip_ring()):
@@ -344,16 +348,14 @@ def test_a_fringe_hanging_just_short_of_the_brows_is_cover_down_to_them() -> Non
 
     image, lm = big_astronaut()
     h, w = image.shape[:2]
-    oval = lm[topo.face_oval_ring(), :2]
-    width = float(np.ptp(oval[:, 0]))
-    face = np.zeros((h, w), np.uint8)
-    cv2.fillPoly(face, [np.round(oval).astype(np.int32)], 255)
+    width = float(np.ptp(lm[topo.face_oval_ring(), 0]))
+    face = _face((h, w), lm)
     rows = np.arange(h)[:, None]
     zones = np.zeros((h, w), np.bool_)
     for hull in brow_hulls((h, w), lm, 0.025):
         zones |= hull > 0
     zone_top = np.where(zones.any(axis=0), zones.argmax(axis=0), h)
-    cheek = image[int(lm[50, 1]) - 3 : int(lm[50, 1]) + 4, int(lm[50, 0]) - 3 : int(lm[50, 0]) + 4].reshape(-1, 3).mean(axis=0)
+    cheek = _cheek(image, lm)
     rng = np.random.default_rng(0)
     forehead = (face > 0) & ~zones & (rows < zone_top.min() + 0.02 * width)
     image[forehead] = np.clip(cheek + rng.normal(0, 3, (int(forehead.sum()), 3)), 0, 255).astype(np.uint8)

@@ -11,31 +11,19 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from facewire.shared.face import topology as topo
 from facewire.shared.render.iris import draw_irises, iris_geometry, lift_irises
 from facewire.shared.types import Image, Landmarks
-from tests.test_render_iris import SKIN, _scaled_landmarks
+from tests.test_render_iris import _scaled_landmarks
+from tests.test_render_iris_hidden import _EYES, _eye_picture
 
 CORNER = (60, 75, 100)  # BGR: the shaded corners of a painted eye
 PALE = (150, 160, 190)  # its white, a thin ring beside the iris
 DARK_IRIS = (40, 30, 45)
-_EYES = ((topo.right_eye_ring(), topo.RIGHT_IRIS_CENTER, topo.RIGHT_IRIS), (topo.left_eye_ring(), topo.LEFT_IRIS_CENTER, topo.LEFT_IRIS))
 
 
 def _painted_eye(lm: Landmarks, white_reach: float) -> Image:
     """Skin; each opening in the corners' colour, a pale ring out to `white_reach` iris radii, a dark iris."""
-    h, w = int(lm[:, 1].max()) + 40, int(lm[:, 0].max()) + 40
-    image = np.full((h, w, 3), SKIN, np.uint8)
-    for ring, centre, iris in _EYES:
-        opening = np.zeros((h, w), np.uint8)
-        cv2.fillPoly(opening, [np.round(lm[ring, :2]).astype(np.int32)], 255)
-        eye = np.full_like(image, CORNER)
-        c, r = iris_geometry(lm, centre, iris)
-        at = (int(round(c[0])), int(round(c[1])))
-        cv2.circle(eye, at, int(round(white_reach * r)), PALE, -1, cv2.LINE_AA)
-        cv2.circle(eye, at, int(round(r)), DARK_IRIS, -1, cv2.LINE_AA)
-        image[opening > 0] = eye[opening > 0]
-    return image
+    return _eye_picture(lm, CORNER, DARK_IRIS, (PALE, white_reach))
 
 
 def _distance(pixels: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:

@@ -50,8 +50,11 @@ def _lifted_eyes(lm: Landmarks, image: Image) -> list[tuple[Iris, float, np.ndar
     return out
 
 
-def _eye_picture(lm: Landmarks, side: tuple[int, int, int], iris: tuple[int, int, int]) -> Image:
-    """Skin; each eye opening filled with `side`, an iris of the landmarks' radius in it, cut by the lids."""
+def _eye_picture(
+    lm: Landmarks, side: tuple[int, int, int], iris: tuple[int, int, int], white: tuple[tuple[int, int, int], float] | None = None
+) -> Image:
+    """Skin; each eye opening filled with `side`, an iris of the landmarks' radius in it, cut by the lids; `white`:
+    a ring of that colour round the iris out to that many iris radii."""
     h, w = int(lm[:, 1].max()) + 40, int(lm[:, 0].max()) + 40
     image = np.full((h, w, 3), SKIN, np.uint8)
     for ring, centre, ring_iris in _EYES:
@@ -59,7 +62,10 @@ def _eye_picture(lm: Landmarks, side: tuple[int, int, int], iris: tuple[int, int
         cv2.fillPoly(opening, [np.round(lm[ring, :2]).astype(np.int32)], 255)
         eye = np.full_like(image, side)
         c, r = iris_geometry(lm, centre, ring_iris)
-        cv2.circle(eye, (int(round(c[0])), int(round(c[1]))), int(round(r)), iris, -1, cv2.LINE_AA)
+        at = (int(round(c[0])), int(round(c[1])))
+        if white is not None:
+            cv2.circle(eye, at, int(round(white[1] * r)), white[0], -1, cv2.LINE_AA)
+        cv2.circle(eye, at, int(round(r)), iris, -1, cv2.LINE_AA)
         image[opening > 0] = eye[opening > 0]
     return image
 
