@@ -380,6 +380,6 @@ def blend(base: Image, face: Image, weight: FloatImage) -> Image:
 
     The pictures go in as bytes: OpenCV converts them to float32 inside the subtraction and the addition (the same
     values as float copies of them, without making the copies)."""
-    weight3 = cv2.merge([np.ascontiguousarray(weight, np.float32)] * 3)
+    weight3 = _three(weight)
     step = cv2.multiply(cv2.subtract(face, base, dtype=cv2.CV_32F), weight3)
     return np.asarray(cv2.convertScaleAbs(cv2.add(base, step, dtype=cv2.CV_32F)), np.uint8)
