@@ -333,3 +333,37 @@ def test_an_avatars_closed_lid_has_its_own_lashes_not_a_uniform_bar() -> None:
     assert np.all(np.abs(ratio - 0.6) < 0.08), ratio
     # Without the picture's lashes (self mode's line), one bar whatever the picture.
     assert 0.3 * SKIN.mean() < lines["none"].mean() < 0.9 * SKIN.mean(), lines["none"].mean()
+
+
+def _nearest_on_polyline(line: np.ndarray, x: float, y: float) -> tuple[float, float, float]:
+    """One pixel's nearest point on `line`, segment by segment in Python floats (the first of equal distances):
+    its arc-length fraction and the pixel's offset from it."""
+    best, found = np.inf, (0.0, 0.0, 0.0)
+    starts = [0.0]
+    for (ax, ay), (bx, by) in zip(line[:-1].tolist(), line[1:].tolist(), strict=True):
+        dx, dy = bx - ax, by - ay
+        length = max(dx * dx + dy * dy, 1e-12)
+        t = min(max(((x - ax) * dx + (y - ay) * dy) / length, 0.0), 1.0)
+        ex, ey = x - (ax + t * dx), y - (ay + t * dy)
+        if ex * ex + ey * ey < best:
+            best, found = ex * ex + ey * ey, (starts[-1] + t * float(np.sqrt(length)), ex, ey)
+        starts.append(starts[-1] + float(np.sqrt(length)))
+    return found[0] / starts[-1], found[1], found[2]
+
+
+def test_polyline_coordinates_are_each_pixels_nearest_point_on_the_line() -> None:
+    """The own lash line's per-pixel coordinates (arc-length fraction along the margin, offset from it) are every
+    pixel's nearest point, to the bit, whichever way the line turns (arches, zigzags, a repeated point)."""
+    from facewire.shared.render.lids import _polyline_coordinates
+
+    rng = np.random.default_rng(7)
+    for case in range(12):
+        line = np.cumsum(rng.normal(0.0, 4.0, (int(rng.integers(2, 10)), 2)), axis=0) + 20.0
+        if case == 0:
+            line[2] = line[1]  # a segment of length 0
+        ys, xs = slice(int(rng.integers(0, 10)), 30), slice(int(rng.integers(0, 10)), 34)
+        along, offset = _polyline_coordinates(line, ys, xs)
+        assert along.shape == offset.shape[:2] == (ys.stop - ys.start, xs.stop - xs.start)
+        for i, y in enumerate(range(ys.start, ys.stop)):
+            for j, x in enumerate(range(xs.start, xs.stop)):
+                assert (along[i, j], *offset[i, j]) == _nearest_on_polyline(line, float(x), float(y)), (case, x, y)

@@ -251,14 +251,12 @@ def _draw_own_lashes(
     ys, xs = _window(margin, int(np.ceil(below)) + 2, out.shape)
     if ys.stop <= ys.start or xs.stop <= xs.start:
         return
-    gx, gy = np.meshgrid(np.arange(xs.start, xs.stop, dtype=np.float64), np.arange(ys.start, ys.stop, dtype=np.float64))
-    pixels = np.stack([gx, gy], axis=-1)
-    along, foot = _polyline_coordinates(margin, pixels)
+    along, offset = _polyline_coordinates(margin, ys, xs)
     axis = margin[-1] - margin[0]
     normal = np.array([-axis[1], axis[0]]) / max(float(np.linalg.norm(axis)), 1e-6)
     if float((crease.mean(axis=0) - margin.mean(axis=0)) @ normal) > 0.0:
         normal = -normal  # away from the crease: down over the closed eye
-    across = (pixels - foot) @ normal
+    across = offset @ normal
     # Lashes are longest over the middle of the eye and short at the corners.
     middle = np.clip(_LASH_FULL * (1.0 - np.square(2.0 * along - 1.0)), 0.0, 1.0)
     below = below * (_LASH_END + (1.0 - _LASH_END) * middle)
@@ -280,24 +278,25 @@ def _draw_own_lashes(
     out[ys, xs] = region * _channels((1.0 - weight * (1.0 - ratio)).astype(np.float32))
 
 
-def _polyline_coordinates(
-    line: npt.NDArray[np.float64], pixels: npt.NDArray[np.float64]
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Each pixel's nearest point on the polyline `line`: its arc-length fraction along the line, and the point."""
+def _polyline_coordinates(line: npt.NDArray[np.float64], ys: slice, xs: slice) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Each pixel's (rows `ys`, columns `xs`) nearest point on the polyline `line`: its arc-length fraction along the
+    line, and the pixel's offset from that point (x, y)."""
     a, d = line[:-1], np.diff(line, axis=0)
     length = np.maximum(np.einsum("ij,ij->i", d, d), 1e-12)
-    # x and y as separate planes: numpy's einsum and reductions over a 2-long last axis were most of the time.
-    px, py = pixels[..., 0:1], pixels[..., 1:2]
-    t = np.clip(((px - a[:, 0]) * d[:, 0] + (py - a[:, 1]) * d[:, 1]) / length, 0.0, 1.0)
-    fx, fy = a[:, 0] + t * d[:, 0], a[:, 1] + t * d[:, 1]
-    ex, ey = px - fx, py - fy
-    nearest = np.argmin(ex * ex + ey * ey, axis=-1)[..., None]
+    # Segments first (one plane each), pixels' x and y as a row and a column broadcast: numpy's reductions and picks
+    # over a short last axis were most of the time (0.45 ms a ~40x100 window where pixel-major took 1.05).
+    ax, ay, dx, dy = (v[:, None, None] for v in (a[:, 0], a[:, 1], d[:, 0], d[:, 1]))
+    px = np.arange(xs.start, xs.stop, dtype=np.float64)[None, None, :]
+    py = np.arange(ys.start, ys.stop, dtype=np.float64)[None, :, None]
+    t = ((px - ax) * dx + (py - ay) * dy) / length[:, None, None]
+    np.clip(t, 0.0, 1.0, out=t)
+    ex, ey = px - (ax + t * dx), py - (ay + t * dy)
+    nearest = np.argmin(ex * ex + ey * ey, axis=0)
     seg = np.sqrt(length)
     start = np.concatenate([[0.0], np.cumsum(seg)])
-    pick = np.take_along_axis(t, nearest, axis=-1)[..., 0]
-    along = (start[nearest[..., 0]] + pick * seg[nearest[..., 0]]) / start[-1]
-    foot = np.stack([np.take_along_axis(fx, nearest, axis=-1)[..., 0], np.take_along_axis(fy, nearest, axis=-1)[..., 0]], axis=-1)
-    return along, foot
+    pick = np.ravel_multi_index((nearest, *np.indices(nearest.shape, sparse=True)), t.shape)
+    along = (start[nearest] + t.ravel()[pick] * seg[nearest]) / start[-1]
+    return along, np.stack([ex.ravel()[pick], ey.ravel()[pick]], axis=-1)
 
 
 def _polyline_at(line: npt.NDArray[np.float64], along: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
