@@ -322,7 +322,7 @@ def test_an_avatars_closed_lid_has_its_own_lashes_not_a_uniform_bar() -> None:
     ys = np.round(np.interp(xs, margin[:, 0], margin[:, 1]) + 0.04 * eye_width).astype(int)
     lines = {}
     for name, lash in (("dark", (90, 20, 40)), ("faint", tuple(int(v) for v in 0.85 * SKIN)), ("none", None)):
-        own = None if lash is None else LashSource(_lash_picture(neutral, size, lash), neutral[:, :2])
+        own = None if lash is None else LashSource.of(_lash_picture(neutral, size, lash), neutral[:, :2])
         out = np.clip(np.tile(SKIN, (*size, 1)) + 0.5, 0, 255).astype(np.uint8)
         close_lids(out, closed, neutral, REDRAWN, (0.95, 0.95), own)
         lines[name] = out[ys, xs].astype(np.float64)
@@ -367,3 +367,32 @@ def test_polyline_coordinates_are_each_pixels_nearest_point_on_the_line() -> Non
         for i, y in enumerate(range(ys.start, ys.stop)):
             for j, x in enumerate(range(xs.start, xs.stop)):
                 assert (along[i, j], *offset[i, j]) == _nearest_on_polyline(line, float(x), float(y)), (case, x, y)
+
+
+def test_a_lash_strip_sampled_once_is_the_picture_sampled_at_each_point() -> None:
+    """LashSource samples each open eye's lash band once (LashStrip); looked up at (along, depth) it is the picture
+    sampled there directly, as the line did at every drawn pixel of every frame: to within a few grey levels at the
+    hard edges of a painted lash band under heavy grain, a quarter of one on average."""
+    from facewire.shared.render.colour import LUMA_BGR
+    from facewire.shared.render.eyes_mouth import RIGHT_LID_LASHES
+    from facewire.shared.render.lids import _LASH_ROOTS, _LASH_TIPS, LashSource, _polyline_at
+
+    neutral = astronaut_landmarks() * np.float32(3.0)
+    size = (int(neutral[:, 1].max()) + 20, int(neutral[:, 0].max()) + 20)
+    picture = _lash_picture(neutral, size, (30, 20, 40))  # hard edges: the band is 160 grey levels darker than the skin
+    rng = np.random.default_rng(3)
+    picture = np.clip(picture + rng.normal(0.0, 12.0, picture.shape), 0, 255).astype(np.uint8)  # and grain
+    strip = LashSource.of(picture, neutral[:, :2]).strips[0].luma
+    ring, points = topo.right_eye_ring(), neutral[:, :2].astype(np.float64)
+    margin = points[ring[:9]]
+    tips_line = np.concatenate([points[ring[:1]], points[list(RIGHT_LID_LASHES)], points[ring[8:9]]])
+    along, depth = rng.uniform(0.0, 1.0, 4000), rng.uniform(0.0, 1.0, 4000)
+    roots, tips = _polyline_at(margin, along), _polyline_at(tips_line, along)
+    where = (roots + (_LASH_ROOTS + depth * (_LASH_TIPS - _LASH_ROOTS))[:, None] * (tips - roots)).astype(np.float32)
+    direct = cv2.remap(picture, where[None, :, 0], where[None, :, 1], cv2.INTER_LINEAR).astype(np.float32)[0] @ LUMA_BGR
+    rows, columns = strip.shape
+    at = ((along * (columns - 1))[None].astype(np.float32), (depth * (rows - 1))[None].astype(np.float32))
+    looked_up = cv2.remap(strip, *at, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[0]
+    assert direct.max() - direct.min() > 120  # the band's edges are sampled
+    error = np.abs(looked_up - direct)
+    assert error.max() <= 5.0 and error.mean() < 0.3, (error.max(), error.mean())  # here 4.0 and 0.25

@@ -48,13 +48,52 @@ _LASH_END = 0.3  # of its full depth: the line's at the corners
 _LASH_TIPS_FADE = 0.5  # of the depth below the margin over which the lash tips fade out
 
 
+_STRIP_SAMPLES = 8  # per pixel of the picture, along the margin and across the band: a lash strip's samples
+
+
+@dataclass(frozen=True)
+class LashStrip:
+    """One open eye's lash band in a picture (close_lids' `own_lashes`), sampled once: brightness (luma) by depth
+    across the band (rows: `_LASH_ROOTS` to `_LASH_TIPS` of the way from its upper margin to its lashes' ring) and
+    arc-length fraction along the margin (columns: 0 to 1), at `_STRIP_SAMPLES` a picture pixel each way.
+
+    A closed lid's line looks it up by those two coordinates alone, so a frame computes only where each drawn pixel is
+    on its closed margin. The picture's bilinear samples an eighth of its pixel apart, looked up bilinearly, are
+    within a few grey levels of the picture sampled at each drawn pixel, at its sharpest lash edges (d3 x s5's frames:
+    3 at most, 0.001 on average), about what cv2.remap's 1/32-pixel positions alone vary by there."""
+
+    luma: npt.NDArray[np.float32]
+
+
 @dataclass(frozen=True)
 class LashSource:
     """The picture a closed avatar lid takes its lash line from (close_lids' `own_lashes`): the avatar's own open
-    eyes, at about the scale the face is drawn at."""
+    eyes' lash strips, right eye then left, from its picture at about the scale the face is drawn at. Build it once
+    per picture (`of`): sampling the strips is most of what the line cost a frame."""
 
-    image: Image
-    points: npt.NDArray[np.float32]  # the face's landmarks (x, y) in `image`'s pixels
+    strips: tuple[LashStrip, LashStrip]
+
+    @classmethod
+    def of(cls, image: Image, points: npt.NDArray[np.float32]) -> LashSource:
+        """`image`'s lash strips; `points` the face's landmarks (x, y) in `image`'s pixels."""
+        source = points.astype(np.float64)
+        right, left = (_lash_strip(image, source[ring], source[lashes]) for ring, _, lashes in _eyes())
+        return cls((right, left))
+
+
+def _lash_strip(image: Image, ring: npt.NDArray[np.float64], lashes: npt.NDArray[np.float64]) -> LashStrip:
+    """The open eye's lash band in `image` (`ring` its ring, `lashes` its lashes' ring there) as a LashStrip."""
+    half = len(ring) // 2
+    margin = ring[: half + 1]
+    tips_line = np.concatenate([ring[:1], lashes, ring[half : half + 1]])
+    span = float(np.linalg.norm(np.diff(margin, axis=0), axis=1).sum())
+    reach = (_LASH_TIPS - _LASH_ROOTS) * float(np.linalg.norm(tips_line - margin, axis=1).max())
+    along = np.linspace(0.0, 1.0, int(np.ceil(_STRIP_SAMPLES * span)) + 2)
+    share = np.linspace(_LASH_ROOTS, _LASH_TIPS, int(np.ceil(_STRIP_SAMPLES * reach)) + 2)[:, None, None]
+    roots, tips = _polyline_at(margin, along)[None], _polyline_at(tips_line, along)[None]
+    where = (roots + share * (tips - roots)).astype(np.float32)
+    samples = cv2.remap(image, where[..., 0], where[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return LashStrip(np.ascontiguousarray(samples.astype(np.float32) @ LUMA_BGR))
 
 
 @dataclass(frozen=True)
@@ -195,9 +234,7 @@ def close_lids(
         if own_lashes is None:
             _darken_lash_line(out, points[ring] - origin, eye_width, style.lash, style.lash_darkness * drawn)
         elif drawn > 0.0:
-            source = own_lashes.points.astype(np.float64)
-            lash_band = (style.lash * eye_width, drawn)
-            _draw_own_lashes(out, points[ring] - origin, points[crease] - origin, lash_band, own_lashes.image, source[ring], source[lashes])
+            _draw_own_lashes(out, points[ring] - origin, points[crease] - origin, (style.lash * eye_width, drawn), own_lashes.strips[k])
         face[y0:y1, x0:x1] = np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
@@ -236,14 +273,11 @@ def _draw_own_lashes(
     ring: npt.NDArray[np.float64],
     crease: npt.NDArray[np.float64],
     band: tuple[float, float],
-    image: Image,
-    source_ring: npt.NDArray[np.float64],
-    source_lashes: npt.NDArray[np.float64],
+    strip: LashStrip,
 ) -> None:
-    """Darken (in place) `out` along `ring`'s upper margin as much as the open eye's own lashes in `image` are darker
-    than the lid (`source_ring` and `source_lashes`, its ring and lashes' ring there): `band` is the lash thickness
-    in pixels and how far the line is drawn (0-1). Only ever darker: between its lashes the picture's band is its
-    lid skin, and the redrawn lid stays."""
+    """Darken (in place) `out` along `ring`'s upper margin as much as the open eye's own lashes (`strip`) are darker
+    than the lid: `band` is the lash thickness in pixels and how far the line is drawn (0-1). Only ever darker:
+    between its lashes the picture's band is its lid skin, and the redrawn lid stays."""
     lash, amount = band
     half = len(ring) // 2
     margin = ring[: half + 1]
@@ -261,12 +295,9 @@ def _draw_own_lashes(
     middle = np.clip(_LASH_FULL * (1.0 - np.square(2.0 * along - 1.0)), 0.0, 1.0)
     below = below * (_LASH_END + (1.0 - _LASH_END) * middle)
     depth = np.clip((across + above) / (above + below), 0.0, 1.0)  # 0 at the roots, 1 at the tips
-    share = _LASH_ROOTS + depth * (_LASH_TIPS - _LASH_ROOTS)
-    src_margin = source_ring[: half + 1]
-    src_lashes = np.concatenate([source_ring[:1], source_lashes, source_ring[half : half + 1]])
-    roots, tips = _polyline_at(src_margin, along), _polyline_at(src_lashes, along)
-    where = (roots + share[..., None] * (tips - roots)).astype(np.float32)
-    strip = cv2.remap(image, where[..., 0], where[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+    rows, columns = strip.luma.shape
+    at_x, at_y = (along * (columns - 1)).astype(np.float32), (depth * (rows - 1)).astype(np.float32)
+    lashes = cv2.remap(strip.luma, at_x, at_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     fade = np.clip((below - across) / (_LASH_TIPS_FADE * below), 0.0, 1.0)
     weight = np.clip(across + above, 0.0, 1.0) * fade * fade * (3.0 - 2.0 * fade)
     weight *= np.clip(2.0 * _LASH_FULL * (1.0 - np.square(2.0 * along - 1.0)), 0.0, 1.0) * amount
@@ -274,7 +305,7 @@ def _draw_own_lashes(
     # a painted lid's band is often orange or violet make-up: laid along a closed lid in its colour, that read as an
     # open slit (s5, art_9, art_13) or a red line (s6, s7). Darkened, the lid keeps its own hue.
     region = out[ys, xs]
-    ratio = np.minimum((strip @ LUMA_BGR) / np.maximum(region @ LUMA_BGR, np.float32(1.0)), np.float32(1.0))
+    ratio = np.minimum(lashes / np.maximum(region @ LUMA_BGR, np.float32(1.0)), np.float32(1.0))
     out[ys, xs] = region * _channels((1.0 - weight * (1.0 - ratio)).astype(np.float32))
 
 

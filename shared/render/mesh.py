@@ -254,6 +254,7 @@ class MeshRenderer:
         self._texture_now: Texture | None = None  # the avatar being drawn; None: the sender's own face
         self._textures: dict[str, Texture | None] = {}
         self._plan: tuple[_KeyframeModel, Texture, RetargetPlan] | None = None
+        self._lashes: tuple[Texture, Image, LashSource] | None = None  # the avatar's lash strips at the level last drawn
         # _palette_panels: the narrow (False) and wide (True) palettes' panels built so far for a keyframe and avatar
         self._cavity: tuple[_KeyframeModel, Texture, dict[bool, tuple[Image, Image]]] | None = None
         # 255 where glasses, hair or a hand cover the keyframe's face (None: nothing does). Found only
@@ -436,6 +437,15 @@ class MeshRenderer:
         self._plan = (model, texture, plan)
         return plan
 
+    def _lash_source(self, texture: Texture, level: Image, to_level: npt.NDArray[np.float64]) -> LashSource:
+        """The avatar's own lash strips (close_lids' `own_lashes`) in its picture's `level`, sampled once a level."""
+        cached = self._lashes
+        if cached is not None and cached[0] is texture and cached[1] is level:
+            return cached[2]
+        own = LashSource.of(level, _apply(to_level, texture.landmarks[:, :2]))
+        self._lashes = (texture, level, own)
+        return own
+
     def _avatar_target(self, model: _KeyframeModel, texture: Texture, sender: AlignedSender) -> Landmarks:
         """The avatar's landmarks with the sender's expression at the sender's pose (retarget), irises held
         (those left to the warp) or limited to the avatar's own eye (those drawn whole)."""
@@ -586,7 +596,7 @@ class MeshRenderer:
         draw_irises(face, local, texture.irises)
         if opts.smooth_lids:
             # How shut the sender's eyes are, not the avatar's retargeted ones (close_lids' `closings`).
-            own = LashSource(level, _apply(to_level, texture.landmarks[:, :2]))
+            own = self._lash_source(texture, level, to_level)
             close_lids(face, local, texture.landmarks, REDRAWN, closings, own)
         draw_glasses(face, local, texture.glasses)  # in front of the lids, lit with the rest
         # The retargeted avatar closes its lips with the sender's (retarget.plan_retarget): a picture's open mouth
