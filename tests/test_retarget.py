@@ -211,3 +211,49 @@ def test_a_keyframe_caught_mid_word_leaves_the_avatars_mouth_where_it_rests() ->
     talking = retarget(keyframe, keyframe, rest, RetargetOptions(identity_push=0.0, min_chin_share=0.0))
     opening = float(talking[topo.LOWER_LIP_INNER_MID, 1] - talking[topo.UPPER_LIP_INNER_MID, 1])
     assert opening > 0.8 * float(keyframe[topo.LOWER_LIP_INNER_MID, 1] - keyframe[topo.UPPER_LIP_INNER_MID, 1])
+
+
+def _breadth_first_hops(seeds: list[int], stop: frozenset[int] = frozenset()) -> np.ndarray:
+    """Hops from `seeds` by a plain breadth-first search over the mesh's triangle sides, irises hung on their eye's
+    ring (an edge from each iris point to each ring point); vertices in `stop` are reached but not passed."""
+    adjacency: list[set[int]] = [set() for _ in range(topo.MESH_SIZE)]
+    for a, b, c in topo.face_triangles():
+        adjacency[a] |= {b, c}
+        adjacency[b] |= {a, c}
+        adjacency[c] |= {a, b}
+    for ring, centre, iris in (
+        (topo.right_eye_ring(), topo.RIGHT_IRIS_CENTER, topo.RIGHT_IRIS),
+        (topo.left_eye_ring(), topo.LEFT_IRIS_CENTER, topo.LEFT_IRIS),
+    ):
+        for i in (centre, *iris):
+            adjacency[i] |= {int(v) for v in ring}
+    dist = np.full(topo.MESH_SIZE, np.inf)
+    dist[seeds] = 0
+    frontier = list(seeds)
+    while frontier:
+        frontier_next = []
+        for v in frontier:
+            for w in adjacency[v] if v not in stop else ():
+                if dist[w] == np.inf:
+                    dist[w] = dist[v] + 1
+                    frontier_next.append(w)
+        frontier = frontier_next
+    return dist
+
+
+def test_mesh_hops_are_a_breadth_first_searchs() -> None:
+    """The region and feature weights' graph distances (a search a ring at a time over the adjacency matrix) are a plain
+    breadth-first search's, irises unreached from the face, and the lip band is what the inner ring reaches
+    without passing the outer one."""
+    from facewire.shared.render.retarget import _hops, _lip_band
+
+    eye_rings = [*topo.right_eye_ring(), *topo.left_eye_ring()]
+    rng = np.random.default_rng(5)
+    seed_sets = [eye_rings, [int(v) for v in topo.face_oval_ring()], [topo.RIGHT_IRIS_CENTER, *topo.RIGHT_IRIS], [1, 1, 4]]
+    seed_sets += [[int(v) for v in rng.choice(topo.MESH_SIZE, int(rng.integers(1, 20)), replace=False)] for _ in range(20)]
+    for seeds in seed_sets:
+        assert np.array_equal(_hops(np.array(seeds, np.int32)), _breadth_first_hops(sorted(set(seeds)))), seeds
+    assert np.isinf(_hops(np.array(eye_rings, np.int32))[[topo.RIGHT_IRIS_CENTER, *topo.LEFT_IRIS]]).all()
+    inner, outer = [int(v) for v in topo.inner_lip_ring()], frozenset(int(v) for v in topo.outer_lip_ring())
+    band = np.flatnonzero(np.isfinite(_breadth_first_hops(inner, outer)))
+    assert np.array_equal(_lip_band(), band) and outer <= set(band.tolist()) and len(band) > len(inner) + len(outer)
