@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
+from typing import TypeVar, cast
 
 import cv2
 import numpy as np
@@ -118,8 +119,7 @@ def _reaching_out(blobs: npt.NDArray[np.uint8], kept: npt.NDArray[np.uint8], wit
 def _rims(luma: FloatImage, width: float, skin_y: float, skin_sigma: float) -> npt.NDArray[np.bool_]:
     """Thin dark lines (a few pixels wide at this face size), much darker than the skin around them."""
     k = max(3, int(round(0.04 * width)) | 1)
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
-    dark = cv2.morphologyEx(luma, cv2.MORPH_BLACKHAT, kernel)
+    dark = cv2.subtract(_disc_morphology(False, _disc_morphology(True, luma, k // 2), k // 2), luma)  # MORPH_BLACKHAT's
     threshold = max(20.0, 3.0 * skin_sigma)
     # Really dark (frames), not the shading of a wrinkle or a fold.
     return np.asarray((dark > threshold) & (luma < 0.6 * skin_y), np.bool_)
@@ -620,6 +620,31 @@ def _frame_zone(
     return np.asarray(near & allowed, np.bool_), np.asarray(band, np.bool_), np.asarray(allowed, np.bool_)
 
 
+@cache
+def _disc_rectangles(radius: int) -> tuple[tuple[int, int], ...]:
+    """cv2's elliptical structuring element of `radius` as a union of centred rectangles (half-width, half-height),
+    one per width its rows come in: each row of it is a centred run, no longer than the rows nearer its middle."""
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    half = disc[radius:].sum(axis=1) // 2  # each row's half-width, from the middle row out
+    return tuple((int(w), int(np.flatnonzero(half >= w).max())) for w in sorted(set(half.tolist())))
+
+
+_Pixel = TypeVar("_Pixel", bound=np.generic)
+
+
+def _disc_morphology(dilate: bool, image: npt.NDArray[_Pixel], radius: int) -> npt.NDArray[_Pixel]:
+    """cv2.dilate (or cv2.erode) of `image` by cv2's elliptical structuring element of `radius`, the same values:
+    a union of rectangles' dilations is the union's, and OpenCV filters a rectangle by rows then columns, where it
+    takes an ellipse's every point at every pixel (a 25-39 px face's disc: 2x faster, ~3 ms a keyframe)."""
+    op, combine = (cv2.dilate, np.maximum) if dilate else (cv2.erode, np.minimum)
+    out: npt.NDArray[_Pixel] | None = None
+    for w, h in _disc_rectangles(radius):
+        part = cast(npt.NDArray[_Pixel], op(image, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * w + 1, 2 * h + 1))))
+        out = part if out is None else combine(out, part, out=out)
+    assert out is not None
+    return out
+
+
 def occluder_mask(
     image: Image,
     landmarks: Landmarks,
@@ -649,7 +674,7 @@ def occluder_mask(
     face = np.zeros(crop.shape[:2], np.uint8)
     fill_polygon(face, oval - shift)
     margin = max(1, int(round(opts.edge_margin * width)))
-    inner = cv2.erode(face, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1)))
+    inner = _disc_morphology(False, face, margin)
     ycc = cv2.cvtColor(crop, cv2.COLOR_BGR2YCrCb).astype(np.float32)
     radius = max(2, int(round(0.035 * width)))
     skin = _skin_colour(ycc, face, lm, topo.SKIN_SAMPLES, radius)
@@ -670,11 +695,11 @@ def occluder_mask(
     for i in topo.NOSTRILS:
         cv2.circle(features, (int(lm[i, 0]), int(lm[i, 1])), radius, 255, -1)
     grow = max(1, int(round(0.03 * width)))
-    features = cv2.dilate(features, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
+    features = _disc_morphology(True, features, grow)
     lines_ok[features > 0] = 0
     # Eye sockets (make-up, shadows, lashes) are the face's own: a wider berth than other features.
     socket = max(1, int(round(0.07 * width)))
-    features |= cv2.dilate(eyes, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * socket + 1, 2 * socket + 1)))
+    features |= _disc_morphology(True, eyes, socket)
 
     # Areas of another colour that come in from outside the face (hair, a hand) or are large (a
     # mask). A small patch inside the face with skin all round is the face's own (a flush between
