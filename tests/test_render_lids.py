@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 
 from facewire.shared.face import topology as topo
 from facewire.shared.render.eyes_mouth import RIGHT_LID_ABOVE, lid_closing
@@ -396,3 +397,38 @@ def test_a_lash_strip_sampled_once_is_the_picture_sampled_at_each_point() -> Non
     assert direct.max() - direct.min() > 120  # the band's edges are sampled
     error = np.abs(looked_up - direct)
     assert error.max() <= 5.0 and error.mean() < 0.3, (error.max(), error.mean())  # here 4.0 and 0.25
+
+
+def test_the_renderer_samples_an_avatars_lash_strips_once_a_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Avatar path: the lash strips a closed lid's line looks up are sampled once per avatar picture level, kept by
+    the renderer, and a blink drawn with them kept is the blink drawn with them fresh (first frame) to the byte."""
+    from facewire.shared.face.identity import IdentityAsset
+    from facewire.shared.render import mesh
+    from facewire.shared.render.lids import LashSource
+    from facewire.shared.render.mesh import MeshRenderer
+    from facewire.shared.types import FrameState, KeyframeState
+    from tests.render_fixtures import astronaut
+
+    built: list[int] = []
+    of = LashSource.of
+
+    def counted(image: np.ndarray, points: np.ndarray) -> LashSource:
+        built.append(image.shape[1])
+        return of(image, points)
+
+    monkeypatch.setattr(mesh.LashSource, "of", staticmethod(counted))
+    lm = astronaut_landmarks()
+    image = np.ascontiguousarray(astronaut()[:, ::-1][:, :, [2, 1, 0]])  # another face: the astronaut mirrored, recoloured
+    avatar_lm = lm[topo.symmetry()].copy()
+    avatar_lm[:, 0] = image.shape[1] - 1 - avatar_lm[:, 0]
+    avatar = IdentityAsset(asset_id="lash-avatar", image=image, landmarks=avatar_lm)
+    keyframe = KeyframeState(0, astronaut(), None, lm)
+    blink = FrameState(1, 33_333, "tracked", close_eyes(lm), None)
+    kept = MeshRenderer()
+    first = draw(kept, avatar, keyframe, blink).image
+    assert len(built) == 1
+    again = draw(kept, avatar, keyframe, blink).image
+    assert len(built) == 1  # not sampled again
+    assert np.array_equal(first, again)
+    assert np.array_equal(draw(MeshRenderer(), avatar, keyframe, blink).image, first)
+    assert len(built) == 2  # a new renderer samples its own

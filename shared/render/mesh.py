@@ -254,7 +254,7 @@ class MeshRenderer:
         self._texture_now: Texture | None = None  # the avatar being drawn; None: the sender's own face
         self._textures: dict[str, Texture | None] = {}
         self._plan: tuple[_KeyframeModel, Texture, RetargetPlan] | None = None
-        self._lashes: tuple[Texture, Image, LashSource] | None = None  # the avatar's lash strips at the level last drawn
+        self._lashes: tuple[Texture, dict[int, LashSource]] | None = None  # the avatar's lash strips by level (its width)
         # _palette_panels: the narrow (False) and wide (True) palettes' panels built so far for a keyframe and avatar
         self._cavity: tuple[_KeyframeModel, Texture, dict[bool, tuple[Image, Image]]] | None = None
         # 255 where glasses, hair or a hand cover the keyframe's face (None: nothing does). Found only
@@ -438,13 +438,14 @@ class MeshRenderer:
         return plan
 
     def _lash_source(self, texture: Texture, level: Image, to_level: npt.NDArray[np.float64]) -> LashSource:
-        """The avatar's own lash strips (close_lids' `own_lashes`) in its picture's `level`, sampled once a level."""
-        cached = self._lashes
-        if cached is not None and cached[0] is texture and cached[1] is level:
-            return cached[2]
-        own = LashSource.of(level, _apply(to_level, texture.landmarks[:, :2]))
-        self._lashes = (texture, level, own)
-        return own
+        """The avatar's own lash strips (close_lids' `own_lashes`) in its picture's `level`, sampled once a level: a
+        face whose width hovers at a level's edge switches levels from frame to frame."""
+        if self._lashes is None or self._lashes[0] is not texture:
+            self._lashes = (texture, {})
+        built = self._lashes[1]
+        if level.shape[1] not in built:  # a texture's levels differ in width
+            built[level.shape[1]] = LashSource.of(level, _apply(to_level, texture.landmarks[:, :2]))
+        return built[level.shape[1]]
 
     def _avatar_target(self, model: _KeyframeModel, texture: Texture, sender: AlignedSender) -> Landmarks:
         """The avatar's landmarks with the sender's expression at the sender's pose (retarget), irises held
