@@ -115,3 +115,13 @@ def test_a_crease_close_over_the_lashes_takes_no_more_than_its_share_of_a_narrow
     assert column.max() > 1.2, column
     crease = _gap(now, 1, 2) / _gap(rest, 1, 2)
     assert np.allclose(crease, column, atol=0.03), (crease, column)
+
+
+def test_a_blink_leaves_the_brow_where_the_delta_puts_it() -> None:
+    """The lid's margin comes down in a blink or a smile's narrowing: the column grows, the brow does not move."""
+    from tests.render_fixtures import close_eyes
+
+    sender = big_astronaut()[1]
+    for amount in (0.5, 1.0):
+        now = sender + np.float32(amount) * (close_eyes(sender) - sender)
+        assert np.abs(retarget(now, sender, sender) - retarget(now, sender, sender, _OFF)).max() < 1e-3

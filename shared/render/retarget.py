@@ -535,12 +535,14 @@ def _polyline_weights(points: Vec, tops: Vec) -> tuple[Vec, Vec]:
 
 @dataclass(frozen=True)
 class BrowCarry:
-    """What _limit_lid_columns needs of the avatar: each upper lid column at rest (margin to brow edge, as the identity
-    push draws it) and its length, and (landmark, column) how much of each column's top's motion a landmark takes: the
-    brow over the column and the skin above it whole, fading up the forehead and past the lid's ends; none below the
-    columns' tops, and none on the lids' own rings (the margin stays, the lashes' and crease's are placed after)."""
+    """What _limit_lid_columns needs of the avatar: each upper lid column's top (the brow's lower edge) at rest in the
+    sender's neutral head frame (as the identity push draws it), the column's direction (margin to top) and length,
+    and (landmark, column) how much of each column's top's motion a landmark takes: the brow over the column and the
+    skin above it whole, fading up the forehead and past the lid's ends; none below the columns' tops, and none on
+    the lids' own rings (the margin stays, the lashes' and crease's are placed after)."""
 
-    chords: Vec
+    tops: Vec
+    up: Vec
     lengths: Vec
     weights: Vec
 
@@ -555,6 +557,7 @@ def plan_brow_carry(picture: Vec, pushed: Vec) -> BrowCarry:
     tops, margins = points[columns[:, 3]], points[columns[:, 0]]
     chords = pushed[columns[:, 3], :2] - pushed[columns[:, 0], :2]
     rest = np.maximum(np.linalg.norm(tops - margins, axis=1), np.linalg.norm(chords, axis=1))
+    at_rest = pushed[columns[:, 3], :2]
     up = (tops - margins) / np.maximum(rest, 1e-9)[:, None]
     sides = [_polyline_weights(points, tops[k * n : (k + 1) * n]) for k in range(2)]
     carry = np.zeros((len(points), len(columns)))
@@ -573,7 +576,7 @@ def plan_brow_carry(picture: Vec, pushed: Vec) -> BrowCarry:
     # The outline stays where it meets the sender's head (as the identity push leaves it); the forehead between it and
     # the brow takes the difference.
     carry[topo.face_oval_ring()] = 0.0
-    return BrowCarry(chords, rest, carry)
+    return BrowCarry(at_rest, chords / np.maximum(np.linalg.norm(chords, axis=1), 1e-9)[:, None], rest, carry)
 
 
 def _eased(size: Vec, limit: float) -> Vec:
@@ -583,9 +586,10 @@ def _eased(size: Vec, limit: float) -> Vec:
 
 
 def _limit_lid_columns(target: Vec, carry: BrowCarry, reach: float) -> None:
-    """Each upper lid column's top (its brow edge) moved from where the avatar has it at rest, its margin held, by at
-    most `reach` of the column's length (eased; a shortening column is free): the top, the brow over it and the skin
-    above (`carry.weights`) moved back by the rest.
+    """Each upper lid column's top (its brow edge) moved from where the avatar has it at rest (in the sender's neutral
+    head frame: by expression only) by at most `reach` of the column's length (eased; a top coming down towards the
+    eye is free): the top, the brow over it and the skin above (`carry.weights`) moved back by the rest. The top's
+    own motion, not the column's: a blink or a smile's narrowing lowers the margin, and the brow is not to follow it.
 
     The margin follows the sender's opening as a ratio of the avatar's own (_set_eye_opening), the brow the sender's
     motion: w0's and w1's raised inner brows and smiles' narrowed eyes moved happy's and sad's inner columns' tops by
@@ -594,13 +598,9 @@ def _limit_lid_columns(target: Vec, carry: BrowCarry, reach: float) -> None:
     crease, socket shadow and the brow's inner end were drawn as a dark smudge from the eye up to the brow. A picture
     cannot show the skin a fold unfolds; the brow so rises less than the sender's, the forehead taking the difference.
     """
-    columns = _lid_columns()
-    chords = target[columns[:, 3], :2] - target[columns[:, 0], :2]
-    rest = carry.chords
-    along = rest / np.maximum(np.linalg.norm(rest, axis=1), 1e-9)[:, None]
-    moved = chords - rest
-    shortening = np.minimum((moved * along).sum(axis=1), 0.0)[:, None] * along  # free: it hides the lid, not stretch it
-    limited = moved - shortening
+    moved = target[_lid_columns()[:, 3], :2] - carry.tops
+    down = np.minimum((moved * carry.up).sum(axis=1), 0.0)[:, None] * carry.up  # free: it hides the lid, not stretch it
+    limited = moved - down
     size = np.linalg.norm(limited, axis=1) / np.maximum(carry.lengths, 1e-9)
     kept = _eased(size, reach) / np.maximum(size, 1e-12)
     if np.all(kept >= 1.0):
