@@ -111,3 +111,17 @@ def test_an_ordinary_glance_passes_and_eyes_not_limited_are_untouched() -> None:
     moved = neutral.copy()
     moved[:, :2] = neutral[:, :2] * np.float32(1.5) + np.float32(20.0)  # the head moved, the eyes did not
     assert np.allclose(limit_glance(moved, neutral, (True, True), 0.8), moved, atol=1e-3)
+
+
+def test_a_held_iris_moves_with_its_eyes_opening_when_the_opening_slides_between_the_corners() -> None:
+    """A turned head slides an eye's opening along the eye between its corners (the lids' middle lies in front of the
+    corners): the held iris goes with the lids it is warped with, or the fan between them shears (happy1 on w1)."""
+    neutral = astronaut_landmarks()
+    slid = neutral.copy()
+    for idx, corners, ring in ((RIGHT, topo.RIGHT_EYE_CORNERS, topo.right_eye_ring()),
+                               (LEFT, topo.LEFT_EYE_CORNERS, topo.left_eye_ring())):
+        inside = [int(i) for i in ring if int(i) not in corners]
+        slide = np.float32(0.12 * _eye_width(neutral, corners))
+        slid[inside + list(idx), 0] += slide
+    held = hold_irises(slid, neutral, (True, True), 0.08)
+    assert np.allclose(held, slid, atol=0.02)  # pixels, of eyes ~30 wide: held to the corners it lagged 1.4

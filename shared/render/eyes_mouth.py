@@ -256,6 +256,7 @@ _EYES = (
     (topo.RIGHT_EYE_CORNERS, topo.RIGHT_IRIS_CENTER, topo.RIGHT_IRIS),
     (topo.LEFT_EYE_CORNERS, topo.LEFT_IRIS_CENTER, topo.LEFT_IRIS),
 )
+_EYE_RINGS = (topo.right_eye_ring(), topo.left_eye_ring())
 
 
 def _eye_axes(landmarks: Landmarks, corners: tuple[int, int]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
@@ -275,11 +276,16 @@ def hold_irises(target: Landmarks, neutral: Landmarks, held: tuple[bool, bool], 
     frame) is eased to at most `travel`: small glances pass almost unchanged, far ones stop short.
     Its ring is `neutral`'s radius times the face's scale (iris.eye_span), as a lifted iris is drawn: the
     target's is the sender's change added to the avatar's, and the tracker shrinks a raised or turned iris.
+    The offset is taken from the middle of the eye's opening (its lid ring's mean), not from between its corners:
+    the lids' middle lies 0.2-0.3 eye widths in front of the corners, so a head turned 20 degrees slides the opening
+    0.05-0.07 eye widths along the eye between them, and an iris held to its place between the corners lagged the lids
+    it is warped with: the fan from it to the lower lid was sheared 2x along the lid, a narrowed eye's white beside the
+    iris drawn as a torn white band (happy1 on w1).
     """
     out = target.copy()
     scale = eye_span(target) / max(eye_span(neutral), 1e-6)
-    for hold, (corners, centre, ring) in zip(held, _EYES, strict=True):
-        placed = _iris_in_eye(target, neutral, corners, centre) if hold else None
+    for hold, (corners, centre, ring), lids in zip(held, _EYES, _EYE_RINGS, strict=True):
+        placed = _iris_in_eye(target, neutral, corners, centre, lids) if hold else None
         if placed is None:
             continue
         rest, now, t_axes = placed
@@ -296,14 +302,18 @@ def hold_irises(target: Landmarks, neutral: Landmarks, held: tuple[bool, bool], 
     return out
 
 
-def _iris_in_eye(target: Landmarks, neutral: Landmarks, corners: tuple[int, int],
-                 centre: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]] | None:
+def _iris_in_eye(target: Landmarks, neutral: Landmarks, corners: tuple[int, int], centre: int,
+                 lids: IndexArray | None = None) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]] | None:
     """The iris's place in `neutral`'s eye and in `target`'s (each in its eye's own frame: eye widths along and
-    across), and `target`'s eye axes; None when either eye is degenerate."""
+    across, from between the corners or, `lids` given, from the mean of those lid points), and `target`'s eye axes;
+    None when either eye is degenerate."""
     n_origin, n_axes = _eye_axes(neutral, corners)
     t_origin, t_axes = _eye_axes(target, corners)
     if abs(np.linalg.det(n_axes)) < 1e-6 or abs(np.linalg.det(t_axes)) < 1e-6:
         return None
+    if lids is not None:
+        n_origin = neutral[lids, :2].astype(np.float64).mean(axis=0)
+        t_origin = target[lids, :2].astype(np.float64).mean(axis=0)
     rest = np.linalg.solve(n_axes.T, neutral[centre, :2] - n_origin)
     now = np.linalg.solve(t_axes.T, target[centre, :2] - t_origin)
     return rest, now, t_axes

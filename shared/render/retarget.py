@@ -6,7 +6,8 @@ moves; the delta F - N is taken in the neutral head frame, scaled per region by 
 avatar's feature size to the sender's, added to the avatar's neutral face brought into the same
 frame, and the result is placed back at the sender's current pose. Eyelids use the ratio of
 opening instead of a delta so a blink closes any eye, large or small; the skin over each upper lid keeps its
-share of the margin-to-brow span, so a thin lid is not stretched into streaks, and the skin between the lower lip
+share of the margin-to-brow span, so a thin lid is not stretched into streaks, and the brow moves only so far from
+the lid (a picture's lid cannot unfold), and the skin between the lower lip
 and the chin likewise keeps its share of that span, so a smile's squeeze never folds it over the lip. The face outline can be pulled
 towards the sender's own outline so the avatar's features sit inside the sender's head and hair.
 The avatar's neutral face is first pushed further from the sender's (identity_push): the sender's
@@ -209,6 +210,10 @@ class RetargetOptions:
     # `rest`): lashes are hairs on the margin, and the lid skin above them is what unfolds as an eye narrows. At their
     # share of a stretched column a smile's narrowed eye drew long painted lashes (people_0) as a tall dark band.
     rigid_lashes: bool = True
+    # Of its own length: how far the top of an upper lid's margin-to-brow column may move from where the avatar has it
+    # at rest, its margin held, lengthening or turning the column (_limit_lid_columns; 0: as the delta puts it). Half
+    # of it passes unchanged, the rest eases towards this; the brow above is carried with the top.
+    lid_reach: float = 0.2
 
 
 def _mouth_size(points: Vec, widest: float) -> float:
@@ -468,7 +473,8 @@ def _keep_lid_skin(target: Vec, place: Vec, rest: Vec | None = None) -> None:
     kept and no ring crosses another. The sender's own spread is not followed: its lid skin unfolds as the eye narrows
     (margin to crease 1.4-1.6x on w1's smile), which a picture, its lashes and fold painted on, shows as streaks.
     `rest` (the avatar at rest, in `target`'s frame) given, a column stretched past its rest length keeps the lashes'
-    ring at its rest distance from the margin (RetargetOptions.rigid_lashes): the lid skin above takes the stretch.
+    ring at its rest distance from the margin (RetargetOptions.rigid_lashes): the lid skin above takes the stretch,
+    both its bands (lashes to crease, crease to brow) alike.
     """
     columns = _lid_columns()
     chord = target[columns[:, 3], :2] - target[columns[:, 0], :2]
@@ -478,8 +484,116 @@ def _keep_lid_skin(target: Vec, place: Vec, rest: Vec | None = None) -> None:
     if rest is not None:
         rest_length = np.linalg.norm(rest[columns[:, 3], :2] - rest[columns[:, 0], :2], axis=1)
         shrink = np.minimum(1.0, rest_length / np.maximum(np.linalg.norm(chord, axis=1), 1e-9))
+        # The crease drawn towards the brow's edge as far as the lashes' ring is along the column: the lid skin above
+        # the lashes takes the stretch evenly. At its own share a crease close over the lashes took all of it (a band
+        # 0.03 of the column between them at rest: 5x on a column stretched 1.25x), and its fold's shadow was drawn
+        # as a dark smudge from the eye up to the brow.
+        lashes = place[:, 0, 0]
+        towards_brow = (1.0 - lashes * shrink) / np.maximum(1.0 - lashes, 1e-9)
+        brow_edge = np.array([1.0, 0.0])
         place[:, 0] *= shrink[:, None]
+        place[:, 1] = brow_edge + (place[:, 1] - brow_edge) * towards_brow[:, None]
     target[columns[:, 1:3], :2] = start[:, None] + place[:, :, :1] * chord[:, None] + place[:, :, 1:] * across[:, None]
+
+
+# Of a column's length (plan_brow_carry): the brow and the skin above it are carried whole up to this far above the
+# column's top, and less and less up to the second (the forehead takes the difference); a point this far below a
+# column's top, or one column spacing past the last column, is not carried at all.
+_CARRIED, _CARRY_FADES = 1.5, 3.0
+_CARRY_BELOW = 0.1
+
+
+def _polyline_weights(points: Vec, tops: Vec) -> tuple[Vec, Vec]:
+    """Each of `points`' distance to the polyline through `tops` (one lid's columns' tops, in order), and its weight on
+    each top (point x top): linear between the two of its nearest segment, faded over one segment's length past the ends."""
+    seg = tops[1:] - tops[:-1]  # segment, xy
+    t = ((points[:, None] - tops[:-1]) * seg).sum(axis=2) / np.maximum((seg**2).sum(axis=1), 1e-9)  # point, segment
+    near = tops[:-1] + np.clip(t, 0.0, 1.0)[..., None] * seg
+    gap = np.sqrt(((points[:, None] - near) ** 2).sum(axis=2))
+    k = np.argmin(gap, axis=1)
+    rows = np.arange(len(points))
+    tk = t[rows, k]
+    past = np.where(k == 0, np.maximum(-tk, 0.0), 0.0)
+    past = np.maximum(past, np.where(k == len(seg) - 1, tk - 1.0, 0.0))
+    weights = np.zeros((len(points), len(tops)))
+    weights[rows, k] = 1.0 - np.clip(tk, 0.0, 1.0)
+    weights[rows, k + 1] += np.clip(tk, 0.0, 1.0)
+    return gap[rows, k], weights * np.maximum(0.0, 1.0 - past)[:, None]
+
+
+@dataclass(frozen=True)
+class BrowCarry:
+    """What _limit_lid_columns needs of the avatar: each upper lid column's top (the brow's lower edge) at rest in the
+    sender's neutral head frame (as the identity push draws it), the column's direction (margin to top) and length,
+    and (landmark, column) how much of each column's top's motion a landmark takes: the brow over the column and the
+    skin above it whole, fading up the forehead and past the lid's ends; none below the columns' tops, and none on
+    the lids' own rings (the margin stays, the lashes' and crease's are placed after)."""
+
+    tops: Vec
+    up: Vec
+    lengths: Vec
+    weights: Vec
+
+
+def plan_brow_carry(picture: Vec, pushed: Vec) -> BrowCarry:
+    """The BrowCarry of the avatar: `picture` in the sender's neutral head frame, `pushed` the same after the identity
+    push. A column's length is the longer of the two: the push exaggerates a lid's difference from the sender's (a
+    short column pushed 0.5-0.7 as long on happy and sad), and the texture is sampled from the picture."""
+    columns = _lid_columns()
+    n = len(columns) // 2
+    points = picture[:, :2]
+    tops, margins = points[columns[:, 3]], points[columns[:, 0]]
+    chords = pushed[columns[:, 3], :2] - pushed[columns[:, 0], :2]
+    rest = np.maximum(np.linalg.norm(tops - margins, axis=1), np.linalg.norm(chords, axis=1))
+    at_rest = pushed[columns[:, 3], :2]
+    up = (tops - margins) / np.maximum(rest, 1e-9)[:, None]
+    sides = [_polyline_weights(points, tops[k * n : (k + 1) * n]) for k in range(2)]
+    carry = np.zeros((len(points), len(columns)))
+    for k, (gap, weights) in enumerate(sides):
+        mine = gap <= sides[1 - k][0] if k == 0 else gap < sides[0][0]
+        span = slice(k * n, (k + 1) * n)
+        share = weights / np.maximum(weights.sum(axis=1, keepdims=True), 1e-9)
+        base = share @ tops[span]
+        height = ((points - base) * (share @ up[span])).sum(axis=1) / np.maximum(share @ rest[span], 1e-9)
+        vertical = np.where(height < 0.0, np.maximum(0.0, 1.0 + height / _CARRY_BELOW),
+                            np.clip((_CARRY_FADES - height) / (_CARRY_FADES - _CARRIED), 0.0, 1.0))
+        carry[:, span] = np.where(mine[:, None], weights * vertical[:, None], 0.0)
+    carry[columns[:, :3].ravel()] = 0.0
+    carry[columns[:, 3]] = np.eye(len(columns))
+    carry[topo.right_eye_ring()] = carry[topo.left_eye_ring()] = 0.0
+    # The outline stays where it meets the sender's head (as the identity push leaves it); the forehead between it and
+    # the brow takes the difference.
+    carry[topo.face_oval_ring()] = 0.0
+    return BrowCarry(at_rest, chords / np.maximum(np.linalg.norm(chords, axis=1), 1e-9)[:, None], rest, carry)
+
+
+def _eased(size: Vec, limit: float) -> Vec:
+    """`size` (>= 0) unchanged up to half `limit`, then eased (tanh) towards `limit`, never reaching it."""
+    knee = 0.5 * limit
+    return np.where(size <= knee, size, knee + knee * np.tanh((size - knee) / knee))
+
+
+def _limit_lid_columns(target: Vec, carry: BrowCarry, reach: float) -> None:
+    """Each upper lid column's top (its brow edge) moved from where the avatar has it at rest (in the sender's neutral
+    head frame: by expression only) by at most `reach` of the column's length (eased; a top coming down towards the
+    eye is free): the top, the brow over it and the skin above (`carry.weights`) moved back by the rest. The top's
+    own motion, not the column's: a blink or a smile's narrowing lowers the margin, and the brow is not to follow it.
+
+    The margin follows the sender's opening as a ratio of the avatar's own (_set_eye_opening), the brow the sender's
+    motion: w0's and w1's raised inner brows and smiles' narrowed eyes moved happy's and sad's inner columns' tops by
+    half their length and more, up and towards the nose (a column lying sideways, from the inner corner to a brow low
+    beside it, turned up by 45 degrees), and the lid's triangles were sheared and stretched 2-7x over the picture's: its
+    crease, socket shadow and the brow's inner end were drawn as a dark smudge from the eye up to the brow. A picture
+    cannot show the skin a fold unfolds; the brow so rises less than the sender's, the forehead taking the difference.
+    """
+    moved = target[_lid_columns()[:, 3], :2] - carry.tops
+    down = np.minimum((moved * carry.up).sum(axis=1), 0.0)[:, None] * carry.up  # free: it hides the lid, not stretch it
+    limited = moved - down
+    size = np.linalg.norm(limited, axis=1) / np.maximum(carry.lengths, 1e-9)
+    kept = _eased(size, reach) / np.maximum(size, 1e-12)
+    if np.all(kept >= 1.0):
+        return
+    target[:, :2] += carry.weights @ (limited * (np.minimum(kept, 1.0) - 1.0)[:, None])
 
 
 @dataclass(frozen=True)
@@ -495,6 +609,7 @@ class RetargetPlan:
     options: RetargetOptions
     chin_strip: ChinStrip
     lid_place: Vec | None  # the avatar's upper lids' rings in their margin-to-brow columns' frames (None: moved by the delta)
+    brow_carry: BrowCarry | None  # plan_brow_carry of the avatar (None: the lids' columns stretch as the delta puts them)
 
 
 def plan_retarget(sender_neutral: Landmarks, avatar_neutral: Landmarks, options: RetargetOptions | None = None) -> RetargetPlan:
@@ -517,6 +632,7 @@ def plan_retarget(sender_neutral: Landmarks, avatar_neutral: Landmarks, options:
     # The lids' rings likewise: the push exaggerates a thin lid's difference from the sender's, its lashes' ring
     # pushed onto or past the margin (a synthetic lid 0.2 as thick as the sender's: every share below zero).
     lids = plan_lid_skin(avatar_n) if opts.lid_skin else None
+    picture = avatar_n
     # Sizes from the picture as it is: the push moves the eyes apart, which would change a mouth's size (_mouth_size).
     k_mouth = _mouth_size(avatar_n, opts.widest_rest_mouth) / max(_mouth_size(neutral, opts.widest_rest_mouth), 1e-6)
     k_eye = np.mean([eye_width(avatar_n, side) / max(eye_width(neutral, side), 1e-6) for side in ("right", "left")])
@@ -526,6 +642,7 @@ def plan_retarget(sender_neutral: Landmarks, avatar_neutral: Landmarks, options:
         face_width = float(np.ptp(avatar_n[topo.face_oval_ring(), 0]))
         largest = float(np.linalg.norm(diff[:, :2], axis=1).max())
         avatar_n = avatar_n + min(opts.identity_push, opts.push_limit * face_width / max(largest, 1e-9)) * diff
+    carry = plan_brow_carry(picture, avatar_n) if opts.lid_reach > 0.0 else None
     mouth_w, eye_w, outline_w = _region_weights()
     gain = 1.0 + (k_mouth - 1.0) * mouth_w + (k_eye - 1.0) * eye_w * (1.0 - mouth_w)
     eye_line = float(neutral[list(topo.EYE_CORNERS), 1].mean())
@@ -538,7 +655,7 @@ def plan_retarget(sender_neutral: Landmarks, avatar_neutral: Landmarks, options:
     strength = np.maximum(strength, _chin_cover(sender_neutral.astype(np.float64), avatar_n, opts.min_chin_share) * below)
     pull = np.clip(outline_w * strength, 0.0, 1.0)[:, None]
     eyes = (_neutral_eye_opening(neutral, "right"), _neutral_eye_opening(neutral, "left"))
-    return RetargetPlan(sender_neutral, neutral, avatar_n, gain * opts.expression_gain, eyes, pull, opts, chin, lids)
+    return RetargetPlan(sender_neutral, neutral, avatar_n, gain * opts.expression_gain, eyes, pull, opts, chin, lids, carry)
 
 
 def _chin_cover(keyframe: Vec, avatar_n: Vec, min_share: float) -> float:
@@ -580,6 +697,8 @@ def apply_retarget(plan: RetargetPlan, sender: AlignedSender) -> Landmarks:
     for k, (side, ring) in enumerate((("right", topo.right_eye_ring()), ("left", topo.left_eye_ring()))):
         ratio = eye_opening(now_n, side) / max(plan.eye_neutral[k], 1e-6)
         _set_eye_opening(target, plan.avatar_n, ring, float(np.clip(ratio, 0.0, plan.options.max_eye_ratio)))
+    if plan.brow_carry is not None:
+        _limit_lid_columns(target, plan.brow_carry, plan.options.lid_reach)
     if plan.lid_place is not None:
         _keep_lid_skin(target, plan.lid_place, plan.avatar_n if plan.options.rigid_lashes else None)
     _uncross_lips(target)
