@@ -325,6 +325,8 @@ def fill_cover(image: Image, landmarks: Landmarks) -> Image:
     # Not in the features' berths: where the cover comes near an eye (a pale forehead taken for cover), the
     # eye's own make-up and shadow are mid-tones darker than the fill too.
     taken = np.maximum(cover.astype(np.float32), _penumbra(crop, fill, cover, face, features, local, width))
+    taken = _off_skin_by_brows(taken, crop, fill, local, width)
+    taken = _shadowed_brows(taken, crop, fill, local, width)
     soft = _whole_in_zones(cv2.GaussianBlur(taken, (0, 0), max(1.0, 0.01 * width)), local, width)
     # The cover's growth and soft edge never paint out an eye's opening or its lash line: avatar_cover leaves
     # the features out, but a fringe down to the lashes or hair at an eye's outer corner, grown, took them.
@@ -334,6 +336,73 @@ def fill_cover(image: Image, landmarks: Landmarks) -> Image:
     filled = _mirror_hidden_eye(filled, raw, local, width)
     out = image.copy()
     out[fy, fx] = np.clip(filled + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+def _off_skin_by_brows(taken: npt.NDArray[np.float32], crop: Image, fill: npt.NDArray[np.float32], landmarks: Landmarks,
+                       width: float) -> npt.NDArray[np.float32]:
+    """`taken` grown into the brows' zones through what is neither brow nor skin: no darker than a brow
+    (_BROW_DARKER of the fill's luma) and off the fill's hue (_BERTH_HUE), joined to the cover.
+
+    avatar_cover leaves the features' zones out, so a helmet's or a lit fringe's colour reaching past a brow's
+    tail into its zone stayed in the texture as a wedge of it beside the brow (art_9's yellow helmet); a brow is
+    darker than the skin and the skin has the fill's hue, lit or shaded, so neither is taken.
+    """
+    shape = (taken.shape[0], taken.shape[1])
+    zones = np.zeros(shape, np.bool_)
+    for hull in brow_hulls(shape, landmarks, _ZONE_GROW):
+        zones |= hull > 0
+    seed = taken > 0.5
+    if not (zones & (cv2.dilate(seed.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0)).any():
+        return taken
+    pixels = crop.astype(np.float32)
+    lighter = pixels @ LUMA_BGR >= np.float32(_BROW_DARKER) * (fill @ LUMA_BGR)
+    off = _hue_off(crop, fill) > _BERTH_HUE
+    passable = zones & lighter & off & (eye_openings(shape, landmarks, max(1, int(round(_LASH_LINE * width)))) == 0)
+    if not passable.any():
+        return taken
+    count, labels = cv2.connectedComponents((passable | seed).astype(np.uint8), connectivity=8)
+    joined = np.zeros(count, np.bool_)
+    joined[np.unique(labels[seed])] = True
+    joined[0] = False
+    grown = joined[labels] & passable
+    if not grown.any():
+        return taken
+    return np.asarray(np.maximum(taken, grown.astype(np.float32)), np.float32)
+
+
+def _shadowed_brows(taken: npt.NDArray[np.float32], crop: Image, fill: npt.NDArray[np.float32], landmarks: Landmarks,
+                    width: float) -> npt.NDArray[np.float32]:
+    """`taken` whole over the zone of a brow beside the cover that lies in its shadow: one whose visible part is
+    far darker against the fill than the other brow's (_BROW_SHADOWED times or more).
+
+    A helmet's or a hat's brim casts a dark band over the brow below it; the skin round the brow takes the fill,
+    lit like the rest of the face at that height, but the zone keeps its picture whole, and the brow with its
+    shadow stayed as a black bar on a lit forehead (art_9). Painted, it is drawn again in the other brow's
+    colour (_redraw_brows). The two brows of one face differ far less: on 37 portraits at most 2.0 times, 3.2 where
+    black strands cross one (art_3), against 14 under art_9's helmet.
+    """
+    shape = (taken.shape[0], taken.shape[1])
+    cover = (taken > 0.5).astype(np.uint8)
+    hulls = brow_hulls(shape, landmarks)
+    zones = brow_hulls(shape, landmarks, _ZONE_GROW)
+    contrasts = []
+    for hull in hulls:
+        inside = hull > 0
+        colour = _brow_colour(crop, fill, inside, cover) if inside.any() else None
+        skin = float(fill[inside].mean(axis=0) @ LUMA_BGR) if inside.any() else 0.0
+        contrasts.append(None if colour is None or skin <= 0.0 else float(colour @ LUMA_BGR) / skin)
+    out = taken
+    reach = max(1, int(round(_ZONE_GROW * width)))
+    near = cv2.dilate(cover, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1))) > 0
+    for zone, mine, other in zip(zones, contrasts, contrasts[::-1], strict=True):
+        if mine is None or other is None or mine * _BROW_SHADOWED > other:
+            continue
+        inside = zone > 0
+        if not (near & inside).any():
+            continue
+        out = out.copy() if out is taken else out
+        out[inside] = 1.0
     return out
 
 
@@ -365,10 +434,7 @@ def _penumbra(crop: Image, fill: npt.NDArray[np.float32], cover: npt.NDArray[np.
     openings = eye_openings(features.shape, landmarks, int(round(_LASH_LINE * width)))
     berth = (face > 0) & (features > 0) & (cover == 0) & (openings == 0)
     if berth.any():
-        logs = np.log(crop.astype(np.float32) + np.float32(8.0))
-        fill_logs = np.log(fill + np.float32(8.0))
-        # Hue as log chromaticity (blue and red against green): shade keeps the skin's, make-up does not.
-        off = np.abs((logs[..., [0, 2]] - logs[..., 1:2]) - (fill_logs[..., [0, 2]] - fill_logs[..., 1:2])).max(axis=2)
+        off = _hue_off(crop, fill)
         # Judged over a patch, not per pixel: per pixel, a brow's tail would be taken in flecks. (The
         # difference is blurred, not the verdict: a small strong make-up stays off the skin's hue.)
         off = cv2.GaussianBlur(off, (0, 0), max(0.7, _BERTH_HUE_PATCH * width))
@@ -376,6 +442,14 @@ def _penumbra(crop: Image, fill: npt.NDArray[np.float32], cover: npt.NDArray[np.
         # No floor here: a beard does not grow beside an eye, and hair falling past its corner is as dark as hair.
         where += berth * hue * _beside_hair(crop, fill, cover, width)
     return np.asarray(taken * where, np.float32)
+
+
+def _hue_off(crop: Image, fill: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """How far each pixel's hue is off the fill's, as log chromaticity (blue and red against green): shade keeps
+    the skin's hue, make-up, hair and a helmet do not."""
+    logs = np.log(crop.astype(np.float32) + np.float32(8.0))
+    fill_logs = np.log(fill + np.float32(8.0))
+    return np.asarray(np.abs((logs[..., [0, 2]] - logs[..., 1:2]) - (fill_logs[..., [0, 2]] - fill_logs[..., 1:2])).max(axis=2), np.float32)
 
 
 def _beside_hair(crop: Image, fill: npt.NDArray[np.float32], cover: npt.NDArray[np.uint8], width: float) -> npt.NDArray[np.float32]:
@@ -624,6 +698,7 @@ def _brow_colour(crop: Image, fill: npt.NDArray[np.float32], hull: npt.NDArray[n
     return np.asarray(np.median(crop[core].astype(np.float32), axis=0), np.float32)
 
 
+_BROW_SHADOWED = 5.0  # a visible brow this many times darker against the fill than the other is in a shadow
 _BROW_TAKEN = 0.4  # share of a brow's hull painted for it to be drawn whole
 _BROW_DARKER = 0.85  # of the skin's luma (the fill's) at a pixel of a brow's hull: darker is the brow itself
 _BROW_RAMP = 0.15  # of the skin's luma: darker than _BROW_DARKER by this, wholly the brow (or hair over it)
