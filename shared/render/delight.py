@@ -90,6 +90,12 @@ class DelightOptions:
     deep_width: float = 0.12
     deep_knee: float = 0.7
     deep_keep: float = 0.3
+    # Below the lower lip (outside the lips, above the chin) a smooth dark patch is the lip's cast shade, which a
+    # photograph's light rarely takes past half the skin's brightness there and a painting or a strong key light
+    # takes to black: under the scene's light it moves with the mouth as a second, dark mouth. Past
+    # `under_lip_knee` only `under_lip_keep` of it is kept (see _under_lip_shade; hair there is spared).
+    under_lip_knee: float = 0.45
+    under_lip_keep: float = 0.15
     # Of the difference in light between the face's two sides (_one_sided_light) taken out, and the scale
     # (face widths) it is smoothed at: finer is the skin's own texture, kept on each side.
     side_strength: float = 1.0
@@ -205,7 +211,9 @@ def delight(image: Image, landmarks: Landmarks, options: DelightOptions | None =
         out[..., 0] = _tame_creases(out[..., 0], plain, max(3, int(round(opts.crease_width * width)) | 1), opts)
     if opts.deep_keep < 1.0:
         deep_size = max(3, int(round(opts.deep_width * width)) | 1)
-        out[..., 0] = _tame_deep(out[..., 0], _deep_where((h, w), landmarks, width, face), deep_size, opts)
+        under_lip = _under_lip_shade(ycc[..., 0], landmarks, width)  # hair judged as painted, before _tame_creases
+        where = np.maximum(_deep_where((h, w), landmarks, width, face), under_lip)
+        out[..., 0] = _tame_deep(out[..., 0], where, deep_size, opts, under_lip)
     # Chroma as a shift: the smooth colour patch moves to the skin's mean, the detail on it stays. Not on
     # what is far darker than the light round it (a moustache, nostrils): the shift is the skin's, a fixed
     # offset that on a dark pixel is a strong colour of its own (a moustache under a red nose went teal).
@@ -386,13 +394,17 @@ def _tame_creases(y: FloatImage, where: FloatImage, size: int, opts: DelightOpti
 
 
 def _shallower(
-    y: FloatImage, where: FloatImage, closing: Callable[[FloatImage], FloatImage], knee: float, keep: float
+    y: FloatImage,
+    where: FloatImage,
+    closing: Callable[[FloatImage], FloatImage],
+    knee: float | FloatImage,
+    keep: float | FloatImage,
 ) -> FloatImage:
     """Luminance `y` with what lies deeper than `knee` (log) below its `closing` (of log luminance) kept only by `keep`,
-    where `where` is 1."""
+    where `where` is 1 (`knee` and `keep` per pixel or one for all)."""
     log_y = np.log(np.maximum(y, 0.0) + np.float32(8.0))
     depth = np.maximum(closing(log_y), log_y) - log_y
-    lift = np.maximum(depth - np.float32(knee), 0.0) * np.float32(1.0 - keep) * where
+    lift = np.maximum(depth - np.asarray(knee, np.float32), 0.0) * (np.float32(1.0) - np.asarray(keep, np.float32)) * where
     return np.asarray(np.exp(log_y + lift) - np.float32(8.0), np.float32)
 
 
@@ -437,7 +449,7 @@ def _paint_tint(image: Image, skin: FloatImage, where: FloatImage, slope: float)
 _MAX_TINT_SHIFT = 0.8  # log colour ratio: the most a pixel's colour is moved by _paint_tint
 
 
-def _tame_deep(y: FloatImage, where: FloatImage, size: int, opts: DelightOptions) -> FloatImage:
+def _tame_deep(y: FloatImage, where: FloatImage, size: int, opts: DelightOptions, under_lip: FloatImage | None = None) -> FloatImage:
     """Luminance `y` with dark patches narrower than `size` pixels made shallower past `deep_knee`, where `where` is 1.
 
     In ordinary light a nostril, the shade under the lower lip or a fold beside the mouth is at most about
@@ -446,9 +458,60 @@ def _tame_deep(y: FloatImage, where: FloatImage, size: int, opts: DelightOptions
     cannot lift black, they read as holes in the face (black nostrils, a muzzle round the mouth). The same
     closing as _tame_creases at the scale of these features gives the skin round them; of the depth past
     `deep_knee` only `deep_keep` is kept. A moustache is as narrow and a photograph's is rarely past the
-    knee; what is broader (a beard, a shaded side) is untouched.
+    knee; what is broader (a beard, a shaded side) is untouched. Where `under_lip` is 1 (the lip's cast shade) the
+    knee and the share kept are `under_lip_knee` and `under_lip_keep` instead.
     """
-    return _shallower(y, where, partial(_coarse_closing, size=size), opts.deep_knee, opts.deep_keep)
+    knee: float | FloatImage = opts.deep_knee
+    keep: float | FloatImage = opts.deep_keep
+    if under_lip is not None:
+        knee = np.float32(opts.deep_knee) + np.float32(opts.under_lip_knee - opts.deep_knee) * under_lip
+        keep = np.float32(opts.deep_keep) + np.float32(opts.under_lip_keep - opts.deep_keep) * under_lip
+    return _shallower(y, where, partial(_coarse_closing, size=size), knee, keep)
+
+
+def _under_lip_shade(y: FloatImage, landmarks: Landmarks, width: float) -> FloatImage:
+    """0..1: where a dark patch is the shade the lower lip casts: a band under the lower lip's outline, from a rim
+    inside it (a landmarker draws the outline a few pixels into the shade), not the lip's body nor the opening; on
+    smooth skin only.
+
+    A tuft or a beard grows there too, as dark and as narrow; hair is strokes and stubble, rough at the scale of a
+    hundredth of the face, where a cast shade (painted or photographed) is as smooth as the skin round it. The
+    roughness is the luminance's distance from its median over that scale, which keeps a shade's edge (a step).
+    """
+    shape = y.shape[:2]
+    p = landmarks[:, :2].astype(np.float64)
+    lower = p[list(topo.MOUTH_OUTER[:_LOWER_LIP_POINTS])]
+    down = _down(landmarks) * width
+    band = np.zeros(shape, np.uint8)
+    fill_polygon(band, np.vstack([lower - _UNDER_LIP_RIM * down, (lower + _UNDER_LIP_REACH * down)[::-1]]))
+    rim = max(1, int(round(_UNDER_LIP_RIM * width)))
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * rim + 1, 2 * rim + 1))
+    lips, opening = np.zeros(shape, np.uint8), np.zeros(shape, np.uint8)
+    fill_polygon(lips, landmarks[topo.outer_lip_ring(), :2])
+    fill_polygon(opening, landmarks[topo.inner_lip_ring(), :2])
+    band[(cv2.erode(lips, disc) > 0) | (cv2.dilate(opening, disc) > 0)] = 0
+    zone = cv2.GaussianBlur(band.astype(np.float32) / np.float32(255.0), (0, 0), max(0.5, 0.005 * width))
+    log_y = np.log(np.maximum(y, 0.0) + np.float32(8.0))
+    k = max(3, int(round(_ROUGH_SCALE * width)) | 1)
+    rough = cv2.GaussianBlur(np.abs(log_y - _median_log(log_y, k)), (0, 0), max(0.5, _ROUGH_SCALE * width))
+    smooth = np.clip((np.float32(_ROUGH_HAIR) - rough) / np.float32(_ROUGH_HAIR - _ROUGH_SHADE), 0.0, 1.0)
+    return np.asarray(zone * smooth, np.float32)
+
+
+_LOWER_LIP_POINTS = 11  # MOUTH_OUTER's first points: the lower lip's outline, corner to corner
+_UNDER_LIP_REACH = 0.08  # of the face width below the lower lip's outline: its cast shade (the chin's crease is ~0.1)
+_UNDER_LIP_RIM = 0.012  # of the face width inside the lip's outline: the shade's upper edge, under the outline
+_ROUGH_SCALE = 0.015  # of the face width: hair's strokes are finer than this, a shade's edge is not
+_ROUGH_SHADE = 0.03  # log luminance off the median: a cast shade (painted ~0.02, photographed ~0.01)
+_ROUGH_HAIR = 0.05  # and stubble or a painted tuft (~0.06), spared
+_LOG_LEVELS = 70.0  # 8-bit levels per unit of log luminance for the median (log(8) .. log(263) in 0..245)
+
+
+def _median_log(log_y: FloatImage, k: int) -> FloatImage:
+    """The median of log luminance over a `k`-pixel square (OpenCV's large medians are 8-bit: quantised finely)."""
+    base = np.float32(np.log(8.0))
+    levels = np.clip((log_y - base) * np.float32(_LOG_LEVELS) + np.float32(0.5), 0, 255).astype(np.uint8)
+    return np.asarray(cv2.medianBlur(levels, k).astype(np.float32) / np.float32(_LOG_LEVELS) + base, np.float32)
 
 
 def _coarse_closing(log_y: FloatImage, size: int) -> FloatImage:
@@ -483,14 +546,19 @@ def _openings(shape: tuple[int, int], landmarks: Landmarks, width: float) -> Flo
 
 def _below_nose(shape: tuple[int, int], landmarks: Landmarks, width: float) -> FloatImage:
     """0..1: 1 from just above the base of the nose down (where a moustache and a beard grow), soft over 0.03 face widths."""
-    p = landmarks[:, :2].astype(np.float64)
-    down = p[topo.CHIN] - p[topo.NOSE_BRIDGE]
-    down /= max(float(np.linalg.norm(down)), 1e-6)
-    start = float(p[topo.SUBNASALE] @ down) - _HAIR_ABOVE_NOSE * width
+    down = _down(landmarks)
+    start = float(landmarks[topo.SUBNASALE, :2].astype(np.float64) @ down) - _HAIR_ABOVE_NOSE * width
     xs = np.arange(shape[1], dtype=np.float32)[None, :]
     ys = np.arange(shape[0], dtype=np.float32)[:, None]
     depth = xs * np.float32(down[0]) + ys * np.float32(down[1]) - np.float32(start)
     return np.asarray(np.clip(depth / np.float32(0.03 * width) + 0.5, 0.0, 1.0), np.float32)
+
+
+def _down(landmarks: Landmarks) -> npt.NDArray[np.float64]:
+    """The face's downward unit vector in the picture (from the bridge of the nose to the chin)."""
+    p = landmarks[:, :2].astype(np.float64)
+    down = p[topo.CHIN] - p[topo.NOSE_BRIDGE]
+    return np.asarray(down / max(float(np.linalg.norm(down)), 1e-6), np.float64)
 
 
 _HAIR_ABOVE_NOSE = 0.02  # of the face width: a moustache's top edge sits at about the nostrils' base
